@@ -1,0 +1,119 @@
+"""``genworld`` command line: parses arguments, calls ``genworld.api``, prints results.
+
+Every GenworldError becomes one line on stderr and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from genworld.errors import GenworldError
+
+
+def _data_list(args) -> None:
+    from genworld.api import list_datasets
+
+    rows = list_datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        built = "built" if row["built"] else "-"
+        extra = ""
+        if row.get("steps") is not None:
+            extra = f"  steps={row['steps']:>8}  normalized={row['normalized_mean']:.1f}"
+        print(f"{row['dataset_id']:<40} {built:<6}{extra}")
+
+
+def _data_build(args) -> None:
+    from genworld.api import all_dataset_ids, build_dataset
+
+    if args.all == bool(args.ids):
+        raise GenworldError("give dataset ids (hopper-medium ...) or --all, not both or neither")
+    ids = [str(d) for d in all_dataset_ids()] if args.all else args.ids
+    for dataset_id in ids:
+        card = build_dataset(
+            dataset_id, steps=args.steps, seed=args.seed, force=args.force,
+            show_progress=not args.quiet,
+        )
+        print(
+            f"{card['dataset_id']}: {card['steps']} steps, {card['episodes']} episodes, "
+            f"normalized return {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f}, "
+            f"{card['build_steps_per_second']:.0f} steps/s"
+        )
+
+
+def _data_info(args) -> None:
+    from genworld.api import dataset_info
+
+    print(json.dumps(dataset_info(args.id), indent=2))
+
+
+def _data_check(args) -> None:
+    from genworld.api import check_dataset
+
+    report = check_dataset(args.id)
+    print(
+        f"{report['dataset_id']}: OK ({report['episodes']} episodes, {report['steps']} steps, "
+        f"normalized return {report['normalized_mean']:.1f})"
+    )
+
+
+def _run(args) -> None:
+    from genworld.api import build_dataset
+
+    for env in ("halfcheetah", "hopper", "walker2d"):
+        card = build_dataset(f"{env}-random", steps=args.steps, seed=args.seed, force=True)
+        print(f"{card['dataset_id']}: normalized return {card['normalized_mean']:.1f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genworld", description="Multi-environment offline RL with generalist world models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the main job (for now: the dataset quick start)")
+    run.add_argument("--steps", type=int, default=10_000, help="transitions per dataset")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(func=_run)
+
+    data = sub.add_parser("data", help="build, list, inspect and check datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("list", help="all dataset ids and which are built")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_data_list)
+    p = data_sub.add_parser("build", help="build datasets from the shipped behaviour policies")
+    p.add_argument("ids", nargs="*", help="hopper-medium or genworld/hopper/medium-v0")
+    p.add_argument("--all", action="store_true", help="all 20 datasets")
+    p.add_argument("--steps", type=int, default=None, help="transitions (default: D4RL sizes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_data_build)
+    p = data_sub.add_parser("info", help="a dataset's card and reference scores")
+    p.add_argument("id")
+    p.set_defaults(func=_data_info)
+    p = data_sub.add_parser("check", help="validate every episode of a dataset")
+    p.add_argument("id")
+    p.set_defaults(func=_data_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GenworldError as err:
+        print(f"genworld: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genworld: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

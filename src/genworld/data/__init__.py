@@ -1,0 +1,1 @@
+"""Data core: episodes, dataset ids, Minari I/O, multi-env datasets and samplers."""

@@ -1,0 +1,71 @@
+"""Dataset ids (Minari style ``genworld/<env>/<quality>-v0``) and quality definitions.
+
+Qualities follow D4RL (PROTOCOL.md): random, medium, medium-replay, expert, medium-expert.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from genworld.envs.registry import ENV_SPECS, get_env_spec
+from genworld.errors import GenworldError
+from genworld.types import EnvSpec
+
+NAMESPACE = "genworld"
+VERSION = 0
+QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
+DEFAULT_STEPS = {
+    "random": 1_000_000,
+    "medium": 1_000_000,
+    "medium-replay": None,  # the whole replay buffer up to medium (size of the original buffer)
+    "expert": 1_000_000,
+    "medium-expert": 2_000_000,
+}
+
+_SHORT = re.compile(r"^(?P<env>[a-z0-9]+)-(?P<quality>[a-z-]+?)(?:-v(?P<version>\d+))?$")
+_FULL = re.compile(r"^(?P<ns>[\w-]+)/(?P<env>[\w-]+)/(?P<quality>[\w-]+)-v(?P<version>\d+)$")
+
+
+@dataclass(frozen=True)
+class DatasetId:
+    env: str
+    quality: str
+    namespace: str = NAMESPACE
+    version: int = VERSION
+
+    @property
+    def spec(self) -> EnvSpec:
+        return get_env_spec(self.env)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.env}/{self.quality}-v{self.version}"
+
+
+def parse_dataset_id(text: str) -> DatasetId:
+    """Accept ``hopper-medium``, ``hopper-medium-v0`` or ``genworld/hopper/medium-v0``."""
+    text = text.strip()
+    match = _FULL.match(text)
+    if match:
+        dataset_id = DatasetId(
+            match["env"], match["quality"], match["ns"], int(match["version"])
+        )
+    else:
+        match = _SHORT.match(text)
+        if not match:
+            raise GenworldError(
+                f"cannot parse dataset id {text!r}: use ENV-QUALITY (hopper-medium) or "
+                "genworld/ENV/QUALITY-v0"
+            )
+        dataset_id = DatasetId(match["env"], match["quality"], NAMESPACE, int(match["version"] or 0))
+    if dataset_id.namespace == NAMESPACE:
+        get_env_spec(dataset_id.env)
+        if dataset_id.quality not in QUALITIES:
+            raise GenworldError(
+                f"unknown dataset quality {dataset_id.quality!r}: choose one of {', '.join(QUALITIES)}"
+            )
+    return dataset_id
+
+
+def all_dataset_ids() -> list[DatasetId]:
+    return [DatasetId(env, quality) for env in ENV_SPECS for quality in QUALITIES]

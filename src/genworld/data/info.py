@@ -1,0 +1,91 @@
+"""Inspect and check local datasets: list, info (card + return stats), check (full validation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from genworld.data.ids import all_dataset_ids, parse_dataset_id
+from genworld.data.minari_io import (
+    CARD_KEY,
+    dataset_dir,
+    local_dataset_ids,
+    read_episodes,
+    read_metadata,
+    ref_scores,
+)
+from genworld.envs.registry import ENV_SPECS
+from genworld.errors import GenworldError
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """Every buildable genworld id (built or not) plus any other local Minari dataset."""
+    local = set(local_dataset_ids())
+    rows = []
+    for dataset in all_dataset_ids():
+        rows.append({"dataset_id": str(dataset), "built": str(dataset) in local})
+    known = {r["dataset_id"] for r in rows}
+    rows += [{"dataset_id": d, "built": True} for d in sorted(local - known)]
+    for row in rows:
+        if row["built"]:
+            try:
+                card = read_metadata(row["dataset_id"]).get(CARD_KEY) or {}
+            except GenworldError:
+                card = {"error": "unreadable"}
+            row["steps"] = card.get("steps") if isinstance(card, dict) else None
+            row["normalized_mean"] = card.get("normalized_mean") if isinstance(card, dict) else None
+    return rows
+
+
+def _canonical(dataset_id: str) -> str:
+    return str(parse_dataset_id(dataset_id))
+
+
+def dataset_info(dataset_id: str) -> dict[str, Any]:
+    dataset_id = _canonical(dataset_id)
+    metadata = read_metadata(dataset_id)
+    ref_min, ref_max = ref_scores(metadata, dataset_id)
+    card = metadata.get(CARD_KEY)
+    return {
+        "dataset_id": dataset_id,
+        "path": str(dataset_dir(dataset_id)),
+        "total_steps": metadata.get("total_steps"),
+        "total_episodes": metadata.get("total_episodes"),
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
+        "description": metadata.get("description"),
+        "card": card if isinstance(card, dict) else None,
+    }
+
+
+def check_dataset(dataset_id: str) -> dict[str, Any]:
+    """Read and validate every episode; cross-check spec dims, step counts and ref scores."""
+    dataset_id = _canonical(dataset_id)
+    metadata = read_metadata(dataset_id)
+    ref_min, ref_max = ref_scores(metadata, dataset_id)
+    env_name = dataset_id.split("/")[1]
+    spec = ENV_SPECS.get(env_name)
+    episodes = read_episodes(
+        dataset_id, obs_dim=spec.obs_dim if spec else None, act_dim=spec.act_dim if spec else None
+    )
+    steps = sum(len(ep) for ep in episodes)
+    if steps != int(metadata.get("total_steps", steps)):
+        raise GenworldError(
+            f"dataset {dataset_id}: {steps} steps in the data, metadata says "
+            f"{metadata['total_steps']}; rebuild with --force"
+        )
+    if spec and (ref_min, ref_max) != (spec.ref_min_score, spec.ref_max_score):
+        raise GenworldError(
+            f"dataset {dataset_id}: ref scores ({ref_min}, {ref_max}) differ from the registry's "
+            f"({spec.ref_min_score}, {spec.ref_max_score})"
+        )
+    returns = np.array([ep.episode_return for ep in episodes])
+    return {
+        "dataset_id": dataset_id,
+        "episodes": len(episodes),
+        "steps": steps,
+        "return_mean": float(returns.mean()),
+        "normalized_mean": float(100 * (returns.mean() - ref_min) / (ref_max - ref_min)),
+        "ok": True,
+    }

@@ -1,0 +1,285 @@
+"""Minari as the interchange format: atomic writes, validated local reads, ref scores kept.
+
+Writing uses ``minari.create_dataset_from_buffers`` (no jax needed when episodes are given as
+arrays) into a staging folder next to the target, then one ``os.replace`` moves it into place, so
+a crash never leaves a half-written dataset under its real id. Reading opens the HDF5 files
+directly (fast, and every h5py/numpy failure becomes a one-line GenworldError); datasets in other
+Minari storage formats are read through ``minari.load_dataset``.
+
+``ref_min_score``/``ref_max_score`` are written through ``storage.update_metadata`` as well, since
+some Minari paths drop them silently (PROTOCOL.md), and are verified on read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from genworld.data.episodes import Episode
+from genworld.errors import GenworldError
+from genworld.types import EnvSpec
+
+CARD_KEY = "genworld_card"
+
+
+def datasets_root() -> Path:
+    """``MINARI_DATASETS_PATH`` or Minari's default ``~/.minari/datasets``."""
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(root) if root else Path.home() / ".minari" / "datasets"
+
+
+def dataset_dir(dataset_id: str, root: Path | None = None) -> Path:
+    return (root or datasets_root()) / str(dataset_id)
+
+
+@contextlib.contextmanager
+def _minari_root(path: Path) -> Iterator[None]:
+    """Point Minari at ``path`` for the duration of one call (Minari reads the env var)."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def gym_env_spec(spec: EnvSpec) -> gym.envs.registration.EnvSpec:
+    """The Gymnasium EnvSpec with genworld's observation variant, so Minari can recover the env."""
+    base = gym.spec(spec.gym_id)
+    return dataclasses.replace(base, kwargs={**base.kwargs, **spec.make_kwargs})
+
+
+def check_writable(target: Path, *, force: bool) -> None:
+    """Fail before any work if the dataset exists (without --force) or the root is not writable."""
+    if target.exists() and not force:
+        raise GenworldError(
+            f"dataset already exists at {target}; pass --force to replace it "
+            "(the old one is kept until the new one is complete)"
+        )
+    root = target.parents[2]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".genworld-write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise GenworldError(
+            f"cannot write datasets under {root} ({err.strerror}); set MINARI_DATASETS_PATH "
+            "to a writable folder"
+        ) from None
+
+
+def write_dataset(
+    dataset_id: str,
+    spec: EnvSpec,
+    episodes: list[Episode],
+    *,
+    card: dict[str, Any],
+    description: str,
+    algorithm_name: str,
+    force: bool = False,
+    root: Path | None = None,
+) -> Path:
+    """Write ``episodes`` as Minari dataset ``dataset_id`` atomically; returns its folder."""
+    from minari import create_dataset_from_buffers
+    from minari.data_collector import EpisodeBuffer
+
+    root = root or datasets_root()
+    target = dataset_dir(dataset_id, root)
+    check_writable(target, force=force)
+    staging = root / f".genworld-staging-{uuid.uuid4().hex}"
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            observations=ep.observations,
+            actions=ep.actions,
+            rewards=ep.rewards,
+            terminations=ep.terminations,
+            truncations=ep.truncations,
+        )
+        for i, ep in enumerate(episodes)
+    ]
+    env_spec = gym_env_spec(spec)
+    try:
+        with _minari_root(staging), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = create_dataset_from_buffers(
+                str(dataset_id),
+                buffers,
+                env=env_spec,
+                eval_env=env_spec,
+                algorithm_name=algorithm_name,
+                author="genworld",
+                author_email="genworld@users.noreply.invalid",
+                code_permalink="https://github.com/genworld/genworld",
+                observation_space=gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32),
+                action_space=gym.spaces.Box(-1.0, 1.0, (spec.act_dim,), np.float32),
+                ref_min_score=spec.ref_min_score,
+                ref_max_score=spec.ref_max_score,
+                description=description,
+            )
+            dataset.storage.update_metadata(
+                {
+                    "ref_min_score": spec.ref_min_score,
+                    "ref_max_score": spec.ref_max_score,
+                    CARD_KEY: json.dumps(card, sort_keys=True),
+                }
+            )
+        _install(staging, root, str(dataset_id))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _install(staging: Path, root: Path, dataset_id: str) -> None:
+    """Copy namespace metadata that is missing, then atomically move the dataset into place."""
+    parts = dataset_id.split("/")
+    for depth in range(1, len(parts)):
+        namespace = Path(*parts[:depth])
+        (root / namespace).mkdir(parents=True, exist_ok=True)
+        src = staging / namespace / "namespace_metadata.json"
+        dst = root / namespace / "namespace_metadata.json"
+        if src.exists() and not dst.exists():
+            shutil.copyfile(src, dst)
+    target = root / dataset_id
+    old = None
+    if target.exists():
+        old = root / f".genworld-old-{uuid.uuid4().hex}"
+        os.replace(target, old)
+    os.replace(staging / dataset_id, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_metadata(dataset_id: str, root: Path | None = None) -> dict[str, Any]:
+    """Minari's ``metadata.json`` of a local dataset, with the genworld card decoded."""
+    folder = dataset_dir(dataset_id, root)
+    path = folder / "data" / "metadata.json"
+    if not folder.exists():
+        raise GenworldError(
+            f"dataset {dataset_id} not found under {folder.parent.parent.parent}; build it with "
+            f"`genworld data build {dataset_id}` or set MINARI_DATASETS_PATH"
+        )
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GenworldError(
+            f"dataset {dataset_id}: {path} is missing; the dataset is incomplete, rebuild it "
+            "with --force"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GenworldError(
+            f"dataset {dataset_id}: metadata.json is corrupt ({err}); rebuild with --force"
+        ) from None
+    if CARD_KEY in metadata and isinstance(metadata[CARD_KEY], str):
+        with contextlib.suppress(json.JSONDecodeError):
+            metadata[CARD_KEY] = json.loads(metadata[CARD_KEY])
+    return metadata
+
+
+def ref_scores(metadata: dict[str, Any], dataset_id: str) -> tuple[float, float]:
+    """The stored reference returns; a dataset without them cannot be scored."""
+    try:
+        ref_min, ref_max = float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
+    except (KeyError, TypeError, ValueError):
+        raise GenworldError(
+            f"dataset {dataset_id}: ref_min_score/ref_max_score missing from its Minari metadata; "
+            "rebuild it with genworld, or add them with dataset.storage.update_metadata"
+        ) from None
+    if not ref_max > ref_min:
+        raise GenworldError(
+            f"dataset {dataset_id}: ref_max_score ({ref_max}) must exceed ref_min_score ({ref_min})"
+        )
+    return ref_min, ref_max
+
+
+def read_episodes(
+    dataset_id: str,
+    *,
+    obs_dim: int | None = None,
+    act_dim: int | None = None,
+    root: Path | None = None,
+) -> list[Episode]:
+    """All episodes of a local Minari dataset, each validated (dims checked when given)."""
+    metadata = read_metadata(dataset_id, root)
+    folder = dataset_dir(dataset_id, root) / "data"
+    if metadata.get("data_format", "hdf5") != "hdf5":
+        return _read_with_minari(dataset_id, root, obs_dim, act_dim)
+    path = folder / "main_data.hdf5"
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            keys = sorted((k for k in f if k.startswith("episode_")), key=lambda k: int(k[8:]))
+            if len(keys) != int(metadata.get("total_episodes", len(keys))):
+                raise GenworldError(
+                    f"dataset {dataset_id}: {len(keys)} episodes in {path.name}, metadata says "
+                    f"{metadata.get('total_episodes')}; the file is truncated, rebuild with --force"
+                )
+            return [
+                _episode_from_group(f[k], f"{dataset_id} {k}", obs_dim, act_dim) for k in keys
+            ]
+    except GenworldError:
+        raise
+    except FileNotFoundError:
+        raise GenworldError(
+            f"dataset {dataset_id}: {path} is missing; rebuild it with --force"
+        ) from None
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise GenworldError(
+            f"dataset {dataset_id}: cannot read {path.name} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'corrupt'}); the file is corrupt or "
+            "truncated, rebuild it with --force"
+        ) from None
+
+
+_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+def _episode_from_group(group, where: str, obs_dim, act_dim) -> Episode:
+    missing = [name for name in _FIELDS if name not in group]
+    if missing:
+        raise GenworldError(f"{where}: missing field(s) {', '.join(missing)}; rebuild the dataset")
+    arrays = {name: group[name][()] for name in _FIELDS}
+    return Episode.from_arrays(**arrays, obs_dim=obs_dim, act_dim=act_dim, where=where)
+
+
+def _read_with_minari(dataset_id, root, obs_dim, act_dim) -> list[Episode]:
+    import minari
+
+    with _minari_root(root or datasets_root()):
+        dataset = minari.load_dataset(str(dataset_id))
+        return [
+            Episode.from_arrays(
+                ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
+                obs_dim=obs_dim, act_dim=act_dim, where=f"{dataset_id} episode {ep.id}",
+            )
+            for ep in dataset.iterate_episodes()
+        ]
+
+
+def local_dataset_ids(root: Path | None = None) -> list[str]:
+    """Every Minari dataset id found under the root (any namespace)."""
+    root = root or datasets_root()
+    if not root.exists():
+        return []
+    ids = []
+    for metadata in root.rglob("data/metadata.json"):
+        rel = metadata.parent.parent.relative_to(root)
+        if not any(part.startswith(".") for part in rel.parts):
+            ids.append(rel.as_posix())
+    return sorted(ids)

@@ -1,0 +1,118 @@
+"""Behaviour policies: a tanh-Gaussian actor saved as safetensors + a JSON card.
+
+Shipped weights live in ``genworld/assets/policies/<env>-<name>.safetensors`` with a card
+``<env>-<name>.json`` (algorithm, steps, seed, evaluated return, recipe), so datasets are
+regenerated without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from genworld.errors import GenworldError
+from genworld.nn.mlp import mlp
+from genworld.utils.io import atomic_write_bytes, atomic_write_json
+
+ASSETS = Path(__file__).parent / "assets" / "policies"
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class TanhGaussianActor(nn.Module):
+    """``obs -> (mean, log_std)``; actions are ``tanh`` of a Gaussian sample (SAC, Haarnoja 2018)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+        self.net = mlp(obs_dim, hidden, 2 * act_dim)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(observations).chunk(2, dim=-1)  # (B, A) each
+        # soft clamp of log_std into [LOG_STD_MIN, LOG_STD_MAX] (as in CleanRL's SAC)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+    def sample(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised tanh-Gaussian sample and its log-probability ``(B, A), (B,)``."""
+        mean, log_std = self(observations)
+        std = log_std.exp()
+        pre_tanh = mean + std * torch.randn_like(mean)  # (B, A)
+        action = torch.tanh(pre_tanh)
+        log_prob = (
+            -0.5 * ((pre_tanh - mean) / std).pow(2) - log_std - 0.5 * np.log(2 * np.pi)
+        ).sum(-1)
+        # log|det d tanh/dx| = sum log(1 - tanh^2), in the stable form 2(log2 - x - softplus(-2x))
+        log_prob = log_prob - (2 * (np.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))).sum(-1)
+        return action, log_prob
+
+    @torch.no_grad()
+    def act(
+        self, observations: np.ndarray, *, deterministic: bool, generator: torch.Generator | None = None
+    ) -> np.ndarray:
+        """Batched numpy actions in [-1, 1]; stochastic sampling uses ``generator`` if given."""
+        obs = torch.as_tensor(observations, dtype=torch.float32)
+        mean, log_std = self(obs)
+        if deterministic:
+            return torch.tanh(mean).numpy()
+        noise = torch.randn(mean.shape, generator=generator)
+        return torch.tanh(mean + log_std.exp() * noise).numpy()
+
+
+@dataclass(frozen=True)
+class PolicyCard:
+    """What a shipped policy is and how well it did; stored as JSON next to its weights."""
+
+    env: str
+    name: str
+    obs_dim: int
+    act_dim: int
+    algorithm: str
+    train_steps: int
+    seed: int
+    hidden: tuple[int, ...]
+    eval_return_mean: float
+    eval_return_std: float
+    eval_normalized: float
+    eval_episodes: int
+    eval_mode: str
+    extra: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "hidden": list(self.hidden)}
+
+
+def save_policy(actor: TanhGaussianActor, card: PolicyCard, path_stem: Path) -> None:
+    """Atomically write ``<stem>.safetensors`` and ``<stem>.json``."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in actor.state_dict().items()}
+    atomic_write_bytes(path_stem.with_suffix(".safetensors"), save(tensors, metadata={"env": card.env}))
+    atomic_write_json(path_stem.with_suffix(".json"), card.to_json())
+
+
+def load_policy(path_stem: Path) -> tuple[TanhGaussianActor, dict[str, Any]]:
+    weights, card_path = path_stem.with_suffix(".safetensors"), path_stem.with_suffix(".json")
+    if not weights.exists() or not card_path.exists():
+        raise GenworldError(
+            f"policy {path_stem.name} not found ({weights} / {card_path}); train it with "
+            "`genworld data train-policy`"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+        state = load_file(weights)
+        actor = TanhGaussianActor(card["obs_dim"], card["act_dim"], card["hidden"])
+        actor.load_state_dict(state)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise GenworldError(f"policy {path_stem.name} is corrupt ({err}); retrain it") from None
+    actor.eval()
+    return actor, card
+
+
+def shipped_policy_stem(env: str, name: str) -> Path:
+    return ASSETS / f"{env}-{name}"

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from genworld.data.build import build_dataset
+from genworld.data.minari_io import read_episodes, read_metadata
+from genworld.errors import GenworldError
+
+
+def _arrays(dataset_id):
+    episodes = read_episodes(dataset_id)
+    return {
+        f: np.concatenate([getattr(e, f) for e in episodes])
+        for f in ("observations", "actions", "rewards", "terminations", "truncations")
+    }
+
+
+@pytest.mark.parametrize("quality", ["random", "medium", "medium-replay", "expert", "medium-expert"])
+def test_build_all_qualities_deterministic(quality, tiny_policies, tmp_path, monkeypatch):
+    card = build_dataset(f"hopper-{quality}", steps=600, seed=3, show_progress=False)
+    assert card["steps"] == 600
+    first = _arrays(f"genworld/hopper/{quality}-v0")
+    assert len(first["actions"]) == 600
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "other"))
+    build_dataset(f"hopper-{quality}", steps=600, seed=3, show_progress=False)
+    second = _arrays(f"genworld/hopper/{quality}-v0")
+    for field in first:
+        assert first[field].tobytes() == second[field].tobytes(), field
+    meta = read_metadata(f"genworld/hopper/{quality}-v0")
+    assert meta["ref_min_score"] == -20.272305 and meta["ref_max_score"] == 3234.3
+
+
+def test_different_seed_gives_different_data():
+    build_dataset("hopper-random", steps=300, seed=0, show_progress=False)
+    a = _arrays("genworld/hopper/random-v0")["actions"]
+    build_dataset("hopper-random", steps=300, seed=1, show_progress=False, force=True)
+    b = _arrays("genworld/hopper/random-v0")["actions"]
+    assert not np.array_equal(a, b)
+
+
+def test_medium_expert_is_half_medium_half_expert(tiny_policies):
+    card = build_dataset("hopper-medium-expert", steps=500, seed=0, show_progress=False)
+    assert card["segments"] == [
+        {"policy": "hopper-medium", "steps": 250},
+        {"policy": "hopper-expert", "steps": 250},
+    ]
+
+
+def test_medium_replay_follows_buffer_proportions(tiny_policies):
+    # the test cards say replay-0 collected 100 and replay-1 200 buffer steps: a 1:2 split
+    card = build_dataset("hopper-medium-replay", steps=300, seed=0, show_progress=False)
+    assert card["segments"] == [
+        {"policy": "hopper-replay-0", "steps": 100},
+        {"policy": "hopper-replay-1", "steps": 200},
+    ]
+
+
+def test_episode_structure_of_built_data():
+    build_dataset("hopper-random", steps=2000, seed=0, show_progress=False)
+    episodes = read_episodes("genworld/hopper/random-v0", obs_dim=11, act_dim=3)
+    assert sum(len(e) for e in episodes) == 2000
+    # random hopper falls within ~20-60 steps: most episodes end in a true terminal
+    assert sum(e.terminations[-1] for e in episodes) > 0.8 * len(episodes)
+    for e in episodes:
+        assert e.terminations[-1] or e.truncations[-1]
+
+
+def test_bad_requests_are_clear(tiny_policies):
+    with pytest.raises(GenworldError, match="unknown dataset quality 'meduim'"):
+        build_dataset("hopper-meduim", steps=10)
+    with pytest.raises(GenworldError, match="unknown environment 'hoppr'"):
+        build_dataset("hoppr-medium", steps=10)
+    with pytest.raises(GenworldError, match="no medium policy card for walker2d|walker2d-medium not found"):
+        build_dataset("walker2d-medium", steps=10)
+    with pytest.raises(GenworldError, match="positive"):
+        build_dataset("hopper-random", steps=0)

@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+from genworld.cli import main
+
+
+def test_cli_build_check_info_list(capsys):
+    assert main(["data", "build", "hopper-random", "--steps", "500", "--seed", "0", "--quiet"]) == 0
+    assert "genworld/hopper/random-v0: 500 steps" in capsys.readouterr().out
+    assert main(["data", "check", "genworld/hopper/random-v0"]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["data", "info", "hopper-random"]) == 0
+    assert '"ref_max_score": 3234.3' in capsys.readouterr().out
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "genworld/hopper/random-v0" in out and "built" in out
+    assert out.count("genworld/") == 20
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    assert main(["data", "build", "hopper-random", "--steps", "200", "--quiet"]) == 0
+    from genworld.data.minari_io import dataset_dir
+
+    path = dataset_dir("genworld/hopper/random-v0") / "data" / "main_data.hdf5"
+    path.write_bytes(path.read_bytes()[:1000])
+    proc = subprocess.run(
+        [sys.executable, "-m", "genworld.cli", "data", "check", "genworld/hopper/random-v0"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("genworld: error:")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
