@@ -61,6 +61,36 @@ def _data_check(args) -> None:
     )
 
 
+def _train_policy(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.behaviour import SCALES, BehaviourConfig, train_behaviour_policy
+
+    steps = args.steps or SCALES[args.scale]
+    cfg = BehaviourConfig(
+        env=args.env, total_steps=steps, seed=args.seed, device=args.device,
+        learning_starts=min(5_000, steps // 3), snapshot_every=min(10_000, max(steps // 10, 1)),
+        checkpoint_every=min(25_000, steps), eval_episodes=args.eval_episodes,
+    )
+    out = Path(args.out or f"runs/policies/{args.env}-s{args.seed}")
+    train_behaviour_policy(cfg, out, show_progress=not args.quiet)
+    print(f"trained {args.env}: {out} (export with `genworld data export-policies {out}`)")
+
+
+def _export_policies(args) -> None:
+    from pathlib import Path
+
+    from genworld.data.build import policy_dir
+    from genworld.train.behaviour import export_policies
+
+    cards = export_policies(Path(args.run), Path(args.dest) if args.dest else policy_dir())
+    for name, card in cards.items():
+        print(
+            f"{card['env']}-{name}: step {card['train_steps']}, normalized "
+            f"{card['eval_normalized']:.1f} (stochastic), in target: {card['extra']['in_target']}"
+        )
+
+
 def _run(args) -> None:
     from genworld.api import build_dataset
 
@@ -93,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data_build)
+    p = data_sub.add_parser("train-policy", help="train a behaviour policy with SAC (resumable)")
+    p.add_argument("env")
+    p.add_argument("--scale", choices=["tiny", "mini", "full"], default="full")
+    p.add_argument("--steps", type=int, default=None, help="env steps (overrides --scale)")
+    p.add_argument("--out", default=None, help="run folder (default runs/policies/ENV-sSEED)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train_policy)
+    p = data_sub.add_parser("export-policies", help="pick medium/expert snapshots of a run")
+    p.add_argument("run")
+    p.add_argument("--dest", default=None, help="policy folder (default: shipped assets)")
+    p.set_defaults(func=_export_policies)
     p = data_sub.add_parser("info", help="a dataset's card and reference scores")
     p.add_argument("id")
     p.set_defaults(func=_data_info)

@@ -152,7 +152,11 @@ def _replay_plan(env: str, steps: int | None) -> list[Segment]:
     total = steps or original
     shares = [int(r["buffer_steps"]) * total // original for r in replay]
     shares[-1] += total - sum(shares)
-    return [Segment(r["name"], n) for r, n in zip(replay, shares, strict=True) if n > 0]
+    return [
+        Segment(None if r["name"] == "uniform-random" else r["name"], n)
+        for r, n in zip(replay, shares, strict=True)
+        if n > 0
+    ]
 
 
 def build_dataset(

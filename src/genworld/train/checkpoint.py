@@ -1,0 +1,126 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON, atomic, checksummed.
+
+A checkpoint is a folder ``step_<N>/`` with ``tensors.safetensors`` (flattened state dicts,
+optimiser states included), ``meta.json`` (non-tensor state, step, RNG states, sha256 of the
+tensor file) and is published by an atomic rename of the folder; ``latest`` is found by listing.
+Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from genworld.errors import GenworldError
+
+SEP = "::"
+
+
+def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state into ``{path: tensor}`` and a JSON skeleton with references."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: Any, path: str) -> Any:
+        if isinstance(obj, torch.Tensor):
+            tensors[path] = obj.detach().cpu().contiguous().clone()
+            return {"__tensor__": path}
+        if isinstance(obj, np.ndarray):
+            tensors[path] = torch.from_numpy(np.ascontiguousarray(obj))
+            return {"__ndarray__": path}
+        if isinstance(obj, dict):
+            return {"__dict__": [[walk_key(k), walk(v, f"{path}{SEP}{k}")] for k, v in obj.items()]}
+        if isinstance(obj, (list, tuple)):
+            return {"__list__": [walk(v, f"{path}{SEP}{i}") for i, v in enumerate(obj)], "tuple": isinstance(obj, tuple)}
+        if isinstance(obj, (int, float, str, bool)) or obj is None:
+            return obj
+        raise TypeError(f"cannot checkpoint object of type {type(obj).__name__} at {path}")
+
+    def walk_key(k: Any) -> Any:
+        return k if isinstance(k, (str, int)) else str(k)
+
+    return tensors, walk(state, prefix)
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__ndarray__" in skeleton:
+            return tensors[skeleton["__ndarray__"]].numpy()
+        if "__dict__" in skeleton:
+            return {k: unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+        if "__list__" in skeleton:
+            items = [unflatten_state(v, tensors) for v in skeleton["__list__"]]
+            return tuple(items) if skeleton.get("tuple") else items
+    return skeleton
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(folder: Path, step: int, state: dict[str, Any], *, keep: int = 2) -> Path:
+    """Write ``folder/step_<step>`` atomically; keep the newest ``keep`` checkpoints."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        tensors, skeleton = flatten_state(state)
+        save_file(tensors, str(tmp / "tensors.safetensors"))
+        meta = {"step": step, "state": skeleton, "sha256": _sha256(tmp / "tensors.safetensors")}
+        with open(tmp / "meta.json", "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        final = folder / f"step_{step:09d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(folder.glob("step_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    candidates = sorted(folder.glob("step_*")) if folder.exists() else []
+    return candidates[-1] if candidates else None
+
+
+def load_checkpoint(path: Path) -> tuple[int, dict[str, Any]]:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        tensor_file = path / "tensors.safetensors"
+        if _sha256(tensor_file) != meta["sha256"]:
+            raise GenworldError(
+                f"checkpoint {path} fails its checksum (corrupt or half-written); delete it to "
+                "resume from the previous one"
+            )
+        tensors = load_file(str(tensor_file))
+    except GenworldError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        raise GenworldError(f"checkpoint {path} is unreadable ({err}); delete it to resume from the previous one") from None
+    return int(meta["step"]), unflatten_state(meta["state"], tensors)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])

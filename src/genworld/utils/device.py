@@ -1,0 +1,17 @@
+"""Device selection: ``auto`` picks CUDA when present, else CPU; never a hard-coded cuda:0."""
+
+from __future__ import annotations
+
+import torch
+
+from genworld.errors import GenworldError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GenworldError("--device cuda asked for, but no CUDA device is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise GenworldError(f"unknown --device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)
