@@ -1,0 +1,185 @@
+"""MultiEnvDataset: several envs' data with different obs/act sizes, padded batches with masks.
+
+Storage is per env (its own dims, contiguous torch tensors); batches are zero-padded to the
+largest dims and carry ``obs_mask``, ``act_mask`` and ``env_idx`` (STYLE §4), so one code path
+serves one env or many. Sampling is vectorised (index gathers per env, never per sample), seeded
+with a ``torch.Generator``, and either *balanced* (equal share per env) or *proportional* (to each
+env's number of transitions). Next observations come from the same episode only (Minari layout:
+T+1 observations per episode), and sequence windows never cross an episode boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from genworld.data.episodes import Episode
+from genworld.errors import GenworldError
+from genworld.types import Batch, EnvSpec, SeqBatch
+
+Mode = Literal["balanced", "proportional"]
+
+
+@dataclass(frozen=True)
+class EnvData:
+    """One env's transitions, flattened across episodes."""
+
+    spec: EnvSpec
+    observations: torch.Tensor  # (N, obs_dim)
+    actions: torch.Tensor  # (N, act_dim)
+    rewards: torch.Tensor  # (N,)
+    next_observations: torch.Tensor  # (N, obs_dim)
+    terminations: torch.Tensor  # (N,) float
+    timesteps: torch.Tensor  # (N,) int64 step inside the episode
+    steps_left: torch.Tensor  # (N,) int64 transitions from here to the episode's end (>= 1)
+    episode_returns: np.ndarray  # (episodes,)
+
+    @classmethod
+    def from_episodes(cls, spec: EnvSpec, episodes: Sequence[Episode]) -> EnvData:
+        if not episodes:
+            raise GenworldError(f"{spec.name}: no episodes given")
+        for i, ep in enumerate(episodes):
+            ep.validate(obs_dim=spec.obs_dim, act_dim=spec.act_dim, where=f"{spec.name} episode {i}")
+        lengths = np.array([len(ep) for ep in episodes])
+        timesteps = np.concatenate([np.arange(n) for n in lengths])
+        steps_left = np.concatenate([np.arange(n, 0, -1) for n in lengths])
+        cat = lambda name: np.concatenate([getattr(ep, name) for ep in episodes])  # noqa: E731
+        return cls(
+            spec=spec,
+            observations=torch.from_numpy(np.concatenate([ep.observations[:-1] for ep in episodes])),
+            actions=torch.from_numpy(cat("actions")),
+            rewards=torch.from_numpy(cat("rewards")),
+            next_observations=torch.from_numpy(np.concatenate([ep.observations[1:] for ep in episodes])),
+            terminations=torch.from_numpy(cat("terminations").astype(np.float32)),
+            timesteps=torch.from_numpy(timesteps),
+            steps_left=torch.from_numpy(steps_left),
+            episode_returns=np.array([ep.episode_return for ep in episodes]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+class MultiEnvDataset:
+    """Per-env storage; ``sample_transitions`` / ``sample_windows`` give padded batches."""
+
+    def __init__(self, data: Sequence[tuple[EnvSpec, Sequence[Episode]]]):
+        if not data:
+            raise GenworldError("MultiEnvDataset needs at least one (env spec, episodes) pair")
+        self.envs = [EnvData.from_episodes(spec, episodes) for spec, episodes in data]
+        self.specs = [e.spec for e in self.envs]
+        self.obs_max = max(s.obs_dim for s in self.specs)
+        self.act_max = max(s.act_dim for s in self.specs)
+        self.sizes = torch.tensor([len(e) for e in self.envs], dtype=torch.float64)
+
+    @classmethod
+    def from_minari(cls, dataset_ids: Sequence[str]) -> MultiEnvDataset:
+        """Load genworld (or compatible) Minari datasets by id, validated against the registry."""
+        from genworld.data.ids import parse_dataset_id
+        from genworld.data.minari_io import read_episodes
+
+        data = []
+        for text in dataset_ids:
+            dataset = parse_dataset_id(text)
+            spec = dataset.spec
+            data.append((spec, read_episodes(str(dataset), obs_dim=spec.obs_dim, act_dim=spec.act_dim)))
+        return cls(data)
+
+    def __len__(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.envs)
+
+    def obs_masks(self) -> torch.Tensor:
+        """``(num_envs, obs_max)`` bool: True on each env's real observation dims."""
+        dims = torch.tensor([s.obs_dim for s in self.specs])
+        return torch.arange(self.obs_max)[None, :] < dims[:, None]
+
+    def act_masks(self) -> torch.Tensor:
+        dims = torch.tensor([s.act_dim for s in self.specs])
+        return torch.arange(self.act_max)[None, :] < dims[:, None]
+
+    def env_counts(self, batch_size: int, generator: torch.Generator, mode: Mode) -> list[int]:
+        """How many samples each env contributes to a batch."""
+        n = self.num_envs
+        if mode == "balanced":
+            counts = [batch_size // n + (1 if i < batch_size % n else 0) for i in range(n)]
+        elif mode == "proportional":
+            choice = torch.multinomial(self.sizes / self.sizes.sum(), batch_size, True, generator=generator)
+            counts = torch.bincount(choice, minlength=n).tolist()
+        else:
+            raise GenworldError(f"unknown sampling mode {mode!r}: use balanced or proportional")
+        return counts
+
+    def sample_transitions(
+        self, batch_size: int, generator: torch.Generator, mode: Mode = "balanced"
+    ) -> Batch:
+        counts = self.env_counts(batch_size, generator, mode)
+        obs = torch.zeros(batch_size, self.obs_max)
+        next_obs = torch.zeros(batch_size, self.obs_max)
+        act = torch.zeros(batch_size, self.act_max)
+        rew, term = torch.zeros(batch_size), torch.zeros(batch_size)
+        env_idx = torch.empty(batch_size, dtype=torch.int64)
+        start = 0
+        for k, (env, count) in enumerate(zip(self.envs, counts, strict=True)):
+            if count == 0:
+                continue
+            idx = torch.randint(len(env), (count,), generator=generator)  # (count,)
+            rows = slice(start, start + count)
+            d, a = env.spec.obs_dim, env.spec.act_dim
+            obs[rows, :d] = env.observations[idx]
+            next_obs[rows, :d] = env.next_observations[idx]
+            act[rows, :a] = env.actions[idx]
+            rew[rows], term[rows] = env.rewards[idx], env.terminations[idx]
+            env_idx[rows] = k
+            start += count
+        return Batch(
+            observations=obs, actions=act, rewards=rew, next_observations=next_obs,
+            terminations=term, env_idx=env_idx,
+            obs_mask=self.obs_masks()[env_idx], act_mask=self.act_masks()[env_idx],
+        )
+
+    def sample_windows(
+        self, batch_size: int, length: int, generator: torch.Generator, mode: Mode = "balanced"
+    ) -> SeqBatch:
+        """Windows of ``length`` steps starting at a uniform transition; past the episode's end
+        the steps are zero with ``step_mask`` False (the window never crosses into the next)."""
+        counts = self.env_counts(batch_size, generator, mode)
+        shape = (batch_size, length)
+        obs, next_obs = torch.zeros(*shape, self.obs_max), torch.zeros(*shape, self.obs_max)
+        act = torch.zeros(*shape, self.act_max)
+        rew, term = torch.zeros(shape), torch.zeros(shape)
+        timesteps = torch.zeros(shape, dtype=torch.int64)
+        step_mask = torch.zeros(shape, dtype=torch.bool)
+        env_idx = torch.empty(batch_size, dtype=torch.int64)
+        offsets = torch.arange(length)  # (L,)
+        start = 0
+        for k, (env, count) in enumerate(zip(self.envs, counts, strict=True)):
+            if count == 0:
+                continue
+            first = torch.randint(len(env), (count,), generator=generator)  # (count,)
+            valid = offsets[None, :] < env.steps_left[first][:, None]  # (count, L)
+            idx = (first[:, None] + offsets[None, :]).clamp(max=len(env) - 1)  # (count, L)
+            rows = slice(start, start + count)
+            d, a = env.spec.obs_dim, env.spec.act_dim
+            m = valid.float()
+            obs[rows, :, :d] = env.observations[idx] * m[..., None]
+            next_obs[rows, :, :d] = env.next_observations[idx] * m[..., None]
+            act[rows, :, :a] = env.actions[idx] * m[..., None]
+            rew[rows] = env.rewards[idx] * m
+            term[rows] = env.terminations[idx] * m
+            timesteps[rows] = env.timesteps[idx] * valid
+            step_mask[rows] = valid
+            env_idx[rows] = k
+            start += count
+        return SeqBatch(
+            observations=obs, actions=act, rewards=rew, next_observations=next_obs,
+            terminations=term, timesteps=timesteps, step_mask=step_mask, env_idx=env_idx,
+            obs_mask=self.obs_masks()[env_idx], act_mask=self.act_masks()[env_idx],
+        )
