@@ -13,29 +13,46 @@ def _isolated_data(tmp_path, monkeypatch):
     torch.set_num_threads(1)
 
 
+def write_tiny_policies(folder, envs=("hopper",)):
+    """Random-weight behaviour policies (medium, expert, two replay snapshots) for ``envs``."""
+    from genworld.envs import get_env_spec
+
+    torch.manual_seed(0)
+    for env in envs:
+        spec = get_env_spec(env)
+        dims = (spec.obs_dim, spec.act_dim)
+        replay = [{"name": "uniform-random", "buffer_steps": 50}]
+        for k, (name, scale) in enumerate((("expert", 1.0), ("replay-0", 0.1), ("replay-1", 0.3))):
+            actor = TanhGaussianActor(*dims, (32, 32))
+            with torch.no_grad():
+                for p in actor.parameters():
+                    p.mul_(scale)
+            if name.startswith("replay"):
+                replay.append({"name": f"{env}-{name}", "buffer_steps": 100 * k, "step": k})
+            card = PolicyCard(env, name, *dims, "test", 0, 0, (32, 32), 0.0, 0.0, 0.0, 0, "none", {})
+            save_policy(actor, card, folder / f"{env}-{name}")
+        # the medium card lists the checkpoint sequence that medium-replay replays
+        card = PolicyCard(
+            env, "medium", *dims, "test", 0, 0, (32, 32), 0.0, 0.0, 0.0, 0, "none",
+            {"replay_snapshots": replay},
+        )
+        save_policy(TanhGaussianActor(*dims, (32, 32)), card, folder / f"{env}-medium")
+
+
 @pytest.fixture
 def tiny_policies(tmp_path, monkeypatch):
-    """Random-weight behaviour policies for hopper (medium, expert, replay snapshots)."""
     folder = tmp_path / "policies"
-    torch.manual_seed(0)
-    replay = []
-    for name, scale in (("medium", 0.5), ("expert", 1.0), ("replay-0", 0.1), ("replay-1", 0.3)):
-        actor = TanhGaussianActor(11, 3, (32, 32))
-        with torch.no_grad():
-            for p in actor.parameters():
-                p.mul_(scale)
-        extra = {}
-        if name.startswith("replay"):
-            replay.append({"name": f"hopper-{name}", "buffer_steps": 100 * (len(replay) + 1)})
-        card = PolicyCard("hopper", name, 11, 3, "test", 0, 0, (32, 32), 0.0, 0.0, 0.0, 0, "none", extra)
-        save_policy(actor, card, folder / f"hopper-{name}")
-    # the medium card lists the checkpoint sequence that medium-replay replays
-    medium = TanhGaussianActor(11, 3, (32, 32))
-    card = PolicyCard(
-        "hopper", "medium", 11, 3, "test", 0, 0, (32, 32), 0.0, 0.0, 0.0, 0, "none",
-        {"replay_snapshots": replay},
-    )
-    save_policy(medium, card, folder / "hopper-medium")
+    write_tiny_policies(folder)
+    monkeypatch.setenv("GENWORLD_POLICY_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def all_tiny_policies(tmp_path, monkeypatch):
+    from genworld.envs import ENV_SPECS
+
+    folder = tmp_path / "policies"
+    write_tiny_policies(folder, tuple(ENV_SPECS))
     monkeypatch.setenv("GENWORLD_POLICY_DIR", str(folder))
     return folder
 

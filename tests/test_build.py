@@ -46,12 +46,16 @@ def test_medium_expert_is_half_medium_half_expert(tiny_policies):
 
 
 def test_medium_replay_follows_buffer_proportions(tiny_policies):
-    # the test cards say replay-0 collected 100 and replay-1 200 buffer steps: a 1:2 split
-    card = build_dataset("hopper-medium-replay", steps=300, seed=0, show_progress=False)
+    # the test card: 50 uniform-random warm-up steps, then replay-0 100 and replay-1 200
+    card = build_dataset("hopper-medium-replay", steps=700, seed=0, show_progress=False)
     assert card["segments"] == [
-        {"policy": "hopper-replay-0", "steps": 100},
-        {"policy": "hopper-replay-1", "steps": 200},
+        {"policy": "uniform-random", "steps": 100},
+        {"policy": "hopper-replay-0", "steps": 200},
+        {"policy": "hopper-replay-1", "steps": 400},
     ]
+    # without --steps, the size of the original buffer
+    card = build_dataset("hopper-medium-replay", seed=0, show_progress=False, force=True)
+    assert card["steps"] == 350
 
 
 def test_episode_structure_of_built_data():

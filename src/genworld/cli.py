@@ -35,9 +35,12 @@ def _data_build(args) -> None:
     ids = [str(d) for d in all_dataset_ids()] if args.all else args.ids
     for dataset_id in ids:
         card = build_dataset(
-            dataset_id, steps=args.steps, seed=args.seed, force=args.force,
+            dataset_id, steps=args.steps, seed=args.seed, force=args.force, cached=args.all,
             show_progress=not args.quiet,
         )
+        if card.get("cached"):
+            print(f"{card['dataset_id']}: already built (cached; --force rebuilds it)")
+            continue
         print(
             f"{card['dataset_id']}: {card['steps']} steps, {card['episodes']} episodes, "
             f"normalized return {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f}, "
@@ -95,7 +98,7 @@ def _run(args) -> None:
     from genworld.api import build_dataset
 
     for env in ("halfcheetah", "hopper", "walker2d"):
-        card = build_dataset(f"{env}-random", steps=args.steps, seed=args.seed, force=True)
+        card = build_dataset(f"{env}-random", steps=args.steps, seed=args.seed, cached=True)
         print(f"{card['dataset_id']}: normalized return {card['normalized_mean']:.1f}")
 
 
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_data_list)
     p = data_sub.add_parser("build", help="build datasets from the shipped behaviour policies")
     p.add_argument("ids", nargs="*", help="hopper-medium or genworld/hopper/medium-v0")
-    p.add_argument("--all", action="store_true", help="all 20 datasets")
+    p.add_argument("--all", action="store_true", help="all 20 datasets (built ones are kept)")
     p.add_argument("--steps", type=int, default=None, help="transitions (default: D4RL sizes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing dataset")

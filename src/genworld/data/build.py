@@ -165,13 +165,22 @@ def build_dataset(
     steps: int | None = None,
     seed: int = 0,
     force: bool = False,
+    cached: bool = False,
     num_envs: int = NUM_ENVS,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Build one dataset into ``MINARI_DATASETS_PATH`` and return its card."""
+    """Build one dataset into ``MINARI_DATASETS_PATH`` and return its card.
+
+    An existing dataset is an error unless ``force`` (rebuild) or ``cached`` (return its card,
+    marked ``"cached": True``, without touching it).
+    """
     dataset = parse_dataset_id(dataset_id)
     if steps is not None and steps <= 0:
         raise GenworldError(f"--steps must be a positive number of transitions, got {steps}")
+    if cached and not force and dataset_dir(str(dataset)).exists():
+        from genworld.data.minari_io import CARD_KEY, read_metadata
+
+        return {**read_metadata(str(dataset))[CARD_KEY], "cached": True}
     check_writable(dataset_dir(str(dataset)), force=force)
     segments = plan(dataset, steps)
     actors = {s.policy: load_policy(policy_dir() / s.policy) for s in segments if s.policy}

@@ -1,0 +1,42 @@
+"""The README's commands, executed (with a tiny preset: small --steps, tiny policies)."""
+
+import re
+import shlex
+from pathlib import Path
+
+from genworld.cli import main
+
+README = Path(__file__).parents[1] / "README.md"
+TINY_STEPS = "300"
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def _tiny(argv: list[str]) -> list[str]:
+    if argv[:2] == ["data", "build"]:
+        argv = [a for i, a in enumerate(argv) if a != "--steps" and argv[i - 1] != "--steps"]
+        argv += ["--steps", TINY_STEPS, "--quiet"]
+    if argv[:1] == ["run"]:
+        argv += ["--steps", TINY_STEPS]
+    return argv
+
+
+def test_readme_quick_start_and_data_commands(all_tiny_policies, capsys):
+    commands = readme_commands()
+    assert commands[:2] == ["make run", "make test"]
+    ran = 0
+    for command in commands:
+        if command == "make run":  # the Makefile's run target is `genworld run`
+            assert "$(BIN)/genworld run" in (README.parent / "Makefile").read_text()
+            command = "genworld run"
+        if not command.startswith("genworld "):
+            continue  # make test / pytest / ruff: this very suite and the linter
+        assert main(_tiny(shlex.split(command)[1:])) == 0, command
+        ran += 1
+    assert ran >= 6
+    out = capsys.readouterr().out
+    assert "genworld/hopper/medium-v0: OK" in out
