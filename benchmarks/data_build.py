@@ -49,8 +49,13 @@ def build_speed(env_name: str, steps: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
         write_dataset(
-            f"genworld/{env_name}/medium-v0", spec, episodes, card={}, description="bench",
-            algorithm_name="bench", root=Path(root),
+            f"genworld/{env_name}/medium-v0",
+            spec,
+            episodes,
+            card={},
+            description="bench",
+            algorithm_name="bench",
+            root=Path(root),
         )
         write_rate = steps / (time.perf_counter() - start)
     return collect_rate, write_rate
@@ -79,9 +84,13 @@ def main() -> None:
         "minutes_per_1M_steps": round(1e6 / end_to_end / 60, 2),
     }
     print(f"data_build/{args.env}: raw random stepping {raw:,.0f} steps/s (reference)")
-    print(f"data_build/{args.env}: collect with SAC actor {result['ratio_collect_vs_raw']:.2f}x raw")
-    print(f"data_build/{args.env}: collect + Minari write {result['ratio_end_to_end_vs_raw']:.2f}x raw "
-          f"({end_to_end:,.0f} steps/s, {result['minutes_per_1M_steps']:.1f} min per 1M steps)")
+    print(
+        f"data_build/{args.env}: collect with SAC actor {result['ratio_collect_vs_raw']:.2f}x raw"
+    )
+    print(
+        f"data_build/{args.env}: collect + Minari write {result['ratio_end_to_end_vs_raw']:.2f}x raw "
+        f"({end_to_end:,.0f} steps/s, {result['minutes_per_1M_steps']:.1f} min per 1M steps)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

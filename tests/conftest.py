@@ -29,11 +29,24 @@ def write_tiny_policies(folder, envs=("hopper",)):
                     p.mul_(scale)
             if name.startswith("replay"):
                 replay.append({"name": f"{env}-{name}", "buffer_steps": 100 * k, "step": k})
-            card = PolicyCard(env, name, *dims, "test", 0, 0, (32, 32), 0.0, 0.0, 0.0, 0, "none", {})
+            card = PolicyCard(
+                env, name, *dims, "test", 0, 0, (32, 32), 0.0, 0.0, 0.0, 0, "none", {}
+            )
             save_policy(actor, card, folder / f"{env}-{name}")
         # the medium card lists the checkpoint sequence that medium-replay replays
         card = PolicyCard(
-            env, "medium", *dims, "test", 0, 0, (32, 32), 0.0, 0.0, 0.0, 0, "none",
+            env,
+            "medium",
+            *dims,
+            "test",
+            0,
+            0,
+            (32, 32),
+            0.0,
+            0.0,
+            0.0,
+            0,
+            "none",
             {"replay_snapshots": replay},
         )
         save_policy(TanhGaussianActor(*dims, (32, 32)), card, folder / f"{env}-medium")
@@ -57,7 +70,9 @@ def all_tiny_policies(tmp_path, monkeypatch):
     return folder
 
 
-def random_episode(rng: np.random.Generator, steps: int, obs_dim: int, act_dim: int, terminal: bool):
+def random_episode(
+    rng: np.random.Generator, steps: int, obs_dim: int, act_dim: int, terminal: bool
+):
     from genworld.data.episodes import Episode
 
     terminations = np.zeros(steps, bool)

@@ -14,7 +14,9 @@ def _arrays(dataset_id):
     }
 
 
-@pytest.mark.parametrize("quality", ["random", "medium", "medium-replay", "expert", "medium-expert"])
+@pytest.mark.parametrize(
+    "quality", ["random", "medium", "medium-replay", "expert", "medium-expert"]
+)
 def test_build_all_qualities_deterministic(quality, tiny_policies, tmp_path, monkeypatch):
     card = build_dataset(f"hopper-{quality}", steps=600, seed=3, show_progress=False)
     assert card["steps"] == 600
@@ -73,7 +75,9 @@ def test_bad_requests_are_clear(tiny_policies):
         build_dataset("hopper-meduim", steps=10)
     with pytest.raises(GenworldError, match="unknown environment 'hoppr'"):
         build_dataset("hoppr-medium", steps=10)
-    with pytest.raises(GenworldError, match="no medium policy card for walker2d|walker2d-medium not found"):
+    with pytest.raises(
+        GenworldError, match="no medium policy card for walker2d|walker2d-medium not found"
+    ):
         build_dataset("walker2d-medium", steps=10)
     with pytest.raises(GenworldError, match="positive"):
         build_dataset("hopper-random", steps=0)

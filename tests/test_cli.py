@@ -25,7 +25,8 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     proc = subprocess.run(
         [sys.executable, "-m", "genworld.cli", "data", "check", "genworld/hopper/random-v0"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("genworld: error:")

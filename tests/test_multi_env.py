@@ -11,7 +11,9 @@ from genworld.errors import GenworldError
 from .conftest import random_episode
 
 
-def _counting_episode(env_code: float, start: int, steps: int, obs_dim: int, act_dim: int, terminal: bool):
+def _counting_episode(
+    env_code: float, start: int, steps: int, obs_dim: int, act_dim: int, terminal: bool
+):
     """obs[t] = env_code*1000 + start + t in every dim, so a sample says where it came from."""
     values = env_code * 1000 + start + np.arange(steps + 1, dtype=np.float32)
     ends = np.zeros(steps, bool)
@@ -84,7 +86,9 @@ def test_windows_never_cross_episode_boundaries(two_env):
         # consecutive values inside one episode, then masked zeros
         n = int(valid.sum())
         assert valid[:n].all() and not valid[n:].any()
-        np.testing.assert_array_equal(seq.observations[i, :n, 0].numpy(), first[i].item() + np.arange(n))
+        np.testing.assert_array_equal(
+            seq.observations[i, :n, 0].numpy(), first[i].item() + np.arange(n)
+        )
         assert (seq.observations[i, n:] == 0).all() and (seq.rewards[i, n:] == 0).all()
         last = first[i].item() + n - 1
         assert last in (1004.0, 1102.0) or n == 6  # stopped only at an episode's end
@@ -111,7 +115,9 @@ def test_normalizer_fitted_values():
     rng = np.random.default_rng(0)
     episodes = [random_episode(rng, 400, 11, 3, True) for _ in range(5)]
     norm = Normalizer.fit(MultiEnvDataset([(spec, episodes)]))
-    allobs = np.concatenate([e.observations[:-1] for e in episodes] + [episodes[-1].observations[-1:]])
+    allobs = np.concatenate(
+        [e.observations[:-1] for e in episodes] + [episodes[-1].observations[-1:]]
+    )
     np.testing.assert_allclose(norm.obs_mean[0].numpy(), allobs.mean(0), atol=1e-5)
     np.testing.assert_allclose(norm.obs_std[0].numpy(), allobs.std(0, ddof=1), rtol=1e-4)
 

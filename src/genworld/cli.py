@@ -35,7 +35,11 @@ def _data_build(args) -> None:
     ids = [str(d) for d in all_dataset_ids()] if args.all else args.ids
     for dataset_id in ids:
         card = build_dataset(
-            dataset_id, steps=args.steps, seed=args.seed, force=args.force, cached=args.all,
+            dataset_id,
+            steps=args.steps,
+            seed=args.seed,
+            force=args.force,
+            cached=args.all,
             show_progress=not args.quiet,
         )
         if card.get("cached"):
@@ -71,9 +75,14 @@ def _train_policy(args) -> None:
 
     steps = args.steps or SCALES[args.scale]
     cfg = BehaviourConfig(
-        env=args.env, total_steps=steps, seed=args.seed, device=args.device,
-        learning_starts=min(5_000, steps // 3), snapshot_every=min(10_000, max(steps // 10, 1)),
-        checkpoint_every=min(25_000, steps), eval_episodes=args.eval_episodes,
+        env=args.env,
+        total_steps=steps,
+        seed=args.seed,
+        device=args.device,
+        learning_starts=min(5_000, steps // 3),
+        snapshot_every=min(10_000, max(steps // 10, 1)),
+        checkpoint_every=min(25_000, steps),
+        eval_episodes=args.eval_episodes,
     )
     out = Path(args.out or f"runs/policies/{args.env}-s{args.seed}")
     train_behaviour_policy(cfg, out, show_progress=not args.quiet)

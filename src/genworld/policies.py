@@ -50,12 +50,18 @@ class TanhGaussianActor(nn.Module):
             -0.5 * ((pre_tanh - mean) / std).pow(2) - log_std - 0.5 * np.log(2 * np.pi)
         ).sum(-1)
         # log|det d tanh/dx| = sum log(1 - tanh^2), in the stable form 2(log2 - x - softplus(-2x))
-        log_prob = log_prob - (2 * (np.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))).sum(-1)
+        log_prob = log_prob - (
+            2 * (np.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
+        ).sum(-1)
         return action, log_prob
 
     @torch.no_grad()
     def act(
-        self, observations: np.ndarray, *, deterministic: bool, generator: torch.Generator | None = None
+        self,
+        observations: np.ndarray,
+        *,
+        deterministic: bool,
+        generator: torch.Generator | None = None,
     ) -> np.ndarray:
         """Batched numpy actions in [-1, 1]; stochastic sampling uses ``generator`` if given."""
         obs = torch.as_tensor(observations, dtype=torch.float32)
@@ -92,7 +98,9 @@ class PolicyCard:
 def save_policy(actor: TanhGaussianActor, card: PolicyCard, path_stem: Path) -> None:
     """Atomically write ``<stem>.safetensors`` and ``<stem>.json``."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in actor.state_dict().items()}
-    atomic_write_bytes(path_stem.with_suffix(".safetensors"), save(tensors, metadata={"env": card.env}))
+    atomic_write_bytes(
+        path_stem.with_suffix(".safetensors"), save(tensors, metadata={"env": card.env})
+    )
     atomic_write_json(path_stem.with_suffix(".json"), card.to_json())
 
 

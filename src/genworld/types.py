@@ -38,8 +38,10 @@ class EnvSpec:
 
     def normalized_score(self, episode_return: float | np.ndarray) -> float | np.ndarray:
         """D4RL normalized score: ``100 * (R - ref_min) / (ref_max - ref_min)``."""
-        return 100.0 * (episode_return - self.ref_min_score) / (
-            self.ref_max_score - self.ref_min_score
+        return (
+            100.0
+            * (episode_return - self.ref_min_score)
+            / (self.ref_max_score - self.ref_min_score)
         )
 
     def normalized_std(self, return_std: float | np.ndarray) -> float | np.ndarray:

@@ -62,7 +62,11 @@ class SAC:
         return critic(torch.cat([obs, act], -1)).squeeze(-1)  # (E, B)
 
     def update(
-        self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor, next_obs: torch.Tensor,
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        rew: torch.Tensor,
+        next_obs: torch.Tensor,
         terminal: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """One critic, actor and alpha step; returns detached tensors (no ``.item()`` here)."""
@@ -92,7 +96,9 @@ class SAC:
         self.alpha_opt.step()
 
         with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
+            for p, tp in zip(
+                self.critic.parameters(), self.critic_target.parameters(), strict=True
+            ):
                 tp.lerp_(p, self.cfg.tau)
         return {
             "losses/critic": critic_loss.detach(),
@@ -105,8 +111,12 @@ class SAC:
     def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
         """Every stateful object, so checkpoints forget nothing."""
         return {
-            "actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
-            "actor_opt": self.actor_opt, "critic_opt": self.critic_opt, "alpha_opt": self.alpha_opt,
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "actor_opt": self.actor_opt,
+            "critic_opt": self.critic_opt,
+            "alpha_opt": self.alpha_opt,
         }
 
     def state_dict(self) -> dict:

@@ -26,7 +26,7 @@ import torch
 from genworld import __version__
 from genworld.data.episodes import Episode
 from genworld.data.ids import DEFAULT_STEPS, DatasetId, parse_dataset_id
-from genworld.data.minari_io import check_writable, dataset_dir, datasets_root, write_dataset
+from genworld.data.minari_io import check_writable, dataset_dir, write_dataset
 from genworld.envs.vector import EnvPool
 from genworld.errors import GenworldError
 from genworld.policies import ASSETS, TanhGaussianActor, load_policy
@@ -191,14 +191,24 @@ def build_dataset(
         for k, segment in enumerate(segments):
             actor = actors[segment.policy][0] if segment.policy else None
             episodes += collect(
-                dataset.env, actor, segment.steps, seed * 1000 + k, num_envs=num_envs,
+                dataset.env,
+                actor,
+                segment.steps,
+                seed * 1000 + k,
+                num_envs=num_envs,
                 progress=advance,
             )
     seconds = time.perf_counter() - start
     card = dataset_card(dataset, episodes, segments, actors, seed, seconds)
     write_dataset(
-        str(dataset), dataset.spec, episodes, card=card, description=PROVENANCE,
-        algorithm_name="genworld-sac-behaviour" if dataset.quality != "random" else "uniform-random",
+        str(dataset),
+        dataset.spec,
+        episodes,
+        card=card,
+        description=PROVENANCE,
+        algorithm_name="genworld-sac-behaviour"
+        if dataset.quality != "random"
+        else "uniform-random",
         force=force,
     )
     return card
@@ -207,7 +217,9 @@ def build_dataset(
 def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str, Any]:
     spec = dataset.spec
     returns = np.array([ep.episode_return for ep in episodes])
-    complete = np.array([bool(ep.terminations[-1]) or len(ep) == spec.max_episode_steps for ep in episodes])
+    complete = np.array(
+        [bool(ep.terminations[-1]) or len(ep) == spec.max_episode_steps for ep in episodes]
+    )
     normalized = spec.normalized_score(returns)
     steps = int(sum(len(ep) for ep in episodes))
     return {
@@ -226,7 +238,9 @@ def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str
         "return_max": float(returns.max()),
         "normalized_mean": float(normalized.mean()),
         "normalized_std": float(spec.normalized_std(returns.std())),
-        "normalized_mean_complete_episodes": float(normalized[complete].mean()) if complete.any() else None,
+        "normalized_mean_complete_episodes": float(normalized[complete].mean())
+        if complete.any()
+        else None,
         "return_histogram": _histogram(normalized),
         "segments": [{"policy": s.policy or "uniform-random", "steps": s.steps} for s in segments],
         "policy_cards": {name: card for name, (_, card) in actors.items()},

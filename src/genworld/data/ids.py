@@ -47,9 +47,7 @@ def parse_dataset_id(text: str) -> DatasetId:
     text = text.strip()
     match = _FULL.match(text)
     if match:
-        dataset_id = DatasetId(
-            match["env"], match["quality"], match["ns"], int(match["version"])
-        )
+        dataset_id = DatasetId(match["env"], match["quality"], match["ns"], int(match["version"]))
     else:
         match = _SHORT.match(text)
         if not match:
@@ -57,7 +55,9 @@ def parse_dataset_id(text: str) -> DatasetId:
                 f"cannot parse dataset id {text!r}: use ENV-QUALITY (hopper-medium) or "
                 "genworld/ENV/QUALITY-v0"
             )
-        dataset_id = DatasetId(match["env"], match["quality"], NAMESPACE, int(match["version"] or 0))
+        dataset_id = DatasetId(
+            match["env"], match["quality"], NAMESPACE, int(match["version"] or 0)
+        )
     if dataset_id.namespace == NAMESPACE:
         get_env_spec(dataset_id.env)
         if dataset_id.quality not in QUALITIES:

@@ -230,9 +230,7 @@ def read_episodes(
                     f"dataset {dataset_id}: {len(keys)} episodes in {path.name}, metadata says "
                     f"{metadata.get('total_episodes')}; the file is truncated, rebuild with --force"
                 )
-            return [
-                _episode_from_group(f[k], f"{dataset_id} {k}", obs_dim, act_dim) for k in keys
-            ]
+            return [_episode_from_group(f[k], f"{dataset_id} {k}", obs_dim, act_dim) for k in keys]
     except GenworldError:
         raise
     except FileNotFoundError:
@@ -265,8 +263,14 @@ def _read_with_minari(dataset_id, root, obs_dim, act_dim) -> list[Episode]:
         dataset = minari.load_dataset(str(dataset_id))
         return [
             Episode.from_arrays(
-                ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
-                obs_dim=obs_dim, act_dim=act_dim, where=f"{dataset_id} episode {ep.id}",
+                ep.observations,
+                ep.actions,
+                ep.rewards,
+                ep.terminations,
+                ep.truncations,
+                obs_dim=obs_dim,
+                act_dim=act_dim,
+                where=f"{dataset_id} episode {ep.id}",
             )
             for ep in dataset.iterate_episodes()
         ]

@@ -43,17 +43,23 @@ class EnvData:
         if not episodes:
             raise GenworldError(f"{spec.name}: no episodes given")
         for i, ep in enumerate(episodes):
-            ep.validate(obs_dim=spec.obs_dim, act_dim=spec.act_dim, where=f"{spec.name} episode {i}")
+            ep.validate(
+                obs_dim=spec.obs_dim, act_dim=spec.act_dim, where=f"{spec.name} episode {i}"
+            )
         lengths = np.array([len(ep) for ep in episodes])
         timesteps = np.concatenate([np.arange(n) for n in lengths])
         steps_left = np.concatenate([np.arange(n, 0, -1) for n in lengths])
         cat = lambda name: np.concatenate([getattr(ep, name) for ep in episodes])  # noqa: E731
         return cls(
             spec=spec,
-            observations=torch.from_numpy(np.concatenate([ep.observations[:-1] for ep in episodes])),
+            observations=torch.from_numpy(
+                np.concatenate([ep.observations[:-1] for ep in episodes])
+            ),
             actions=torch.from_numpy(cat("actions")),
             rewards=torch.from_numpy(cat("rewards")),
-            next_observations=torch.from_numpy(np.concatenate([ep.observations[1:] for ep in episodes])),
+            next_observations=torch.from_numpy(
+                np.concatenate([ep.observations[1:] for ep in episodes])
+            ),
             terminations=torch.from_numpy(cat("terminations").astype(np.float32)),
             timesteps=torch.from_numpy(timesteps),
             steps_left=torch.from_numpy(steps_left),
@@ -86,7 +92,9 @@ class MultiEnvDataset:
         for text in dataset_ids:
             dataset = parse_dataset_id(text)
             spec = dataset.spec
-            data.append((spec, read_episodes(str(dataset), obs_dim=spec.obs_dim, act_dim=spec.act_dim)))
+            data.append(
+                (spec, read_episodes(str(dataset), obs_dim=spec.obs_dim, act_dim=spec.act_dim))
+            )
         return cls(data)
 
     def __len__(self) -> int:
@@ -111,7 +119,9 @@ class MultiEnvDataset:
         if mode == "balanced":
             counts = [batch_size // n + (1 if i < batch_size % n else 0) for i in range(n)]
         elif mode == "proportional":
-            choice = torch.multinomial(self.sizes / self.sizes.sum(), batch_size, True, generator=generator)
+            choice = torch.multinomial(
+                self.sizes / self.sizes.sum(), batch_size, True, generator=generator
+            )
             counts = torch.bincount(choice, minlength=n).tolist()
         else:
             raise GenworldError(f"unknown sampling mode {mode!r}: use balanced or proportional")
@@ -140,9 +150,14 @@ class MultiEnvDataset:
             env_idx[rows] = k
             start += count
         return Batch(
-            observations=obs, actions=act, rewards=rew, next_observations=next_obs,
-            terminations=term, env_idx=env_idx,
-            obs_mask=self.obs_masks()[env_idx], act_mask=self.act_masks()[env_idx],
+            observations=obs,
+            actions=act,
+            rewards=rew,
+            next_observations=next_obs,
+            terminations=term,
+            env_idx=env_idx,
+            obs_mask=self.obs_masks()[env_idx],
+            act_mask=self.act_masks()[env_idx],
         )
 
     def sample_windows(
@@ -179,7 +194,14 @@ class MultiEnvDataset:
             env_idx[rows] = k
             start += count
         return SeqBatch(
-            observations=obs, actions=act, rewards=rew, next_observations=next_obs,
-            terminations=term, timesteps=timesteps, step_mask=step_mask, env_idx=env_idx,
-            obs_mask=self.obs_masks()[env_idx], act_mask=self.act_masks()[env_idx],
+            observations=obs,
+            actions=act,
+            rewards=rew,
+            next_observations=next_obs,
+            terminations=term,
+            timesteps=timesteps,
+            step_mask=step_mask,
+            env_idx=env_idx,
+            obs_mask=self.obs_masks()[env_idx],
+            act_mask=self.act_masks()[env_idx],
         )

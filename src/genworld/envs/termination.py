@@ -56,7 +56,9 @@ def ant_termination(next_observations: np.ndarray) -> np.ndarray:
     obs = np.asarray(next_observations)
     z = obs[:, 0]
     healthy = (
-        np.all(np.isfinite(obs), axis=1) & (ANT_HEALTHY_Z_RANGE[0] <= z) & (z <= ANT_HEALTHY_Z_RANGE[1])
+        np.all(np.isfinite(obs), axis=1)
+        & (ANT_HEALTHY_Z_RANGE[0] <= z)
+        & (z <= ANT_HEALTHY_Z_RANGE[1])
     )
     return ~healthy
 

@@ -64,7 +64,11 @@ class EnvPool:
                 self.elapsed[i] = 0
             observations[i] = obs
         return StepResult(
-            observations, final_observations, rewards, terminations, truncations,
+            observations,
+            final_observations,
+            rewards,
+            terminations,
+            truncations,
             self.episode_seeds.copy(),
         )
 

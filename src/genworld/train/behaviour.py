@@ -57,7 +57,13 @@ class BehaviourConfig:
 
     def validate(self) -> None:
         get_env_spec(self.env)
-        for name in ("total_steps", "snapshot_every", "checkpoint_every", "eval_episodes", "threads"):
+        for name in (
+            "total_steps",
+            "snapshot_every",
+            "checkpoint_every",
+            "eval_episodes",
+            "threads",
+        ):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
         if self.learning_starts >= self.total_steps:
@@ -132,10 +138,14 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
                 action = rng.uniform(-1, 1, spec.act_dim).astype(np.float32)
             else:
                 with torch.no_grad():
-                    a, _ = agent.actor.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
+                    a, _ = agent.actor.sample(
+                        torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
+                    )
                 action = a[0].cpu().numpy()
             result = pool.step(action[None])
-            buffer.add(obs, action, result.rewards[0], result.final_observations[0], result.terminations[0])
+            buffer.add(
+                obs, action, result.rewards[0], result.final_observations[0], result.terminations[0]
+            )
             obs = result.observations[0]
             step += 1
             if step >= cfg.learning_starts:
@@ -147,10 +157,16 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                save_checkpoint(out / "checkpoints", step, {
-                    "agent": agent.state_dict(), "buffer": buffer.state(),
-                    "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
-                })
+                save_checkpoint(
+                    out / "checkpoints",
+                    step,
+                    {
+                        "agent": agent.state_dict(),
+                        "buffer": buffer.state(),
+                        "numpy_rng": json.dumps(rng.bit_generator.state),
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                )
             advance(1)
     log.close()
     return out
@@ -171,7 +187,9 @@ def _check_same_config(out: Path, cfg: BehaviourConfig) -> None:
         atomic_write_json(path, current)
 
 
-def _snapshot(actor: TanhGaussianActor, cfg: BehaviourConfig, out: Path, step: int, buffer_size: int) -> dict:
+def _snapshot(
+    actor: TanhGaussianActor, cfg: BehaviourConfig, out: Path, step: int, buffer_size: int
+) -> dict:
     spec = get_env_spec(cfg.env)
     actor.eval()
     cpu_actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, cfg.sac.hidden)
@@ -179,7 +197,10 @@ def _snapshot(actor: TanhGaussianActor, cfg: BehaviourConfig, out: Path, step: i
     actor.train()
     gen = torch.Generator().manual_seed(step)
     stochastic = evaluate_policy(
-        cfg.env, lambda o: cpu_actor.act(o, deterministic=False, generator=gen), cfg.eval_episodes, 10_000
+        cfg.env,
+        lambda o: cpu_actor.act(o, deterministic=False, generator=gen),
+        cfg.eval_episodes,
+        10_000,
     )
     deterministic = evaluate_policy(
         cfg.env, lambda o: cpu_actor.act(o, deterministic=True), cfg.eval_episodes, 20_000
@@ -194,9 +215,20 @@ def _snapshot(actor: TanhGaussianActor, cfg: BehaviourConfig, out: Path, step: i
         "deterministic_normalized": float(spec.normalized_score(deterministic.mean())),
     }
     card = PolicyCard(
-        cfg.env, f"step-{step}", spec.obs_dim, spec.act_dim, "sac", step, cfg.seed, cfg.sac.hidden,
-        record["stochastic_return"], record["stochastic_return_std"], record["stochastic_normalized"],
-        cfg.eval_episodes, "stochastic", {"deterministic_return": record["deterministic_return"]},
+        cfg.env,
+        f"step-{step}",
+        spec.obs_dim,
+        spec.act_dim,
+        "sac",
+        step,
+        cfg.seed,
+        cfg.sac.hidden,
+        record["stochastic_return"],
+        record["stochastic_return_std"],
+        record["stochastic_normalized"],
+        cfg.eval_episodes,
+        "stochastic",
+        {"deterministic_return": record["deterministic_return"]},
     )
     save_policy(cpu_actor, card, out / "snapshots" / f"step_{step:09d}")
     return record
@@ -227,7 +259,9 @@ def _replay_sequence(env: str, records: list[dict], medium_step: int, warmup: in
         if step <= previous:
             continue
         source = steps[k - 1] if k > 0 and steps[k - 1] >= warmup else step
-        replay.append({"name": f"{env}-replay-{source}", "buffer_steps": step - previous, "step": source})
+        replay.append(
+            {"name": f"{env}-replay-{source}", "buffer_steps": step - previous, "step": source}
+        )
         previous = step
     return replay
 
@@ -240,7 +274,11 @@ def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None
     low, high = spec.medium_band
     in_band = [r for r in records if low <= r["stochastic_normalized"] <= high]
     center = (low + high) / 2
-    medium = in_band[0] if in_band else min(records, key=lambda r: abs(r["stochastic_normalized"] - center))
+    medium = (
+        in_band[0]
+        if in_band
+        else min(records, key=lambda r: abs(r["stochastic_normalized"] - center))
+    )
     expert = max(records, key=lambda r: r["stochastic_return"])
     warmup = learning_starts if learning_starts is not None else cfg["learning_starts"]
     replay = _replay_sequence(env, records, medium["step"], warmup)
@@ -249,16 +287,32 @@ def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None
     exported = {}
     for name, record in (("medium", medium), ("expert", expert)):
         actor, _ = load_policy(run / "snapshots" / f"step_{record['step']:09d}")
-        extra = {"snapshot_step": record["step"], "deterministic_return": record["deterministic_return"],
-                 "in_target": (low <= record["stochastic_normalized"] <= high) if name == "medium"
-                 else record["stochastic_normalized"] >= spec.expert_target}
+        extra = {
+            "snapshot_step": record["step"],
+            "deterministic_return": record["deterministic_return"],
+            "in_target": (low <= record["stochastic_normalized"] <= high)
+            if name == "medium"
+            else record["stochastic_normalized"] >= spec.expert_target,
+        }
         if name == "medium":
             extra["replay_snapshots"] = replay
             extra["medium_band"] = [low, high]
-        card = PolicyCard(env, name, spec.obs_dim, spec.act_dim, "sac", record["step"], cfg["seed"],
-                          tuple(cfg["sac"]["hidden"]), record["stochastic_return"],
-                          record["stochastic_return_std"], record["stochastic_normalized"],
-                          cfg["eval_episodes"], "stochastic", extra)
+        card = PolicyCard(
+            env,
+            name,
+            spec.obs_dim,
+            spec.act_dim,
+            "sac",
+            record["step"],
+            cfg["seed"],
+            tuple(cfg["sac"]["hidden"]),
+            record["stochastic_return"],
+            record["stochastic_return_std"],
+            record["stochastic_normalized"],
+            cfg["eval_episodes"],
+            "stochastic",
+            extra,
+        )
         save_policy(actor, card, dest / f"{env}-{name}")
         exported[name] = card.to_json()
     for item in replay:

@@ -39,7 +39,10 @@ def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor]
         if isinstance(obj, dict):
             return {"__dict__": [[walk_key(k), walk(v, f"{path}{SEP}{k}")] for k, v in obj.items()]}
         if isinstance(obj, (list, tuple)):
-            return {"__list__": [walk(v, f"{path}{SEP}{i}") for i, v in enumerate(obj)], "tuple": isinstance(obj, tuple)}
+            return {
+                "__list__": [walk(v, f"{path}{SEP}{i}") for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple),
+            }
         if isinstance(obj, (int, float, str, bool)) or obj is None:
             return obj
         raise TypeError(f"cannot checkpoint object of type {type(obj).__name__} at {path}")
@@ -114,7 +117,9 @@ def load_checkpoint(path: Path) -> tuple[int, dict[str, Any]]:
     except GenworldError:
         raise
     except (OSError, ValueError, KeyError) as err:
-        raise GenworldError(f"checkpoint {path} is unreadable ({err}); delete it to resume from the previous one") from None
+        raise GenworldError(
+            f"checkpoint {path} is unreadable ({err}); delete it to resume from the previous one"
+        ) from None
     return int(meta["step"]), unflatten_state(meta["state"], tensors)
 
 

@@ -11,7 +11,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise GenworldError("--device cuda asked for, but no CUDA device is visible; use --device cpu or auto")
+        raise GenworldError(
+            "--device cuda asked for, but no CUDA device is visible; use --device cpu or auto"
+        )
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise GenworldError(f"unknown --device {name!r}: use auto, cpu or cuda")
     return torch.device(name)

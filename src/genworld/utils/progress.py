@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    description: str, total: int, *, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; a rich progress bar with rate and ETA when enabled."""
     if not enabled:
         yield lambda n: None

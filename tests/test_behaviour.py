@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genworld.data.build import build_dataset
+from genworld.errors import GenworldError
+from genworld.policies import load_policy
+from genworld.train.behaviour import BehaviourConfig, export_policies, train_behaviour_policy
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from genworld.train.behaviour import BehaviourConfig, train_behaviour_policy
+from genworld.algos.sac import SACConfig
+cfg = BehaviourConfig(env="hopper", total_steps=1500, learning_starts=300, snapshot_every=300,
+                      checkpoint_every=600, eval_episodes=2, device="cpu",
+                      sac=SACConfig(hidden=(32, 32), batch_size=32))
+train_behaviour_policy(cfg, Path(sys.argv[1]), show_progress=False)
+"""
+
+
+def test_sac_run_resumes_after_kill(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)])
+    deadline = time.time() + 120
+    while not list((out / "checkpoints").glob("step_*")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    first = sorted(p.name for p in (out / "checkpoints").glob("step_*"))
+    assert first and first[-1] != "step_000001500", "killed too late to test resume"
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out)], check=True)
+    steps = [json.loads(line)["step"] for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert sorted(set(steps)) == [300, 600, 900, 1200, 1500]
+    assert (out / "checkpoints" / "step_000001500").exists()
+    # the resumed run continued from the checkpoint instead of starting over
+    assert steps.count(300) == 1
+
+    dest = tmp_path / "policies"
+    cards = export_policies(out, dest)
+    assert set(cards) == {"medium", "expert"}
+    actor, card = load_policy(dest / "hopper-medium")
+    assert card["extra"]["replay_snapshots"][0]["name"] == "uniform-random"
+    total = sum(r["buffer_steps"] for r in card["extra"]["replay_snapshots"])
+    assert total == card["extra"]["snapshot_step"]
+
+
+def test_resume_with_other_config_is_refused(tmp_path):
+    from genworld.algos.sac import SACConfig
+
+    cfg = BehaviourConfig(
+        env="hopper",
+        total_steps=60,
+        learning_starts=20,
+        snapshot_every=30,
+        checkpoint_every=30,
+        eval_episodes=1,
+        sac=SACConfig(hidden=(8,), batch_size=8),
+    )
+    train_behaviour_policy(cfg, tmp_path, show_progress=False)
+    other = BehaviourConfig(
+        env="hopper",
+        total_steps=90,
+        learning_starts=20,
+        snapshot_every=30,
+        checkpoint_every=30,
+        eval_episodes=1,
+        sac=SACConfig(hidden=(8,), batch_size=8),
+    )
+    with pytest.raises(GenworldError, match="different config.*total_steps"):
+        train_behaviour_policy(other, tmp_path, show_progress=False)
+
+
+SHIPPED = Path(__file__).parents[1] / "src" / "genworld" / "assets" / "policies"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["halfcheetah", "hopper", "walker2d", "ant"])
+def test_shipped_policies_reach_targets(env, monkeypatch):
+    """Medium data in the env's medium band; expert at its target (issue #3)."""
+    from genworld.envs import get_env_spec
+
+    monkeypatch.setenv("GENWORLD_POLICY_DIR", str(SHIPPED))
+    spec = get_env_spec(env)
+    medium = build_dataset(f"{env}-medium", steps=10_000, seed=0, show_progress=False)
+    low, high = spec.medium_band
+    assert low <= medium["normalized_mean_complete_episodes"] <= high
+    expert = build_dataset(f"{env}-expert", steps=10_000, seed=0, show_progress=False)
+    assert expert["normalized_mean_complete_episodes"] >= spec.expert_target
