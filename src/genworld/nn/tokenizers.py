@@ -1,0 +1,56 @@
+"""Per-environment tokenizers: each env's raw observation/action → one shared token space.
+
+Every env ``k`` owns a projection ``W_k (obs_max, D)`` whose rows beyond its own ``obs_dim`` are
+never used: the input is multiplied by the env's mask before the projection, so whatever sits in
+padded columns has no effect on the token (tested in tests/test_tgw.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class PerEnvLinear(nn.Module):
+    """``x (B, ..., in_max)`` with ``env_idx (B,)`` → ``(B, ..., out)`` with env ``k``'s own weights."""
+
+    def __init__(self, num_envs: int, in_max: int, out_dim: int, in_dims: list[int]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_envs, in_max, out_dim))
+        self.bias = nn.Parameter(torch.zeros(num_envs, out_dim))
+        mask = torch.zeros(num_envs, in_max)
+        for k, d in enumerate(in_dims):
+            mask[k, :d] = 1.0
+            bound = 1.0 / math.sqrt(d)
+            nn.init.uniform_(self.weight.data[k], -bound, bound)
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        b, middle = x.shape[0], x.shape[1:-1]
+        x = x.reshape(b, -1, x.shape[-1]) * self.mask[env_idx][:, None]  # padding never leaks in
+        out = torch.baddbmm(self.bias[env_idx][:, None], x, self.weight[env_idx])  # (B, N, out)
+        return out.reshape(b, *middle, -1)
+
+
+class PerEnvHead(nn.Module):
+    """Shared features ``(..., H)`` → env-specific outputs ``(..., out_max)``, zero on padding.
+
+    Computes all envs' outputs with one matmul and gathers each sample's own (cheap for the
+    handful of envs of a suite). ``env_idx`` must broadcast to ``h.shape[:-1]``.
+    """
+
+    def __init__(self, num_envs: int, in_dim: int, out_max: int, out_dims: list[int]):
+        super().__init__()
+        self.num_envs, self.out_max = num_envs, out_max
+        self.linear = nn.Linear(in_dim, num_envs * out_max)
+        mask = torch.zeros(num_envs, out_max)
+        for k, d in enumerate(out_dims):
+            mask[k, :d] = 1.0
+        self.register_buffer("mask", mask)
+
+    def forward(self, h: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        out = self.linear(h).unflatten(-1, (self.num_envs, self.out_max))  # (..., K, out_max)
+        index = env_idx.expand(h.shape[:-1])[..., None, None].expand(*h.shape[:-1], 1, self.out_max)
+        return out.gather(-2, index).squeeze(-2) * self.mask[env_idx]  # (..., out_max)

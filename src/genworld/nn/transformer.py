@@ -1,0 +1,75 @@
+"""A causal transformer whose every weight has a leading ensemble dimension.
+
+All ``E`` members run in one pass: linear layers are ``EnsembleLinear`` (batched matmuls over the
+member axis) and attention is one ``scaled_dot_product_attention`` call over ``(E*B, heads, L, dh)``.
+Pre-LayerNorm blocks (GPT-2 style).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from genworld.nn.mlp import EnsembleLinear
+
+
+class EnsembleLayerNorm(nn.Module):
+    def __init__(self, members: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (E, N, D)
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+class EnsembleBlock(nn.Module):
+    def __init__(self, members: int, dim: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = EnsembleLayerNorm(members, dim), EnsembleLayerNorm(members, dim)
+        self.qkv = EnsembleLinear(members, dim, 3 * dim)
+        self.proj = EnsembleLinear(members, dim, dim)
+        self.fc1 = EnsembleLinear(members, dim, mlp_ratio * dim)
+        self.fc2 = EnsembleLinear(members, mlp_ratio * dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        e, b, length, d = x.shape  # (E, B, L, D)
+        h = self.ln1(x.reshape(e, b * length, d))
+        q, k, v = self.qkv(h).reshape(e * b, length, 3, self.heads, d // self.heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (E*B, H, L, dh)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (E*B, H, L, dh)
+        att = att.transpose(1, 2).reshape(e, b * length, d)
+        x = x + self.proj(att).reshape(e, b, length, d)
+        h = self.ln2(x.reshape(e, b * length, d))
+        x = x + self.fc2(F.gelu(self.fc1(h))).reshape(e, b, length, d)
+        return x
+
+
+class EnsembleCausalTransformer(nn.Module):
+    """``tokens (B, L, D)`` shared by all members, or ``(E, B, L, D)`` -> ``(E, B, L, D)``."""
+
+    def __init__(self, members: int, dim: int, layers: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"d_model {dim} must be divisible by n_heads {heads}")
+        self.members = members
+        self.blocks = nn.ModuleList(EnsembleBlock(members, dim, heads) for _ in range(layers))
+        self.ln_f = EnsembleLayerNorm(members, dim)
+
+    def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid (B, L)`` bool marks real tokens (False = padding after the end)."""
+        if tokens.dim() == 3:
+            tokens = tokens.unsqueeze(0).expand(self.members, -1, -1, -1)
+        e, b, length, d = tokens.shape
+        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        mask = causal[None, None]  # (1, 1, L, L)
+        if valid is not None:
+            # padding keys are hidden; a padded query still sees key 0 so no row is all -inf
+            keys = valid[:, None, None, :] | (torch.arange(length, device=tokens.device) == 0)
+            mask = (mask & keys).repeat(e, 1, 1, 1)  # (E*B, 1, L, L)
+        x = tokens
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x.reshape(e, b * length, d)).reshape(e, b, length, d)

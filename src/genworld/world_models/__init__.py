@@ -1,0 +1,1 @@
+"""World models: simulators learned from offline data (first-class components, not parents)."""

@@ -1,0 +1,366 @@
+"""TGW world model: task-state prompter + TransRSSM + reward module, an ensemble in one pass.
+
+Paper: "Task-prompt Generalised World Model" (seed 000), §4–5, Algorithms 1–2, eq. 2–8.
+There is no reference implementation and the paper gives no hyper-parameters; every choice below
+that the paper does not fix is ours and listed under *Deviations*.
+
+Data flow for a sample of env ``k`` (shapes: B batch, L = M prompt steps, E members, D d_model):
+- **Task-state prompter** (§5.1, eq. 2): the prompt ``h_t`` is the last M steps of the same task.
+  Step ``j`` becomes one token ``W^obs_k o_j + W^act_k a_j + w^rew r_{j-1} + e_k + p_j``: per-env
+  projections (``PerEnvLinear``; padded dims are masked out before projecting), a learned env
+  embedding ``e_k`` and a position embedding ``p_j``. At rollout time a FIFO memory starts from
+  the dataset's own history of the start state and is replaced step by step by imagined (or real)
+  steps (``PromptMemory``).
+- **TransRSSM** (§5.2, Algorithm 1): a causal transformer over the prompt gives the deterministic
+  state ``s_{t+1}`` at each position; a head gives mean / std of the stochastic state
+  ``u_{t+1} ~ N``; the observation model decodes ``o_{t+1} = f(s_{t+1}, u_{t+1})`` into each env's
+  own dims (``PerEnvHead``) as a Gaussian over the normalised next observation (residual on o_t).
+- **Reward module** (eq. 5): ``re_{t+1} = f(h_t, s_{t+1}, u_{t+1})``, with ``h_t`` entering as the
+  current step's token, Gaussian over the per-env normalised reward.
+- **Ensemble** (§5.3): E transformers + stochastic heads with different initialisations, run as
+  one batched computation (``EnsembleCausalTransformer``). Intrinsic reward ``ri = Var_members(s)``
+  averaged over latent dims (eq. 4), reward ``r = re − β·ri`` (eq. 6), returned by ``step()``.
+- **Loss** (eq. 7–8): negative log-likelihood (or MSE) of every next observation and reward of the
+  window (causal mask: position j sees steps ≤ j); no loss on the behaviour policy's actions.
+- **Termination**: the registry's exact functions on the predicted next observation
+  (``termination="registry"``, default) or a learned head (``"learned"``, BCE).
+
+Deviations (choices the paper leaves open, or changes we made):
+- one token per step (o, a, previous r summed) instead of interleaved s/a tokens: same
+  information, a 2–3× shorter sequence; the first token of a window carries no reward;
+- the observation decoder and reward module are shared by the members (Algorithm 1 puts θ_o in
+  each member): a shared decoder ties all members' ``s`` to one latent space, which is what makes
+  the variance of ``s`` across members (eq. 4) a meaningful disagreement. ``intrinsic="observation"``
+  uses the variance of the members' decoded next observations instead (MOPO-like);
+- the stochastic state has no posterior/KL (the paper defines none); "w/o RSSM" uses its mean;
+- "w/o prompt" (Table 2) = a context of one step (the current observation and action only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.errors import GenworldError
+from genworld.nn.mlp import EnsembleMLP
+from genworld.nn.tokenizers import PerEnvHead, PerEnvLinear
+from genworld.nn.transformer import EnsembleCausalTransformer
+from genworld.types import EnvSpec, SeqBatch
+
+LOGVAR_MIN, LOGVAR_MAX = -10.0, 4.0
+
+
+@dataclass(frozen=True)
+class TGWConfig:
+    ensemble_size: int = 5
+    """N members (different initialisations), trained together, vectorised."""
+    context_len: int = 10
+    """M: prompt steps (paper: unspecified)."""
+    d_model: int = 128
+    """Token / deterministic-state width."""
+    n_layers: int = 2
+    n_heads: int = 4
+    stoch_dim: int = 32
+    """Stochastic state u width."""
+    hidden: int = 256
+    """Hidden width of the decoder, reward and termination MLPs."""
+    beta: float = 1.0
+    """Risk tolerance β in r = re − β·ri (eq. 6)."""
+    loss: str = "nll"
+    """nll (Gaussian negative log-likelihood, eq. 8) or mse."""
+    termination: str = "registry"
+    """registry (exact functions of the EnvSpec registry) or learned (a BCE head)."""
+    intrinsic: str = "state"
+    """state: Var of deterministic states across members (eq. 4); observation: Var of predictions."""
+    use_prompt: bool = True
+    """False = ablation 'w/o prompt': a context of the current step only."""
+    use_stochastic: bool = True
+    """False = ablation 'w/o RSSM': the stochastic state is its mean (no sampling)."""
+
+    def validate(self) -> None:
+        checks = {
+            "ensemble_size": self.ensemble_size >= 1, "context_len": self.context_len >= 1,
+            "d_model": self.d_model > 0 and self.d_model % self.n_heads == 0,
+            "n_layers": self.n_layers >= 1, "stoch_dim": self.stoch_dim >= 1,
+            "hidden": self.hidden > 0, "beta": self.beta >= 0,
+            "loss": self.loss in ("nll", "mse"),
+            "termination": self.termination in ("registry", "learned"),
+            "intrinsic": self.intrinsic in ("state", "observation"),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise GenworldError(
+                    f"TGWConfig.{name}={getattr(self, name)!r} is invalid (ensemble_size/context_len/"
+                    "n_layers ≥ 1, d_model divisible by n_heads, beta ≥ 0, loss nll|mse, "
+                    "termination registry|learned, intrinsic state|observation)"
+                )
+
+    @property
+    def effective_context(self) -> int:
+        return self.context_len if self.use_prompt else 1
+
+
+@dataclass
+class PromptMemory:
+    """FIFO prompt of each rollout: slots ``0..count-1`` hold steps, the last one the current
+    observation (its action is written by ``step``)."""
+
+    observations: torch.Tensor  # (B, M, obs_max) raw
+    actions: torch.Tensor  # (B, M, act_max)
+    prev_rewards: torch.Tensor  # (B, M) raw reward of the step before each slot
+    count: torch.Tensor  # (B,) int64 filled slots, >= 1
+    env_idx: torch.Tensor  # (B,) int64
+
+    @property
+    def current_observations(self) -> torch.Tensor:
+        rows = torch.arange(len(self.count), device=self.count.device)
+        return self.observations[rows, self.count - 1]  # (B, obs_max)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    next_observations: torch.Tensor  # (B, obs_max) raw, zero on padding
+    rewards: torch.Tensor  # (B,) re − β·ri
+    extrinsic: torch.Tensor  # (B,) re
+    intrinsic: torch.Tensor  # (B,) ri
+    terminations: torch.Tensor  # (B,) bool
+    memory: PromptMemory
+
+
+class TGWWorldModel(nn.Module):
+    def __init__(self, specs: list[EnvSpec], cfg: TGWConfig, normalizer: Normalizer):
+        super().__init__()
+        cfg.validate()
+        self.cfg, self.specs = cfg, list(specs)
+        k, d, e = len(specs), cfg.d_model, cfg.ensemble_size
+        obs_dims, act_dims = [s.obs_dim for s in specs], [s.act_dim for s in specs]
+        self.obs_max, self.act_max = max(obs_dims), max(act_dims)
+        self.normalizer = normalizer
+        # task-state prompter
+        self.obs_token = PerEnvLinear(k, self.obs_max, d, obs_dims)
+        self.act_token = PerEnvLinear(k, self.act_max, d, act_dims)
+        self.rew_token = nn.Linear(1, d)
+        self.env_embedding = nn.Embedding(k, d)
+        self.pos_embedding = nn.Parameter(0.02 * torch.randn(cfg.effective_context, d))
+        # TransRSSM (ensemble)
+        self.transformer = EnsembleCausalTransformer(e, d, cfg.n_layers, cfg.n_heads)
+        self.stoch_head = EnsembleMLP(e, d, [cfg.hidden], 2 * cfg.stoch_dim)
+        self.obs_trunk = _trunk(d + cfg.stoch_dim, cfg.hidden)
+        self.obs_head = PerEnvHead(k, cfg.hidden, 2 * self.obs_max, [2 * o for o in obs_dims])
+        # reward module and learned termination
+        self.rew_trunk = _trunk(d + cfg.stoch_dim + d, cfg.hidden)
+        self.rew_head = PerEnvHead(k, cfg.hidden, 2, [2] * k)
+        self.term_trunk = _trunk(d + cfg.stoch_dim, cfg.hidden)
+        self.term_head = PerEnvHead(k, cfg.hidden, 1, [1] * k)
+        obs_masks = torch.zeros(k, self.obs_max, dtype=torch.bool)
+        for i, od in enumerate(obs_dims):
+            obs_masks[i, :od] = True
+        self.register_buffer("obs_masks", obs_masks)
+
+    # ---------------------------------------------------------------- forward pass
+    def forward_sequence(
+        self, obs: torch.Tensor, act: torch.Tensor, prev_rew: torch.Tensor,
+        env_idx: torch.Tensor, valid: torch.Tensor, generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Raw ``obs (B, L, obs_max)``, ``act (B, L, act_max)``, ``prev_rew (B, L)`` → predictions
+        of the next step at every position, for every member."""
+        norm = self.normalizer
+        obs_n = (obs - norm.obs_mean[env_idx][:, None]) / norm.obs_std[env_idx][:, None]
+        obs_n = obs_n * self.obs_masks[env_idx][:, None]  # (B, L, obs_max)
+        rew_n = (prev_rew - norm.reward_mean[env_idx][:, None]) / norm.reward_std[env_idx][:, None]
+        rew_n = rew_n * (torch.arange(obs.shape[1], device=obs.device) > 0)  # first slot: none
+        length = obs.shape[1]
+        tokens = (
+            self.obs_token(obs_n, env_idx) + self.act_token(act, env_idx)
+            + self.rew_token(rew_n[..., None]) + self.env_embedding(env_idx)[:, None]
+            + self.pos_embedding[:length]
+        )  # (B, L, D)
+        s = self.transformer(tokens, valid)  # (E, B, L, D) deterministic states s_{t+1}
+        u_mean, u_logstd = self.stoch_head(s.flatten(1, 2)).unflatten(1, s.shape[1:3]).chunk(2, -1)
+        u_logstd = u_logstd.clamp(-5.0, 2.0)
+        if self.cfg.use_stochastic:
+            noise = torch.randn(u_mean.shape, generator=generator, device=u_mean.device)
+            u = u_mean + u_logstd.exp() * noise  # (E, B, L, S)
+        else:
+            u = u_mean
+        su = torch.cat([s, u], -1)  # (E, B, L, D+S)
+        env_b = env_idx[None, :, None]  # broadcast to (E, B, L)
+        obs_out = self.obs_head(self.obs_trunk(su), env_b)  # (E, B, L, 2*obs_max)
+        delta, obs_logvar = obs_out[..., : self.obs_max], obs_out[..., self.obs_max :]
+        context = tokens.unsqueeze(0).expand(s.shape[0], -1, -1, -1)  # h_t's current token
+        rew_out = self.rew_head(self.rew_trunk(torch.cat([su, context], -1)), env_b)  # (E,B,L,2)
+        return {
+            "s": s, "u": u,
+            "obs_mean": obs_n + delta,  # (E, B, L, obs_max) normalised next observation
+            "obs_logvar": _soft_clamp(obs_logvar),
+            "rew_mean": rew_out[..., 0], "rew_logvar": _soft_clamp(rew_out[..., 1]),  # (E, B, L)
+            "term_logit": self.term_head(self.term_trunk(su), env_b)[..., 0],  # (E, B, L)
+            "obs_n": obs_n,
+        }
+
+    # ---------------------------------------------------------------- training loss
+    def loss(self, batch: SeqBatch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        """Eq. 8 over every position of every window, summed over members."""
+        env_idx, valid = batch.env_idx, batch.step_mask
+        out = self.forward_sequence(
+            batch.observations, batch.actions, _previous(batch.rewards), env_idx, valid, generator
+        )
+        norm = self.normalizer
+        target_obs = (batch.next_observations - norm.obs_mean[env_idx][:, None]) / norm.obs_std[env_idx][:, None]
+        target_rew = (batch.rewards - norm.reward_mean[env_idx][:, None]) / norm.reward_std[env_idx][:, None]
+        obs_mask = self.obs_masks[env_idx][:, None] & valid[..., None]  # (B, L, obs_max)
+        obs_err = (out["obs_mean"] - target_obs).pow(2)  # (E, B, L, obs_max)
+        rew_err = (out["rew_mean"] - target_rew).pow(2)  # (E, B, L)
+        if self.cfg.loss == "nll":
+            obs_term = 0.5 * (obs_err * torch.exp(-out["obs_logvar"]) + out["obs_logvar"])
+            rew_term = 0.5 * (rew_err * torch.exp(-out["rew_logvar"]) + out["rew_logvar"])
+        else:
+            obs_term, rew_term = obs_err, rew_err
+        n_obs, n_steps = obs_mask.sum().clamp_min(1), valid.sum().clamp_min(1)
+        obs_loss = (obs_term * obs_mask).sum((1, 2, 3)) / n_obs  # (E,)
+        rew_loss = (rew_term * valid).sum((1, 2)) / n_steps  # (E,)
+        total = (obs_loss + rew_loss).sum()
+        metrics = {
+            "wm/obs_mse": ((obs_err * obs_mask).sum() / (n_obs * obs_err.shape[0])).detach(),
+            "wm/rew_mse": ((rew_err * valid).sum() / (n_steps * rew_err.shape[0])).detach(),
+            "wm/obs_loss": obs_loss.mean().detach(), "wm/rew_loss": rew_loss.mean().detach(),
+        }
+        if self.cfg.termination == "learned":
+            target = batch.terminations.expand_as(out["term_logit"])
+            bce = F.binary_cross_entropy_with_logits(out["term_logit"], target, reduction="none")
+            term_loss = (bce * valid).sum() / n_steps
+            total = total + term_loss
+            metrics["wm/term_loss"] = term_loss.detach()
+        return total, metrics
+
+    # ---------------------------------------------------------------- simulation
+    @torch.no_grad()
+    def step(
+        self, memory: PromptMemory, actions: torch.Tensor, generator: torch.Generator | None = None,
+        beta: float | None = None,
+    ) -> StepOutput:
+        """Act ``actions (B, act_max)`` in every rollout; a random member per rollout gives the
+        next observation and reward (as MBPO), all members give ``ri``."""
+        beta = self.cfg.beta if beta is None else beta
+        b, m = memory.count.shape[0], memory.observations.shape[1]
+        rows = torch.arange(b, device=actions.device)
+        last = memory.count - 1
+        act_seq = memory.actions.clone()
+        act_seq[rows, last] = actions
+        valid = torch.arange(m, device=actions.device)[None] < memory.count[:, None]
+        out = self.forward_sequence(
+            memory.observations, act_seq, memory.prev_rewards, memory.env_idx, valid, generator
+        )
+        pick = lambda x: x[:, rows, last]  # noqa: E731  (E, B, ...) at each rollout's position
+        s, obs_mean, obs_logvar = pick(out["s"]), pick(out["obs_mean"]), pick(out["obs_logvar"])
+        rew_mean, rew_logvar = pick(out["rew_mean"]), pick(out["rew_logvar"])
+        member = torch.randint(s.shape[0], (b,), generator=generator, device=s.device)
+        next_n, rew_n = obs_mean[member, rows], rew_mean[member, rows]
+        if self.cfg.loss == "nll" and self.cfg.use_stochastic:
+            noise = torch.randn(next_n.shape, generator=generator, device=s.device)
+            next_n = next_n + (0.5 * obs_logvar[member, rows]).exp() * noise
+        env = memory.env_idx
+        obs_mask = self.obs_masks[env]
+        next_obs = (next_n * self.normalizer.obs_std[env] + self.normalizer.obs_mean[env]) * obs_mask
+        extrinsic = rew_n * self.normalizer.reward_std[env] + self.normalizer.reward_mean[env]
+        if self.cfg.intrinsic == "state":
+            intrinsic = s.var(0, unbiased=False).mean(-1)  # (B,) eq. 4
+        else:
+            intrinsic = (obs_mean.var(0, unbiased=False) * obs_mask).sum(-1) / obs_mask.sum(-1)
+        terminations = self._terminations(next_obs, env, pick(out["term_logit"])[member, rows])
+        del rew_logvar
+        new_memory = _push(memory, act_seq, next_obs, extrinsic)
+        return StepOutput(next_obs, extrinsic - beta * intrinsic, extrinsic, intrinsic, terminations, new_memory)
+
+    def _terminations(self, next_obs, env, logit) -> torch.Tensor:
+        if self.cfg.termination == "learned":
+            return logit > 0
+        done = torch.zeros(len(env), dtype=torch.bool, device=next_obs.device)
+        for k, spec in enumerate(self.specs):
+            sel = env == k
+            if spec.termination is not None and bool(sel.any()):
+                flags = spec.termination(next_obs[sel, : spec.obs_dim].cpu().numpy())
+                done[sel] = torch.as_tensor(flags, device=next_obs.device)
+        return done
+
+    def memory_from_dataset(
+        self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
+    ) -> PromptMemory:
+        """Prompts for rollouts starting at transition ``index`` of env ``env_idx``: the up to
+        M−1 dataset steps before it in the same episode, then the start observation."""
+        m = self.cfg.effective_context
+        b = len(env_idx)
+        obs = torch.zeros(b, m, self.obs_max)
+        act = torch.zeros(b, m, self.act_max)
+        prev = torch.zeros(b, m)
+        count = torch.zeros(b, dtype=torch.int64)
+        for k, data in enumerate(dataset.envs):
+            sel = torch.nonzero(env_idx == k).flatten()
+            if len(sel) == 0:
+                continue
+            start = index[sel]
+            history = torch.minimum(data.timesteps[start], torch.tensor(m - 1))  # (n,)
+            offsets = torch.arange(m)[None] - history[:, None]  # (n, M) relative step, 0 = start
+            slot_valid = offsets <= 0
+            src = (start[:, None] + offsets).clamp(0, len(data) - 1)  # (n, M)
+            od, ad = data.spec.obs_dim, data.spec.act_dim
+            obs[sel, :, :od] = data.observations[src] * slot_valid[..., None]
+            act[sel, :, :ad] = data.actions[src] * (offsets < 0)[..., None]
+            prev_src = (src - 1).clamp(0, len(data) - 1)
+            prev[sel] = data.rewards[prev_src] * (slot_valid & (torch.arange(m)[None] > 0))
+            count[sel] = history + 1
+        return PromptMemory(obs, act, prev, count, env_idx.clone())
+
+
+def _trunk(in_dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+
+
+def _soft_clamp(logvar: torch.Tensor) -> torch.Tensor:
+    """Smoothly keep log-variances inside [LOGVAR_MIN, LOGVAR_MAX] (as in MBPO's max/min logvar)."""
+    logvar = LOGVAR_MAX - F.softplus(LOGVAR_MAX - logvar)
+    return LOGVAR_MIN + F.softplus(logvar - LOGVAR_MIN)
+
+
+def _previous(rewards: torch.Tensor) -> torch.Tensor:
+    """``prev[:, j] = rewards[:, j-1]``, 0 at j = 0 (the window's first token carries none)."""
+    return F.pad(rewards[:, :-1], (1, 0))
+
+
+def _push(memory: PromptMemory, actions: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> PromptMemory:
+    """Append (next observation, reward of the step that led to it); drop the oldest when full."""
+    b, m = memory.count.shape[0], memory.observations.shape[1]
+    full = memory.count >= m  # (B,)
+    rows = torch.arange(b, device=next_obs.device)
+
+    def shift(x: torch.Tensor) -> torch.Tensor:
+        rolled = torch.roll(x, -1, dims=1)
+        return torch.where(full.view(-1, *([1] * (x.dim() - 1))), rolled, x)
+
+    obs, act, prev = shift(memory.observations), shift(actions), shift(memory.prev_rewards)
+    slot = torch.where(full, torch.full_like(memory.count, m - 1), memory.count)
+    obs[rows, slot] = next_obs
+    act[rows, slot] = 0.0
+    prev[rows, slot] = reward
+    return PromptMemory(obs, act, prev, torch.clamp(memory.count + 1, max=m), memory.env_idx)
+
+
+def sample_start_states(
+    dataset: MultiEnvDataset, n: int, generator: torch.Generator, mode: str = "balanced"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(env_idx (n,), transition index (n,))`` of rollout start states from the data."""
+    counts = dataset.env_counts(n, generator, mode)  # type: ignore[arg-type]
+    env_idx = torch.cat([torch.full((c,), k, dtype=torch.int64) for k, c in enumerate(counts)])
+    index = torch.cat([
+        torch.randint(len(data), (c,), generator=generator) for data, c in zip(dataset.envs, counts, strict=True)
+    ])
+    return env_idx, index
+
+
+__all__ = ["PromptMemory", "StepOutput", "TGWConfig", "TGWWorldModel", "sample_start_states", "np"]
