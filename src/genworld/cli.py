@@ -103,6 +103,44 @@ def _export_policies(args) -> None:
         )
 
 
+def _train_world_model(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.world_model import config_for_scale, train_world_model
+
+    cfg = config_for_scale(
+        args.scale,
+        model=args.model,
+        datasets=tuple(args.datasets.split(",")),
+        seed=args.seed,
+        device=args.device,
+        steps=args.steps,
+    )
+    out = Path(
+        args.out or f"runs/world_models/{args.model}__{'+'.join(cfg.datasets)}__s{args.seed}"
+    )
+    train_world_model(cfg, out, show_progress=not args.quiet)
+    print(f"world model trained: {out} (evaluate with `genworld eval world-model {out}`)")
+
+
+def _eval_world_model(args) -> None:
+    import json
+    from pathlib import Path
+
+    from genworld.eval.wm_metrics import error_table, evaluate_runs, plot_errors
+
+    runs = [Path(r) for r in args.runs]
+    named = evaluate_runs(runs, per_env=args.episodes_per_env)
+    table = error_table(named)
+    print(table)
+    out = runs[0] / "eval"
+    out.mkdir(exist_ok=True)
+    (out / "k_step_errors.md").write_text(table + "\n")
+    (out / "k_step_errors.json").write_text(json.dumps(named, indent=2))
+    plot_errors(named, out / "k_step_errors.png")
+    print(f"written: {out}/k_step_errors.md, .json, .png")
+
+
 def _run(args) -> None:
     from genworld.api import build_dataset
 
@@ -121,6 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, default=10_000, help="transitions per dataset")
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=_run)
+
+    train = sub.add_parser("train", help="train models")
+    train_sub = train.add_subparsers(dest="train_command", required=True)
+    p = train_sub.add_parser("world-model", help="train TGW or the MLP ensemble (resumable)")
+    p.add_argument("--model", default="tgw", help="tgw or mlp")
+    p.add_argument("--datasets", default="halfcheetah-medium,hopper-medium,walker2d-medium")
+    p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
+    p.add_argument("--steps", type=int, default=None, help="gradient steps (overrides --scale)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train_world_model)
+
+    evaluate = sub.add_parser("eval", help="evaluate trained models")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
+    p = eval_sub.add_parser("world-model", help="k-step open-loop errors on held-out episodes")
+    p.add_argument("runs", nargs="+", help="world-model run folders (first = data + output)")
+    p.add_argument("--episodes-per-env", type=int, default=256, help="start states per env")
+    p.set_defaults(func=_eval_world_model)
 
     data = sub.add_parser("data", help="build, list, inspect and check datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

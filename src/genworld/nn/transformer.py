@@ -25,22 +25,26 @@ class EnsembleLayerNorm(nn.Module):
 
 
 class EnsembleBlock(nn.Module):
+    """Attention width is ``heads * ceil(dim / heads)``, so any head count works with any width
+    (d_model 128 with 3 heads → 3 heads of 43 = 129 inner dims, projected back to 128)."""
+
     def __init__(self, members: int, dim: int, heads: int, mlp_ratio: int = 4):
         super().__init__()
-        self.heads = heads
+        self.heads, self.head_dim = heads, -(-dim // heads)
+        inner = heads * self.head_dim
         self.ln1, self.ln2 = EnsembleLayerNorm(members, dim), EnsembleLayerNorm(members, dim)
-        self.qkv = EnsembleLinear(members, dim, 3 * dim)
-        self.proj = EnsembleLinear(members, dim, dim)
+        self.qkv = EnsembleLinear(members, dim, 3 * inner)
+        self.proj = EnsembleLinear(members, inner, dim)
         self.fc1 = EnsembleLinear(members, dim, mlp_ratio * dim)
         self.fc2 = EnsembleLinear(members, mlp_ratio * dim, dim)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         e, b, length, d = x.shape  # (E, B, L, D)
         h = self.ln1(x.reshape(e, b * length, d))
-        q, k, v = self.qkv(h).reshape(e * b, length, 3, self.heads, d // self.heads).unbind(2)
+        q, k, v = self.qkv(h).reshape(e * b, length, 3, self.heads, self.head_dim).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (E*B, H, L, dh)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (E*B, H, L, dh)
-        att = att.transpose(1, 2).reshape(e, b * length, d)
+        att = att.transpose(1, 2).reshape(e, b * length, self.heads * self.head_dim)
         x = x + self.proj(att).reshape(e, b, length, d)
         h = self.ln2(x.reshape(e, b * length, d))
         x = x + self.fc2(F.gelu(self.fc1(h))).reshape(e, b, length, d)
@@ -52,8 +56,6 @@ class EnsembleCausalTransformer(nn.Module):
 
     def __init__(self, members: int, dim: int, layers: int, heads: int):
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"d_model {dim} must be divisible by n_heads {heads}")
         self.members = members
         self.blocks = nn.ModuleList(EnsembleBlock(members, dim, heads) for _ in range(layers))
         self.ln_f = EnsembleLayerNorm(members, dim)

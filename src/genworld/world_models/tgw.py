@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -52,24 +51,29 @@ from genworld.nn.mlp import EnsembleMLP
 from genworld.nn.tokenizers import PerEnvHead, PerEnvLinear
 from genworld.nn.transformer import EnsembleCausalTransformer
 from genworld.types import EnvSpec, SeqBatch
+from genworld.world_models.base import WMStep, check_compatible, check_finite, registry_terminations
 
 LOGVAR_MIN, LOGVAR_MAX = -10.0, 4.0
 
 
 @dataclass(frozen=True)
 class TGWConfig:
+    """Defaults: the paper gives none; we take its group's follow-up (seed 002, App. D):
+    embedding 128, prompt length 20, 1 layer, 3 heads, latent 128, lr 1e-4, batch 32, N=5."""
+
     ensemble_size: int = 5
     """N members (different initialisations), trained together, vectorised."""
-    context_len: int = 10
-    """M: prompt steps (paper: unspecified)."""
+    context_len: int = 20
+    """M: prompt steps."""
     d_model: int = 128
     """Token / deterministic-state width."""
-    n_layers: int = 2
-    n_heads: int = 4
-    stoch_dim: int = 32
+    n_layers: int = 1
+    n_heads: int = 3
+    """Attention heads; width per head = ceil(d_model / n_heads) (128/3 → 43, inner 129)."""
+    stoch_dim: int = 128
     """Stochastic state u width."""
     hidden: int = 256
-    """Hidden width of the decoder, reward and termination MLPs."""
+    """Hidden width of the decoder, reward and termination MLPs (ours)."""
     beta: float = 1.0
     """Risk tolerance β in r = re − β·ri (eq. 6)."""
     loss: str = "nll"
@@ -85,10 +89,14 @@ class TGWConfig:
 
     def validate(self) -> None:
         checks = {
-            "ensemble_size": self.ensemble_size >= 1, "context_len": self.context_len >= 1,
-            "d_model": self.d_model > 0 and self.d_model % self.n_heads == 0,
-            "n_layers": self.n_layers >= 1, "stoch_dim": self.stoch_dim >= 1,
-            "hidden": self.hidden > 0, "beta": self.beta >= 0,
+            "ensemble_size": self.ensemble_size >= 1,
+            "context_len": self.context_len >= 1,
+            "d_model": self.d_model > 0,
+            "n_heads": self.n_heads >= 1,
+            "n_layers": self.n_layers >= 1,
+            "stoch_dim": self.stoch_dim >= 1,
+            "hidden": self.hidden > 0,
+            "beta": self.beta >= 0,
             "loss": self.loss in ("nll", "mse"),
             "termination": self.termination in ("registry", "learned"),
             "intrinsic": self.intrinsic in ("state", "observation"),
@@ -97,7 +105,7 @@ class TGWConfig:
             if not ok:
                 raise GenworldError(
                     f"TGWConfig.{name}={getattr(self, name)!r} is invalid (ensemble_size/context_len/"
-                    "n_layers ≥ 1, d_model divisible by n_heads, beta ≥ 0, loss nll|mse, "
+                    "n_layers/n_heads ≥ 1, beta ≥ 0, loss nll|mse, "
                     "termination registry|learned, intrinsic state|observation)"
                 )
 
@@ -121,16 +129,6 @@ class PromptMemory:
     def current_observations(self) -> torch.Tensor:
         rows = torch.arange(len(self.count), device=self.count.device)
         return self.observations[rows, self.count - 1]  # (B, obs_max)
-
-
-@dataclass(frozen=True)
-class StepOutput:
-    next_observations: torch.Tensor  # (B, obs_max) raw, zero on padding
-    rewards: torch.Tensor  # (B,) re − β·ri
-    extrinsic: torch.Tensor  # (B,) re
-    intrinsic: torch.Tensor  # (B,) ri
-    terminations: torch.Tensor  # (B,) bool
-    memory: PromptMemory
 
 
 class TGWWorldModel(nn.Module):
@@ -159,14 +157,22 @@ class TGWWorldModel(nn.Module):
         self.term_trunk = _trunk(d + cfg.stoch_dim, cfg.hidden)
         self.term_head = PerEnvHead(k, cfg.hidden, 1, [1] * k)
         obs_masks = torch.zeros(k, self.obs_max, dtype=torch.bool)
-        for i, od in enumerate(obs_dims):
-            obs_masks[i, :od] = True
+        act_masks = torch.zeros(k, self.act_max, dtype=torch.bool)
+        for i, (od, ad) in enumerate(zip(obs_dims, act_dims, strict=True)):
+            obs_masks[i, :od], act_masks[i, :ad] = True, True
         self.register_buffer("obs_masks", obs_masks)
+        self.register_buffer("act_masks", act_masks)
 
     # ---------------------------------------------------------------- forward pass
     def forward_sequence(
-        self, obs: torch.Tensor, act: torch.Tensor, prev_rew: torch.Tensor,
-        env_idx: torch.Tensor, valid: torch.Tensor, generator: torch.Generator | None = None,
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        prev_rew: torch.Tensor,
+        env_idx: torch.Tensor,
+        valid: torch.Tensor,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Raw ``obs (B, L, obs_max)``, ``act (B, L, act_max)``, ``prev_rew (B, L)`` → predictions
         of the next step at every position, for every member."""
@@ -177,14 +183,16 @@ class TGWWorldModel(nn.Module):
         rew_n = rew_n * (torch.arange(obs.shape[1], device=obs.device) > 0)  # first slot: none
         length = obs.shape[1]
         tokens = (
-            self.obs_token(obs_n, env_idx) + self.act_token(act, env_idx)
-            + self.rew_token(rew_n[..., None]) + self.env_embedding(env_idx)[:, None]
+            self.obs_token(obs_n, env_idx)
+            + self.act_token(act, env_idx)
+            + self.rew_token(rew_n[..., None])
+            + self.env_embedding(env_idx)[:, None]
             + self.pos_embedding[:length]
         )  # (B, L, D)
         s = self.transformer(tokens, valid)  # (E, B, L, D) deterministic states s_{t+1}
         u_mean, u_logstd = self.stoch_head(s.flatten(1, 2)).unflatten(1, s.shape[1:3]).chunk(2, -1)
         u_logstd = u_logstd.clamp(-5.0, 2.0)
-        if self.cfg.use_stochastic:
+        if self.cfg.use_stochastic and not deterministic:
             noise = torch.randn(u_mean.shape, generator=generator, device=u_mean.device)
             u = u_mean + u_logstd.exp() * noise  # (E, B, L, S)
         else:
@@ -196,24 +204,32 @@ class TGWWorldModel(nn.Module):
         context = tokens.unsqueeze(0).expand(s.shape[0], -1, -1, -1)  # h_t's current token
         rew_out = self.rew_head(self.rew_trunk(torch.cat([su, context], -1)), env_b)  # (E,B,L,2)
         return {
-            "s": s, "u": u,
+            "s": s,
+            "u": u,
             "obs_mean": obs_n + delta,  # (E, B, L, obs_max) normalised next observation
             "obs_logvar": _soft_clamp(obs_logvar),
-            "rew_mean": rew_out[..., 0], "rew_logvar": _soft_clamp(rew_out[..., 1]),  # (E, B, L)
+            "rew_mean": rew_out[..., 0],
+            "rew_logvar": _soft_clamp(rew_out[..., 1]),  # (E, B, L)
             "term_logit": self.term_head(self.term_trunk(su), env_b)[..., 0],  # (E, B, L)
             "obs_n": obs_n,
         }
 
     # ---------------------------------------------------------------- training loss
-    def loss(self, batch: SeqBatch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    def loss(
+        self, batch: SeqBatch, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """Eq. 8 over every position of every window, summed over members."""
         env_idx, valid = batch.env_idx, batch.step_mask
         out = self.forward_sequence(
             batch.observations, batch.actions, _previous(batch.rewards), env_idx, valid, generator
         )
         norm = self.normalizer
-        target_obs = (batch.next_observations - norm.obs_mean[env_idx][:, None]) / norm.obs_std[env_idx][:, None]
-        target_rew = (batch.rewards - norm.reward_mean[env_idx][:, None]) / norm.reward_std[env_idx][:, None]
+        target_obs = (batch.next_observations - norm.obs_mean[env_idx][:, None]) / norm.obs_std[
+            env_idx
+        ][:, None]
+        target_rew = (batch.rewards - norm.reward_mean[env_idx][:, None]) / norm.reward_std[
+            env_idx
+        ][:, None]
         obs_mask = self.obs_masks[env_idx][:, None] & valid[..., None]  # (B, L, obs_max)
         obs_err = (out["obs_mean"] - target_obs).pow(2)  # (E, B, L, obs_max)
         rew_err = (out["rew_mean"] - target_rew).pow(2)  # (E, B, L)
@@ -229,7 +245,8 @@ class TGWWorldModel(nn.Module):
         metrics = {
             "wm/obs_mse": ((obs_err * obs_mask).sum() / (n_obs * obs_err.shape[0])).detach(),
             "wm/rew_mse": ((rew_err * valid).sum() / (n_steps * rew_err.shape[0])).detach(),
-            "wm/obs_loss": obs_loss.mean().detach(), "wm/rew_loss": rew_loss.mean().detach(),
+            "wm/obs_loss": obs_loss.mean().detach(),
+            "wm/rew_loss": rew_loss.mean().detach(),
         }
         if self.cfg.termination == "learned":
             target = batch.terminations.expand_as(out["term_logit"])
@@ -240,54 +257,92 @@ class TGWWorldModel(nn.Module):
         return total, metrics
 
     # ---------------------------------------------------------------- simulation
+    def sample_batch(
+        self, dataset: MultiEnvDataset, batch_size: int, generator: torch.Generator
+    ) -> SeqBatch:
+        batch = dataset.sample_windows(batch_size, self.cfg.effective_context, generator)
+        check_finite(observations=batch.observations, rewards=batch.rewards)
+        return batch
+
+    def initial_state(
+        self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
+    ) -> PromptMemory:
+        check_compatible(self.specs, dataset)
+        return self.memory_from_dataset(dataset, env_idx, index)
+
     @torch.no_grad()
     def step(
-        self, memory: PromptMemory, actions: torch.Tensor, generator: torch.Generator | None = None,
-        beta: float | None = None,
-    ) -> StepOutput:
-        """Act ``actions (B, act_max)`` in every rollout; a random member per rollout gives the
-        next observation and reward (as MBPO), all members give ``ri``."""
-        beta = self.cfg.beta if beta is None else beta
+        self,
+        state: PromptMemory,
+        observations: torch.Tensor | None,
+        actions: torch.Tensor,
+        env_idx: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> WMStep:
+        """Act ``actions (B, act_max)`` in every rollout. The observations are the memory's current
+        ones (``observations`` is accepted for the shared interface). A random member per rollout
+        gives the next observation and reward (as MBPO); ``deterministic`` uses the members' mean
+        and no sampling. All members give ``ri`` (eq. 4); rewards are ``re − β·ri`` (eq. 6)."""
+        memory = state
         b, m = memory.count.shape[0], memory.observations.shape[1]
+        if m != self.cfg.effective_context:
+            raise GenworldError(
+                f"prompt memory has {m} slots, the model was trained with M={self.cfg.effective_context}; "
+                "build it with model.initial_state(...)"
+            )
         rows = torch.arange(b, device=actions.device)
         last = memory.count - 1
         act_seq = memory.actions.clone()
-        act_seq[rows, last] = actions
+        act_seq[rows, last] = actions * self.act_masks[memory.env_idx]
         valid = torch.arange(m, device=actions.device)[None] < memory.count[:, None]
         out = self.forward_sequence(
-            memory.observations, act_seq, memory.prev_rewards, memory.env_idx, valid, generator
+            memory.observations,
+            act_seq,
+            memory.prev_rewards,
+            memory.env_idx,
+            valid,
+            generator,
+            deterministic,
         )
         pick = lambda x: x[:, rows, last]  # noqa: E731  (E, B, ...) at each rollout's position
         s, obs_mean, obs_logvar = pick(out["s"]), pick(out["obs_mean"]), pick(out["obs_logvar"])
-        rew_mean, rew_logvar = pick(out["rew_mean"]), pick(out["rew_logvar"])
-        member = torch.randint(s.shape[0], (b,), generator=generator, device=s.device)
-        next_n, rew_n = obs_mean[member, rows], rew_mean[member, rows]
-        if self.cfg.loss == "nll" and self.cfg.use_stochastic:
-            noise = torch.randn(next_n.shape, generator=generator, device=s.device)
-            next_n = next_n + (0.5 * obs_logvar[member, rows]).exp() * noise
+        rew_mean, term_logit = pick(out["rew_mean"]), pick(out["term_logit"])
+        if deterministic:
+            next_n, rew_n, logit = obs_mean.mean(0), rew_mean.mean(0), term_logit.mean(0)
+        else:
+            member = torch.randint(s.shape[0], (b,), generator=generator, device=s.device)
+            next_n, rew_n, logit = (
+                obs_mean[member, rows],
+                rew_mean[member, rows],
+                term_logit[member, rows],
+            )
+            if self.cfg.loss == "nll" and self.cfg.use_stochastic:
+                noise = torch.randn(next_n.shape, generator=generator, device=s.device)
+                next_n = next_n + (0.5 * obs_logvar[member, rows]).exp() * noise
         env = memory.env_idx
         obs_mask = self.obs_masks[env]
-        next_obs = (next_n * self.normalizer.obs_std[env] + self.normalizer.obs_mean[env]) * obs_mask
+        next_obs = (
+            next_n * self.normalizer.obs_std[env] + self.normalizer.obs_mean[env]
+        ) * obs_mask
         extrinsic = rew_n * self.normalizer.reward_std[env] + self.normalizer.reward_mean[env]
         if self.cfg.intrinsic == "state":
             intrinsic = s.var(0, unbiased=False).mean(-1)  # (B,) eq. 4
         else:
             intrinsic = (obs_mean.var(0, unbiased=False) * obs_mask).sum(-1) / obs_mask.sum(-1)
-        terminations = self._terminations(next_obs, env, pick(out["term_logit"])[member, rows])
-        del rew_logvar
-        new_memory = _push(memory, act_seq, next_obs, extrinsic)
-        return StepOutput(next_obs, extrinsic - beta * intrinsic, extrinsic, intrinsic, terminations, new_memory)
-
-    def _terminations(self, next_obs, env, logit) -> torch.Tensor:
         if self.cfg.termination == "learned":
-            return logit > 0
-        done = torch.zeros(len(env), dtype=torch.bool, device=next_obs.device)
-        for k, spec in enumerate(self.specs):
-            sel = env == k
-            if spec.termination is not None and bool(sel.any()):
-                flags = spec.termination(next_obs[sel, : spec.obs_dim].cpu().numpy())
-                done[sel] = torch.as_tensor(flags, device=next_obs.device)
-        return done
+            terminations = logit > 0
+        else:
+            terminations = registry_terminations(self.specs, next_obs, env)
+        new_memory = _push(memory, act_seq, next_obs, extrinsic)
+        return WMStep(
+            next_obs,
+            extrinsic - self.cfg.beta * intrinsic,
+            extrinsic,
+            intrinsic,
+            terminations,
+            new_memory,
+        )
 
     def memory_from_dataset(
         self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
@@ -333,7 +388,9 @@ def _previous(rewards: torch.Tensor) -> torch.Tensor:
     return F.pad(rewards[:, :-1], (1, 0))
 
 
-def _push(memory: PromptMemory, actions: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> PromptMemory:
+def _push(
+    memory: PromptMemory, actions: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor
+) -> PromptMemory:
     """Append (next observation, reward of the step that led to it); drop the oldest when full."""
     b, m = memory.count.shape[0], memory.observations.shape[1]
     full = memory.count >= m  # (B,)
@@ -357,10 +414,13 @@ def sample_start_states(
     """``(env_idx (n,), transition index (n,))`` of rollout start states from the data."""
     counts = dataset.env_counts(n, generator, mode)  # type: ignore[arg-type]
     env_idx = torch.cat([torch.full((c,), k, dtype=torch.int64) for k, c in enumerate(counts)])
-    index = torch.cat([
-        torch.randint(len(data), (c,), generator=generator) for data, c in zip(dataset.envs, counts, strict=True)
-    ])
+    index = torch.cat(
+        [
+            torch.randint(len(data), (c,), generator=generator)
+            for data, c in zip(dataset.envs, counts, strict=True)
+        ]
+    )
     return env_idx, index
 
 
-__all__ = ["PromptMemory", "StepOutput", "TGWConfig", "TGWWorldModel", "sample_start_states", "np"]
+__all__ = ["PromptMemory", "TGWConfig", "TGWWorldModel", "sample_start_states"]

@@ -1,0 +1,154 @@
+"""World-model accuracy on held-out episodes: k-step open-loop errors per env.
+
+From a held-out start state (with its dataset history as the prompt, for TGW) the model is fed
+the dataset's own actions for k steps on its own predictions (deterministic: member mean, no
+sampling). Errors are normalised with the training data's statistics: observation MSE averaged
+over the env's real dims in units of each dim's std, reward MSE in units of the reward std. The
+*mean predictor* (always predicts the training mean) scores ≈ 1 on both by construction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+
+HORIZONS = (1, 5, 10)
+
+
+def open_loop_starts(
+    held: MultiEnvDataset, horizon: int, per_env: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start transitions with at least ``horizon`` steps left in their episode."""
+    g = torch.Generator().manual_seed(seed)
+    envs, idx = [], []
+    for k, data in enumerate(held.envs):
+        candidates = torch.nonzero(data.steps_left >= horizon).flatten()
+        if len(candidates) == 0:
+            continue
+        pick = candidates[torch.randint(len(candidates), (per_env,), generator=g)]
+        envs.append(torch.full((per_env,), k, dtype=torch.int64))
+        idx.append(pick)
+    return torch.cat(envs), torch.cat(idx)
+
+
+@torch.no_grad()
+def k_step_errors(
+    model,
+    held: MultiEnvDataset,
+    normalizer: Normalizer,
+    horizons=HORIZONS,
+    per_env: int = 256,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """``{env: {obs_h1, rew_h1, obs_h5, ...}}`` for ``model`` (None = the mean predictor)."""
+    h_max = max(horizons)
+    env_idx, index = open_loop_starts(held, h_max, per_env, seed)
+    b = len(env_idx)
+    obs = torch.zeros(b, held.obs_max)
+    true_obs = torch.zeros(h_max + 1, b, held.obs_max)
+    true_act = torch.zeros(h_max, b, held.act_max)
+    true_rew = torch.zeros(h_max, b)
+    for k, data in enumerate(held.envs):
+        sel = env_idx == k
+        d, a = data.spec.obs_dim, data.spec.act_dim
+        start = index[sel]
+        true_obs[0, sel, :d] = data.observations[start]
+        for j in range(h_max):
+            true_obs[j + 1, sel, :d] = data.next_observations[start + j]
+            true_act[j, sel, :a] = data.actions[start + j]
+            true_rew[j, sel] = data.rewards[start + j]
+    obs[:] = true_obs[0]
+    std, mean = normalizer.obs_std[env_idx], normalizer.obs_mean[env_idx]
+    mask = held.obs_masks()[env_idx].float()
+    state = model.initial_state(held, env_idx, index) if model is not None else None
+    result: dict[str, dict[str, float]] = {s.name: {} for s in held.specs}
+    for j in range(h_max):
+        if model is None:
+            pred_obs, pred_rew = mean.clone(), normalizer.reward_mean[env_idx]
+        else:
+            out = model.step(state, obs, true_act[j], env_idx, deterministic=True)
+            state, pred_obs, pred_rew = out.state, out.next_observations, out.extrinsic
+            obs = pred_obs
+        if j + 1 in horizons:
+            obs_err = (((pred_obs - true_obs[j + 1]) / std).pow(2) * mask).sum(-1) / mask.sum(
+                -1
+            )  # (B,)
+            rew_err = ((pred_rew - true_rew[j]) / normalizer.reward_std[env_idx]).pow(2)  # (B,)
+            for k, spec in enumerate(held.specs):
+                sel = env_idx == k
+                result[spec.name][f"obs_h{j + 1}"] = float(obs_err[sel].mean())
+                result[spec.name][f"rew_h{j + 1}"] = float(rew_err[sel].mean())
+    return result
+
+
+def error_table(named: dict[str, dict[str, dict[str, float]]], horizons=HORIZONS) -> str:
+    """Markdown table: one row per (env, model), columns obs/rew error per horizon."""
+    header = (
+        "| env | model | "
+        + " | ".join(f"obs h{h}" for h in horizons)
+        + " | "
+        + " | ".join(f"rew h{h}" for h in horizons)
+        + " |"
+    )
+    lines = [header, "|" + "---|" * (2 + 2 * len(horizons))]
+    envs = next(iter(named.values())).keys()
+    for env in envs:
+        for name, errors in named.items():
+            if env not in errors:
+                continue
+            e = errors[env]
+            cells = [f"{e[f'obs_h{h}']:.4f}" for h in horizons] + [
+                f"{e[f'rew_h{h}']:.4f}" for h in horizons
+            ]
+            lines.append(f"| {env} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_errors(
+    named: dict[str, dict[str, dict[str, float]]], path: Path, horizons=HORIZONS
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(next(iter(named.values())).keys())
+    fig, axes = plt.subplots(1, len(envs), figsize=(4 * len(envs), 3.2), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for name, errors in named.items():
+            if env in errors:
+                ax.plot(
+                    horizons, [errors[env][f"obs_h{h}"] for h in horizons], marker="o", label=name
+                )
+        ax.set_yscale("log")
+        ax.set_title(env)
+        ax.set_xlabel("open-loop horizon k")
+        ax.set_ylabel("obs MSE (normalised)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[str, Any]:
+    """Errors of each run's model and of the mean predictor on the first run's held-out data."""
+    from genworld.train.world_model import load_trained
+
+    named: dict[str, dict[str, dict[str, float]]] = {}
+    first = None
+    for run in runs:
+        cfg, model, _, held = load_trained(run)
+        if first is None:
+            first = (held, model.normalizer)
+            named["mean-predictor"] = k_step_errors(
+                None, held, model.normalizer, per_env=per_env, seed=seed
+            )
+        label = f"{cfg.model}:{run.name}"
+        named[label] = k_step_errors(model, held, model.normalizer, per_env=per_env, seed=seed)
+    return named

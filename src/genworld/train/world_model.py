@@ -1,0 +1,268 @@
+"""Train a world model (TGW or the reference MLP ensemble) on one or more datasets; resumable.
+
+``genworld train world-model --model tgw --datasets a,b,c --scale mini --out DIR``. The run folder
+holds ``config.json``, ``metrics.jsonl``, TensorBoard events (``tb/``), ``checkpoints/`` (full
+state: model, optimiser, step, generator) and, at the end, ``model/`` (the final checkpoint). Held
+out: a seeded ``holdout_fraction`` of each env's episodes, never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genworld.data.ids import parse_dataset_id
+from genworld.data.minari_io import read_episodes
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.errors import GenworldError
+from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genworld.utils.device import resolve_device
+from genworld.utils.io import atomic_write_json
+from genworld.utils.progress import progress_bar
+from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
+from genworld.world_models.tgw import TGWConfig, TGWWorldModel
+
+MODELS = ("tgw", "mlp")
+
+
+@dataclass(frozen=True)
+class WorldModelTrainConfig:
+    model: str = "tgw"
+    """tgw (the method) or mlp (per-env probabilistic MLP ensemble, the MOPO reference)."""
+    datasets: tuple[str, ...] = ("halfcheetah-medium", "hopper-medium", "walker2d-medium")
+    """Dataset ids; one id = single-env training."""
+    steps: int = 3_000
+    """Gradient steps."""
+    batch_size: int = 32
+    """Sequences (tgw) or transitions (mlp) per step."""
+    lr: float = 1e-4
+    grad_clip: float = 1.0
+    holdout_fraction: float = 0.1
+    """Share of each env's episodes held out for evaluation (at least one episode)."""
+    log_every: int = 50
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 2
+    tgw: TGWConfig = field(default_factory=TGWConfig)
+    mlp: EnsembleMLPConfig = field(default_factory=EnsembleMLPConfig)
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise GenworldError(
+                f"--model {self.model!r} is unknown: choose one of {', '.join(MODELS)}"
+            )
+        if not self.datasets:
+            raise GenworldError("--datasets is empty: give at least one dataset id")
+        for ds in self.datasets:
+            parse_dataset_id(ds)
+        if len({parse_dataset_id(d).env for d in self.datasets}) != len(self.datasets):
+            raise GenworldError("--datasets names one env twice; give one dataset per env")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.holdout_fraction < 1:
+            raise GenworldError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        self.tgw.validate()
+        self.mlp.validate()
+
+
+SCALES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "steps": 30,
+        "batch_size": 8,
+        "log_every": 10,
+        "checkpoint_every": 15,
+        "tgw": {
+            "ensemble_size": 2,
+            "context_len": 4,
+            "d_model": 16,
+            "n_heads": 2,
+            "stoch_dim": 8,
+            "hidden": 32,
+        },
+        "mlp": {"members": 3, "elites": 2, "hidden": 32, "layers": 2},
+    },
+    "mini": {"steps": 3_000, "batch_size": 32, "log_every": 50, "checkpoint_every": 500},
+    "full": {"steps": 200_000, "batch_size": 32, "log_every": 500, "checkpoint_every": 5_000},
+}
+MLP_DEFAULTS = {"batch_size": 256, "lr": 1e-3}
+
+
+def config_for_scale(scale: str, **overrides: Any) -> WorldModelTrainConfig:
+    """Resolve a scale preset plus overrides into one frozen config (never mutated later)."""
+    if scale not in SCALES:
+        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
+    preset = dict(SCALES[scale])
+    if overrides.get("model", "tgw") == "mlp":
+        preset.update({k: v for k, v in MLP_DEFAULTS.items() if scale != "tiny" or k == "lr"})
+    tgw = replace(TGWConfig(), **{**preset.pop("tgw", {}), **overrides.pop("tgw", {})})
+    mlp = replace(EnsembleMLPConfig(), **{**preset.pop("mlp", {}), **overrides.pop("mlp", {})})
+    cfg = WorldModelTrainConfig(
+        **{**preset, **{k: v for k, v in overrides.items() if v is not None}}, tgw=tgw, mlp=mlp
+    )
+    cfg.validate()
+    return cfg
+
+
+def load_split(
+    datasets: tuple[str, ...], holdout_fraction: float, seed: int
+) -> tuple[MultiEnvDataset, MultiEnvDataset]:
+    """Train / held-out MultiEnvDatasets, split by whole episodes with a seeded permutation."""
+    train, held = [], []
+    for text in datasets:
+        dataset = parse_dataset_id(text)
+        spec = dataset.spec
+        episodes = read_episodes(str(dataset), obs_dim=spec.obs_dim, act_dim=spec.act_dim)
+        if len(episodes) < 2:
+            raise GenworldError(
+                f"{dataset}: needs at least 2 episodes to hold one out (has {len(episodes)})"
+            )
+        order = np.random.default_rng(seed).permutation(len(episodes))
+        n_held = max(1, int(round(holdout_fraction * len(episodes))))
+        held.append((spec, [episodes[i] for i in sorted(order[:n_held])]))
+        train.append((spec, [episodes[i] for i in sorted(order[n_held:])]))
+    return MultiEnvDataset(train), MultiEnvDataset(held)
+
+
+def build_model(cfg: WorldModelTrainConfig, specs, normalizer: Normalizer) -> torch.nn.Module:
+    if cfg.model == "tgw":
+        return TGWWorldModel(specs, cfg.tgw, normalizer)
+    return EnsembleMLPWorldModel(specs, cfg.mlp, normalizer)
+
+
+def _config_json(cfg: WorldModelTrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def config_from_json(data: dict) -> WorldModelTrainConfig:
+    data = dict(data)
+    data["tgw"] = TGWConfig(**data["tgw"])
+    data["mlp"] = EnsembleMLPConfig(**data["mlp"])
+    data["datasets"] = tuple(data["datasets"])
+    return WorldModelTrainConfig(**data)
+
+
+def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: bool = True) -> Path:
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_config(out, cfg)
+    train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=0.0 if cfg.model == "mlp" else 1e-5
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    latest = latest_checkpoint(out / "checkpoints")
+    if latest is not None:
+        step, state = load_checkpoint(latest)
+        _load_model_state(model, state["model"], out)
+        opt.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+    writer = _tensorboard(out)
+    log = open(out / "metrics.jsonl", "a")  # noqa: SIM115
+    start, first = time.perf_counter(), step
+    with progress_bar(f"world model {cfg.model}", cfg.steps, enabled=show_progress) as advance:
+        advance(step)
+        while step < cfg.steps:
+            batch = model.sample_batch(train, cfg.batch_size, generator).to(device)
+            loss, metrics = model.loss(batch, generator)
+            if not torch.isfinite(loss):
+                raise GenworldError(
+                    f"world-model loss became {loss.item()} at step {step}; the last good checkpoint is kept in {out / 'checkpoints'}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            advance(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                record = {
+                    "step": step,
+                    "wm/loss": loss.item(),
+                    **{k: float(v) for k, v in metrics.items()},
+                    "time/steps_per_s": (step - first) / (time.perf_counter() - start),
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                for key, value in record.items():
+                    if key != "step" and writer is not None:
+                        writer.add_scalar(key, value, step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if cfg.model == "mlp":
+                    model.select_elites(train, torch.Generator().manual_seed(cfg.seed + 1))
+                save_checkpoint(
+                    out / "checkpoints",
+                    step,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "generator": generator.get_state(),
+                    },
+                )
+    log.close()
+    if writer is not None:
+        writer.close()
+    return out
+
+
+def _load_model_state(model: torch.nn.Module, state: dict, where: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise GenworldError(
+            f"checkpoint in {where} does not fit this model config ({str(err).splitlines()[0]}); "
+            "use the config it was trained with or another --out"
+        ) from None
+
+
+def _check_or_write_config(out: Path, cfg: WorldModelTrainConfig) -> None:
+    path, current = out / "config.json", _config_json(cfg)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            diff = sorted(k for k in current if saved.get(k) != current[k])
+            raise GenworldError(
+                f"{out} holds a run with a different config ({', '.join(diff)}); use another --out or the same settings to resume"
+            )
+    else:
+        atomic_write_json(path, current)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def load_trained(
+    run: Path,
+) -> tuple[WorldModelTrainConfig, torch.nn.Module, MultiEnvDataset, MultiEnvDataset]:
+    """Rebuild a finished (or interrupted) run's model from its last checkpoint, with its data split."""
+    path = run / "config.json"
+    if not path.exists():
+        raise GenworldError(f"{run} has no config.json; is it a `genworld train world-model` run?")
+    cfg = config_from_json(json.loads(path.read_text()))
+    train, held = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
+    model = build_model(cfg, train.specs, Normalizer(train.num_envs, train.obs_max))
+    latest = latest_checkpoint(run / "checkpoints")
+    if latest is None:
+        raise GenworldError(f"{run} has no checkpoint yet; train it first")
+    _, state = load_checkpoint(latest)
+    _load_model_state(model, state["model"], run)
+    model.eval()
+    return cfg, model, train, held
