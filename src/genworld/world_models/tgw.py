@@ -150,7 +150,8 @@ class TGWWorldModel(nn.Module):
         self.transformer = EnsembleCausalTransformer(e, d, cfg.n_layers, cfg.n_heads)
         self.stoch_head = EnsembleMLP(e, d, [cfg.hidden], 2 * cfg.stoch_dim)
         self.obs_trunk = _trunk(d + cfg.stoch_dim, cfg.hidden)
-        self.obs_head = PerEnvHead(k, cfg.hidden, 2 * self.obs_max, [2 * o for o in obs_dims])
+        self.obs_head = PerEnvHead(k, cfg.hidden, self.obs_max, obs_dims)
+        self.obs_logvar_head = PerEnvHead(k, cfg.hidden, self.obs_max, obs_dims)
         # reward module and learned termination
         self.rew_trunk = _trunk(d + cfg.stoch_dim + d, cfg.hidden)
         self.rew_head = PerEnvHead(k, cfg.hidden, 2, [2] * k)
@@ -199,8 +200,9 @@ class TGWWorldModel(nn.Module):
             u = u_mean
         su = torch.cat([s, u], -1)  # (E, B, L, D+S)
         env_b = env_idx[None, :, None]  # broadcast to (E, B, L)
-        obs_out = self.obs_head(self.obs_trunk(su), env_b)  # (E, B, L, 2*obs_max)
-        delta, obs_logvar = obs_out[..., : self.obs_max], obs_out[..., self.obs_max :]
+        obs_features = self.obs_trunk(su)  # (E, B, L, H)
+        delta = self.obs_head(obs_features, env_b)  # (E, B, L, obs_max), zero on padding
+        obs_logvar = self.obs_logvar_head(obs_features, env_b)
         context = tokens.unsqueeze(0).expand(s.shape[0], -1, -1, -1)  # h_t's current token
         rew_out = self.rew_head(self.rew_trunk(torch.cat([su, context], -1)), env_b)  # (E,B,L,2)
         return {

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from genworld.cli import main
+from genworld.errors import GenworldError
+from genworld.train.world_model import config_for_scale, train_world_model
+
+
+@pytest.fixture
+def random_data():
+    for env in ("hopper", "halfcheetah"):
+        assert main(["data", "build", f"{env}-random", "--steps", "1500", "--quiet"]) == 0
+
+
+def test_train_eval_world_model_tiny(random_data, tmp_path, capsys):
+    runs = []
+    for model in ("tgw", "mlp"):
+        out = tmp_path / model
+        argv = [
+            "train",
+            "world-model",
+            "--model",
+            model,
+            "--datasets",
+            "hopper-random,halfcheetah-random",
+            "--scale",
+            "tiny",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+        assert main(argv) == 0
+        runs.append(str(out))
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(lines[-1])["step"] == 30
+        assert any((out / "tb").iterdir())
+    capsys.readouterr()
+    assert main(["eval", "world-model", *runs, "--episodes-per-env", "16"]) == 0
+    out = capsys.readouterr().out
+    for row in ("| hopper | mean-predictor |", "| hopper | tgw:tgw |", "| halfcheetah | mlp:mlp |"):
+        assert row in out
+    assert (tmp_path / "tgw" / "eval" / "k_step_errors.png").stat().st_size > 1000
+
+
+def test_world_model_run_resumes(random_data, tmp_path):
+    cfg = config_for_scale("tiny", datasets=("hopper-random",))
+    out = tmp_path / "run"
+    short = config_for_scale("tiny", datasets=("hopper-random",))
+    train_world_model(short, out, show_progress=False)
+    # a finished run rerun is a no-op continuation, and the checkpoint step is the last step
+    train_world_model(cfg, out, show_progress=False)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30]
+    with pytest.raises(GenworldError, match="different config"):
+        train_world_model(
+            config_for_scale("tiny", datasets=("hopper-random",), seed=1), out, show_progress=False
+        )
+
+
+def test_world_model_config_errors():
+    with pytest.raises(GenworldError, match="--model 'gru' is unknown"):
+        config_for_scale("tiny", model="gru")
+    with pytest.raises(GenworldError, match="--scale 'huge'"):
+        config_for_scale("huge")
+    with pytest.raises(GenworldError, match="unknown environment 'hoper'"):
+        config_for_scale("tiny", datasets=("hoper-medium",))

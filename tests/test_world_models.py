@@ -1,0 +1,297 @@
+"""TGW and the reference MLP ensemble on a synthetic 2-env suite with different dims."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from genworld.data.episodes import Episode
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.envs import get_env_spec
+from genworld.errors import GenworldError
+from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
+from genworld.world_models.tgw import PromptMemory, TGWConfig, TGWWorldModel, _push
+
+TINY = TGWConfig(ensemble_size=3, context_len=4, d_model=16, n_heads=2, stoch_dim=8, hidden=32)
+HOPPER, CHEETAH = get_env_spec("hopper"), get_env_spec("halfcheetah")  # obs 11/17, act 3/6
+
+
+def _linear_episodes(spec, n_episodes, steps, seed):
+    """o' = A o + B a (small, stable), r = sum(o); truncated episodes (no terminals)."""
+    rng = np.random.default_rng(seed)
+    a_mat = 0.9 * np.eye(spec.obs_dim) + 0.01 * rng.normal(size=(spec.obs_dim, spec.obs_dim))
+    b_mat = 0.3 * rng.normal(size=(spec.act_dim, spec.obs_dim))
+    episodes = []
+    for _ in range(n_episodes):
+        obs = [rng.normal(size=spec.obs_dim)]
+        actions = rng.uniform(-1, 1, (steps, spec.act_dim))
+        for t in range(steps):
+            obs.append(obs[-1] @ a_mat + actions[t] @ b_mat)
+        obs = np.array(obs)
+        ends = np.zeros(steps, bool)
+        ends[-1] = True
+        episodes.append(
+            Episode.from_arrays(obs, actions, obs[:-1].sum(1), np.zeros(steps, bool), ends)
+        )
+    return episodes
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return MultiEnvDataset(
+        [
+            (HOPPER, _linear_episodes(HOPPER, 6, 40, 0)),
+            (CHEETAH, _linear_episodes(CHEETAH, 6, 40, 1)),
+        ]
+    )
+
+
+def _model(suite, cfg=TINY, seed=0):
+    torch.manual_seed(seed)
+    return TGWWorldModel(suite.specs, cfg, Normalizer.fit(suite))
+
+
+def test_forward_shapes_and_padding_zero(suite):
+    model = _model(suite)
+    batch = suite.sample_windows(6, 4, torch.Generator().manual_seed(0))
+    out = model.forward_sequence(
+        batch.observations, batch.actions, batch.rewards, batch.env_idx, batch.step_mask
+    )
+    assert out["s"].shape == (3, 6, 4, 16) and out["u"].shape == (3, 6, 4, 8)
+    assert out["obs_mean"].shape == (3, 6, 4, 17) and out["rew_mean"].shape == (3, 6, 4)
+    hop = batch.env_idx == 0
+    assert (out["obs_mean"][:, hop, :, 11:] == 0).all()
+
+
+def test_garbage_in_padded_inputs_changes_no_output(suite):
+    model = _model(suite)
+    batch = suite.sample_windows(8, 4, torch.Generator().manual_seed(0))
+    obs, act = batch.observations.clone(), batch.actions.clone()
+    hop = batch.env_idx == 0
+    obs[hop, :, 11:] = 1e3 * torch.randn_like(obs[hop, :, 11:])
+    act[hop, :, 3:] = 1e3 * torch.randn_like(act[hop, :, 3:])
+    a = model.forward_sequence(
+        batch.observations,
+        batch.actions,
+        batch.rewards,
+        batch.env_idx,
+        batch.step_mask,
+        deterministic=True,
+    )
+    b = model.forward_sequence(
+        obs, act, batch.rewards, batch.env_idx, batch.step_mask, deterministic=True
+    )
+    for key in ("s", "obs_mean", "rew_mean"):
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_padded_columns_get_zero_gradient(suite):
+    model = _model(suite)
+    batch = suite.sample_windows(8, 4, torch.Generator().manual_seed(0))
+    only_hopper = type(batch)(**{**batch.__dict__})
+    hop = batch.env_idx == 0
+    sub = type(batch)(
+        **{k: (v[hop] if v.shape[0] == len(hop) else v) for k, v in only_hopper.__dict__.items()}
+    )
+    loss, _ = model.loss(sub)
+    loss.backward()
+    # hopper's projection rows beyond its 11 obs / 3 act dims receive no gradient
+    assert model.obs_token.weight.grad[0, 11:].abs().sum() == 0
+    assert model.act_token.weight.grad[0, 3:].abs().sum() == 0
+    assert model.obs_token.weight.grad[0, :11].abs().sum() > 0
+    # halfcheetah's own tokenizer gets nothing from a hopper-only batch
+    assert model.obs_token.weight.grad[1].abs().sum() == 0
+
+
+def test_members_differ_and_variance_zero_when_identical(suite):
+    model = _model(suite)
+    env_idx, index = torch.tensor([0, 1, 0]), torch.tensor([5, 7, 30])
+    memory = model.initial_state(suite, env_idx, index)
+    actions = torch.zeros(3, 6)
+    out = model.step(memory, None, actions, generator=torch.Generator().manual_seed(0))
+    assert (out.uncertainty > 0).all()
+    same = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in same.named_parameters():
+            if name.startswith(("transformer", "stoch_head")):
+                p.copy_(p[:1].expand_as(p))
+    out = same.step(memory, None, actions, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.uncertainty, torch.zeros(3))
+    torch.testing.assert_close(out.rewards, out.extrinsic)
+
+
+def test_reward_is_extrinsic_minus_beta_intrinsic(suite):
+    model = _model(suite, TGWConfig(**{**TINY.__dict__, "beta": 2.5}))
+    memory = model.initial_state(suite, torch.tensor([0, 1]), torch.tensor([3, 3]))
+    out = model.step(memory, None, torch.zeros(2, 6), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.rewards, out.extrinsic - 2.5 * out.uncertainty)
+
+
+def test_nll_matches_hand_computation(suite):
+    model = _model(suite, TGWConfig(**{**TINY.__dict__, "ensemble_size": 1}))
+    batch = suite.sample_windows(4, 4, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(5)
+    loss, _ = model.loss(batch, g)
+    with torch.no_grad():
+        out = model.forward_sequence(
+            batch.observations,
+            batch.actions,
+            torch.nn.functional.pad(batch.rewards[:, :-1], (1, 0)),
+            batch.env_idx,
+            batch.step_mask,
+            torch.Generator().manual_seed(5),
+        )
+    norm = model.normalizer
+    total_obs, n_obs, total_rew, n_rew = 0.0, 0, 0.0, 0
+    for i in range(4):
+        k = int(batch.env_idx[i])
+        d = suite.specs[k].obs_dim
+        for t in range(4):
+            if not batch.step_mask[i, t]:
+                continue
+            target = (batch.next_observations[i, t, :d] - norm.obs_mean[k, :d]) / norm.obs_std[
+                k, :d
+            ]
+            mu, lv = out["obs_mean"][0, i, t, :d], out["obs_logvar"][0, i, t, :d]
+            total_obs += float((0.5 * ((mu - target) ** 2 / lv.exp() + lv)).sum())
+            n_obs += d
+            r_t = (batch.rewards[i, t] - norm.reward_mean[k]) / norm.reward_std[k]
+            mu, lv = out["rew_mean"][0, i, t], out["rew_logvar"][0, i, t]
+            total_rew += float(0.5 * ((mu - r_t) ** 2 / lv.exp() + lv))
+            n_rew += 1
+    assert loss.item() == pytest.approx(total_obs / n_obs + total_rew / n_rew, rel=1e-4)
+
+
+def test_save_load_identical_predictions(suite, tmp_path):
+    from genworld.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model = _model(suite)
+    path = save_checkpoint(tmp_path, 1, {"model": model.state_dict()})
+    _, state = load_checkpoint(path)
+    other = TGWWorldModel(suite.specs, TINY, Normalizer(2, 17))
+    other.load_state_dict(state["model"])
+    memory = model.initial_state(suite, torch.tensor([0, 1]), torch.tensor([9, 2]))
+    a = model.step(memory, None, torch.ones(2, 6) * 0.3, deterministic=True)
+    b = other.step(memory, None, torch.ones(2, 6) * 0.3, deterministic=True)
+    assert torch.equal(a.next_observations, b.next_observations) and torch.equal(
+        a.extrinsic, b.extrinsic
+    )
+
+
+def test_fifo_memory_replaces_oldest_first():
+    m = 3
+    memory = PromptMemory(
+        observations=torch.arange(2 * m, dtype=torch.float32).view(2, m, 1),
+        actions=torch.zeros(2, m, 1),
+        prev_rewards=torch.zeros(2, m),
+        count=torch.tensor([3, 1]),
+        env_idx=torch.tensor([0, 0]),
+    )
+    new = _push(
+        memory, torch.ones(2, m, 1), torch.tensor([[100.0], [200.0]]), torch.tensor([7.0, 8.0])
+    )
+    # full row: oldest (0) dropped, 100 appended last
+    assert new.observations[0, :, 0].tolist() == [1.0, 2.0, 100.0]
+    assert new.prev_rewards[0].tolist() == [0.0, 0.0, 7.0]
+    # row with one step: appended in slot 1
+    assert new.observations[1, :, 0].tolist() == [3.0, 200.0, 5.0]
+    assert new.count.tolist() == [3, 2]
+
+
+def test_memory_from_dataset_uses_own_episode_history(suite):
+    model = _model(suite)
+    data = suite.envs[0]
+    # transition 2 of hopper's first episode: two history steps, then the start observation
+    memory = model.memory_from_dataset(suite, torch.tensor([0]), torch.tensor([2]))
+    assert memory.count.item() == 3
+    torch.testing.assert_close(memory.observations[0, :3, :11], data.observations[:3])
+    torch.testing.assert_close(memory.actions[0, :2, :3], data.actions[:2])
+    assert (memory.actions[0, 2:] == 0).all() and (memory.observations[0, 3:] == 0).all()
+    torch.testing.assert_close(memory.prev_rewards[0, 1:3], data.rewards[:2])
+
+
+@pytest.mark.parametrize("model_kind", ["tgw", "mlp"])
+def test_learns_linear_dynamics(suite, model_kind):
+    torch.manual_seed(0)
+    norm = Normalizer.fit(suite)
+    if model_kind == "tgw":
+        model = TGWWorldModel(
+            suite.specs,
+            TGWConfig(
+                ensemble_size=2,
+                context_len=2,
+                d_model=32,
+                n_heads=2,
+                stoch_dim=8,
+                hidden=64,
+                loss="mse",
+            ),
+            norm,
+        )
+        lr, batch = 3e-3, 16
+    else:
+        model = EnsembleMLPWorldModel(
+            suite.specs, EnsembleMLPConfig(members=2, elites=2, hidden=64, layers=2), norm
+        )
+        lr, batch = 3e-3, 128
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    from genworld.eval.wm_metrics import k_step_errors
+
+    before = k_step_errors(model, suite, norm, horizons=(1,), per_env=64)
+    for _ in range(400):
+        loss, _ = model.loss(model.sample_batch(suite, batch, g), g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = k_step_errors(model, suite, norm, horizons=(1,), per_env=64)
+    mean = k_step_errors(None, suite, norm, horizons=(1,), per_env=64)
+    for env in ("hopper", "halfcheetah"):
+        assert after[env]["obs_h1"] < 0.05 * mean[env]["obs_h1"], (env, before[env], after[env])
+
+
+def test_bad_inputs_are_clear(suite):
+    model = _model(suite)
+    swapped = MultiEnvDataset(
+        [(CHEETAH, _linear_episodes(CHEETAH, 2, 5, 0)), (HOPPER, _linear_episodes(HOPPER, 2, 5, 0))]
+    )
+    with pytest.raises(GenworldError, match="dataset env #0 is 'halfcheetah'"):
+        model.initial_state(swapped, torch.tensor([0]), torch.tensor([0]))
+    memory = model.initial_state(suite, torch.tensor([0]), torch.tensor([0]))
+    short = PromptMemory(
+        memory.observations[:, :2],
+        memory.actions[:, :2],
+        memory.prev_rewards[:, :2],
+        memory.count,
+        memory.env_idx,
+    )
+    with pytest.raises(GenworldError, match="prompt memory has 2 slots.*M=4"):
+        model.step(short, None, torch.zeros(1, 6))
+    batch = suite.sample_windows(4, 4, torch.Generator().manual_seed(0))
+    from genworld.world_models.base import check_finite
+
+    with pytest.raises(GenworldError, match="non-finite values.*observations"):
+        check_finite(observations=batch.observations.clone().fill_(float("nan")))
+    with pytest.raises(GenworldError, match="TGWConfig.termination='learnt'"):
+        TGWConfig(termination="learnt").validate()
+
+
+def test_mlp_ensemble_step_and_uncertainty(suite):
+    torch.manual_seed(0)
+    model = EnsembleMLPWorldModel(
+        suite.specs,
+        EnsembleMLPConfig(members=3, elites=2, hidden=16, layers=2, penalty=0.5),
+        Normalizer.fit(suite),
+    )
+    batch = suite.sample_transitions(10, torch.Generator().manual_seed(0))
+    out = model.step(
+        None, batch.observations, batch.actions, batch.env_idx, torch.Generator().manual_seed(0)
+    )
+    assert out.next_observations.shape == (10, 17)
+    assert (out.next_observations[batch.env_idx == 0, 11:] == 0).all()
+    assert (out.uncertainty > 0).all()
+    torch.testing.assert_close(out.rewards, out.extrinsic - 0.5 * out.uncertainty)
+    model.select_elites(suite, torch.Generator().manual_seed(0))
+    assert model.elite_idx.shape == (2, 2)
