@@ -40,20 +40,23 @@ class TanhGaussianActor(nn.Module):
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         return mean, log_std
 
-    def sample(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised tanh-Gaussian sample and its log-probability ``(B, A), (B,)``."""
+    def sample(
+        self, observations: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised tanh-Gaussian sample and its log-probability ``(B, A), (B,)``.
+
+        ``mask (B, A)``: padded action dims are 0 and add nothing to the log-probability (so the
+        entropy is over each env's true action dims, STYLE §4)."""
         mean, log_std = self(observations)
         std = log_std.exp()
         pre_tanh = mean + std * torch.randn_like(mean)  # (B, A)
         action = torch.tanh(pre_tanh)
-        log_prob = (
-            -0.5 * ((pre_tanh - mean) / std).pow(2) - log_std - 0.5 * np.log(2 * np.pi)
-        ).sum(-1)
+        log_prob = -0.5 * ((pre_tanh - mean) / std).pow(2) - log_std - 0.5 * np.log(2 * np.pi)
         # log|det d tanh/dx| = sum log(1 - tanh^2), in the stable form 2(log2 - x - softplus(-2x))
-        log_prob = log_prob - (
-            2 * (np.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
-        ).sum(-1)
-        return action, log_prob
+        log_prob = log_prob - 2 * (np.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
+        if mask is not None:
+            action, log_prob = action * mask, log_prob * mask
+        return action, log_prob.sum(-1)
 
     @torch.no_grad()
     def act(

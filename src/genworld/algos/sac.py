@@ -5,6 +5,10 @@ twin Q). Reference implementation: CleanRL ``sac_continuous_action.py`` (hyper-p
 match it: lr 3e-4, batch 256, gamma 0.99, tau 0.005, 5k random warm-up steps, target entropy
 -|A|).
 
+Multi-env (padded) use: ``num_envs > 1`` appends a one-hot env id to actor and critic inputs,
+``act_dims`` masks each env's padded action dims (in sampling and in the log-probability), and
+alpha is learned per env with target entropy ``-scale * act_dim_k`` (its true action dim).
+
 Deviations:
 - the twin critics are one vectorised ensemble (``EnsembleMLP``, one batched matmul);
 - the policy is updated every step (CleanRL: every 2 steps, repeated twice);
@@ -45,21 +49,64 @@ class SACConfig:
 
 
 class SAC:
-    """Twin-critic SAC over flat (unpadded) observations and actions of one env."""
+    """Twin-critic SAC; one env with flat tensors, or several with padded tensors and masks."""
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device):
-        self.cfg, self.device = cfg, device
-        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden).to(device)
-        self.critic = EnsembleMLP(cfg.num_critics, obs_dim + act_dim, cfg.hidden, 1).to(device)
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: SACConfig,
+        device: torch.device,
+        num_envs: int = 1,
+        act_dims: list[int] | None = None,
+    ):
+        self.cfg, self.device, self.num_envs = cfg, device, num_envs
+        act_dims = act_dims or [act_dim]
+        if len(act_dims) != num_envs:
+            raise ValueError(f"act_dims has {len(act_dims)} entries for {num_envs} envs")
+        self.env_features = num_envs if num_envs > 1 else 0
+        in_dim = obs_dim + self.env_features
+        self.actor = TanhGaussianActor(in_dim, act_dim, cfg.hidden).to(device)
+        self.critic = EnsembleMLP(cfg.num_critics, in_dim + act_dim, cfg.hidden, 1).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.tensor(np.log(cfg.init_alpha), device=device))
-        self.target_entropy = -cfg.target_entropy_scale * act_dim
+        self.log_alpha = nn.Parameter(
+            torch.full((num_envs,), float(np.log(cfg.init_alpha)), device=device)
+        )
+        dims = torch.tensor(act_dims, dtype=torch.float32, device=device)
+        self.target_entropy = -cfg.target_entropy_scale * dims  # (K,)
+        self.act_masks = (
+            torch.arange(act_dim, device=device)[None] < dims[:, None]
+        ).float()  # (K, A)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
 
-    def q_values(self, critic: nn.Module, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return critic(torch.cat([obs, act], -1)).squeeze(-1)  # (E, B)
+    def inputs(self, obs: torch.Tensor, env_idx: torch.Tensor | None) -> torch.Tensor:
+        """Observation plus one-hot env id (multi-env only)."""
+        if not self.env_features:
+            return obs
+        return torch.cat([obs, nn.functional.one_hot(env_idx, self.num_envs).to(obs.dtype)], -1)
+
+    def q_values(self, critic: nn.Module, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return critic(torch.cat([x, act], -1)).squeeze(-1)  # (E, B)
+
+    def _env(self, obs: torch.Tensor, env_idx: torch.Tensor | None) -> torch.Tensor:
+        if env_idx is not None:
+            return env_idx
+        return torch.zeros(len(obs), dtype=torch.int64, device=obs.device)
+
+    def sample_actions(self, obs: torch.Tensor, env_idx: torch.Tensor | None = None):
+        """Masked actions and log-probs for raw (padded) observations."""
+        return self.actor.sample(self.inputs(obs, env_idx), self.act_masks[self._env(obs, env_idx)])
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, env_idx: torch.Tensor | None = None, *, deterministic: bool = True
+    ) -> torch.Tensor:
+        if deterministic:
+            mean, _ = self.actor(self.inputs(obs, env_idx))
+            return torch.tanh(mean) * self.act_masks[self._env(obs, env_idx)]
+        return self.sample_actions(obs, env_idx)[0]
 
     def update(
         self,
@@ -68,29 +115,33 @@ class SAC:
         rew: torch.Tensor,
         next_obs: torch.Tensor,
         terminal: torch.Tensor,
+        env_idx: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One critic, actor and alpha step; returns detached tensors (no ``.item()`` here)."""
-        alpha = self.log_alpha.exp().detach()
+        env = self._env(obs, env_idx)
+        alpha = self.log_alpha.exp().detach()[env]  # (B,)
+        x, next_x = self.inputs(obs, env_idx), self.inputs(next_obs, env_idx)
+        mask = self.act_masks[env]
         with torch.no_grad():
-            next_act, next_logp = self.actor.sample(next_obs)  # (B, A), (B,)
-            next_q = self.q_values(self.critic_target, next_obs, next_act).min(0).values  # (B,)
+            next_act, next_logp = self.actor.sample(next_x, mask)  # (B, A), (B,)
+            next_q = self.q_values(self.critic_target, next_x, next_act).min(0).values  # (B,)
             target = rew + self.cfg.gamma * (1.0 - terminal) * (next_q - alpha * next_logp)
-        q = self.q_values(self.critic, obs, act)  # (E, B)
+        q = self.q_values(self.critic, x, act * mask)  # (E, B)
         critic_loss = (q - target).pow(2).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
 
-        new_act, logp = self.actor.sample(obs)
+        new_act, logp = self.actor.sample(x, mask)
         self.critic.requires_grad_(False)
-        q_pi = self.q_values(self.critic, obs, new_act).min(0).values  # (B,)
+        q_pi = self.q_values(self.critic, x, new_act).min(0).values  # (B,)
         self.critic.requires_grad_(True)
         actor_loss = (alpha * logp - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
 
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        alpha_loss = -(self.log_alpha[env] * (logp.detach() + self.target_entropy[env])).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
@@ -103,7 +154,7 @@ class SAC:
         return {
             "losses/critic": critic_loss.detach(),
             "losses/actor": actor_loss.detach(),
-            "losses/alpha": alpha.detach(),
+            "losses/alpha": alpha.mean(),
             "losses/entropy": -logp.detach().mean(),
             "losses/q": q.detach().mean(),
         }
@@ -128,4 +179,9 @@ class SAC:
         for name, m in self.modules().items():
             m.load_state_dict(state[name])
         with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+            self.log_alpha.copy_(state["log_alpha"].reshape(-1).expand_as(self.log_alpha))
+        # checkpoints from before per-env alpha hold a scalar alpha and scalar Adam moments
+        for moments in self.alpha_opt.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in moments and moments[key].shape != self.log_alpha.shape:
+                    moments[key] = moments[key].reshape(-1).expand_as(self.log_alpha).clone()
