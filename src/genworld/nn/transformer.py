@@ -38,13 +38,33 @@ class EnsembleBlock(nn.Module):
         self.fc1 = EnsembleLinear(members, dim, mlp_ratio * dim)
         self.fc2 = EnsembleLinear(members, mlp_ratio * dim, dim)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        e, b, length, d = x.shape  # (E, B, L, D)
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor, query_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x (E, B, L, D)`` → ``(E, B, L, D)``; with ``query_index (B,)`` only that position is
+        computed (keys/values still from all): ``(E, B, 1, D)`` (the rollout fast path)."""
+        e, b, length, d = x.shape
+        inner = self.heads * self.head_dim
         h = self.ln1(x.reshape(e, b * length, d))
-        q, k, v = self.qkv(h).reshape(e * b, length, 3, self.heads, self.head_dim).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (E*B, H, L, dh)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (E*B, H, L, dh)
-        att = att.transpose(1, 2).reshape(e, b * length, self.heads * self.head_dim)
+        if query_index is None:
+            q, k, v = self.qkv(h).reshape(e * b, length, 3, self.heads, self.head_dim).unbind(2)
+            q = q.transpose(1, 2)  # (E*B, H, L, dh)
+        else:
+            rows = torch.arange(b, device=x.device)
+            w, bias = self.qkv.weight, self.qkv.bias  # (E, D, 3I), (E, 1, 3I)
+            kv = torch.baddbmm(bias[..., inner:], h, w[..., inner:])  # (E, B*L, 2I)
+            k, v = kv.reshape(e * b, length, 2, self.heads, self.head_dim).unbind(2)
+            h_q = h.reshape(e, b, length, d)[:, rows, query_index]  # (E, B, D)
+            q = torch.baddbmm(bias[..., :inner], h_q, w[..., :inner])  # (E, B, I)
+            q = q.reshape(e * b, 1, self.heads, self.head_dim).transpose(1, 2)  # (E*B, H, 1, dh)
+            attn_mask = attn_mask.expand(e * b, 1, length, length)[
+                torch.arange(e * b, device=x.device), :, query_index.repeat(e)
+            ][:, :, None]  # (E*B, 1, 1, L)
+            x = x[:, rows, query_index][:, :, None]  # (E, B, 1, D)
+            length = 1
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (E*B, H, L, dh)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (E*B, H, Lq, dh)
+        att = att.transpose(1, 2).reshape(e, b * length, inner)
         x = x + self.proj(att).reshape(e, b, length, d)
         h = self.ln2(x.reshape(e, b * length, d))
         x = x + self.fc2(F.gelu(self.fc1(h))).reshape(e, b, length, d)
@@ -60,8 +80,12 @@ class EnsembleCausalTransformer(nn.Module):
         self.blocks = nn.ModuleList(EnsembleBlock(members, dim, heads) for _ in range(layers))
         self.ln_f = EnsembleLayerNorm(members, dim)
 
-    def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """``valid (B, L)`` bool marks real tokens (False = padding after the end)."""
+    def forward(
+        self, tokens: torch.Tensor, valid: torch.Tensor | None = None,
+        query_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``valid (B, L)`` bool marks real tokens (False = padding after the end).
+        ``query_index (B,)``: return only that position's output, ``(E, B, 1, D)``."""
         if tokens.dim() == 3:
             tokens = tokens.unsqueeze(0).expand(self.members, -1, -1, -1)
         e, b, length, d = tokens.shape
@@ -71,7 +95,11 @@ class EnsembleCausalTransformer(nn.Module):
             # padding keys are hidden; a padded query still sees key 0 so no row is all -inf
             keys = valid[:, None, None, :] | (torch.arange(length, device=tokens.device) == 0)
             mask = (mask & keys).repeat(e, 1, 1, 1)  # (E*B, 1, L, L)
+        else:
+            mask = mask.expand(e * b, 1, length, length)
         x = tokens
-        for block in self.blocks:
-            x = block(x, mask)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            x = block(x, mask, query_index if last else None)
+        length = x.shape[2]
         return self.ln_f(x.reshape(e, b * length, d)).reshape(e, b, length, d)

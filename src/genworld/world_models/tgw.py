@@ -174,9 +174,11 @@ class TGWWorldModel(nn.Module):
         valid: torch.Tensor,
         generator: torch.Generator | None = None,
         deterministic: bool = False,
+        query_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Raw ``obs (B, L, obs_max)``, ``act (B, L, act_max)``, ``prev_rew (B, L)`` → predictions
-        of the next step at every position, for every member."""
+        of the next step at every position, for every member (with ``query_index (B,)``: only
+        at that position, as ``L = 1``: the rollout fast path)."""
         norm = self.normalizer
         obs_n = (obs - norm.obs_mean[env_idx][:, None]) / norm.obs_std[env_idx][:, None]
         obs_n = obs_n * self.obs_masks[env_idx][:, None]  # (B, L, obs_max)
@@ -190,7 +192,10 @@ class TGWWorldModel(nn.Module):
             + self.env_embedding(env_idx)[:, None]
             + self.pos_embedding[:length]
         )  # (B, L, D)
-        s = self.transformer(tokens, valid)  # (E, B, L, D) deterministic states s_{t+1}
+        s = self.transformer(tokens, valid, query_index)  # (E, B, L, D) deterministic states s_{t+1}
+        if query_index is not None:
+            rows = torch.arange(len(env_idx), device=obs.device)
+            tokens, obs_n = tokens[rows, query_index][:, None], obs_n[rows, query_index][:, None]
         u_mean, u_logstd = self.stoch_head(s.flatten(1, 2)).unflatten(1, s.shape[1:3]).chunk(2, -1)
         u_logstd = u_logstd.clamp(-5.0, 2.0)
         if self.cfg.use_stochastic and not deterministic:
@@ -306,8 +311,9 @@ class TGWWorldModel(nn.Module):
             valid,
             generator,
             deterministic,
+            query_index=last,
         )
-        pick = lambda x: x[:, rows, last]  # noqa: E731  (E, B, ...) at each rollout's position
+        pick = lambda x: x[:, :, 0]  # noqa: E731  (E, B, 1, ...) → (E, B, ...)
         s, obs_mean, obs_logvar = pick(out["s"]), pick(out["obs_mean"]), pick(out["obs_logvar"])
         rew_mean, term_logit = pick(out["rew_mean"]), pick(out["term_logit"])
         if deterministic:
