@@ -17,15 +17,20 @@ def readme_commands() -> list[str]:
 
 
 def _tiny(argv: list[str]) -> list[str]:
+    if argv[:2] == ["train", "world-model"]:
+        argv = [a for i, a in enumerate(argv) if a != "--scale" and argv[i - 1] != "--scale"]
+        argv += ["--scale", "tiny", "--quiet"]
     if argv[:2] == ["data", "build"]:
         argv = [a for i, a in enumerate(argv) if a != "--steps" and argv[i - 1] != "--steps"]
         argv += ["--steps", TINY_STEPS, "--quiet"]
     if argv[:1] == ["run"]:
-        argv += ["--steps", TINY_STEPS]
+        argv = [a for i, a in enumerate(argv) if a != "--scale" and argv[i - 1] != "--scale"]
+        argv += ["--scale", "tiny", "--quiet"]
     return argv
 
 
-def test_readme_quick_start_and_data_commands(all_tiny_policies, capsys):
+def test_readme_quick_start_and_data_commands(all_tiny_policies, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     commands = readme_commands()
     assert commands[:2] == ["make run", "make test"]
     ran = 0

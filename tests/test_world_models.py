@@ -302,11 +302,21 @@ def test_rollout_fast_path_equals_full_forward(suite):
     model = _model(suite, TGWConfig(**{**TINY.__dict__, "n_layers": 2}))
     batch = suite.sample_windows(6, 4, torch.Generator().manual_seed(0))
     prev = torch.nn.functional.pad(batch.rewards[:, :-1], (1, 0))
-    full = model.forward_sequence(batch.observations, batch.actions, prev, batch.env_idx, batch.step_mask,
-                                  deterministic=True)
+    full = model.forward_sequence(
+        batch.observations, batch.actions, prev, batch.env_idx, batch.step_mask, deterministic=True
+    )
     last = batch.step_mask.sum(1) - 1
-    fast = model.forward_sequence(batch.observations, batch.actions, prev, batch.env_idx, batch.step_mask,
-                                  deterministic=True, query_index=last)
+    fast = model.forward_sequence(
+        batch.observations,
+        batch.actions,
+        prev,
+        batch.env_idx,
+        batch.step_mask,
+        deterministic=True,
+        query_index=last,
+    )
     rows = torch.arange(6)
     for key in ("s", "obs_mean", "rew_mean", "obs_logvar"):
-        torch.testing.assert_close(fast[key][:, :, 0], full[key][:, rows, last], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            fast[key][:, :, 0], full[key][:, rows, last], atol=1e-5, rtol=1e-5
+        )

@@ -142,11 +142,26 @@ def _eval_world_model(args) -> None:
 
 
 def _run(args) -> None:
-    from genworld.api import build_dataset
+    from pathlib import Path
 
-    for env in ("halfcheetah", "hopper", "walker2d"):
-        card = build_dataset(f"{env}-random", steps=args.steps, seed=args.seed, cached=True)
-        print(f"{card['dataset_id']}: normalized return {card['normalized_mean']:.1f}")
+    from genworld.train.pipeline import config_for_scale, run
+
+    cfg = config_for_scale(
+        args.scale,
+        envs=tuple(args.envs.split(",")),
+        qualities=tuple(args.qualities.split(",")),
+        setting=args.setting,
+        seed=args.seed,
+        device=args.device,
+        policy=args.policy,
+        beta=args.beta,
+    )
+    out = Path(
+        args.out or f"runs/run__{cfg.setting}__{'+'.join(cfg.qualities)}__{cfg.scale}__s{cfg.seed}"
+    )
+    report = run(cfg, out, show_progress=not args.quiet)
+    print((out / "report.md").read_text())
+    print(f"run directory: {out} ({report['wall_seconds']:.0f} s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,9 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="the main job (for now: the dataset quick start)")
-    run.add_argument("--steps", type=int, default=10_000, help="transitions per dataset")
+    run = sub.add_parser("run", help="the main job: TGW world model + policy vs BC, with a report")
+    run.add_argument(
+        "--scale",
+        choices=["tiny", "mini", "full"],
+        default="mini",
+        help="mini = the ≤15 min quick start on 2 CPU cores; full = paper scale (GPU)",
+    )
+    run.add_argument("--envs", default="halfcheetah,hopper,walker2d")
+    run.add_argument(
+        "--qualities",
+        default="medium",
+        help="comma list: random,medium,medium-replay,medium-expert,expert",
+    )
+    run.add_argument("--setting", choices=["multi", "single"], default="multi")
+    run.add_argument(
+        "--policy", choices=["shared", "per_env"], default=None, help="multi-env policy mode"
+    )
+    run.add_argument("--beta", type=float, default=None, help="override β (risk tolerance)")
+    run.add_argument("--out", default=None)
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto")
+    run.add_argument("--quiet", action="store_true")
     run.set_defaults(func=_run)
 
     train = sub.add_parser("train", help="train models")

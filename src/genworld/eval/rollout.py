@@ -35,3 +35,25 @@ def evaluate_policy(env: str, policy: PolicyFn, episodes: int, seed: int) -> np.
     for e in envs:
         e.close()
     return returns
+
+
+def evaluate_agent(act_fn, specs, episodes: int, seed: int, device="cpu") -> dict[str, np.ndarray]:
+    """Returns per env of a padded multi-env agent ``act_fn(obs (n, obs_max), env_idx (n,))``.
+
+    Observations are zero-padded to the largest dim and actions cropped to each env's own dim
+    (TD-MPC2's multitask wrapper, done here per batch).
+    """
+    import torch
+
+    obs_max = max(s.obs_dim for s in specs)
+    results = {}
+    for k, spec in enumerate(specs):
+
+        def policy(obs: np.ndarray, k=k, spec=spec) -> np.ndarray:
+            padded = torch.zeros(len(obs), obs_max, device=device)
+            padded[:, : spec.obs_dim] = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            env_idx = torch.full((len(obs),), k, dtype=torch.int64, device=device)
+            return act_fn(padded, env_idx)[:, : spec.act_dim].cpu().numpy()
+
+        results[spec.name] = evaluate_policy(spec.name, policy, episodes, seed)
+    return results

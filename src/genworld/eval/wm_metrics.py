@@ -96,7 +96,7 @@ def error_table(named: dict[str, dict[str, dict[str, float]]], horizons=HORIZONS
         + " |"
     )
     lines = [header, "|" + "---|" * (2 + 2 * len(horizons))]
-    envs = next(iter(named.values())).keys()
+    envs = list(dict.fromkeys(env for errors in named.values() for env in errors))
     for env in envs:
         for name, errors in named.items():
             if env not in errors:
@@ -117,7 +117,7 @@ def plot_errors(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    envs = list(next(iter(named.values())).keys())
+    envs = list(dict.fromkeys(env for errors in named.values() for env in errors))
     fig, axes = plt.subplots(1, len(envs), figsize=(4 * len(envs), 3.2), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         for name, errors in named.items():
@@ -137,18 +137,21 @@ def plot_errors(
 
 
 def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[str, Any]:
-    """Errors of each run's model and of the mean predictor on the first run's held-out data."""
+    """Errors of each run's model on its own held-out episodes, plus the mean predictor.
+
+    Runs on the same env datasets with the same seed hold out the same episodes per env
+    (``load_split`` permutes each env's episodes with the run seed), so rows compare like with like.
+    """
     from genworld.train.world_model import load_trained
 
-    named: dict[str, dict[str, dict[str, float]]] = {}
-    first = None
+    named: dict[str, dict[str, dict[str, float]]] = {"mean-predictor": {}}
     for run in runs:
         cfg, model, _, held = load_trained(run)
-        if first is None:
-            first = (held, model.normalizer)
-            named["mean-predictor"] = k_step_errors(
-                None, held, model.normalizer, per_env=per_env, seed=seed
-            )
-        label = f"{cfg.model}:{run.name}"
-        named[label] = k_step_errors(model, held, model.normalizer, per_env=per_env, seed=seed)
+        for env, errors in k_step_errors(
+            None, held, model.normalizer, per_env=per_env, seed=seed
+        ).items():
+            named["mean-predictor"].setdefault(env, errors)
+        named[f"{cfg.model}:{run.name}"] = k_step_errors(
+            model, held, model.normalizer, per_env=per_env, seed=seed
+        )
     return named

@@ -81,7 +81,9 @@ class EnsembleCausalTransformer(nn.Module):
         self.ln_f = EnsembleLayerNorm(members, dim)
 
     def forward(
-        self, tokens: torch.Tensor, valid: torch.Tensor | None = None,
+        self,
+        tokens: torch.Tensor,
+        valid: torch.Tensor | None = None,
         query_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``valid (B, L)`` bool marks real tokens (False = padding after the end).

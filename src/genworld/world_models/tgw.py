@@ -192,7 +192,9 @@ class TGWWorldModel(nn.Module):
             + self.env_embedding(env_idx)[:, None]
             + self.pos_embedding[:length]
         )  # (B, L, D)
-        s = self.transformer(tokens, valid, query_index)  # (E, B, L, D) deterministic states s_{t+1}
+        s = self.transformer(
+            tokens, valid, query_index
+        )  # (E, B, L, D) deterministic states s_{t+1}
         if query_index is not None:
             rows = torch.arange(len(env_idx), device=obs.device)
             tokens, obs_n = tokens[rows, query_index][:, None], obs_n[rows, query_index][:, None]

@@ -1,0 +1,117 @@
+"""report.md + report.json + PNG learning curves for a `genworld run` directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# seed 000 Table 1, TGW multi-env (normalized, D4RL v2 data, 5 seeds) — a different data source
+PAPER_TGW_MULTI = {
+    "random": {"halfcheetah": 29.7, "hopper": 37.2, "walker2d": 31.6},
+    "medium": {"halfcheetah": 41.2, "hopper": 88.4, "walker2d": 60.3},
+    "medium-replay": {"halfcheetah": 40.5, "hopper": 70.6, "walker2d": 47.3},
+    "medium-expert": {"halfcheetah": 51.1, "hopper": 100.2, "walker2d": 86.7},
+}
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    plots = []
+    for key, result in report["results"].items():
+        name = f"curves_{key.replace('/', '_')}.png"
+        _plot_curves(result, out / name, key)
+        plots.append(name)
+    (out / "report.md").write_text(_markdown(report, plots))
+
+
+def _markdown(report: dict[str, Any], plots: list[str]) -> str:
+    cfg = report["config"]
+    agent = cfg["agent"]
+    lines = [
+        "# genworld run report",
+        "",
+        f"**Data**: {report['provenance']}",
+        "",
+        f"**Protocol** (scale `{cfg['scale']}`, setting `{cfg['setting']}`, seed {cfg['seed']} — one seed, "
+        "so no spread across seeds is reported): "
+        f"world model {cfg['wm_steps']} updates; TGW policy {cfg['policy_updates']} SAC updates in the model "
+        f"(policy `{agent['policy']}`, rollouts of {agent['rollout_batch']} × horizon {agent['horizon']} every "
+        f"{agent['rollout_every']} updates, real ratio {agent['real_ratio']}); BC {cfg['bc_updates']} updates; "
+        f"evaluation every {cfg['eval_every']} updates with {cfg['eval_episodes']} deterministic episodes per env. "
+        f"Scores are D4RL-normalized; **last-{cfg['last_k']}** = mean of the last {cfg['last_k']} evaluations, "
+        "**best** = the best evaluation (optimistic, labelled).",
+        "",
+        f"Wall time: {report['wall_seconds']:.0f} s.",
+        "",
+        "## Datasets",
+        "",
+        "| dataset | steps | episodes | normalized return of the data |",
+        "|---|---|---|---|",
+    ]
+    for ds, card in report["datasets"].items():
+        lines.append(
+            f"| {ds} | {card['steps']} | {card['episodes']} | {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f} |"
+        )
+    for key, result in report["results"].items():
+        quality = key.split("/")[0]
+        tgw, bc = result["tgw"]["summary"], result["bc"]["summary"]
+        lines += [
+            "",
+            f"## {key}",
+            "",
+            "| env | TGW last-k | TGW best | BC last-k | BC best | paper TGW multi-env (D4RL data) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for env in [*result["envs"], "_mean"]:
+            paper = PAPER_TGW_MULTI.get(quality, {}).get(env)
+            label = "mean" if env == "_mean" else env
+            lines.append(
+                f"| {label} | {tgw[env]['last_k_mean']:.1f} ± {tgw[env]['last_k_std']:.1f} | {tgw[env]['best']:.1f} "
+                f"| {bc[env]['last_k_mean']:.1f} ± {bc[env]['last_k_std']:.1f} | {bc[env]['best']:.1f} "
+                f"| {'' if paper is None else paper} |"
+            )
+        lines += [
+            "",
+            "(± = spread of the last-k evaluations of this one seed.)",
+            "",
+            "World model, held-out open-loop observation error (normalised MSE; mean predictor ≈ 1):",
+            "",
+            "| env | TGW h1 | TGW h5 | TGW h10 | mean predictor h1 |",
+            "|---|---|---|---|---|",
+        ]
+        wm = result["world_model"]
+        for env in result["envs"]:
+            t, m = wm["tgw"][env], wm["mean-predictor"][env]
+            lines.append(
+                f"| {env} | {t['obs_h1']:.3f} | {t['obs_h5']:.3f} | {t['obs_h10']:.3f} | {m['obs_h1']:.3f} |"
+            )
+    lines += ["", "## Learning curves", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_curves(result: dict[str, Any], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = result["envs"]
+    fig, axes = plt.subplots(1, len(envs), figsize=(4 * len(envs), 3.2), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for method in ("tgw", "bc"):
+            curve = result[method]["curve"]
+            ax.plot(
+                [r["step"] for r in curve],
+                [r[f"eval/{env}/normalized_score"] for r in curve],
+                marker="o",
+                label=method.upper(),
+            )
+        ax.set_title(f"{env} ({title})")
+        ax.set_xlabel("updates")
+        ax.set_ylabel("normalized score")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

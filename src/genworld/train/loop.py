@@ -1,0 +1,96 @@
+"""The generic offline loop: update → log → evaluate → checkpoint, resumable from ``out``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genworld.errors import GenworldError
+from genworld.eval.rollout import evaluate_agent
+from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genworld.utils.progress import progress_bar
+
+
+def train_offline(
+    name: str,
+    agent: Any,
+    update: Callable[[torch.Generator], dict],
+    specs: list,
+    out: Path,
+    *,
+    steps: int,
+    eval_every: int,
+    eval_episodes: int,
+    seed: int,
+    on_resume: Callable[[torch.Generator], Any] | None = None,
+    show_progress: bool = True,
+) -> list[dict]:
+    """Run ``update`` ``steps`` times; every ``eval_every`` evaluate ``agent.act`` in the real envs
+    (deterministic, episode ``i`` seeded ``seed*1000 + i``), append to ``eval.jsonl`` and save a
+    checkpoint (agent + generator + step). Rerunning on the same ``out`` resumes."""
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    latest = latest_checkpoint(out / "checkpoints")
+    if latest is not None:
+        step, state = load_checkpoint(latest)
+        agent.load_state_dict(state["agent"])
+        generator.set_state(state["generator"])
+        if on_resume is not None:
+            on_resume(generator)
+    log = open(out / "eval.jsonl", "a")  # noqa: SIM115
+    start, first = time.perf_counter(), step
+    with progress_bar(name, steps, enabled=show_progress) as advance:
+        advance(step)
+        while step < steps:
+            metrics = update(generator)
+            step += 1
+            advance(1)
+            if step % eval_every == 0 or step == steps:
+                losses = {k: float(v) for k, v in metrics.items()}
+                if not all(np.isfinite(v) for v in losses.values()):
+                    raise GenworldError(
+                        f"{name}: non-finite loss at update {step} ({losses}); last good checkpoint kept in {out}"
+                    )
+                returns = evaluate_agent(agent.act, specs, eval_episodes, seed * 1000)
+                record = {
+                    "step": step,
+                    **losses,
+                    "time/updates_per_s": (step - first) / (time.perf_counter() - start),
+                }
+                for spec in specs:
+                    r = returns[spec.name]
+                    record[f"eval/{spec.name}/return"] = float(r.mean())
+                    record[f"eval/{spec.name}/normalized_score"] = float(
+                        spec.normalized_score(r.mean())
+                    )
+                    record[f"eval/{spec.name}/normalized_std"] = float(spec.normalized_std(r.std()))
+                record["eval/normalized_score_mean"] = float(
+                    np.mean([record[f"eval/{s.name}/normalized_score"] for s in specs])
+                )
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                save_checkpoint(
+                    out / "checkpoints",
+                    step,
+                    {"agent": agent.state_dict(), "generator": generator.get_state()},
+                )
+    log.close()
+    return read_eval(out)
+
+
+def read_eval(out: Path) -> list[dict]:
+    records: dict[int, dict] = {}
+    path = out / "eval.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                records[r["step"]] = r
+    return [records[k] for k in sorted(records)]

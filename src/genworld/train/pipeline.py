@@ -1,0 +1,270 @@
+"""``genworld run``: datasets → TGW world model → TGW policy (offline MBPO) → BC → report.
+
+One world model per data quality (as the paper's Table 1), multi-env by default (one model and
+one shared policy for all envs) or single-env (``setting="single"``: one model per env). Every
+stage writes into ``out`` and is skipped or resumed when the command is rerun on the same ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genworld.algos.bc import BC, BCConfig
+from genworld.algos.sac import SACConfig
+from genworld.algos.tgw import TGWAgent, TGWAgentConfig
+from genworld.data.build import build_dataset
+from genworld.data.ids import QUALITIES, parse_dataset_id
+from genworld.envs.registry import get_env_spec
+from genworld.errors import GenworldError
+from genworld.eval.scores import summarize
+from genworld.train.loop import train_offline
+from genworld.train.world_model import config_for_scale as wm_config_for_scale
+from genworld.train.world_model import load_trained, train_world_model
+from genworld.utils.device import resolve_device
+from genworld.utils.io import atomic_write_json
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    envs: tuple[str, ...] = ("halfcheetah", "hopper", "walker2d")
+    qualities: tuple[str, ...] = ("medium",)
+    setting: str = "multi"
+    """multi (one model + policy for all envs) or single (one per env)."""
+    scale: str = "mini"
+    seed: int = 0
+    device: str = "auto"
+    dataset_steps: int = 100_000
+    """Transitions per dataset built when missing (an existing dataset is used as it is)."""
+    wm_steps: int = 1_500
+    policy_updates: int = 10_000
+    bc_updates: int = 5_000
+    eval_every: int = 1_000
+    eval_episodes: int = 5
+    last_k: int = 3
+    """Report the mean of the last k evaluations (PROTOCOL.md: k=10 at full scale)."""
+    threads: int = 2
+    agent: TGWAgentConfig = field(default_factory=TGWAgentConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def validate(self) -> None:
+        for env in self.envs:
+            get_env_spec(env)
+        for q in self.qualities:
+            if q not in QUALITIES:
+                raise GenworldError(f"unknown quality {q!r}: choose from {', '.join(QUALITIES)}")
+        if self.setting not in ("multi", "single"):
+            raise GenworldError(f"--setting {self.setting!r}: choose multi or single")
+        for name in (
+            "dataset_steps",
+            "wm_steps",
+            "policy_updates",
+            "bc_updates",
+            "eval_every",
+            "eval_episodes",
+            "last_k",
+        ):
+            if getattr(self, name) <= 0:
+                raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
+        self.agent.validate()
+
+
+# mini: the quick start, ≤ 15 min on 2 CPU cores. full: the paper-scale protocol (GPU).
+SCALES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "dataset_steps": 3_000,
+        "wm_steps": 20,
+        "policy_updates": 40,
+        "bc_updates": 40,
+        "eval_every": 20,
+        "eval_episodes": 1,
+        "last_k": 2,
+        "agent": {
+            "rollout_every": 20,
+            "rollout_batch": 64,
+            "horizon": 2,
+            "sac": {"hidden": (32, 32), "batch_size": 32},
+        },
+        "bc": {"hidden": (32, 32), "batch_size": 32},
+    },
+    "mini": {},
+    "full": {
+        "dataset_steps": 1_000_000,
+        "wm_steps": 200_000,
+        "policy_updates": 1_000_000,
+        "bc_updates": 1_000_000,
+        "eval_every": 10_000,
+        "eval_episodes": 10,
+        "last_k": 10,
+        "agent": {"rollout_every": 250, "rollout_batch": 50_000, "horizon": 5},
+    },
+}
+WM_MINI = {
+    "ensemble_size": 5,
+    "context_len": 10,
+    "d_model": 64,
+    "n_heads": 2,
+    "stoch_dim": 64,
+    "hidden": 128,
+}
+
+
+def config_for_scale(scale: str, **overrides: Any) -> RunConfig:
+    if scale not in SCALES:
+        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
+    preset = {k: v for k, v in SCALES[scale].items() if k not in ("agent", "bc")}
+    agent_over = SCALES[scale].get("agent", {})
+    sac = replace(SACConfig(), **agent_over.get("sac", {}))
+    agent = replace(
+        TGWAgentConfig(), **{k: v for k, v in agent_over.items() if k != "sac"}, sac=sac
+    )
+    if "policy" in overrides and overrides["policy"] is not None:
+        agent = replace(agent, policy=overrides.pop("policy"))
+    if overrides.get("beta") is not None:
+        agent = replace(agent, beta=overrides.pop("beta"))
+    overrides.pop("policy", None), overrides.pop("beta", None)
+    bc = replace(BCConfig(), **SCALES[scale].get("bc", {}))
+    values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = RunConfig(scale=scale, agent=agent, bc=bc, **values)
+    cfg.validate()
+    return cfg
+
+
+def _groups(cfg: RunConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, envs) per model: one group of all envs (multi) or one per env (single)."""
+    if cfg.setting == "multi":
+        return [("multi", cfg.envs)]
+    return [(env, (env,)) for env in cfg.envs]
+
+
+def run(cfg: RunConfig, out: Path, *, show_progress: bool = True) -> dict[str, Any]:
+    cfg.validate()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_write(out / "config.json", json.loads(json.dumps(asdict(cfg))), out)
+    torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    started = time.perf_counter()
+    data_cards = {}
+    for quality in cfg.qualities:
+        for env in cfg.envs:
+            card = build_dataset(
+                f"{env}-{quality}",
+                steps=cfg.dataset_steps,
+                seed=cfg.seed,
+                cached=True,
+                show_progress=show_progress,
+            )
+            data_cards[card["dataset_id"]] = {
+                k: card[k] for k in ("steps", "episodes", "normalized_mean", "normalized_std")
+            }
+    results: dict[str, Any] = {}
+    for quality in cfg.qualities:
+        for label, envs in _groups(cfg):
+            folder = out / quality / label
+            results[f"{quality}/{label}"] = _run_group(
+                cfg, quality, envs, folder, device, show_progress
+            )
+    report = {
+        "config": json.loads(json.dumps(asdict(cfg))),
+        "datasets": data_cards,
+        "results": results,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "provenance": "D4RL-style datasets regenerated by genworld (Gymnasium MuJoCo v5, our own behaviour policies); not D4RL's data.",
+    }
+    from genworld.eval.report import write_report
+
+    write_report(report, out)
+    return report
+
+
+def _run_group(
+    cfg: RunConfig, quality: str, envs: tuple[str, ...], folder: Path, device, show_progress
+) -> dict:
+    datasets = tuple(str(parse_dataset_id(f"{env}-{quality}")) for env in envs)
+    wm_over = {} if cfg.scale == "tiny" else {"tgw": WM_MINI} if cfg.scale == "mini" else {}
+    wm_cfg = config_for_scale_wm(cfg, datasets, wm_over)
+    train_world_model(wm_cfg, folder / "world_model", show_progress=show_progress)
+    _, model, train, held = load_trained(folder / "world_model")
+    model = model.to(device)
+    from genworld.eval.wm_metrics import k_step_errors
+
+    wm_errors = {
+        "tgw": k_step_errors(model, held, model.normalizer, per_env=64, seed=cfg.seed),
+        "mean-predictor": k_step_errors(None, held, model.normalizer, per_env=64, seed=cfg.seed),
+    }
+    agent = TGWAgent(model, train, cfg.agent, device)
+    tgw_records = train_offline(
+        f"TGW policy ({quality}, {','.join(envs)})",
+        agent,
+        agent.update,
+        train.specs,
+        folder / "tgw",
+        steps=cfg.policy_updates,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        seed=cfg.seed,
+        on_resume=agent.rollout,
+        show_progress=show_progress,
+    )
+    bc = BC(
+        train.obs_max,
+        train.act_max,
+        train.num_envs,
+        [s.act_dim for s in train.specs],
+        model.normalizer,
+        cfg.bc,
+        device,
+    )
+
+    def bc_update(generator: torch.Generator) -> dict:
+        return bc.update(train.sample_transitions(cfg.bc.batch_size, generator).to(device))
+
+    bc_records = train_offline(
+        f"BC ({quality}, {','.join(envs)})",
+        bc,
+        bc_update,
+        train.specs,
+        folder / "bc",
+        steps=cfg.bc_updates,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        seed=cfg.seed,
+        show_progress=show_progress,
+    )
+    names = list(envs)
+    return {
+        "envs": names,
+        "tgw": {"summary": summarize(tgw_records, names, cfg.last_k), "curve": tgw_records},
+        "bc": {"summary": summarize(bc_records, names, cfg.last_k), "curve": bc_records},
+        "world_model": wm_errors,
+        "world_model_run": str(folder / "world_model"),
+    }
+
+
+def config_for_scale_wm(cfg: RunConfig, datasets: tuple[str, ...], over: dict):
+    return wm_config_for_scale(
+        cfg.scale,
+        model="tgw",
+        datasets=datasets,
+        seed=cfg.seed,
+        device=cfg.device,
+        steps=cfg.wm_steps,
+        **over,
+    )
+
+
+def _check_or_write(path: Path, current: dict, out: Path) -> None:
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            diff = sorted(k for k in current if saved.get(k) != current[k])
+            raise GenworldError(
+                f"{out} holds a run with a different config ({', '.join(diff)}); use another --out or the same settings to resume"
+            )
+    else:
+        atomic_write_json(path, current)

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from genworld.errors import GenworldError
+from genworld.train.pipeline import config_for_scale, run
+
+
+@pytest.mark.parametrize(
+    "setting, policy", [("multi", "shared"), ("multi", "per_env"), ("single", None)]
+)
+def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
+    cfg = config_for_scale(
+        "tiny",
+        envs=("hopper", "halfcheetah"),
+        qualities=("random",),
+        setting=setting,
+        policy=policy,
+    )
+    out = tmp_path / "run"
+    report = run(cfg, out, show_progress=False)
+    for name in ("report.md", "report.json", "config.json"):
+        assert (out / name).exists()
+    assert list(out.glob("curves_*.png"))
+    groups = ["random/multi"] if setting == "multi" else ["random/hopper", "random/halfcheetah"]
+    assert sorted(report["results"]) == sorted(groups)
+    for key in groups:
+        result = report["results"][key]
+        for method in ("tgw", "bc"):
+            summary = result[method]["summary"]
+            for env in result["envs"]:
+                assert set(summary[env]) >= {"last_k_mean", "best", "best_step"}
+                assert summary[env]["best"] >= summary[env]["last_k_mean"] - 1e-9
+            curve = result[method]["curve"]
+            assert [r["step"] for r in curve] == [20, 40]
+    text = (out / "report.md").read_text()
+    assert "not D4RL's data" in text and "last-2" in text and "best" in text
+    # a rerun resumes: every stage is complete, so nothing is retrained and results are identical
+    again = run(cfg, out, show_progress=False)
+    assert json.dumps(again["results"], sort_keys=True) == json.dumps(
+        report["results"], sort_keys=True
+    )
+
+
+def test_run_config_errors(tmp_path):
+    with pytest.raises(GenworldError, match="unknown quality 'meduim'"):
+        config_for_scale("tiny", qualities=("meduim",))
+    with pytest.raises(GenworldError, match="unknown environment 'cheetah'"):
+        config_for_scale("tiny", envs=("cheetah",))
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("random",))
+    run(cfg, tmp_path / "r", show_progress=False)
+    other = config_for_scale("tiny", envs=("hopper",), qualities=("random",), seed=3)
+    with pytest.raises(GenworldError, match="different config.*seed"):
+        run(other, tmp_path / "r", show_progress=False)
