@@ -77,6 +77,25 @@ class TransitionBuffer:
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def state_dict(self) -> dict:
+        n = self.size
+        return {
+            "obs": self.obs[:n],
+            "act": self.act[:n],
+            "rew": self.rew[:n],
+            "next_obs": self.next_obs[:n],
+            "term": self.term[:n],
+            "env": self.env[:n],
+            "pos": self.pos,
+            "size": self.size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        n = int(state["size"])
+        for name in ("obs", "act", "rew", "next_obs", "term", "env"):
+            getattr(self, name)[:n] = state[name]
+        self.size, self.pos = n, int(state["pos"])
+
     def sample(self, n: int, generator: torch.Generator):
         idx = torch.randint(self.size, (n,), generator=generator)
         return (
@@ -209,9 +228,15 @@ class TGWAgent:
         return metrics
 
     def state_dict(self) -> dict:
-        return {"agents": [a.state_dict() for a in self.agents], "updates": self.updates}
+        """Policies, optimisers, update count and the model buffer: a resume continues exactly."""
+        return {
+            "agents": [a.state_dict() for a in self.agents],
+            "updates": self.updates,
+            "model_buffer": self.model_buffer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for agent, s in zip(self.agents, state["agents"], strict=True):
             agent.load_state_dict(s)
         self.updates = int(state["updates"])
+        self.model_buffer.load_state_dict(state["model_buffer"])

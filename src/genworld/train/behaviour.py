@@ -30,7 +30,7 @@ from genworld.eval.rollout import evaluate_policy
 from genworld.policies import PolicyCard, TanhGaussianActor, save_policy
 from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genworld.utils.device import resolve_device
-from genworld.utils.io import atomic_write_json
+from genworld.utils.io import check_or_write_config
 from genworld.utils.progress import progress_bar
 
 SCALES = {"tiny": 3_000, "mini": 300_000, "full": 1_000_000}
@@ -114,7 +114,7 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_config(out, cfg)
+    check_or_write_config(out, json.loads(json.dumps(asdict(cfg))))
     torch.manual_seed(cfg.seed)
     agent = SAC(spec.obs_dim, spec.act_dim, cfg.sac, device)
     buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
@@ -170,21 +170,6 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
             advance(1)
     log.close()
     return out
-
-
-def _check_same_config(out: Path, cfg: BehaviourConfig) -> None:
-    path = out / "config.json"
-    current = json.loads(json.dumps(asdict(cfg)))
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            diff = sorted(k for k in current if saved.get(k) != current[k])
-            raise GenworldError(
-                f"{out} holds a run with a different config ({', '.join(diff)}); use another --out "
-                "or the same settings to resume"
-            )
-    else:
-        atomic_write_json(path, current)
 
 
 def _snapshot(

@@ -14,6 +14,7 @@ import torch
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_agent
 from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genworld.utils.io import tensorboard_writer
 from genworld.utils.progress import progress_bar
 
 
@@ -28,12 +29,12 @@ def train_offline(
     eval_every: int,
     eval_episodes: int,
     seed: int,
-    on_resume: Callable[[torch.Generator], Any] | None = None,
     show_progress: bool = True,
 ) -> list[dict]:
     """Run ``update`` ``steps`` times; every ``eval_every`` evaluate ``agent.act`` in the real envs
-    (deterministic, episode ``i`` seeded ``seed*1000 + i``), append to ``eval.jsonl`` and save a
-    checkpoint (agent + generator + step). Rerunning on the same ``out`` resumes."""
+    (deterministic, episode ``i`` seeded ``seed*1000 + i``), append to ``eval.jsonl`` (and
+    TensorBoard ``tb/``) and save a checkpoint: agent state, sampling generator, torch's global
+    RNG and the step. Rerunning on the same ``out`` resumes exactly where that checkpoint was."""
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     step = 0
@@ -42,9 +43,10 @@ def train_offline(
         step, state = load_checkpoint(latest)
         agent.load_state_dict(state["agent"])
         generator.set_state(state["generator"])
-        if on_resume is not None:
-            on_resume(generator)
+        torch.set_rng_state(state["torch_rng"])
+        _truncate_log(out / "eval.jsonl", step)
     log = open(out / "eval.jsonl", "a")  # noqa: SIM115
+    writer = tensorboard_writer(out) if step < steps else None
     start, first = time.perf_counter(), step
     with progress_bar(name, steps, enabled=show_progress) as advance:
         advance(step)
@@ -53,36 +55,52 @@ def train_offline(
             step += 1
             advance(1)
             if step % eval_every == 0 or step == steps:
-                losses = {k: float(v) for k, v in metrics.items()}
-                if not all(np.isfinite(v) for v in losses.values()):
-                    raise GenworldError(
-                        f"{name}: non-finite loss at update {step} ({losses}); last good checkpoint kept in {out}"
-                    )
-                returns = evaluate_agent(agent.act, specs, eval_episodes, seed * 1000)
-                record = {
-                    "step": step,
-                    **losses,
-                    "time/updates_per_s": (step - first) / (time.perf_counter() - start),
-                }
-                for spec in specs:
-                    r = returns[spec.name]
-                    record[f"eval/{spec.name}/return"] = float(r.mean())
-                    record[f"eval/{spec.name}/normalized_score"] = float(
-                        spec.normalized_score(r.mean())
-                    )
-                    record[f"eval/{spec.name}/normalized_std"] = float(spec.normalized_std(r.std()))
-                record["eval/normalized_score_mean"] = float(
-                    np.mean([record[f"eval/{s.name}/normalized_score"] for s in specs])
-                )
+                record = _evaluate(name, agent, metrics, specs, eval_episodes, seed, step, out)
+                record["time/updates_per_s"] = (step - first) / (time.perf_counter() - start)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                save_checkpoint(
-                    out / "checkpoints",
-                    step,
-                    {"agent": agent.state_dict(), "generator": generator.get_state()},
-                )
+                if writer is not None:
+                    for key, value in record.items():
+                        if key != "step":
+                            writer.add_scalar(key, value, step)
+                    writer.flush()
+                state = {
+                    "agent": agent.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                }
+                save_checkpoint(out / "checkpoints", step, state)
     log.close()
+    if writer is not None:
+        writer.close()
     return read_eval(out)
+
+
+def _evaluate(name, agent, metrics, specs, episodes, seed, step, out) -> dict:
+    losses = {k: float(v) for k, v in metrics.items()}
+    if not all(np.isfinite(v) for v in losses.values()):
+        raise GenworldError(
+            f"{name}: non-finite loss at update {step} ({losses}); the last good checkpoint is "
+            f"kept in {out}"
+        )
+    returns = evaluate_agent(agent.act, specs, episodes, seed * 1000)
+    record: dict[str, float] = {"step": step, **losses}
+    for spec in specs:
+        r = returns[spec.name]
+        record[f"eval/{spec.name}/return"] = float(r.mean())
+        record[f"eval/{spec.name}/normalized_score"] = float(spec.normalized_score(r.mean()))
+        record[f"eval/{spec.name}/normalized_std"] = float(spec.normalized_std(r.std()))
+    scores = [record[f"eval/{s.name}/normalized_score"] for s in specs]
+    record["eval/normalized_score_mean"] = float(np.mean(scores))
+    return record
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records written after the checkpoint we resume from (they will be redone)."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        keep = [line for line in lines if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
 
 
 def read_eval(out: Path) -> list[dict]:

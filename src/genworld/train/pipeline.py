@@ -27,7 +27,7 @@ from genworld.train.loop import train_offline
 from genworld.train.world_model import config_for_scale as wm_config_for_scale
 from genworld.train.world_model import load_trained, train_world_model
 from genworld.utils.device import resolve_device
-from genworld.utils.io import atomic_write_json
+from genworld.utils.io import check_or_write_config
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class RunConfig:
     last_k: int = 3
     """Report the mean of the last k evaluations (PROTOCOL.md: k=10 at full scale)."""
     threads: int = 2
+    deterministic: bool = False
+    """Deterministic torch kernels; with the same seed two runs give identical report.json
+    (timing fields aside), and a killed run resumes to the same result."""
     agent: TGWAgentConfig = field(default_factory=TGWAgentConfig)
     bc: BCConfig = field(default_factory=BCConfig)
 
@@ -145,8 +148,10 @@ def _groups(cfg: RunConfig) -> list[tuple[str, tuple[str, ...]]]:
 def run(cfg: RunConfig, out: Path, *, show_progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write(out / "config.json", json.loads(json.dumps(asdict(cfg))), out)
+    check_or_write_config(out, json.loads(json.dumps(asdict(cfg))))
     torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
     device = resolve_device(cfg.device)
     started = time.perf_counter()
     data_cards = {}
@@ -208,7 +213,6 @@ def _run_group(
         eval_every=cfg.eval_every,
         eval_episodes=cfg.eval_episodes,
         seed=cfg.seed,
-        on_resume=agent.rollout,
         show_progress=show_progress,
     )
     bc = BC(
@@ -242,7 +246,7 @@ def _run_group(
         "tgw": {"summary": summarize(tgw_records, names, cfg.last_k), "curve": tgw_records},
         "bc": {"summary": summarize(bc_records, names, cfg.last_k), "curve": bc_records},
         "world_model": wm_errors,
-        "world_model_run": str(folder / "world_model"),
+        "world_model_run": str((folder / "world_model").relative_to(folder.parents[1])),
     }
 
 
@@ -256,15 +260,3 @@ def config_for_scale_wm(cfg: RunConfig, datasets: tuple[str, ...], over: dict):
         steps=cfg.wm_steps,
         **over,
     )
-
-
-def _check_or_write(path: Path, current: dict, out: Path) -> None:
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            diff = sorted(k for k in current if saved.get(k) != current[k])
-            raise GenworldError(
-                f"{out} holds a run with a different config ({', '.join(diff)}); use another --out or the same settings to resume"
-            )
-    else:
-        atomic_write_json(path, current)

@@ -24,7 +24,7 @@ from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genworld.utils.device import resolve_device
-from genworld.utils.io import atomic_write_json
+from genworld.utils.io import check_or_write_config, tensorboard_writer
 from genworld.utils.progress import progress_bar
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
@@ -155,7 +155,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_config(out, cfg)
+    check_or_write_config(out, _config_json(cfg))
     train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
@@ -170,7 +170,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
         _load_model_state(model, state["model"], out)
         opt.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-    writer = _tensorboard(out)
+    writer = tensorboard_writer(out)
     log = open(out / "metrics.jsonl", "a")  # noqa: SIM115
     start, first = time.perf_counter(), step
     with progress_bar(f"world model {cfg.model}", cfg.steps, enabled=show_progress) as advance:
@@ -226,27 +226,6 @@ def _load_model_state(model: torch.nn.Module, state: dict, where: Path) -> None:
             f"checkpoint in {where} does not fit this model config ({str(err).splitlines()[0]}); "
             "use the config it was trained with or another --out"
         ) from None
-
-
-def _check_or_write_config(out: Path, cfg: WorldModelTrainConfig) -> None:
-    path, current = out / "config.json", _config_json(cfg)
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            diff = sorted(k for k in current if saved.get(k) != current[k])
-            raise GenworldError(
-                f"{out} holds a run with a different config ({', '.join(diff)}); use another --out or the same settings to resume"
-            )
-    else:
-        atomic_write_json(path, current)
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tb"))
 
 
 def load_trained(

@@ -27,3 +27,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def check_or_write_config(out: Path, current: dict[str, Any]) -> None:
+    """First run: write ``out/config.json``. Rerun: it must be the same config (resume), else a
+    GenworldError names the differing fields."""
+    from genworld.errors import GenworldError
+
+    path = Path(out) / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            diff = sorted(k for k in set(current) | set(saved) if saved.get(k) != current.get(k))
+            raise GenworldError(
+                f"{out} holds a run with a different config ({', '.join(diff)}); use another --out "
+                "or the same settings to resume"
+            )
+    else:
+        atomic_write_json(path, current)
+
+
+def tensorboard_writer(out: Path):
+    """A TensorBoard SummaryWriter under ``out/tb``, or None if tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(Path(out) / "tb"))
