@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.nn.mlp import mlp
-from genworld.types import Batch
 
 
 @dataclass(frozen=True)
@@ -29,19 +30,26 @@ class BCConfig:
     batch_size: int = 256
 
 
+PRESETS = {"tiny": {"hidden": (32, 32), "batch_size": 32}}
+
+
+def build(ctx: AlgoContext) -> BC:
+    return BC(ctx.dataset, ctx.normalizer, resolve_config(BCConfig, PRESETS, ctx), ctx.device)
+
+
 class BC:
     def __init__(
         self,
-        obs_max: int,
-        act_max: int,
-        num_envs: int,
-        act_dims: list[int],
+        dataset: MultiEnvDataset,
         normalizer: Normalizer,
         cfg: BCConfig,
         device: torch.device,
     ):
-        self.cfg, self.num_envs, self.normalizer = cfg, num_envs, normalizer.to(device)
-        self.actor = mlp(obs_max + num_envs, cfg.hidden, act_max).to(device)
+        self.cfg, self.dataset, self.device = cfg, dataset, device
+        self.num_envs, self.normalizer = dataset.num_envs, normalizer.to(device)
+        obs_max, act_max = dataset.obs_max, dataset.act_max
+        act_dims = [s.act_dim for s in dataset.specs]
+        self.actor = mlp(obs_max + self.num_envs, cfg.hidden, act_max).to(device)
         self.opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
         dims = torch.tensor(act_dims, device=device)
         self.act_masks = (torch.arange(act_max, device=device)[None] < dims[:, None]).float()
@@ -51,7 +59,8 @@ class BC:
         x = torch.cat([x, nn.functional.one_hot(env_idx, self.num_envs).to(x.dtype)], -1)
         return torch.tanh(self.actor(x)) * self.act_masks[env_idx]
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = self.dataset.sample_transitions(self.cfg.batch_size, generator).to(self.device)
         pred = self._forward(batch.observations, batch.env_idx)
         mask = batch.act_mask.float()
         loss = ((pred - batch.actions).pow(2) * mask).sum() / mask.sum()

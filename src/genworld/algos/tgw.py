@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.algos.sac import SAC, SACConfig
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.errors import GenworldError
@@ -55,6 +56,63 @@ class TGWAgentConfig:
         for name in ("rollout_every", "rollout_batch", "horizon", "retain_rollouts"):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+# Agent presets per scale: tiny for tests, mini for the 2-core CPU, full = MOPO's settings.
+AGENT_PRESETS: dict[str, dict] = {
+    "tiny": {
+        "rollout_every": 20,
+        "rollout_batch": 64,
+        "horizon": 2,
+        "sac": {"hidden": (32, 32), "batch_size": 32},
+    },
+    "mini": {},
+    "full": {"rollout_every": 250, "rollout_batch": 50_000, "horizon": 5},
+}
+# World-model presets on top of ``genworld.train.world_model.SCALES`` (mini: a smaller TGW so
+# the quick start fits 15 CPU minutes; full: the paper's sizes).
+WM_PRESETS: dict[str, dict] = {
+    "tiny": {},
+    "mini": {
+        "steps": 1_500,
+        "tgw": {
+            "ensemble_size": 5,
+            "context_len": 10,
+            "d_model": 64,
+            "n_heads": 2,
+            "stoch_dim": 64,
+            "hidden": 128,
+        },
+    },
+    "full": {},
+}
+
+
+def build_world_model(ctx: AlgoContext, model: str, presets: dict[str, dict]):
+    """Train (or resume, or load a finished) world model on ``ctx.dataset`` in ``ctx.out``."""
+    from genworld.train.world_model import config_for_scale, fit_world_model
+
+    over = {**presets.get(ctx.scale, {}), **ctx.overrides.get("world_model", {})}
+    cfg = config_for_scale(
+        ctx.scale,
+        check_ids=False,
+        model=model,
+        seed=ctx.seed,
+        device=ctx.device.type,
+        **over,
+    )
+    if ctx.out is None:
+        raise GenworldError("model-based algorithms need an output folder (AlgoContext.out)")
+    return fit_world_model(
+        cfg, ctx.dataset, ctx.out / "world_model", show_progress=ctx.show_progress
+    ).to(ctx.device)
+
+
+def build(ctx: AlgoContext) -> TGWAgent:
+    """TGW world model on the cell's data, then offline MBPO in it."""
+    model = build_world_model(ctx, "tgw", WM_PRESETS)
+    cfg = resolve_config(TGWAgentConfig, AGENT_PRESETS, ctx, skip=("world_model",))
+    return TGWAgent(model, ctx.dataset, cfg, ctx.device)
 
 
 class TransitionBuffer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,19 @@ def evaluate_policy(env: str, policy: PolicyFn, episodes: int, seed: int) -> np.
 
     All episodes run side by side so the policy sees one batch ``(n_alive, obs_dim)`` per step.
     """
+    return run_episodes(env, lambda obs, idx: policy(obs), None, episodes, seed)
+
+
+def run_episodes(
+    env: str,
+    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    observe: Callable[[np.ndarray, np.ndarray], None] | None,
+    episodes: int,
+    seed: int,
+) -> np.ndarray:
+    """The episode loop: ``act(obs (n_alive, obs_dim), idx (n_alive,))`` gives actions for the
+    episodes still running (``idx`` = their episode numbers); ``observe(idx, rewards)``, when
+    given, receives each step's rewards (history-based policies such as DT need them)."""
     spec = get_env_spec(env)
     envs = [make_env(env) for _ in range(episodes)]
     observations = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
@@ -25,35 +39,58 @@ def evaluate_policy(env: str, policy: PolicyFn, episodes: int, seed: int) -> np.
         idx = np.flatnonzero(alive)
         if len(idx) == 0:
             break
-        actions = policy(observations[idx])
+        actions = act(observations[idx], idx)
+        rewards = np.zeros(len(idx))
         for j, i in enumerate(idx):
             obs, reward, terminated, truncated, _ = envs[i].step(actions[j])
             observations[i] = obs
             returns[i] += reward
+            rewards[j] = reward
             if terminated or truncated:
                 alive[i] = False
+        if observe is not None:
+            observe(idx, rewards)
     for e in envs:
         e.close()
     return returns
 
 
-def evaluate_agent(act_fn, specs, episodes: int, seed: int, device="cpu") -> dict[str, np.ndarray]:
-    """Returns per env of a padded multi-env agent ``act_fn(obs (n, obs_max), env_idx (n,))``.
+def evaluate_agent(
+    agent: Any, specs, episodes: int, seed: int, device="cpu"
+) -> dict[str, np.ndarray]:
+    """Returns per env of a padded multi-env agent (or a bare ``act(obs, env_idx)`` function).
 
     Observations are zero-padded to the largest dim and actions cropped to each env's own dim
-    (TD-MPC2's multitask wrapper, done here per batch).
+    (TD-MPC2's multitask wrapper, done here per batch). An agent with
+    ``episode_policy(env_k, episodes)`` gets a fresh per-episode policy object for each env:
+    ``act(padded_obs (n, obs_max), idx (n,))`` and ``observe(idx, rewards)``.
     """
     import torch
 
     obs_max = max(s.obs_dim for s in specs)
+    act_fn = agent.act if hasattr(agent, "act") else agent
     results = {}
     for k, spec in enumerate(specs):
 
-        def policy(obs: np.ndarray, k=k, spec=spec) -> np.ndarray:
+        def pad(obs: np.ndarray, spec=spec) -> torch.Tensor:
             padded = torch.zeros(len(obs), obs_max, device=device)
             padded[:, : spec.obs_dim] = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            env_idx = torch.full((len(obs),), k, dtype=torch.int64, device=device)
-            return act_fn(padded, env_idx)[:, : spec.act_dim].cpu().numpy()
+            return padded
 
-        results[spec.name] = evaluate_policy(spec.name, policy, episodes, seed)
+        if hasattr(agent, "episode_policy"):
+            episode = agent.episode_policy(k, episodes)
+
+            def act(obs, idx, episode=episode, spec=spec):
+                out = episode.act(pad(obs), torch.as_tensor(idx, dtype=torch.int64))
+                return out[:, : spec.act_dim].cpu().numpy()
+
+            observe = episode.observe
+        else:
+
+            def act(obs, idx, k=k, spec=spec):
+                env_idx = torch.full((len(obs),), k, dtype=torch.int64, device=device)
+                return act_fn(pad(obs), env_idx)[:, : spec.act_dim].cpu().numpy()
+
+            observe = None
+        results[spec.name] = run_episodes(spec.name, act, observe, episodes, seed)
     return results

@@ -83,7 +83,7 @@ def _evaluate(name, agent, metrics, specs, episodes, seed, step, out) -> dict:
             f"{name}: non-finite loss at update {step} ({losses}); the last good checkpoint is "
             f"kept in {out}"
         )
-    returns = evaluate_agent(agent.act, specs, episodes, seed * 1000)
+    returns = evaluate_agent(agent, specs, episodes, seed * 1000)
     record: dict[str, float] = {"step": step, **losses}
     for spec in specs:
         r = returns[spec.name]

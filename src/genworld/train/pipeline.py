@@ -17,7 +17,7 @@ import torch
 
 from genworld.algos.bc import BC, BCConfig
 from genworld.algos.sac import SACConfig
-from genworld.algos.tgw import TGWAgent, TGWAgentConfig
+from genworld.algos.tgw import AGENT_PRESETS, WM_PRESETS, TGWAgent, TGWAgentConfig
 from genworld.data.build import build_dataset
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
@@ -87,12 +87,6 @@ SCALES: dict[str, dict[str, Any]] = {
         "eval_every": 20,
         "eval_episodes": 1,
         "last_k": 2,
-        "agent": {
-            "rollout_every": 20,
-            "rollout_batch": 64,
-            "horizon": 2,
-            "sac": {"hidden": (32, 32), "batch_size": 32},
-        },
         "bc": {"hidden": (32, 32), "batch_size": 32},
     },
     "mini": {},
@@ -104,16 +98,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "eval_every": 10_000,
         "eval_episodes": 10,
         "last_k": 10,
-        "agent": {"rollout_every": 250, "rollout_batch": 50_000, "horizon": 5},
     },
-}
-WM_MINI = {
-    "ensemble_size": 5,
-    "context_len": 10,
-    "d_model": 64,
-    "n_heads": 2,
-    "stoch_dim": 64,
-    "hidden": 128,
 }
 
 
@@ -121,7 +106,7 @@ def config_for_scale(scale: str, **overrides: Any) -> RunConfig:
     if scale not in SCALES:
         raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
     preset = {k: v for k, v in SCALES[scale].items() if k not in ("agent", "bc")}
-    agent_over = SCALES[scale].get("agent", {})
+    agent_over = AGENT_PRESETS[scale]
     sac = replace(SACConfig(), **agent_over.get("sac", {}))
     agent = replace(
         TGWAgentConfig(), **{k: v for k, v in agent_over.items() if k != "sac"}, sac=sac
@@ -191,7 +176,7 @@ def _run_group(
     cfg: RunConfig, quality: str, envs: tuple[str, ...], folder: Path, device, show_progress
 ) -> dict:
     datasets = tuple(str(parse_dataset_id(f"{env}-{quality}")) for env in envs)
-    wm_over = {} if cfg.scale == "tiny" else {"tgw": WM_MINI} if cfg.scale == "mini" else {}
+    wm_over = {k: v for k, v in WM_PRESETS[cfg.scale].items() if k != "steps"}
     wm_cfg = config_for_scale_wm(cfg, datasets, wm_over)
     train_world_model(wm_cfg, folder / "world_model", show_progress=show_progress)
     _, model, train, held = load_trained(folder / "world_model")
@@ -215,23 +200,11 @@ def _run_group(
         seed=cfg.seed,
         show_progress=show_progress,
     )
-    bc = BC(
-        train.obs_max,
-        train.act_max,
-        train.num_envs,
-        [s.act_dim for s in train.specs],
-        model.normalizer,
-        cfg.bc,
-        device,
-    )
-
-    def bc_update(generator: torch.Generator) -> dict:
-        return bc.update(train.sample_transitions(cfg.bc.batch_size, generator).to(device))
-
+    bc = BC(train, model.normalizer, cfg.bc, device)
     bc_records = train_offline(
         f"BC ({quality}, {','.join(envs)})",
         bc,
-        bc_update,
+        bc.update,
         train.specs,
         folder / "bc",
         steps=cfg.bc_updates,

@@ -55,16 +55,20 @@ class WorldModelTrainConfig:
     mlp: EnsembleMLPConfig = field(default_factory=EnsembleMLPConfig)
 
     def validate(self) -> None:
-        if self.model not in MODELS:
-            raise GenworldError(
-                f"--model {self.model!r} is unknown: choose one of {', '.join(MODELS)}"
-            )
         if not self.datasets:
             raise GenworldError("--datasets is empty: give at least one dataset id")
         for ds in self.datasets:
             parse_dataset_id(ds)
         if len({parse_dataset_id(d).env for d in self.datasets}) != len(self.datasets):
             raise GenworldError("--datasets names one env twice; give one dataset per env")
+        self.validate_training()
+
+    def validate_training(self) -> None:
+        """Everything but the dataset ids (``fit_world_model`` gets its data directly)."""
+        if self.model not in MODELS:
+            raise GenworldError(
+                f"--model {self.model!r} is unknown: choose one of {', '.join(MODELS)}"
+            )
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
@@ -96,7 +100,9 @@ SCALES: dict[str, dict[str, Any]] = {
 MLP_DEFAULTS = {"batch_size": 256, "lr": 1e-3}
 
 
-def config_for_scale(scale: str, **overrides: Any) -> WorldModelTrainConfig:
+def config_for_scale(
+    scale: str, *, check_ids: bool = True, **overrides: Any
+) -> WorldModelTrainConfig:
     """Resolve a scale preset plus overrides into one frozen config (never mutated later)."""
     if scale not in SCALES:
         raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
@@ -108,7 +114,10 @@ def config_for_scale(scale: str, **overrides: Any) -> WorldModelTrainConfig:
     cfg = WorldModelTrainConfig(
         **{**preset, **{k: v for k, v in overrides.items() if v is not None}}, tgw=tgw, mlp=mlp
     )
-    cfg.validate()
+    if check_ids:
+        cfg.validate()
+    else:
+        cfg.validate_training()
     return cfg
 
 
@@ -151,12 +160,27 @@ def config_from_json(data: dict) -> WorldModelTrainConfig:
 
 
 def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: bool = True) -> Path:
+    """Train on ``cfg.datasets`` minus the held-out episodes; resumable from ``out``."""
     cfg.validate()
-    device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
+    train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
+    fit_world_model(cfg, train, out, show_progress=show_progress)
+    return out
+
+
+def fit_world_model(
+    cfg: WorldModelTrainConfig,
+    train: MultiEnvDataset,
+    out: Path,
+    *,
+    show_progress: bool = True,
+) -> torch.nn.Module:
+    """The training loop on a given dataset (``cfg.datasets`` is not read); resumable from
+    ``out``; returns the trained model in eval mode."""
+    cfg.validate_training()
+    device = resolve_device(cfg.device)
     out.mkdir(parents=True, exist_ok=True)
     check_or_write_config(out, _config_json(cfg))
-    train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
     opt = torch.optim.AdamW(
@@ -215,7 +239,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
     log.close()
     if writer is not None:
         writer.close()
-    return out
+    return model.eval()
 
 
 def _load_model_state(model: torch.nn.Module, state: dict, where: Path) -> None:

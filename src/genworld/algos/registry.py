@@ -1,0 +1,148 @@
+"""Every offline algorithm behind one contract, so the loop, ``genworld table`` and the tests
+treat them alike.
+
+An algorithm module exposes ``build(ctx: AlgoContext) -> agent`` where the agent has
+
+- ``update(generator: torch.Generator) -> dict[str, Tensor]`` — one gradient step; it samples
+  its own batches from ``ctx.dataset`` with ``generator`` (so a resumed run continues exactly);
+- ``act(obs (n, obs_max), env_idx (n,), *, deterministic=True) -> (n, act_max)`` — padded raw
+  observations in, actions in [-1, 1] zero on padded dims out;
+- ``state_dict() / load_state_dict()`` — everything a resume needs (tensors, ints, floats);
+- optionally ``episode_policy(env_k, episodes)`` for policies that need the episode's history
+  (DT, Prompt-DT): an object with ``act(obs, idx)`` and ``observe(idx, rewards)``, see
+  :func:`genworld.eval.rollout.evaluate_agent`.
+
+Modules are imported lazily (``"module:function"``) so ``genworld --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.errors import GenworldError
+
+
+@dataclass(frozen=True)
+class AlgoContext:
+    """What an algorithm is built from; one per (algorithm, datasets, seed) cell."""
+
+    dataset: MultiEnvDataset
+    """Training data of every env in the cell (one env = single-env setting)."""
+    normalizer: Normalizer
+    """Per-env observation/reward statistics fitted on ``dataset``."""
+    device: torch.device
+    scale: str = "mini"
+    """tiny | mini | full: picks the algorithm's own preset (network sizes, model budgets)."""
+    seed: int = 0
+    out: Path | None = None
+    """Folder for the algorithm's own artefacts (e.g. a world model), resumable; None = none."""
+    show_progress: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Config fields to override (validated by the algorithm's config)."""
+
+    @property
+    def act_dims(self) -> list[int]:
+        return [s.act_dim for s in self.dataset.specs]
+
+
+class OfflineAgent(Protocol):
+    def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]: ...
+
+    def act(
+        self, obs: torch.Tensor, env_idx: torch.Tensor, *, deterministic: bool = True
+    ) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+ALGOS: dict[str, str] = {
+    "bc": "genworld.algos.bc:build",
+    "cql": "genworld.algos.cql:build",
+    "iql": "genworld.algos.iql:build",
+    "td3bc": "genworld.algos.td3bc:build",
+    "mopo": "genworld.algos.mopo:build",
+    "morel": "genworld.algos.morel:build",
+    "dt": "genworld.algos.dt:build",
+    "prompt-dt": "genworld.algos.prompt_dt:build",
+    "tgw": "genworld.algos.tgw:build",
+}
+"""Name → ``module:function`` of its builder."""
+
+
+def get_builder(name: str) -> Callable[[AlgoContext], OfflineAgent]:
+    if name not in ALGOS:
+        raise GenworldError(f"unknown algorithm {name!r}: choose from {', '.join(ALGOS)}")
+    module, function = ALGOS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        raise GenworldError(f"algorithm {name!r} is registered but not available: {exc}") from exc
+
+
+def available_algos() -> list[str]:
+    """Registered algorithms whose module imports (the contract test runs over these)."""
+    names = []
+    for name in ALGOS:
+        try:
+            get_builder(name)
+        except GenworldError:
+            continue
+        names.append(name)
+    return names
+
+
+def build_agent(name: str, ctx: AlgoContext) -> OfflineAgent:
+    return get_builder(name)(ctx)
+
+
+def resolve_config(cls, presets: dict[str, dict[str, Any]], ctx: AlgoContext, skip=()):
+    """``cls()`` with the scale preset, then ``ctx.overrides`` (nested dicts for nested config
+    dataclasses); unknown fields are named. Keys in ``skip`` are left to the caller."""
+    values = _merge(
+        presets.get(ctx.scale, {}), {k: v for k, v in ctx.overrides.items() if k not in skip}
+    )
+    cfg = _apply(cls(), values)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply(obj, values: dict):
+    from dataclasses import fields, is_dataclass, replace
+
+    known = {f.name for f in fields(obj)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise GenworldError(
+            f"{type(obj).__name__} has no field(s) {', '.join(unknown)}: valid are {', '.join(sorted(known))}"
+        )
+    changes = {}
+    for key, value in values.items():
+        current = getattr(obj, key)
+        if isinstance(value, dict) and is_dataclass(current):
+            changes[key] = _apply(current, value)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            changes[key] = tuple(value)
+        else:
+            changes[key] = value
+    return replace(obj, **changes)
