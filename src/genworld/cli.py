@@ -155,6 +155,7 @@ def _run(args) -> None:
         device=args.device,
         policy=args.policy,
         beta=args.beta,
+        deterministic=args.deterministic or None,
     )
     out = Path(
         args.out or f"runs/run__{cfg.setting}__{'+'.join(cfg.qualities)}__{cfg.scale}__s{cfg.seed}"
@@ -162,6 +163,29 @@ def _run(args) -> None:
     report = run(cfg, out, show_progress=not args.quiet)
     print((out / "report.md").read_text())
     print(f"run directory: {out} ({report['wall_seconds']:.0f} s)")
+
+
+def _table(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.table import config_for_scale, run_table
+
+    split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
+    cfg = config_for_scale(
+        args.scale,
+        envs=split(args.envs),
+        qualities=split(args.qualities),
+        algos=split(args.algos),
+        settings=split(args.setting),
+        seeds=args.seeds,
+        device=args.device,
+        workers=args.workers,
+        executor=args.executor,
+    )
+    out = Path(args.out or f"runs/table__{cfg.scale}")
+    run_table(cfg, out, show_progress=not args.quiet)
+    print((out / "table.md").read_text())
+    print(f"table directory: {out} (table.md, table.csv, table.json, profile_*.png)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,8 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto")
+    run.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic torch kernels: the same seed gives the same report",
+    )
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(func=_run)
+
+    table = sub.add_parser(
+        "table", help="fill the paper's Table 1: algorithms x datasets x seeds (resumable)"
+    )
+    table.add_argument("--envs", default="halfcheetah,hopper,walker2d")
+    table.add_argument("--qualities", default="random,medium,medium-replay,medium-expert")
+    table.add_argument("--algos", default="tgw,cql,mopo,morel,prompt-dt")
+    table.add_argument("--setting", default="multi", help="multi, single or multi,single")
+    table.add_argument("--seeds", type=int, default=3)
+    table.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
+    table.add_argument("--workers", type=int, default=1, help="cells run in parallel")
+    table.add_argument("--executor", choices=["auto", "local", "ray"], default="auto")
+    table.add_argument("--out", default=None)
+    table.add_argument("--device", default="auto")
+    table.add_argument("--quiet", action="store_true")
+    table.set_defaults(func=_table)
 
     train = sub.add_parser("train", help="train models")
     train_sub = train.add_subparsers(dest="train_command", required=True)

@@ -6,13 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-# seed 000 Table 1, TGW multi-env (normalized, D4RL v2 data, 5 seeds) — a different data source
-PAPER_TGW_MULTI = {
-    "random": {"halfcheetah": 29.7, "hopper": 37.2, "walker2d": 31.6},
-    "medium": {"halfcheetah": 41.2, "hopper": 88.4, "walker2d": 60.3},
-    "medium-replay": {"halfcheetah": 40.5, "hopper": 70.6, "walker2d": 47.3},
-    "medium-expert": {"halfcheetah": 51.1, "hopper": 100.2, "walker2d": 86.7},
-}
+from genworld.eval.paper import PAPER_TGW_MULTI
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:

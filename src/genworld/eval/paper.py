@@ -1,0 +1,54 @@
+"""Published numbers we print next to ours, always marked as a different data source.
+
+Seed 000 (TGW), Table 1: multi-env results, one model per data quality, 5 seeds, D4RL v2 data
+(transcribed in PROTOCOL.md). Per baseline the cells are halfcheetah / hopper / walker2d.
+"""
+
+from __future__ import annotations
+
+ENVS = ("halfcheetah", "hopper", "walker2d")
+
+
+def _cells(text: str) -> dict[str, float]:
+    return dict(zip(ENVS, (float(x) for x in text.split("/")), strict=True))
+
+
+PAPER_TABLE1_MULTI: dict[str, dict[str, dict[str, float]]] = {
+    "tgw": {
+        "random": _cells("29.7/37.2/31.6"),
+        "medium": _cells("41.2/88.4/60.3"),
+        "medium-replay": _cells("40.5/70.6/47.3"),
+        "medium-expert": _cells("51.1/100.2/86.7"),
+    },
+    "prompt-dt": {
+        "random": _cells("24.3/10.8/17.6"),
+        "medium": _cells("45.3/58.9/51.3"),
+        "medium-replay": _cells("38.6/56.1/43.2"),
+        "medium-expert": _cells("58.2/92.4/75.9"),
+    },
+    "cql": {
+        "random": _cells("12.1/5.7/3.4"),
+        "medium": _cells("18.1/49.3/52.7"),
+        "medium-replay": _cells("25.1/42.3/25.4"),
+        "medium-expert": _cells("46.4/83.2/73.5"),
+    },
+    "mopo": {
+        "random": _cells("18.3/16.7/14.2"),
+        "medium": _cells("27.8/27.1/17.8"),
+        "medium-replay": _cells("24.2/34.2/18.2"),
+        "medium-expert": _cells("42.6/31.7/44.6"),
+    },
+    "morel": {
+        "random": _cells("13.7/23.1/12.6"),
+        "medium": _cells("12.4/28.7/28.2"),
+        "medium-replay": _cells("18.1/23.9/29.7"),
+        "medium-expert": _cells("28.2/42.7/33.7"),
+    },
+}
+"""algo → quality → env → normalized score (seed 000, Table 1, multi-env)."""
+
+PAPER_TGW_MULTI = PAPER_TABLE1_MULTI["tgw"]
+
+
+def paper_score(algo: str, quality: str, env: str) -> float | None:
+    return PAPER_TABLE1_MULTI.get(algo, {}).get(quality, {}).get(env)

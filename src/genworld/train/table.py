@@ -1,0 +1,277 @@
+"""``genworld table``: every (algorithm, dataset group, setting, seed) cell, resumable, in
+parallel, written as the paper's Table 1 (Markdown/CSV/JSON), IQM with bootstrap CIs and a
+performance profile.
+
+A cell is one ``train_offline`` run in ``out/cells/<quality>/<setting>-<group>/<algo>/seed<k>``;
+it is done when its ``result.json`` exists (skipped on rerun), and a killed cell resumes from its
+last checkpoint. Datasets are built (or found) once, before any cell starts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genworld.data.ids import QUALITIES, parse_dataset_id
+from genworld.envs.registry import get_env_spec
+from genworld.errors import GenworldError
+from genworld.utils.io import atomic_write_json, check_or_write_config
+
+SETTINGS = ("multi", "single")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one cell may spend (the same for every algorithm: a fair comparison)."""
+
+    updates: int
+    """Policy gradient steps (world-model training of model-based methods comes on top)."""
+    eval_every: int
+    eval_episodes: int
+    last_k: int
+    dataset_steps: int
+    """Transitions per dataset built when missing (an existing dataset is used as it is)."""
+
+
+# tiny: seconds, for tests. mini: 12 datasets x 5 algorithms x 3 seeds in about a day on 2 CPU
+# cores. full: the paper-scale protocol (PROTOCOL.md: 1M updates, 10 episodes, last 10; GPU).
+BUDGETS: dict[str, Budget] = {
+    "tiny": Budget(updates=20, eval_every=10, eval_episodes=1, last_k=2, dataset_steps=3_000),
+    "mini": Budget(
+        updates=10_000, eval_every=1_000, eval_episodes=5, last_k=3, dataset_steps=100_000
+    ),
+    "full": Budget(
+        updates=1_000_000,
+        eval_every=10_000,
+        eval_episodes=10,
+        last_k=10,
+        dataset_steps=1_000_000,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    envs: tuple[str, ...] = ("halfcheetah", "hopper", "walker2d")
+    qualities: tuple[str, ...] = ("random", "medium", "medium-replay", "medium-expert")
+    algos: tuple[str, ...] = ("tgw", "cql", "mopo", "morel", "prompt-dt")
+    settings: tuple[str, ...] = ("multi",)
+    seeds: int = 3
+    scale: str = "mini"
+    device: str = "auto"
+    workers: int = 1
+    """Cells run side by side (processes; Ray actors when ``executor=ray``)."""
+    executor: str = "auto"
+    """auto (Ray if installed and workers > 1, else a local process pool), local or ray."""
+    threads: int = 1
+    """torch threads per cell."""
+    budget: Budget = field(default_factory=lambda: BUDGETS["mini"])
+
+    def validate(self) -> None:
+        from genworld.algos.registry import ALGOS
+
+        if not self.envs:
+            raise GenworldError("--envs is empty: give at least one env")
+        for env in self.envs:
+            get_env_spec(env)
+        for q in self.qualities:
+            if q not in QUALITIES:
+                raise GenworldError(f"unknown quality {q!r}: choose from {', '.join(QUALITIES)}")
+        for a in self.algos:
+            if a not in ALGOS:
+                raise GenworldError(f"unknown algorithm {a!r}: choose from {', '.join(ALGOS)}")
+        for s in self.settings:
+            if s not in SETTINGS:
+                raise GenworldError(f"unknown setting {s!r}: choose multi or single")
+        if self.executor not in ("auto", "local", "ray"):
+            raise GenworldError(f"--executor {self.executor!r}: choose auto, local or ray")
+        for name in ("seeds", "workers", "threads"):
+            if getattr(self, name) <= 0:
+                raise GenworldError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name, value in asdict(self.budget).items():
+            if value <= 0:
+                raise GenworldError(f"budget {name} must be positive, got {value}")
+
+
+def config_for_scale(scale: str, **overrides: Any) -> TableConfig:
+    if scale not in BUDGETS:
+        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
+    values = {k: v for k, v in overrides.items() if v is not None}
+    cfg = TableConfig(scale=scale, budget=BUDGETS[scale], **values)
+    cfg.validate()
+    return cfg
+
+
+@dataclass(frozen=True)
+class Cell:
+    algo: str
+    quality: str
+    setting: str
+    group: str
+    """``multi`` for all envs together, otherwise the env's name (single-env setting)."""
+    envs: tuple[str, ...]
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"cells/{self.quality}/{self.setting}-{self.group}/{self.algo}/seed{self.seed}"
+
+
+def cells(cfg: TableConfig) -> list[Cell]:
+    out = []
+    for quality in cfg.qualities:
+        for setting in cfg.settings:
+            groups = [("multi", cfg.envs)] if setting == "multi" else [(e, (e,)) for e in cfg.envs]
+            for group, envs in groups:
+                for algo in cfg.algos:
+                    for seed in range(cfg.seeds):
+                        out.append(Cell(algo, quality, setting, group, envs, seed))
+    return out
+
+
+def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
+    """Train and evaluate one cell (resumes a killed one); writes and returns its result."""
+    import torch
+
+    from genworld.algos.registry import AlgoContext, build_agent
+    from genworld.data.multi_env import MultiEnvDataset
+    from genworld.data.normalization import Normalizer
+    from genworld.eval.scores import summarize
+    from genworld.train.loop import train_offline
+    from genworld.utils.device import resolve_device
+
+    folder = out / cell.folder
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    ids = [str(parse_dataset_id(f"{env}-{cell.quality}")) for env in cell.envs]
+    dataset = MultiEnvDataset.from_minari(ids)
+    torch.manual_seed(cell.seed)
+    ctx = AlgoContext(
+        dataset=dataset,
+        normalizer=Normalizer.fit(dataset),
+        device=resolve_device(cfg.device),
+        scale=cfg.scale,
+        seed=cell.seed,
+        out=folder,
+    )
+    agent = build_agent(cell.algo, ctx)
+    budget = cfg.budget
+    records = train_offline(
+        f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
+        agent,
+        agent.update,
+        dataset.specs,
+        folder / "policy",
+        steps=budget.updates,
+        eval_every=budget.eval_every,
+        eval_episodes=budget.eval_episodes,
+        seed=cell.seed,
+        show_progress=False,
+    )
+    result = {
+        **asdict(cell),
+        "datasets": ids,
+        "summary": summarize(records, list(cell.envs), budget.last_k),
+        "seconds": round(time.perf_counter() - started, 1),
+        "updates": budget.updates,
+    }
+    atomic_write_json(result_path, result)
+    return result
+
+
+def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict:
+    """Process-pool entry point (arguments as JSON: safe across spawn)."""
+    cfg = config_from_json(json.loads(cfg_json))
+    cell_data = json.loads(cell_json)
+    cell_data["envs"] = tuple(cell_data["envs"])
+    return run_cell(cfg, Cell(**cell_data), Path(out))
+
+
+def config_from_json(data: dict) -> TableConfig:
+    data = dict(data)
+    data["budget"] = Budget(**data["budget"])
+    for key in ("envs", "qualities", "algos", "settings"):
+        data[key] = tuple(data[key])
+    return TableConfig(**data)
+
+
+def _ray_available() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_table(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> dict:
+    """Run every missing cell, then write the tables, IQM and the plot; returns the summary."""
+    from genworld.data.build import build_dataset
+    from genworld.utils.progress import progress_bar
+
+    cfg.validate()
+    out.mkdir(parents=True, exist_ok=True)
+    # how cells are scheduled does not change results: not part of the resume check
+    checked = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "executor")}
+    check_or_write_config(out, json.loads(json.dumps(checked)))
+    for quality in cfg.qualities:
+        for env in cfg.envs:
+            build_dataset(
+                f"{env}-{quality}",
+                steps=cfg.budget.dataset_steps,
+                seed=0,
+                cached=True,
+                show_progress=show_progress,
+            )
+    todo = cells(cfg)
+    results: list[dict] = []
+    cfg_json = json.dumps(asdict(cfg))
+    with progress_bar("table cells", len(todo), enabled=show_progress) as advance:
+        if cfg.workers == 1:
+            for cell in todo:
+                results.append(run_cell(cfg, cell, out))
+                advance(1)
+        elif cfg.executor == "ray" or (cfg.executor == "auto" and _ray_available()):
+            results = _run_with_ray(cfg_json, todo, out, advance)
+        else:
+            results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
+    from genworld.eval.table_report import write_table
+
+    return write_table(cfg, results, out)
+
+
+def _run_with_pool(cfg_json: str, workers: int, todo: list[Cell], out: Path, advance) -> list:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_run_cell_in_worker, cfg_json, json.dumps(asdict(c)), str(out))
+            for c in todo
+        ]
+        for future in as_completed(futures):
+            results.append(future.result())
+            advance(1)
+    return results
+
+
+def _run_with_ray(cfg_json: str, todo: list[Cell], out: Path, advance) -> list:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=json.loads(cfg_json)["workers"], include_dashboard=False)
+    remote = ray.remote(num_cpus=1)(_run_cell_in_worker)
+    pending = [remote.remote(cfg_json, json.dumps(asdict(c)), str(out)) for c in todo]
+    results = []
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        results.extend(ray.get(done))
+        advance(len(done))
+    return results
