@@ -64,10 +64,14 @@ def test_registry_lists_the_issue_algorithms():
 @pytest.mark.parametrize("name", ALGO_NAMES)
 def test_update_act_and_checkpoint_round_trip(name, tmp_path):
     agent, dataset = make(name, tmp_path / "a")
+    before = {k: v.clone() for k, v in _flatten(agent.state_dict()).items() if _is_float(v)}
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         metrics = agent.update(generator)
     assert metrics, f"{name}.update returned no metrics"
+    after = _flatten(agent.state_dict())
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    assert changed, f"{name}: three updates changed no parameter"
     for key, value in metrics.items():
         assert torch.as_tensor(value).numel() == 1, key
         assert np.isfinite(float(value)), key
@@ -146,3 +150,7 @@ def _flatten(state, prefix=""):
     else:
         out[prefix] = state
     return out
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, torch.Tensor) and v.is_floating_point()

@@ -21,7 +21,8 @@ def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
     report = run(cfg, out, show_progress=False)
     for name in ("report.md", "report.json", "config.json"):
         assert (out / name).exists()
-    assert list(out.glob("curves_*.png"))
+    for kind in ("curves", "scores", "wm_errors"):
+        assert len(list(out.glob(f"{kind}_*.png"))) == len(report["results"]), kind
     groups = ["random/multi"] if setting == "multi" else ["random/hopper", "random/halfcheetah"]
     assert sorted(report["results"]) == sorted(groups)
     for key in groups:
@@ -52,3 +53,38 @@ def test_run_config_errors(tmp_path):
     other = config_for_scale("tiny", envs=("hopper",), qualities=("random",), seed=3)
     with pytest.raises(GenworldError, match="different config.*seed"):
         run(other, tmp_path / "r", show_progress=False)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Deterministic mode: stop the TGW policy after 30 of 40 updates (checkpoint at 20), rerun,
+    and get the report of a run that was never interrupted (timing fields aside)."""
+    from genworld.algos.tgw import TGWAgent
+
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("random",), deterministic=True)
+    straight = run(cfg, tmp_path / "straight", show_progress=False)
+
+    original, calls = TGWAgent.update, {"n": 0}
+
+    def dying_update(self, generator):
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise KeyboardInterrupt
+        return original(self, generator)
+
+    monkeypatch.setattr(TGWAgent, "update", dying_update)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "killed", show_progress=False)
+    assert not (tmp_path / "killed" / "report.json").exists()
+    monkeypatch.setattr(TGWAgent, "update", original)
+    resumed = run(cfg, tmp_path / "killed", show_progress=False)
+    curve = resumed["results"]["random/multi"]["tgw"]["curve"]
+    assert [r["step"] for r in curve] == [20, 40]
+    assert _untimed(resumed["results"]) == _untimed(straight["results"])
+
+
+def _untimed(obj):
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if not k.startswith("time/")}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj

@@ -11,11 +11,15 @@ from genworld.eval.paper import PAPER_TGW_MULTI
 
 def write_report(report: dict[str, Any], out: Path) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    from genworld.eval.wm_metrics import plot_errors
+
     plots = []
     for key, result in report["results"].items():
-        name = f"curves_{key.replace('/', '_')}.png"
-        _plot_curves(result, out / name, key)
-        plots.append(name)
+        tag = key.replace("/", "_")
+        _plot_curves(result, out / f"curves_{tag}.png", key)
+        _plot_bars(result, out / f"scores_{tag}.png", key)
+        plot_errors(result["world_model"], out / f"wm_errors_{tag}.png")
+        plots += [f"scores_{tag}.png", f"curves_{tag}.png", f"wm_errors_{tag}.png"]
     (out / "report.md").write_text(_markdown(report, plots))
 
 
@@ -80,7 +84,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
             lines.append(
                 f"| {env} | {t['obs_h1']:.3f} | {t['obs_h5']:.3f} | {t['obs_h10']:.3f} | {m['obs_h1']:.3f} |"
             )
-    lines += ["", "## Learning curves", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +110,38 @@ def _plot_curves(result: dict[str, Any], path: Path, title: str) -> None:
         ax.set_ylabel("normalized score")
         ax.grid(alpha=0.3)
     axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_bars(result: dict[str, Any], path: Path, title: str) -> None:
+    """Per-env last-k normalized score, TGW vs BC, with the spread of the last k evaluations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    envs = [*result["envs"], "_mean"]
+    x = np.arange(len(envs))
+    fig, ax = plt.subplots(figsize=(1.6 * len(envs) + 2, 3.2))
+    for i, method in enumerate(("tgw", "bc")):
+        summary = result[method]["summary"]
+        ax.bar(
+            x + (i - 0.5) * 0.38,
+            [summary[e]["last_k_mean"] for e in envs],
+            0.38,
+            yerr=[summary[e]["last_k_std"] for e in envs],
+            capsize=3,
+            label=method.upper(),
+        )
+    ax.set_xticks(x, [e if e != "_mean" else "mean" for e in envs])
+    ax.set_ylabel("normalized score (last-k)")
+    ax.set_title(title)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
