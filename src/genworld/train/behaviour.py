@@ -28,7 +28,10 @@ from genworld.envs.vector import EnvPool
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_policy
 from genworld.policies import PolicyCard, TanhGaussianActor, save_policy
-from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genworld.train.checkpoint import (
+    resume_point,
+    save_checkpoint,
+)
 from genworld.utils.device import resolve_device
 from genworld.utils.io import check_or_write_config
 from genworld.utils.progress import progress_bar
@@ -120,9 +123,9 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
     buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
     rng = np.random.default_rng(cfg.seed)
     step = 0
-    latest = latest_checkpoint(out / "checkpoints")
-    if latest is not None:
-        step, state = load_checkpoint(latest)
+    resumed = resume_point(out / "checkpoints")
+    if resumed is not None:
+        step, state = resumed
         agent.load_state_dict(state["agent"])
         buffer.load(state["buffer"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])

@@ -18,11 +18,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genworld.errors import GenworldError
 
 SEP = "::"
+FORMAT = "genworld-checkpoint-v1"
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
@@ -83,7 +94,13 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], *, keep: int
     try:
         tensors, skeleton = flatten_state(state)
         save_file(tensors, str(tmp / "tensors.safetensors"))
-        meta = {"step": step, "state": skeleton, "sha256": _sha256(tmp / "tensors.safetensors")}
+        _fsync(tmp / "tensors.safetensors")
+        meta = {
+            "format": FORMAT,
+            "step": step,
+            "state": skeleton,
+            "sha256": _sha256(tmp / "tensors.safetensors"),
+        }
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f)
             f.flush()
@@ -92,6 +109,7 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], *, keep: int
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in sorted(folder.glob("step_*"))[:-keep]:
@@ -105,8 +123,14 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> tuple[int, dict[str, Any]]:
+    """Verify (format, checksum) and load one checkpoint; any defect is a GenworldError."""
     try:
         meta = json.loads((path / "meta.json").read_text())
+        if not isinstance(meta, dict) or meta.get("format", FORMAT) != FORMAT:
+            raise GenworldError(
+                f"checkpoint {path} has format {meta.get('format') if isinstance(meta, dict) else '?'!r}, "
+                f"this genworld reads {FORMAT!r}; resume it with the genworld version that wrote it"
+            )
         tensor_file = path / "tensors.safetensors"
         if _sha256(tensor_file) != meta["sha256"]:
             raise GenworldError(
@@ -114,13 +138,36 @@ def load_checkpoint(path: Path) -> tuple[int, dict[str, Any]]:
                 "resume from the previous one"
             )
         tensors = load_file(str(tensor_file))
+        step, state = int(meta["step"]), unflatten_state(meta["state"], tensors)
     except GenworldError:
         raise
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as err:
         raise GenworldError(
-            f"checkpoint {path} is unreadable ({err}); delete it to resume from the previous one"
+            f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); delete it to resume "
+            "from the previous one"
         ) from None
-    return int(meta["step"]), unflatten_state(meta["state"], tensors)
+    return step, state
+
+
+def resume_point(folder: Path) -> tuple[int, dict[str, Any]] | None:
+    """The newest checkpoint in ``folder`` that loads cleanly, or None if there is none.
+
+    A corrupt newer checkpoint (e.g. its disk filled up) is renamed ``corrupt-step_<N>`` (kept
+    for inspection, never deleted) with a warning, and the previous one is used."""
+    import sys
+
+    candidates = sorted(folder.glob("step_*"), reverse=True) if folder.exists() else []
+    for path in candidates:
+        try:
+            return load_checkpoint(path)
+        except GenworldError as err:
+            aside = path.with_name(f"corrupt-{path.name}")
+            os.replace(path, aside)
+            print(
+                f"genworld: warning: {err}; moved to {aside.name}, using an older one",
+                file=sys.stderr,
+            )
+    return None
 
 
 def rng_state() -> dict[str, Any]:

@@ -13,7 +13,10 @@ import torch
 
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_agent
-from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genworld.train.checkpoint import (
+    resume_point,
+    save_checkpoint,
+)
 from genworld.utils.io import tensorboard_writer
 from genworld.utils.progress import progress_bar
 
@@ -38,9 +41,9 @@ def train_offline(
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     step = 0
-    latest = latest_checkpoint(out / "checkpoints")
-    if latest is not None:
-        step, state = load_checkpoint(latest)
+    resumed = resume_point(out / "checkpoints")
+    if resumed is not None:
+        step, state = resumed
         agent.load_state_dict(state["agent"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])

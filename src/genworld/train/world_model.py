@@ -22,7 +22,12 @@ from genworld.data.minari_io import read_episodes
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
-from genworld.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genworld.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    resume_point,
+    save_checkpoint,
+)
 from genworld.utils.device import resolve_device
 from genworld.utils.io import check_or_write_config, tensorboard_writer
 from genworld.utils.progress import progress_bar
@@ -188,9 +193,9 @@ def fit_world_model(
     )
     generator = torch.Generator().manual_seed(cfg.seed)
     step = 0
-    latest = latest_checkpoint(out / "checkpoints")
-    if latest is not None:
-        step, state = load_checkpoint(latest)
+    resumed = resume_point(out / "checkpoints")
+    if resumed is not None:
+        step, state = resumed
         _load_model_state(model, state["model"], out)
         opt.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])

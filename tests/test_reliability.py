@@ -1,0 +1,117 @@
+"""Reliability: SIGKILL + resume is bit-identical, corrupt checkpoints never poison a run,
+loading never unpickles."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from genworld.errors import GenworldError
+from genworld.train.checkpoint import load_checkpoint, resume_point, save_checkpoint
+
+RUN = [sys.executable, "-m", "genworld.cli", "run", "--scale", "tiny", "--deterministic"]
+RUN += ["--envs", "hopper", "--qualities", "random", "--quiet"]
+
+
+def _untimed(obj):
+    if isinstance(obj, dict):
+        return {
+            k: _untimed(v)
+            for k, v in obj.items()
+            if not k.startswith("time/") and k != "wall_seconds"
+        }
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj
+
+
+def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_report(tmp_path):
+    started = time.perf_counter()
+    done = subprocess.run([*RUN, "--out", str(tmp_path / "straight")], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    duration = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    out = tmp_path / "killed"
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen([*RUN, "--out", str(out)], stdout=subprocess.DEVNULL)
+        time.sleep(float(rng.uniform(0.3, 0.95)) * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1
+    final = subprocess.run([*RUN, "--out", str(out)], capture_output=True)
+    assert final.returncode == 0, final.stderr.decode()[-2000:]
+    a = json.loads((tmp_path / "straight" / "report.json").read_text())
+    b = json.loads((out / "report.json").read_text())
+    assert _untimed(a["results"]) == _untimed(b["results"])
+    assert not list(out.rglob(".tmp-*")), "a killed checkpoint write left a temp folder behind"
+
+
+def _state():
+    return {"w": torch.arange(6.0).reshape(2, 3), "step": 3, "nested": [{"b": torch.ones(2)}]}
+
+
+def test_corrupt_newest_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, capsys):
+    save_checkpoint(tmp_path, 1, _state())
+    newest = save_checkpoint(tmp_path, 2, _state())
+    data = bytearray((newest / "tensors.safetensors").read_bytes())
+    data[-3] ^= 0xFF
+    (newest / "tensors.safetensors").write_bytes(bytes(data))
+    step, state = resume_point(tmp_path)
+    assert step == 1
+    torch.testing.assert_close(state["w"], _state()["w"])
+    assert (tmp_path / "corrupt-step_000000002").exists()  # kept for inspection
+    assert "fails its checksum" in capsys.readouterr().err
+
+
+def test_checkpoint_with_a_pickle_payload_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = save_checkpoint(tmp_path / "ckpt", 1, _state())
+    blob = pickle.dumps(Payload())
+    (path / "tensors.safetensors").write_bytes(blob)
+    meta = json.loads((path / "meta.json").read_text())
+    import hashlib
+
+    meta["sha256"] = hashlib.sha256(blob).hexdigest()  # even with a matching checksum
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(GenworldError, match="unreadable"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_of_another_format_gives_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path, 1, _state())
+    meta = json.loads((path / "meta.json").read_text())
+    meta["format"] = "genworld-checkpoint-v9"
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(GenworldError, match="format 'genworld-checkpoint-v9'"):
+        load_checkpoint(path)
+
+
+def test_no_torch_load_without_weights_only_in_the_package():
+    from pathlib import Path
+
+    import genworld
+
+    root = Path(genworld.__file__).parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        for line in p.read_text().splitlines()
+        if ("torch.load(" in line and "weights_only=True" not in line) or "pickle.load" in line
+    ]
+    assert offenders == []
