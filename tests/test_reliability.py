@@ -90,7 +90,10 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_never_executed(tmp_path
     meta = json.loads((path / "meta.json").read_text())
     import hashlib
 
-    meta["sha256"] = hashlib.sha256(blob).hexdigest()  # even with a matching checksum
+    meta["sha256"] = hashlib.sha256(blob).hexdigest()  # even with matching checksums
+    from genworld.train.checkpoint import _meta_digest
+
+    meta["meta_sha256"] = _meta_digest(meta)
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(GenworldError, match="unreadable"):
         load_checkpoint(path)
@@ -101,6 +104,9 @@ def test_checkpoint_of_another_format_gives_a_clear_error(tmp_path):
     path = save_checkpoint(tmp_path, 1, _state())
     meta = json.loads((path / "meta.json").read_text())
     meta["format"] = "genworld-checkpoint-v9"
+    from genworld.train.checkpoint import _meta_digest
+
+    meta["meta_sha256"] = _meta_digest(meta)
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(GenworldError, match="format 'genworld-checkpoint-v9'"):
         load_checkpoint(path)

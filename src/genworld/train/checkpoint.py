@@ -101,6 +101,7 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], *, keep: int
             "state": skeleton,
             "sha256": _sha256(tmp / "tensors.safetensors"),
         }
+        meta["meta_sha256"] = _meta_digest(meta)
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f)
             f.flush()
@@ -122,15 +123,43 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+LEGACY_KEYS = {"step", "state", "sha256"}
+KEYS = {*LEGACY_KEYS, "format", "meta_sha256"}
+
+
+def _meta_digest(meta: dict) -> str:
+    body = {k: meta[k] for k in sorted(meta) if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    """The metadata must be intact: its own checksum (legacy checkpoints, written before the
+    format tag, have exactly the legacy keys and only the tensor checksum)."""
+    keys = set(meta) if isinstance(meta, dict) else set()
+    if keys == LEGACY_KEYS:
+        return
+    if keys != KEYS:
+        raise GenworldError(
+            f"checkpoint {path} has malformed metadata (keys {sorted(keys)}); delete it to resume "
+            "from the previous one"
+        )
+    if meta["format"] != FORMAT:
+        raise GenworldError(
+            f"checkpoint {path} has format {meta['format']!r}, this genworld reads {FORMAT!r}; "
+            "resume it with the genworld version that wrote it"
+        )
+    if _meta_digest(meta) != meta["meta_sha256"]:
+        raise GenworldError(
+            f"checkpoint {path} fails its metadata checksum (corrupt); delete it to resume from "
+            "the previous one"
+        )
+
+
 def load_checkpoint(path: Path) -> tuple[int, dict[str, Any]]:
     """Verify (format, checksum) and load one checkpoint; any defect is a GenworldError."""
     try:
         meta = json.loads((path / "meta.json").read_text())
-        if not isinstance(meta, dict) or meta.get("format", FORMAT) != FORMAT:
-            raise GenworldError(
-                f"checkpoint {path} has format {meta.get('format') if isinstance(meta, dict) else '?'!r}, "
-                f"this genworld reads {FORMAT!r}; resume it with the genworld version that wrote it"
-            )
+        _check_meta(meta, path)
         tensor_file = path / "tensors.safetensors"
         if _sha256(tensor_file) != meta["sha256"]:
             raise GenworldError(
