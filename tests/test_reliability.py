@@ -125,3 +125,82 @@ def test_no_torch_load_without_weights_only_in_the_package():
         if ("torch.load(" in line and "weights_only=True" not in line) or "pickle.load" in line
     ]
     assert offenders == []
+
+
+def test_non_finite_loss_stops_with_the_update_named_and_checkpoint_intact(tmp_path):
+    from genworld.envs import get_env_spec
+    from genworld.train.loop import train_offline
+
+    class Agent:
+        calls = 0
+
+        def update(self, generator):
+            self.calls += 1
+            bad = float("nan") if self.calls == 3 else 1.0
+            return {"losses/critic": torch.tensor(bad), "losses/actor": torch.tensor(0.5)}
+
+        def act(self, obs, env_idx, deterministic=True):
+            return torch.zeros(len(obs), 3)
+
+        def state_dict(self):
+            return {"calls": self.calls}
+
+        def load_state_dict(self, state):
+            self.calls = state["calls"]
+
+    agent = Agent()
+    with pytest.raises(GenworldError, match=r"non-finite losses/critic at update 3"):
+        train_offline(
+            "nan-test",
+            agent,
+            agent.update,
+            [get_env_spec("hopper")],
+            tmp_path,
+            steps=6,
+            eval_every=2,
+            eval_episodes=1,
+            seed=0,
+            show_progress=False,
+        )
+    step, state = resume_point(tmp_path / "checkpoints")
+    assert step == 2 and state["agent"]["calls"] == 2
+
+
+def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    import genworld.train.checkpoint as ckpt
+
+    save_checkpoint(tmp_path, 1, _state())
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    with pytest.raises(
+        GenworldError, match="No space left on device.*previous checkpoint is intact"
+    ):
+        save_checkpoint(tmp_path, 2, _state())
+    assert [p.name for p in tmp_path.iterdir()] == ["step_000000001"]  # no temp folder left
+    assert resume_point(tmp_path)[0] == 1
+
+
+def test_unwritable_run_folder_is_refused_before_training(tmp_path):
+    from genworld.train.pipeline import config_for_scale, run
+
+    target = tmp_path / "file-not-folder"
+    target.write_text("x")  # a file where the run folder should be (works even as root)
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("random",))
+    with pytest.raises(GenworldError, match="cannot (create|write) the run folder"):
+        run(cfg, target / "run", show_progress=False)
+
+
+def test_dataset_too_big_for_memory_is_refused(monkeypatch):
+    import genworld.data.minari_io as io
+    from genworld.data.build import build_dataset
+    from genworld.data.multi_env import MultiEnvDataset
+
+    build_dataset("hopper-random", steps=200, seed=0, show_progress=False)
+    monkeypatch.setattr(io, "available_memory", lambda: 1024)
+    with pytest.raises(GenworldError, match="GiB of memory.*--steps"):
+        MultiEnvDataset.from_minari(["hopper-random"])

@@ -220,6 +220,7 @@ def read_episodes(
     if metadata.get("data_format", "hdf5") != "hdf5":
         return _read_with_minari(dataset_id, root, obs_dim, act_dim)
     path = folder / "main_data.hdf5"
+    check_memory(dataset_id, path)
     import h5py
 
     try:
@@ -287,3 +288,26 @@ def local_dataset_ids(root: Path | None = None) -> list[str]:
         if not any(part.startswith(".") for part in rel.parts):
             ids.append(rel.as_posix())
     return sorted(ids)
+
+
+def available_memory() -> int | None:
+    """Bytes of physical memory available now (Linux), or None where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(dataset_id: str, path: Path, factor: float = 3.0) -> None:
+    """Refuse to load a dataset that cannot fit: arrays in memory take about the file's size
+    (uncompressed float32/64), and loading holds ~``factor`` copies at the peak."""
+    available = available_memory()
+    if available is None or not path.exists():
+        return
+    need = path.stat().st_size * factor
+    if need > available:
+        raise GenworldError(
+            f"dataset {dataset_id}: loading needs about {need / 2**30:.1f} GiB of memory, "
+            f"{available / 2**30:.1f} GiB are available; free memory or use a smaller dataset "
+            "(genworld data build ID --steps N)"
+        )

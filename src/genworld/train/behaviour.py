@@ -116,7 +116,6 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
     spec = get_env_spec(cfg.env)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
-    out.mkdir(parents=True, exist_ok=True)
     check_or_write_config(out, json.loads(json.dumps(asdict(cfg))))
     torch.manual_seed(cfg.seed)
     agent = SAC(spec.obs_dim, spec.act_dim, cfg.sac, device)

@@ -111,6 +111,11 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], *, keep: int
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync(folder)
+    except OSError as err:
+        raise GenworldError(
+            f"writing checkpoint step {step} into {folder} failed ({err.strerror or err}); the "
+            "previous checkpoint is intact — free disk space and rerun to resume"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in sorted(folder.glob("step_*"))[:-keep]:

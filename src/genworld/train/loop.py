@@ -56,6 +56,7 @@ def train_offline(
         while step < steps:
             metrics = update(generator)
             step += 1
+            _check_finite(name, metrics, step, out)
             advance(1)
             if step % eval_every == 0 or step == steps:
                 record = _evaluate(name, agent, metrics, specs, eval_episodes, seed, step, out)
@@ -77,6 +78,22 @@ def train_offline(
     if writer is not None:
         writer.close()
     return read_eval(out)
+
+
+def _check_finite(name: str, metrics: dict, step: int, out: Path) -> None:
+    """One fused check per update (no per-metric sync); names the offending losses."""
+    if not metrics:
+        return
+    values = torch.stack(
+        [torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in metrics.values()]
+    )
+    if bool(torch.isfinite(values).all()):
+        return
+    bad = [k for k, v in zip(metrics, values.tolist(), strict=True) if not np.isfinite(v)]
+    raise GenworldError(
+        f"{name}: non-finite {', '.join(bad)} at update {step}; stopped, the last good "
+        f"checkpoint in {out / 'checkpoints'} is intact (lower the learning rate or check the data)"
+    )
 
 
 def _evaluate(name, agent, metrics, specs, episodes, seed, step, out) -> dict:

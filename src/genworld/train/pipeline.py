@@ -132,7 +132,6 @@ def _groups(cfg: RunConfig) -> list[tuple[str, tuple[str, ...]]]:
 
 def run(cfg: RunConfig, out: Path, *, show_progress: bool = True) -> dict[str, Any]:
     cfg.validate()
-    out.mkdir(parents=True, exist_ok=True)
     check_or_write_config(out, json.loads(json.dumps(asdict(cfg))))
     torch.set_num_threads(cfg.threads)
     if cfg.deterministic:

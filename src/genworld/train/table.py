@@ -215,7 +215,6 @@ def run_table(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> dic
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
-    out.mkdir(parents=True, exist_ok=True)
     # how cells are scheduled does not change results: not part of the resume check
     checked = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "executor")}
     check_or_write_config(out, json.loads(json.dumps(checked)))

@@ -184,7 +184,6 @@ def fit_world_model(
     ``out``; returns the trained model in eval mode."""
     cfg.validate_training()
     device = resolve_device(cfg.device)
-    out.mkdir(parents=True, exist_ok=True)
     check_or_write_config(out, _config_json(cfg))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)

@@ -35,6 +35,12 @@ def check_or_write_config(out: Path, current: dict[str, Any]) -> None:
     from genworld.errors import GenworldError
 
     path = Path(out) / "config.json"
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GenworldError(
+            f"cannot create the run folder {out} ({err.strerror or err}); choose a writable --out"
+        ) from None
     if path.exists():
         saved = json.loads(path.read_text())
         if saved != current:
@@ -44,7 +50,13 @@ def check_or_write_config(out: Path, current: dict[str, Any]) -> None:
                 "or the same settings to resume"
             )
     else:
-        atomic_write_json(path, current)
+        try:
+            atomic_write_json(path, current)
+        except OSError as err:
+            raise GenworldError(
+                f"cannot write the run folder {out} ({err.strerror or err}); choose a writable "
+                "--out (and check free disk space)"
+            ) from None
 
 
 def tensorboard_writer(out: Path):
