@@ -204,3 +204,57 @@ def test_dataset_too_big_for_memory_is_refused(monkeypatch):
     monkeypatch.setattr(io, "available_memory", lambda: 1024)
     with pytest.raises(GenworldError, match="GiB of memory.*--steps"):
         MultiEnvDataset.from_minari(["hopper-random"])
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.slow
+def test_soak_50_kill_resume_cycles_leak_no_files_or_memory(tmp_path):
+    """50 cycles: train a few updates, die (KeyboardInterrupt mid-run), resume. The run folder
+    stays bounded (last-K checkpoints, no temp folders) and memory does not keep growing."""
+    from genworld.algos.registry import AlgoContext, build_agent
+    from genworld.data.normalization import Normalizer
+    from genworld.train.loop import train_offline
+
+    from .test_algos import toy_dataset
+
+    dataset = toy_dataset()
+    out = tmp_path / "soak"
+    rss = []
+    for cycle in range(50):
+        ctx = AlgoContext(dataset, Normalizer.fit(dataset), torch.device("cpu"), scale="tiny")
+        agent = build_agent("bc", ctx)
+        calls = {"n": 0}
+
+        def dying(generator, agent=agent, calls=calls):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise KeyboardInterrupt
+            return agent.update(generator)
+
+        with pytest.raises(KeyboardInterrupt):
+            train_offline(
+                "soak",
+                agent,
+                dying,
+                dataset.specs,
+                out,
+                steps=10_000,
+                eval_every=2,
+                eval_episodes=1,
+                seed=0,
+                show_progress=False,
+            )
+        rss.append(_rss_bytes())
+        files = [p for p in out.rglob("*") if p.is_file() and p.parent.name != "tb"]
+        assert len(list((out / "checkpoints").glob("step_*"))) <= 2
+        assert not list(out.rglob(".tmp-*"))
+        assert len(files) <= 6, f"cycle {cycle}: {sorted(map(str, files))}"
+        # TensorBoard: one small event file per run segment (its resume design), no more
+        assert len(list((out / "tb").iterdir())) <= cycle + 1
+    assert resume_point(out / "checkpoints")[0] == 2 * 50  # one new checkpoint per cycle
+    growth = rss[-1] - rss[9]  # after warm-up
+    assert growth < 64 * 2**20, f"memory grew by {growth / 2**20:.0f} MiB over 40 cycles"

@@ -17,7 +17,7 @@ from genworld.train.checkpoint import (
     resume_point,
     save_checkpoint,
 )
-from genworld.utils.io import tensorboard_writer
+from genworld.utils.io import tensorboard_writer, truncate_jsonl
 from genworld.utils.progress import progress_bar
 
 
@@ -47,9 +47,9 @@ def train_offline(
         agent.load_state_dict(state["agent"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        _truncate_log(out / "eval.jsonl", step)
+        truncate_jsonl(out / "eval.jsonl", step)
     log = open(out / "eval.jsonl", "a")  # noqa: SIM115
-    writer = tensorboard_writer(out) if step < steps else None
+    writer = tensorboard_writer(out, step) if step < steps else None
     start, first = time.perf_counter(), step
     with progress_bar(name, steps, enabled=show_progress) as advance:
         advance(step)
@@ -113,14 +113,6 @@ def _evaluate(name, agent, metrics, specs, episodes, seed, step, out) -> dict:
     scores = [record[f"eval/{s.name}/normalized_score"] for s in specs]
     record["eval/normalized_score_mean"] = float(np.mean(scores))
     return record
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop records written after the checkpoint we resume from (they will be redone)."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        keep = [line for line in lines if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
 
 
 def read_eval(out: Path) -> list[dict]:

@@ -29,7 +29,7 @@ from genworld.train.checkpoint import (
     save_checkpoint,
 )
 from genworld.utils.device import resolve_device
-from genworld.utils.io import check_or_write_config, tensorboard_writer
+from genworld.utils.io import check_or_write_config, tensorboard_writer, truncate_jsonl
 from genworld.utils.progress import progress_bar
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
@@ -198,7 +198,8 @@ def fit_world_model(
         _load_model_state(model, state["model"], out)
         opt.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-    writer = tensorboard_writer(out)
+        truncate_jsonl(out / "metrics.jsonl", step)
+    writer = tensorboard_writer(out, step) if step < cfg.steps else None
     log = open(out / "metrics.jsonl", "a")  # noqa: SIM115
     start, first = time.perf_counter(), step
     with progress_bar(f"world model {cfg.model}", cfg.steps, enabled=show_progress) as advance:

@@ -59,10 +59,25 @@ def check_or_write_config(out: Path, current: dict[str, Any]) -> None:
             ) from None
 
 
-def tensorboard_writer(out: Path):
-    """A TensorBoard SummaryWriter under ``out/tb``, or None if tensorboard is not installed."""
+def tensorboard_writer(out: Path, step: int = 0):
+    """A TensorBoard SummaryWriter under ``out/tb``, or None if tensorboard is not installed.
+
+    A resumed run (``step > 0``) opens a new event file (one per run segment, TensorBoard's
+    way) that purges events logged after ``step`` by the killed segment, so no step appears
+    twice."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(Path(out) / "tb"))
+    return SummaryWriter(str(Path(out) / "tb"), purge_step=step or None)
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (a killed run resumes from that checkpoint and redoes
+    them), atomically."""
+    path = Path(path)
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        keep = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(keep) != len(lines):
+            atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
