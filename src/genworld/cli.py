@@ -170,22 +170,65 @@ def _table(args) -> None:
 
     from genworld.train.table import config_for_scale, run_table
 
-    split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
-    cfg = config_for_scale(
-        args.scale,
-        envs=split(args.envs),
-        qualities=split(args.qualities),
-        algos=split(args.algos),
-        settings=split(args.setting),
-        seeds=args.seeds,
-        device=args.device,
-        workers=args.workers,
-        executor=args.executor,
-    )
+    algos = tuple(x for x in args.algos.split(",") if x)
+    cfg = config_for_scale(args.scale, algos=algos, **_table_options(args))
     out = Path(args.out or f"runs/table__{cfg.scale}")
     run_table(cfg, out, show_progress=not args.quiet)
     print((out / "table.md").read_text())
     print(f"table directory: {out} (table.md, table.csv, table.json, profile_*.png)")
+
+
+def _table_options(args) -> dict:
+    split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
+    return {
+        "envs": split(args.envs),
+        "qualities": split(args.qualities),
+        "settings": split(args.setting) if args.setting else None,
+        "seeds": args.seeds,
+        "device": args.device,
+        "workers": args.workers,
+        "executor": args.executor,
+    }
+
+
+def _ablate(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.studies import ablate
+
+    out = Path(args.out or f"runs/ablate__{args.scale}")
+    ablate(out, scale=args.scale, show_progress=not args.quiet, **_table_options(args))
+    print((out / "table.md").read_text())
+    print(f"ablation directory: {out}")
+
+
+def _sweep(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.studies import sweep_beta
+
+    try:
+        values = tuple(float(v) for v in args.values.split(",") if v)
+    except ValueError:
+        raise GenworldError(f"--values {args.values!r}: give numbers, e.g. 0,0.5,1") from None
+    out = Path(args.out or f"runs/sweep_beta__{args.scale}")
+    options = _table_options(args)
+    sweep_beta(values, out, scale=args.scale, show_progress=not args.quiet, **options)
+    print((out / "table.md").read_text())
+    print(f"sweep directory: {out} (beta_sweep.png)")
+
+
+def _add_table_options(p: argparse.ArgumentParser, setting_default: str | None) -> None:
+    p.add_argument("--envs", default="halfcheetah,hopper,walker2d")
+    p.add_argument("--qualities", default="random,medium,medium-replay,medium-expert")
+    p.add_argument("--setting", default=setting_default, help="multi, single or multi,single")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel")
+    p.add_argument("--executor", choices=["auto", "local", "ray"], default="auto")
+    p.add_argument("--out", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,18 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser(
         "table", help="fill the paper's Table 1: algorithms x datasets x seeds (resumable)"
     )
-    table.add_argument("--envs", default="halfcheetah,hopper,walker2d")
-    table.add_argument("--qualities", default="random,medium,medium-replay,medium-expert")
-    table.add_argument("--algos", default="tgw,cql,mopo,morel,prompt-dt")
-    table.add_argument("--setting", default="multi", help="multi, single or multi,single")
-    table.add_argument("--seeds", type=int, default=3)
-    table.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
-    table.add_argument("--workers", type=int, default=1, help="cells run in parallel")
-    table.add_argument("--executor", choices=["auto", "local", "ray"], default="auto")
-    table.add_argument("--out", default=None)
-    table.add_argument("--device", default="auto")
-    table.add_argument("--quiet", action="store_true")
+    table.add_argument(
+        "--algos",
+        default="tgw,cql,mopo,morel,prompt-dt",
+        help="algorithms or variants (tgw-no-prompt, tgw-beta=0.5, ...)",
+    )
+    _add_table_options(table, "multi")
     table.set_defaults(func=_table)
+
+    p = sub.add_parser("ablate", help="TGW ablations (Table 2): w/o prompt, w/o RSSM, w/o ri")
+    _add_table_options(p, None)
+    p.set_defaults(func=_ablate)
+
+    p = sub.add_parser("sweep", help="parameter sweeps (Fig. 5)")
+    sweep_sub = p.add_subparsers(dest="sweep_command", required=True)
+    p = sweep_sub.add_parser("beta", help="TGW score against β (risk tolerance, eq. 6)")
+    p.add_argument("--values", default="0,0.1,0.5,1,2,5")
+    _add_table_options(p, "multi")
+    p.set_defaults(func=_sweep)
 
     train = sub.add_parser("train", help="train models")
     train_sub = train.add_subparsers(dest="train_command", required=True)

@@ -79,6 +79,37 @@ ALGOS: dict[str, str] = {
 """Name → ``module:function`` of its builder."""
 
 
+# Named variants (the paper's Table 2 ablations) and parametrised ones ("tgw-beta=0.5"):
+# a variant is an algorithm plus config overrides, so ``genworld table`` runs them like any cell.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tgw-no-prompt": ("tgw", {"world_model": {"tgw": {"use_prompt": False}}}),
+    "tgw-no-rssm": ("tgw", {"world_model": {"tgw": {"use_stochastic": False}}}),
+    "tgw-no-ri": ("tgw", {"beta": 0.0}),
+    "tgw-per-env": ("tgw", {"policy": "per_env"}),
+}
+
+
+def resolve_variant(name: str) -> tuple[str, dict[str, Any]]:
+    """``name`` → (registered algorithm, overrides): an algorithm, a named variant, or
+    ``<algo>-beta=<float>`` (the β of TGW's eq. 6, the λ of MOPO's penalty)."""
+    if name in ALGOS:
+        return name, {}
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if "-beta=" in name:
+        algo, _, value = name.partition("-beta=")
+        try:
+            beta = float(value)
+        except ValueError:
+            beta = -1.0
+        if algo in ALGOS and beta >= 0:
+            return algo, {"beta": beta}
+    raise GenworldError(
+        f"unknown algorithm {name!r}: choose from {', '.join([*ALGOS, *VARIANTS])} or "
+        "<algo>-beta=<value ≥ 0>"
+    )
+
+
 def get_builder(name: str) -> Callable[[AlgoContext], OfflineAgent]:
     if name not in ALGOS:
         raise GenworldError(f"unknown algorithm {name!r}: choose from {', '.join(ALGOS)}")

@@ -156,13 +156,15 @@ def plot_profiles(matrices: dict[str, np.ndarray], path: Path, reps: int) -> Non
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_table(cfg, results: list[dict], out: Path) -> dict[str, Any]:
+def write_table(
+    cfg, results: list[dict], out: Path, title: str = "genworld table"
+) -> dict[str, Any]:
     long = rows(results)
     reps = 200 if cfg.scale == "tiny" else 2000
     last, best = aggregate(long, "last_k"), aggregate(long, "best")
     budget = cfg.budget
     md = [
-        "# genworld table",
+        f"# {title}",
         "",
         f"**Data**: {PROVENANCE}",
         "",

@@ -71,7 +71,7 @@ class TableConfig:
     budget: Budget = field(default_factory=lambda: BUDGETS["mini"])
 
     def validate(self) -> None:
-        from genworld.algos.registry import ALGOS
+        from genworld.algos.registry import resolve_variant
 
         if not self.envs:
             raise GenworldError("--envs is empty: give at least one env")
@@ -81,8 +81,7 @@ class TableConfig:
             if q not in QUALITIES:
                 raise GenworldError(f"unknown quality {q!r}: choose from {', '.join(QUALITIES)}")
         for a in self.algos:
-            if a not in ALGOS:
-                raise GenworldError(f"unknown algorithm {a!r}: choose from {', '.join(ALGOS)}")
+            resolve_variant(a)
         for s in self.settings:
             if s not in SETTINGS:
                 raise GenworldError(f"unknown setting {s!r}: choose multi or single")
@@ -136,7 +135,7 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
     """Train and evaluate one cell (resumes a killed one); writes and returns its result."""
     import torch
 
-    from genworld.algos.registry import AlgoContext, build_agent
+    from genworld.algos.registry import AlgoContext, build_agent, resolve_variant
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.data.normalization import Normalizer
     from genworld.eval.scores import summarize
@@ -152,6 +151,7 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
     ids = [str(parse_dataset_id(f"{env}-{cell.quality}")) for env in cell.envs]
     dataset = MultiEnvDataset.from_minari(ids)
     torch.manual_seed(cell.seed)
+    algo, overrides = resolve_variant(cell.algo)
     ctx = AlgoContext(
         dataset=dataset,
         normalizer=Normalizer.fit(dataset),
@@ -159,8 +159,9 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
         scale=cfg.scale,
         seed=cell.seed,
         out=folder,
+        overrides=overrides,
     )
-    agent = build_agent(cell.algo, ctx)
+    agent = build_agent(algo, ctx)
     budget = cfg.budget
     records = train_offline(
         f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
@@ -209,7 +210,9 @@ def _ray_available() -> bool:
     return True
 
 
-def run_table(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> dict:
+def run_table(
+    cfg: TableConfig, out: Path, *, show_progress: bool = True, title: str = "genworld table"
+) -> dict:
     """Run every missing cell, then write the tables, IQM and the plot; returns the summary."""
     from genworld.data.build import build_dataset
     from genworld.utils.progress import progress_bar
@@ -241,7 +244,7 @@ def run_table(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> dic
             results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
     from genworld.eval.table_report import write_table
 
-    return write_table(cfg, results, out)
+    return write_table(cfg, results, out, title=title)
 
 
 def _run_with_pool(cfg_json: str, workers: int, todo: list[Cell], out: Path, advance) -> list:

@@ -1,0 +1,78 @@
+"""`genworld ablate` and `genworld sweep beta` (tiny) and the variant names behind them."""
+
+import csv
+
+import pytest
+
+from genworld.algos.registry import resolve_variant
+from genworld.cli import main
+from genworld.errors import GenworldError
+
+from .conftest import write_tiny_policies
+
+
+@pytest.fixture
+def policies(tmp_path, monkeypatch):
+    folder = tmp_path / "policies"
+    write_tiny_policies(folder, ("hopper", "walker2d"))
+    monkeypatch.setenv("GENWORLD_POLICY_DIR", str(folder))
+
+
+def test_variants_resolve_to_an_algorithm_and_overrides():
+    assert resolve_variant("cql") == ("cql", {})
+    assert resolve_variant("tgw-no-ri") == ("tgw", {"beta": 0.0})
+    assert resolve_variant("tgw-no-prompt") == (
+        "tgw",
+        {"world_model": {"tgw": {"use_prompt": False}}},
+    )
+    assert resolve_variant("tgw-beta=0.25") == ("tgw", {"beta": 0.25})
+    for bad in ("tgw-beta=-1", "tgw-beta=x", "nope-beta=1", "tgw-no-thing"):
+        with pytest.raises(GenworldError, match="unknown algorithm"):
+            resolve_variant(bad)
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_ablate_tiny_runs_every_ablation_in_both_settings(policies, tmp_path):
+    out = tmp_path / "ablate"
+    argv = ["ablate", "--envs", "hopper,walker2d", "--qualities", "medium", "--seeds", "1"]
+    assert main([*argv, "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    md = (out / "table.md").read_text()
+    assert md.startswith("# TGW ablations")
+    assert "## multi-env" in md and "## single-env" in md
+    rows = _rows(out / "table.csv")
+    assert {r["algo"] for r in rows} == {"tgw", "tgw-no-prompt", "tgw-no-rssm", "tgw-no-ri"}
+    assert {r["setting"] for r in rows} == {"multi", "single"}
+    # 4 variants x (1 multi cell with 2 envs + 2 single cells with 1 env) = 16 rows
+    assert len(rows) == 16
+
+
+def test_sweep_beta_tiny_writes_the_plot_and_one_column_per_value(policies, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "beta", "--values", "0,1", "--envs", "hopper,walker2d"]
+    argv += ["--qualities", "medium", "--seeds", "1", "--scale", "tiny"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert (out / "beta_sweep.png").stat().st_size > 1000
+    assert {r["algo"] for r in _rows(out / "table.csv")} == {"tgw-beta=0", "tgw-beta=1"}
+    assert main(["sweep", "beta", "--values", "0,x", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_ablation_overrides_reach_the_world_model(policies, tmp_path):
+    import json
+
+    out = tmp_path / "ablate"
+    argv = ["ablate", "--envs", "hopper", "--qualities", "medium", "--seeds", "1"]
+    assert main([*argv, "--setting", "multi", "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    cells = out / "cells" / "medium" / "multi-multi"
+    configs = {
+        algo: json.loads((cells / algo / "seed0" / "world_model" / "config.json").read_text())
+        for algo in ("tgw", "tgw-no-prompt", "tgw-no-rssm")
+    }
+    assert configs["tgw"]["tgw"]["use_prompt"] and configs["tgw"]["tgw"]["use_stochastic"]
+    assert not configs["tgw-no-prompt"]["tgw"]["use_prompt"]
+    assert not configs["tgw-no-rssm"]["tgw"]["use_stochastic"]
+    # the rest of the world-model config is the scale preset, untouched by the override
+    assert configs["tgw-no-prompt"]["tgw"]["d_model"] == configs["tgw"]["tgw"]["d_model"]
