@@ -178,6 +178,23 @@ def _table(args) -> None:
     print(f"table directory: {out} (table.md, table.csv, table.json, profile_*.png)")
 
 
+def _bench(args) -> None:
+    from pathlib import Path
+
+    from genworld.bench import run_benchmarks, write_json
+
+    results = run_benchmarks(
+        args.names,
+        quick=args.quick,
+        plot=Path(args.plot) if args.plot else None,
+        quick_start=args.quick_start,
+        threads=args.threads,
+    )
+    if args.json:
+        write_json(results, Path(args.json))
+        print(f"written: {args.json}")
+
+
 def _table_options(args) -> dict:
     split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
     return {
@@ -276,6 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_table_options(table, "multi")
     table.set_defaults(func=_table)
+
+    p = sub.add_parser("bench", help="benchmarks, as ratios to references in the same run")
+    p.add_argument(
+        "names",
+        nargs="*",
+        help="matmul_peak, algos, world_model, imagination, data_build, end_to_end (default: all)",
+    )
+    p.add_argument("--json", default=None, help="write every figure to this JSON file")
+    p.add_argument("--plot", default=None, help="scaling curves PNG (batch, envs, ensemble)")
+    p.add_argument("--quick", action="store_true", help="short measurements (smoke)")
+    p.add_argument("--quick-start", action="store_true", help="also time the ~15 min quick start")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("ablate", help="TGW ablations (Table 2): w/o prompt, w/o RSSM, w/o ri")
     _add_table_options(p, None)

@@ -44,6 +44,12 @@ def policy_dir() -> Path:
     return Path(os.environ.get("GENWORLD_POLICY_DIR") or ASSETS)
 
 
+def shipped_policy_names() -> set[str]:
+    """Names (``hopper-medium``, ...) of the behaviour policies available in ``policy_dir()``."""
+    folder = policy_dir()
+    return {p.name[: -len(".json")] for p in folder.glob("*.json")} if folder.exists() else set()
+
+
 @dataclass(frozen=True)
 class Segment:
     """``steps`` transitions collected with one policy (None = uniform random)."""

@@ -1,0 +1,100 @@
+"""Shared references measured in the same run as each benchmark (machines are noisy), and the
+result type every benchmark returns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class BenchResult:
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    """Everything measured (JSON)."""
+    notes: list[str] = field(default_factory=list)
+    """Context lines: absolute numbers, references (printed first)."""
+    ratios: list[str] = field(default_factory=list)
+    """The ratio lines against the in-run reference (printed last)."""
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """fp32 GEMM throughput of this machine with the current torch thread setting."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def real_steps_per_s(env_name: str = "halfcheetah", steps: int = 5_000) -> float:
+    """Raw MuJoCo stepping with uniform random actions, one env (the physical reference)."""
+    from genworld.envs import make_env
+
+    env = make_env(env_name)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, env.action_space.shape[0]))
+    start = time.perf_counter()
+    for t in range(steps):
+        _, _, terminated, truncated, _ = env.step(actions[t])
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def rate(fn: Callable[[], Any], iters: int, warmup: int = 2) -> float:
+    """Calls per second of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return iters / (time.perf_counter() - start)
+
+
+def synthetic_suite(
+    envs=("halfcheetah", "hopper", "walker2d"), steps: int = 1000, episodes: int = 4
+):
+    """Random-valued episodes with the envs' true dims (throughput does not depend on values)."""
+    from genworld.data.episodes import Episode
+    from genworld.data.multi_env import MultiEnvDataset
+    from genworld.envs import get_env_spec
+
+    rng = np.random.default_rng(0)
+    data = []
+    for name in envs:
+        spec = get_env_spec(name)
+        eps = []
+        for _ in range(episodes):
+            ends = np.zeros(steps, bool)
+            ends[-1] = True
+            eps.append(
+                Episode.from_arrays(
+                    rng.normal(size=(steps + 1, spec.obs_dim)).astype(np.float32),
+                    rng.uniform(-1, 1, (steps, spec.act_dim)).astype(np.float32),
+                    rng.normal(size=steps).astype(np.float32),
+                    np.zeros(steps, bool),
+                    ends,
+                )
+            )
+        data.append((spec, eps))
+    return MultiEnvDataset(data)
+
+
+def matmul_peak(quick: bool = False) -> BenchResult:
+    peak = matmul_peak_gflops(repeats=5 if quick else 20)
+    threads = torch.get_num_threads()
+    return BenchResult(
+        "matmul_peak",
+        {"gflops": peak, "threads": threads},
+        ratios=[
+            f"matmul_peak: fp32 GEMM {peak:.0f} GFLOP/s on {threads} thread(s) (the reference)"
+        ],
+    )

@@ -1,0 +1,67 @@
+"""Dataset build speed as a ratio to raw random env stepping, measured in the same run.
+
+Raw stepping: one env, uniform random actions, no recording (the physical reference).
+Build: ``genworld.data.build.collect`` with a 256x256 SAC actor (stochastic, batched over the
+env pool) recording full episodes, as `genworld data build` does; Minari writing timed
+separately and together (end to end).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genworld.bench.common import BenchResult, real_steps_per_s
+
+
+def run(quick: bool = False, env: str = "halfcheetah") -> BenchResult:
+    from genworld.data.build import collect
+    from genworld.data.minari_io import write_dataset
+    from genworld.envs import get_env_spec
+    from genworld.policies import TanhGaussianActor
+
+    steps = 5_000 if quick else 50_000
+    raw = real_steps_per_s(env, steps)
+    spec = get_env_spec(env)
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(spec.obs_dim, spec.act_dim)
+    start = time.perf_counter()
+    episodes = collect(env, actor, steps, seed=0)
+    collect_rate = steps / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as root:
+        start = time.perf_counter()
+        write_dataset(
+            f"genworld/{env}/medium-v0",
+            spec,
+            episodes,
+            card={},
+            description="bench",
+            algorithm_name="bench",
+            root=Path(root),
+        )
+        write_rate = steps / (time.perf_counter() - start)
+    end_to_end = 1 / (1 / collect_rate + 1 / write_rate)
+    figures = {
+        "env": env,
+        "steps": steps,
+        "raw_random_steps_per_s": raw,
+        "build_collect_steps_per_s": collect_rate,
+        "build_write_steps_per_s": write_rate,
+        "build_end_to_end_steps_per_s": end_to_end,
+        "ratio_collect_vs_raw": collect_rate / raw,
+        "ratio": end_to_end / raw,
+        "minutes_per_1M_steps": 1e6 / end_to_end / 60,
+    }
+    return BenchResult(
+        "data_build",
+        figures,
+        notes=[f"data_build/{env}: raw random stepping {raw:,.0f} steps/s (reference)"],
+        ratios=[
+            f"data_build/{env}: collect with SAC actor {collect_rate / raw:.2f}x raw stepping",
+            f"data_build/{env}: collect + Minari write {end_to_end / raw:.2f}x raw stepping "
+            f"({end_to_end:,.0f} steps/s, {figures['minutes_per_1M_steps']:.1f} min per 1M steps)",
+        ],
+    )
