@@ -42,6 +42,25 @@ class DatasetId:
         return f"{self.namespace}/{self.env}/{self.quality}-v{self.version}"
 
 
+def _parse_short(text: str) -> DatasetId:
+    """``ENV-QUALITY[-vN]``; ENV may itself contain hyphens (task envs: ``cheetah-vel-7``), so
+    the known quality suffix decides where the env name ends."""
+    version = 0
+    match = re.match(r"^(?P<rest>.+)-v(?P<version>\d+)$", text)
+    if match:
+        text, version = match["rest"], int(match["version"])
+    for quality in sorted(QUALITIES, key=len, reverse=True):
+        if text.endswith(f"-{quality}") and len(text) > len(quality) + 1:
+            return DatasetId(text[: -len(quality) - 1], quality, NAMESPACE, version)
+    match = _SHORT.match(text)
+    if not match:
+        raise GenworldError(
+            f"cannot parse dataset id {text!r}: use ENV-QUALITY (hopper-medium) or "
+            "genworld/ENV/QUALITY-v0"
+        )
+    return DatasetId(match["env"], match["quality"], NAMESPACE, version)
+
+
 def parse_dataset_id(text: str) -> DatasetId:
     """Accept ``hopper-medium``, ``hopper-medium-v0`` or ``genworld/hopper/medium-v0``."""
     text = text.strip()
@@ -49,15 +68,7 @@ def parse_dataset_id(text: str) -> DatasetId:
     if match:
         dataset_id = DatasetId(match["env"], match["quality"], match["ns"], int(match["version"]))
     else:
-        match = _SHORT.match(text)
-        if not match:
-            raise GenworldError(
-                f"cannot parse dataset id {text!r}: use ENV-QUALITY (hopper-medium) or "
-                "genworld/ENV/QUALITY-v0"
-            )
-        dataset_id = DatasetId(
-            match["env"], match["quality"], NAMESPACE, int(match["version"] or 0)
-        )
+        dataset_id = _parse_short(text)
     if dataset_id.namespace == NAMESPACE:
         get_env_spec(dataset_id.env)
         if dataset_id.quality not in QUALITIES:

@@ -74,17 +74,24 @@ ENV_SPECS: dict[str, EnvSpec] = {
 
 def get_env_spec(name: str) -> EnvSpec:
     """Look up an env by its exact genworld name, with an error that lists the known ones."""
-    try:
+    if name in ENV_SPECS:
         return ENV_SPECS[name]
-    except KeyError:
-        raise GenworldError(
-            f"unknown environment {name!r}: choose one of {', '.join(sorted(ENV_SPECS))}"
-        ) from None
+    from genworld.envs.tasks import task_spec
+
+    spec = task_spec(name)  # cheetah-vel-7, ant-dir-23, ...
+    if spec is not None:
+        return spec
+    raise GenworldError(
+        f"unknown environment {name!r}: choose one of {', '.join(sorted(ENV_SPECS))} "
+        "or a task env (cheetah-vel-<0..39>, ant-dir-<0..49>)"
+    )
 
 
 def make_env(name: str, seed: int | None = None, **kwargs) -> gym.Env:
     """A Gymnasium env for a registered name, with the registry's observation variant."""
     spec = get_env_spec(name)
+    if spec.gym_id.startswith("genworld/"):
+        import genworld.envs.tasks  # noqa: F401  (registers the task families)
     env = gym.make(spec.gym_id, **{**spec.make_kwargs, **kwargs})
     if seed is not None:
         env.reset(seed=seed)

@@ -1,0 +1,205 @@
+"""Task families for unseen-task generalisation (seed 000 §6.2, Fig. 4; Prompt-DT / MACAW).
+
+- **cheetah-vel**: 40 target velocities ``linspace(0.075, 3.0, 40)``; reward
+  ``-|v_x - v_goal| - 0.05·‖a‖²``; 200-step episodes; never terminates.
+- **ant-dir**: 50 goal directions, angles ``U[0, 2π)`` drawn with ``numpy.random.default_rng(
+  ANT_DIR_SEED)``; reward ``v_xy·(cos θ, sin θ) - 0.5·‖a‖² - 0.5e-3·‖clip(cfrc_ext, -1, 1)‖² + 1``;
+  healthy-z termination (torso z in [0.2, 1.0], Gymnasium Ant's rule); 200 steps.
+
+Built on Gymnasium **v5** HalfCheetah / Ant and registered with ``gymnasium.register``
+(``genworld/CheetahVel-v0``, ``genworld/AntDir-v0``, the task's goal as a make kwarg) so Minari
+can recover them. Observation layout differs from the mujoco-py versions used by Prompt-DT:
+cheetah-vel here is HalfCheetah-v5's 17-dim observation (qpos without x, qvel) where Prompt-DT's
+is 20-dim (it appends the torso's COM/body position); ant-dir is Ant-v5 without contact forces
+(27-dim: qpos without x/y, qvel), where Prompt-DT's is 27-dim from the older Ant with a different
+contact model. Rewards follow the formulas above exactly, computed from the v5 simulator.
+
+Task envs are named ``<family>-<index>`` (``cheetah-vel-7``, ``ant-dir-23``) and resolve to an
+EnvSpec like the four robots, so datasets, world models and algorithms take them unchanged.
+Reference returns per task (0 = uniform-random policy, 100 = our per-task expert) are measured
+when a task's data is built and stored in ``assets/tasks/<family>.json`` and the datasets'
+metadata; until then the spec carries a placeholder range (documented in its card).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from genworld.errors import GenworldError
+
+ANT_DIR_SEED = 1337
+TASK_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tasks"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    gym_id: str
+    base: str
+    """The registered robot whose dims/termination the tasks share."""
+    count: int
+    goal_key: str
+    prompt_dt_test: tuple[int, ...]
+    """Prompt-DT's held-out task indices (kept as an option)."""
+
+    def goals(self) -> np.ndarray:
+        if self.name == "cheetah-vel":
+            return np.linspace(0.075, 3.0, self.count)
+        return np.random.default_rng(ANT_DIR_SEED).uniform(0.0, 2 * np.pi, self.count)
+
+
+FAMILIES: dict[str, Family] = {
+    "cheetah-vel": Family(
+        "cheetah-vel",
+        "genworld/CheetahVel-v0",
+        "halfcheetah",
+        40,
+        "goal_velocity",
+        (2, 7, 15, 23, 26),
+    ),
+    "ant-dir": Family(
+        "ant-dir", "genworld/AntDir-v0", "ant", 50, "goal_direction", (6, 17, 23, 30, 41)
+    ),
+}
+EPISODE_STEPS = 200
+_TASK = re.compile(r"^(?P<family>[a-z]+-[a-z]+)-(?P<index>\d+)$")
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise GenworldError(
+            f"unknown task family {name!r}: choose one of {', '.join(FAMILIES)}"
+        ) from None
+
+
+def split(family: str, *, scheme: str = "paper") -> tuple[list[int], list[int]]:
+    """(train, test) task indices. ``paper`` (seed 000): 10 tasks at equal intervals, the first
+    5 train, the last 5 unseen. ``prompt-dt``: Prompt-DT's test list, every other task trains."""
+    fam = get_family(family)
+    if scheme == "paper":
+        ten = [int(i) for i in np.round(np.linspace(0, fam.count - 1, 10))]
+        return ten[:5], ten[5:]
+    if scheme == "prompt-dt":
+        test = list(fam.prompt_dt_test)
+        return [i for i in range(fam.count) if i not in test], test
+    raise GenworldError(f"unknown split {scheme!r}: choose paper or prompt-dt")
+
+
+def task_name(family: str, index: int) -> str:
+    fam = get_family(family)
+    if not 0 <= index < fam.count:
+        raise GenworldError(f"{family} has tasks 0..{fam.count - 1}, not {index}")
+    return f"{family}-{index}"
+
+
+def parse_task(name: str) -> tuple[Family, int] | None:
+    """``cheetah-vel-7`` → (family, 7); None if ``name`` is not a task env."""
+    match = _TASK.match(name)
+    if not match or match["family"] not in FAMILIES:
+        return None
+    fam, index = FAMILIES[match["family"]], int(match["index"])
+    if not 0 <= index < fam.count:
+        raise GenworldError(f"{fam.name} has tasks 0..{fam.count - 1}, not {index}")
+    return fam, index
+
+
+def reference_scores(family: str) -> dict[str, list[float]]:
+    """``{"<index>": [ref_min, ref_max]}`` measured for this family (empty if none yet)."""
+    path = TASK_ASSETS / f"{family}.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())["reference_returns"]
+
+
+def task_spec(name: str):
+    """The EnvSpec of a task env (dims and termination of its robot, 200-step episodes)."""
+    from dataclasses import replace
+
+    from genworld.envs.registry import ENV_SPECS
+
+    parsed = parse_task(name)
+    if parsed is None:
+        return None
+    fam, index = parsed
+    base = ENV_SPECS[fam.base]
+    ref = reference_scores(fam.name).get(str(index))
+    ref_min, ref_max = ref if ref else PLACEHOLDER_REF[fam.name]
+    return replace(
+        base,
+        name=name,
+        gym_id=fam.gym_id,
+        max_episode_steps=EPISODE_STEPS,
+        ref_min_score=float(ref_min),
+        ref_max_score=float(ref_max),
+        make_kwargs={**base.make_kwargs, fam.goal_key: float(fam.goals()[index])},
+        medium_band=(0.0, 100.0),
+        expert_target=90.0,
+    )
+
+
+# Until a family's per-task references are measured (random policy → 0, our expert → 100):
+# the range of returns a 200-step episode can span, so scores are finite and clearly marked.
+PLACEHOLDER_REF = {"cheetah-vel": (-600.0, 0.0), "ant-dir": (-100.0, 600.0)}
+
+
+# ------------------------------------------------------------------ environments
+from gymnasium.envs.mujoco.ant_v5 import AntEnv  # noqa: E402
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv  # noqa: E402
+
+
+class CheetahVel(HalfCheetahEnv):
+    """HalfCheetah-v5 with the target-velocity reward."""
+
+    def __init__(self, goal_velocity: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.goal_velocity = float(goal_velocity)
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        action = np.asarray(action, dtype=np.float64)
+        forward = -abs(info["x_velocity"] - self.goal_velocity)
+        ctrl = -0.05 * float(np.square(action).sum())
+        info = {**info, "reward_forward": forward, "reward_ctrl": ctrl}
+        return obs, forward + ctrl, terminated, truncated, info
+
+
+class AntDir(AntEnv):
+    """Ant-v5 (no contact forces in the observation) with the goal-direction reward."""
+
+    def __init__(self, goal_direction: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.goal_direction = float(goal_direction)
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        action = np.asarray(action, dtype=np.float64)
+        direction = np.array([np.cos(self.goal_direction), np.sin(self.goal_direction)])
+        forward = float(np.dot([info["x_velocity"], info["y_velocity"]], direction))
+        ctrl = -0.5 * float(np.square(action).sum())
+        forces = np.clip(self.data.cfrc_ext, -1.0, 1.0)
+        contact = -0.5e-3 * float(np.square(forces).sum())
+        info = {**info, "reward_forward": forward, "reward_ctrl": ctrl, "reward_contact": contact}
+        return obs, forward + ctrl + contact + 1.0, terminated, truncated, info
+
+
+def register() -> None:
+    """Register the families with Gymnasium (idempotent)."""
+    for fam, entry in (("cheetah-vel", CheetahVel), ("ant-dir", AntDir)):
+        gym_id = FAMILIES[fam].gym_id
+        if gym_id not in gym.registry:
+            gym.register(
+                id=gym_id,
+                entry_point=f"{__name__}:{entry.__name__}",
+                max_episode_steps=EPISODE_STEPS,
+            )
+
+
+register()
