@@ -195,6 +195,26 @@ def _bench(args) -> None:
         print(f"written: {args.json}")
 
 
+def _unseen(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.unseen import config_for_scale, run_unseen
+
+    methods = tuple(x for x in args.methods.split(",") if x) if args.methods else None
+    cfg = config_for_scale(
+        args.scale,
+        family=args.family,
+        split=args.split,
+        seeds=args.seeds,
+        device=args.device,
+        methods=methods,
+    )
+    out = Path(args.out or f"runs/unseen__{cfg.family}__{cfg.scale}")
+    run_unseen(cfg, out, show_progress=not args.quiet)
+    print((out / "unseen.md").read_text())
+    print(f"unseen-task directory: {out} (unseen.md, unseen.json, unseen_tasks.png)")
+
+
 def _table_options(args) -> dict:
     split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
     return {
@@ -306,6 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick-start", action="store_true", help="also time the ~15 min quick start")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("unseen", help="unseen-task generalisation (cheetah-vel, ant-dir; Fig. 4)")
+    p.add_argument("--family", choices=["cheetah-vel", "ant-dir"], default="cheetah-vel")
+    p.add_argument("--split", choices=["paper", "prompt-dt"], default="paper")
+    p.add_argument("--methods", default=None, help="comma list (default: all)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
+    p.add_argument("--out", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_unseen)
 
     p = sub.add_parser("ablate", help="TGW ablations (Table 2): w/o prompt, w/o RSSM, w/o ri")
     _add_table_options(p, None)

@@ -1,0 +1,101 @@
+"""The unseen-task report: a Fig. 4-style plot (score per task id, seen vs unseen, mean ± std
+across seeds) and a table, per method."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from genworld.utils.io import atomic_write_bytes, atomic_write_json
+
+
+def _stats(results: list[dict], method: str, task: str) -> tuple[float, float, int]:
+    values = [r["last_k"] for r in results if r["method"] == method and r["task"] == task]
+    if not values:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(values)), float(np.std(values)), len(values)
+
+
+def write_unseen_report(cfg, train, test, refs, results, out: Path) -> dict:
+    tasks = [*train, *test]
+    methods = list(cfg.methods)
+    lines = [
+        f"# Unseen tasks: {cfg.family}",
+        "",
+        "**Data**: made by genworld (Gymnasium v5 task envs, our own per-task SAC experts). "
+        "Scores are normalized per task: 0 = uniform-random policy, 100 = our expert for that "
+        "task (`references.json`); not comparable to the paper's absolute numbers.",
+        "",
+        f"**Protocol**: scale `{cfg.scale}`, split `{cfg.split}` (train {train}, unseen "
+        f"{test}); {cfg.seeds} seed(s); experts {cfg.expert_steps} SAC steps; world model "
+        f"{cfg.wm_steps} updates on the training tasks' mixed data; {cfg.policy_updates} policy "
+        f"updates per (method, task, seed); score = mean of the last {cfg.last_k} evaluations "
+        f"({cfg.eval_episodes} episodes each); mean ± std across seeds.",
+        "",
+        "| task | seen | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    summary: dict = {"per_task": {}, "averages": {}}
+    for task in tasks:
+        cells = []
+        for method in methods:
+            mean, std, n = _stats(results, method, task)
+            summary["per_task"].setdefault(task, {})[method] = {"mean": mean, "std": std, "n": n}
+            cells.append("—" if n == 0 else f"{mean:.1f} ± {std:.1f}")
+        lines.append(f"| {task} | {'yes' if task in train else 'no'} | " + " | ".join(cells) + " |")
+    for group, names in (("seen", train), ("unseen", test)):
+        row = []
+        for method in methods:
+            means = [summary["per_task"][t][method]["mean"] for t in names]
+            value = float(np.nanmean(means)) if not np.all(np.isnan(means)) else float("nan")
+            summary["averages"].setdefault(method, {})[group] = value
+            row.append(f"{value:.1f}")
+        lines.append(f"| **{group} average** | | " + " | ".join(row) + " |")
+    lines += ["", "![scores per task](unseen_tasks.png)", ""]
+    _plot(tasks, train, methods, summary, out / "unseen_tasks.png", cfg.family)
+    atomic_write_bytes(out / "unseen.md", "\n".join(lines).encode())
+    report = {
+        "config": cfg.__dict__,
+        "train": train,
+        "test": test,
+        "references": refs,
+        "results": results,
+        **summary,
+    }
+    atomic_write_json(out / "unseen.json", report)
+    return report
+
+
+def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(tasks))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(1.0 * len(tasks) + 3, 3.6))
+    for i, method in enumerate(methods):
+        means = [summary["per_task"][t][method]["mean"] for t in tasks]
+        stds = [summary["per_task"][t][method]["std"] for t in tasks]
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=2,
+            label=method,
+        )
+    ax.axvspan(len(train) - 0.5, len(tasks) - 0.5, color="grey", alpha=0.12, label="unseen")
+    ax.set_xticks(x, [t.split("-")[-1] for t in tasks])
+    ax.set_xlabel(f"{family} task id")
+    ax.set_ylabel("normalized score (per task)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,394 @@
+"""``genworld unseen``: does one world model generalise to tasks it has not seen? (seed 000 §6.2,
+Fig. 4, on cheetah-vel / ant-dir, data made here).
+
+Stages, each resumable in ``out``:
+
+1. **experts** — a SAC expert per task (the 10 tasks of the split), ``genworld.train.behaviour``;
+2. **references** — per task: uniform-random policy return (→ 0) and the expert's best evaluated
+   return (→ 100), in ``references.json``; every score below is normalized with them;
+3. **data** — per training task a *mixed* dataset (rollouts of the expert's snapshot sequence,
+   equal shares: the replay-buffer approximation of PROTOCOL's medium-replay), per task a
+   *small* expert dataset (the prompt / fine-tuning data of an unseen task); Minari datasets
+   under ``out/datasets``;
+4. **world model** — one TGW model on the training tasks' mixed data. The tasks of a family are
+   one robot, so they are one env for the model: the task is known only through the prompt
+   (the task-state prompter's job);
+5. **policies** — per method, task and seed, a SAC policy trained in the world model from that
+   task's start states and prompts (training tasks: their mixed data; unseen tasks: their small
+   data), evaluated in the task's real env:
+
+   - ``tgw``: the world model as it is (zero-shot on unseen tasks: prompts only);
+   - ``tgw-finetune``: its reward module (``rew_trunk``, ``rew_head``) fine-tuned on the task's
+     small dataset first;
+   - ``tgw-newr``: the task's true reward function on imagined transitions. The simulator's
+     velocity is the displacement over the frame, and positions are not observed, so it is
+     estimated as the mean of the observed velocities before and after the step (cheetah-vel:
+     observation 8, ``qvel[0]``; ant-dir: observations 13–14, the torso's planar velocity):
+     measured mean absolute reward error 0.08 (cheetah-vel) / 0.05 (ant-dir) against the
+     simulator's reward, whose per-step spread is ~0.3–0.6 (tests/test_unseen.py). ant-dir's
+     contact term is not observable and is left out (it is ~1e-3).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genworld.envs.tasks import get_family, split, task_name
+from genworld.errors import GenworldError
+from genworld.utils.io import atomic_write_json, check_or_write_config
+
+METHODS = ("tgw", "tgw-finetune", "tgw-newr")
+
+
+@dataclass(frozen=True)
+class UnseenConfig:
+    family: str = "cheetah-vel"
+    split: str = "paper"
+    """paper (10 tasks at equal intervals, first 5 train) or prompt-dt (its test list)."""
+    methods: tuple[str, ...] = METHODS
+    seeds: int = 5
+    scale: str = "mini"
+    device: str = "auto"
+    expert_steps: int = 30_000
+    """SAC steps per task expert."""
+    expert_hidden: tuple[int, ...] = (256, 256)
+    mixed_steps: int = 20_000
+    """Transitions per training task's mixed dataset."""
+    small_steps: int = 400
+    """Transitions of each task's small expert dataset (2 episodes at 200 steps)."""
+    wm_steps: int = 1_500
+    finetune_steps: int = 300
+    policy_updates: int = 3_000
+    eval_every: int = 500
+    eval_episodes: int = 3
+    last_k: int = 3
+
+    def validate(self) -> None:
+        get_family(self.family)
+        split(self.family, scheme=self.split)
+        for m in self.methods:
+            if m not in METHODS:
+                raise GenworldError(f"unknown method {m!r}: choose from {', '.join(METHODS)}")
+        for name in (
+            "seeds",
+            "expert_steps",
+            "mixed_steps",
+            "small_steps",
+            "wm_steps",
+            "finetune_steps",
+            "policy_updates",
+            "eval_every",
+            "eval_episodes",
+            "last_k",
+        ):
+            if getattr(self, name) <= 0:
+                raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+SCALES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "expert_steps": 400,
+        "expert_hidden": (32, 32),
+        "mixed_steps": 400,
+        "small_steps": 200,
+        "wm_steps": 20,
+        "finetune_steps": 10,
+        "policy_updates": 20,
+        "eval_every": 10,
+        "eval_episodes": 1,
+        "last_k": 2,
+    },
+    "mini": {},
+    "full": {
+        "expert_steps": 300_000,
+        "mixed_steps": 100_000,
+        "small_steps": 1_000,
+        "wm_steps": 50_000,
+        "finetune_steps": 2_000,
+        "policy_updates": 100_000,
+        "eval_every": 5_000,
+        "eval_episodes": 10,
+        "last_k": 10,
+    },
+}
+
+
+def config_for_scale(scale: str, **overrides: Any) -> UnseenConfig:
+    if scale not in SCALES:
+        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
+    values = {**SCALES[scale], **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = UnseenConfig(scale=scale, **values)
+    cfg.validate()
+    return cfg
+
+
+# ------------------------------------------------------------------ stages 1-3
+def _experts(cfg: UnseenConfig, tasks: list[str], out: Path, show_progress: bool) -> None:
+    from genworld.algos.sac import SACConfig
+    from genworld.train.behaviour import BehaviourConfig, train_behaviour_policy
+
+    steps = cfg.expert_steps
+    for task in tasks:
+        bcfg = BehaviourConfig(
+            env=task,
+            total_steps=steps,
+            seed=0,
+            learning_starts=min(5_000, steps // 4),
+            snapshot_every=max(steps // 5, 1),
+            checkpoint_every=max(steps // 5, 1),
+            eval_episodes=cfg.eval_episodes,
+            device=cfg.device,
+            sac=SACConfig(hidden=cfg.expert_hidden),
+        )
+        train_behaviour_policy(bcfg, out / "experts" / task, show_progress=show_progress)
+
+
+def _references(cfg: UnseenConfig, tasks: list[str], out: Path) -> dict[str, list[float]]:
+    """[random return, expert return] per task (cached in references.json)."""
+    from genworld.eval.rollout import evaluate_policy
+    from genworld.train.behaviour import read_eval_log
+
+    path = out / "references.json"
+    refs = json.loads(path.read_text()) if path.exists() else {}
+    for task in tasks:
+        if task in refs:
+            continue
+        random = evaluate_policy(task, _uniform_policy(_spec(task).act_dim), 10, seed=10_000)
+        random = random.mean()
+        best = max(r["stochastic_return"] for r in read_eval_log(out / "experts" / task))
+        refs[task] = [float(random), float(max(best, random + 1e-6))]
+        atomic_write_json(path, refs)
+    return refs
+
+
+def _uniform_policy(act_dim: int):
+    rng = np.random.default_rng(0)
+    return lambda obs: rng.uniform(-1, 1, (len(obs), act_dim))
+
+
+def _spec(task: str, refs: dict[str, list[float]] | None = None):
+    from genworld.envs.registry import get_env_spec
+
+    spec = get_env_spec(task)
+    if refs and task in refs:
+        spec = replace(spec, ref_min_score=refs[task][0], ref_max_score=refs[task][1])
+    return spec
+
+
+def _best_expert(out: Path, task: str):
+    from genworld.policies import load_policy
+    from genworld.train.behaviour import read_eval_log
+
+    records = read_eval_log(out / "experts" / task)
+    best = max(records, key=lambda r: r["stochastic_return"])
+    return load_policy(out / "experts" / task / "snapshots" / f"step_{best['step']:09d}")[0]
+
+
+def _datasets(cfg: UnseenConfig, train: list[str], tasks: list[str], out: Path) -> None:
+    """Mixed datasets of the training tasks and small expert datasets of every task."""
+    from genworld.data.build import collect
+    from genworld.data.minari_io import dataset_dir, write_dataset
+    from genworld.policies import load_policy
+
+    root = out / "datasets"
+    for k, task in enumerate(tasks):
+        spec = _spec(task)
+        small_id = f"genworld/{task}/expert-v0"
+        if not dataset_dir(small_id, root).exists():
+            episodes = collect(task, _best_expert(out, task), cfg.small_steps, seed=100 + k)
+            write_dataset(
+                small_id,
+                spec,
+                episodes,
+                card={"kind": "small expert"},
+                description=f"{task}: small expert dataset",
+                algorithm_name="sac",
+                root=root,
+            )
+        mixed_id = f"genworld/{task}/medium-replay-v0"
+        if task in train and not dataset_dir(mixed_id, root).exists():
+            snapshots = sorted((out / "experts" / task / "snapshots").glob("step_*.json"))
+            share = cfg.mixed_steps // (len(snapshots) + 1)
+            episodes = collect(task, None, cfg.mixed_steps - share * len(snapshots), seed=200 + k)
+            for j, snap in enumerate(snapshots):
+                actor = load_policy(snap.with_suffix(""))[0]
+                episodes += collect(task, actor, share, seed=300 + 17 * k + j)
+            write_dataset(
+                mixed_id,
+                spec,
+                episodes,
+                card={"kind": "mixed (snapshot sequence)"},
+                description=f"{task}: random + the expert's snapshot sequence",
+                algorithm_name="sac",
+                root=root,
+            )
+
+
+def _episodes(out: Path, task: str, kind: str):
+    from genworld.data.minari_io import read_episodes
+
+    quality = "medium-replay" if kind == "mixed" else "expert"
+    return read_episodes(f"genworld/{task}/{quality}-v0", root=out / "datasets")
+
+
+def _family_dataset(cfg: UnseenConfig, out: Path, parts: list[tuple[str, str]]):
+    """One 'env' (the family's robot) holding the episodes of ``(task, kind)`` parts."""
+    from genworld.data.multi_env import MultiEnvDataset
+
+    spec = replace(_spec(parts[0][0]), name=cfg.family)
+    episodes = [ep for task, kind in parts for ep in _episodes(out, task, kind)]
+    return MultiEnvDataset([(spec, episodes)])
+
+
+# ------------------------------------------------------------------ stages 4-5
+def _world_model(cfg: UnseenConfig, train: list[str], out: Path, show_progress: bool):
+    from genworld.algos.tgw import WM_PRESETS
+    from genworld.train.world_model import config_for_scale as wm_scale
+    from genworld.train.world_model import fit_world_model
+
+    dataset = _family_dataset(cfg, out, [(t, "mixed") for t in train])
+    over = {k: v for k, v in WM_PRESETS[cfg.scale].items() if k != "steps"}
+    wm_cfg = wm_scale(
+        cfg.scale,
+        check_ids=False,
+        model="tgw",
+        seed=0,
+        device=cfg.device,
+        steps=cfg.wm_steps,
+        **over,
+    )
+    return fit_world_model(wm_cfg, dataset, out / "world_model", show_progress=show_progress)
+
+
+def finetune_reward(model, dataset, steps: int, seed: int):
+    """A copy of ``model`` whose reward module alone is trained on ``dataset`` (eq. 8's reward
+    term); everything else frozen."""
+    tuned = copy.deepcopy(model).train()
+    params = [*tuned.rew_trunk.parameters(), *tuned.rew_head.parameters()]
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = tuned.sample_batch(dataset, 16, generator)
+        out = tuned.forward_sequence(
+            batch.observations,
+            batch.actions,
+            torch.cat([torch.zeros_like(batch.rewards[:, :1]), batch.rewards[:, :-1]], 1),
+            batch.env_idx,
+            batch.step_mask,
+            generator,
+        )
+        norm = tuned.normalizer
+        target = (batch.rewards - norm.reward_mean[batch.env_idx][:, None]) / norm.reward_std[
+            batch.env_idx
+        ][:, None]
+        err = (out["rew_mean"] - target).pow(2)
+        nll = 0.5 * (err * torch.exp(-out["rew_logvar"]) + out["rew_logvar"])
+        loss = (nll * batch.step_mask).sum() / batch.step_mask.sum().clamp_min(1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    return tuned.eval()
+
+
+def true_reward_fn(family: str, goal: float):
+    """The task's reward on padded (obs, action, next obs) tensors, from observations only."""
+
+    def cheetah_vel(obs, act, next_obs):
+        v = 0.5 * (obs[:, 8] + next_obs[:, 8])  # qvel[0], the root's x velocity, averaged
+        return -(v - goal).abs() - 0.05 * act[:, :6].pow(2).sum(-1)
+
+    def ant_dir(obs, act, next_obs):
+        v = 0.5 * (obs[:, 13:15] + next_obs[:, 13:15])  # qvel[0:2], the torso's, averaged
+        direction = torch.tensor([np.cos(goal), np.sin(goal)], dtype=v.dtype)
+        return v @ direction - 0.5 * act[:, :8].pow(2).sum(-1) + 1.0
+
+    return cheetah_vel if family == "cheetah-vel" else ant_dir
+
+
+def _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress) -> dict:
+    from genworld.algos.tgw import AGENT_PRESETS, TGWAgent, TGWAgentConfig
+    from genworld.eval.scores import summarize
+    from genworld.train.loop import train_offline
+
+    folder = out / "cells" / method / task / f"seed{seed}"
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    started = time.perf_counter()
+    data = _family_dataset(cfg, out, [(task, kind)])
+    torch.manual_seed(seed)
+    if method == "tgw-finetune":
+        model = finetune_reward(model, data, cfg.finetune_steps, seed)
+    preset = dict(AGENT_PRESETS[cfg.scale])
+    sac = preset.pop("sac", {})
+    agent_cfg = replace(TGWAgentConfig(), **preset)
+    agent_cfg = replace(agent_cfg, sac=replace(agent_cfg.sac, **sac))
+    agent = TGWAgent(model, data, agent_cfg, torch.device("cpu"))
+    if method == "tgw-newr":
+        fam = get_family(cfg.family)
+        agent.reward_fn = true_reward_fn(cfg.family, float(fam.goals()[int(task.split("-")[-1])]))
+    spec = _spec(task, refs)
+    records = train_offline(
+        f"{method} {task} s{seed}",
+        agent,
+        agent.update,
+        [spec],
+        folder,
+        steps=cfg.policy_updates,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        seed=seed,
+        show_progress=False,
+    )
+    summary = summarize(records, [task], cfg.last_k)[task]
+    result = {
+        "method": method,
+        "task": task,
+        "seed": seed,
+        "last_k": summary["last_k_mean"],
+        "best": summary["best"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_json(result_path, result)
+    return result
+
+
+def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> dict:
+    from genworld.utils.progress import progress_bar
+
+    cfg.validate()
+    check_or_write_config(out, json.loads(json.dumps(asdict(cfg))))
+    train_idx, test_idx = split(cfg.family, scheme=cfg.split)
+    train = [task_name(cfg.family, i) for i in train_idx]
+    test = [task_name(cfg.family, i) for i in test_idx]
+    tasks = train + test
+    _experts(cfg, tasks, out, show_progress)
+    refs = _references(cfg, tasks, out)
+    _datasets(cfg, train, tasks, out)
+    model = _world_model(cfg, train, out, show_progress)
+    results = []
+    cells = [(m, t, s) for m in cfg.methods for t in tasks for s in range(cfg.seeds)]
+    with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
+        for method, task, seed in cells:
+            kind = "mixed" if task in train else "small"
+            results.append(
+                _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress)
+            )
+            advance(1)
+    from genworld.eval.unseen_report import write_unseen_report
+
+    return write_unseen_report(cfg, train, test, refs, results, out)
