@@ -23,6 +23,17 @@ def _tiny(argv: list[str]) -> list[str]:
     if argv[:2] == ["data", "build"]:
         argv = [a for i, a in enumerate(argv) if a != "--steps" and argv[i - 1] != "--steps"]
         argv += ["--steps", TINY_STEPS, "--quiet"]
+    if argv[:1] in (["ablate"], ["sweep"], ["unseen"], ["table"]):
+        drop = {"--scale", "--seeds", "--qualities", "--envs", "--values"}
+        argv = [a for i, a in enumerate(argv) if a not in drop and argv[i - 1] not in drop]
+        argv += ["--scale", "tiny", "--seeds", "1", "--quiet"]
+        if argv[0] != "unseen":
+            argv += ["--qualities", "medium", "--envs", "hopper"]
+        if argv[0] == "sweep":
+            argv += ["--values", "0,1"]
+    if argv[:1] == ["bench"]:
+        json_out = argv[argv.index("--json") : argv.index("--json") + 2] if "--json" in argv else []
+        argv = ["bench", "matmul_peak", "--quick", *json_out]  # the suite itself: -m bench
     if argv[:1] == ["run"]:
         argv = [a for i, a in enumerate(argv) if a != "--scale" and argv[i - 1] != "--scale"]
         argv += ["--scale", "tiny", "--quiet"]

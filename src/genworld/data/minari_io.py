@@ -36,11 +36,12 @@ CARD_KEY = "genworld_card"
 def datasets_root() -> Path:
     """``MINARI_DATASETS_PATH`` or Minari's default ``~/.minari/datasets``."""
     root = os.environ.get("MINARI_DATASETS_PATH")
-    return Path(root) if root else Path.home() / ".minari" / "datasets"
+    # absolute: Minari joins a relative root onto itself when it writes
+    return Path(root).resolve() if root else Path.home() / ".minari" / "datasets"
 
 
 def dataset_dir(dataset_id: str, root: Path | None = None) -> Path:
-    return (root or datasets_root()) / str(dataset_id)
+    return (Path(root).resolve() if root else datasets_root()) / str(dataset_id)
 
 
 @contextlib.contextmanager
@@ -98,7 +99,7 @@ def write_dataset(
     from minari import create_dataset_from_buffers
     from minari.data_collector import EpisodeBuffer
 
-    root = root or datasets_root()
+    root = Path(root).resolve() if root else datasets_root()
     target = dataset_dir(dataset_id, root)
     check_writable(target, force=force)
     staging = root / f".genworld-staging-{uuid.uuid4().hex}"
