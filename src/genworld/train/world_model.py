@@ -99,7 +99,14 @@ SCALES: dict[str, dict[str, Any]] = {
         },
         "mlp": {"members": 3, "elites": 2, "hidden": 32, "layers": 2},
     },
-    "mini": {"steps": 3_000, "batch_size": 32, "log_every": 50, "checkpoint_every": 500},
+    # lr 5e-4 at mini (measured on halfcheetah-medium, 3k steps: h1 error 0.166 → 0.057 vs 1e-4)
+    "mini": {
+        "steps": 3_000,
+        "batch_size": 32,
+        "lr": 5e-4,
+        "log_every": 50,
+        "checkpoint_every": 500,
+    },
     "full": {"steps": 200_000, "batch_size": 32, "log_every": 500, "checkpoint_every": 5_000},
 }
 MLP_DEFAULTS = {"batch_size": 256, "lr": 1e-3}
