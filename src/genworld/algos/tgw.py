@@ -6,7 +6,9 @@ and gives no settings; ours follow MOPO's offline MBPO (Yu et al. 2020; OfflineR
 start states are drawn from the data of every env (balanced), the world model is rolled out for
 ``horizon`` steps with the current (stochastic) policy, each rollout's FIFO prompt memory filled
 from its own history; the imagined transitions, with reward ``r = re − β·ri`` (eq. 6), go to a
-model buffer; SAC trains on a ``real_ratio`` mix of real and imagined transitions.
+model buffer; SAC trains on a ``real_ratio`` mix of real and imagined transitions. The machinery
+is :mod:`genworld.algos.mbpo` (shared with MOPO and MOReL); this file picks the TGW world model
+and its β.
 
 Policies: ``shared`` — one SAC over all envs (padded observations, one-hot env id, masked actions,
 entropy target per env = −its true action dim); ``per_env`` — one SAC per env, all trained in
@@ -23,11 +25,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from genworld.algos.mbpo import MBPOAgent, mbpo_config
 from genworld.algos.registry import AlgoContext, resolve_config
-from genworld.algos.sac import SAC, SACConfig
+from genworld.algos.sac import SACConfig
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.errors import GenworldError
-from genworld.world_models.tgw import sample_start_states
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,7 @@ class TGWAgentConfig:
     sac: SACConfig = field(default_factory=SACConfig)
 
     def validate(self) -> None:
-        if self.policy not in ("shared", "per_env"):
-            raise GenworldError(f"policy={self.policy!r} is invalid: choose shared or per_env")
-        if not 0 <= self.real_ratio <= 1:
-            raise GenworldError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        for name in ("rollout_every", "rollout_batch", "horizon", "retain_rollouts"):
-            if getattr(self, name) <= 0:
-                raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
+        mbpo_config(self, 0.0).validate()
 
 
 # Agent presets per scale: tiny for tests, mini for the 2-core CPU, full = MOPO's settings.
@@ -115,186 +111,55 @@ def build(ctx: AlgoContext) -> TGWAgent:
     return TGWAgent(model, ctx.dataset, cfg, ctx.device)
 
 
-class TransitionBuffer:
-    """Preallocated ring buffer of padded transitions with their env ids."""
-
-    def __init__(self, capacity: int, obs_max: int, act_max: int, device):
-        self.capacity, self.size, self.pos = capacity, 0, 0
-        self.obs = torch.zeros(capacity, obs_max, device=device)
-        self.act = torch.zeros(capacity, act_max, device=device)
-        self.rew = torch.zeros(capacity, device=device)
-        self.next_obs = torch.zeros(capacity, obs_max, device=device)
-        self.term = torch.zeros(capacity, device=device)
-        self.env = torch.zeros(capacity, dtype=torch.int64, device=device)
-
-    def add(self, obs, act, rew, next_obs, term, env) -> None:
-        n = len(obs)
-        idx = (self.pos + torch.arange(n, device=obs.device)) % self.capacity
-        self.obs[idx], self.act[idx], self.rew[idx] = obs, act, rew
-        self.next_obs[idx], self.term[idx], self.env[idx] = next_obs, term.float(), env
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def state_dict(self) -> dict:
-        n = self.size
-        return {
-            "obs": self.obs[:n],
-            "act": self.act[:n],
-            "rew": self.rew[:n],
-            "next_obs": self.next_obs[:n],
-            "term": self.term[:n],
-            "env": self.env[:n],
-            "pos": self.pos,
-            "size": self.size,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        n = int(state["size"])
-        for name in ("obs", "act", "rew", "next_obs", "term", "env"):
-            getattr(self, name)[:n] = state[name]
-        self.size, self.pos = n, int(state["pos"])
-
-    def sample(self, n: int, generator: torch.Generator):
-        idx = torch.randint(self.size, (n,), generator=generator)
-        return (
-            self.obs[idx],
-            self.act[idx],
-            self.rew[idx],
-            self.next_obs[idx],
-            self.term[idx],
-            self.env[idx],
-        )
-
-
 class TGWAgent:
-    """SAC policies trained in a (frozen) world model; ``update()`` is one policy step."""
+    """SAC policies trained in a (frozen) TGW world model; ``update()`` is one policy step.
+
+    A thin shell over :class:`~genworld.algos.mbpo.MBPOAgent` with ``penalty = β``: the config's
+    β, or the world model's own ``cfg.beta`` when it is None."""
 
     def __init__(
         self, world_model, dataset: MultiEnvDataset, cfg: TGWAgentConfig, device: torch.device
     ):
         cfg.validate()
-        self.cfg, self.world_model, self.dataset, self.device = cfg, world_model, dataset, device
-        specs = dataset.specs
-        act_dims = [s.act_dim for s in specs]
-        k, obs_max, act_max = len(specs), dataset.obs_max, dataset.act_max
-        if cfg.policy == "shared":
-            self.agents = [SAC(obs_max, act_max, cfg.sac, device, num_envs=k, act_dims=act_dims)]
-        else:
-            self.agents = [
-                SAC(obs_max, act_max, cfg.sac, device, num_envs=1, act_dims=[d]) for d in act_dims
-            ]
-        capacity = cfg.rollout_batch * cfg.horizon * cfg.retain_rollouts
-        self.model_buffer = TransitionBuffer(capacity, obs_max, act_max, device)
-        self.updates = 0
-        self.rollout_stats: dict[str, float] = {}
+        beta = cfg.beta if cfg.beta is not None else getattr(world_model.cfg, "beta", 0.0)
+        self.cfg = cfg
+        self.mbpo = MBPOAgent(world_model, dataset, mbpo_config(cfg, float(beta)), device)
 
-    # -------------------------------------------------------------- acting
-    def _sample(
-        self, obs: torch.Tensor, env_idx: torch.Tensor, deterministic: bool
-    ) -> torch.Tensor:
-        if self.cfg.policy == "shared":
-            return self.agents[0].act(obs, env_idx, deterministic=deterministic)
-        actions = torch.zeros(len(obs), self.dataset.act_max, device=obs.device)
-        for k, agent in enumerate(self.agents):
-            sel = env_idx == k
-            if bool(sel.any()):
-                actions[sel] = agent.act(obs[sel], None, deterministic=deterministic)
-        return actions
+    @property
+    def world_model(self):
+        return self.mbpo.world_model
+
+    @property
+    def agents(self):
+        return self.mbpo.agents
+
+    @property
+    def model_buffer(self):
+        return self.mbpo.model_buffer
+
+    @property
+    def updates(self) -> int:
+        return self.mbpo.updates
+
+    @property
+    def rollout_stats(self) -> dict[str, float]:
+        return self.mbpo.rollout_stats
 
     @torch.no_grad()
     def act(
         self, obs: torch.Tensor, env_idx: torch.Tensor, *, deterministic: bool = True
     ) -> torch.Tensor:
-        return self._sample(obs, env_idx, deterministic)
+        return self.mbpo.act(obs, env_idx, deterministic=deterministic)
 
-    # -------------------------------------------------------------- imagination
-    @torch.no_grad()
     def rollout(self, generator: torch.Generator) -> dict[str, float]:
-        env_idx, index = sample_start_states(self.dataset, self.cfg.rollout_batch, generator)
-        state = self.world_model.initial_state(self.dataset, env_idx, index)
-        obs = torch.zeros(len(env_idx), self.dataset.obs_max)
-        for k, data in enumerate(self.dataset.envs):
-            sel = env_idx == k
-            obs[sel, : data.spec.obs_dim] = data.observations[index[sel]]
-        alive = torch.ones(len(env_idx), dtype=torch.bool)
-        added, penalties, rewards = 0, [], []
-        for _ in range(self.cfg.horizon):
-            actions = self._sample(obs, env_idx, deterministic=False)
-            out = self.world_model.step(state, obs, actions, env_idx, generator)
-            rew = out.extrinsic - self._beta() * out.uncertainty
-            self.model_buffer.add(
-                obs[alive],
-                actions[alive],
-                rew[alive],
-                out.next_observations[alive],
-                out.terminations[alive],
-                env_idx[alive],
-            )
-            added += int(alive.sum())
-            penalties.append(out.uncertainty[alive].mean())
-            rewards.append(out.extrinsic[alive].mean())
-            alive = alive & ~out.terminations
-            if not bool(alive.any()):
-                break
-            obs, state = out.next_observations, out.state
-        self.rollout_stats = {
-            "rollout/transitions": float(added),
-            "rollout/intrinsic_mean": float(torch.stack(penalties).mean()),
-            "rollout/extrinsic_mean": float(torch.stack(rewards).mean()),
-            "rollout/alive_at_end": float(alive.float().mean()),
-        }
-        return self.rollout_stats
+        return self.mbpo.rollout(generator)
 
-    def _beta(self) -> float:
-        return (
-            self.cfg.beta
-            if self.cfg.beta is not None
-            else getattr(self.world_model.cfg, "beta", 0.0)
-        )
-
-    # -------------------------------------------------------------- learning
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        if self.updates % self.cfg.rollout_every == 0:
-            self.rollout(generator)
-        self.updates += 1
-        batch_size = self.cfg.sac.batch_size
-        n_real = int(round(batch_size * self.cfg.real_ratio))
-        real = self.dataset.sample_transitions(n_real, generator, "balanced") if n_real else None
-        fake = self.model_buffer.sample(batch_size - n_real, generator)
-        parts = [fake]
-        if real is not None:
-            parts.append(
-                (
-                    real.observations,
-                    real.actions,
-                    real.rewards,
-                    real.next_observations,
-                    real.terminations,
-                    real.env_idx,
-                )
-            )
-        obs, act, rew, next_obs, term, env = (
-            torch.cat(x).to(self.device) for x in zip(*parts, strict=True)
-        )
-        if self.cfg.policy == "shared":
-            return self.agents[0].update(obs, act, rew, next_obs, term, env)
-        metrics: dict[str, torch.Tensor] = {}
-        for k, agent in enumerate(self.agents):
-            sel = env == k
-            if int(sel.sum()) > 1:
-                metrics = agent.update(obs[sel], act[sel], rew[sel], next_obs[sel], term[sel])
-        return metrics
+        return self.mbpo.update(generator)
 
     def state_dict(self) -> dict:
-        """Policies, optimisers, update count and the model buffer: a resume continues exactly."""
-        return {
-            "agents": [a.state_dict() for a in self.agents],
-            "updates": self.updates,
-            "model_buffer": self.model_buffer.state_dict(),
-        }
+        """Keys "agents", "updates", "model_buffer" (as before the MBPO split)."""
+        return self.mbpo.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        for agent, s in zip(self.agents, state["agents"], strict=True):
-            agent.load_state_dict(s)
-        self.updates = int(state["updates"])
-        self.model_buffer.load_state_dict(state["model_buffer"])
+        self.mbpo.load_state_dict(state)

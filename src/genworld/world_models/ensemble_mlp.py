@@ -6,7 +6,9 @@ learned soft bounds on the log-variance, weight decay. Reference implementation:
 ``ensemble_dynamics_model.py``; we read it, we copy nothing.
 
 Multi-env: one ensemble per env (each with its own dims), all members of an env in one batched
-matmul. Uncertainty = max over members of the norm of the predicted std (MOPO's ``u(s, a)``).
+matmul. Uncertainty = max over members of the norm of the predicted std (MOPO's ``u(s, a)``);
+``disagreement`` = max over member pairs of the distance between their mean next-observation
+predictions (MOReL's USAD statistic).
 
 Deviations:
 - inputs and targets normalised per env with the dataset's statistics (Normalizer);
@@ -142,6 +144,37 @@ class EnsembleMLPWorldModel(nn.Module):
             target = self._targets(k, obs, batch.next_observations[sel, :d], batch.rewards[sel])
             mse = (mean - target).pow(2).mean((1, 2))  # (E,)
             self.elite_idx[k] = mse.argsort()[: self.cfg.elites]
+
+    @torch.no_grad()
+    def disagreement(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        env_idx: torch.Tensor,
+        members: str = "all",
+    ) -> torch.Tensor:
+        """MOReL's USAD statistic (Kidambi et al. 2020, practical USAD): per row, the largest
+        distance between two members' mean next-observation predictions, in raw observation
+        units, ``(B,)``. ``members``: "all" (MOReL: every model of the ensemble) or "elites".
+
+        Reference: mjrl ``projects/morel/run_morel.py`` (max over model pairs of
+        ``||pred_i − pred_j||`` on next states)."""
+        if members not in ("all", "elites"):
+            raise GenworldError(f"members={members!r} is invalid: choose all or elites")
+        out = torch.zeros(len(env_idx), device=observations.device)
+        for k, spec in enumerate(self.specs):
+            sel = torch.nonzero(env_idx == k).flatten()
+            if len(sel) == 0:
+                continue
+            d, a = spec.obs_dim, spec.act_dim
+            mean, _ = self._predict(k, observations[sel, :d], actions[sel, :a])  # (E, n, d+1)
+            if members == "elites":
+                mean = mean[self.elite_idx[k]]
+            # next obs_i − next obs_j = (Δ_i − Δ_j) · std: the shared obs cancels
+            delta = (mean[..., :d] * self.normalizer.obs_std[k, :d]).transpose(0, 1)  # (n, E, d)
+            dist = torch.cdist(delta, delta, compute_mode="donot_use_mm_for_euclid_dist")
+            out[sel] = dist.flatten(1).amax(1)  # (n,) max over (E, E) pairs
+        return out
 
     def initial_state(
         self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor

@@ -1,0 +1,195 @@
+"""Updates per second of genworld's model-free offline algorithms, and of d3rlpy's if installed.
+
+Every algorithm trains on the same synthetic 2-env dataset (hopper- and halfcheetah-shaped:
+obs 11/17, actions 3/6; random observations, uniform actions) at batch 256 with 256x256 networks,
+including batch sampling (as in ``train_offline`` and d3rlpy's ``fit``). d3rlpy (an optional
+extra, never installed by this script) gets the same transitions as one padded dataset
+(observation = padded obs + one-hot env id, action = padded action), its closest equivalent.
+
+    python benchmarks/algo_speed.py                 # 2 threads, ~10 s per algorithm
+    python benchmarks/algo_speed.py --threads 1 --seconds 5 --algos iql td3bc
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from genworld.algos.registry import AlgoContext, build_agent
+from genworld.data.episodes import Episode
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.envs import get_env_spec
+
+ENVS = ("hopper", "halfcheetah")
+ALGOS = ("bc", "cql", "iql", "td3bc")
+HIDDEN = (256, 256)
+BATCH = 256
+D3RLPY_ALGOS = {
+    "bc": "BCConfig",
+    "cql": "CQLConfig",
+    "iql": "IQLConfig",
+    "td3bc": "TD3PlusBCConfig",
+}
+
+
+def synthetic_dataset(episodes: int = 10, steps: int = 1000, seed: int = 0) -> MultiEnvDataset:
+    rng = np.random.default_rng(seed)
+    data = []
+    for name in ENVS:
+        spec = get_env_spec(name)
+        eps = []
+        for i in range(episodes):
+            terminations, truncations = np.zeros(steps, bool), np.zeros(steps, bool)
+            (terminations if i % 2 else truncations)[-1] = True
+            eps.append(
+                Episode.from_arrays(
+                    rng.normal(size=(steps + 1, spec.obs_dim)).astype(np.float32),
+                    rng.uniform(-1, 1, size=(steps, spec.act_dim)).astype(np.float32),
+                    rng.normal(size=steps).astype(np.float32),
+                    terminations,
+                    truncations,
+                )
+            )
+        data.append((spec, eps))
+    return MultiEnvDataset(data)
+
+
+def rate(update: Callable[[], object], seconds: float, warmup: int) -> float:
+    """Updates per second of ``update`` over at least ``seconds`` (after ``warmup`` calls)."""
+    for _ in range(warmup):
+        update()
+    count, start = 0, time.perf_counter()
+    while True:
+        update()
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return count / elapsed
+
+
+def contention_warning(threads: int) -> str | None:
+    """A warning when ``threads`` OpenMP threads are much slower than one on a small op, i.e.
+    the cores are busy with other work and multi-thread timings measure the scheduler."""
+    if threads < 2:
+        return None
+    x, layer = torch.randn(BATCH, 32), torch.nn.Linear(32, HIDDEN[0])
+    times = {}
+    for n in (1, threads):
+        torch.set_num_threads(n)
+        times[n] = rate(lambda: layer(x), 0.5, 10)
+    torch.set_num_threads(threads)
+    if times[threads] < times[1] / 3:
+        return (
+            f"warning: a small layer runs {times[1] / times[threads]:.0f}x slower on {threads} "
+            "threads than on 1: the cores are busy with other work, so these timings are not "
+            "this code's speed (rerun on idle cores, or with --threads 1)"
+        )
+    return None
+
+
+def genworld_update(name: str, dataset: MultiEnvDataset) -> Callable[[], object]:
+    torch.manual_seed(0)
+    ctx = AlgoContext(
+        dataset=dataset,
+        normalizer=Normalizer.fit(dataset),
+        device=torch.device("cpu"),
+        scale="full",
+        overrides={"hidden": HIDDEN, "batch_size": BATCH},
+    )
+    agent = build_agent(name, ctx)
+    generator = torch.Generator().manual_seed(0)
+    return lambda: agent.update(generator)
+
+
+def d3rlpy_update(name: str, dataset: MultiEnvDataset) -> Callable[[], object]:
+    import d3rlpy
+
+    observations, actions, rewards, terminals, timeouts = [], [], [], [], []
+    for k, env in enumerate(dataset.envs):
+        n, d, a = len(env), env.spec.obs_dim, env.spec.act_dim
+        obs = np.zeros((n, dataset.obs_max + dataset.num_envs), np.float32)
+        obs[:, :d], obs[:, dataset.obs_max + k] = env.observations.numpy(), 1.0
+        act = np.zeros((n, dataset.act_max), np.float32)
+        act[:, :a] = env.actions.numpy()
+        ends = (env.steps_left == 1).numpy()
+        observations.append(obs)
+        actions.append(act)
+        rewards.append(env.rewards.numpy())
+        terminals.append(env.terminations.numpy() * ends)
+        timeouts.append(ends & (env.terminations.numpy() == 0))
+    data = d3rlpy.dataset.MDPDataset(
+        np.concatenate(observations),
+        np.concatenate(actions),
+        np.concatenate(rewards)[:, None],
+        np.concatenate(terminals),
+        timeouts=np.concatenate(timeouts),
+    )
+    encoder = d3rlpy.models.encoders.VectorEncoderFactory(list(HIDDEN))
+    kwargs: dict = {"batch_size": BATCH}
+    if name == "bc":
+        kwargs["encoder_factory"] = encoder
+    else:
+        kwargs["actor_encoder_factory"] = encoder
+        kwargs["critic_encoder_factory"] = encoder
+    if name == "cql":
+        kwargs.update(n_action_samples=10, conservative_weight=10.0, alpha_learning_rate=0.0)
+    if name == "iql":
+        kwargs.update(expectile=0.7, weight_temp=3.0, max_weight=100.0)
+    if name == "td3bc":
+        kwargs.update(alpha=2.5, update_actor_interval=2)
+    algo = getattr(d3rlpy.algos, D3RLPY_ALGOS[name])(**kwargs).create(device="cpu:0")
+    algo.build_with_dataset(data)
+    return lambda: algo.update(data.sample_transition_batch(BATCH))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="the median repeat is reported")
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset = synthetic_dataset()
+    try:
+        import d3rlpy  # noqa: F401
+
+        have_d3rlpy = True
+    except ImportError:
+        have_d3rlpy = False
+        print("d3rlpy is not installed (optional extra): only genworld is measured")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, hidden {HIDDEN}, "
+        f"median of {args.repeats} x {args.seconds:g} s"
+    )
+    warning = contention_warning(args.threads)
+    if warning:
+        print(warning)
+    print(f"{'algo':<8}{'genworld upd/s':>16}{'d3rlpy upd/s':>14}{'ratio':>8}")
+    for name in args.algos:
+        ours = statistics.median(
+            rate(genworld_update(name, dataset), args.seconds, args.warmup)
+            for _ in range(args.repeats)
+        )
+        theirs, ratio = "-", "-"
+        if have_d3rlpy:
+            try:
+                value = statistics.median(
+                    rate(d3rlpy_update(name, dataset), args.seconds, args.warmup)
+                    for _ in range(args.repeats)
+                )
+                theirs, ratio = f"{value:.1f}", f"{ours / value:.2f}"
+            except Exception as exc:  # an API drift in d3rlpy must not hide our numbers
+                theirs = f"error: {type(exc).__name__}: {exc}"
+        print(f"{name:<8}{ours:>16.1f}{theirs:>14}{ratio:>8}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

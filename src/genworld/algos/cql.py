@@ -1,0 +1,349 @@
+"""Conservative Q-Learning: SAC whose critics are pushed down on out-of-data actions.
+
+Paper: Kumar, Zhou, Tucker & Levine 2020, "Conservative Q-Learning for Offline Reinforcement
+Learning" (arXiv:2006.04779), the CQL(H) variant with importance-sampled log-sum-exp. Reference
+implementation: CORL ``algorithms/offline/cql.py`` (commit 6afec904,
+https://github.com/tinkoff-ai/CORL/blob/6afec90484bbf47dee05fdf525e26a3ebe028e9b/algorithms/offline/cql.py),
+with CORL's D4RL locomotion configs (``configs/offline/cql/*/medium_v2.yaml``): conservative
+weight ``cql_alpha`` 10, 10 sampled actions, importance sampling, temperature 1, no Lagrange,
+critic lr 3e-4, batch 256, discount 0.99, tau 0.005, 3x256 critics with orthogonal init, auto-tuned
+entropy with target -|A|, no entropy in the TD target. The actor lr is d3rlpy's 1e-4
+(``reproductions/offline/cql.py``, also the original CQL README's ``--policy_lr=1e-4``; CORL: 3e-5)
+and so is the entropy-temperature lr. ``lagrange=True`` tunes ``alpha'`` so the gap
+``logsumexp Q - Q(data)`` stays at ``target_action_gap`` (CORL ``cql_lagrange``; d3rlpy's
+``alpha_threshold`` 10 and initial ``alpha' = e``).
+
+One step (CORL order: every loss from the pre-step parameters, one backward serves all):
+critics ``sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Q_target_j(s', a'~pi(s')))
++ cql_alpha * mean(logsumexp_k[Q_i(s, a_k) - log mu(a_k)] - Q_i(s, a))`` with the ``a_k`` being
+``n_actions`` uniform actions and ``n_actions`` policy samples at ``s`` and at ``s'`` each (all
+scored at ``s``); actor ``alpha log pi(a~|s) - min_i Q_i(s, a~)``; entropy temperature towards
+``-|A|``; Polyak on the critics.
+
+Multi-env: observations normalised per env (``ctx.normalizer``), padded dims zeroed, a one-hot
+env id appended to actor and critic inputs; actions, random actions and policy samples masked by
+each env's action dims; log-probabilities, the uniform density ``-|A_k| log 2`` and the target
+entropy ``-|A_k|`` use each env's real action dim; the entropy temperature is learned per env.
+
+Deviations:
+- Policy samples: one actor forward per state and ``n_actions + 1`` samples from it (CORL repeats
+  the state ``n_actions`` times and runs the actor on each copy: same distribution, more work).
+  All ``3 n + 1`` actions per state go through the twin critics in one batched forward.
+- The actor is genworld's ``TanhGaussianActor`` (log-std soft-clamped to [-5, 2], CleanRL) with
+  CORL's small (xavier, gain 1e-2) last layer; CORL clamps to [-20, 2] with a -1 offset.
+- Not implemented (off in CORL's locomotion configs): ``cql_max_target_backup``, ``bc_steps``,
+  loss clipping (``cql_clip_diff_*``), ``target_update_period`` > 1, reward normalisation.
+- The entropy temperature is one per env (single env: CORL's scalar); ``alpha'`` is global.
+- Adam is one fused optimiser with a parameter group per network (same per-parameter maths).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.errors import GenworldError
+from genworld.nn.mlp import EnsembleMLP
+from genworld.policies import TanhGaussianActor
+
+LOG_2 = math.log(2.0)
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+ALPHA_PRIME_MAX = 1e6
+"""alpha' is clipped to [0, 1e6] (CORL, d3rlpy)."""
+
+
+@dataclass(frozen=True)
+class CQLConfig:
+    hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden sizes of the actor and of each critic (CORL: 3 x 256)."""
+    cql_alpha: float = 10.0
+    """Weight of the conservative penalty (CORL locomotion: 10; paper/d3rlpy: 5)."""
+    n_actions: int = 10
+    """Uniform actions and policy samples (at s and at s', each) per state in the penalty."""
+    temperature: float = 1.0
+    """Temperature of the log-sum-exp."""
+    importance_sample: bool = True
+    """Subtract each sample's log-density in the log-sum-exp (CQL(H) with IS, CORL default)."""
+    lagrange: bool = False
+    """Tune alpha' so the penalty's gap stays at target_action_gap."""
+    target_action_gap: float = 10.0
+    """Lagrange threshold (d3rlpy alpha_threshold); unused without lagrange."""
+    gamma: float = 0.99
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    actor_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 1e-4
+    """Learning rate of the entropy temperatures."""
+    alpha_prime_lr: float = 3e-4
+    """Learning rate of the Lagrange multiplier alpha' (CORL: the critic lr)."""
+    batch_size: int = 256
+    num_critics: int = 2
+    target_entropy_scale: float = 1.0
+    """Target entropy = -scale * the env's action dim."""
+    backup_entropy: bool = False
+    """Subtract alpha log pi(a'|s') in the TD target (off in CORL's locomotion configs)."""
+    orthogonal_init: bool = True
+    """CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
+    sampling: str = "balanced"
+    """balanced (equal share per env) or proportional (to each env's transitions)."""
+
+    def validate(self) -> None:
+        if self.n_actions < 1 or self.batch_size < 1 or self.num_critics < 1:
+            raise GenworldError("n_actions, batch_size and num_critics must be >= 1")
+        if self.temperature <= 0:
+            raise GenworldError(f"temperature must be > 0, got {self.temperature}")
+        if self.sampling not in ("balanced", "proportional"):
+            raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": {"hidden": (32, 32), "batch_size": 32},
+    # mini: 2 CPU cores, 10k updates per cell (train/table.py BUDGETS["mini"]): two hidden layers
+    "mini": {"hidden": (256, 256)},
+    "full": {},
+}
+
+
+def build(ctx: AlgoContext) -> CQL:
+    return CQL(ctx.dataset, ctx.normalizer, resolve_config(CQLConfig, PRESETS, ctx), ctx.device)
+
+
+def sample_tanh_gaussian(
+    mean: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` reparameterised tanh-Gaussian samples per row of ``mean, log_std (B, A)``:
+    actions ``(B, n, A)`` zero on padded dims and log-probs ``(B, n)`` over real dims only."""
+    mean, log_std, mask = mean[:, None], log_std[:, None], mask[:, None]  # (B, 1, A)
+    noise = torch.randn(mean.shape[0], n, mean.shape[-1], device=mean.device)  # (B, n, A)
+    pre_tanh = mean + log_std.exp() * noise  # (B, n, A)
+    log_prob = -0.5 * noise.pow(2) - log_std - HALF_LOG_2PI
+    # log|d tanh/dx| = log(1 - tanh^2) = 2 (log 2 - x - softplus(-2x)), the stable form
+    log_prob = log_prob - 2 * (LOG_2 - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
+    return torch.tanh(pre_tanh) * mask, (log_prob * mask).sum(-1)
+
+
+def conservative_gap(
+    q_ood: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``(E,)`` mean over the batch of ``T logsumexp_k(Q(s, a_k) / T) - Q(s, a)``.
+
+    ``q_ood (E, B, M)`` (importance weights already subtracted), ``q_data (E, B)``. Minimising it
+    pushes Q down where the log-sum-exp puts its mass and up on the dataset's actions."""
+    soft_max = torch.logsumexp(q_ood / temperature, dim=-1) * temperature  # (E, B)
+    return (soft_max - q_data).mean(-1)
+
+
+def frozen_critic(critic: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
+    """``critic(x)`` for ``x (B, in)`` with detached weights: gradients reach only ``x``."""
+    h = x.unsqueeze(0).expand(critic.layers[0].members, -1, -1)  # (E, B, in)
+    last = len(critic.layers) - 1
+    for i, layer in enumerate(critic.layers):
+        h = torch.baddbmm(layer.bias.detach(), h, layer.weight.detach())  # (E, B, out)
+        if i < last:
+            h = torch.relu(h)
+    return h.squeeze(-1)  # (E, B)
+
+
+def _orthogonal_init(critic: EnsembleMLP) -> None:
+    """CORL ``init_module_weights(orthogonal_init=True)``, member by member."""
+    last = len(critic.layers) - 1
+    with torch.no_grad():
+        for i, layer in enumerate(critic.layers):
+            for weight in layer.weight:  # (in, out) per member
+                nn.init.orthogonal_(weight, gain=1e-2 if i == last else math.sqrt(2))
+            layer.bias.zero_()
+
+
+def _fused(device: torch.device) -> bool:
+    return device.type in ("cpu", "cuda")
+
+
+class CQL:
+    def __init__(
+        self,
+        dataset: MultiEnvDataset,
+        normalizer: Normalizer,
+        cfg: CQLConfig,
+        device: torch.device,
+    ):
+        self.cfg, self.dataset, self.device = cfg, dataset, device
+        self.num_envs, self.normalizer = dataset.num_envs, normalizer.to(device)
+        obs_max, act_max = dataset.obs_max, dataset.act_max
+        in_dim = obs_max + self.num_envs
+        self.actor = TanhGaussianActor(in_dim, act_max, cfg.hidden).to(device)
+        with torch.no_grad():  # CORL: the actor's last layer xavier(gain 1e-2), bias 0
+            nn.init.xavier_uniform_(self.actor.net[-1].weight, gain=1e-2)
+            self.actor.net[-1].bias.zero_()
+        self.critic = EnsembleMLP(cfg.num_critics, in_dim + act_max, cfg.hidden, 1).to(device)
+        if cfg.orthogonal_init:
+            _orthogonal_init(self.critic)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
+        self.log_alpha = nn.Parameter(torch.zeros(self.num_envs, device=device))
+        self.log_alpha_prime = nn.Parameter(torch.ones((), device=device))  # alpha' = e
+        self.opt = torch.optim.Adam(
+            [
+                {"params": self.critic.parameters(), "lr": cfg.critic_lr},
+                {"params": self.actor.parameters(), "lr": cfg.actor_lr},
+                {"params": [self.log_alpha], "lr": cfg.alpha_lr},
+                {"params": [self.log_alpha_prime], "lr": cfg.alpha_prime_lr},
+            ],
+            fused=_fused(device),
+        )
+        self.act_masks = dataset.act_masks().float().to(device)  # (K, A)
+        self.obs_masks = dataset.obs_masks().float().to(device)  # (K, O)
+        act_dims = self.act_masks.sum(-1)  # (K,)
+        self.target_entropy = -cfg.target_entropy_scale * act_dims  # (K,)
+        self.uniform_log_density = -LOG_2 * act_dims  # (K,) log of 0.5^|A_k|
+        self.step = 0
+
+    def _inputs(self, obs: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        """Per-env normalised observations (padded dims exactly 0) plus the one-hot env id."""
+        x = self.normalizer.normalize_obs(obs, env_idx) * self.obs_masks[env_idx]  # (B, O)
+        return torch.cat([x, nn.functional.one_hot(env_idx, self.num_envs).to(x.dtype)], -1)
+
+    def _q_many(self, x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Every critic on ``M`` actions per state in one batched forward: ``(E, B, M)``.
+
+        ``EnsembleMLP.forward`` with in-place ReLUs: the activations here are ``(E, B*M, H)``
+        (16 MB each at batch 256), and a fresh buffer per ReLU costs more than the ReLU."""
+        b, m, _ = actions.shape
+        states = x.unsqueeze(1).expand(b, m, x.shape[-1])  # (B, M, D)
+        h = torch.cat([states, actions], -1).reshape(1, b * m, -1)  # (1, B*M, D + A)
+        last = len(self.critic.layers) - 1
+        for i, layer in enumerate(self.critic.layers):
+            h = torch.baddbmm(layer.bias, h.expand(layer.members, -1, -1), layer.weight)
+            if i < last:
+                h = h.relu_()  # (E, B*M, H)
+        return h.view(-1, b, m)
+
+    def losses(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Every loss of one step from the current parameters, each reaching only its own
+        parameters (critic, actor, alpha, alpha'), and detached metrics."""
+        cfg, env, n = self.cfg, batch.env_idx, self.cfg.n_actions
+        mask = self.act_masks[env]  # (B, A)
+        x, next_x = (
+            self._inputs(batch.observations, env),
+            self._inputs(batch.next_observations, env),
+        )
+        alpha = self.log_alpha.detach().exp()[env]  # (B,)
+        mean, log_std = self.actor(x)  # (B, A) each, with gradients
+        actions, log_probs = sample_tanh_gaussian(mean, log_std, mask, n + 1)  # (B, n+1, A)
+        new_action, new_log_prob = actions[:, 0], log_probs[:, 0]  # the actor's sample
+        with torch.no_grad():
+            next_actions, next_log_probs = sample_tanh_gaussian(*self.actor(next_x), mask, n + 1)
+            next_q = self.critic_target(torch.cat([next_x, next_actions[:, 0]], -1))
+            next_v = next_q.squeeze(-1).min(0).values  # (B,)
+            if cfg.backup_entropy:
+                next_v = next_v - alpha * next_log_probs[:, 0]
+            target = batch.rewards + cfg.gamma * (1.0 - batch.terminations) * next_v  # (B,)
+            uniform = torch.rand(len(x), n, mask.shape[-1], device=x.device) * 2 - 1  # (B, n, A)
+            uniform = uniform * mask[:, None]
+        candidates = torch.cat(
+            [
+                (batch.actions * mask)[:, None],
+                uniform,
+                actions[:, 1:].detach(),
+                next_actions[:, 1:],
+            ],
+            1,
+        )  # (B, 1 + 3n, A): data, uniform, pi(s), pi(s')
+        q_all = self._q_many(x, candidates)  # (E, B, 1 + 3n)
+        q_data, q_ood = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3n)
+        if cfg.importance_sample:
+            log_density = torch.cat(
+                [
+                    self.uniform_log_density[env][:, None].expand(-1, n),
+                    log_probs[:, 1:].detach(),
+                    next_log_probs[:, 1:],
+                ],
+                1,
+            )  # (B, 3n)
+            q_ood = q_ood - log_density
+        else:
+            q_ood = q_all
+        gap = conservative_gap(q_ood, q_data, cfg.temperature)  # (E,)
+        td = (q_data - target).pow(2).mean(-1)  # (E,)
+        losses = {}
+        if cfg.lagrange:
+            alpha_prime = self.log_alpha_prime.exp().clamp(0.0, ALPHA_PRIME_MAX)
+            penalty = alpha_prime.detach() * cfg.cql_alpha * (gap - cfg.target_action_gap)
+            losses["alpha_prime_loss"] = -(
+                alpha_prime * cfg.cql_alpha * (gap.detach() - cfg.target_action_gap)
+            ).mean()
+        else:
+            alpha_prime = torch.ones((), device=x.device)
+            penalty = cfg.cql_alpha * gap
+        losses["critic"] = (td + penalty).sum()
+        q_new = frozen_critic(self.critic, torch.cat([x, new_action], -1)).min(0).values  # (B,)
+        losses["actor"] = (alpha * new_log_prob - q_new).mean()
+        entropy_error = new_log_prob.detach() + self.target_entropy[env]  # (B,)
+        losses["alpha_loss"] = -(self.log_alpha[env] * entropy_error).mean()
+        metrics = {
+            "td": td.detach().mean(),
+            "cql_gap": gap.detach().mean(),
+            "q_data": q_data.detach().mean(),
+            "q_random": q_all[..., 1 : n + 1].detach().mean(),
+            "entropy": -new_log_prob.detach().mean(),
+            "alpha": alpha.mean(),
+            "alpha_prime": alpha_prime.detach(),
+        }
+        return losses, metrics
+
+    def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = self.dataset.sample_transitions(self.cfg.batch_size, generator, self.cfg.sampling)
+        losses, metrics = self.losses(batch.to(self.device))
+        self.opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(*self._polyak, self.cfg.tau)
+        self.step += 1
+        return {
+            **{f"losses/{k}": v.detach() for k, v in losses.items()},
+            **{f"losses/{k}": v for k, v in metrics.items()},
+        }
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, env_idx: torch.Tensor, *, deterministic: bool = True
+    ) -> torch.Tensor:
+        obs, env_idx = obs.to(self.device), env_idx.to(self.device)
+        mean, log_std = self.actor(self._inputs(obs, env_idx))
+        mask = self.act_masks[env_idx]
+        if deterministic:
+            return torch.tanh(mean) * mask
+        return sample_tanh_gaussian(mean, log_std, mask, 1)[0][:, 0]
+
+    def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        """Every stateful object, so checkpoints forget nothing."""
+        return {
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "opt": self.opt,
+            "normalizer": self.normalizer,
+        }
+
+    def state_dict(self) -> dict:
+        state = {name: m.state_dict() for name, m in self.modules().items()}
+        state["log_alpha"] = self.log_alpha.detach().clone()
+        state["log_alpha_prime"] = self.log_alpha_prime.detach().clone()
+        state["step"] = self.step
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, m in self.modules().items():
+            m.load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+            self.log_alpha_prime.copy_(state["log_alpha_prime"])
+        self.step = int(state["step"])

@@ -1,0 +1,289 @@
+"""Offline MBPO: SAC on a mix of real transitions and short rollouts in a frozen world model.
+
+The machinery shared by the model-based agents (TGW, MOPO, MOReL); each of them is a thin file
+that picks a world model, a reward penalty and, optionally, a per-step rollout hook.
+
+Paper: Janner et al. 2019, "When to Trust Your Model: Model-Based Policy Optimization" (branched
+rollouts of length ``horizon`` from data states), in its offline form of Yu et al. 2020, "MOPO"
+(Algorithm 2: the rollouts start from dataset states, the reward is ``r̂ − λ·u``, SAC trains on a
+``real_ratio`` mix). Reference implementation: OfflineRL-Kit
+(https://github.com/yihaosun1124/OfflineRL-Kit/blob/a63bdfe7186dbcd369f41a92dc2777efebc68587/offlinerlkit/policy/model_based/mopo.py
+``rollout``: the current policy samples actions, rows stop at a predicted terminal; and
+``mb_policy_trainer.py``: a rollout every ``rollout_freq`` updates, a model buffer of
+``rollout_batch × horizon × retain`` transitions).
+
+Every ``rollout_every`` updates, ``rollout_batch`` start states are drawn from the data of every
+env (balanced), the world model is rolled out for ``horizon`` steps with the current stochastic
+policy, and the imagined transitions, with reward ``extrinsic − penalty · uncertainty``, go to a
+FIFO model buffer. A ``step_hook`` may then rewrite each step's rewards and terminations (MOReL's
+HALT); a row that is terminal stops there.
+
+Policies: ``shared`` — one SAC over all envs (padded observations, one-hot env id, masked actions,
+entropy target per env = −its true action dim); ``per_env`` — one SAC per env, all trained in
+the same shared world model.
+
+The world model is frozen: rollouts run under ``torch.no_grad`` and the agent turns its
+``requires_grad`` off, so no policy or critic loss can reach it.
+
+Deviations:
+- rollout sizes and update counts are scaled to the CPU budget by each algorithm's presets;
+- rows stop at a predicted terminal (the registry's termination functions by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+import torch
+
+from genworld.algos.sac import SAC, SACConfig
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.errors import GenworldError
+from genworld.world_models.base import WMStep
+from genworld.world_models.tgw import sample_start_states
+
+
+@dataclass(frozen=True)
+class MBPOConfig:
+    policy: str = "shared"
+    """shared (one policy for all envs) or per_env (one policy per env, same world model)."""
+    rollout_every: int = 250
+    """SAC updates between model rollouts (MBPO: 250; MOPO / OfflineRL-Kit: 1000)."""
+    rollout_batch: int = 5_000
+    """Start states per rollout, balanced over envs (MOPO: 50k)."""
+    horizon: int = 5
+    """Imagined steps per rollout (MOPO: 1–5)."""
+    retain_rollouts: int = 5
+    """Model buffer keeps this many rollouts' worth of transitions (MOPO: 5 epochs)."""
+    real_ratio: float = 0.05
+    """Share of real transitions in each SAC batch (MOPO: 0.05)."""
+    penalty: float = 0.0
+    """Coefficient of the model's uncertainty in the imagined reward (TGW's β, MOPO's λ)."""
+    sac: SACConfig = field(default_factory=SACConfig)
+
+    def validate(self) -> None:
+        if self.policy not in ("shared", "per_env"):
+            raise GenworldError(f"policy={self.policy!r} is invalid: choose shared or per_env")
+        if not 0 <= self.real_ratio <= 1:
+            raise GenworldError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        for name in ("rollout_every", "rollout_batch", "horizon", "retain_rollouts"):
+            if getattr(self, name) <= 0:
+                raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def mbpo_config(cfg: Any, penalty: float) -> MBPOConfig:
+    """An algorithm's config (with MBPOConfig's fields but ``penalty``) → MBPOConfig."""
+    shared = {f.name: getattr(cfg, f.name) for f in fields(MBPOConfig) if f.name != "penalty"}
+    return MBPOConfig(**shared, penalty=penalty)
+
+
+class RolloutHook(Protocol):
+    """Called on every imagined step with the padded inputs, the model's output and the
+    penalised rewards ``(B,)``; returns the rewards and terminations ``(B,) bool`` to store."""
+
+    def __call__(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        env_idx: torch.Tensor,
+        step: WMStep,
+        rewards: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class TransitionBuffer:
+    """Preallocated ring buffer of padded transitions with their env ids."""
+
+    def __init__(self, capacity: int, obs_max: int, act_max: int, device):
+        self.capacity, self.size, self.pos = capacity, 0, 0
+        self.obs = torch.zeros(capacity, obs_max, device=device)
+        self.act = torch.zeros(capacity, act_max, device=device)
+        self.rew = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros(capacity, obs_max, device=device)
+        self.term = torch.zeros(capacity, device=device)
+        self.env = torch.zeros(capacity, dtype=torch.int64, device=device)
+
+    def add(self, obs, act, rew, next_obs, term, env) -> None:
+        n = len(obs)
+        idx = (self.pos + torch.arange(n, device=obs.device)) % self.capacity
+        self.obs[idx], self.act[idx], self.rew[idx] = obs, act, rew
+        self.next_obs[idx], self.term[idx], self.env[idx] = next_obs, term.float(), env
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def state_dict(self) -> dict:
+        n = self.size
+        return {
+            "obs": self.obs[:n],
+            "act": self.act[:n],
+            "rew": self.rew[:n],
+            "next_obs": self.next_obs[:n],
+            "term": self.term[:n],
+            "env": self.env[:n],
+            "pos": self.pos,
+            "size": self.size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        n = int(state["size"])
+        for name in ("obs", "act", "rew", "next_obs", "term", "env"):
+            getattr(self, name)[:n] = state[name]
+        self.size, self.pos = n, int(state["pos"])
+
+    def sample(self, n: int, generator: torch.Generator):
+        idx = torch.randint(self.size, (n,), generator=generator)
+        return (
+            self.obs[idx],
+            self.act[idx],
+            self.rew[idx],
+            self.next_obs[idx],
+            self.term[idx],
+            self.env[idx],
+        )
+
+
+class MBPOAgent:
+    """SAC policies trained in a frozen world model; ``update()`` is one policy step."""
+
+    def __init__(
+        self,
+        world_model,
+        dataset: MultiEnvDataset,
+        cfg: MBPOConfig,
+        device: torch.device,
+        step_hook: RolloutHook | None = None,
+    ):
+        cfg.validate()
+        self.cfg, self.world_model, self.dataset, self.device = cfg, world_model, dataset, device
+        self.step_hook = step_hook
+        if isinstance(world_model, torch.nn.Module):
+            world_model.requires_grad_(False).eval()
+        specs = dataset.specs
+        act_dims = [s.act_dim for s in specs]
+        k, obs_max, act_max = len(specs), dataset.obs_max, dataset.act_max
+        if cfg.policy == "shared":
+            self.agents = [SAC(obs_max, act_max, cfg.sac, device, num_envs=k, act_dims=act_dims)]
+        else:
+            self.agents = [
+                SAC(obs_max, act_max, cfg.sac, device, num_envs=1, act_dims=[d]) for d in act_dims
+            ]
+        capacity = cfg.rollout_batch * cfg.horizon * cfg.retain_rollouts
+        self.model_buffer = TransitionBuffer(capacity, obs_max, act_max, device)
+        self.updates = 0
+        self.rollout_stats: dict[str, float] = {}
+
+    # -------------------------------------------------------------- acting
+    def _sample(
+        self, obs: torch.Tensor, env_idx: torch.Tensor, deterministic: bool
+    ) -> torch.Tensor:
+        if self.cfg.policy == "shared":
+            return self.agents[0].act(obs, env_idx, deterministic=deterministic)
+        actions = torch.zeros(len(obs), self.dataset.act_max, device=obs.device)
+        for k, agent in enumerate(self.agents):
+            sel = env_idx == k
+            if bool(sel.any()):
+                actions[sel] = agent.act(obs[sel], None, deterministic=deterministic)
+        return actions
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, env_idx: torch.Tensor, *, deterministic: bool = True
+    ) -> torch.Tensor:
+        return self._sample(obs, env_idx, deterministic)
+
+    # -------------------------------------------------------------- imagination
+    @torch.no_grad()
+    def imagine_step(self, state, obs, actions, env_idx, generator):
+        """One model step → (WMStep, rewards (B,), terminations (B,) bool) as they are stored."""
+        out = self.world_model.step(state, obs, actions, env_idx, generator)
+        rewards = out.extrinsic - self.cfg.penalty * out.uncertainty  # (B,)
+        terminations = out.terminations
+        if self.step_hook is not None:
+            rewards, terminations = self.step_hook(obs, actions, env_idx, out, rewards)
+        return out, rewards, terminations
+
+    @torch.no_grad()
+    def rollout(self, generator: torch.Generator) -> dict[str, float]:
+        env_idx, index = sample_start_states(self.dataset, self.cfg.rollout_batch, generator)
+        state = self.world_model.initial_state(self.dataset, env_idx, index)
+        obs = torch.zeros(len(env_idx), self.dataset.obs_max)
+        for k, data in enumerate(self.dataset.envs):
+            sel = env_idx == k
+            obs[sel, : data.spec.obs_dim] = data.observations[index[sel]]
+        alive = torch.ones(len(env_idx), dtype=torch.bool)
+        added, ended, penalties, rewards = 0, 0, [], []
+        for _ in range(self.cfg.horizon):
+            actions = self._sample(obs, env_idx, deterministic=False)
+            out, rew, term = self.imagine_step(state, obs, actions, env_idx, generator)
+            self.model_buffer.add(
+                obs[alive],
+                actions[alive],
+                rew[alive],
+                out.next_observations[alive],
+                term[alive],
+                env_idx[alive],
+            )
+            added += int(alive.sum())
+            ended += int((alive & term).sum())
+            penalties.append(out.uncertainty[alive].mean())
+            rewards.append(out.extrinsic[alive].mean())
+            alive = alive & ~term
+            if not bool(alive.any()):
+                break
+            obs, state = out.next_observations, out.state
+        self.rollout_stats = {
+            "rollout/transitions": float(added),
+            "rollout/intrinsic_mean": float(torch.stack(penalties).mean()),
+            "rollout/extrinsic_mean": float(torch.stack(rewards).mean()),
+            "rollout/terminal_fraction": ended / max(added, 1),
+            "rollout/alive_at_end": float(alive.float().mean()),
+        }
+        return self.rollout_stats
+
+    # -------------------------------------------------------------- learning
+    def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if self.updates % self.cfg.rollout_every == 0:
+            self.rollout(generator)
+        self.updates += 1
+        batch_size = self.cfg.sac.batch_size
+        n_real = int(round(batch_size * self.cfg.real_ratio))
+        real = self.dataset.sample_transitions(n_real, generator, "balanced") if n_real else None
+        fake = self.model_buffer.sample(batch_size - n_real, generator)
+        parts = [fake]
+        if real is not None:
+            parts.append(
+                (
+                    real.observations,
+                    real.actions,
+                    real.rewards,
+                    real.next_observations,
+                    real.terminations,
+                    real.env_idx,
+                )
+            )
+        obs, act, rew, next_obs, term, env = (
+            torch.cat(x).to(self.device) for x in zip(*parts, strict=True)
+        )
+        if self.cfg.policy == "shared":
+            return self.agents[0].update(obs, act, rew, next_obs, term, env)
+        metrics: dict[str, torch.Tensor] = {}
+        for k, agent in enumerate(self.agents):
+            sel = env == k
+            if int(sel.sum()) > 1:
+                metrics = agent.update(obs[sel], act[sel], rew[sel], next_obs[sel], term[sel])
+        return metrics
+
+    def state_dict(self) -> dict:
+        """Policies, optimisers, update count and the model buffer: a resume continues exactly."""
+        return {
+            "agents": [a.state_dict() for a in self.agents],
+            "updates": self.updates,
+            "model_buffer": self.model_buffer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for agent, s in zip(self.agents, state["agents"], strict=True):
+            agent.load_state_dict(s)
+        self.updates = int(state["updates"])
+        self.model_buffer.load_state_dict(state["model_buffer"])

@@ -1,0 +1,97 @@
+"""MOPO: offline MBPO with an uncertainty-penalised reward (Yu et al. 2020, "MOPO: Model-based
+Offline Policy Optimization", Algorithm 2).
+
+A probabilistic MLP ensemble (``world_models/ensemble_mlp.py``: 7 members, 5 elites, 4×200
+Swish, Gaussian over [Δobs, reward]) is trained on the cell's data; SAC then learns on a
+``real_ratio`` mix of real transitions and ``horizon``-step rollouts branched from dataset states,
+with the penalised reward ``r̃ = r̂ − λ·u(s, a)``, ``u = max_i ||σ_i(s, a)||`` (the largest norm
+of a member's predicted std, the paper's "max aleatoric" estimator, §4.3 / App. C).
+
+Reference implementation: OfflineRL-Kit, commit-pinned:
+- hyper-parameters: https://github.com/yihaosun1124/OfflineRL-Kit/blob/251bc501c1e7de2c12e752fce65c975e347f8f1b/run_example/run_mopo.py
+  (actor lr 1e-4, critic lr 3e-4, alpha lr 1e-4, auto-α with target −|A|, 256×256, γ 0.99,
+  τ 0.005, batch 256, rollout every 1000 updates, 50k start states, 5 retained rollouts,
+  real ratio 0.05, 7 members / 5 elites);
+- the penalty: https://github.com/yihaosun1124/OfflineRL-Kit/blob/14e095a4ce42b691c8e4d58b2191d8943430a27c/offlinerlkit/dynamics/ensemble_dynamics.py
+  (``penalty = amax(norm(std, axis=2), axis=0)``; ``reward − penalty_coef · penalty``).
+
+λ and h are tuned per dataset in the paper. The official configs
+(https://github.com/tianheyu927/mopo/tree/3d632fc82fb585281a6bd79d79e91d3bc34293a8/examples/config/d4rl)
+use (h, λ): halfcheetah random (5, 0.5), medium (1, 1.0), medium-replay (5, 1.0),
+medium-expert (5, 5.0); hopper random (5, 1.0), medium (5, 5.0), medium-replay (5, 1.0),
+medium-expert (5, 1.0); walker2d random (1, 1.0), medium (5, 5.0), medium-replay (1, 1.0),
+medium-expert (1, 2.0). Our default is λ = 1.0 (the most common value there) and h = 5; set them
+per dataset with the ``beta`` / ``horizon`` overrides (``mopo-beta=5`` in ``genworld table``).
+
+Multi-env: one world model over all envs of the cell (one ensemble per env inside it) and one
+shared SAC policy (padded observations, one-hot env id, masked actions), as TGW's "shared".
+
+Deviations:
+- the model's std (hence u) is in per-env normalised target units (Δobs / obs std, reward / reward
+  std), not raw units as in OfflineRL-Kit: one λ means the same across envs, but λ values are not
+  interchangeable with the reference's;
+- no cosine learning-rate schedule on the actor (OfflineRL-Kit anneals it over 3000 epochs);
+- world model: a fixed number of steps and elites chosen on a held-out split at each checkpoint
+  (MOPO trains to convergence on held-out loss, see ``ensemble_mlp.py``);
+- mini: horizon 3, 5k start states every 250 updates (the 2-core CPU budget; h = 1–5 in MOPO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from genworld.algos.mbpo import MBPOAgent, mbpo_config
+from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.algos.sac import SACConfig
+from genworld.algos.tgw import build_world_model
+from genworld.errors import GenworldError
+
+# OfflineRL-Kit run_mopo.py's SAC (see the module docstring).
+MOPO_SAC = SACConfig(actor_lr=1e-4, critic_lr=3e-4, alpha_lr=1e-4)
+
+
+@dataclass(frozen=True)
+class MOPOConfig:
+    beta: float = 1.0
+    """MOPO's λ, the uncertainty-penalty coefficient (paper: tuned per dataset in {0.5, 1, 2, 5};
+    named beta so that ``mopo-beta=<λ>`` variants work like TGW's)."""
+    policy: str = "shared"
+    """shared (one SAC over all envs) or per_env (one SAC per env, same world model)."""
+    rollout_every: int = 1_000
+    """SAC updates between model rollouts (OfflineRL-Kit rollout_freq: 1000)."""
+    rollout_batch: int = 50_000
+    """Start states per rollout, balanced over envs (MOPO: 50k)."""
+    horizon: int = 5
+    """Imagined steps per rollout, h (MOPO: 1 or 5 per dataset)."""
+    retain_rollouts: int = 5
+    """Model buffer keeps this many rollouts' worth of transitions (MOPO: 5)."""
+    real_ratio: float = 0.05
+    """Share of real transitions in each SAC batch (MOPO: 0.05)."""
+    sac: SACConfig = field(default_factory=lambda: MOPO_SAC)
+
+    def validate(self) -> None:
+        if self.beta < 0:
+            raise GenworldError(f"MOPO's λ (beta) must be ≥ 0, got {self.beta}")
+        mbpo_config(self, self.beta).validate()
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": {
+        "rollout_every": 20,
+        "rollout_batch": 64,
+        "horizon": 2,
+        "sac": {"hidden": (32, 32), "batch_size": 32},
+    },
+    "mini": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3},
+    "full": {},
+}
+# World model ("mlp" of train/world_model.py) on top of its SCALES: tiny = the tiny ensemble
+# (3 members, 2 elites, 2×32); mini and full = MOPO's 7 members, 5 elites, 4×200.
+WM_PRESETS: dict[str, dict] = {"tiny": {}, "mini": {}, "full": {}}
+
+
+def build(ctx: AlgoContext) -> MBPOAgent:
+    """The MLP ensemble on the cell's data, then SAC on λ-penalised rollouts in it."""
+    model = build_world_model(ctx, "mlp", WM_PRESETS)
+    cfg = resolve_config(MOPOConfig, PRESETS, ctx, skip=("world_model",))
+    return MBPOAgent(model, ctx.dataset, mbpo_config(cfg, cfg.beta), ctx.device)

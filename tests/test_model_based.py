@@ -1,0 +1,343 @@
+"""MOPO, MOReL and the offline-MBPO machinery they share with TGW, with values.
+
+The contract (update/act/state, resume, frozen model) is in test_algos.py; here: MOPO's penalised
+reward, MOReL's USAD / HALT, gradient isolation from the world model, TGW's β wiring after the
+MBPO split, and "it learns" on a toy problem whose true reward is known in closed form.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genworld.algos import mopo, morel
+from genworld.algos.mbpo import MBPOAgent, MBPOConfig
+from genworld.algos.registry import AlgoContext, build_agent, resolve_variant
+from genworld.algos.tgw import TGWAgent, TGWAgentConfig
+from genworld.data.episodes import Episode
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.envs import get_env_spec
+from genworld.errors import GenworldError
+from genworld.train.world_model import SCALES
+from genworld.world_models.base import WMStep
+from genworld.world_models.tgw import TGWConfig, TGWWorldModel
+
+from .test_algos import toy_dataset
+
+KAPPA = 7.5
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_dataset()  # hopper (obs 11, act 3) + halfcheetah (obs 17, act 6)
+
+
+@pytest.fixture(scope="module")
+def wm_dir(tmp_path_factory):
+    """One folder for the tiny MLP ensemble: the first build trains it, later builds load it."""
+    return tmp_path_factory.mktemp("model_based")
+
+
+def _ctx(data, out: Path, seed=0, **overrides) -> AlgoContext:
+    return AlgoContext(
+        dataset=data,
+        normalizer=Normalizer.fit(data),
+        device=torch.device("cpu"),
+        scale="tiny",
+        seed=seed,
+        out=out,
+        overrides=overrides,
+    )
+
+
+def _build(name, data, out, **overrides):
+    torch.manual_seed(0)
+    return build_agent(name, _ctx(data, out, **overrides))
+
+
+def _padded(data, n_per_env=40, seed=0):
+    """Dataset states with random actions (partly outside the data's support), both envs."""
+    batch = data.sample_transitions(2 * n_per_env, torch.Generator().manual_seed(seed))
+    actions = (
+        torch.rand(batch.actions.shape, generator=torch.Generator().manual_seed(seed + 1)) * 4 - 2
+    ) * batch.act_mask  # (B, A), in [-2, 2] on real dims
+    return batch.observations, actions, batch.env_idx
+
+
+def _hand_uncertainty(model, obs, act, env_idx) -> torch.Tensor:
+    """MOPO's u(s, a) = max over elites of ||std||, from the raw networks, row by row."""
+    out = torch.zeros(len(obs))
+    norm = model.normalizer
+    for row in range(len(obs)):
+        k = int(env_idx[row])
+        spec = model.specs[k]
+        d, a = spec.obs_dim, spec.act_dim
+        x = (obs[row, :d] - norm.obs_mean[k, :d]) / norm.obs_std[k, :d]
+        _, logvar = model.nets[k](torch.cat([x, act[row, :a]])[None])  # (E, 1, d+1)
+        stds = torch.exp(0.5 * logvar[model.elite_idx[k], 0])  # (elites, d+1)
+        out[row] = max(float(torch.sqrt((s**2).sum())) for s in stds)
+    return out
+
+
+def _hand_disagreement(model, obs, act, env_idx, members="all") -> torch.Tensor:
+    """MOReL's max over member pairs of ||next_obs_i − next_obs_j||, raw units, by loops."""
+    out = torch.zeros(len(obs))
+    norm = model.normalizer
+    for row in range(len(obs)):
+        k = int(env_idx[row])
+        d, a = model.specs[k].obs_dim, model.specs[k].act_dim
+        x = (obs[row, :d] - norm.obs_mean[k, :d]) / norm.obs_std[k, :d]
+        mean, _ = model.nets[k](torch.cat([x, act[row, :a]])[None])  # (E, 1, d+1)
+        ids = range(len(mean)) if members == "all" else model.elite_idx[k].tolist()
+        nxt = {i: obs[row, :d] + mean[i, 0, :d] * norm.obs_std[k, :d] for i in ids}
+        out[row] = max(float(torch.linalg.norm(nxt[i] - nxt[j])) for i in ids for j in ids if i < j)
+    return out
+
+
+# ------------------------------------------------------------------ MOPO
+
+
+def test_mopo_reward_is_model_reward_minus_lambda_u_on_a_fixed_batch(data, wm_dir):
+    agent = _build("mopo", data, wm_dir, beta=0.7)
+    model = agent.world_model
+    assert agent.cfg.penalty == 0.7 and model.cfg.penalty == 1.0  # λ is the agent's, not the WM's
+    obs, act, env_idx = _padded(data)
+    out, rewards, terminations = agent.imagine_step(
+        None, obs, act, env_idx, torch.Generator().manual_seed(3)
+    )
+    again = model.step(None, obs, act, env_idx, torch.Generator().manual_seed(3))
+    u = _hand_uncertainty(model, obs, act, env_idx)
+    assert (u > 0.05).all()  # a penalty that is visibly there
+    torch.testing.assert_close(out.uncertainty, u, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rewards, again.extrinsic - 0.7 * u, rtol=1e-5, atol=1e-5)
+    assert torch.equal(terminations, again.terminations)
+
+
+def test_mopo_rollouts_store_the_penalised_reward(data, wm_dir):
+    """Same seeds, λ = 0 vs λ = 0.7: identical imagined transitions, rewards apart by 0.7·u."""
+    buffers = []
+    for beta in (0.0, 0.7):
+        agent = _build("mopo", data, wm_dir, beta=beta)
+        torch.manual_seed(2)
+        agent.rollout(torch.Generator().manual_seed(1))
+        buffers.append((agent.model_buffer, agent.world_model))
+    (a, model), (b, _) = buffers
+    n = a.size
+    assert n == b.size and n >= 64  # tiny preset: 64 start states, horizon 2
+    for name in ("obs", "act", "next_obs", "term", "env"):
+        assert torch.equal(getattr(a, name)[:n], getattr(b, name)[:n]), name
+    u = _hand_uncertainty(model, a.obs[:n], a.act[:n], a.env[:n])
+    torch.testing.assert_close(b.rew[:n], a.rew[:n] - 0.7 * u, rtol=1e-5, atol=1e-5)
+
+
+def test_mopo_beta_variant_sets_lambda(data, wm_dir):
+    algo, overrides = resolve_variant("mopo-beta=2.5")
+    agent = _build(algo, data, wm_dir, **overrides)
+    assert agent.cfg.penalty == 2.5
+    with pytest.raises(GenworldError, match="λ"):
+        mopo.MOPOConfig(beta=-1.0).validate()
+
+
+# ------------------------------------------------------------------ MOReL
+
+
+def test_disagreement_matches_pairwise_hand_computation(data, wm_dir):
+    model = _build("morel", data, wm_dir).world_model
+    obs, act, env_idx = _padded(data, n_per_env=10)
+    for members in ("all", "elites"):
+        got = model.disagreement(obs, act, env_idx, members)
+        want = _hand_disagreement(model, obs, act, env_idx, members)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert (model.disagreement(obs, act, env_idx) > 0).all()
+    with pytest.raises(GenworldError, match="members"):
+        model.disagreement(obs, act, env_idx, "best")
+
+
+def test_usad_threshold_is_pessimism_times_max_or_quantile_over_the_data(data, wm_dir):
+    agent = _build("morel", data, wm_dir)
+    model = agent.world_model
+    for k, env in enumerate(data.envs):
+        d, a = env.spec.obs_dim, env.spec.act_dim
+        obs = torch.zeros(len(env), data.obs_max)
+        act = torch.zeros(len(env), data.act_max)
+        obs[:, :d], act[:, :a] = env.observations, env.actions
+        values = _hand_disagreement(model, obs, act, torch.full((len(env),), k))
+        # default config: 3.0 × max (mjrl pessimism_coef, max over the data)
+        torch.testing.assert_close(
+            agent.step_hook.thresholds[k], 3.0 * values.max(), rtol=1e-4, atol=1e-6
+        )
+    median = morel.usad_thresholds(model, data, 1.0, 0.5, "all")
+    for k, env in enumerate(data.envs):
+        obs = torch.zeros(len(env), data.obs_max)
+        act = torch.zeros(len(env), data.act_max)
+        obs[:, : env.spec.obs_dim], act[:, : env.spec.act_dim] = env.observations, env.actions
+        values = model.disagreement(obs, act, torch.full((len(env),), k))
+        assert (values > median[k]).float().mean() == pytest.approx(0.5, abs=0.02)
+
+
+def test_halt_exactly_when_disagreement_exceeds_threshold(data, wm_dir):
+    model = _build("morel", data, wm_dir).world_model
+    obs, act, env_idx = _padded(data)
+    value = model.disagreement(obs, act, env_idx)
+    thresholds = torch.stack([value[env_idx == k].median() for k in range(2)])  # (K,)
+    hook = morel.HaltOnUnknown(model, thresholds, KAPPA)
+    rewards = torch.linspace(-1, 1, len(obs))
+    terminal = torch.zeros(len(obs), dtype=torch.bool)
+    terminal[::7] = True  # the model's own terminals survive the hook
+    step = WMStep(obs, rewards, rewards, torch.zeros(len(obs)), terminal, None)
+    new_rewards, new_terminal = hook(obs, act, env_idx, step, rewards)
+    halt = value > thresholds[env_idx]
+    assert 0 < int(halt.sum()) < len(obs)  # both cases occur
+    assert torch.equal(new_terminal, terminal | halt)
+    assert torch.equal(new_rewards[halt], torch.full((int(halt.sum()),), -KAPPA))
+    assert torch.equal(new_rewards[~halt], rewards[~halt])
+
+
+def test_halt_ends_the_rollout_with_minus_kappa(data, wm_dir):
+    agent = _build("morel", data, wm_dir, kappa=KAPPA)
+    hook = agent.step_hook
+    # a threshold inside the range the rollouts see: the per-env median over the data
+    hook.thresholds = morel.usad_thresholds(agent.world_model, data, 1.0, 0.5, "all")
+    torch.manual_seed(0)
+    agent.rollout(torch.Generator().manual_seed(0))
+    buf, n = agent.model_buffer, agent.cfg.rollout_batch
+    step1 = slice(0, n)
+    halt1 = hook.unknown(buf.obs[step1], buf.act[step1], buf.env[step1])
+    assert 0 < int(halt1.sum()) < n
+    assert (buf.term[step1][halt1] == 1).all()
+    assert (buf.rew[step1][halt1] == -KAPPA).all()
+    assert not (buf.rew[step1][~halt1] == -KAPPA).any()
+    # step 2 holds exactly the rows that neither halted nor terminated, continuing from their
+    # imagined next states
+    alive = buf.term[step1] == 0
+    assert buf.size == n + int(alive.sum())
+    assert torch.equal(buf.obs[n : buf.size], buf.next_obs[step1][alive])
+    halt2 = hook.unknown(buf.obs[n : buf.size], buf.act[n : buf.size], buf.env[n : buf.size])
+    assert torch.equal(buf.rew[n : buf.size][halt2], torch.full((int(halt2.sum()),), -KAPPA))
+
+    # threshold 0: every transition is unknown, every rollout halts at its first step
+    hook.thresholds = torch.zeros(2)
+    agent.model_buffer.size = agent.model_buffer.pos = 0
+    agent.rollout(torch.Generator().manual_seed(1))
+    assert agent.model_buffer.size == n
+    assert (agent.model_buffer.term[:n] == 1).all()
+    assert (agent.model_buffer.rew[:n] == -KAPPA).all()
+
+
+def test_morel_config_is_validated():
+    for bad in ({"kappa": -1.0}, {"threshold_quantile": 0.0}, {"usad_members": "some"}):
+        with pytest.raises(GenworldError):
+            morel.MOReLConfig(**bad).validate()
+
+
+# ------------------------------------------------------------------ frozen world model
+
+
+@pytest.mark.parametrize("name", ["mopo", "morel"])
+def test_world_model_is_frozen_and_gets_no_gradient(name, data, wm_dir):
+    agent = _build(name, data, wm_dir)
+    model = agent.world_model
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not model.training
+    # even with requires_grad switched back on, no policy / critic loss reaches the model:
+    # rollouts run under no_grad, so the buffer carries no graph back to it
+    model.requires_grad_(True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(25):  # > rollout_every (20): two rollouts
+        agent.update(generator)
+    assert all(p.grad is None for p in model.parameters())
+    assert not agent.model_buffer.rew.requires_grad
+    assert not agent.model_buffer.next_obs.requires_grad
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # the check is live: a loss that does go through the model leaves gradients
+    obs, act, env_idx = _padded(data, n_per_env=4)
+    mean, _ = model._predict(0, obs[env_idx == 0, :11], act[env_idx == 0, :3])
+    mean.sum().backward()
+    assert any(p.grad is not None for p in model.parameters())
+
+
+# ------------------------------------------------------------------ TGW after the MBPO split
+
+
+def test_tgw_beta_defaults_to_the_model_and_keeps_checkpoint_keys(data):
+    torch.manual_seed(0)
+    tgw_cfg = TGWConfig(**{**SCALES["tiny"]["tgw"], "beta": 0.3})
+    model = TGWWorldModel(data.specs, tgw_cfg, Normalizer.fit(data))
+    preset = {k: v for k, v in mopo.PRESETS["tiny"].items() if k != "sac"}
+    cfg = TGWAgentConfig(**preset)
+    agent = TGWAgent(model, data, cfg, torch.device("cpu"))
+    assert agent.mbpo.cfg.penalty == 0.3  # β = None → the model's
+    assert (
+        TGWAgent(model, data, TGWAgentConfig(beta=0.0), torch.device("cpu")).mbpo.cfg.penalty == 0
+    )
+    assert set(agent.state_dict()) == {"agents", "updates", "model_buffer"}
+    assert agent.world_model is model
+    assert isinstance(agent.mbpo, MBPOAgent) and isinstance(agent.mbpo.cfg, MBPOConfig)
+
+
+# ------------------------------------------------------------------ it learns
+
+
+def _bilinear_dataset(episodes=20, steps=50, seed=0) -> MultiEnvDataset:
+    """halfcheetah dims (no termination), o' = 0.8 o + noise, r = Σ_{j<6} a_j · o_j: the best
+    action is sign(o[:6]) (state-dependent), a random policy earns 0 on average."""
+    spec = get_env_spec("halfcheetah")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(episodes):
+        obs = np.zeros((steps + 1, spec.obs_dim), np.float32)
+        obs[0] = rng.normal(size=spec.obs_dim)
+        for t in range(steps):
+            obs[t + 1] = 0.8 * obs[t] + 0.6 * rng.normal(size=spec.obs_dim)
+        actions = rng.uniform(-1, 1, (steps, spec.act_dim)).astype(np.float32)
+        rewards = (actions * obs[:-1, : spec.act_dim]).sum(-1)
+        ends = np.zeros(steps, bool)
+        ends[-1] = True
+        out.append(Episode.from_arrays(obs, actions, rewards, np.zeros(steps, bool), ends))
+    return MultiEnvDataset([(spec, out)])
+
+
+@pytest.mark.parametrize("name", ["mopo", "morel"])
+def test_learns_from_imagined_data_alone(name, tmp_path):
+    """real_ratio = 0: every SAC batch is imagined, so any progress comes through the world
+    model. Scored with the known reward on 2000 dataset states, no simulator needed."""
+    data = _bilinear_dataset()
+    overrides = {
+        "world_model": {"steps": 1_500, "batch_size": 64, "mlp": {"hidden": 64}},
+        "real_ratio": 0.0,
+        "rollout_every": 50,
+        "rollout_batch": 256,
+        "horizon": 2,
+        "sac": {
+            "hidden": (64, 64),
+            "batch_size": 128,
+            "gamma": 0.9,
+            "actor_lr": 1e-3,
+            "critic_lr": 1e-3,
+            "alpha_lr": 1e-3,
+            "init_alpha": 0.1,
+        },
+    }
+    agent = _build(name, data, tmp_path, **overrides)
+    states = data.sample_transitions(2_000, torch.Generator().manual_seed(5)).observations
+    env_idx = torch.zeros(len(states), dtype=torch.int64)
+
+    def score(actions):  # mean true reward of these actions in these states
+        return float((actions[:, :6] * states[:, :6]).sum(-1).mean())
+
+    random_score = score(
+        torch.rand(len(states), 6, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    )
+    best = float(states[:, :6].abs().sum(-1).mean())  # ≈ 4.7
+    before = score(agent.act(states, env_idx))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(800):
+        agent.update(generator)
+    after = score(agent.act(states, env_idx))
+    assert abs(random_score) < 0.3 and abs(before) < 0.5
+    assert after > random_score + 2.0, (before, after, random_score, best)
+    assert after > 0.4 * best
