@@ -341,3 +341,17 @@ def test_learns_from_imagined_data_alone(name, tmp_path):
     assert abs(random_score) < 0.3 and abs(before) < 0.5
     assert after > random_score + 2.0, (before, after, random_score, best)
     assert after > 0.4 * best
+
+
+def test_imagined_observations_are_clipped_to_the_data_range_and_counted(tmp_path):
+    from .test_algos import make
+
+    agent, dataset = make("tgw", tmp_path)
+    mbpo = agent.mbpo
+    stats = mbpo.rollout(torch.Generator().manual_seed(0))
+    buf = mbpo.model_buffer
+    nxt, env = buf.next_obs[: buf.size], buf.env[: buf.size]
+    assert torch.all(nxt >= mbpo.obs_low[env]) and torch.all(nxt <= mbpo.obs_high[env])
+    assert 0.0 <= stats["rollout/clipped_fraction"] <= 1.0
+    # an untrained tiny model predicts out of range often: the counter sees it
+    assert stats["rollout/clipped_fraction"] > 0

@@ -75,3 +75,36 @@ def test_unseen_tiny_writes_table_and_plot_and_resumes(tmp_path, capsys):
     assert main([*argv, "--out", str(out), "--quiet"]) == 0  # resumes: every cell is done
     assert [c.stat().st_mtime_ns for c in cells] == stamps
     assert (out / "unseen.json").stat().st_mtime_ns >= stamp
+
+
+def test_newr_rollouts_store_the_true_reward_minus_the_penalty():
+    from genworld.algos.sac import SACConfig
+    from genworld.algos.tgw import TGWAgent, TGWAgentConfig
+    from genworld.data.normalization import Normalizer
+    from genworld.world_models.tgw import TGWConfig, TGWWorldModel
+
+    from .test_algos import toy_dataset
+
+    data = toy_dataset(envs=("hopper",), episodes=4, steps=30)
+    torch.manual_seed(0)
+    cfg = TGWConfig(ensemble_size=2, context_len=4, d_model=16, n_heads=2, stoch_dim=8, hidden=32)
+    model = TGWWorldModel(data.specs, cfg, Normalizer.fit(data)).eval()
+    agent_cfg = TGWAgentConfig(rollout_batch=16, horizon=1, beta=0.5, sac=SACConfig(hidden=(16,)))
+    seen = {}
+
+    def fn(obs, act, next_obs):
+        seen["next"] = next_obs
+        return torch.full((len(obs),), 7.0)
+
+    agent = TGWAgent(model, data, agent_cfg, torch.device("cpu"), reward_fn=fn)
+    agent.rollout(torch.Generator().manual_seed(0))
+    buffer = agent.model_buffer
+    stored = buffer.rew[: buffer.size]
+    assert buffer.size > 0 and torch.all(stored <= 7.0) and torch.any(stored < 7.0)
+    # r = 7 − β·ri: recover ri from the model's own step on the same rollout
+    plain = TGWAgent(model, data, agent_cfg, torch.device("cpu"))
+    plain.rollout(torch.Generator().manual_seed(0))
+    expected_penalty = 7.0 - stored
+    got = plain.model_buffer.rew[: plain.model_buffer.size]
+    assert torch.all(expected_penalty >= 0)
+    assert not torch.allclose(got, stored)  # the reward module's re is not used

@@ -225,15 +225,34 @@ class CQL:
                 h = h.relu_()  # (E, B*M, H)
         return h.view(-1, b, m)
 
+    def _conservative_gap(self, batch, x, mask, policy, next_policy):
+        """``(E,)`` log-sum-exp gap over uniform, pi(s) and pi(s') actions (all scored at s)
+        and Q of the data actions ``(E, B)``; ``policy``/``next_policy`` are (actions
+        ``(B, n, A)``, log-probs ``(B, n)``) samples without gradients."""
+        env, n = batch.env_idx, self.cfg.n_actions
+        uniform = torch.rand(len(x), n, mask.shape[-1], device=x.device) * 2 - 1  # (B, n, A)
+        candidates = torch.cat(
+            [(batch.actions * mask)[:, None], uniform * mask[:, None], policy[0], next_policy[0]],
+            1,
+        )  # (B, 1 + 3n, A): data, uniform, pi(s), pi(s')
+        q_all = self._q_many(x, candidates)  # (E, B, 1 + 3n)
+        q_data = q_all[..., 0]  # (E, B)
+        if self.cfg.importance_sample:  # subtract log mu(a): uniform 0.5^|A_k|, the policy's
+            uniform_log_density = self.uniform_log_density[env][:, None].expand(-1, n)
+            log_density = torch.cat([uniform_log_density, policy[1], next_policy[1]], 1)
+            q_ood = q_all[..., 1:] - log_density  # (E, B, 3n)
+        else:
+            q_ood = q_all  # CORL without importance sampling keeps the data action in
+        gap = conservative_gap(q_ood, q_data, self.cfg.temperature)  # (E,)
+        return gap, q_data, q_all[..., 1 : n + 1].detach().mean()
+
     def losses(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Every loss of one step from the current parameters, each reaching only its own
         parameters (critic, actor, alpha, alpha'), and detached metrics."""
         cfg, env, n = self.cfg, batch.env_idx, self.cfg.n_actions
         mask = self.act_masks[env]  # (B, A)
-        x, next_x = (
-            self._inputs(batch.observations, env),
-            self._inputs(batch.next_observations, env),
-        )
+        x = self._inputs(batch.observations, env)  # (B, O + K)
+        next_x = self._inputs(batch.next_observations, env)
         alpha = self.log_alpha.detach().exp()[env]  # (B,)
         mean, log_std = self.actor(x)  # (B, A) each, with gradients
         actions, log_probs = sample_tanh_gaussian(mean, log_std, mask, n + 1)  # (B, n+1, A)
@@ -245,40 +264,17 @@ class CQL:
             if cfg.backup_entropy:
                 next_v = next_v - alpha * next_log_probs[:, 0]
             target = batch.rewards + cfg.gamma * (1.0 - batch.terminations) * next_v  # (B,)
-            uniform = torch.rand(len(x), n, mask.shape[-1], device=x.device) * 2 - 1  # (B, n, A)
-            uniform = uniform * mask[:, None]
-        candidates = torch.cat(
-            [
-                (batch.actions * mask)[:, None],
-                uniform,
-                actions[:, 1:].detach(),
-                next_actions[:, 1:],
-            ],
-            1,
-        )  # (B, 1 + 3n, A): data, uniform, pi(s), pi(s')
-        q_all = self._q_many(x, candidates)  # (E, B, 1 + 3n)
-        q_data, q_ood = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3n)
-        if cfg.importance_sample:
-            log_density = torch.cat(
-                [
-                    self.uniform_log_density[env][:, None].expand(-1, n),
-                    log_probs[:, 1:].detach(),
-                    next_log_probs[:, 1:],
-                ],
-                1,
-            )  # (B, 3n)
-            q_ood = q_ood - log_density
-        else:
-            q_ood = q_all
-        gap = conservative_gap(q_ood, q_data, cfg.temperature)  # (E,)
+        policy = actions[:, 1:].detach(), log_probs[:, 1:].detach()
+        gap, q_data, q_random = self._conservative_gap(
+            batch, x, mask, policy, (next_actions[:, 1:], next_log_probs[:, 1:])
+        )
         td = (q_data - target).pow(2).mean(-1)  # (E,)
         losses = {}
         if cfg.lagrange:
             alpha_prime = self.log_alpha_prime.exp().clamp(0.0, ALPHA_PRIME_MAX)
-            penalty = alpha_prime.detach() * cfg.cql_alpha * (gap - cfg.target_action_gap)
-            losses["alpha_prime_loss"] = -(
-                alpha_prime * cfg.cql_alpha * (gap.detach() - cfg.target_action_gap)
-            ).mean()
+            excess = cfg.cql_alpha * (gap - cfg.target_action_gap)  # (E,)
+            penalty = alpha_prime.detach() * excess
+            losses["alpha_prime_loss"] = -(alpha_prime * excess.detach()).mean()
         else:
             alpha_prime = torch.ones((), device=x.device)
             penalty = cfg.cql_alpha * gap
@@ -291,7 +287,7 @@ class CQL:
             "td": td.detach().mean(),
             "cql_gap": gap.detach().mean(),
             "q_data": q_data.detach().mean(),
-            "q_random": q_all[..., 1 : n + 1].detach().mean(),
+            "q_random": q_random,
             "entropy": -new_log_prob.detach().mean(),
             "alpha": alpha.mean(),
             "alpha_prime": alpha_prime.detach(),

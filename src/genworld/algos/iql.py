@@ -190,15 +190,16 @@ class IQL:
             self._inputs(batch.next_observations, env),
         )
         actions = batch.actions * mask  # (B, A)
+        state_actions = torch.cat([x, actions], -1)  # (B, O + K + A)
         with torch.no_grad():
-            target_q = self.critic_target(torch.cat([x, actions], -1)).min(0).values  # (B, 1)
+            target_q = self.critic_target(state_actions).min(0).values  # (B, 1)
             next_v = self.value(next_x).squeeze(-1)  # (B,)
             rewards = batch.rewards * self.reward_scale[env]  # (B,)
             target = rewards + cfg.gamma * (1.0 - batch.terminations) * next_v  # (B,)
         v = self.value(x).squeeze(-1)  # (B,)
         advantage = target_q.squeeze(-1) - v  # (B,)
         value_loss = expectile_loss(advantage, cfg.expectile)
-        q = self.critic(torch.cat([x, actions], -1)).squeeze(-1)  # (E, B)
+        q = self.critic(state_actions).squeeze(-1)  # (E, B)
         critic_loss = (q - target).pow(2).mean()
         weights = advantage_weights(advantage.detach(), cfg.beta, cfg.max_weight)  # (B,)
         mean = self._mean(x, env)  # (B, A)

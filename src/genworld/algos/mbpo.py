@@ -157,6 +157,14 @@ class MBPOAgent:
         cfg.validate()
         self.cfg, self.world_model, self.dataset, self.device = cfg, world_model, dataset, device
         self.step_hook = step_hook
+        # imagined observations are clipped to each env's data range (counted, logged)
+        low = torch.zeros(len(dataset.envs), dataset.obs_max)
+        high = torch.zeros(len(dataset.envs), dataset.obs_max)
+        for k, data in enumerate(dataset.envs):
+            d = data.spec.obs_dim
+            both = torch.cat([data.observations, data.next_observations])
+            low[k, :d], high[k, :d] = both.min(0).values, both.max(0).values
+        self.obs_low, self.obs_high = low, high
         if isinstance(world_model, torch.nn.Module):
             world_model.requires_grad_(False).eval()
         specs = dataset.specs
@@ -212,15 +220,18 @@ class MBPOAgent:
             sel = env_idx == k
             obs[sel, : data.spec.obs_dim] = data.observations[index[sel]]
         alive = torch.ones(len(env_idx), dtype=torch.bool)
-        added, ended, penalties, rewards = 0, 0, [], []
+        added, ended, clipped, penalties, rewards = 0, 0, 0, [], []
+        low, high = self.obs_low[env_idx], self.obs_high[env_idx]
         for _ in range(self.cfg.horizon):
             actions = self._sample(obs, env_idx, deterministic=False)
             out, rew, term = self.imagine_step(state, obs, actions, env_idx, generator)
+            next_obs = torch.maximum(torch.minimum(out.next_observations, high), low)
+            clipped += int(((next_obs != out.next_observations).any(-1) & alive).sum())
             self.model_buffer.add(
                 obs[alive],
                 actions[alive],
                 rew[alive],
-                out.next_observations[alive],
+                next_obs[alive],
                 term[alive],
                 env_idx[alive],
             )
@@ -231,12 +242,13 @@ class MBPOAgent:
             alive = alive & ~term
             if not bool(alive.any()):
                 break
-            obs, state = out.next_observations, out.state
+            obs, state = next_obs, out.state
         self.rollout_stats = {
             "rollout/transitions": float(added),
             "rollout/intrinsic_mean": float(torch.stack(penalties).mean()),
             "rollout/extrinsic_mean": float(torch.stack(rewards).mean()),
             "rollout/terminal_fraction": ended / max(added, 1),
+            "rollout/clipped_fraction": clipped / max(added, 1),
             "rollout/alive_at_end": float(alive.float().mean()),
         }
         return self.rollout_stats

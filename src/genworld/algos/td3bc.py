@@ -25,6 +25,8 @@ Deviations:
   all dims is the same for one env).
 - The twin critics are one ``EnsembleMLP`` (one batched matmul); the actor's Q1 uses the critic
   with detached weights, so the actor loss cannot reach the critic.
+- States are normalised by ``ctx.normalizer`` (std floored at 1e-6; the paper adds 1e-3 to it).
+- Adam is fused (same maths, one kernel per step); target nets move with one ``_foreach_lerp_``.
 - ``act(deterministic=False)`` adds N(0, 0.1) exploration noise (TD3's ``expl_noise``); offline
   training never uses it.
 """

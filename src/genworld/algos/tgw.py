@@ -118,12 +118,26 @@ class TGWAgent:
     β, or the world model's own ``cfg.beta`` when it is None."""
 
     def __init__(
-        self, world_model, dataset: MultiEnvDataset, cfg: TGWAgentConfig, device: torch.device
+        self,
+        world_model,
+        dataset: MultiEnvDataset,
+        cfg: TGWAgentConfig,
+        device: torch.device,
+        reward_fn=None,
     ):
+        """``reward_fn(obs, actions, next_obs) -> (B,)`` replaces the reward module's ``re``
+        (TGW-newR: the new task's true reward on imagined transitions); ``r = fn − β·ri``."""
         cfg.validate()
-        beta = cfg.beta if cfg.beta is not None else getattr(world_model.cfg, "beta", 0.0)
+        beta = float(cfg.beta if cfg.beta is not None else getattr(world_model.cfg, "beta", 0.0))
         self.cfg = cfg
-        self.mbpo = MBPOAgent(world_model, dataset, mbpo_config(cfg, float(beta)), device)
+        hook = None
+        if reward_fn is not None:
+
+            def hook(obs, actions, env_idx, out, rewards):
+                new = reward_fn(obs, actions, out.next_observations) - beta * out.uncertainty
+                return new, out.terminations
+
+        self.mbpo = MBPOAgent(world_model, dataset, mbpo_config(cfg, beta), device, step_hook=hook)
 
     @property
     def world_model(self):

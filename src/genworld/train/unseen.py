@@ -337,10 +337,11 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress)
     sac = preset.pop("sac", {})
     agent_cfg = replace(TGWAgentConfig(), **preset)
     agent_cfg = replace(agent_cfg, sac=replace(agent_cfg.sac, **sac))
-    agent = TGWAgent(model, data, agent_cfg, torch.device("cpu"))
+    reward_fn = None
     if method == "tgw-newr":
-        fam = get_family(cfg.family)
-        agent.reward_fn = true_reward_fn(cfg.family, float(fam.goals()[int(task.split("-")[-1])]))
+        goal = float(get_family(cfg.family).goals()[int(task.split("-")[-1])])
+        reward_fn = true_reward_fn(cfg.family, goal)
+    agent = TGWAgent(model, data, agent_cfg, torch.device("cpu"), reward_fn=reward_fn)
     spec = _spec(task, refs)
     records = train_offline(
         f"{method} {task} s{seed}",
