@@ -6,13 +6,11 @@ including batch sampling (as in ``train_offline`` and d3rlpy's ``fit``). d3rlpy 
 extra, never installed by this script) gets the same transitions as one padded dataset
 (observation = padded obs + one-hot env id, action = padded action), its closest equivalent.
 
-    python benchmarks/algo_speed.py                 # 2 threads, ~10 s per algorithm
-    python benchmarks/algo_speed.py --threads 1 --seconds 5 --algos iql td3bc
+    genworld bench algos [--quick] [--json FILE] [--threads N]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -148,48 +146,47 @@ def d3rlpy_update(name: str, dataset: MultiEnvDataset) -> Callable[[], object]:
     return lambda: algo.update(data.sample_transition_batch(BATCH))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="the median repeat is reported")
-    parser.add_argument("--warmup", type=int, default=20)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    dataset = synthetic_dataset()
+def run(quick: bool = False, seconds: float | None = None, repeats: int | None = None):
+    """``genworld bench algos``: updates/s of genworld's bc/cql/iql/td3bc and, with the optional
+    ``peers`` extra installed, of d3rlpy's same algorithm (ratio = genworld / d3rlpy)."""
+    from genworld.bench.common import BenchResult
+
+    seconds = seconds or (1.0 if quick else 10.0)
+    repeats = repeats or (1 if quick else 3)
+    warmup = 3 if quick else 20
+    dataset = synthetic_dataset(episodes=2 if quick else 10)
     try:
         import d3rlpy  # noqa: F401
 
         have_d3rlpy = True
     except ImportError:
         have_d3rlpy = False
-        print("d3rlpy is not installed (optional extra): only genworld is measured")
-    print(
-        f"torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, hidden {HIDDEN}, "
-        f"median of {args.repeats} x {args.seconds:g} s"
+    res = BenchResult("algos")
+    res.notes.append(
+        f"algos: torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {BATCH}, "
+        f"hidden {HIDDEN}, median of {repeats} x {seconds:g} s"
     )
-    warning = contention_warning(args.threads)
+    if not have_d3rlpy:
+        res.notes.append("algos: d3rlpy is not installed (pip install -e '.[peers]'): no ratio")
+    warning = contention_warning(torch.get_num_threads())
     if warning:
-        print(warning)
-    print(f"{'algo':<8}{'genworld upd/s':>16}{'d3rlpy upd/s':>14}{'ratio':>8}")
-    for name in args.algos:
+        res.notes.append(warning)
+    for name in ALGOS:
         ours = statistics.median(
-            rate(genworld_update(name, dataset), args.seconds, args.warmup)
-            for _ in range(args.repeats)
+            rate(genworld_update(name, dataset), seconds, warmup) for _ in range(repeats)
         )
-        theirs, ratio = "-", "-"
+        figure: dict = {"genworld_updates_per_s": ours}
+        line = f"algos/{name}: genworld {ours:.1f} updates/s"
         if have_d3rlpy:
             try:
-                value = statistics.median(
-                    rate(d3rlpy_update(name, dataset), args.seconds, args.warmup)
-                    for _ in range(args.repeats)
+                theirs = statistics.median(
+                    rate(d3rlpy_update(name, dataset), seconds, warmup) for _ in range(repeats)
                 )
-                theirs, ratio = f"{value:.1f}", f"{ours / value:.2f}"
+                figure.update(d3rlpy_updates_per_s=theirs, ratio=ours / theirs)
+                line += f" = {ours / theirs:.2f}x d3rlpy ({theirs:.1f} updates/s)"
             except Exception as exc:  # an API drift in d3rlpy must not hide our numbers
-                theirs = f"error: {type(exc).__name__}: {exc}"
-        print(f"{name:<8}{ours:>16.1f}{theirs:>14}{ratio:>8}", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+                figure["d3rlpy_error"] = f"{type(exc).__name__}: {exc}"
+                line += f" (d3rlpy failed: {type(exc).__name__})"
+        res.figures[name] = figure
+        res.ratios.append(line)
+    return res
