@@ -52,6 +52,7 @@ from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import TanhGaussianActor
+from genworld.utils.device import fused_optimizer
 
 LOG_2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -162,10 +163,6 @@ def _orthogonal_init(critic: EnsembleMLP) -> None:
             layer.bias.zero_()
 
 
-def _fused(device: torch.device) -> bool:
-    return device.type in ("cpu", "cuda")
-
-
 class CQL:
     def __init__(
         self,
@@ -196,7 +193,7 @@ class CQL:
                 {"params": [self.log_alpha], "lr": cfg.alpha_lr},
                 {"params": [self.log_alpha_prime], "lr": cfg.alpha_prime_lr},
             ],
-            fused=_fused(device),
+            fused=fused_optimizer(device),
         )
         self.act_masks = dataset.act_masks().float().to(device)  # (K, A)
         self.obs_masks = dataset.obs_masks().float().to(device)  # (K, O)

@@ -55,6 +55,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP, mlp
+from genworld.utils.device import fused_optimizer
 
 REWARD_RANGE_TARGET = 1000.0
 """Rewards are scaled so the dataset's return range spans this (IQL paper, Appendix B)."""
@@ -133,10 +134,6 @@ def reward_scales(dataset: MultiEnvDataset) -> torch.Tensor:
     return torch.tensor(scales, dtype=torch.float32)
 
 
-def _fused(device: torch.device) -> bool:
-    return device.type in ("cpu", "cuda")
-
-
 class IQL:
     def __init__(
         self,
@@ -164,7 +161,7 @@ class IQL:
                 {"params": self.critic.parameters(), "lr": cfg.critic_lr},
                 {"params": self.value.parameters(), "lr": cfg.value_lr},
             ],
-            fused=_fused(device),
+            fused=fused_optimizer(device),
         )
         self.act_masks = dataset.act_masks().float().to(device)  # (K, A)
         self.obs_masks = dataset.obs_masks().float().to(device)  # (K, O)

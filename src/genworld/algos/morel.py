@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 import torch
 
 from genworld.algos.mbpo import MBPOAgent, mbpo_config
+from genworld.algos.mopo import PRESETS as MOPO_PRESETS
+from genworld.algos.mopo import WM_PRESETS as MOPO_WM_PRESETS
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.algos.sac import SACConfig
 from genworld.algos.tgw import build_world_model
@@ -101,18 +103,8 @@ class MOReLConfig:
         mbpo_config(self, 0.0).validate()
 
 
-PRESETS: dict[str, dict] = {
-    "tiny": {
-        "rollout_every": 20,
-        "rollout_batch": 64,
-        "horizon": 2,
-        "sac": {"hidden": (32, 32), "batch_size": 32},
-    },
-    "mini": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3},
-    "full": {},
-}
-# The same ensemble as MOPO ("mlp" of train/world_model.py on its SCALES).
-WM_PRESETS: dict[str, dict] = {"tiny": {}, "mini": {}, "full": {}}
+# The same rollout presets and ensemble as MOPO.
+PRESETS, WM_PRESETS = MOPO_PRESETS, MOPO_WM_PRESETS
 
 
 def build(ctx: AlgoContext) -> MBPOAgent:

@@ -44,6 +44,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP, mlp
+from genworld.utils.device import fused_optimizer
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,6 @@ def first_critic(critic: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
     return x.squeeze(-1)  # (B,)
 
 
-def _fused(device: torch.device) -> bool:
-    return device.type in ("cpu", "cuda")
-
-
 class TD3BC:
     def __init__(
         self,
@@ -137,7 +134,7 @@ class TD3BC:
             [*self.critic_target.parameters(), *self.actor_target.parameters()],
             [*self.critic.parameters(), *self.actor.parameters()],
         )
-        fused = _fused(device)
+        fused = fused_optimizer(device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
         self.act_masks = dataset.act_masks().float().to(device)  # (K, A)
