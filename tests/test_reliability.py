@@ -258,3 +258,46 @@ def test_soak_50_kill_resume_cycles_leak_no_files_or_memory(tmp_path):
     assert resume_point(out / "checkpoints")[0] == 2 * 50  # one new checkpoint per cycle
     growth = rss[-1] - rss[9]  # after warm-up
     assert growth < 64 * 2**20, f"memory grew by {growth / 2**20:.0f} MiB over 40 cycles"
+
+
+def test_non_finite_imagination_stops_naming_the_world_model(tmp_path):
+    from .test_algos import make
+
+    agent, _ = make("mopo", tmp_path)
+    original = agent.world_model.step
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        out.next_observations[0, 0] = float("nan")
+        return out
+
+    agent.world_model.step = poisoned
+    with pytest.raises(GenworldError, match="EnsembleMLPWorldModel imagined non-finite"):
+        agent.update(torch.Generator().manual_seed(0))
+
+
+def test_resume_with_another_agent_config_is_a_clear_error(tmp_path):
+    from genworld.algos.registry import AlgoContext, build_agent
+    from genworld.data.normalization import Normalizer
+    from genworld.train.loop import train_offline
+
+    from .test_algos import toy_dataset
+
+    dataset = toy_dataset()
+
+    def agent(hidden):
+        ctx = AlgoContext(
+            dataset,
+            Normalizer.fit(dataset),
+            torch.device("cpu"),
+            scale="tiny",
+            overrides={"hidden": hidden},
+        )
+        return build_agent("bc", ctx)
+
+    kwargs = dict(steps=2, eval_every=2, eval_episodes=1, seed=0, show_progress=False)
+    first = agent((32, 32))
+    train_offline("bc", first, first.update, dataset.specs, tmp_path, **kwargs)
+    other = agent((16,))
+    with pytest.raises(GenworldError, match="written by another configuration"):
+        train_offline("bc", other, other.update, dataset.specs, tmp_path, **{**kwargs, "steps": 4})

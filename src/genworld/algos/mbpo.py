@@ -225,6 +225,14 @@ class MBPOAgent:
         for _ in range(self.cfg.horizon):
             actions = self._sample(obs, env_idx, deterministic=False)
             out, rew, term = self.imagine_step(state, obs, actions, env_idx, generator)
+            bad = ~(torch.isfinite(out.next_observations).all(-1) & torch.isfinite(rew)) & alive
+            if bool(bad.any()):
+                raise GenworldError(
+                    f"world model {type(self.world_model).__name__} imagined non-finite "
+                    f"observations or rewards in {int(bad.sum())} rollout(s) at policy update "
+                    f"{self.updates}; stopped (the last good checkpoint is kept) — retrain or "
+                    "check the world model"
+                )
             next_obs = torch.maximum(torch.minimum(out.next_observations, high), low)
             clipped += int(((next_obs != out.next_observations).any(-1) & alive).sum())
             self.model_buffer.add(

@@ -44,7 +44,14 @@ def train_offline(
     resumed = resume_point(out / "checkpoints")
     if resumed is not None:
         step, state = resumed
-        agent.load_state_dict(state["agent"])
+        try:
+            agent.load_state_dict(state["agent"])
+        except (RuntimeError, KeyError, ValueError, IndexError) as err:
+            raise GenworldError(
+                f"{name}: the checkpoint in {out / 'checkpoints'} was written by another "
+                f"configuration ({type(err).__name__}: {str(err).splitlines()[0][:200]}); use "
+                "the settings it was trained with or another --out"
+            ) from None
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         truncate_jsonl(out / "eval.jsonl", step)
