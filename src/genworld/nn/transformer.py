@@ -20,7 +20,8 @@ class EnsembleLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(members, 1, dim))
         self.bias = nn.Parameter(torch.zeros(members, 1, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (E, N, D)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (E, N, D) or shared (N, D)
+        """A shared input (the same tokens for every member) is normalised once."""
         return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
 
 
@@ -45,7 +46,10 @@ class EnsembleBlock(nn.Module):
         computed (keys/values still from all): ``(E, B, 1, D)`` (the rollout fast path)."""
         e, b, length, d = x.shape
         inner = self.heads * self.head_dim
-        h = self.ln1(x.reshape(e, b * length, d))
+        if x.stride(0) == 0:  # tokens shared by all members: normalise once, no copy
+            h = self.ln1(x[0].reshape(b * length, d))  # broadcasts to (E, B*L, D)
+        else:
+            h = self.ln1(x.reshape(e, b * length, d))
         if query_index is None:
             q, k, v = self.qkv(h).reshape(e * b, length, 3, self.heads, self.head_dim).unbind(2)
             q = q.transpose(1, 2)  # (E*B, H, L, dh)
