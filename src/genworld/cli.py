@@ -361,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train_world_model)
+    from genworld.train.distributed import add_agnostic_parser
+
+    add_agnostic_parser(train_sub)  # agnostic-iql, agnostic-ppo (torchrun-ready)
 
     evaluate = sub.add_parser("eval", help="evaluate trained models")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

@@ -75,6 +75,7 @@ ALGOS: dict[str, str] = {
     "dt": "genworld.algos.dt:build",
     "prompt-dt": "genworld.algos.prompt_dt:build",
     "tgw": "genworld.algos.tgw:build",
+    "agnostic-iql": "genworld.algos.agnostic_iql:build",
 }
 """Name → ``module:function`` of its builder."""
 

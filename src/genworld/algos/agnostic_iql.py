@@ -1,0 +1,343 @@
+"""IQL with environment-agnostic networks: one actor, V and twin Q for every env, whatever its
+observation and action sizes (the paper's offline multi-env agent, trained by DD-IQL).
+
+Papers: Kim & Joo 2023, "Agnostic Architecture for Heterogeneous Multi-Environment Reinforcement
+Learning" (§3.1 networks, §3.2 normalisation and gradient clipping, §3.3 + Algorithm 2 DD-IQL);
+Kostrikov, Nair & Levine 2021, "Offline Reinforcement Learning with Implicit Q-Learning"
+(arXiv:2110.06169). The IQL maths (expectile 0.7, beta 3, weights clipped at 100, gamma 0.99,
+Polyak 0.005, lr 3e-4, cosine-decayed actor lr, the per-env ``1000 / return range`` reward
+scale) is exactly :mod:`genworld.algos.iql`'s, whose helpers this file imports; only the
+networks and the batching differ. Networks: :mod:`genworld.nn.agnostic`.
+
+A state is the sequence of its true dims (padded dims are masked out everywhere), so an env's
+outputs never depend on the padding or on the other envs in the batch. The Gaussian actor's mean
+is tanh-squashed (CORL ``GaussianPolicy``) and its log-std is state-dependent (paper §3.1, the
+SAC-like std decoder); the nll is summed over each env's true action dims.
+
+Batches (DD-IQL, Algorithm 2): every env contributes ``batch_size // num_envs`` rows drawn from
+its own stream, seeded by (update seed, env index), so an env's rows are the same whichever
+process holds it. The loss is the mean over envs of each env's mean loss; a process holding a
+subset of the envs multiplies its sum by ``world_size`` so DDP's gradient average equals the
+single-process gradient on the concatenated batch (tests/test_distributed.py checks this).
+
+Deviations:
+- The paper sums the envs' losses (L_total = sum_s L_env); we average them, so the gradient-norm
+  clip does not scale with the number of envs (a constant factor for Adam otherwise).
+- Observation statistics are fitted on the fixed dataset (``ctx.normalizer``; a running mean over
+  a fixed dataset converges to them) instead of the paper's running statistics; rewards use IQL's
+  return-range scale (paper §3.2 normalises rewards by running statistics in PPO).
+- Gradient clipping (paper §3.2) per network at ``max_grad_norm`` = 0.5, the paper's only value
+  (Table 2a, PPO); the paper gives none for IQL.
+- Dropout 0 (paper Table 2b: 0.1): keeps DDP-vs-single-process and resume checks exact; the full
+  preset sets the paper's 0.1.
+- The paper's decoder averages over the hidden dim; ours is a linear head (see nn/agnostic.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from genworld.algos.iql import advantage_weights, reward_scales
+from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.data.multi_env import EnvData, MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.errors import GenworldError
+from genworld.nn.agnostic import NET_PRESETS, AgnosticActor, AgnosticConfig, AgnosticCritic
+from genworld.types import Batch, EnvSpec
+from genworld.utils.device import fused_optimizer
+
+SEED_STRIDE = 0x9E3779B97F4A7C15
+"""Mixes the env index into an update's seed (golden-ratio constant, splitmix64)."""
+
+
+@dataclass(frozen=True)
+class AgnosticIQLConfig:
+    net: AgnosticConfig = field(default_factory=AgnosticConfig)
+    """Sizes of the actor, V and each Q (``num_tasks`` is set from the env count)."""
+    task_embedding: bool = True
+    """Add a learned per-env task embedding in the residual MLP (paper Fig. 1a)."""
+    expectile: float = 0.7
+    """tau of the asymmetric L2 loss for V (IQL paper: 0.7 on locomotion)."""
+    beta: float = 3.0
+    """Inverse temperature of the advantage weights exp(beta * A)."""
+    max_weight: float = 100.0
+    """Advantage weights are clipped at this (CORL EXP_ADV_MAX)."""
+    gamma: float = 0.99
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    actor_lr_decay_steps: int = 1_000_000
+    """Cosine decay of the actor lr to 0 over this many updates."""
+    batch_size: int = 256
+    """Rows per update over all envs (and all processes): ``batch_size // num_envs`` per env."""
+    num_critics: int = 2
+    max_grad_norm: float = 0.5
+    """Per-network gradient-norm clip (paper §3.2, Table 2a); 0 disables."""
+    normalize_reward: bool = True
+    """Scale each env's rewards by 1000 / its (max - min) episode return (IQL)."""
+
+    def validate(self) -> None:
+        if not 0.0 < self.expectile < 1.0:
+            raise GenworldError(f"expectile must be in (0, 1), got {self.expectile}")
+        if self.batch_size < 1 or self.actor_lr_decay_steps < 1 or self.num_critics < 1:
+            raise GenworldError("batch_size, actor_lr_decay_steps and num_critics must be >= 1")
+        if self.max_grad_norm < 0:
+            raise GenworldError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+
+
+PRESETS: dict[str, dict] = {
+    # tiny: unit tests and the torchrun smoke test (seconds on CPU)
+    "tiny": {"net": NET_PRESETS["tiny"], "batch_size": 24, "actor_lr_decay_steps": 1_000},
+    # mini: train/table.py BUDGETS["mini"] = 10k updates; a CPU-sized network
+    "mini": {"net": NET_PRESETS["mini"], "actor_lr_decay_steps": 10_000},
+    # full: the paper's Table 2b network (GPU)
+    "full": {"net": NET_PRESETS["full"]},
+}
+
+
+def build(ctx: AlgoContext) -> AgnosticIQL:
+    """Registry entry (``genworld.algos.agnostic_iql:build``): all of ``ctx.dataset``'s envs
+    in this process."""
+    cfg = resolve_config(AgnosticIQLConfig, PRESETS, ctx)
+    dataset = ctx.dataset
+    scales = reward_scales(dataset) if cfg.normalize_reward else torch.ones(dataset.num_envs)
+    return AgnosticIQL(
+        dataset,
+        cfg,
+        ctx.device,
+        specs=dataset.specs,
+        env_ids=list(range(dataset.num_envs)),
+        normalizer=ctx.normalizer,
+        reward_scale=scales,
+    )
+
+
+def sample_rows(
+    envs: Sequence[EnvData],
+    env_ids: Sequence[int],
+    per_env: int,
+    seed: int,
+    obs_max: int,
+    act_max: int,
+) -> Batch:
+    """``per_env`` transitions of each env, padded to ``(obs_max, act_max)``; env ``g``'s rows
+    come from its own generator seeded by ``(seed, g)`` (independent of the other envs here)."""
+    n = per_env * len(envs)
+    obs, next_obs = torch.zeros(n, obs_max), torch.zeros(n, obs_max)
+    act = torch.zeros(n, act_max)
+    rew, term = torch.zeros(n), torch.zeros(n)
+    env_idx = torch.empty(n, dtype=torch.int64)
+    for i, (env, g) in enumerate(zip(envs, env_ids, strict=True)):
+        stream = torch.Generator().manual_seed((seed + (g + 1) * SEED_STRIDE) % 2**63)
+        idx = torch.randint(len(env), (per_env,), generator=stream)  # (per_env,)
+        rows = slice(i * per_env, (i + 1) * per_env)
+        d, a = env.spec.obs_dim, env.spec.act_dim
+        obs[rows, :d], next_obs[rows, :d] = env.observations[idx], env.next_observations[idx]
+        act[rows, :a] = env.actions[idx]
+        rew[rows], term[rows] = env.rewards[idx], env.terminations[idx]
+        env_idx[rows] = g
+    dims = torch.tensor([e.spec.obs_dim for e in envs]).repeat_interleave(per_env)  # (n,)
+    adims = torch.tensor([e.spec.act_dim for e in envs]).repeat_interleave(per_env)  # (n,)
+    return Batch(
+        observations=obs,
+        actions=act,
+        rewards=rew,
+        next_observations=next_obs,
+        terminations=term,
+        env_idx=env_idx,
+        obs_mask=torch.arange(obs_max)[None] < dims[:, None],
+        act_mask=torch.arange(act_max)[None] < adims[:, None],
+    )
+
+
+class IQLNetworks(nn.Module):
+    """Actor, V and the Q ensemble; ``forward`` is the whole IQL loss of one step, so one DDP
+    wrapper synchronises all three networks' gradients in one backward."""
+
+    def __init__(self, net: AgnosticConfig, cfg: AgnosticIQLConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.actor = AgnosticActor(net)
+        self.value = AgnosticCritic(net)
+        self.critics = nn.ModuleList(AgnosticCritic(net, True) for _ in range(cfg.num_critics))
+
+    def q_values(self, critics, obs, obs_mask, env, actions, act_mask) -> torch.Tensor:
+        return torch.stack([q(obs, obs_mask, env, actions, act_mask) for q in critics])  # (E, B)
+
+    def forward(self, obs, obs_mask, env, actions, act_mask, target_q, target, scale):
+        """Sum of the per-row V, Q and actor losses times ``scale``, and detached metrics."""
+        cfg = self.cfg
+        v = self.value(obs, obs_mask, env)  # (B,)
+        advantage = target_q - v  # (B,)
+        value_rows = torch.where(advantage < 0, 1.0 - cfg.expectile, cfg.expectile) * advantage.pow(
+            2
+        )
+        q = self.q_values(self.critics, obs, obs_mask, env, actions, act_mask)  # (E, B)
+        critic_rows = (q - target).pow(2).mean(0)  # (B,)
+        weights = advantage_weights(advantage.detach(), cfg.beta, cfg.max_weight)  # (B,)
+        mean, log_std = self.actor.gaussian(obs, obs_mask, env, act_mask)  # (B, A)
+        mean = torch.tanh(mean) * act_mask
+        nll = (
+            0.5 * ((actions - mean) / log_std.exp()).pow(2) + log_std + 0.5 * math.log(2 * math.pi)
+        )
+        actor_rows = weights * (nll * act_mask).sum(-1)  # (B,)
+        total = scale * (value_rows + critic_rows + actor_rows).sum()
+        metrics = {
+            "value": value_rows.mean(),
+            "critic": critic_rows.mean(),
+            "actor": actor_rows.mean(),
+            "q": q.mean(),
+            "v": v.mean(),
+            "advantage": advantage.mean(),
+            "weight": weights.mean(),
+        }
+        return total, {k: m.detach() for k, m in metrics.items()}
+
+
+class AgnosticIQL:
+    """IQL over the envs ``env_ids`` (global indices into ``specs``) whose data is ``data``."""
+
+    def __init__(
+        self,
+        data: MultiEnvDataset,
+        cfg: AgnosticIQLConfig,
+        device: torch.device,
+        *,
+        specs: Sequence[EnvSpec],
+        env_ids: Sequence[int],
+        normalizer: Normalizer,
+        reward_scale: torch.Tensor,
+    ):
+        if len(env_ids) != data.num_envs:
+            raise GenworldError(f"{data.num_envs} local envs but {len(env_ids)} env ids")
+        self.cfg, self.data, self.device = cfg, data, device
+        self.specs, self.env_ids = list(specs), list(env_ids)
+        num_envs = len(self.specs)
+        self.obs_max = max(s.obs_dim for s in self.specs)
+        self.act_max = max(s.act_dim for s in self.specs)
+        self.per_env = max(1, cfg.batch_size // num_envs)
+        net = replace(cfg.net, num_tasks=num_envs if cfg.task_embedding else 0)
+        self.nets = IQLNetworks(net, cfg).to(device)
+        self.critic_target = copy.deepcopy(self.nets.critics).requires_grad_(False)
+        self._polyak = (list(self.critic_target.parameters()), list(self.nets.critics.parameters()))
+        self.train_module: nn.Module = self.nets
+        self.loss_scale = 1.0 / (self.per_env * num_envs)
+        self.opt = torch.optim.Adam(
+            [
+                {"params": self.nets.actor.parameters(), "lr": cfg.actor_lr},
+                {"params": self.nets.critics.parameters(), "lr": cfg.critic_lr},
+                {"params": self.nets.value.parameters(), "lr": cfg.value_lr},
+            ],
+            fused=fused_optimizer(device),
+        )
+        dims = torch.tensor([s.obs_dim for s in self.specs])
+        adims = torch.tensor([s.act_dim for s in self.specs])
+        self.obs_masks = (torch.arange(self.obs_max)[None] < dims[:, None]).to(device)  # (K, O)
+        self.act_masks = (torch.arange(self.act_max)[None] < adims[:, None]).to(device)  # (K, A)
+        self.normalizer = normalizer.to(device)
+        self.reward_scale = reward_scale.to(device=device, dtype=torch.float32)  # (K,)
+        self.step = 0
+
+    def use_ddp(self, wrap: Callable[[nn.Module], nn.Module], world_size: int) -> None:
+        """Train through ``wrap(self.nets)`` (a DistributedDataParallel); this process holds
+        ``len(env_ids)`` of the envs, so its loss is scaled by ``world_size`` (see module doc)."""
+        self.train_module = wrap(self.nets)
+        self.loss_scale = world_size / (self.per_env * len(self.specs))
+
+    def _normalize(
+        self, obs: torch.Tensor, env_idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        width = obs.shape[1]
+        norm = self.normalizer
+        mean, std = norm.obs_mean[env_idx, :width], norm.obs_std[env_idx, :width]
+        mask = self.obs_masks[env_idx, :width]  # (B, W)
+        return (obs - mean) / std * mask, mask
+
+    def sample(self, generator: torch.Generator) -> Batch:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        return sample_rows(
+            self.data.envs, self.env_ids, self.per_env, seed, self.obs_max, self.act_max
+        ).to(self.device)
+
+    def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.update_on(self.sample(generator))
+
+    def update_on(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg, env = self.cfg, batch.env_idx
+        obs, obs_mask = self._normalize(batch.observations, env)
+        next_obs, _ = self._normalize(batch.next_observations, env)
+        act_mask = self.act_masks[env]  # (B, A)
+        actions = batch.actions * act_mask
+        with torch.no_grad():
+            target_q = (
+                self.nets.q_values(self.critic_target, obs, obs_mask, env, actions, act_mask)
+                .min(0)
+                .values
+            )  # (B,)
+            next_v = self.nets.value(next_obs, obs_mask, env)  # (B,)
+            rewards = batch.rewards * self.reward_scale[env]
+            target = rewards + cfg.gamma * (1.0 - batch.terminations) * next_v  # (B,)
+        progress = min(self.step, cfg.actor_lr_decay_steps) / cfg.actor_lr_decay_steps
+        self.opt.param_groups[0]["lr"] = cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
+        total, metrics = self.train_module(
+            obs, obs_mask, env, actions, act_mask, target_q, target, self.loss_scale
+        )
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.max_grad_norm > 0:
+            for net in (self.nets.actor, self.nets.critics, self.nets.value):
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(*self._polyak, cfg.tau)
+        self.step += 1
+        return {f"losses/{k}": v for k, v in metrics.items()}
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, env_idx: torch.Tensor, *, deterministic: bool = True
+    ) -> torch.Tensor:
+        """Padded raw observations (any width up to the largest env's) → ``(n, act_max)``
+        actions in [-1, 1], zero on each env's padded dims."""
+        obs, env_idx = obs.to(self.device), env_idx.to(self.device)
+        x, obs_mask = self._normalize(obs, env_idx)
+        act_mask = self.act_masks[env_idx]
+        actor = self.nets.actor
+        was_training = actor.training
+        actor.eval()
+        mean, log_std = actor.gaussian(x, obs_mask, env_idx, act_mask)
+        actor.train(was_training)
+        mean = torch.tanh(mean) * act_mask  # (n, A)
+        if deterministic:
+            return mean
+        noise = log_std.exp() * torch.randn_like(mean)
+        return (mean + noise).clamp(-1.0, 1.0) * act_mask
+
+    def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        """Every stateful object, so checkpoints forget nothing."""
+        return {
+            "nets": self.nets,
+            "critic_target": self.critic_target,
+            "opt": self.opt,
+            "normalizer": self.normalizer,
+        }
+
+    def state_dict(self) -> dict:
+        state = {name: m.state_dict() for name, m in self.modules().items()}
+        state["reward_scale"] = self.reward_scale.clone()
+        state["step"] = self.step
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, m in self.modules().items():
+            m.load_state_dict(state[name])
+        self.reward_scale.copy_(state["reward_scale"])
+        self.step = int(state["step"])

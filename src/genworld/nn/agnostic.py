@@ -1,0 +1,429 @@
+"""Environment-agnostic networks: any number of observation dims in, any number of action dims out.
+
+Paper: Kim & Joo 2023, "Agnostic Architecture for Heterogeneous Multi-Environment Reinforcement
+Learning", §3.1 and Fig. 1. A state is read as a *sequence of its true dimensions*: each scalar
+becomes a token (value embedding + dimension-id embedding), an S4 block and transformer layers mix
+the tokens, a masked global average pool (GAP) gives one vector, a residual MLP adds a task
+embedding, and the decoder emits one output per action dimension. No layer has a size that
+depends on an environment, so one set of weights serves observation sizes 1..MAX_OBS_DIMS and
+action sizes 1..MAX_ACT_DIMS.
+
+S4D: the diagonal S4 layer of Gu, Gupta, Goel & Ré 2022, "On the Parameterization and
+Initialization of Diagonal State Space Models" (arXiv:2206.11893), written as in the authors'
+minimal reference ``models/s4/s4d.py`` (state-spaces/s4, commit 2ed46fcf,
+https://github.com/state-spaces/s4/blob/2ed46fcf77f2392145ceb801a553367c9111675a/models/s4/s4d.py):
+S4D-Lin initialisation ``A_n = -1/2 + i*pi*n``, ``log dt ~ U[log 1e-3, log 1e-1]``, ``C ~ CN(0, 1)``,
+ZOH discretisation, the kernel by a Vandermonde product, an FFT convolution, the ``D`` skip, GELU
+and a GLU output projection. The convolution is causal along the dimension axis.
+
+Padding never contributes (tests/test_agnostic.py): rows are zero-padded at the end (the
+``Batch`` contract), padded tokens are zeroed after every block, the causal S4 convolution
+never looks forward, attention ignores padded keys, and the GAP averages true tokens only. So an
+env's outputs do not depend on the padding width or on which envs share its batch.
+
+Decoder (deviation, documented): the paper stacks the hidden vector once per output dim, adds a
+positional encoding, runs S4 + transformer and averages over the hidden dim. We use
+*query-per-action-dim*: output dim ``j`` starts as ``query + action_dim_embedding(j) + h`` (the
+same stacking plus a learned query), runs through S4D along the action dims and transformer
+decoder layers whose cross-attention reads the encoded state tokens, and a linear head
+(a learned weighted average over the hidden dim) gives each dim's scalar: a Gaussian mean and a
+state-dependent log-std (the paper's SAC-like std decoder), or one categorical logit per choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MAX_OBS_DIMS = 512
+"""Dimension-id table size for states (Humanoid's 376 dims fit)."""
+MAX_ACT_DIMS = 64
+"""Dimension-id table size for actions (Humanoid's 17 dims fit)."""
+NEG_INF = -1e9
+"""Logit of a padded categorical choice (finite, so masked softmax stays NaN-free)."""
+
+
+@dataclass(frozen=True)
+class AgnosticConfig:
+    """Sizes of one agnostic network (paper Table 2b: 256/256/2/256/1/2/256/2)."""
+
+    d_model: int = 256
+    """Token width H."""
+    d_state: int = 256
+    """S4D state size N (N/2 complex modes per channel, as the reference)."""
+    s4_layers: int = 2
+    """S4D blocks after the value embedding (the 'dynamic feature embedding')."""
+    transformer_layers: int = 2
+    """Transformer encoder (state) / decoder (actions) layers."""
+    n_heads: int = 1
+    dim_feedforward: int = 256
+    mlp_hidden: int = 256
+    """Hidden width of the residual MLP blocks."""
+    mlp_depth: int = 2
+    """Residual MLP blocks."""
+    dropout: float = 0.0
+    """Dropout in every block (paper 0.1; 0 keeps DDP and resume checks bit-comparable)."""
+    num_tasks: int = 0
+    """Task-embedding table size (env index); 0 = no task embedding (fully agnostic)."""
+
+
+NET_PRESETS: dict[str, dict] = {
+    # tiny: unit tests and smoke runs, seconds on CPU
+    "tiny": {
+        "d_model": 16,
+        "d_state": 8,
+        "s4_layers": 1,
+        "transformer_layers": 1,
+        "dim_feedforward": 32,
+        "mlp_hidden": 32,
+        "mlp_depth": 1,
+    },
+    # mini: a CPU-sized network
+    "mini": {
+        "d_model": 64,
+        "d_state": 64,
+        "s4_layers": 1,
+        "transformer_layers": 1,
+        "dim_feedforward": 128,
+        "mlp_hidden": 128,
+    },
+    # full: the paper's Table 2b network (the AgnosticConfig defaults) with its dropout 0.1
+    "full": {"dropout": 0.1},
+}
+"""AgnosticConfig overrides per scale, shared by the agnostic algorithms' presets."""
+
+
+class S4DKernel(nn.Module):
+    """The S4D-Lin convolution kernel ``K (H, L)`` from diagonal SSM parameters."""
+
+    def __init__(self, d_model: int, d_state: int, dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        modes = max(d_state // 2, 1)
+        log_dt = torch.rand(d_model) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)  # (H,)
+        self.C = nn.Parameter(torch.view_as_real(torch.randn(d_model, modes, dtype=torch.cfloat)))
+        self.log_A_real = nn.Parameter(torch.log(0.5 * torch.ones(d_model, modes)))  # (H, N/2)
+        self.A_imag = nn.Parameter(math.pi * torch.arange(modes).float().repeat(d_model, 1))
+
+    def forward(self, length: int) -> torch.Tensor:
+        dt = self.log_dt.exp()  # (H,)
+        C = torch.view_as_complex(self.C)  # (H, N/2)
+        A = -self.log_A_real.exp() + 1j * self.A_imag  # (H, N/2)
+        dtA = A * dt[:, None]  # (H, N/2)
+        positions = torch.arange(length, device=A.device, dtype=dt.dtype)  # (L,)
+        C = C * (dtA.exp() - 1.0) / A  # (H, N/2) ZOH
+        vandermonde = (dtA[..., None] * positions).exp()  # (H, N/2, L)
+        return 2 * torch.einsum("hn,hnl->hl", C, vandermonde).real  # (H, L)
+
+
+class S4DBlock(nn.Module):
+    """Pre-norm residual S4D layer on ``(B, L, H)``: causal FFT convolution + D skip, GELU, GLU."""
+
+    def __init__(self, d_model: int, d_state: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.kernel = S4DKernel(d_model, d_state)
+        self.D = nn.Parameter(torch.randn(d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.output_linear = nn.Linear(d_model, 2 * d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        u = self.norm(x).transpose(1, 2)  # (B, H, L)
+        k = self.kernel(length)  # (H, L)
+        n = 2 * length  # zero-padded FFT: a linear (not circular) convolution
+        y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :length]
+        y = y + u * self.D[:, None]  # (B, H, L)
+        y = self.dropout(F.gelu(y)).transpose(1, 2)  # (B, L, H)
+        y = F.glu(self.output_linear(y), dim=-1)  # (B, L, H)
+        return (x + y) * mask[..., None]  # (B, L, H) padded tokens back to 0
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Global average pool over true tokens only: ``(B, L, H), (B, L) -> (B, H)``."""
+    weights = mask.to(tokens.dtype)[..., None]  # (B, L, 1)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def pack_tokens(
+    first: torch.Tensor, first_mask: torch.Tensor, second: torch.Tensor, second_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate two prefix-masked sequences so the second's true tokens follow the first's
+    true tokens directly (padding of both moves to the end): ``(B, L1, ·), (B, L2, ·) ->
+    (B, L1 + L2, ·)`` and the packed mask. Keeps the state-action sequence independent of the
+    padding width of the states."""
+    values = torch.cat([first, second], 1)  # (B, L1+L2, ...)
+    mask = torch.cat([first_mask, second_mask], 1)  # (B, L1+L2)
+    total = mask.shape[1]
+    index = torch.arange(total, device=mask.device).expand_as(mask)  # (B, L1+L2)
+    true_first = first_mask.sum(1, keepdim=True)  # (B, 1)
+    position = torch.where(
+        index < first.shape[1], index, index - first.shape[1] + true_first
+    )  # true tokens: packed position
+    key = torch.where(mask, position, total + index)  # padded tokens after every true one
+    order = key.argsort(1)  # (B, L1+L2)
+    gather = order.view(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
+    return values.gather(1, gather), mask.gather(1, order)
+
+
+class DimTokenizer(nn.Module):
+    """Scalars ``(B, L)`` → tokens ``(B, L, H)``: value embedding (the S4 example model's
+    ``Linear(1, H)`` encoder) + dimension-id embedding + token-type embedding."""
+
+    def __init__(self, d_model: int, max_dims: int, token_type: int, num_types: int = 2):
+        super().__init__()
+        self.value = nn.Linear(1, d_model)
+        self.dim_id = nn.Embedding(max_dims, d_model)
+        self.token_type = token_type
+        self.type_embedding = nn.Embedding(num_types, d_model)
+        self.max_dims = max_dims
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        length = values.shape[1]
+        if length > self.max_dims:
+            raise ValueError(f"{length} dims exceed the dimension-id table ({self.max_dims})")
+        ids = torch.arange(length, device=values.device)  # (L,)
+        kind = self.type_embedding.weight[self.token_type]  # (H,)
+        tokens = self.value(values[..., None]) + self.dim_id(ids) + kind  # (B, L, H)
+        return tokens * mask[..., None]  # (B, L, H)
+
+
+class SequenceEncoder(nn.Module):
+    """Tokens ``(B, L, H)`` → S4D blocks → transformer encoder layers (padded keys ignored)."""
+
+    def __init__(self, cfg: AgnosticConfig):
+        super().__init__()
+        self.s4 = nn.ModuleList(
+            S4DBlock(cfg.d_model, cfg.d_state, cfg.dropout) for _ in range(cfg.s4_layers)
+        )
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.dim_feedforward,
+                cfg.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(cfg.transformer_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for block in self.s4:
+            tokens = block(tokens, mask)  # (B, L, H)
+        for layer in self.layers:
+            tokens = layer(tokens, src_key_padding_mask=~mask) * mask[..., None]  # (B, L, H)
+        return self.norm(tokens) * mask[..., None]  # (B, L, H)
+
+
+class ResidualMLP(nn.Module):
+    """``x + task_embedding(env)`` through pre-norm residual blocks (paper Fig. 1a, middle)."""
+
+    def __init__(self, cfg: AgnosticConfig):
+        super().__init__()
+        self.task = nn.Embedding(cfg.num_tasks, cfg.d_model) if cfg.num_tasks > 0 else None
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(cfg.d_model),
+                nn.Linear(cfg.d_model, cfg.mlp_hidden),
+                nn.GELU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.mlp_hidden, cfg.d_model),
+            )
+            for _ in range(cfg.mlp_depth)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        if self.task is not None:
+            x = x + self.task(env_idx)  # (B, H)
+        for block in self.blocks:
+            x = x + block(x)  # (B, H)
+        return self.norm(x)
+
+
+class StateEncoder(nn.Module):
+    """Observations ``(B, O)`` (+ optional actions ``(B, A)``) as one token sequence → state
+    tokens ``(B, L, H)``, their mask and the pooled, task-conditioned vector ``h (B, H)``."""
+
+    def __init__(self, cfg: AgnosticConfig, with_actions: bool = False):
+        super().__init__()
+        self.obs_tokens = DimTokenizer(cfg.d_model, MAX_OBS_DIMS, token_type=0)
+        self.act_tokens = (
+            DimTokenizer(cfg.d_model, MAX_ACT_DIMS, token_type=1) if with_actions else None
+        )
+        self.encoder = SequenceEncoder(cfg)
+        self.mlp = ResidualMLP(cfg)
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        obs_mask: torch.Tensor,
+        env_idx: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        act_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tokens, mask = self.obs_tokens(obs * obs_mask, obs_mask), obs_mask  # (B, O, H)
+        if self.act_tokens is not None:
+            if actions is None or act_mask is None:
+                raise ValueError("this encoder reads (state, action) sequences: give actions")
+            act = self.act_tokens(actions * act_mask, act_mask)  # (B, A, H)
+            tokens, mask = pack_tokens(tokens, obs_mask, act, act_mask)  # (B, O+A, H)
+        tokens = self.encoder(tokens, mask)  # (B, L, H)
+        h = self.mlp(masked_mean(tokens, mask), env_idx)  # (B, H)
+        return tokens, mask, h
+
+
+class ActionDecoder(nn.Module):
+    """``h (B, H)`` + state tokens → one feature per action dim ``(B, A, H)``, zero on padding.
+
+    Query-per-action-dim: dim ``j`` starts as ``query + dim_id(j) + h``; S4D runs along the
+    action dims, then decoder layers self-attend over the true action dims and cross-attend to
+    the true state tokens."""
+
+    def __init__(self, cfg: AgnosticConfig):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(cfg.d_model))
+        self.dim_id = nn.Embedding(MAX_ACT_DIMS, cfg.d_model)
+        self.s4 = nn.ModuleList(
+            S4DBlock(cfg.d_model, cfg.d_state, cfg.dropout) for _ in range(cfg.s4_layers)
+        )
+        self.layers = nn.ModuleList(
+            nn.TransformerDecoderLayer(
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.dim_feedforward,
+                cfg.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(cfg.transformer_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        act_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        width = act_mask.shape[1]
+        if width > MAX_ACT_DIMS:
+            raise ValueError(f"{width} action dims exceed the dimension-id table ({MAX_ACT_DIMS})")
+        ids = torch.arange(width, device=h.device)  # (A,)
+        x = (self.query + self.dim_id(ids))[None] + h[:, None]  # (B, A, H)
+        x = x * act_mask[..., None]
+        for block in self.s4:
+            x = block(x, act_mask)  # (B, A, H)
+        for layer in self.layers:
+            x = layer(
+                x, memory, tgt_key_padding_mask=~act_mask, memory_key_padding_mask=~memory_mask
+            )  # (B, A, H)
+            x = x * act_mask[..., None]
+        return self.norm(x) * act_mask[..., None]  # (B, A, H)
+
+
+class AgnosticActor(nn.Module):
+    """Policy: state sequence → per-action-dim Gaussian (mean, log-std) and/or categorical
+    logits. Only the heads asked for exist (``continuous``, ``discrete``), so none sits idle."""
+
+    def __init__(
+        self,
+        cfg: AgnosticConfig,
+        *,
+        continuous: bool = True,
+        discrete: bool = False,
+        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+    ):
+        super().__init__()
+        self.encoder = StateEncoder(cfg)
+        self.decoder = ActionDecoder(cfg)
+        self.mean = nn.Linear(cfg.d_model, 1) if continuous else None
+        self.log_std = nn.Linear(cfg.d_model, 1) if continuous else None
+        self.logit = nn.Linear(cfg.d_model, 1) if discrete else None
+        self.log_std_bounds = log_std_bounds
+
+    def features(self, obs, obs_mask, env_idx, act_mask) -> torch.Tensor:
+        """One feature per action dim ``(B, A, H)`` (zero on padded dims)."""
+        tokens, mask, h = self.encoder(obs, obs_mask, env_idx)
+        return self.decoder(h, tokens, mask, act_mask)  # (B, A, H)
+
+    def gaussian_head(self, f: torch.Tensor, act_mask: torch.Tensor):
+        """Mean and state-dependent log-std ``(B, A)``, both zero on padded dims."""
+        if self.mean is None or self.log_std is None:
+            raise ValueError("this actor was built without a continuous (Gaussian) head")
+        low, high = self.log_std_bounds
+        log_std = self.log_std(f).squeeze(-1).clamp(low, high)  # (B, A)
+        return self.mean(f).squeeze(-1) * act_mask, log_std * act_mask
+
+    def categorical_head(self, f: torch.Tensor, act_mask: torch.Tensor) -> torch.Tensor:
+        """One logit per choice ``(B, A)`` (a discrete env's choices are its 'action dims');
+        padded choices get NEG_INF."""
+        if self.logit is None:
+            raise ValueError("this actor was built without a discrete (categorical) head")
+        return self.logit(f).squeeze(-1).masked_fill(~act_mask, NEG_INF)
+
+    def gaussian(self, obs, obs_mask, env_idx, act_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gaussian_head(self.features(obs, obs_mask, env_idx, act_mask), act_mask)
+
+    def logits(self, obs, obs_mask, env_idx, act_mask) -> torch.Tensor:
+        return self.categorical_head(self.features(obs, obs_mask, env_idx, act_mask), act_mask)
+
+
+class AgnosticCritic(nn.Module):
+    """V(s) (``with_actions=False``) or Q(s, a) over the packed (state, action) sequence."""
+
+    def __init__(self, cfg: AgnosticConfig, with_actions: bool = False):
+        super().__init__()
+        self.encoder = StateEncoder(cfg, with_actions=with_actions)
+        self.head = nn.Linear(cfg.d_model, 1)
+
+    def forward(self, obs, obs_mask, env_idx, actions=None, act_mask=None) -> torch.Tensor:
+        _, _, h = self.encoder(obs, obs_mask, env_idx, actions, act_mask)
+        return self.head(h).squeeze(-1)  # (B,)
+
+
+class RunningObsNorm(nn.Module):
+    """Per-env running mean/variance of observations (Chan et al. parallel update, as
+    gymnasium's ``NormalizeObservation``), clipped to ±``clip`` after normalising (CleanRL).
+
+    Buffers ``(num_envs, obs_max)``; padded dims keep mean 0 / var 1 and are masked anyway.
+    ``update`` with ``env_idx`` of one env or many; each env's stats move only with its rows."""
+
+    def __init__(self, num_envs: int, obs_max: int, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("count", torch.full((num_envs,), 1e-4, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(num_envs, obs_max, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(num_envs, obs_max, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor, env_idx: torch.Tensor) -> None:
+        for k in env_idx.unique().tolist():
+            rows = obs[env_idx == k].to(torch.float64)  # (n, W)
+            width, n = rows.shape[1], rows.shape[0]
+            mean, var, count = self.mean[k, :width], self.var[k, :width], self.count[k]
+            batch_mean, batch_var = rows.mean(0), rows.var(0, unbiased=False)
+            delta, total = batch_mean - mean, count + n
+            m2 = var * count + batch_var * n + delta.pow(2) * count * n / total
+            self.mean[k, :width] = mean + delta * n / total
+            self.var[k, :width] = m2 / total
+            self.count[k] = total
+
+    def forward(self, obs: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        width = obs.shape[1]
+        mean = self.mean[env_idx, :width].to(obs.dtype)  # (B, W)
+        std = (self.var[env_idx, :width] + self.eps).sqrt().to(obs.dtype)  # (B, W)
+        return ((obs - mean) / std).clamp(-self.clip, self.clip)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
