@@ -13,6 +13,7 @@ from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
+from genworld.errors import GenworldError
 from genworld.train.checkpoint import load_checkpoint, save_checkpoint
 
 ENVS = ("hopper", "halfcheetah")  # obs 11/17, actions 3/6
@@ -320,3 +321,40 @@ def test_it_learns_the_datasets_actions(name):
     after = action_error(agent, dataset, probe)
     assert before > 0.1  # the actions are far from the untrained model's near-zero outputs
     assert after < 0.25 * before, (before, after)
+
+
+def test_shared_params_know_tasks_only_by_their_prompt_and_apply_to_new_tasks():
+    spec = get_env_spec("hopper")
+    rng = np.random.default_rng(0)
+
+    def task_data(scale):  # same robot, tasks differ in their actions
+        eps = []
+        for _ in range(3):
+            obs = rng.normal(size=(11, spec.obs_dim))
+            eps.append(episode(obs, np.full((10, spec.act_dim), scale), np.ones(10)))
+        return eps
+
+    three = MultiEnvDataset([(spec, task_data(s)) for s in (-0.5, 0.0, 0.5)])
+    one = MultiEnvDataset([(spec, task_data(0.9))])
+    agents = [
+        make_agent("prompt-dt", data, **{"dt": {"shared_params": True}}) for data in (three, one)
+    ]
+    # the parameters do not depend on how many tasks there are: load the 3-task net as is
+    shapes = [{k: v.shape for k, v in a.net.state_dict().items()} for a in agents]
+    assert shapes[0] == shapes[1]
+    agents[1].net.load_state_dict(agents[0].net.state_dict())
+    assert all(p.shape[0] == 1 for p in agents[0].net.embedding.env.parameters())
+    # same observations, different tasks: only the prompt can tell them apart
+    a = agents[0]
+    obs = torch.zeros(3, 11)
+    with_prompts = a.act(obs, torch.arange(3))
+    assert not torch.allclose(with_prompts[0], with_prompts[2])
+    a.prompts = None
+    a.net.prompt_embedding = None
+    no_prompt = a.act(obs, torch.arange(3))
+    torch.testing.assert_close(no_prompt[0], no_prompt[2])
+    hc = get_env_spec("halfcheetah")
+    hc_episode = episode(rng.normal(size=(11, hc.obs_dim)), np.zeros((10, hc.act_dim)), np.ones(10))
+    mixed = MultiEnvDataset([(spec, task_data(0.1)), (hc, [hc_episode])])
+    with pytest.raises(GenworldError, match="shared_params needs one robot"):
+        make_agent("dt", mixed, shared_params=True)

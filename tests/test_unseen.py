@@ -64,8 +64,10 @@ def test_unseen_tiny_writes_table_and_plot_and_resumes(tmp_path, capsys):
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "unseen.json").read_text())
     assert len(report["train"]) == len(report["test"]) == 5
-    assert {r["method"] for r in report["results"]} == {"tgw", "tgw-finetune", "tgw-newr"}
-    assert len(report["results"]) == 3 * 10
+    methods = {"tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune"}
+    assert {r["method"] for r in report["results"]} == methods
+    assert len(report["results"]) == 5 * 10
+    assert (out / "prompt_dt" / "seed0" / "eval.jsonl").exists()  # one model per seed
     assert (out / "unseen_tasks.png").stat().st_size > 1000
     md = (out / "unseen.md").read_text()
     assert "unseen average" in md and "0 = uniform-random policy" in md

@@ -34,6 +34,7 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -73,6 +74,10 @@ class DTConfig:
     """Envs not in ``target_returns``: this x the best episode return in their data."""
     sampling: str = "balanced"
     """balanced (equal share per env) or proportional (to each env's transitions)."""
+    shared_params: bool = False
+    """The envs are tasks of one robot (same dims): one set of projections and one action head,
+    no env embedding, and the normaliser's env 0 for all. A task is then known only through its
+    prompt (Prompt-DT's multi-task setting), and the network applies unchanged to new tasks."""
 
     def validate(self) -> None:
         if self.context_len < 1 or self.batch_size < 1 or self.warmup_steps < 1:
@@ -288,7 +293,24 @@ class DT:
             ],
             device=device,
         )  # (num_envs,) unscaled initial return-to-go per env
-        self.net = DecisionTransformerNet(dataset, cfg, with_prompt=prompts is not None).to(device)
+        net_dataset = dataset
+        if cfg.shared_params:
+            dims = {(s.obs_dim, s.act_dim) for s in dataset.specs}
+            if len(dims) > 1:
+                raise GenworldError(
+                    f"shared_params needs one robot, got (obs, act) dims {sorted(dims)}; "
+                    "use shared_params=False for envs of different sizes"
+                )
+            # one-env view: the parameters do not depend on how many tasks share them
+            net_dataset = SimpleNamespace(
+                num_envs=1,
+                specs=dataset.specs[:1],
+                obs_max=dataset.obs_max,
+                act_max=dataset.act_max,
+            )
+        self.net = DecisionTransformerNet(net_dataset, cfg, with_prompt=prompts is not None).to(
+            device
+        )
         self.opt = torch.optim.AdamW(
             self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas
         )
@@ -299,9 +321,15 @@ class DT:
         self.act_masks = dataset.act_masks().float().to(device)  # (num_envs, act_max)
         self.updates = 0
 
+    def _net_env(self, env_idx: torch.Tensor) -> torch.Tensor:
+        """The parameter set of each row: its env, or 0 for all with ``shared_params``."""
+        return torch.zeros_like(env_idx) if self.cfg.shared_params else env_idx
+
     def _inputs(self, w: Windows) -> tuple:
         """Raw windows → network inputs: per-env normalised obs, scaled returns-to-go."""
-        obs = self.normalizer.normalize_obs(w.observations.transpose(0, 1), w.env_idx)
+        obs = self.normalizer.normalize_obs(
+            w.observations.transpose(0, 1), self._net_env(w.env_idx)
+        )
         obs = obs.transpose(0, 1) * w.step_mask[..., None]  # (B, L, obs_max)
         rtg = w.returns_to_go * self.cfg.reward_scale  # (B, L)
         return obs, w.actions, rtg, w.timesteps, w.step_mask
@@ -309,7 +337,9 @@ class DT:
     def predict(self, w: Windows, prompt: Windows | None = None) -> torch.Tensor:
         """Actions ``(B, L, act_max)`` for raw windows (and raw prompt windows)."""
         return self.net(
-            self._inputs(w), w.env_idx, None if prompt is None else self._inputs(prompt)
+            self._inputs(w),
+            self._net_env(w.env_idx),
+            None if prompt is None else self._inputs(prompt),
         )
 
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:

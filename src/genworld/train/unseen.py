@@ -27,6 +27,18 @@ Stages, each resumable in ``out``:
      measured mean absolute reward error 0.08 (cheetah-vel) / 0.05 (ant-dir) against the
      simulator's reward, whose per-step spread is ~0.3–0.6 (tests/test_unseen.py). ant-dir's
      contact term is not observable and is left out (it is ~1e-3).
+
+6. **Prompt-DT baseline** (:mod:`genworld.algos.prompt_dt`), one model per seed trained on the
+   training tasks' mixed data with the same number of updates as a TGW policy, prompts taken
+   from each task's small expert dataset (as the reference, which prompts with expert
+   demonstrations). The tasks share all parameters (``DTConfig.shared_params``: no task id, one
+   normaliser fitted on the family's data), so a task is known only through its prompt:
+
+   - ``prompt-dt``: the trained model, prompted with the task's small data (zero-shot on unseen
+     tasks); its score is the final model over ``eval_episodes × last_k`` episodes;
+   - ``prompt-dt-finetune``: a copy fine-tuned ``finetune_steps`` updates on the task's small
+     dataset (the reference's few-shot fine-tuning), scored as the other cells (last-k
+     evaluations).
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ from genworld.envs.tasks import get_family, split, task_name
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config
 
-METHODS = ("tgw", "tgw-finetune", "tgw-newr")
+METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
 
 
 @dataclass(frozen=True)
@@ -368,27 +380,118 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress)
     return result
 
 
+# ------------------------------------------------------------------ stage 6: Prompt-DT
+def _prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], tasks: list[str], refs, seed: int):
+    """A Prompt-DT agent (``tasks``' small data as prompts and, with ``train``, its training data)
+    sharing parameters across the family's tasks."""
+    from types import SimpleNamespace
+
+    from genworld.algos import dt
+    from genworld.algos.prompt_dt import PRESETS, PromptBank, PromptDTConfig
+    from genworld.algos.registry import resolve_config
+    from genworld.data.multi_env import MultiEnvDataset
+    from genworld.data.normalization import Normalizer
+
+    ctx = SimpleNamespace(scale=cfg.scale, overrides={"dt": {"shared_params": True}})
+    pcfg = resolve_config(PromptDTConfig, PRESETS, ctx)
+    kind = "mixed" if train else "small"
+    data = MultiEnvDataset([(_spec(t, refs), _episodes(out, t, kind)) for t in train or tasks])
+    prompt_data = MultiEnvDataset([(_spec(t, refs), _episodes(out, t, "small")) for t in tasks])
+    family = _family_dataset(cfg, out, [(t, "mixed") for t in _split_tasks(cfg)[0]])
+    rtgs = [dt.returns_to_go(env) for env in prompt_data.envs]
+    prompts = PromptBank(prompt_data, rtgs, pcfg.prompt_length, 1.0, seed)
+    return dt.DT(data, Normalizer.fit(family), pcfg.dt, torch.device("cpu"), prompts=prompts)
+
+
+def _split_tasks(cfg: UnseenConfig) -> tuple[list[str], list[str]]:
+    train_idx, test_idx = split(cfg.family, scheme=cfg.split)
+    return [task_name(cfg.family, i) for i in train_idx], [
+        task_name(cfg.family, i) for i in test_idx
+    ]
+
+
+def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
+    from genworld.eval.rollout import evaluate_agent
+    from genworld.eval.scores import summarize
+    from genworld.train.loop import train_offline
+
+    folder = out / "cells" / method / task / f"seed{seed}"
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    trained = _prompt_dt(cfg, out, train, train, refs, seed)
+    train_offline(
+        f"prompt-dt s{seed}",
+        trained,
+        trained.update,
+        [_spec(t, refs) for t in train],
+        out / "prompt_dt" / f"seed{seed}",
+        steps=cfg.policy_updates,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        seed=seed,
+        show_progress=False,
+    )  # resumes / returns at once when this seed's model is already trained
+    agent = _prompt_dt(cfg, out, [], [task], refs, seed)  # the task's prompt and small data
+    agent.net.load_state_dict(trained.net.state_dict())
+    spec = _spec(task, refs)
+    if method == "prompt-dt":
+        episodes = cfg.eval_episodes * cfg.last_k
+        score = float(
+            spec.normalized_score(evaluate_agent(agent, [spec], episodes, seed)[task].mean())
+        )
+        last_k = best = score
+    else:
+        records = train_offline(
+            f"{method} {task} s{seed}",
+            agent,
+            agent.update,
+            [spec],
+            folder,
+            steps=cfg.finetune_steps,
+            eval_every=max(1, cfg.finetune_steps // cfg.last_k),
+            eval_episodes=cfg.eval_episodes,
+            seed=seed,
+            show_progress=False,
+        )
+        summary = summarize(records, [task], cfg.last_k)[task]
+        last_k, best = summary["last_k_mean"], summary["best"]
+    result = {
+        "method": method,
+        "task": task,
+        "seed": seed,
+        "last_k": last_k,
+        "best": best,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_json(result_path, result)
+    return result
+
+
 def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> dict:
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
     check_or_write_config(out, json.loads(json.dumps(asdict(cfg))))
-    train_idx, test_idx = split(cfg.family, scheme=cfg.split)
-    train = [task_name(cfg.family, i) for i in train_idx]
-    test = [task_name(cfg.family, i) for i in test_idx]
+    train, test = _split_tasks(cfg)
     tasks = train + test
     _experts(cfg, tasks, out, show_progress)
     refs = _references(cfg, tasks, out)
     _datasets(cfg, train, tasks, out)
-    model = _world_model(cfg, train, out, show_progress)
+    tgw_methods = [m for m in cfg.methods if m.startswith("tgw")]
+    model = _world_model(cfg, train, out, show_progress) if tgw_methods else None
     results = []
     cells = [(m, t, s) for m in cfg.methods for t in tasks for s in range(cfg.seeds)]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
         for method, task, seed in cells:
             kind = "mixed" if task in train else "small"
-            results.append(
-                _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress)
-            )
+            if method.startswith("prompt-dt"):
+                cell = _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
+            else:
+                cell = _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress)
+            results.append(cell)
             advance(1)
     from genworld.eval.unseen_report import write_unseen_report
 
