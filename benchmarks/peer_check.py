@@ -1,0 +1,269 @@
+"""Peer check: genworld's CQL and IQL against d3rlpy 2.8's on the same genworld dataset.
+
+Both libraries train on the *same* Minari dataset (built by genworld if missing), with the same
+networks (CQL: 3x256 actor and critics, IQL: 2x256), batch 256, the same number of updates, the
+same hyper-parameters (below) and the *same* evaluation (genworld's ``evaluate_agent``:
+deterministic actions, episode ``i`` seeded ``seed * 1000 + i``, D4RL-normalised score, mean of
+the last ``last_k`` evaluations). Updates/s count training time only (no evaluation).
+
+    pip install -e ".[peers]"   # d3rlpy==2.8.1, an optional extra, never a runtime dependency
+    python benchmarks/peer_check.py --datasets halfcheetah-medium,hopper-medium \
+        --algos cql,iql --seeds 3 --scale mini --out runs/peer_check
+
+Budgets are ``genworld table``'s (``train/table.py`` BUDGETS: mini = 10k updates, an evaluation
+every 1k, 5 episodes, last 3, 100k-transition datasets). Each finished (library, algo, dataset,
+seed) cell is a JSON file under ``--out``; rerunning skips them (a killed cell restarts).
+
+Settings passed to d3rlpy so that both run the same algorithm:
+
+- CQL (genworld ``algos/cql.py``: CORL's configs, d3rlpy's actor lr): actor lr 1e-4, critic lr
+  3e-4, entropy-temperature lr 1e-4, conservative weight 10, 10 sampled actions, no Lagrange
+  (d3rlpy ``alpha_learning_rate=0``: its ``alpha`` stays 1, the threshold is then a constant),
+  standardised observations.
+- IQL (genworld ``algos/iql.py``): lr 3e-4, expectile 0.7, temperature 3, weights clipped at 100,
+  rewards scaled by 1000 / (max - min episode return) (d3rlpy ``ReturnBasedRewardScaler``), actor
+  lr cosine-decayed to 0 over the run, standardised observations.
+
+Known differences left in place: d3rlpy's CQL actor/critic initialisation (PyTorch default;
+genworld: CORL's orthogonal init) and its log-std clamp; d3rlpy's IQL actor has a
+state-independent log-std like genworld's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genworld.algos.registry import AlgoContext, build_agent
+from genworld.data.build import build_dataset
+from genworld.data.ids import parse_dataset_id
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.eval.rollout import evaluate_agent
+from genworld.train.table import BUDGETS, Budget
+from genworld.utils.io import atomic_write_json
+
+HIDDEN = {"cql": (256, 256, 256), "iql": (256, 256)}
+BATCH = 256
+
+
+def load(dataset_id: str, budget: Budget) -> MultiEnvDataset:
+    build_dataset(dataset_id, steps=budget.dataset_steps, seed=0, cached=True, show_progress=False)
+    return MultiEnvDataset.from_minari([dataset_id])
+
+
+def _evaluate(act, dataset: MultiEnvDataset, budget: Budget, seed: int, step: int) -> dict:
+    spec = dataset.specs[0]
+    returns = evaluate_agent(act, [spec], budget.eval_episodes, seed * 1000)[spec.name]
+    return {"step": step, "score": float(spec.normalized_score(returns.mean()))}
+
+
+def train_genworld(algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int) -> dict:
+    torch.manual_seed(seed)
+    overrides: dict = {"hidden": HIDDEN[algo], "batch_size": BATCH}
+    if algo == "iql":
+        overrides["actor_lr_decay_steps"] = budget.updates
+    ctx = AlgoContext(
+        dataset=dataset,
+        normalizer=Normalizer.fit(dataset),
+        device=torch.device("cpu"),
+        scale="full",
+        seed=seed,
+        overrides=overrides,
+    )
+    agent = build_agent(algo, ctx)
+    generator = torch.Generator().manual_seed(seed)
+    return _loop(lambda: agent.update(generator), agent.act, dataset, budget, seed)
+
+
+def d3rlpy_dataset(dataset: MultiEnvDataset):
+    import d3rlpy
+
+    env = dataset.envs[0]
+    ends = (env.steps_left == 1).numpy()
+    terminals = env.terminations.numpy().astype(bool) & ends
+    return d3rlpy.dataset.MDPDataset(
+        env.observations.numpy(),
+        env.actions.numpy(),
+        env.rewards.numpy()[:, None],
+        terminals.astype(np.float32),
+        timeouts=(ends & ~terminals).astype(np.float32),
+    )
+
+
+def d3rlpy_algo(algo: str, budget: Budget, seed: int):
+    import d3rlpy
+
+    d3rlpy.seed(seed)
+    encoder = d3rlpy.models.encoders.VectorEncoderFactory(list(HIDDEN[algo]))
+    common = {
+        "batch_size": BATCH,
+        "actor_encoder_factory": encoder,
+        "critic_encoder_factory": encoder,
+        "observation_scaler": d3rlpy.preprocessing.StandardObservationScaler(),
+    }
+    if algo == "cql":
+        return d3rlpy.algos.CQLConfig(
+            **common,
+            actor_learning_rate=1e-4,
+            critic_learning_rate=3e-4,
+            temp_learning_rate=1e-4,
+            alpha_learning_rate=0.0,
+            conservative_weight=10.0,
+            n_action_samples=10,
+        ).create(device="cpu:0")
+    schedule = d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=budget.updates)
+    return d3rlpy.algos.IQLConfig(
+        **common,
+        value_encoder_factory=encoder,
+        actor_optim_factory=d3rlpy.optimizers.AdamFactory(lr_scheduler_factory=schedule),
+        reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0),
+        expectile=0.7,
+        weight_temp=3.0,
+        max_weight=100.0,
+    ).create(device="cpu:0")
+
+
+def train_d3rlpy(algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int) -> dict:
+    from d3rlpy.algos.utility import build_scalers_with_transition_picker
+
+    data = d3rlpy_dataset(dataset)
+    model = d3rlpy_algo(algo, budget, seed)
+    build_scalers_with_transition_picker(model, data)  # what d3rlpy's fit() does first
+    model.build_with_dataset(data)
+    np.random.seed(seed)  # d3rlpy samples batches with numpy's global generator
+    act_dim = dataset.specs[0].act_dim
+
+    def act(obs: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(model.predict(obs[:, : dataset.specs[0].obs_dim].numpy()))[
+            :, :act_dim
+        ]
+
+    return _loop(
+        lambda: model.update(data.sample_transition_batch(BATCH)), act, dataset, budget, seed
+    )
+
+
+def _loop(update, act, dataset: MultiEnvDataset, budget: Budget, seed: int) -> dict:
+    records, train_seconds = [], 0.0
+    for step in range(1, budget.updates + 1):
+        start = time.perf_counter()
+        update()
+        train_seconds += time.perf_counter() - start
+        if step % budget.eval_every == 0 or step == budget.updates:
+            records.append(_evaluate(act, dataset, budget, seed, step))
+    last = [r["score"] for r in records[-budget.last_k :]]
+    return {
+        "last_k": float(np.mean(last)),
+        "best": max(r["score"] for r in records),
+        "records": records,
+        "updates_per_s": budget.updates / train_seconds,
+    }
+
+
+TRAIN = {"genworld": train_genworld, "d3rlpy": train_d3rlpy}
+
+
+def run(datasets, algos, seeds: int, scale: str, out: Path, libraries=("genworld", "d3rlpy")):
+    budget = BUDGETS[scale]
+    results = []
+    for dataset_id in datasets:
+        dataset = load(dataset_id, budget)
+        for algo in algos:
+            for seed in range(seeds):
+                for lib in libraries:
+                    path = out / "cells" / f"{lib}__{algo}__{dataset_id}__s{seed}.json"
+                    if not path.exists():
+                        print(f"peer_check: {lib} {algo} {dataset_id} seed {seed} ...", flush=True)
+                        cell = TRAIN[lib](algo, dataset, budget, seed)
+                        cell.update(library=lib, algo=algo, dataset=dataset_id, seed=seed)
+                        atomic_write_json(path, cell)
+                    results.append(json.loads(path.read_text()))
+    report = write_report(results, budget, scale, out)
+    return report
+
+
+def write_report(results: list[dict], budget: Budget, scale: str, out: Path) -> str:
+    def stats(values):
+        return (statistics.mean(values), statistics.pstdev(values)) if values else (np.nan, 0.0)
+
+    rows = [
+        "| dataset | algo | genworld score | d3rlpy score | within spread | genworld upd/s | "
+        "d3rlpy upd/s | speed ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["dataset"], r["algo"]) for r in results})
+    for dataset_id, algo in keys:
+        cell = {
+            lib: [
+                r
+                for r in results
+                if (r["dataset"], r["algo"], r["library"]) == (dataset_id, algo, lib)
+            ]
+            for lib in ("genworld", "d3rlpy")
+        }
+        (gm, gs), (dm, ds) = (stats([r["last_k"] for r in cell[lib]]) for lib in cell)
+        gu, du = (stats([r["updates_per_s"] for r in cell[lib]])[0] for lib in cell)
+        within = "yes" if abs(gm - dm) <= max(gs, ds, 1e-9) else "no"
+        rows.append(
+            f"| {dataset_id} | {algo} | {gm:.1f} ± {gs:.1f} (n={len(cell['genworld'])}) | "
+            f"{dm:.1f} ± {ds:.1f} (n={len(cell['d3rlpy'])}) | {within} | {gu:.1f} | {du:.1f} | "
+            f"{gu / du:.2f}x |"
+        )
+    text = "\n".join(
+        [
+            f"# Peer check: genworld vs d3rlpy 2.8.1 ({scale})",
+            "",
+            f"Datasets regenerated by genworld (not D4RL's), {budget.dataset_steps} transitions; "
+            f"{budget.updates} updates, batch {BATCH}; score = D4RL-normalised return, mean of "
+            f"the last {budget.last_k} evaluations ({budget.eval_episodes} episodes each, every "
+            f"{budget.eval_every} updates), mean ± std over seeds. 'within spread': the means "
+            "differ by at most the larger seed std. Updates/s: training time only, same process.",
+            "",
+            *rows,
+            "",
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peer_check.md").write_text(text)
+    atomic_write_json(out / "peer_check.json", {"results": results})
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="halfcheetah-medium,hopper-medium")
+    parser.add_argument("--algos", default="cql,iql")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--scale", choices=list(BUDGETS), default="mini")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="runs/peer_check")
+    args = parser.parse_args(argv)
+    try:
+        import d3rlpy  # noqa: F401
+    except ImportError:
+        print("peer_check: d3rlpy is not installed: pip install -e '.[peers]'", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    for name in args.datasets.split(","):
+        parse_dataset_id(name)
+    text = run(
+        [x for x in args.datasets.split(",") if x],
+        [x for x in args.algos.split(",") if x],
+        args.seeds,
+        args.scale,
+        Path(args.out),
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

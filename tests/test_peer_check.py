@@ -1,0 +1,58 @@
+"""benchmarks/peer_check.py: the genworld side and the report run without d3rlpy (the optional
+``peers`` extra); the d3rlpy side runs where that extra is installed."""
+
+import json
+
+import pytest
+from benchmarks.peer_check import BUDGETS, run, train_genworld, write_report
+
+
+def test_genworld_cells_resume_and_report(tmp_path):
+    out = tmp_path / "pc"
+    text = run(["halfcheetah-medium"], ["iql"], 1, "tiny", out, libraries=("genworld",))
+    cell = out / "cells" / "genworld__iql__halfcheetah-medium__s0.json"
+    result = json.loads(cell.read_text())
+    budget = BUDGETS["tiny"]
+    assert [r["step"] for r in result["records"]] == list(
+        range(budget.eval_every, budget.updates + 1, budget.eval_every)
+    )
+    assert result["updates_per_s"] > 0
+    assert "| halfcheetah-medium | iql |" in text
+    stamp = cell.stat().st_mtime_ns
+    run(["halfcheetah-medium"], ["iql"], 1, "tiny", out, libraries=("genworld",))
+    assert cell.stat().st_mtime_ns == stamp  # done cells are not rerun
+
+
+def test_within_spread_compares_means_to_the_larger_std(tmp_path):
+    def cell(lib, score, speed):
+        return {
+            "library": lib,
+            "algo": "cql",
+            "dataset": "d",
+            "last_k": score,
+            "updates_per_s": speed,
+        }
+
+    results = [
+        cell("genworld", 10, 20),
+        cell("genworld", 14, 20),
+        cell("d3rlpy", 13, 10),
+        cell("d3rlpy", 13, 10),
+    ]
+    row = write_report(results, BUDGETS["tiny"], "tiny", tmp_path).splitlines()[-1]
+    assert "12.0 ± 2.0 (n=2)" in row and "| yes |" in row and "2.00x" in row
+    results[2]["last_k"] = results[3]["last_k"] = 20
+    row = write_report(results, BUDGETS["tiny"], "tiny", tmp_path).splitlines()[-1]
+    assert "| no |" in row
+
+
+def test_d3rlpy_side_trains_and_evaluates_the_same_way():
+    pytest.importorskip("d3rlpy")
+    from benchmarks.peer_check import load, train_d3rlpy
+
+    budget = BUDGETS["tiny"]
+    dataset = load("halfcheetah-medium", budget)
+    theirs = train_d3rlpy("iql", dataset, budget, 0)
+    ours = train_genworld("iql", dataset, budget, 0)
+    assert [r["step"] for r in theirs["records"]] == [r["step"] for r in ours["records"]]
+    assert all(abs(r["score"]) < 50 for r in theirs["records"])  # 20 updates: near random
