@@ -15,6 +15,7 @@ from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
+from genworld.errors import GenworldError
 
 from .test_algos import toy_dataset
 
@@ -277,6 +278,34 @@ def test_cql_each_loss_reaches_only_its_parameters_and_targets_move_by_polyak():
     target_before = params(agent.critic_target)
     agent.update(torch.Generator().manual_seed(1))
     assert_polyak(target_before, params(agent.critic_target), params(agent.critic), agent.cfg.tau)
+
+
+def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact():
+    """bfloat16 is used only for the 3n sampled actions' Q values; same parameters, same batch,
+    same random draws: the TD error is identical, the conservative gap close (bf16 rounding)."""
+    from genworld.algos.cql import resolve_ood_dtype
+
+    assert resolve_ood_dtype("auto", torch.device("cuda")) == torch.float32
+    assert resolve_ood_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(GenworldError, match="ood_precision 'fp8'"):
+        build("cql", ood_precision="fp8")
+    agents = [build("cql", ood_precision=p) for p in ("float32", "bfloat16")]
+    agents[1].critic.load_state_dict(agents[0].critic.state_dict())
+    batch = sample(agents[0])
+    metrics = []
+    for agent in agents:
+        torch.manual_seed(3)
+        losses, m = agent.losses(batch)
+        metrics.append(m)
+        agent.opt.zero_grad(set_to_none=True)
+        losses["critic"].backward()
+    assert float(metrics[0]["td"]) == float(metrics[1]["td"])
+    gap = [float(m["cql_gap"]) for m in metrics]
+    assert gap[1] == pytest.approx(gap[0], rel=2e-2, abs=2e-2)
+    assert gap[0] != gap[1]  # the bf16 path really ran
+    for a, b in zip(agents[0].critic.parameters(), agents[1].critic.parameters(), strict=True):
+        cos = torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0)
+        assert cos > 0.99
 
 
 @pytest.mark.parametrize("gap_target, direction", [(-1e3, 1), (1e3, -1)])

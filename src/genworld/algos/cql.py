@@ -35,6 +35,10 @@ Deviations:
   loss clipping (``cql_clip_diff_*``), ``target_update_period`` > 1, reward normalisation.
 - The entropy temperature is one per env (single env: CORL's scalar); ``alpha'`` is global.
 - Adam is one fused optimiser with a parameter group per network (same per-parameter maths).
+- ``ood_precision="auto"``: on CPUs with AMX tiles the critics score the 3n sampled actions in
+  bfloat16 (the TD term, the data actions' Q and all parameters stay float32): 2x the updates/s
+  here (13.7 → 26.4 at 3x256, 1 thread). Tested: TD term identical, gap within 2%, critic
+  gradients aligned (cosine > 0.99); ``ood_precision="float32"`` restores the reference maths.
 """
 
 from __future__ import annotations
@@ -95,12 +99,20 @@ class CQLConfig:
     """CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
     sampling: str = "balanced"
     """balanced (equal share per env) or proportional (to each env's transitions)."""
+    ood_precision: str = "auto"
+    """Precision of the critics on the 3 n_actions out-of-data actions of the conservative term
+    (~90% of a CQL step's FLOPs; the TD term is always float32): float32, bfloat16, or auto =
+    bfloat16 on CPUs with AMX tiles (several times the float32 matmul rate), else float32."""
 
     def validate(self) -> None:
         if self.n_actions < 1 or self.batch_size < 1 or self.num_critics < 1:
             raise GenworldError("n_actions, batch_size and num_critics must be >= 1")
         if self.temperature <= 0:
             raise GenworldError(f"temperature must be > 0, got {self.temperature}")
+        if self.ood_precision not in ("auto", "float32", "bfloat16"):
+            raise GenworldError(
+                f"ood_precision {self.ood_precision!r}: use auto, float32 or bfloat16"
+            )
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
 
@@ -115,6 +127,14 @@ PRESETS: dict[str, dict] = {
 
 def build(ctx: AlgoContext) -> CQL:
     return CQL(ctx.dataset, ctx.normalizer, resolve_config(CQLConfig, PRESETS, ctx), ctx.device)
+
+
+def resolve_ood_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 where it is fast (CPUs with AMX tiles), else float32."""
+    if precision == "auto":
+        amx = device.type == "cpu" and torch.cpu._is_amx_tile_supported()
+        return torch.bfloat16 if amx else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
 
 
 def sample_tanh_gaussian(
@@ -200,6 +220,7 @@ class CQL:
         act_dims = self.act_masks.sum(-1)  # (K,)
         self.target_entropy = -cfg.target_entropy_scale * act_dims  # (K,)
         self.uniform_log_density = -LOG_2 * act_dims  # (K,) log of 0.5^|A_k|
+        self.ood_dtype = resolve_ood_dtype(cfg.ood_precision, device)
         self.step = 0
 
     def _inputs(self, obs: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
@@ -228,20 +249,26 @@ class CQL:
         ``(B, n, A)``, log-probs ``(B, n)``) samples without gradients."""
         env, n = batch.env_idx, self.cfg.n_actions
         uniform = torch.rand(len(x), n, mask.shape[-1], device=x.device) * 2 - 1  # (B, n, A)
+        data_action = (batch.actions * mask)[:, None]  # (B, 1, A)
         candidates = torch.cat(
-            [(batch.actions * mask)[:, None], uniform * mask[:, None], policy[0], next_policy[0]],
-            1,
-        )  # (B, 1 + 3n, A): data, uniform, pi(s), pi(s')
-        q_all = self._q_many(x, candidates)  # (E, B, 1 + 3n)
-        q_data = q_all[..., 0]  # (E, B)
+            [uniform * mask[:, None], policy[0], next_policy[0]], 1
+        )  # (B, 3n, A): uniform, pi(s), pi(s')
+        if self.ood_dtype == torch.float32:  # one batched forward for all 1 + 3n actions
+            q_all = self._q_many(x, torch.cat([data_action, candidates], 1))  # (E, B, 1 + 3n)
+            q_data, q_cand = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3n)
+        else:  # the TD term's Q in float32, the 3n out-of-data actions' in bf16
+            q_data = self._q_many(x, data_action)[..., 0]  # (E, B)
+            with torch.autocast(x.device.type, dtype=self.ood_dtype):
+                q_cand = self._q_many(x, candidates)
+            q_cand = q_cand.float()  # (E, B, 3n)
         if self.cfg.importance_sample:  # subtract log mu(a): uniform 0.5^|A_k|, the policy's
             uniform_log_density = self.uniform_log_density[env][:, None].expand(-1, n)
             log_density = torch.cat([uniform_log_density, policy[1], next_policy[1]], 1)
-            q_ood = q_all[..., 1:] - log_density  # (E, B, 3n)
-        else:
-            q_ood = q_all  # CORL without importance sampling keeps the data action in
+            q_ood = q_cand - log_density  # (E, B, 3n)
+        else:  # CORL without importance sampling keeps the data action in
+            q_ood = torch.cat([q_data[..., None], q_cand], -1)
         gap = conservative_gap(q_ood, q_data, self.cfg.temperature)  # (E,)
-        return gap, q_data, q_all[..., 1 : n + 1].detach().mean()
+        return gap, q_data, q_cand[..., :n].detach().mean()
 
     def losses(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Every loss of one step from the current parameters, each reaching only its own
