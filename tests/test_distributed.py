@@ -152,25 +152,33 @@ def test_shard_gives_every_process_an_env_or_a_clear_error():
         shard(1, Dist(0, 2, 0, torch.device("cpu")))
 
 
-def _cli_has_agnostic_iql() -> bool:
-    import contextlib
-    import io
+def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m genworld ARGV`` on a free port, one thread each."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun += ["--master-port", str(_free_port()), "-m", "genworld", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=300)
 
-    from genworld.cli import build_parser
 
-    quiet = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            build_parser().parse_args(["train", "agnostic-iql", "--help"])
-    except SystemExit as exc:
-        return exc.code == 0
-    return False
+def test_torchrun_genworld_train_world_model_uses_ddp(tmp_path):
+    from genworld.data.build import build_dataset
+
+    for env in ENVS:
+        build_dataset(f"{env}-random", steps=1000, seed=0, show_progress=False)
+    out = tmp_path / "wm"
+    datasets = ",".join(f"{env}-random" for env in ENVS)
+    argv = ["train", "world-model", "--model", "mlp", "--datasets", datasets, "--scale", "tiny"]
+    proc = _torchrun([*argv, "--steps", "4", "--out", str(out), "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("world model trained") == 1  # rank 0 alone reports
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(line)["processes"] == 2 for line in lines)
 
 
 def test_torchrun_two_processes_train_agnostic_iql_then_a_single_process_resumes(tmp_path):
-    """``torchrun --nproc-per-node 2 -m genworld train agnostic-iql --scale tiny`` (or the
-    module's own entry point until the CLI is wired): both ranks train, rank 0 alone writes; a
-    'killed' run (last checkpoint removed) resumes in one process to the same weights."""
+    """``torchrun --nproc-per-node 2 -m genworld train agnostic-iql --scale tiny``: both ranks
+    train, rank 0 alone writes; a 'killed' run (last checkpoint removed) resumes in one process
+    to the same weights."""
     from genworld.data.build import build_dataset
     from genworld.train.checkpoint import load_checkpoint
     from genworld.train.distributed import AgnosticIQLRunConfig, train_agnostic_iql
@@ -178,18 +186,7 @@ def test_torchrun_two_processes_train_agnostic_iql_then_a_single_process_resumes
     for env in ENVS:
         build_dataset(f"{env}-random", steps=3000, seed=0, show_progress=False)
     out = tmp_path / "run"
-    entry = (
-        ["-m", "genworld", "train", "agnostic-iql"]
-        if _cli_has_agnostic_iql()
-        else ["-m", "genworld.train.distributed", "agnostic-iql"]
-    )
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    torchrun += ["--master-port", str(_free_port())]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["--scale", "tiny", "--out", str(out), "--quiet"]
-    proc = subprocess.run(
-        torchrun + entry + args, env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = _torchrun(["train", "agnostic-iql", "--scale", "tiny", "--out", str(out), "--quiet"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("agnostic-iql: 20 updates") == 1  # rank 0 alone reports
     records = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from genworld.errors import GenworldError
@@ -119,8 +120,14 @@ def _train_world_model(args) -> None:
     out = Path(
         args.out or f"runs/world_models/{args.model}__{'+'.join(cfg.datasets)}__s{args.seed}"
     )
-    train_world_model(cfg, out, show_progress=not args.quiet)
-    print(f"world model trained: {out} (evaluate with `genworld eval world-model {out}`)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: DDP, rank-sharded batches
+        from genworld.train.distributed import train_world_model_ddp
+
+        train_world_model_ddp(cfg, out, show_progress=not args.quiet)
+    else:
+        train_world_model(cfg, out, show_progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"world model trained: {out} (evaluate with `genworld eval world-model {out}`)")
 
 
 def _eval_world_model(args) -> None:
