@@ -45,7 +45,7 @@ from torch import nn
 
 from genworld.algos.iql import advantage_weights, reward_scales
 from genworld.algos.registry import AlgoContext, resolve_config
-from genworld.data.multi_env import EnvData, MultiEnvDataset
+from genworld.data.multi_env import EnvData, MultiEnvDataset, gather_transitions
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.agnostic import NET_PRESETS, AgnosticActor, AgnosticConfig, AgnosticCritic
@@ -130,32 +130,11 @@ def sample_rows(
 ) -> Batch:
     """``per_env`` transitions of each env, padded to ``(obs_max, act_max)``; env ``g``'s rows
     come from its own generator seeded by ``(seed, g)`` (independent of the other envs here)."""
-    n = per_env * len(envs)
-    obs, next_obs = torch.zeros(n, obs_max), torch.zeros(n, obs_max)
-    act = torch.zeros(n, act_max)
-    rew, term = torch.zeros(n), torch.zeros(n)
-    env_idx = torch.empty(n, dtype=torch.int64)
-    for i, (env, g) in enumerate(zip(envs, env_ids, strict=True)):
+    parts = []
+    for env, g in zip(envs, env_ids, strict=True):
         stream = torch.Generator().manual_seed((seed + (g + 1) * SEED_STRIDE) % 2**63)
-        idx = torch.randint(len(env), (per_env,), generator=stream)  # (per_env,)
-        rows = slice(i * per_env, (i + 1) * per_env)
-        d, a = env.spec.obs_dim, env.spec.act_dim
-        obs[rows, :d], next_obs[rows, :d] = env.observations[idx], env.next_observations[idx]
-        act[rows, :a] = env.actions[idx]
-        rew[rows], term[rows] = env.rewards[idx], env.terminations[idx]
-        env_idx[rows] = g
-    dims = torch.tensor([e.spec.obs_dim for e in envs]).repeat_interleave(per_env)  # (n,)
-    adims = torch.tensor([e.spec.act_dim for e in envs]).repeat_interleave(per_env)  # (n,)
-    return Batch(
-        observations=obs,
-        actions=act,
-        rewards=rew,
-        next_observations=next_obs,
-        terminations=term,
-        env_idx=env_idx,
-        obs_mask=torch.arange(obs_max)[None] < dims[:, None],
-        act_mask=torch.arange(act_max)[None] < adims[:, None],
-    )
+        parts.append((env, torch.randint(len(env), (per_env,), generator=stream), g))
+    return gather_transitions(parts, obs_max, act_max)
 
 
 class IQLNetworks(nn.Module):

@@ -131,34 +131,12 @@ class MultiEnvDataset:
         self, batch_size: int, generator: torch.Generator, mode: Mode = "balanced"
     ) -> Batch:
         counts = self.env_counts(batch_size, generator, mode)
-        obs = torch.zeros(batch_size, self.obs_max)
-        next_obs = torch.zeros(batch_size, self.obs_max)
-        act = torch.zeros(batch_size, self.act_max)
-        rew, term = torch.zeros(batch_size), torch.zeros(batch_size)
-        env_idx = torch.empty(batch_size, dtype=torch.int64)
-        start = 0
-        for k, (env, count) in enumerate(zip(self.envs, counts, strict=True)):
-            if count == 0:
-                continue
-            idx = torch.randint(len(env), (count,), generator=generator)  # (count,)
-            rows = slice(start, start + count)
-            d, a = env.spec.obs_dim, env.spec.act_dim
-            obs[rows, :d] = env.observations[idx]
-            next_obs[rows, :d] = env.next_observations[idx]
-            act[rows, :a] = env.actions[idx]
-            rew[rows], term[rows] = env.rewards[idx], env.terminations[idx]
-            env_idx[rows] = k
-            start += count
-        return Batch(
-            observations=obs,
-            actions=act,
-            rewards=rew,
-            next_observations=next_obs,
-            terminations=term,
-            env_idx=env_idx,
-            obs_mask=self.obs_masks()[env_idx],
-            act_mask=self.act_masks()[env_idx],
-        )
+        parts = [
+            (env, torch.randint(len(env), (count,), generator=generator), k)
+            for k, (env, count) in enumerate(zip(self.envs, counts, strict=True))
+            if count
+        ]
+        return gather_transitions(parts, self.obs_max, self.act_max)
 
     def sample_windows(
         self, batch_size: int, length: int, generator: torch.Generator, mode: Mode = "balanced"
@@ -205,3 +183,35 @@ class MultiEnvDataset:
             obs_mask=self.obs_masks()[env_idx],
             act_mask=self.act_masks()[env_idx],
         )
+
+
+def gather_transitions(
+    parts: Sequence[tuple[EnvData, torch.Tensor, int]], obs_max: int, act_max: int
+) -> Batch:
+    """One padded batch from ``(env data, row indices, env id)`` parts, rows in that order;
+    masks from each env's own dims."""
+    n = sum(len(idx) for _, idx, _ in parts)
+    obs, next_obs = torch.zeros(n, obs_max), torch.zeros(n, obs_max)
+    act = torch.zeros(n, act_max)
+    rew, term = torch.zeros(n), torch.zeros(n)
+    env_idx = torch.empty(n, dtype=torch.int64)
+    obs_dims, act_dims = torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=torch.int64)
+    start = 0
+    for env, idx, k in parts:
+        rows = slice(start, start + len(idx))
+        d, a = env.spec.obs_dim, env.spec.act_dim
+        obs[rows, :d], next_obs[rows, :d] = env.observations[idx], env.next_observations[idx]
+        act[rows, :a] = env.actions[idx]
+        rew[rows], term[rows] = env.rewards[idx], env.terminations[idx]
+        env_idx[rows], obs_dims[rows], act_dims[rows] = k, d, a
+        start += len(idx)
+    return Batch(
+        observations=obs,
+        actions=act,
+        rewards=rew,
+        next_observations=next_obs,
+        terminations=term,
+        env_idx=env_idx,
+        obs_mask=torch.arange(obs_max)[None] < obs_dims[:, None],
+        act_mask=torch.arange(act_max)[None] < act_dims[:, None],
+    )
