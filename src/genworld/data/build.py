@@ -67,43 +67,79 @@ def collect(
     num_envs: int = NUM_ENVS,
     progress=None,
 ) -> list[Episode]:
-    """Exactly ``steps`` transitions; unfinished episodes at the end are marked truncated."""
+    """Exactly ``steps`` transitions; unfinished episodes at the end are marked truncated.
+
+    Each env records into preallocated ``(num_envs, max_episode_steps)`` arrays, written for all
+    envs at once every step; an ended episode is copied out and its row reused. The policy runs
+    on one torch thread: a batch of 16 gains nothing from more, and OpenMP's spinning workers
+    take the core MuJoCo steps on (measured on 2 cores: 20k vs 13k steps/s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _collect(env, actor, steps, seed, num_envs, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _collect(env, actor, steps: int, seed: int, num_envs: int, progress) -> list[Episode]:
     pool = EnvPool(env, num_envs, seed)
     spec = pool.spec
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 2)
     observations = pool.reset()
-    current: list[dict[str, list]] = [_empty() for _ in range(num_envs)]
-    for i in range(num_envs):
-        current[i]["observations"].append(observations[i])
+    horizon, n = spec.max_episode_steps, num_envs
+    obs_buf = np.empty((n, horizon + 1, spec.obs_dim))
+    act_buf = np.empty((n, horizon, spec.act_dim))
+    rew_buf = np.empty((n, horizon))
+    term_buf, trunc_buf = np.zeros((n, horizon), bool), np.zeros((n, horizon), bool)
+    length = np.zeros(n, dtype=np.int64)  # steps recorded in each env's current episode
+    obs_buf[:, 0] = observations
     finished: list[Episode] = []
+
+    def cut(i: int) -> Episode:
+        t = length[i]
+        return Episode.from_arrays(
+            obs_buf[i, : t + 1].copy(),
+            act_buf[i, :t].copy(),
+            rew_buf[i, :t].copy(),
+            term_buf[i, :t].copy(),
+            trunc_buf[i, :t].copy(),
+            obs_dim=spec.obs_dim,
+            act_dim=spec.act_dim,
+        )
+
     done = 0
     while done < steps:
-        active = min(num_envs, steps - done)
+        active = min(n, steps - done)
         if actor is None:
-            actions = rng.uniform(-1.0, 1.0, size=(num_envs, spec.act_dim))
+            actions = rng.uniform(-1.0, 1.0, size=(n, spec.act_dim))
         else:
             actions = actor.act(observations, deterministic=False, generator=generator)
-        result = pool.step(actions) if active == num_envs else _step_some(pool, actions, active)
-        for i in range(active):
-            ep = current[i]
-            ep["actions"].append(actions[i])
-            ep["rewards"].append(result.rewards[i])
-            ep["terminations"].append(result.terminations[i])
-            ep["truncations"].append(result.truncations[i])
-            ep["observations"].append(result.final_observations[i])
-            if result.terminations[i] or result.truncations[i]:
-                finished.append(_to_episode(ep, spec))
-                current[i] = _empty()
-                current[i]["observations"].append(result.observations[i])
+        result = pool.step(actions) if active == n else _step_some(pool, actions, active)
+        rows, t = np.arange(active), length[:active]
+        if bool((t >= horizon).any()):
+            raise GenworldError(
+                f"{env}: an episode ran past max_episode_steps={horizon}; the EnvSpec and the "
+                "env's time limit disagree"
+            )
+        act_buf[rows, t] = actions[:active]
+        rew_buf[rows, t] = result.rewards[:active]
+        term_buf[rows, t] = result.terminations[:active]
+        trunc_buf[rows, t] = result.truncations[:active]
+        obs_buf[rows, t + 1] = result.final_observations[:active]
+        length[:active] += 1
+        ended = result.terminations[:active] | result.truncations[:active]
+        for i in np.flatnonzero(ended):
+            finished.append(cut(i))
+            length[i] = 0
+            obs_buf[i, 0] = result.observations[i]
         observations = result.observations
         done += active
         if progress is not None:
             progress(active)
-    for ep in current:
-        if ep["actions"]:
-            ep["truncations"][-1] = True  # cut by the step budget: an end, not a terminal
-            finished.append(_to_episode(ep, spec))
+    for i in np.flatnonzero(length):
+        trunc_buf[i, length[i] - 1] = True  # cut by the step budget: an end, not a terminal
+        finished.append(cut(i))
     pool.close()
     return finished
 
@@ -118,14 +154,6 @@ def _step_some(pool: EnvPool, actions: np.ndarray, active: int):
     finally:
         pool.envs, pool.num_envs = envs, len(envs)
         pool.episode_seeds, pool.elapsed = seeds, elapsed
-
-
-def _empty() -> dict[str, list]:
-    return {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
-
-
-def _to_episode(ep: dict[str, list], spec) -> Episode:
-    return Episode.from_arrays(**ep, obs_dim=spec.obs_dim, act_dim=spec.act_dim)
 
 
 def plan(dataset: DatasetId, steps: int | None) -> list[Segment]:
