@@ -30,6 +30,7 @@ from genworld.data.minari_io import check_writable, dataset_dir, write_dataset
 from genworld.envs.vector import EnvPool
 from genworld.errors import GenworldError
 from genworld.policies import ASSETS, TanhGaussianActor, load_policy
+from genworld.utils.device import simulator_threads
 from genworld.utils.progress import progress_bar
 
 NUM_ENVS = 16
@@ -72,13 +73,9 @@ def collect(
     Each env records into preallocated ``(num_envs, max_episode_steps)`` arrays, written for all
     envs at once every step; an ended episode is copied out and its row reused. The policy runs
     on one torch thread: a batch of 16 gains nothing from more, and OpenMP's spinning workers
-    take the core MuJoCo steps on (measured on 2 cores: 20k vs 13k steps/s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    take the core MuJoCo steps on (``simulator_threads``)."""
+    with simulator_threads():
         return _collect(env, actor, steps, seed, num_envs, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _collect(env, actor, steps: int, seed: int, num_envs: int, progress) -> list[Episode]:

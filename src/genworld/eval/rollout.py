@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from genworld.envs.registry import get_env_spec, make_env
+from genworld.utils.device import simulator_threads
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 
@@ -30,6 +31,11 @@ def run_episodes(
     """The episode loop: ``act(obs (n_alive, obs_dim), idx (n_alive,))`` gives actions for the
     episodes still running (``idx`` = their episode numbers); ``observe(idx, rewards)``, when
     given, receives each step's rewards (history-based policies such as DT need them)."""
+    with simulator_threads():
+        return _run_episodes(env, act, observe, episodes, seed)
+
+
+def _run_episodes(env, act, observe, episodes: int, seed: int) -> np.ndarray:
     spec = get_env_spec(env)
     envs = [make_env(env) for _ in range(episodes)]
     observations = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
