@@ -1,4 +1,5 @@
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,26 @@ def test_sac_run_resumes_after_kill(tmp_path):
     assert card["extra"]["replay_snapshots"][0]["name"] == "uniform-random"
     total = sum(r["buffer_steps"] for r in card["extra"]["replay_snapshots"])
     assert total == card["extra"]["snapshot_step"]
+
+
+def test_sigterm_writes_a_checkpoint_at_the_current_step_and_a_rerun_resumes(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(out)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not (out / "eval.jsonl").exists() or not (out / "eval.jsonl").read_text():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # after the first snapshot (300), before 600's checkpoint
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "a checkpoint was written" in err
+    saved = [int(p.name.split("_")[1]) for p in (out / "checkpoints").glob("step_*")]
+    assert 300 <= max(saved) < 1500 and max(saved) % 600, saved  # not a regular checkpoint
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out)], check=True)
+    steps = [json.loads(line)["step"] for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert sorted(set(steps)) == [300, 600, 900, 1200, 1500]
+    assert steps.count(300) == 1  # resumed from the interrupt checkpoint, not from scratch
 
 
 def test_resume_with_other_config_is_refused(tmp_path):

@@ -13,7 +13,9 @@ buffer, RNG states, step) and continues; the interrupted episode is restarted fr
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,7 +135,20 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
     obs = pool.reset()[0]
     log = open(out / "eval.jsonl", "a")  # noqa: SIM115 (kept open for the run)
     last = time.perf_counter()
-    with progress_bar(f"SAC {cfg.env}", cfg.total_steps, enabled=show_progress) as advance:
+
+    def checkpoint() -> None:
+        state = {
+            "agent": agent.state_dict(),
+            "buffer": buffer.state(),
+            "numpy_rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(out / "checkpoints", step, state)
+
+    with (
+        progress_bar(f"SAC {cfg.env}", cfg.total_steps, enabled=show_progress) as advance,
+        interrupt_checkpoint(checkpoint, out),
+    ):
         advance(step)
         while step < cfg.total_steps:
             if step < cfg.learning_starts:
@@ -159,19 +174,36 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                save_checkpoint(
-                    out / "checkpoints",
-                    step,
-                    {
-                        "agent": agent.state_dict(),
-                        "buffer": buffer.state(),
-                        "numpy_rng": json.dumps(rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                )
+                checkpoint()
             advance(1)
     log.close()
     return out
+
+
+@contextlib.contextmanager
+def interrupt_checkpoint(checkpoint, out: Path):
+    """Ctrl-C or SIGTERM (a scheduler's stop, a session's end): write a checkpoint at the current
+    step before stopping, so a rerun loses nothing (checkpoints are otherwise 25k steps apart).
+    A second signal while it is being written is ignored; SIGTERM's handler is restored after."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            checkpoint()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise GenworldError(
+            f"interrupted; a checkpoint was written: rerun the same command (--out {out}) to resume"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _snapshot(
