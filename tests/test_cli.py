@@ -32,3 +32,25 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     assert proc.stderr.startswith("genworld: error:")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_matmul_precision_option_sets_torch_and_the_workers_environment(monkeypatch, capsys):
+    import pytest
+    import torch
+
+    from genworld.errors import GenworldError
+    from genworld.utils.device import PRECISION_ENV, set_matmul_precision
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    try:
+        assert main(["--matmul-precision", "medium", "data", "list"]) == 0
+        assert torch.get_float32_matmul_precision() == "medium"
+        assert set_matmul_precision() == "medium"  # a spawned worker reads the environment
+        monkeypatch.delenv(PRECISION_ENV)
+        assert main(["data", "list"]) == 0
+        assert torch.get_float32_matmul_precision() == "highest"
+        monkeypatch.setenv(PRECISION_ENV, "fast")
+        with pytest.raises(GenworldError, match="matmul precision 'fast'"):
+            set_matmul_precision()
+    finally:
+        torch.set_float32_matmul_precision("highest")

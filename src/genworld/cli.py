@@ -279,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genworld", description="Multi-environment offline RL with generalist world models."
     )
+    parser.add_argument(
+        "--matmul-precision",
+        choices=["highest", "high", "medium"],
+        default=None,
+        help="float32 matmul precision: highest (IEEE, default) or medium (bfloat16 inputs, "
+        "float32 accumulation: ~4x GEMM rate on AMX CPUs); also GENWORLD_MATMUL_PRECISION",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="the main job: TGW world model + policy vs BC, with a report")
@@ -418,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from genworld.utils.device import PRECISION_ENV, set_matmul_precision
+
+        if args.matmul_precision:  # for this process and the worker processes it starts
+            os.environ[PRECISION_ENV] = args.matmul_precision
+        set_matmul_precision(args.matmul_precision)
         args.func(args)
     except GenworldError as err:
         print(f"genworld: error: {err}", file=sys.stderr)

@@ -148,7 +148,8 @@ def d3rlpy_update(name: str, dataset: MultiEnvDataset) -> Callable[[], object]:
 
 def run(quick: bool = False, seconds: float | None = None, repeats: int | None = None):
     """``genworld bench algos``: updates/s of genworld's bc/cql/iql/td3bc and, with the optional
-    ``peers`` extra installed, of d3rlpy's same algorithm (ratio = genworld / d3rlpy)."""
+    ``peers`` extra installed, of d3rlpy's same algorithm (ratio = genworld / d3rlpy, both at
+    float32 precision; ratio_medium_precision = genworld with ``--matmul-precision medium``)."""
     from genworld.bench.common import BenchResult
 
     seconds = seconds or (1.0 if quick else 10.0)
@@ -171,22 +172,37 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
     warning = contention_warning(torch.get_num_threads())
     if warning:
         res.notes.append(warning)
+    previous = torch.get_float32_matmul_precision()
     for name in ALGOS:
+        torch.set_float32_matmul_precision("highest")
         ours = statistics.median(
             rate(genworld_update(name, dataset), seconds, warmup) for _ in range(repeats)
         )
-        figure: dict = {"genworld_updates_per_s": ours}
+        torch.set_float32_matmul_precision("medium")  # --matmul-precision medium
+        medium = statistics.median(
+            rate(genworld_update(name, dataset), seconds, warmup) for _ in range(repeats)
+        )
+        torch.set_float32_matmul_precision("highest")  # d3rlpy at its default
+        figure: dict = {"genworld_updates_per_s": ours, "genworld_medium_updates_per_s": medium}
         line = f"algos/{name}: genworld {ours:.1f} updates/s"
         if have_d3rlpy:
             try:
                 theirs = statistics.median(
                     rate(d3rlpy_update(name, dataset), seconds, warmup) for _ in range(repeats)
                 )
-                figure.update(d3rlpy_updates_per_s=theirs, ratio=ours / theirs)
-                line += f" = {ours / theirs:.2f}x d3rlpy ({theirs:.1f} updates/s)"
+                figure.update(
+                    d3rlpy_updates_per_s=theirs,
+                    ratio=ours / theirs,
+                    ratio_medium_precision=medium / theirs,
+                )
+                line += (
+                    f" = {ours / theirs:.2f}x d3rlpy ({theirs:.1f} updates/s); "
+                    f"--matmul-precision medium {medium:.1f} = {medium / theirs:.2f}x"
+                )
             except Exception as exc:  # an API drift in d3rlpy must not hide our numbers
                 figure["d3rlpy_error"] = f"{type(exc).__name__}: {exc}"
                 line += f" (d3rlpy failed: {type(exc).__name__})"
         res.figures[name] = figure
         res.ratios.append(line)
+    torch.set_float32_matmul_precision(previous)
     return res

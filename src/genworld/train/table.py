@@ -188,6 +188,9 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
 
 def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict:
     """Process-pool entry point (arguments as JSON: safe across spawn)."""
+    from genworld.utils.device import set_matmul_precision
+
+    set_matmul_precision()  # the parent's --matmul-precision, through the environment
     cfg = config_from_json(json.loads(cfg_json))
     cell_data = json.loads(cell_json)
     cell_data["envs"] = tuple(cell_data["envs"])
