@@ -112,3 +112,18 @@ def test_shipped_policies_reach_targets(env, monkeypatch):
     assert low <= medium["normalized_mean_complete_episodes"] <= high
     expert = build_dataset(f"{env}-expert", steps=10_000, seed=0, show_progress=False)
     assert expert["normalized_mean_complete_episodes"] >= spec.expert_target
+
+
+def test_replay_sequence_is_thinned_evenly_and_still_covers_the_whole_buffer():
+    from genworld.train.behaviour import MAX_REPLAY_SNAPSHOTS, _replay_sequence
+
+    records = [{"step": 10_000 * k} for k in range(1, 41)]  # snapshots every 10k up to 400k
+    replay = _replay_sequence("hopper", records, medium_step=300_000, warmup=5_000)
+    assert replay[0] == {"name": "uniform-random", "buffer_steps": 5_000}
+    sources = [r["step"] for r in replay[1:]]
+    # the first snapshot also stands for the slice before it (warm-up end → first snapshot)
+    assert len(set(sources)) < MAX_REPLAY_SNAPSHOTS and sources == sorted(sources)
+    assert sources[0] == 10_000 and max(sources) < 300_000  # medium's own snapshot collects none
+    assert sum(r["buffer_steps"] for r in replay) == 300_000
+    short = _replay_sequence("hopper", records[:4], medium_step=40_000, warmup=5_000)
+    assert [r["step"] for r in short[1:]] == [10_000, 10_000, 20_000, 30_000]

@@ -265,15 +265,24 @@ def read_eval_log(run: Path) -> list[dict]:
     return [records[k] for k in sorted(records)]
 
 
+MAX_REPLAY_SNAPSHOTS = 10
+"""Shipped snapshots per medium-replay sequence (~300 KB each): a longer run's snapshots are
+thinned to this many, evenly spaced, each then standing for a longer slice of the buffer."""
+
+
 def _replay_sequence(env: str, records: list[dict], medium_step: int, warmup: int) -> list[dict]:
     """Which policy collected each slice of the replay buffer, up to the medium snapshot.
 
     The warm-up is uniform random; the slice between snapshots k-1 and k is attributed to
-    snapshot k-1 (the first slice after warm-up to the first snapshot).
+    snapshot k-1 (the first slice after warm-up to the first snapshot). At most
+    ``MAX_REPLAY_SNAPSHOTS`` snapshots, evenly spaced, the medium one always last.
     """
     replay = [{"name": "uniform-random", "buffer_steps": warmup}]
     previous = warmup
     steps = [r["step"] for r in records if r["step"] <= medium_step]
+    if len(steps) > MAX_REPLAY_SNAPSHOTS:
+        picks = np.linspace(len(steps) - 1, 0, MAX_REPLAY_SNAPSHOTS).round().astype(int)
+        steps = [steps[i] for i in sorted(set(picks.tolist()))]
     for k, step in enumerate(steps):
         if step <= previous:
             continue
