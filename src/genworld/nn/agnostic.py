@@ -192,26 +192,35 @@ class DimTokenizer(nn.Module):
         return tokens * mask[..., None]  # (B, L, H)
 
 
+def s4_blocks(cfg: AgnosticConfig) -> nn.ModuleList:
+    return nn.ModuleList(
+        S4DBlock(cfg.d_model, cfg.d_state, cfg.dropout) for _ in range(cfg.s4_layers)
+    )
+
+
+def transformer_layers(cfg: AgnosticConfig, layer: type[nn.Module]) -> nn.ModuleList:
+    """``cfg.transformer_layers`` pre-norm GELU layers of ``layer`` (encoder or decoder)."""
+    return nn.ModuleList(
+        layer(
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.dim_feedforward,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        for _ in range(cfg.transformer_layers)
+    )
+
+
 class SequenceEncoder(nn.Module):
     """Tokens ``(B, L, H)`` → S4D blocks → transformer encoder layers (padded keys ignored)."""
 
     def __init__(self, cfg: AgnosticConfig):
         super().__init__()
-        self.s4 = nn.ModuleList(
-            S4DBlock(cfg.d_model, cfg.d_state, cfg.dropout) for _ in range(cfg.s4_layers)
-        )
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                cfg.d_model,
-                cfg.n_heads,
-                cfg.dim_feedforward,
-                cfg.dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            for _ in range(cfg.transformer_layers)
-        )
+        self.s4 = s4_blocks(cfg)
+        self.layers = transformer_layers(cfg, nn.TransformerEncoderLayer)
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -291,21 +300,8 @@ class ActionDecoder(nn.Module):
         super().__init__()
         self.query = nn.Parameter(torch.zeros(cfg.d_model))
         self.dim_id = nn.Embedding(MAX_ACT_DIMS, cfg.d_model)
-        self.s4 = nn.ModuleList(
-            S4DBlock(cfg.d_model, cfg.d_state, cfg.dropout) for _ in range(cfg.s4_layers)
-        )
-        self.layers = nn.ModuleList(
-            nn.TransformerDecoderLayer(
-                cfg.d_model,
-                cfg.n_heads,
-                cfg.dim_feedforward,
-                cfg.dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            for _ in range(cfg.transformer_layers)
-        )
+        self.s4 = s4_blocks(cfg)
+        self.layers = transformer_layers(cfg, nn.TransformerDecoderLayer)
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(
