@@ -315,7 +315,7 @@ def train_agnostic_iql(
 
 def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bool) -> list[dict]:
     from genworld.train.checkpoint import save_checkpoint
-    from genworld.train.loop import _check_finite, read_eval
+    from genworld.train.loop import _check_finite, read_eval, restore
     from genworld.utils.io import truncate_jsonl
     from genworld.utils.progress import progress_bar
 
@@ -323,15 +323,7 @@ def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bo
     step, resumed = 0, _resume(out, d)
     if resumed is not None:
         step, state = resumed
-        try:
-            agent.load_state_dict(state["agent"])
-        except (RuntimeError, KeyError, ValueError, IndexError) as err:
-            raise GenworldError(
-                f"the checkpoint in {out / 'checkpoints'} was written by another configuration "
-                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); use another --out"
-            ) from None
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        restore("dd-iql", agent, state, generator, out)
         if d.is_main:
             truncate_jsonl(out / "eval.jsonl", step)
             truncate_jsonl(out / "metrics.jsonl", step)

@@ -44,16 +44,7 @@ def train_offline(
     resumed = resume_point(out / "checkpoints")
     if resumed is not None:
         step, state = resumed
-        try:
-            agent.load_state_dict(state["agent"])
-        except (RuntimeError, KeyError, ValueError, IndexError) as err:
-            raise GenworldError(
-                f"{name}: the checkpoint in {out / 'checkpoints'} was written by another "
-                f"configuration ({type(err).__name__}: {str(err).splitlines()[0][:200]}); use "
-                "the settings it was trained with or another --out"
-            ) from None
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        restore(name, agent, state, generator, out)
         truncate_jsonl(out / "eval.jsonl", step)
     log = open(out / "eval.jsonl", "a")  # noqa: SIM115
     writer = tensorboard_writer(out, step) if step < steps else None
@@ -85,6 +76,21 @@ def train_offline(
     if writer is not None:
         writer.close()
     return read_eval(out)
+
+
+def restore(name: str, agent: Any, state: dict, generator: torch.Generator, out: Path) -> None:
+    """Load a checkpoint's agent state, sampling generator and torch RNG; a checkpoint of
+    another configuration is a clear error, not a shape traceback."""
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError, IndexError) as err:
+        raise GenworldError(
+            f"{name}: the checkpoint in {out / 'checkpoints'} was written by another "
+            f"configuration ({type(err).__name__}: {str(err).splitlines()[0][:200]}); use "
+            "the settings it was trained with or another --out"
+        ) from None
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
 
 
 def _check_finite(name: str, metrics: dict, step: int, out: Path) -> None:
