@@ -54,3 +54,17 @@ def test_matmul_precision_option_sets_torch_and_the_workers_environment(monkeypa
             set_matmul_precision()
     finally:
         torch.set_float32_matmul_precision("highest")
+
+
+def test_build_all_builds_what_the_shipped_policies_allow_and_names_the_rest(tiny_policies, capsys):
+    assert main(["data", "build", "--all", "--steps", "200", "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    built = {line.split(":")[0] for line in out.splitlines() if "steps," in line}
+    assert "genworld/ant/random-v0" in built and "genworld/hopper/medium-replay-v0" in built
+    assert "genworld/walker2d/medium-v0" not in built
+    assert (
+        "not built" in err and "genworld/walker2d/medium-v0 (needs policy walker2d-medium)" in err
+    )
+    assert main(["data", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "needs policy walker2d-expert" in listing and "needs policy hopper" not in listing

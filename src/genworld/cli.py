@@ -25,6 +25,8 @@ def _data_list(args) -> None:
         extra = ""
         if row.get("steps") is not None:
             extra = f"  steps={row['steps']:>8}  normalized={row['normalized_mean']:.1f}"
+        elif row.get("missing_policies"):
+            extra = f"  not buildable yet: needs policy {', '.join(row['missing_policies'])}"
         print(f"{row['dataset_id']:<40} {built:<6}{extra}")
 
 
@@ -34,7 +36,14 @@ def _data_build(args) -> None:
     if args.all == bool(args.ids):
         raise GenworldError("give dataset ids (hopper-medium ...) or --all, not both or neither")
     ids = [str(d) for d in all_dataset_ids()] if args.all else args.ids
+    skipped = []
     for dataset_id in ids:
+        if args.all:  # build what the shipped policies allow, then say what is missing
+            from genworld.data.build import missing_policies
+
+            if missing := missing_policies(dataset_id):
+                skipped.append(f"{dataset_id} (needs policy {', '.join(missing)})")
+                continue
         card = build_dataset(
             dataset_id,
             steps=args.steps,
@@ -50,6 +59,12 @@ def _data_build(args) -> None:
             f"{card['dataset_id']}: {card['steps']} steps, {card['episodes']} episodes, "
             f"normalized return {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f}, "
             f"{card['build_steps_per_second']:.0f} steps/s"
+        )
+    if skipped:
+        raise GenworldError(
+            f"{len(skipped)} of {len(ids)} datasets not built, their behaviour policies are not "
+            f"shipped yet: {'; '.join(skipped)}. Train them with `genworld data train-policy ENV`"
+            " and `genworld data export-policies RUN`"
         )
 
 

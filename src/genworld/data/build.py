@@ -190,6 +190,17 @@ def _replay_plan(env: str, steps: int | None) -> list[Segment]:
     ]
 
 
+def missing_policies(dataset_id: str) -> list[str]:
+    """The behaviour policies a build of ``dataset_id`` needs that ``policy_dir()`` lacks."""
+    dataset = parse_dataset_id(dataset_id)
+    have = shipped_policy_names()
+    try:
+        needed = {s.policy for s in plan(dataset, None) if s.policy}
+    except GenworldError:  # medium-replay without a medium card
+        return [f"{dataset.env}-medium"]
+    return sorted(needed - have)
+
+
 def build_dataset(
     dataset_id: str,
     *,

@@ -23,8 +23,16 @@ def list_datasets() -> list[dict[str, Any]]:
     """Every buildable genworld id (built or not) plus any other local Minari dataset."""
     local = set(local_dataset_ids())
     rows = []
+    from genworld.data.build import missing_policies
+
     for dataset in all_dataset_ids():
-        rows.append({"dataset_id": str(dataset), "built": str(dataset) in local})
+        rows.append(
+            {
+                "dataset_id": str(dataset),
+                "built": str(dataset) in local,
+                "missing_policies": missing_policies(str(dataset)),
+            }
+        )
     known = {r["dataset_id"] for r in rows}
     rows += [{"dataset_id": d, "built": True} for d in sorted(local - known)]
     for row in rows:
