@@ -127,3 +127,25 @@ def test_replay_sequence_is_thinned_evenly_and_still_covers_the_whole_buffer():
     assert sum(r["buffer_steps"] for r in replay) == 300_000
     short = _replay_sequence("hopper", records[:4], medium_step=40_000, warmup=5_000)
     assert [r["step"] for r in short[1:]] == [10_000, 10_000, 20_000, 30_000]
+
+
+def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
+    from genworld.train import behaviour
+
+    logged = {100: 20.0, 140: 47.7, 150: 26.6, 170: 50.0, 200: 70.0, 210: 90.0, 220: 88.0}
+    truth = {100: 21.0, 140: 31.0, 150: 40.0, 170: 52.0, 200: 80.0, 210: 85.0, 220: 87.0}
+    records = [
+        {"step": s, "stochastic_normalized": v, "stochastic_return": v} for s, v in logged.items()
+    ]
+    checked = []
+
+    def verify(run, record, env, episodes=20):
+        checked.append(record["step"])
+        score = truth[record["step"]]
+        return {**record, "stochastic_normalized": score, "stochastic_return": score}
+
+    monkeypatch.setattr(behaviour, "verify_snapshot", verify)
+    medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", records)  # band 45-65
+    assert medium["step"] == 170  # 140 was in band by luck of 5 episodes; verified at 31
+    assert expert["step"] == 220  # 210 had the best log, 220 the best verified
+    assert checked[:2] == [140, 170] and sorted(checked[2:]) == [200, 210, 220]

@@ -294,20 +294,69 @@ def _replay_sequence(env: str, records: list[dict], medium_step: int, warmup: in
     return replay
 
 
+VERIFY_EPISODES = 20
+"""Stochastic episodes that re-evaluate each candidate snapshot before it is picked (the
+training log's 5-episode scores are too noisy to pick on: a lucky one lands in a band)."""
+VERIFY_TOP = 3
+"""Expert candidates re-evaluated: the best ``VERIFY_TOP`` by the training log."""
+
+
+def verify_snapshot(run: Path, record: dict, env: str, episodes: int = VERIFY_EPISODES) -> dict:
+    """``record`` with its stochastic scores replaced by a fresh ``episodes``-episode evaluation
+    (seeded apart from the training log's), the log's kept as ``logged_normalized``."""
+    from genworld.policies import load_policy
+
+    spec = get_env_spec(env)
+    actor, _ = load_policy(run / "snapshots" / f"step_{record['step']:09d}")
+    gen = torch.Generator().manual_seed(1_000_003 + record["step"])
+    returns = evaluate_policy(
+        env, lambda o: actor.act(o, deterministic=False, generator=gen), episodes, 50_000
+    )
+    return {
+        **record,
+        "logged_normalized": record["stochastic_normalized"],
+        "stochastic_return": float(returns.mean()),
+        "stochastic_return_std": float(returns.std()),
+        "stochastic_normalized": float(spec.normalized_score(returns.mean())),
+        "verify_episodes": episodes,
+    }
+
+
+def pick_medium_and_expert(run: Path, env: str, records: list[dict]) -> tuple[dict, dict]:
+    """Medium: the first snapshot whose verified score is in the env's medium band, trying the
+    logged in-band ones in order (else the verified one nearest the band's centre). Expert: the
+    best verified of the ``VERIFY_TOP`` best logged."""
+    spec = get_env_spec(env)
+    low, high = spec.medium_band
+    center = (low + high) / 2
+    verified = []
+    for r in [r for r in records if low <= r["stochastic_normalized"] <= high]:
+        v = verify_snapshot(run, r, env)
+        verified.append(v)
+        if low <= v["stochastic_normalized"] <= high:
+            break
+    if not verified:  # nothing logged in band: the nearest logged, verified
+        nearest = min(records, key=lambda r: abs(r["stochastic_normalized"] - center))
+        verified.append(verify_snapshot(run, nearest, env))
+    confirmed = [v for v in verified if low <= v["stochastic_normalized"] <= high]
+    medium = (
+        confirmed[0]
+        if confirmed
+        else min(verified, key=lambda v: abs(v["stochastic_normalized"] - center))
+    )
+    top = sorted(records, key=lambda r: r["stochastic_return"], reverse=True)[:VERIFY_TOP]
+    expert = max((verify_snapshot(run, r, env) for r in top), key=lambda v: v["stochastic_return"])
+    return medium, expert
+
+
 def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None) -> dict[str, Any]:
-    """Pick medium + expert snapshots from a run and write them, with cards, into ``dest``."""
+    """Pick medium + expert snapshots from a run (``pick_medium_and_expert``, re-evaluated with
+    ``VERIFY_EPISODES`` episodes) and write them, with cards, into ``dest``."""
     cfg = json.loads((run / "config.json").read_text())
     env, spec = cfg["env"], get_env_spec(cfg["env"])
     records = read_eval_log(run)
     low, high = spec.medium_band
-    in_band = [r for r in records if low <= r["stochastic_normalized"] <= high]
-    center = (low + high) / 2
-    medium = (
-        in_band[0]
-        if in_band
-        else min(records, key=lambda r: abs(r["stochastic_normalized"] - center))
-    )
-    expert = max(records, key=lambda r: r["stochastic_return"])
+    medium, expert = pick_medium_and_expert(run, env, records)
     warmup = learning_starts if learning_starts is not None else cfg["learning_starts"]
     replay = _replay_sequence(env, records, medium["step"], warmup)
     from genworld.policies import load_policy
@@ -318,6 +367,8 @@ def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None
         extra = {
             "snapshot_step": record["step"],
             "deterministic_return": record["deterministic_return"],
+            "logged_normalized": record["logged_normalized"],
+            "logged_episodes": cfg["eval_episodes"],
             "in_target": (low <= record["stochastic_normalized"] <= high)
             if name == "medium"
             else record["stochastic_normalized"] >= spec.expert_target,
@@ -337,7 +388,7 @@ def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None
             record["stochastic_return"],
             record["stochastic_return_std"],
             record["stochastic_normalized"],
-            cfg["eval_episodes"],
+            record["verify_episodes"],
             "stochastic",
             extra,
         )
