@@ -101,17 +101,35 @@ SHIPPED = Path(__file__).parents[1] / "src" / "genworld" / "assets" / "policies"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("env", ["halfcheetah", "hopper", "walker2d", "ant"])
-def test_shipped_policies_reach_targets(env, monkeypatch):
-    """Medium data in the env's medium band; expert at its target (issue #3)."""
+def test_shipped_medium_policy_scores_in_the_medium_band(env):
+    """The medium policy's own score (50 fresh stochastic episodes, seeded apart from the export's
+    check) is in the env's medium band (issue #3: the target is the policy's score; a fixed-step
+    dataset's per-episode mean is lower where short, failed episodes crowd in)."""
+    import torch
+
+    from genworld.envs import get_env_spec
+    from genworld.eval.rollout import evaluate_policy
+
+    spec = get_env_spec(env)
+    actor, card = load_policy(SHIPPED / f"{env}-medium")
+    gen = torch.Generator().manual_seed(7)
+    returns = evaluate_policy(
+        env, lambda o: actor.act(o, deterministic=False, generator=gen), 50, 900_000
+    )
+    low, high = spec.medium_band
+    assert low <= spec.normalized_score(returns.mean()) <= high
+    assert low <= card["eval_normalized"] <= high
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["halfcheetah", "hopper", "walker2d", "ant"])
+def test_shipped_expert_policy_data_reaches_the_expert_target(env, monkeypatch):
+    """Expert data at the env's expert target (issue #3)."""
     from genworld.envs import get_env_spec
 
     monkeypatch.setenv("GENWORLD_POLICY_DIR", str(SHIPPED))
-    spec = get_env_spec(env)
-    medium = build_dataset(f"{env}-medium", steps=10_000, seed=0, show_progress=False)
-    low, high = spec.medium_band
-    assert low <= medium["normalized_mean_complete_episodes"] <= high
-    expert = build_dataset(f"{env}-expert", steps=10_000, seed=0, show_progress=False)
-    assert expert["normalized_mean_complete_episodes"] >= spec.expert_target
+    expert = build_dataset(f"{env}-expert", steps=20_000, seed=0, show_progress=False)
+    assert expert["normalized_mean_complete_episodes"] >= get_env_spec(env).expert_target
 
 
 def test_replay_sequence_is_thinned_evenly_and_still_covers_the_whole_buffer():
