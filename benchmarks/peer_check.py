@@ -174,9 +174,9 @@ TRAIN = {"genworld": train_genworld, "d3rlpy": train_d3rlpy}
 def run(datasets, algos, seeds: int, scale: str, out: Path, libraries=("genworld", "d3rlpy")):
     budget = BUDGETS[scale]
     results = []
-    for dataset_id in datasets:
-        dataset = load(dataset_id, budget)
-        for algo in algos:
+    loaded = {dataset_id: load(dataset_id, budget) for dataset_id in datasets}
+    for algo in algos:  # algorithm-major: a cheap algorithm finishes on every dataset first
+        for dataset_id, dataset in loaded.items():
             for seed in range(seeds):
                 for lib in libraries:
                     path = out / "cells" / f"{lib}__{algo}__{dataset_id}__s{seed}.json"
