@@ -24,9 +24,12 @@ Settings passed to d3rlpy so that both run the same algorithm:
   rewards scaled by 1000 / (max - min episode return) (d3rlpy ``ReturnBasedRewardScaler``), actor
   lr cosine-decayed to 0 over the run, standardised observations.
 
-Known differences left in place: d3rlpy's CQL actor/critic initialisation (PyTorch default;
-genworld: CORL's orthogonal init) and its log-std clamp; d3rlpy's IQL actor has a
-state-independent log-std like genworld's.
+Known differences left in place (each library's own design): d3rlpy's CQL actor/critic
+initialisation (PyTorch default; genworld: CORL's orthogonal init) and its log-std clamp;
+d3rlpy's IQL fits dataset actions with an *unsquashed* Gaussian mean and acts with ``tanh`` of
+it (``NormalPolicy``: ``ActionOutput(mu, tanh(mu), logstd)``), and clamps the log-std at -5,
+where genworld (as CORL and ikostrikov) puts the ``tanh`` inside the likelihood and clamps at -20.
+Both IQL actors have a state-independent log-std.
 """
 
 from __future__ import annotations
