@@ -360,6 +360,7 @@ def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bo
 def _evaluate_held(agent, specs, held, cfg, d: Dist) -> dict[str, float]:
     """Each process runs its held envs' episodes; rank 0 gets everything."""
     from genworld.eval.rollout import evaluate_agent
+    from genworld.train.loop import eval_record
 
     global_idx = torch.tensor(held, device=d.device)
 
@@ -369,15 +370,7 @@ def _evaluate_held(agent, specs, held, cfg, d: Dist) -> dict[str, float]:
     held_specs = [specs[g] for g in held]
     returns = evaluate_agent(act, held_specs, cfg.eval_episodes, cfg.seed * 1000)
     merged = {k: v for part in gather_objects(returns, d) for k, v in part.items()}
-    record: dict[str, float] = {}
-    for spec in specs:
-        r = merged[spec.name]
-        record[f"eval/{spec.name}/return"] = float(r.mean())
-        record[f"eval/{spec.name}/normalized_score"] = float(spec.normalized_score(r.mean()))
-        record[f"eval/{spec.name}/normalized_std"] = float(spec.normalized_std(r.std()))
-    scores = [record[f"eval/{s.name}/normalized_score"] for s in specs]
-    record["eval/normalized_score_mean"] = float(np.mean(scores))
-    return record
+    return eval_record(specs, merged)
 
 
 def _write(logs: dict, name: str, record: dict) -> None:

@@ -117,7 +117,12 @@ def _evaluate(name, agent, metrics, specs, episodes, seed, step, out) -> dict:
             f"kept in {out}"
         )
     returns = evaluate_agent(agent, specs, episodes, seed * 1000)
-    record: dict[str, float] = {"step": step, **losses}
+    return {"step": step, **losses, **eval_record(specs, returns)}
+
+
+def eval_record(specs, returns: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per-env return, normalized score and spread, and the mean normalized score."""
+    record: dict[str, float] = {}
     for spec in specs:
         r = returns[spec.name]
         record[f"eval/{spec.name}/return"] = float(r.mean())
