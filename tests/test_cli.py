@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -34,25 +35,28 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_matmul_precision_option_sets_torch_and_the_workers_environment(monkeypatch, capsys):
+def test_matmul_precision_option_sets_torch_and_the_workers_environment(capsys):
     import pytest
     import torch
 
     from genworld.errors import GenworldError
     from genworld.utils.device import PRECISION_ENV, set_matmul_precision
 
-    monkeypatch.delenv(PRECISION_ENV, raising=False)
-    try:
+    before = os.environ.pop(PRECISION_ENV, None)
+    try:  # main() sets the variable itself (for workers), so no monkeypatch here
         assert main(["--matmul-precision", "medium", "data", "list"]) == 0
         assert torch.get_float32_matmul_precision() == "medium"
         assert set_matmul_precision() == "medium"  # a spawned worker reads the environment
-        monkeypatch.delenv(PRECISION_ENV)
+        del os.environ[PRECISION_ENV]
         assert main(["data", "list"]) == 0
         assert torch.get_float32_matmul_precision() == "highest"
-        monkeypatch.setenv(PRECISION_ENV, "fast")
+        os.environ[PRECISION_ENV] = "fast"
         with pytest.raises(GenworldError, match="matmul precision 'fast'"):
             set_matmul_precision()
     finally:
+        os.environ.pop(PRECISION_ENV, None)
+        if before is not None:
+            os.environ[PRECISION_ENV] = before
         torch.set_float32_matmul_precision("highest")
 
 
