@@ -65,3 +65,13 @@ def test_world_model_config_errors():
         config_for_scale("huge")
     with pytest.raises(GenworldError, match="unknown environment 'hoper'"):
         config_for_scale("tiny", datasets=("hoper-medium",))
+
+
+def test_ablation_flags_reach_the_tgw_config_and_refuse_the_mlp(random_data, tmp_path, capsys):
+    base = ["train", "world-model", "--datasets", "hopper-random", "--scale", "tiny", "--quiet"]
+    out = tmp_path / "no_prompt"
+    assert main([*base, "--no-prompt", "--no-rssm", "--out", str(out)]) == 0
+    tgw = json.loads((out / "config.json").read_text())["tgw"]
+    assert tgw["use_prompt"] is False and tgw["use_stochastic"] is False
+    assert main([*base, "--model", "mlp", "--no-prompt", "--out", str(tmp_path / "m")]) == 2
+    assert "TGW ablations" in capsys.readouterr().err

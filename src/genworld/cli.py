@@ -124,6 +124,10 @@ def _train_world_model(args) -> None:
 
     from genworld.train.world_model import config_for_scale, train_world_model
 
+    if (args.no_prompt or args.no_rssm) and args.model != "tgw":
+        raise GenworldError(
+            "--no-prompt and --no-rssm are TGW ablations: use them with --model tgw"
+        )
     cfg = config_for_scale(
         args.scale,
         model=args.model,
@@ -131,6 +135,10 @@ def _train_world_model(args) -> None:
         seed=args.seed,
         device=args.device,
         steps=args.steps,
+        tgw={
+            **({"use_prompt": False} if args.no_prompt else {}),
+            **({"use_stochastic": False} if args.no_rssm else {}),
+        },
     )
     out = Path(
         args.out or f"runs/world_models/{args.model}__{'+'.join(cfg.datasets)}__s{args.seed}"
@@ -388,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-prompt", action="store_true", help="TGW ablation: current step only")
+    p.add_argument("--no-rssm", action="store_true", help="TGW ablation: no stochastic state")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train_world_model)
     from genworld.train.distributed import add_agnostic_parser
