@@ -75,3 +75,15 @@ def test_ablation_flags_reach_the_tgw_config_and_refuse_the_mlp(random_data, tmp
     assert tgw["use_prompt"] is False and tgw["use_stochastic"] is False
     assert main([*base, "--model", "mlp", "--no-prompt", "--out", str(tmp_path / "m")]) == 2
     assert "TGW ablations" in capsys.readouterr().err
+
+
+def test_missing_datasets_are_built_from_the_shipped_policies(tiny_policies, tmp_path):
+    from genworld.data.minari_io import read_metadata
+
+    out = tmp_path / "wm"
+    argv = ["train", "world-model", "--datasets", "hopper-medium,hopper-random"]
+    assert main([*argv, "--scale", "tiny", "--out", str(out), "--quiet"]) != 0  # one env twice
+    argv = ["train", "world-model", "--datasets", "hopper-medium", "--scale", "tiny"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    card = read_metadata("genworld/hopper/medium-v0")["genworld_card"]
+    assert card["steps"] == config_for_scale("tiny").dataset_steps == 3_000

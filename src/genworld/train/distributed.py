@@ -510,7 +510,7 @@ class _WorldModelLoss(nn.Module):
 def train_world_model_ddp(cfg, out: Path, *, show_progress: bool = False) -> Path:
     """``genworld train world-model`` under torchrun: one process = exactly
     :func:`genworld.train.world_model.train_world_model`; several = :func:`fit_world_model_ddp`."""
-    from genworld.train.world_model import load_split, train_world_model
+    from genworld.train.world_model import ensure_datasets, load_split, train_world_model
 
     d = setup(cfg.device)
     try:
@@ -518,6 +518,9 @@ def train_world_model_ddp(cfg, out: Path, *, show_progress: bool = False) -> Pat
             return train_world_model(cfg, out, show_progress=show_progress)
         cfg.validate()
         torch.set_num_threads(cfg.threads)
+        if d.is_main:
+            ensure_datasets(cfg)
+        barrier(d)
         train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
         fit_world_model_ddp(cfg, train, Path(out), d, show_progress=show_progress)
         return Path(out)

@@ -56,6 +56,9 @@ class WorldModelTrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 2
+    dataset_steps: int = 0
+    """Transitions per dataset built when one is missing (an existing one is used as it is);
+    0 = the dataset's default size (1M)."""
     tgw: TGWConfig = field(default_factory=TGWConfig)
     mlp: EnsembleMLPConfig = field(default_factory=EnsembleMLPConfig)
 
@@ -87,6 +90,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "tiny": {
         "steps": 30,
         "batch_size": 8,
+        "dataset_steps": 3_000,
         "log_every": 10,
         "checkpoint_every": 15,
         "tgw": {
@@ -104,6 +108,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "steps": 3_000,
         "batch_size": 32,
         "lr": 5e-4,
+        "dataset_steps": 100_000,
         "log_every": 50,
         "checkpoint_every": 500,
     },
@@ -175,9 +180,24 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
     """Train on ``cfg.datasets`` minus the held-out episodes; resumable from ``out``."""
     cfg.validate()
     torch.set_num_threads(cfg.threads)
+    ensure_datasets(cfg, show_progress=show_progress)
     train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
     fit_world_model(cfg, train, out, show_progress=show_progress)
     return out
+
+
+def ensure_datasets(cfg: WorldModelTrainConfig, *, show_progress: bool = False) -> None:
+    """Build the missing datasets from the shipped policies (existing ones are left alone)."""
+    from genworld.data.build import build_dataset
+
+    for dataset_id in cfg.datasets:
+        build_dataset(
+            dataset_id,
+            steps=cfg.dataset_steps or None,
+            seed=0,
+            cached=True,
+            show_progress=show_progress,
+        )
 
 
 def fit_world_model(
