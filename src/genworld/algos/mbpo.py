@@ -286,12 +286,17 @@ class MBPOAgent:
             torch.cat(x).to(self.device) for x in zip(*parts, strict=True)
         )
         if self.cfg.policy == "shared":
-            return self.agents[0].update(obs, act, rew, next_obs, term, env)
-        metrics: dict[str, torch.Tensor] = {}
-        for k, agent in enumerate(self.agents):
-            sel = env == k
-            if int(sel.sum()) > 1:
-                metrics = agent.update(obs[sel], act[sel], rew[sel], next_obs[sel], term[sel])
+            metrics = self.agents[0].update(obs, act, rew, next_obs, term, env)
+        else:
+            metrics = {}
+            for k, agent in enumerate(self.agents):
+                sel = env == k
+                if int(sel.sum()) > 1:
+                    metrics = agent.update(obs[sel], act[sel], rew[sel], next_obs[sel], term[sel])
+        # the last rollout's statistics travel with the losses into eval.jsonl / TensorBoard
+        # (imagined reward and uncertainty are what model exploitation shows up in)
+        metrics.update({k: torch.tensor(v) for k, v in self.rollout_stats.items()})
+        metrics["batch/reward_mean"] = rew.mean().detach()  # the SAC batch: imagined + real
         return metrics
 
     def state_dict(self) -> dict:
