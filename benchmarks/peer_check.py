@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from genworld.algos.registry import AlgoContext, build_agent
-from genworld.data.build import build_dataset
+from genworld.data.build import ensure_built
 from genworld.data.ids import parse_dataset_id
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
@@ -58,7 +58,7 @@ BATCH = 256
 
 
 def load(dataset_id: str, budget: Budget) -> MultiEnvDataset:
-    build_dataset(dataset_id, steps=budget.dataset_steps, seed=0, cached=True, show_progress=False)
+    ensure_built([dataset_id], steps=budget.dataset_steps)
     return MultiEnvDataset.from_minari([dataset_id])
 
 

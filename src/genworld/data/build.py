@@ -190,6 +190,17 @@ def _replay_plan(env: str, steps: int | None) -> list[Segment]:
     ]
 
 
+def ensure_built(
+    dataset_ids, *, steps: int | None = None, seed: int = 0, show_progress: bool = False
+) -> list[dict[str, Any]]:
+    """Build whichever of ``dataset_ids`` are missing (an existing one is used as it is, whatever
+    its size) and return every card, in order."""
+    return [
+        build_dataset(i, steps=steps, seed=seed, cached=True, show_progress=show_progress)
+        for i in dataset_ids
+    ]
+
+
 def missing_policies(dataset_id: str) -> list[str]:
     """The behaviour policies a build of ``dataset_id`` needs that ``policy_dir()`` lacks."""
     dataset = parse_dataset_id(dataset_id)

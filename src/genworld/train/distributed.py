@@ -283,7 +283,7 @@ def train_agnostic_iql(
 ) -> list[dict]:
     """DD-IQL on ``cfg.datasets`` (one or several processes); resumable from ``out``. Returns
     the evaluation records on rank 0 (``[]`` on the others)."""
-    from genworld.data.build import build_dataset
+    from genworld.data.build import ensure_built
     from genworld.data.ids import parse_dataset_id
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.utils.io import check_or_write_config
@@ -298,14 +298,12 @@ def train_agnostic_iql(
         barrier(d)
         specs = [parse_dataset_id(x).spec for x in cfg.datasets]
         held = shard(len(specs), d)
-        for i in held:  # each process builds the missing datasets it holds (distinct ids)
-            build_dataset(
-                cfg.datasets[i],
-                steps=cfg.dataset_steps or None,
-                seed=0,
-                cached=True,
-                show_progress=show_progress,
-            )
+        # each process builds the missing datasets it holds (distinct ids)
+        ensure_built(
+            [cfg.datasets[i] for i in held],
+            steps=cfg.dataset_steps or None,
+            show_progress=show_progress,
+        )
         local = MultiEnvDataset.from_minari([cfg.datasets[i] for i in held])
         agent = build_dd_iql(local, specs, held, d, cfg.scale, cfg.seed, cfg.agent)
         return _offline_loop(agent, cfg, specs, held, out, d, show_progress)
@@ -510,7 +508,8 @@ class _WorldModelLoss(nn.Module):
 def train_world_model_ddp(cfg, out: Path, *, show_progress: bool = False) -> Path:
     """``genworld train world-model`` under torchrun: one process = exactly
     :func:`genworld.train.world_model.train_world_model`; several = :func:`fit_world_model_ddp`."""
-    from genworld.train.world_model import ensure_datasets, load_split, train_world_model
+    from genworld.data.build import ensure_built
+    from genworld.train.world_model import load_split, train_world_model
 
     d = setup(cfg.device)
     try:
@@ -519,7 +518,7 @@ def train_world_model_ddp(cfg, out: Path, *, show_progress: bool = False) -> Pat
         cfg.validate()
         torch.set_num_threads(cfg.threads)
         if d.is_main:
-            ensure_datasets(cfg)
+            ensure_built(cfg.datasets, steps=cfg.dataset_steps or None)
         barrier(d)
         train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
         fit_world_model_ddp(cfg, train, Path(out), d, show_progress=show_progress)

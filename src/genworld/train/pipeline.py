@@ -18,7 +18,7 @@ import torch
 from genworld.algos.bc import BC, BCConfig
 from genworld.algos.sac import SACConfig
 from genworld.algos.tgw import AGENT_PRESETS, WM_PRESETS, TGWAgent, TGWAgentConfig
-from genworld.data.build import build_dataset
+from genworld.data.build import ensure_built
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
@@ -138,19 +138,14 @@ def run(cfg: RunConfig, out: Path, *, show_progress: bool = True) -> dict[str, A
         torch.use_deterministic_algorithms(True)
     device = resolve_device(cfg.device)
     started = time.perf_counter()
-    data_cards = {}
-    for quality in cfg.qualities:
-        for env in cfg.envs:
-            card = build_dataset(
-                f"{env}-{quality}",
-                steps=cfg.dataset_steps,
-                seed=cfg.seed,
-                cached=True,
-                show_progress=show_progress,
-            )
-            data_cards[card["dataset_id"]] = {
-                k: card[k] for k in ("steps", "episodes", "normalized_mean", "normalized_std")
-            }
+    ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
+    cards = ensure_built(ids, steps=cfg.dataset_steps, seed=cfg.seed, show_progress=show_progress)
+    data_cards = {
+        card["dataset_id"]: {
+            k: card[k] for k in ("steps", "episodes", "normalized_mean", "normalized_std")
+        }
+        for card in cards
+    }
     results: dict[str, Any] = {}
     for quality in cfg.qualities:
         for label, envs in _groups(cfg):

@@ -217,22 +217,15 @@ def run_table(
     cfg: TableConfig, out: Path, *, show_progress: bool = True, title: str = "genworld table"
 ) -> dict:
     """Run every missing cell, then write the tables, IQM and the plot; returns the summary."""
-    from genworld.data.build import build_dataset
+    from genworld.data.build import ensure_built
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
     # how cells are scheduled does not change results: not part of the resume check
     checked = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "executor")}
     check_or_write_config(out, json.loads(json.dumps(checked)))
-    for quality in cfg.qualities:
-        for env in cfg.envs:
-            build_dataset(
-                f"{env}-{quality}",
-                steps=cfg.budget.dataset_steps,
-                seed=0,
-                cached=True,
-                show_progress=show_progress,
-            )
+    ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
+    ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
     todo = cells(cfg)
     results: list[dict] = []
     cfg_json = json.dumps(asdict(cfg))

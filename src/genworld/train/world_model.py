@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genworld.data.build import ensure_built
 from genworld.data.ids import parse_dataset_id
 from genworld.data.minari_io import read_episodes
 from genworld.data.multi_env import MultiEnvDataset
@@ -180,24 +181,10 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
     """Train on ``cfg.datasets`` minus the held-out episodes; resumable from ``out``."""
     cfg.validate()
     torch.set_num_threads(cfg.threads)
-    ensure_datasets(cfg, show_progress=show_progress)
+    ensure_built(cfg.datasets, steps=cfg.dataset_steps or None, show_progress=show_progress)
     train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
     fit_world_model(cfg, train, out, show_progress=show_progress)
     return out
-
-
-def ensure_datasets(cfg: WorldModelTrainConfig, *, show_progress: bool = False) -> None:
-    """Build the missing datasets from the shipped policies (existing ones are left alone)."""
-    from genworld.data.build import build_dataset
-
-    for dataset_id in cfg.datasets:
-        build_dataset(
-            dataset_id,
-            steps=cfg.dataset_steps or None,
-            seed=0,
-            cached=True,
-            show_progress=show_progress,
-        )
 
 
 def fit_world_model(
