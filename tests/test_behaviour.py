@@ -167,3 +167,7 @@ def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
     assert medium["step"] == 170  # 140 was in band by luck of 5 episodes; verified at 31
     assert expert["step"] == 220  # 210 had the best log, 220 the best verified
     assert checked[:2] == [140, 170] and sorted(checked[2:]) == [200, 210, 220]
+    checked.clear()
+    best_in_band = [{**r, "stochastic_return": 100.0 if r["step"] == 170 else 0.0} for r in records]
+    medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", best_in_band)
+    assert medium["step"] == 170 and checked.count(170) == 1  # medium and expert candidate

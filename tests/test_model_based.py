@@ -132,6 +132,19 @@ def test_mopo_rollouts_store_the_penalised_reward(data, wm_dir):
     torch.testing.assert_close(b.rew[:n], a.rew[:n] - 0.7 * u, rtol=1e-5, atol=1e-5)
 
 
+def test_rollout_stats_are_logged_and_survive_a_checkpoint(data, wm_dir):
+    """The last rollout's statistics ride along with the losses; a resumed agent logs the same
+    ones before its next rollout (they are part of its state)."""
+    agent = _build("mopo", data, wm_dir)
+    metrics = agent.update(torch.Generator().manual_seed(0))  # update 0 rolls out first
+    stats = {k: v for k, v in metrics.items() if k.startswith("rollout/")}
+    assert stats and float(stats["rollout/transitions"]) >= 64
+    assert "batch/reward_mean" in metrics
+    resumed = _build("mopo", data, wm_dir)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed.rollout_stats == agent.rollout_stats
+
+
 def test_mopo_beta_variant_sets_lambda(data, wm_dir):
     algo, overrides = resolve_variant("mopo-beta=2.5")
     agent = _build(algo, data, wm_dir, **overrides)
@@ -274,7 +287,7 @@ def test_tgw_beta_defaults_to_the_model_and_keeps_checkpoint_keys(data):
     assert (
         TGWAgent(model, data, TGWAgentConfig(beta=0.0), torch.device("cpu")).mbpo.cfg.penalty == 0
     )
-    assert set(agent.state_dict()) == {"agents", "updates", "model_buffer"}
+    assert set(agent.state_dict()) == {"agents", "updates", "model_buffer", "rollout_stats"}
     assert agent.world_model is model
     assert isinstance(agent.mbpo, MBPOAgent) and isinstance(agent.mbpo.cfg, MBPOConfig)
 

@@ -305,6 +305,7 @@ class MBPOAgent:
             "agents": [a.state_dict() for a in self.agents],
             "updates": self.updates,
             "model_buffer": self.model_buffer.state_dict(),
+            "rollout_stats": dict(self.rollout_stats),  # logged until the next rollout
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -312,3 +313,5 @@ class MBPOAgent:
             agent.load_state_dict(s)
         self.updates = int(state["updates"])
         self.model_buffer.load_state_dict(state["model_buffer"])
+        stats = state.get("rollout_stats", {})  # absent in checkpoints from before it was logged
+        self.rollout_stats = {k: float(v) for k, v in stats.items()}

@@ -329,15 +329,22 @@ def pick_medium_and_expert(run: Path, env: str, records: list[dict]) -> tuple[di
     spec = get_env_spec(env)
     low, high = spec.medium_band
     center = (low + high) / 2
+    done: dict[int, dict] = {}  # step -> verified record: a snapshot is evaluated once
+
+    def verify(record: dict) -> dict:
+        if record["step"] not in done:
+            done[record["step"]] = verify_snapshot(run, record, env)
+        return done[record["step"]]
+
     verified = []
     for r in [r for r in records if low <= r["stochastic_normalized"] <= high]:
-        v = verify_snapshot(run, r, env)
+        v = verify(r)
         verified.append(v)
         if low <= v["stochastic_normalized"] <= high:
             break
     if not verified:  # nothing logged in band: the nearest logged, verified
         nearest = min(records, key=lambda r: abs(r["stochastic_normalized"] - center))
-        verified.append(verify_snapshot(run, nearest, env))
+        verified.append(verify(nearest))
     confirmed = [v for v in verified if low <= v["stochastic_normalized"] <= high]
     medium = (
         confirmed[0]
@@ -345,7 +352,7 @@ def pick_medium_and_expert(run: Path, env: str, records: list[dict]) -> tuple[di
         else min(verified, key=lambda v: abs(v["stochastic_normalized"] - center))
     )
     top = sorted(records, key=lambda r: r["stochastic_return"], reverse=True)[:VERIFY_TOP]
-    expert = max((verify_snapshot(run, r, env) for r in top), key=lambda v: v["stochastic_return"])
+    expert = max((verify(r) for r in top), key=lambda v: v["stochastic_return"])
     return medium, expert
 
 
