@@ -105,21 +105,54 @@ def test_padded_columns_get_zero_gradient(suite):
     assert model.obs_token.weight.grad[1].abs().sum() == 0
 
 
-def test_members_differ_and_variance_zero_when_identical(suite):
-    model = _model(suite)
+@pytest.mark.parametrize("intrinsic", ["state", "observation", "reward"])
+def test_members_differ_and_variance_zero_when_identical(suite, intrinsic):
+    model = _model(suite, TGWConfig(**{**TINY.__dict__, "intrinsic": intrinsic}))
     env_idx, index = torch.tensor([0, 1, 0]), torch.tensor([5, 7, 30])
     memory = model.initial_state(suite, env_idx, index)
     actions = torch.zeros(3, 6)
     out = model.step(memory, None, actions, generator=torch.Generator().manual_seed(0))
     assert (out.uncertainty > 0).all()
     same = copy.deepcopy(model)
+    member_specific = ("transformer", "stoch_head", "obs_net", "rew_net", "term_net")
     with torch.no_grad():
         for name, p in same.named_parameters():
-            if name.startswith(("transformer", "stoch_head")):
+            if name.startswith(member_specific):
                 p.copy_(p[:1].expand_as(p))
-    out = same.step(memory, None, actions, generator=torch.Generator().manual_seed(0))
+    # deterministic: the members' stochastic states are their means (sampled ones differ)
+    out = same.step(memory, None, actions, deterministic=True)
     torch.testing.assert_close(out.uncertainty, torch.zeros(3))
     torch.testing.assert_close(out.rewards, out.extrinsic)
+
+
+def test_members_own_their_decoder_and_reward_module(suite):
+    """θ_o per member (Algorithm 1): changing member 0's observation model or reward module
+    changes member 0's predictions only."""
+    model = _model(suite)
+    batch = suite.sample_windows(4, 4, torch.Generator().manual_seed(2))
+    args = (batch.observations, batch.actions, batch.rewards, batch.env_idx, batch.step_mask)
+    before = model.forward_sequence(*args, deterministic=True)
+    with torch.no_grad():
+        for net in (model.obs_net, model.rew_net):
+            for layer in net.mlp.layers:
+                layer.weight[0] += 0.5
+    after = model.forward_sequence(*args, deterministic=True)
+    for key in ("obs_mean", "rew_mean"):
+        assert not torch.allclose(before[key][0], after[key][0])
+        torch.testing.assert_close(before[key][1:], after[key][1:])
+
+
+def test_reward_intrinsic_is_in_reward_units(suite):
+    """intrinsic="reward": the members' reward spread scales with the env's reward std."""
+    cfg = TGWConfig(**{**TINY.__dict__, "intrinsic": "reward"})
+    model = _model(suite, cfg)
+    wide = copy.deepcopy(model)
+    with torch.no_grad():
+        wide.normalizer.reward_std.mul_(3.0)
+    # episode starts: a one-step prompt, so no (rescaled) previous reward enters the tokens
+    memory = model.initial_state(suite, torch.tensor([0, 1]), torch.tensor([0, 40]))
+    run = lambda m: m.step(memory, None, torch.zeros(2, 6), deterministic=True)  # noqa: E731
+    torch.testing.assert_close(run(wide).uncertainty, 3.0 * run(model).uncertainty)
 
 
 def test_reward_is_extrinsic_minus_beta_intrinsic(suite):

@@ -39,6 +39,7 @@ import torch
 
 from genworld.algos.sac import SAC, SACConfig
 from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.world_models.base import WMStep
 from genworld.world_models.tgw import sample_start_states
@@ -170,11 +171,25 @@ class MBPOAgent:
         specs = dataset.specs
         act_dims = [s.act_dim for s in specs]
         k, obs_max, act_max = len(specs), dataset.obs_max, dataset.act_max
+        # the policies see observations standardised with the data's per-env statistics
+        norm = Normalizer.fit(dataset)
+        mean, std = norm.obs_mean, norm.obs_std  # (K, obs_max); padding: mean 0, std 1
         if cfg.policy == "shared":
-            self.agents = [SAC(obs_max, act_max, cfg.sac, device, num_envs=k, act_dims=act_dims)]
+            self.agents = [
+                SAC(obs_max, act_max, cfg.sac, device, k, act_dims, obs_stats=(mean, std))
+            ]
         else:
             self.agents = [
-                SAC(obs_max, act_max, cfg.sac, device, num_envs=1, act_dims=[d]) for d in act_dims
+                SAC(
+                    obs_max,
+                    act_max,
+                    cfg.sac,
+                    device,
+                    1,
+                    [d],
+                    obs_stats=(mean[i : i + 1], std[i : i + 1]),
+                )
+                for i, d in enumerate(act_dims)
             ]
         capacity = cfg.rollout_batch * cfg.horizon * cfg.retain_rollouts
         self.model_buffer = TransitionBuffer(capacity, obs_max, act_max, device)
@@ -285,14 +300,17 @@ class MBPOAgent:
         obs, act, rew, next_obs, term, env = (
             torch.cat(x).to(self.device) for x in zip(*parts, strict=True)
         )
+        real_rows = torch.arange(len(obs), device=obs.device) >= len(obs) - n_real  # (B,)
         if self.cfg.policy == "shared":
-            metrics = self.agents[0].update(obs, act, rew, next_obs, term, env)
+            metrics = self.agents[0].update(obs, act, rew, next_obs, term, env, real_rows)
         else:
             metrics = {}
             for k, agent in enumerate(self.agents):
                 sel = env == k
                 if int(sel.sum()) > 1:
-                    metrics = agent.update(obs[sel], act[sel], rew[sel], next_obs[sel], term[sel])
+                    metrics = agent.update(
+                        obs[sel], act[sel], rew[sel], next_obs[sel], term[sel], None, real_rows[sel]
+                    )
         # the last rollout's statistics travel with the losses into eval.jsonl / TensorBoard
         # (imagined reward and uncertainty are what model exploitation shows up in)
         metrics.update({k: torch.tensor(v) for k, v in self.rollout_stats.items()})

@@ -46,6 +46,10 @@ class SACConfig:
     init_alpha: float = 1.0
     target_entropy_scale: float = 1.0
     """Target entropy = -scale * action dim."""
+    bc_alpha: float = 0.0
+    """0 = plain SAC. > 0: offline behaviour regulariser in TD3+BC's form (Fujimoto & Gu 2021):
+    actor loss = bc_alpha · (α·log π − Q) / mean|Q| + ‖tanh(μ(s)) − a‖² on the batch rows marked as
+    real data (``update(..., bc_rows=...)``); TD3+BC uses 2.5."""
 
 
 class SAC:
@@ -59,8 +63,17 @@ class SAC:
         device: torch.device,
         num_envs: int = 1,
         act_dims: list[int] | None = None,
+        obs_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
+        """``obs_stats``: per-env ``(mean, std)``, each ``(num_envs, obs_dim)``, to standardise the
+        observations the networks see (offline use: the dataset's; None = raw observations)."""
         self.cfg, self.device, self.num_envs = cfg, device, num_envs
+        if obs_stats is None:
+            obs_stats = (torch.zeros(num_envs, obs_dim), torch.ones(num_envs, obs_dim))
+        self.obs_mean, self.obs_std = (t.to(device) for t in obs_stats)
+        self.standardise = obs_stats is not None and bool(
+            (self.obs_mean != 0).any() or (self.obs_std != 1).any()
+        )
         act_dims = act_dims or [act_dim]
         if len(act_dims) != num_envs:
             raise ValueError(f"act_dims has {len(act_dims)} entries for {num_envs} envs")
@@ -82,7 +95,10 @@ class SAC:
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
 
     def inputs(self, obs: torch.Tensor, env_idx: torch.Tensor | None) -> torch.Tensor:
-        """Observation plus one-hot env id (multi-env only)."""
+        """(Standardised) observation plus one-hot env id (multi-env only)."""
+        if self.standardise:
+            env = self._env(obs, env_idx)
+            obs = (obs - self.obs_mean[env]) / self.obs_std[env]
         if not self.env_features:
             return obs
         return torch.cat([obs, nn.functional.one_hot(env_idx, self.num_envs).to(obs.dtype)], -1)
@@ -116,8 +132,11 @@ class SAC:
         next_obs: torch.Tensor,
         terminal: torch.Tensor,
         env_idx: torch.Tensor | None = None,
+        bc_rows: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One critic, actor and alpha step; returns detached tensors (no ``.item()`` here)."""
+        """One critic, actor and alpha step; returns detached tensors (no ``.item()`` here).
+
+        ``bc_rows (B,) bool``: rows whose actions are the data's (for ``cfg.bc_alpha > 0``)."""
         env = self._env(obs, env_idx)
         alpha = self.log_alpha.exp().detach()[env]  # (B,)
         x, next_x = self.inputs(obs, env_idx), self.inputs(next_obs, env_idx)
@@ -137,6 +156,14 @@ class SAC:
         q_pi = self.q_values(self.critic, x, new_act).min(0).values  # (B,)
         self.critic.requires_grad_(True)
         actor_loss = (alpha * logp - q_pi).mean()
+        extra = {}
+        if self.cfg.bc_alpha > 0 and bc_rows is not None and bool(bc_rows.any()):
+            mean, _ = self.actor(x[bc_rows])
+            sq = (torch.tanh(mean) * mask[bc_rows] - act[bc_rows] * mask[bc_rows]).pow(2)
+            bc_loss = (sq.sum(-1) / mask[bc_rows].sum(-1)).mean()
+            scale = self.cfg.bc_alpha / q_pi.abs().mean().detach().clamp_min(1e-6)
+            actor_loss = scale * actor_loss + bc_loss
+            extra["losses/bc"] = bc_loss.detach()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -157,6 +184,7 @@ class SAC:
             "losses/alpha": alpha.mean(),
             "losses/entropy": -logp.detach().mean(),
             "losses/q": q.detach().mean(),
+            **extra,
         }
 
     def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -43,16 +43,24 @@ class EnsembleLinear(nn.Module):
 class EnsembleMLP(nn.Module):
     """An MLP per member, evaluated for all members at once: ``(E|·, B, in) -> (E, B, out)``."""
 
-    def __init__(self, members: int, in_dim: int, hidden: Sequence[int], out_dim: int):
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu,
+    ):
         super().__init__()
         dims = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(
             EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
-                x = torch.relu(x)
+                x = self.activation(x)
         return x

@@ -11,6 +11,9 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from genworld.nn.mlp import EnsembleMLP
 
 
 class PerEnvLinear(nn.Module):
@@ -54,3 +57,42 @@ class PerEnvHead(nn.Module):
         out = self.linear(h).unflatten(-1, (self.num_envs, self.out_max))  # (..., K, out_max)
         index = env_idx.expand(h.shape[:-1])[..., None, None].expand(*h.shape[:-1], 1, self.out_max)
         return out.gather(-2, index).squeeze(-2) * self.mask[env_idx]  # (..., out_max)
+
+
+class EnsemblePerEnvHead(nn.Module):
+    """Member-specific features ``(E, ..., in)`` → env-specific outputs ``(E, ..., groups, out_max)``
+    through an MLP per member (one batched computation), zero on padding.
+
+    Each member owns its whole MLP, hidden layers and output layer (``groups`` output vectors per
+    env, e.g. mean and log-variance), so members can disagree wherever the data does not pin them
+    down. ``env_idx`` must broadcast to ``h.shape[:-1]``.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        num_envs: int,
+        in_dim: int,
+        hidden: int,
+        out_max: int,
+        out_dims: list[int],
+        groups: int = 1,
+    ):
+        super().__init__()
+        self.num_envs, self.out_max, self.groups = num_envs, out_max, groups
+        self.mlp = EnsembleMLP(
+            members, in_dim, [hidden, hidden], num_envs * groups * out_max, activation=F.silu
+        )
+        mask = torch.zeros(num_envs, out_max)
+        for k, d in enumerate(out_dims):
+            mask[k, :d] = 1.0
+        self.register_buffer("mask", mask)
+
+    def forward(self, h: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        lead = h.shape[:-1]  # (E, ...)
+        out = self.mlp(h.reshape(lead[0], -1, h.shape[-1]))  # (E, N, K·G·out_max)
+        out = out.reshape(*lead, self.num_envs, self.groups * self.out_max)
+        width = self.groups * self.out_max
+        index = env_idx.expand(lead)[..., None, None].expand(*lead, 1, width)
+        out = out.gather(-2, index).squeeze(-2).unflatten(-1, (self.groups, self.out_max))
+        return out * self.mask[env_idx.expand(lead)][..., None, :]  # (E, ..., G, out_max)

@@ -18,7 +18,7 @@ Stages, each resumable in ``out``:
    data), evaluated in the task's real env:
 
    - ``tgw``: the world model as it is (zero-shot on unseen tasks: prompts only);
-   - ``tgw-finetune``: its reward module (``rew_trunk``, ``rew_head``) fine-tuned on the task's
+   - ``tgw-finetune``: its reward module (``rew_net``) fine-tuned on the task's
      small dataset first;
    - ``tgw-newr``: the task's true reward function on imagined transitions. The simulator's
      velocity is the displacement over the frame, and positions are not observed, so it is
@@ -284,7 +284,7 @@ def finetune_reward(model, dataset, steps: int, seed: int):
     """A copy of ``model`` whose reward module alone is trained on ``dataset`` (eq. 8's reward
     term); everything else frozen."""
     tuned = copy.deepcopy(model).train()
-    params = [*tuned.rew_trunk.parameters(), *tuned.rew_head.parameters()]
+    params = list(tuned.rew_net.parameters())
     for p in tuned.parameters():
         p.requires_grad_(False)
     for p in params:

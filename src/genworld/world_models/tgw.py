@@ -14,7 +14,7 @@ Data flow for a sample of env ``k`` (shapes: B batch, L = M prompt steps, E memb
 - **TransRSSM** (§5.2, Algorithm 1): a causal transformer over the prompt gives the deterministic
   state ``s_{t+1}`` at each position; a head gives mean / std of the stochastic state
   ``u_{t+1} ~ N``; the observation model decodes ``o_{t+1} = f(s_{t+1}, u_{t+1})`` into each env's
-  own dims (``PerEnvHead``) as a Gaussian over the normalised next observation (residual on o_t).
+  own dims (``EnsemblePerEnvHead``) as a Gaussian over the normalised next observation (residual on o_t).
 - **Reward module** (eq. 5): ``re_{t+1} = f(h_t, s_{t+1}, u_{t+1})``, with ``h_t`` entering as the
   current step's token, Gaussian over the per-env normalised reward.
 - **Ensemble** (§5.3): E transformers + stochastic heads with different initialisations, run as
@@ -28,10 +28,11 @@ Data flow for a sample of env ``k`` (shapes: B batch, L = M prompt steps, E memb
 Deviations (choices the paper leaves open, or changes we made):
 - one token per step (o, a, previous r summed) instead of interleaved s/a tokens: same
   information, a 2–3× shorter sequence; the first token of a window carries no reward;
-- the observation decoder and reward module are shared by the members (Algorithm 1 puts θ_o in
-  each member): a shared decoder ties all members' ``s`` to one latent space, which is what makes
-  the variance of ``s`` across members (eq. 4) a meaningful disagreement. ``intrinsic="observation"``
-  uses the variance of the members' decoded next observations instead (MOPO-like);
+- every member has its own observation model, reward module and termination head (θ_o per member,
+  Algorithm 1). An earlier version shared them across members: its members then agreed off the
+  data, and a reward bias on the policy's actions (+0.2 to +0.7 per step) was invisible to the
+  penalty (measured in the quick start of stop 13). ``intrinsic="observation"`` uses the variance of the members'
+  decoded next observations instead of eq. 4's variance of ``s`` (MOPO-like);
 - the stochastic state has no posterior/KL (the paper defines none); "w/o RSSM" uses its mean;
 - "w/o prompt" (Table 2) = a context of one step (the current observation and action only).
 """
@@ -48,7 +49,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP
-from genworld.nn.tokenizers import PerEnvHead, PerEnvLinear
+from genworld.nn.tokenizers import EnsemblePerEnvHead, PerEnvLinear
 from genworld.nn.transformer import EnsembleCausalTransformer
 from genworld.types import EnvSpec, SeqBatch
 from genworld.world_models.base import WMStep, check_compatible, check_finite, registry_terminations
@@ -81,7 +82,9 @@ class TGWConfig:
     termination: str = "registry"
     """registry (exact functions of the EnvSpec registry) or learned (a BCE head)."""
     intrinsic: str = "state"
-    """state: Var of deterministic states across members (eq. 4); observation: Var of predictions."""
+    """state: Var of deterministic states across members (eq. 4); observation: Var of the
+    members' next-observation predictions (normalised units, mean over dims); reward: std of the
+    members' reward predictions (the env's reward units)."""
     use_prompt: bool = True
     """False = ablation 'w/o prompt': a context of the current step only."""
     use_stochastic: bool = True
@@ -99,14 +102,14 @@ class TGWConfig:
             "beta": self.beta >= 0,
             "loss": self.loss in ("nll", "mse"),
             "termination": self.termination in ("registry", "learned"),
-            "intrinsic": self.intrinsic in ("state", "observation"),
+            "intrinsic": self.intrinsic in ("state", "observation", "reward"),
         }
         for name, ok in checks.items():
             if not ok:
                 raise GenworldError(
                     f"TGWConfig.{name}={getattr(self, name)!r} is invalid (ensemble_size/context_len/"
                     "n_layers/n_heads ≥ 1, beta ≥ 0, loss nll|mse, "
-                    "termination registry|learned, intrinsic state|observation)"
+                    "termination registry|learned, intrinsic state|observation|reward)"
                 )
 
     @property
@@ -149,14 +152,12 @@ class TGWWorldModel(nn.Module):
         # TransRSSM (ensemble)
         self.transformer = EnsembleCausalTransformer(e, d, cfg.n_layers, cfg.n_heads)
         self.stoch_head = EnsembleMLP(e, d, [cfg.hidden], 2 * cfg.stoch_dim)
-        self.obs_trunk = _trunk(d + cfg.stoch_dim, cfg.hidden)
-        self.obs_head = PerEnvHead(k, cfg.hidden, self.obs_max, obs_dims)
-        self.obs_logvar_head = PerEnvHead(k, cfg.hidden, self.obs_max, obs_dims)
-        # reward module and learned termination
-        self.rew_trunk = _trunk(d + cfg.stoch_dim + d, cfg.hidden)
-        self.rew_head = PerEnvHead(k, cfg.hidden, 2, [2] * k)
-        self.term_trunk = _trunk(d + cfg.stoch_dim, cfg.hidden)
-        self.term_head = PerEnvHead(k, cfg.hidden, 1, [1] * k)
+        # observation model, reward module and learned termination: one MLP per member (θ_o in
+        # every member, Algorithm 1), each with per-env outputs
+        su_dim, h = d + cfg.stoch_dim, cfg.hidden
+        self.obs_net = EnsemblePerEnvHead(e, k, su_dim, h, self.obs_max, obs_dims, groups=2)
+        self.rew_net = EnsemblePerEnvHead(e, k, su_dim + d, h, 1, [1] * k, groups=2)
+        self.term_net = EnsemblePerEnvHead(e, k, su_dim, h, 1, [1] * k)
         obs_masks = torch.zeros(k, self.obs_max, dtype=torch.bool)
         act_masks = torch.zeros(k, self.act_max, dtype=torch.bool)
         for i, (od, ad) in enumerate(zip(obs_dims, act_dims, strict=True)):
@@ -207,11 +208,9 @@ class TGWWorldModel(nn.Module):
             u = u_mean
         su = torch.cat([s, u], -1)  # (E, B, L, D+S)
         env_b = env_idx[None, :, None]  # broadcast to (E, B, L)
-        obs_features = self.obs_trunk(su)  # (E, B, L, H)
-        delta = self.obs_head(obs_features, env_b)  # (E, B, L, obs_max), zero on padding
-        obs_logvar = self.obs_logvar_head(obs_features, env_b)
+        delta, obs_logvar = self.obs_net(su, env_b).unbind(-2)  # (E, B, L, obs_max), 0 on pad
         context = tokens.unsqueeze(0).expand(s.shape[0], -1, -1, -1)  # h_t's current token
-        rew_out = self.rew_head(self.rew_trunk(torch.cat([su, context], -1)), env_b)  # (E,B,L,2)
+        rew_out = self.rew_net(torch.cat([su, context], -1), env_b)[..., 0]  # (E, B, L, 2)
         return {
             "s": s,
             "u": u,
@@ -219,7 +218,7 @@ class TGWWorldModel(nn.Module):
             "obs_logvar": _soft_clamp(obs_logvar),
             "rew_mean": rew_out[..., 0],
             "rew_logvar": _soft_clamp(rew_out[..., 1]),  # (E, B, L)
-            "term_logit": self.term_head(self.term_trunk(su), env_b)[..., 0],  # (E, B, L)
+            "term_logit": self.term_net(su, env_b)[..., 0, 0],  # (E, B, L)
             "obs_n": obs_n,
         }
 
@@ -336,10 +335,7 @@ class TGWWorldModel(nn.Module):
             next_n * self.normalizer.obs_std[env] + self.normalizer.obs_mean[env]
         ) * obs_mask
         extrinsic = rew_n * self.normalizer.reward_std[env] + self.normalizer.reward_mean[env]
-        if self.cfg.intrinsic == "state":
-            intrinsic = s.var(0, unbiased=False).mean(-1)  # (B,) eq. 4
-        else:
-            intrinsic = (obs_mean.var(0, unbiased=False) * obs_mask).sum(-1) / obs_mask.sum(-1)
+        intrinsic = self._intrinsic(s, obs_mean, rew_mean, obs_mask, env)
         if self.cfg.termination == "learned":
             terminations = logit > 0
         else:
@@ -353,6 +349,24 @@ class TGWWorldModel(nn.Module):
             terminations,
             new_memory,
         )
+
+    def _intrinsic(
+        self,
+        s: torch.Tensor,
+        obs_mean: torch.Tensor,
+        rew_mean: torch.Tensor,
+        obs_mask: torch.Tensor,
+        env: torch.Tensor,
+    ) -> torch.Tensor:
+        """``ri (B,)`` from the members' outputs ``s (E, B, D)``, ``obs_mean (E, B, obs_max)``
+        (normalised) and ``rew_mean (E, B)`` (normalised), per ``cfg.intrinsic``."""
+        kind = self.cfg.intrinsic
+        if kind == "state":
+            return s.var(0, unbiased=False).mean(-1)  # eq. 4
+        if kind == "observation":
+            return (obs_mean.var(0, unbiased=False) * obs_mask).sum(-1) / obs_mask.sum(-1)
+        # "reward": the members' spread of the predicted reward, in the env's reward units
+        return rew_mean.std(0, unbiased=False) * self.normalizer.reward_std[env]
 
     def memory_from_dataset(
         self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
@@ -381,10 +395,6 @@ class TGWWorldModel(nn.Module):
             prev[sel] = data.rewards[prev_src] * (slot_valid & (torch.arange(m)[None] > 0))
             count[sel] = history + 1
         return PromptMemory(obs, act, prev, count, env_idx.clone())
-
-
-def _trunk(in_dim: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
 
 
 def _soft_clamp(logvar: torch.Tensor) -> torch.Tensor:
