@@ -41,6 +41,15 @@ def test_train_eval_world_model_tiny(random_data, tmp_path, capsys):
     for row in ("| hopper | mean-predictor |", "| hopper | tgw:tgw |", "| halfcheetah | mlp:mlp |"):
         assert row in out
     assert (tmp_path / "tgw" / "eval" / "k_step_errors.png").stat().st_size > 1000
+    # the penalty check: held-out vs another quality's data (here the same random data)
+    assert (
+        main(["eval", "world-model", runs[0], "--episodes-per-env", "16", "--off-data", "random"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| hopper | held-out |" in out and "| halfcheetah | random |" in out
+    rows = json.loads((tmp_path / "tgw" / "eval" / "penalty_calibration.json").read_text())
+    assert set(rows) == {"held-out", "random"} and rows["random"]["hopper"]["uncertainty"] > 0
 
 
 def test_world_model_run_resumes(random_data, tmp_path):

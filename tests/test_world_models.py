@@ -353,3 +353,46 @@ def test_rollout_fast_path_equals_full_forward(suite):
         torch.testing.assert_close(
             fast[key][:, :, 0], full[key][:, rows, last], atol=1e-5, rtol=1e-5
         )
+
+
+def test_spearman_by_hand():
+    from genworld.eval.wm_metrics import spearman
+
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert spearman(a, a**3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, torch.tensor([2.0, 1.0, 4.0, 3.0])) == pytest.approx(0.6)
+    assert spearman(a, torch.full((4,), 3.0)) == 0.0  # constant: no ranking information
+
+
+def test_penalty_calibration_sees_an_uncertainty_that_tracks_the_error(suite):
+    """A fake model whose uncertainty is exactly its (observation) error: Spearman 1, reward
+    bias its known offset in reward stds; the real TGW model gives finite numbers per env."""
+    from genworld.eval.wm_metrics import penalty_calibration
+    from genworld.world_models.base import WMStep
+
+    norm = Normalizer.fit(suite)
+
+    class Oracle:
+        def initial_state(self, data, env_idx, index):
+            nxt = torch.zeros(len(env_idx), data.obs_max)
+            rew = torch.zeros(len(env_idx))
+            for k, d in enumerate(data.envs):
+                sel = env_idx == k
+                nxt[sel, : d.spec.obs_dim] = d.next_observations[index[sel]]
+                rew[sel] = d.rewards[index[sel]]
+            return nxt, rew, env_idx
+
+        def step(self, state, obs, actions, env_idx, deterministic=False):
+            nxt, rew, env = state
+            noise = torch.linspace(0.0, 2.0, len(env))[:, None] * norm.obs_std[env]
+            pred = (nxt + noise) * suite.obs_masks()[env]
+            shifted = rew + 0.5 * norm.reward_std[env]
+            return WMStep(pred, shifted, shifted, torch.linspace(0.0, 2.0, len(env)), None, None)
+
+    result = penalty_calibration(Oracle(), suite, norm, per_env=64)
+    for env in ("hopper", "halfcheetah"):
+        assert result[env]["spearman"] == pytest.approx(1.0)
+        assert result[env]["reward_bias"] == pytest.approx(0.5, abs=1e-4)
+    real = penalty_calibration(_model(suite), suite, norm, per_env=16)
+    assert all(np.isfinite(v) for row in real.values() for v in row.values())

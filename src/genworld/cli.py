@@ -169,6 +169,33 @@ def _eval_world_model(args) -> None:
     (out / "k_step_errors.json").write_text(json.dumps(named, indent=2))
     plot_errors(named, out / "k_step_errors.png")
     print(f"written: {out}/k_step_errors.md, .json, .png")
+    if args.off_data:
+        _penalty_calibration(runs[0], args.off_data, args.episodes_per_env, out)
+
+
+def _penalty_calibration(run, quality: str, per_env: int, out) -> None:
+    import json
+
+    from genworld.data.build import ensure_built
+    from genworld.data.ids import parse_dataset_id
+    from genworld.data.multi_env import MultiEnvDataset
+    from genworld.eval.wm_metrics import calibration_table, penalty_calibration
+    from genworld.train.world_model import load_trained
+
+    _, model, _, held = load_trained(run)
+    ids = [str(parse_dataset_id(f"{spec.name}-{quality}")) for spec in held.specs]
+    ensure_built(ids, show_progress=True)
+    named = {
+        "held-out": penalty_calibration(model, held, model.normalizer, per_env),
+        quality: penalty_calibration(
+            model, MultiEnvDataset.from_minari(ids), model.normalizer, per_env
+        ),
+    }
+    table = calibration_table(named)
+    print(table)
+    (out / "penalty_calibration.md").write_text(table + "\n")
+    (out / "penalty_calibration.json").write_text(json.dumps(named, indent=2))
+    print(f"written: {out}/penalty_calibration.md, .json")
 
 
 def _run(args) -> None:
@@ -185,6 +212,7 @@ def _run(args) -> None:
         device=args.device,
         policy=args.policy,
         beta=args.beta,
+        threads=args.threads,
         deterministic=args.deterministic or None,
     )
     out = Path(
@@ -333,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto")
     run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default 2; use 1 per run when several run at once)",
+    )
+    run.add_argument(
         "--deterministic",
         action="store_true",
         help="deterministic torch kernels: the same seed gives the same report",
@@ -409,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = eval_sub.add_parser("world-model", help="k-step open-loop errors on held-out episodes")
     p.add_argument("runs", nargs="+", help="world-model run folders (first = data + output)")
     p.add_argument("--episodes-per-env", type=int, default=256, help="start states per env")
+    p.add_argument(
+        "--off-data",
+        default=None,
+        metavar="QUALITY",
+        help="also check the model's uncertainty penalty against its one-step error on held-out "
+        "data and on another quality's data of the same envs (e.g. random; built if missing)",
+    )
     p.set_defaults(func=_eval_world_model)
 
     data = sub.add_parser("data", help="build, list, inspect and check datasets")

@@ -33,7 +33,9 @@ Deviations:
 - no cosine learning-rate schedule on the actor (OfflineRL-Kit anneals it over 3000 epochs);
 - world model: a fixed number of steps and elites chosen on a held-out split at each checkpoint
   (MOPO trains to convergence on held-out loss, see ``ensemble_mlp.py``);
-- mini: horizon 3, 5k start states every 250 updates (the 2-core CPU budget; h = 1–5 in MOPO).
+- mini: horizon 3, 5k start states every 250 updates (the 2-core CPU budget; h = 1–5 in MOPO),
+  and the mini policy learner shared by every model-based method (``algos.tgw.MINI_POLICY``:
+  half real data per batch, TD3+BC-form behaviour term).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from genworld.algos.mbpo import MBPOAgent, mbpo_config
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.algos.sac import SACConfig
-from genworld.algos.tgw import build_world_model
+from genworld.algos.tgw import MINI_POLICY, build_world_model
 from genworld.errors import GenworldError
 
 # OfflineRL-Kit run_mopo.py's SAC (see the module docstring).
@@ -82,7 +84,7 @@ PRESETS: dict[str, dict] = {
         "horizon": 2,
         "sac": {"hidden": (32, 32), "batch_size": 32},
     },
-    "mini": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3},
+    "mini": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3, **MINI_POLICY},
     "full": {},
 }
 # World model ("mlp" of train/world_model.py) on top of its SCALES: tiny = the tiny ensemble

@@ -71,6 +71,7 @@ class RunConfig:
             "eval_every",
             "eval_episodes",
             "last_k",
+            "threads",
         ):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
