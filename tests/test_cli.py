@@ -16,6 +16,9 @@ def test_cli_build_check_info_list(capsys):
     out = capsys.readouterr().out
     assert "genworld/hopper/random-v0" in out and "built" in out
     assert out.count("genworld/") == 20
+    # --scale picks the size (tiny: 3k transitions); --steps overrides it
+    assert main(["data", "build", "hopper-random", "--scale", "tiny", "--force", "--quiet"]) == 0
+    assert "genworld/hopper/random-v0: 3000 steps" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):

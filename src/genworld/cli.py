@@ -30,6 +30,9 @@ def _data_list(args) -> None:
         print(f"{row['dataset_id']:<40} {built:<6}{extra}")
 
 
+SCALE_STEPS = {"tiny": 3_000, "mini": 100_000, "full": None}  # None: the D4RL size of the id
+
+
 def _data_build(args) -> None:
     from genworld.api import all_dataset_ids, build_dataset
 
@@ -46,7 +49,7 @@ def _data_build(args) -> None:
                 continue
         card = build_dataset(
             dataset_id,
-            steps=args.steps,
+            steps=args.steps or SCALE_STEPS[args.scale],
             seed=args.seed,
             force=args.force,
             cached=args.all,
@@ -460,7 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("build", help="build datasets from the shipped behaviour policies")
     p.add_argument("ids", nargs="*", help="hopper-medium or genworld/hopper/medium-v0")
     p.add_argument("--all", action="store_true", help="all 20 datasets (built ones are kept)")
-    p.add_argument("--steps", type=int, default=None, help="transitions (default: D4RL sizes)")
+    p.add_argument(
+        "--scale",
+        choices=["tiny", "mini", "full"],
+        default="full",
+        help="dataset size: tiny 3k, mini 100k (the quick start's), full = D4RL sizes (default)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="transitions (overrides --scale)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
