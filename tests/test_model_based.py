@@ -368,3 +368,26 @@ def test_imagined_observations_are_clipped_to_the_data_range_and_counted(tmp_pat
     assert 0.0 <= stats["rollout/clipped_fraction"] <= 1.0
     # an untrained tiny model predicts out of range often: the counter sees it
     assert stats["rollout/clipped_fraction"] > 0
+
+
+@pytest.mark.parametrize("name", ["tgw", "mopo", "morel"])
+def test_every_model_based_method_shares_the_mini_policy_learner(name):
+    """Mini scale: half-real batches and the TD3+BC-form term for TGW, MOPO and MOReL alike (the
+    table compares world models, not policy learners); MOReL keeps its own learning rates; full
+    scale is plain offline MBPO."""
+    from types import SimpleNamespace
+
+    from genworld.algos import morel, tgw
+    from genworld.algos.registry import resolve_config
+
+    cls, presets = {
+        "tgw": (TGWAgentConfig, tgw.AGENT_PRESETS),
+        "mopo": (mopo.MOPOConfig, mopo.PRESETS),
+        "morel": (morel.MOReLConfig, morel.PRESETS),
+    }[name]
+    mini = resolve_config(cls, presets, SimpleNamespace(scale="mini", overrides={}))
+    full = resolve_config(cls, presets, SimpleNamespace(scale="full", overrides={}))
+    assert (mini.real_ratio, mini.sac.bc_alpha) == (0.5, 1.0)
+    assert full.sac.bc_alpha == 0.0 and full.real_ratio == cls().real_ratio
+    if name == "morel":
+        assert mini.sac.actor_lr == morel.MOREL_SAC.actor_lr == 1e-4
