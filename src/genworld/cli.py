@@ -285,6 +285,7 @@ def _table_options(args) -> dict:
         "seeds": args.seeds,
         "device": args.device,
         "workers": args.workers,
+        "threads": args.threads,
         "executor": args.executor,
     }
 
@@ -323,6 +324,12 @@ def _add_table_options(p: argparse.ArgumentParser, setting_default: str | None) 
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per cell (1 when cells share the cores; 2 for one worker on 2 cores)",
+    )
     p.add_argument("--executor", choices=["auto", "local", "ray"], default="auto")
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="auto")

@@ -222,7 +222,8 @@ def run_table(
 
     cfg.validate()
     # how cells are scheduled does not change results: not part of the resume check
-    checked = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "executor")}
+    # how the cells are run (not what they compute) may change between a run and its resume
+    checked = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "executor", "threads")}
     check_or_write_config(out, json.loads(json.dumps(checked)))
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
     ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
