@@ -221,7 +221,6 @@ def run_table(
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
-    # how cells are scheduled does not change results: not part of the resume check
     # how the cells are run (not what they compute) may change between a run and its resume
     checked = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "executor", "threads")}
     check_or_write_config(out, json.loads(json.dumps(checked)))
