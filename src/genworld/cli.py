@@ -364,7 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--setting", choices=["multi", "single"], default="multi")
     run.add_argument(
-        "--policy", choices=["shared", "per_env"], default=None, help="multi-env policy mode"
+        "--policy",
+        choices=["shared", "per_env"],
+        default=None,
+        help="multi-env policy mode (default per_env: one SAC per env in the shared world model)",
     )
     run.add_argument("--beta", type=float, default=None, help="override β (risk tolerance)")
     run.add_argument("--out", default=None)

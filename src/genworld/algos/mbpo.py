@@ -47,8 +47,9 @@ from genworld.world_models.tgw import sample_start_states
 
 @dataclass(frozen=True)
 class MBPOConfig:
-    policy: str = "shared"
-    """shared (one policy for all envs) or per_env (one policy per env, same world model)."""
+    policy: str = "per_env"
+    """per_env (one SAC per env, all in the same world model) or shared (one SAC over all envs).
+    Measured on the quick start (3 seeds, mini): per_env 54.1 ± 5.2, shared 45.6 ± 2.6."""
     rollout_every: int = 250
     """SAC updates between model rollouts (MBPO: 250; MOPO / OfflineRL-Kit: 1000)."""
     rollout_batch: int = 5_000

@@ -57,8 +57,9 @@ class MOPOConfig:
     beta: float = 1.0
     """MOPO's λ, the uncertainty-penalty coefficient (paper: tuned per dataset in {0.5, 1, 2, 5};
     named beta so that ``mopo-beta=<λ>`` variants work like TGW's)."""
-    policy: str = "shared"
-    """shared (one SAC over all envs) or per_env (one SAC per env, same world model)."""
+    policy: str = "per_env"
+    """per_env (one SAC per env, all in the same world model) or shared (one SAC over all envs).
+    Measured on the quick start (3 seeds, mini): per_env 54.1 ± 5.2, shared 45.6 ± 2.6."""
     rollout_every: int = 1_000
     """SAC updates between model rollouts (OfflineRL-Kit rollout_freq: 1000)."""
     rollout_batch: int = 50_000

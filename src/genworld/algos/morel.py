@@ -75,8 +75,9 @@ class MOReLConfig:
     """Quantile of the data's disagreement the threshold scales (1.0 = max, as mjrl)."""
     usad_members: str = "all"
     """Members compared by USAD: all (MOReL: every model) or elites."""
-    policy: str = "shared"
-    """shared (one SAC over all envs) or per_env (one SAC per env, same world model)."""
+    policy: str = "per_env"
+    """per_env (one SAC per env, all in the same world model) or shared (one SAC over all envs).
+    Measured on the quick start (3 seeds, mini): per_env 54.1 ± 5.2, shared 45.6 ± 2.6."""
     rollout_every: int = 1_000
     """SAC updates between model rollouts (as MOPO / OfflineRL-Kit)."""
     rollout_batch: int = 50_000
