@@ -36,6 +36,7 @@ def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
             assert [r["step"] for r in curve] == [20, 40]
     text = (out / "report.md").read_text()
     assert "not D4RL's data" in text and "last-2" in text and "best" in text
+    assert "behaviour term bc_alpha 1" in text  # the preset's policy learner is stated
     # a rerun resumes: every stage is complete, so nothing is retrained and results are identical
     again = run(cfg, out, show_progress=False)
     assert json.dumps(again["results"], sort_keys=True) == json.dumps(
@@ -88,3 +89,10 @@ def _untimed(obj):
     if isinstance(obj, list):
         return [_untimed(v) for v in obj]
     return obj
+
+
+def test_report_protocol_names_the_behaviour_term():
+    from genworld.eval.report import _bc_term
+
+    assert "bc_alpha 1 on real rows" in _bc_term({"sac": {"bc_alpha": 1.0}})
+    assert _bc_term({"sac": {"bc_alpha": 0.0}}) == "" and _bc_term({}) == ""

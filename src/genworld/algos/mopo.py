@@ -83,7 +83,8 @@ PRESETS: dict[str, dict] = {
         "rollout_every": 20,
         "rollout_batch": 64,
         "horizon": 2,
-        "sac": {"hidden": (32, 32), "batch_size": 32},
+        "real_ratio": MINI_POLICY["real_ratio"],  # tests run the mini policy learner
+        "sac": {"hidden": (32, 32), "batch_size": 32, **MINI_POLICY["sac"]},
     },
     "mini": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3, **MINI_POLICY},
     "full": {},

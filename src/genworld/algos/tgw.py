@@ -71,10 +71,11 @@ AGENT_PRESETS: dict[str, dict] = {
         "rollout_every": 20,
         "rollout_batch": 64,
         "horizon": 2,
-        "sac": {"hidden": (32, 32), "batch_size": 32},
+        "real_ratio": MINI_POLICY["real_ratio"],  # tests run the mini policy learner
+        "sac": {"hidden": (32, 32), "batch_size": 32, **MINI_POLICY["sac"]},
     },
-    # mini: plain SAC in the model stays at random level within 10k updates (measured, README
-    # "Known problems"); a TD3+BC-form behaviour term on real rows (half of each batch) fixes it.
+    # mini: plain SAC in the model stays at random level within 10k updates (measured,
+    # docs/RESULTS.md); a TD3+BC-form behaviour term on real rows (half of each batch) fixes it.
     "mini": MINI_POLICY,
     "full": {"rollout_every": 250, "rollout_batch": 50_000, "horizon": 5},
 }

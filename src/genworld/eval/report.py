@@ -35,7 +35,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         "so no spread across seeds is reported): "
         f"world model {cfg['wm_steps']} updates; TGW policy {cfg['policy_updates']} SAC updates in the model "
         f"(policy `{agent['policy']}`, rollouts of {agent['rollout_batch']} × horizon {agent['horizon']} every "
-        f"{agent['rollout_every']} updates, real ratio {agent['real_ratio']}); BC {cfg['bc_updates']} updates; "
+        f"{agent['rollout_every']} updates, real ratio {agent['real_ratio']}{_bc_term(agent)}); "
+        f"BC {cfg['bc_updates']} updates; "
         f"evaluation every {cfg['eval_every']} updates with {cfg['eval_episodes']} deterministic episodes per env. "
         f"Scores are D4RL-normalized; **last-{cfg['last_k']}** = mean of the last {cfg['last_k']} evaluations, "
         "**best** = the best evaluation (optimistic, labelled).",
@@ -145,3 +146,9 @@ def _plot_bars(result: dict[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _bc_term(agent: dict) -> str:
+    """The SAC actor's behaviour term, when the preset uses one (mini: TD3+BC form)."""
+    alpha = agent.get("sac", {}).get("bc_alpha", 0.0)
+    return f", TD3+BC-form behaviour term bc_alpha {alpha:g} on real rows" if alpha else ""
