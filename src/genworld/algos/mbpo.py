@@ -304,14 +304,16 @@ class MBPOAgent:
         real_rows = torch.arange(len(obs), device=obs.device) >= len(obs) - n_real  # (B,)
         if self.cfg.policy == "shared":
             metrics = self.agents[0].update(obs, act, rew, next_obs, term, env, real_rows)
-        else:
-            metrics = {}
-            for k, agent in enumerate(self.agents):
-                sel = env == k
-                if int(sel.sum()) > 1:
-                    metrics = agent.update(
-                        obs[sel], act[sel], rew[sel], next_obs[sel], term[sel], None, real_rows[sel]
-                    )
+        else:  # every env's SAC on its rows; logged: the mean of each loss over the envs
+            per_env = [
+                agent.update(
+                    obs[sel], act[sel], rew[sel], next_obs[sel], term[sel], None, real_rows[sel]
+                )
+                for agent, sel in ((a, env == k) for k, a in enumerate(self.agents))
+                if int(sel.sum()) > 1
+            ]
+            keys = [k for k in (per_env[0] if per_env else {}) if all(k in m for m in per_env)]
+            metrics = {k: torch.stack([m[k] for m in per_env]).mean() for k in keys}
         # the last rollout's statistics travel with the losses into eval.jsonl / TensorBoard
         # (imagined reward and uncertainty are what model exploitation shows up in)
         metrics.update({k: torch.tensor(v) for k, v in self.rollout_stats.items()})
