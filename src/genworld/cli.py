@@ -185,9 +185,10 @@ def _penalty_calibration(run, quality: str, per_env: int, out) -> None:
     from genworld.eval.wm_metrics import calibration_table, penalty_calibration
     from genworld.train.world_model import load_trained
 
-    _, model, _, held = load_trained(run)
+    _, model, train, held = load_trained(run)
     ids = [str(parse_dataset_id(f"{spec.name}-{quality}")) for spec in held.specs]
-    ensure_built(ids, show_progress=True)
+    for dataset_id, a, b in zip(ids, train.envs, held.envs, strict=True):
+        ensure_built([dataset_id], steps=len(a) + len(b), show_progress=True)  # the model's size
     named = {
         "held-out": penalty_calibration(model, held, model.normalizer, per_env),
         quality: penalty_calibration(
@@ -461,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="QUALITY",
         help="also check the model's uncertainty penalty against its one-step error on held-out "
-        "data and on another quality's data of the same envs (e.g. random; built if missing)",
+        "data and on another quality's data of the same envs (e.g. random; built if missing, "
+        "as many transitions as the model's data)",
     )
     p.set_defaults(func=_eval_world_model)
 
