@@ -107,3 +107,11 @@ def test_iqm_and_score_matrix_arithmetic():
     # IQM drops the lowest and highest quarter: 8 runs, the 4 middle values average to 4.5
     spread = {"y": np.arange(1, 9, dtype=float).reshape(8, 1) / 100}
     assert iqm_with_ci(spread, reps=50)["y"]["iqm"] == pytest.approx(4.5)
+
+
+def test_cells_are_seed_major_so_a_partial_table_compares_every_algorithm():
+    cfg = config_for_scale(
+        "tiny", algos=("bc", "iql"), envs=("hopper",), qualities=("medium",), seeds=2
+    )
+    order = [(c.seed, c.algo) for c in cells(cfg)]
+    assert order == [(0, "bc"), (0, "iql"), (1, "bc"), (1, "iql")]

@@ -120,13 +120,17 @@ class Cell:
 
 
 def cells(cfg: TableConfig) -> list[Cell]:
+    """Seed-major: every algorithm's seed 0 cells come first, so a table stopped part-way (and
+    resumed later) already compares all algorithms on the seeds it finished."""
     out = []
-    for quality in cfg.qualities:
-        for setting in cfg.settings:
-            groups = [("multi", cfg.envs)] if setting == "multi" else [(e, (e,)) for e in cfg.envs]
-            for group, envs in groups:
-                for algo in cfg.algos:
-                    for seed in range(cfg.seeds):
+    for seed in range(cfg.seeds):
+        for quality in cfg.qualities:
+            for setting in cfg.settings:
+                groups = (
+                    [("multi", cfg.envs)] if setting == "multi" else [(e, (e,)) for e in cfg.envs]
+                )
+                for group, envs in groups:
+                    for algo in cfg.algos:
                         out.append(Cell(algo, quality, setting, group, envs, seed))
     return out
 
