@@ -30,7 +30,12 @@ from genworld.train.checkpoint import (
     save_checkpoint,
 )
 from genworld.utils.device import resolve_device
-from genworld.utils.io import check_or_write_config, tensorboard_writer, truncate_jsonl
+from genworld.utils.io import (
+    check_or_write_config,
+    field_defaults,
+    tensorboard_writer,
+    truncate_jsonl,
+)
 from genworld.utils.progress import progress_bar
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
@@ -198,7 +203,7 @@ def fit_world_model(
     ``out``; returns the trained model in eval mode."""
     cfg.validate_training()
     device = resolve_device(cfg.device)
-    check_or_write_config(out, _config_json(cfg))
+    check_or_write_config(out, _config_json(cfg), field_defaults(cfg))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
     opt = torch.optim.AdamW(

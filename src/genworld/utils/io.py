@@ -36,9 +36,50 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def check_or_write_config(out: Path, current: dict[str, Any]) -> None:
+def field_defaults(cfg: Any) -> dict[str, Any]:
+    """The declared defaults of a (nested) config dataclass, JSON-normalised; fields without a
+    default are left out. Nested configs give their own fields' defaults."""
+    from dataclasses import MISSING, fields, is_dataclass
+
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            out[f.name] = field_defaults(value)
+        elif f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return json.loads(json.dumps(out, default=lambda o: field_defaults(o)))
+
+
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any], prefix: str = ""
+) -> list[str]:
+    """Dotted names of the fields that differ. A field the saved config lacks (added by a newer
+    genworld) counts as equal when the current value is that field's default."""
+    diff = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if key not in saved:
+            if not (key in defaults and defaults[key] == current[key]):
+                diff.append(name)
+        elif key not in current:
+            diff.append(name)
+        elif isinstance(saved[key], dict) and isinstance(current[key], dict):
+            sub = defaults.get(key) if isinstance(defaults.get(key), dict) else {}
+            diff += config_differences(saved[key], current[key], sub, f"{name}.")
+        elif saved[key] != current[key]:
+            diff.append(name)
+    return diff
+
+
+def check_or_write_config(
+    out: Path, current: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> None:
     """First run: write ``out/config.json``. Rerun: it must be the same config (resume), else a
-    GenworldError names the differing fields."""
+    GenworldError names the differing fields. ``defaults`` (``field_defaults(cfg)``) lets a run
+    saved by an older genworld resume when the only new fields hold their defaults."""
     from genworld.errors import GenworldError
 
     path = Path(out) / "config.json"
@@ -50,8 +91,8 @@ def check_or_write_config(out: Path, current: dict[str, Any]) -> None:
         ) from None
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved != current:
-            diff = sorted(k for k in set(current) | set(saved) if saved.get(k) != current.get(k))
+        diff = config_differences(saved, current, defaults or {})
+        if diff:
             raise GenworldError(
                 f"{out} holds a run with a different config ({', '.join(diff)}); use another --out "
                 "or the same settings to resume"
