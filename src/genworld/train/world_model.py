@@ -272,7 +272,8 @@ def _load_model_state(model: torch.nn.Module, state: dict, where: Path) -> None:
     except RuntimeError as err:
         raise GenworldError(
             f"checkpoint in {where} does not fit this model config ({str(err).splitlines()[0]}); "
-            "use the config it was trained with or another --out"
+            "use the config it was trained with, or retrain into another --out (TGW models "
+            "saved before per-member decoders, Dec 2026, no longer load)"
         ) from None
 
 
