@@ -68,12 +68,10 @@ class SAC:
         """``obs_stats``: per-env ``(mean, std)``, each ``(num_envs, obs_dim)``, to standardise the
         observations the networks see (offline use: the dataset's; None = raw observations)."""
         self.cfg, self.device, self.num_envs = cfg, device, num_envs
+        self.standardise = obs_stats is not None
         if obs_stats is None:
             obs_stats = (torch.zeros(num_envs, obs_dim), torch.ones(num_envs, obs_dim))
         self.obs_mean, self.obs_std = (t.to(device) for t in obs_stats)
-        self.standardise = obs_stats is not None and bool(
-            (self.obs_mean != 0).any() or (self.obs_std != 1).any()
-        )
         act_dims = act_dims or [act_dim]
         if len(act_dims) != num_envs:
             raise ValueError(f"act_dims has {len(act_dims)} entries for {num_envs} envs")
@@ -159,8 +157,9 @@ class SAC:
         extra = {}
         if self.cfg.bc_alpha > 0 and bc_rows is not None and bool(bc_rows.any()):
             mean, _ = self.actor(x[bc_rows])
-            sq = (torch.tanh(mean) * mask[bc_rows] - act[bc_rows] * mask[bc_rows]).pow(2)
-            bc_loss = (sq.sum(-1) / mask[bc_rows].sum(-1)).mean()
+            real_mask = mask[bc_rows]
+            sq = ((torch.tanh(mean) - act[bc_rows]) * real_mask).pow(2)
+            bc_loss = (sq.sum(-1) / real_mask.sum(-1)).mean()
             scale = self.cfg.bc_alpha / q_pi.abs().mean().detach().clamp_min(1e-6)
             actor_loss = scale * actor_loss + bc_loss
             extra["losses/bc"] = bc_loss.detach()
