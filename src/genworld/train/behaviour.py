@@ -17,7 +17,7 @@ import contextlib
 import json
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from genworld.train.checkpoint import (
     save_checkpoint,
 )
 from genworld.utils.device import resolve_device
-from genworld.utils.io import check_or_write_config, field_defaults
+from genworld.utils.io import check_or_write_config
 from genworld.utils.progress import progress_bar
 
 SCALES = {"tiny": 3_000, "mini": 300_000, "full": 1_000_000}
@@ -118,7 +118,7 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
     spec = get_env_spec(cfg.env)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
-    check_or_write_config(out, json.loads(json.dumps(asdict(cfg))), field_defaults(cfg))
+    check_or_write_config(out, cfg)
     torch.manual_seed(cfg.seed)
     agent = SAC(spec.obs_dim, spec.act_dim, cfg.sac, device)
     buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)

@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -294,7 +294,7 @@ def train_agnostic_iql(
         torch.set_num_threads(cfg.threads)
         out = Path(out)
         if d.is_main:
-            check_or_write_config(out, _json(asdict(cfg)))
+            check_or_write_config(out, cfg)
         barrier(d)
         specs = [parse_dataset_id(x).spec for x in cfg.datasets]
         held = shard(len(specs), d)
@@ -377,10 +377,6 @@ def _write(logs: dict, name: str, record: dict) -> None:
         logs[name].flush()
 
 
-def _json(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
-
-
 # ---------------------------------------------------------------- DD-PPO
 @dataclass(frozen=True)
 class AgnosticPPORunConfig:
@@ -433,7 +429,7 @@ def train_agnostic_ppo(
         torch.set_num_threads(cfg.threads)
         out = Path(out)
         if d.is_main:
-            check_or_write_config(out, _json({**asdict(cfg), "resolved": asdict(ppo_cfg)}))
+            check_or_write_config(out, cfg, extra={"resolved": ppo_cfg})
         barrier(d)
         held = shard(len(ppo_cfg.envs), d)
         torch.manual_seed(cfg.seed)
@@ -539,7 +535,7 @@ def fit_world_model_ddp(
     ``genworld eval world-model`` read DDP runs unchanged."""
     from genworld.data.normalization import Normalizer
     from genworld.train.checkpoint import save_checkpoint
-    from genworld.train.world_model import _config_json, _load_model_state, build_model
+    from genworld.train.world_model import _load_model_state, build_model
     from genworld.utils.io import check_or_write_config, truncate_jsonl
     from genworld.utils.progress import progress_bar
 
@@ -549,7 +545,7 @@ def fit_world_model_ddp(
             f"batch_size {cfg.batch_size} does not divide over {d.world_size} processes"
         )
     if d.is_main:
-        check_or_write_config(out, _config_json(cfg))
+        check_or_write_config(out, cfg)
     barrier(d)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(d.device)

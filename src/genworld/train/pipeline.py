@@ -27,7 +27,7 @@ from genworld.train.loop import train_offline
 from genworld.train.world_model import config_for_scale as wm_config_for_scale
 from genworld.train.world_model import load_trained, train_world_model
 from genworld.utils.device import resolve_device
-from genworld.utils.io import check_or_write_config, field_defaults
+from genworld.utils.io import check_or_write_config
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _groups(cfg: RunConfig) -> list[tuple[str, tuple[str, ...]]]:
 
 def run(cfg: RunConfig, out: Path, *, show_progress: bool = True) -> dict[str, Any]:
     cfg.validate()
-    check_or_write_config(out, json.loads(json.dumps(asdict(cfg))), field_defaults(cfg))
+    check_or_write_config(out, cfg)
     torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)

@@ -18,7 +18,7 @@ from typing import Any
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.utils.io import atomic_write_json, check_or_write_config, field_defaults
+from genworld.utils.io import atomic_write_json, check_or_write_config
 
 SETTINGS = ("multi", "single")
 
@@ -226,8 +226,7 @@ def run_table(
 
     cfg.validate()
     # how the cells are run (not what they compute) may change between a run and its resume
-    checked = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "executor", "threads")}
-    check_or_write_config(out, json.loads(json.dumps(checked)), field_defaults(cfg))
+    check_or_write_config(out, cfg, ignore=("workers", "executor", "threads"))
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
     ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
     todo = cells(cfg)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ import torch
 
 from genworld.envs.tasks import get_family, split, task_name
 from genworld.errors import GenworldError
-from genworld.utils.io import atomic_write_json, check_or_write_config, field_defaults
+from genworld.utils.io import atomic_write_json, check_or_write_config
 
 METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
 
@@ -474,7 +474,7 @@ def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> d
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
-    check_or_write_config(out, json.loads(json.dumps(asdict(cfg))), field_defaults(cfg))
+    check_or_write_config(out, cfg)
     train, test = _split_tasks(cfg)
     tasks = train + test
     _experts(cfg, tasks, out, show_progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from genworld.train.checkpoint import (
 from genworld.utils.device import resolve_device
 from genworld.utils.io import (
     check_or_write_config,
-    field_defaults,
     tensorboard_writer,
     truncate_jsonl,
 )
@@ -170,10 +169,6 @@ def build_model(cfg: WorldModelTrainConfig, specs, normalizer: Normalizer) -> to
     return EnsembleMLPWorldModel(specs, cfg.mlp, normalizer)
 
 
-def _config_json(cfg: WorldModelTrainConfig) -> dict:
-    return json.loads(json.dumps(asdict(cfg)))
-
-
 def config_from_json(data: dict) -> WorldModelTrainConfig:
     data = dict(data)
     data["tgw"] = TGWConfig(**data["tgw"])
@@ -203,7 +198,7 @@ def fit_world_model(
     ``out``; returns the trained model in eval mode."""
     cfg.validate_training()
     device = resolve_device(cfg.device)
-    check_or_write_config(out, _config_json(cfg), field_defaults(cfg))
+    check_or_write_config(out, cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
     opt = torch.optim.AdamW(

@@ -50,7 +50,7 @@ def field_defaults(cfg: Any) -> dict[str, Any]:
             out[f.name] = f.default
         elif f.default_factory is not MISSING:
             out[f.name] = f.default_factory()
-    return json.loads(json.dumps(out, default=lambda o: field_defaults(o)))
+    return json.loads(json.dumps(out))
 
 
 def config_differences(
@@ -75,12 +75,21 @@ def config_differences(
 
 
 def check_or_write_config(
-    out: Path, current: dict[str, Any], defaults: dict[str, Any] | None = None
+    out: Path, cfg: Any, *, ignore: tuple[str, ...] = (), extra: dict[str, Any] | None = None
 ) -> None:
-    """First run: write ``out/config.json``. Rerun: it must be the same config (resume), else a
-    GenworldError names the differing fields. ``defaults`` (``field_defaults(cfg)``) lets a run
-    saved by an older genworld resume when the only new fields hold their defaults."""
+    """First run: write the config dataclass ``cfg`` (minus the ``ignore`` fields, plus ``extra``
+    named config dataclasses) to ``out/config.json``. Rerun: it must be the same config (resume),
+    else a GenworldError names the differing fields. A run saved by an older genworld resumes
+    when the only fields added since hold their declared defaults."""
+    from dataclasses import asdict
+
     from genworld.errors import GenworldError
+
+    current = {k: v for k, v in asdict(cfg).items() if k not in ignore}
+    defaults = field_defaults(cfg)
+    for name, sub in (extra or {}).items():
+        current[name], defaults[name] = asdict(sub), field_defaults(sub)
+    current = json.loads(json.dumps(current))
 
     path = Path(out) / "config.json"
     try:
@@ -90,8 +99,8 @@ def check_or_write_config(
             f"cannot create the run folder {out} ({err.strerror or err}); choose a writable --out"
         ) from None
     if path.exists():
-        saved = json.loads(path.read_text())
-        diff = config_differences(saved, current, defaults or {})
+        saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignore}
+        diff = config_differences(saved, current, defaults)
         if diff:
             raise GenworldError(
                 f"{out} holds a run with a different config ({', '.join(diff)}); use another --out "
