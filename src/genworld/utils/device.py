@@ -59,3 +59,31 @@ def set_matmul_precision(name: str | None = None) -> str:
         )
     torch.set_float32_matmul_precision(name)
     return name
+
+
+def maybe_compile(fn, enabled: bool, *, what: str):
+    """``torch.compile(fn)`` when ``enabled`` (else ``fn``), with an eager fallback: if compiling
+    or running the compiled code fails (no C++ compiler for inductor, an unsupported op), warn
+    once and call ``fn`` eagerly from then on, so a run never dies of the optimisation. ``fn``
+    must not mutate state before it can fail (a loss computation, not an update)."""
+    if not enabled:
+        return fn
+    import warnings
+
+    current = [torch.compile(fn, dynamic=False)]
+
+    def call(*args, **kwargs):
+        if current[0] is fn:
+            return fn(*args, **kwargs)
+        try:
+            return current[0](*args, **kwargs)
+        except Exception as exc:  # torch._dynamo / inductor errors of many types
+            warnings.warn(
+                f"torch.compile of {what} failed ({type(exc).__name__}: {exc}); running eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            current[0] = fn
+            return fn(*args, **kwargs)
+
+    return call
