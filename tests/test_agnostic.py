@@ -9,12 +9,15 @@ from genworld.algos.registry import AlgoContext
 from genworld.data.normalization import Normalizer
 from genworld.nn.agnostic import (
     MAX_ACT_DIMS,
+    TOEPLITZ_MAX_LENGTH,
     AgnosticActor,
     AgnosticConfig,
     AgnosticCritic,
     RunningObsNorm,
     S4DKernel,
     StateEncoder,
+    TransformerLayer,
+    causal_conv,
     masked_mean,
     pack_tokens,
 )
@@ -264,3 +267,39 @@ PENDULUM = {
 }
 PENDULUM_THRESHOLD = -700.0
 """Measured: -497 (seed 0, 5 deterministic episodes); a random policy scores about -1200."""
+
+
+@pytest.mark.parametrize("length", [1, 7, TOEPLITZ_MAX_LENGTH + 9])  # Toeplitz and FFT paths
+def test_causal_conv_matches_the_definition(length):
+    g = torch.Generator().manual_seed(length)
+    u, k = torch.randn(3, length, 4, generator=g), torch.randn(4, length, generator=g)
+    expected = torch.zeros(3, length, 4)
+    for t in range(length):
+        for s in range(t + 1):
+            expected[:, t] += k[:, t - s] * u[:, s]
+    torch.testing.assert_close(causal_conv(u, k), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_transformer_layer_is_torchs_pre_norm_gelu_layer():
+    """Our batch-first layer computes what nn.TransformerEncoderLayer(norm_first, gelu) does
+    with the same weights and a key padding mask."""
+    torch.manual_seed(0)
+    cfg = AgnosticConfig(d_model=8, n_heads=2, dim_feedforward=16)
+    ours = TransformerLayer(cfg)
+    ref = torch.nn.TransformerEncoderLayer(
+        8, 2, 16, 0.0, activation="gelu", batch_first=True, norm_first=True
+    )
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(
+            torch.cat([ours.self_attn.q.weight, ours.self_attn.kv.weight])
+        )
+        ref.self_attn.in_proj_bias.copy_(torch.cat([ours.self_attn.q.bias, ours.self_attn.kv.bias]))
+        ref.self_attn.out_proj.load_state_dict(ours.self_attn.out.state_dict())
+        ref.linear1.load_state_dict(ours.ff[0].state_dict())
+        ref.linear2.load_state_dict(ours.ff[3].state_dict())
+        ref.norm1.load_state_dict(ours.norm_self.state_dict())
+        ref.norm2.load_state_dict(ours.norm_ff.state_dict())
+    x = torch.randn(3, 5, 8)
+    mask = torch.arange(5)[None] < torch.tensor([[5], [2], [1]])  # (B, L) true tokens
+    expected = ref(x, src_key_padding_mask=~mask)
+    torch.testing.assert_close(ours(x, mask)[mask], expected[mask], rtol=1e-5, atol=1e-5)
