@@ -232,6 +232,13 @@ class Attention(nn.Module):
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
+        # torch's MultiheadAttention init: Xavier-uniform over the packed (3d, d) in-projection,
+        # zero in-projection and output biases
+        bound = math.sqrt(6.0 / (4 * d_model))
+        for layer in (self.q, self.kv):
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, key_mask: torch.Tensor):
         (b, lq, d), lk, h = x.shape, memory.shape[1], self.heads
