@@ -27,6 +27,7 @@ from torch import nn
 
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import TanhGaussianActor
+from genworld.utils.device import fused_optimizer
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,11 @@ class SAC:
         self.act_masks = (
             torch.arange(act_dim, device=device)[None] < dims[:, None]
         ).float()  # (K, A)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        fused = fused_optimizer(device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
+        self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
 
     def inputs(self, obs: torch.Tensor, env_idx: torch.Tensor | None) -> torch.Tensor:
         """(Standardised) observation plus one-hot env id (multi-env only)."""
@@ -173,10 +176,7 @@ class SAC:
         self.alpha_opt.step()
 
         with torch.no_grad():
-            for p, tp in zip(
-                self.critic.parameters(), self.critic_target.parameters(), strict=True
-            ):
-                tp.lerp_(p, self.cfg.tau)
+            torch._foreach_lerp_(*self._polyak, self.cfg.tau)
         return {
             "losses/critic": critic_loss.detach(),
             "losses/actor": actor_loss.detach(),
@@ -207,6 +207,10 @@ class SAC:
             m.load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"].reshape(-1).expand_as(self.log_alpha))
+        # checkpoints from before fused Adam carry fused=None in their param groups
+        for opt in (self.actor_opt, self.critic_opt, self.alpha_opt):
+            for group in opt.param_groups:
+                group["fused"] = fused_optimizer(self.device)
         # checkpoints from before per-env alpha hold a scalar alpha and scalar Adam moments
         for moments in self.alpha_opt.state.values():
             for key in ("exp_avg", "exp_avg_sq"):
