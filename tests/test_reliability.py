@@ -318,6 +318,7 @@ def test_a_run_saved_before_a_new_config_field_resumes_when_the_field_is_at_its_
     class Run:
         steps: int = 10
         workers: int = 1
+        threads: int = 2
         sac: SACConfig = field(default_factory=SACConfig)
 
     cfg = Run(steps=20)
@@ -326,6 +327,7 @@ def test_a_run_saved_before_a_new_config_field_resumes_when_the_field_is_at_its_
     (tmp_path / "config.json").write_text(_json.dumps(old))
     check_or_write_config(tmp_path, cfg)  # resumes
     check_or_write_config(tmp_path, replace(cfg, workers=4), ignore=("workers",))
+    check_or_write_config(tmp_path, replace(cfg, threads=7))  # speed only: never in the check
     changed = replace(cfg, sac=replace(cfg.sac, bc_alpha=1.0))
     with pytest.raises(GenworldError, match=r"sac\.bc_alpha"):
         check_or_write_config(tmp_path, changed)

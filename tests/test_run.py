@@ -1,6 +1,8 @@
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
 from genworld.errors import GenworldError
 from genworld.train.pipeline import config_for_scale, run
@@ -16,9 +18,16 @@ def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
         qualities=("random",),
         setting=setting,
         policy=policy,
+        threads=1,
     )
     out = tmp_path / "run"
-    report = run(cfg, out, show_progress=False)
+    threads = torch.get_num_threads()
+    try:
+        report = run(cfg, out, show_progress=False)
+        # --threads holds for the whole run (the world-model stage once reset it to 2)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     for name in ("report.md", "report.json", "config.json"):
         assert (out / name).exists()
     for kind in ("curves", "scores", "wm_errors"):
@@ -37,8 +46,9 @@ def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
     text = (out / "report.md").read_text()
     assert "not D4RL's data" in text and "last-2" in text and "best" in text
     assert "behaviour term bc_alpha 1" in text  # the preset's policy learner is stated
-    # a rerun resumes: every stage is complete, so nothing is retrained and results are identical
-    again = run(cfg, out, show_progress=False)
+    # a rerun resumes, also with another --threads (speed only): every stage is complete, so
+    # nothing is retrained and results are identical
+    again = run(replace(cfg, threads=threads), out, show_progress=False)
     assert json.dumps(again["results"], sort_keys=True) == json.dumps(
         report["results"], sort_keys=True
     )

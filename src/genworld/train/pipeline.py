@@ -226,5 +226,6 @@ def config_for_scale_wm(cfg: RunConfig, datasets: tuple[str, ...], over: dict):
         seed=cfg.seed,
         device=cfg.device,
         steps=cfg.wm_steps,
+        threads=cfg.threads,  # else the world model's default (2) stays set for the whole run
         **over,
     )

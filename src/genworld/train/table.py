@@ -226,7 +226,7 @@ def run_table(
 
     cfg.validate()
     # how the cells are run (not what they compute) may change between a run and its resume
-    check_or_write_config(out, cfg, ignore=("workers", "executor", "threads"))
+    check_or_write_config(out, cfg, ignore=("workers", "executor"))
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
     ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
     todo = cells(cfg)

@@ -74,17 +74,23 @@ def config_differences(
     return diff
 
 
+RUNTIME_FIELDS = ("threads",)
+"""Top-level config fields that change speed only, never results: not part of the resume check."""
+
+
 def check_or_write_config(
     out: Path, cfg: Any, *, ignore: tuple[str, ...] = (), extra: dict[str, Any] | None = None
 ) -> None:
     """First run: write the config dataclass ``cfg`` (minus the ``ignore`` fields, plus ``extra``
     named config dataclasses) to ``out/config.json``. Rerun: it must be the same config (resume),
     else a GenworldError names the differing fields. A run saved by an older genworld resumes
-    when the only fields added since hold their declared defaults."""
+    when the only fields added since hold their declared defaults. ``RUNTIME_FIELDS`` (thread
+    counts) are always ignored: how fast a run goes never stops it resuming."""
     from dataclasses import asdict
 
     from genworld.errors import GenworldError
 
+    ignore = (*ignore, *RUNTIME_FIELDS)
     current = {k: v for k, v in asdict(cfg).items() if k not in ignore}
     defaults = field_defaults(cfg)
     for name, sub in (extra or {}).items():
