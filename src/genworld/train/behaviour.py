@@ -34,7 +34,7 @@ from genworld.train.checkpoint import (
     resume_point,
     save_checkpoint,
 )
-from genworld.utils.device import resolve_device
+from genworld.utils.device import resolve_device, torch_threads
 from genworld.utils.io import check_or_write_config
 from genworld.utils.progress import progress_bar
 
@@ -114,10 +114,16 @@ class ReplayBuffer:
 
 
 def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bool = True) -> Path:
+    """SAC on ``cfg.env`` with snapshots, evaluations and checkpoints in ``out`` (resumable);
+    ``cfg.threads`` torch threads while it runs."""
     cfg.validate()
+    with torch_threads(cfg.threads):
+        return _train_behaviour_policy(cfg, out, show_progress)
+
+
+def _train_behaviour_policy(cfg: BehaviourConfig, out: Path, show_progress: bool) -> Path:
     spec = get_env_spec(cfg.env)
     device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads)
     check_or_write_config(out, cfg)
     torch.manual_seed(cfg.seed)
     agent = SAC(spec.obs_dim, spec.act_dim, cfg.sac, device)

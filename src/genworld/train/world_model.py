@@ -29,7 +29,7 @@ from genworld.train.checkpoint import (
     resume_point,
     save_checkpoint,
 )
-from genworld.utils.device import resolve_device
+from genworld.utils.device import resolve_device, torch_threads
 from genworld.utils.io import (
     check_or_write_config,
     tensorboard_writer,
@@ -180,10 +180,10 @@ def config_from_json(data: dict) -> WorldModelTrainConfig:
 def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: bool = True) -> Path:
     """Train on ``cfg.datasets`` minus the held-out episodes; resumable from ``out``."""
     cfg.validate()
-    torch.set_num_threads(cfg.threads)
-    ensure_built(cfg.datasets, steps=cfg.dataset_steps or None, show_progress=show_progress)
-    train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
-    fit_world_model(cfg, train, out, show_progress=show_progress)
+    with torch_threads(cfg.threads):
+        ensure_built(cfg.datasets, steps=cfg.dataset_steps or None, show_progress=show_progress)
+        train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
+        fit_world_model(cfg, train, out, show_progress=show_progress)
     return out
 
 

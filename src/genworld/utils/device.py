@@ -27,16 +27,22 @@ def fused_optimizer(device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
-def simulator_threads():
-    """One torch thread while policies act in MuJoCo loops: small batches gain nothing from
-    more, and OpenMP's spinning workers take the core the simulator steps on (measured on 2
-    cores: data collection 20k vs 13k steps/s). The caller's setting is restored."""
+def torch_threads(n: int):
+    """``n`` torch threads inside the block, the caller's setting restored after it (library
+    entry points such as ``train_behaviour_policy`` run inside other pipelines)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def simulator_threads():
+    """One torch thread while policies act in MuJoCo loops: small batches gain nothing from
+    more, and OpenMP's spinning workers take the core the simulator steps on (measured on 2
+    cores: data collection 20k vs 13k steps/s). The caller's setting is restored."""
+    return torch_threads(1)
 
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
