@@ -58,10 +58,11 @@ def test_finetune_touches_only_the_reward_module_and_fits_the_task():
     assert reward_mse(tuned) < reward_mse(model)
 
 
-def test_unseen_tiny_writes_table_and_plot_and_resumes(tmp_path, capsys):
+def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(tmp_path, capsys):
     out = tmp_path / "unseen"
     argv = ["unseen", "--family", "cheetah-vel", "--seeds", "1", "--scale", "tiny"]
-    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    # experts, Prompt-DT models and cells in 2 processes; the rerun below (1 process) resumes
+    assert main([*argv, "--out", str(out), "--quiet", "--workers", "2"]) == 0
     report = json.loads((out / "unseen.json").read_text())
     assert len(report["train"]) == len(report["test"]) == 5
     methods = {"tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune"}

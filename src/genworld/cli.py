@@ -270,6 +270,7 @@ def _unseen(args) -> None:
         seeds=args.seeds,
         device=args.device,
         methods=methods,
+        workers=args.workers,
     )
     out = Path(args.out or f"runs/unseen__{cfg.family}__{cfg.scale}")
     run_unseen(cfg, out, show_progress=not args.quiet)
@@ -420,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--workers", type=int, default=1, help="experts and cells side by side (processes)"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_unseen)
 

@@ -82,6 +82,9 @@ class UnseenConfig:
     eval_every: int = 500
     eval_episodes: int = 3
     last_k: int = 3
+    workers: int = 1
+    """Experts and cells run side by side in this many processes (one torch thread each; two
+    1-thread processes on 2 cores run at full speed each). Not part of the resume check."""
 
     def validate(self) -> None:
         get_family(self.family)
@@ -100,6 +103,7 @@ class UnseenConfig:
             "eval_every",
             "eval_episodes",
             "last_k",
+            "workers",
         ):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
@@ -144,23 +148,58 @@ def config_for_scale(scale: str, **overrides: Any) -> UnseenConfig:
 
 # ------------------------------------------------------------------ stages 1-3
 def _experts(cfg: UnseenConfig, tasks: list[str], out: Path, show_progress: bool) -> None:
+    jobs = [(cfg, task, out, show_progress and cfg.workers == 1) for task in tasks]
+    _map(_expert, jobs, cfg.workers)
+
+
+def _expert(cfg: UnseenConfig, task: str, out: Path, show_progress: bool) -> None:
     from genworld.algos.sac import SACConfig
     from genworld.train.behaviour import BehaviourConfig, train_behaviour_policy
 
     steps = cfg.expert_steps
-    for task in tasks:
-        bcfg = BehaviourConfig(
-            env=task,
-            total_steps=steps,
-            seed=0,
-            learning_starts=min(5_000, steps // 4),
-            snapshot_every=max(steps // 5, 1),
-            checkpoint_every=max(steps // 5, 1),
-            eval_episodes=cfg.eval_episodes,
-            device=cfg.device,
-            sac=SACConfig(hidden=cfg.expert_hidden),
-        )
-        train_behaviour_policy(bcfg, out / "experts" / task, show_progress=show_progress)
+    bcfg = BehaviourConfig(
+        env=task,
+        total_steps=steps,
+        seed=0,
+        learning_starts=min(5_000, steps // 4),
+        snapshot_every=max(steps // 5, 1),
+        checkpoint_every=max(steps // 5, 1),
+        eval_episodes=cfg.eval_episodes,
+        device=cfg.device,
+        sac=SACConfig(hidden=cfg.expert_hidden),
+    )
+    train_behaviour_policy(bcfg, out / "experts" / task, show_progress=show_progress)
+
+
+def _map(fn, jobs: list[tuple], workers: int, advance=None) -> list:
+    """``[fn(*job) for job in jobs]``, in ``workers`` spawned processes (one torch thread each)
+    when ``workers > 1``; results in job order. ``advance(1)`` after each finished job."""
+    if workers == 1:
+        results = []
+        for job in jobs:
+            results.append(fn(*job))
+            if advance is not None:
+                advance(1)
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        results: list = [None] * len(jobs)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if advance is not None:
+                advance(1)
+    return results
+
+
+def _one_thread() -> None:
+    from genworld.utils.device import set_matmul_precision
+
+    torch.set_num_threads(1)
+    set_matmul_precision()  # the parent's --matmul-precision, through the environment
 
 
 def _references(cfg: UnseenConfig, tasks: list[str], out: Path) -> dict[str, list[float]]:
@@ -331,7 +370,21 @@ def true_reward_fn(family: str, goal: float):
     return cheetah_vel if family == "cheetah-vel" else ant_dir
 
 
-def _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress) -> dict:
+_MODELS: dict[str, Any] = {}
+"""The trained world model per run folder, loaded once per process."""
+
+
+def _cell(cfg: UnseenConfig, out: Path, train: list[str], method, task, seed, refs) -> dict:
+    if method.startswith("prompt-dt"):
+        return _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
+    key = str(out)
+    if key not in _MODELS:  # trained already: this loads it
+        _MODELS[key] = _world_model(cfg, train, out, show_progress=False)
+    kind = "mixed" if task in train else "small"
+    return _policy_cell(cfg, out, _MODELS[key], task, kind, method, seed, refs)
+
+
+def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
     from genworld.algos.tgw import AGENT_PRESETS, TGWAgent, TGWAgentConfig
     from genworld.eval.scores import summarize
     from genworld.train.loop import train_offline
@@ -410,16 +463,10 @@ def _split_tasks(cfg: UnseenConfig) -> tuple[list[str], list[str]]:
     ]
 
 
-def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
-    from genworld.eval.rollout import evaluate_agent
-    from genworld.eval.scores import summarize
+def _train_prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int):
+    """Seed ``seed``'s Prompt-DT on the training tasks (returns at once when trained)."""
     from genworld.train.loop import train_offline
 
-    folder = out / "cells" / method / task / f"seed{seed}"
-    result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    started = time.perf_counter()
     torch.manual_seed(seed)
     trained = _prompt_dt(cfg, out, train, train, refs, seed)
     train_offline(
@@ -433,7 +480,25 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
         eval_episodes=cfg.eval_episodes,
         seed=seed,
         show_progress=False,
-    )  # resumes / returns at once when this seed's model is already trained
+    )
+    return trained
+
+
+def _prompt_dt_job(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int) -> None:
+    _train_prompt_dt(cfg, out, train, refs, seed)  # (the model itself does not pickle)
+
+
+def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
+    from genworld.eval.rollout import evaluate_agent
+    from genworld.eval.scores import summarize
+    from genworld.train.loop import train_offline
+
+    folder = out / "cells" / method / task / f"seed{seed}"
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    started = time.perf_counter()
+    trained = _train_prompt_dt(cfg, out, train, refs, seed)
     agent = _prompt_dt(cfg, out, [], [task], refs, seed)  # the task's prompt and small data
     agent.net.load_state_dict(trained.net.state_dict())
     spec = _spec(task, refs)
@@ -474,25 +539,20 @@ def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> d
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
-    check_or_write_config(out, cfg)
+    check_or_write_config(out, cfg, ignore=("workers",))
     train, test = _split_tasks(cfg)
     tasks = train + test
     _experts(cfg, tasks, out, show_progress)
     refs = _references(cfg, tasks, out)
     _datasets(cfg, train, tasks, out)
-    tgw_methods = [m for m in cfg.methods if m.startswith("tgw")]
-    model = _world_model(cfg, train, out, show_progress) if tgw_methods else None
-    results = []
-    cells = [(m, t, s) for m in cfg.methods for t in tasks for s in range(cfg.seeds)]
+    if any(m.startswith("tgw") for m in cfg.methods):
+        _world_model(cfg, train, out, show_progress)
+    seeds = range(cfg.seeds)
+    if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
+        _map(_prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
+    cells = [(cfg, out, train, m, t, s, refs) for m in cfg.methods for t in tasks for s in seeds]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
-        for method, task, seed in cells:
-            kind = "mixed" if task in train else "small"
-            if method.startswith("prompt-dt"):
-                cell = _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
-            else:
-                cell = _policy_cell(cfg, out, model, task, kind, method, seed, refs, show_progress)
-            results.append(cell)
-            advance(1)
+        results = _map(_cell, cells, cfg.workers, advance)
     from genworld.eval.unseen_report import write_unseen_report
 
     return write_unseen_report(cfg, train, test, refs, results, out)
