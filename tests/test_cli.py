@@ -75,3 +75,12 @@ def test_build_all_builds_what_the_shipped_policies_allow_and_names_the_rest(tin
     assert main(["data", "list"]) == 0
     listing = capsys.readouterr().out
     assert "needs policy walker2d-expert" in listing and "needs policy hopper" not in listing
+
+
+def test_table_backend_is_the_executor_option():
+    from genworld.cli import build_parser
+
+    for command in ("table", "ablate"):
+        args = build_parser().parse_args([command, "--backend", "local", "--workers", "2"])
+        assert args.executor == "local" and args.workers == 2
+    assert build_parser().parse_args(["table", "--executor", "ray"]).executor == "ray"

@@ -332,7 +332,14 @@ def _add_table_options(p: argparse.ArgumentParser, setting_default: str | None) 
         default=1,
         help="torch threads per cell (1 when cells share the cores; 2 for one worker on 2 cores)",
     )
-    p.add_argument("--executor", choices=["auto", "local", "ray"], default="auto")
+    p.add_argument(
+        "--executor",
+        "--backend",
+        dest="executor",
+        choices=["auto", "local", "ray"],
+        default="auto",
+        help="where cells run with --workers > 1: ray (if installed) or a local process pool",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
