@@ -247,20 +247,10 @@ def run_table(
 
 
 def _run_with_pool(cfg_json: str, workers: int, todo: list[Cell], out: Path, advance) -> list:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from genworld.utils.parallel import process_map
 
-    results = []
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(_run_cell_in_worker, cfg_json, json.dumps(asdict(c)), str(out))
-            for c in todo
-        ]
-        for future in as_completed(futures):
-            results.append(future.result())
-            advance(1)
-    return results
+    jobs = [(cfg_json, json.dumps(asdict(c)), str(out)) for c in todo]
+    return process_map(_run_cell_in_worker, jobs, workers, advance)
 
 
 def _run_with_ray(cfg_json: str, todo: list[Cell], out: Path, advance) -> list:

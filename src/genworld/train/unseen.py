@@ -56,6 +56,7 @@ import torch
 from genworld.envs.tasks import get_family, split, task_name
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config
+from genworld.utils.parallel import process_map
 
 METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
 
@@ -149,7 +150,7 @@ def config_for_scale(scale: str, **overrides: Any) -> UnseenConfig:
 # ------------------------------------------------------------------ stages 1-3
 def _experts(cfg: UnseenConfig, tasks: list[str], out: Path, show_progress: bool) -> None:
     jobs = [(cfg, task, out, show_progress and cfg.workers == 1) for task in tasks]
-    _map(_expert, jobs, cfg.workers)
+    process_map(_expert, jobs, cfg.workers)
 
 
 def _expert(cfg: UnseenConfig, task: str, out: Path, show_progress: bool) -> None:
@@ -169,37 +170,6 @@ def _expert(cfg: UnseenConfig, task: str, out: Path, show_progress: bool) -> Non
         sac=SACConfig(hidden=cfg.expert_hidden),
     )
     train_behaviour_policy(bcfg, out / "experts" / task, show_progress=show_progress)
-
-
-def _map(fn, jobs: list[tuple], workers: int, advance=None) -> list:
-    """``[fn(*job) for job in jobs]``, in ``workers`` spawned processes (one torch thread each)
-    when ``workers > 1``; results in job order. ``advance(1)`` after each finished job."""
-    if workers == 1:
-        results = []
-        for job in jobs:
-            results.append(fn(*job))
-            if advance is not None:
-                advance(1)
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
-        results: list = [None] * len(jobs)
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if advance is not None:
-                advance(1)
-    return results
-
-
-def _one_thread() -> None:
-    from genworld.utils.device import set_matmul_precision
-
-    torch.set_num_threads(1)
-    set_matmul_precision()  # the parent's --matmul-precision, through the environment
 
 
 def _references(cfg: UnseenConfig, tasks: list[str], out: Path) -> dict[str, list[float]]:
@@ -549,10 +519,10 @@ def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> d
         _world_model(cfg, train, out, show_progress)
     seeds = range(cfg.seeds)
     if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
-        _map(_prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
+        process_map(_prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
     cells = [(cfg, out, train, m, t, s, refs) for m in cfg.methods for t in tasks for s in seeds]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
-        results = _map(_cell, cells, cfg.workers, advance)
+        results = process_map(_cell, cells, cfg.workers, advance)
     from genworld.eval.unseen_report import write_unseen_report
 
     return write_unseen_report(cfg, train, test, refs, results, out)

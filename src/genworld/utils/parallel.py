@@ -1,0 +1,46 @@
+"""Independent jobs side by side in spawned processes (table cells, unseen-task experts/cells)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def process_map(
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple],
+    workers: int,
+    advance: Callable[[int], Any] | None = None,
+) -> list:
+    """``[fn(*job) for job in jobs]`` in job order: in this process when ``workers == 1``, else in
+    ``workers`` spawned processes with one torch thread each (two 1-thread processes on 2 cores
+    each run at full speed) and the parent's ``--matmul-precision``. ``advance(1)`` after each
+    finished job. ``fn`` and the jobs must pickle (module-level function, plain arguments)."""
+    if workers == 1:
+        results = []
+        for job in jobs:
+            results.append(fn(*job))
+            if advance is not None:
+                advance(1)
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    results: list = [None] * len(jobs)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if advance is not None:
+                advance(1)
+    return results
+
+
+def _worker_init() -> None:
+    import torch
+
+    from genworld.utils.device import set_matmul_precision
+
+    torch.set_num_threads(1)
+    set_matmul_precision()  # the parent's --matmul-precision, through the environment
