@@ -516,7 +516,7 @@ def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> d
     refs = _references(cfg, tasks, out)
     _datasets(cfg, train, tasks, out)
     if any(m.startswith("tgw") for m in cfg.methods):
-        _world_model(cfg, train, out, show_progress)
+        _MODELS[str(out)] = _world_model(cfg, train, out, show_progress)  # cells reuse it
     seeds = range(cfg.seeds)
     if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
         process_map(_prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
