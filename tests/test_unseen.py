@@ -58,7 +58,9 @@ def test_finetune_touches_only_the_reward_module_and_fits_the_task():
     assert reward_mse(tuned) < reward_mse(model)
 
 
-def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(tmp_path, capsys):
+def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
+    tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "unseen"
     argv = ["unseen", "--family", "cheetah-vel", "--seeds", "1", "--scale", "tiny"]
     # experts, Prompt-DT models and cells in 2 processes; the rerun below (1 process) resumes
@@ -69,6 +71,7 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(tmp_path
     assert {r["method"] for r in report["results"]} == methods
     assert len(report["results"]) == 5 * 10
     assert (out / "prompt_dt" / "seed0" / "eval.jsonl").exists()  # one model per seed
+    assert (out / "prompt_dt" / "seed0" / "net.safetensors").exists()
     assert (out / "unseen_tasks.png").stat().st_size > 1000
     md = (out / "unseen.md").read_text()
     assert "unseen average" in md and "0 = uniform-random policy" in md
@@ -78,6 +81,16 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(tmp_path
     assert main([*argv, "--out", str(out), "--quiet"]) == 0  # resumes: every cell is done
     assert [c.stat().st_mtime_ns for c in cells] == stamps
     assert (out / "unseen.json").stat().st_mtime_ns >= stamp
+    # a Prompt-DT cell redone later reads its seed's trained weights: it trains nothing again
+    redo = out / "cells" / "prompt-dt" / report["test"][0] / "seed0" / "result.json"
+    redo.unlink()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the trained Prompt-DT was rebuilt")
+
+    monkeypatch.setattr("genworld.train.loop.train_offline", no_training)
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert redo.exists()
 
 
 def test_newr_rollouts_store_the_true_reward_minus_the_penalty():

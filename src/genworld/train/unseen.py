@@ -433,10 +433,22 @@ def _split_tasks(cfg: UnseenConfig) -> tuple[list[str], list[str]]:
     ]
 
 
-def _train_prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int):
-    """Seed ``seed``'s Prompt-DT on the training tasks (returns at once when trained)."""
-    from genworld.train.loop import train_offline
+def _prompt_dt_weights(out: Path, seed: int) -> Path:
+    return out / "prompt_dt" / f"seed{seed}" / "net.safetensors"
 
+
+def _train_prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int):
+    """Seed ``seed``'s Prompt-DT trained on the training tasks, as its network's weights: trained
+    once (resumable), then written to ``prompt_dt/seed<S>/net.safetensors``, which every later
+    call (each unseen-task cell) reads instead of rebuilding the model and its data."""
+    from safetensors.torch import load_file, save
+
+    from genworld.train.loop import train_offline
+    from genworld.utils.io import atomic_write_bytes
+
+    path = _prompt_dt_weights(out, seed)
+    if path.exists():
+        return load_file(path)
     torch.manual_seed(seed)
     trained = _prompt_dt(cfg, out, train, train, refs, seed)
     train_offline(
@@ -444,18 +456,20 @@ def _train_prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], refs, seed:
         trained,
         trained.update,
         [_spec(t, refs) for t in train],
-        out / "prompt_dt" / f"seed{seed}",
+        path.parent,
         steps=cfg.policy_updates,
         eval_every=cfg.eval_every,
         eval_episodes=cfg.eval_episodes,
         seed=seed,
         show_progress=False,
     )
-    return trained
+    weights = {k: v.detach().clone().contiguous() for k, v in trained.net.state_dict().items()}
+    atomic_write_bytes(path, save(weights))
+    return weights
 
 
 def _prompt_dt_job(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int) -> None:
-    _train_prompt_dt(cfg, out, train, refs, seed)  # (the model itself does not pickle)
+    _train_prompt_dt(cfg, out, train, refs, seed)
 
 
 def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
@@ -468,9 +482,9 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     if result_path.exists():
         return json.loads(result_path.read_text())
     started = time.perf_counter()
-    trained = _train_prompt_dt(cfg, out, train, refs, seed)
+    weights = _train_prompt_dt(cfg, out, train, refs, seed)
     agent = _prompt_dt(cfg, out, [], [task], refs, seed)  # the task's prompt and small data
-    agent.net.load_state_dict(trained.net.state_dict())
+    agent.net.load_state_dict(weights)
     spec = _spec(task, refs)
     if method == "prompt-dt":
         episodes = cfg.eval_episodes * cfg.last_k
