@@ -171,3 +171,23 @@ def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
     best_in_band = [{**r, "stochastic_return": 100.0 if r["step"] == 170 else 0.0} for r in records]
     medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", best_in_band)
     assert medium["step"] == 170 and checked.count(170) == 1  # medium and expert candidate
+
+
+def test_actor_act_is_forward_bit_for_bit():
+    """``act`` skips the modules' call overhead but must compute what ``forward`` does."""
+    import numpy as np
+    import torch
+
+    from genworld.policies import TanhGaussianActor
+
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(11, 3, hidden=(64, 32))
+    obs = np.random.default_rng(0).normal(size=(16, 11))
+    with torch.no_grad():
+        mean, log_std = actor(torch.as_tensor(obs, dtype=torch.float32))
+        noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(3))
+        sampled = torch.tanh(mean + log_std.exp() * noise).numpy()
+    got = actor.act(obs, deterministic=False, generator=torch.Generator().manual_seed(3))
+    assert got.dtype == np.float32 and np.array_equal(got, sampled)
+    assert np.array_equal(actor.act(obs, deterministic=True), torch.tanh(mean).numpy())
+    assert not np.array_equal(got, torch.tanh(mean).numpy())  # the noise is applied
