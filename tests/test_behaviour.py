@@ -163,6 +163,7 @@ def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
         return {**record, "stochastic_normalized": score, "stochastic_return": score}
 
     monkeypatch.setattr(behaviour, "verify_snapshot", verify)
+    monkeypatch.setattr(behaviour, "VERIFY_TOP", 3)
     medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", records)  # band 45-65
     assert medium["step"] == 170  # 140 was in band by luck of 5 episodes; verified at 31
     assert expert["step"] == 220  # 210 had the best log, 220 the best verified

@@ -303,8 +303,11 @@ def _replay_sequence(env: str, records: list[dict], medium_step: int, warmup: in
 VERIFY_EPISODES = 20
 """Stochastic episodes that re-evaluate each candidate snapshot before it is picked (the
 training log's 5-episode scores are too noisy to pick on: a lucky one lands in a band)."""
-VERIFY_TOP = 3
-"""Expert candidates re-evaluated: the best ``VERIFY_TOP`` by the training log."""
+VERIFY_TOP = 10
+"""Expert candidates re-evaluated: the best ``VERIFY_TOP`` by the training log. Ten, not three:
+the 5-episode log ranks snapshots badly where episodes vary (ant at 510-540k: the best logged,
+91.5, verified at 75.2; the 8th best logged, 72.2, at 89.8); each check costs seconds. The pick
+is the best of these, so its score is optimistic: the slow tests re-check it on fresh data."""
 
 
 def verify_snapshot(run: Path, record: dict, env: str, episodes: int = VERIFY_EPISODES) -> dict:
