@@ -18,12 +18,15 @@ def _arrays(dataset_id):
     "quality", ["random", "medium", "medium-replay", "expert", "medium-expert"]
 )
 def test_build_all_qualities_deterministic(quality, tiny_policies, tmp_path, monkeypatch):
+    monkeypatch.setattr("genworld.data.build.LANE_STEPS", 250)  # 2 lanes from 500 steps
     card = build_dataset(f"hopper-{quality}", steps=600, seed=3, show_progress=False)
     assert card["steps"] == 600
     first = _arrays(f"genworld/hopper/{quality}-v0")
     assert len(first["actions"]) == 600
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "other"))
-    build_dataset(f"hopper-{quality}", steps=600, seed=3, show_progress=False)
+    # the same bytes with the lanes in 2 processes (medium-replay: its segments on one pool,
+    # a 100-step segment in one lane)
+    build_dataset(f"hopper-{quality}", steps=600, seed=3, show_progress=False, workers=2)
     second = _arrays(f"genworld/hopper/{quality}-v0")
     for field in first:
         assert first[field].tobytes() == second[field].tobytes(), field

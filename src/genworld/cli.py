@@ -33,6 +33,15 @@ def _data_list(args) -> None:
 SCALE_STEPS = {"tiny": 3_000, "mini": 100_000, "full": None}  # None: the D4RL size of the id
 
 
+def _build_workers(workers: int | None, steps: int | None) -> int:
+    """``--workers`` for a build: as given, else 2 processes on a multi-core machine for builds of
+    50k steps or more (``steps`` None = D4RL size), 1 for small ones (start-up ~1 s)."""
+    if workers is not None:
+        return workers
+    small = steps is not None and steps < 50_000
+    return 1 if small else max(1, min(2, os.cpu_count() or 1))
+
+
 def _data_build(args) -> None:
     from genworld.api import all_dataset_ids, build_dataset
 
@@ -47,12 +56,14 @@ def _data_build(args) -> None:
             if missing := missing_policies(dataset_id):
                 skipped.append(f"{dataset_id} (needs policy {', '.join(missing)})")
                 continue
+        steps = args.steps or SCALE_STEPS[args.scale]
         card = build_dataset(
             dataset_id,
-            steps=args.steps or SCALE_STEPS[args.scale],
+            steps=steps,
             seed=args.seed,
             force=args.force,
             cached=args.all,
+            workers=_build_workers(args.workers, steps),
             show_progress=not args.quiet,
         )
         if card.get("cached"):
@@ -495,6 +506,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="transitions (overrides --scale)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing dataset")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes stepping the envs (same bytes for any number; default: 2 on a multi-core "
+        "machine for builds of 50k steps or more, else 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data_build)
     p = data_sub.add_parser("train-policy", help="train a behaviour policy with SAC (resumable)")

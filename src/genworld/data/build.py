@@ -59,6 +59,23 @@ class Segment:
     steps: int
 
 
+LANES = 2
+LANE_STEPS = 100_000
+"""A collection of ``steps`` is ``lanes(steps)`` independent lanes of ``num_envs`` envs each (one
+per ``LANE_STEPS`` steps, at most ``LANES``), lane ``k`` seeded from ``SeedSequence([seed, k])``
+and given an equal share of the steps: the bytes are part of the dataset's definition and do not
+depend on how many processes run the lanes. Small collections stay one lane: every lane ends
+with ``num_envs`` episodes cut by the budget, which small datasets should not have twice."""
+
+
+def lanes(steps: int) -> int:
+    return min(LANES, max(1, steps // LANE_STEPS))
+
+
+def lane_seed(seed: int, lane: int) -> int:
+    return int(np.random.SeedSequence([seed, lane]).generate_state(1)[0])
+
+
 def collect(
     env: str,
     actor: TanhGaussianActor | None,
@@ -67,24 +84,108 @@ def collect(
     *,
     num_envs: int = NUM_ENVS,
     progress=None,
+    pool: CollectPool | None = None,
 ) -> list[Episode]:
     """Exactly ``steps`` transitions; unfinished episodes at the end are marked truncated.
 
-    Each env records into preallocated ``(num_envs, max_episode_steps)`` arrays, written for all
-    envs at once every step; an ended episode is copied out and its row reused. The policy runs
-    on one torch thread: a batch of 16 gains nothing from more, and OpenMP's spinning workers
-    take the core MuJoCo steps on (``simulator_threads``)."""
+    ``lanes(steps)`` lanes (``_collect``), one after the other here or side by side in
+    ``pool``'s processes (the same episodes either way, lane 0's first)."""
+    count = lanes(steps)
+    shares = [steps // count + (1 if k < steps % count else 0) for k in range(count)]
+    jobs = [
+        (env, actor, share, lane_seed(seed, k), num_envs) for k, share in enumerate(shares) if share
+    ]
+    if pool is not None:
+        return pool.run(jobs, progress)
+    episodes = []
     with simulator_threads():
-        return _collect(env, actor, steps, seed, num_envs, progress)
+        for job in jobs:
+            episodes += _collect(*job, progress)
+    return episodes
+
+
+class CollectPool:
+    """``workers`` spawned processes (one torch thread each) that run collection lanes side by
+    side: MuJoCo holds the GIL, so two cores need two processes. Start-up is about a second;
+    keep one pool for a build's segments. Progress comes back through a shared counter."""
+
+    def __init__(self, workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        self.counter = context.Value("q", 0)
+        self.executor = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_lane_worker_init, initargs=(self.counter,)
+        )
+
+    def run(self, jobs: list[tuple], progress) -> list[Episode]:
+        from concurrent.futures import wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        reported = self.counter.value
+        futures = [self.executor.submit(_lane_job, *job) for job in jobs]
+        try:
+            pending = futures
+            while pending:
+                _, pending = wait(pending, timeout=0.25)
+                if progress is not None:
+                    now = self.counter.value
+                    progress(now - reported)
+                    reported = now
+            return [episode for future in futures for episode in future.result()]
+        except BrokenProcessPool:
+            raise GenworldError(
+                "a data-collection worker process died (out of memory or killed?): rerun the "
+                "command, or build with --workers 1"
+            ) from None
+
+    def close(self) -> None:
+        self.executor.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> CollectPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_COUNTER = None
+
+
+def _lane_worker_init(counter) -> None:
+    global _COUNTER
+    _COUNTER = counter
+    torch.set_num_threads(1)
+
+
+def _lane_job(env, actor, steps, seed, num_envs) -> list[Episode]:
+    def advance(n: int) -> None:
+        with _COUNTER.get_lock():
+            _COUNTER.value += n
+
+    return _collect(env, actor, steps, seed, num_envs, advance)
 
 
 def _collect(env, actor, steps: int, seed: int, num_envs: int, progress) -> list[Episode]:
+    """One lane: ``num_envs`` envs (``EnvPool``, same-step auto-reset) and the policy batched over
+    them, each env recording into preallocated ``(num_envs, max_episode_steps)`` arrays written
+    for all envs at once every step; an ended episode is copied out and its row reused. The
+    policy runs on one torch thread: a batch of 16 gains nothing from more, and OpenMP's spinning
+    workers take the core MuJoCo steps on (``simulator_threads``)."""
     pool = EnvPool(env, num_envs, seed)
+    try:
+        return _record(env, actor, steps, seed, pool, progress)
+    finally:
+        pool.close()
+
+
+def _record(env, actor, steps: int, seed: int, pool: EnvPool, progress) -> list[Episode]:
     spec = pool.spec
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 2)
     observations = pool.reset()
-    horizon, n = spec.max_episode_steps, num_envs
+    horizon, n = spec.max_episode_steps, pool.num_envs
     obs_buf = np.empty((n, horizon + 1, spec.obs_dim))
     act_buf = np.empty((n, horizon, spec.act_dim))
     rew_buf = np.empty((n, horizon))
@@ -112,7 +213,7 @@ def _collect(env, actor, steps: int, seed: int, num_envs: int, progress) -> list
             actions = rng.uniform(-1.0, 1.0, size=(n, spec.act_dim))
         else:
             actions = actor.act(observations, deterministic=False, generator=generator)
-        result = pool.step(actions) if active == n else _step_some(pool, actions, active)
+        result = pool.step(actions, active)
         rows, t = np.arange(active), length[:active]
         if bool((t >= horizon).any()):
             raise GenworldError(
@@ -137,20 +238,7 @@ def _collect(env, actor, steps: int, seed: int, num_envs: int, progress) -> list
     for i in np.flatnonzero(length):
         trunc_buf[i, length[i] - 1] = True  # cut by the step budget: an end, not a terminal
         finished.append(cut(i))
-    pool.close()
     return finished
-
-
-def _step_some(pool: EnvPool, actions: np.ndarray, active: int):
-    """Step only the first ``active`` envs (the last, partial batch of a build)."""
-    envs, pool.envs, pool.num_envs = pool.envs, pool.envs[:active], active
-    seeds, elapsed = pool.episode_seeds, pool.elapsed
-    pool.episode_seeds, pool.elapsed = seeds[:active], elapsed[:active]
-    try:
-        return pool.step(actions[:active])
-    finally:
-        pool.envs, pool.num_envs = envs, len(envs)
-        pool.episode_seeds, pool.elapsed = seeds, elapsed
 
 
 def plan(dataset: DatasetId, steps: int | None) -> list[Segment]:
@@ -220,12 +308,15 @@ def build_dataset(
     force: bool = False,
     cached: bool = False,
     num_envs: int = NUM_ENVS,
+    workers: int = 1,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Build one dataset into ``MINARI_DATASETS_PATH`` and return its card.
 
     An existing dataset is an error unless ``force`` (rebuild) or ``cached`` (return its card,
-    marked ``"cached": True``, without touching it).
+    marked ``"cached": True``, without touching it). ``workers > 1`` runs the collection lanes in that
+    many processes (``CollectPool``, one for all segments): the same bytes, faster on as many
+    idle cores (at most ``LANES``); 1 (the default) where builds already run side by side.
     """
     dataset = parse_dataset_id(dataset_id)
     if steps is not None and steps <= 0:
@@ -237,20 +328,28 @@ def build_dataset(
     check_writable(dataset_dir(str(dataset)), force=force)
     segments = plan(dataset, steps)
     actors = {s.policy: load_policy(policy_dir() / s.policy) for s in segments if s.policy}
+    if workers < 1:
+        raise GenworldError(f"--workers must be at least 1, got {workers}")
     total = sum(s.steps for s in segments)
     episodes: list[Episode] = []
     start = time.perf_counter()
-    with progress_bar(f"build {dataset}", total, enabled=show_progress) as advance:
-        for k, segment in enumerate(segments):
-            actor = actors[segment.policy][0] if segment.policy else None
-            episodes += collect(
-                dataset.env,
-                actor,
-                segment.steps,
-                seed * 1000 + k,
-                num_envs=num_envs,
-                progress=advance,
-            )
+    pool = CollectPool(min(workers, LANES)) if workers > 1 else None
+    try:
+        with progress_bar(f"build {dataset}", total, enabled=show_progress) as advance:
+            for k, segment in enumerate(segments):
+                actor = actors[segment.policy][0] if segment.policy else None
+                episodes += collect(
+                    dataset.env,
+                    actor,
+                    segment.steps,
+                    seed * 1000 + k,
+                    num_envs=num_envs,
+                    progress=advance,
+                    pool=pool,
+                )
+    finally:
+        if pool is not None:
+            pool.close()
     seconds = time.perf_counter() - start
     card = dataset_card(dataset, episodes, segments, actors, seed, seconds)
     write_dataset(

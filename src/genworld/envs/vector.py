@@ -47,20 +47,22 @@ class EnvPool:
         self.elapsed[:] = 0
         return observations
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        n, d = self.num_envs, self.spec.obs_dim
+    def step(self, actions: np.ndarray, active: int | None = None) -> StepResult:
+        """Step the first ``active`` envs (all by default); results have ``active`` rows."""
+        n = self.num_envs if active is None else active
+        d = self.spec.obs_dim
         observations, final_observations = np.empty((n, d)), np.empty((n, d))
         rewards = np.empty(n)
         terminations, truncations = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        for i, env in enumerate(self.envs):
-            obs, reward, terminated, truncated, _ = env.step(actions[i])
+        for i in range(n):
+            obs, reward, terminated, truncated, _ = self.envs[i].step(actions[i])
             self.elapsed[i] += 1
             final_observations[i], rewards[i], terminations[i] = obs, reward, terminated
             # the TimeLimit wrapper truncates at max_episode_steps; never both flags at once
             truncations[i] = truncated and not terminated
             if terminated or truncated:
                 self.episode_seeds[i] = self._new_seed()
-                obs, _ = env.reset(seed=int(self.episode_seeds[i]))
+                obs, _ = self.envs[i].reset(seed=int(self.episode_seeds[i]))
                 self.elapsed[i] = 0
             observations[i] = obs
         return StepResult(
@@ -69,7 +71,7 @@ class EnvPool:
             rewards,
             terminations,
             truncations,
-            self.episode_seeds.copy(),
+            self.episode_seeds[:n].copy(),
         )
 
     def close(self) -> None:
