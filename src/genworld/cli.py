@@ -34,12 +34,15 @@ SCALE_STEPS = {"tiny": 3_000, "mini": 100_000, "full": None}  # None: the D4RL s
 
 
 def _build_workers(workers: int | None, steps: int | None) -> int:
-    """``--workers`` for a build: as given, else 2 processes on a multi-core machine for builds of
-    50k steps or more (``steps`` None = D4RL size), 1 for small ones (start-up ~1 s)."""
+    """``--workers`` for a build: as given, else 2 processes on a multi-core machine for builds
+    that collect in 2 lanes (``steps`` None = D4RL size), 1 for the others."""
+    from genworld.data.build import LANES, lanes
+
     if workers is not None:
         return workers
-    small = steps is not None and steps < 50_000
-    return 1 if small else max(1, min(2, os.cpu_count() or 1))
+    if steps is not None and lanes(steps) == 1:
+        return 1
+    return max(1, min(LANES, os.cpu_count() or 1))
 
 
 def _data_build(args) -> None:
@@ -510,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="processes stepping the envs (same bytes for any number; default: 2 on a multi-core "
-        "machine for builds of 50k steps or more, else 1)",
+        help="processes running the collection lanes (same bytes for any number; default: 2 on a "
+        "multi-core machine for builds of 200k steps or more, else 1)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data_build)

@@ -62,8 +62,9 @@ class Segment:
 LANES = 2
 LANE_STEPS = 100_000
 """A collection of ``steps`` is ``lanes(steps)`` independent lanes of ``num_envs`` envs each (one
-per ``LANE_STEPS`` steps, at most ``LANES``), lane ``k`` seeded from ``SeedSequence([seed, k])``
-and given an equal share of the steps: the bytes are part of the dataset's definition and do not
+per ``LANE_STEPS`` steps, at most ``LANES``), lane 0 seeded with ``seed`` (so a one-lane
+collection is what it was before lanes), lane ``k > 0`` from ``SeedSequence([seed, k])``, each
+given an equal share of the steps: the bytes are part of the dataset's definition and do not
 depend on how many processes run the lanes. Small collections stay one lane: every lane ends
 with ``num_envs`` episodes cut by the budget, which small datasets should not have twice."""
 
@@ -73,7 +74,7 @@ def lanes(steps: int) -> int:
 
 
 def lane_seed(seed: int, lane: int) -> int:
-    return int(np.random.SeedSequence([seed, lane]).generate_state(1)[0])
+    return seed if lane == 0 else int(np.random.SeedSequence([seed, lane]).generate_state(1)[0])
 
 
 def collect(
@@ -333,7 +334,8 @@ def build_dataset(
     total = sum(s.steps for s in segments)
     episodes: list[Episode] = []
     start = time.perf_counter()
-    pool = CollectPool(min(workers, LANES)) if workers > 1 else None
+    parallel = workers > 1 and any(lanes(s.steps) > 1 for s in segments)
+    pool = CollectPool(min(workers, LANES)) if parallel else None
     try:
         with progress_bar(f"build {dataset}", total, enabled=show_progress) as advance:
             for k, segment in enumerate(segments):
