@@ -72,6 +72,10 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert len(report["results"]) == 5 * 10
     assert (out / "prompt_dt" / "seed0" / "eval.jsonl").exists()  # one model per seed
     assert (out / "prompt_dt" / "seed0" / "net.safetensors").exists()
+    from genworld.data.minari_io import read_episodes
+
+    small = read_episodes(f"genworld/{report['test'][0]}/expert-v0", root=out / "datasets")
+    assert [len(e) for e in small] == [200]  # whole episodes, not 16 budget-cut fragments
     assert (out / "unseen_tasks.png").stat().st_size > 1000
     md = (out / "unseen.md").read_text()
     assert "unseen average" in md and "0 = uniform-random policy" in md

@@ -223,8 +223,11 @@ def _datasets(cfg: UnseenConfig, train: list[str], tasks: list[str], out: Path) 
     for k, task in enumerate(tasks):
         spec = _spec(task)
         small_id = f"genworld/{task}/expert-v0"
-        if not dataset_dir(small_id, root).exists():
-            episodes = collect(task, _best_expert(out, task), cfg.small_steps, seed=100 + k)
+        if not dataset_dir(small_id, root).exists():  # whole episodes: one env per episode
+            envs = max(1, cfg.small_steps // spec.max_episode_steps)
+            episodes = collect(
+                task, _best_expert(out, task), cfg.small_steps, seed=100 + k, num_envs=envs
+            )
             write_dataset(
                 small_id,
                 spec,
