@@ -16,6 +16,10 @@ def test_cli_build_check_info_list(capsys):
     out = capsys.readouterr().out
     assert "genworld/hopper/random-v0" in out and "built" in out
     assert out.count("genworld/") == 20
+    assert main(["data", "list", "--markdown"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    row = next(line for line in table if "genworld/hopper/random-v0" in line)
+    assert "| 500 |" in row and "uniform random" in row and table[0].startswith("| dataset")
     # --scale picks the size (tiny: 3k transitions); --steps overrides it
     assert main(["data", "build", "hopper-random", "--scale", "tiny", "--force", "--quiet"]) == 0
     assert "genworld/hopper/random-v0: 3000 steps" in capsys.readouterr().out

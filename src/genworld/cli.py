@@ -20,6 +20,11 @@ def _data_list(args) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
+    if args.markdown:
+        from genworld.data.info import markdown_table
+
+        print(markdown_table(rows))
+        return
     for row in rows:
         built = "built" if row["built"] else "-"
         extra = ""
@@ -496,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("list", help="all dataset ids and which are built")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the built datasets as a Markdown table (returns, policy scores, build times)",
+    )
     p.set_defaults(func=_data_list)
     p = data_sub.add_parser("build", help="build datasets from the shipped behaviour policies")
     p.add_argument("ids", nargs="*", help="hopper-medium or genworld/hopper/medium-v0")

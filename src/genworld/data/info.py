@@ -41,9 +41,49 @@ def list_datasets() -> list[dict[str, Any]]:
                 card = read_metadata(row["dataset_id"]).get(CARD_KEY) or {}
             except GenworldError:
                 card = {"error": "unreadable"}
-            row["steps"] = card.get("steps") if isinstance(card, dict) else None
-            row["normalized_mean"] = card.get("normalized_mean") if isinstance(card, dict) else None
+            card = card if isinstance(card, dict) else {}
+            row["steps"] = card.get("steps")
+            row["normalized_mean"] = card.get("normalized_mean")
+            for key in ("episodes", "build_seconds", "build_steps_per_second"):
+                row[key] = card.get(key)
+            row["normalized_mean_complete_episodes"] = card.get("normalized_mean_complete_episodes")
+            row["policy_normalized"] = {
+                name: c.get("eval_normalized") for name, c in card.get("policy_cards", {}).items()
+            }
     return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The built datasets of ``list_datasets`` as a Markdown table: size, the data's normalized
+    return (all episodes, and complete ones: the budget cuts the last episode of every env), the
+    behaviour policies' own scores from their cards, and the build time."""
+    lines = [
+        "| dataset | steps | episodes | normalized return (all / complete episodes) "
+        "| behaviour policy score | build s | steps/s |",
+        "|---|---:|---:|---|---|---:|---:|",
+    ]
+
+    def num(value, digits=1):
+        return "–" if value is None else f"{value:,.{digits}f}"
+
+    for row in rows:
+        if not row["built"] or row.get("steps") is None:
+            continue
+        policies = ", ".join(
+            f"{name} {num(score)}"
+            for name, score in sorted(row["policy_normalized"].items())
+            if "replay" not in name
+        )
+        replays = sum("replay" in name for name in row["policy_normalized"])
+        if replays:
+            policies += f"{', ' if policies else ''}{replays} replay snapshots"
+        lines.append(
+            f"| {row['dataset_id']} | {row['steps']:,} | {row.get('episodes') or '–'} | "
+            f"{num(row['normalized_mean'])} / {num(row['normalized_mean_complete_episodes'])} | "
+            f"{policies or 'uniform random'} | {num(row['build_seconds'])} | "
+            f"{num(row['build_steps_per_second'], 0)} |"
+        )
+    return "\n".join(lines)
 
 
 def _canonical(dataset_id: str) -> str:
