@@ -48,6 +48,15 @@ def test_sac_run_resumes_after_kill(tmp_path):
     assert card["extra"]["replay_snapshots"][0]["name"] == "uniform-random"
     total = sum(r["buffer_steps"] for r in card["extra"]["replay_snapshots"])
     assert total == card["extra"]["snapshot_step"]
+    # only the expert: no medium policy, no replay snapshots
+    alone = tmp_path / "expert_only"
+    assert set(export_policies(out, alone, only=("expert",))) == {"expert"}
+    assert sorted(p.name for p in alone.iterdir()) == [
+        "hopper-expert.json",
+        "hopper-expert.safetensors",
+    ]
+    with pytest.raises(GenworldError, match="cannot export 'replay'"):
+        export_policies(out, alone, only=("replay",))
 
 
 def test_sigterm_writes_a_checkpoint_at_the_current_step_and_a_rerun_resumes(tmp_path):

@@ -133,7 +133,9 @@ def _export_policies(args) -> None:
     from genworld.data.build import policy_dir
     from genworld.train.behaviour import export_policies
 
-    cards = export_policies(Path(args.run), Path(args.dest) if args.dest else policy_dir())
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    dest = Path(args.dest) if args.dest else policy_dir()
+    cards = export_policies(Path(args.run), dest, only=only)
     for name, card in cards.items():
         print(
             f"{card['env']}-{name}: step {card['train_steps']}, normalized "
@@ -541,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("export-policies", help="pick medium/expert snapshots of a run")
     p.add_argument("run")
     p.add_argument("--dest", default=None, help="policy folder (default: shipped assets)")
+    p.add_argument(
+        "--only",
+        default="medium,expert",
+        help="which policies to write: medium (with its replay snapshots), expert, or both",
+    )
     p.set_defaults(func=_export_policies)
     p = data_sub.add_parser("info", help="a dataset's card and reference scores")
     p.add_argument("id")

@@ -365,9 +365,19 @@ def pick_medium_and_expert(run: Path, env: str, records: list[dict]) -> tuple[di
     return medium, expert
 
 
-def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None) -> dict[str, Any]:
+def export_policies(
+    run: Path,
+    dest: Path,
+    *,
+    learning_starts: int | None = None,
+    only: tuple[str, ...] = ("medium", "expert"),
+) -> dict[str, Any]:
     """Pick medium + expert snapshots from a run (``pick_medium_and_expert``, re-evaluated with
-    ``VERIFY_EPISODES`` episodes) and write them, with cards, into ``dest``."""
+    ``VERIFY_EPISODES`` episodes) and write those named in ``only``, with cards, into ``dest``
+    (the medium-replay snapshot sequence goes with the medium policy)."""
+    for name in only:
+        if name not in ("medium", "expert"):
+            raise GenworldError(f"cannot export {name!r}: choose medium and/or expert")
     cfg = json.loads((run / "config.json").read_text())
     env, spec = cfg["env"], get_env_spec(cfg["env"])
     records = read_eval_log(run)
@@ -379,6 +389,8 @@ def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None
 
     exported = {}
     for name, record in (("medium", medium), ("expert", expert)):
+        if name not in only:
+            continue
         actor, _ = load_policy(run / "snapshots" / f"step_{record['step']:09d}")
         extra = {
             "snapshot_step": record["step"],
@@ -410,7 +422,7 @@ def export_policies(run: Path, dest: Path, *, learning_starts: int | None = None
         )
         save_policy(actor, card, dest / f"{env}-{name}")
         exported[name] = card.to_json()
-    for item in replay:
+    for item in replay if "medium" in only else []:
         if "step" in item:
             actor, card = load_policy(run / "snapshots" / f"step_{item['step']:09d}")
             card = {**card, "name": f"replay-{item['step']}", "hidden": tuple(card["hidden"])}
