@@ -174,9 +174,9 @@ def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
     ]
     checked = []
 
-    def verify(run, record, env, episodes=20):
+    def verify(run, record, env, episodes=20, seed=50_000):
         checked.append(record["step"])
-        score = truth[record["step"]]
+        score = truth[record["step"]] - (2.0 if episodes == 50 else 0.0)  # a fresh confirmation
         return {**record, "stochastic_normalized": score, "stochastic_return": score}
 
     monkeypatch.setattr(behaviour, "verify_snapshot", verify)
@@ -184,11 +184,15 @@ def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
     medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", records)  # band 45-65
     assert medium["step"] == 170  # 140 was in band by luck of 5 episodes; verified at 31
     assert expert["step"] == 220  # 210 had the best log, 220 the best verified
-    assert checked[:2] == [140, 170] and sorted(checked[2:]) == [200, 210, 220]
+    assert checked[:2] == [140, 170] and sorted(checked[2:5]) == [200, 210, 220]
+    # the pick is scored again on fresh episodes: that is its score, the selection's is kept
+    assert checked[5:] == [220] and expert["stochastic_normalized"] == 85.0
+    assert expert["selection_normalized"] == 87.0
     checked.clear()
     best_in_band = [{**r, "stochastic_return": 100.0 if r["step"] == 170 else 0.0} for r in records]
     medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", best_in_band)
-    assert medium["step"] == 170 and checked.count(170) == 1  # medium and expert candidate
+    # verified once as medium and expert candidate, then scored again as the picked expert
+    assert medium["step"] == 170 and checked.count(170) == 2
 
 
 def test_actor_act_is_forward_bit_for_bit():
