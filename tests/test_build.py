@@ -84,3 +84,33 @@ def test_bad_requests_are_clear(tiny_policies):
         build_dataset("walker2d-medium", steps=10)
     with pytest.raises(GenworldError, match="positive"):
         build_dataset("hopper-random", steps=0)
+
+
+def test_interrupted_parallel_build_stops_at_once_and_writes_nothing(tmp_path):
+    """Ctrl-C sent to the main process only (as `kill -INT` does) must not wait for the other
+    lane's process to finish its million steps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path)}
+    argv = ["data", "build", "halfcheetah-random", "--steps", "2000000", "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genworld", *argv, "--quiet"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(6)  # the lanes are running (2 x 1M steps: far more than a minute of work)
+    os.kill(proc.pid, signal.SIGINT)
+    start = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the interrupted build waited for its lanes") from None
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "genworld" / "halfcheetah" / "random-v0").exists()

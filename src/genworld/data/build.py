@@ -141,14 +141,19 @@ class CollectPool:
                 "command, or build with --workers 1"
             ) from None
 
-    def close(self) -> None:
-        self.executor.shutdown(cancel_futures=True)
+    def close(self, *, kill: bool = False) -> None:
+        """Shut the workers down; ``kill`` (on an error or Ctrl-C) stops lanes still running
+        instead of waiting for them to finish."""
+        if kill:
+            for process in list(getattr(self.executor, "_processes", {}).values()):
+                process.terminate()
+        self.executor.shutdown(wait=not kill, cancel_futures=True)
 
     def __enter__(self) -> CollectPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        self.close(kill=kind is not None)
 
 
 _COUNTER = None
@@ -349,9 +354,12 @@ def build_dataset(
                     progress=advance,
                     pool=pool,
                 )
-    finally:
+    except BaseException:
         if pool is not None:
-            pool.close()
+            pool.close(kill=True)  # Ctrl-C or an error: do not wait for the other lane
+        raise
+    if pool is not None:
+        pool.close()
     seconds = time.perf_counter() - start
     card = dataset_card(dataset, episodes, segments, actors, seed, seconds)
     write_dataset(
