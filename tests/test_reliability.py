@@ -335,3 +335,19 @@ def test_a_run_saved_before_a_new_config_field_resumes_when_the_field_is_at_its_
         check_or_write_config(tmp_path, replace(cfg, steps=30))
     with pytest.raises(GenworldError, match=r"\(workers\)"):
         check_or_write_config(tmp_path, replace(cfg, workers=4))
+
+
+def test_process_map_stops_running_jobs_when_the_parent_fails():
+    """A failure or Ctrl-C in the parent (here: in the progress callback) must not wait for the
+    jobs still running in the worker processes."""
+    import time
+
+    from genworld.utils.parallel import process_map
+
+    def advance(n):
+        raise RuntimeError("stop")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="stop"):
+        process_map(time.sleep, [(0.1,), (120,)], 2, advance)
+    assert time.monotonic() - start < 60  # not the 120 s job

@@ -144,10 +144,12 @@ class CollectPool:
     def close(self, *, kill: bool = False) -> None:
         """Shut the workers down; ``kill`` (on an error or Ctrl-C) stops lanes still running
         instead of waiting for them to finish."""
+        from genworld.utils.parallel import stop_pool
+
         if kill:
-            for process in list(getattr(self.executor, "_processes", {}).values()):
-                process.terminate()
-        self.executor.shutdown(wait=not kill, cancel_futures=True)
+            stop_pool(self.executor)
+        else:
+            self.executor.shutdown(cancel_futures=True)
 
     def __enter__(self) -> CollectPool:
         return self

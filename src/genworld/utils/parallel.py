@@ -28,13 +28,27 @@ def process_map(
 
     context = multiprocessing.get_context("spawn")
     results: list = [None] * len(jobs)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    try:
         futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             if advance is not None:
                 advance(1)
+    except BaseException:
+        stop_pool(pool)  # Ctrl-C or a failed job: do not wait for the jobs still running
+        raise
+    pool.shutdown()
     return results
+
+
+def stop_pool(pool) -> None:
+    """Terminate a ``ProcessPoolExecutor``'s workers and drop its queued jobs, without waiting
+    for the running ones (resumable jobs continue from their checkpoints when rerun)."""
+    processes = getattr(pool, "_processes", None) or {}  # (private: no public way to stop them)
+    for process in list(processes.values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _worker_init() -> None:
