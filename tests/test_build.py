@@ -86,9 +86,10 @@ def test_bad_requests_are_clear(tiny_policies):
         build_dataset("hopper-random", steps=0)
 
 
-def test_interrupted_parallel_build_stops_at_once_and_writes_nothing(tmp_path):
-    """Ctrl-C sent to the main process only (as `kill -INT` does) must not wait for the other
-    lane's process to finish its million steps."""
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_interrupted_parallel_build_stops_at_once_and_writes_nothing(tmp_path, signum):
+    """Ctrl-C or SIGTERM sent to the main process only (as `kill` does) must not wait for the
+    other lane's process to finish its million steps."""
     import os
     import signal
     import subprocess
@@ -104,7 +105,7 @@ def test_interrupted_parallel_build_stops_at_once_and_writes_nothing(tmp_path):
         text=True,
     )
     time.sleep(6)  # the lanes are running (2 x 1M steps: far more than a minute of work)
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, getattr(signal, signum))
     start = time.monotonic()
     try:
         _, err = proc.communicate(timeout=30)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from genworld.errors import GenworldError
@@ -558,8 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler's stop) takes Ctrl-C's path: checkpoints, worker processes stopped
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         from genworld.utils.device import PRECISION_ENV, set_matmul_precision
 
@@ -573,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genworld: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
