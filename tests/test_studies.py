@@ -1,12 +1,15 @@
 """`genworld ablate` and `genworld sweep beta` (tiny) and the variant names behind them."""
 
 import csv
+import json
+from pathlib import Path
 
 import pytest
 
 from genworld.algos.registry import resolve_variant
 from genworld.cli import main
 from genworld.errors import GenworldError
+from genworld.train.studies import ABLATIONS
 
 from .conftest import write_tiny_policies
 
@@ -54,9 +57,14 @@ def test_sweep_beta_tiny_writes_the_plot_and_one_column_per_value(policies, tmp_
     out = tmp_path / "sweep"
     argv = ["sweep", "beta", "--values", "0,1", "--envs", "hopper,walker2d"]
     argv += ["--qualities", "medium", "--seeds", "1", "--scale", "tiny"]
-    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    # two cells side by side need the same world model at once: one trains it, one waits
+    assert main([*argv, "--out", str(out), "--quiet", "--workers", "2", "--threads", "1"]) == 0
     assert (out / "beta_sweep.png").stat().st_size > 1000
     assert {r["algo"] for r in _rows(out / "table.csv")} == {"tgw-beta=0", "tgw-beta=1"}
+    # one world model per data group and seed, shared by every β value
+    (model,) = [p for p in (out / "world_models").iterdir() if p.is_dir()]
+    logged = [json.loads(line)["step"] for line in (model / "metrics.jsonl").open()]
+    assert logged and len(logged) == len(set(logged))  # trained once, not once per cell
     assert main(["sweep", "beta", "--values", "0,x", "--out", str(tmp_path / "bad")]) == 2
 
 
@@ -67,10 +75,15 @@ def test_ablation_overrides_reach_the_world_model(policies, tmp_path):
     argv = ["ablate", "--envs", "hopper", "--qualities", "medium", "--seeds", "1"]
     assert main([*argv, "--setting", "multi", "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
     cells = out / "cells" / "medium" / "multi-multi"
-    configs = {
-        algo: json.loads((cells / algo / "seed0" / "world_model" / "config.json").read_text())
-        for algo in ("tgw", "tgw-no-prompt", "tgw-no-rssm")
+    paths = {
+        algo: Path(json.loads((cells / algo / "seed0" / "world_model.json").read_text())["path"])
+        for algo in ABLATIONS
     }
+    # cells share a world model where only the policy differs: TGW and TGW w/o ri (β = 0)
+    assert paths["tgw"] == paths["tgw-no-ri"]
+    assert len({paths[a] for a in ABLATIONS}) == 3
+    assert {p.parent for p in paths.values()} == {out / "world_models"}
+    configs = {algo: json.loads((paths[algo] / "config.json").read_text()) for algo in paths}
     assert configs["tgw"]["tgw"]["use_prompt"] and configs["tgw"]["tgw"]["use_stochastic"]
     assert not configs["tgw-no-prompt"]["tgw"]["use_prompt"]
     assert not configs["tgw-no-rssm"]["tgw"]["use_stochastic"]

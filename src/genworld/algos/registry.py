@@ -44,6 +44,10 @@ class AlgoContext:
     seed: int = 0
     out: Path | None = None
     """Folder for the algorithm's own artefacts (e.g. a world model), resumable; None = none."""
+    shared: Path | None = None
+    """Folder where cells share artefacts that depend only on the data, seed and config: a world
+    model is trained once for the β values of a sweep, TGW and TGW w/o ri, MOPO and MOReL
+    (keyed by its config and a fingerprint of the data); None = each cell trains its own."""
     show_progress: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override (validated by the algorithm's config)."""

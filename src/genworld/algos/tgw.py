@@ -113,9 +113,43 @@ def build_world_model(ctx: AlgoContext, model: str, presets: dict[str, dict]):
     )
     if ctx.out is None:
         raise GenworldError("model-based algorithms need an output folder (AlgoContext.out)")
-    return fit_world_model(
-        cfg, ctx.dataset, ctx.out / "world_model", show_progress=ctx.show_progress
-    ).to(ctx.device)
+    folder = ctx.out / "world_model"
+    if ctx.shared is None or folder.exists():  # (a cell begun before sharing keeps its own)
+        return fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress).to(
+            ctx.device
+        )
+    from genworld.utils.io import atomic_write_json, file_lock
+
+    folder = ctx.shared / world_model_key(cfg, ctx.dataset)
+    atomic_write_json(ctx.out / "world_model.json", {"path": str(folder)})
+    with file_lock(folder.with_name(folder.name + ".lock")):  # one process trains, others wait
+        model = fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress)
+    return model.to(ctx.device)
+
+
+def world_model_key(cfg, dataset: MultiEnvDataset) -> str:
+    """``<model>-s<seed>-<digest>``: the digest covers the world-model config (not its device
+    or thread count) and a fingerprint of the data (each env's name, size and value sums)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from genworld.utils.io import RUNTIME_FIELDS
+
+    config = {k: v for k, v in asdict(cfg).items() if k not in (*RUNTIME_FIELDS, "device")}
+    data = [
+        [
+            env.spec.name,
+            len(env),
+            float(env.rewards.double().sum()),
+            float(env.observations.double().sum()),
+            float(env.actions.double().sum()),
+        ]
+        for env in dataset.envs
+    ]
+    text = json.dumps({"config": config, "data": data}, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{cfg.model}-s{cfg.seed}-{digest}"
 
 
 def build(ctx: AlgoContext) -> TGWAgent:

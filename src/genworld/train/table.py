@@ -163,6 +163,7 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
         scale=cfg.scale,
         seed=cell.seed,
         out=folder,
+        shared=out / "world_models",
         overrides=overrides,
     )
     agent = build_agent(algo, ctx)

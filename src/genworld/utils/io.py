@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -144,3 +145,23 @@ def truncate_jsonl(path: Path, step: int) -> None:
         keep = [line for line in lines if json.loads(line)["step"] <= step]
         if len(keep) != len(lines):
             atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock on ``path`` (created if missing) for the ``with`` block:
+    processes that share an artefact (a world model several cells use) take turns building
+    it. Without ``fcntl`` (Windows) it does not lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX everywhere we run
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
