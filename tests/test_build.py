@@ -34,6 +34,28 @@ def test_build_all_qualities_deterministic(quality, tiny_policies, tmp_path, mon
     assert meta["ref_min_score"] == -20.272305 and meta["ref_max_score"] == 3234.3
 
 
+def test_collection_ignores_the_matmul_precision_flag():
+    """``--matmul-precision medium`` (bfloat16 matmul inputs on CPUs that have them) must not
+    change a dataset's bytes, in this process or in the lanes' worker processes."""
+    import torch
+
+    from genworld.data.build import collect
+    from genworld.policies import TanhGaussianActor
+
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(11, 3)
+    exact = collect("hopper", actor, 600, seed=1)
+    torch.set_float32_matmul_precision("medium")
+    try:
+        fast = collect("hopper", actor, 600, seed=1)
+        assert torch.get_float32_matmul_precision() == "medium"  # the caller's setting is kept
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert len(exact) == len(fast)
+    for a, b in zip(exact, fast, strict=True):
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.rewards, b.rewards)
+
+
 def test_different_seed_gives_different_data():
     build_dataset("hopper-random", steps=300, seed=0, show_progress=False)
     a = _arrays("genworld/hopper/random-v0")["actions"]

@@ -30,7 +30,7 @@ from genworld.data.minari_io import check_writable, dataset_dir, write_dataset
 from genworld.envs.vector import EnvPool
 from genworld.errors import GenworldError
 from genworld.policies import ASSETS, TanhGaussianActor, load_policy
-from genworld.utils.device import simulator_threads
+from genworld.utils.device import matmul_precision, simulator_threads
 from genworld.utils.progress import progress_bar
 
 NUM_ENVS = 16
@@ -180,10 +180,12 @@ def _collect(env, actor, steps: int, seed: int, num_envs: int, progress) -> list
     them, each env recording into preallocated ``(num_envs, max_episode_steps)`` arrays written
     for all envs at once every step; an ended episode is copied out and its row reused. The
     policy runs on one torch thread: a batch of 16 gains nothing from more, and OpenMP's spinning
-    workers take the core MuJoCo steps on (``simulator_threads``)."""
+    workers take the core MuJoCo steps on (``simulator_threads``). Its matmuls run in IEEE float32
+    whatever ``--matmul-precision`` says: the bytes are the dataset's definition."""
     pool = EnvPool(env, num_envs, seed)
     try:
-        return _record(env, actor, steps, seed, pool, progress)
+        with matmul_precision("highest"):
+            return _record(env, actor, steps, seed, pool, progress)
     finally:
         pool.close()
 

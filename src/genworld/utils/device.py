@@ -67,6 +67,18 @@ def set_matmul_precision(name: str | None = None) -> str:
     return name
 
 
+@contextlib.contextmanager
+def matmul_precision(name: str):
+    """torch's float32 matmul precision ``name`` inside the block, the caller's restored after
+    (work whose numbers must not depend on ``--matmul-precision``, e.g. dataset collection)."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(name)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def maybe_compile(fn, enabled: bool, *, what: str):
     """``torch.compile(fn)`` when ``enabled`` (else ``fn``), with an eager fallback: if compiling
     or running the compiled code fails (no C++ compiler for inductor, an unsupported op), warn
