@@ -39,24 +39,17 @@ def _data_list(args) -> None:
 SCALE_STEPS = {"tiny": 3_000, "mini": 100_000, "full": None}  # None: the D4RL size of the id
 
 
-def _build_workers(workers: int | None, steps: int | None) -> int:
-    """``--workers`` for a build: as given, else 2 processes on a multi-core machine for builds
-    that collect in 2 lanes (``steps`` None = D4RL size), 1 for the others."""
-    from genworld.data.build import LANES, lanes
-
-    if workers is not None:
-        return workers
-    if steps is not None and lanes(steps) == 1:
-        return 1
-    return max(1, min(LANES, os.cpu_count() or 1))
-
-
 def _data_build(args) -> None:
     from genworld.api import all_dataset_ids, build_dataset
 
     if args.all == bool(args.ids):
         raise GenworldError("give dataset ids (hopper-medium ...) or --all, not both or neither")
     ids = [str(d) for d in all_dataset_ids()] if args.all else args.ids
+    # default: one process per lane on a multi-core machine (a build whose segments all fit
+    # one lane starts no pool: build_dataset decides)
+    from genworld.data.build import LANES
+
+    workers = args.workers if args.workers is not None else max(1, min(LANES, os.cpu_count() or 1))
     skipped = []
     for dataset_id in ids:
         if args.all:  # build what the shipped policies allow, then say what is missing
@@ -65,14 +58,13 @@ def _data_build(args) -> None:
             if missing := missing_policies(dataset_id):
                 skipped.append(f"{dataset_id} (needs policy {', '.join(missing)})")
                 continue
-        steps = args.steps or SCALE_STEPS[args.scale]
         card = build_dataset(
             dataset_id,
-            steps=steps,
+            steps=args.steps or SCALE_STEPS[args.scale],
             seed=args.seed,
             force=args.force,
             cached=args.all,
-            workers=_build_workers(args.workers, steps),
+            workers=workers,
             show_progress=not args.quiet,
         )
         if card.get("cached"):

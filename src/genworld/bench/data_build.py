@@ -4,7 +4,7 @@ Raw stepping: one env, uniform random actions, no recording (the physical refere
 Build: ``genworld.data.build.collect`` with a 256x256 SAC actor (stochastic, batched over each
 lane's env pool) recording full episodes, as `genworld data build` does: in one process, and
 with its lanes in 2 processes (``CollectPool``, start-up included; `data build`'s default on a
-multi-core machine for 50k+ steps). Minari writing is timed separately and added (end to end).
+multi-core machine for 200k+ steps). Minari writing is timed separately and added (end to end).
 """
 
 from __future__ import annotations

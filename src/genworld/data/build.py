@@ -13,6 +13,7 @@ noise from one ``torch.Generator``, and policies run batched over the env pool.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -344,26 +345,22 @@ def build_dataset(
     episodes: list[Episode] = []
     start = time.perf_counter()
     parallel = workers > 1 and any(lanes(s.steps) > 1 for s in segments)
-    pool = CollectPool(min(workers, LANES)) if parallel else None
-    try:
-        with progress_bar(f"build {dataset}", total, enabled=show_progress) as advance:
-            for k, segment in enumerate(segments):
-                actor = actors[segment.policy][0] if segment.policy else None
-                episodes += collect(
-                    dataset.env,
-                    actor,
-                    segment.steps,
-                    seed * 1000 + k,
-                    num_envs=num_envs,
-                    progress=advance,
-                    pool=pool,
-                )
-    except BaseException:
-        if pool is not None:
-            pool.close(kill=True)  # Ctrl-C or an error: do not wait for the other lane
-        raise
-    if pool is not None:
-        pool.close()
+    # (leaving the pool on Ctrl-C or an error stops the other lane instead of waiting for it)
+    with (
+        CollectPool(min(workers, LANES)) if parallel else contextlib.nullcontext() as pool,
+        progress_bar(f"build {dataset}", total, enabled=show_progress) as advance,
+    ):
+        for k, segment in enumerate(segments):
+            actor = actors[segment.policy][0] if segment.policy else None
+            episodes += collect(
+                dataset.env,
+                actor,
+                segment.steps,
+                seed * 1000 + k,
+                num_envs=num_envs,
+                progress=advance,
+                pool=pool,
+            )
     seconds = time.perf_counter() - start
     card = dataset_card(dataset, episodes, segments, actors, seed, seconds)
     write_dataset(

@@ -472,7 +472,7 @@ def _train_prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], refs, seed:
 
 
 def _prompt_dt_job(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int) -> None:
-    _train_prompt_dt(cfg, out, train, refs, seed)
+    _train_prompt_dt(cfg, out, train, refs, seed)  # (the weights stay on disk, not sent back)
 
 
 def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
