@@ -127,3 +127,54 @@ def test_newr_rollouts_store_the_true_reward_minus_the_penalty():
     got = plain.model_buffer.rew[: plain.model_buffer.size]
     assert torch.all(expected_penalty >= 0)
     assert not torch.allclose(got, stored)  # the reward module's re is not used
+
+
+def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from genworld.data.minari_io import read_episodes, read_metadata, ref_scores
+    from genworld.train import unseen
+    from genworld.utils.io import check_or_write_config
+
+    cfg = unseen.config_for_scale("tiny", family="cheetah-vel", seeds=1)
+    train, test = (names[:1] for names in unseen._split_tasks(cfg))  # one of each, for speed
+    monkeypatch.setattr(unseen, "_split_tasks", lambda cfg: (train, test))
+    tasks = train + test
+
+    def stages(out):
+        check_or_write_config(out, cfg, ignore=("workers", "shipped_experts"))
+        unseen._experts(cfg, tasks, out, False)
+        refs = unseen._references(cfg, tasks, out)
+        unseen._datasets(cfg, train, tasks, out, refs)
+        return refs
+
+    run, assets = tmp_path / "run", tmp_path / "assets"
+    refs = stages(run)
+    family = unseen.export_task_experts(run, assets)
+    assert family["reference_returns"]["0"] == refs["cheetah-vel-0"]
+    assert len(list((assets / train[0] / "snapshots").glob("*.safetensors"))) > 1  # all of them
+    assert len(list((assets / test[0] / "snapshots").glob("*.safetensors"))) == 1  # the best
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped expert was trained again")
+
+    monkeypatch.setattr("genworld.envs.tasks.TASK_ASSETS", assets)
+    monkeypatch.setattr("genworld.train.behaviour.train_behaviour_policy", no_training)
+    again = tmp_path / "again"
+    assert stages(again) == refs
+    assert (again / "experts" / test[0] / unseen.SHIPPED_MARK).exists()
+    for task, quality in [(train[0], "medium-replay"), (test[0], "expert")]:
+        dataset_id = f"genworld/{task}/{quality}-v0"
+        a, b = (read_episodes(dataset_id, root=r / "datasets") for r in (run, again))
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x.observations, y.observations)
+            np.testing.assert_array_equal(x.actions, y.actions)
+        meta = read_metadata(dataset_id, root=again / "datasets")
+        assert list(ref_scores(meta, dataset_id)) == refs[task]  # the run's references
+    # another recipe, or --train-experts: the shipped expert is not used
+    other = replace(cfg, expert_steps=cfg.expert_steps + 1)
+    assert not unseen._use_shipped(other, test[0], tmp_path / "x" / test[0])
+    off = replace(cfg, shipped_experts=False)
+    assert not unseen._use_shipped(off, test[0], tmp_path / "y" / test[0])
+    assert unseen._use_shipped(cfg, test[0], tmp_path / "z" / test[0])

@@ -120,6 +120,16 @@ def _train_policy(args) -> None:
     print(f"trained {args.env}: {out} (export with `genworld data export-policies {out}`)")
 
 
+def _export_task_experts(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.unseen import export_task_experts
+
+    family = export_task_experts(Path(args.run), Path(args.dest) if args.dest else None)
+    for index, (low, high) in sorted(family["reference_returns"].items(), key=lambda x: int(x[0])):
+        print(f"{family['family']}-{index}: random {low:.1f}, expert {high:.1f}")
+
+
 def _export_policies(args) -> None:
     from pathlib import Path
 
@@ -285,6 +295,7 @@ def _unseen(args) -> None:
         device=args.device,
         methods=methods,
         workers=args.workers,
+        shipped_experts=not args.train_experts,
     )
     out = Path(args.out or f"runs/unseen__{cfg.family}__{cfg.scale}")
     run_unseen(cfg, out, show_progress=not args.quiet)
@@ -445,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=1, help="experts and cells side by side (processes)"
     )
+    p.add_argument(
+        "--train-experts",
+        action="store_true",
+        help="train every task expert even where a shipped one has this scale's recipe",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_unseen)
 
@@ -542,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="which policies to write: medium (with its replay snapshots), expert, or both",
     )
     p.set_defaults(func=_export_policies)
+    p = data_sub.add_parser(
+        "export-task-experts", help="ship the task experts and references of an unseen run"
+    )
+    p.add_argument("run", help="a `genworld unseen` output folder")
+    p.add_argument("--dest", default=None, help="default: the shipped assets (assets/tasks)")
+    p.set_defaults(func=_export_task_experts)
     p = data_sub.add_parser("info", help="a dataset's card and reference scores")
     p.add_argument("id")
     p.set_defaults(func=_data_info)

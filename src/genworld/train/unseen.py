@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,6 +87,10 @@ class UnseenConfig:
     workers: int = 1
     """Experts and cells run side by side in this many processes (one torch thread each; two
     1-thread processes on 2 cores run at full speed each). Not part of the resume check."""
+    shipped_experts: bool = True
+    """Use the shipped expert of a task (``assets/tasks/<task>``) when it was trained with this
+    config's recipe, instead of training it (same weights, so the same datasets and scores).
+    Not part of the resume check."""
 
     def validate(self) -> None:
         get_family(self.family)
@@ -154,11 +159,20 @@ def _experts(cfg: UnseenConfig, tasks: list[str], out: Path, show_progress: bool
 
 
 def _expert(cfg: UnseenConfig, task: str, out: Path, show_progress: bool) -> None:
+    from genworld.train.behaviour import train_behaviour_policy
+
+    folder = out / "experts" / task
+    if (folder / SHIPPED_MARK).exists() or _use_shipped(cfg, task, folder):
+        return
+    train_behaviour_policy(_expert_config(cfg, task), folder, show_progress=show_progress)
+
+
+def _expert_config(cfg: UnseenConfig, task: str):
     from genworld.algos.sac import SACConfig
-    from genworld.train.behaviour import BehaviourConfig, train_behaviour_policy
+    from genworld.train.behaviour import BehaviourConfig
 
     steps = cfg.expert_steps
-    bcfg = BehaviourConfig(
+    return BehaviourConfig(
         env=task,
         total_steps=steps,
         seed=0,
@@ -169,7 +183,88 @@ def _expert(cfg: UnseenConfig, task: str, out: Path, show_progress: bool) -> Non
         device=cfg.device,
         sac=SACConfig(hidden=cfg.expert_hidden),
     )
-    train_behaviour_policy(bcfg, out / "experts" / task, show_progress=show_progress)
+
+
+# ------------------------------------------------------------------ shipped task experts
+SHIPPED_MARK = "shipped.json"
+"""Written into ``out/experts/<task>`` when that expert was copied from the shipped assets."""
+
+
+def _recipe(config: dict) -> dict:
+    """An expert's BehaviourConfig JSON without what does not change its weights."""
+    from genworld.utils.io import RUNTIME_FIELDS
+
+    return {k: v for k, v in config.items() if k not in ("device", *RUNTIME_FIELDS)}
+
+
+def _use_shipped(cfg: UnseenConfig, task: str, folder: Path) -> bool:
+    """Copy the shipped expert of ``task`` into ``folder`` (a new one) if it was trained with
+    ``cfg``'s recipe; False (train it) otherwise."""
+    from dataclasses import asdict
+
+    from genworld.envs.tasks import TASK_ASSETS
+
+    source = TASK_ASSETS / task
+    if not cfg.shipped_experts or folder.exists() or not (source / "config.json").exists():
+        return False
+    shipped = json.loads((source / "config.json").read_text())
+    if _recipe(shipped) != _recipe(json.loads(json.dumps(asdict(_expert_config(cfg, task))))):
+        return False
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    atomic_write_json(staging / SHIPPED_MARK, {"source": str(source)})
+    staging.rename(folder)  # a killed copy leaves only the staging folder
+    return True
+
+
+def export_task_experts(run: Path, dest: Path | None = None) -> dict[str, Any]:
+    """Ship the task experts of a finished ``genworld unseen`` run: per task its eval log, its
+    recipe and snapshots (every snapshot of a training task: its mixed dataset rolls them all
+    out; the best one of an unseen task), into ``dest/<task>/``, and the family's reference
+    returns into ``dest/<family>.json``. Returns that JSON."""
+    from genworld.envs.tasks import TASK_ASSETS, parse_task
+    from genworld.train.behaviour import read_eval_log
+
+    dest = TASK_ASSETS if dest is None else dest
+    for name in ("config.json", "references.json"):
+        if not (run / name).exists():
+            raise GenworldError(
+                f"{run} has no {name}: run `genworld unseen --out {run}` past its references "
+                "stage first"
+            )
+    config = json.loads((run / "config.json").read_text())
+    cfg = config_for_scale(config["scale"], family=config["family"], split=config["split"])
+    refs = json.loads((run / "references.json").read_text())
+    train, test = _split_tasks(cfg)
+    for task in train + test:
+        source = run / "experts" / task
+        if task not in refs or not (source / "eval.jsonl").exists():
+            raise GenworldError(f"{run}: the expert of {task} is not finished; rerun the run")
+        records = read_eval_log(source)
+        best = max(records, key=lambda r: r["stochastic_return"])
+        keep = [r for r in records if task in train or r is best]
+        staging = dest / f"{task}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "snapshots").mkdir(parents=True)
+        for record in keep:
+            stem = f"step_{record['step']:09d}"
+            for suffix in (".json", ".safetensors"):
+                shutil.copy2(source / "snapshots" / (stem + suffix), staging / "snapshots")
+        lines = [json.dumps(r) for r in keep]
+        (staging / "eval.jsonl").write_text("\n".join(lines) + "\n")
+        shutil.copy2(source / "config.json", staging / "config.json")
+        shutil.rmtree(dest / task, ignore_errors=True)
+        staging.rename(dest / task)
+    family = {
+        "family": cfg.family,
+        "reference_returns": {str(parse_task(t)[1]): refs[t] for t in train + test},
+        "source": f"genworld unseen --scale {cfg.scale} (experts: {cfg.expert_steps} SAC steps)",
+        "note": "random = mean return of a uniform-random policy over 10 episodes; expert = the "
+        "best evaluated return of the task's SAC expert (stochastic, eval_episodes episodes)",
+    }
+    atomic_write_json(dest / f"{cfg.family}.json", family)
+    return family
 
 
 def _references(cfg: UnseenConfig, tasks: list[str], out: Path) -> dict[str, list[float]]:
@@ -213,15 +308,16 @@ def _best_expert(out: Path, task: str):
     return load_policy(out / "experts" / task / "snapshots" / f"step_{best['step']:09d}")[0]
 
 
-def _datasets(cfg: UnseenConfig, train: list[str], tasks: list[str], out: Path) -> None:
-    """Mixed datasets of the training tasks and small expert datasets of every task."""
+def _datasets(cfg: UnseenConfig, train: list[str], tasks: list[str], out: Path, refs: dict) -> None:
+    """Mixed datasets of the training tasks and small expert datasets of every task, with the
+    run's reference returns in their metadata."""
     from genworld.data.build import collect
     from genworld.data.minari_io import dataset_dir, write_dataset
     from genworld.policies import load_policy
 
     root = out / "datasets"
     for k, task in enumerate(tasks):
-        spec = _spec(task)
+        spec = _spec(task, refs)
         small_id = f"genworld/{task}/expert-v0"
         if not dataset_dir(small_id, root).exists():  # whole episodes: one env per episode
             envs = max(1, cfg.small_steps // spec.max_episode_steps)
@@ -526,12 +622,12 @@ def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> d
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
-    check_or_write_config(out, cfg, ignore=("workers",))
+    check_or_write_config(out, cfg, ignore=("workers", "shipped_experts"))
     train, test = _split_tasks(cfg)
     tasks = train + test
     _experts(cfg, tasks, out, show_progress)
     refs = _references(cfg, tasks, out)
-    _datasets(cfg, train, tasks, out)
+    _datasets(cfg, train, tasks, out, refs)
     if any(m.startswith("tgw") for m in cfg.methods):
         _MODELS[str(out)] = _world_model(cfg, train, out, show_progress)  # cells reuse it
     seeds = range(cfg.seeds)
