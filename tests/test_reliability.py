@@ -353,3 +353,17 @@ def test_process_map_stops_running_jobs_when_the_parent_fails():
     with pytest.raises(RuntimeError, match="stop"):
         process_map(time.sleep, [(0.1,), (120,)], 2, advance)
     assert time.monotonic() - start < 60  # not the 120 s job
+
+
+def test_an_old_optimizer_checkpoint_keeps_the_fused_kernels_on_load():
+    from genworld.utils.device import load_optimizer_state
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    old = torch.optim.AdamW(params, lr=0.1)  # saved before training used fused AdamW
+    params[0].grad = torch.ones(3)
+    old.step()
+    opt = torch.optim.AdamW(params, lr=0.1, fused=True)
+    load_optimizer_state(opt, old.state_dict(), torch.device("cpu"))
+    assert opt.param_groups[0]["fused"] is True  # a plain load_state_dict leaves it None
+    assert torch.equal(opt.state[params[0]]["exp_avg"], old.state[params[0]]["exp_avg"])
+    opt.step()  # and the fused kernel accepts the loaded state

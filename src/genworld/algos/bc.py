@@ -21,6 +21,7 @@ from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.nn.mlp import mlp
+from genworld.utils.device import fused_optimizer
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ class BC:
         obs_max, act_max = dataset.obs_max, dataset.act_max
         act_dims = [s.act_dim for s in dataset.specs]
         self.actor = mlp(obs_max + self.num_envs, cfg.hidden, act_max).to(device)
-        self.opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.opt = torch.optim.Adam(
+            self.actor.parameters(), lr=cfg.lr, fused=fused_optimizer(device)
+        )
         dims = torch.tensor(act_dims, device=device)
         self.act_masks = (torch.arange(act_max, device=device)[None] < dims[:, None]).float()
 

@@ -45,6 +45,7 @@ from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.gpt import GPT
 from genworld.nn.tokenizers import PerEnvHead, PerEnvLinear
+from genworld.utils.device import fused_optimizer
 
 REFERENCE_TARGET_RETURNS = {"halfcheetah": 12_000.0, "hopper": 3_600.0, "walker2d": 5_000.0}
 """kzl ``gym/experiment.py`` ``env_targets`` (the higher of the two; CORL uses the same)."""
@@ -312,7 +313,11 @@ class DT:
             device
         )
         self.opt = torch.optim.AdamW(
-            self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas
+            self.net.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            betas=cfg.betas,
+            fused=fused_optimizer(device),
         )
         warmup = cfg.warmup_steps  # kzl experiment.py / CORL dt.py warmup schedule
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -29,7 +29,12 @@ from genworld.train.checkpoint import (
     resume_point,
     save_checkpoint,
 )
-from genworld.utils.device import resolve_device, torch_threads
+from genworld.utils.device import (
+    fused_optimizer,
+    load_optimizer_state,
+    resolve_device,
+    torch_threads,
+)
 from genworld.utils.io import (
     check_or_write_config,
     tensorboard_writer,
@@ -202,7 +207,10 @@ def fit_world_model(
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
     opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=0.0 if cfg.model == "mlp" else 1e-5
+        model.parameters(),
+        lr=cfg.lr,
+        weight_decay=0.0 if cfg.model == "mlp" else 1e-5,
+        fused=fused_optimizer(device),
     )
     generator = torch.Generator().manual_seed(cfg.seed)
     step = 0
@@ -210,7 +218,7 @@ def fit_world_model(
     if resumed is not None:
         step, state = resumed
         _load_model_state(model, state["model"], out)
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(opt, state["optimizer"], device)
         generator.set_state(state["generator"])
         truncate_jsonl(out / "metrics.jsonl", step)
     writer = tensorboard_writer(out, step) if step < cfg.steps else None

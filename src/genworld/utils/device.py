@@ -26,6 +26,15 @@ def fused_optimizer(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, device: torch.device) -> None:
+    """``opt.load_state_dict(state)``, keeping ``opt``'s fused kernels: a checkpoint saved before
+    an optimizer was fused carries ``fused=None`` in its param groups, which would turn them off."""
+    opt.load_state_dict(state)
+    for group in opt.param_groups:
+        if "fused" in group:
+            group["fused"] = fused_optimizer(device)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """``n`` torch threads inside the block, the caller's setting restored after it (library
