@@ -287,7 +287,13 @@ def test_tgw_beta_defaults_to_the_model_and_keeps_checkpoint_keys(data):
     assert (
         TGWAgent(model, data, TGWAgentConfig(beta=0.0), torch.device("cpu")).mbpo.cfg.penalty == 0
     )
-    assert set(agent.state_dict()) == {"agents", "updates", "model_buffer", "rollout_stats"}
+    state = agent.state_dict()
+    assert set(state) == {"policy", "updates", "model_buffer", "rollout_stats"}
+    old = {k: v for k, v in state.items() if k != "policy"}  # before the per-env SACs were one
+    with pytest.raises(GenworldError, match="older genworld"):
+        agent.load_state_dict({**old, "agents": [state["policy"]]})
+    shared = TGWAgent(model, data, TGWAgentConfig(**preset, policy="shared"), torch.device("cpu"))
+    shared.load_state_dict({**old, "agents": [shared.state_dict()["policy"]]})  # still resumes
     assert agent.world_model is model
     assert isinstance(agent.mbpo, MBPOAgent) and isinstance(agent.mbpo.cfg, MBPOConfig)
 
@@ -391,3 +397,74 @@ def test_every_model_based_method_shares_the_mini_policy_learner(name):
     assert full.sac.bc_alpha == 0.0 and full.real_ratio == cls().real_ratio
     if name == "morel":
         assert mini.sac.actor_lr == morel.MOREL_SAC.actor_lr == 1e-4
+
+
+def test_sac_group_updates_each_env_exactly_like_its_own_sac(monkeypatch):
+    """The vectorised per-env SACs (MBPO's per_env policies) against one SAC per env with the
+    same weights and the same (zero) sampling noise: equal parameters after 3 updates."""
+    from genworld.algos.sac import SAC, SACConfig
+    from genworld.algos.sac_group import SACGroup
+
+    torch.manual_seed(0)
+    cpu, cfg = torch.device("cpu"), SACConfig(hidden=(16, 16), bc_alpha=2.5)
+    act_dims, obs_max, act_max, c = [3, 2, 3], 5, 3, cfg.num_critics
+    mean, std = torch.randn(3, obs_max), torch.rand(3, obs_max) + 0.5
+    group = SACGroup(obs_max, act_max, cfg, cpu, act_dims, (mean, std))
+    singles = [
+        SAC(obs_max, act_max, cfg, cpu, 1, [d], obs_stats=(mean[k : k + 1], std[k : k + 1]))
+        for k, d in enumerate(act_dims)
+    ]
+    with torch.no_grad():
+        for k, single in enumerate(singles):
+            for i, layer in enumerate(group.actor.net.layers):
+                single.actor.net[2 * i].weight.copy_(layer.weight[k].T)
+                single.actor.net[2 * i].bias.copy_(layer.bias[k, 0])
+            for mine, theirs in (
+                (single.critic, group.critic),
+                (single.critic_target, group.critic_target),
+            ):
+                for a, b in zip(mine.layers, theirs.layers, strict=True):
+                    a.weight.copy_(b.weight[k * c : (k + 1) * c])
+                    a.bias.copy_(b.bias[k * c : (k + 1) * c])
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # the same "noise" for both
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        n = 30
+        env = torch.randint(0, 3, (n,), generator=g)
+        dims = torch.tensor(act_dims)[env]
+        obs = torch.randn(n, obs_max, generator=g)
+        act = (torch.rand(n, act_max, generator=g) * 2 - 1) * (
+            torch.arange(act_max) < dims[:, None]
+        )
+        rew, nxt = torch.randn(n, generator=g), torch.randn(n, obs_max, generator=g)
+        term = (torch.rand(n, generator=g) < 0.2).float()
+        real = (torch.rand(n, generator=g) < 0.3) & (env != 1)  # env 1: no data rows
+        got = group.update(obs, act, rew, nxt, term, env, real)
+        want = [
+            s.update(
+                obs[env == k],
+                act[env == k],
+                rew[env == k],
+                nxt[env == k],
+                term[env == k],
+                None,
+                real[env == k],
+            )
+            for k, s in enumerate(singles)
+        ]
+        assert torch.allclose(
+            got["losses/critic"], torch.stack([w["losses/critic"] for w in want]).mean()
+        )
+    for k, single in enumerate(singles):
+        for i, layer in enumerate(group.actor.net.layers):
+            assert torch.allclose(single.actor.net[2 * i].weight, layer.weight[k].T, atol=1e-6)
+        for a, b in zip(single.critic.layers, group.critic.layers, strict=True):
+            assert torch.allclose(a.weight, b.weight[k * c : (k + 1) * c], atol=1e-6)
+        for a, b in zip(single.critic_target.layers, group.critic_target.layers, strict=True):
+            assert torch.allclose(a.bias, b.bias[k * c : (k + 1) * c], atol=1e-6)
+        assert torch.allclose(single.log_alpha, group.log_alpha[k : k + 1], atol=1e-6)
+    obs, env = torch.randn(9, obs_max), torch.tensor([2, 0, 0, 1, 2, 2, 0, 1, 0])
+    want = torch.zeros(9, act_max)
+    for k, s in enumerate(singles):
+        want[env == k] = s.act(obs[env == k])
+    assert torch.allclose(group.act(obs, env), want, atol=1e-6)

@@ -26,6 +26,30 @@ ASSETS = Path(__file__).parent / "assets" / "policies"
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+def mean_and_log_std(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A network's ``(..., 2A)`` output → mean and log-std ``(..., A)``, the latter soft-clamped
+    into [LOG_STD_MIN, LOG_STD_MAX] (as in CleanRL's SAC)."""
+    mean, log_std = out.chunk(2, dim=-1)
+    log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+    return mean, log_std
+
+
+def tanh_gaussian_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised ``tanh(N(mean, std))`` sample ``(..., A)`` and its log-probability
+    ``(...)``; ``mask`` (broadcastable to ``(..., A)``) zeroes padded action dims in both."""
+    std = log_std.exp()
+    pre_tanh = mean + std * torch.randn_like(mean)
+    action = torch.tanh(pre_tanh)
+    log_prob = -0.5 * ((pre_tanh - mean) / std).pow(2) - log_std - 0.5 * np.log(2 * np.pi)
+    # log|det d tanh/dx| = sum log(1 - tanh^2), in the stable form 2(log2 - x - softplus(-2x))
+    log_prob = log_prob - 2 * (np.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
+    if mask is not None:
+        action, log_prob = action * mask, log_prob * mask
+    return action, log_prob.sum(-1)
+
+
 class TanhGaussianActor(nn.Module):
     """``obs -> (mean, log_std)``; actions are ``tanh`` of a Gaussian sample (SAC, Haarnoja 2018)."""
 
@@ -35,10 +59,7 @@ class TanhGaussianActor(nn.Module):
         self.net = mlp(obs_dim, hidden, 2 * act_dim)
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(observations).chunk(2, dim=-1)  # (B, A) each
-        # soft clamp of log_std into [LOG_STD_MIN, LOG_STD_MAX] (as in CleanRL's SAC)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
-        return mean, log_std
+        return mean_and_log_std(self.net(observations))
 
     def sample(
         self, observations: torch.Tensor, mask: torch.Tensor | None = None
@@ -47,16 +68,7 @@ class TanhGaussianActor(nn.Module):
 
         ``mask (B, A)``: padded action dims are 0 and add nothing to the log-probability (so the
         entropy is over each env's true action dims, STYLE §4)."""
-        mean, log_std = self(observations)
-        std = log_std.exp()
-        pre_tanh = mean + std * torch.randn_like(mean)  # (B, A)
-        action = torch.tanh(pre_tanh)
-        log_prob = -0.5 * ((pre_tanh - mean) / std).pow(2) - log_std - 0.5 * np.log(2 * np.pi)
-        # log|det d tanh/dx| = sum log(1 - tanh^2), in the stable form 2(log2 - x - softplus(-2x))
-        log_prob = log_prob - 2 * (np.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
-        if mask is not None:
-            action, log_prob = action * mask, log_prob * mask
-        return action, log_prob.sum(-1)
+        return tanh_gaussian_sample(*self(observations), mask)
 
     def act(
         self,

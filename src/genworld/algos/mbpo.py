@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import torch
 
 from genworld.algos.sac import SAC, SACConfig
+from genworld.algos.sac_group import SACGroup
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
@@ -176,22 +177,11 @@ class MBPOAgent:
         norm = Normalizer.fit(dataset)
         mean, std = norm.obs_mean, norm.obs_std  # (K, obs_max); padding: mean 0, std 1
         if cfg.policy == "shared":
-            self.agents = [
-                SAC(obs_max, act_max, cfg.sac, device, k, act_dims, obs_stats=(mean, std))
-            ]
-        else:
-            self.agents = [
-                SAC(
-                    obs_max,
-                    act_max,
-                    cfg.sac,
-                    device,
-                    1,
-                    [d],
-                    obs_stats=(mean[i : i + 1], std[i : i + 1]),
-                )
-                for i, d in enumerate(act_dims)
-            ]
+            self.policy: SAC | SACGroup = SAC(
+                obs_max, act_max, cfg.sac, device, k, act_dims, obs_stats=(mean, std)
+            )
+        else:  # one SAC per env, vectorised: one batched update instead of a loop over envs
+            self.policy = SACGroup(obs_max, act_max, cfg.sac, device, act_dims, (mean, std))
         capacity = cfg.rollout_batch * cfg.horizon * cfg.retain_rollouts
         self.model_buffer = TransitionBuffer(capacity, obs_max, act_max, device)
         self.updates = 0
@@ -201,14 +191,7 @@ class MBPOAgent:
     def _sample(
         self, obs: torch.Tensor, env_idx: torch.Tensor, deterministic: bool
     ) -> torch.Tensor:
-        if self.cfg.policy == "shared":
-            return self.agents[0].act(obs, env_idx, deterministic=deterministic)
-        actions = torch.zeros(len(obs), self.dataset.act_max, device=obs.device)
-        for k, agent in enumerate(self.agents):
-            sel = env_idx == k
-            if bool(sel.any()):
-                actions[sel] = agent.act(obs[sel], None, deterministic=deterministic)
-        return actions
+        return self.policy.act(obs, env_idx, deterministic=deterministic)
 
     @torch.no_grad()
     def act(
@@ -302,18 +285,8 @@ class MBPOAgent:
             torch.cat(x).to(self.device) for x in zip(*parts, strict=True)
         )
         real_rows = torch.arange(len(obs), device=obs.device) >= len(obs) - n_real  # (B,)
-        if self.cfg.policy == "shared":
-            metrics = self.agents[0].update(obs, act, rew, next_obs, term, env, real_rows)
-        else:  # every env's SAC on its rows; logged: the mean of each loss over the envs
-            per_env = [
-                agent.update(
-                    obs[sel], act[sel], rew[sel], next_obs[sel], term[sel], None, real_rows[sel]
-                )
-                for agent, sel in ((a, env == k) for k, a in enumerate(self.agents))
-                if int(sel.sum()) > 1
-            ]
-            keys = [k for k in (per_env[0] if per_env else {}) if all(k in m for m in per_env)]
-            metrics = {k: torch.stack([m[k] for m in per_env]).mean() for k in keys}
+        # per_env: every env's SAC on its rows; logged: the mean of each loss over the envs
+        metrics = self.policy.update(obs, act, rew, next_obs, term, env, real_rows)
         # the last rollout's statistics travel with the losses into eval.jsonl / TensorBoard
         # (imagined reward and uncertainty are what model exploitation shows up in)
         metrics.update({k: torch.tensor(v) for k, v in self.rollout_stats.items()})
@@ -323,15 +296,22 @@ class MBPOAgent:
     def state_dict(self) -> dict:
         """Policies, optimisers, update count and the model buffer: a resume continues exactly."""
         return {
-            "agents": [a.state_dict() for a in self.agents],
+            "policy": self.policy.state_dict(),
             "updates": self.updates,
             "model_buffer": self.model_buffer.state_dict(),
             "rollout_stats": dict(self.rollout_stats),  # logged until the next rollout
         }
 
     def load_state_dict(self, state: dict) -> None:
-        for agent, s in zip(self.agents, state["agents"], strict=True):
-            agent.load_state_dict(s)
+        if "policy" not in state:  # written before the per-env SACs were vectorised
+            if self.cfg.policy == "per_env":
+                raise GenworldError(
+                    "this checkpoint holds per-env SACs from an older genworld (before they "
+                    "were one vectorised SACGroup) and cannot be resumed: delete the run's "
+                    "checkpoints folder to retrain its policy (its world model is kept)"
+                )
+            state = {**state, "policy": state["agents"][0]}
+        self.policy.load_state_dict(state["policy"])
         self.updates = int(state["updates"])
         self.model_buffer.load_state_dict(state["model_buffer"])
         stats = state.get("rollout_stats", {})  # absent in checkpoints from before it was logged

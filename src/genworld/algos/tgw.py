@@ -192,8 +192,8 @@ class TGWAgent:
         return self.mbpo.world_model
 
     @property
-    def agents(self):
-        return self.mbpo.agents
+    def policy(self):
+        return self.mbpo.policy
 
     @property
     def model_buffer(self):
@@ -220,7 +220,7 @@ class TGWAgent:
         return self.mbpo.update(generator)
 
     def state_dict(self) -> dict:
-        """Keys "agents", "updates", "model_buffer" (as before the MBPO split)."""
+        """Keys "policy", "updates", "model_buffer", "rollout_stats"."""
         return self.mbpo.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
