@@ -44,7 +44,12 @@ import torch
 from torch import nn
 
 from genworld.algos.iql import advantage_weights, reward_scales
-from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.algos.registry import (
+    AlgoContext,
+    agent_state,
+    load_agent_state,
+    resolve_config,
+)
 from genworld.data.multi_env import EnvData, MultiEnvDataset, gather_transitions
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
@@ -310,13 +315,9 @@ class AgnosticIQL:
         }
 
     def state_dict(self) -> dict:
-        state = {name: m.state_dict() for name, m in self.modules().items()}
-        state["reward_scale"] = self.reward_scale.clone()
-        state["step"] = self.step
-        return state
+        tensors = {"reward_scale": self.reward_scale}
+        return agent_state(self.modules(), tensors, step=self.step)
 
     def load_state_dict(self, state: dict) -> None:
-        for name, m in self.modules().items():
-            m.load_state_dict(state[name])
-        self.reward_scale.copy_(state["reward_scale"])
+        load_agent_state(self.modules(), {"reward_scale": self.reward_scale}, state)
         self.step = int(state["step"])

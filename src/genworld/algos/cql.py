@@ -50,7 +50,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.algos.registry import (
+    AlgoContext,
+    agent_state,
+    load_agent_state,
+    resolve_config,
+)
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
@@ -353,17 +358,12 @@ class CQL:
             "normalizer": self.normalizer,
         }
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"log_alpha": self.log_alpha, "log_alpha_prime": self.log_alpha_prime}
+
     def state_dict(self) -> dict:
-        state = {name: m.state_dict() for name, m in self.modules().items()}
-        state["log_alpha"] = self.log_alpha.detach().clone()
-        state["log_alpha_prime"] = self.log_alpha_prime.detach().clone()
-        state["step"] = self.step
-        return state
+        return agent_state(self.modules(), self._tensors(), step=self.step)
 
     def load_state_dict(self, state: dict) -> None:
-        for name, m in self.modules().items():
-            m.load_state_dict(state[name])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
-            self.log_alpha_prime.copy_(state["log_alpha_prime"])
+        load_agent_state(self.modules(), self._tensors(), state)
         self.step = int(state["step"])

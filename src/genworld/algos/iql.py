@@ -52,7 +52,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.algos.registry import (
+    AlgoContext,
+    agent_state,
+    load_agent_state,
+    resolve_config,
+)
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
@@ -262,17 +267,12 @@ class IQL:
             "normalizer": self.normalizer,
         }
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"log_std": self.log_std, "reward_scale": self.reward_scale}
+
     def state_dict(self) -> dict:
-        state = {name: m.state_dict() for name, m in self.modules().items()}
-        state["log_std"] = self.log_std.detach().clone()
-        state["reward_scale"] = self.reward_scale.clone()
-        state["step"] = self.step
-        return state
+        return agent_state(self.modules(), self._tensors(), step=self.step)
 
     def load_state_dict(self, state: dict) -> None:
-        for name, m in self.modules().items():
-            m.load_state_dict(state[name])
-        with torch.no_grad():
-            self.log_std.copy_(state["log_std"])
-            self.reward_scale.copy_(state["reward_scale"])
+        load_agent_state(self.modules(), self._tensors(), state)
         self.step = int(state["step"])

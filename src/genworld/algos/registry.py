@@ -182,3 +182,24 @@ def _apply(obj, values: dict):
         else:
             changes[key] = value
     return replace(obj, **changes)
+
+
+def agent_state(
+    modules: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None, **values: Any
+) -> dict[str, Any]:
+    """An agent's checkpoint: each module's and optimiser's ``state_dict``, detached copies of
+    its loose tensors (log-alphas, scales) and plain values (update counts)."""
+    state = {name: m.state_dict() for name, m in modules.items()}
+    state.update({name: t.detach().clone() for name, t in (tensors or {}).items()})
+    return {**state, **values}
+
+
+def load_agent_state(
+    modules: dict[str, Any], tensors: dict[str, torch.Tensor] | None, state: dict[str, Any]
+) -> None:
+    """The inverse of :func:`agent_state` for the modules and tensors (values: the caller's)."""
+    for name, m in modules.items():
+        m.load_state_dict(state[name])
+    with torch.no_grad():
+        for name, t in (tensors or {}).items():
+            t.copy_(state[name])

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genworld.algos.registry import agent_state, load_agent_state
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import TanhGaussianActor
 from genworld.utils.device import fused_optimizer
@@ -198,13 +199,10 @@ class SAC:
         }
 
     def state_dict(self) -> dict:
-        state = {name: m.state_dict() for name, m in self.modules().items()}
-        state["log_alpha"] = self.log_alpha.detach().clone()
-        return state
+        return agent_state(self.modules(), {"log_alpha": self.log_alpha})
 
     def load_state_dict(self, state: dict) -> None:
-        for name, m in self.modules().items():
-            m.load_state_dict(state[name])
+        load_agent_state(self.modules(), None, state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"].reshape(-1).expand_as(self.log_alpha))
         # checkpoints from before fused Adam carry fused=None in their param groups

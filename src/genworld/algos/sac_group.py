@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genworld.algos.sac import SACConfig
+from genworld.algos.sac import SAC, SACConfig
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import mean_and_log_std, tanh_gaussian_sample
 from genworld.utils.device import fused_optimizer
@@ -194,24 +194,7 @@ class SACGroup:
         }
 
     # ------------------------------------------------------------------ checkpoints
-    def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
-        """Every stateful object, so checkpoints forget nothing."""
-        return {
-            "actor": self.actor,
-            "critic": self.critic,
-            "critic_target": self.critic_target,
-            "actor_opt": self.actor_opt,
-            "critic_opt": self.critic_opt,
-            "alpha_opt": self.alpha_opt,
-        }
-
-    def state_dict(self) -> dict:
-        state = {name: m.state_dict() for name, m in self.modules().items()}
-        state["log_alpha"] = self.log_alpha.detach().clone()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, m in self.modules().items():
-            m.load_state_dict(state[name])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+    # SAC's stateful objects under the same names, so the checkpoint layout is SAC's
+    modules = SAC.modules
+    state_dict = SAC.state_dict
+    load_state_dict = SAC.load_state_dict

@@ -39,7 +39,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.algos.registry import (
+    AlgoContext,
+    agent_state,
+    load_agent_state,
+    resolve_config,
+)
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
@@ -217,11 +222,8 @@ class TD3BC:
         }
 
     def state_dict(self) -> dict:
-        state = {name: m.state_dict() for name, m in self.modules().items()}
-        state["step"] = self.step
-        return state
+        return agent_state(self.modules(), step=self.step)
 
     def load_state_dict(self, state: dict) -> None:
-        for name, m in self.modules().items():
-            m.load_state_dict(state[name])
+        load_agent_state(self.modules(), None, state)
         self.step = int(state["step"])
