@@ -633,7 +633,8 @@ def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> d
     seeds = range(cfg.seeds)
     if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
         process_map(_prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
-    cells = [(cfg, out, train, m, t, s, refs) for m in cfg.methods for t in tasks for s in seeds]
+    # seed-major: a run stopped part-way already compares every method on the seeds it finished
+    cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
         results = process_map(_cell, cells, cfg.workers, advance)
     from genworld.eval.unseen_report import write_unseen_report
