@@ -8,6 +8,7 @@ import pytest
 
 from genworld.algos.registry import available_algos
 from genworld.cli import main
+from genworld.errors import GenworldError
 from genworld.eval.table_report import iqm_with_ci, score_matrices
 from genworld.train.table import cells, config_for_scale, run_table
 
@@ -62,6 +63,14 @@ def test_rerun_skips_done_cells_and_redoes_only_missing_ones(policies, tmp_path)
     a = sorted(first["rows"], key=key)
     b = sorted(second["rows"], key=key)
     assert [r["last_k"] for r in a] == [r["last_k"] for r in b]
+    # --report-only: the table of the finished cells, training nothing
+    results[1].unlink()
+    partial = run_table(cfg, out, show_progress=False, report_only=True)
+    assert not results[1].exists() and partial["cells"] == 1 and partial["planned_cells"] == 2
+    md = (out / "table.md").read_text()
+    assert "Cells: 1 of 2 finished" in md and "Partial report" in md and "(n=1)" in md
+    with pytest.raises(GenworldError, match="no run"):
+        run_table(cfg, tmp_path / "elsewhere", show_progress=False, report_only=True)
 
 
 def test_process_pool_gives_the_sequential_numbers(policies, tmp_path):

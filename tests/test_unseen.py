@@ -84,6 +84,9 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     # its seed's trained weights, training nothing again
     redo = out / "cells" / "prompt-dt" / report["test"][0] / "seed0" / "result.json"
     redo.unlink()
+    # --report-only writes the report of the finished cells and trains nothing
+    assert main([*argv, "--out", str(out), "--quiet", "--report-only"]) == 0
+    assert not redo.exists() and "49 of 50 cells finished" in (out / "unseen.md").read_text()
     cells = sorted(out.glob("cells/**/result.json"))
     stamps = [c.stat().st_mtime_ns for c in cells]
 

@@ -259,7 +259,7 @@ def _table(args) -> None:
     algos = tuple(x for x in args.algos.split(",") if x)
     cfg = config_for_scale(args.scale, algos=algos, **_table_options(args))
     out = Path(args.out or f"runs/table__{cfg.scale}")
-    run_table(cfg, out, show_progress=not args.quiet)
+    run_table(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
     print((out / "table.md").read_text())
     print(f"table directory: {out} (table.md, table.csv, table.json, profile_*.png)")
 
@@ -298,7 +298,7 @@ def _unseen(args) -> None:
         shipped_experts=not args.train_experts,
     )
     out = Path(args.out or f"runs/unseen__{cfg.family}__{cfg.scale}")
-    run_unseen(cfg, out, show_progress=not args.quiet)
+    run_unseen(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
     print((out / "unseen.md").read_text())
     print(f"unseen-task directory: {out} (unseen.md, unseen.json, unseen_tasks.png)")
 
@@ -323,7 +323,13 @@ def _ablate(args) -> None:
     from genworld.train.studies import ablate
 
     out = Path(args.out or f"runs/ablate__{args.scale}")
-    ablate(out, scale=args.scale, show_progress=not args.quiet, **_table_options(args))
+    ablate(
+        out,
+        scale=args.scale,
+        show_progress=not args.quiet,
+        report_only=args.report_only,
+        **_table_options(args),
+    )
     print((out / "table.md").read_text())
     print(f"ablation directory: {out}")
 
@@ -339,7 +345,14 @@ def _sweep(args) -> None:
         raise GenworldError(f"--values {args.values!r}: give numbers, e.g. 0,0.5,1") from None
     out = Path(args.out or f"runs/sweep_beta__{args.scale}")
     options = _table_options(args)
-    sweep_beta(values, out, scale=args.scale, show_progress=not args.quiet, **options)
+    sweep_beta(
+        values,
+        out,
+        scale=args.scale,
+        show_progress=not args.quiet,
+        report_only=args.report_only,
+        **options,
+    )
     print((out / "table.md").read_text())
     print(f"sweep directory: {out} (beta_sweep.png)")
 
@@ -348,6 +361,12 @@ def _add_table_options(p: argparse.ArgumentParser, setting_default: str | None) 
     p.add_argument("--envs", default="halfcheetah,hopper,walker2d")
     p.add_argument("--qualities", default="random,medium,medium-replay,medium-expert")
     p.add_argument("--setting", default=setting_default, help="multi, single or multi,single")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the table from the cells finished so far (a running or "
+        "stopped run of the same command)",
+    )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel")
@@ -460,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-experts",
         action="store_true",
         help="train every task expert even where a shipped one has this scale's recipe",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the report from the cells finished so far",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_unseen)

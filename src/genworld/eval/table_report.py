@@ -71,6 +71,8 @@ def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
                 a = agg.get((setting, quality, env, algo))
                 paper = paper_score(algo, quality, env) if setting == "multi" else None
                 text = "—" if a is None else f"{a['mean']:.1f} ± {a['std']:.1f}"
+                if a is not None and a["seeds"] < cfg.seeds:  # a partial run's cell
+                    text += f" (n={a['seeds']})"
                 if a is not None:
                     per_algo[algo].append(a["mean"])
                 if paper is not None and key == "last_k":
@@ -157,8 +159,10 @@ def plot_profiles(matrices: dict[str, np.ndarray], path: Path, reps: int) -> Non
 
 
 def write_table(
-    cfg, results: list[dict], out: Path, title: str = "genworld table"
+    cfg, results: list[dict], out: Path, title: str = "genworld table", planned: int | None = None
 ) -> dict[str, Any]:
+    """``planned``: the run's cell count when ``results`` are the cells finished so far (the
+    report then says how many are missing)."""
     long = rows(results)
     reps = 200 if cfg.scale == "tiny" else 2000
     last, best = aggregate(long, "last_k"), aggregate(long, "best")
@@ -203,12 +207,21 @@ def write_table(
             ]
             md += ["", f"![performance profile]({plot})", ""]
     seconds = [r["seconds"] for r in results]
+    done = f"{len(results)}" if planned is None else f"{len(results)} of {planned} finished"
     md += [
         "",
-        f"Cells: {len(results)}; time per cell {np.mean(seconds):.0f} s on average "
+        f"Cells: {done}; time per cell {np.mean(seconds):.0f} s on average "
         f"(max {np.max(seconds):.0f} s).",
         "",
     ]
+    if planned is not None and planned > len(results):
+        md += [
+            "**Partial report** (`--report-only`): the run is not finished; a table entry is the "
+            "mean over the seeds finished so far, — where none has; the IQM covers only the "
+            "(quality, env) pairs every algorithm finished for every seed.",
+            "",
+        ]
+    summary["planned_cells"] = planned if planned is not None else len(results)
     atomic_write_bytes(out / "table.md", "\n".join(md).encode())
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(long[0]))

@@ -18,7 +18,10 @@ def _stats(results: list[dict], method: str, task: str) -> tuple[float, float, i
     return float(np.mean(values)), float(np.std(values)), len(values)
 
 
-def write_unseen_report(cfg, train, test, refs, results, out: Path) -> dict:
+def write_unseen_report(
+    cfg, train, test, refs, results, out: Path, planned: int | None = None
+) -> dict:
+    """``planned``: the run's cell count when ``results`` are the cells finished so far."""
     tasks = [*train, *test]
     methods = list(cfg.methods)
     lines = [
@@ -43,7 +46,8 @@ def write_unseen_report(cfg, train, test, refs, results, out: Path) -> dict:
         for method in methods:
             mean, std, n = _stats(results, method, task)
             summary["per_task"].setdefault(task, {})[method] = {"mean": mean, "std": std, "n": n}
-            cells.append("—" if n == 0 else f"{mean:.1f} ± {std:.1f}")
+            partial = f" (n={n})" if 0 < n < cfg.seeds else ""
+            cells.append("—" if n == 0 else f"{mean:.1f} ± {std:.1f}{partial}")
         lines.append(f"| {task} | {'yes' if task in train else 'no'} | " + " | ".join(cells) + " |")
     for group, names in (("seen", train), ("unseen", test)):
         row = []
@@ -51,8 +55,14 @@ def write_unseen_report(cfg, train, test, refs, results, out: Path) -> dict:
             means = [summary["per_task"][t][method]["mean"] for t in names]
             value = float(np.nanmean(means)) if not np.all(np.isnan(means)) else float("nan")
             summary["averages"].setdefault(method, {})[group] = value
-            row.append(f"{value:.1f}")
+            row.append("—" if np.isnan(value) else f"{value:.1f}")
         lines.append(f"| **{group} average** | | " + " | ".join(row) + " |")
+    if planned is not None and planned > len(results):
+        lines += [
+            "",
+            f"**Partial report** (`--report-only`): {len(results)} of {planned} cells finished; "
+            "an entry is the mean over the seeds finished so far (n), — where none has.",
+        ]
     lines += ["", "![scores per task](unseen_tasks.png)", ""]
     _plot(tasks, train, methods, summary, out / "unseen_tasks.png", cfg.family)
     atomic_write_bytes(out / "unseen.md", "\n".join(lines).encode())

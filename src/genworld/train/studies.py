@@ -17,14 +17,20 @@ ABLATIONS = ("tgw", "tgw-no-prompt", "tgw-no-rssm", "tgw-no-ri")
 """Full TGW, w/o prompt (current step only), w/o RSSM (no stochastic state), w/o ri (β = 0)."""
 
 
-def ablate(out: Path, *, scale: str = "mini", show_progress: bool = True, **options: Any) -> dict:
+def ablate(
+    out: Path,
+    *,
+    scale: str = "mini",
+    show_progress: bool = True,
+    report_only: bool = False,
+    **options: Any,
+) -> dict:
     """Table 2: every ablation in single- and multi-env settings (unless ``settings`` given)."""
     if options.get("settings") is None:
         options["settings"] = ("multi", "single")
     cfg = config_for_scale(scale, algos=ABLATIONS, **options)
-    return run_table(
-        cfg, out, show_progress=show_progress, title="TGW ablations (seed 000, Table 2 layout)"
-    )
+    title = "TGW ablations (seed 000, Table 2 layout)"
+    return run_table(cfg, out, show_progress=show_progress, title=title, report_only=report_only)
 
 
 def sweep_beta(
@@ -34,6 +40,7 @@ def sweep_beta(
     algo: str = "tgw",
     scale: str = "mini",
     show_progress: bool = True,
+    report_only: bool = False,
     **options: Any,
 ) -> dict:
     """Fig. 5: TGW's score against β (risk tolerance, eq. 6), one cell list per value."""
@@ -43,9 +50,8 @@ def sweep_beta(
         raise GenworldError(f"β values must be ≥ 0, got {values}")
     names = tuple(f"{algo}-beta={v:g}" for v in values)
     cfg = config_for_scale(scale, algos=names, **options)
-    summary = run_table(
-        cfg, out, show_progress=show_progress, title=f"β sweep of {algo} (seed 000, Fig. 5)"
-    )
+    title = f"β sweep of {algo} (seed 000, Fig. 5)"
+    summary = run_table(cfg, out, show_progress=show_progress, title=title, report_only=report_only)
     plot_sweep(summary["rows"], cfg, dict(zip(names, values, strict=True)), out / "beta_sweep.png")
     return summary
 

@@ -219,13 +219,24 @@ def _ray_available() -> bool:
 
 
 def run_table(
-    cfg: TableConfig, out: Path, *, show_progress: bool = True, title: str = "genworld table"
+    cfg: TableConfig,
+    out: Path,
+    *,
+    show_progress: bool = True,
+    title: str = "genworld table",
+    report_only: bool = False,
 ) -> dict:
-    """Run every missing cell, then write the tables, IQM and the plot; returns the summary."""
+    """Run every missing cell, then write the tables, IQM and the plot; returns the summary.
+    ``report_only``: train nothing, write them from the cells finished so far."""
     from genworld.data.build import ensure_built
+    from genworld.eval.table_report import write_table
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
+    if report_only:
+        return write_table(
+            cfg, finished_results(cfg, out), out, title=title, planned=len(cells(cfg))
+        )
     # how the cells are run (not what they compute) may change between a run and its resume
     check_or_write_config(out, cfg, ignore=("workers", "executor"))
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
@@ -242,9 +253,21 @@ def run_table(
             results = _run_with_ray(cfg_json, todo, out, advance)
         else:
             results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
-    from genworld.eval.table_report import write_table
-
     return write_table(cfg, results, out, title=title)
+
+
+def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
+    """The results of the cells of ``cfg`` finished in ``out`` (a run of the same config)."""
+    if not (out / "config.json").exists():
+        raise GenworldError(
+            f"{out} holds no run (no config.json): start it without --report-only first"
+        )
+    check_or_write_config(out, cfg, ignore=("workers", "executor"))
+    paths = [out / cell.folder / "result.json" for cell in cells(cfg)]
+    results = [json.loads(path.read_text()) for path in paths if path.exists()]
+    if not results:
+        raise GenworldError(f"{out}: none of its {len(paths)} cells has finished yet")
+    return results
 
 
 def _run_with_pool(cfg_json: str, workers: int, todo: list[Cell], out: Path, advance) -> list:

@@ -618,13 +618,26 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     return result
 
 
-def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> dict:
+def run_unseen(
+    cfg: UnseenConfig, out: Path, *, show_progress: bool = True, report_only: bool = False
+) -> dict:
+    """Every stage (each resumes), then the report. ``report_only``: train nothing, write the
+    report from the cells finished so far."""
+    from genworld.eval.unseen_report import write_unseen_report
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
+    if report_only and not (out / "references.json").exists():
+        raise GenworldError(f"{out} has no finished references stage: run it first")
     check_or_write_config(out, cfg, ignore=("workers", "shipped_experts"))
     train, test = _split_tasks(cfg)
     tasks = train + test
+    if report_only:
+        refs = json.loads((out / "references.json").read_text())
+        planned = [(m, t, s) for s in range(cfg.seeds) for m in cfg.methods for t in tasks]
+        paths = [out / "cells" / m / t / f"seed{s}" / "result.json" for m, t, s in planned]
+        results = [json.loads(p.read_text()) for p in paths if p.exists()]
+        return write_unseen_report(cfg, train, test, refs, results, out, planned=len(planned))
     _experts(cfg, tasks, out, show_progress)
     refs = _references(cfg, tasks, out)
     _datasets(cfg, train, tasks, out, refs)
@@ -637,6 +650,4 @@ def run_unseen(cfg: UnseenConfig, out: Path, *, show_progress: bool = True) -> d
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
         results = process_map(_cell, cells, cfg.workers, advance)
-    from genworld.eval.unseen_report import write_unseen_report
-
     return write_unseen_report(cfg, train, test, refs, results, out)
