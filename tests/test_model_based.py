@@ -289,11 +289,21 @@ def test_tgw_beta_defaults_to_the_model_and_keeps_checkpoint_keys(data):
     )
     state = agent.state_dict()
     assert set(state) == {"policy", "updates", "model_buffer", "rollout_stats"}
-    old = {k: v for k, v in state.items() if k != "policy"}  # before the per-env SACs were one
-    with pytest.raises(GenworldError, match="older genworld"):
-        agent.load_state_dict({**old, "agents": [state["policy"]]})
+    old = {k: v for k, v in state.items() if k != "policy"}  # checkpoints before "policy"
+    agent.load_state_dict({**old, "agents": state["policy"]})  # per_env: a list of SACs
     shared = TGWAgent(model, data, TGWAgentConfig(**preset, policy="shared"), torch.device("cpu"))
-    shared.load_state_dict({**old, "agents": [shared.state_dict()["policy"]]})  # still resumes
+    shared.load_state_dict({**old, "agents": [shared.state_dict()["policy"]]})
+    batched = TGWAgent(
+        model, data, TGWAgentConfig(**preset, policy="per_env_batched"), torch.device("cpu")
+    )
+    with pytest.raises(GenworldError, match="resume it with policy per_env"):
+        batched.load_state_dict({**old, "agents": state["policy"]})
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):  # the batched per-env policies train and act inside MBPO
+        metrics = batched.update(g)
+    assert torch.isfinite(metrics["losses/critic"])
+    obs, act, env_idx = _padded(data, n_per_env=4)
+    assert batched.act(obs, env_idx).shape == act.shape
     assert agent.world_model is model
     assert isinstance(agent.mbpo, MBPOAgent) and isinstance(agent.mbpo.cfg, MBPOConfig)
 

@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--setting", choices=["multi", "single"], default="multi")
     run.add_argument(
         "--policy",
-        choices=["shared", "per_env"],
+        choices=["per_env", "per_env_batched", "shared"],
         default=None,
         help="multi-env policy mode (default per_env: one SAC per env in the shared world model)",
     )

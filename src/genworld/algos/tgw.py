@@ -41,8 +41,7 @@ from genworld.errors import GenworldError
 @dataclass(frozen=True)
 class TGWAgentConfig:
     policy: str = "per_env"
-    """per_env (one SAC per env, all in the same world model) or shared (one SAC over all envs).
-    Measured on the quick start (3 seeds, mini): per_env 54.1 ± 5.2, shared 45.6 ± 2.6."""
+    """per_env, per_env_batched or shared: see ``MBPOConfig.policy``."""
     rollout_every: int = 250
     """SAC updates between model rollouts (MOPO: every 250 steps)."""
     rollout_batch: int = 5_000
