@@ -478,3 +478,46 @@ def test_sac_group_updates_each_env_exactly_like_its_own_sac(monkeypatch):
     for k, s in enumerate(singles):
         want[env == k] = s.act(obs[env == k])
     assert torch.allclose(group.act(obs, env), want, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sac_group_tracks_the_loop_of_sacs_over_many_updates(monkeypatch):
+    """MBPO's two per-env forms over 300 updates of a 3-env stream, with noise drawn as a
+    function of the policy mean (so both draw the same): they stay within float drift."""
+    from genworld.algos.mbpo import PerEnvSACs
+    from genworld.algos.sac import SACConfig
+    from genworld.algos.sac_group import SACGroup
+
+    torch.manual_seed(0)
+    cpu, cfg = torch.device("cpu"), SACConfig(hidden=(32, 32), bc_alpha=1.0)
+    act_dims, obs_max, act_max, c = [3, 6, 6], 17, 6, cfg.num_critics
+    mean, std = torch.randn(3, obs_max), torch.rand(3, obs_max) + 0.5
+    group = SACGroup(obs_max, act_max, cfg, cpu, act_dims, (mean, std))
+    loop = PerEnvSACs(obs_max, act_max, cfg, cpu, act_dims, (mean, std))
+    with torch.no_grad():
+        for k, single in enumerate(loop.agents):
+            for i, layer in enumerate(group.actor.net.layers):
+                single.actor.net[2 * i].weight.copy_(layer.weight[k].T)
+                single.actor.net[2 * i].bias.copy_(layer.bias[k, 0])
+            pairs = ((single.critic, group.critic), (single.critic_target, group.critic_target))
+            for mine, theirs in pairs:
+                for a, b in zip(mine.layers, theirs.layers, strict=True):
+                    a.weight.copy_(b.weight[k * c : (k + 1) * c])
+                    a.bias.copy_(b.bias[k * c : (k + 1) * c])
+    monkeypatch.setattr(torch, "randn_like", lambda t: torch.sin(t * 97.0 + 1.0) * 1.5)
+    g = torch.Generator().manual_seed(1)
+    dynamics = torch.randn(obs_max, obs_max, generator=g) * 0.3
+    for _ in range(300):
+        env = torch.randint(0, 3, (256,), generator=g)
+        obs = torch.randn(256, obs_max, generator=g)
+        act = torch.rand(256, act_max, generator=g) * 2 - 1
+        act = act * (torch.arange(act_max) < torch.tensor(act_dims)[env][:, None])
+        batch = (obs, act, obs[:, 0] + act[:, 0], torch.tanh(obs @ dynamics), torch.zeros(256))
+        real = torch.arange(256) >= 128
+        got = group.update(*batch, env, real)
+        want = loop.update(*batch, env, real)
+    assert torch.allclose(got["losses/q"], want["losses/q"], rtol=0.02)
+    for k, single in enumerate(loop.agents):
+        assert torch.allclose(single.log_alpha, group.log_alpha[k : k + 1], atol=1e-3)
+        for i, layer in enumerate(group.actor.net.layers):
+            assert torch.allclose(single.actor.net[2 * i].weight, layer.weight[k].T, atol=2e-2)
