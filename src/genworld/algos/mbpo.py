@@ -332,7 +332,6 @@ class MBPOAgent:
             torch.cat(x).to(self.device) for x in zip(*parts, strict=True)
         )
         real_rows = torch.arange(len(obs), device=obs.device) >= len(obs) - n_real  # (B,)
-        # per_env: every env's SAC on its rows; logged: the mean of each loss over the envs
         metrics = self.policy.update(obs, act, rew, next_obs, term, env, real_rows)
         # the last rollout's statistics travel with the losses into eval.jsonl / TensorBoard
         # (imagined reward and uncertainty are what model exploitation shows up in)

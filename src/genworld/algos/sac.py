@@ -27,7 +27,7 @@ from torch import nn
 
 from genworld.algos.registry import agent_state, load_agent_state
 from genworld.nn.mlp import EnsembleMLP
-from genworld.policies import TanhGaussianActor
+from genworld.policies import TanhGaussianActor, tanh_gaussian_sample
 from genworld.utils.device import fused_optimizer
 
 
@@ -153,16 +153,16 @@ class SAC:
         critic_loss.backward()
         self.critic_opt.step()
 
-        new_act, logp = self.actor.sample(x, mask)
+        mean, log_std = self.actor(x)  # one forward: the sample and the BC term share it
+        new_act, logp = tanh_gaussian_sample(mean, log_std, mask)
         self.critic.requires_grad_(False)
         q_pi = self.q_values(self.critic, x, new_act).min(0).values  # (B,)
         self.critic.requires_grad_(True)
         actor_loss = (alpha * logp - q_pi).mean()
         extra = {}
         if self.cfg.bc_alpha > 0 and bc_rows is not None and bool(bc_rows.any()):
-            mean, _ = self.actor(x[bc_rows])
             real_mask = mask[bc_rows]
-            sq = ((torch.tanh(mean) - act[bc_rows]) * real_mask).pow(2)
+            sq = ((torch.tanh(mean[bc_rows]) - act[bc_rows]) * real_mask).pow(2)
             bc_loss = (sq.sum(-1) / real_mask.sum(-1)).mean()
             scale = self.cfg.bc_alpha / q_pi.abs().mean().detach().clamp_min(1e-6)
             actor_loss = scale * actor_loss + bc_loss

@@ -153,7 +153,8 @@ class SACGroup:
         critic_losses.sum().backward()
         self.critic_opt.step()
 
-        new_act, logp = self.actor.sample(x, mask)  # (K, n, A), (K, n)
+        mean, log_std = self.actor(x)  # one forward: the sample and the BC term share it
+        new_act, logp = tanh_gaussian_sample(mean, log_std, mask)  # (K, n, A), (K, n)
         self.critic.requires_grad_(False)
         q_pi = self._q(self.critic, x, new_act).min(1).values  # (K, n)
         self.critic.requires_grad_(True)
@@ -162,7 +163,6 @@ class SACGroup:
         if cfg.bc_alpha > 0 and bc_rows is not None:
             real = bc_rows[index] & valid  # (K, n)
             n_real = real.sum(1)  # (K,)
-            mean, _ = self.actor(x)
             sq = ((torch.tanh(mean) - act) * mask).pow(2).sum(-1) / mask.sum(-1)  # (K, n)
             bc_losses = (sq * real).sum(1) / n_real.clamp_min(1)  # (K,)
             scale = cfg.bc_alpha / (q_pi.abs() * weight).sum(1).detach().clamp_min(1e-6)

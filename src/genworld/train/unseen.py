@@ -242,7 +242,7 @@ def export_task_experts(run: Path, dest: Path | None = None) -> dict[str, Any]:
         if task not in refs or not (source / "eval.jsonl").exists():
             raise GenworldError(f"{run}: the expert of {task} is not finished; rerun the run")
         records = read_eval_log(source)
-        best = max(records, key=lambda r: r["stochastic_return"])
+        best = _best_record(records)
         keep = [r for r in records if task in train or r is best]
         staging = dest / f"{task}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -279,7 +279,7 @@ def _references(cfg: UnseenConfig, tasks: list[str], out: Path) -> dict[str, lis
             continue
         random = evaluate_policy(task, _uniform_policy(_spec(task).act_dim), 10, seed=10_000)
         random = random.mean()
-        best = max(r["stochastic_return"] for r in read_eval_log(out / "experts" / task))
+        best = _best_record(read_eval_log(out / "experts" / task))["stochastic_return"]
         refs[task] = [float(random), float(max(best, random + 1e-6))]
         atomic_write_json(path, refs)
     return refs
@@ -299,12 +299,16 @@ def _spec(task: str, refs: dict[str, list[float]] | None = None):
     return spec
 
 
+def _best_record(records: list[dict]) -> dict:
+    """An expert's best evaluation (stochastic return): its snapshot is the task's expert."""
+    return max(records, key=lambda r: r["stochastic_return"])
+
+
 def _best_expert(out: Path, task: str):
     from genworld.policies import load_policy
     from genworld.train.behaviour import read_eval_log
 
-    records = read_eval_log(out / "experts" / task)
-    best = max(records, key=lambda r: r["stochastic_return"])
+    best = _best_record(read_eval_log(out / "experts" / task))
     return load_policy(out / "experts" / task / "snapshots" / f"step_{best['step']:09d}")[0]
 
 

@@ -36,15 +36,20 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, device: torch.
 
 
 @contextlib.contextmanager
-def torch_threads(n: int):
-    """``n`` torch threads inside the block, the caller's setting restored after it (library
-    entry points such as ``train_behaviour_policy`` run inside other pipelines)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(n)
+def _temporarily(get, set_, value):
+    """``set_(value)`` inside the block, the caller's ``get()`` restored after it."""
+    previous = get()
+    set_(value)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        set_(previous)
+
+
+def torch_threads(n: int):
+    """``n`` torch threads inside the block, the caller's setting restored after it (library
+    entry points such as ``train_behaviour_policy`` run inside other pipelines)."""
+    return _temporarily(torch.get_num_threads, torch.set_num_threads, n)
 
 
 def simulator_threads():
@@ -76,16 +81,12 @@ def set_matmul_precision(name: str | None = None) -> str:
     return name
 
 
-@contextlib.contextmanager
 def matmul_precision(name: str):
     """torch's float32 matmul precision ``name`` inside the block, the caller's restored after
     (work whose numbers must not depend on ``--matmul-precision``, e.g. dataset collection)."""
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(name)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
+    return _temporarily(
+        torch.get_float32_matmul_precision, torch.set_float32_matmul_precision, name
+    )
 
 
 def maybe_compile(fn, enabled: bool, *, what: str):
