@@ -26,6 +26,10 @@ Settings passed to d3rlpy so that both run the same algorithm:
 
 Known differences left in place (each library's own design): d3rlpy's CQL actor/critic
 initialisation (PyTorch default; genworld: CORL's orthogonal init) and its log-std clamp;
+d3rlpy's CQL TD target backs up the policy's *mean* action at s' (``soft_q_backup=False``, its
+default), genworld (as the CQL authors' code and CORL) a sample a' ~ pi(s') (genworld's
+``target_action="mean"`` gives d3rlpy's); d3rlpy updates the critic first and the actor with the
+updated critic, genworld computes every loss from the same parameters (CORL's order);
 d3rlpy's IQL fits dataset actions with an *unsquashed* Gaussian mean and acts with ``tanh`` of
 it (``NormalPolicy``: ``ActionOutput(mu, tanh(mu), logstd)``), and clamps the log-std at -5,
 where genworld (as CORL and ikostrikov) puts the ``tanh`` inside the likelihood and clamps at -20.

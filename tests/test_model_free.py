@@ -317,6 +317,33 @@ def test_cql_each_loss_reaches_only_its_parameters_and_targets_move_by_polyak():
     assert_polyak(target_before, params(agent.critic_target), params(agent.critic), agent.cfg.tau)
 
 
+def test_cql_td_target_backs_up_a_policy_sample_or_its_mean_action():
+    """``target_action="mean"`` (d3rlpy's backup) gives exactly r + γ(1-d) min Q'(s', tanh μ);
+    the default samples a' (its TD error differs from the mean's)."""
+    with pytest.raises(GenworldError, match="target_action"):
+        build("cql", target_action="mode")
+    with pytest.raises(GenworldError, match="backup_entropy"):
+        build("cql", target_action="mean", backup_entropy=True)
+    agent = build("cql", target_action="mean")
+    batch = sample(agent)
+    _, metrics = agent.losses(batch)
+    with torch.no_grad():
+        env, mask = batch.env_idx, agent.act_masks[batch.env_idx]
+        x, next_x = (
+            agent._inputs(batch.observations, env),
+            agent._inputs(batch.next_observations, env),
+        )
+        next_a = torch.tanh(agent.actor(next_x)[0]) * mask
+        next_v = agent.critic_target(torch.cat([next_x, next_a], -1)).squeeze(-1).min(0).values
+        target = batch.rewards + agent.cfg.gamma * (1 - batch.terminations) * next_v
+        q = agent.critic(torch.cat([x, batch.actions * mask], -1)).squeeze(-1)  # (E, B)
+        td = (q - target).pow(2).mean(-1).mean()
+    torch.testing.assert_close(metrics["td"], td)
+    sampled = build("cql")  # same seed, same weights: only the backup's action differs
+    _, sampled_metrics = sampled.losses(batch)
+    assert not torch.isclose(sampled_metrics["td"], td)
+
+
 def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact():
     """bfloat16 is used only for the 3n sampled actions' Q values; same parameters, same batch,
     same random draws: the TD error is identical, the conservative gap close (bf16 rounding)."""

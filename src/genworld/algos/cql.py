@@ -31,6 +31,8 @@ Deviations:
   All ``3 n + 1`` actions per state go through the twin critics in one batched forward.
 - The actor is genworld's ``TanhGaussianActor`` (log-std soft-clamped to [-5, 2], CleanRL) with
   CORL's small (xavier, gain 1e-2) last layer; CORL clamps to [-20, 2] with a -1 offset.
+- ``target_action="mean"`` backs up ``Q_target(s', tanh(mean pi(s')))`` as d3rlpy's CQL does by
+  default; the default ``sample`` is the authors' and CORL's ``a' ~ pi(s')``.
 - Not implemented (off in CORL's locomotion configs): ``cql_max_target_backup``, ``bc_steps``,
   loss clipping (``cql_clip_diff_*``), ``target_update_period`` > 1, reward normalisation.
 - The entropy temperature is one per env (single env: CORL's scalar); ``alpha'`` is global.
@@ -100,6 +102,9 @@ class CQLConfig:
     """Target entropy = -scale * the env's action dim."""
     backup_entropy: bool = False
     """Subtract alpha log pi(a'|s') in the TD target (off in CORL's locomotion configs)."""
+    target_action: str = "sample"
+    """Action at s' in the TD target: ``sample`` a' ~ pi(s') (the CQL authors' code, CORL) or
+    ``mean`` tanh of the policy's mean (d3rlpy 2.8's default, ``soft_q_backup=False``)."""
     orthogonal_init: bool = True
     """CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
     sampling: str = "balanced"
@@ -120,6 +125,12 @@ class CQLConfig:
             )
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+        if self.target_action not in ("sample", "mean"):
+            raise GenworldError(f"target_action {self.target_action!r}: use sample or mean")
+        if self.target_action == "mean" and self.backup_entropy:
+            raise GenworldError(
+                "backup_entropy needs target_action='sample' (the mean action has no log-prob)"
+            )
 
 
 PRESETS: dict[str, dict] = {
@@ -287,8 +298,15 @@ class CQL:
         actions, log_probs = sample_tanh_gaussian(mean, log_std, mask, n + 1)  # (B, n+1, A)
         new_action, new_log_prob = actions[:, 0], log_probs[:, 0]  # the actor's sample
         with torch.no_grad():
-            next_actions, next_log_probs = sample_tanh_gaussian(*self.actor(next_x), mask, n + 1)
-            next_q = self.critic_target(torch.cat([next_x, next_actions[:, 0]], -1))
+            next_mean, next_log_std = self.actor(next_x)
+            next_actions, next_log_probs = sample_tanh_gaussian(
+                next_mean, next_log_std, mask, n + 1
+            )
+            if cfg.target_action == "mean":
+                next_action = torch.tanh(next_mean) * mask
+            else:
+                next_action = next_actions[:, 0]
+            next_q = self.critic_target(torch.cat([next_x, next_action], -1))
             next_v = next_q.squeeze(-1).min(0).values  # (B,)
             if cfg.backup_entropy:
                 next_v = next_v - alpha * next_log_probs[:, 0]
