@@ -33,7 +33,8 @@ def write_unseen_report(
         "",
         f"**Protocol**: scale `{cfg.scale}`, split `{cfg.split}` (train {train}, unseen "
         f"{test}); {cfg.seeds} seed(s); experts {cfg.expert_steps} SAC steps; world model "
-        f"{cfg.wm_steps} updates on the training tasks' mixed data; {cfg.policy_updates} policy "
+        f"{cfg.wm_steps} updates on the training tasks' mixed data (one model, seed 0, shared by "
+        f"every cell: the seeds vary the policies and Prompt-DT); {cfg.policy_updates} policy "
         f"updates per (method, task, seed); score = mean of the last {cfg.last_k} evaluations "
         f"({cfg.eval_episodes} episodes each); mean ± std across seeds.",
         "",
