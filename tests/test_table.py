@@ -34,6 +34,7 @@ def test_acceptance_command_writes_markdown_csv_json_and_plot(policies, tmp_path
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     md = (out / "table.md").read_text()
     assert "not D4RL's data" in md and "last 2 evaluations" in md
+    assert f"highest (IEEE float32): {len(ALGOS)} cells" in md  # the cells' recorded precision
     for algo in ALGOS:
         assert f"| {algo}" in md or f" {algo} |" in md
     with open(out / "table.csv") as f:
@@ -124,3 +125,13 @@ def test_cells_are_seed_major_so_a_partial_table_compares_every_algorithm():
     )
     order = [(c.seed, c.algo) for c in cells(cfg)]
     assert order == [(0, "bc"), (0, "iql"), (1, "bc"), (1, "iql")]
+
+
+def test_precision_note_counts_each_precision_and_unrecorded_cells():
+    from genworld.eval.scores import precision_note
+
+    cells = [{"matmul_precision": "medium"}] * 2 + [{"matmul_precision": "highest"}, {}]
+    note = precision_note(cells)
+    assert "highest (IEEE float32): 1 cell;" in note
+    assert "medium (bfloat16 inputs, float32 accumulation): 2 cells" in note
+    assert "unrecorded: 1 cell." in note

@@ -79,6 +79,7 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert (out / "unseen_tasks.png").stat().st_size > 1000
     md = (out / "unseen.md").read_text()
     assert "unseen average" in md and "0 = uniform-random policy" in md
+    assert "highest (IEEE float32): 50 cells" in md  # as recorded by the worker processes
     stamp = (out / "unseen.json").stat().st_mtime_ns
     # the rerun (1 process) resumes: done cells are kept; a lost Prompt-DT cell is redone from
     # its seed's trained weights, training nothing again

@@ -30,3 +30,24 @@ def summarize(
             "k": len(tail),
         }
     return summary
+
+
+PRECISION_NAMES = {
+    "highest": "highest (IEEE float32)",
+    "high": "high (TF32-class inputs)",
+    "medium": "medium (bfloat16 inputs, float32 accumulation)",
+}
+
+
+def precision_note(results: list[dict]) -> str:
+    """One sentence on the float32 matmul precision the cells trained with (``--matmul-precision``;
+    each cell records it in its result), so a report says when numbers mix precisions."""
+    counts: dict[str, int] = {}
+    for r in results:
+        name = r.get("matmul_precision", "unrecorded")
+        counts[name] = counts.get(name, 0) + 1
+    parts = [
+        f"{PRECISION_NAMES.get(name, name)}: {n} cell{'s' if n != 1 else ''}"
+        for name, n in sorted(counts.items())
+    ]
+    return "Matmul precision (`--matmul-precision`): " + "; ".join(parts) + "."

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from genworld.eval.paper import paper_score
+from genworld.eval.scores import precision_note
 from genworld.utils.io import atomic_write_bytes, atomic_write_json
 
 PROVENANCE = (
@@ -211,7 +212,7 @@ def write_table(
     md += [
         "",
         f"Cells: {done}; time per cell {np.mean(seconds):.0f} s on average "
-        f"(max {np.max(seconds):.0f} s).",
+        f"(max {np.max(seconds):.0f} s). {precision_note(results)}",
         "",
     ]
     if planned is not None and planned > len(results):

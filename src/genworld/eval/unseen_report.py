@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genworld.eval.scores import precision_note
 from genworld.utils.io import atomic_write_bytes, atomic_write_json
 
 
@@ -58,6 +59,8 @@ def write_unseen_report(
             summary["averages"].setdefault(method, {})[group] = value
             row.append("—" if np.isnan(value) else f"{value:.1f}")
         lines.append(f"| **{group} average** | | " + " | ".join(row) + " |")
+    if results:
+        lines += ["", precision_note(results)]
     if planned is not None and planned > len(results):
         lines += [
             "",

@@ -185,6 +185,7 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
         "datasets": ids,
         "summary": summarize(records, list(cell.envs), budget.last_k),
         "seconds": round(time.perf_counter() - started, 1),
+        "matmul_precision": torch.get_float32_matmul_precision(),
         "updates": budget.updates,
     }
     atomic_write_json(result_path, result)

@@ -501,6 +501,7 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
         "last_k": summary["last_k_mean"],
         "best": summary["best"],
         "seconds": round(time.perf_counter() - started, 1),
+        "matmul_precision": torch.get_float32_matmul_precision(),
     }
     atomic_write_json(result_path, result)
     return result
@@ -617,6 +618,7 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
         "last_k": last_k,
         "best": best,
         "seconds": round(time.perf_counter() - started, 1),
+        "matmul_precision": torch.get_float32_matmul_precision(),
     }
     atomic_write_json(result_path, result)
     return result
