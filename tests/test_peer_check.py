@@ -41,9 +41,14 @@ def test_within_spread_compares_means_to_the_larger_std(tmp_path):
     ]
     row = write_report(results, BUDGETS["tiny"], "tiny", tmp_path).splitlines()[-1]
     assert "12.0 ± 2.0 (n=2)" in row and "| yes |" in row and "2.00x" in row
+    # Welch: se = sqrt(8/2 + 0) = 2, dof = 1, t(0.975, 1) = 12.706 -> -1.0 ± 25.4
+    assert "| -1.0 [-26.4, +24.4] |" in row
     results[2]["last_k"] = results[3]["last_k"] = 20
     row = write_report(results, BUDGETS["tiny"], "tiny", tmp_path).splitlines()[-1]
-    assert "| no |" in row
+    assert "| no: genworld lower |" in row
+    results[2]["last_k"] = results[3]["last_k"] = 5
+    row = write_report(results, BUDGETS["tiny"], "tiny", tmp_path).splitlines()[-1]
+    assert "| no: genworld higher |" in row and "| +7.0 [" in row
 
 
 def test_d3rlpy_side_trains_and_evaluates_the_same_way():
