@@ -9,6 +9,9 @@ the last ``last_k`` evaluations). Updates/s count training time only (no evaluat
     pip install -e ".[peers]"   # d3rlpy==2.8.1, an optional extra, never a runtime dependency
     python benchmarks/peer_check.py --datasets halfcheetah-medium,hopper-medium \
         --algos cql,iql --seeds 3 --scale mini --out runs/peer_check
+    # a genworld config variant against the same d3rlpy cells (its own cells and report row):
+    python benchmarks/peer_check.py --datasets halfcheetah-medium --algos cql \
+        --genworld-set target_action=mean --out runs/peer_check
 
 Budgets are ``genworld table``'s (``train/table.py`` BUDGETS: mini = 10k updates, an evaluation
 every 1k, 5 episodes, last 3, 100k-transition datasets). Each finished (library, algo, dataset,
@@ -72,11 +75,34 @@ def _evaluate(act, dataset: MultiEnvDataset, budget: Budget, seed: int, step: in
     return {"step": step, "score": float(spec.normalized_score(returns.mean()))}
 
 
-def train_genworld(algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int) -> dict:
+def variant_name(settings: dict | None) -> str:
+    """The library label of genworld cells trained with config ``settings``: ``genworld`` or
+    e.g. ``genworld+target_action=mean`` (its own cells and its own report row)."""
+    return "genworld" + "".join(f"+{k}={v}" for k, v in sorted((settings or {}).items()))
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["KEY=VALUE", ...]`` → a dict; values are JSON where they parse (numbers, booleans)."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"peer_check: --genworld-set {pair!r}: use KEY=VALUE")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+def train_genworld(
+    algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int, settings: dict | None = None
+) -> dict:
     torch.manual_seed(seed)
     overrides: dict = {"hidden": HIDDEN[algo], "batch_size": BATCH}
     if algo == "iql":
         overrides["actor_lr_decay_steps"] = budget.updates
+    overrides.update(settings or {})
     ctx = AlgoContext(
         dataset=dataset,
         normalizer=Normalizer.fit(dataset),
@@ -175,26 +201,42 @@ def _loop(update, act, dataset: MultiEnvDataset, budget: Budget, seed: int) -> d
     }
 
 
-TRAIN = {"genworld": train_genworld, "d3rlpy": train_d3rlpy}
-
-
-def run(datasets, algos, seeds: int, scale: str, out: Path, libraries=("genworld", "d3rlpy")):
+def run(
+    datasets,
+    algos,
+    seeds: int,
+    scale: str,
+    out: Path,
+    libraries=("genworld", "d3rlpy"),
+    settings: dict | None = None,
+):
+    """Train the missing cells; ``settings`` (genworld config overrides) make the genworld cells
+    a variant (``variant_name``), compared with the same d3rlpy cells. The report covers every
+    cell under ``out``, earlier variants included."""
     budget = BUDGETS[scale]
-    results = []
     loaded = {dataset_id: load(dataset_id, budget) for dataset_id in datasets}
     for algo in algos:  # algorithm-major: a cheap algorithm finishes on every dataset first
         for dataset_id, dataset in loaded.items():
             for seed in range(seeds):
                 for lib in libraries:
-                    path = out / "cells" / f"{lib}__{algo}__{dataset_id}__s{seed}.json"
-                    if not path.exists():
-                        print(f"peer_check: {lib} {algo} {dataset_id} seed {seed} ...", flush=True)
-                        cell = TRAIN[lib](algo, dataset, budget, seed)
-                        cell.update(library=lib, algo=algo, dataset=dataset_id, seed=seed)
-                        atomic_write_json(path, cell)
-                    results.append(json.loads(path.read_text()))
-    report = write_report(results, budget, scale, out)
-    return report
+                    name = variant_name(settings) if lib == "genworld" else lib
+                    path = out / "cells" / f"{name}__{algo}__{dataset_id}__s{seed}.json"
+                    if path.exists():
+                        continue
+                    print(f"peer_check: {name} {algo} {dataset_id} seed {seed} ...", flush=True)
+                    if lib == "genworld":
+                        cell = train_genworld(algo, dataset, budget, seed, settings)
+                    else:
+                        cell = train_d3rlpy(algo, dataset, budget, seed)
+                    cell.update(library=name, algo=algo, dataset=dataset_id, seed=seed)
+                    atomic_write_json(path, cell)
+    wanted = {(a, d) for a in algos for d in datasets}
+    results = [
+        r
+        for r in (json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json")))
+        if (r["algo"], r["dataset"]) in wanted and r["seed"] < seeds
+    ]
+    return write_report(results, budget, scale, out)
 
 
 def difference_ci(ours: list[float], theirs: list[float]) -> str:
@@ -213,6 +255,12 @@ def difference_ci(ours: list[float], theirs: list[float]) -> str:
     return f"{diff:+.1f} [{diff - half:+.1f}, {diff + half:+.1f}]"
 
 
+def label(algo: str, variant: str) -> str:
+    """``cql`` for genworld's defaults, ``cql (target_action=mean)`` for a variant."""
+    extra = variant.removeprefix("genworld").lstrip("+").replace("+", ", ")
+    return f"{algo} ({extra})" if extra else algo
+
+
 def write_report(results: list[dict], budget: Budget, scale: str, out: Path) -> str:
     def stats(values):
         return (statistics.mean(values), statistics.pstdev(values)) if values else (np.nan, 0.0)
@@ -222,15 +270,17 @@ def write_report(results: list[dict], budget: Budget, scale: str, out: Path) -> 
         "| genworld upd/s | d3rlpy upd/s | speed ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(r["dataset"], r["algo"]) for r in results})
-    for dataset_id, algo in keys:
+    keys = sorted(
+        {(r["dataset"], r["algo"], r["library"]) for r in results if r["library"] != "d3rlpy"}
+    )
+    for dataset_id, algo, variant in keys:
         cell = {
             lib: [
                 r
                 for r in results
                 if (r["dataset"], r["algo"], r["library"]) == (dataset_id, algo, lib)
             ]
-            for lib in ("genworld", "d3rlpy")
+            for lib in (variant, "d3rlpy")
         }
         (gm, gs), (dm, ds) = (stats([r["last_k"] for r in cell[lib]]) for lib in cell)
         gu, du = (stats([r["updates_per_s"] for r in cell[lib]])[0] for lib in cell)
@@ -240,7 +290,8 @@ def write_report(results: list[dict], budget: Budget, scale: str, out: Path) -> 
             within = "no: genworld " + ("higher" if gm > dm else "lower")
         diff = difference_ci(*([r["last_k"] for r in cell[lib]] for lib in cell))
         rows.append(
-            f"| {dataset_id} | {algo} | {gm:.1f} ± {gs:.1f} (n={len(cell['genworld'])}) | "
+            f"| {dataset_id} | {label(algo, variant)} | {gm:.1f} ± {gs:.1f} "
+            f"(n={len(cell[variant])}) | "
             f"{dm:.1f} ± {ds:.1f} (n={len(cell['d3rlpy'])}) | {within} | {diff} | {gu:.1f} | "
             f"{du:.1f} | {gu / du:.2f}x |"
         )
@@ -274,7 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=list(BUDGETS), default="mini")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/peer_check")
+    parser.add_argument(
+        "--genworld-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override genworld's algorithm config (e.g. target_action=mean); those cells are a "
+        "variant 'genworld+KEY=VALUE' with its own report row against the same d3rlpy cells",
+    )
     args = parser.parse_args(argv)
+    settings = parse_settings(args.genworld_set)
     try:
         import d3rlpy  # noqa: F401
     except ImportError:
@@ -289,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds,
         args.scale,
         Path(args.out),
+        settings=settings,
     )
     print(text)
     return 0

@@ -4,7 +4,7 @@
 import json
 
 import pytest
-from benchmarks.peer_check import BUDGETS, run, train_genworld, write_report
+from benchmarks.peer_check import BUDGETS, parse_settings, run, train_genworld, write_report
 
 
 def test_genworld_cells_resume_and_report(tmp_path):
@@ -21,6 +21,19 @@ def test_genworld_cells_resume_and_report(tmp_path):
     stamp = cell.stat().st_mtime_ns
     run(["halfcheetah-medium"], ["iql"], 1, "tiny", out, libraries=("genworld",))
     assert cell.stat().st_mtime_ns == stamp  # done cells are not rerun
+    # a config variant: its own cells and report row, next to the defaults' row
+    variant = {"expectile": 0.9}
+    text = run(["halfcheetah-medium"], ["iql"], 1, "tiny", out, ("genworld",), variant)
+    other = json.loads(
+        (out / "cells" / "genworld+expectile=0.9__iql__halfcheetah-medium__s0.json").read_text()
+    )
+    assert other["library"] == "genworld+expectile=0.9" and cell.stat().st_mtime_ns == stamp
+    assert "| halfcheetah-medium | iql (expectile=0.9) |" in text
+    assert "| halfcheetah-medium | iql |" in text
+    assert parse_settings(["target_action=mean", "alpha=2.5"]) == {
+        "target_action": "mean",
+        "alpha": 2.5,
+    }
 
 
 def test_within_spread_compares_means_to_the_larger_std(tmp_path):
