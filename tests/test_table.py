@@ -70,6 +70,8 @@ def test_rerun_skips_done_cells_and_redoes_only_missing_ones(policies, tmp_path)
     assert not results[1].exists() and partial["cells"] == 1 and partial["planned_cells"] == 2
     md = (out / "table.md").read_text()
     assert "Cells: 1 of 2 finished" in md and "Partial report" in md and "(n=1)" in md
+    bc_seconds = json.loads(results[0].read_text())["seconds"]
+    assert f"by algorithm: bc {bc_seconds:.0f} s; about {bc_seconds / 3600:.1f} h" in md
     with pytest.raises(GenworldError, match="no run"):
         run_table(cfg, tmp_path / "elsewhere", show_progress=False, report_only=True)
 

@@ -159,6 +159,18 @@ def plot_profiles(matrices: dict[str, np.ndarray], path: Path, reps: int) -> Non
     atomic_write_bytes(path, buf.getvalue())
 
 
+def cell_times(cfg, results: list[dict], planned: int | None) -> str:
+    """Mean seconds per cell of each algorithm and, for an unfinished run, the cell time left
+    (each missing cell at its algorithm's mean, or the overall mean where none finished)."""
+    by_algo = {a: [r["seconds"] for r in results if r["algo"] == a] for a in cfg.algos}
+    text = "by algorithm: " + ", ".join(f"{a} {np.mean(v):.0f} s" for a, v in by_algo.items() if v)
+    if planned is None or planned <= len(results):
+        return text + "."
+    per_algo, overall = planned // len(cfg.algos), float(np.mean([r["seconds"] for r in results]))
+    left = sum((per_algo - len(v)) * (np.mean(v) if v else overall) for v in by_algo.values())
+    return f"{text}; about {left / 3600:.1f} h of cell time left (divide by the workers)."
+
+
 def write_table(
     cfg, results: list[dict], out: Path, title: str = "genworld table", planned: int | None = None
 ) -> dict[str, Any]:
@@ -212,7 +224,8 @@ def write_table(
     md += [
         "",
         f"Cells: {done}; time per cell {np.mean(seconds):.0f} s on average "
-        f"(max {np.max(seconds):.0f} s). {precision_note(results)}",
+        f"(max {np.max(seconds):.0f} s); {cell_times(cfg, results, planned)} "
+        f"{precision_note(results)}",
         "",
     ]
     if planned is not None and planned > len(results):
