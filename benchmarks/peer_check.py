@@ -42,7 +42,9 @@ Both IQL actors have a state-independent log-std.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -57,6 +59,7 @@ from genworld.data.ids import parse_dataset_id
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.eval.rollout import evaluate_agent
+from genworld.train.checkpoint import resume_point, save_checkpoint
 from genworld.train.table import BUDGETS, Budget
 from genworld.utils.io import atomic_write_json
 
@@ -96,7 +99,12 @@ def parse_settings(pairs: list[str]) -> dict:
 
 
 def train_genworld(
-    algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int, settings: dict | None = None
+    algo: str,
+    dataset: MultiEnvDataset,
+    budget: Budget,
+    seed: int,
+    settings: dict | None = None,
+    folder: Path | None = None,
 ) -> dict:
     torch.manual_seed(seed)
     overrides: dict = {"hidden": HIDDEN[algo], "batch_size": BATCH}
@@ -113,7 +121,13 @@ def train_genworld(
     )
     agent = build_agent(algo, ctx)
     generator = torch.Generator().manual_seed(seed)
-    return _loop(lambda: agent.update(generator), agent.act, dataset, budget, seed)
+
+    def set_state(state: dict) -> None:
+        agent.load_state_dict(state["agent"])
+        generator.set_state(state["generator"])
+
+    hooks = (lambda: {"agent": agent.state_dict(), "generator": generator.get_state()}, set_state)
+    return _loop(lambda: agent.update(generator), agent.act, dataset, budget, seed, hooks, folder)
 
 
 def d3rlpy_dataset(dataset: MultiEnvDataset):
@@ -164,7 +178,25 @@ def d3rlpy_algo(algo: str, budget: Budget, seed: int):
     ).create(device="cpu:0")
 
 
-def train_d3rlpy(algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int) -> dict:
+def d3rlpy_state(model) -> dict:
+    """Every module's and optimiser's state dict of a d3rlpy algorithm (no pickle)."""
+    modules = model.impl.modules
+    return {
+        f.name: getattr(modules, f.name).state_dict()
+        for f in dataclasses.fields(modules)
+        if getattr(modules, f.name) is not None
+    }
+
+
+def load_d3rlpy_state(model, state: dict) -> None:
+    modules = model.impl.modules
+    for name, value in state.items():
+        getattr(modules, name).load_state_dict(value)
+
+
+def train_d3rlpy(
+    algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int, folder: Path | None = None
+) -> dict:
     from d3rlpy.algos.utility import build_scalers_with_transition_picker
 
     data = d3rlpy_dataset(dataset)
@@ -179,19 +211,48 @@ def train_d3rlpy(algo: str, dataset: MultiEnvDataset, budget: Budget, seed: int)
             :, :act_dim
         ]
 
+    def set_state(state: dict) -> None:
+        load_d3rlpy_state(model, state["modules"])
+        np.random.set_state(state["numpy"])
+
+    hooks = (lambda: {"modules": d3rlpy_state(model), "numpy": np.random.get_state()}, set_state)
     return _loop(
-        lambda: model.update(data.sample_transition_batch(BATCH)), act, dataset, budget, seed
+        lambda: model.update(data.sample_transition_batch(BATCH)),
+        act,
+        dataset,
+        budget,
+        seed,
+        hooks,
+        folder,
     )
 
 
-def _loop(update, act, dataset: MultiEnvDataset, budget: Budget, seed: int) -> dict:
-    records, train_seconds = [], 0.0
-    for step in range(1, budget.updates + 1):
+def _loop(update, act, dataset: MultiEnvDataset, budget: Budget, seed: int, hooks, folder) -> dict:
+    """Train ``budget.updates`` steps with an evaluation every ``eval_every``; with ``folder``,
+    checkpoint there after each evaluation (``hooks``: get / set the library's state, RNGs
+    included) and resume from the newest checkpoint, so a killed cell loses at most one
+    evaluation interval."""
+    records, train_seconds, first = [], 0.0, 1
+    resumed = resume_point(folder) if folder is not None else None
+    if resumed is not None:
+        first, state = resumed[0] + 1, resumed[1]
+        hooks[1](state["library"])
+        torch.set_rng_state(state["torch_rng"])
+        records, train_seconds = json.loads(state["records"]), state["train_seconds"]
+    for step in range(first, budget.updates + 1):
         start = time.perf_counter()
         update()
         train_seconds += time.perf_counter() - start
         if step % budget.eval_every == 0 or step == budget.updates:
             records.append(_evaluate(act, dataset, budget, seed, step))
+            if folder is not None and step < budget.updates:
+                state = {
+                    "library": hooks[0](),
+                    "torch_rng": torch.get_rng_state(),
+                    "records": json.dumps(records),
+                    "train_seconds": train_seconds,
+                }
+                save_checkpoint(folder, step, state, keep=1)
     last = [r["score"] for r in records[-budget.last_k :]]
     return {
         "last_k": float(np.mean(last)),
@@ -224,12 +285,14 @@ def run(
                     if path.exists():
                         continue
                     print(f"peer_check: {name} {algo} {dataset_id} seed {seed} ...", flush=True)
+                    partial = out / "partial" / path.stem  # checkpoints of the unfinished cell
                     if lib == "genworld":
-                        cell = train_genworld(algo, dataset, budget, seed, settings)
+                        cell = train_genworld(algo, dataset, budget, seed, settings, partial)
                     else:
-                        cell = train_d3rlpy(algo, dataset, budget, seed)
+                        cell = train_d3rlpy(algo, dataset, budget, seed, partial)
                     cell.update(library=name, algo=algo, dataset=dataset_id, seed=seed)
                     atomic_write_json(path, cell)
+                    shutil.rmtree(partial, ignore_errors=True)
     wanted = {(a, d) for a in algos for d in datasets}
     results = [
         r

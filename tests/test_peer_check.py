@@ -74,3 +74,40 @@ def test_d3rlpy_side_trains_and_evaluates_the_same_way():
     ours = train_genworld("iql", dataset, budget, 0)
     assert [r["step"] for r in theirs["records"]] == [r["step"] for r in ours["records"]]
     assert all(abs(r["score"]) < 50 for r in theirs["records"])  # 20 updates: near random
+
+
+@pytest.mark.parametrize("library", ["genworld", "d3rlpy"])
+def test_a_killed_cell_resumes_from_its_last_evaluation_with_the_same_numbers(
+    library, tmp_path, monkeypatch
+):
+    import benchmarks.peer_check as pc
+
+    if library == "d3rlpy":
+        pytest.importorskip("d3rlpy")
+    budget = BUDGETS["tiny"]
+    dataset = pc.load("hopper-medium", budget)
+    train = pc.train_genworld if library == "genworld" else pc.train_d3rlpy
+
+    def cell(folder):
+        if library == "genworld":
+            return train("cql", dataset, budget, 0, None, folder)
+        return train("cql", dataset, budget, 0, folder)
+
+    whole = cell(None)
+    evaluate, calls = pc._evaluate, []
+
+    def dies_at_the_second_evaluation(*args):
+        calls.append(args[-1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args)
+
+    monkeypatch.setattr(pc, "_evaluate", dies_at_the_second_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        cell(tmp_path / "partial")
+    assert (tmp_path / "partial" / f"step_{budget.eval_every:09d}").exists()
+    monkeypatch.setattr(pc, "_evaluate", evaluate)
+    resumed = cell(tmp_path / "partial")
+    assert [r["step"] for r in resumed["records"]] == [r["step"] for r in whole["records"]]
+    # the same updates after the resume point (states and RNGs restored): the same scores
+    assert [r["score"] for r in resumed["records"]] == [r["score"] for r in whole["records"]]
