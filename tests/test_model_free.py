@@ -354,6 +354,9 @@ def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact()
     with pytest.raises(GenworldError, match="ood_precision 'fp8'"):
         build("cql", ood_precision="fp8")
     agents = [build("cql", ood_precision=p) for p in ("float32", "bfloat16")]
+    with torch.no_grad():  # Q values of a trained halfcheetah critic: ~300, spread of a few
+        agents[0].critic.layers[-1].weight.mul_(200.0)
+        agents[0].critic.layers[-1].bias.fill_(300.0)
     agents[1].critic.load_state_dict(agents[0].critic.state_dict())
     batch = sample(agents[0])
     metrics = []
@@ -365,7 +368,9 @@ def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact()
         losses["critic"].backward()
     assert float(metrics[0]["td"]) == float(metrics[1]["td"])
     gap = [float(m["cql_gap"]) for m in metrics]
-    assert gap[1] == pytest.approx(gap[0], rel=2e-2, abs=2e-2)
+    # a bf16 *output* would round Q ~300 to steps of 2 and misplace ~40% of the log-sum-exp's
+    # soft-max mass; the last layer runs in float32, so the gap stays within 0.05
+    assert gap[1] == pytest.approx(gap[0], abs=5e-2)
     assert gap[0] != gap[1]  # the bf16 path really ran
     for a, b in zip(agents[0].critic.parameters(), agents[1].critic.parameters(), strict=True):
         cos = torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0)

@@ -244,19 +244,26 @@ class CQL:
         x = self.normalizer.normalize_obs(obs, env_idx) * self.obs_masks[env_idx]  # (B, O)
         return torch.cat([x, nn.functional.one_hot(env_idx, self.num_envs).to(x.dtype)], -1)
 
-    def _q_many(self, x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def _q_many(
+        self, x: torch.Tensor, actions: torch.Tensor, hidden_dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """Every critic on ``M`` actions per state in one batched forward: ``(E, B, M)``.
 
         ``EnsembleMLP.forward`` with in-place ReLUs: the activations here are ``(E, B*M, H)``
-        (16 MB each at batch 256), and a fresh buffer per ReLU costs more than the ReLU."""
+        (16 MB each at batch 256), and a fresh buffer per ReLU costs more than the ReLU.
+        ``hidden_dtype`` bfloat16 runs the hidden layers under autocast; the last layer always
+        runs in float32, so Q itself is never rounded to bfloat16 (at |Q| ~ 300 that rounding
+        is in steps of 2 and would misplace ~40% of the log-sum-exp's soft-max mass)."""
         b, m, _ = actions.shape
         states = x.unsqueeze(1).expand(b, m, x.shape[-1])  # (B, M, D)
         h = torch.cat([states, actions], -1).reshape(1, b * m, -1)  # (1, B*M, D + A)
-        last = len(self.critic.layers) - 1
-        for i, layer in enumerate(self.critic.layers):
-            h = torch.baddbmm(layer.bias, h.expand(layer.members, -1, -1), layer.weight)
-            if i < last:
+        *hidden, last = self.critic.layers
+        low = hidden_dtype != torch.float32
+        with torch.autocast(x.device.type, dtype=hidden_dtype, enabled=low):
+            for layer in hidden:
+                h = torch.baddbmm(layer.bias, h.expand(layer.members, -1, -1), layer.weight)
                 h = h.relu_()  # (E, B*M, H)
+        h = torch.baddbmm(last.bias, h.float().expand(last.members, -1, -1), last.weight)
         return h.view(-1, b, m)
 
     def _conservative_gap(self, batch, x, mask, policy, next_policy):
@@ -274,9 +281,7 @@ class CQL:
             q_data, q_cand = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3n)
         else:  # the TD term's Q in float32, the 3n out-of-data actions' in bf16
             q_data = self._q_many(x, data_action)[..., 0]  # (E, B)
-            with torch.autocast(x.device.type, dtype=self.ood_dtype):
-                q_cand = self._q_many(x, candidates)
-            q_cand = q_cand.float()  # (E, B, 3n)
+            q_cand = self._q_many(x, candidates, self.ood_dtype)  # (E, B, 3n), float32 out
         if self.cfg.importance_sample:  # subtract log mu(a): uniform 0.5^|A_k|, the policy's
             uniform_log_density = self.uniform_log_density[env][:, None].expand(-1, n)
             log_density = torch.cat([uniform_log_density, policy[1], next_policy[1]], 1)
