@@ -43,7 +43,7 @@ Deviations:
   |Q| ~ 300: TD term identical, gap within 0.05, critic gradients aligned (cosine > 0.99);
   ``ood_precision="float32"`` restores the reference maths. (Until stop 18 the last layer ran
   in bfloat16 too: Q rounded in steps of 2 at that scale, gap error 0.11; the peer check's
-  halfcheetah CQL was ~10 points below d3rlpy's with it.)
+  halfcheetah CQL scored ~10 points below d3rlpy's with it; see docs/RESULTS.md.)
 """
 
 from __future__ import annotations
