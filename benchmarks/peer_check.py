@@ -232,11 +232,12 @@ def _loop(update, act, dataset: MultiEnvDataset, budget: Budget, seed: int, hook
     checkpoint there after each evaluation (``hooks``: get / set the library's state, RNGs
     included) and resume from the newest checkpoint, so a killed cell loses at most one
     evaluation interval."""
+    get_state, set_state = hooks
     records, train_seconds, first = [], 0.0, 1
     resumed = resume_point(folder) if folder is not None else None
     if resumed is not None:
         first, state = resumed[0] + 1, resumed[1]
-        hooks[1](state["library"])
+        set_state(state["library"])
         torch.set_rng_state(state["torch_rng"])
         records, train_seconds = json.loads(state["records"]), state["train_seconds"]
     for step in range(first, budget.updates + 1):
@@ -247,7 +248,7 @@ def _loop(update, act, dataset: MultiEnvDataset, budget: Budget, seed: int, hook
             records.append(_evaluate(act, dataset, budget, seed, step))
             if folder is not None and step < budget.updates:
                 state = {
-                    "library": hooks[0](),
+                    "library": get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "records": json.dumps(records),
                     "train_seconds": train_seconds,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 
@@ -42,10 +44,7 @@ PRECISION_NAMES = {
 def precision_note(results: list[dict]) -> str:
     """One sentence on the float32 matmul precision the cells trained with (``--matmul-precision``;
     each cell records it in its result), so a report says when numbers mix precisions."""
-    counts: dict[str, int] = {}
-    for r in results:
-        name = r.get("matmul_precision", "unrecorded")
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter(r.get("matmul_precision", "unrecorded") for r in results)
     parts = [
         f"{PRECISION_NAMES.get(name, name)}: {n} cell{'s' if n != 1 else ''}"
         for name, n in sorted(counts.items())
