@@ -137,3 +137,86 @@ def test_precision_note_counts_each_precision_and_unrecorded_cells():
     assert "highest (IEEE float32): 1 cell;" in note
     assert "medium (bfloat16 inputs, float32 accumulation): 2 cells" in note
     assert "unrecorded: 1 cell." in note
+
+
+def test_two_runs_on_one_out_split_the_cells_and_train_each_once(policies, tmp_path, monkeypatch):
+    """Two `genworld table` runs sharing --out (threads here; processes or machines in use):
+    every cell is trained by exactly one of them, and both write the whole table."""
+    import threading
+    import time
+
+    from genworld.train import table
+
+    trained, real = [], table._train_cell
+
+    def slow_train(cfg, cell, out):  # a cell long enough for the other run to reach it
+        trained.append((cell.algo, cell.seed))
+        time.sleep(0.5)
+        return real(cfg, cell, out)
+
+    monkeypatch.setattr(table, "_train_cell", slow_train)
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2)
+    out = tmp_path / "shared"
+    summaries: list = [None, None]
+
+    def run(i):
+        summaries[i] = run_table(cfg, out, show_progress=False)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.2)
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(trained) == [("bc", 0), ("bc", 1)]  # each cell once
+    assert all(s is not None and s["cells"] == 2 for s in summaries)
+    assert summaries[0]["rows"] == summaries[1]["rows"]
+
+
+def test_a_claimed_cell_is_skipped_or_awaited_and_a_dead_claim_is_taken(policies, tmp_path):
+    import threading
+
+    from genworld.train.table import run_cell
+    from genworld.utils.io import claim
+
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=1)
+    out = tmp_path / "t"
+    cell = cells(cfg)[0]
+    folder = out / cell.folder
+    lock = folder.with_name(folder.name + ".claim")
+    from genworld.data.build import ensure_built
+
+    ensure_built(["hopper-medium"], steps=cfg.budget.dataset_steps)
+    with claim(lock, wait=False) as held:  # "another process" trains it
+        assert held
+        assert run_cell(cfg, cell, out, wait=False) is None
+        assert not (folder / "result.json").exists()
+        with claim(lock, wait=False) as second:
+            assert not second
+    # the holder stopped without a result (killed): a waiting run trains the cell itself
+    got = {}
+    with claim(lock, wait=True):
+        waiter = threading.Thread(target=lambda: got.update(r=run_cell(cfg, cell, out)))
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive()  # blocked on the claim
+    waiter.join(timeout=300)
+    assert got["r"]["seed"] == 0 and (folder / "result.json").exists()
+
+
+def test_concurrent_builds_of_one_dataset_take_turns(policies):
+    import threading
+
+    from genworld.data.build import ensure_built
+
+    cards: list = []
+    threads = [
+        threading.Thread(target=lambda: cards.extend(ensure_built(["hopper-medium"], steps=300)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(cards) == 2
+    assert sorted(bool(c.get("cached")) for c in cards) == [False, True]  # built once

@@ -293,11 +293,18 @@ def ensure_built(
     dataset_ids, *, steps: int | None = None, seed: int = 0, show_progress: bool = False
 ) -> list[dict[str, Any]]:
     """Build whichever of ``dataset_ids`` are missing (an existing one is used as it is, whatever
-    its size) and return every card, in order."""
-    return [
-        build_dataset(i, steps=steps, seed=seed, cached=True, show_progress=show_progress)
-        for i in dataset_ids
-    ]
+    its size) and return every card, in order. Processes that need the same missing dataset (two
+    ``genworld table`` runs started together) take turns: one builds it, the others then find it."""
+    from genworld.utils.io import file_lock
+
+    cards = []
+    for i in dataset_ids:
+        folder = dataset_dir(str(parse_dataset_id(i)))
+        with file_lock(folder.with_name(f".{folder.name}.build.lock")):  # Minari skips it
+            cards.append(
+                build_dataset(i, steps=steps, seed=seed, cached=True, show_progress=show_progress)
+            )
+    return cards
 
 
 def missing_policies(dataset_id: str) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.utils.io import atomic_write_json, check_or_write_config
+from genworld.utils.io import atomic_write_json, check_or_write_config, claim
 
 SETTINGS = ("multi", "single")
 
@@ -135,8 +135,27 @@ def cells(cfg: TableConfig) -> list[Cell]:
     return out
 
 
-def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
-    """Train and evaluate one cell (resumes a killed one); writes and returns its result."""
+def run_cell(cfg: TableConfig, cell: Cell, out: Path, *, wait: bool = True) -> dict | None:
+    """Train and evaluate one cell (resumes a killed one); writes and returns its result.
+
+    One process at a time trains a cell: it holds the cell's claim (a lock next to its folder,
+    released when the process ends, even killed), so several ``genworld table`` processes, on
+    this machine or on others sharing ``out``, split a table between them. A cell claimed
+    elsewhere returns None at once (``wait=False``), or after the other process lets it go
+    (``wait=True``): its result, or, if that process died, this one trains it."""
+    folder = out / cell.folder
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    with claim(folder.with_name(folder.name + ".claim"), wait=wait) as held:
+        if not held:
+            return None
+        if result_path.exists():  # finished by the process that held it
+            return json.loads(result_path.read_text())
+        return _train_cell(cfg, cell, out)
+
+
+def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
     import torch
 
     from genworld.algos.registry import AlgoContext, build_agent, resolve_variant
@@ -148,8 +167,6 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
 
     folder = out / cell.folder
     result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     ids = [str(parse_dataset_id(f"{env}-{cell.quality}")) for env in cell.envs]
@@ -192,15 +209,16 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
     return result
 
 
-def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict:
-    """Process-pool entry point (arguments as JSON: safe across spawn)."""
+def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict | None:
+    """Process-pool entry point (arguments as JSON: safe across spawn); None: the cell is
+    claimed by another process (``run_cell(wait=False)``)."""
     from genworld.utils.device import set_matmul_precision
 
     set_matmul_precision()  # the parent's --matmul-precision, through the environment
     cfg = config_from_json(json.loads(cfg_json))
     cell_data = json.loads(cell_json)
     cell_data["envs"] = tuple(cell_data["envs"])
-    return run_cell(cfg, Cell(**cell_data), Path(out))
+    return run_cell(cfg, Cell(**cell_data), Path(out), wait=False)
 
 
 def config_from_json(data: dict) -> TableConfig:
@@ -248,13 +266,31 @@ def run_table(
     with progress_bar("table cells", len(todo), enabled=show_progress) as advance:
         if cfg.workers == 1:
             for cell in todo:
-                results.append(run_cell(cfg, cell, out))
+                results.append(run_cell(cfg, cell, out, wait=False))
                 advance(1)
         elif cfg.executor == "ray" or (cfg.executor == "auto" and _ray_available()):
             results = _run_with_ray(cfg_json, todo, out, advance)
         else:
             results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
+    results = _finish_claimed(cfg, todo, results, out, show_progress)
     return write_table(cfg, results, out, title=title)
+
+
+def _finish_claimed(
+    cfg: TableConfig, todo: list[Cell], results: list, out: Path, show_progress: bool
+) -> list[dict]:
+    """The cells other processes held (None in ``results``): wait for each to finish there, or
+    train it here if that process stopped without finishing it."""
+    waiting = [i for i, result in enumerate(results) if result is None]
+    if waiting and show_progress:
+        print(
+            f"table: {len(waiting)} cell(s) are being trained by other processes sharing {out}; "
+            "waiting for them (Ctrl-C is safe: rerun to resume)",
+            flush=True,
+        )
+    for i in waiting:
+        results[i] = run_cell(cfg, todo[i], out, wait=True)
+    return results
 
 
 def finished_results(cfg: TableConfig, out: Path) -> list[dict]:

@@ -152,16 +152,31 @@ def file_lock(path: Path):
     """An exclusive advisory lock on ``path`` (created if missing) for the ``with`` block:
     processes that share an artefact (a world model several cells use) take turns building
     it. Without ``fcntl`` (Windows) it does not lock."""
+    with claim(path, wait=True):
+        yield
+
+
+@contextlib.contextmanager
+def claim(path: Path, *, wait: bool):
+    """Hold an exclusive advisory lock (``flock``) on ``path`` for the ``with`` block; yields
+    True when held. With ``wait=False`` it yields False at once (holding nothing) if another
+    process holds it. The lock dies with its process, even a killed one, so a claim is never
+    stale. It works across machines where the file system supports ``flock`` (local, NFSv4).
+    Without ``fcntl`` (Windows) nothing is locked and it yields True."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - POSIX everywhere we run
-        yield
+        yield True
         return
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
