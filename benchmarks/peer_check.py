@@ -32,7 +32,8 @@ initialisation (PyTorch default; genworld: CORL's orthogonal init) and its log-s
 d3rlpy's CQL TD target backs up the policy's *mean* action at s' (``soft_q_backup=False``, its
 default), genworld (as the CQL authors' code and CORL) a sample a' ~ pi(s') (genworld's
 ``target_action="mean"`` gives d3rlpy's); d3rlpy updates the critic first and the actor with the
-updated critic, genworld computes every loss from the same parameters (CORL's order);
+updated critic, genworld computes every loss from the same parameters (CORL's order;
+``update_order="critic_first"`` gives d3rlpy's);
 d3rlpy's IQL fits dataset actions with an *unsquashed* Gaussian mean and acts with ``tanh`` of
 it (``NormalPolicy``: ``ActionOutput(mu, tanh(mu), logstd)``), and clamps the log-std at -5,
 where genworld (as CORL and ikostrikov) puts the ``tanh`` inside the likelihood and clamps at -20.

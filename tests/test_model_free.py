@@ -344,6 +344,37 @@ def test_cql_td_target_backs_up_a_policy_sample_or_its_mean_action():
     assert not torch.isclose(sampled_metrics["td"], td)
 
 
+def test_cql_update_order_decides_which_critic_the_actor_learns_against(monkeypatch):
+    """``joint`` (CORL): the actor's Q comes from the critics before this step's update;
+    ``critic_first`` (d3rlpy): from the critics after it. The critic step is the same."""
+    from genworld.algos import cql
+
+    with pytest.raises(GenworldError, match="update_order"):
+        build("cql", update_order="actor_first")
+    seen = []
+    real = cql.frozen_critic
+
+    def recording(critic, x):
+        seen.append(critic.layers[0].weight.detach().clone())
+        return real(critic, x)
+
+    monkeypatch.setattr(cql, "frozen_critic", recording)
+    after = {}
+    for order in ("joint", "critic_first"):
+        agent = build("cql", update_order=order)
+        before = agent.critic.layers[0].weight.detach().clone()
+        torch.manual_seed(1)
+        metrics = agent.update(torch.Generator().manual_seed(0))
+        assert torch.isfinite(metrics["losses/actor"]) and torch.isfinite(metrics["losses/critic"])
+        after[order] = (params(agent.critic), params(agent.actor))
+        assert not torch.equal(agent.critic.layers[0].weight, before)  # the critic moved
+        expected = before if order == "joint" else agent.critic.layers[0].weight.detach()
+        torch.testing.assert_close(seen[-1], expected, rtol=0, atol=0)
+    torch.testing.assert_close(after["joint"][0], after["critic_first"][0])  # same critic step
+    joint_actor, first_actor = after["joint"][1], after["critic_first"][1]
+    assert any(not torch.equal(joint_actor[n], first_actor[n]) for n in joint_actor)
+
+
 def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact():
     """bfloat16 is used only for the 3n sampled actions' Q values; same parameters, same batch,
     same random draws: the TD error is identical, the conservative gap close (bf16 rounding)."""

@@ -33,6 +33,8 @@ Deviations:
   CORL's small (xavier, gain 1e-2) last layer; CORL clamps to [-20, 2] with a -1 offset.
 - ``target_action="mean"`` backs up ``Q_target(s', tanh(mean pi(s')))`` as d3rlpy's CQL does by
   default; the default ``sample`` is the authors' and CORL's ``a' ~ pi(s')``.
+- ``update_order="critic_first"`` steps the critics first and trains the actor and temperature
+  against the updated critics (d3rlpy's order); the default ``joint`` is CORL's.
 - Not implemented (off in CORL's locomotion configs): ``cql_max_target_backup``, ``bc_steps``,
   loss clipping (``cql_clip_diff_*``), ``target_update_period`` > 1, reward normalisation.
 - The entropy temperature is one per env (single env: CORL's scalar); ``alpha'`` is global.
@@ -108,6 +110,10 @@ class CQLConfig:
     target_action: str = "sample"
     """Action at s' in the TD target: ``sample`` a' ~ pi(s') (the CQL authors' code, CORL) or
     ``mean`` tanh of the policy's mean (d3rlpy 2.8's default, ``soft_q_backup=False``)."""
+    update_order: str = "joint"
+    """``joint``: every loss from the pre-step parameters, one backward and one optimiser step
+    (CORL); ``critic_first``: the critics (and alpha') step first, then the actor and the
+    entropy temperature learn against the *updated* critics (d3rlpy 2.8's order)."""
     orthogonal_init: bool = True
     """CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
     sampling: str = "balanced"
@@ -128,6 +134,8 @@ class CQLConfig:
             )
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+        if self.update_order not in ("joint", "critic_first"):
+            raise GenworldError(f"update_order {self.update_order!r}: use joint or critic_first")
         if self.target_action not in ("sample", "mean"):
             raise GenworldError(f"target_action {self.target_action!r}: use sample or mean")
         if self.target_action == "mean" and self.backup_entropy:
@@ -334,10 +342,9 @@ class CQL:
             alpha_prime = torch.ones((), device=x.device)
             penalty = cfg.cql_alpha * gap
         losses["critic"] = (td + penalty).sum()
-        q_new = frozen_critic(self.critic, torch.cat([x, new_action], -1)).min(0).values  # (B,)
-        losses["actor"] = (alpha * new_log_prob - q_new).mean()
-        entropy_error = new_log_prob.detach() + self.target_entropy[env]  # (B,)
-        losses["alpha_loss"] = -(self.log_alpha[env] * entropy_error).mean()
+        self._policy_inputs = (x, new_action, new_log_prob, env)  # for policy_losses()
+        if cfg.update_order == "joint":
+            losses.update(self.policy_losses())
         metrics = {
             "td": td.detach().mean(),
             "cql_gap": gap.detach().mean(),
@@ -349,12 +356,32 @@ class CQL:
         }
         return losses, metrics
 
+    def policy_losses(self) -> dict[str, torch.Tensor]:
+        """The actor's and the entropy temperature's losses for the rows and samples of the
+        last ``losses()`` call, against the critics as they are now (so after the critic step
+        with ``update_order="critic_first"``)."""
+        x, new_action, new_log_prob, env = self._policy_inputs
+        alpha = self.log_alpha.detach().exp()[env]  # (B,)
+        q_new = frozen_critic(self.critic, torch.cat([x, new_action], -1)).min(0).values  # (B,)
+        entropy_error = new_log_prob.detach() + self.target_entropy[env]  # (B,)
+        return {
+            "actor": (alpha * new_log_prob - q_new).mean(),
+            "alpha_loss": -(self.log_alpha[env] * entropy_error).mean(),
+        }
+
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         batch = self.dataset.sample_transitions(self.cfg.batch_size, generator, self.cfg.sampling)
         losses, metrics = self.losses(batch.to(self.device))
         self.opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
-        self.opt.step()
+        self.opt.step()  # critic_first: only the critics (and alpha') have gradients here
+        if self.cfg.update_order == "critic_first":
+            policy = self.policy_losses()
+            self.opt.zero_grad(set_to_none=True)
+            sum(policy.values()).backward()
+            self.opt.step()  # only the actor and the temperatures have gradients here
+            losses.update({k: v.detach() for k, v in policy.items()})
+        self._policy_inputs = None
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, self.cfg.tau)
         self.step += 1
