@@ -1,6 +1,7 @@
 """IQL, CQL and TD3+BC beyond the shared contract: losses by hand, gradient isolation, target
 networks, multi-env padding, and "it learns" on a toy problem with a known best action."""
 
+import math
 import shutil
 import warnings
 from dataclasses import replace
@@ -373,6 +374,23 @@ def test_cql_update_order_decides_which_critic_the_actor_learns_against(monkeypa
     torch.testing.assert_close(after["joint"][0], after["critic_first"][0])  # same critic step
     joint_actor, first_actor = after["joint"][1], after["critic_first"][1]
     assert any(not torch.equal(joint_actor[n], first_actor[n]) for n in joint_actor)
+
+
+def test_cql_alpha_loss_forms_differ_by_the_factor_alpha_in_the_temperature_gradient():
+    """``alpha`` (d3rlpy): d/d log α of ``-α e`` is ``-α e``; ``log_alpha`` (CORL): ``-e``."""
+    with pytest.raises(GenworldError, match="alpha_loss"):
+        build("cql", alpha_loss="exp")
+    grads_by_form = {}
+    for form in ("log_alpha", "alpha"):
+        agent = build("cql", alpha_loss=form)
+        with torch.no_grad():
+            agent.log_alpha.fill_(math.log(0.2))
+        torch.manual_seed(3)
+        losses, _ = agent.losses(sample(agent))
+        losses["alpha_loss"].backward()
+        grads_by_form[form] = agent.log_alpha.grad.clone()
+    assert grads_by_form["log_alpha"].abs().sum() > 0
+    torch.testing.assert_close(grads_by_form["alpha"], 0.2 * grads_by_form["log_alpha"])
 
 
 def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact():

@@ -33,6 +33,8 @@ Deviations:
   CORL's small (xavier, gain 1e-2) last layer; CORL clamps to [-20, 2] with a -1 offset.
 - ``target_action="mean"`` backs up ``Q_target(s', tanh(mean pi(s')))`` as d3rlpy's CQL does by
   default; the default ``sample`` is the authors' and CORL's ``a' ~ pi(s')``.
+- ``alpha_loss="alpha"`` is d3rlpy's temperature loss ``-α (log π + target)``; the default is
+  CORL's ``-log α (log π + target)``.
 - ``update_order="critic_first"`` steps the critics first and trains the actor and temperature
   against the updated critics (d3rlpy's order); the default ``joint`` is CORL's.
 - Not implemented (off in CORL's locomotion configs): ``cql_max_target_backup``, ``bc_steps``,
@@ -114,6 +116,10 @@ class CQLConfig:
     """``joint``: every loss from the pre-step parameters, one backward and one optimiser step
     (CORL); ``critic_first``: the critics (and alpha') step first, then the actor and the
     entropy temperature learn against the *updated* critics (d3rlpy 2.8's order)."""
+    alpha_loss: str = "log_alpha"
+    """Entropy-temperature loss: ``log_alpha`` ``-log α (log π + target)`` (CORL, the CQL
+    authors) or ``alpha`` ``-α (log π + target)`` (d3rlpy): the same fixed point, the gradient
+    on log α scaled by α."""
     orthogonal_init: bool = True
     """CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
     sampling: str = "balanced"
@@ -134,6 +140,8 @@ class CQLConfig:
             )
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+        if self.alpha_loss not in ("log_alpha", "alpha"):
+            raise GenworldError(f"alpha_loss {self.alpha_loss!r}: use log_alpha or alpha")
         if self.update_order not in ("joint", "critic_first"):
             raise GenworldError(f"update_order {self.update_order!r}: use joint or critic_first")
         if self.target_action not in ("sample", "mean"):
@@ -364,9 +372,11 @@ class CQL:
         alpha = self.log_alpha.detach().exp()[env]  # (B,)
         q_new = frozen_critic(self.critic, torch.cat([x, new_action], -1)).min(0).values  # (B,)
         entropy_error = new_log_prob.detach() + self.target_entropy[env]  # (B,)
+        log_alpha = self.log_alpha[env]
+        scale = log_alpha.exp() if self.cfg.alpha_loss == "alpha" else log_alpha
         return {
             "actor": (alpha * new_log_prob - q_new).mean(),
-            "alpha_loss": -(self.log_alpha[env] * entropy_error).mean(),
+            "alpha_loss": -(scale * entropy_error).mean(),
         }
 
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
