@@ -33,7 +33,8 @@ d3rlpy's CQL TD target backs up the policy's *mean* action at s' (``soft_q_backu
 default), genworld (as the CQL authors' code and CORL) a sample a' ~ pi(s') (genworld's
 ``target_action="mean"`` gives d3rlpy's); d3rlpy updates the critic first and the actor with the
 updated critic, genworld computes every loss from the same parameters (CORL's order;
-``update_order="critic_first"`` gives d3rlpy's; ``alpha_loss="alpha"`` its temperature loss);
+``update_order="critic_first"`` gives d3rlpy's; ``alpha_loss="alpha"`` its temperature loss;
+``log_std_clamp="hard"`` its log-std bounds);
 d3rlpy's IQL fits dataset actions with an *unsquashed* Gaussian mean and acts with ``tanh`` of
 it (``NormalPolicy``: ``ActionOutput(mu, tanh(mu), logstd)``), and clamps the log-std at -5,
 where genworld (as CORL and ikostrikov) puts the ``tanh`` inside the likelihood and clamps at -20.

@@ -393,6 +393,22 @@ def test_cql_alpha_loss_forms_differ_by_the_factor_alpha_in_the_temperature_grad
     torch.testing.assert_close(grads_by_form["alpha"], 0.2 * grads_by_form["log_alpha"])
 
 
+def test_cql_log_std_clamp_soft_or_hard():
+    """``soft``: the actor's own tanh squashing into [-5, 2]; ``hard``: its raw output clamped to
+    [-20, 2] (d3rlpy), so a very negative raw log-std stays below -5."""
+    with pytest.raises(GenworldError, match="log_std_clamp"):
+        build("cql", log_std_clamp="tight")
+    soft, hard = build("cql"), build("cql", log_std_clamp="hard")
+    for agent in (soft, hard):
+        with torch.no_grad():
+            agent.actor.net[-1].bias[agent.dataset.act_max :] = -8.0  # raw log-std ≈ -8
+    x = soft._inputs(sample(soft).observations, sample(soft).env_idx)
+    raw = soft.actor.net(x).chunk(2, -1)[1]
+    torch.testing.assert_close(hard._policy(x)[1], raw.clamp(-20.0, 2.0))
+    torch.testing.assert_close(soft._policy(x)[1], soft.actor(x)[1])
+    assert (hard._policy(x)[1] < -6).all() and (soft._policy(x)[1] >= -5).all()
+
+
 def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact():
     """bfloat16 is used only for the 3n sampled actions' Q values; same parameters, same batch,
     same random draws: the TD error is identical, the conservative gap close (bf16 rounding)."""

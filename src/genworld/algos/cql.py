@@ -33,6 +33,8 @@ Deviations:
   CORL's small (xavier, gain 1e-2) last layer; CORL clamps to [-20, 2] with a -1 offset.
 - ``target_action="mean"`` backs up ``Q_target(s', tanh(mean pi(s')))`` as d3rlpy's CQL does by
   default; the default ``sample`` is the authors' and CORL's ``a' ~ pi(s')``.
+- ``log_std_clamp="hard"`` clamps the actor's log-std to [-20, 2] (d3rlpy, CORL) instead of
+  the soft [-5, 2].
 - ``alpha_loss="alpha"`` is d3rlpy's temperature loss ``-α (log π + target)``; the default is
   CORL's ``-log α (log π + target)``.
 - ``update_order="critic_first"`` steps the critics first and trains the actor and temperature
@@ -74,6 +76,8 @@ from genworld.utils.device import fused_optimizer
 
 LOG_2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+HARD_LOG_STD_MIN, HARD_LOG_STD_MAX = -20.0, 2.0
+"""``log_std_clamp="hard"``: d3rlpy's and CORL's bounds."""
 ALPHA_PRIME_MAX = 1e6
 """alpha' is clipped to [0, 1e6] (CORL, d3rlpy)."""
 
@@ -116,6 +120,9 @@ class CQLConfig:
     """``joint``: every loss from the pre-step parameters, one backward and one optimiser step
     (CORL); ``critic_first``: the critics (and alpha') step first, then the actor and the
     entropy temperature learn against the *updated* critics (d3rlpy 2.8's order)."""
+    log_std_clamp: str = "soft"
+    """Actor log-std bounds: ``soft`` (tanh into [-5, 2], CleanRL; genworld's actor) or ``hard``
+    (``clamp`` to [-20, 2], d3rlpy and CORL)."""
     alpha_loss: str = "log_alpha"
     """Entropy-temperature loss: ``log_alpha`` ``-log α (log π + target)`` (CORL, the CQL
     authors) or ``alpha`` ``-α (log π + target)`` (d3rlpy): the same fixed point, the gradient
@@ -140,6 +147,8 @@ class CQLConfig:
             )
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+        if self.log_std_clamp not in ("soft", "hard"):
+            raise GenworldError(f"log_std_clamp {self.log_std_clamp!r}: use soft or hard")
         if self.alpha_loss not in ("log_alpha", "alpha"):
             raise GenworldError(f"alpha_loss {self.alpha_loss!r}: use log_alpha or alpha")
         if self.update_order not in ("joint", "critic_first"):
@@ -263,6 +272,13 @@ class CQL:
         x = self.normalizer.normalize_obs(obs, env_idx) * self.obs_masks[env_idx]  # (B, O)
         return torch.cat([x, nn.functional.one_hot(env_idx, self.num_envs).to(x.dtype)], -1)
 
+    def _policy(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor's mean and log-std ``(B, A)`` with ``cfg.log_std_clamp``'s bounds."""
+        if self.cfg.log_std_clamp == "soft":
+            return self.actor(x)
+        mean, log_std = self.actor.net(x).chunk(2, dim=-1)
+        return mean, log_std.clamp(HARD_LOG_STD_MIN, HARD_LOG_STD_MAX)
+
     def _q_many(
         self, x: torch.Tensor, actions: torch.Tensor, hidden_dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
@@ -318,11 +334,11 @@ class CQL:
         x = self._inputs(batch.observations, env)  # (B, O + K)
         next_x = self._inputs(batch.next_observations, env)
         alpha = self.log_alpha.detach().exp()[env]  # (B,)
-        mean, log_std = self.actor(x)  # (B, A) each, with gradients
+        mean, log_std = self._policy(x)  # (B, A) each, with gradients
         actions, log_probs = sample_tanh_gaussian(mean, log_std, mask, n + 1)  # (B, n+1, A)
         new_action, new_log_prob = actions[:, 0], log_probs[:, 0]  # the actor's sample
         with torch.no_grad():
-            next_mean, next_log_std = self.actor(next_x)
+            next_mean, next_log_std = self._policy(next_x)
             next_actions, next_log_probs = sample_tanh_gaussian(
                 next_mean, next_log_std, mask, n + 1
             )
@@ -405,7 +421,7 @@ class CQL:
         self, obs: torch.Tensor, env_idx: torch.Tensor, *, deterministic: bool = True
     ) -> torch.Tensor:
         obs, env_idx = obs.to(self.device), env_idx.to(self.device)
-        mean, log_std = self.actor(self._inputs(obs, env_idx))
+        mean, log_std = self._policy(self._inputs(obs, env_idx))
         mask = self.act_masks[env_idx]
         if deterministic:
             return torch.tanh(mean) * mask
