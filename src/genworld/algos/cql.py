@@ -329,6 +329,12 @@ class CQL:
     def losses(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Every loss of one step from the current parameters, each reaching only its own
         parameters (critic, actor, alpha, alpha'), and detached metrics."""
+        losses, metrics, policy_inputs = self._critic_losses(batch)
+        return {**losses, **self.policy_losses(*policy_inputs)}, metrics
+
+    def _critic_losses(self, batch) -> tuple[dict, dict, tuple]:
+        """The critics' (and alpha''s) losses, the metrics, and what ``policy_losses`` needs:
+        the rows' inputs and the actor's sample with its log-probability (with gradients)."""
         cfg, env, n = self.cfg, batch.env_idx, self.cfg.n_actions
         mask = self.act_masks[env]  # (B, A)
         x = self._inputs(batch.observations, env)  # (B, O + K)
@@ -366,9 +372,6 @@ class CQL:
             alpha_prime = torch.ones((), device=x.device)
             penalty = cfg.cql_alpha * gap
         losses["critic"] = (td + penalty).sum()
-        self._policy_inputs = (x, new_action, new_log_prob, env)  # for policy_losses()
-        if cfg.update_order == "joint":
-            losses.update(self.policy_losses())
         metrics = {
             "td": td.detach().mean(),
             "cql_gap": gap.detach().mean(),
@@ -378,13 +381,14 @@ class CQL:
             "alpha": alpha.mean(),
             "alpha_prime": alpha_prime.detach(),
         }
-        return losses, metrics
+        return losses, metrics, (x, new_action, new_log_prob, env)
 
-    def policy_losses(self) -> dict[str, torch.Tensor]:
-        """The actor's and the entropy temperature's losses for the rows and samples of the
-        last ``losses()`` call, against the critics as they are now (so after the critic step
-        with ``update_order="critic_first"``)."""
-        x, new_action, new_log_prob, env = self._policy_inputs
+    def policy_losses(
+        self, x: torch.Tensor, new_action: torch.Tensor, new_log_prob: torch.Tensor, env
+    ) -> dict[str, torch.Tensor]:
+        """The actor's and the entropy temperature's losses for rows ``x`` and the actor's
+        sample there, against the critics as they are now (so after the critic step with
+        ``update_order="critic_first"``)."""
         alpha = self.log_alpha.detach().exp()[env]  # (B,)
         q_new = frozen_critic(self.critic, torch.cat([x, new_action], -1)).min(0).values  # (B,)
         entropy_error = new_log_prob.detach() + self.target_entropy[env]  # (B,)
@@ -397,17 +401,18 @@ class CQL:
 
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         batch = self.dataset.sample_transitions(self.cfg.batch_size, generator, self.cfg.sampling)
-        losses, metrics = self.losses(batch.to(self.device))
+        losses, metrics, policy_inputs = self._critic_losses(batch.to(self.device))
+        if self.cfg.update_order == "joint":  # one backward, one step for every loss
+            losses.update(self.policy_losses(*policy_inputs))
         self.opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         self.opt.step()  # critic_first: only the critics (and alpha') have gradients here
         if self.cfg.update_order == "critic_first":
-            policy = self.policy_losses()
+            policy = self.policy_losses(*policy_inputs)
             self.opt.zero_grad(set_to_none=True)
             sum(policy.values()).backward()
             self.opt.step()  # only the actor and the temperatures have gradients here
             losses.update({k: v.detach() for k, v in policy.items()})
-        self._policy_inputs = None
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, self.cfg.tau)
         self.step += 1
