@@ -409,6 +409,18 @@ def test_cql_log_std_clamp_soft_or_hard():
     assert (hard._policy(x)[1] < -6).all() and (soft._policy(x)[1] >= -5).all()
 
 
+def test_cql_actor_init_small_or_default():
+    """``small`` (CORL): the actor's last layer starts near 0 (mean ~0, log-std ~0);
+    ``default``: PyTorch's ``nn.Linear`` init, weights up to 1/sqrt(fan_in)."""
+    with pytest.raises(GenworldError, match="actor_init"):
+        build("cql", actor_init="zeros")
+    small, default = build("cql").actor.net[-1], build("cql", actor_init="default").actor.net[-1]
+    bound = 1 / math.sqrt(small.weight.shape[1])
+    assert small.weight.abs().max() < 0.05 * bound and (small.bias == 0).all()
+    assert default.weight.abs().max() > 0.5 * bound and (default.bias != 0).any()
+    assert default.weight.abs().max() <= bound
+
+
 def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact():
     """bfloat16 is used only for the 3n sampled actions' Q values; same parameters, same batch,
     same random draws: the TD error is identical, the conservative gap close (bf16 rounding)."""

@@ -37,6 +37,8 @@ Deviations:
   the soft [-5, 2].
 - ``alpha_loss="alpha"`` is d3rlpy's temperature loss ``-α (log π + target)``; the default is
   CORL's ``-log α (log π + target)``.
+- ``actor_init="default"`` keeps PyTorch's init of the actor's last layer (d3rlpy) instead of
+  CORL's small one.
 - ``update_order="critic_first"`` steps the critics first and trains the actor and temperature
   against the updated critics (d3rlpy's order); the default ``joint`` is CORL's.
 - Not implemented (off in CORL's locomotion configs): ``cql_max_target_backup``, ``bc_steps``,
@@ -129,6 +131,9 @@ class CQLConfig:
     on log α scaled by α."""
     orthogonal_init: bool = True
     """CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
+    actor_init: str = "small"
+    """The actor's last layer: ``small`` (xavier, gain 1e-2, bias 0: CORL; the first actions
+    are ~0 with std ~1) or ``default`` (PyTorch's ``nn.Linear`` init, as d3rlpy's heads)."""
     sampling: str = "balanced"
     """balanced (equal share per env) or proportional (to each env's transitions)."""
     ood_precision: str = "auto"
@@ -153,6 +158,8 @@ class CQLConfig:
             raise GenworldError(f"alpha_loss {self.alpha_loss!r}: use log_alpha or alpha")
         if self.update_order not in ("joint", "critic_first"):
             raise GenworldError(f"update_order {self.update_order!r}: use joint or critic_first")
+        if self.actor_init not in ("small", "default"):
+            raise GenworldError(f"actor_init {self.actor_init!r}: use small or default")
         if self.target_action not in ("sample", "mean"):
             raise GenworldError(f"target_action {self.target_action!r}: use sample or mean")
         if self.target_action == "mean" and self.backup_entropy:
@@ -240,9 +247,10 @@ class CQL:
         obs_max, act_max = dataset.obs_max, dataset.act_max
         in_dim = obs_max + self.num_envs
         self.actor = TanhGaussianActor(in_dim, act_max, cfg.hidden).to(device)
-        with torch.no_grad():  # CORL: the actor's last layer xavier(gain 1e-2), bias 0
-            nn.init.xavier_uniform_(self.actor.net[-1].weight, gain=1e-2)
-            self.actor.net[-1].bias.zero_()
+        if cfg.actor_init == "small":  # CORL: the actor's last layer xavier(gain 1e-2), bias 0
+            with torch.no_grad():
+                nn.init.xavier_uniform_(self.actor.net[-1].weight, gain=1e-2)
+                self.actor.net[-1].bias.zero_()
         self.critic = EnsembleMLP(cfg.num_critics, in_dim + act_max, cfg.hidden, 1).to(device)
         if cfg.orthogonal_init:
             _orthogonal_init(self.critic)
