@@ -321,6 +321,16 @@ def difference_ci(ours: list[float], theirs: list[float]) -> str:
     return f"{diff:+.1f} [{diff - half:+.1f}, {diff + half:+.1f}]"
 
 
+TAIL = 5
+"""The report's second, steadier figure: the mean of the last ``TAIL`` evaluations."""
+
+
+def tail_mean(cells: list[dict]) -> str:
+    """Mean over seeds of each cell's last ``TAIL`` evaluation scores (— without records)."""
+    tails = [[r["score"] for r in c["records"][-TAIL:]] for c in cells if c.get("records")]
+    return f"{statistics.mean(statistics.mean(t) for t in tails):.1f}" if tails else "—"
+
+
 def label(algo: str, variant: str) -> str:
     """``cql`` for genworld's defaults, ``cql (target_action=mean)`` for a variant."""
     extra = variant.removeprefix("genworld").lstrip("+").replace("+", ", ")
@@ -333,8 +343,8 @@ def write_report(results: list[dict], budget: Budget, scale: str, out: Path) -> 
 
     rows = [
         "| dataset | algo | genworld score | d3rlpy score | within spread | difference [95% CI] "
-        "| genworld upd/s | d3rlpy upd/s | speed ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| last {TAIL}: genworld / d3rlpy | genworld upd/s | d3rlpy upd/s | speed ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted(
         {(r["dataset"], r["algo"], r["library"]) for r in results if r["library"] != "d3rlpy"}
@@ -355,10 +365,11 @@ def write_report(results: list[dict], budget: Budget, scale: str, out: Path) -> 
         else:
             within = "no: genworld " + ("higher" if gm > dm else "lower")
         diff = difference_ci(*([r["last_k"] for r in cell[lib]] for lib in cell))
+        tail = " / ".join(tail_mean(cell[lib]) for lib in cell)
         rows.append(
             f"| {dataset_id} | {label(algo, variant)} | {gm:.1f} ± {gs:.1f} "
             f"(n={len(cell[variant])}) | "
-            f"{dm:.1f} ± {ds:.1f} (n={len(cell['d3rlpy'])}) | {within} | {diff} | {gu:.1f} | "
+            f"{dm:.1f} ± {ds:.1f} (n={len(cell['d3rlpy'])}) | {within} | {diff} | {tail} | {gu:.1f} | "
             f"{du:.1f} | {gu / du:.2f}x |"
         )
     text = "\n".join(
@@ -371,6 +382,8 @@ def write_report(results: list[dict], budget: Budget, scale: str, out: Path) -> 
             f"{budget.eval_every} updates), mean ± std over seeds. 'within spread': the means "
             "differ by at most the larger seed std (std over seeds, population form); "
             "'difference': genworld minus d3rlpy with a Welch-t 95% interval (sample std). "
+            f"'last {TAIL}': the mean over seeds of the last {TAIL} evaluations' mean, a steadier "
+            "figure where scores swing between evaluations (hopper). "
             "Updates/s: training time only, same process.",
             "",
             *rows,

@@ -62,6 +62,13 @@ def test_within_spread_compares_means_to_the_larger_std(tmp_path):
     results[2]["last_k"] = results[3]["last_k"] = 5
     row = write_report(results, BUDGETS["tiny"], "tiny", tmp_path).splitlines()[-1]
     assert "| no: genworld higher |" in row and "| +7.0 [" in row
+    assert "| — / — |" in row  # no evaluation records: no last-5 figure
+    for r, scores in zip(
+        results, ([0, 10, 10, 10, 10, 10], [20] * 6, [1, 2, 3, 4, 5], [5] * 2), strict=True
+    ):
+        r["records"] = [{"score": s} for s in scores]
+    row = write_report(results, BUDGETS["tiny"], "tiny", tmp_path).splitlines()[-1]
+    assert "| 15.0 / 4.0 |" in row  # (10 + 20) / 2 and (3 + 5) / 2: the last 5 of each seed
 
 
 def test_d3rlpy_side_trains_and_evaluates_the_same_way():
