@@ -11,7 +11,7 @@ the last ``last_k`` evaluations). Updates/s count training time only (no evaluat
         --algos cql,iql --seeds 3 --scale mini --out runs/peer_check
     # a genworld config variant against the same d3rlpy cells (its own cells and report row):
     python benchmarks/peer_check.py --datasets halfcheetah-medium --algos cql \
-        --genworld-set target_action=mean --out runs/peer_check
+        --genworld-set update_order=joint --out runs/peer_check
 
 Budgets are ``genworld table``'s (``train/table.py`` BUDGETS: mini = 10k updates, an evaluation
 every 1k, 5 episodes, last 3, 100k-transition datasets). Each finished (library, algo, dataset,
@@ -19,7 +19,7 @@ seed) cell is a JSON file under ``--out``; rerunning skips them (a killed cell r
 
 Settings passed to d3rlpy so that both run the same algorithm:
 
-- CQL (genworld ``algos/cql.py``: CORL's configs, d3rlpy's actor lr): actor lr 1e-4, critic lr
+- CQL (genworld ``algos/cql.py``: CORL's hyper-parameters, d3rlpy's actor lr and choices): actor lr 1e-4, critic lr
   3e-4, entropy-temperature lr 1e-4, conservative weight 10, 10 sampled actions, no Lagrange
   (d3rlpy ``alpha_learning_rate=0``: its ``alpha`` stays 1, the threshold is then a constant),
   standardised observations.
@@ -27,14 +27,11 @@ Settings passed to d3rlpy so that both run the same algorithm:
   rewards scaled by 1000 / (max - min episode return) (d3rlpy ``ReturnBasedRewardScaler``), actor
   lr cosine-decayed to 0 over the run, standardised observations.
 
-Known differences left in place (each library's own design): d3rlpy's CQL actor/critic
-initialisation (PyTorch default; genworld: CORL's orthogonal init) and its log-std clamp;
-d3rlpy's CQL TD target backs up the policy's *mean* action at s' (``soft_q_backup=False``, its
-default), genworld (as the CQL authors' code and CORL) a sample a' ~ pi(s') (genworld's
-``target_action="mean"`` gives d3rlpy's); d3rlpy updates the critic first and the actor with the
-updated critic, genworld computes every loss from the same parameters (CORL's order;
-``update_order="critic_first"`` gives d3rlpy's; ``alpha_loss="alpha"`` its temperature loss;
-``log_std_clamp="hard"`` its log-std bounds);
+Known differences left in place (each library's own design): genworld's CQL follows d3rlpy
+on the six choices where d3rlpy and CORL differ (mean-action backup, critic-first order, hard
+log-std clamp, temperature loss, PyTorch init of critics and actor; ``algos/cql.py``; CORL's are
+one ``--genworld-set`` each, e.g. ``update_order=joint``); d3rlpy steps the temperature before
+the actor's loss reads it;
 d3rlpy's IQL fits dataset actions with an *unsquashed* Gaussian mean and acts with ``tanh`` of
 it (``NormalPolicy``: ``ActionOutput(mu, tanh(mu), logstd)``), and clamps the log-std at -5,
 where genworld (as CORL and ikostrikov) puts the ``tanh`` inside the likelihood and clamps at -20.
@@ -409,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override genworld's algorithm config (e.g. target_action=mean); those cells are a "
+        help="override genworld's algorithm config (e.g. update_order=joint); those cells are a "
         "variant 'genworld+KEY=VALUE' with its own report row against the same d3rlpy cells",
     )
     args = parser.parse_args(argv)

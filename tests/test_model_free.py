@@ -320,7 +320,7 @@ def test_cql_each_loss_reaches_only_its_parameters_and_targets_move_by_polyak():
 
 def test_cql_td_target_backs_up_a_policy_sample_or_its_mean_action():
     """``target_action="mean"`` (d3rlpy's backup) gives exactly r + γ(1-d) min Q'(s', tanh μ);
-    the default samples a' (its TD error differs from the mean's)."""
+    ``sample`` draws a' (its TD error differs from the mean's)."""
     with pytest.raises(GenworldError, match="target_action"):
         build("cql", target_action="mode")
     with pytest.raises(GenworldError, match="backup_entropy"):
@@ -340,7 +340,8 @@ def test_cql_td_target_backs_up_a_policy_sample_or_its_mean_action():
         q = agent.critic(torch.cat([x, batch.actions * mask], -1)).squeeze(-1)  # (E, B)
         td = (q - target).pow(2).mean(-1).mean()
     torch.testing.assert_close(metrics["td"], td)
-    sampled = build("cql")  # same seed, same weights: only the backup's action differs
+    # same seed, same weights: only the backup's action differs
+    sampled = build("cql", target_action="sample")
     _, sampled_metrics = sampled.losses(batch)
     assert not torch.isclose(sampled_metrics["td"], td)
 
@@ -398,7 +399,7 @@ def test_cql_log_std_clamp_soft_or_hard():
     [-20, 2] (d3rlpy), so a very negative raw log-std stays below -5."""
     with pytest.raises(GenworldError, match="log_std_clamp"):
         build("cql", log_std_clamp="tight")
-    soft, hard = build("cql"), build("cql", log_std_clamp="hard")
+    soft, hard = build("cql", log_std_clamp="soft"), build("cql", log_std_clamp="hard")
     for agent in (soft, hard):
         with torch.no_grad():
             agent.actor.net[-1].bias[agent.dataset.act_max :] = -8.0  # raw log-std ≈ -8
@@ -414,7 +415,8 @@ def test_cql_actor_init_small_or_default():
     ``default``: PyTorch's ``nn.Linear`` init, weights up to 1/sqrt(fan_in)."""
     with pytest.raises(GenworldError, match="actor_init"):
         build("cql", actor_init="zeros")
-    small, default = build("cql").actor.net[-1], build("cql", actor_init="default").actor.net[-1]
+    small = build("cql", actor_init="small").actor.net[-1]
+    default = build("cql", actor_init="default").actor.net[-1]
     bound = 1 / math.sqrt(small.weight.shape[1])
     assert small.weight.abs().max() < 0.05 * bound and (small.bias == 0).all()
     assert default.weight.abs().max() > 0.5 * bound and (default.bias != 0).any()
@@ -497,7 +499,15 @@ def _all_losses(name, agent, batch):
         ("iql", {}),
         ("iql", {"deterministic_actor": True}),
         ("cql", {}),
-        ("cql", {"importance_sample": False, "lagrange": True, "backup_entropy": True}),
+        (
+            "cql",
+            {
+                "importance_sample": False,
+                "lagrange": True,
+                "backup_entropy": True,
+                "target_action": "sample",
+            },
+        ),
         ("td3bc", {}),
         ("td3bc", {"per_env_lambda": False}),
     ],

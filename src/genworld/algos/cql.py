@@ -13,12 +13,25 @@ and so is the entropy-temperature lr. ``lagrange=True`` tunes ``alpha'`` so the 
 ``logsumexp Q - Q(data)`` stays at ``target_action_gap`` (CORL ``cql_lagrange``; d3rlpy's
 ``alpha_threshold`` 10 and initial ``alpha' = e``).
 
-One step (CORL order: every loss from the pre-step parameters, one backward serves all):
-critics ``sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Q_target_j(s', a'~pi(s')))
+Six design choices where d3rlpy 2.8.1 (``d3rlpy/algos/qlearning/torch/cql_impl.py``, its
+SAC and policy modules) and CORL differ follow **d3rlpy** by default, each one flag away from
+CORL's: ``target_action`` ``mean`` (back up ``Q_target(s', tanh(mean pi(s')))``; CORL and the
+authors: ``sample`` ``a' ~ pi(s')``), ``update_order`` ``critic_first`` (critics step, then the
+actor and the temperature learn against the updated critics; CORL: ``joint``, every loss from
+the pre-step parameters and one backward), ``log_std_clamp`` ``hard`` ([-20, 2], also CORL's
+bounds; genworld's actor alone: ``soft`` tanh into [-5, 2]), ``alpha_loss`` ``alpha``
+(``-α (log π + target)``; CORL: ``log_alpha``), ``orthogonal_init`` False (PyTorch's init;
+CORL: orthogonal critics) and ``actor_init`` ``default`` (CORL: ``small``). Why: the peer check
+(docs/RESULTS.md) at mini scale, 3 seeds — hopper-medium, mean of the last 5 evaluations, CORL's
+choices 76.6, d3rlpy's choices 87.9, d3rlpy itself 85.2 (last 3: 66.9 / 82.4 / 94.8);
+halfcheetah-medium 32.7 / 35.2 / 35.9 (last 3: 37.1 / 36.3 / 39.3, within noise). No single
+choice closed the hopper gap alone.
+
+One step: critics ``sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Q_target_j(s', tanh mu(s')))
 + cql_alpha * mean(logsumexp_k[Q_i(s, a_k) - log mu(a_k)] - Q_i(s, a))`` with the ``a_k`` being
 ``n_actions`` uniform actions and ``n_actions`` policy samples at ``s`` and at ``s'`` each (all
-scored at ``s``); actor ``alpha log pi(a~|s) - min_i Q_i(s, a~)``; entropy temperature towards
-``-|A|``; Polyak on the critics.
+scored at ``s``), one optimiser step; then actor ``alpha log pi(a~|s) - min_i Q_i(s, a~)`` against
+the updated critics and the entropy temperature towards ``-|A|``; Polyak on the critics.
 
 Multi-env: observations normalised per env (``ctx.normalizer``), padded dims zeroed, a one-hot
 env id appended to actor and critic inputs; actions, random actions and policy samples masked by
@@ -29,18 +42,10 @@ Deviations:
 - Policy samples: one actor forward per state and ``n_actions + 1`` samples from it (CORL repeats
   the state ``n_actions`` times and runs the actor on each copy: same distribution, more work).
   All ``3 n + 1`` actions per state go through the twin critics in one batched forward.
-- The actor is genworld's ``TanhGaussianActor`` (log-std soft-clamped to [-5, 2], CleanRL) with
-  CORL's small (xavier, gain 1e-2) last layer; CORL clamps to [-20, 2] with a -1 offset.
-- ``target_action="mean"`` backs up ``Q_target(s', tanh(mean pi(s')))`` as d3rlpy's CQL does by
-  default; the default ``sample`` is the authors' and CORL's ``a' ~ pi(s')``.
-- ``log_std_clamp="hard"`` clamps the actor's log-std to [-20, 2] (d3rlpy, CORL) instead of
-  the soft [-5, 2].
-- ``alpha_loss="alpha"`` is d3rlpy's temperature loss ``-α (log π + target)``; the default is
-  CORL's ``-log α (log π + target)``.
-- ``actor_init="default"`` keeps PyTorch's init of the actor's last layer (d3rlpy) instead of
-  CORL's small one.
-- ``update_order="critic_first"`` steps the critics first and trains the actor and temperature
-  against the updated critics (d3rlpy's order); the default ``joint`` is CORL's.
+- The actor is genworld's ``TanhGaussianActor`` (one head for mean and log-std; d3rlpy: two
+  heads, the same maths); CORL's hard clamp has a -1 offset, not reproduced.
+- d3rlpy steps the temperature before the actor's loss reads it; here the actor reads the
+  temperature of the step's start (at lr 1e-4 they differ by ~1e-4 relative).
 - Not implemented (off in CORL's locomotion configs): ``cql_max_target_backup``, ``bc_steps``,
   loss clipping (``cql_clip_diff_*``), ``target_update_period`` > 1, reward normalisation.
 - The entropy temperature is one per env (single env: CORL's scalar); ``alpha'`` is global.
@@ -115,23 +120,23 @@ class CQLConfig:
     """Target entropy = -scale * the env's action dim."""
     backup_entropy: bool = False
     """Subtract alpha log pi(a'|s') in the TD target (off in CORL's locomotion configs)."""
-    target_action: str = "sample"
+    target_action: str = "mean"
     """Action at s' in the TD target: ``sample`` a' ~ pi(s') (the CQL authors' code, CORL) or
     ``mean`` tanh of the policy's mean (d3rlpy 2.8's default, ``soft_q_backup=False``)."""
-    update_order: str = "joint"
+    update_order: str = "critic_first"
     """``joint``: every loss from the pre-step parameters, one backward and one optimiser step
     (CORL); ``critic_first``: the critics (and alpha') step first, then the actor and the
     entropy temperature learn against the *updated* critics (d3rlpy 2.8's order)."""
-    log_std_clamp: str = "soft"
+    log_std_clamp: str = "hard"
     """Actor log-std bounds: ``soft`` (tanh into [-5, 2], CleanRL; genworld's actor) or ``hard``
     (``clamp`` to [-20, 2], d3rlpy and CORL)."""
-    alpha_loss: str = "log_alpha"
+    alpha_loss: str = "alpha"
     """Entropy-temperature loss: ``log_alpha`` ``-log α (log π + target)`` (CORL, the CQL
     authors) or ``alpha`` ``-α (log π + target)`` (d3rlpy): the same fixed point, the gradient
     on log α scaled by α."""
-    orthogonal_init: bool = True
-    """CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
-    actor_init: str = "small"
+    orthogonal_init: bool = False
+    """True: CORL's critic init: orthogonal hidden layers (gain sqrt 2), last layer gain 1e-2."""
+    actor_init: str = "default"
     """The actor's last layer: ``small`` (xavier, gain 1e-2, bias 0: CORL; the first actions
     are ~0 with std ~1) or ``default`` (PyTorch's ``nn.Linear`` init, as d3rlpy's heads)."""
     sampling: str = "balanced"
