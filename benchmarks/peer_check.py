@@ -19,10 +19,10 @@ seed) cell is a JSON file under ``--out``; rerunning skips them (a killed cell r
 
 Settings passed to d3rlpy so that both run the same algorithm:
 
-- CQL (genworld ``algos/cql.py``: CORL's hyper-parameters, d3rlpy's actor lr and choices): actor lr 1e-4, critic lr
-  3e-4, entropy-temperature lr 1e-4, conservative weight 10, 10 sampled actions, no Lagrange
-  (d3rlpy ``alpha_learning_rate=0``: its ``alpha`` stays 1, the threshold is then a constant),
-  standardised observations.
+- CQL (genworld ``algos/cql.py``: CORL's hyper-parameters, d3rlpy's actor lr and design
+  choices): actor lr 1e-4, critic lr 3e-4, entropy-temperature lr 1e-4, conservative weight 10,
+  10 sampled actions, no Lagrange (d3rlpy ``alpha_learning_rate=0``: its ``alpha`` stays 1, the
+  threshold is then a constant), standardised observations.
 - IQL (genworld ``algos/iql.py``): lr 3e-4, expectile 0.7, temperature 3, weights clipped at 100,
   rewards scaled by 1000 / (max - min episode return) (d3rlpy ``ReturnBasedRewardScaler``), actor
   lr cosine-decayed to 0 over the run, standardised observations.
