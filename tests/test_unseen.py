@@ -80,6 +80,7 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     md = (out / "unseen.md").read_text()
     assert "unseen average" in md and "0 = uniform-random policy" in md
     assert "highest (IEEE float32): 50 cells" in md  # as recorded by the worker processes
+    assert "| unseen | tgw-newr |" in md and "| seen | prompt-dt |" in md  # IQM rows
     stamp = (out / "unseen.json").stat().st_mtime_ns
     # the rerun (1 process) resumes: done cells are kept; a lost Prompt-DT cell is redone from
     # its seed's trained weights, training nothing again
@@ -87,7 +88,9 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     redo.unlink()
     # --report-only writes the report of the finished cells and trains nothing
     assert main([*argv, "--out", str(out), "--quiet", "--report-only"]) == 0
-    assert not redo.exists() and "49 of 50 cells finished" in (out / "unseen.md").read_text()
+    partial_md = (out / "unseen.md").read_text()
+    assert not redo.exists() and "49 of 50 cells finished" in partial_md
+    assert "| unseen | prompt-dt |" not in partial_md and "| unseen | tgw |" in partial_md
     cells = sorted(out.glob("cells/**/result.json"))
     stamps = [c.stat().st_mtime_ns for c in cells]
 
@@ -182,3 +185,25 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
     off = replace(cfg, shipped_experts=False)
     assert not unseen._use_shipped(off, test[0], tmp_path / "y" / test[0])
     assert unseen._use_shipped(cfg, test[0], tmp_path / "z" / test[0])
+
+
+def test_group_iqm_covers_only_methods_with_every_cell_and_matches_the_scores():
+    """Constant scores give that IQM with a collapsed CI; the IQM drops the outer quartiles (one
+    outlier of 8 runs does not move it); a method missing one cell is left out."""
+    from genworld.eval.unseen_report import group_iqms
+
+    tasks = ["t0", "t1", "t2", "t3"]
+    results = [
+        {"method": m, "task": t, "seed": s, "last_k": v}
+        for m, v in (("flat", 40.0), ("outlier", 10.0))
+        for t in tasks
+        for s in range(2)
+    ]
+    results[-1]["last_k"] = 1000.0  # one run of "outlier" far off
+    results.append({"method": "partial", "task": "t0", "seed": 0, "last_k": 50.0})
+    iqms = group_iqms(results, ["flat", "outlier", "partial"], tasks, seeds=2, reps=200)
+    assert set(iqms) == {"flat", "outlier"}
+    assert iqms["flat"]["iqm"] == pytest.approx(40.0)
+    assert iqms["flat"]["ci_low"] == pytest.approx(40.0) == iqms["flat"]["ci_high"]
+    assert iqms["outlier"]["iqm"] == pytest.approx(10.0)
+    assert group_iqms(results, ["partial"], tasks, seeds=2, reps=200) == {}

@@ -19,6 +19,21 @@ def _stats(results: list[dict], method: str, task: str) -> tuple[float, float, i
     return float(np.mean(values)), float(np.std(values)), len(values)
 
 
+def group_iqms(results: list[dict], methods, tasks, seeds: int, reps: int) -> dict[str, dict]:
+    """IQM (×1, scores are already 0–100) with 95% stratified bootstrap CIs over ``tasks`` ×
+    seeds, for each method whose cells are all finished on those tasks (others are left out:
+    an IQM over a different set of runs would not compare)."""
+    from genworld.eval.table_report import iqm_with_ci
+
+    scores = {(r["method"], r["task"], r["seed"]): r["last_k"] for r in results}
+    matrices = {
+        m: np.array([[scores[(m, t, s)] / 100.0 for t in tasks] for s in range(seeds)])
+        for m in methods
+        if all((m, t, s) in scores for t in tasks for s in range(seeds))
+    }
+    return iqm_with_ci(matrices, reps) if matrices else {}
+
+
 def write_unseen_report(
     cfg, train, test, refs, results, out: Path, planned: int | None = None
 ) -> dict:
@@ -59,6 +74,26 @@ def write_unseen_report(
             summary["averages"].setdefault(method, {})[group] = value
             row.append("—" if np.isnan(value) else f"{value:.1f}")
         lines.append(f"| **{group} average** | | " + " | ".join(row) + " |")
+    reps = 200 if cfg.scale == "tiny" else 2000
+    iqm_lines = []
+    for group, names in (("seen", train), ("unseen", test)):
+        iqms = group_iqms(results, methods, names, cfg.seeds, reps)
+        summary.setdefault("iqm", {})[group] = iqms
+        iqm_lines += [
+            f"| {group} | {m} | {v['iqm']:.1f} | [{v['ci_low']:.1f}, {v['ci_high']:.1f}] |"
+            for m, v in iqms.items()
+        ]
+    if iqm_lines:
+        lines += [
+            "",
+            f"IQM over each group's tasks × {cfg.seeds} seed(s), 95% stratified "
+            f"bootstrap CIs ({reps} resamples, rliable); only methods with every cell of the "
+            "group finished:",
+            "",
+            "| tasks | method | IQM | 95% CI |",
+            "|---|---|---|---|",
+            *iqm_lines,
+        ]
     if results:
         lines += ["", precision_note(results)]
     if planned is not None and planned > len(results):
