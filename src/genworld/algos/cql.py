@@ -22,10 +22,10 @@ the pre-step parameters and one backward), ``log_std_clamp`` ``hard`` ([-20, 2],
 bounds; genworld's actor alone: ``soft`` tanh into [-5, 2]), ``alpha_loss`` ``alpha``
 (``-α (log π + target)``; CORL: ``log_alpha``), ``orthogonal_init`` False (PyTorch's init;
 CORL: orthogonal critics) and ``actor_init`` ``default`` (CORL: ``small``). Why: the peer check
-(docs/RESULTS.md) at mini scale, 3 seeds — hopper-medium, mean of the last 5 evaluations, CORL's
-choices 76.6, d3rlpy's choices 87.9, d3rlpy itself 85.2 (last 3: 66.9 / 82.4 / 94.8);
-halfcheetah-medium 32.7 / 35.2 / 35.9 (last 3: 37.1 / 36.3 / 39.3, within noise). No single
-choice closed the hopper gap alone.
+(docs/RESULTS.md) at mini scale — hopper-medium, last 3 evaluations: CORL's choices 66.9 ± 10.6
+(3 seeds), d3rlpy's choices 86.0 ± 9.1 (5 seeds), d3rlpy itself 94.8 ± 1.6 (5 seeds; last 5:
+76.6 / 84.3 / 87.0); halfcheetah-medium: 37.1 / 36.3 / 39.3 (3 seeds each; last 5: 32.7 / 35.2
+/ 35.9, within noise). No single choice closed the hopper gap alone.
 
 One step: critics ``sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Q_target_j(s', tanh mu(s')))
 + cql_alpha * mean(logsumexp_k[Q_i(s, a_k) - log mu(a_k)] - Q_i(s, a))`` with the ``a_k`` being
