@@ -107,6 +107,11 @@ def score_matrices(cfg, long: list[dict], setting: str) -> dict[str, np.ndarray]
     }
 
 
+def bootstrap_reps(scale: str) -> int:
+    """Bootstrap resamples of the IQM CIs and profiles: few at ``tiny`` (tests), 2,000 else."""
+    return 200 if scale == "tiny" else 2000
+
+
 def iqm_with_ci(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> dict[str, dict]:
     """IQM (×100) with 95% stratified bootstrap CIs (rliable, Agarwal et al. 2021)."""
     from rliable import library as rly
@@ -177,7 +182,7 @@ def write_table(
     """``planned``: the run's cell count when ``results`` are the cells finished so far (the
     report then says how many are missing)."""
     long = rows(results)
-    reps = 200 if cfg.scale == "tiny" else 2000
+    reps = bootstrap_reps(cfg.scale)
     last, best = aggregate(long, "last_k"), aggregate(long, "best")
     budget = cfg.budget
     md = [

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from genworld.eval.scores import precision_note
+from genworld.eval.table_report import bootstrap_reps, iqm_with_ci
 from genworld.utils.io import atomic_write_bytes, atomic_write_json
 
 
@@ -20,11 +21,9 @@ def _stats(results: list[dict], method: str, task: str) -> tuple[float, float, i
 
 
 def group_iqms(results: list[dict], methods, tasks, seeds: int, reps: int) -> dict[str, dict]:
-    """IQM (×1, scores are already 0–100) with 95% stratified bootstrap CIs over ``tasks`` ×
+    """IQM (on the scores' 0–100 scale) with 95% stratified bootstrap CIs over ``tasks`` ×
     seeds, for each method whose cells are all finished on those tasks (others are left out:
     an IQM over a different set of runs would not compare)."""
-    from genworld.eval.table_report import iqm_with_ci
-
     scores = {(r["method"], r["task"], r["seed"]): r["last_k"] for r in results}
     matrices = {
         m: np.array([[scores[(m, t, s)] / 100.0 for t in tasks] for s in range(seeds)])
@@ -74,7 +73,7 @@ def write_unseen_report(
             summary["averages"].setdefault(method, {})[group] = value
             row.append("—" if np.isnan(value) else f"{value:.1f}")
         lines.append(f"| **{group} average** | | " + " | ".join(row) + " |")
-    reps = 200 if cfg.scale == "tiny" else 2000
+    reps = bootstrap_reps(cfg.scale)
     iqm_lines = []
     for group, names in (("seen", train), ("unseen", test)):
         iqms = group_iqms(results, methods, names, cfg.seeds, reps)
