@@ -66,6 +66,21 @@ def _state():
     return {"w": torch.arange(6.0).reshape(2, 3), "step": 3, "nested": [{"b": torch.ones(2)}]}
 
 
+@pytest.mark.parametrize("sweeper", ["resume", "save"])
+def test_a_temp_folder_left_by_a_killed_write_is_removed(tmp_path, sweeper):
+    """SIGKILL mid-write runs no cleanup: the next resume (or write) removes the leftover."""
+    save_checkpoint(tmp_path, 1, _state())
+    stale = tmp_path / ".tmp-0123abcd"
+    stale.mkdir()
+    (stale / "tensors.safetensors").write_bytes(b"half-written")
+    if sweeper == "resume":
+        assert resume_point(tmp_path)[0] == 1
+    else:
+        save_checkpoint(tmp_path, 2, _state())
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir())[-1].startswith("step_")
+
+
 def test_corrupt_newest_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, capsys):
     save_checkpoint(tmp_path, 1, _state())
     newest = save_checkpoint(tmp_path, 2, _state())

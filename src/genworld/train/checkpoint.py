@@ -86,9 +86,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _sweep_temp(folder: Path) -> None:
+    """Remove ``.tmp-*`` folders that a killed write left behind (one writer per folder)."""
+    if folder.exists():
+        for stale in folder.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], *, keep: int = 2) -> Path:
-    """Write ``folder/step_<step>`` atomically; keep the newest ``keep`` checkpoints."""
+    """Write ``folder/step_<step>`` atomically; keep the newest ``keep`` checkpoints. A temp
+    folder left by a write that was killed (SIGKILL runs no cleanup) is removed first."""
     folder.mkdir(parents=True, exist_ok=True)
+    _sweep_temp(folder)
     tmp = folder / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
@@ -187,9 +196,11 @@ def resume_point(folder: Path) -> tuple[int, dict[str, Any]] | None:
     """The newest checkpoint in ``folder`` that loads cleanly, or None if there is none.
 
     A corrupt newer checkpoint (e.g. its disk filled up) is renamed ``corrupt-step_<N>`` (kept
-    for inspection, never deleted) with a warning, and the previous one is used."""
+    for inspection, never deleted) with a warning, and the previous one is used. Temp folders of
+    killed writes are removed."""
     import sys
 
+    _sweep_temp(folder)
     candidates = sorted(folder.glob("step_*"), reverse=True) if folder.exists() else []
     for path in candidates:
         try:
