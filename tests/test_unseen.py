@@ -81,6 +81,14 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert "unseen average" in md and "0 = uniform-random policy" in md
     assert "highest (IEEE float32): 50 cells" in md  # as recorded by the worker processes
     assert "| unseen | tgw-newr |" in md and "| seen | prompt-dt |" in md  # IQM rows
+    assert "initial temperature 0.1, behaviour-term weight 2.5" in md
+    # TGW's SAC starts at the config's temperature (10 updates in: within 1%)
+    first = json.loads(
+        (out / "cells" / "tgw-newr" / report["test"][0] / "seed0" / "eval.jsonl")
+        .read_text()
+        .splitlines()[0]
+    )
+    assert first["losses/alpha"] == pytest.approx(0.1, rel=0.01)
     stamp = (out / "unseen.json").stat().st_mtime_ns
     # the rerun (1 process) resumes: done cells are kept; a lost Prompt-DT cell is redone from
     # its seed's trained weights, training nothing again
@@ -101,6 +109,23 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     assert [c.stat().st_mtime_ns for c in cells] == stamps
     assert redo.exists() and (out / "unseen.json").stat().st_mtime_ns >= stamp
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("policy_init_alpha", 0.0, "policy_init_alpha must be positive"),
+        ("policy_bc_alpha", -1.0, "policy_bc_alpha must be ≥ 0"),
+    ],
+)
+def test_policy_learner_settings_are_validated(field, value, message):
+    from genworld.errors import GenworldError
+    from genworld.train.unseen import config_for_scale
+
+    with pytest.raises(GenworldError, match=message):
+        config_for_scale("mini", **{field: value}).validate()
+    full = config_for_scale("full")
+    assert (full.policy_init_alpha, full.policy_bc_alpha) == (1.0, 0.0)  # plain MBPO
 
 
 def test_newr_rollouts_store_the_true_reward_minus_the_penalty():

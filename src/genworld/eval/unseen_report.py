@@ -50,7 +50,8 @@ def write_unseen_report(
         f"{test}); {cfg.seeds} seed(s); experts {cfg.expert_steps} SAC steps; world model "
         f"{cfg.wm_steps} updates on the training tasks' mixed data (one model, seed 0, shared by "
         f"every cell: the seeds vary the policies and Prompt-DT); {cfg.policy_updates} policy "
-        f"updates per (method, task, seed); score = mean of the last {cfg.last_k} evaluations "
+        f"updates per (method, task, seed) (TGW's SAC: initial temperature "
+        f"{cfg.policy_init_alpha:g}, behaviour-term weight {cfg.policy_bc_alpha:g}); score = mean of the last {cfg.last_k} evaluations "
         f"({cfg.eval_episodes} episodes each); mean ± std across seeds.",
         "",
         "| task | seen | " + " | ".join(methods) + " |",

@@ -80,8 +80,18 @@ class UnseenConfig:
     """Transitions of each task's small expert dataset (2 episodes at 200 steps)."""
     wm_steps: int = 1_500
     finetune_steps: int = 300
-    policy_updates: int = 3_000
-    eval_every: int = 500
+    policy_updates: int = 10_000
+    """Per (method, task, seed): a TGW policy's SAC updates, and Prompt-DT's training updates."""
+    eval_every: int = 1_000
+    policy_init_alpha: float = 0.1
+    """SAC's initial temperature. The task rewards are ~−1 a step, so SAC's default 1.0 makes
+    the entropy bonus (α·H, H up to ~4 here) outweigh them: measured at 3,000 updates, soft Q
+    +15.6 while every reward was negative, and the policy stood still on every task (cheetah-vel
+    task 17, one seed: 14 at 10,000 updates with α₀ = 1.0 and BC weight 1; 77 with α₀ = 0.1;
+    110 with α₀ = 0.1 and BC weight 2.5). Full scale: 1.0 (plain MBPO)."""
+    policy_bc_alpha: float = 2.5
+    """Weight of the RL term against the behaviour term (``SACConfig.bc_alpha``; 2.5 is TD3+BC's
+    published value; the table's mini policy learner uses 1.0). Full scale: 0 (plain MBPO)."""
     eval_episodes: int = 3
     last_k: int = 3
     workers: int = 1
@@ -113,6 +123,15 @@ class UnseenConfig:
         ):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.policy_init_alpha <= 0:
+            raise GenworldError(
+                f"policy_init_alpha must be positive (SAC's initial temperature), got "
+                f"{self.policy_init_alpha}"
+            )
+        if self.policy_bc_alpha < 0:
+            raise GenworldError(
+                f"policy_bc_alpha must be ≥ 0 (0 = plain SAC), got {self.policy_bc_alpha}"
+            )
 
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -139,6 +158,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "eval_every": 5_000,
         "eval_episodes": 10,
         "last_k": 10,
+        "policy_init_alpha": 1.0,
+        "policy_bc_alpha": 0.0,
     },
 }
 
@@ -472,7 +493,11 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
     if method == "tgw-finetune":
         model = finetune_reward(model, data, cfg.finetune_steps, seed)
     preset = dict(AGENT_PRESETS[cfg.scale])
-    sac = preset.pop("sac", {})
+    sac = {
+        **preset.pop("sac", {}),
+        "init_alpha": cfg.policy_init_alpha,
+        "bc_alpha": cfg.policy_bc_alpha,
+    }
     agent_cfg = replace(TGWAgentConfig(), **preset)
     agent_cfg = replace(agent_cfg, sac=replace(agent_cfg.sac, **sac))
     reward_fn = None
