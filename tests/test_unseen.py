@@ -232,3 +232,119 @@ def test_group_iqm_covers_only_methods_with_every_cell_and_matches_the_scores():
     assert iqms["flat"]["ci_low"] == pytest.approx(40.0) == iqms["flat"]["ci_high"]
     assert iqms["outlier"]["iqm"] == pytest.approx(10.0)
     assert group_iqms(results, ["partial"], tasks, seeds=2, reps=200) == {}
+
+
+def _turned_state(env, theta: float) -> None:
+    """Turn the simulator's Ant by ``theta`` about z (position, heading, world-frame velocity)."""
+    data = env.unwrapped.data
+    c, s = np.cos(theta), np.sin(theta)
+    qw, qz = np.cos(theta / 2), np.sin(theta / 2)
+    w, x, y, z = data.qpos[3:7].copy()
+    qpos, qvel = data.qpos.copy(), data.qvel.copy()
+    qpos[0:2] = [c * qpos[0] - s * qpos[1], s * qpos[0] + c * qpos[1]]
+    qpos[3:7] = [qw * w - qz * z, qw * x - qz * y, qw * y + qz * x, qw * z + qz * w]
+    qvel[0:2] = [c * qvel[0] - s * qvel[1], s * qvel[0] + c * qvel[1]]
+    env.unwrapped.set_state(qpos, qvel)
+
+
+@pytest.mark.parametrize("theta", [0.7, 2.6, -2.3, 5.5])
+def test_ant_frame_matrix_undoes_a_turn_of_the_simulator_and_the_dynamics_commute(theta):
+    """The symmetry `experts=turned` rests on: M(θ) maps the turned Ant's observation to the
+    original's, before and after the same actions (MuJoCo's flat floor: float rounding only)."""
+    from genworld.envs.tasks import ant_frame_matrix
+
+    m = ant_frame_matrix(theta)
+    plain, turned = make_env("ant-dir-0"), make_env("ant-dir-0")
+    rng = np.random.default_rng(1)
+    plain.reset(seed=3)
+    for _ in range(20):  # a generic state: moving, tilted, legs bent
+        plain.step(rng.uniform(-1, 1, 8))
+    turned.reset(seed=3)
+    turned.unwrapped.set_state(plain.unwrapped.data.qpos.copy(), plain.unwrapped.data.qvel.copy())
+    _turned_state(turned, theta)
+    obs_plain, obs_turned = plain.unwrapped._get_obs(), turned.unwrapped._get_obs()
+    assert np.abs(obs_turned - obs_plain).max() > 0.05  # the turn changed the observation
+
+    def canonical(obs):  # q and -q are one orientation: compare with w >= 0
+        obs = obs.copy()
+        obs[1:5] *= np.sign(obs[1]) or 1.0
+        return obs
+
+    np.testing.assert_allclose(canonical(m @ obs_turned), canonical(obs_plain), atol=1e-9)
+    for _ in range(10):
+        action = rng.uniform(-1, 1, 8)
+        obs_plain = plain.step(action)[0]
+        obs_turned = turned.step(action)[0]
+    np.testing.assert_allclose(canonical(m @ obs_turned), canonical(obs_plain), atol=1e-6)
+
+
+def test_turned_ant_policy_is_the_forward_policy_in_the_turned_frame():
+    from genworld.envs.tasks import ant_frame_matrix, turn_ant_policy
+    from genworld.policies import ASSETS, TanhGaussianActor, load_policy
+
+    actor = load_policy(ASSETS / "ant-expert")[0]
+    obs = np.random.default_rng(0).normal(size=(64, 27)).astype(np.float32)
+    turned = turn_ant_policy(actor, 2.0)
+    expected = actor.act((obs @ ant_frame_matrix(2.0).T).astype(np.float32), deterministic=True)
+    np.testing.assert_allclose(turned.act(obs, deterministic=True), expected, atol=1e-5)
+    assert (
+        actor.act(obs, deterministic=True).tolist() != turned.act(obs, deterministic=True).tolist()
+    )
+    from genworld.errors import GenworldError
+
+    with pytest.raises(GenworldError, match="27-dim observation"):
+        turn_ant_policy(TanhGaussianActor(17, 6, (8,)), 1.0)
+
+
+def test_turned_experts_of_ant_dir_run_their_own_direction(tmp_path):
+    """The expert folder of an ant-dir task: every shipped Ant snapshot turned and evaluated,
+    and the best one earns far more than standing still (~200) in the task's direction."""
+    from genworld.train.behaviour import read_eval_log
+    from genworld.train.unseen import (
+        TURNED_MARK,
+        _best_expert,
+        _expert,
+        config_for_scale,
+        expert_source,
+    )
+
+    cfg = config_for_scale("tiny", family="ant-dir")
+    assert expert_source(cfg) == "turned"
+    assert expert_source(config_for_scale("tiny", family="cheetah-vel")) == "sac"
+    _expert(cfg, "ant-dir-27", tmp_path, show_progress=False)
+    folder = tmp_path / "experts" / "ant-dir-27"
+    records = read_eval_log(folder)
+    from genworld.policies import ASSETS
+
+    count = len(list(ASSETS.glob("ant-replay-*.safetensors"))) + 1  # the replay snapshots + expert
+    assert count >= 5 and len(records) == count and records[-1]["step"] == 560_000
+    assert len(list((folder / "snapshots").glob("*.safetensors"))) == count
+    assert json.loads((folder / TURNED_MARK).read_text())["theta"] == pytest.approx(
+        float(FAMILIES["ant-dir"].goals()[27])
+    )
+    assert max(r["stochastic_return"] for r in records) > 400
+    assert records[0]["stochastic_return"] < 300  # the first snapshot (10k steps) is weak
+    assert _best_expert(tmp_path, "ant-dir-27").obs_dim == 27
+    stamp = (folder / "eval.jsonl").stat().st_mtime_ns
+    _expert(cfg, "ant-dir-27", tmp_path, show_progress=False)  # done: kept as it is
+    assert (folder / "eval.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_turned_experts_only_for_ant_dir():
+    from genworld.errors import GenworldError
+    from genworld.train.unseen import config_for_scale
+
+    with pytest.raises(GenworldError, match="experts=turned needs"):
+        config_for_scale("mini", family="cheetah-vel", experts="turned")
+    with pytest.raises(GenworldError, match="experts must be auto, sac or turned"):
+        config_for_scale("mini", experts="rotate")
+
+
+def test_the_report_says_where_the_experts_came_from():
+    from genworld.eval.unseen_report import _experts_source_text, _experts_text
+    from genworld.train.unseen import config_for_scale
+
+    ant, cheetah = config_for_scale("mini", family="ant-dir"), config_for_scale("mini")
+    assert "560000 steps" in _experts_text(ant) and "turned" in _experts_source_text(ant)
+    assert _experts_text(cheetah) == "experts 30000 SAC steps"
+    assert _experts_source_text(cheetah) == "our own per-task SAC experts"

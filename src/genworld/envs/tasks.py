@@ -145,6 +145,53 @@ def task_spec(name: str):
     )
 
 
+# ------------------------------------------------------------------ ant-dir experts by symmetry
+ANT_OBS_DIM = 27
+
+
+def ant_frame_matrix(theta: float) -> np.ndarray:
+    """``M (27, 27)`` such that ``M @ obs`` is the Ant-v5 observation (no contact forces) of the
+    same state seen from a frame turned by ``theta`` about the vertical axis.
+
+    The floor is flat and gravity vertical, so the simulator is exactly symmetric under turns
+    about z. Of the 27 observed numbers only two groups depend on the heading: the torso's
+    orientation quaternion (obs 1–4, ``(w, x, y, z)``, turned by left-multiplying with
+    ``q_z(−θ)``) and its world-frame planar velocity (obs 13–14, turned by ``−θ``). Height
+    (obs 0), vertical velocity (15), the free joint's angular velocity (16–18: MuJoCo reports it
+    in the body frame) and the 8 hinge angles and velocities are unchanged. ``theta`` is taken
+    in (−π, π], so the turned quaternion keeps ``w ≥ 0`` at the start (the sign the forward
+    policy was trained on)."""
+    t = float(np.arctan2(np.sin(theta), np.cos(theta)))
+    m = np.eye(ANT_OBS_DIM)
+    pw, pz = np.cos(-t / 2), np.sin(-t / 2)
+    m[1:5, 1:5] = [[pw, 0, 0, -pz], [0, pw, -pz, 0], [0, pz, pw, 0], [pz, 0, 0, pw]]
+    c, s = np.cos(-t), np.sin(-t)
+    m[13:15, 13:15] = [[c, -s], [s, c]]
+    return m
+
+
+def turn_ant_policy(actor, theta: float):
+    """A copy of an Ant policy (``TanhGaussianActor`` on the 27-dim observation) that runs in
+    direction ``theta`` where the original runs along +x: its first layer becomes ``W @ M(θ)``
+    (:func:`ant_frame_matrix`), so it is again a plain actor, bit-for-bit the original applied
+    to the turned observation up to float rounding."""
+    import copy
+
+    import torch
+
+    if actor.obs_dim != ANT_OBS_DIM:
+        raise GenworldError(
+            f"turn_ant_policy needs an Ant policy on the {ANT_OBS_DIM}-dim observation (no "
+            f"contact forces), got obs_dim {actor.obs_dim}"
+        )
+    turned = copy.deepcopy(actor)
+    first = turned.net[0]
+    with torch.no_grad():
+        m = torch.as_tensor(ant_frame_matrix(theta), dtype=first.weight.dtype)
+        first.weight.copy_(first.weight @ m)
+    return turned
+
+
 # Until a family's per-task references are measured (random policy → 0, our expert → 100):
 # the range of returns a 200-step episode can span, so scores are finite and clearly marked.
 PLACEHOLDER_REF = {"cheetah-vel": (-600.0, 0.0), "ant-dir": (-100.0, 600.0)}

@@ -4,6 +4,7 @@ across seeds) and a table, per method."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,12 @@ def write_unseen_report(
     lines = [
         f"# Unseen tasks: {cfg.family}",
         "",
-        "**Data**: made by genworld (Gymnasium v5 task envs, our own per-task SAC experts). "
+        f"**Data**: made by genworld (Gymnasium v5 task envs, {_experts_source_text(cfg)}). "
         "Scores are normalized per task: 0 = uniform-random policy, 100 = our expert for that "
         "task (`references.json`); not comparable to the paper's absolute numbers.",
         "",
         f"**Protocol**: scale `{cfg.scale}`, split `{cfg.split}` (train {train}, unseen "
-        f"{test}); {cfg.seeds} seed(s); experts {cfg.expert_steps} SAC steps; world model "
+        f"{test}); {cfg.seeds} seed(s); {_experts_text(cfg)}; world model "
         f"{cfg.wm_steps} updates on the training tasks' mixed data (one model, seed 0, shared by "
         f"every cell: the seeds vary the policies and Prompt-DT); {cfg.policy_updates} policy "
         f"updates per (method, task, seed) (TGW's SAC: initial temperature "
@@ -148,3 +149,25 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _experts_source_text(cfg) -> str:
+    from genworld.train.unseen import expert_source
+
+    if expert_source(cfg) == "turned":
+        return "our Ant SAC expert and its snapshots, turned into each task's direction"
+    return "our own per-task SAC experts"
+
+
+def _experts_text(cfg) -> str:
+    from genworld.train.unseen import expert_source
+
+    if expert_source(cfg) == "turned":
+        from genworld.policies import ASSETS
+
+        steps = json.loads((ASSETS / "ant-expert.json").read_text())["train_steps"]
+        return (
+            f"experts: the shipped Ant SAC expert ({steps} steps) and its training snapshots, "
+            "each turned into the task's direction (exact symmetry of the simulator)"
+        )
+    return f"experts {cfg.expert_steps} SAC steps"

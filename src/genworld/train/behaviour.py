@@ -174,7 +174,7 @@ def _train_behaviour_policy(cfg: BehaviourConfig, out: Path, show_progress: bool
             if step >= cfg.learning_starts:
                 agent.update(*buffer.sample(rng, cfg.sac.batch_size, device))
             if step % cfg.snapshot_every == 0 or step == cfg.total_steps:
-                record = _snapshot(agent.actor, cfg, out, step, buffer.size)
+                record = save_snapshot(agent.actor, cfg, out, step, buffer.size)
                 record["steps_per_second"] = cfg.snapshot_every / (time.perf_counter() - last)
                 last = time.perf_counter()
                 log.write(json.dumps(record) + "\n")
@@ -212,9 +212,11 @@ def interrupt_checkpoint(checkpoint, out: Path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _snapshot(
+def save_snapshot(
     actor: TanhGaussianActor, cfg: BehaviourConfig, out: Path, step: int, buffer_size: int
 ) -> dict:
+    """Evaluate ``actor`` in ``cfg.env`` (stochastic and deterministic, ``cfg.eval_episodes``
+    each), save it with its card as ``out/snapshots/step_<step>`` and return the eval record."""
     spec = get_env_spec(cfg.env)
     actor.eval()
     cpu_actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, cfg.sac.hidden)
