@@ -355,6 +355,29 @@ def test_rollout_fast_path_equals_full_forward(suite):
         )
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_transformer_query_path_equals_the_full_pass_with_trained_looking_weights(layers):
+    """The rollout path (LayerNorm affine folded into K/V, key bias dropped, value bias after
+    attention, attention as reductions) against the full causal pass, with non-trivial LN
+    scales/shifts and biases, shared tokens (1 layer) and per-member ones (2), padding, and
+    queries at any position."""
+    from genworld.nn.transformer import EnsembleCausalTransformer
+
+    torch.manual_seed(0)
+    net = EnsembleCausalTransformer(members=3, dim=24, layers=layers, heads=3)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "ln" in name or "bias" in name:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if name.endswith("weight") else 0.0))
+    tokens = torch.randn(7, 6, 24)
+    valid = torch.arange(6)[None] < torch.tensor([6, 6, 4, 1, 3, 6, 5])[:, None]
+    query = torch.tensor([5, 2, 3, 0, 2, 0, 4])
+    full = net(tokens, valid)  # (E, B, L, D)
+    fast = net(tokens, valid, query_index=query)  # (E, B, 1, D)
+    torch.testing.assert_close(fast[:, :, 0], full[:, torch.arange(7), query], atol=2e-5, rtol=1e-5)
+    assert (full[:, 0, 5] - full[:, 0, 4]).abs().max() > 1e-2  # the positions differ
+
+
 def test_spearman_by_hand():
     from genworld.eval.wm_metrics import spearman
 
