@@ -77,9 +77,9 @@ class UnseenConfig:
     shipped Ant SAC expert and its training snapshots into each task's direction
     (:func:`genworld.envs.tasks.turn_ant_policy`: the simulator is exactly symmetric under turns
     about z); ``auto``: ``turned`` for ant-dir, ``sac`` otherwise. Measured: 30k SAC steps on
-    ant-dir-0 gave a policy worse than standing still (stochastic return 101 over 200 steps,
-    27 with initial temperature 0.1; standing earns ~200), the turned shipped expert 650–850
-    on every direction tried."""
+    ant-dir-0 gave a policy worse than standing still (stochastic return at 30k steps 101 over
+    200 steps, 107 with initial temperature 0.1; standing earns ~200), the turned shipped
+    expert 650–850 on every direction tried."""
     expert_steps: int = 30_000
     """SAC steps per task expert (``experts`` = sac)."""
     expert_hidden: tuple[int, ...] = (256, 256)
