@@ -348,3 +348,21 @@ def test_the_report_says_where_the_experts_came_from():
     assert "560000 steps" in _experts_text(ant) and "turned" in _experts_source_text(ant)
     assert _experts_text(cheetah) == "experts 30000 SAC steps"
     assert _experts_source_text(cheetah) == "our own per-task SAC experts"
+
+
+@pytest.mark.parametrize(
+    ("argv", "experts", "source"),
+    [
+        (["--family", "ant-dir"], "auto", "turned"),
+        (["--family", "ant-dir", "--train-experts"], "sac", "sac"),
+        (["--family", "ant-dir", "--experts", "sac"], "sac", "sac"),
+        (["--family", "cheetah-vel"], "auto", "sac"),
+    ],
+)
+def test_unseen_cli_chooses_the_experts(argv, experts, source):
+    from genworld.cli import build_parser, unseen_config
+    from genworld.train.unseen import expert_source
+
+    cfg = unseen_config(build_parser().parse_args(["unseen", *argv]))
+    assert cfg.experts == experts and expert_source(cfg) == source
+    assert cfg.shipped_experts == ("--train-experts" not in argv)

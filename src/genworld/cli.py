@@ -281,13 +281,14 @@ def _bench(args) -> None:
         print(f"written: {args.json}")
 
 
-def _unseen(args) -> None:
-    from pathlib import Path
-
-    from genworld.train.unseen import config_for_scale, run_unseen
+def unseen_config(args):
+    """The ``UnseenConfig`` of ``genworld unseen``'s arguments (``--train-experts`` with
+    ``--experts auto`` trains SAC experts for every family, ant-dir included)."""
+    from genworld.train.unseen import config_for_scale
 
     methods = tuple(x for x in args.methods.split(",") if x) if args.methods else None
-    cfg = config_for_scale(
+    experts = "sac" if args.train_experts and args.experts == "auto" else args.experts
+    return config_for_scale(
         args.scale,
         family=args.family,
         split=args.split,
@@ -296,7 +297,16 @@ def _unseen(args) -> None:
         methods=methods,
         workers=args.workers,
         shipped_experts=not args.train_experts,
+        experts=experts,
     )
+
+
+def _unseen(args) -> None:
+    from pathlib import Path
+
+    from genworld.train.unseen import run_unseen
+
+    cfg = unseen_config(args)
     out = Path(args.out or f"runs/unseen__{cfg.family}__{cfg.scale}")
     run_unseen(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
     print((out / "unseen.md").read_text())
@@ -479,6 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-experts",
         action="store_true",
         help="train every task expert even where a shipped one has this scale's recipe",
+    )
+    p.add_argument(
+        "--experts",
+        choices=["auto", "sac", "turned"],
+        default="auto",
+        help="task experts: SAC per task, or (ant-dir) the shipped Ant expert turned into each "
+        "task's direction; auto: turned for ant-dir, sac otherwise",
     )
     p.add_argument(
         "--report-only",
