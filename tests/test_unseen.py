@@ -82,6 +82,9 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert "highest (IEEE float32): 50 cells" in md  # as recorded by the worker processes
     assert "| unseen | tgw-newr |" in md and "| seen | prompt-dt |" in md  # IQM rows
     assert "initial temperature 0.1, behaviour-term weight 2.5" in md
+    refs = report["references"]
+    task0 = report["train"][0]
+    assert f"| {task0} | 0.075 m/s | {refs[task0][0]:.1f} | {refs[task0][1]:.1f} |" in md
     # TGW's SAC starts at the config's temperature (10 updates in: within 1%)
     first = json.loads(
         (out / "cells" / "tgw-newr" / report["test"][0] / "seed0" / "eval.jsonl")
@@ -348,6 +351,10 @@ def test_the_report_says_where_the_experts_came_from():
     assert "560000 steps" in _experts_text(ant) and "turned" in _experts_source_text(ant)
     assert _experts_text(cheetah) == "experts 30000 SAC steps"
     assert _experts_source_text(cheetah) == "our own per-task SAC experts"
+    from genworld.eval.unseen_report import _goal_text
+
+    assert _goal_text("ant-dir", "ant-dir-27") == "-134°"
+    assert _goal_text("cheetah-vel", "cheetah-vel-39") == "3.000 m/s"
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,19 @@ def write_unseen_report(
             "|---|---|---|---|",
             *iqm_lines,
         ]
+    if refs:
+        lines += [
+            "",
+            "Reference returns per task (a score's 0 and 100: uniform-random policy, our expert):",
+            "",
+            "| task | direction / target | random | expert |",
+            "|---|---|---|---|",
+            *(
+                f"| {t} | {_goal_text(cfg.family, t)} | {refs[t][0]:.1f} | {refs[t][1]:.1f} |"
+                for t in tasks
+                if t in refs
+            ),
+        ]
     if results:
         lines += ["", precision_note(results)]
     if planned is not None and planned > len(results):
@@ -149,6 +162,15 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _goal_text(family: str, task: str) -> str:
+    from genworld.envs.tasks import get_family
+
+    goal = float(get_family(family).goals()[int(task.rsplit("-", 1)[1])])
+    if family == "ant-dir":
+        return f"{np.degrees(np.arctan2(np.sin(goal), np.cos(goal))):+.0f}°"
+    return f"{goal:.3f} m/s"
 
 
 def _experts_source_text(cfg) -> str:
