@@ -134,28 +134,31 @@ class EnsembleCausalTransformer(nn.Module):
         if tokens.dim() == 3:
             tokens = tokens.unsqueeze(0).expand(self.members, -1, -1, -1)
         e, b, length, d = tokens.shape
-        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-        mask = causal[None, None]  # (1, 1, L, L)
-        if valid is not None:
-            # padding keys are hidden; a padded query still sees key 0 so no row is all -inf
-            keys = valid[:, None, None, :] | (torch.arange(length, device=tokens.device) == 0)
-            mask = (mask & keys).repeat(e, 1, 1, 1)  # (E*B, 1, L, L)
-        else:
-            mask = mask.expand(e * b, 1, length, length)
+        full = len(self.blocks) - (query_index is not None)  # blocks over every position
+        if full:  # (E*B, 1, L, L); the query path's last block needs only its keys
+            mask = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+            mask = mask[None, None]
+            if valid is not None:
+                mask = (mask & _valid_keys(valid, length)[:, None, None]).repeat(e, 1, 1, 1)
+            else:
+                mask = mask.expand(e * b, 1, length, length)
         x = tokens
         for i, block in enumerate(self.blocks):
-            if i == len(self.blocks) - 1 and query_index is not None:
-                x = block(x, _query_keys(valid, query_index, length), query_index)
-            else:
+            if i < full:
                 x = block(x, mask)
+            else:
+                x = block(x, _query_keys(valid, query_index, length), query_index)
         length = x.shape[2]
         return self.ln_f(x.reshape(e, b * length, d)).reshape(e, b, length, d)
 
 
+def _valid_keys(valid: torch.Tensor, length: int) -> torch.Tensor:
+    """``(B, L)``: padding keys are hidden; key 0 always shows, so a padded query still sees
+    one key and no row of scores is all -inf."""
+    return valid | (torch.arange(length, device=valid.device) == 0)
+
+
 def _query_keys(valid: torch.Tensor | None, query_index: torch.Tensor, length: int) -> torch.Tensor:
-    """``(B, L)`` keys position ``query_index`` attends to: causal, valid (key 0 always)."""
-    positions = torch.arange(length, device=query_index.device)
-    keys = positions[None] <= query_index[:, None]
-    if valid is not None:
-        keys = keys & (valid | (positions == 0))
-    return keys
+    """``(B, L)`` keys position ``query_index`` attends to: causal and valid."""
+    keys = torch.arange(length, device=query_index.device)[None] <= query_index[:, None]
+    return keys & _valid_keys(valid, length) if valid is not None else keys
