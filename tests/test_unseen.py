@@ -344,13 +344,16 @@ def test_turned_experts_only_for_ant_dir():
 
 
 def test_the_report_says_where_the_experts_came_from():
-    from genworld.eval.unseen_report import _experts_source_text, _experts_text
+    from genworld.eval.unseen_report import _experts_texts
     from genworld.train.unseen import config_for_scale
 
     ant, cheetah = config_for_scale("mini", family="ant-dir"), config_for_scale("mini")
-    assert "560000 steps" in _experts_text(ant) and "turned" in _experts_source_text(ant)
-    assert _experts_text(cheetah) == "experts 30000 SAC steps"
-    assert _experts_source_text(cheetah) == "our own per-task SAC experts"
+    (ant_source, ant_experts), (cheetah_source, cheetah_experts) = map(
+        _experts_texts, (ant, cheetah)
+    )
+    assert "560000 steps" in ant_experts and "turned" in ant_source
+    assert cheetah_experts == "experts 30000 SAC steps"
+    assert cheetah_source == "our own per-task SAC experts"
     from genworld.eval.unseen_report import _goal_text
 
     assert _goal_text("ant-dir", "ant-dir-27") == "-134°"

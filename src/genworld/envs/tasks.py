@@ -149,6 +149,11 @@ def task_spec(name: str):
 ANT_OBS_DIM = 27
 
 
+def wrap_angle(theta: float) -> float:
+    """``theta`` in (−π, π]."""
+    return float(np.arctan2(np.sin(theta), np.cos(theta)))
+
+
 def ant_frame_matrix(theta: float) -> np.ndarray:
     """``M (27, 27)`` such that ``M @ obs`` is the Ant-v5 observation (no contact forces) of the
     same state seen from a frame turned by ``theta`` about the vertical axis.
@@ -161,7 +166,7 @@ def ant_frame_matrix(theta: float) -> np.ndarray:
     in the body frame) and the 8 hinge angles and velocities are unchanged. ``theta`` is taken
     in (−π, π], so the turned quaternion keeps ``w ≥ 0`` at the start (the sign the forward
     policy was trained on)."""
-    t = float(np.arctan2(np.sin(theta), np.cos(theta)))
+    t = wrap_angle(theta)
     m = np.eye(ANT_OBS_DIM)
     pw, pz = np.cos(-t / 2), np.sin(-t / 2)
     m[1:5, 1:5] = [[pw, 0, 0, -pz], [0, pw, -pz, 0], [0, pz, pw, 0], [pz, 0, 0, pw]]

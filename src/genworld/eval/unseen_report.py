@@ -40,15 +40,16 @@ def write_unseen_report(
     """``planned``: the run's cell count when ``results`` are the cells finished so far."""
     tasks = [*train, *test]
     methods = list(cfg.methods)
+    source_text, experts_text = _experts_texts(cfg)
     lines = [
         f"# Unseen tasks: {cfg.family}",
         "",
-        f"**Data**: made by genworld (Gymnasium v5 task envs, {_experts_source_text(cfg)}). "
+        f"**Data**: made by genworld (Gymnasium v5 task envs, {source_text}). "
         "Scores are normalized per task: 0 = uniform-random policy, 100 = our expert for that "
         "task (`references.json`); not comparable to the paper's absolute numbers.",
         "",
         f"**Protocol**: scale `{cfg.scale}`, split `{cfg.split}` (train {train}, unseen "
-        f"{test}); {cfg.seeds} seed(s); {_experts_text(cfg)}; world model "
+        f"{test}); {cfg.seeds} seed(s); {experts_text}; world model "
         f"{cfg.wm_steps} updates on the training tasks' mixed data (one model, seed 0, shared by "
         f"every cell: the seeds vary the policies and Prompt-DT); {cfg.policy_updates} policy "
         f"updates per (method, task, seed) (TGW's SAC: initial temperature "
@@ -165,23 +166,16 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
 
 
 def _goal_text(family: str, task: str) -> str:
-    from genworld.envs.tasks import get_family
+    from genworld.envs.tasks import get_family, wrap_angle
 
     goal = float(get_family(family).goals()[int(task.rsplit("-", 1)[1])])
     if family == "ant-dir":
-        return f"{np.degrees(np.arctan2(np.sin(goal), np.cos(goal))):+.0f}°"
+        return f"{np.degrees(wrap_angle(goal)):+.0f}°"
     return f"{goal:.3f} m/s"
 
 
-def _experts_source_text(cfg) -> str:
-    from genworld.train.unseen import expert_source
-
-    if expert_source(cfg) == "turned":
-        return "our Ant SAC expert and its snapshots, turned into each task's direction"
-    return "our own per-task SAC experts"
-
-
-def _experts_text(cfg) -> str:
+def _experts_texts(cfg) -> tuple[str, str]:
+    """Where the experts came from: (the Data line's words, the Protocol line's words)."""
     from genworld.train.unseen import expert_source
 
     if expert_source(cfg) == "turned":
@@ -189,7 +183,8 @@ def _experts_text(cfg) -> str:
 
         steps = json.loads((ASSETS / "ant-expert.json").read_text())["train_steps"]
         return (
+            "our Ant SAC expert and its snapshots, turned into each task's direction",
             f"experts: the shipped Ant SAC expert ({steps} steps) and its training snapshots, "
-            "each turned into the task's direction (exact symmetry of the simulator)"
+            "each turned into the task's direction (exact symmetry of the simulator)",
         )
-    return f"experts {cfg.expert_steps} SAC steps"
+    return "our own per-task SAC experts", f"experts {cfg.expert_steps} SAC steps"
