@@ -623,11 +623,14 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a scheduler's stop) takes Ctrl-C's path: checkpoints, worker processes stopped
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        from genworld.utils.allocator import keep_freed_memory
         from genworld.utils.device import PRECISION_ENV, set_matmul_precision
 
         if args.matmul_precision:  # for this process and the worker processes it starts
             os.environ[PRECISION_ENV] = args.matmul_precision
         set_matmul_precision(args.matmul_precision)
+        if args.func is not _bench:  # the bench sets it after measuring peers without it
+            keep_freed_memory()  # no page faults per step on large tensors (utils/allocator.py)
         args.func(args)
     except GenworldError as err:
         print(f"genworld: error: {err}", file=sys.stderr)

@@ -11,6 +11,7 @@ extra, never installed by this script) gets the same transitions as one padded d
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
+from genworld.utils import allocator
 
 ENVS = ("hopper", "halfcheetah")
 ALGOS = ("bc", "cql", "iql", "td3bc")
@@ -181,6 +183,25 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
     if warning:
         res.notes.append(warning)
     previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    # d3rlpy as its users run it (glibc's default allocator), measured before genworld's
+    # allocator setting changes this process; `ratio` compares both under genworld's setting
+    default_allocator: dict[str, float] = {}
+    if have_d3rlpy and not allocator.is_configured():
+        for name in ALGOS:
+            with contextlib.suppress(Exception):  # a failure is reported by the main pass
+                default_allocator[name] = statistics.median(
+                    rate(d3rlpy_update(name, dataset), seconds, warmup) for _ in range(repeats)
+                )
+    elif have_d3rlpy:
+        res.notes.append(
+            "algos: the allocator was set before this benchmark: no default-allocator figures"
+        )
+    if allocator.keep_freed_memory():
+        res.notes.append(
+            "algos: genworld's allocator setting (utils/allocator.py) for both libraries in "
+            "`ratio`; `ratio_vs_default_allocator`: d3rlpy with glibc's default allocator"
+        )
     for name in ALGOS:
         torch.set_float32_matmul_precision("highest")
         ours = statistics.median(
@@ -215,6 +236,11 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
                     f" = {ours / theirs:.2f}x d3rlpy ({theirs:.1f} updates/s); "
                     f"--matmul-precision medium {medium:.1f} = {medium / theirs:.2f}x"
                 )
+                if name in default_allocator:
+                    default = default_allocator[name]
+                    figure["d3rlpy_default_allocator_updates_per_s"] = default
+                    figure["ratio_vs_default_allocator"] = ours / default
+                    line += f"; vs d3rlpy, default allocator ({default:.1f}): {ours / default:.2f}x"
                 if "genworld_compiled_updates_per_s" in figure:
                     compiled = figure["genworld_compiled_updates_per_s"]
                     figure["ratio_compiled"] = compiled / theirs

@@ -212,8 +212,10 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
 def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict | None:
     """Process-pool entry point (arguments as JSON: safe across spawn); None: the cell is
     claimed by another process (``run_cell(wait=False)``)."""
+    from genworld.utils.allocator import keep_freed_memory
     from genworld.utils.device import set_matmul_precision
 
+    keep_freed_memory()
     set_matmul_precision()  # the parent's --matmul-precision, through the environment
     cfg = config_from_json(json.loads(cfg_json))
     cell_data = json.loads(cell_json)

@@ -54,7 +54,9 @@ def stop_pool(pool) -> None:
 def _worker_init() -> None:
     import torch
 
+    from genworld.utils.allocator import keep_freed_memory
     from genworld.utils.device import set_matmul_precision
 
     torch.set_num_threads(1)
+    keep_freed_memory()  # GENWORLD_MALLOC, inherited from the parent like the precision
     set_matmul_precision()  # the parent's --matmul-precision, through the environment
