@@ -15,7 +15,7 @@ configured = allocator.keep_freed_memory()
 from genworld.bench.algos import genworld_update, synthetic_dataset
 torch.set_num_threads(1)
 step = genworld_update("cql", synthetic_dataset(episodes=2, steps=300))  # batch 256, 256x256
-for _ in range(5):
+for _ in range(20):  # the heap grows to its working size over the first steps
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
@@ -46,7 +46,7 @@ def test_keep_freed_memory_removes_the_page_faults_of_reallocated_tensors():
     # a CQL step makes and frees (2, 7680, 256) activations (8-16 MB each): by default glibc
     # gives their pages back and every step faults them in again (measured: ~9,000 a step)
     assert default["faults"] > 2000, default
-    assert kept["faults"] < 100, kept
+    assert kept["faults"] * 20 < default["faults"], (kept, default)  # alone here: 0 vs ~9,500
 
 
 def test_an_unknown_setting_names_the_variable_and_the_choices():
