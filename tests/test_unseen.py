@@ -112,6 +112,25 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     assert [c.stat().st_mtime_ns for c in cells] == stamps
     assert redo.exists() and (out / "unseen.json").stat().st_mtime_ns >= stamp
+    # the finished study takes another method: only its cells train (BC of each task's data)
+    monkeypatch.undo()
+    assert main([*argv, "--out", str(out), "--quiet", "--methods", "bc"]) == 0
+    assert [c.stat().st_mtime_ns for c in cells] == stamps
+    bc = json.loads((out / "unseen.json").read_text())["results"]
+    assert sorted(r["task"] for r in bc) == sorted(report["train"] + report["test"])
+    assert {r["method"] for r in bc} == {"bc"}
+    bc_eval = out / "cells" / "bc" / report["test"][0] / "seed0" / "eval.jsonl"
+    assert len(bc_eval.read_text().splitlines()) == 2  # tiny: 20 updates, an evaluation every 10
+    # the records alone (config, references, result files) rebuild the whole report elsewhere
+    records = tmp_path / "records"
+    for path in [out / "config.json", out / "references.json", *out.glob("cells/**/result.json")]:
+        dest = records / path.relative_to(out)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    every = ",".join([*methods, "bc"])
+    assert main([*argv, "--out", str(records), "--quiet", "--report-only", "--methods", every]) == 0
+    md = (records / "unseen.md").read_text()
+    assert "| bc |" in md and "| unseen | tgw-newr |" in md and "cells finished" not in md
 
 
 @pytest.mark.parametrize(

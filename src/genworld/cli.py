@@ -477,7 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unseen", help="unseen-task generalisation (cheetah-vel, ant-dir; Fig. 4)")
     p.add_argument("--family", choices=["cheetah-vel", "ant-dir"], default="cheetah-vel")
     p.add_argument("--split", choices=["paper", "prompt-dt"], default="paper")
-    p.add_argument("--methods", default=None, help="comma list (default: all)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma list of tgw, tgw-finetune, tgw-newr, prompt-dt, prompt-dt-finetune (the "
+        "default: all five) and bc (behaviour cloning of each task's data, the floor); a "
+        "finished --out takes more methods or seeds and trains only the cells it lacks",
+    )
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
     p.add_argument("--out", default=None)

@@ -39,6 +39,14 @@ Stages, each resumable in ``out``:
    - ``prompt-dt-finetune``: a copy fine-tuned ``finetune_steps`` updates on the task's small
      dataset (the reference's few-shot fine-tuning), scored as the other cells (last-k
      evaluations).
+
+7. **BC floor** (``bc``, not in the default methods): behaviour cloning of the task's own data
+   (training tasks: mixed; unseen tasks: the two expert episodes every TGW policy also sees
+   through its behaviour term), ``policy_updates`` updates, scored as the TGW cells: how far
+   copying the task's data alone goes.
+
+A finished study takes more methods or seeds later (``methods`` and ``seeds`` are not part of
+the resume check): a rerun with them trains only the cells it lacks.
 """
 
 from __future__ import annotations
@@ -59,7 +67,9 @@ from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config
 from genworld.utils.parallel import process_map
 
-METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
+DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
+METHODS = (*DEFAULT_METHODS, "bc")
+"""Every method; ``bc`` (the floor of copying the task's data) runs when asked for."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,7 @@ class UnseenConfig:
     family: str = "cheetah-vel"
     split: str = "paper"
     """paper (10 tasks at equal intervals, first 5 train) or prompt-dt (its test list)."""
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 5
     scale: str = "mini"
     device: str = "auto"
@@ -543,6 +553,8 @@ _MODELS: dict[str, Any] = {}
 def _cell(cfg: UnseenConfig, out: Path, train: list[str], method, task, seed, refs) -> dict:
     if method.startswith("prompt-dt"):
         return _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
+    if method == "bc":
+        return _bc_cell(cfg, out, task, "mixed" if task in train else "small", seed, refs)
     key = str(out)
     if key not in _MODELS:  # trained already: this loads it
         _MODELS[key] = _world_model(cfg, train, out, show_progress=False)
@@ -552,8 +564,6 @@ def _cell(cfg: UnseenConfig, out: Path, train: list[str], method, task, seed, re
 
 def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
     from genworld.algos.tgw import AGENT_PRESETS, TGWAgent, TGWAgentConfig
-    from genworld.eval.scores import summarize
-    from genworld.train.loop import train_offline
 
     folder = out / "cells" / method / task / f"seed{seed}"
     result_path = folder / "result.json"
@@ -577,12 +587,21 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
         goal = float(get_family(cfg.family).goals()[int(task.split("-")[-1])])
         reward_fn = true_reward_fn(cfg.family, goal)
     agent = TGWAgent(model, data, agent_cfg, torch.device("cpu"), reward_fn=reward_fn)
-    spec = _spec(task, refs)
+    return _train_and_score(cfg, folder, agent, (method, task, seed), refs, started)
+
+
+def _train_and_score(cfg: UnseenConfig, folder: Path, agent, cell, refs, started: float) -> dict:
+    """``cfg.policy_updates`` updates of ``agent`` on ``cell = (method, task, seed)`` with an
+    evaluation every ``eval_every`` (resumable in ``folder``), then the cell's result file."""
+    from genworld.eval.scores import summarize
+    from genworld.train.loop import train_offline
+
+    method, task, seed = cell
     records = train_offline(
         f"{method} {task} s{seed}",
         agent,
         agent.update,
-        [spec],
+        [_spec(task, refs)],
         folder,
         steps=cfg.policy_updates,
         eval_every=cfg.eval_every,
@@ -591,17 +610,37 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
         show_progress=False,
     )
     summary = summarize(records, [task], cfg.last_k)[task]
+    return _write_result(folder, cell, summary["last_k_mean"], summary["best"], started)
+
+
+def _write_result(folder: Path, cell, last_k: float, best: float, started: float) -> dict:
+    method, task, seed = cell
     result = {
         "method": method,
         "task": task,
         "seed": seed,
-        "last_k": summary["last_k_mean"],
-        "best": summary["best"],
+        "last_k": last_k,
+        "best": best,
         "seconds": round(time.perf_counter() - started, 1),
         "matmul_precision": torch.get_float32_matmul_precision(),
     }
-    atomic_write_json(result_path, result)
+    atomic_write_json(folder / "result.json", result)
     return result
+
+
+def _bc_cell(cfg: UnseenConfig, out: Path, task: str, kind: str, seed: int, refs) -> dict:
+    """Behaviour cloning of the task's ``kind`` data, scored as a TGW cell."""
+    from genworld.algos.registry import AlgoContext, build_agent
+    from genworld.data.normalization import Normalizer
+
+    folder = out / "cells" / "bc" / task / f"seed{seed}"
+    if (folder / "result.json").exists():
+        return json.loads((folder / "result.json").read_text())
+    started = time.perf_counter()
+    data = _family_dataset(cfg, out, [(task, kind)])
+    torch.manual_seed(seed)
+    ctx = AlgoContext(data, Normalizer.fit(data), torch.device("cpu"), scale=cfg.scale, seed=seed)
+    return _train_and_score(cfg, folder, build_agent("bc", ctx), ("bc", task, seed), refs, started)
 
 
 # ------------------------------------------------------------------ stage 6: Prompt-DT
@@ -708,17 +747,7 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
         )
         summary = summarize(records, [task], cfg.last_k)[task]
         last_k, best = summary["last_k_mean"], summary["best"]
-    result = {
-        "method": method,
-        "task": task,
-        "seed": seed,
-        "last_k": last_k,
-        "best": best,
-        "seconds": round(time.perf_counter() - started, 1),
-        "matmul_precision": torch.get_float32_matmul_precision(),
-    }
-    atomic_write_json(result_path, result)
-    return result
+    return _write_result(folder, (method, task, seed), last_k, best, started)
 
 
 def run_unseen(
@@ -732,7 +761,8 @@ def run_unseen(
     cfg.validate()
     if report_only and not (out / "references.json").exists():
         raise GenworldError(f"{out} has no finished references stage: run it first")
-    check_or_write_config(out, cfg, ignore=("workers", "shipped_experts"))
+    # methods and seeds key their own cells: a finished study takes more of either later
+    check_or_write_config(out, cfg, ignore=("workers", "shipped_experts", "methods", "seeds"))
     train, test = _split_tasks(cfg)
     tasks = train + test
     if report_only:
