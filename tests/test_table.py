@@ -220,3 +220,13 @@ def test_concurrent_builds_of_one_dataset_take_turns(policies):
         thread.join(timeout=300)
     assert len(cards) == 2
     assert sorted(bool(c.get("cached")) for c in cards) == [False, True]  # built once
+
+
+def test_a_cell_text_shows_spread_only_over_several_seeds_and_marks_partial_cells():
+    from genworld.eval.table_report import seeds_text
+
+    assert seeds_text(41.25, 2.0, 3, 3) == "41.2 ± 2.0"
+    assert seeds_text(41.25, 2.0, 2, 3) == "41.2 ± 2.0 (n=2)"
+    assert seeds_text(41.25, 0.0, 1, 3) == "41.2 (n=1)"  # one seed: no spread to show
+    assert seeds_text(41.25, 0.0, 1, 1) == "41.2"
+    assert seeds_text(float("nan"), float("nan"), 0, 3) == "—"

@@ -60,6 +60,15 @@ def aggregate(long: list[dict], key: str) -> dict[tuple[str, str, str, str], dic
     return out
 
 
+def seeds_text(mean: float, std: float, n: int, planned: int) -> str:
+    """A cell's ``mean ± std`` over its ``n`` seeds (the mean alone for one seed: there is no
+    spread), marked ``(n=…)`` when fewer than the ``planned`` seeds have finished; — for none."""
+    if n == 0:
+        return "—"
+    text = f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f}"
+    return text + (f" (n={n})" if n < planned else "")
+
+
 def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
     algos = list(cfg.algos)
     header = ["quality", "env", *algos]
@@ -71,9 +80,7 @@ def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
             for algo in algos:
                 a = agg.get((setting, quality, env, algo))
                 paper = paper_score(algo, quality, env) if setting == "multi" else None
-                text = "—" if a is None else f"{a['mean']:.1f} ± {a['std']:.1f}"
-                if a is not None and a["seeds"] < cfg.seeds:  # a partial run's cell
-                    text += f" (n={a['seeds']})"
+                text = "—" if a is None else seeds_text(a["mean"], a["std"], a["seeds"], cfg.seeds)
                 if a is not None:
                     per_algo[algo].append(a["mean"])
                 if paper is not None and key == "last_k":

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from genworld.eval.scores import precision_note
-from genworld.eval.table_report import bootstrap_reps, iqm_with_ci
+from genworld.eval.table_report import bootstrap_reps, iqm_with_ci, seeds_text
 from genworld.utils.io import atomic_write_bytes, atomic_write_json
 
 
@@ -65,8 +65,7 @@ def write_unseen_report(
         for method in methods:
             mean, std, n = _stats(results, method, task)
             summary["per_task"].setdefault(task, {})[method] = {"mean": mean, "std": std, "n": n}
-            partial = f" (n={n})" if 0 < n < cfg.seeds else ""
-            cells.append("—" if n == 0 else f"{mean:.1f} ± {std:.1f}{partial}")
+            cells.append(seeds_text(mean, std, n, cfg.seeds))
         lines.append(f"| {task} | {'yes' if task in train else 'no'} | " + " | ".join(cells) + " |")
     for group, names in (("seen", train), ("unseen", test)):
         row = []
