@@ -139,7 +139,7 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
 
     x = np.arange(len(tasks))
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(1.0 * len(tasks) + 3, 3.6))
+    fig, ax = plt.subplots(figsize=(1.0 * len(tasks) + 4.5, 3.6))
     for i, method in enumerate(methods):
         means = [summary["per_task"][t][method]["mean"] for t in tasks]
         stds = [summary["per_task"][t][method]["std"] for t in tasks]
@@ -155,7 +155,7 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
     ax.set_xticks(x, [t.split("-")[-1] for t in tasks])
     ax.set_xlabel(f"{family} task id")
     ax.set_ylabel("normalized score (per task)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))  # beside the bars
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
