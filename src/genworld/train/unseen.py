@@ -551,6 +551,9 @@ _MODELS: dict[str, Any] = {}
 
 
 def _cell(cfg: UnseenConfig, out: Path, train: list[str], method, task, seed, refs) -> dict:
+    done = out / "cells" / method / task / f"seed{seed}" / "result.json"
+    if done.exists():  # before any model is loaded: a resumed run skips finished cells cheaply
+        return json.loads(done.read_text())
     if method.startswith("prompt-dt"):
         return _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
     if method == "bc":
@@ -566,9 +569,6 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
     from genworld.algos.tgw import AGENT_PRESETS, TGWAgent, TGWAgentConfig
 
     folder = out / "cells" / method / task / f"seed{seed}"
-    result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
     started = time.perf_counter()
     data = _family_dataset(cfg, out, [(task, kind)])
     torch.manual_seed(seed)
@@ -634,8 +634,6 @@ def _bc_cell(cfg: UnseenConfig, out: Path, task: str, kind: str, seed: int, refs
     from genworld.data.normalization import Normalizer
 
     folder = out / "cells" / "bc" / task / f"seed{seed}"
-    if (folder / "result.json").exists():
-        return json.loads((folder / "result.json").read_text())
     started = time.perf_counter()
     data = _family_dataset(cfg, out, [(task, kind)])
     torch.manual_seed(seed)
@@ -718,9 +716,6 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     from genworld.train.loop import train_offline
 
     folder = out / "cells" / method / task / f"seed{seed}"
-    result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
     started = time.perf_counter()
     weights = _train_prompt_dt(cfg, out, train, refs, seed)
     agent = _prompt_dt(cfg, out, [], [task], refs, seed)  # the task's prompt and small data
