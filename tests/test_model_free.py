@@ -209,7 +209,7 @@ def test_td3bc_actor_loss_by_hand_and_isolated_from_the_critic():
     agent = build("td3bc", toy_dataset(envs=("hopper",)))  # one env: the paper's formula
     batch = sample(agent)
     x = agent._inputs(batch.observations, batch.env_idx)
-    loss, lam = agent.actor_loss(x, batch)
+    loss, lam = agent.actor_loss(x, batch, agent.act_masks[batch.env_idx])
     with torch.no_grad():
         pi = torch.tanh(agent.actor(x))
         q1 = agent.critic(torch.cat([x, pi], -1))[0].squeeze(-1)  # the first critic only
@@ -488,7 +488,8 @@ def _all_losses(name, agent, batch):
     if name == "td3bc":
         x = agent._inputs(batch.observations, batch.env_idx)
         next_x = agent._inputs(batch.next_observations, batch.env_idx)
-        return [agent.critic_loss(x, next_x, batch)[0], agent.actor_loss(x, batch)[0]]
+        mask = agent.act_masks[batch.env_idx]
+        return [agent.critic_loss(x, next_x, batch, mask)[0], agent.actor_loss(x, batch, mask)[0]]
     losses, _ = agent.losses(batch)
     return list(losses.values())
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from genworld.data.episodes import Episode
-from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.multi_env import MultiEnvDataset, gather_transitions
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
@@ -65,6 +65,30 @@ def test_sampling_is_seeded(two_env):
     c = two_env.sample_transitions(50, torch.Generator().manual_seed(4), "proportional")
     assert torch.equal(a.observations, b.observations)
     assert not torch.equal(a.observations, c.observations)
+
+
+@pytest.mark.parametrize("mode", ["balanced", "proportional"])
+def test_packed_sampling_equals_per_env_gathers(two_env, mode):
+    """The packed one-gather path returns exactly the batch of per-env gathers with the same
+    draws (so results from before the packed table reproduce), and a batch owns its memory."""
+    gen, ref_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for _ in range(3):  # the cached env ids/masks are reused from the second batch on
+        batch = two_env.sample_transitions(40, gen, mode)
+        counts = two_env.env_counts(40, ref_gen, mode)
+        parts = [
+            (env, torch.randint(len(env), (n,), generator=ref_gen), k)
+            for k, (env, n) in enumerate(zip(two_env.envs, counts, strict=True))
+            if n
+        ]
+        expected = gather_transitions(parts, two_env.obs_max, two_env.act_max)
+        for field in expected.__dataclass_fields__:
+            assert torch.equal(getattr(batch, field), getattr(expected, field)), field
+        assert batch.env_idx.dtype == torch.int64 and batch.obs_mask.dtype == torch.bool
+        batch.observations.fill_(-1.0), batch.rewards.fill_(-1.0), batch.env_idx.fill_(5)
+        batch.obs_mask.fill_(False)
+    again = two_env.sample_transitions(40, torch.Generator().manual_seed(7), mode)
+    assert (again.observations[:, 0] > 0).all() and (again.rewards > 0).all()
+    assert set(again.env_idx.tolist()) <= {0, 1} and again.obs_mask.any(1).all()
 
 
 def test_proportional_follows_sizes(two_env):

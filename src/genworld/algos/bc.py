@@ -22,6 +22,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.nn.mlp import mlp
 from genworld.utils.device import fused_optimizer
+from genworld.utils.optim import Minimizer
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class BC:
         self.opt = torch.optim.Adam(
             self.actor.parameters(), lr=cfg.lr, fused=fused_optimizer(device)
         )
+        self.opt_min = Minimizer(self.opt)
         dims = torch.tensor(act_dims, device=device)
         self.act_masks = (torch.arange(act_max, device=device)[None] < dims[:, None]).float()
 
@@ -67,9 +69,7 @@ class BC:
         pred = self._forward(batch.observations, batch.env_idx)
         mask = batch.act_mask.float()
         loss = ((pred - batch.actions).pow(2) * mask).sum() / mask.sum()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.opt_min.minimize(loss)
         return {"losses/bc_mse": loss.detach()}
 
     @torch.no_grad()

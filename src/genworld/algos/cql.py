@@ -80,6 +80,7 @@ from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import TanhGaussianActor
 from genworld.utils.device import fused_optimizer
+from genworld.utils.optim import Minimizer
 
 LOG_2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -272,6 +273,7 @@ class CQL:
             ],
             fused=fused_optimizer(device),
         )
+        self.opt_min = Minimizer(self.opt)
         self.act_masks = dataset.act_masks().float().to(device)  # (K, A)
         self.obs_masks = dataset.obs_masks().float().to(device)  # (K, O)
         act_dims = self.act_masks.sum(-1)  # (K,)
@@ -417,14 +419,12 @@ class CQL:
         losses, metrics, policy_inputs = self._critic_losses(batch.to(self.device))
         if self.cfg.update_order == "joint":  # one backward, one step for every loss
             losses.update(self.policy_losses(*policy_inputs))
-        self.opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        self.opt.step()  # critic_first: only the critics (and alpha') have gradients here
+        # critic_first: only the critics (and alpha') have gradients here
+        self.opt_min.minimize(sum(losses.values()))
         if self.cfg.update_order == "critic_first":
             policy = self.policy_losses(*policy_inputs)
-            self.opt.zero_grad(set_to_none=True)
-            sum(policy.values()).backward()
-            self.opt.step()  # only the actor and the temperatures have gradients here
+            # only the actor and the temperatures have gradients here
+            self.opt_min.minimize(sum(policy.values()))
             losses.update({k: v.detach() for k, v in policy.items()})
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, self.cfg.tau)

@@ -63,6 +63,7 @@ from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP, mlp
 from genworld.utils.device import fused_optimizer, maybe_compile
+from genworld.utils.optim import Minimizer
 
 REWARD_RANGE_TARGET = 1000.0
 """Rewards are scaled so the dataset's return range spans this (IQL paper, Appendix B)."""
@@ -174,6 +175,7 @@ class IQL:
             ],
             fused=fused_optimizer(device),
         )
+        self.opt_min = Minimizer(self.opt)
         self.act_masks = dataset.act_masks().float().to(device)  # (K, A)
         self.obs_masks = dataset.obs_masks().float().to(device)  # (K, O)
         scales = reward_scales(dataset) if cfg.normalize_reward else torch.ones(self.num_envs)
@@ -234,9 +236,7 @@ class IQL:
         self.opt.param_groups[0]["lr"] = (
             self.cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
         )
-        self.opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        self.opt.step()
+        self.opt_min.minimize(sum(losses.values()))
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, self.cfg.tau)
         self.step += 1

@@ -29,6 +29,7 @@ from genworld.algos.registry import agent_state, load_agent_state
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import TanhGaussianActor, tanh_gaussian_sample
 from genworld.utils.device import fused_optimizer
+from genworld.utils.optim import Minimizer
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,11 @@ class SAC:
         ).float()  # (K, A)
         fused = fused_optimizer(device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
+        self.actor_opt_min = Minimizer(self.actor_opt)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
+        self.critic_opt_min = Minimizer(self.critic_opt)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
+        self.alpha_opt_min = Minimizer(self.alpha_opt)
         self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
 
     def inputs(self, obs: torch.Tensor, env_idx: torch.Tensor | None) -> torch.Tensor:
@@ -149,9 +153,7 @@ class SAC:
             target = rew + self.cfg.gamma * (1.0 - terminal) * (next_q - alpha * next_logp)
         q = self.q_values(self.critic, x, act * mask)  # (E, B)
         critic_loss = (q - target).pow(2).mean(1).sum()
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
+        self.critic_opt_min.minimize(critic_loss)
 
         mean, log_std = self.actor(x)  # one forward: the sample and the BC term share it
         new_act, logp = tanh_gaussian_sample(mean, log_std, mask)
@@ -167,14 +169,10 @@ class SAC:
             scale = self.cfg.bc_alpha / q_pi.abs().mean().detach().clamp_min(1e-6)
             actor_loss = scale * actor_loss + bc_loss
             extra["losses/bc"] = bc_loss.detach()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
+        self.actor_opt_min.minimize(actor_loss)
 
         alpha_loss = -(self.log_alpha[env] * (logp.detach() + self.target_entropy[env])).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
+        self.alpha_opt_min.minimize(alpha_loss)
 
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, self.cfg.tau)

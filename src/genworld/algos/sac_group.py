@@ -30,6 +30,7 @@ from genworld.algos.sac import SAC, SACConfig
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import mean_and_log_std, tanh_gaussian_sample
 from genworld.utils.device import fused_optimizer
+from genworld.utils.optim import Minimizer
 
 
 def env_layout(env_idx: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,8 +89,11 @@ class SACGroup:
         self.act_masks = (torch.arange(act_dim, device=device)[None] < dims[:, None]).float()
         fused = fused_optimizer(device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
+        self.actor_opt_min = Minimizer(self.actor_opt)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
+        self.critic_opt_min = Minimizer(self.critic_opt)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
+        self.alpha_opt_min = Minimizer(self.alpha_opt)
         self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
 
     # ------------------------------------------------------------------ helpers
@@ -149,9 +153,7 @@ class SACGroup:
             target = rew + cfg.gamma * (1.0 - terminal) * (next_q - alpha * next_logp)
         q = self._q(self.critic, x, act * mask)  # (K, C, n)
         critic_losses = ((q - target[:, None]).pow(2) * weight[:, None]).sum((1, 2))  # (K,)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_losses.sum().backward()
-        self.critic_opt.step()
+        self.critic_opt_min.minimize(critic_losses.sum())
 
         mean, log_std = self.actor(x)  # one forward: the sample and the BC term share it
         new_act, logp = tanh_gaussian_sample(mean, log_std, mask)  # (K, n, A), (K, n)
@@ -170,15 +172,11 @@ class SACGroup:
             actor_losses = torch.where(with_bc, scale * actor_losses + bc_losses, actor_losses)
             if bool(with_bc.any()):
                 extra["losses/bc"] = bc_losses.detach()[with_bc].mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_losses.sum().backward()
-        self.actor_opt.step()
+        self.actor_opt_min.minimize(actor_losses.sum())
 
         entropy_gap = logp.detach() + self.target_entropy[:, None]  # (K, n)
         alpha_loss = -(self.log_alpha[:, None] * entropy_gap * weight).sum()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
+        self.alpha_opt_min.minimize(alpha_loss)
 
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, cfg.tau)

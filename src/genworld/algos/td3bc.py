@@ -26,7 +26,8 @@ Deviations:
 - The twin critics are one ``EnsembleMLP`` (one batched matmul); the actor's Q1 uses the critic
   with detached weights, so the actor loss cannot reach the critic.
 - States are normalised by ``ctx.normalizer`` (std floored at 1e-6; the paper adds 1e-3 to it).
-- Adam is fused (same maths, one kernel per step); target nets move with one ``_foreach_lerp_``.
+- Adam is fused (same maths, one kernel per step, called through ``utils.optim.Minimizer``);
+  target nets move with one ``_foreach_lerp_``.
 - ``act(deterministic=False)`` adds N(0, 0.1) exploration noise (TD3's ``expl_noise``); offline
   training never uses it.
 """
@@ -50,6 +51,7 @@ from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP, mlp
 from genworld.utils.device import fused_optimizer
+from genworld.utils.optim import Minimizer
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,9 @@ class TD3BC:
         )
         fused = fused_optimizer(device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
+        self.actor_opt_min = Minimizer(self.actor_opt)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
+        self.critic_opt_min = Minimizer(self.critic_opt)
         self.act_masks = dataset.act_masks().float().to(device)  # (K, A)
         self.obs_masks = dataset.obs_masks().float().to(device)  # (K, O)
         self.step = 0
@@ -151,13 +155,16 @@ class TD3BC:
         """The latest actor step's metrics, reported on critic-only steps too (stable keys)."""
 
     def _inputs(self, obs: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
-        """Per-env normalised observations (padded dims exactly 0) plus the one-hot env id."""
-        x = self.normalizer.normalize_obs(obs, env_idx) * self.obs_masks[env_idx]  # (B, O)
-        return torch.cat([x, nn.functional.one_hot(env_idx, self.num_envs).to(x.dtype)], -1)
+        """Per-env normalised observations (padded dims exactly 0) plus the one-hot env id;
+        ``obs (..., B, O)`` (leading dims share ``env_idx (B,)``) → ``(..., B, O + K)``."""
+        x = self.normalizer.normalize_obs(obs, env_idx) * self.obs_masks[env_idx]  # (..., B, O)
+        one_hot = nn.functional.one_hot(env_idx, self.num_envs).to(x.dtype)  # (B, K)
+        return torch.cat([x, one_hot.expand(*x.shape[:-1], -1)], -1)
 
-    def critic_loss(self, x, next_x, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Twin-critic TD loss against the smoothed target policy; also returns Q (E, B)."""
-        cfg, mask = self.cfg, self.act_masks[batch.env_idx]  # (B, A)
+    def critic_loss(self, x, next_x, batch, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Twin-critic TD loss against the smoothed target policy (``mask (B, A)``: real action
+        dims); also returns Q (E, B)."""
+        cfg = self.cfg
         with torch.no_grad():
             noise = (torch.randn_like(batch.actions) * cfg.policy_noise).clamp(
                 -cfg.noise_clip, cfg.noise_clip
@@ -168,9 +175,8 @@ class TD3BC:
         q = self.critic(torch.cat([x, batch.actions * mask], -1)).squeeze(-1)  # (E, B)
         return (q - target).pow(2).mean(1).sum(), q.detach()
 
-    def actor_loss(self, x, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, x, batch, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """``-lambda Q1(s, pi(s)) + MSE(pi(s), a)`` over real action dims; also returns lambda."""
-        mask = self.act_masks[batch.env_idx]  # (B, A)
         pi = torch.tanh(self.actor(x)) * mask  # (B, A)
         q = first_critic(self.critic, torch.cat([x, pi], -1))  # (B,)
         lam = bc_lambda(q, batch.env_idx, self.num_envs, self.cfg.alpha, self.cfg.per_env_lambda)
@@ -180,19 +186,16 @@ class TD3BC:
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         batch = self.dataset.sample_transitions(self.cfg.batch_size, generator, self.cfg.sampling)
         batch = batch.to(self.device)
-        x = self._inputs(batch.observations, batch.env_idx)  # (B, O + K)
-        next_x = self._inputs(batch.next_observations, batch.env_idx)
-        critic_loss, q = self.critic_loss(x, next_x, batch)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
+        both = torch.stack([batch.observations, batch.next_observations])  # (2, B, O)
+        x, next_x = self._inputs(both, batch.env_idx)  # (B, O + K) each
+        mask = self.act_masks[batch.env_idx]  # (B, A)
+        critic_loss, q = self.critic_loss(x, next_x, batch, mask)
+        self.critic_opt_min.minimize(critic_loss)
         self.step += 1
         metrics = {"losses/critic": critic_loss.detach(), "losses/q": q.mean()}
         if self.step % self.cfg.policy_delay == 0:
-            actor_loss, lam = self.actor_loss(x, batch)
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
+            actor_loss, lam = self.actor_loss(x, batch, mask)
+            self.actor_opt_min.minimize(actor_loss)
             with torch.no_grad():
                 torch._foreach_lerp_(*self._polyak, self.cfg.tau)
             self.actor_metrics = {"losses/actor": actor_loss.detach(), "losses/lambda": lam}

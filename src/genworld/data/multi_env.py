@@ -81,6 +81,8 @@ class MultiEnvDataset:
         self.obs_max = max(s.obs_dim for s in self.specs)
         self.act_max = max(s.act_dim for s in self.specs)
         self.sizes = torch.tensor([len(e) for e in self.envs], dtype=torch.float64)
+        self._packed: _Packed | None = None
+        self._rows_of: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
 
     @classmethod
     def from_minari(cls, dataset_ids: Sequence[str]) -> MultiEnvDataset:
@@ -130,13 +132,62 @@ class MultiEnvDataset:
     def sample_transitions(
         self, batch_size: int, generator: torch.Generator, mode: Mode = "balanced"
     ) -> Batch:
+        """A padded batch: each env's rows drawn uniformly (``torch.randint`` per env, in env
+        order), gathered with one ``index_select`` from a packed padded table of all envs. The
+        batch's tensors are column views of that gather (fresh memory, never the dataset's)."""
         counts = self.env_counts(batch_size, generator, mode)
-        parts = [
-            (env, torch.randint(len(env), (count,), generator=generator), k)
-            for k, (env, count) in enumerate(zip(self.envs, counts, strict=True))
+        packed = self._packed_table()
+        draws = [
+            torch.randint(len(env), (count,), generator=generator) + offset
+            for env, count, offset in zip(self.envs, counts, packed.offsets, strict=True)
             if count
         ]
-        return gather_transitions(parts, self.obs_max, self.act_max)
+        rows = packed.table.index_select(0, draws[0] if len(draws) == 1 else torch.cat(draws))
+        obs, next_obs, act, rew, term = rows.split(packed.widths, 1)
+        env_idx, obs_mask, act_mask = self._rows_for(tuple(counts))
+        return Batch(
+            observations=obs,
+            actions=act,
+            rewards=rew.squeeze(1),
+            next_observations=next_obs,
+            terminations=term.squeeze(1),
+            env_idx=env_idx.clone(),
+            obs_mask=obs_mask.clone(),
+            act_mask=act_mask.clone(),
+        )
+
+    def _packed_table(self) -> _Packed:
+        """All envs' transitions as one ``(N, 2 obs_max + act_max + 2)`` float table (obs, next
+        obs, action zero-padded; reward; termination), built on first use. It copies the data
+        once (4 bytes a value) so that a batch is one gather instead of five per env."""
+        if self._packed is None:
+            o, a = self.obs_max, self.act_max
+            table = torch.zeros(len(self), 2 * o + a + 2)
+            offsets, start = [], 0
+            for env in self.envs:
+                rows = table[start : start + len(env)]
+                d, ad = env.spec.obs_dim, env.spec.act_dim
+                rows[:, :d], rows[:, o : o + d] = env.observations, env.next_observations
+                rows[:, 2 * o : 2 * o + ad] = env.actions
+                rows[:, 2 * o + a], rows[:, 2 * o + a + 1] = env.rewards, env.terminations
+                offsets.append(start)
+                start += len(env)
+            self._packed = _Packed(table, tuple(offsets), (o, o, a, 1, 1))
+        return self._packed
+
+    def _rows_for(self, counts: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """``env_idx``, ``obs_mask``, ``act_mask`` of a batch with these per-env counts
+        (cached: balanced sampling repeats the same counts every batch)."""
+        if counts not in self._rows_of:
+            if len(self._rows_of) > 64:  # proportional sampling: many count vectors
+                self._rows_of.clear()
+            env_idx = torch.repeat_interleave(torch.arange(self.num_envs), torch.tensor(counts))
+            self._rows_of[counts] = (
+                env_idx,
+                self.obs_masks()[env_idx],
+                self.act_masks()[env_idx],
+            )
+        return self._rows_of[counts]
 
     def sample_windows(
         self, batch_size: int, length: int, generator: torch.Generator, mode: Mode = "balanced"
@@ -183,6 +234,13 @@ class MultiEnvDataset:
             obs_mask=self.obs_masks()[env_idx],
             act_mask=self.act_masks()[env_idx],
         )
+
+
+@dataclass(frozen=True)
+class _Packed:
+    table: torch.Tensor  # (N, 2 obs_max + act_max + 2)
+    offsets: tuple[int, ...]  # first row of each env
+    widths: tuple[int, ...]  # obs, next obs, action, reward, termination columns
 
 
 def gather_transitions(
