@@ -212,11 +212,9 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
 def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict | None:
     """Process-pool entry point (arguments as JSON: safe across spawn); None: the cell is
     claimed by another process (``run_cell(wait=False)``)."""
-    from genworld.utils.allocator import keep_freed_memory
-    from genworld.utils.device import set_matmul_precision
+    from genworld.utils.parallel import prepare_worker
 
-    keep_freed_memory()
-    set_matmul_precision()  # the parent's --matmul-precision, through the environment
+    prepare_worker()  # a Ray task has no pool initializer (the cell sets its own threads)
     cfg = config_from_json(json.loads(cfg_json))
     cell_data = json.loads(cell_json)
     cell_data["envs"] = tuple(cell_data["envs"])

@@ -28,7 +28,7 @@ def process_map(
 
     context = multiprocessing.get_context("spawn")
     results: list = [None] * len(jobs)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=prepare_worker)
     try:
         futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
@@ -51,7 +51,9 @@ def stop_pool(pool) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _worker_init() -> None:
+def prepare_worker() -> None:
+    """A worker process's settings (pool initializer; Ray tasks call it themselves): one torch
+    thread, and the parent's allocator and matmul precision, inherited through the environment."""
     import torch
 
     from genworld.utils.allocator import keep_freed_memory
