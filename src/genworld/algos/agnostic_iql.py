@@ -56,6 +56,7 @@ from genworld.errors import GenworldError
 from genworld.nn.agnostic import NET_PRESETS, AgnosticActor, AgnosticConfig, AgnosticCritic
 from genworld.types import Batch, EnvSpec
 from genworld.utils.device import fused_optimizer
+from genworld.utils.optim import Minimizer
 
 SEED_STRIDE = 0x9E3779B97F4A7C15
 """Mixes the env index into an update's seed (golden-ratio constant, splitmix64)."""
@@ -222,6 +223,7 @@ class AgnosticIQL:
             ],
             fused=fused_optimizer(device),
         )
+        self.opt_min = Minimizer(self.opt)
         dims = torch.tensor([s.obs_dim for s in self.specs])
         adims = torch.tensor([s.act_dim for s in self.specs])
         self.obs_masks = (torch.arange(self.obs_max)[None] < dims[:, None]).to(device)  # (K, O)
@@ -274,12 +276,12 @@ class AgnosticIQL:
         total, metrics = self.train_module(
             obs, obs_mask, env, actions, act_mask, target_q, target, self.loss_scale
         )
-        self.opt.zero_grad(set_to_none=True)
+        self.opt_min.zero_grad()
         total.backward()
         if cfg.max_grad_norm > 0:
             for net in (self.nets.actor, self.nets.critics, self.nets.value):
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        self.opt.step()
+        self.opt_min.step()
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, cfg.tau)
         self.step += 1
