@@ -155,6 +155,35 @@ def d3rlpy_update(name: str, dataset: MultiEnvDataset) -> Callable[[], object]:
     return lambda: algo.update(data.sample_transition_batch(BATCH))
 
 
+def interleaved(
+    contenders: dict[str, tuple[Callable[[], object], str]],
+    seconds: float,
+    rounds: int,
+    warmup: int,
+) -> dict[str, list[float]]:
+    """Updates/s of each ``(update, matmul precision)`` per round. Every round measures every
+    contender once, in an order rotated each round, so a slow phase of a shared machine (other
+    tenants, frequency changes) hits all of them instead of whichever ran then."""
+    names = list(contenders)
+    for update, precision in contenders.values():
+        torch.set_float32_matmul_precision(precision)
+        for _ in range(warmup):
+            update()
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            update, precision = contenders[name]
+            torch.set_float32_matmul_precision(precision)
+            rates[name].append(rate(update, seconds, 0))
+    return rates
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """Median over rounds of the ratio measured within each round."""
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+
+
 def run(quick: bool = False, seconds: float | None = None, repeats: int | None = None):
     """``genworld bench algos``: updates/s of genworld's bc/cql/iql/td3bc and, with the optional
     ``peers`` extra installed, of d3rlpy's same algorithm (ratio = genworld / d3rlpy, both at
@@ -162,8 +191,8 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
     ratio_compiled = genworld with ``compile=True``, float32, for the COMPILABLE algorithms)."""
     from genworld.bench.common import BenchResult
 
-    seconds = seconds or (1.0 if quick else 10.0)
-    repeats = repeats or (1 if quick else 3)
+    seconds = seconds or (1.0 if quick else 5.0)
+    repeats = repeats or (1 if quick else 6)
     warmup = 3 if quick else 20
     dataset = synthetic_dataset(episodes=2 if quick else 10)
     try:
@@ -175,7 +204,8 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
     res = BenchResult("algos")
     res.notes.append(
         f"algos: torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {BATCH}, "
-        f"hidden {HIDDEN}, median of {repeats} x {seconds:g} s"
+        f"hidden {HIDDEN}, {repeats} interleaved rounds of {seconds:g} s per contender; "
+        "rates: median over rounds; ratios: median of the rounds' own ratios"
     )
     if not have_d3rlpy:
         res.notes.append("algos: d3rlpy is not installed (pip install -e '.[peers]'): no ratio")
@@ -203,54 +233,56 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
             "`ratio`; `ratio_vs_default_allocator`: d3rlpy with glibc's default allocator"
         )
     for name in ALGOS:
-        torch.set_float32_matmul_precision("highest")
-        ours = statistics.median(
-            rate(genworld_update(name, dataset), seconds, warmup) for _ in range(repeats)
-        )
-        torch.set_float32_matmul_precision("medium")  # --matmul-precision medium
-        medium = statistics.median(
-            rate(genworld_update(name, dataset), seconds, warmup) for _ in range(repeats)
-        )
-        torch.set_float32_matmul_precision("highest")  # d3rlpy at its default
-        figure: dict = {"genworld_updates_per_s": ours, "genworld_medium_updates_per_s": medium}
+        contenders: dict[str, tuple[Callable[[], object], str]] = {
+            "genworld": (genworld_update(name, dataset), "highest"),
+            "genworld_medium": (genworld_update(name, dataset), "medium"),
+        }
+        figure: dict = {}
         if name in COMPILABLE:
             start = time.perf_counter()
             update = genworld_update(name, dataset, compile=True)
             update()  # compiles
             figure["compile_seconds"] = time.perf_counter() - start
-            figure["genworld_compiled_updates_per_s"] = statistics.median(
-                rate(update, seconds, warmup) for _ in range(repeats)
-            )
-        line = f"algos/{name}: genworld {ours:.1f} updates/s"
+            contenders["genworld_compiled"] = (update, "highest")
+        d3rlpy_error = None
         if have_d3rlpy:
             try:
-                theirs = statistics.median(
-                    rate(d3rlpy_update(name, dataset), seconds, warmup) for _ in range(repeats)
-                )
-                figure.update(
-                    d3rlpy_updates_per_s=theirs,
-                    ratio=ours / theirs,
-                    ratio_medium_precision=medium / theirs,
-                )
-                line += (
-                    f" = {ours / theirs:.2f}x d3rlpy ({theirs:.1f} updates/s); "
-                    f"--matmul-precision medium {medium:.1f} = {medium / theirs:.2f}x"
-                )
-                if name in default_allocator:
-                    default = default_allocator[name]
-                    figure["d3rlpy_default_allocator_updates_per_s"] = default
-                    figure["ratio_vs_default_allocator"] = ours / default
-                    line += f"; vs d3rlpy, default allocator ({default:.1f}): {ours / default:.2f}x"
-                if "genworld_compiled_updates_per_s" in figure:
-                    compiled = figure["genworld_compiled_updates_per_s"]
-                    figure["ratio_compiled"] = compiled / theirs
-                    line += (
-                        f"; compile=True {compiled:.1f} = {compiled / theirs:.2f}x "
-                        f"(after {figure['compile_seconds']:.0f} s of compiling)"
-                    )
+                contenders["d3rlpy"] = (d3rlpy_update(name, dataset), "highest")
             except Exception as exc:  # an API drift in d3rlpy must not hide our numbers
-                figure["d3rlpy_error"] = f"{type(exc).__name__}: {exc}"
-                line += f" (d3rlpy failed: {type(exc).__name__})"
+                d3rlpy_error = f"{type(exc).__name__}: {exc}"
+        rates = interleaved(contenders, seconds, repeats, warmup)
+        torch.set_float32_matmul_precision("highest")
+        for key, values in rates.items():
+            figure[f"{key}_updates_per_s"] = statistics.median(values)
+        ours = figure["genworld_updates_per_s"]
+        medium = figure["genworld_medium_updates_per_s"]
+        line = f"algos/{name}: genworld {ours:.1f} updates/s"
+        if "d3rlpy" in rates:
+            theirs = figure["d3rlpy_updates_per_s"]
+            figure.update(
+                ratio=paired_ratio(rates["genworld"], rates["d3rlpy"]),
+                ratio_medium_precision=paired_ratio(rates["genworld_medium"], rates["d3rlpy"]),
+            )
+            line += (
+                f" = {figure['ratio']:.2f}x d3rlpy ({theirs:.1f} updates/s); "
+                f"--matmul-precision medium {medium:.1f} = "
+                f"{figure['ratio_medium_precision']:.2f}x"
+            )
+            if name in default_allocator:
+                default = default_allocator[name]
+                figure["d3rlpy_default_allocator_updates_per_s"] = default
+                figure["ratio_vs_default_allocator"] = ours / default
+                line += f"; vs d3rlpy, default allocator ({default:.1f}): {ours / default:.2f}x"
+            if "genworld_compiled" in rates:
+                compiled = figure["genworld_compiled_updates_per_s"]
+                figure["ratio_compiled"] = paired_ratio(rates["genworld_compiled"], rates["d3rlpy"])
+                line += (
+                    f"; compile=True {compiled:.1f} = {figure['ratio_compiled']:.2f}x "
+                    f"(after {figure['compile_seconds']:.0f} s of compiling)"
+                )
+        if d3rlpy_error:
+            figure["d3rlpy_error"] = d3rlpy_error
+            line += f" (d3rlpy failed: {d3rlpy_error.split(':')[0]})"
         res.figures[name] = figure
         res.ratios.append(line)
     torch.set_float32_matmul_precision(previous)
