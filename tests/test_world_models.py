@@ -419,3 +419,25 @@ def test_penalty_calibration_sees_an_uncertainty_that_tracks_the_error(suite):
         assert result[env]["reward_bias"] == pytest.approx(0.5, abs=1e-4)
     real = penalty_calibration(_model(suite), suite, norm, per_env=16)
     assert all(np.isfinite(v) for row in real.values() for v in row.values())
+
+
+def test_termination_head_runs_only_when_learned(suite):
+    """Registry terminations skip the learned head (its FLOPs); a learned model uses it in step."""
+    batch = suite.sample_windows(6, 4, torch.Generator().manual_seed(0))
+    args = (batch.observations, batch.actions, batch.rewards, batch.env_idx, batch.step_mask)
+    registry = _model(suite)
+    assert "term_logit" not in registry.forward_sequence(*args)
+    learned = _model(suite, TGWConfig(**{**TINY.__dict__, "termination": "learned"}))
+    assert learned.forward_sequence(*args)["term_logit"].shape == (3, 6, 4)
+    env_idx, index = torch.tensor([0, 1]), torch.tensor([5, 7])
+    with torch.no_grad():  # a head that says "done" everywhere ends every rollout
+        for p in learned.term_net.parameters():
+            p.zero_()
+        list(learned.term_net.parameters())[-1].fill_(50.0)  # the output layer's bias
+    memory = learned.initial_state(suite, env_idx, index)
+    step = learned.step(memory, None, torch.zeros(2, memory.actions.shape[-1]), deterministic=True)
+    assert step.terminations.all()
+    step = registry.step(
+        registry.initial_state(suite, env_idx, index), None, torch.zeros(2, 6), deterministic=True
+    )
+    assert step.terminations.shape == (2,)

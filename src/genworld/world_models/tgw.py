@@ -185,7 +185,8 @@ class TGWWorldModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Raw ``obs (B, L, obs_max)``, ``act (B, L, act_max)``, ``prev_rew (B, L)`` → predictions
         of the next step at every position, for every member (with ``query_index (B,)``: only
-        at that position, as ``L = 1``: the rollout fast path)."""
+        at that position, as ``L = 1``: the rollout fast path). ``term_logit`` only with
+        ``termination="learned"`` (the head is ~10% of a rollout step's FLOPs)."""
         norm = self.normalizer
         obs_n = (obs - norm.obs_mean[env_idx][:, None]) / norm.obs_std[env_idx][:, None]
         obs_n = obs_n * self.obs_masks[env_idx][:, None]  # (B, L, obs_max)
@@ -217,16 +218,18 @@ class TGWWorldModel(nn.Module):
         delta, obs_logvar = self.obs_net(su, env_b).unbind(-2)  # (E, B, L, obs_max), 0 on pad
         context = tokens.unsqueeze(0).expand(s.shape[0], -1, -1, -1)  # h_t's current token
         rew_out = self.rew_net(torch.cat([su, context], -1), env_b)[..., 0]  # (E, B, L, 2)
-        return {
+        out = {
             "s": s,
             "u": u,
             "obs_mean": obs_n + delta,  # (E, B, L, obs_max) normalised next observation
             "obs_logvar": _soft_clamp(obs_logvar),
             "rew_mean": rew_out[..., 0],
             "rew_logvar": _soft_clamp(rew_out[..., 1]),  # (E, B, L)
-            "term_logit": self.term_net(su, env_b)[..., 0, 0],  # (E, B, L)
             "obs_n": obs_n,
         }
+        if self.cfg.termination == "learned":  # the registry's exact functions need no head
+            out["term_logit"] = self.term_net(su, env_b)[..., 0, 0]  # (E, B, L)
+        return out
 
     # ---------------------------------------------------------------- training loss
     def loss(
@@ -322,16 +325,16 @@ class TGWWorldModel(nn.Module):
         )
         pick = lambda x: x[:, :, 0]  # noqa: E731  (E, B, 1, ...) → (E, B, ...)
         s, obs_mean, obs_logvar = pick(out["s"]), pick(out["obs_mean"]), pick(out["obs_logvar"])
-        rew_mean, term_logit = pick(out["rew_mean"]), pick(out["term_logit"])
+        rew_mean = pick(out["rew_mean"])
+        learned = self.cfg.termination == "learned"
+        term_logit = pick(out["term_logit"]) if learned else None  # (E, B)
         if deterministic:
-            next_n, rew_n, logit = obs_mean.mean(0), rew_mean.mean(0), term_logit.mean(0)
+            next_n, rew_n = obs_mean.mean(0), rew_mean.mean(0)
+            logit = term_logit.mean(0) if learned else None
         else:
             member = torch.randint(s.shape[0], (b,), generator=generator, device=s.device)
-            next_n, rew_n, logit = (
-                obs_mean[member, rows],
-                rew_mean[member, rows],
-                term_logit[member, rows],
-            )
+            next_n, rew_n = obs_mean[member, rows], rew_mean[member, rows]
+            logit = term_logit[member, rows] if learned else None
             if self.cfg.loss == "nll" and self.cfg.use_stochastic:
                 noise = torch.randn(next_n.shape, generator=generator, device=s.device)
                 next_n = next_n + (0.5 * obs_logvar[member, rows]).exp() * noise
@@ -342,7 +345,7 @@ class TGWWorldModel(nn.Module):
         ) * obs_mask
         extrinsic = rew_n * self.normalizer.reward_std[env] + self.normalizer.reward_mean[env]
         intrinsic = self._intrinsic(s, obs_mean, rew_mean, obs_mask, env)
-        if self.cfg.termination == "learned":
+        if logit is not None:
             terminations = logit > 0
         else:
             terminations = registry_terminations(self.specs, next_obs, env)
