@@ -441,3 +441,29 @@ def test_termination_head_runs_only_when_learned(suite):
         registry.initial_state(suite, env_idx, index), None, torch.zeros(2, 6), deterministic=True
     )
     assert step.terminations.shape == (2,)
+
+
+@pytest.mark.parametrize("termination", ["registry", "learned"])
+def test_rollout_chunks_change_no_number(suite, monkeypatch, termination):
+    """Rollout steps run in row chunks with the randomness drawn up front: any chunk size gives
+    the same numbers as one chunk."""
+    import genworld.world_models.tgw as tgw
+
+    model = _model(suite, TGWConfig(**{**TINY.__dict__, "termination": termination}))
+    env_idx, index = torch.tensor([0, 1, 1, 0, 1, 0, 0]), torch.tensor([3, 5, 9, 2, 30, 7, 11])
+    actions = torch.rand(7, 6, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def rollout(chunk):
+        monkeypatch.setattr(tgw, "ROLLOUT_CHUNK", chunk)
+        g = torch.Generator().manual_seed(0)
+        state, outs = model.initial_state(suite, env_idx, index), []
+        for det in (False, False, True):
+            step = model.step(state, None, actions, generator=g, deterministic=det)
+            state = step.state
+            outs += [step.next_observations, step.rewards, step.uncertainty, step.terminations]
+        return outs + [state.observations, state.prev_rewards]
+
+    whole, chunked = rollout(10_000), rollout(3)
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(whole[0], whole[4])  # the steps moved
