@@ -1,0 +1,56 @@
+"""scripts/archive_records.py: a study's small records out of its run folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "archive_records.py"
+
+
+@pytest.fixture(scope="module")
+def archive():
+    spec = importlib.util.spec_from_file_location("archive_records", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.archive
+
+
+def _run_folder(root: Path, model_bytes: int) -> Path:
+    run = root / "run"
+    cell = run / "cells" / "medium" / "single-hopper" / "tgw" / "seed0"
+    cell.mkdir(parents=True)
+    (cell / "result.json").write_text(json.dumps({"score": 1.0}))
+    (cell / "checkpoints").mkdir()
+    (cell / "checkpoints" / "big.safetensors").write_bytes(b"x" * 1000)
+    (run / "config.json").write_text("{}")
+    (run / "table.md").write_text("# table")
+    for step in ("step_000000100", "step_000000200"):
+        ckpt = run / "world_models" / "tgw-s0" / "checkpoints" / step
+        ckpt.mkdir(parents=True)
+        (ckpt / "tensors.safetensors").write_bytes(b"w" * model_bytes)
+    (run / "world_models" / "tgw-s0" / "config.json").write_text("{}")
+    return run
+
+
+def test_copies_results_reports_and_the_last_model_checkpoint(tmp_path, archive):
+    run = _run_folder(tmp_path, model_bytes=2000)
+    dest = tmp_path / "records"
+    archive(run, dest, max_models_mb=1.0)
+    assert (dest / "config.json").exists() and (dest / "table.md").exists()
+    assert (dest / "cells/medium/single-hopper/tgw/seed0/result.json").exists()
+    assert not (dest / "cells/medium/single-hopper/tgw/seed0/checkpoints").exists()
+    ckpts = dest / "world_models/tgw-s0/checkpoints"
+    assert [p.name for p in ckpts.iterdir()] == ["step_000000200"]  # the last one only
+
+
+def test_leaves_out_shared_models_over_the_size_limit(tmp_path, archive, capsys):
+    run = _run_folder(tmp_path, model_bytes=3 * 2**20)  # 3 MB, over a 1 MB limit
+    dest = tmp_path / "records"
+    archive(run, dest, max_models_mb=1.0)
+    assert (dest / "cells/medium/single-hopper/tgw/seed0/result.json").exists()
+    assert not (dest / "world_models").exists()
+    assert "shared models left out: 3 MB" in capsys.readouterr().out
