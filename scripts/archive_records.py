@@ -18,20 +18,21 @@ from pathlib import Path
 TOP = (".json", ".md", ".png", ".csv")
 
 
-def shared_model(src: Path, dest: Path) -> int:
-    """A world model folder: its config and its latest checkpoint only."""
-    copied = 0
-    if (src / "config.json").exists():
-        copy(src / "config.json", dest / "config.json")
-        copied += 1
-    steps = sorted((src / "checkpoints").glob("step_*")) if (src / "checkpoints").exists() else []
-    if steps:
-        last = steps[-1]
-        for f in last.iterdir():
-            if f.is_file():
-                copy(f, dest / "checkpoints" / last.name / f.name)
-                copied += 1
-    return copied
+def shared_files(run: Path) -> list[Path]:
+    """The models the study's cells share: each world model folder's config and latest
+    checkpoint, and each seed's Prompt-DT weights."""
+    folders = [run / "world_model"] if (run / "world_model").is_dir() else []
+    if (run / "world_models").is_dir():
+        folders += sorted(d for d in (run / "world_models").iterdir() if d.is_dir())
+    files = []
+    for folder in folders:
+        if (folder / "config.json").exists():
+            files.append(folder / "config.json")
+        ckpts = folder / "checkpoints"
+        steps = sorted(ckpts.glob("step_*")) if ckpts.exists() else []
+        if steps:
+            files += sorted(f for f in steps[-1].iterdir() if f.is_file())
+    return files + sorted(run.glob("prompt_dt/seed*/net.safetensors"))
 
 
 def copy(src: Path, dest: Path) -> None:
@@ -39,44 +40,19 @@ def copy(src: Path, dest: Path) -> None:
     shutil.copy2(src, dest)
 
 
-def models_size(run: Path) -> int:
-    """Bytes of the shared models ``archive`` would copy (config + last checkpoint)."""
-    total = 0
-    dirs = [run / "world_model"] if (run / "world_model").is_dir() else []
-    if (run / "world_models").is_dir():
-        dirs += [d for d in (run / "world_models").iterdir() if d.is_dir()]
-    for d in dirs:
-        steps = sorted((d / "checkpoints").glob("step_*")) if (d / "checkpoints").exists() else []
-        if steps:
-            total += sum(f.stat().st_size for f in steps[-1].iterdir() if f.is_file())
-    total += sum(f.stat().st_size for f in run.glob("prompt_dt/seed*/net.safetensors"))
-    return total
-
-
 def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
     if not run.is_dir():
         raise SystemExit(f"{run} is not a folder")
-    copied = 0
-    for f in run.iterdir():
-        if f.is_file() and f.suffix in TOP:
-            copy(f, dest / f.name)
-            copied += 1
-    for f in run.glob("cells/**/result.json"):
-        copy(f, dest / f.relative_to(run))
-        copied += 1
-    size_mb = models_size(run) / 2**20
+    records = [f for f in run.iterdir() if f.is_file() and f.suffix in TOP]
+    records += list(run.glob("cells/**/result.json"))
+    models = shared_files(run)
+    size_mb = sum(f.stat().st_size for f in models) / 2**20
     if size_mb > max_models_mb:
         print(f"shared models left out: {size_mb:.0f} MB > --max-models-mb {max_models_mb:g}")
-        return copied
-    if (run / "world_model").is_dir():
-        copied += shared_model(run / "world_model", dest / "world_model")
-    for wm in sorted((run / "world_models").glob("*")) if (run / "world_models").is_dir() else []:
-        if wm.is_dir():
-            copied += shared_model(wm, dest / "world_models" / wm.name)
-    for f in run.glob("prompt_dt/seed*/net.safetensors"):
+        models = []
+    for f in records + models:
         copy(f, dest / f.relative_to(run))
-        copied += 1
-    return copied
+    return len(records) + len(models)
 
 
 if __name__ == "__main__":
