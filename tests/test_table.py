@@ -119,6 +119,10 @@ def test_iqm_and_score_matrix_arithmetic():
     # IQM drops the lowest and highest quarter: 8 runs, the 4 middle values average to 4.5
     spread = {"y": np.arange(1, 9, dtype=float).reshape(8, 1) / 100}
     assert iqm_with_ci(spread, reps=50)["y"]["iqm"] == pytest.approx(4.5)
+    # reproducible, and an algorithm's interval does not depend on which others share the report
+    assert iqm_with_ci(spread, reps=50) == iqm_with_ci(spread, reps=50)
+    other = {"z": np.random.default_rng(0).uniform(size=(5, 3))}
+    assert iqm_with_ci(spread, reps=50)["y"] == iqm_with_ci({**other, **spread}, reps=50)["y"]
 
 
 def test_cells_are_seed_major_so_a_partial_table_compares_every_algorithm():

@@ -120,26 +120,34 @@ def bootstrap_reps(scale: str) -> int:
 
 
 def iqm_with_ci(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> dict[str, dict]:
-    """IQM (×100) with 95% stratified bootstrap CIs (rliable, Agarwal et al. 2021)."""
+    """IQM (×100) with 95% stratified bootstrap CIs (rliable, Agarwal et al. 2021).
+
+    Reproducible: rliable's stratified resampling draws from numpy's global RNG (its
+    ``random_state`` argument does not reach ``update_indices``), so each algorithm's bootstrap
+    runs with that RNG seeded to ``seed`` (restored afterwards): the same scores give the same
+    interval in every run, whichever other algorithms share the report."""
     from rliable import library as rly
     from rliable import metrics
 
-    with warnings.catch_warnings():  # arch deprecates RandomState; rliable still passes one
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            matrices,
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps,
-            random_state=np.random.RandomState(seed),
-        )
-    return {
-        a: {
+    out = {}
+    saved = np.random.get_state()
+    for a, matrix in matrices.items():
+        np.random.seed(seed)
+        with warnings.catch_warnings():  # arch deprecates RandomState; rliable still passes one
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = rly.get_interval_estimates(
+                {a: matrix},
+                lambda x: np.array([metrics.aggregate_iqm(x)]),
+                reps=reps,
+                random_state=np.random.RandomState(seed),
+            )
+        out[a] = {
             "iqm": float(point[a][0] * 100),
             "ci_low": float(interval[a][0][0] * 100),
             "ci_high": float(interval[a][1][0] * 100),
         }
-        for a in matrices
-    }
+    np.random.set_state(saved)
+    return out
 
 
 def plot_profiles(matrices: dict[str, np.ndarray], path: Path, reps: int) -> None:
