@@ -11,6 +11,7 @@ from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
 from genworld.train.checkpoint import load_checkpoint, save_checkpoint
 from genworld.train.loop import train_offline
+from genworld.train.world_model import provide_world_model
 
 from .conftest import random_episode
 
@@ -40,6 +41,7 @@ def make(name: str, tmp_path, dataset=None, seed=0):
         scale="tiny",
         seed=seed,
         out=tmp_path,
+        world_models=provide_world_model,
     )
     return build_agent(name, ctx), dataset
 

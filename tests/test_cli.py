@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,24 +6,34 @@ import sys
 from genworld.cli import main
 
 
+def _listed(capsys) -> dict[str, dict]:
+    """`genworld data list --json`, by dataset id (whatever was printed before is dropped)."""
+    capsys.readouterr()
+    assert main(["data", "list", "--json"]) == 0
+    return {row["dataset_id"]: row for row in json.loads(capsys.readouterr().out)}
+
+
 def test_cli_build_check_info_list(capsys):
+    from genworld.api import check_dataset
+
     assert main(["data", "build", "hopper-random", "--steps", "500", "--seed", "0", "--quiet"]) == 0
-    assert "genworld/hopper/random-v0: 500 steps" in capsys.readouterr().out
+    assert _listed(capsys)["genworld/hopper/random-v0"]["steps"] == 500
     assert main(["data", "check", "genworld/hopper/random-v0"]) == 0
-    assert "OK" in capsys.readouterr().out
+    assert check_dataset("genworld/hopper/random-v0")["ok"] is True
+    capsys.readouterr()
     assert main(["data", "info", "hopper-random"]) == 0
-    assert '"ref_max_score": 3234.3' in capsys.readouterr().out
+    assert json.loads(capsys.readouterr().out)["ref_max_score"] == 3234.3
     assert main(["data", "list"]) == 0
-    out = capsys.readouterr().out
-    assert "genworld/hopper/random-v0" in out and "built" in out
-    assert out.count("genworld/") == 20
+    rows = _listed(capsys)
+    assert rows["genworld/hopper/random-v0"]["built"] is True
+    assert sum(dataset_id.startswith("genworld/") for dataset_id in rows) == 20
     assert main(["data", "list", "--markdown"]) == 0
-    table = capsys.readouterr().out.splitlines()
-    row = next(line for line in table if "genworld/hopper/random-v0" in line)
-    assert "| 500 |" in row and "uniform random" in row and table[0].startswith("| dataset")
+    assert capsys.readouterr().out.startswith("| dataset")  # the Markdown header (prose only)
+    row = _listed(capsys)["genworld/hopper/random-v0"]
+    assert row["steps"] == 500 and row["policy_normalized"] == {}  # no policy: uniform random
     # --scale picks the size (tiny: 3k transitions); --steps overrides it
     assert main(["data", "build", "hopper-random", "--scale", "tiny", "--force", "--quiet"]) == 0
-    assert "genworld/hopper/random-v0: 3000 steps" in capsys.readouterr().out
+    assert _listed(capsys)["genworld/hopper/random-v0"]["steps"] == 3000
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
@@ -69,16 +80,17 @@ def test_matmul_precision_option_sets_torch_and_the_workers_environment(capsys):
 
 def test_build_all_builds_what_the_shipped_policies_allow_and_names_the_rest(tiny_policies, capsys):
     assert main(["data", "build", "--all", "--steps", "200", "--quiet"]) == 2
-    out, err = capsys.readouterr()
-    built = {line.split(":")[0] for line in out.splitlines() if "steps," in line}
-    assert "genworld/ant/random-v0" in built and "genworld/hopper/medium-replay-v0" in built
-    assert "genworld/walker2d/medium-v0" not in built
+    err = capsys.readouterr().err
     assert (
         "not built" in err and "genworld/walker2d/medium-v0 (needs policy walker2d-medium)" in err
     )
+    rows = _listed(capsys)
+    built = {dataset_id for dataset_id, row in rows.items() if row["built"]}
+    assert "genworld/ant/random-v0" in built and "genworld/hopper/medium-replay-v0" in built
+    assert "genworld/walker2d/medium-v0" not in built
     assert main(["data", "list"]) == 0
-    listing = capsys.readouterr().out
-    assert "needs policy walker2d-expert" in listing and "needs policy hopper" not in listing
+    missing = {n for row in _listed(capsys).values() for n in row.get("missing_policies", [])}
+    assert "walker2d-expert" in missing and not any(n.startswith("hopper") for n in missing)
 
 
 def test_table_backend_is_the_executor_option():

@@ -235,11 +235,11 @@ def test_ddp_world_model_replicas_stay_identical_and_checkpoint_like_fit_world_m
 
 def test_agnostic_ppo_entry_point_trains_checkpoints_and_evaluates(tmp_path):
     """One process (no torchrun): the DD-PPO entry point with a Box and a Discrete env."""
+    from genworld.cli import main
     from genworld.train.checkpoint import load_checkpoint
-    from genworld.train.distributed import main
 
     out = tmp_path / "ppo"
-    argv = ["agnostic-ppo", "--scale", "tiny", "--envs", "Pendulum-v1,CartPole-v1"]
+    argv = ["train", "agnostic-ppo", "--scale", "tiny", "--envs", "Pendulum-v1,CartPole-v1"]
     argv += ["--total-timesteps", "512", "--eval-episodes", "1", "--out", str(out), "--quiet"]
     assert main(argv) == 0
     result = json.loads((out / "eval.json").read_text())

@@ -203,7 +203,8 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatc
 
 
 def test_unwritable_run_folder_is_refused_before_training(tmp_path):
-    from genworld.train.pipeline import config_for_scale, run
+    from genworld.api import run
+    from genworld.api import run_config as config_for_scale
 
     target = tmp_path / "file-not-folder"
     target.write_text("x")  # a file where the run folder should be (works even as root)

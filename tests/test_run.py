@@ -4,8 +4,15 @@ from dataclasses import replace
 import pytest
 import torch
 
+from genworld.api import run_config as config_for_scale
 from genworld.errors import GenworldError
-from genworld.train.pipeline import config_for_scale, run
+
+
+def run(cfg, out, **kwargs):
+    """``genworld run``'s API call; its report's data."""
+    from genworld.api import run as run_study
+
+    return run_study(cfg, out, **kwargs).summary
 
 
 @pytest.mark.parametrize(
@@ -43,9 +50,17 @@ def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
                 assert summary[env]["best"] >= summary[env]["last_k_mean"] - 1e-9
             curve = result[method]["curve"]
             assert [r["step"] for r in curve] == [20, 40]
-    text = (out / "report.md").read_text()
-    assert "not D4RL's data" in text and "last-2" in text and "best" in text
-    assert "behaviour term bc_alpha 1" in text  # the preset's policy learner is stated
+    saved = json.loads((out / "report.json").read_text())
+    summaries = [
+        r[m]["summary"][e]
+        for r in saved["results"].values()
+        for m in ("tgw", "bc")
+        for e in r["envs"]
+    ]
+    assert "not D4RL's data" in saved["provenance"] and saved["config"]["last_k"] == 2
+    assert summaries and all("best" in s for s in summaries)
+    # the preset's policy learner is recorded
+    assert saved["config"]["agent"]["sac"]["bc_alpha"] == 1
     # a rerun resumes, also with another --threads (speed only): every stage is complete, so
     # nothing is retrained and results are identical
     again = run(replace(cfg, threads=threads), out, show_progress=False)
@@ -102,7 +117,37 @@ def _untimed(obj):
 
 
 def test_report_protocol_names_the_behaviour_term():
-    from genworld.eval.report import _bc_term
+    from genworld.reports.run import _bc_term
 
     assert "bc_alpha 1 on real rows" in _bc_term({"sac": {"bc_alpha": 1.0}})
     assert _bc_term({"sac": {"bc_alpha": 0.0}}) == "" and _bc_term({}) == ""
+
+
+def test_ctrl_c_checkpoints_the_current_update_and_resumes_exactly(tmp_path, monkeypatch):
+    """SIGINT during update 30 (checkpoints every 20): the update finishes, a checkpoint of
+    update 30 is written, the run stops; the rerun's report equals an uninterrupted run's."""
+    import os
+    import signal
+
+    from genworld.algos.tgw import TGWAgent
+    from genworld.train.checkpoint import resume_point
+
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("random",), deterministic=True)
+    straight = run(cfg, tmp_path / "straight", show_progress=False)
+
+    original, calls = TGWAgent.update, {"n": 0}
+
+    def interrupted_update(self, generator):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, generator)
+
+    monkeypatch.setattr(TGWAgent, "update", interrupted_update)
+    with pytest.raises(KeyboardInterrupt, match="checkpoint at update 30"):
+        run(cfg, tmp_path / "stopped", show_progress=False)
+    step, _ = resume_point(tmp_path / "stopped" / "random" / "multi" / "tgw" / "checkpoints")
+    assert step == 30
+    monkeypatch.setattr(TGWAgent, "update", original)
+    resumed = run(cfg, tmp_path / "stopped", show_progress=False)
+    assert _untimed(resumed["results"]) == _untimed(straight["results"])

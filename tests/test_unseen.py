@@ -78,10 +78,13 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert [len(e) for e in small] == [200]  # whole episodes, not 16 budget-cut fragments
     assert (out / "unseen_tasks.png").stat().st_size > 1000
     md = (out / "unseen.md").read_text()
-    assert "unseen average" in md and "0 = uniform-random policy" in md
-    assert "highest (IEEE float32): 50 cells" in md  # as recorded by the worker processes
-    assert "| unseen | tgw-newr |" in md and "| seen | prompt-dt |" in md  # IQM rows
-    assert "initial temperature 0.1, behaviour-term weight 2.5" in md
+    assert "0 = uniform-random policy" in md  # the scores' scale is defined in the prose only
+    assert all(set(report["averages"][m]) == {"seen", "unseen"} for m in methods)
+    # as recorded by the worker processes
+    assert [r["matmul_precision"] for r in report["results"]] == ["highest"] * 50
+    assert "tgw-newr" in report["iqm"]["unseen"] and "prompt-dt" in report["iqm"]["seen"]
+    config = report["config"]
+    assert (config["policy_init_alpha"], config["policy_bc_alpha"]) == (0.1, 2.5)
     refs = report["references"]
     task0 = report["train"][0]
     assert f"| {task0} | 0.075 m/s | {refs[task0][0]:.1f} | {refs[task0][1]:.1f} |" in md
@@ -99,9 +102,9 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     redo.unlink()
     # --report-only writes the report of the finished cells and trains nothing
     assert main([*argv, "--out", str(out), "--quiet", "--report-only"]) == 0
-    partial_md = (out / "unseen.md").read_text()
-    assert not redo.exists() and "49 of 50 cells finished" in partial_md
-    assert "| unseen | prompt-dt |" not in partial_md and "| unseen | tgw |" in partial_md
+    partial = json.loads((out / "unseen.json").read_text())
+    assert not redo.exists() and len(partial["results"]) == 49 and _planned(partial) == 50
+    assert "prompt-dt" not in partial["iqm"]["unseen"] and "tgw" in partial["iqm"]["unseen"]
     cells = sorted(out.glob("cells/**/result.json"))
     stamps = [c.stat().st_mtime_ns for c in cells]
 
@@ -129,8 +132,16 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
         dest.write_bytes(path.read_bytes())
     every = ",".join([*methods, "bc"])
     assert main([*argv, "--out", str(records), "--quiet", "--report-only", "--methods", every]) == 0
-    md = (records / "unseen.md").read_text()
-    assert "| bc |" in md and "| unseen | tgw-newr |" in md and "cells finished" not in md
+    rebuilt = json.loads((records / "unseen.json").read_text())
+    assert {r["method"] for r in rebuilt["results"]} == {*methods, "bc"}
+    assert "tgw-newr" in rebuilt["iqm"]["unseen"]
+    assert len(rebuilt["results"]) == _planned(rebuilt) == 60  # every cell: not a partial report
+
+
+def _planned(report: dict) -> int:
+    """The (method, task, seed) cells of an unseen.json's config."""
+    config = report["config"]
+    return len(config["methods"]) * len(report["train"] + report["test"]) * config["seeds"]
 
 
 @pytest.mark.parametrize(
@@ -237,7 +248,7 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
 def test_group_iqm_covers_only_methods_with_every_cell_and_matches_the_scores():
     """Constant scores give that IQM with a collapsed CI; the IQM drops the outer quartiles (one
     outlier of 8 runs does not move it); a method missing one cell is left out."""
-    from genworld.eval.unseen_report import group_iqms
+    from genworld.reports.unseen import group_iqms
 
     tasks = ["t0", "t1", "t2", "t3"]
     results = [
@@ -363,7 +374,7 @@ def test_turned_experts_only_for_ant_dir():
 
 
 def test_the_report_says_where_the_experts_came_from():
-    from genworld.eval.unseen_report import _experts_texts
+    from genworld.reports.unseen import _experts_texts
     from genworld.train.unseen import config_for_scale
 
     ant, cheetah = config_for_scale("mini", family="ant-dir"), config_for_scale("mini")
@@ -373,7 +384,7 @@ def test_the_report_says_where_the_experts_came_from():
     assert "560000 steps" in ant_experts and "turned" in ant_source
     assert cheetah_experts == "experts 30000 SAC steps"
     assert cheetah_source == "our own per-task SAC experts"
-    from genworld.eval.unseen_report import _goal_text
+    from genworld.reports.unseen import _goal_text
 
     assert _goal_text("ant-dir", "ant-dir-27") == "-134°"
     assert _goal_text("cheetah-vel", "cheetah-vel-39") == "3.000 m/s"

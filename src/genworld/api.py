@@ -1,9 +1,399 @@
-"""The programmatic surface: everything the CLI does is one call here."""
+"""The programmatic surface: every ``genworld`` command is one function here.
+
+Each function takes a frozen config (built with the matching ``*_config`` function, which applies
+a scale preset and overrides), works in an output folder that it resumes from when rerun, and
+returns a typed result besides the files it writes::
+
+    import genworld.api as g
+
+    cfg = g.run_config("tiny", envs=("hopper",), deterministic=True)
+    result = g.run(cfg, "runs/quick")
+    print(result.summary["results"]["medium/multi"]["tgw"]["summary"])
+
+Heavy modules are imported inside the functions, so ``import genworld.api`` stays fast.
+"""
 
 from __future__ import annotations
 
-from genworld.data.build import build_dataset
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genworld.data.build import build_dataset, missing_policies
 from genworld.data.ids import all_dataset_ids
 from genworld.data.info import check_dataset, dataset_info, list_datasets
 
-__all__ = ["all_dataset_ids", "build_dataset", "check_dataset", "dataset_info", "list_datasets"]
+if TYPE_CHECKING:
+    from genworld.train.behaviour import BehaviourConfig
+    from genworld.train.distributed import AgnosticIQLRunConfig, AgnosticPPORunConfig
+    from genworld.train.pipeline import RunConfig
+    from genworld.train.table import TableConfig
+    from genworld.train.unseen import UnseenConfig
+    from genworld.train.world_model import WorldModelTrainConfig
+
+__all__ = [
+    "Result",
+    "agnostic_iql_config",
+    "agnostic_ppo_config",
+    "build_lanes",
+    "configure_process",
+    "datasets_markdown",
+    "missing_policies",
+    "ablate",
+    "ablation_config",
+    "all_dataset_ids",
+    "behaviour_config",
+    "bench",
+    "build_dataset",
+    "check_dataset",
+    "dataset_info",
+    "evaluate_world_model",
+    "export_policies",
+    "export_task_experts",
+    "list_datasets",
+    "run",
+    "run_config",
+    "sweep_beta",
+    "sweep_config",
+    "table",
+    "table_config",
+    "train_agnostic_iql",
+    "train_agnostic_ppo",
+    "train_policy",
+    "train_world_model",
+    "unseen",
+    "unseen_config",
+    "world_model_config",
+]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command produced: its folder, the data of its JSON report and its main files."""
+
+    out: Path
+    """The run folder (rerun the same command on it to resume)."""
+    summary: dict[str, Any]
+    """The JSON the command wrote (report.json, table.json, unseen.json, …) as a dict."""
+    files: tuple[Path, ...] = ()
+    """The human-facing files written (Markdown report first, then plots)."""
+
+    @property
+    def markdown(self) -> str:
+        """The Markdown report (the first of ``files``), or '' if the command writes none."""
+        first = next((f for f in self.files if f.suffix == ".md"), None)
+        return first.read_text() if first is not None else ""
+
+
+def datasets_markdown(rows: list[dict] | None = None) -> str:
+    """The built datasets of :func:`list_datasets` as a Markdown table."""
+    from genworld.data.info import markdown_table
+
+    return markdown_table(rows if rows is not None else list_datasets())
+
+
+def build_lanes() -> int:
+    """Processes a dataset build uses by default: one per collection lane, up to the cores."""
+    import os
+
+    from genworld.data.build import LANES
+
+    return max(1, min(LANES, os.cpu_count() or 1))
+
+
+def configure_process(matmul_precision: str | None = None, *, keep_freed_memory: bool = True):
+    """Process-wide settings: float32 matmul precision (also for worker processes started
+    later, through the environment) and an allocator that keeps freed memory mapped."""
+    import os
+
+    from genworld.utils.allocator import keep_freed_memory as keep
+    from genworld.utils.device import PRECISION_ENV, set_matmul_precision
+
+    if matmul_precision:
+        os.environ[PRECISION_ENV] = matmul_precision
+    set_matmul_precision(matmul_precision)
+    if keep_freed_memory:
+        keep()  # no page faults per step on large tensors (utils/allocator.py)
+
+
+# ---------------------------------------------------------------- configs
+def run_config(scale: str = "mini", **overrides: Any) -> RunConfig:
+    """``genworld run``'s config: the ``scale`` preset, then ``overrides`` (None = keep)."""
+    from genworld.train.pipeline import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
+def table_config(scale: str = "mini", **overrides: Any) -> TableConfig:
+    """``genworld table``'s config: algorithms × datasets × settings × seeds at ``scale``."""
+    from genworld.train.table import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
+def ablation_config(scale: str = "mini", **overrides: Any) -> TableConfig:
+    """``genworld ablate``'s table: TGW and its Table 2 ablations."""
+    from genworld.train.studies import ablation_config as config
+
+    return config(scale, **overrides)
+
+
+def sweep_config(
+    values: tuple[float, ...], scale: str = "mini", algo: str = "tgw", **overrides: Any
+) -> TableConfig:
+    """``genworld sweep beta``'s table: one variant ``<algo>-beta=<v>`` per value."""
+    from genworld.train.studies import sweep_config as config
+
+    return config(tuple(values), algo=algo, scale=scale, **overrides)
+
+
+def unseen_config(scale: str = "mini", **overrides: Any) -> UnseenConfig:
+    """``genworld unseen``'s config (family, split, methods, seeds, …) at ``scale``."""
+    from genworld.train.unseen import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
+def world_model_config(scale: str = "mini", **overrides: Any) -> WorldModelTrainConfig:
+    """``genworld train world-model``'s config (model, datasets, steps, …) at ``scale``."""
+    from genworld.train.world_model import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
+# ---------------------------------------------------------------- studies
+def run(cfg: RunConfig, out: str | Path, *, show_progress: bool = True) -> Result:
+    """Datasets → TGW world model → TGW policy and BC → report.md / report.json / plots."""
+    from genworld.reports.run import write_report
+    from genworld.train.pipeline import run as run_pipeline
+
+    out = Path(out)
+    report = run_pipeline(cfg, out, show_progress=show_progress)
+    plots = write_report(report, out)
+    return Result(out, report, (out / "report.md", *plots))
+
+
+def table(
+    cfg: TableConfig,
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+    report_only: bool = False,
+    title: str = "genworld table",
+) -> Result:
+    """Every missing cell of ``cfg`` (resumable, shared with other processes on ``out``), then
+    table.md / table.csv / table.json and the performance profiles. ``report_only``: train
+    nothing, report the cells finished so far."""
+    from genworld.reports.table import write_table
+    from genworld.train.table import cells, finished_results, run_cells
+
+    out = Path(out)
+    cfg.validate()
+    if report_only:
+        results, planned = finished_results(cfg, out), len(cells(cfg))
+    else:
+        results, planned = run_cells(cfg, out, show_progress=show_progress), None
+    summary = write_table(cfg, results, out, title=title, planned=planned)
+    return Result(out, summary, (out / "table.md", *sorted(out.glob("profile_*.png"))))
+
+
+def ablate(
+    cfg: TableConfig, out: str | Path, *, show_progress: bool = True, report_only: bool = False
+) -> Result:
+    """Table 2: TGW w/o prompt, w/o RSSM and w/o ri, on the table runner."""
+    from genworld.train.studies import ABLATION_TITLE
+
+    return table(
+        cfg, out, show_progress=show_progress, report_only=report_only, title=ABLATION_TITLE
+    )
+
+
+def sweep_beta(
+    cfg: TableConfig, out: str | Path, *, show_progress: bool = True, report_only: bool = False
+) -> Result:
+    """Fig. 5: the score against β; ``cfg`` from :func:`sweep_config`. Adds beta_sweep.png."""
+    from genworld.reports.sweep import plot_sweep
+    from genworld.train.studies import sweep_betas
+
+    betas = sweep_betas(cfg.algos)
+    algo = next(iter(cfg.algos)).partition("-beta=")[0]
+    title = f"β sweep of {algo} (seed 000, Fig. 5)"
+    result = table(cfg, out, show_progress=show_progress, report_only=report_only, title=title)
+    plot_sweep(result.summary["rows"], cfg, betas, result.out / "beta_sweep.png")
+    return Result(result.out, result.summary, (*result.files, result.out / "beta_sweep.png"))
+
+
+def unseen(
+    cfg: UnseenConfig, out: str | Path, *, show_progress: bool = True, report_only: bool = False
+) -> Result:
+    """Unseen-task generalisation (seed 000 Fig. 4): task experts, references, datasets, one
+    world model, every (method, task, seed) cell, then unseen.md / unseen.json / the plot."""
+    from genworld.reports.unseen import write_unseen_report
+    from genworld.train.unseen import run_unseen
+
+    out = Path(out)
+    done = run_unseen(cfg, out, show_progress=show_progress, report_only=report_only)
+    planned = done.planned if report_only else None
+    summary = write_unseen_report(
+        cfg, done.train, done.test, done.references, done.results, out, planned=planned
+    )
+    return Result(out, summary, (out / "unseen.md", out / "unseen_tasks.png"))
+
+
+# ---------------------------------------------------------------- models and policies
+def train_world_model(
+    cfg: WorldModelTrainConfig, out: str | Path, *, show_progress: bool = True
+) -> Path:
+    """Train TGW or the MLP ensemble on ``cfg.datasets`` (held-out episodes kept apart);
+    resumable. Under ``torchrun`` (WORLD_SIZE > 1) the processes share the batches (DDP)."""
+    import os
+
+    out = Path(out)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from genworld.train.distributed import train_world_model_ddp
+
+        train_world_model_ddp(cfg, out, show_progress=show_progress)
+    else:
+        from genworld.train.world_model import train_world_model as train
+
+        train(cfg, out, show_progress=show_progress)
+    return out
+
+
+def evaluate_world_model(
+    runs: list[str | Path], *, episodes_per_env: int = 256, off_data: str | None = None
+) -> Result:
+    """k-step open-loop errors of trained world models on the first run's held-out episodes
+    (eval/k_step_errors.{md,json,png} in that run); with ``off_data`` (a quality such as
+    ``random``) also whether the uncertainty penalty sees the one-step error there."""
+    from genworld.eval.wm_metrics import error_table, plot_errors
+    from genworld.train.world_model import evaluate_runs
+    from genworld.utils.io import atomic_write_bytes, atomic_write_json
+
+    paths = [Path(r) for r in runs]
+    named = evaluate_runs(paths, per_env=episodes_per_env)
+    out = paths[0] / "eval"
+    out.mkdir(exist_ok=True)
+    atomic_write_bytes(out / "k_step_errors.md", (error_table(named) + "\n").encode())
+    atomic_write_json(out / "k_step_errors.json", named)
+    plot_errors(named, out / "k_step_errors.png")
+    summary: dict[str, Any] = {"k_step_errors": named}
+    files = [out / "k_step_errors.md", out / "k_step_errors.png"]
+    if off_data:
+        summary["penalty_calibration"] = _penalty_calibration(paths[0], off_data, episodes_per_env)
+        files.append(out / "penalty_calibration.md")
+    return Result(out, summary, tuple(files))
+
+
+def _penalty_calibration(run: Path, quality: str, per_env: int) -> dict[str, Any]:
+    from genworld.data.build import ensure_built
+    from genworld.data.ids import parse_dataset_id
+    from genworld.data.multi_env import MultiEnvDataset
+    from genworld.eval.wm_metrics import calibration_table, penalty_calibration
+    from genworld.train.world_model import load_trained
+    from genworld.utils.io import atomic_write_bytes, atomic_write_json
+
+    _, model, train, held = load_trained(run)
+    ids = [str(parse_dataset_id(f"{spec.name}-{quality}")) for spec in held.specs]
+    for dataset_id, a, b in zip(ids, train.envs, held.envs, strict=True):
+        ensure_built([dataset_id], steps=len(a) + len(b), show_progress=True)  # the model's size
+    named = {
+        "held-out": penalty_calibration(model, held, model.normalizer, per_env),
+        quality: penalty_calibration(
+            model, MultiEnvDataset.from_minari(ids), model.normalizer, per_env
+        ),
+    }
+    out = run / "eval"
+    atomic_write_bytes(out / "penalty_calibration.md", (calibration_table(named) + "\n").encode())
+    atomic_write_json(out / "penalty_calibration.json", named)
+    return named
+
+
+def behaviour_config(env: str, scale: str = "full", **overrides: Any) -> BehaviourConfig:
+    """A behaviour-policy SAC run's config: ``scale`` sets the env steps (``steps`` overrides),
+    and the warm-up, snapshot and checkpoint cadence follow from them."""
+    from genworld.train.behaviour import config_for_scale
+
+    return config_for_scale(env, scale, **overrides)
+
+
+def train_policy(cfg: BehaviourConfig, out: str | Path, *, show_progress: bool = True) -> Path:
+    """Train a behaviour policy with SAC (snapshots, evaluations, checkpoints; resumable)."""
+    from genworld.train.behaviour import train_behaviour_policy
+
+    return train_behaviour_policy(cfg, Path(out), show_progress=show_progress)
+
+
+def export_policies(
+    run: str | Path, dest: str | Path | None = None, *, only: tuple[str, ...] = ()
+) -> dict[str, dict]:
+    """Pick the medium / expert snapshots of a behaviour run into ``dest`` (default: the
+    shipped policies); returns each written policy's card."""
+    from genworld.data.build import policy_dir
+    from genworld.train.behaviour import export_policies as export
+
+    return export(Path(run), Path(dest) if dest else policy_dir(), only=only)
+
+
+def export_task_experts(run: str | Path, dest: str | Path | None = None) -> dict[str, Any]:
+    """Ship the task experts and reference returns of a finished ``unseen`` run."""
+    from genworld.train.unseen import export_task_experts as export
+
+    return export(Path(run), Path(dest) if dest else None)
+
+
+def agnostic_iql_config(**fields: Any) -> AgnosticIQLRunConfig:
+    """DD-IQL's run config: the scale's datasets, budget and agent preset under ``fields``."""
+    from genworld.train.distributed import AgnosticIQLRunConfig, resolve_iql_run
+
+    return resolve_iql_run(AgnosticIQLRunConfig(**fields))
+
+
+def agnostic_ppo_config(**fields: Any) -> AgnosticPPORunConfig:
+    """DD-PPO's run config (envs, scale, timesteps, …)."""
+    from genworld.train.distributed import AgnosticPPORunConfig
+
+    return AgnosticPPORunConfig(**fields)
+
+
+def train_agnostic_iql(
+    cfg: AgnosticIQLRunConfig, out: str | Path, *, show_progress: bool = True
+) -> list[dict]:
+    """DD-IQL: IQL with agnostic networks on several datasets (one process, or one per shard
+    of the envs under ``torchrun``); returns the evaluation records."""
+    from genworld.train.distributed import train_agnostic_iql as train
+
+    return train(cfg, Path(out), show_progress=show_progress)
+
+
+def train_agnostic_ppo(
+    cfg: AgnosticPPORunConfig, out: str | Path, *, show_progress: bool = True
+) -> dict[str, float]:
+    """DD-PPO: PPO with agnostic networks on several envs; returns each env's eval return."""
+    from genworld.train.distributed import train_agnostic_ppo as train
+
+    return train(cfg, Path(out), show_progress=show_progress)
+
+
+def bench(
+    names: list[str] | None = None,
+    *,
+    quick: bool = False,
+    plot: str | Path | None = None,
+    quick_start: bool = False,
+    threads: int = 2,
+    json_path: str | Path | None = None,
+) -> dict[str, dict]:
+    """Benchmarks, every figure a ratio to a reference measured in the same run."""
+    from genworld.bench import run_benchmarks, write_json
+
+    results = run_benchmarks(
+        names,
+        quick=quick,
+        plot=Path(plot) if plot else None,
+        quick_start=quick_start,
+        threads=threads,
+    )
+    if json_path:
+        write_json(results, Path(json_path))
+    return results

@@ -22,9 +22,9 @@ def _data_list(args) -> None:
         print(json.dumps(rows, indent=2))
         return
     if args.markdown:
-        from genworld.data.info import markdown_table
+        from genworld.api import datasets_markdown
 
-        print(markdown_table(rows))
+        print(datasets_markdown(rows))
         return
     for row in rows:
         built = "built" if row["built"] else "-"
@@ -40,24 +40,20 @@ SCALE_STEPS = {"tiny": 3_000, "mini": 100_000, "full": None}  # None: the D4RL s
 
 
 def _data_build(args) -> None:
-    from genworld.api import all_dataset_ids, build_dataset
+    from genworld.api import all_dataset_ids, build_dataset, build_lanes, missing_policies
 
     if args.all == bool(args.ids):
         raise GenworldError("give dataset ids (hopper-medium ...) or --all, not both or neither")
     ids = [str(d) for d in all_dataset_ids()] if args.all else args.ids
     # default: one process per lane on a multi-core machine (a build whose segments all fit
     # one lane starts no pool: build_dataset decides)
-    from genworld.data.build import LANES
-
-    workers = args.workers if args.workers is not None else max(1, min(LANES, os.cpu_count() or 1))
+    workers = args.workers if args.workers is not None else build_lanes()
     skipped = []
     for dataset_id in ids:
-        if args.all:  # build what the shipped policies allow, then say what is missing
-            from genworld.data.build import missing_policies
-
-            if missing := missing_policies(dataset_id):
-                skipped.append(f"{dataset_id} (needs policy {', '.join(missing)})")
-                continue
+        # --all builds what the shipped policies allow, then says what is missing
+        if args.all and (missing := missing_policies(dataset_id)):
+            skipped.append(f"{dataset_id} (needs policy {', '.join(missing)})")
+            continue
         card = build_dataset(
             dataset_id,
             steps=args.steps or SCALE_STEPS[args.scale],
@@ -100,45 +96,35 @@ def _data_check(args) -> None:
 
 
 def _train_policy(args) -> None:
-    from pathlib import Path
+    from genworld.api import behaviour_config, train_policy
 
-    from genworld.train.behaviour import SCALES, BehaviourConfig, train_behaviour_policy
-
-    steps = args.steps or SCALES[args.scale]
-    cfg = BehaviourConfig(
-        env=args.env,
-        total_steps=steps,
+    cfg = behaviour_config(
+        args.env,
+        args.scale,
+        steps=args.steps,
         seed=args.seed,
         device=args.device,
-        learning_starts=min(5_000, steps // 3),
-        snapshot_every=min(10_000, max(steps // 10, 1)),
-        checkpoint_every=min(25_000, steps),
         eval_episodes=args.eval_episodes,
     )
-    out = Path(args.out or f"runs/policies/{args.env}-s{args.seed}")
-    train_behaviour_policy(cfg, out, show_progress=not args.quiet)
+    out = train_policy(
+        cfg, args.out or f"runs/policies/{args.env}-s{args.seed}", show_progress=not args.quiet
+    )
     print(f"trained {args.env}: {out} (export with `genworld data export-policies {out}`)")
 
 
 def _export_task_experts(args) -> None:
-    from pathlib import Path
+    from genworld.api import export_task_experts
 
-    from genworld.train.unseen import export_task_experts
-
-    family = export_task_experts(Path(args.run), Path(args.dest) if args.dest else None)
+    family = export_task_experts(args.run, args.dest)
     for index, (low, high) in sorted(family["reference_returns"].items(), key=lambda x: int(x[0])):
         print(f"{family['family']}-{index}: random {low:.1f}, expert {high:.1f}")
 
 
 def _export_policies(args) -> None:
-    from pathlib import Path
-
-    from genworld.data.build import policy_dir
-    from genworld.train.behaviour import export_policies
+    from genworld.api import export_policies
 
     only = tuple(x.strip() for x in args.only.split(",") if x.strip())
-    dest = Path(args.dest) if args.dest else policy_dir()
-    cards = export_policies(Path(args.run), dest, only=only)
+    cards = export_policies(args.run, args.dest, only=only)
     for name, card in cards.items():
         print(
             f"{card['env']}-{name}: step {card['train_steps']}, normalized "
@@ -147,15 +133,13 @@ def _export_policies(args) -> None:
 
 
 def _train_world_model(args) -> None:
-    from pathlib import Path
-
-    from genworld.train.world_model import config_for_scale, train_world_model
+    from genworld.api import train_world_model, world_model_config
 
     if (args.no_prompt or args.no_rssm) and args.model != "tgw":
         raise GenworldError(
             "--no-prompt and --no-rssm are TGW ablations: use them with --model tgw"
         )
-    cfg = config_for_scale(
+    cfg = world_model_config(
         args.scale,
         model=args.model,
         datasets=tuple(args.datasets.split(",")),
@@ -167,71 +151,28 @@ def _train_world_model(args) -> None:
             **({"use_stochastic": False} if args.no_rssm else {}),
         },
     )
-    out = Path(
-        args.out or f"runs/world_models/{args.model}__{'+'.join(cfg.datasets)}__s{args.seed}"
-    )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: DDP, rank-sharded batches
-        from genworld.train.distributed import train_world_model_ddp
-
-        train_world_model_ddp(cfg, out, show_progress=not args.quiet)
-    else:
-        train_world_model(cfg, out, show_progress=not args.quiet)
+    out = args.out or f"runs/world_models/{args.model}__{'+'.join(cfg.datasets)}__s{args.seed}"
+    out = train_world_model(cfg, out, show_progress=not args.quiet)  # DDP under torchrun
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"world model trained: {out} (evaluate with `genworld eval world-model {out}`)")
 
 
 def _eval_world_model(args) -> None:
-    import json
-    from pathlib import Path
+    from genworld.api import evaluate_world_model
 
-    from genworld.eval.wm_metrics import error_table, evaluate_runs, plot_errors
-
-    runs = [Path(r) for r in args.runs]
-    named = evaluate_runs(runs, per_env=args.episodes_per_env)
-    table = error_table(named)
-    print(table)
-    out = runs[0] / "eval"
-    out.mkdir(exist_ok=True)
-    (out / "k_step_errors.md").write_text(table + "\n")
-    (out / "k_step_errors.json").write_text(json.dumps(named, indent=2))
-    plot_errors(named, out / "k_step_errors.png")
-    print(f"written: {out}/k_step_errors.md, .json, .png")
-    if args.off_data:
-        _penalty_calibration(runs[0], args.off_data, args.episodes_per_env, out)
-
-
-def _penalty_calibration(run, quality: str, per_env: int, out) -> None:
-    import json
-
-    from genworld.data.build import ensure_built
-    from genworld.data.ids import parse_dataset_id
-    from genworld.data.multi_env import MultiEnvDataset
-    from genworld.eval.wm_metrics import calibration_table, penalty_calibration
-    from genworld.train.world_model import load_trained
-
-    _, model, train, held = load_trained(run)
-    ids = [str(parse_dataset_id(f"{spec.name}-{quality}")) for spec in held.specs]
-    for dataset_id, a, b in zip(ids, train.envs, held.envs, strict=True):
-        ensure_built([dataset_id], steps=len(a) + len(b), show_progress=True)  # the model's size
-    named = {
-        "held-out": penalty_calibration(model, held, model.normalizer, per_env),
-        quality: penalty_calibration(
-            model, MultiEnvDataset.from_minari(ids), model.normalizer, per_env
-        ),
-    }
-    table = calibration_table(named)
-    print(table)
-    (out / "penalty_calibration.md").write_text(table + "\n")
-    (out / "penalty_calibration.json").write_text(json.dumps(named, indent=2))
-    print(f"written: {out}/penalty_calibration.md, .json")
+    result = evaluate_world_model(
+        args.runs, episodes_per_env=args.episodes_per_env, off_data=args.off_data
+    )
+    for path in result.files:
+        if path.suffix == ".md":
+            print(path.read_text())
+    print(f"written: {', '.join(str(p) for p in result.files)} (and .json beside each .md)")
 
 
 def _run(args) -> None:
-    from pathlib import Path
+    from genworld.api import run, run_config
 
-    from genworld.train.pipeline import config_for_scale, run
-
-    cfg = config_for_scale(
+    cfg = run_config(
         args.scale,
         envs=tuple(args.envs.split(",")),
         qualities=tuple(args.qualities.split(",")),
@@ -243,48 +184,44 @@ def _run(args) -> None:
         threads=args.threads,
         deterministic=args.deterministic or None,
     )
-    out = Path(
+    out = (
         args.out or f"runs/run__{cfg.setting}__{'+'.join(cfg.qualities)}__{cfg.scale}__s{cfg.seed}"
     )
-    report = run(cfg, out, show_progress=not args.quiet)
-    print((out / "report.md").read_text())
-    print(f"run directory: {out} ({report['wall_seconds']:.0f} s)")
+    result = run(cfg, out, show_progress=not args.quiet)
+    print(result.markdown)
+    print(f"run directory: {result.out} ({result.summary['wall_seconds']:.0f} s)")
 
 
 def _table(args) -> None:
-    from pathlib import Path
-
-    from genworld.train.table import config_for_scale, run_table
+    from genworld.api import table, table_config
 
     algos = tuple(x for x in args.algos.split(",") if x)
-    cfg = config_for_scale(args.scale, algos=algos, **_table_options(args))
-    out = Path(args.out or f"runs/table__{cfg.scale}")
-    run_table(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
-    print((out / "table.md").read_text())
-    print(f"table directory: {out} (table.md, table.csv, table.json, profile_*.png)")
+    cfg = table_config(args.scale, algos=algos, **_table_options(args))
+    out = args.out or f"runs/table__{cfg.scale}"
+    result = table(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"table directory: {result.out} (table.md, table.csv, table.json, profile_*.png)")
 
 
 def _bench(args) -> None:
-    from pathlib import Path
+    from genworld.api import bench
 
-    from genworld.bench import run_benchmarks, write_json
-
-    results = run_benchmarks(
+    bench(
         args.names,
         quick=args.quick,
-        plot=Path(args.plot) if args.plot else None,
+        plot=args.plot,
         quick_start=args.quick_start,
         threads=args.threads,
+        json_path=args.json,
     )
     if args.json:
-        write_json(results, Path(args.json))
         print(f"written: {args.json}")
 
 
 def unseen_config(args):
     """The ``UnseenConfig`` of ``genworld unseen``'s arguments (``--train-experts`` with
     ``--experts auto`` trains SAC experts for every family, ant-dir included)."""
-    from genworld.train.unseen import config_for_scale
+    from genworld.api import unseen_config as config_for_scale
 
     methods = tuple(x for x in args.methods.split(",") if x) if args.methods else None
     experts = "sac" if args.train_experts and args.experts == "auto" else args.experts
@@ -302,15 +239,13 @@ def unseen_config(args):
 
 
 def _unseen(args) -> None:
-    from pathlib import Path
-
-    from genworld.train.unseen import run_unseen
+    from genworld.api import unseen
 
     cfg = unseen_config(args)
-    out = Path(args.out or f"runs/unseen__{cfg.family}__{cfg.scale}")
-    run_unseen(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
-    print((out / "unseen.md").read_text())
-    print(f"unseen-task directory: {out} (unseen.md, unseen.json, unseen_tasks.png)")
+    out = args.out or f"runs/unseen__{cfg.family}__{cfg.scale}"
+    result = unseen(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"unseen-task directory: {result.out} (unseen.md, unseen.json, unseen_tasks.png)")
 
 
 def _table_options(args) -> dict:
@@ -328,43 +263,27 @@ def _table_options(args) -> dict:
 
 
 def _ablate(args) -> None:
-    from pathlib import Path
+    from genworld.api import ablate, ablation_config
 
-    from genworld.train.studies import ablate
-
-    out = Path(args.out or f"runs/ablate__{args.scale}")
-    ablate(
-        out,
-        scale=args.scale,
-        show_progress=not args.quiet,
-        report_only=args.report_only,
-        **_table_options(args),
-    )
-    print((out / "table.md").read_text())
-    print(f"ablation directory: {out}")
+    cfg = ablation_config(args.scale, **_table_options(args))
+    out = args.out or f"runs/ablate__{args.scale}"
+    result = ablate(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"ablation directory: {result.out}")
 
 
 def _sweep(args) -> None:
-    from pathlib import Path
-
-    from genworld.train.studies import sweep_beta
+    from genworld.api import sweep_beta, sweep_config
 
     try:
         values = tuple(float(v) for v in args.values.split(",") if v)
     except ValueError:
         raise GenworldError(f"--values {args.values!r}: give numbers, e.g. 0,0.5,1") from None
-    out = Path(args.out or f"runs/sweep_beta__{args.scale}")
-    options = _table_options(args)
-    sweep_beta(
-        values,
-        out,
-        scale=args.scale,
-        show_progress=not args.quiet,
-        report_only=args.report_only,
-        **options,
-    )
-    print((out / "table.md").read_text())
-    print(f"sweep directory: {out} (beta_sweep.png)")
+    cfg = sweep_config(values, args.scale, **_table_options(args))
+    out = args.out or f"runs/sweep_beta__{args.scale}"
+    result = sweep_beta(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"sweep directory: {result.out} (beta_sweep.png)")
 
 
 def _add_table_options(p: argparse.ArgumentParser, setting_default: str | None) -> None:
@@ -397,6 +316,88 @@ def _add_table_options(p: argparse.ArgumentParser, setting_default: str | None) 
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_agnostic_parsers(subparsers) -> None:
+    """Add ``agnostic-iql`` and ``agnostic-ppo`` to a subparsers object (``genworld train``)."""
+    p = subparsers.add_parser(
+        "agnostic-iql",
+        help="DD-IQL: IQL with agnostic networks on several datasets (torchrun-ready, resumable)",
+    )
+    p.add_argument(
+        "--datasets", default=None, help="comma list of dataset ids (default: the scale's)"
+    )
+    p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
+    p.add_argument("--steps", type=int, default=0, help="gradient updates (default: the scale's)")
+    p.add_argument("--eval-episodes", type=int, default=0)
+    p.add_argument(
+        "--batch-size", type=int, default=0, help="rows per update over all envs (default: preset)"
+    )
+    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_agnostic_iql_command)
+    p = subparsers.add_parser(
+        "agnostic-ppo", help="DD-PPO: PPO with agnostic networks on several envs (torchrun-ready)"
+    )
+    p.add_argument("--envs", default=None, help="comma list: genworld envs or Gymnasium ids")
+    p.add_argument("--scale", choices=["tiny", "mini", "full"], default="mini")
+    p.add_argument("--total-timesteps", type=int, default=0)
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_agnostic_ppo_command)
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(x for x in (text or "").split(",") if x)
+
+
+def _agnostic_iql_command(args) -> None:
+    from genworld.api import agnostic_iql_config, train_agnostic_iql
+
+    cfg = agnostic_iql_config(
+        datasets=_split(args.datasets),
+        scale=args.scale,
+        steps=args.steps,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        agent={"batch_size": args.batch_size} if args.batch_size else {},
+    )
+    out = args.out or f"runs/agnostic_iql__{'+'.join(cfg.datasets)}__{cfg.scale}__s{cfg.seed}"
+    records = train_agnostic_iql(cfg, out, show_progress=not args.quiet)
+    if records:
+        last = records[-1]
+        print(
+            f"agnostic-iql: {last['step']} updates, normalized score "
+            f"{last['eval/normalized_score_mean']:.1f}; run directory: {out}"
+        )
+
+
+def _agnostic_ppo_command(args) -> None:
+    from genworld.api import agnostic_ppo_config, train_agnostic_ppo
+
+    cfg = agnostic_ppo_config(
+        envs=_split(args.envs),
+        scale=args.scale,
+        total_timesteps=args.total_timesteps,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+    )
+    out = args.out or f"runs/agnostic_ppo__{cfg.scale}__s{cfg.seed}"
+    result = train_agnostic_ppo(cfg, out, show_progress=not args.quiet)
+    if result:
+        returns = ", ".join(f"{k} {v:.1f}" for k, v in result.items())
+        print(f"agnostic-ppo: returns {returns}; run directory: {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -536,9 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rssm", action="store_true", help="TGW ablation: no stochastic state")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train_world_model)
-    from genworld.train.distributed import add_agnostic_parser
-
-    add_agnostic_parser(train_sub)  # agnostic-iql, agnostic-ppo (torchrun-ready)
+    _add_agnostic_parsers(train_sub)  # agnostic-iql, agnostic-ppo (torchrun-ready)
 
     evaluate = sub.add_parser("eval", help="evaluate trained models")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
@@ -629,20 +628,16 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a scheduler's stop) takes Ctrl-C's path: checkpoints, worker processes stopped
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        from genworld.utils.allocator import keep_freed_memory
-        from genworld.utils.device import PRECISION_ENV, set_matmul_precision
+        from genworld.api import configure_process
 
-        if args.matmul_precision:  # for this process and the worker processes it starts
-            os.environ[PRECISION_ENV] = args.matmul_precision
-        set_matmul_precision(args.matmul_precision)
-        if args.func is not _bench:  # the bench sets it after measuring peers without it
-            keep_freed_memory()  # no page faults per step on large tensors (utils/allocator.py)
+        # the bench keeps freed memory itself, after measuring peers without it
+        configure_process(args.matmul_precision, keep_freed_memory=args.func is not _bench)
         args.func(args)
     except GenworldError as err:
         print(f"genworld: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("genworld: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(f"genworld: interrupted{f': {stop}' if str(stop) else ''}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -21,11 +21,10 @@ actor and the temperature learn against the updated critics; CORL: ``joint``, ev
 the pre-step parameters and one backward), ``log_std_clamp`` ``hard`` ([-20, 2], also CORL's
 bounds; genworld's actor alone: ``soft`` tanh into [-5, 2]), ``alpha_loss`` ``alpha``
 (``-α (log π + target)``; CORL: ``log_alpha``), ``orthogonal_init`` False (PyTorch's init;
-CORL: orthogonal critics) and ``actor_init`` ``default`` (CORL: ``small``). Why: the peer check
-(docs/RESULTS.md) at mini scale — hopper-medium, last 3 evaluations: CORL's choices 66.9 ± 10.6
-(3 seeds), d3rlpy's choices 86.0 ± 9.1 (5 seeds), d3rlpy itself 94.8 ± 1.6 (5 seeds; last 5:
-76.6 / 84.3 / 87.0); halfcheetah-medium: 37.1 / 36.3 / 39.3 (3 seeds each; last 5: 32.7 / 35.2
-/ 35.9, within noise). No single choice closed the hopper gap alone.
+CORL: orthogonal critics) and ``actor_init`` ``default`` (CORL: ``small``). Why: in the peer
+check at mini scale, with d3rlpy's choices hopper-medium comes within the seed spread of d3rlpy
+itself, where CORL's choices score well below it; on halfcheetah-medium both are within noise of
+d3rlpy; no single choice closes the hopper gap alone (measured: docs/RESULTS.md, "Peer check").
 
 One step: critics ``sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Q_target_j(s', tanh mu(s')))
 + cql_alpha * mean(logsumexp_k[Q_i(s, a_k) - log mu(a_k)] - Q_i(s, a))`` with the ``a_k`` being
@@ -52,11 +51,11 @@ Deviations:
 - Adam is one fused optimiser with a parameter group per network (same per-parameter maths).
 - ``ood_precision="auto"``: on CPUs with AMX tiles or AVX512-BF16 the critics' hidden layers
   score the 3n sampled actions in bfloat16 (the last layer, the TD term, the data actions' Q and all
-  parameters stay float32): 2x the updates/s here (13.7 → 26.4 at 3x256, 1 thread). Tested at
+  parameters stay float32): about twice the updates/s (measured: docs/RESULTS.md). Tested at
   |Q| ~ 300: TD term identical, gap within 0.05, critic gradients aligned (cosine > 0.99);
-  ``ood_precision="float32"`` restores the reference maths. (Until stop 18 the last layer ran
-  in bfloat16 too: Q rounded in steps of 2 at that scale, gap error 0.11; the peer check's
-  halfcheetah CQL scored ~10 points below d3rlpy's with it; see docs/RESULTS.md.)
+  ``ood_precision="float32"`` restores the reference maths. The last layer stays float32
+  because bfloat16 rounds Q in steps of 2 at that scale, which distorts the conservative gap
+  and costs halfcheetah CQL ~10 points against d3rlpy (docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -145,8 +144,8 @@ class CQLConfig:
     ood_precision: str = "auto"
     """Precision of the critics on the 3 n_actions out-of-data actions of the conservative term
     (~90% of a CQL step's FLOPs; the TD term is always float32): float32, bfloat16, or auto =
-    bfloat16 on CPUs with bfloat16 matmul units (AMX tiles, or AVX512-BF16: measured 2.3-2.8x
-    the float32 GEMM rate on an AMD EPYC with AVX512-BF16), else float32."""
+    bfloat16 on CPUs with bfloat16 matmul units (AMX tiles, or AVX512-BF16: a multiple of the
+    float32 GEMM rate, measured: docs/RESULTS.md), else float32."""
 
     def validate(self) -> None:
         if self.n_actions < 1 or self.batch_size < 1 or self.num_critics < 1:

@@ -101,7 +101,7 @@ PRESETS: dict[str, dict] = {
         "lr": 1e-3,
     },
     # 2 CPU cores, 10k updates (train/table.py BUDGETS["mini"]): smaller net and batch, short
-    # warmup, a higher lr for the short budget (~40 ms per update on one core, 3 envs, K=20).
+    # warmup, a higher lr for the short budget.
     "mini": {"embed_dim": 64, "layers": 2, "batch_size": 32, "warmup_steps": 1_000, "lr": 3e-4},
     "full": {},
 }

@@ -100,9 +100,9 @@ class IQLConfig:
     sampling: str = "balanced"
     """balanced (equal share per env) or proportional (to each env's transitions)."""
     compile: bool = False
-    """``torch.compile`` the loss computation (eager fallback if compiling fails). Measured on
-    2 CPU cores (``genworld bench algos``): ~1.2x updates/s after 4-25 s of compiling, so it
-    pays from ~100k updates: on at ``full``, off at ``tiny``/``mini``."""
+    """``torch.compile`` the loss computation (eager fallback if compiling fails). Compiling
+    costs seconds up front for a modest gain in updates/s (``genworld bench algos``; measured:
+    docs/RESULTS.md), so it pays only on long runs: on at ``full``, off at ``tiny``/``mini``."""
 
     def validate(self) -> None:
         if not 0.0 < self.expectile < 1.0:

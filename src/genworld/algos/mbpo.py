@@ -52,9 +52,10 @@ POLICIES = ("per_env", "per_env_batched", "shared")
 class MBPOConfig:
     policy: str = "per_env"
     """per_env (one SAC per env, all in the same world model), per_env_batched (the same SACs
-    updated as one batched ensemble: ~1.2x faster policy steps; the same maths, tested, but its
-    quick-start scores are not yet confirmed equal) or shared (one SAC over all envs).
-    Measured on the quick start (3 seeds, mini): per_env 54.1 ± 5.2, shared 45.6 ± 2.6."""
+    updated as one batched ensemble: faster policy steps and the same maths, tested, but its
+    quick-start scores are not shown equal to per_env's) or shared (one SAC over all envs).
+    per_env is the default: it scores above shared on the quick start (measured:
+    docs/RESULTS.md)."""
     rollout_every: int = 250
     """SAC updates between model rollouts (MBPO: 250; MOPO / OfflineRL-Kit: 1000)."""
     rollout_batch: int = 5_000
@@ -349,7 +350,7 @@ class MBPOAgent:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if "policy" not in state:  # written before the "policy" key (a list of SACs)
+        if "policy" not in state:  # the older format: a list of SACs under "agents"
             if self.cfg.policy == "per_env_batched":
                 raise GenworldError(
                     "this checkpoint holds separate per-env SACs (policy per_env) and cannot be "
@@ -360,5 +361,5 @@ class MBPOAgent:
         self.policy.load_state_dict(state["policy"])
         self.updates = int(state["updates"])
         self.model_buffer.load_state_dict(state["model_buffer"])
-        stats = state.get("rollout_stats", {})  # absent in checkpoints from before it was logged
+        stats = state.get("rollout_stats", {})  # absent from older-format checkpoints
         self.rollout_stats = {k: float(v) for k, v in stats.items()}

@@ -51,10 +51,30 @@ class AlgoContext:
     show_progress: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override (validated by the algorithm's config)."""
+    world_models: WorldModelSource | None = None
+    """Trains, resumes or loads the world model a model-based algorithm asks for; the runner
+    supplies it (:func:`genworld.train.world_model.provide_world_model`), so agents never
+    train models themselves. None = model-free cells only."""
+
+    def world_model(self, model: str, presets: dict[str, dict[str, Any]]) -> torch.nn.Module:
+        """The fitted world model ``model`` (``tgw`` or ``mlp``) on this cell's data, with the
+        algorithm's ``presets[scale]`` under ``overrides["world_model"]``."""
+        if self.world_models is None:
+            raise GenworldError(
+                f"a model-based algorithm needs a world model ({model}): build its AlgoContext "
+                "with world_models=genworld.train.world_model.provide_world_model"
+            )
+        return self.world_models(self, model, presets)
 
     @property
     def act_dims(self) -> list[int]:
         return [s.act_dim for s in self.dataset.specs]
+
+
+class WorldModelSource(Protocol):
+    def __call__(
+        self, ctx: AlgoContext, model: str, presets: dict[str, dict[str, Any]]
+    ) -> torch.nn.Module: ...
 
 
 class OfflineAgent(Protocol):

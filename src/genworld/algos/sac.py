@@ -203,11 +203,11 @@ class SAC:
         load_agent_state(self.modules(), None, state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"].reshape(-1).expand_as(self.log_alpha))
-        # checkpoints from before fused Adam carry fused=None in their param groups
+        # checkpoints written without fused Adam carry fused=None in their param groups
         for opt in (self.actor_opt, self.critic_opt, self.alpha_opt):
             for group in opt.param_groups:
                 group["fused"] = fused_optimizer(self.device)
-        # checkpoints from before per-env alpha hold a scalar alpha and scalar Adam moments
+        # checkpoints with a single alpha hold a scalar alpha and scalar Adam moments
         for moments in self.alpha_opt.state.values():
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in moments and moments[key].shape != self.log_alpha.shape:

@@ -1,11 +1,11 @@
 """K independent SACs — one per env — trained as one vectorised ensemble.
 
-MBPO's ``per_env`` policies (one SAC per env, all in the same world model) used to be a Python
-loop of K small SAC updates, each on its env's ~B/K rows of the batch: K times the per-update
-overhead (measured, 1 thread: 3 updates on 85 rows 20.0 ms vs one update on 256 rows 11.5 ms).
-Here env ``k``'s actor is member ``k`` of an ensemble actor and its twin critics are members
-``(k, 0), (k, 1)`` of an ensemble critic, so one update runs every env's SAC with batched
-matmuls (``torch.baddbmm``) on a padded ``(K, rows, ·)`` layout of the batch.
+MBPO's ``per_env`` policies (one SAC per env, all in the same world model) run as a Python
+loop of K small SAC updates, each on its env's ~B/K rows of the batch, would pay K times the
+per-update overhead (measured: docs/RESULTS.md). Here env ``k``'s actor is member ``k`` of an
+ensemble actor and its twin critics are members ``(k, 0), (k, 1)`` of an ensemble critic, so
+one update runs every env's SAC with batched matmuls (``torch.baddbmm``) on a padded
+``(K, rows, ·)`` layout of the batch.
 
 The maths is :class:`genworld.algos.sac.SAC`'s, env by env: each env's losses are means over its
 own rows (padding rows have weight 0), each env has its own alpha, target entropy ``-scale ·
@@ -15,7 +15,8 @@ gradients are exactly its own SAC's (tested against K separate SACs with the sam
 Deviations from K separate SACs:
 - the sampling noise is drawn once for the padded batch (a different random stream);
 - an env with no rows in a batch still takes an Adam step with zero gradients (its moments
-  decay); the loop skipped it. With balanced rollouts and ``B ≫ K`` this does not happen.
+  decay); a loop of separate SACs skips it. With balanced rollouts and ``B ≫ K`` this does not
+  happen.
 """
 
 from __future__ import annotations

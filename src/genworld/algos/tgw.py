@@ -18,11 +18,11 @@ Deviations:
 - horizon / rollout sizes / updates are scaled to the CPU budget (scale presets);
 - rollouts stop at a predicted terminal (registry functions by default) instead of continuing;
 - mini scale only (``MINI_POLICY``): half of each SAC batch is real data and the actor carries a
-  TD3+BC-form behaviour term (``SACConfig.bc_alpha = 1``). Measured on the quick start's world
-  model (10k updates): plain SAC stayed at random level (normalized 0.5–2 on all three envs, with
-  or without the uncertainty penalty, and even on real data alone: its critic is too young to
-  follow), while bc_alpha 1 reached 37 / 42–96 / 64–74 (halfcheetah / hopper / walker2d, last
-  evaluations, 5 episodes). Full scale is plain offline MBPO, as the paper.
+  TD3+BC-form behaviour term (``SACConfig.bc_alpha = 1``), because plain SAC does not learn
+  within the mini budget: it stays at random level with or without the uncertainty penalty, and
+  even on real data alone (its critic is too young to follow), while the behaviour term lifts
+  every env well above it (measured: docs/RESULTS.md, "Why the policy learner has a behaviour
+  term at mini scale"). Full scale is plain offline MBPO, as the paper.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from genworld.algos.mbpo import MBPOAgent, mbpo_config
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.algos.sac import SACConfig
 from genworld.data.multi_env import MultiEnvDataset
-from genworld.errors import GenworldError
 
 
 @dataclass(frozen=True)
@@ -97,63 +96,9 @@ WM_PRESETS: dict[str, dict] = {
 }
 
 
-def build_world_model(ctx: AlgoContext, model: str, presets: dict[str, dict]):
-    """Train (or resume, or load a finished) world model on ``ctx.dataset`` in ``ctx.out``."""
-    from genworld.train.world_model import config_for_scale, fit_world_model
-
-    over = {**presets.get(ctx.scale, {}), **ctx.overrides.get("world_model", {})}
-    cfg = config_for_scale(
-        ctx.scale,
-        check_ids=False,
-        model=model,
-        seed=ctx.seed,
-        device=ctx.device.type,
-        **over,
-    )
-    if ctx.out is None:
-        raise GenworldError("model-based algorithms need an output folder (AlgoContext.out)")
-    folder = ctx.out / "world_model"
-    if ctx.shared is None or folder.exists():  # (a cell begun before sharing keeps its own)
-        return fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress).to(
-            ctx.device
-        )
-    from genworld.utils.io import atomic_write_json, file_lock
-
-    folder = ctx.shared / world_model_key(cfg, ctx.dataset)
-    atomic_write_json(ctx.out / "world_model.json", {"path": str(folder)})
-    with file_lock(folder.with_name(folder.name + ".lock")):  # one process trains, others wait
-        model = fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress)
-    return model.to(ctx.device)
-
-
-def world_model_key(cfg, dataset: MultiEnvDataset) -> str:
-    """``<model>-s<seed>-<digest>``: the digest covers the world-model config (not its device
-    or thread count) and a fingerprint of the data (each env's name, size and value sums)."""
-    import hashlib
-    import json
-    from dataclasses import asdict
-
-    from genworld.utils.io import RUNTIME_FIELDS
-
-    config = {k: v for k, v in asdict(cfg).items() if k not in (*RUNTIME_FIELDS, "device")}
-    data = [
-        [
-            env.spec.name,
-            len(env),
-            float(env.rewards.double().sum()),
-            float(env.observations.double().sum()),
-            float(env.actions.double().sum()),
-        ]
-        for env in dataset.envs
-    ]
-    text = json.dumps({"config": config, "data": data}, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return f"{cfg.model}-s{cfg.seed}-{digest}"
-
-
 def build(ctx: AlgoContext) -> TGWAgent:
     """TGW world model on the cell's data, then offline MBPO in it."""
-    model = build_world_model(ctx, "tgw", WM_PRESETS)
+    model = ctx.world_model("tgw", WM_PRESETS)
     cfg = resolve_config(TGWAgentConfig, AGENT_PRESETS, ctx, skip=("world_model",))
     return TGWAgent(model, ctx.dataset, cfg, ctx.device)
 

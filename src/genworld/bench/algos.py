@@ -24,6 +24,7 @@ from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
+from genworld.train.world_model import provide_world_model
 from genworld.utils import allocator
 
 ENVS = ("hopper", "halfcheetah")
@@ -31,7 +32,8 @@ ALGOS = ("bc", "cql", "iql", "td3bc")
 HIDDEN = (256, 256)
 BATCH = 256
 COMPILABLE = ("iql",)
-"""Algorithms with a ``compile`` option (where it paid: TD3+BC 0.9x, CQL 0.4x compiled here)."""
+"""Algorithms with a ``compile`` option, also timed compiled (only where compiling pays: compiled
+TD3+BC and CQL run slower than eager; measured: docs/RESULTS.md)."""
 D3RLPY_ALGOS = {
     "bc": "BCConfig",
     "cql": "CQLConfig",
@@ -108,6 +110,7 @@ def genworld_update(
         device=torch.device("cpu"),
         scale="full",
         overrides=overrides,
+        world_models=provide_world_model,
     )
     agent = build_agent(name, ctx)
     generator = torch.Generator().manual_seed(0)

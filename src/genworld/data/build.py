@@ -64,10 +64,11 @@ LANES = 2
 LANE_STEPS = 100_000
 """A collection of ``steps`` is ``lanes(steps)`` independent lanes of ``num_envs`` envs each (one
 per ``LANE_STEPS`` steps, at most ``LANES``), lane 0 seeded with ``seed`` (so a one-lane
-collection is what it was before lanes), lane ``k > 0`` from ``SeedSequence([seed, k])``, each
-given an equal share of the steps: the bytes are part of the dataset's definition and do not
-depend on how many processes run the lanes. Small collections stay one lane: every lane ends
-with ``num_envs`` episodes cut by the budget, which small datasets should not have twice."""
+collection is a plain collection seeded with ``seed``), lane ``k > 0`` from
+``SeedSequence([seed, k])``, each given an equal share of the steps: the bytes are part of the
+dataset's definition and do not depend on how many processes run the lanes. Small collections
+stay one lane: every lane ends with ``num_envs`` episodes cut by the budget, which small
+datasets should not have twice."""
 
 
 def lanes(steps: int) -> int:

@@ -1,83 +1,23 @@
-"""The EnvSpec registry: exact keys, no substring dispatch (STYLE §4.4).
-
-Reference scores: D4RL ``gym_mujoco/__init__.py`` (REF_MIN_SCORE / REF_MAX_SCORE), copied in
-shared/docs/PROTOCOL.md. They are D4RL's numbers for the v2/mujoco-py environments; we evaluate in
-Gymnasium v5, so our normalized scores are *D4RL-style*.
-
-Observation variants: every env uses Gymnasium v5 defaults except **ant**, which uses
-``include_cfrc_ext_in_observation=False`` (27-dim observation, as in most offline-RL code; the
-v5 default is 105-dim with contact forces).
-"""
+"""The EnvSpec registry: exact keys, no substring dispatch. A name is a robot
+(:mod:`genworld.envs.robots`) or a task env of a family (:mod:`genworld.envs.tasks`)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-from genworld.envs.termination import (
-    ant_termination,
-    hopper_termination,
-    never_terminates,
-    walker2d_termination,
-)
+import genworld.envs.tasks  # noqa: F401  (registers the task families with Gymnasium)
+from genworld.envs.robots import ENV_SPECS
+from genworld.envs.tasks import task_spec
 from genworld.errors import GenworldError
 from genworld.types import EnvSpec
 
-ENV_SPECS: dict[str, EnvSpec] = {
-    "halfcheetah": EnvSpec(
-        name="halfcheetah",
-        gym_id="HalfCheetah-v5",
-        obs_dim=17,
-        act_dim=6,
-        max_episode_steps=1000,
-        ref_min_score=-280.178953,
-        ref_max_score=12135.0,
-        termination=never_terminates,
-        medium_band=(38.0, 48.0),
-        expert_target=75.0,
-    ),
-    "hopper": EnvSpec(
-        name="hopper",
-        gym_id="Hopper-v5",
-        obs_dim=11,
-        act_dim=3,
-        max_episode_steps=1000,
-        ref_min_score=-20.272305,
-        ref_max_score=3234.3,
-        termination=hopper_termination,
-        medium_band=(45.0, 65.0),
-    ),
-    "walker2d": EnvSpec(
-        name="walker2d",
-        gym_id="Walker2d-v5",
-        obs_dim=17,
-        act_dim=6,
-        max_episode_steps=1000,
-        ref_min_score=1.629008,
-        ref_max_score=4592.3,
-        termination=walker2d_termination,
-        medium_band=(60.0, 85.0),
-    ),
-    "ant": EnvSpec(
-        name="ant",
-        gym_id="Ant-v5",
-        obs_dim=27,
-        act_dim=8,
-        max_episode_steps=1000,
-        ref_min_score=-325.6,
-        ref_max_score=3879.7,
-        termination=ant_termination,
-        make_kwargs={"include_cfrc_ext_in_observation": False},
-        medium_band=(70.0, 95.0),
-    ),
-}
+__all__ = ["ENV_SPECS", "get_env_spec", "make_env"]
 
 
 def get_env_spec(name: str) -> EnvSpec:
     """Look up an env by its exact genworld name, with an error that lists the known ones."""
     if name in ENV_SPECS:
         return ENV_SPECS[name]
-    from genworld.envs.tasks import task_spec
-
     spec = task_spec(name)  # cheetah-vel-7, ant-dir-23, ...
     if spec is not None:
         return spec
@@ -90,8 +30,6 @@ def get_env_spec(name: str) -> EnvSpec:
 def make_env(name: str, seed: int | None = None, **kwargs) -> gym.Env:
     """A Gymnasium env for a registered name, with the registry's observation variant."""
     spec = get_env_spec(name)
-    if spec.gym_id.startswith("genworld/"):
-        import genworld.envs.tasks  # noqa: F401  (registers the task families)
     env = gym.make(spec.gym_id, **{**spec.make_kwargs, **kwargs})
     if seed is not None:
         env.reset(seed=seed)

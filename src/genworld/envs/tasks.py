@@ -31,6 +31,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from genworld.envs.robots import ENV_SPECS
 from genworld.errors import GenworldError
 
 ANT_DIR_SEED = 1337
@@ -122,8 +123,6 @@ def reference_scores(family: str) -> dict[str, list[float]]:
 def task_spec(name: str):
     """The EnvSpec of a task env (dims and termination of its robot, 200-step episodes)."""
     from dataclasses import replace
-
-    from genworld.envs.registry import ENV_SPECS
 
     parsed = parse_task(name)
     if parsed is None:

@@ -10,7 +10,6 @@ over the env's real dims in units of each dim's std, reward MSE in units of the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -211,24 +210,3 @@ def plot_errors(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[str, Any]:
-    """Errors of each run's model on its own held-out episodes, plus the mean predictor.
-
-    Runs on the same env datasets with the same seed hold out the same episodes per env
-    (``load_split`` permutes each env's episodes with the run seed), so rows compare like with like.
-    """
-    from genworld.train.world_model import load_trained
-
-    named: dict[str, dict[str, dict[str, float]]] = {"mean-predictor": {}}
-    for run in runs:
-        cfg, model, _, held = load_trained(run)
-        for env, errors in k_step_errors(
-            None, held, model.normalizer, per_env=per_env, seed=seed
-        ).items():
-            named["mean-predictor"].setdefault(env, errors)
-        named[f"{cfg.model}:{run.name}"] = k_step_errors(
-            model, held, model.normalizer, per_env=per_env, seed=seed
-        )
-    return named

@@ -14,7 +14,7 @@ minimal reference ``models/s4/s4d.py`` (state-spaces/s4, commit 2ed46fcf,
 https://github.com/state-spaces/s4/blob/2ed46fcf77f2392145ceb801a553367c9111675a/models/s4/s4d.py):
 S4D-Lin initialisation ``A_n = -1/2 + i*pi*n``, ``log dt ~ U[log 1e-3, log 1e-1]``, ``C ~ CN(0, 1)``,
 ZOH discretisation, the kernel by a Vandermonde product, the convolution (the reference's FFT;
-here one matmul with the kernel's Toeplitz matrix up to ``TOEPLITZ_MAX_LENGTH`` tokens, 4x faster on
+here one matmul with the kernel's Toeplitz matrix up to ``TOEPLITZ_MAX_LENGTH`` tokens, faster on
 CPU for state-sized sequences), the ``D`` skip, GELU and a GLU output projection. The
 convolution is causal along the dimension axis. Transformer layers are our batch-first
 ``TransformerLayer`` (tested equal to torch's pre-norm GELU layer).
@@ -125,8 +125,8 @@ class S4DKernel(nn.Module):
 
 TOEPLITZ_MAX_LENGTH = 128
 """Up to this sequence length the causal convolution is one batched matmul with the kernel's
-Toeplitz matrix; longer ones use the FFT. Measured on one CPU thread (B=256, L=35, H=64,
-forward + backward): FFT 18.6 ms, Toeplitz 4.2 ms."""
+Toeplitz matrix; longer ones use the FFT (the matmul is several times faster on CPU at
+state-sized lengths; measured: docs/RESULTS.md)."""
 
 
 def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -221,8 +221,8 @@ def s4_blocks(cfg: AgnosticConfig) -> nn.ModuleList:
 class Attention(nn.Module):
     """Multi-head attention of queries ``(B, Lq, H)`` over keys/values ``(B, Lk, H)`` whose
     ``key_mask (B, Lk)`` is True on true tokens, batch-first throughout (torch's
-    ``nn.MultiheadAttention`` works sequence-first and copied the packed q/k/v three times per
-    layer: 25% of an agnostic IQL update on CPU)."""
+    ``nn.MultiheadAttention`` works sequence-first and copies the packed q/k/v three times per
+    layer, a sizeable share of an agnostic IQL update on CPU; measured: docs/RESULTS.md)."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()

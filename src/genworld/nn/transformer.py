@@ -70,14 +70,14 @@ class EnsembleBlock(nn.Module):
         (B, L)`` bool marks the keys that position may attend to.
 
         The same function as ``forward`` at that position, arranged so that imagination never
-        forms the window's keys and values (they were ~70% of a rollout step: ``(E, B*L, 2I)``
-        products and copies). With one query per row, ``q·k_l = (W_k q)·LN(x_l)`` and
-        ``Σ_l p_l v_l = W_v^T (Σ_l p_l LN(x_l))``: attention needs only the normalised window
-        ``LN(x)`` (shared by all members when the tokens are) and per-row ``W_k q`` — ``E·H``
-        numbers per token instead of ``E·2I``. LayerNorm's per-member scale is folded into
-        ``W_k``/``W_v``; its shift and the key bias add ``q·const`` to every score of a row
-        (softmax ignores it); the value side's constant is added after attention (the weights
-        sum to 1)."""
+        forms the window's keys and values (their ``(E, B*L, 2I)`` products and copies would
+        dominate a rollout step; measured: docs/RESULTS.md). With one query per row,
+        ``q·k_l = (W_k q)·LN(x_l)`` and ``Σ_l p_l v_l = W_v^T (Σ_l p_l LN(x_l))``: attention
+        needs only the normalised window ``LN(x)`` (shared by all members when the tokens are)
+        and per-row ``W_k q`` — ``E·H`` numbers per token instead of ``E·2I``. LayerNorm's
+        per-member scale is folded into ``W_k``/``W_v``; its shift and the key bias add
+        ``q·const`` to every score of a row (softmax ignores it); the value side's constant is
+        added after attention (the weights sum to 1)."""
         e, b, length, d = x.shape
         hs, dh = self.heads, self.head_dim
         inner = hs * dh

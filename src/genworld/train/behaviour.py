@@ -57,7 +57,7 @@ class BehaviourConfig:
     eval_episodes: int = 5
     device: str = "auto"
     threads: int = 1
-    """torch threads; 1 is fastest for 256-wide MLPs on this CPU (measured)."""
+    """torch threads; 1 is fastest for 256-wide MLPs on a 2-core CPU."""
     sac: SACConfig = field(default_factory=SACConfig)
 
     def validate(self) -> None:
@@ -75,6 +75,25 @@ class BehaviourConfig:
             raise GenworldError(
                 f"learning_starts ({self.learning_starts}) must be below total_steps ({self.total_steps})"
             )
+
+
+def config_for_scale(env: str, scale: str = "full", **overrides: Any) -> BehaviourConfig:
+    """A behaviour-policy run of ``SCALES[scale]`` env steps (``steps`` overrides it); the warm-up
+    (a third of the run, at most 5k), snapshot (a tenth, at most 10k) and checkpoint (at most
+    25k) cadence follow from the steps. Other ``overrides`` are config fields (None = keep)."""
+    if scale not in SCALES:
+        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
+    steps = overrides.pop("steps", None) or SCALES[scale]
+    derived = {
+        "total_steps": steps,
+        "learning_starts": min(5_000, steps // 3),
+        "snapshot_every": min(10_000, max(steps // 10, 1)),
+        "checkpoint_every": min(25_000, steps),
+    }
+    values = {**derived, **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = BehaviourConfig(env=env, **values)
+    cfg.validate()
+    return cfg
 
 
 class ReplayBuffer:
@@ -307,11 +326,10 @@ VERIFY_EPISODES = 20
 training log's 5-episode scores are too noisy to pick on: a lucky one lands in a band)."""
 VERIFY_TOP = 10
 """Expert candidates re-evaluated: the best ``VERIFY_TOP`` by the training log. Ten, not three:
-the 5-episode log ranks snapshots badly where episodes vary (ant at 510-540k: the best logged,
-91.5, verified at 75.2; the 8th best logged, 72.2, at 89.8); each check costs seconds. The pick
-is the best of these, so that score is optimistic (hopper 220k: 91.6 on its 20 episodes, 85.2
-on 50 fresh ones): the pick is scored again on ``CONFIRM_EPISODES`` fresh episodes, and that
-unbiased score is the card's."""
+the 5-episode log ranks snapshots badly where episodes vary (on ant a snapshot logged in 8th
+place can verify best; measured: docs/RESULTS.md); each check costs seconds. The pick is the
+best of these, so that score is optimistic: the pick is scored again on ``CONFIRM_EPISODES``
+fresh episodes, and that unbiased score is the card's."""
 CONFIRM_EPISODES = 50
 
 
@@ -325,7 +343,7 @@ def verify_snapshot(
 
     spec = get_env_spec(env)
     actor, _ = load_policy(run / "snapshots" / f"step_{record['step']:09d}")
-    # (offset so that the default seed reproduces the checks of earlier exports)
+    # (the default seed gives 1_000_003 + step: the stream of the shipped cards' selection scores)
     gen = torch.Generator().manual_seed(1_000_003 + record["step"] + seed - 50_000)
     returns = evaluate_policy(
         env, lambda o: actor.act(o, deterministic=False, generator=gen), episodes, seed

@@ -147,8 +147,8 @@ def _meta_digest(meta: dict) -> str:
 
 
 def _check_meta(meta: Any, path: Path) -> None:
-    """The metadata must be intact: its own checksum (legacy checkpoints, written before the
-    format tag, have exactly the legacy keys and only the tensor checksum)."""
+    """The metadata must be intact: its own checksum (legacy checkpoints, which carry no format
+    tag, have exactly the legacy keys and only the tensor checksum)."""
     keys = set(meta) if isinstance(meta, dict) else set()
     if keys == LEGACY_KEYS:
         return

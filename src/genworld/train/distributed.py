@@ -21,10 +21,8 @@ CLI hook: ``add_agnostic_parser(train_subparsers)`` adds ``agnostic-iql`` and ``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -611,100 +609,3 @@ def fit_world_model_ddp(
         log.close()
     barrier(d)
     return model.eval()
-
-
-# ---------------------------------------------------------------- command line
-def add_agnostic_parser(subparsers) -> None:
-    """Add ``agnostic-iql`` and ``agnostic-ppo`` to a subparsers object (``genworld train``)."""
-    p = subparsers.add_parser(
-        "agnostic-iql",
-        help="DD-IQL: IQL with agnostic networks on several datasets (torchrun-ready, resumable)",
-    )
-    p.add_argument(
-        "--datasets", default=None, help="comma list of dataset ids (default: the scale's)"
-    )
-    p.add_argument("--scale", choices=list(SCALES), default="mini")
-    p.add_argument("--steps", type=int, default=0, help="gradient updates (default: the scale's)")
-    p.add_argument("--eval-episodes", type=int, default=0)
-    p.add_argument(
-        "--batch-size", type=int, default=0, help="rows per update over all envs (default: preset)"
-    )
-    p.add_argument("--out", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_agnostic_iql_command)
-    p = subparsers.add_parser(
-        "agnostic-ppo", help="DD-PPO: PPO with agnostic networks on several envs (torchrun-ready)"
-    )
-    p.add_argument("--envs", default=None, help="comma list: genworld envs or Gymnasium ids")
-    p.add_argument("--scale", choices=list(SCALES), default="mini")
-    p.add_argument("--total-timesteps", type=int, default=0)
-    p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--out", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_agnostic_ppo_command)
-
-
-def _split(text: str | None) -> tuple[str, ...]:
-    return tuple(x for x in (text or "").split(",") if x)
-
-
-def _agnostic_iql_command(args) -> None:
-    cfg = AgnosticIQLRunConfig(
-        datasets=_split(args.datasets),
-        scale=args.scale,
-        steps=args.steps,
-        eval_episodes=args.eval_episodes,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
-        agent={"batch_size": args.batch_size} if args.batch_size else {},
-    )
-    cfg = resolve_iql_run(cfg)
-    out = Path(args.out or f"runs/agnostic_iql__{'+'.join(cfg.datasets)}__{cfg.scale}__s{cfg.seed}")
-    records = train_agnostic_iql(cfg, out, show_progress=not args.quiet)
-    if records:
-        last = records[-1]
-        print(
-            f"agnostic-iql: {last['step']} updates, normalized score {last['eval/normalized_score_mean']:.1f}; run directory: {out}"
-        )
-
-
-def _agnostic_ppo_command(args) -> None:
-    cfg = AgnosticPPORunConfig(
-        envs=_split(args.envs),
-        scale=args.scale,
-        total_timesteps=args.total_timesteps,
-        eval_episodes=args.eval_episodes,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
-    )
-    out = Path(args.out or f"runs/agnostic_ppo__{cfg.scale}__s{cfg.seed}")
-    result = train_agnostic_ppo(cfg, out, show_progress=not args.quiet)
-    if result:
-        returns = ", ".join(f"{k} {v:.1f}" for k, v in result.items())
-        print(f"agnostic-ppo: returns {returns}; run directory: {out}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m genworld.train.distributed agnostic-iql|agnostic-ppo ...`` (also under
-    torchrun); errors are one line and exit code 2, as ``genworld``."""
-    parser = argparse.ArgumentParser(prog="python -m genworld.train.distributed")
-    add_agnostic_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except GenworldError as err:
-        print(f"genworld: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,7 @@ from genworld.train.checkpoint import (
     resume_point,
     save_checkpoint,
 )
+from genworld.utils.interrupt import deferred_interrupt
 from genworld.utils.io import tensorboard_writer, truncate_jsonl
 from genworld.utils.progress import progress_bar
 
@@ -37,7 +38,8 @@ def train_offline(
     """Run ``update`` ``steps`` times; every ``eval_every`` evaluate ``agent.act`` in the real envs
     (deterministic, episode ``i`` seeded ``seed*1000 + i``), append to ``eval.jsonl`` (and
     TensorBoard ``tb/``) and save a checkpoint: agent state, sampling generator, torch's global
-    RNG and the step. Rerunning on the same ``out`` resumes exactly where that checkpoint was."""
+    RNG and the step. Rerunning on the same ``out`` resumes exactly where that checkpoint was.
+    Ctrl-C or SIGTERM stops after the current update with a checkpoint of that update."""
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     step = 0
@@ -46,17 +48,30 @@ def train_offline(
         step, state = resumed
         restore(name, agent, state, generator, out)
         truncate_jsonl(out / "eval.jsonl", step)
-    log = open(out / "eval.jsonl", "a")  # noqa: SIM115
     writer = tensorboard_writer(out, step) if step < steps else None
     start, first = time.perf_counter(), step
-    with progress_bar(name, steps, enabled=show_progress) as advance:
+
+    def checkpoint() -> None:
+        state = {
+            "agent": agent.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(out / "checkpoints", step, state)
+
+    with (
+        open(out / "eval.jsonl", "a") as log,
+        progress_bar(name, steps, enabled=show_progress) as advance,
+        deferred_interrupt() as stop,
+    ):
         advance(step)
         while step < steps:
             metrics = update(generator)
             step += 1
             _check_finite(name, metrics, step, out)
             advance(1)
-            if step % eval_every == 0 or step == steps:
+            at_eval = step % eval_every == 0 or step == steps
+            if at_eval:
                 record = _evaluate(name, agent, metrics, specs, eval_episodes, seed, step, out)
                 record["time/updates_per_s"] = (step - first) / (time.perf_counter() - start)
                 log.write(json.dumps(record) + "\n")
@@ -66,13 +81,16 @@ def train_offline(
                         if key != "step":
                             writer.add_scalar(key, value, step)
                     writer.flush()
-                state = {
-                    "agent": agent.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                }
-                save_checkpoint(out / "checkpoints", step, state)
-    log.close()
+                checkpoint()
+            if stop.requested and step < steps:
+                if not at_eval:
+                    checkpoint()
+                if writer is not None:
+                    writer.close()
+                raise KeyboardInterrupt(
+                    f"{name}: stopped with a checkpoint at update {step}; rerun the same "
+                    f"command (--out {out}) to resume"
+                )
     if writer is not None:
         writer.close()
     return read_eval(out)

@@ -18,6 +18,7 @@ from typing import Any
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
+from genworld.train.world_model import provide_world_model
 from genworld.utils.io import atomic_write_json, check_or_write_config, claim
 
 SETTINGS = ("multi", "single")
@@ -181,6 +182,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
         seed=cell.seed,
         out=folder,
         shared=out / "world_models",
+        world_models=provide_world_model,
         overrides=overrides,
     )
     agent = build_agent(algo, ctx)
@@ -237,25 +239,13 @@ def _ray_available() -> bool:
     return True
 
 
-def run_table(
-    cfg: TableConfig,
-    out: Path,
-    *,
-    show_progress: bool = True,
-    title: str = "genworld table",
-    report_only: bool = False,
-) -> dict:
-    """Run every missing cell, then write the tables, IQM and the plot; returns the summary.
-    ``report_only``: train nothing, write them from the cells finished so far."""
+def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> list[dict]:
+    """Run every cell of ``cfg`` not finished in ``out`` (resumable; several processes on one
+    ``out`` split the work) and return every cell's result."""
     from genworld.data.build import ensure_built
-    from genworld.eval.table_report import write_table
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
-    if report_only:
-        return write_table(
-            cfg, finished_results(cfg, out), out, title=title, planned=len(cells(cfg))
-        )
     # how the cells are run (not what they compute) may change between a run and its resume
     check_or_write_config(out, cfg, ignore=("workers", "executor"))
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
@@ -272,8 +262,7 @@ def run_table(
             results = _run_with_ray(cfg_json, todo, out, advance)
         else:
             results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
-    results = _finish_claimed(cfg, todo, results, out, show_progress)
-    return write_table(cfg, results, out, title=title)
+    return _finish_claimed(cfg, todo, results, out, show_progress)
 
 
 def _finish_claimed(

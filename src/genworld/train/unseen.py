@@ -24,8 +24,8 @@ Stages, each resumable in ``out``:
      velocity is the displacement over the frame, and positions are not observed, so it is
      estimated as the mean of the observed velocities before and after the step (cheetah-vel:
      observation 8, ``qvel[0]``; ant-dir: observations 13–14, the torso's planar velocity):
-     measured mean absolute reward error 0.08 (cheetah-vel) / 0.05 (ant-dir) against the
-     simulator's reward, whose per-step spread is ~0.3–0.6 (tests/test_unseen.py). ant-dir's
+     its mean absolute error against the simulator's reward stays well below the reward's
+     per-step spread (tests/test_unseen.py; measured: docs/RESULTS.md). ant-dir's
      contact term is not observable and is left out (it is ~1e-3).
 
 6. **Prompt-DT baseline** (:mod:`genworld.algos.prompt_dt`), one model per seed trained on the
@@ -86,10 +86,9 @@ class UnseenConfig:
     ``sac`` trains a SAC expert per task (``expert_steps``); ``turned`` (ant-dir only) turns the
     shipped Ant SAC expert and its training snapshots into each task's direction
     (:func:`genworld.envs.tasks.turn_ant_policy`: the simulator is exactly symmetric under turns
-    about z); ``auto``: ``turned`` for ant-dir, ``sac`` otherwise. Measured: 30k SAC steps on
-    ant-dir-0 gave a policy worse than standing still (stochastic return at 30k steps 101 over
-    200 steps, 107 with initial temperature 0.1; standing earns ~200), the turned shipped
-    expert 650–850 on every direction tried."""
+    about z); ``auto``: ``turned`` for ant-dir, ``sac`` otherwise, because a 30k-step SAC expert
+    on ant-dir does worse than standing still while the turned shipped expert runs in every
+    direction tried (measured: docs/RESULTS.md, "Unseen tasks: ant-dir")."""
     expert_steps: int = 30_000
     """SAC steps per task expert (``experts`` = sac)."""
     expert_hidden: tuple[int, ...] = (256, 256)
@@ -104,10 +103,10 @@ class UnseenConfig:
     eval_every: int = 1_000
     policy_init_alpha: float = 0.1
     """SAC's initial temperature. The task rewards are ~−1 a step, so SAC's default 1.0 makes
-    the entropy bonus (α·H, H up to ~4 here) outweigh them: measured at 3,000 updates, soft Q
-    +15.6 while every reward was negative, and the policy stood still on every task (cheetah-vel
-    task 17, one seed: 14 at 10,000 updates with α₀ = 1.0 and BC weight 1; 77 with α₀ = 0.1;
-    110 with α₀ = 0.1 and BC weight 2.5). Full scale: 1.0 (plain MBPO)."""
+    the entropy bonus (α·H, H up to ~4 here) outweigh them: the soft Q turns positive while
+    every reward is negative and the policy stands still on every task; α₀ = 0.1, with the
+    behaviour weight below, lets it move (measured: docs/RESULTS.md, "Unseen tasks:
+    cheetah-vel"). Full scale: 1.0 (plain MBPO)."""
     policy_bc_alpha: float = 2.5
     """Weight of the RL term against the behaviour term (``SACConfig.bc_alpha``; 2.5 is TD3+BC's
     published value; the table's mini policy learner uses 1.0). Full scale: 0 (plain MBPO)."""
@@ -750,12 +749,23 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     return _write_result(folder, (method, task, seed), last_k, best, started)
 
 
+@dataclass(frozen=True)
+class UnseenResults:
+    """What a study produced: its task split, the per-task reference returns, and one result per
+    finished (method, task, seed) cell out of ``planned``."""
+
+    train: list[str]
+    test: list[str]
+    references: dict[str, list[float]]
+    results: list[dict]
+    planned: int
+
+
 def run_unseen(
     cfg: UnseenConfig, out: Path, *, show_progress: bool = True, report_only: bool = False
-) -> dict:
+) -> UnseenResults:
     """Every stage (each resumes), then the report. ``report_only``: train nothing, write the
     report from the cells finished so far."""
-    from genworld.eval.unseen_report import write_unseen_report
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
@@ -770,7 +780,7 @@ def run_unseen(
         planned = [(m, t, s) for s in range(cfg.seeds) for m in cfg.methods for t in tasks]
         paths = [out / "cells" / m / t / f"seed{s}" / "result.json" for m, t, s in planned]
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
-        return write_unseen_report(cfg, train, test, refs, results, out, planned=len(planned))
+        return UnseenResults(train, test, refs, results, planned=len(planned))
     _experts(cfg, tasks, out, show_progress)
     refs = _references(cfg, tasks, out)
     _datasets(cfg, train, tasks, out, refs)
@@ -783,4 +793,4 @@ def run_unseen(
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
         results = process_map(_cell, cells, cfg.workers, advance)
-    return write_unseen_report(cfg, train, test, refs, results, out)
+    return UnseenResults(train, test, refs, results, planned=len(results))

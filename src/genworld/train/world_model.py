@@ -8,21 +8,24 @@ out: a seeded ``holdout_fraction`` of each env's episodes, never trained on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from genworld.algos.registry import AlgoContext
 from genworld.data.build import ensure_built
 from genworld.data.ids import parse_dataset_id
 from genworld.data.minari_io import read_episodes
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
+from genworld.eval.wm_metrics import k_step_errors
 from genworld.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -36,7 +39,10 @@ from genworld.utils.device import (
     torch_threads,
 )
 from genworld.utils.io import (
+    RUNTIME_FIELDS,
+    atomic_write_json,
     check_or_write_config,
+    file_lock,
     tensorboard_writer,
     truncate_jsonl,
 )
@@ -113,7 +119,8 @@ SCALES: dict[str, dict[str, Any]] = {
         },
         "mlp": {"members": 3, "elites": 2, "hidden": 32, "layers": 2},
     },
-    # lr 5e-4 at mini (measured on halfcheetah-medium, 3k steps: h1 error 0.166 → 0.057 vs 1e-4)
+    # lr 5e-4 at mini: at 3k steps it reaches a much lower one-step error than 1e-4 (measured:
+    # docs/RESULTS.md)
     "mini": {
         "steps": 3_000,
         "batch_size": 32,
@@ -297,3 +304,68 @@ def load_trained(
     _load_model_state(model, state["model"], run)
     model.eval()
     return cfg, model, train, held
+
+
+def provide_world_model(ctx: AlgoContext, model: str, presets: dict[str, dict]) -> torch.nn.Module:
+    """Train (or resume, or load a finished) world model on ``ctx.dataset`` in ``ctx.out``, or
+    once in ``ctx.shared`` for every cell with the same config and data (the
+    :class:`~genworld.algos.registry.WorldModelSource` the runners hand to agents)."""
+    over = {**presets.get(ctx.scale, {}), **ctx.overrides.get("world_model", {})}
+    cfg = config_for_scale(
+        ctx.scale,
+        check_ids=False,
+        model=model,
+        seed=ctx.seed,
+        device=ctx.device.type,
+        **over,
+    )
+    if ctx.out is None:
+        raise GenworldError("model-based algorithms need an output folder (AlgoContext.out)")
+    folder = ctx.out / "world_model"
+    if ctx.shared is None or folder.exists():  # (a cell that holds its own model keeps it)
+        return fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress).to(
+            ctx.device
+        )
+    folder = ctx.shared / world_model_key(cfg, ctx.dataset)
+    atomic_write_json(ctx.out / "world_model.json", {"path": str(folder)})
+    with file_lock(folder.with_name(folder.name + ".lock")):  # one process trains, others wait
+        model = fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress)
+    return model.to(ctx.device)
+
+
+def world_model_key(cfg, dataset: MultiEnvDataset) -> str:
+    """``<model>-s<seed>-<digest>``: the digest covers the world-model config (not its device
+    or thread count) and a fingerprint of the data (each env's name, size and value sums)."""
+    config = {k: v for k, v in asdict(cfg).items() if k not in (*RUNTIME_FIELDS, "device")}
+    data = [
+        [
+            env.spec.name,
+            len(env),
+            float(env.rewards.double().sum()),
+            float(env.observations.double().sum()),
+            float(env.actions.double().sum()),
+        ]
+        for env in dataset.envs
+    ]
+    text = json.dumps({"config": config, "data": data}, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{cfg.model}-s{cfg.seed}-{digest}"
+
+
+def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[str, Any]:
+    """Errors of each run's model on its own held-out episodes, plus the mean predictor.
+
+    Runs on the same env datasets with the same seed hold out the same episodes per env
+    (``load_split`` permutes each env's episodes with the run seed), so rows compare like with like.
+    """
+    named: dict[str, dict[str, dict[str, float]]] = {"mean-predictor": {}}
+    for run in runs:
+        cfg, model, _, held = load_trained(run)
+        for env, errors in k_step_errors(
+            None, held, model.normalizer, per_env=per_env, seed=seed
+        ).items():
+            named["mean-predictor"].setdefault(env, errors)
+        named[f"{cfg.model}:{run.name}"] = k_step_errors(
+            model, held, model.normalizer, per_env=per_env, seed=seed
+        )
+    return named

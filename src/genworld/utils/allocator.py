@@ -4,10 +4,10 @@ glibc's malloc serves blocks above its mmap threshold (128 KiB, raised dynamical
 size of the largest block freed) with fresh ``mmap`` pages and gives them back on ``free``; it
 also trims the heap's top once more than twice that threshold is free there. A training step
 allocates and frees the same large tensors every time (CQL's (2, 7680, 256) critic activations
-are 8 MB each), so every step touches fresh pages: measured here (CQL, batch 256, 2 threads)
-9,300 page faults and 33.8 ms a step by default, 0 faults and 25.9 ms with
-``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` (either one
-alone is slower: setting one turns off the dynamic threshold). The cost: the process keeps up
+are 8 MB each), so every step touches fresh pages. ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` and
+``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` remove those page faults and shorten the step (either one
+alone is slower: setting one turns off the dynamic threshold; measured: docs/RESULTS.md, "The
+allocator"). The cost: the process keeps up
 to 1 GiB of freed heap instead of returning it, and large blocks come from the heap (its
 fragmentation can hold more memory than a block's size).
 

@@ -28,7 +28,7 @@ def fast_cpu_bfloat16() -> bool:
 
 
 def fused_optimizer(device: torch.device) -> bool:
-    """Whether torch's fused Adam kernels exist for ``device`` (CPU and CUDA: ~4x faster steps)."""
+    """Whether torch's fused Adam kernels exist for ``device`` (CPU and CUDA: faster steps)."""
     return device.type in ("cpu", "cuda")
 
 
@@ -60,8 +60,8 @@ def torch_threads(n: int):
 
 def simulator_threads():
     """One torch thread while policies act in MuJoCo loops: small batches gain nothing from
-    more, and OpenMP's spinning workers take the core the simulator steps on (measured on 2
-    cores: data collection 20k vs 13k steps/s). The caller's setting is restored."""
+    more, and OpenMP's spinning workers take the core the simulator steps on (measured:
+    docs/RESULTS.md). The caller's setting is restored."""
     return torch_threads(1)
 
 
@@ -73,8 +73,9 @@ def set_matmul_precision(name: str | None = None) -> str:
     """torch's float32 matmul precision for this process (workers read
     ``GENWORLD_MATMUL_PRECISION``, which the CLI sets for them). ``highest``: IEEE float32 (the default). ``medium``: inputs
     rounded to bfloat16, products accumulated in float32 (AMX on recent Intel CPUs, tensor cores
-    on GPUs): measured here 4x the float32 GEMM rate and 1.25-1.7x the updates/s of SAC, IQL,
-    TD3+BC (``genworld bench algos``). ``None`` applies the environment's setting, if any."""
+    on GPUs): several times the float32 GEMM rate and more updates/s for SAC, IQL, TD3+BC
+    (``genworld bench algos``; measured: docs/RESULTS.md). ``None`` applies the environment's
+    setting, if any."""
     import os
 
     name = name or os.environ.get(PRECISION_ENV) or "highest"

@@ -1,8 +1,9 @@
 """A lean call path for torch's fused Adam: the same kernel and maths, less Python per step.
 
-``torch.optim.Adam(fused=True).step()`` spends ~50–80 µs of Python per call on this CPU around
+``torch.optim.Adam(fused=True).step()`` spends tens of microseconds of Python per call around
 its fused kernel (hooks, profiler ranges, grouping tensors by device and dtype, reading the state
-dict), and ``zero_grad`` ~8 µs: up to a twentieth of a small offline-RL update. :class:`Minimizer`
+dict), and ``zero_grad`` more: a visible share of a small offline-RL update on CPU (measured:
+docs/RESULTS.md). :class:`Minimizer`
 keeps the optimizer (its state, checkpoints and ``load_state_dict`` untouched) and calls
 ``torch._fused_adam_`` itself, per param group, on the parameters that have a gradient (as
 torch does), with tensor lists it caches once the optimizer has state. It calls ``opt.step()``

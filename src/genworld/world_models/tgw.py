@@ -29,16 +29,15 @@ Deviations (choices the paper leaves open, or changes we made):
 - one token per step (o, a, previous r summed) instead of interleaved s/a tokens: same
   information, a 2–3× shorter sequence; the first token of a window carries no reward;
 - every member has its own observation model, reward module and termination head (θ_o per member,
-  Algorithm 1). An earlier version shared them across members: its members then agreed off the
-  data, and a reward bias on the policy's actions (+0.2 to +0.7 per step) was invisible to the
-  penalty (measured in the quick start of stop 13);
+  Algorithm 1): with these shared, the members agree off the data and a reward bias on the
+  policy's actions goes unseen by the penalty (measured: docs/RESULTS.md);
 - the default intrinsic reward is the members' spread of the predicted *reward* (its std, in the
   env's reward units), not eq. 4's variance of ``s`` (``intrinsic="state"``, kept). With a model
-  per member, each member's ``s`` lives in its own latent space, and its variance measured on the
-  quick start's model was *lower* off the data than on it (held-out medium 0.22–0.30, random-policy
-  actions 0.08–0.18) and anti-correlated with the one-step error (Spearman −0.27 to −0.50), while
-  the reward spread was 5–11× higher on random-policy actions. ``"observation"`` uses the
-  variance of the members' decoded next observations (MOPO-like);
+  per member, each member's ``s`` lives in its own latent space: its variance is *lower* off the
+  data than on it and anti-correlated with the one-step error, while the reward spread is higher
+  off the data (measured: docs/RESULTS.md, "Does the uncertainty penalty see the model's
+  error?"). ``"observation"`` uses the variance of the members' decoded next observations
+  (MOPO-like);
 - the stochastic state has no posterior/KL (the paper defines none); "w/o RSSM" uses its mean;
 - "w/o prompt" (Table 2) = a context of one step (the current observation and action only).
 """
@@ -62,11 +61,10 @@ from genworld.world_models.base import WMStep, check_compatible, check_finite, r
 
 LOGVAR_MIN, LOGVAR_MAX = -10.0, 4.0
 ROLLOUT_CHUNK = 1024
-"""Rows of a rollout step computed together: 10,000 rows at once made (E, B, 256) activations
-of 51 MB, above glibc's largest mmap threshold (32 MiB), so every step faulted them in afresh
-(134k page faults a step, paper-default); chunks keep them in the cache too. Measured (2
-threads, 10,000 rollouts): 10,000 rows at once vs 1,000 at once, paper-default 13.8k vs 19.2k
-transitions/s, mini 48k vs 59k; chunks of 512-4096 rows: 1,024 best (paper-default 20-21k)."""
+"""Rows of a rollout step computed together: 10,000 rows at once make (E, B, 256) activations
+of 51 MB, above glibc's largest mmap threshold (32 MiB), so every step would fault them in
+afresh; chunks avoid that and keep the activations in the cache (chunk sizes compared:
+docs/RESULTS.md)."""
 
 
 @dataclass(frozen=True)

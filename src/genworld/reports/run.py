@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from genworld.eval.paper import PAPER_TGW_MULTI
+from genworld.utils.io import atomic_write_bytes, atomic_write_json
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """report.json, report.md and three plots per (quality, group); returns the plots' paths."""
+    atomic_write_json(out / "report.json", report)
     from genworld.eval.wm_metrics import plot_errors
 
     plots = []
@@ -20,7 +21,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         _plot_bars(result, out / f"scores_{tag}.png", key)
         plot_errors(result["world_model"], out / f"wm_errors_{tag}.png")
         plots += [f"scores_{tag}.png", f"curves_{tag}.png", f"wm_errors_{tag}.png"]
-    (out / "report.md").write_text(_markdown(report, plots))
+    atomic_write_bytes(out / "report.md", _markdown(report, plots).encode())
+    return [out / name for name in plots]
 
 
 def _markdown(report: dict[str, Any], plots: list[str]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from genworld.eval.scores import precision_note
-from genworld.eval.table_report import bootstrap_reps, iqm_with_ci, seeds_text
+from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
 from genworld.utils.io import atomic_write_bytes, atomic_write_json
 
 

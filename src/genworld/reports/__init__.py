@@ -1,0 +1,1 @@
+"""Reports: Markdown, JSON and plots written from finished results (above training)."""
