@@ -101,9 +101,9 @@ def _hand_disagreement(model, obs, act, env_idx, members="all") -> torch.Tensor:
 
 
 def test_mopo_reward_is_model_reward_minus_lambda_u_on_a_fixed_batch(data, wm_dir):
-    agent = _build("mopo", data, wm_dir, beta=0.7)
+    agent = _build("mopo", data, wm_dir, mbpo={"beta": 0.7})
     model = agent.world_model
-    assert agent.cfg.penalty == 0.7 and model.cfg.penalty == 1.0  # λ is the agent's, not the WM's
+    assert agent.cfg.beta == 0.7 and not hasattr(model.cfg, "penalty")  # λ is the agent's alone
     obs, act, env_idx = _padded(data)
     out, rewards, terminations = agent.imagine_step(
         None, obs, act, env_idx, torch.Generator().manual_seed(3)
@@ -120,7 +120,7 @@ def test_mopo_rollouts_store_the_penalised_reward(data, wm_dir):
     """Same seeds, λ = 0 vs λ = 0.7: identical imagined transitions, rewards apart by 0.7·u."""
     buffers = []
     for beta in (0.0, 0.7):
-        agent = _build("mopo", data, wm_dir, beta=beta)
+        agent = _build("mopo", data, wm_dir, mbpo={"beta": beta})
         torch.manual_seed(2)
         agent.rollout(torch.Generator().manual_seed(1))
         buffers.append((agent.model_buffer, agent.world_model))
@@ -149,9 +149,9 @@ def test_rollout_stats_are_logged_and_survive_a_checkpoint(data, wm_dir):
 def test_mopo_beta_variant_sets_lambda(data, wm_dir):
     algo, overrides = resolve_variant("mopo-beta=2.5")
     agent = _build(algo, data, wm_dir, **overrides)
-    assert agent.cfg.penalty == 2.5
-    with pytest.raises(GenworldError, match="λ"):
-        mopo.MOPOConfig(beta=-1.0).validate()
+    assert agent.cfg.beta == 2.5
+    with pytest.raises(GenworldError, match="beta"):
+        mopo.MOPOConfig(mbpo=MBPOConfig(beta=-1.0)).validate()
 
 
 # ------------------------------------------------------------------ MOReL
@@ -200,7 +200,7 @@ def test_halt_exactly_when_disagreement_exceeds_threshold(data, wm_dir):
     rewards = torch.linspace(-1, 1, len(obs))
     terminal = torch.zeros(len(obs), dtype=torch.bool)
     terminal[::7] = True  # the model's own terminals survive the hook
-    step = WMStep(obs, rewards, rewards, torch.zeros(len(obs)), terminal, None)
+    step = WMStep(obs, rewards, torch.zeros(len(obs)), terminal, None)
     new_rewards, new_terminal = hook(obs, act, env_idx, step, rewards)
     halt = value > thresholds[env_idx]
     assert 0 < int(halt.sum()) < len(obs)  # both cases occur
@@ -244,6 +244,8 @@ def test_morel_config_is_validated():
     for bad in ({"kappa": -1.0}, {"threshold_quantile": 0.0}, {"usad_members": "some"}):
         with pytest.raises(GenworldError):
             morel.MOReLConfig(**bad).validate()
+    with pytest.raises(GenworldError, match="mbpo.beta must be 0"):
+        morel.MOReLConfig(mbpo=MBPOConfig(beta=1.0)).validate()
 
 
 # ------------------------------------------------------------------ frozen world model
@@ -277,25 +279,27 @@ def test_world_model_is_frozen_and_gets_no_gradient(name, data, wm_dir):
 # ------------------------------------------------------------------ TGW after the MBPO split
 
 
-def test_tgw_beta_defaults_to_the_model_and_keeps_checkpoint_keys(data):
+def test_tgw_beta_is_the_agents_and_keeps_checkpoint_keys(data):
     torch.manual_seed(0)
-    tgw_cfg = TGWConfig(**{**SCALES["tiny"]["tgw"], "beta": 0.3})
+    tgw_cfg = TGWConfig(**SCALES["tiny"]["tgw"])
     model = TGWWorldModel(data.specs, tgw_cfg, Normalizer.fit(data))
-    preset = {k: v for k, v in mopo.PRESETS["tiny"].items() if k != "sac"}
-    cfg = TGWAgentConfig(**preset)
+    preset = {k: v for k, v in mopo.PRESETS["tiny"]["mbpo"].items() if k != "sac"}
+    cfg = TGWAgentConfig(MBPOConfig(**preset, beta=0.3))
     agent = TGWAgent(model, data, cfg, torch.device("cpu"))
-    assert agent.mbpo.cfg.penalty == 0.3  # β = None → the model's
-    assert (
-        TGWAgent(model, data, TGWAgentConfig(beta=0.0), torch.device("cpu")).mbpo.cfg.penalty == 0
-    )
+    assert agent.mbpo.cfg.beta == 0.3 and not hasattr(tgw_cfg, "beta")  # one owner: the agent
+    assert TGWAgentConfig().mbpo.beta == 1.0  # the paper's default β
     state = agent.state_dict()
     assert set(state) == {"policy", "updates", "model_buffer", "rollout_stats"}
     old = {k: v for k, v in state.items() if k != "policy"}  # checkpoints before "policy"
     agent.load_state_dict({**old, "agents": state["policy"]})  # per_env: a list of SACs
-    shared = TGWAgent(model, data, TGWAgentConfig(**preset, policy="shared"), torch.device("cpu"))
+    shared_cfg = TGWAgentConfig(MBPOConfig(**preset, policy="shared"))
+    shared = TGWAgent(model, data, shared_cfg, torch.device("cpu"))
     shared.load_state_dict({**old, "agents": [shared.state_dict()["policy"]]})
     batched = TGWAgent(
-        model, data, TGWAgentConfig(**preset, policy="per_env_batched"), torch.device("cpu")
+        model,
+        data,
+        TGWAgentConfig(MBPOConfig(**preset, policy="per_env_batched")),
+        torch.device("cpu"),
     )
     with pytest.raises(GenworldError, match="resume it with policy per_env"):
         batched.load_state_dict({**old, "agents": state["policy"]})
@@ -338,18 +342,20 @@ def test_learns_from_imagined_data_alone(name, tmp_path):
     data = _bilinear_dataset()
     overrides = {
         "world_model": {"steps": 1_500, "batch_size": 64, "mlp": {"hidden": 64}},
-        "real_ratio": 0.0,
-        "rollout_every": 50,
-        "rollout_batch": 256,
-        "horizon": 2,
-        "sac": {
-            "hidden": (64, 64),
-            "batch_size": 128,
-            "gamma": 0.9,
-            "actor_lr": 1e-3,
-            "critic_lr": 1e-3,
-            "alpha_lr": 1e-3,
-            "init_alpha": 0.1,
+        "mbpo": {
+            "real_ratio": 0.0,
+            "rollout_every": 50,
+            "rollout_batch": 256,
+            "horizon": 2,
+            "sac": {
+                "hidden": (64, 64),
+                "batch_size": 128,
+                "gamma": 0.9,
+                "actor_lr": 1e-3,
+                "critic_lr": 1e-3,
+                "alpha_lr": 1e-3,
+                "init_alpha": 0.1,
+            },
         },
     }
     agent = _build(name, data, tmp_path, **overrides)
@@ -404,10 +410,10 @@ def test_every_model_based_method_shares_the_mini_policy_learner(name):
     }[name]
     mini = resolve_config(cls, presets, SimpleNamespace(scale="mini", overrides={}))
     full = resolve_config(cls, presets, SimpleNamespace(scale="full", overrides={}))
-    assert (mini.real_ratio, mini.sac.bc_alpha) == (0.5, 1.0)
-    assert full.sac.bc_alpha == 0.0 and full.real_ratio == cls().real_ratio
+    assert (mini.mbpo.real_ratio, mini.mbpo.sac.bc_alpha) == (0.5, 1.0)
+    assert full.mbpo.sac.bc_alpha == 0.0 and full.mbpo.real_ratio == cls().mbpo.real_ratio
     if name == "morel":
-        assert mini.sac.actor_lr == morel.MOREL_SAC.actor_lr == 1e-4
+        assert mini.mbpo.sac.actor_lr == morel.MOREL_SAC.actor_lr == 1e-4
 
 
 def test_sac_group_updates_each_env_exactly_like_its_own_sac(monkeypatch):

@@ -60,7 +60,7 @@ def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
     assert "not D4RL's data" in saved["provenance"] and saved["config"]["last_k"] == 2
     assert summaries and all("best" in s for s in summaries)
     # the preset's policy learner is recorded
-    assert saved["config"]["agent"]["sac"]["bc_alpha"] == 1
+    assert saved["config"]["agent"]["mbpo"]["sac"]["bc_alpha"] == 1
     # a rerun resumes, also with another --threads (speed only): every stage is complete, so
     # nothing is retrained and results are identical
     again = run(replace(cfg, threads=threads), out, show_progress=False)

@@ -23,12 +23,12 @@ def policies(tmp_path, monkeypatch):
 
 def test_variants_resolve_to_an_algorithm_and_overrides():
     assert resolve_variant("cql") == ("cql", {})
-    assert resolve_variant("tgw-no-ri") == ("tgw", {"beta": 0.0})
+    assert resolve_variant("tgw-no-ri") == ("tgw", {"mbpo": {"beta": 0.0}})
     assert resolve_variant("tgw-no-prompt") == (
         "tgw",
         {"world_model": {"tgw": {"use_prompt": False}}},
     )
-    assert resolve_variant("tgw-beta=0.25") == ("tgw", {"beta": 0.25})
+    assert resolve_variant("tgw-beta=0.25") == ("tgw", {"mbpo": {"beta": 0.25}})
     for bad in ("tgw-beta=-1", "tgw-beta=x", "nope-beta=1", "tgw-no-thing"):
         with pytest.raises(GenworldError, match="unknown algorithm"):
             resolve_variant(bad)

@@ -162,6 +162,7 @@ def test_policy_learner_settings_are_validated(field, value, message):
 
 
 def test_newr_rollouts_store_the_true_reward_minus_the_penalty():
+    from genworld.algos.mbpo import MBPOConfig
     from genworld.algos.sac import SACConfig
     from genworld.algos.tgw import TGWAgent, TGWAgentConfig
     from genworld.data.normalization import Normalizer
@@ -173,7 +174,8 @@ def test_newr_rollouts_store_the_true_reward_minus_the_penalty():
     torch.manual_seed(0)
     cfg = TGWConfig(ensemble_size=2, context_len=4, d_model=16, n_heads=2, stoch_dim=8, hidden=32)
     model = TGWWorldModel(data.specs, cfg, Normalizer.fit(data)).eval()
-    agent_cfg = TGWAgentConfig(rollout_batch=16, horizon=1, beta=0.5, sac=SACConfig(hidden=(16,)))
+    mbpo = MBPOConfig(rollout_batch=16, horizon=1, beta=0.5, sac=SACConfig(hidden=(16,)))
+    agent_cfg = TGWAgentConfig(mbpo)
     seen = {}
 
     def fn(obs, act, next_obs):

@@ -122,7 +122,6 @@ def test_members_differ_and_variance_zero_when_identical(suite, intrinsic):
     # deterministic: the members' stochastic states are their means (sampled ones differ)
     out = same.step(memory, None, actions, deterministic=True)
     torch.testing.assert_close(out.uncertainty, torch.zeros(3))
-    torch.testing.assert_close(out.rewards, out.extrinsic)
 
 
 def test_members_own_their_decoder_and_reward_module(suite):
@@ -155,11 +154,16 @@ def test_reward_intrinsic_is_in_reward_units(suite):
     torch.testing.assert_close(run(wide).uncertainty, 3.0 * run(model).uncertainty)
 
 
-def test_reward_is_extrinsic_minus_beta_intrinsic(suite):
-    model = _model(suite, TGWConfig(**{**TINY.__dict__, "beta": 2.5}))
+def test_the_penalised_reward_is_extrinsic_minus_beta_intrinsic(suite):
+    """eq. 6: the agent penalises the model's reward with its own β (the model has none)."""
+    from genworld.algos.mbpo import penalised_reward
+
+    model = _model(suite, TINY)
+    assert not hasattr(TINY, "beta")
     memory = model.initial_state(suite, torch.tensor([0, 1]), torch.tensor([3, 3]))
     out = model.step(memory, None, torch.zeros(2, 6), generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out.rewards, out.extrinsic - 2.5 * out.uncertainty)
+    reward = penalised_reward(out.extrinsic, out.uncertainty, 2.5)
+    torch.testing.assert_close(reward, out.extrinsic - 2.5 * out.uncertainty)
 
 
 def test_nll_matches_hand_computation(suite):
@@ -315,7 +319,7 @@ def test_mlp_ensemble_step_and_uncertainty(suite):
     torch.manual_seed(0)
     model = EnsembleMLPWorldModel(
         suite.specs,
-        EnsembleMLPConfig(members=3, elites=2, hidden=16, layers=2, penalty=0.5),
+        EnsembleMLPConfig(members=3, elites=2, hidden=16, layers=2),
         Normalizer.fit(suite),
     )
     batch = suite.sample_transitions(10, torch.Generator().manual_seed(0))
@@ -325,7 +329,6 @@ def test_mlp_ensemble_step_and_uncertainty(suite):
     assert out.next_observations.shape == (10, 17)
     assert (out.next_observations[batch.env_idx == 0, 11:] == 0).all()
     assert (out.uncertainty > 0).all()
-    torch.testing.assert_close(out.rewards, out.extrinsic - 0.5 * out.uncertainty)
     model.select_elites(suite, torch.Generator().manual_seed(0))
     assert model.elite_idx.shape == (2, 2)
 
@@ -411,7 +414,7 @@ def test_penalty_calibration_sees_an_uncertainty_that_tracks_the_error(suite):
             noise = torch.linspace(0.0, 2.0, len(env))[:, None] * norm.obs_std[env]
             pred = (nxt + noise) * suite.obs_masks()[env]
             shifted = rew + 0.5 * norm.reward_std[env]
-            return WMStep(pred, shifted, shifted, torch.linspace(0.0, 2.0, len(env)), None, None)
+            return WMStep(pred, shifted, torch.linspace(0.0, 2.0, len(env)), None, None)
 
     result = penalty_calibration(Oracle(), suite, norm, per_env=64)
     for env in ("hopper", "halfcheetah"):
@@ -460,7 +463,7 @@ def test_rollout_chunks_change_no_number(suite, monkeypatch, termination):
         for det in (False, False, True):
             step = model.step(state, None, actions, generator=g, deterministic=det)
             state = step.state
-            outs += [step.next_observations, step.rewards, step.uncertainty, step.terminations]
+            outs += [step.next_observations, step.extrinsic, step.uncertainty, step.terminations]
         return outs + [state.observations, state.prev_rewards]
 
     whole, chunked = rollout(10_000), rollout(3)

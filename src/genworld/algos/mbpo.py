@@ -14,7 +14,7 @@ rollouts of length ``horizon`` from data states), in its offline form of Yu et a
 
 Every ``rollout_every`` updates, ``rollout_batch`` start states are drawn from the data of every
 env (balanced), the world model is rolled out for ``horizon`` steps with the current stochastic
-policy, and the imagined transitions, with reward ``extrinsic − penalty · uncertainty``, go to a
+policy, and the imagined transitions, with reward ``extrinsic − β · uncertainty``, go to a
 FIFO model buffer. A ``step_hook`` may then rewrite each step's rewards and terminations (MOReL's
 HALT); a row that is terminal stops there.
 
@@ -32,8 +32,8 @@ Deviations:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -66,8 +66,9 @@ class MBPOConfig:
     """Model buffer keeps this many rollouts' worth of transitions (MOPO: 5 epochs)."""
     real_ratio: float = 0.05
     """Share of real transitions in each SAC batch (MOPO: 0.05)."""
-    penalty: float = 0.0
-    """Coefficient of the model's uncertainty in the imagined reward (TGW's β, MOPO's λ)."""
+    beta: float = 1.0
+    """Weight of the model's uncertainty in the imagined reward ``r = re − β·ri`` (TGW's risk
+    tolerance β, seed 000 eq. 6; MOPO's λ). The one place this weight lives."""
     sac: SACConfig = field(default_factory=SACConfig)
 
     def validate(self) -> None:
@@ -75,15 +76,20 @@ class MBPOConfig:
             raise GenworldError(f"policy={self.policy!r} is invalid: choose {', '.join(POLICIES)}")
         if not 0 <= self.real_ratio <= 1:
             raise GenworldError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        if self.beta < 0:
+            raise GenworldError(
+                f"beta (the uncertainty penalty's weight) must be ≥ 0, got {self.beta}"
+            )
         for name in ("rollout_every", "rollout_batch", "horizon", "retain_rollouts"):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
 
 
-def mbpo_config(cfg: Any, penalty: float) -> MBPOConfig:
-    """An algorithm's config (with MBPOConfig's fields but ``penalty``) → MBPOConfig."""
-    shared = {f.name: getattr(cfg, f.name) for f in fields(MBPOConfig) if f.name != "penalty"}
-    return MBPOConfig(**shared, penalty=penalty)
+def penalised_reward(
+    extrinsic: torch.Tensor, uncertainty: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """``r = re − β·ri`` (seed 000 eq. 6; MOPO eq. 5 with λ = β): the imagined reward."""
+    return extrinsic - beta * uncertainty
 
 
 class RolloutHook(Protocol):
@@ -252,7 +258,7 @@ class MBPOAgent:
     def imagine_step(self, state, obs, actions, env_idx, generator):
         """One model step → (WMStep, rewards (B,), terminations (B,) bool) as they are stored."""
         out = self.world_model.step(state, obs, actions, env_idx, generator)
-        rewards = out.extrinsic - self.cfg.penalty * out.uncertainty  # (B,)
+        rewards = penalised_reward(out.extrinsic, out.uncertainty, self.cfg.beta)  # (B,)
         terminations = out.terminations
         if self.step_hook is not None:
             rewards, terminations = self.step_hook(obs, actions, env_idx, out, rewards)

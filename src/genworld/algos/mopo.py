@@ -42,11 +42,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from genworld.algos.mbpo import MBPOAgent, mbpo_config
+from genworld.algos.mbpo import MBPOAgent, MBPOConfig
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.algos.sac import SACConfig
-from genworld.algos.tgw import MINI_POLICY
-from genworld.errors import GenworldError
+from genworld.algos.tgw import AGENT_PRESETS, MINI_POLICY
 
 # OfflineRL-Kit run_mopo.py's SAC (see the module docstring).
 MOPO_SAC = SACConfig(actor_lr=1e-4, critic_lr=3e-4, alpha_lr=1e-4)
@@ -54,49 +53,27 @@ MOPO_SAC = SACConfig(actor_lr=1e-4, critic_lr=3e-4, alpha_lr=1e-4)
 
 @dataclass(frozen=True)
 class MOPOConfig:
-    beta: float = 1.0
-    """MOPO's λ, the uncertainty-penalty coefficient (paper: tuned per dataset in {0.5, 1, 2, 5};
-    named beta so that ``mopo-beta=<λ>`` variants work like TGW's)."""
-    policy: str = "per_env"
-    """per_env (one SAC per env, all in the same world model) or shared (one SAC over all envs).
-    per_env is the default: it scores above shared on the quick start (measured:
-    docs/RESULTS.md)."""
-    rollout_every: int = 1_000
-    """SAC updates between model rollouts (OfflineRL-Kit rollout_freq: 1000)."""
-    rollout_batch: int = 50_000
-    """Start states per rollout, balanced over envs (MOPO: 50k)."""
-    horizon: int = 5
-    """Imagined steps per rollout, h (MOPO: 1 or 5 per dataset)."""
-    retain_rollouts: int = 5
-    """Model buffer keeps this many rollouts' worth of transitions (MOPO: 5)."""
-    real_ratio: float = 0.05
-    """Share of real transitions in each SAC batch (MOPO: 0.05)."""
-    sac: SACConfig = field(default_factory=lambda: MOPO_SAC)
+    mbpo: MBPOConfig = field(
+        default_factory=lambda: MBPOConfig(rollout_every=1_000, rollout_batch=50_000, sac=MOPO_SAC)
+    )
+    """Offline MBPO with MOPO's settings: ``beta`` is MOPO's λ, the uncertainty-penalty weight
+    (paper: tuned per dataset in {0.5, 1, 2, 5}; ``mopo-beta=<λ>`` variants set it); rollouts
+    every 1,000 updates (OfflineRL-Kit rollout_freq) of 50k start states (MOPO), horizon h = 5
+    (MOPO: 1 or 5 per dataset), real ratio 0.05."""
 
     def validate(self) -> None:
-        if self.beta < 0:
-            raise GenworldError(f"MOPO's λ (beta) must be ≥ 0, got {self.beta}")
-        mbpo_config(self, self.beta).validate()
+        self.mbpo.validate()
 
 
 PRESETS: dict[str, dict] = {
-    "tiny": {
-        "rollout_every": 20,
-        "rollout_batch": 64,
-        "horizon": 2,
-        "real_ratio": MINI_POLICY["real_ratio"],  # tests run the mini policy learner
-        "sac": {"hidden": (32, 32), "batch_size": 32, **MINI_POLICY["sac"]},
-    },
-    "mini": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3, **MINI_POLICY},
+    "tiny": AGENT_PRESETS["tiny"],  # the tiny policy learner of every model-based method
+    "mini": {"mbpo": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3, **MINI_POLICY}},
     "full": {},
 }
-# World model ("mlp" of train/world_model.py) on top of its SCALES: tiny = the tiny ensemble
-# (3 members, 2 elites, 2×32); mini and full = MOPO's 7 members, 5 elites, 4×200.
-WM_PRESETS: dict[str, dict] = {"tiny": {}, "mini": {}, "full": {}}
 
 
 def build(ctx: AlgoContext) -> MBPOAgent:
     """The MLP ensemble on the cell's data, then SAC on λ-penalised rollouts in it."""
-    model = ctx.world_model("mlp", WM_PRESETS)
+    model = ctx.world_model("mlp")
     cfg = resolve_config(MOPOConfig, PRESETS, ctx, skip=("world_model",))
-    return MBPOAgent(model, ctx.dataset, mbpo_config(cfg, cfg.beta), ctx.device)
+    return MBPOAgent(model, ctx.dataset, cfg.mbpo, ctx.device)

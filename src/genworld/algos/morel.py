@@ -49,9 +49,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from genworld.algos.mbpo import MBPOAgent, mbpo_config
+from genworld.algos.mbpo import MBPOAgent, MBPOConfig
 from genworld.algos.mopo import PRESETS as MOPO_PRESETS
-from genworld.algos.mopo import WM_PRESETS as MOPO_WM_PRESETS
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.algos.sac import SACConfig
 from genworld.data.multi_env import MultiEnvDataset
@@ -74,21 +73,13 @@ class MOReLConfig:
     """Quantile of the data's disagreement the threshold scales (1.0 = max, as mjrl)."""
     usad_members: str = "all"
     """Members compared by USAD: all (MOReL: every model) or elites."""
-    policy: str = "per_env"
-    """per_env (one SAC per env, all in the same world model) or shared (one SAC over all envs).
-    per_env is the default: it scores above shared on the quick start (measured:
-    docs/RESULTS.md)."""
-    rollout_every: int = 1_000
-    """SAC updates between model rollouts (as MOPO / OfflineRL-Kit)."""
-    rollout_batch: int = 50_000
-    """Start states per rollout, balanced over envs."""
-    horizon: int = 5
-    """Imagined steps per rollout (fewer where HALT comes first)."""
-    retain_rollouts: int = 5
-    """Model buffer keeps this many rollouts' worth of transitions."""
-    real_ratio: float = 0.05
-    """Share of real transitions in each SAC batch."""
-    sac: SACConfig = field(default_factory=lambda: MOREL_SAC)
+    mbpo: MBPOConfig = field(
+        default_factory=lambda: MBPOConfig(
+            beta=0.0, rollout_every=1_000, rollout_batch=50_000, sac=MOREL_SAC
+        )
+    )
+    """Offline MBPO with MOPO's rollout settings (fewer steps where HALT comes first). Its
+    ``beta`` stays 0: MOReL's pessimism is the HALT state, not a reward penalty."""
 
     def validate(self) -> None:
         if self.kappa < 0 or self.pessimism <= 0:
@@ -101,22 +92,27 @@ class MOReLConfig:
             )
         if self.usad_members not in ("all", "elites"):
             raise GenworldError(f"usad_members={self.usad_members!r}: choose all or elites")
-        mbpo_config(self, 0.0).validate()
+        if self.mbpo.beta != 0:
+            raise GenworldError(
+                f"MOReL's mbpo.beta must be 0 (its pessimism is the HALT reward −kappa), got "
+                f"{self.mbpo.beta}: set kappa or pessimism instead"
+            )
+        self.mbpo.validate()
 
 
-# The same rollout presets and ensemble as MOPO.
-PRESETS, WM_PRESETS = MOPO_PRESETS, MOPO_WM_PRESETS
+PRESETS = MOPO_PRESETS
+"""The same rollout presets as MOPO (and the same ensemble: the "mlp" world model)."""
 
 
 def build(ctx: AlgoContext) -> MBPOAgent:
     """The MLP ensemble on the cell's data, USAD thresholds from it, then SAC with HALT."""
-    model = ctx.world_model("mlp", WM_PRESETS)
+    model = ctx.world_model("mlp")
     cfg = resolve_config(MOReLConfig, PRESETS, ctx, skip=("world_model",))
     thresholds = usad_thresholds(
         model, ctx.dataset, cfg.pessimism, cfg.threshold_quantile, cfg.usad_members
     )
     halt = HaltOnUnknown(model, thresholds, cfg.kappa, cfg.usad_members)
-    return MBPOAgent(model, ctx.dataset, mbpo_config(cfg, 0.0), ctx.device, step_hook=halt)
+    return MBPOAgent(model, ctx.dataset, cfg.mbpo, ctx.device, step_hook=halt)
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import torch
 
+from genworld.config import resolve
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
@@ -56,15 +57,15 @@ class AlgoContext:
     supplies it (:func:`genworld.train.world_model.provide_world_model`), so agents never
     train models themselves. None = model-free cells only."""
 
-    def world_model(self, model: str, presets: dict[str, dict[str, Any]]) -> torch.nn.Module:
-        """The fitted world model ``model`` (``tgw`` or ``mlp``) on this cell's data, with the
-        algorithm's ``presets[scale]`` under ``overrides["world_model"]``."""
+    def world_model(self, model: str) -> torch.nn.Module:
+        """The fitted world model ``model`` (``tgw`` or ``mlp``) on this cell's data: the scale's
+        preset of that model, then ``overrides["world_model"]``."""
         if self.world_models is None:
             raise GenworldError(
                 f"a model-based algorithm needs a world model ({model}): build its AlgoContext "
                 "with world_models=genworld.train.world_model.provide_world_model"
             )
-        return self.world_models(self, model, presets)
+        return self.world_models(self, model)
 
     @property
     def act_dims(self) -> list[int]:
@@ -72,9 +73,7 @@ class AlgoContext:
 
 
 class WorldModelSource(Protocol):
-    def __call__(
-        self, ctx: AlgoContext, model: str, presets: dict[str, dict[str, Any]]
-    ) -> torch.nn.Module: ...
+    def __call__(self, ctx: AlgoContext, model: str) -> torch.nn.Module: ...
 
 
 class OfflineAgent(Protocol):
@@ -109,8 +108,8 @@ ALGOS: dict[str, str] = {
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tgw-no-prompt": ("tgw", {"world_model": {"tgw": {"use_prompt": False}}}),
     "tgw-no-rssm": ("tgw", {"world_model": {"tgw": {"use_stochastic": False}}}),
-    "tgw-no-ri": ("tgw", {"beta": 0.0}),
-    "tgw-per-env": ("tgw", {"policy": "per_env"}),
+    "tgw-no-ri": ("tgw", {"mbpo": {"beta": 0.0}}),
+    "tgw-per-env": ("tgw", {"mbpo": {"policy": "per_env"}}),
 }
 
 
@@ -128,7 +127,7 @@ def resolve_variant(name: str) -> tuple[str, dict[str, Any]]:
         except ValueError:
             beta = -1.0
         if algo in ALGOS and beta >= 0:
-            return algo, {"beta": beta}
+            return algo, {"mbpo": {"beta": beta}}
     raise GenworldError(
         f"unknown algorithm {name!r}: choose from {', '.join([*ALGOS, *VARIANTS])} or "
         "<algo>-beta=<value ≥ 0>"
@@ -164,44 +163,8 @@ def build_agent(name: str, ctx: AlgoContext) -> OfflineAgent:
 def resolve_config(cls, presets: dict[str, dict[str, Any]], ctx: AlgoContext, skip=()):
     """``cls()`` with the scale preset, then ``ctx.overrides`` (nested dicts for nested config
     dataclasses); unknown fields are named. Keys in ``skip`` are left to the caller."""
-    values = _merge(
-        presets.get(ctx.scale, {}), {k: v for k, v in ctx.overrides.items() if k not in skip}
-    )
-    cfg = _apply(cls(), values)
-    if hasattr(cfg, "validate"):
-        cfg.validate()
-    return cfg
-
-
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _apply(obj, values: dict):
-    from dataclasses import fields, is_dataclass, replace
-
-    known = {f.name for f in fields(obj)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise GenworldError(
-            f"{type(obj).__name__} has no field(s) {', '.join(unknown)}: valid are {', '.join(sorted(known))}"
-        )
-    changes = {}
-    for key, value in values.items():
-        current = getattr(obj, key)
-        if isinstance(value, dict) and is_dataclass(current):
-            changes[key] = _apply(current, value)
-        elif isinstance(current, tuple) and isinstance(value, list):
-            changes[key] = tuple(value)
-        else:
-            changes[key] = value
-    return replace(obj, **changes)
+    overrides = {k: v for k, v in ctx.overrides.items() if k not in skip}
+    return resolve(cls, presets.get(ctx.scale, {}), overrides)
 
 
 def agent_state(

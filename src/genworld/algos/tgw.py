@@ -31,32 +31,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from genworld.algos.mbpo import MBPOAgent, mbpo_config
+from genworld.algos.mbpo import MBPOAgent, MBPOConfig, penalised_reward
 from genworld.algos.registry import AlgoContext, resolve_config
-from genworld.algos.sac import SACConfig
 from genworld.data.multi_env import MultiEnvDataset
 
 
 @dataclass(frozen=True)
 class TGWAgentConfig:
-    policy: str = "per_env"
-    """per_env, per_env_batched or shared: see ``MBPOConfig.policy``."""
-    rollout_every: int = 250
-    """SAC updates between model rollouts (MOPO: every 250 steps)."""
-    rollout_batch: int = 5_000
-    """Start states per rollout, balanced over envs (MOPO: 50k)."""
-    horizon: int = 5
-    """Imagined steps per rollout (MOPO: 1–5)."""
-    retain_rollouts: int = 5
-    """Model buffer keeps this many rollouts' worth of transitions (MOPO: 5 epochs)."""
-    real_ratio: float = 0.05
-    """Share of real transitions in each SAC batch (MOPO: 0.05)."""
-    beta: float | None = None
-    """Override the world model's β (risk tolerance, eq. 6); None = the model's."""
-    sac: SACConfig = field(default_factory=SACConfig)
+    mbpo: MBPOConfig = field(default_factory=MBPOConfig)
+    """The offline-MBPO policy learner, with β (risk tolerance, eq. 6) as its ``beta``."""
 
     def validate(self) -> None:
-        mbpo_config(self, 0.0).validate()
+        self.mbpo.validate()
 
 
 # The policy learner of every model-based method at the mini budget (TGW, MOPO, MOReL: the same,
@@ -66,39 +52,24 @@ MINI_POLICY: dict = {"real_ratio": 0.5, "sac": {"bc_alpha": 1.0}}
 # Agent presets per scale: tiny for tests, mini for the 2-core CPU, full = MOPO's settings.
 AGENT_PRESETS: dict[str, dict] = {
     "tiny": {
-        "rollout_every": 20,
-        "rollout_batch": 64,
-        "horizon": 2,
-        "real_ratio": MINI_POLICY["real_ratio"],  # tests run the mini policy learner
-        "sac": {"hidden": (32, 32), "batch_size": 32, **MINI_POLICY["sac"]},
+        "mbpo": {
+            "rollout_every": 20,
+            "rollout_batch": 64,
+            "horizon": 2,
+            "real_ratio": MINI_POLICY["real_ratio"],  # tests run the mini policy learner
+            "sac": {"hidden": (32, 32), "batch_size": 32, **MINI_POLICY["sac"]},
+        }
     },
     # mini: plain SAC in the model stays at random level within 10k updates (measured,
     # docs/RESULTS.md); a TD3+BC-form behaviour term on real rows (half of each batch) fixes it.
-    "mini": MINI_POLICY,
-    "full": {"rollout_every": 250, "rollout_batch": 50_000, "horizon": 5},
-}
-# World-model presets on top of ``genworld.train.world_model.SCALES`` (mini: a smaller TGW so
-# the quick start fits 15 CPU minutes; full: the paper's sizes).
-WM_PRESETS: dict[str, dict] = {
-    "tiny": {},
-    "mini": {
-        "steps": 1_500,
-        "tgw": {
-            "ensemble_size": 5,
-            "context_len": 10,
-            "d_model": 64,
-            "n_heads": 2,
-            "stoch_dim": 64,
-            "hidden": 128,
-        },
-    },
-    "full": {},
+    "mini": {"mbpo": MINI_POLICY},
+    "full": {"mbpo": {"rollout_every": 250, "rollout_batch": 50_000, "horizon": 5}},
 }
 
 
 def build(ctx: AlgoContext) -> TGWAgent:
     """TGW world model on the cell's data, then offline MBPO in it."""
-    model = ctx.world_model("tgw", WM_PRESETS)
+    model = ctx.world_model("tgw")
     cfg = resolve_config(TGWAgentConfig, AGENT_PRESETS, ctx, skip=("world_model",))
     return TGWAgent(model, ctx.dataset, cfg, ctx.device)
 
@@ -106,8 +77,7 @@ def build(ctx: AlgoContext) -> TGWAgent:
 class TGWAgent:
     """SAC policies trained in a (frozen) TGW world model; ``update()`` is one policy step.
 
-    A thin shell over :class:`~genworld.algos.mbpo.MBPOAgent` with ``penalty = β``: the config's
-    β, or the world model's own ``cfg.beta`` when it is None."""
+    A thin shell over :class:`~genworld.algos.mbpo.MBPOAgent` in the TGW world model."""
 
     def __init__(
         self,
@@ -120,16 +90,17 @@ class TGWAgent:
         """``reward_fn(obs, actions, next_obs) -> (B,)`` replaces the reward module's ``re``
         (TGW-newR: the new task's true reward on imagined transitions); ``r = fn − β·ri``."""
         cfg.validate()
-        beta = float(cfg.beta if cfg.beta is not None else getattr(world_model.cfg, "beta", 0.0))
+        beta = cfg.mbpo.beta
         self.cfg = cfg
         hook = None
         if reward_fn is not None:
 
             def hook(obs, actions, env_idx, out, rewards):
-                new = reward_fn(obs, actions, out.next_observations) - beta * out.uncertainty
+                true = reward_fn(obs, actions, out.next_observations)
+                new = penalised_reward(true, out.uncertainty, beta)
                 return new, out.terminations
 
-        self.mbpo = MBPOAgent(world_model, dataset, mbpo_config(cfg, beta), device, step_hook=hook)
+        self.mbpo = MBPOAgent(world_model, dataset, cfg.mbpo, device, step_hook=hook)
 
     @property
     def world_model(self):

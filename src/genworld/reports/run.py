@@ -27,7 +27,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 def _markdown(report: dict[str, Any], plots: list[str]) -> str:
     cfg = report["config"]
-    agent = cfg["agent"]
+    agent = cfg["agent"]["mbpo"]
     lines = [
         "# genworld run report",
         "",

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from genworld.algos.bc import BC, BCConfig
-from genworld.algos.sac import SACConfig
-from genworld.algos.tgw import AGENT_PRESETS, WM_PRESETS, TGWAgent, TGWAgentConfig
+from genworld.algos.tgw import AGENT_PRESETS, TGWAgent, TGWAgentConfig
+from genworld.config import check_scale, merge, resolve
 from genworld.data.build import ensure_built
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
@@ -103,25 +103,18 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 
+def preset(scale: str) -> dict[str, Any]:
+    """``SCALES[scale]`` with the TGW agent's preset of that scale under ``agent``."""
+    check_scale(scale)
+    return merge({"scale": scale, "agent": AGENT_PRESETS[scale]}, SCALES[scale])
+
+
 def config_for_scale(scale: str, **overrides: Any) -> RunConfig:
-    if scale not in SCALES:
-        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
-    preset = {k: v for k, v in SCALES[scale].items() if k not in ("agent", "bc")}
-    agent_over = AGENT_PRESETS[scale]
-    sac = replace(SACConfig(), **agent_over.get("sac", {}))
-    agent = replace(
-        TGWAgentConfig(), **{k: v for k, v in agent_over.items() if k != "sac"}, sac=sac
-    )
-    if "policy" in overrides and overrides["policy"] is not None:
-        agent = replace(agent, policy=overrides.pop("policy"))
-    if overrides.get("beta") is not None:
-        agent = replace(agent, beta=overrides.pop("beta"))
-    overrides.pop("policy", None), overrides.pop("beta", None)
-    bc = replace(BCConfig(), **SCALES[scale].get("bc", {}))
-    values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
-    cfg = RunConfig(scale=scale, agent=agent, bc=bc, **values)
-    cfg.validate()
-    return cfg
+    """The scale's preset, then ``overrides`` (None = keep); ``policy`` and ``beta`` are short
+    for ``agent.mbpo.policy`` and ``agent.mbpo.beta``."""
+    short = {k: overrides.pop(k, None) for k in ("policy", "beta")}
+    mbpo = {k: v for k, v in short.items() if v is not None}
+    return resolve(RunConfig, merge(preset(scale), {"agent": {"mbpo": mbpo}}), overrides)
 
 
 def _groups(cfg: RunConfig) -> list[tuple[str, tuple[str, ...]]]:
@@ -170,8 +163,15 @@ def _run_group(
     cfg: RunConfig, quality: str, envs: tuple[str, ...], folder: Path, device, show_progress
 ) -> dict:
     datasets = tuple(str(parse_dataset_id(f"{env}-{quality}")) for env in envs)
-    wm_over = {k: v for k, v in WM_PRESETS[cfg.scale].items() if k != "steps"}
-    wm_cfg = config_for_scale_wm(cfg, datasets, wm_over)
+    wm_cfg = wm_config_for_scale(
+        cfg.scale,
+        model="tgw",
+        datasets=datasets,
+        seed=cfg.seed,
+        device=cfg.device,
+        steps=cfg.wm_steps,
+        threads=cfg.threads,  # else the world model's default (2) stays set for the whole run
+    )
     train_world_model(wm_cfg, folder / "world_model", show_progress=show_progress)
     _, model, train, held = load_trained(folder / "world_model")
     model = model.to(device)
@@ -215,16 +215,3 @@ def _run_group(
         "world_model": wm_errors,
         "world_model_run": str((folder / "world_model").relative_to(folder.parents[1])),
     }
-
-
-def config_for_scale_wm(cfg: RunConfig, datasets: tuple[str, ...], over: dict):
-    return wm_config_for_scale(
-        cfg.scale,
-        model="tgw",
-        datasets=datasets,
-        seed=cfg.seed,
-        device=cfg.device,
-        steps=cfg.wm_steps,
-        threads=cfg.threads,  # else the world model's default (2) stays set for the whole run
-        **over,
-    )

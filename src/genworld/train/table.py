@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genworld.config import check_scale, from_dict, resolve
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
@@ -97,12 +98,9 @@ class TableConfig:
 
 
 def config_for_scale(scale: str, **overrides: Any) -> TableConfig:
-    if scale not in BUDGETS:
-        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
-    values = {k: v for k, v in overrides.items() if v is not None}
-    cfg = TableConfig(scale=scale, budget=BUDGETS[scale], **values)
-    cfg.validate()
-    return cfg
+    """The scale's budget, then ``overrides`` (None = keep)."""
+    check_scale(scale)
+    return resolve(TableConfig, {"scale": scale, "budget": asdict(BUDGETS[scale])}, overrides)
 
 
 @dataclass(frozen=True)
@@ -224,11 +222,7 @@ def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict | None:
 
 
 def config_from_json(data: dict) -> TableConfig:
-    data = dict(data)
-    data["budget"] = Budget(**data["budget"])
-    for key in ("envs", "qualities", "algos", "settings"):
-        data[key] = tuple(data[key])
-    return TableConfig(**data)
+    return from_dict(TableConfig, data)
 
 
 def _ray_available() -> bool:

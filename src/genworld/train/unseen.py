@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genworld.config import check_scale, resolve
 from genworld.envs.tasks import get_family, split, task_name
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config
@@ -190,12 +191,9 @@ SCALES: dict[str, dict[str, Any]] = {
 
 
 def config_for_scale(scale: str, **overrides: Any) -> UnseenConfig:
-    if scale not in SCALES:
-        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
-    values = {**SCALES[scale], **{k: v for k, v in overrides.items() if v is not None}}
-    cfg = UnseenConfig(scale=scale, **values)
-    cfg.validate()
-    return cfg
+    """The scale's preset, then ``overrides`` (None = keep)."""
+    check_scale(scale)
+    return resolve(UnseenConfig, {"scale": scale, **SCALES[scale]}, overrides)
 
 
 # ------------------------------------------------------------------ stages 1-3
@@ -476,20 +474,12 @@ def _family_dataset(cfg: UnseenConfig, out: Path, parts: list[tuple[str, str]]):
 
 # ------------------------------------------------------------------ stages 4-5
 def _world_model(cfg: UnseenConfig, train: list[str], out: Path, show_progress: bool):
-    from genworld.algos.tgw import WM_PRESETS
     from genworld.train.world_model import config_for_scale as wm_scale
     from genworld.train.world_model import fit_world_model
 
     dataset = _family_dataset(cfg, out, [(t, "mixed") for t in train])
-    over = {k: v for k, v in WM_PRESETS[cfg.scale].items() if k != "steps"}
     wm_cfg = wm_scale(
-        cfg.scale,
-        check_ids=False,
-        model="tgw",
-        seed=0,
-        device=cfg.device,
-        steps=cfg.wm_steps,
-        **over,
+        cfg.scale, check_ids=False, model="tgw", seed=0, device=cfg.device, steps=cfg.wm_steps
     )
     return fit_world_model(wm_cfg, dataset, out / "world_model", show_progress=show_progress)
 
@@ -571,6 +561,7 @@ def _cell(cfg: UnseenConfig, out: Path, train: list[str], method, task, seed, re
 
 def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
     from genworld.algos.tgw import AGENT_PRESETS, TGWAgent, TGWAgentConfig
+    from genworld.config import merge, resolve
 
     folder = out / "cells" / method / task / f"seed{seed}"
     started = time.perf_counter()
@@ -578,14 +569,8 @@ def _policy_cell(cfg, out, model, task, kind, method, seed, refs) -> dict:
     torch.manual_seed(seed)
     if method == "tgw-finetune":
         model = finetune_reward(model, data, cfg.finetune_steps, seed)
-    preset = dict(AGENT_PRESETS[cfg.scale])
-    sac = {
-        **preset.pop("sac", {}),
-        "init_alpha": cfg.policy_init_alpha,
-        "bc_alpha": cfg.policy_bc_alpha,
-    }
-    agent_cfg = replace(TGWAgentConfig(), **preset)
-    agent_cfg = replace(agent_cfg, sac=replace(agent_cfg.sac, **sac))
+    sac = {"init_alpha": cfg.policy_init_alpha, "bc_alpha": cfg.policy_bc_alpha}
+    agent_cfg = resolve(TGWAgentConfig, merge(AGENT_PRESETS[cfg.scale], {"mbpo": {"sac": sac}}))
     reward_fn = None
     if method == "tgw-newr":
         goal = float(get_family(cfg.family).goals()[int(task.split("-")[-1])])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from genworld.algos.registry import AlgoContext
+from genworld.config import apply, check_scale, from_dict, merge
 from genworld.data.build import ensure_built
 from genworld.data.ids import parse_dataset_id
 from genworld.data.minari_io import read_episodes
@@ -131,22 +132,46 @@ SCALES: dict[str, dict[str, Any]] = {
     },
     "full": {"steps": 200_000, "batch_size": 32, "log_every": 500, "checkpoint_every": 5_000},
 }
-MLP_DEFAULTS = {"batch_size": 256, "lr": 1e-3}
+MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tgw": {
+        "tiny": {},
+        # a smaller TGW than the paper's, so that `genworld run --scale mini` fits 15 CPU minutes
+        "mini": {
+            "steps": 1_500,
+            "tgw": {
+                "ensemble_size": 5,
+                "context_len": 10,
+                "d_model": 64,
+                "n_heads": 2,
+                "stoch_dim": 64,
+                "hidden": 128,
+            },
+        },
+        "full": {},
+    },
+    # MOPO's ensemble trains on transitions: larger batches and MBPO's learning rate
+    "mlp": {
+        "tiny": {"lr": 1e-3},
+        "mini": {"batch_size": 256, "lr": 1e-3},
+        "full": {"batch_size": 256, "lr": 1e-3},
+    },
+}
+"""Per model, on top of ``SCALES``: every world model of a scale (``genworld run``, ``table``,
+``unseen`` and ``train world-model``) starts from the same preset."""
 
 
 def config_for_scale(
     scale: str, *, check_ids: bool = True, **overrides: Any
 ) -> WorldModelTrainConfig:
-    """Resolve a scale preset plus overrides into one frozen config (never mutated later)."""
-    if scale not in SCALES:
-        raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
-    preset = dict(SCALES[scale])
-    if overrides.get("model", "tgw") == "mlp":
-        preset.update({k: v for k, v in MLP_DEFAULTS.items() if scale != "tiny" or k == "lr"})
-    tgw = replace(TGWConfig(), **{**preset.pop("tgw", {}), **overrides.pop("tgw", {})})
-    mlp = replace(EnsembleMLPConfig(), **{**preset.pop("mlp", {}), **overrides.pop("mlp", {})})
-    cfg = WorldModelTrainConfig(
-        **{**preset, **{k: v for k, v in overrides.items() if v is not None}}, tgw=tgw, mlp=mlp
+    """``SCALES[scale]``, then the model's ``MODEL_PRESETS``, then ``overrides`` (None = keep;
+    nested dicts merge into the preset's)."""
+    check_scale(scale)
+    model = overrides.get("model") or "tgw"
+    if model not in MODELS:
+        raise GenworldError(f"--model {model!r} is unknown: choose one of {', '.join(MODELS)}")
+    top = {k: v for k, v in overrides.items() if v is not None}
+    cfg = apply(
+        WorldModelTrainConfig(), merge(merge(SCALES[scale], MODEL_PRESETS[model][scale]), top)
     )
     if check_ids:
         cfg.validate()
@@ -181,12 +206,13 @@ def build_model(cfg: WorldModelTrainConfig, specs, normalizer: Normalizer) -> to
     return EnsembleMLPWorldModel(specs, cfg.mlp, normalizer)
 
 
+LEGACY_FIELDS = ("tgw.beta", "mlp.penalty")
+"""Fields of runs saved before the uncertainty penalty's weight moved to the agent
+(``MBPOConfig.beta``): ignored when such a run is loaded or resumed."""
+
+
 def config_from_json(data: dict) -> WorldModelTrainConfig:
-    data = dict(data)
-    data["tgw"] = TGWConfig(**data["tgw"])
-    data["mlp"] = EnsembleMLPConfig(**data["mlp"])
-    data["datasets"] = tuple(data["datasets"])
-    return WorldModelTrainConfig(**data)
+    return from_dict(WorldModelTrainConfig, data, dropped=LEGACY_FIELDS)
 
 
 def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: bool = True) -> Path:
@@ -210,7 +236,7 @@ def fit_world_model(
     ``out``; returns the trained model in eval mode."""
     cfg.validate_training()
     device = resolve_device(cfg.device)
-    check_or_write_config(out, cfg)
+    check_or_write_config(out, cfg, removed=LEGACY_FIELDS)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
     opt = torch.optim.AdamW(
@@ -306,18 +332,17 @@ def load_trained(
     return cfg, model, train, held
 
 
-def provide_world_model(ctx: AlgoContext, model: str, presets: dict[str, dict]) -> torch.nn.Module:
+def provide_world_model(ctx: AlgoContext, model: str) -> torch.nn.Module:
     """Train (or resume, or load a finished) world model on ``ctx.dataset`` in ``ctx.out``, or
     once in ``ctx.shared`` for every cell with the same config and data (the
     :class:`~genworld.algos.registry.WorldModelSource` the runners hand to agents)."""
-    over = {**presets.get(ctx.scale, {}), **ctx.overrides.get("world_model", {})}
     cfg = config_for_scale(
         ctx.scale,
         check_ids=False,
         model=model,
         seed=ctx.seed,
         device=ctx.device.type,
-        **over,
+        **ctx.overrides.get("world_model", {}),
     )
     if ctx.out is None:
         raise GenworldError("model-based algorithms need an output folder (AlgoContext.out)")

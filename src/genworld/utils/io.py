@@ -80,13 +80,20 @@ RUNTIME_FIELDS = ("threads",)
 
 
 def check_or_write_config(
-    out: Path, cfg: Any, *, ignore: tuple[str, ...] = (), extra: dict[str, Any] | None = None
+    out: Path,
+    cfg: Any,
+    *,
+    ignore: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+    removed: tuple[str, ...] = (),
 ) -> None:
     """First run: write the config dataclass ``cfg`` (minus the ``ignore`` fields, plus ``extra``
     named config dataclasses) to ``out/config.json``. Rerun: it must be the same config (resume),
     else a GenworldError names the differing fields. A run saved by an older genworld resumes
     when the only fields added since hold their declared defaults. ``RUNTIME_FIELDS`` (thread
-    counts) are always ignored: how fast a run goes never stops it resuming."""
+    counts) are always ignored: how fast a run goes never stops it resuming. ``removed``: dotted
+    names of fields that no longer exist (and never changed results); a saved run that has them
+    still resumes."""
     from dataclasses import asdict
 
     from genworld.errors import GenworldError
@@ -107,6 +114,13 @@ def check_or_write_config(
         ) from None
     if path.exists():
         saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignore}
+        for name in removed:
+            *parents, leaf = name.split(".")
+            holder: Any = saved
+            for part in parents:
+                holder = holder.get(part) if isinstance(holder, dict) else None
+            if isinstance(holder, dict):
+                holder.pop(leaf, None)
         diff = config_differences(saved, current, defaults)
         if diff:
             raise GenworldError(

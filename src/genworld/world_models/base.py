@@ -20,7 +20,6 @@ from genworld.types import EnvSpec
 @dataclass(frozen=True)
 class WMStep:
     next_observations: torch.Tensor  # (B, obs_max) raw, zero on padding
-    rewards: torch.Tensor  # (B,) extrinsic − penalty · uncertainty
     extrinsic: torch.Tensor  # (B,) predicted environment reward
     uncertainty: torch.Tensor  # (B,) the model's own uncertainty (TGW: ri, eq. 4)
     terminations: torch.Tensor  # (B,) bool

@@ -41,8 +41,6 @@ class EnsembleMLPConfig:
     hidden: int = 200
     layers: int = 4
     weight_decay: float = 2.5e-5
-    penalty: float = 1.0
-    """MOPO λ: rewards from ``step`` are ``r − λ·u``."""
     logvar_loss_coef: float = 0.01
     """Weight of the soft-bound regulariser on the learned max/min log-variance (MBPO)."""
 
@@ -219,7 +217,6 @@ class EnsembleMLPWorldModel(nn.Module):
         terminations = registry_terminations(self.specs, next_obs, env_idx)
         return WMStep(
             next_obs,
-            extrinsic - self.cfg.penalty * uncertainty,
             extrinsic,
             uncertainty,
             terminations,

@@ -85,8 +85,6 @@ class TGWConfig:
     """Stochastic state u width."""
     hidden: int = 256
     """Hidden width of the decoder, reward and termination MLPs (ours)."""
-    beta: float = 1.0
-    """Risk tolerance β in r = re − β·ri (eq. 6)."""
     loss: str = "nll"
     """nll (Gaussian negative log-likelihood, eq. 8) or mse."""
     termination: str = "registry"
@@ -109,7 +107,6 @@ class TGWConfig:
             "n_layers": self.n_layers >= 1,
             "stoch_dim": self.stoch_dim >= 1,
             "hidden": self.hidden > 0,
-            "beta": self.beta >= 0,
             "loss": self.loss in ("nll", "mse"),
             "termination": self.termination in ("registry", "learned"),
             "intrinsic": self.intrinsic in ("state", "observation", "reward"),
@@ -118,7 +115,7 @@ class TGWConfig:
             if not ok:
                 raise GenworldError(
                     f"TGWConfig.{name}={getattr(self, name)!r} is invalid (ensemble_size/context_len/"
-                    "n_layers/n_heads ≥ 1, beta ≥ 0, loss nll|mse, "
+                    "n_layers/n_heads ≥ 1, loss nll|mse, "
                     "termination registry|learned, intrinsic state|observation|reward)"
                 )
 
@@ -339,7 +336,6 @@ class TGWWorldModel(nn.Module):
         new_memory = _push(memory, act_seq, next_obs, extrinsic)
         return WMStep(
             next_obs,
-            extrinsic - self.cfg.beta * intrinsic,
             extrinsic,
             intrinsic,
             terminations,

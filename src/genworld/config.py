@@ -1,0 +1,140 @@
+"""Configs: frozen dataclasses with a docstring under every field. This module is the one way to
+build one from its defaults, a scale preset and overrides, and to read one back from JSON.
+
+A preset or override is a nested dict of field values (``{"mbpo": {"beta": 0.5}}``); unknown
+names are an error that lists the valid ones. Nothing changes a config after it is built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, fields, is_dataclass, replace
+from typing import Any, TypeVar
+
+from genworld.errors import GenworldError
+
+C = TypeVar("C")
+
+SCALE_NAMES = ("tiny", "mini", "full")
+"""tiny: seconds, for tests; mini: the protocol that runs on a 2-core CPU; full: the paper's."""
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, recursing into dicts present in both (neither is changed)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply(cfg: C, values: dict[str, Any], where: str = "") -> C:
+    """A copy of the config ``cfg`` with ``values`` set (nested dicts set nested configs; lists
+    become tuples where the field holds a tuple)."""
+    known = {f.name for f in fields(cfg)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        name = where or type(cfg).__name__
+        raise GenworldError(
+            f"{name} has no field(s) {', '.join(unknown)}: valid are {', '.join(sorted(known))}"
+        )
+    changes = {}
+    for key, value in values.items():
+        current = getattr(cfg, key)
+        if isinstance(value, dict) and is_dataclass(current):
+            changes[key] = apply(current, value, f"{where or type(cfg).__name__}.{key}")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            changes[key] = tuple(value)
+        else:
+            changes[key] = value
+    return replace(cfg, **changes)
+
+
+def check_scale(scale: str) -> None:
+    if scale not in SCALE_NAMES:
+        raise GenworldError(f"--scale {scale!r} is unknown: choose {', '.join(SCALE_NAMES)}")
+
+
+def resolve(cls: type[C], preset: dict[str, Any], overrides: dict[str, Any] | None = None) -> C:
+    """``cls()`` with ``preset`` then ``overrides`` applied (top-level None values mean "keep"),
+    validated when the class has ``validate()``."""
+    top = {k: v for k, v in (overrides or {}).items() if v is not None}
+    cfg = apply(cls(), merge(preset, top))
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+def from_dict(cls: type[C], data: dict[str, Any], *, dropped: tuple[str, ...] = ()) -> C:
+    """The config a JSON dict describes (as written by :func:`dataclasses.asdict`); ``dropped``:
+    dotted names of fields that no longer exist, ignored when present."""
+    values = json.loads(json.dumps(data))
+    for name in dropped:
+        *parents, leaf = name.split(".")
+        holder = values
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            holder.pop(leaf, None)
+    required = [
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    ]
+    base = cls(**{name: values.pop(name) for name in required if name in values})
+    return apply(base, values)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal under it in the class body), one line."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def parse_value(text: str, kind: Any, name: str) -> Any:
+    """A command-line string as a value of the field type ``kind`` (int, float, str, bool,
+    ``tuple[X, ...]`` as a comma list, ``X | None`` with ``none``, dict as JSON)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            if text.lower() == "none" and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            return parse_value(text, inner[0], name)
+        if origin is tuple:
+            item = args[0] if args else str
+            return tuple(parse_value(x.strip(), item, name) for x in text.split(",") if x.strip())
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind in (dict, typing.Any) or origin is dict:
+            return json.loads(text)
+        return kind(text)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise GenworldError(
+            f"--{name} {text!r}: expected {getattr(kind, '__name__', str(kind))}"
+        ) from None
