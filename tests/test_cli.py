@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from genworld.cli import main
 
 
@@ -94,9 +96,52 @@ def test_build_all_builds_what_the_shipped_policies_allow_and_names_the_rest(tin
 
 
 def test_table_backend_is_the_executor_option():
+    from genworld.api import table_config
     from genworld.cli import build_parser
+    from genworld.cli.commands import table_options
+
+    def config(argv):
+        return table_config("tiny", **table_options(build_parser().parse_args(argv)))
 
     for command in ("table", "ablate"):
-        args = build_parser().parse_args([command, "--backend", "local", "--workers", "2"])
-        assert args.executor == "local" and args.workers == 2
-    assert build_parser().parse_args(["table", "--executor", "ray"]).executor == "ray"
+        cfg = config([command, "--backend", "local", "--workers", "2"])
+        assert cfg.executor == "local" and cfg.workers == 2
+    assert config(["table", "--executor", "ray"]).executor == "ray"
+
+
+def test_print_config_shows_the_resolved_config_with_dotted_overrides(capsys):
+    argv = ["run", "--scale", "tiny", "--print-config", "--agent.mbpo.real_ratio", "0.2"]
+    assert main([*argv, "--envs", "hopper", "--deterministic", "--beta", "0.5"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["agent"]["mbpo"]["real_ratio"] == 0.2 and cfg["agent"]["mbpo"]["beta"] == 0.5
+    assert cfg["envs"] == ["hopper"] and cfg["deterministic"] is True
+    assert cfg["agent"]["mbpo"]["rollout_batch"] == 64  # the tiny preset under the override
+    assert main(["table", "--scale", "tiny", "--print-config", "--budget.updates", "7"]) == 0
+    assert json.loads(capsys.readouterr().out)["budget"]["updates"] == 7
+    commands = {"seed": (["train", "world-model"], ["data", "train-policy", "hopper"])}
+    commands["seeds"] = (["unseen"],)
+    for key, argvs in commands.items():
+        for command in argvs:
+            assert main([*command, "--scale", "tiny", "--print-config", f"--{key}", "3"]) == 0
+            assert json.loads(capsys.readouterr().out)[key] == 3
+
+
+def test_help_shows_every_field_with_its_default(capsys):
+    from dataclasses import fields
+
+    from genworld.train.table import TableConfig
+
+    with pytest.raises(SystemExit):
+        main(["table", "--help"])
+    text = capsys.readouterr().out
+    for f in fields(TableConfig):
+        assert f"--{f.name}" in text or f.name == "budget"
+    assert "--budget.updates" in text and "(default: 10000)" in text
+
+
+def test_a_bad_option_value_is_one_line_naming_the_option(capsys):
+    assert main(["run", "--scale", "tiny", "--print-config", "--agent.mbpo.horizon", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--agent.mbpo.horizon 'x'" in err
+    assert main(["run", "--scale", "tiny", "--print-config", "--agent.mbpo.horizon", "0"]) == 2
+    assert "horizon must be positive" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genworld.data.build import build_dataset, missing_policies
+from genworld.data.build import DATASET_SCALES, build_dataset, missing_policies
 from genworld.data.ids import all_dataset_ids
 from genworld.data.info import check_dataset, dataset_info, list_datasets
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from genworld.train.world_model import WorldModelTrainConfig
 
 __all__ = [
+    "DATASET_SCALES",
     "Result",
     "agnostic_iql_config",
     "agnostic_ppo_config",

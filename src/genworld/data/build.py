@@ -41,6 +41,10 @@ PROVENANCE = (
 )
 
 
+DATASET_SCALES: dict[str, int | None] = {"tiny": 3_000, "mini": 100_000, "full": None}
+"""Transitions of a dataset built at each scale; None = the D4RL size of the id."""
+
+
 def policy_dir() -> Path:
     """Where behaviour policies are read from: ``GENWORLD_POLICY_DIR`` or the shipped assets."""
     return Path(os.environ.get("GENWORLD_POLICY_DIR") or ASSETS)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from genworld.algos.sac import SAC, SACConfig
+from genworld.config import apply, merge
 from genworld.envs.registry import get_env_spec
 from genworld.envs.vector import EnvPool
 from genworld.errors import GenworldError
@@ -90,8 +91,8 @@ def config_for_scale(env: str, scale: str = "full", **overrides: Any) -> Behavio
         "snapshot_every": min(10_000, max(steps // 10, 1)),
         "checkpoint_every": min(25_000, steps),
     }
-    values = {**derived, **{k: v for k, v in overrides.items() if v is not None}}
-    cfg = BehaviourConfig(env=env, **values)
+    top = {k: v for k, v in overrides.items() if v is not None}
+    cfg = apply(BehaviourConfig(env=env), merge(derived, top))
     cfg.validate()
     return cfg
 

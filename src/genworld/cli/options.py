@@ -15,28 +15,41 @@ PREFIX = "cfg:"
 """Namespace attributes that hold generated options start with this (then the dotted name)."""
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One option per field of ``cls`` (recursing into nested configs); an option string the
-    parser already has (a hand-written alias such as ``--envs``) is left to it. An option only
-    overrides when given: the config's own default (or the scale's preset) applies otherwise."""
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    skip: tuple[str, ...] = (),
+    defaults: Any = None,
+    prefix: str = "",
+) -> None:
+    """One option per field of ``cls`` (recursing into nested configs; ``--a_b`` also answers to
+    ``--a-b``), except ``skip`` (dotted names) and option strings the parser already has
+    (hand-written aliases such as ``--setting``). An option overrides only when given: the config's default, or the scale's
+    preset, applies otherwise. ``defaults``: the instance whose values ``--help`` shows
+    (default: ``cls()``)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
-    default_cfg = _default(cls)
-    group = parser.add_argument_group(f"{cls.__name__} fields" if not prefix else None)
+    shown_cfg = defaults if defaults is not None else _default(cls)
+    title = f"{cls.__name__} ({prefix[:-1]})" if prefix else f"{cls.__name__} fields"
+    group = parser.add_argument_group(title)
     for f in fields(cls):
         name = f"{prefix}{f.name}"
         kind = hints[f.name]
-        default = getattr(default_cfg, f.name) if default_cfg is not None else MISSING
-        if is_dataclass(kind):
-            add_config_options(parser, kind, f"{name}.")
+        default = getattr(shown_cfg, f.name) if shown_cfg is not None else MISSING
+        if name in skip:
             continue
-        option = f"--{name}"
-        if option in parser._option_string_actions:
+        if is_dataclass(kind):
+            shown_sub = None if default is MISSING else default
+            add_config_options(parser, kind, skip=skip, defaults=shown_sub, prefix=f"{name}.")
+            continue
+        options = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        if any(option in parser._option_string_actions for option in options):
             continue
         shown = "required" if default is MISSING else _show(default)
         help_text = f"{docs.get(f.name, '')} (default: {shown})".strip()
         group.add_argument(
-            option,
+            *options,
             dest=PREFIX + name,
             metavar=_metavar(kind),
             default=argparse.SUPPRESS,
@@ -44,7 +57,17 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
             const="true" if kind is bool else None,
             help=help_text.replace("%", "%%"),
         )
-        parser.set_defaults(**{f"{PREFIX}{name}:type": kind})
+        parser.set_defaults(**{f"{PREFIX}{name}{TYPE}": kind})
+    if "--print-config" not in parser._option_string_actions:
+        parser.add_argument(
+            "--print-config",
+            action="store_true",
+            help="print the resolved config (defaults, scale preset, options) as JSON and exit",
+        )
+
+
+TYPE = ":type"
+"""Suffix of the namespace attribute that holds a generated option's field type."""
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -52,10 +75,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     values = vars(args)
     out: dict[str, Any] = {}
     for key, text in values.items():
-        if not key.startswith(PREFIX) or key.endswith(":type"):
+        if not key.startswith(PREFIX) or key.endswith(TYPE):
             continue
         name = key[len(PREFIX) :]
-        value = parse_value(text, values[f"{key}:type"], name)
+        value = parse_value(text, values[key + TYPE], name)
         *parents, leaf = name.split(".")
         holder = out
         for part in parents:

@@ -1,0 +1,297 @@
+"""The ``genworld`` commands: each builds its config, makes one ``genworld.api`` call and prints
+what it returned."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from genworld.cli.options import overrides_from, print_config
+from genworld.config import merge
+from genworld.errors import GenworldError
+
+
+def data_list(args) -> None:
+    from genworld.api import list_datasets
+
+    rows = list_datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if args.markdown:
+        from genworld.api import datasets_markdown
+
+        print(datasets_markdown(rows))
+        return
+    for row in rows:
+        built = "built" if row["built"] else "-"
+        extra = ""
+        if row.get("steps") is not None:
+            extra = f"  steps={row['steps']:>8}  normalized={row['normalized_mean']:.1f}"
+        elif row.get("missing_policies"):
+            extra = f"  not buildable yet: needs policy {', '.join(row['missing_policies'])}"
+        print(f"{row['dataset_id']:<40} {built:<6}{extra}")
+
+
+def data_build(args) -> None:
+    from genworld.api import (
+        DATASET_SCALES,
+        all_dataset_ids,
+        build_dataset,
+        build_lanes,
+        missing_policies,
+    )
+
+    if args.all == bool(args.ids):
+        raise GenworldError("give dataset ids (hopper-medium ...) or --all, not both or neither")
+    ids = [str(d) for d in all_dataset_ids()] if args.all else args.ids
+    # default: one process per lane on a multi-core machine (a build whose segments all fit
+    # one lane starts no pool: build_dataset decides)
+    workers = args.workers if args.workers is not None else build_lanes()
+    skipped = []
+    for dataset_id in ids:
+        # --all builds what the shipped policies allow, then says what is missing
+        if args.all and (missing := missing_policies(dataset_id)):
+            skipped.append(f"{dataset_id} (needs policy {', '.join(missing)})")
+            continue
+        card = build_dataset(
+            dataset_id,
+            steps=args.steps or DATASET_SCALES[args.scale],
+            seed=args.seed,
+            force=args.force,
+            cached=args.all,
+            workers=workers,
+            show_progress=not args.quiet,
+        )
+        if card.get("cached"):
+            print(f"{card['dataset_id']}: already built (cached; --force rebuilds it)")
+            continue
+        print(
+            f"{card['dataset_id']}: {card['steps']} steps, {card['episodes']} episodes, "
+            f"normalized return {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f}, "
+            f"{card['build_steps_per_second']:.0f} steps/s"
+        )
+    if skipped:
+        raise GenworldError(
+            f"{len(skipped)} of {len(ids)} datasets not built, their behaviour policies are not "
+            f"shipped yet: {'; '.join(skipped)}. Train them with `genworld data train-policy ENV`"
+            " and `genworld data export-policies RUN`"
+        )
+
+
+def data_info(args) -> None:
+    from genworld.api import dataset_info
+
+    print(json.dumps(dataset_info(args.id), indent=2))
+
+
+def data_check(args) -> None:
+    from genworld.api import check_dataset
+
+    report = check_dataset(args.id)
+    print(
+        f"{report['dataset_id']}: OK ({report['episodes']} episodes, {report['steps']} steps, "
+        f"normalized return {report['normalized_mean']:.1f})"
+    )
+
+
+def train_policy(args) -> None:
+    from genworld.api import behaviour_config, train_policy
+
+    cfg = behaviour_config(args.env, args.scale, steps=args.steps, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/policies/{args.env}-s{cfg.seed}"
+    out = train_policy(cfg, out, show_progress=not args.quiet)
+    print(f"trained {args.env}: {out} (export with `genworld data export-policies {out}`)")
+
+
+def export_task_experts(args) -> None:
+    from genworld.api import export_task_experts
+
+    family = export_task_experts(args.run, args.dest)
+    for index, (low, high) in sorted(family["reference_returns"].items(), key=lambda x: int(x[0])):
+        print(f"{family['family']}-{index}: random {low:.1f}, expert {high:.1f}")
+
+
+def export_policies(args) -> None:
+    from genworld.api import export_policies
+
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    cards = export_policies(args.run, args.dest, only=only)
+    for name, card in cards.items():
+        print(
+            f"{card['env']}-{name}: step {card['train_steps']}, normalized "
+            f"{card['eval_normalized']:.1f} (stochastic), in target: {card['extra']['in_target']}"
+        )
+
+
+def train_world_model(args) -> None:
+
+    from genworld.api import train_world_model, world_model_config
+
+    over = overrides_from(args)
+    ablation = {"use_prompt": False} if args.no_prompt else {}
+    ablation |= {"use_stochastic": False} if args.no_rssm else {}
+    if ablation and over.get("model", "tgw") != "tgw":
+        raise GenworldError(
+            "--no-prompt and --no-rssm are TGW ablations: use them with --model tgw"
+        )
+    cfg = world_model_config(args.scale, **merge(over, {"tgw": ablation}))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/world_models/{cfg.model}__{'+'.join(cfg.datasets)}__s{cfg.seed}"
+    out = train_world_model(cfg, out, show_progress=not args.quiet)  # DDP under torchrun
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"world model trained: {out} (evaluate with `genworld eval world-model {out}`)")
+
+
+def eval_world_model(args) -> None:
+    from genworld.api import evaluate_world_model
+
+    result = evaluate_world_model(
+        args.runs, episodes_per_env=args.episodes_per_env, off_data=args.off_data
+    )
+    for path in result.files:
+        if path.suffix == ".md":
+            print(path.read_text())
+    print(f"written: {', '.join(str(p) for p in result.files)} (and .json beside each .md)")
+
+
+def run(args) -> None:
+    from genworld.api import run, run_config
+
+    cfg = run_config(args.scale, policy=args.policy, beta=args.beta, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = (
+        args.out or f"runs/run__{cfg.setting}__{'+'.join(cfg.qualities)}__{cfg.scale}__s{cfg.seed}"
+    )
+    result = run(cfg, out, show_progress=not args.quiet)
+    print(result.markdown)
+    print(f"run directory: {result.out} ({result.summary['wall_seconds']:.0f} s)")
+
+
+def table(args) -> None:
+    from genworld.api import table, table_config
+
+    cfg = table_config(args.scale, **table_options(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/table__{cfg.scale}"
+    result = table(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"table directory: {result.out} (table.md, table.csv, table.json, profile_*.png)")
+
+
+def bench(args) -> None:
+    from genworld.api import bench
+
+    bench(
+        args.names,
+        quick=args.quick,
+        plot=args.plot,
+        quick_start=args.quick_start,
+        threads=args.threads,
+        json_path=args.json,
+    )
+    if args.json:
+        print(f"written: {args.json}")
+
+
+def unseen_config(args):
+    """The ``UnseenConfig`` of ``genworld unseen``'s arguments (``--train-experts`` with
+    ``--experts auto`` trains SAC experts for every family, ant-dir included)."""
+    from genworld.api import unseen_config as config_for_scale
+
+    experts = "sac" if args.train_experts and args.experts == "auto" else args.experts
+    return config_for_scale(
+        args.scale,
+        shipped_experts=not args.train_experts,
+        experts=experts,
+        **overrides_from(args),
+    )
+
+
+def unseen(args) -> None:
+    from genworld.api import unseen
+
+    cfg = unseen_config(args)
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/unseen__{cfg.family}__{cfg.scale}"
+    result = unseen(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"unseen-task directory: {result.out} (unseen.md, unseen.json, unseen_tasks.png)")
+
+
+def table_options(args) -> dict:
+    """The table config's overrides: the generated options and the ``--setting`` alias."""
+    settings = tuple(x for x in args.setting.split(",") if x) if args.setting else None
+    return {"settings": settings, "executor": args.executor, **overrides_from(args)}
+
+
+def ablate(args) -> None:
+    from genworld.api import ablate, ablation_config
+
+    cfg = ablation_config(args.scale, **table_options(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/ablate__{args.scale}"
+    result = ablate(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"ablation directory: {result.out}")
+
+
+def sweep(args) -> None:
+    from genworld.api import sweep_beta, sweep_config
+
+    try:
+        values = tuple(float(v) for v in args.values.split(",") if v)
+    except ValueError:
+        raise GenworldError(f"--values {args.values!r}: give numbers, e.g. 0,0.5,1") from None
+    cfg = sweep_config(values, args.scale, **table_options(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/sweep_beta__{args.scale}"
+    result = sweep_beta(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"sweep directory: {result.out} (beta_sweep.png)")
+
+
+def agnostic_iql(args) -> None:
+    from genworld.api import agnostic_iql_config, train_agnostic_iql
+
+    agent = {"batch_size": args.batch_size} if args.batch_size else {}
+    cfg = agnostic_iql_config(scale=args.scale, agent=agent, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/agnostic_iql__{'+'.join(cfg.datasets)}__{cfg.scale}__s{cfg.seed}"
+    records = train_agnostic_iql(cfg, out, show_progress=not args.quiet)
+    if records:
+        last = records[-1]
+        print(
+            f"agnostic-iql: {last['step']} updates, normalized score "
+            f"{last['eval/normalized_score_mean']:.1f}; run directory: {out}"
+        )
+
+
+def agnostic_ppo(args) -> None:
+    from genworld.api import agnostic_ppo_config, train_agnostic_ppo
+
+    cfg = agnostic_ppo_config(scale=args.scale, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/agnostic_ppo__{cfg.scale}__s{cfg.seed}"
+    result = train_agnostic_ppo(cfg, out, show_progress=not args.quiet)
+    if result:
+        returns = ", ".join(f"{k} {v:.1f}" for k, v in result.items())
+        print(f"agnostic-ppo: returns {returns}; run directory: {out}")
+
+
+def printed(args, cfg) -> bool:
+    """``--print-config``: print the resolved config as JSON (and run nothing)."""
+    if getattr(args, "print_config", False):
+        print_config(cfg)
+        return True
+    return False
