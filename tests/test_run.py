@@ -144,7 +144,7 @@ def test_ctrl_c_checkpoints_the_current_update_and_resumes_exactly(tmp_path, mon
         return original(self, generator)
 
     monkeypatch.setattr(TGWAgent, "update", interrupted_update)
-    with pytest.raises(KeyboardInterrupt, match="checkpoint at update 30"):
+    with pytest.raises(KeyboardInterrupt, match="stopped at update 30; a checkpoint was written"):
         run(cfg, tmp_path / "stopped", show_progress=False)
     step, _ = resume_point(tmp_path / "stopped" / "random" / "multi" / "tgw" / "checkpoints")
     assert step == 30

@@ -13,9 +13,7 @@ buffer, RNG states, step) and continues; the interrupted episode is restarted fr
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +29,9 @@ from genworld.envs.vector import EnvPool
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_policy
 from genworld.policies import PolicyCard, TanhGaussianActor, save_policy
-from genworld.train.checkpoint import (
-    resume_point,
-    save_checkpoint,
-)
+from genworld.train.loop import Hook, run_loop
 from genworld.utils.device import resolve_device, torch_threads
 from genworld.utils.io import check_or_write_config
-from genworld.utils.progress import progress_bar
 
 SCALES = {"tiny": 3_000, "mini": 300_000, "full": 1_000_000}
 
@@ -142,94 +136,83 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
 
 
 def _train_behaviour_policy(cfg: BehaviourConfig, out: Path, show_progress: bool) -> Path:
-    spec = get_env_spec(cfg.env)
-    device = resolve_device(cfg.device)
     check_or_write_config(out, cfg)
     torch.manual_seed(cfg.seed)
-    agent = SAC(spec.obs_dim, spec.act_dim, cfg.sac, device)
-    buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
-    rng = np.random.default_rng(cfg.seed)
-    step = 0
-    resumed = resume_point(out / "checkpoints")
-    if resumed is not None:
-        step, state = resumed
-        agent.load_state_dict(state["agent"])
-        buffer.load(state["buffer"])
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
-    pool = EnvPool(cfg.env, 1, seed=cfg.seed + 7919 * (step + 1))
-    obs = pool.reset()[0]
-    log = open(out / "eval.jsonl", "a")  # noqa: SIM115 (kept open for the run)
-    last = time.perf_counter()
+    trainer = BehaviourTrainer(cfg)
+    clock = {"last": time.perf_counter()}
 
-    def checkpoint() -> None:
-        state = {
-            "agent": agent.state_dict(),
-            "buffer": buffer.state(),
-            "numpy_rng": json.dumps(rng.bit_generator.state),
-            "torch_rng": torch.get_rng_state(),
-        }
-        save_checkpoint(out / "checkpoints", step, state)
+    def snapshot(step: int, metrics: dict) -> dict:
+        record = save_snapshot(trainer.agent.actor, cfg, out, step, trainer.buffer.size)
+        record["steps_per_second"] = cfg.snapshot_every / (time.perf_counter() - clock["last"])
+        clock["last"] = time.perf_counter()
+        return record
 
-    with (
-        progress_bar(f"SAC {cfg.env}", cfg.total_steps, enabled=show_progress) as advance,
-        interrupt_checkpoint(checkpoint, out),
-    ):
-        advance(step)
-        while step < cfg.total_steps:
-            if step < cfg.learning_starts:
-                action = rng.uniform(-1, 1, spec.act_dim).astype(np.float32)
-            else:
-                with torch.no_grad():
-                    a, _ = agent.actor.sample(
-                        torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
-                    )
-                action = a[0].cpu().numpy()
-            result = pool.step(action[None])
-            buffer.add(
-                obs, action, result.rewards[0], result.final_observations[0], result.terminations[0]
-            )
-            obs = result.observations[0]
-            step += 1
-            if step >= cfg.learning_starts:
-                agent.update(*buffer.sample(rng, cfg.sac.batch_size, device))
-            if step % cfg.snapshot_every == 0 or step == cfg.total_steps:
-                record = save_snapshot(agent.actor, cfg, out, step, buffer.size)
-                record["steps_per_second"] = cfg.snapshot_every / (time.perf_counter() - last)
-                last = time.perf_counter()
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                checkpoint()
-            advance(1)
-    log.close()
+    run_loop(
+        f"SAC {cfg.env}",
+        trainer,
+        out,
+        steps=cfg.total_steps,
+        seed=cfg.seed,
+        checkpoint_every=cfg.checkpoint_every,
+        hooks=(Hook(cfg.snapshot_every, snapshot, log="eval.jsonl"),),
+        show_progress=show_progress,
+    )
     return out
 
 
-@contextlib.contextmanager
-def interrupt_checkpoint(checkpoint, out: Path):
-    """Ctrl-C or SIGTERM (a scheduler's stop, a session's end): write a checkpoint at the current
-    step before stopping, so a rerun loses nothing (checkpoints are otherwise 25k steps apart).
-    A second signal while it is being written is ignored; SIGTERM's handler is restored after."""
+class BehaviourTrainer:
+    """Online SAC as a loop trainer: a step is one environment step (uniform-random actions
+    during the warm-up) and, after the warm-up, one SAC update on a replay batch."""
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
+    def __init__(self, cfg: BehaviourConfig):
+        self.cfg = cfg
+        self.spec = get_env_spec(cfg.env)
+        self.device = resolve_device(cfg.device)
+        self.agent = SAC(self.spec.obs_dim, self.spec.act_dim, cfg.sac, self.device)
+        self.buffer = ReplayBuffer(cfg.total_steps, self.spec.obs_dim, self.spec.act_dim)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.count = 0
 
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            checkpoint()
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise GenworldError(
-            f"interrupted; a checkpoint was written: rerun the same command (--out {out}) to resume"
-        ) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def begin(self, step: int) -> None:
+        """The env of a run (re)started at ``step``: its own seed, so no episode repeats."""
+        self.count = step
+        self.pool = EnvPool(self.cfg.env, 1, seed=self.cfg.seed + 7919 * (step + 1))
+        self.obs = self.pool.reset()[0]
+
+    def step(self, generator: torch.Generator) -> dict:
+        cfg, spec = self.cfg, self.spec
+        if self.count < cfg.learning_starts:
+            action = self.rng.uniform(-1, 1, spec.act_dim).astype(np.float32)
+        else:
+            with torch.no_grad():
+                obs = torch.as_tensor(self.obs, dtype=torch.float32, device=self.device)
+                a, _ = self.agent.actor.sample(obs[None])
+            action = a[0].cpu().numpy()
+        result = self.pool.step(action[None])
+        self.buffer.add(
+            self.obs,
+            action,
+            result.rewards[0],
+            result.final_observations[0],
+            result.terminations[0],
+        )
+        self.obs = result.observations[0]
+        self.count += 1
+        if self.count >= cfg.learning_starts:
+            self.agent.update(*self.buffer.sample(self.rng, cfg.sac.batch_size, self.device))
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent.state_dict(),
+            "buffer": self.buffer.state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load(state["buffer"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
 
 
 def save_snapshot(

@@ -21,9 +21,7 @@ CLI hook: ``add_agnostic_parser(train_subparsers)`` adds ``agnostic-iql`` and ``
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,6 +52,16 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    # the training loop's view of the job (genworld.train.loop.Processes)
+    def broadcast(self, obj: Any) -> Any:
+        return broadcast_object(obj, self)
+
+    def reduce(self, metrics: dict[str, Any]) -> dict[str, float]:
+        return mean_over_processes(metrics, self)
+
+    def barrier(self) -> None:
+        barrier(self)
 
 
 def setup(device: str = "auto") -> Dist:
@@ -310,46 +318,29 @@ def train_agnostic_iql(
 
 
 def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bool) -> list[dict]:
-    from genworld.train.checkpoint import save_checkpoint
-    from genworld.train.loop import _check_finite, read_eval, restore
-    from genworld.utils.io import truncate_jsonl
-    from genworld.utils.progress import progress_bar
+    from genworld.train.loop import AgentTrainer, Hook, read_eval, run_loop
 
-    generator = torch.Generator().manual_seed(cfg.seed)
-    step, resumed = 0, _resume(out, d)
-    if resumed is not None:
-        step, state = resumed
-        restore("dd-iql", agent, state, generator, out)
-        if d.is_main:
-            truncate_jsonl(out / "eval.jsonl", step)
-            truncate_jsonl(out / "metrics.jsonl", step)
-    logs = {n: open(out / n, "a") for n in ("metrics.jsonl", "eval.jsonl")} if d.is_main else {}  # noqa: SIM115
-    start, first = time.perf_counter(), step
-    with progress_bar("dd-iql", cfg.steps, enabled=show_progress and d.is_main) as advance:
-        advance(step)
-        while step < cfg.steps:
-            metrics = agent.update(generator)
-            step += 1
-            advance(1)
-            _check_finite("agnostic-iql", metrics, step, out)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                record = {"step": step, **mean_over_processes(metrics, d)}
-                record["time/updates_per_s"] = (step - first) / (time.perf_counter() - start)
-                record["processes"] = d.world_size
-                _write(logs, "metrics.jsonl", record)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                record = {"step": step, **_evaluate_held(agent, specs, held, cfg, d)}
-                _write(logs, "eval.jsonl", record)
-                if d.is_main:
-                    state = {
-                        "agent": agent.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                    }
-                    save_checkpoint(out / "checkpoints", step, state)
-    for f in logs.values():
-        f.close()
-    barrier(d)
+    def log(step: int, metrics: dict) -> dict:
+        return {**d.reduce(metrics), "processes": d.world_size}
+
+    hooks = (
+        Hook(cfg.log_every, log, log="metrics.jsonl", rate="time/updates_per_s"),
+        Hook(
+            cfg.eval_every, lambda step, m: _evaluate_held(agent, specs, held, cfg, d), "eval.jsonl"
+        ),
+    )
+    run_loop(
+        "dd-iql",
+        AgentTrainer(agent),
+        out,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        checkpoint_every=cfg.eval_every,
+        hooks=hooks,
+        show_progress=show_progress,
+        processes=d,
+        unit="update",
+    )
     return read_eval(out) if d.is_main else []
 
 
@@ -367,12 +358,6 @@ def _evaluate_held(agent, specs, held, cfg, d: Dist) -> dict[str, float]:
     returns = evaluate_agent(act, held_specs, cfg.eval_episodes, cfg.seed * 1000)
     merged = {k: v for part in gather_objects(returns, d) for k, v in part.items()}
     return eval_record(specs, merged)
-
-
-def _write(logs: dict, name: str, record: dict) -> None:
-    if name in logs:
-        logs[name].write(json.dumps(record) + "\n")
-        logs[name].flush()
 
 
 # ---------------------------------------------------------------- DD-PPO
@@ -417,9 +402,8 @@ def train_agnostic_ppo(
     """DD-PPO (Algorithm 1): each process steps its held envs, gradients are all-reduced;
     resumable from ``out``. Returns the final evaluation on rank 0 (``{}`` elsewhere)."""
     from genworld.algos.ppo import PPO
-    from genworld.train.checkpoint import save_checkpoint
-    from genworld.utils.io import atomic_write_json, check_or_write_config, truncate_jsonl
-    from genworld.utils.progress import progress_bar
+    from genworld.train.loop import Hook, run_loop
+    from genworld.utils.io import atomic_write_json, check_or_write_config
 
     ppo_cfg = ppo_config(cfg)
     d = setup(cfg.device)
@@ -434,38 +418,29 @@ def train_agnostic_ppo(
         agent = PPO(ppo_cfg, d.device, env_ids=held)
         if d.world_size > 1:
             agent.use_ddp(ddp_wrapper(d, agent.mixed_heads), d.world_size)
-        resumed = _resume(out, d)
-        if resumed is not None:
-            agent.load_state_dict(resumed[1]["ppo"])
-            if d.is_main:
-                truncate_jsonl(out / "metrics.jsonl", agent.iteration)
-        log = open(out / "metrics.jsonl", "a") if d.is_main else None  # noqa: SIM115
         steps_per_iteration = ppo_cfg.num_steps * ppo_cfg.num_envs * len(ppo_cfg.envs)
-        start, first = time.perf_counter(), agent.iteration
-        total = agent.num_iterations
-        with progress_bar("dd-ppo", total, enabled=show_progress and d.is_main) as advance:
-            advance(agent.iteration)
-            while agent.iteration < total:
-                metrics = agent.iterate()
-                advance(1)
-                sync_held_rows(agent.stat_buffers(), held, d)
-                record = _merge_ppo_metrics(gather_objects(metrics, d))
-                record["step"] = agent.iteration
-                record["global_step"] = agent.iteration * steps_per_iteration
-                elapsed = time.perf_counter() - start
-                record["charts/SPS"] = (agent.iteration - first) * steps_per_iteration / elapsed
-                record["processes"] = d.world_size
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                if d.is_main and (
-                    agent.iteration % cfg.checkpoint_every == 0 or agent.iteration == total
-                ):
-                    save_checkpoint(
-                        out / "checkpoints", agent.iteration, {"ppo": agent.state_dict()}
-                    )
-        if log is not None:
-            log.close()
+
+        def log(iteration: int, metrics: dict) -> dict:
+            record = _merge_ppo_metrics(gather_objects(metrics, d))
+            record["global_step"] = iteration * steps_per_iteration
+            return {**record, "processes": d.world_size}
+
+        hook = Hook(
+            1, log, log="metrics.jsonl", rate="charts/SPS", rate_per_step=steps_per_iteration
+        )
+        run_loop(
+            "dd-ppo",
+            PPOTrainer(agent, held, d),
+            out,
+            steps=agent.num_iterations,
+            seed=cfg.seed,
+            checkpoint_every=cfg.checkpoint_every,
+            hooks=(hook,),
+            show_progress=show_progress,
+            processes=d,
+            check=False,  # a PPO iteration's charts may be NaN (no episode finished yet)
+            unit="iteration",
+        )
         returns = agent.evaluate(cfg.eval_episodes, cfg.seed * 1000)
         merged = {k: v for part in gather_objects(returns, d) for k, v in part.items()}
         agent.close()
@@ -476,6 +451,25 @@ def train_agnostic_ppo(
         return result
     finally:
         teardown(d)
+
+
+class PPOTrainer:
+    """PPO as a loop trainer: a step is one iteration (rollouts of the held envs, then the
+    updates, gradients all-reduced under DDP); the held envs' statistics rows are synced."""
+
+    def __init__(self, agent, held: list[int], d: Dist):
+        self.agent, self.held, self.d = agent, held, d
+
+    def step(self, generator: torch.Generator) -> dict[str, float]:
+        metrics = self.agent.iterate()
+        sync_held_rows(self.agent.stat_buffers(), self.held, self.d)
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ppo": self.agent.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["ppo"])
 
 
 def _merge_ppo_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -524,7 +518,8 @@ def train_world_model_ddp(cfg, out: Path, *, show_progress: bool = False) -> Pat
 def fit_world_model_ddp(
     cfg, train, out: Path, d: Dist, *, show_progress: bool = False
 ) -> nn.Module:
-    """``fit_world_model``'s loop with rank-sharded batches and a DDP-wrapped model.
+    """:func:`~genworld.train.world_model.fit_world_model` with rank-sharded batches and a
+    DDP-wrapped loss: the same loop, trainer, checkpoints and logs.
 
     Every process holds the whole training set and the same sampling generator, samples the
     global batch and keeps rows ``rank::W`` (so ``batch_size`` must divide by W, and the
@@ -532,80 +527,24 @@ def fit_world_model_ddp(
     generator too. The checkpoint layout is ``fit_world_model``'s, so ``load_trained`` and
     ``genworld eval world-model`` read DDP runs unchanged."""
     from genworld.data.normalization import Normalizer
-    from genworld.train.checkpoint import save_checkpoint
-    from genworld.train.world_model import _load_model_state, build_model
-    from genworld.utils.io import check_or_write_config, truncate_jsonl
-    from genworld.utils.progress import progress_bar
+    from genworld.train.world_model import WorldModelTrainer, build_model, fit_world_model
 
     cfg.validate_training()
     if cfg.batch_size % d.world_size:
         raise GenworldError(
             f"batch_size {cfg.batch_size} does not divide over {d.world_size} processes"
         )
-    if d.is_main:
-        check_or_write_config(out, cfg)
-    barrier(d)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, train.specs, Normalizer.fit(train)).to(d.device)
-    wrapped = (
-        ddp_wrapper(d, find_unused_parameters=True)(_WorldModelLoss(model))
-        if d.world_size > 1
-        else _WorldModelLoss(model)
+    loss = _WorldModelLoss(model)
+    wrapped = ddp_wrapper(d, find_unused_parameters=True)(loss) if d.world_size > 1 else loss
+
+    def rows(batch):
+        return type(batch)(
+            **{k: v[d.rank :: d.world_size].to(d.device) for k, v in batch.__dict__.items()}
+        )
+
+    trainer = WorldModelTrainer(cfg, model, train, d.device, forward=wrapped, shard=rows)
+    return fit_world_model(
+        cfg, train, out, show_progress=show_progress, processes=d, trainer=trainer
     )
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=0.0 if cfg.model == "mlp" else 1e-5
-    )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    step, resumed = 0, _resume(out, d)
-    if resumed is not None:
-        step, state = resumed
-        _load_model_state(model, state["model"], out)
-        opt.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        if d.is_main:
-            truncate_jsonl(out / "metrics.jsonl", step)
-    log = open(out / "metrics.jsonl", "a") if d.is_main else None  # noqa: SIM115
-    start, first = time.perf_counter(), step
-    with progress_bar(
-        f"world model {cfg.model} (DDP)", cfg.steps, enabled=show_progress and d.is_main
-    ) as advance:
-        advance(step)
-        while step < cfg.steps:
-            batch = model.sample_batch(train, cfg.batch_size, generator)
-            rows = {k: v[d.rank :: d.world_size].to(d.device) for k, v in batch.__dict__.items()}
-            loss, metrics = wrapped(type(batch)(**rows), generator)
-            if not torch.isfinite(loss):
-                raise GenworldError(
-                    f"world-model loss became {loss.item()} at step {step}; the last good "
-                    f"checkpoint is kept in {out / 'checkpoints'}"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            advance(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                record = {
-                    "step": step,
-                    **mean_over_processes({"wm/loss": loss.detach(), **metrics}, d),
-                }
-                record["time/steps_per_s"] = (step - first) / (time.perf_counter() - start)
-                record["processes"] = d.world_size
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                if cfg.model == "mlp":  # same data and seed everywhere: same elites everywhere
-                    model.select_elites(train, torch.Generator().manual_seed(cfg.seed + 1))
-                if d.is_main:
-                    state = {
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "generator": generator.get_state(),
-                    }
-                    save_checkpoint(out / "checkpoints", step, state)
-    if log is not None:
-        log.close()
-    barrier(d)
-    return model.eval()

@@ -1,25 +1,254 @@
-"""The generic offline loop: update → log → evaluate → checkpoint, resumable from ``out``."""
+"""The one resumable training loop: step → finiteness guard → periodic hooks (evaluate, log) →
+checkpoint, for every trainer (offline agents, world models, behaviour SAC, PPO, and their
+DDP forms, where each process runs the same loop and the main one writes).
+
+A trainer is anything with ``step(generator) -> metrics``, ``state_dict()`` and
+``load_state_dict(state)`` (optionally ``begin(step)``, called once the start step is known).
+The loop owns what every run needs the same way: the checkpoint cadence (atomic, checksummed
+files; the trainer's state plus the sampling generator and torch's global RNG, so a resumed run
+continues exactly), truncating logs written after the checkpoint a run resumes from, one logger
+(JSONL files + TensorBoard + a progress bar), and Ctrl-C / SIGTERM: the current step finishes,
+a checkpoint is written, and the run stops.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_agent
-from genworld.train.checkpoint import (
-    resume_point,
-    save_checkpoint,
-)
+from genworld.train.checkpoint import resume_point, save_checkpoint
 from genworld.utils.interrupt import deferred_interrupt
 from genworld.utils.io import tensorboard_writer, truncate_jsonl
 from genworld.utils.progress import progress_bar
+
+
+class Trainer(Protocol):
+    def step(self, generator: torch.Generator) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Processes(Protocol):
+    """Where the loop runs: one process, or several under DDP (``train.distributed.Dist``)."""
+
+    is_main: bool
+
+    def broadcast(self, obj: Any) -> Any: ...
+
+    def reduce(self, metrics: dict[str, Any]) -> dict[str, float]: ...
+
+    def barrier(self) -> None: ...
+
+
+class OneProcess:
+    is_main = True
+    world_size = 1
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def reduce(self, metrics: dict[str, Any]) -> dict[str, float]:
+        return {k: float(v) for k, v in metrics.items()}
+
+    def barrier(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Hook:
+    """Every ``every`` steps (and at the last one): ``run(step, metrics)`` returns a record
+    (without ``step``) that goes to ``log`` (a JSONL file in the run folder) and TensorBoard,
+    or None. It runs on every process (an evaluation may need all of them); the record is
+    written by the main one."""
+
+    every: int
+    run: Callable[[int, dict[str, Any]], dict[str, Any] | None]
+    log: str | None = None
+    rate: str | None = None
+    """Add the steps per second since the run (re)started under this key."""
+    rate_per_step: float = 1.0
+    """Units per step in that rate (PPO: env steps per iteration)."""
+
+
+def run_loop(
+    name: str,
+    trainer: Trainer,
+    out: Path,
+    *,
+    steps: int,
+    seed: int,
+    checkpoint_every: int,
+    hooks: tuple[Hook, ...] = (),
+    before_checkpoint: Callable[[], None] | None = None,
+    show_progress: bool = True,
+    processes: Processes | None = None,
+    check: bool = True,
+    unit: str = "step",
+) -> int:
+    """Run ``trainer.step`` until ``steps``, resuming from ``out/checkpoints``; returns the step
+    reached. ``before_checkpoint`` runs on every process before each checkpoint (e.g. elite
+    selection). ``check``: stop on a non-finite metric (the last good checkpoint stays).
+    ``unit``: what a step is called in messages (update, iteration)."""
+    procs = processes if processes is not None else OneProcess()
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    resumed = procs.broadcast(resume_point(out / "checkpoints") if procs.is_main else None)
+    if resumed is not None:
+        step, state = resumed
+        restore(name, trainer, state, generator, out)
+        if procs.is_main:
+            for log in {h.log for h in hooks if h.log}:
+                truncate_jsonl(out / log, step)
+    if hasattr(trainer, "begin"):
+        trainer.begin(step)
+
+    def checkpoint() -> None:
+        if before_checkpoint is not None:
+            before_checkpoint()
+        if procs.is_main:
+            state = {
+                **trainer.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            save_checkpoint(out / "checkpoints", step, state)
+
+    logger = Logger(out, step, enabled=procs.is_main and step < steps)
+    start, first = time.perf_counter(), step
+    with (
+        logger,
+        progress_bar(name, steps, enabled=show_progress and procs.is_main) as advance,
+        deferred_interrupt() as stop,
+    ):
+        advance(step)
+        while step < steps:
+            metrics = trainer.step(generator)
+            step += 1
+            if check:
+                check_finite(name, metrics, f"{unit} {step}", out)
+            advance(1)
+            last = step == steps
+            for hook in hooks:
+                if step % hook.every == 0 or last:
+                    record = hook.run(step, metrics)
+                    if record is not None and hook.log:
+                        record = {"step": step, **record}
+                        if hook.rate:
+                            elapsed = time.perf_counter() - start
+                            record[hook.rate] = (step - first) * hook.rate_per_step / elapsed
+                        logger.write(hook.log, record)
+            at_checkpoint = step % checkpoint_every == 0 or last
+            if at_checkpoint:
+                checkpoint()
+            if stop.requested and not last:
+                if not at_checkpoint:
+                    checkpoint()
+                raise KeyboardInterrupt(
+                    f"{name}: stopped at {unit} {step}; a checkpoint was written: rerun the same "
+                    f"command (--out {out}) to resume"
+                )
+    procs.barrier()
+    return step
+
+
+class Logger:
+    """JSONL records (one file per stream, appended, flushed per record) and TensorBoard
+    scalars under ``out/tb``; a no-op where ``enabled`` is False (other processes, a
+    finished run)."""
+
+    def __init__(self, out: Path, step: int, *, enabled: bool = True):
+        self.out, self.step, self.enabled = out, step, enabled
+        self.files: dict[str, Any] = {}
+        self.writer = None
+
+    def __enter__(self) -> Logger:
+        if self.enabled:
+            self.writer = tensorboard_writer(self.out, self.step)
+        return self
+
+    def write(self, stream: str, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if stream not in self.files:
+            self.files[stream] = open(self.out / stream, "a")  # noqa: SIM115
+        self.files[stream].write(json.dumps(record) + "\n")
+        self.files[stream].flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, record["step"])
+            self.writer.flush()
+
+    def __exit__(self, *exc) -> None:
+        for f in self.files.values():
+            f.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def restore(name: str, trainer: Any, state: dict, generator: torch.Generator, out: Path) -> None:
+    """Load a checkpoint's trainer state, sampling generator and torch RNG (a checkpoint
+    written without the RNG keeps the current one); a checkpoint of another configuration is
+    a clear error, not a shape traceback."""
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, IndexError) as err:
+        raise GenworldError(
+            f"{name}: the checkpoint in {out / 'checkpoints'} was written by another "
+            f"configuration ({type(err).__name__}: {str(err).splitlines()[0][:200]}); use "
+            "the settings it was trained with or another --out"
+        ) from None
+    if "generator" in state:
+        generator.set_state(state["generator"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+
+
+def check_finite(name: str, metrics: dict, where: str, out: Path) -> None:
+    """One fused check per step (no per-metric sync); names the offending metrics."""
+    if not metrics:
+        return
+    values = torch.stack(
+        [torch.as_tensor(v, dtype=torch.float32).reshape(()).cpu() for v in metrics.values()]
+    )
+    if bool(torch.isfinite(values).all()):
+        return
+    bad = [k for k, v in zip(metrics, values.tolist(), strict=True) if not np.isfinite(v)]
+    raise GenworldError(
+        f"{name}: non-finite {', '.join(bad)} at {where}; stopped, the last good "
+        f"checkpoint in {out / 'checkpoints'} is intact (lower the learning rate or check the data)"
+    )
+
+
+# ---------------------------------------------------------------- offline agents
+class AgentTrainer:
+    """An offline agent as a trainer: a step is one ``update``; its checkpoint is the agent's
+    state under ``agent``."""
+
+    def __init__(self, agent: Any, update: Callable[[torch.Generator], dict] | None = None):
+        self.agent = agent
+        self.update = update or agent.update
+
+    def step(self, generator: torch.Generator) -> dict[str, Any]:
+        return self.update(generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
 
 
 def train_offline(
@@ -35,107 +264,27 @@ def train_offline(
     seed: int,
     show_progress: bool = True,
 ) -> list[dict]:
-    """Run ``update`` ``steps`` times; every ``eval_every`` evaluate ``agent.act`` in the real envs
-    (deterministic, episode ``i`` seeded ``seed*1000 + i``), append to ``eval.jsonl`` (and
-    TensorBoard ``tb/``) and save a checkpoint: agent state, sampling generator, torch's global
-    RNG and the step. Rerunning on the same ``out`` resumes exactly where that checkpoint was.
-    Ctrl-C or SIGTERM stops after the current update with a checkpoint of that update."""
-    out.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(seed)
-    step = 0
-    resumed = resume_point(out / "checkpoints")
-    if resumed is not None:
-        step, state = resumed
-        restore(name, agent, state, generator, out)
-        truncate_jsonl(out / "eval.jsonl", step)
-    writer = tensorboard_writer(out, step) if step < steps else None
-    start, first = time.perf_counter(), step
+    """Run ``update`` ``steps`` times; every ``eval_every`` evaluate ``agent.act`` in the real
+    envs (deterministic, episode ``i`` seeded ``seed*1000 + i``), log the losses and scores to
+    ``eval.jsonl`` and checkpoint. Returns the evaluation records."""
 
-    def checkpoint() -> None:
-        state = {
-            "agent": agent.state_dict(),
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        save_checkpoint(out / "checkpoints", step, state)
+    def evaluate(step: int, metrics: dict) -> dict:
+        returns = evaluate_agent(agent, specs, eval_episodes, seed * 1000)
+        return {**{k: float(v) for k, v in metrics.items()}, **eval_record(specs, returns)}
 
-    with (
-        open(out / "eval.jsonl", "a") as log,
-        progress_bar(name, steps, enabled=show_progress) as advance,
-        deferred_interrupt() as stop,
-    ):
-        advance(step)
-        while step < steps:
-            metrics = update(generator)
-            step += 1
-            _check_finite(name, metrics, step, out)
-            advance(1)
-            at_eval = step % eval_every == 0 or step == steps
-            if at_eval:
-                record = _evaluate(name, agent, metrics, specs, eval_episodes, seed, step, out)
-                record["time/updates_per_s"] = (step - first) / (time.perf_counter() - start)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != "step":
-                            writer.add_scalar(key, value, step)
-                    writer.flush()
-                checkpoint()
-            if stop.requested and step < steps:
-                if not at_eval:
-                    checkpoint()
-                if writer is not None:
-                    writer.close()
-                raise KeyboardInterrupt(
-                    f"{name}: stopped with a checkpoint at update {step}; rerun the same "
-                    f"command (--out {out}) to resume"
-                )
-    if writer is not None:
-        writer.close()
+    hook = Hook(eval_every, evaluate, log="eval.jsonl", rate="time/updates_per_s")
+    run_loop(
+        name,
+        AgentTrainer(agent, update),
+        out,
+        steps=steps,
+        seed=seed,
+        checkpoint_every=eval_every,
+        hooks=(hook,),
+        show_progress=show_progress,
+        unit="update",
+    )
     return read_eval(out)
-
-
-def restore(name: str, agent: Any, state: dict, generator: torch.Generator, out: Path) -> None:
-    """Load a checkpoint's agent state, sampling generator and torch RNG; a checkpoint of
-    another configuration is a clear error, not a shape traceback."""
-    try:
-        agent.load_state_dict(state["agent"])
-    except (RuntimeError, KeyError, ValueError, IndexError) as err:
-        raise GenworldError(
-            f"{name}: the checkpoint in {out / 'checkpoints'} was written by another "
-            f"configuration ({type(err).__name__}: {str(err).splitlines()[0][:200]}); use "
-            "the settings it was trained with or another --out"
-        ) from None
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-
-
-def _check_finite(name: str, metrics: dict, step: int, out: Path) -> None:
-    """One fused check per update (no per-metric sync); names the offending losses."""
-    if not metrics:
-        return
-    values = torch.stack(
-        [torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in metrics.values()]
-    )
-    if bool(torch.isfinite(values).all()):
-        return
-    bad = [k for k, v in zip(metrics, values.tolist(), strict=True) if not np.isfinite(v)]
-    raise GenworldError(
-        f"{name}: non-finite {', '.join(bad)} at update {step}; stopped, the last good "
-        f"checkpoint in {out / 'checkpoints'} is intact (lower the learning rate or check the data)"
-    )
-
-
-def _evaluate(name, agent, metrics, specs, episodes, seed, step, out) -> dict:
-    losses = {k: float(v) for k, v in metrics.items()}
-    if not all(np.isfinite(v) for v in losses.values()):
-        raise GenworldError(
-            f"{name}: non-finite loss at update {step} ({losses}); the last good checkpoint is "
-            f"kept in {out}"
-        )
-    returns = evaluate_agent(agent, specs, episodes, seed * 1000)
-    return {"step": step, **losses, **eval_record(specs, returns)}
 
 
 def eval_record(specs, returns: dict[str, np.ndarray]) -> dict[str, float]:
@@ -151,9 +300,10 @@ def eval_record(specs, returns: dict[str, np.ndarray]) -> dict[str, float]:
     return record
 
 
-def read_eval(out: Path) -> list[dict]:
+def read_eval(out: Path, name: str = "eval.jsonl") -> list[dict]:
+    """The records of a JSONL log, one per step (the last one written wins), in step order."""
     records: dict[int, dict] = {}
-    path = out / "eval.jsonl"
+    path = out / name
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,8 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.eval.wm_metrics import k_step_errors
-from genworld.train.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    resume_point,
-    save_checkpoint,
-)
+from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
+from genworld.train.loop import Hook, run_loop
 from genworld.utils.device import (
     fused_optimizer,
     load_optimizer_state,
@@ -44,10 +39,7 @@ from genworld.utils.io import (
     atomic_write_json,
     check_or_write_config,
     file_lock,
-    tensorboard_writer,
-    truncate_jsonl,
 )
-from genworld.utils.progress import progress_bar
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
 
@@ -225,81 +217,102 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
     return out
 
 
+class WorldModelTrainer:
+    """World-model fitting as a loop trainer: a step samples a batch with the run's generator,
+    takes the model's loss (eq. 8 for TGW), clips the gradient norm and steps AdamW.
+    ``forward`` and ``shard`` let DDP wrap the loss and keep each process's rows."""
+
+    def __init__(
+        self,
+        cfg: WorldModelTrainConfig,
+        model: torch.nn.Module,
+        train: MultiEnvDataset,
+        device: torch.device,
+        *,
+        forward=None,
+        shard=None,
+    ):
+        self.cfg, self.model, self.train, self.device = cfg, model, train, device
+        self.forward = forward or model.loss
+        self.shard = shard or (lambda batch: batch.to(device))
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=cfg.lr,
+            weight_decay=0.0 if cfg.model == "mlp" else 1e-5,
+            fused=fused_optimizer(device),
+        )
+
+    def step(self, generator: torch.Generator) -> dict[str, Any]:
+        batch = self.model.sample_batch(self.train, self.cfg.batch_size, generator)
+        loss, metrics = self.forward(self.shard(batch), generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return {"wm/loss": loss.detach(), **metrics}
+
+    def select_elites(self) -> None:
+        """The MLP ensemble's elites on the training data (the same on every process)."""
+        if self.cfg.model == "mlp":
+            self.model.select_elites(self.train, torch.Generator().manual_seed(self.cfg.seed + 1))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        load_optimizer_state(self.optimizer, state["optimizer"], self.device)
+
+
 def fit_world_model(
     cfg: WorldModelTrainConfig,
     train: MultiEnvDataset,
     out: Path,
     *,
     show_progress: bool = True,
+    processes=None,
+    trainer: WorldModelTrainer | None = None,
 ) -> torch.nn.Module:
-    """The training loop on a given dataset (``cfg.datasets`` is not read); resumable from
-    ``out``; returns the trained model in eval mode."""
+    """Fit on a given dataset (``cfg.datasets`` is not read), resumable from ``out``: metrics to
+    ``metrics.jsonl`` and TensorBoard every ``log_every`` steps, a checkpoint (model, optimizer,
+    generator) every ``checkpoint_every``. Returns the trained model in eval mode. Under DDP,
+    ``processes`` and a ``trainer`` with a wrapped forward come from
+    :func:`genworld.train.distributed.fit_world_model_ddp`."""
     cfg.validate_training()
-    device = resolve_device(cfg.device)
-    check_or_write_config(out, cfg, removed=LEGACY_FIELDS)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
-    opt = torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.lr,
-        weight_decay=0.0 if cfg.model == "mlp" else 1e-5,
-        fused=fused_optimizer(device),
+    main = processes is None or processes.is_main
+    if main:
+        check_or_write_config(out, cfg, removed=LEGACY_FIELDS)
+    if processes is not None:
+        processes.barrier()
+    if trainer is None:
+        device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
+        trainer = WorldModelTrainer(cfg, model, train, device)
+    world = getattr(processes, "world_size", 1)
+
+    def log(step: int, metrics: dict) -> dict:
+        record = (
+            processes.reduce(metrics)
+            if processes is not None
+            else {k: float(v) for k, v in metrics.items()}
+        )
+        return record if world == 1 else {**record, "processes": world}
+
+    hook = Hook(cfg.log_every, log, log="metrics.jsonl", rate="time/steps_per_s")
+    run_loop(
+        f"world model {cfg.model}" + (" (DDP)" if world > 1 else ""),
+        trainer,
+        out,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        checkpoint_every=cfg.checkpoint_every,
+        hooks=(hook,),
+        before_checkpoint=trainer.select_elites,
+        show_progress=show_progress,
+        processes=processes,
     )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    step = 0
-    resumed = resume_point(out / "checkpoints")
-    if resumed is not None:
-        step, state = resumed
-        _load_model_state(model, state["model"], out)
-        load_optimizer_state(opt, state["optimizer"], device)
-        generator.set_state(state["generator"])
-        truncate_jsonl(out / "metrics.jsonl", step)
-    writer = tensorboard_writer(out, step) if step < cfg.steps else None
-    log = open(out / "metrics.jsonl", "a")  # noqa: SIM115
-    start, first = time.perf_counter(), step
-    with progress_bar(f"world model {cfg.model}", cfg.steps, enabled=show_progress) as advance:
-        advance(step)
-        while step < cfg.steps:
-            batch = model.sample_batch(train, cfg.batch_size, generator).to(device)
-            loss, metrics = model.loss(batch, generator)
-            if not torch.isfinite(loss):
-                raise GenworldError(
-                    f"world-model loss became {loss.item()} at step {step}; the last good checkpoint is kept in {out / 'checkpoints'}"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            advance(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                record = {
-                    "step": step,
-                    "wm/loss": loss.item(),
-                    **{k: float(v) for k, v in metrics.items()},
-                    "time/steps_per_s": (step - first) / (time.perf_counter() - start),
-                }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                for key, value in record.items():
-                    if key != "step" and writer is not None:
-                        writer.add_scalar(key, value, step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                if cfg.model == "mlp":
-                    model.select_elites(train, torch.Generator().manual_seed(cfg.seed + 1))
-                save_checkpoint(
-                    out / "checkpoints",
-                    step,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "generator": generator.get_state(),
-                    },
-                )
-    log.close()
-    if writer is not None:
-        writer.close()
-    return model.eval()
+    return trainer.model.eval()
 
 
 def _load_model_state(model: torch.nn.Module, state: dict, where: Path) -> None:
@@ -309,7 +322,7 @@ def _load_model_state(model: torch.nn.Module, state: dict, where: Path) -> None:
         raise GenworldError(
             f"checkpoint in {where} does not fit this model config ({str(err).splitlines()[0]}); "
             "use the config it was trained with, or retrain into another --out (TGW models "
-            "saved before per-member decoders, Dec 2026, no longer load)"
+            "with one decoder shared by the members do not load)"
         ) from None
 
 
