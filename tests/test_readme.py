@@ -62,3 +62,15 @@ def test_readme_quick_start_and_data_commands(all_tiny_policies, capsys, tmp_pat
     assert ran >= 6
     out = capsys.readouterr().out
     assert "genworld/hopper/medium-v0: OK" in out
+
+
+def test_readme_python_example_runs(all_tiny_policies, tmp_path, monkeypatch, capsys):
+    """The README's Python API example, executed as written (it uses the tiny scale)."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks and "import genworld.api" in blocks[0]
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert float(printed[0]) == float(printed[0])  # a score, not NaN
+    assert (tmp_path / "runs" / "api_run" / "report.json").exists()
+    assert (tmp_path / "runs" / "api_table" / "table.json").exists()

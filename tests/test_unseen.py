@@ -8,8 +8,7 @@ import torch
 
 from genworld.cli import main
 from genworld.envs import make_env
-from genworld.envs.tasks import FAMILIES
-from genworld.train.unseen import finetune_reward, true_reward_fn
+from genworld.envs.tasks import FAMILIES, true_reward_fn
 
 
 @pytest.mark.parametrize(
@@ -44,7 +43,7 @@ def test_finetune_touches_only_the_reward_module_and_fits_the_task():
     torch.manual_seed(0)
     cfg = TGWConfig(ensemble_size=2, context_len=4, d_model=16, n_heads=2, stoch_dim=8, hidden=32)
     model = TGWWorldModel(data.specs, cfg, Normalizer.fit(data)).eval()
-    tuned = finetune_reward(model, data, steps=60, seed=0)
+    tuned = model.finetune_reward(data, steps=60, seed=0)
     before, after = model.state_dict(), tuned.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("rew_net") for k in changed)
@@ -200,24 +199,35 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
     from dataclasses import replace
 
     from genworld.data.minari_io import read_episodes, read_metadata, ref_scores
+    from genworld.data.tasks import build_task_datasets
+    from genworld.train import task_experts as experts
     from genworld.train import unseen
     from genworld.utils.io import check_or_write_config
 
     cfg = unseen.config_for_scale("tiny", family="cheetah-vel", seeds=1)
     train, test = (names[:1] for names in unseen._split_tasks(cfg))  # one of each, for speed
-    monkeypatch.setattr(unseen, "_split_tasks", lambda cfg: (train, test))
+    monkeypatch.setattr(experts, "split_names", lambda family, scheme: (train, test))
     tasks = train + test
 
     def stages(out):
         check_or_write_config(out, cfg, ignore=("workers", "shipped_experts"))
-        unseen._experts(cfg, tasks, out, False)
-        refs = unseen._references(cfg, tasks, out)
-        unseen._datasets(cfg, train, tasks, out, refs)
+        experts.train_experts(cfg, tasks, out, False)
+        refs = experts.references(cfg, tasks, out)
+        build_task_datasets(
+            out / "datasets",
+            out / "experts",
+            train,
+            tasks,
+            refs,
+            small_steps=cfg.small_steps,
+            mixed_steps=cfg.mixed_steps,
+            best_expert=lambda task: experts.best_expert(out, task),
+        )
         return refs
 
     run, assets = tmp_path / "run", tmp_path / "assets"
     refs = stages(run)
-    family = unseen.export_task_experts(run, assets)
+    family = experts.export_task_experts(run, assets)
     assert family["reference_returns"]["0"] == refs["cheetah-vel-0"]
     assert len(list((assets / train[0] / "snapshots").glob("*.safetensors"))) > 1  # all of them
     assert len(list((assets / test[0] / "snapshots").glob("*.safetensors"))) == 1  # the best
@@ -229,7 +239,7 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
     monkeypatch.setattr("genworld.train.behaviour.train_behaviour_policy", no_training)
     again = tmp_path / "again"
     assert stages(again) == refs
-    assert (again / "experts" / test[0] / unseen.SHIPPED_MARK).exists()
+    assert (again / "experts" / test[0] / experts.SHIPPED_MARK).exists()
     for task, quality in [(train[0], "medium-replay"), (test[0], "expert")]:
         dataset_id = f"genworld/{task}/{quality}-v0"
         a, b = (read_episodes(dataset_id, root=r / "datasets") for r in (run, again))
@@ -241,10 +251,10 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
         assert list(ref_scores(meta, dataset_id)) == refs[task]  # the run's references
     # another recipe, or --train-experts: the shipped expert is not used
     other = replace(cfg, expert_steps=cfg.expert_steps + 1)
-    assert not unseen._use_shipped(other, test[0], tmp_path / "x" / test[0])
+    assert not experts.use_shipped(other, test[0], tmp_path / "x" / test[0])
     off = replace(cfg, shipped_experts=False)
-    assert not unseen._use_shipped(off, test[0], tmp_path / "y" / test[0])
-    assert unseen._use_shipped(cfg, test[0], tmp_path / "z" / test[0])
+    assert not experts.use_shipped(off, test[0], tmp_path / "y" / test[0])
+    assert experts.use_shipped(cfg, test[0], tmp_path / "z" / test[0])
 
 
 def test_group_iqm_covers_only_methods_with_every_cell_and_matches_the_scores():
@@ -335,18 +345,18 @@ def test_turned_experts_of_ant_dir_run_their_own_direction(tmp_path):
     """The expert folder of an ant-dir task: every shipped Ant snapshot turned and evaluated,
     and the best one earns far more than standing still (~200) in the task's direction."""
     from genworld.train.behaviour import read_eval_log
-    from genworld.train.unseen import (
+    from genworld.train.task_experts import (
         TURNED_MARK,
-        _best_expert,
-        _expert,
-        config_for_scale,
+        best_expert,
         expert_source,
+        train_expert,
     )
+    from genworld.train.unseen import config_for_scale
 
     cfg = config_for_scale("tiny", family="ant-dir")
     assert expert_source(cfg) == "turned"
     assert expert_source(config_for_scale("tiny", family="cheetah-vel")) == "sac"
-    _expert(cfg, "ant-dir-27", tmp_path, show_progress=False)
+    train_expert(cfg, "ant-dir-27", tmp_path, show_progress=False)
     folder = tmp_path / "experts" / "ant-dir-27"
     records = read_eval_log(folder)
     from genworld.policies import ASSETS
@@ -359,9 +369,9 @@ def test_turned_experts_of_ant_dir_run_their_own_direction(tmp_path):
     )
     assert max(r["stochastic_return"] for r in records) > 400
     assert records[0]["stochastic_return"] < 300  # the first snapshot (10k steps) is weak
-    assert _best_expert(tmp_path, "ant-dir-27").obs_dim == 27
+    assert best_expert(tmp_path, "ant-dir-27").obs_dim == 27
     stamp = (folder / "eval.jsonl").stat().st_mtime_ns
-    _expert(cfg, "ant-dir-27", tmp_path, show_progress=False)  # done: kept as it is
+    train_expert(cfg, "ant-dir-27", tmp_path, show_progress=False)  # done: kept as it is
     assert (folder / "eval.jsonl").stat().st_mtime_ns == stamp
 
 
@@ -403,7 +413,7 @@ def test_the_report_says_where_the_experts_came_from():
 )
 def test_unseen_cli_chooses_the_experts(argv, experts, source):
     from genworld.cli import build_parser, unseen_config
-    from genworld.train.unseen import expert_source
+    from genworld.train.task_experts import expert_source
 
     cfg = unseen_config(build_parser().parse_args(["unseen", *argv]))
     assert cfg.experts == experts and expert_source(cfg) == source

@@ -52,6 +52,9 @@ class AlgoContext:
     show_progress: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override (validated by the algorithm's config)."""
+    task: str | None = None
+    """The task env a cell is scored in when its data is a task family's (the unseen-task
+    study: ``cheetah-vel-7``), for a task's own reward function; None otherwise."""
     world_models: WorldModelSource | None = None
     """Trains, resumes or loads the world model a model-based algorithm asks for; the runner
     supplies it (:func:`genworld.train.world_model.provide_world_model`), so agents never
@@ -110,6 +113,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tgw-no-rssm": ("tgw", {"world_model": {"tgw": {"use_stochastic": False}}}),
     "tgw-no-ri": ("tgw", {"mbpo": {"beta": 0.0}}),
     "tgw-per-env": ("tgw", {"mbpo": {"policy": "per_env"}}),
+    # the unseen-task study's variants (seed 000 §6.2)
+    "tgw-finetune": ("tgw", {"reward_finetune_steps": 300}),
+    "tgw-newr": ("tgw", {"reward": "task"}),
 }
 
 

@@ -34,15 +34,29 @@ import torch
 from genworld.algos.mbpo import MBPOAgent, MBPOConfig, penalised_reward
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.data.multi_env import MultiEnvDataset
+from genworld.envs.tasks import task_reward_fn
+from genworld.errors import GenworldError
 
 
 @dataclass(frozen=True)
 class TGWAgentConfig:
     mbpo: MBPOConfig = field(default_factory=MBPOConfig)
     """The offline-MBPO policy learner, with β (risk tolerance, eq. 6) as its ``beta``."""
+    reward: str = "model"
+    """Extrinsic reward of imagined transitions: ``model`` (the reward module's re) or ``task``
+    (the cell's task's true reward function on the imagined transition: TGW-newR, §6.2)."""
+    reward_finetune_steps: int = 0
+    """Reward-module fine-tuning steps on the cell's data before policy learning (TGW-finetune,
+    §6.2); 0 = the world model as it is."""
 
     def validate(self) -> None:
         self.mbpo.validate()
+        if self.reward not in ("model", "task"):
+            raise GenworldError(f"reward={self.reward!r}: choose model or task")
+        if self.reward_finetune_steps < 0:
+            raise GenworldError(
+                f"reward_finetune_steps must be ≥ 0, got {self.reward_finetune_steps}"
+            )
 
 
 # The policy learner of every model-based method at the mini budget (TGW, MOPO, MOReL: the same,
@@ -71,7 +85,14 @@ def build(ctx: AlgoContext) -> TGWAgent:
     """TGW world model on the cell's data, then offline MBPO in it."""
     model = ctx.world_model("tgw")
     cfg = resolve_config(TGWAgentConfig, AGENT_PRESETS, ctx, skip=("world_model",))
-    return TGWAgent(model, ctx.dataset, cfg, ctx.device)
+    if cfg.reward_finetune_steps:
+        model = model.finetune_reward(ctx.dataset, cfg.reward_finetune_steps, ctx.seed)
+    reward_fn = None
+    if cfg.reward == "task":
+        if ctx.task is None:
+            raise GenworldError("reward=task needs the cell's task env (AlgoContext.task)")
+        reward_fn = task_reward_fn(ctx.task)
+    return TGWAgent(model, ctx.dataset, cfg, ctx.device, reward_fn=reward_fn)
 
 
 class TGWAgent:

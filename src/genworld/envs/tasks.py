@@ -94,6 +94,12 @@ def split(family: str, *, scheme: str = "paper") -> tuple[list[int], list[int]]:
     raise GenworldError(f"unknown split {scheme!r}: choose paper or prompt-dt")
 
 
+def split_names(family: str, scheme: str = "paper") -> tuple[list[str], list[str]]:
+    """The task env names of a family's training and unseen tasks (:func:`split`)."""
+    train, test = split(family, scheme=scheme)
+    return [task_name(family, i) for i in train], [task_name(family, i) for i in test]
+
+
 def task_name(family: str, index: int) -> str:
     fam = get_family(family)
     if not 0 <= index < fam.count:
@@ -202,6 +208,40 @@ PLACEHOLDER_REF = {"cheetah-vel": (-600.0, 0.0), "ant-dir": (-100.0, 600.0)}
 
 
 # ------------------------------------------------------------------ environments
+def true_reward_fn(family: str, goal: float):
+    """The task's reward on padded (obs, action, next obs) tensors, from observations only
+    (TGW-newR: the new task's reward on imagined transitions, seed 000 §6.2).
+
+    Two approximations of the simulator's reward, both forced by the observation: the velocity
+    is the mean of the observed velocities before and after the step (the simulator divides the
+    displacement by dt), and ant-dir leaves out the contact cost (the 27-dim observation has no
+    contact forces; the cost is at most 0.5e-3 · 84 = 0.042 a step: 14 bodies × 6 clipped forces)."""
+
+    import torch
+
+    def cheetah_vel(obs, act, next_obs):
+        v = 0.5 * (obs[:, 8] + next_obs[:, 8])  # qvel[0], the root's x velocity, averaged
+        return -(v - goal).abs() - 0.05 * act[:, :6].pow(2).sum(-1)
+
+    def ant_dir(obs, act, next_obs):
+        v = 0.5 * (obs[:, 13:15] + next_obs[:, 13:15])  # qvel[0:2], the torso's, averaged
+        direction = torch.tensor([np.cos(goal), np.sin(goal)], dtype=v.dtype)
+        return v @ direction - 0.5 * act[:, :8].pow(2).sum(-1) + 1.0
+
+    return cheetah_vel if family == "cheetah-vel" else ant_dir
+
+
+def task_reward_fn(task: str):
+    """:func:`true_reward_fn` of a task env name (``cheetah-vel-7``)."""
+    parsed = parse_task(task)
+    if parsed is None:
+        raise GenworldError(
+            f"{task!r} is not a task env: a task reward needs cheetah-vel-<i> or ant-dir-<i>"
+        )
+    family, index = parsed
+    return true_reward_fn(family.name, float(family.goals()[index]))
+
+
 from gymnasium.envs.mujoco.ant_v5 import AntEnv  # noqa: E402
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv  # noqa: E402
 

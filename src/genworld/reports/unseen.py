@@ -175,7 +175,7 @@ def _goal_text(family: str, task: str) -> str:
 
 def _experts_texts(cfg) -> tuple[str, str]:
     """Where the experts came from: (the Data line's words, the Protocol line's words)."""
-    from genworld.train.unseen import expert_source
+    from genworld.train.task_experts import expert_source
 
     if expert_source(cfg) == "turned":
         from genworld.policies import ASSETS

@@ -15,15 +15,14 @@ from typing import Any
 
 import torch
 
-from genworld.algos.bc import BC, BCConfig
-from genworld.algos.tgw import AGENT_PRESETS, TGWAgent, TGWAgentConfig
+from genworld.algos.bc import BCConfig
+from genworld.algos.tgw import AGENT_PRESETS, TGWAgentConfig
 from genworld.config import check_scale, merge, resolve
 from genworld.data.build import ensure_built
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.eval.scores import summarize
-from genworld.train.loop import train_offline
+from genworld.train.cells import build_cell_agent, train_cell
 from genworld.train.world_model import config_for_scale as wm_config_for_scale
 from genworld.train.world_model import load_trained, train_world_model
 from genworld.utils.device import resolve_device
@@ -181,37 +180,47 @@ def _run_group(
         "tgw": k_step_errors(model, held, model.normalizer, per_env=64, seed=cfg.seed),
         "mean-predictor": k_step_errors(None, held, model.normalizer, per_env=64, seed=cfg.seed),
     }
-    agent = TGWAgent(model, train, cfg.agent, device)
-    tgw_records = train_offline(
+    tgw = build_cell_agent(
+        "tgw",
+        train,
+        device,
+        scale=cfg.scale,
+        seed=cfg.seed,
+        normalizer=model.normalizer,
+        overrides=asdict(cfg.agent),
+        world_models=lambda ctx, name: model,
+    )
+    budget = {"eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes}
+    budget |= {"last_k": cfg.last_k, "seed": cfg.seed, "show_progress": show_progress}
+    tgw_records, tgw_summary = train_cell(
         f"TGW policy ({quality}, {','.join(envs)})",
-        agent,
-        agent.update,
+        tgw,
         train.specs,
         folder / "tgw",
-        steps=cfg.policy_updates,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        seed=cfg.seed,
-        show_progress=show_progress,
+        updates=cfg.policy_updates,
+        **budget,
     )
-    bc = BC(train, model.normalizer, cfg.bc, device)
-    bc_records = train_offline(
+    bc = build_cell_agent(
+        "bc",
+        train,
+        device,
+        scale=cfg.scale,
+        seed=cfg.seed,
+        normalizer=model.normalizer,
+        overrides=asdict(cfg.bc),
+    )
+    bc_records, bc_summary = train_cell(
         f"BC ({quality}, {','.join(envs)})",
         bc,
-        bc.update,
         train.specs,
         folder / "bc",
-        steps=cfg.bc_updates,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        seed=cfg.seed,
-        show_progress=show_progress,
+        updates=cfg.bc_updates,
+        **budget,
     )
-    names = list(envs)
     return {
-        "envs": names,
-        "tgw": {"summary": summarize(tgw_records, names, cfg.last_k), "curve": tgw_records},
-        "bc": {"summary": summarize(bc_records, names, cfg.last_k), "curve": bc_records},
+        "envs": list(envs),
+        "tgw": {"summary": tgw_summary, "curve": tgw_records},
+        "bc": {"summary": bc_summary, "curve": bc_records},
         "world_model": wm_errors,
         "world_model_run": str((folder / "world_model").relative_to(folder.parents[1])),
     }

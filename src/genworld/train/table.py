@@ -19,7 +19,6 @@ from genworld.config import check_scale, from_dict, resolve
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.train.world_model import provide_world_model
 from genworld.utils.io import atomic_write_json, check_or_write_config, claim
 
 SETTINGS = ("multi", "single")
@@ -157,55 +156,46 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path, *, wait: bool = True) -> d
 def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
     import torch
 
-    from genworld.algos.registry import AlgoContext, build_agent, resolve_variant
     from genworld.data.multi_env import MultiEnvDataset
-    from genworld.data.normalization import Normalizer
-    from genworld.eval.scores import summarize
-    from genworld.train.loop import train_offline
+    from genworld.train.cells import build_cell_agent, train_cell
     from genworld.utils.device import resolve_device
 
     folder = out / cell.folder
-    result_path = folder / "result.json"
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     ids = [str(parse_dataset_id(f"{env}-{cell.quality}")) for env in cell.envs]
     dataset = MultiEnvDataset.from_minari(ids)
     torch.manual_seed(cell.seed)
-    algo, overrides = resolve_variant(cell.algo)
-    ctx = AlgoContext(
-        dataset=dataset,
-        normalizer=Normalizer.fit(dataset),
-        device=resolve_device(cfg.device),
+    agent = build_cell_agent(
+        cell.algo,
+        dataset,
+        resolve_device(cfg.device),
         scale=cfg.scale,
         seed=cell.seed,
         out=folder,
         shared=out / "world_models",
-        world_models=provide_world_model,
-        overrides=overrides,
     )
-    agent = build_agent(algo, ctx)
     budget = cfg.budget
-    records = train_offline(
+    _, summary = train_cell(
         f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
         agent,
-        agent.update,
         dataset.specs,
         folder / "policy",
-        steps=budget.updates,
+        updates=budget.updates,
         eval_every=budget.eval_every,
         eval_episodes=budget.eval_episodes,
+        last_k=budget.last_k,
         seed=cell.seed,
-        show_progress=False,
     )
     result = {
         **asdict(cell),
         "datasets": ids,
-        "summary": summarize(records, list(cell.envs), budget.last_k),
+        "summary": summary,
         "seconds": round(time.perf_counter() - started, 1),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "updates": budget.updates,
     }
-    atomic_write_json(result_path, result)
+    atomic_write_json(folder / "result.json", result)
     return result
 
 

@@ -44,6 +44,7 @@ Deviations (choices the paper leaves open, or changes we made):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -244,21 +245,17 @@ class TGWWorldModel(nn.Module):
         out = self.forward_sequence(
             batch.observations, batch.actions, _previous(batch.rewards), env_idx, valid, generator
         )
-        norm = self.normalizer
-        target_obs = (batch.next_observations - norm.obs_mean[env_idx][:, None]) / norm.obs_std[
-            env_idx
-        ][:, None]
-        target_rew = (batch.rewards - norm.reward_mean[env_idx][:, None]) / norm.reward_std[
-            env_idx
-        ][:, None]
+        target_obs = normalised(
+            batch.next_observations, env_idx, self.normalizer.obs_mean, self.normalizer.obs_std
+        )
+        target_rew = normalised(
+            batch.rewards, env_idx, self.normalizer.reward_mean, self.normalizer.reward_std
+        )
         obs_mask = self.obs_masks[env_idx][:, None] & valid[..., None]  # (B, L, obs_max)
         obs_err = (out["obs_mean"] - target_obs).pow(2)  # (E, B, L, obs_max)
         rew_err = (out["rew_mean"] - target_rew).pow(2)  # (E, B, L)
-        if self.cfg.loss == "nll":
-            obs_term = 0.5 * (obs_err * torch.exp(-out["obs_logvar"]) + out["obs_logvar"])
-            rew_term = 0.5 * (rew_err * torch.exp(-out["rew_logvar"]) + out["rew_logvar"])
-        else:
-            obs_term, rew_term = obs_err, rew_err
+        obs_term = likelihood_term(obs_err, out["obs_logvar"], self.cfg.loss)
+        rew_term = likelihood_term(rew_err, out["rew_logvar"], self.cfg.loss)
         n_obs, n_steps = obs_mask.sum().clamp_min(1), valid.sum().clamp_min(1)
         obs_loss = (obs_term * obs_mask).sum((1, 2, 3)) / n_obs  # (E,)
         rew_loss = (rew_term * valid).sum((1, 2)) / n_steps  # (E,)
@@ -276,6 +273,47 @@ class TGWWorldModel(nn.Module):
             total = total + term_loss
             metrics["wm/term_loss"] = term_loss.detach()
         return total, metrics
+
+    def finetune_reward(
+        self,
+        dataset: MultiEnvDataset,
+        steps: int,
+        seed: int,
+        batch_size: int = 16,
+        lr: float = 1e-4,
+    ) -> TGWWorldModel:
+        """A copy whose reward modules alone are trained ``steps`` Adam steps on ``dataset``
+        with eq. 8's reward term (Gaussian NLL); everything else frozen (TGW-finetune, §6.2)."""
+        tuned = copy.deepcopy(self).train()
+        params = list(tuned.rew_net.parameters())
+        for p in tuned.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=lr)
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            batch = tuned.sample_batch(dataset, batch_size, generator)
+            env_idx, valid = batch.env_idx, batch.step_mask
+            out = tuned.forward_sequence(
+                batch.observations,
+                batch.actions,
+                _previous(batch.rewards),
+                env_idx,
+                valid,
+                generator,
+            )
+            target = normalised(
+                batch.rewards, env_idx, tuned.normalizer.reward_mean, tuned.normalizer.reward_std
+            )
+            term = gaussian_nll((out["rew_mean"] - target).pow(2), out["rew_logvar"])
+            loss = (term * valid).sum() / valid.sum().clamp_min(1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for p in tuned.parameters():
+            p.requires_grad_(False)
+        return tuned.eval()
 
     # ---------------------------------------------------------------- simulation
     def sample_batch(
@@ -441,6 +479,24 @@ class TGWWorldModel(nn.Module):
             prev[sel] = data.rewards[prev_src] * (slot_valid & (torch.arange(m)[None] > 0))
             count[sel] = history + 1
         return PromptMemory(obs, act, prev, count, env_idx.clone())
+
+
+def gaussian_nll(squared_error: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise Gaussian negative log-likelihood up to a constant (eq. 8's terms)."""
+    return 0.5 * (squared_error * torch.exp(-logvar) + logvar)
+
+
+def likelihood_term(squared_error: torch.Tensor, logvar: torch.Tensor, kind: str) -> torch.Tensor:
+    """The per-element loss of ``TGWConfig.loss``: ``nll`` (eq. 8) or ``mse``."""
+    return gaussian_nll(squared_error, logvar) if kind == "nll" else squared_error
+
+
+def normalised(
+    values: torch.Tensor, env_idx: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """Windows ``(B, L)`` or ``(B, L, D)`` of raw values in their env's normalised units
+    (``mean`` / ``std``: ``(K,)`` or ``(K, D)`` per env)."""
+    return (values - mean[env_idx][:, None]) / std[env_idx][:, None]
 
 
 def _soft_clamp(logvar: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,82 @@
+"""One cell: a registered algorithm (or variant) built on a cell's data, trained for a budget of
+updates with evaluations in the real envs, and summarised. ``genworld run``, ``table``,
+``ablate``, ``sweep beta`` and ``unseen`` all train their agents here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genworld.algos.registry import AlgoContext, WorldModelSource, build_agent, resolve_variant
+from genworld.config import merge
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.eval.scores import summarize
+from genworld.train.loop import train_offline
+from genworld.train.world_model import provide_world_model
+
+
+def build_cell_agent(
+    name: str,
+    dataset: MultiEnvDataset,
+    device: torch.device,
+    *,
+    scale: str,
+    seed: int,
+    normalizer: Normalizer | None = None,
+    out: Path | None = None,
+    shared: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    world_models: WorldModelSource = provide_world_model,
+    task: str | None = None,
+):
+    """The agent of algorithm or variant ``name`` (``tgw-no-prompt``, ``mopo-beta=2``) on
+    ``dataset``: the variant's overrides, then the runner's ``overrides``. World models come
+    from ``world_models`` (by default trained or loaded in ``out``, or once in ``shared``)."""
+    algo, variant = resolve_variant(name)
+    ctx = AlgoContext(
+        dataset=dataset,
+        normalizer=normalizer if normalizer is not None else Normalizer.fit(dataset),
+        device=device,
+        scale=scale,
+        seed=seed,
+        out=out,
+        shared=shared,
+        overrides=merge(variant, overrides or {}),
+        world_models=world_models,
+        task=task,
+    )
+    return build_agent(algo, ctx)
+
+
+def train_cell(
+    name: str,
+    agent: Any,
+    specs: list,
+    folder: Path,
+    *,
+    updates: int,
+    eval_every: int,
+    eval_episodes: int,
+    last_k: int,
+    seed: int,
+    show_progress: bool = False,
+) -> tuple[list[dict], dict[str, dict]]:
+    """``updates`` updates of ``agent`` with an evaluation every ``eval_every`` in ``specs``'
+    real envs (resumable in ``folder``); returns the evaluation records and each env's summary
+    (last-k mean and spread, best)."""
+    records = train_offline(
+        name,
+        agent,
+        agent.update,
+        specs,
+        folder,
+        steps=updates,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        seed=seed,
+        show_progress=show_progress,
+    )
+    return records, summarize(records, [s.name for s in specs], last_k)
