@@ -8,7 +8,6 @@ mode behind the ``bench`` marker.
 from __future__ import annotations
 
 import importlib
-import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from pathlib import Path
 from genworld.bench.common import BenchResult
 from genworld.errors import GenworldError
 from genworld.utils.allocator import keep_freed_memory
+from genworld.utils.io import save_figure
 
 BENCHMARKS: dict[str, str] = {
     "matmul_peak": "genworld.bench.common:matmul_peak",
@@ -86,8 +86,6 @@ def plot_scaling(curves: dict[str, dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from genworld.utils.io import atomic_write_bytes
-
     labels = {"batch": "batch size", "envs": "environments (tasks)", "ensemble": "ensemble size"}
     fig, axes = plt.subplots(
         1, max(1, len(curves)), figsize=(4 * max(1, len(curves)), 3.2), squeeze=False
@@ -98,8 +96,4 @@ def plot_scaling(curves: dict[str, dict[str, float]], path: Path) -> None:
         ax.set_xlabel(labels.get(key, key))
         ax.set_ylabel("TGW training sequences/s")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

@@ -15,6 +15,7 @@ import torch
 
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
+from genworld.utils.io import save_figure
 
 HORIZONS = (1, 5, 10)
 
@@ -207,6 +208,4 @@ def plot_errors(
         ax.set_ylabel("obs MSE (normalised)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

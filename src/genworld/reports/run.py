@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from genworld.eval.paper import PAPER_TGW_MULTI
-from genworld.utils.io import atomic_write_bytes, atomic_write_json
+from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
@@ -113,9 +113,7 @@ def _plot_curves(result: dict[str, Any], path: Path, title: str) -> None:
         ax.set_ylabel("normalized score")
         ax.grid(alpha=0.3)
     axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_bars(result: dict[str, Any], path: Path, title: str) -> None:
@@ -145,9 +143,7 @@ def _plot_bars(result: dict[str, Any], path: Path, title: str) -> None:
     ax.axhline(0, color="grey", lw=0.8)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _bc_term(agent: dict) -> str:

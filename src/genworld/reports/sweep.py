@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from genworld.utils.io import atomic_write_bytes
+from genworld.utils.io import save_figure
 
 
 def plot_sweep(rows: list[dict], cfg, beta_of: dict[str, float], path: Path) -> None:
@@ -44,8 +43,4 @@ def plot_sweep(rows: list[dict], cfg, beta_of: dict[str, float], path: Path) -> 
         ax.set_ylabel("normalized score (last-k)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

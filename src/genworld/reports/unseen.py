@@ -3,7 +3,6 @@ across seeds) and a table, per method."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from genworld.eval.scores import precision_note
 from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
-from genworld.utils.io import atomic_write_bytes, atomic_write_json
+from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
 
 
 def _stats(results: list[dict], method: str, task: str) -> tuple[float, float, int]:
@@ -157,11 +156,7 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
     ax.set_ylabel("normalized score (per task)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))  # beside the bars
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def _goal_text(family: str, task: str) -> str:

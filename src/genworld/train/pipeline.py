@@ -180,47 +180,34 @@ def _run_group(
         "tgw": k_step_errors(model, held, model.normalizer, per_env=64, seed=cfg.seed),
         "mean-predictor": k_step_errors(None, held, model.normalizer, per_env=64, seed=cfg.seed),
     }
-    tgw = build_cell_agent(
-        "tgw",
-        train,
-        device,
-        scale=cfg.scale,
-        seed=cfg.seed,
-        normalizer=model.normalizer,
-        overrides=asdict(cfg.agent),
-        world_models=lambda ctx, name: model,
-    )
     budget = {"eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes}
     budget |= {"last_k": cfg.last_k, "seed": cfg.seed, "show_progress": show_progress}
-    tgw_records, tgw_summary = train_cell(
-        f"TGW policy ({quality}, {','.join(envs)})",
-        tgw,
-        train.specs,
-        folder / "tgw",
-        updates=cfg.policy_updates,
-        **budget,
-    )
-    bc = build_cell_agent(
-        "bc",
-        train,
-        device,
-        scale=cfg.scale,
-        seed=cfg.seed,
-        normalizer=model.normalizer,
-        overrides=asdict(cfg.bc),
-    )
-    bc_records, bc_summary = train_cell(
-        f"BC ({quality}, {','.join(envs)})",
-        bc,
-        train.specs,
-        folder / "bc",
-        updates=cfg.bc_updates,
-        **budget,
-    )
+    results: dict[str, Any] = {"envs": list(envs)}
+    for algo, label, updates, overrides in (
+        ("tgw", "TGW policy", cfg.policy_updates, asdict(cfg.agent)),
+        ("bc", "BC", cfg.bc_updates, asdict(cfg.bc)),
+    ):
+        agent = build_cell_agent(
+            algo,
+            train,
+            device,
+            scale=cfg.scale,
+            seed=cfg.seed,
+            normalizer=model.normalizer,
+            overrides=overrides,
+            world_models=lambda ctx, name: model,
+        )
+        records, summary = train_cell(
+            f"{label} ({quality}, {','.join(envs)})",
+            agent,
+            train.specs,
+            folder / algo,
+            updates=updates,
+            **budget,
+        )
+        results[algo] = {"summary": summary, "curve": records}
     return {
-        "envs": list(envs),
-        "tgw": {"summary": tgw_summary, "curve": tgw_records},
-        "bc": {"summary": bc_summary, "curve": bc_records},
+        **results,
         "world_model": wm_errors,
         "world_model_run": str((folder / "world_model").relative_to(folder.parents[1])),
     }
