@@ -55,7 +55,8 @@ def toy_data(envs=ENVS, episodes=4, steps=200, seed=0):
 
 def _worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
     from genworld.data.multi_env import MultiEnvDataset
-    from genworld.train.distributed import barrier, build_dd_iql, setup, shard, teardown
+    from genworld.train.dd_iql import build_dd_iql
+    from genworld.train.distributed import barrier, setup, shard, teardown
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1",

@@ -9,18 +9,15 @@ from genworld.algos.registry import AlgoContext
 from genworld.data.normalization import Normalizer
 from genworld.nn.agnostic import (
     MAX_ACT_DIMS,
-    TOEPLITZ_MAX_LENGTH,
     AgnosticActor,
     AgnosticConfig,
     AgnosticCritic,
     RunningObsNorm,
-    S4DKernel,
     StateEncoder,
     TransformerLayer,
-    causal_conv,
-    masked_mean,
-    pack_tokens,
 )
+from genworld.nn.dim_tokens import masked_mean, pack_tokens
+from genworld.nn.s4d import TOEPLITZ_MAX_LENGTH, S4DKernel, causal_conv
 
 from .test_algos import padded_obs, toy_dataset
 

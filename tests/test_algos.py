@@ -11,7 +11,7 @@ from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
 from genworld.train.checkpoint import load_checkpoint, save_checkpoint
 from genworld.train.loop import train_offline
-from genworld.train.world_model import provide_world_model
+from genworld.train.world_model_source import provide_world_model
 
 from .conftest import random_episode
 

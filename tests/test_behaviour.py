@@ -10,7 +10,8 @@ import pytest
 from genworld.data.build import build_dataset
 from genworld.errors import GenworldError
 from genworld.policies import load_policy
-from genworld.train.behaviour import BehaviourConfig, export_policies, train_behaviour_policy
+from genworld.train.behaviour import BehaviourConfig, train_behaviour_policy
+from genworld.train.policy_export import export_policies
 
 SCRIPT = """
 import sys
@@ -150,7 +151,7 @@ def test_shipped_expert_policy_reaches_the_expert_target(env, monkeypatch):
 
 
 def test_replay_sequence_is_thinned_evenly_and_still_covers_the_whole_buffer():
-    from genworld.train.behaviour import MAX_REPLAY_SNAPSHOTS, _replay_sequence
+    from genworld.train.policy_export import MAX_REPLAY_SNAPSHOTS, _replay_sequence
 
     records = [{"step": 10_000 * k} for k in range(1, 41)]  # snapshots every 10k up to 400k
     replay = _replay_sequence("hopper", records, medium_step=300_000, warmup=5_000)
@@ -165,7 +166,7 @@ def test_replay_sequence_is_thinned_evenly_and_still_covers_the_whole_buffer():
 
 
 def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
-    from genworld.train import behaviour
+    from genworld.train import policy_export
 
     logged = {100: 20.0, 140: 47.7, 150: 26.6, 170: 50.0, 200: 70.0, 210: 90.0, 220: 88.0}
     truth = {100: 21.0, 140: 31.0, 150: 40.0, 170: 52.0, 200: 80.0, 210: 85.0, 220: 87.0}
@@ -179,9 +180,10 @@ def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
         score = truth[record["step"]] - (2.0 if episodes == 50 else 0.0)  # a fresh confirmation
         return {**record, "stochastic_normalized": score, "stochastic_return": score}
 
-    monkeypatch.setattr(behaviour, "verify_snapshot", verify)
-    monkeypatch.setattr(behaviour, "VERIFY_TOP", 3)
-    medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", records)  # band 45-65
+    monkeypatch.setattr(policy_export, "verify_snapshot", verify)
+    monkeypatch.setattr(policy_export, "VERIFY_TOP", 3)
+    # hopper's medium band: 45-65
+    medium, expert = policy_export.pick_medium_and_expert(Path("run"), "hopper", records)
     assert medium["step"] == 170  # 140 was in band by luck of 5 episodes; verified at 31
     assert expert["step"] == 220  # 210 had the best log, 220 the best verified
     assert checked[:2] == [140, 170] and sorted(checked[2:5]) == [200, 210, 220]
@@ -190,7 +192,7 @@ def test_picks_are_made_on_re_evaluated_scores_not_the_noisy_log(monkeypatch):
     assert expert["selection_normalized"] == 87.0
     checked.clear()
     best_in_band = [{**r, "stochastic_return": 100.0 if r["step"] == 170 else 0.0} for r in records]
-    medium, expert = behaviour.pick_medium_and_expert(Path("run"), "hopper", best_in_band)
+    medium, expert = policy_export.pick_medium_and_expert(Path("run"), "hopper", best_in_band)
     # verified once as medium and expert candidate, then scored again as the picked expert
     assert medium["step"] == 170 and checked.count(170) == 2
 

@@ -18,7 +18,7 @@ def _arrays(dataset_id):
     "quality", ["random", "medium", "medium-replay", "expert", "medium-expert"]
 )
 def test_build_all_qualities_deterministic(quality, tiny_policies, tmp_path, monkeypatch):
-    monkeypatch.setattr("genworld.data.build.LANE_STEPS", 250)  # 2 lanes from 500 steps
+    monkeypatch.setattr("genworld.data.collect.LANE_STEPS", 250)  # 2 lanes from 500 steps
     card = build_dataset(f"hopper-{quality}", steps=600, seed=3, show_progress=False)
     assert card["steps"] == 600
     first = _arrays(f"genworld/hopper/{quality}-v0")
@@ -39,7 +39,7 @@ def test_collection_ignores_the_matmul_precision_flag():
     change a dataset's bytes, in this process or in the lanes' worker processes."""
     import torch
 
-    from genworld.data.build import collect
+    from genworld.data.collect import collect
     from genworld.policies import TanhGaussianActor
 
     torch.manual_seed(0)

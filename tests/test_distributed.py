@@ -56,7 +56,7 @@ def _join(rank: int, world: int, port: int):
 
 
 def _iql_steps(d, data, held):
-    from genworld.train.distributed import build_dd_iql
+    from genworld.train.dd_iql import build_dd_iql
 
     local = MultiEnvDataset([data[g] for g in held])
     specs = [spec for spec, _ in data]
@@ -181,7 +181,7 @@ def test_torchrun_two_processes_train_agnostic_iql_then_a_single_process_resumes
     to the same weights."""
     from genworld.data.build import build_dataset
     from genworld.train.checkpoint import load_checkpoint
-    from genworld.train.distributed import AgnosticIQLRunConfig, train_agnostic_iql
+    from genworld.train.dd_iql import AgnosticIQLRunConfig, train_agnostic_iql
 
     for env in ENVS:
         build_dataset(f"{env}-random", steps=3000, seed=0, show_progress=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from genworld.errors import GenworldError
@@ -125,6 +125,7 @@ def _check_copy(mutate, must_fail: bool = False) -> None:
 
 @FUZZ
 @given(target=st.sampled_from(["data/main_data.hdf5", "data/metadata.json"]), mutation=MUTATION)
+@example(target="data/main_data.hdf5", mutation=("flip", 0.82421875, [1, 1]))  # h5py RuntimeError
 def test_byte_corrupt_dataset_is_a_clean_error(target, mutation):
     kind, position, flips = mutation
 

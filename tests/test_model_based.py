@@ -20,7 +20,8 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
-from genworld.train.world_model import SCALES, provide_world_model
+from genworld.train.world_model import SCALES
+from genworld.train.world_model_source import provide_world_model
 from genworld.world_models.base import WMStep
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from genworld.algos.cql import conservative_gap, sample_tanh_gaussian
+from genworld.algos.cql import conservative_gap
 from genworld.algos.iql import advantage_weights, expectile_loss, reward_scales
 from genworld.algos.registry import AlgoContext, build_agent
 from genworld.algos.td3bc import bc_lambda, first_critic
@@ -19,6 +19,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
+from genworld.nn.distributions import sample_tanh_gaussian
 
 from .test_algos import toy_dataset
 
@@ -426,7 +427,7 @@ def test_cql_actor_init_small_or_default():
 def test_cql_bf16_out_of_data_term_matches_float32_and_keeps_the_td_term_exact():
     """bfloat16 is used only for the 3n sampled actions' Q values; same parameters, same batch,
     same random draws: the TD error is identical, the conservative gap close (bf16 rounding)."""
-    from genworld.algos.cql import resolve_ood_dtype
+    from genworld.nn.critics import resolve_ood_dtype
 
     assert resolve_ood_dtype("auto", torch.device("cuda")) == torch.float32
     assert resolve_ood_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16

@@ -12,6 +12,7 @@ from genworld.algos.registry import AlgoContext, build_agent
 from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
+from genworld.data.trajectory_windows import Windows, gather_windows, returns_to_go, sample_windows
 from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
 from genworld.train.checkpoint import load_checkpoint, save_checkpoint
@@ -66,10 +67,10 @@ def test_returns_to_go_equal_hand_computation_within_episodes():
         for i, r in enumerate(rewards)
     ]
     env = MultiEnvDataset([(spec, eps)]).envs[0]
-    rtg = dt.returns_to_go(env)
+    rtg = returns_to_go(env)
     torch.testing.assert_close(rtg, torch.tensor([6.0, 5.0, 3.0, 30.0, 20.0, 7.0]))
     # a window from the last step of episode 0 stops there: no rewards of episode 1 leak in
-    w = dt.gather_windows(env, rtg, torch.tensor([2, 3]), 3, 0, 11, 3)
+    w = gather_windows(env, rtg, torch.tensor([2, 3]), 3, 0, 11, 3)
     torch.testing.assert_close(w.returns_to_go, torch.tensor([[3.0, 0.0, 0.0], [30.0, 20.0, 0.0]]))
     assert w.step_mask.tolist() == [[True, False, False], [True, True, False]]
     assert w.timesteps.tolist() == [[2, 0, 0], [0, 1, 0]]
@@ -77,8 +78,8 @@ def test_returns_to_go_equal_hand_computation_within_episodes():
 
 def test_sampled_windows_carry_matching_returns_to_go():
     dataset = linear_expert_dataset()
-    rtgs = [dt.returns_to_go(env) for env in dataset.envs]
-    w = dt.sample_windows(dataset, rtgs, 16, 5, torch.Generator().manual_seed(0))
+    rtgs = [returns_to_go(env) for env in dataset.envs]
+    w = sample_windows(dataset, rtgs, 16, 5, torch.Generator().manual_seed(0))
     for b in range(16):
         k = int(w.env_idx[b])
         env = dataset.envs[k]
@@ -171,7 +172,7 @@ def coded_dataset(episodes=10, steps=12) -> MultiEnvDataset:
 
 def test_prompts_come_from_the_same_env_top_episodes_tail():
     dataset = coded_dataset()
-    rtgs = [dt.returns_to_go(env) for env in dataset.envs]
+    rtgs = [returns_to_go(env) for env in dataset.envs]
     bank = prompt_dt.PromptBank(dataset, rtgs, length=2, top_fraction=0.3, seed=0)
     env_idx = torch.tensor([0, 1, 1, 0] * 16)
     p = bank.sample(env_idx, torch.Generator().manual_seed(0))
@@ -199,7 +200,7 @@ def test_prompts_come_from_the_same_env_top_episodes_tail():
 
 def test_evaluation_prompt_survives_a_checkpoint_round_trip():
     dataset = coded_dataset()
-    rtgs = [dt.returns_to_go(env) for env in dataset.envs]
+    rtgs = [returns_to_go(env) for env in dataset.envs]
     choices = {
         seed: prompt_dt.PromptBank(dataset, rtgs, 2, 1.0, seed).eval_choice.tolist()
         for seed in range(6)
@@ -249,7 +250,7 @@ def test_episode_policy_decrements_rtg_and_batches_exactly(name):
     # the last action of episode 0 equals a direct forward pass over its last K steps
     r = records[0]
     t = len(r["obs"]) - 1
-    window = dt.Windows(
+    window = Windows(
         observations=torch.stack(r["obs"][-context:])[None],
         actions=torch.cat([torch.stack(r["act"][-context:-1]), torch.zeros(1, 6)])[None],
         returns_to_go=torch.tensor(r["rtg"][-context:])[None],
@@ -312,8 +313,8 @@ def action_error(agent, dataset, windows) -> float:
 def test_it_learns_the_datasets_actions(name):
     dataset = linear_expert_dataset()
     agent = make_agent(name, dataset)
-    rtgs = [dt.returns_to_go(env) for env in dataset.envs]
-    probe = dt.sample_windows(dataset, rtgs, 64, 4, torch.Generator().manual_seed(123))
+    rtgs = [returns_to_go(env) for env in dataset.envs]
+    probe = sample_windows(dataset, rtgs, 64, 4, torch.Generator().manual_seed(123))
     before = action_error(agent, dataset, probe)
     generator = torch.Generator().manual_seed(0)
     for _ in range(300):

@@ -90,3 +90,20 @@ def test_ablation_overrides_reach_the_world_model(policies, tmp_path):
     assert not configs["tgw-no-rssm"]["tgw"]["use_stochastic"]
     # the rest of the world-model config is the scale preset, untouched by the override
     assert configs["tgw-no-prompt"]["tgw"]["d_model"] == configs["tgw"]["tgw"]["d_model"]
+
+
+@pytest.mark.parametrize("scale", ["tiny", "mini", "full"])
+def test_ablated_world_models_differ_from_tgw_only_in_the_ablated_switch(scale):
+    """A variant's world_model overrides merge into the scale's preset (deep merge): w/o prompt
+    and w/o RSSM train the same sizes and budget as full TGW."""
+    from dataclasses import replace
+
+    from genworld.train.world_model import config_for_scale
+
+    base = config_for_scale(scale, check_ids=False, model="tgw")
+    for name, switch in (("tgw-no-prompt", "use_prompt"), ("tgw-no-rssm", "use_stochastic")):
+        _, overrides = resolve_variant(name)
+        cfg = config_for_scale(scale, check_ids=False, model="tgw", **overrides["world_model"])
+        assert getattr(cfg.tgw, switch) is False
+        assert replace(cfg.tgw, **{switch: True}) == base.tgw
+        assert replace(cfg, tgw=base.tgw) == base

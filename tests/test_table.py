@@ -42,7 +42,7 @@ def test_acceptance_command_writes_markdown_csv_json_and_plot(policies, tmp_path
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     md = (out / "table.md").read_text()
     summary = json.loads((out / "table.json").read_text())
-    assert "not D4RL's data" in md  # the provenance line is in the Markdown only
+    assert "not D4RL's data" in summary["provenance"]
     assert summary["config"]["budget"]["last_k"] == 2
     precisions = [
         json.loads(p.read_text())["matmul_precision"] for p in out.glob("cells/**/result.json")

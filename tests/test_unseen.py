@@ -205,7 +205,7 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
     from genworld.utils.io import check_or_write_config
 
     cfg = unseen.config_for_scale("tiny", family="cheetah-vel", seeds=1)
-    train, test = (names[:1] for names in unseen._split_tasks(cfg))  # one of each, for speed
+    train, test = (names[:1] for names in unseen.split_tasks(cfg))  # one of each, for speed
     monkeypatch.setattr(experts, "split_names", lambda family, scheme: (train, test))
     tasks = train + test
 
@@ -344,7 +344,7 @@ def test_turned_ant_policy_is_the_forward_policy_in_the_turned_frame():
 def test_turned_experts_of_ant_dir_run_their_own_direction(tmp_path):
     """The expert folder of an ant-dir task: every shipped Ant snapshot turned and evaluated,
     and the best one earns far more than standing still (~200) in the task's direction."""
-    from genworld.train.behaviour import read_eval_log
+    from genworld.train.policy_export import read_eval_log
     from genworld.train.task_experts import (
         TURNED_MARK,
         best_expert,

@@ -12,7 +12,8 @@ from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
-from genworld.world_models.tgw import PromptMemory, TGWConfig, TGWWorldModel, _push
+from genworld.world_models.prompt_memory import PromptMemory, push
+from genworld.world_models.tgw import TGWConfig, TGWWorldModel
 
 TINY = TGWConfig(ensemble_size=3, context_len=4, d_model=16, n_heads=2, stoch_dim=8, hidden=32)
 HOPPER, CHEETAH = get_env_spec("hopper"), get_env_spec("halfcheetah")  # obs 11/17, act 3/6
@@ -226,7 +227,7 @@ def test_fifo_memory_replaces_oldest_first():
         count=torch.tensor([3, 1]),
         env_idx=torch.tensor([0, 0]),
     )
-    new = _push(
+    new = push(
         memory, torch.ones(2, m, 1), torch.tensor([[100.0], [200.0]]), torch.tensor([7.0, 8.0])
     )
     # full row: oldest (0) dropped, 100 appended last

@@ -25,7 +25,8 @@ from genworld.data.info import check_dataset, dataset_info, list_datasets
 
 if TYPE_CHECKING:
     from genworld.train.behaviour import BehaviourConfig
-    from genworld.train.distributed import AgnosticIQLRunConfig, AgnosticPPORunConfig
+    from genworld.train.dd_iql import AgnosticIQLRunConfig
+    from genworld.train.dd_ppo import AgnosticPPORunConfig
     from genworld.train.pipeline import RunConfig
     from genworld.train.table import TableConfig
     from genworld.train.unseen import UnseenConfig
@@ -97,7 +98,7 @@ def build_lanes() -> int:
     """Processes a dataset build uses by default: one per collection lane, up to the cores."""
     import os
 
-    from genworld.data.build import LANES
+    from genworld.data.collect import LANES
 
     return max(1, min(LANES, os.cpu_count() or 1))
 
@@ -267,47 +268,18 @@ def evaluate_world_model(
     """k-step open-loop errors of trained world models on the first run's held-out episodes
     (eval/k_step_errors.{md,json,png} in that run); with ``off_data`` (a quality such as
     ``random``) also whether the uncertainty penalty sees the one-step error there."""
-    from genworld.eval.wm_metrics import error_table, plot_errors
-    from genworld.train.world_model import evaluate_runs
-    from genworld.utils.io import atomic_write_bytes, atomic_write_json
+    from genworld.reports.world_model import write_calibration, write_errors
+    from genworld.train.world_model import calibrate_penalty, evaluate_runs
 
     paths = [Path(r) for r in runs]
-    named = evaluate_runs(paths, per_env=episodes_per_env)
     out = paths[0] / "eval"
-    out.mkdir(exist_ok=True)
-    atomic_write_bytes(out / "k_step_errors.md", (error_table(named) + "\n").encode())
-    atomic_write_json(out / "k_step_errors.json", named)
-    plot_errors(named, out / "k_step_errors.png")
+    named = evaluate_runs(paths, per_env=episodes_per_env)
     summary: dict[str, Any] = {"k_step_errors": named}
-    files = [out / "k_step_errors.md", out / "k_step_errors.png"]
+    files = write_errors(named, out)
     if off_data:
-        summary["penalty_calibration"] = _penalty_calibration(paths[0], off_data, episodes_per_env)
-        files.append(out / "penalty_calibration.md")
+        summary["penalty_calibration"] = calibrate_penalty(paths[0], off_data, episodes_per_env)
+        files += write_calibration(summary["penalty_calibration"], out)
     return Result(out, summary, tuple(files))
-
-
-def _penalty_calibration(run: Path, quality: str, per_env: int) -> dict[str, Any]:
-    from genworld.data.build import ensure_built
-    from genworld.data.ids import parse_dataset_id
-    from genworld.data.multi_env import MultiEnvDataset
-    from genworld.eval.wm_metrics import calibration_table, penalty_calibration
-    from genworld.train.world_model import load_trained
-    from genworld.utils.io import atomic_write_bytes, atomic_write_json
-
-    _, model, train, held = load_trained(run)
-    ids = [str(parse_dataset_id(f"{spec.name}-{quality}")) for spec in held.specs]
-    for dataset_id, a, b in zip(ids, train.envs, held.envs, strict=True):
-        ensure_built([dataset_id], steps=len(a) + len(b), show_progress=True)  # the model's size
-    named = {
-        "held-out": penalty_calibration(model, held, model.normalizer, per_env),
-        quality: penalty_calibration(
-            model, MultiEnvDataset.from_minari(ids), model.normalizer, per_env
-        ),
-    }
-    out = run / "eval"
-    atomic_write_bytes(out / "penalty_calibration.md", (calibration_table(named) + "\n").encode())
-    atomic_write_json(out / "penalty_calibration.json", named)
-    return named
 
 
 def behaviour_config(env: str, scale: str = "full", **overrides: Any) -> BehaviourConfig:
@@ -331,7 +303,7 @@ def export_policies(
     """Pick the medium / expert snapshots of a behaviour run into ``dest`` (default: the
     shipped policies); returns each written policy's card."""
     from genworld.data.build import policy_dir
-    from genworld.train.behaviour import export_policies as export
+    from genworld.train.policy_export import export_policies as export
 
     return export(Path(run), Path(dest) if dest else policy_dir(), only=only)
 
@@ -345,14 +317,14 @@ def export_task_experts(run: str | Path, dest: str | Path | None = None) -> dict
 
 def agnostic_iql_config(**fields: Any) -> AgnosticIQLRunConfig:
     """DD-IQL's run config: the scale's datasets, budget and agent preset under ``fields``."""
-    from genworld.train.distributed import AgnosticIQLRunConfig, resolve_iql_run
+    from genworld.train.dd_iql import AgnosticIQLRunConfig, resolve_iql_run
 
     return resolve_iql_run(AgnosticIQLRunConfig(**fields))
 
 
 def agnostic_ppo_config(**fields: Any) -> AgnosticPPORunConfig:
     """DD-PPO's run config (envs, scale, timesteps, …)."""
-    from genworld.train.distributed import AgnosticPPORunConfig
+    from genworld.train.dd_ppo import AgnosticPPORunConfig
 
     return AgnosticPPORunConfig(**fields)
 
@@ -362,7 +334,7 @@ def train_agnostic_iql(
 ) -> list[dict]:
     """DD-IQL: IQL with agnostic networks on several datasets (one process, or one per shard
     of the envs under ``torchrun``); returns the evaluation records."""
-    from genworld.train.distributed import train_agnostic_iql as train
+    from genworld.train.dd_iql import train_agnostic_iql as train
 
     return train(cfg, Path(out), show_progress=show_progress)
 
@@ -371,7 +343,7 @@ def train_agnostic_ppo(
     cfg: AgnosticPPORunConfig, out: str | Path, *, show_progress: bool = True
 ) -> dict[str, float]:
     """DD-PPO: PPO with agnostic networks on several envs; returns each env's eval return."""
-    from genworld.train.distributed import train_agnostic_ppo as train
+    from genworld.train.dd_ppo import train_agnostic_ppo as train
 
     return train(cfg, Path(out), show_progress=show_progress)
 

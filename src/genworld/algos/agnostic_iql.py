@@ -75,16 +75,21 @@ class AgnosticIQLConfig:
     max_weight: float = 100.0
     """Advantage weights are clipped at this (CORL EXP_ADV_MAX)."""
     gamma: float = 0.99
+    """Discount (IQL paper, as in :mod:`genworld.algos.iql`)."""
     tau: float = 0.005
     """Polyak rate of the target critics."""
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor before its cosine decay (IQL paper: 3e-4)."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the Q critics (IQL paper: 3e-4)."""
     value_lr: float = 3e-4
+    """Adam learning rate of the value net V (IQL paper: 3e-4)."""
     actor_lr_decay_steps: int = 1_000_000
     """Cosine decay of the actor lr to 0 over this many updates."""
     batch_size: int = 256
     """Rows per update over all envs (and all processes): ``batch_size // num_envs`` per env."""
     num_critics: int = 2
+    """Q critics in the ensemble; V regresses to the minimum over their targets (IQL: twin Q)."""
     max_grad_norm: float = 0.5
     """Per-network gradient-norm clip (paper §3.2, Table 2a); 0 disables."""
     normalize_reward: bool = True

@@ -28,8 +28,11 @@ from genworld.utils.optim import Minimizer
 @dataclass(frozen=True)
 class BCConfig:
     hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of the actor MLP (CORL: 256x256)."""
     lr: float = 1e-3
+    """Adam learning rate (CORL: 3e-4; 1e-3 converges within the mini budget)."""
     batch_size: int = 256
+    """Transitions per update, over all envs (CORL: 256)."""
 
 
 PRESETS = {"tiny": {"hidden": (32, 32), "batch_size": 32}}

@@ -61,7 +61,6 @@ Deviations:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -76,13 +75,19 @@ from genworld.algos.registry import (
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
+from genworld.nn.critics import (
+    conservative_gap,
+    frozen_critic,
+    orthogonal_init,
+    q_many,
+    resolve_ood_dtype,
+)
+from genworld.nn.distributions import LOG_2, sample_tanh_gaussian
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import TanhGaussianActor
-from genworld.utils.device import fast_cpu_bfloat16, fused_optimizer
+from genworld.utils.device import fused_optimizer
 from genworld.utils.optim import Minimizer
 
-LOG_2 = math.log(2.0)
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 HARD_LOG_STD_MIN, HARD_LOG_STD_MAX = -20.0, 2.0
 """``log_std_clamp="hard"``: d3rlpy's and CORL's bounds."""
 ALPHA_PRIME_MAX = 1e6
@@ -106,16 +111,21 @@ class CQLConfig:
     target_action_gap: float = 10.0
     """Lagrange threshold (d3rlpy alpha_threshold); unused without lagrange."""
     gamma: float = 0.99
+    """Discount (CORL: 0.99)."""
     tau: float = 0.005
     """Polyak rate of the target critics."""
     actor_lr: float = 1e-4
+    """Adam learning rate of the actor (d3rlpy and the CQL README: 1e-4; CORL: 3e-5)."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the critics (CORL: 3e-4)."""
     alpha_lr: float = 1e-4
     """Learning rate of the entropy temperatures."""
     alpha_prime_lr: float = 3e-4
     """Learning rate of the Lagrange multiplier alpha' (CORL: the critic lr)."""
     batch_size: int = 256
+    """Transitions per update, over all envs (CORL: 256)."""
     num_critics: int = 2
+    """Q critics in the ensemble; the TD target and the actor use their minimum (CORL: 2)."""
     target_entropy_scale: float = 1.0
     """Target entropy = -scale * the env's action dim."""
     backup_entropy: bool = False
@@ -186,59 +196,6 @@ def build(ctx: AlgoContext) -> CQL:
     return CQL(ctx.dataset, ctx.normalizer, resolve_config(CQLConfig, PRESETS, ctx), ctx.device)
 
 
-def resolve_ood_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 where it is fast (CPUs with AMX tiles or AVX512-BF16), else float32."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cpu" and fast_cpu_bfloat16() else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
-
-
-def sample_tanh_gaussian(
-    mean: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor, n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` reparameterised tanh-Gaussian samples per row of ``mean, log_std (B, A)``:
-    actions ``(B, n, A)`` zero on padded dims and log-probs ``(B, n)`` over real dims only."""
-    mean, log_std, mask = mean[:, None], log_std[:, None], mask[:, None]  # (B, 1, A)
-    noise = torch.randn(mean.shape[0], n, mean.shape[-1], device=mean.device)  # (B, n, A)
-    pre_tanh = mean + log_std.exp() * noise  # (B, n, A)
-    log_prob = -0.5 * noise.pow(2) - log_std - HALF_LOG_2PI
-    # log|d tanh/dx| = log(1 - tanh^2) = 2 (log 2 - x - softplus(-2x)), the stable form
-    log_prob = log_prob - 2 * (LOG_2 - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
-    return torch.tanh(pre_tanh) * mask, (log_prob * mask).sum(-1)
-
-
-def conservative_gap(
-    q_ood: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """``(E,)`` mean over the batch of ``T logsumexp_k(Q(s, a_k) / T) - Q(s, a)``.
-
-    ``q_ood (E, B, M)`` (importance weights already subtracted), ``q_data (E, B)``. Minimising it
-    pushes Q down where the log-sum-exp puts its mass and up on the dataset's actions."""
-    soft_max = torch.logsumexp(q_ood / temperature, dim=-1) * temperature  # (E, B)
-    return (soft_max - q_data).mean(-1)
-
-
-def frozen_critic(critic: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
-    """``critic(x)`` for ``x (B, in)`` with detached weights: gradients reach only ``x``."""
-    h = x.unsqueeze(0).expand(critic.layers[0].members, -1, -1)  # (E, B, in)
-    last = len(critic.layers) - 1
-    for i, layer in enumerate(critic.layers):
-        h = torch.baddbmm(layer.bias.detach(), h, layer.weight.detach())  # (E, B, out)
-        if i < last:
-            h = torch.relu(h)
-    return h.squeeze(-1)  # (E, B)
-
-
-def _orthogonal_init(critic: EnsembleMLP) -> None:
-    """CORL ``init_module_weights(orthogonal_init=True)``, member by member."""
-    last = len(critic.layers) - 1
-    with torch.no_grad():
-        for i, layer in enumerate(critic.layers):
-            for weight in layer.weight:  # (in, out) per member
-                nn.init.orthogonal_(weight, gain=1e-2 if i == last else math.sqrt(2))
-            layer.bias.zero_()
-
-
 class CQL:
     def __init__(
         self,
@@ -258,7 +215,7 @@ class CQL:
                 self.actor.net[-1].bias.zero_()
         self.critic = EnsembleMLP(cfg.num_critics, in_dim + act_max, cfg.hidden, 1).to(device)
         if cfg.orthogonal_init:
-            _orthogonal_init(self.critic)
+            orthogonal_init(self.critic)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
         self.log_alpha = nn.Parameter(torch.zeros(self.num_envs, device=device))
@@ -293,28 +250,6 @@ class CQL:
         mean, log_std = self.actor.net(x).chunk(2, dim=-1)
         return mean, log_std.clamp(HARD_LOG_STD_MIN, HARD_LOG_STD_MAX)
 
-    def _q_many(
-        self, x: torch.Tensor, actions: torch.Tensor, hidden_dtype: torch.dtype = torch.float32
-    ) -> torch.Tensor:
-        """Every critic on ``M`` actions per state in one batched forward: ``(E, B, M)``.
-
-        ``EnsembleMLP.forward`` with in-place ReLUs: the activations here are ``(E, B*M, H)``
-        (16 MB each at batch 256), and a fresh buffer per ReLU costs more than the ReLU.
-        ``hidden_dtype`` bfloat16 runs the hidden layers under autocast; the last layer always
-        runs in float32, so Q itself is never rounded to bfloat16 (at |Q| ~ 300 that rounding
-        is in steps of 2 and would misplace ~40% of the log-sum-exp's soft-max mass)."""
-        b, m, _ = actions.shape
-        states = x.unsqueeze(1).expand(b, m, x.shape[-1])  # (B, M, D)
-        h = torch.cat([states, actions], -1).reshape(1, b * m, -1)  # (1, B*M, D + A)
-        *hidden, last = self.critic.layers
-        low = hidden_dtype != torch.float32
-        with torch.autocast(x.device.type, dtype=hidden_dtype, enabled=low):
-            for layer in hidden:
-                h = torch.baddbmm(layer.bias, h.expand(layer.members, -1, -1), layer.weight)
-                h = h.relu_()  # (E, B*M, H)
-        h = torch.baddbmm(last.bias, h.float().expand(last.members, -1, -1), last.weight)
-        return h.view(-1, b, m)
-
     def _conservative_gap(self, batch, x, mask, policy, next_policy):
         """``(E,)`` log-sum-exp gap over uniform, pi(s) and pi(s') actions (all scored at s)
         and Q of the data actions ``(E, B)``; ``policy``/``next_policy`` are (actions
@@ -326,11 +261,11 @@ class CQL:
             [uniform * mask[:, None], policy[0], next_policy[0]], 1
         )  # (B, 3n, A): uniform, pi(s), pi(s')
         if self.ood_dtype == torch.float32:  # one batched forward for all 1 + 3n actions
-            q_all = self._q_many(x, torch.cat([data_action, candidates], 1))  # (E, B, 1 + 3n)
+            q_all = q_many(self.critic, x, torch.cat([data_action, candidates], 1))
             q_data, q_cand = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3n)
         else:  # the TD term's Q in float32, the 3n out-of-data actions' in bf16
-            q_data = self._q_many(x, data_action)[..., 0]  # (E, B)
-            q_cand = self._q_many(x, candidates, self.ood_dtype)  # (E, B, 3n), float32 out
+            q_data = q_many(self.critic, x, data_action)[..., 0]  # (E, B)
+            q_cand = q_many(self.critic, x, candidates, self.ood_dtype)  # (E, B, 3n), float32 out
         if self.cfg.importance_sample:  # subtract log mu(a): uniform 0.5^|A_k|, the policy's
             uniform_log_density = self.uniform_log_density[env][:, None].expand(-1, n)
             log_density = torch.cat([uniform_log_density, policy[1], next_policy[1]], 1)

@@ -33,18 +33,19 @@ Deviations:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from genworld.algos.registry import AlgoContext, resolve_config
-from genworld.data.multi_env import EnvData, MultiEnvDataset
+from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
+from genworld.data.trajectory_windows import Windows, returns_to_go, sample_windows
 from genworld.errors import GenworldError
 from genworld.nn.gpt import GPT
-from genworld.nn.tokenizers import PerEnvHead, PerEnvLinear
+from genworld.nn.tokenizers import PerEnvHead, PerEnvLinear, TrajectoryEmbedding
 from genworld.utils.device import fused_optimizer
 
 REFERENCE_TARGET_RETURNS = {"halfcheetah": 12_000.0, "hopper": 3_600.0, "walker2d": 5_000.0}
@@ -56,17 +57,25 @@ class DTConfig:
     context_len: int = 20
     """K: steps per sequence (3K tokens)."""
     embed_dim: int = 128
+    """Token width D (kzl/CORL: 128)."""
     layers: int = 3
+    """Transformer blocks (kzl/CORL: 3)."""
     heads: int = 1
+    """Attention heads per block; must divide embed_dim (kzl/CORL: 1)."""
     dropout: float = 0.1
     """Embedding, attention and residual dropout (kzl/CORL: 0.1 each)."""
     lr: float = 1e-4
+    """AdamW learning rate after warmup (paper/kzl: 1e-4; CORL: 8e-4)."""
     weight_decay: float = 1e-4
+    """AdamW weight decay (paper/kzl: 1e-4)."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2) (PyTorch's defaults, as kzl)."""
     warmup_steps: int = 10_000
     """Linear LR warmup: ``lr * min((step + 1) / warmup_steps, 1)``."""
     clip_grad: float = 0.25
+    """Gradient-norm clip of every update (paper/kzl: 0.25)."""
     batch_size: int = 64
+    """Sequences of K steps per update, over all envs (paper/kzl: 64; CORL: 4096)."""
     reward_scale: float = 1e-3
     """Returns-to-go are multiplied by this before embedding (kzl divides by 1000)."""
     target_returns: dict[str, float] = field(default_factory=lambda: dict(REFERENCE_TARGET_RETURNS))
@@ -112,105 +121,7 @@ def build(ctx: AlgoContext) -> DT:
     return DT(ctx.dataset, ctx.normalizer, cfg, ctx.device)
 
 
-# ---------------------------------------------------------------- data: returns-to-go, windows
-
-
-def returns_to_go(env: EnvData) -> torch.Tensor:
-    """``(N,)`` undiscounted return from each transition to the end of *its* episode.
-
-    One cumulative sum over the flat reward array; ``steps_left`` gives each transition's
-    episode end, so ``rtg[n] = sum(rewards[n : n + steps_left[n]])`` never crosses episodes.
-    """
-    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), env.rewards.double().cumsum(0)])
-    start = torch.arange(len(env))  # (N,)
-    return (cumulative[start + env.steps_left] - cumulative[start]).float()  # (N,)
-
-
-@dataclass(frozen=True)
-class Windows:
-    """Padded length-L segments with their raw returns-to-go (right-padded, zero past the end)."""
-
-    observations: torch.Tensor  # (B, L, obs_max)
-    actions: torch.Tensor  # (B, L, act_max)
-    returns_to_go: torch.Tensor  # (B, L) unscaled
-    timesteps: torch.Tensor  # (B, L) int64
-    step_mask: torch.Tensor  # (B, L) bool
-    env_idx: torch.Tensor  # (B,) int64
-
-    def map(self, fn) -> Windows:
-        """Apply ``fn`` to every tensor (device moves, row selection, expansion)."""
-        return Windows(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
-
-    def to(self, device) -> Windows:
-        return self.map(lambda v: v.to(device))
-
-    @staticmethod
-    def cat(parts: list[Windows]) -> Windows:
-        return Windows(
-            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Windows)}
-        )
-
-
-def gather_windows(
-    env: EnvData, rtg: torch.Tensor, first: torch.Tensor, length: int, k: int, obs_max, act_max
-) -> Windows:
-    """Windows of env ``k`` starting at flat transitions ``first (n,)``; cut at episode ends."""
-    offsets = torch.arange(length)  # (L,)
-    valid = offsets[None, :] < env.steps_left[first][:, None]  # (n, L)
-    idx = (first[:, None] + offsets[None, :]).clamp(max=len(env) - 1)  # (n, L)
-    m = valid.float()
-    n, d, a = len(first), env.spec.obs_dim, env.spec.act_dim
-    obs, act = torch.zeros(n, length, obs_max), torch.zeros(n, length, act_max)
-    obs[..., :d] = env.observations[idx] * m[..., None]
-    act[..., :a] = env.actions[idx] * m[..., None]
-    env_idx = torch.full((n,), k, dtype=torch.int64)
-    return Windows(obs, act, rtg[idx] * m, env.timesteps[idx] * valid, valid, env_idx)
-
-
-def sample_windows(
-    dataset: MultiEnvDataset,
-    rtgs: list[torch.Tensor],
-    batch_size: int,
-    length: int,
-    generator: torch.Generator,
-    mode: str = "balanced",
-) -> Windows:
-    """:meth:`MultiEnvDataset.sample_windows` plus returns-to-go: uniform start transitions."""
-    counts = dataset.env_counts(batch_size, generator, mode)
-    parts = []
-    for k, (env, count) in enumerate(zip(dataset.envs, counts, strict=True)):
-        if count:
-            first = torch.randint(len(env), (count,), generator=generator)  # (count,)
-            parts.append(
-                gather_windows(env, rtgs[k], first, length, k, dataset.obs_max, dataset.act_max)
-            )
-    return Windows.cat(parts)
-
-
 # ---------------------------------------------------------------- network
-
-
-class TrajectoryEmbedding(nn.Module):
-    """Each step's ``(R_t, s_t, a_t)`` → 3 tokens; timestep and env embeddings added to each."""
-
-    def __init__(self, dataset: MultiEnvDataset, dim: int, max_timestep: int):
-        super().__init__()
-        n, specs = dataset.num_envs, dataset.specs
-        self.max_timestep = max_timestep
-        self.state = PerEnvLinear(n, dataset.obs_max, dim, [s.obs_dim for s in specs])
-        self.action = PerEnvLinear(n, dataset.act_max, dim, [s.act_dim for s in specs])
-        self.returns = nn.Linear(1, dim)
-        self.timestep = nn.Embedding(max_timestep, dim)
-        self.env = nn.Embedding(n, dim)
-
-    def forward(self, obs, act, rtg, timesteps, env_idx) -> torch.Tensor:
-        b, length = rtg.shape
-        time = self.timestep(timesteps.clamp(0, self.max_timestep - 1))  # (B, L, D)
-        time = time + self.env(env_idx)[:, None]  # (B, L, D)
-        r = self.returns(rtg[..., None]) + time  # (B, L, D)
-        s = self.state(obs, env_idx) + time  # (B, L, D)
-        a = self.action(act, env_idx) + time  # (B, L, D)
-        return torch.stack([r, s, a], dim=2).reshape(b, 3 * length, -1)  # (B, 3L, D)
 
 
 class DecisionTransformerNet(nn.Module):

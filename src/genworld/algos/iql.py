@@ -86,11 +86,15 @@ class IQLConfig:
     tau: float = 0.005
     """Polyak rate of the target critics."""
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor before its cosine decay (paper: 3e-4)."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the Q critics (paper: 3e-4)."""
     value_lr: float = 3e-4
+    """Adam learning rate of the value net V (paper: 3e-4)."""
     actor_lr_decay_steps: int = 1_000_000
     """Cosine decay of the actor lr to 0 over this many updates (paper: the 1M-step run)."""
     batch_size: int = 256
+    """Transitions per update, over all envs (paper: 256)."""
     num_critics: int = 2
     """Critics in the ensemble; V regresses to the minimum over their targets."""
     deterministic_actor: bool = False

@@ -43,7 +43,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.world_models.base import WMStep
-from genworld.world_models.tgw import sample_start_states
+from genworld.world_models.prompt_memory import sample_start_states
 
 POLICIES = ("per_env", "per_env_batched", "shared")
 

@@ -45,7 +45,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from genworld.data import rollouts
 from genworld.envs.groups import EnvGroup, env_info
+from genworld.envs.padded_groups import PaddedGroups, group_returns, padded_masks
 from genworld.errors import GenworldError
 from genworld.nn.agnostic import (
     NET_PRESETS,
@@ -54,10 +56,8 @@ from genworld.nn.agnostic import (
     AgnosticCritic,
     RunningObsNorm,
 )
+from genworld.nn.distributions import masked_log_prob_entropy, mode_actions, sample_actions
 from genworld.utils.device import fused_optimizer
-
-SEED_STRIDE = 0x9E3779B97F4A7C15
-"""Mixes an env index into an iteration's seed (golden-ratio constant, splitmix64)."""
 
 
 @dataclass(frozen=True)
@@ -130,10 +130,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _stream(seed: int, key: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed + (key + 1) * SEED_STRIDE) % 2**63)
-
-
 class PPONetworks(nn.Module):
     """Actor and critic; ``forward`` is one minibatch's PPO loss (one DDP wrapper for both)."""
 
@@ -149,32 +145,6 @@ class PPONetworks(nn.Module):
         gauss = self.actor.gaussian_head(f, act_mask) if self.actor.mean is not None else None
         logits = self.actor.categorical_head(f, act_mask) if self.actor.logit is not None else None
         return gauss, logits
-
-    @staticmethod
-    def log_prob_entropy(gauss, logits, actions, act_mask, is_discrete):
-        """``(B,)`` log-probability of ``actions`` and entropy, over true dims only."""
-        logp = torch.zeros(len(actions), device=actions.device)
-        entropy = torch.zeros_like(logp)
-        mask = act_mask.to(actions.dtype)
-        if gauss is not None:
-            mean, log_std = gauss
-            z = (actions - mean) / log_std.exp()
-            lp = ((-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)) * mask).sum(-1)
-            ent = ((0.5 + 0.5 * math.log(2 * math.pi) + log_std) * mask).sum(-1)
-            logp, entropy = (
-                torch.where(is_discrete, logp, lp),
-                torch.where(is_discrete, entropy, ent),
-            )
-        if logits is not None:
-            log_p = torch.log_softmax(logits, -1)  # (B, A)
-            index = actions[:, :1].long().clamp(0, logits.shape[1] - 1)  # (B, 1)
-            lp = log_p.gather(1, index).squeeze(1)
-            ent = -(log_p.exp() * log_p * mask).sum(-1)
-            logp, entropy = (
-                torch.where(is_discrete, lp, logp),
-                torch.where(is_discrete, ent, entropy),
-            )
-        return logp, entropy
 
     def forward(
         self,
@@ -192,7 +162,7 @@ class PPONetworks(nn.Module):
     ):
         cfg = self.cfg
         gauss, logits = self.distribution(x, obs_mask, env, act_mask, is_discrete)
-        logp, entropy = self.log_prob_entropy(gauss, logits, actions, act_mask, is_discrete)
+        logp, entropy = masked_log_prob_entropy(gauss, logits, actions, act_mask, is_discrete)
         value = self.critic(x, obs_mask, env)  # (B,)
         log_ratio = logp - old_logp
         ratio = log_ratio.exp()
@@ -236,16 +206,14 @@ class PPO:
         )
         self.obs_norm = RunningObsNorm(num_envs, self.obs_max, cfg.clip_observation).to(device)
         self.return_norm = RunningObsNorm(num_envs, 1, clip=math.inf).to(device)
-        dims = torch.tensor([i.obs_dim for i in self.infos])
-        adims = torch.tensor([i.act_dim for i in self.infos])
-        self.obs_masks = (torch.arange(self.obs_max)[None] < dims[:, None]).to(device)
-        self.act_masks = (torch.arange(self.act_max)[None] < adims[:, None]).to(device)
+        obs_masks, act_masks = padded_masks(self.infos)
+        self.obs_masks, self.act_masks = obs_masks.to(device), act_masks.to(device)
         self.discrete = torch.tensor([i.discrete for i in self.infos], device=device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
         rows = cfg.num_steps * cfg.num_envs
         self.num_iterations = cfg.total_timesteps // (rows * num_envs)
-        self.groups: list[EnvGroup] = []
+        self.envs: PaddedGroups | None = None
         # column c of a rollout belongs to env self.columns[c] (all copies of a group together)
         cols = [g for g in self.env_ids for _ in range(cfg.num_envs)]
         self.columns = torch.tensor(cols, device=device)
@@ -256,22 +224,12 @@ class PPO:
     def _start_envs(self) -> None:
         self.close()
         seed = self.cfg.seed * 1_000_003 + self.iteration
-        self.groups = [
+        groups = [
             EnvGroup(self.infos[g], self.cfg.num_envs, seed + 7919 * (g + 1), key=g)
             for g in self.env_ids
         ]
-        obs = [grp.reset() for grp in self.groups]
-        self._obs = self._pad(obs)
-
-    def _pad(self, per_group: list[np.ndarray]) -> torch.Tensor:
-        out = torch.zeros(len(self.columns), self.obs_max)
-        start = 0
-        for grp, obs in zip(self.groups, per_group, strict=True):
-            out[start : start + len(obs), : grp.info.obs_dim] = torch.as_tensor(
-                obs, dtype=torch.float32
-            )
-            start += len(obs)
-        return out.to(self.device)
+        self.envs = PaddedGroups(groups, self.obs_max, self.device)
+        self._obs = self.envs.reset()
 
     def _observe(self, raw: torch.Tensor, env: torch.Tensor, update: bool) -> torch.Tensor:
         if not self.cfg.normalize_observation:
@@ -286,66 +244,27 @@ class PPO:
         ``uniform (B, 1)`` (Discrete envs); their log-probabilities and the values."""
         act_mask, is_discrete = self.act_masks[env], self.discrete[env]
         gauss, logits = self.nets.distribution(x, self.obs_masks[env], env, act_mask, is_discrete)
-        actions = torch.zeros(len(x), self.act_max, device=x.device)
-        if gauss is not None:
-            mean, log_std = gauss
-            sample = (mean + log_std.exp() * noise) * act_mask
-            actions = torch.where(is_discrete[:, None], actions, sample)
-        if logits is not None:
-            cdf = torch.softmax(logits, -1).cumsum(-1)  # (B, A)
-            choice = (cdf < uniform).sum(-1).clamp(max=self.act_max - 1).float()
-            index = torch.zeros_like(actions)
-            index[:, 0] = choice
-            actions = torch.where(is_discrete[:, None], index, actions)
-        logp, _ = self.nets.log_prob_entropy(gauss, logits, actions, act_mask, is_discrete)
+        actions = sample_actions(gauss, logits, act_mask, is_discrete, noise, uniform, self.act_max)
+        logp, _ = masked_log_prob_entropy(gauss, logits, actions, act_mask, is_discrete)
         return actions, logp, self.nets.critic(x, self.obs_masks[env], env)
-
-    def _draws(self, streams: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
-        """This step's noise, each env's rows from its own stream (shard-independent)."""
-        copies = self.cfg.num_envs
-        noise = [torch.randn(copies, self.act_max, generator=s) for s in streams]
-        uniform = [torch.rand(copies, 1, generator=s) for s in streams]
-        return torch.cat(noise).to(self.device), torch.cat(uniform).to(self.device)
 
     def _collect(self, seed: int) -> dict[str, torch.Tensor]:
         cfg, env = self.cfg, self.columns
-        streams = [_stream(seed, 10_000 + g) for g in self.env_ids]
-        T, C = cfg.num_steps, len(env)
-        buf = {
-            "x": torch.zeros(T, C, self.obs_max, device=self.device),
-            "actions": torch.zeros(T, C, self.act_max, device=self.device),
-            **{
-                k: torch.zeros(T, C, device=self.device)
-                for k in ("logp", "rewards", "dones", "values")
-            },
-        }
-        done = torch.zeros(C, device=self.device)
-        for t in range(T):
+        streams = [rollouts.seed_stream(seed, 10_000 + g) for g in self.env_ids]
+        buf = rollouts.rollout_buffer(cfg.num_steps, env, self.obs_max, self.act_max)
+        done = torch.zeros(len(env), device=self.device)
+        for t in range(cfg.num_steps):
             x = self._observe(self._obs, env, update=True)
-            actions, logp, value = self._sample(x, env, *self._draws(streams))
-            buf["x"][t], buf["actions"][t], buf["logp"][t], buf["values"][t] = (
-                x,
-                actions,
-                logp,
-                value,
-            )
+            draws = rollouts.stream_draws(streams, cfg.num_envs, self.act_max, self.device)
+            actions, logp, value = self._sample(x, env, *draws)
+            buf["x"][t], buf["actions"][t] = x, actions
+            buf["logp"][t], buf["values"][t] = logp, value
             buf["dones"][t] = done
-            obs, rewards, dones, start = [], [], [], 0
-            for grp in self.groups:
-                n = len(grp.envs)
-                o, r, term, d = grp.step(actions[start : start + n].cpu().numpy())
-                obs.append(o)
-                rewards.append(self._scale_rewards(grp, r, term))
-                dones.append(d)
-                start += n
-            self._obs = self._pad(obs)
-            buf["rewards"][t] = torch.as_tensor(np.concatenate(rewards), dtype=torch.float32)
-            done = torch.as_tensor(np.concatenate(dones), dtype=torch.float32, device=self.device)
+            self._obs, buf["rewards"][t], done = self.envs.step(actions, self._scale_rewards)
         with torch.no_grad():
-            next_value = self.nets.critic(
-                self._observe(self._obs, env, False), self.obs_masks[env], env
-            )
-        buf["advantages"] = self._gae(buf, next_value, done)
+            x = self._observe(self._obs, env, False)
+            next_value = self.nets.critic(x, self.obs_masks[env], env)
+        buf["advantages"] = rollouts.gae(buf, next_value, done, cfg)
         buf["returns"] = buf["advantages"] + buf["values"]
         return buf
 
@@ -353,33 +272,17 @@ class PPO:
         self, grp: EnvGroup, rewards: np.ndarray, terminated: np.ndarray
     ) -> np.ndarray:
         """gymnasium 1.0 ``NormalizeReward`` per env (stats shared by its copies), then clip."""
-        if not self.cfg.normalize_reward:
-            return rewards
-        grp.discounted = grp.discounted * self.cfg.gamma * (1 - terminated) + rewards
-        k = grp.key
-        ids = torch.full((len(rewards),), k, device=self.device)
-        self.return_norm.update(torch.as_tensor(grp.discounted[:, None], device=self.device), ids)
-        std = math.sqrt(float(self.return_norm.var[k, 0]) + 1e-8)
-        return np.clip(rewards / std, -self.cfg.clip_reward, self.cfg.clip_reward)
-
-    def _gae(self, buf, next_value, next_done) -> torch.Tensor:
         cfg = self.cfg
-        advantages = torch.zeros_like(buf["rewards"])
-        last = torch.zeros_like(next_value)
-        for t in reversed(range(cfg.num_steps)):
-            if t == cfg.num_steps - 1:
-                nonterminal, next_v = 1.0 - next_done, next_value
-            else:
-                nonterminal, next_v = 1.0 - buf["dones"][t + 1], buf["values"][t + 1]
-            delta = buf["rewards"][t] + cfg.gamma * next_v * nonterminal - buf["values"][t]
-            last = delta + cfg.gamma * cfg.gae_lambda * nonterminal * last
-            advantages[t] = last
-        return advantages
+        if not cfg.normalize_reward:
+            return rewards
+        return rollouts.normalize_rewards(
+            grp, rewards, terminated, self.return_norm, cfg.gamma, cfg.clip_reward
+        )
 
     def iterate(self) -> dict[str, float]:
         """One rollout of ``num_steps`` on every held env, then the PPO epochs."""
         cfg = self.cfg
-        if not self.groups:
+        if self.envs is None:
             self._start_envs()
         if cfg.anneal_lr:
             frac = 1.0 - self.iteration / max(self.num_iterations, 1)
@@ -387,34 +290,24 @@ class PPO:
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         buf = self._collect(seed)
         metrics = self._learn(buf, seed)
-        for grp in self.groups:
-            if grp.finished:
-                metrics[f"charts/{grp.info.name}/episodic_return"] = float(np.mean(grp.finished))
-                grp.finished = []
+        for name, mean in self.envs.pop_returns().items():
+            metrics[f"charts/{name}/episodic_return"] = mean
         self.iteration += 1
         return metrics
 
     def _learn(self, buf, seed: int) -> dict[str, float]:
         cfg, S = self.cfg, len(self.env_ids)
         n = cfg.num_steps * cfg.num_envs  # rows per env
-        m = n // cfg.num_minibatches
-
-        def per_env(t: torch.Tensor) -> torch.Tensor:  # (T, C, ...) -> (S, n, ...)
-            t = t.reshape(cfg.num_steps, S, cfg.num_envs, *t.shape[2:]).transpose(0, 1)
-            return t.reshape(S, n, *t.shape[3:])
-
-        data = {k: per_env(v) for k, v in buf.items()}
-        env = per_env(self.columns.expand(cfg.num_steps, -1))  # (S, n)
-        streams = [_stream(seed, g) for g in self.env_ids]
+        m = n // cfg.num_minibatches  # rows per env in a minibatch
+        data = {k: rollouts.per_env(v, S) for k, v in buf.items()}
+        env = rollouts.per_env(self.columns.expand(cfg.num_steps, -1), S)  # (S, n)
+        streams = [rollouts.seed_stream(seed, g) for g in self.env_ids]
         scale = self.world_size / (m * len(self.infos))
         totals: dict[str, float] = {}
         updates = 0
         for _ in range(cfg.update_epochs):
-            perm = torch.stack([torch.randperm(n, generator=s) for s in streams]).to(self.device)
-            for start in range(0, n, m):
-                idx = perm[:, start : start + m]  # (S, m)
-                mb = {k: _take(v, idx) for k, v in data.items()}
-                mb_env = env.gather(1, idx).reshape(-1)
+            batches = rollouts.minibatches(data, env, streams, cfg.num_minibatches, self.device)
+            for mb, mb_env in batches:
                 adv = mb["advantages"]  # (S, m)
                 if cfg.norm_adv:
                     adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
@@ -465,37 +358,14 @@ class PPO:
             uniform = torch.rand(len(obs), 1, device=self.device)
             actions, _, _ = self._sample(x, env_idx, noise, uniform)
             return actions.clamp(-1.0, 1.0)
-        actions = torch.zeros(len(obs), self.act_max, device=self.device)
-        if gauss is not None:
-            actions = gauss[0].clamp(-1.0, 1.0) * act_mask
-        if logits is not None:
-            index = torch.zeros_like(actions)
-            index[:, 0] = logits.argmax(-1).float()
-            actions = torch.where(is_discrete[:, None], index, actions)
-        return actions
+        return mode_actions(gauss, logits, act_mask, is_discrete, self.act_max)
 
     def evaluate(self, episodes: int, seed: int) -> dict[str, np.ndarray]:
         """Deterministic returns of the held envs; episode ``i`` is reset with ``seed + i``."""
         results = {}
         for g in self.env_ids:
             info = self.infos[g]
-            group = EnvGroup(info, episodes, seed)
-            obs = [e.reset(seed=seed + i)[0].reshape(-1) for i, e in enumerate(group.envs)]
-            returns, alive = np.zeros(episodes), np.ones(episodes, bool)
-            while alive.any():
-                idx = np.flatnonzero(alive)
-                padded = torch.zeros(len(idx), self.obs_max)
-                padded[:, : info.obs_dim] = torch.as_tensor(
-                    np.stack([obs[i] for i in idx]), dtype=torch.float32
-                )
-                actions = self.act(padded, torch.full((len(idx),), g)).cpu().numpy()
-                for j, i in enumerate(idx):
-                    env_action = group.to_env_actions(actions[j : j + 1])[0]
-                    o, r, term, trunc, _ = group.envs[i].step(env_action)
-                    obs[i], returns[i] = np.asarray(o).reshape(-1), returns[i] + r
-                    alive[i] = not (term or trunc)
-            group.close()
-            results[info.name] = returns
+            results[info.name] = group_returns(info, g, episodes, seed, self.act, self.obs_max)
         return results
 
     def stat_buffers(self) -> list[torch.Tensor]:
@@ -523,12 +393,6 @@ class PPO:
         self.close()
 
     def close(self) -> None:
-        for grp in self.groups:
-            grp.close()
-        self.groups = []
-
-
-def _take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``t (S, n, ...)`` rows ``idx (S, m)`` → ``(S, m, ...)``."""
-    view = idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(*idx.shape, *t.shape[2:])
-    return t.gather(1, view)
+        if self.envs is not None:
+            self.envs.close()
+        self.envs = None

@@ -34,6 +34,7 @@ import torch
 from genworld.algos import dt
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.trajectory_windows import Windows, gather_windows, returns_to_go
 from genworld.errors import GenworldError
 
 
@@ -63,7 +64,7 @@ PRESETS: dict[str, dict] = {
 
 def build(ctx: AlgoContext) -> dt.DT:
     cfg = resolve_config(PromptDTConfig, PRESETS, ctx)
-    rtgs = [dt.returns_to_go(env) for env in ctx.dataset.envs]
+    rtgs = [returns_to_go(env) for env in ctx.dataset.envs]
     prompts = PromptBank(ctx.dataset, rtgs, cfg.prompt_length, cfg.prompt_top_fraction, ctx.seed)
     return dt.DT(ctx.dataset, ctx.normalizer, cfg.dt, ctx.device, prompts=prompts, rtgs=rtgs)
 
@@ -84,7 +85,7 @@ class PromptBank:
         seed: int,
     ):
         self.length = length
-        self.candidates: list[dt.Windows] = []
+        self.candidates: list[Windows] = []
         self.episode_starts: list[torch.Tensor] = []
         """Per env: flat index of the first transition of each candidate's episode."""
         for k, env in enumerate(dataset.envs):
@@ -96,7 +97,7 @@ class PromptBank:
             # reference get_prompt: "select the last traj with length max_len"
             first = starts[top] + (lengths[top] - length - 1).clamp(min=0)
             self.candidates.append(
-                dt.gather_windows(env, rtgs[k], first, length, k, dataset.obs_max, dataset.act_max)
+                gather_windows(env, rtgs[k], first, length, k, dataset.obs_max, dataset.act_max)
             )
             self.episode_starts.append(starts[top])
         generator = torch.Generator().manual_seed(seed)
@@ -104,7 +105,7 @@ class PromptBank:
             [torch.randint(len(c.env_idx), (), generator=generator) for c in self.candidates]
         )  # (num_envs,)
 
-    def _select(self, env_idx: torch.Tensor, choice_for) -> dt.Windows:
+    def _select(self, env_idx: torch.Tensor, choice_for) -> Windows:
         env_idx = env_idx.cpu()
         parts, order = [], []
         for k, cands in enumerate(self.candidates):
@@ -113,19 +114,19 @@ class PromptBank:
                 pick = choice_for(k, len(rows))  # (rows,)
                 parts.append(cands.map(lambda v, pick=pick: v[pick]))
                 order.append(rows)
-        windows = dt.Windows.cat(parts)
+        windows = Windows.cat(parts)
         inverse = torch.empty_like(env_idx)
         inverse[torch.cat(order)] = torch.arange(len(env_idx))
         return windows.map(lambda v: v[inverse])
 
-    def sample(self, env_idx: torch.Tensor, generator: torch.Generator) -> dt.Windows:
+    def sample(self, env_idx: torch.Tensor, generator: torch.Generator) -> Windows:
         """One random candidate of each row's env: ``(B, prompt_length, ...)``."""
         return self._select(
             env_idx,
             lambda k, n: torch.randint(len(self.candidates[k].env_idx), (n,), generator=generator),
         )
 
-    def fixed(self, env_idx: torch.Tensor) -> dt.Windows:
+    def fixed(self, env_idx: torch.Tensor) -> Windows:
         return self._select(env_idx, lambda k, n: self.eval_choice[k].repeat(n))
 
     def state_dict(self) -> dict:

@@ -57,7 +57,7 @@ class AlgoContext:
     study: ``cheetah-vel-7``), for a task's own reward function; None otherwise."""
     world_models: WorldModelSource | None = None
     """Trains, resumes or loads the world model a model-based algorithm asks for; the runner
-    supplies it (:func:`genworld.train.world_model.provide_world_model`), so agents never
+    supplies it (:func:`genworld.train.world_model_source.provide_world_model`), so agents never
     train models themselves. None = model-free cells only."""
 
     def world_model(self, model: str) -> torch.nn.Module:
@@ -66,7 +66,7 @@ class AlgoContext:
         if self.world_models is None:
             raise GenworldError(
                 f"a model-based algorithm needs a world model ({model}): build its AlgoContext "
-                "with world_models=genworld.train.world_model.provide_world_model"
+                "with world_models=genworld.train.world_model_source.provide_world_model"
             )
         return self.world_models(self, model)
 

@@ -24,7 +24,7 @@ from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
-from genworld.train.world_model import provide_world_model
+from genworld.train.world_model_source import provide_world_model
 from genworld.utils import allocator
 
 ENVS = ("hopper", "halfcheetah")

@@ -1,7 +1,7 @@
 """Dataset build speed as a ratio to raw random env stepping, measured in the same run.
 
 Raw stepping: one env, uniform random actions, no recording (the physical reference).
-Build: ``genworld.data.build.collect`` with a 256x256 SAC actor (stochastic, batched over each
+Build: ``genworld.data.collect.collect`` with a 256x256 SAC actor (stochastic, batched over each
 lane's env pool) recording full episodes, as `genworld data build` does: in one process, and
 with its lanes in 2 processes (``CollectPool``, start-up included; `data build`'s default on a
 multi-core machine for 200k+ steps). Minari writing is timed separately and added (end to end).
@@ -19,7 +19,7 @@ from genworld.bench.common import BenchResult, real_steps_per_s
 
 
 def run(quick: bool = False, env: str = "halfcheetah") -> BenchResult:
-    from genworld.data.build import CollectPool, collect, lanes
+    from genworld.data.collect import CollectPool, collect, lanes
     from genworld.data.minari_io import write_dataset
     from genworld.envs import get_env_spec
     from genworld.policies import TanhGaussianActor

@@ -13,7 +13,8 @@ from genworld.bench.world_model import MINI
 
 def imagined_per_s(suite, cfg, rollouts: int, horizon: int) -> float:
     from genworld.data.normalization import Normalizer
-    from genworld.world_models.tgw import TGWWorldModel, sample_start_states
+    from genworld.world_models.prompt_memory import sample_start_states
+    from genworld.world_models.tgw import TGWWorldModel
 
     model = TGWWorldModel(suite.specs, cfg, Normalizer.fit(suite)).eval()
     g = torch.Generator().manual_seed(0)

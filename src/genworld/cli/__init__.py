@@ -102,13 +102,13 @@ def _behaviour_options(p):
 
 
 def _agnostic_iql_options(p):
-    from genworld.train.distributed import AgnosticIQLRunConfig
+    from genworld.train.dd_iql import AgnosticIQLRunConfig
 
     add_config_options(p, AgnosticIQLRunConfig, skip=("agent", "scale"))
 
 
 def _agnostic_ppo_options(p):
-    from genworld.train.distributed import AgnosticPPORunConfig
+    from genworld.train.dd_ppo import AgnosticPPORunConfig
 
     add_config_options(p, AgnosticPPORunConfig, skip=("ppo", "scale"))
 

@@ -239,7 +239,7 @@ def read_episodes(
         raise GenworldError(
             f"dataset {dataset_id}: {path} is missing; rebuild it with --force"
         ) from None
-    except (OSError, KeyError, ValueError, TypeError) as err:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py: corrupt heap
         raise GenworldError(
             f"dataset {dataset_id}: cannot read {path.name} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'corrupt'}); the file is corrupt or "

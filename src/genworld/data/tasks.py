@@ -33,7 +33,7 @@ def build_task_datasets(
     """Mixed datasets of the training tasks and small expert datasets of every task, with the
     run's reference returns in their metadata, under ``root``. ``experts/<task>/snapshots``
     hold each task expert's snapshot sequence; ``best_expert(task)`` is its best actor."""
-    from genworld.data.build import collect
+    from genworld.data.collect import collect
     from genworld.data.minari_io import dataset_dir, write_dataset
     from genworld.policies import load_policy
 

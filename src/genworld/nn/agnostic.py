@@ -8,15 +8,8 @@ embedding, and the decoder emits one output per action dimension. No layer has a
 depends on an environment, so one set of weights serves observation sizes 1..MAX_OBS_DIMS and
 action sizes 1..MAX_ACT_DIMS.
 
-S4D: the diagonal S4 layer of Gu, Gupta, Goel & Ré 2022, "On the Parameterization and
-Initialization of Diagonal State Space Models" (arXiv:2206.11893), written as in the authors'
-minimal reference ``models/s4/s4d.py`` (state-spaces/s4, commit 2ed46fcf,
-https://github.com/state-spaces/s4/blob/2ed46fcf77f2392145ceb801a553367c9111675a/models/s4/s4d.py):
-S4D-Lin initialisation ``A_n = -1/2 + i*pi*n``, ``log dt ~ U[log 1e-3, log 1e-1]``, ``C ~ CN(0, 1)``,
-ZOH discretisation, the kernel by a Vandermonde product, the convolution (the reference's FFT;
-here one matmul with the kernel's Toeplitz matrix up to ``TOEPLITZ_MAX_LENGTH`` tokens, faster on
-CPU for state-sized sequences), the ``D`` skip, GELU and a GLU output projection. The
-convolution is causal along the dimension axis. Transformer layers are our batch-first
+S4D blocks: the diagonal S4 layer of Gu, Gupta, Goel & Ré 2022 (``nn/s4d.py``, as the authors'
+minimal reference), causal along the dimension axis. Transformer layers are our batch-first
 ``TransformerLayer`` (tested equal to torch's pre-norm GELU layer).
 
 Padding never contributes (tests/test_agnostic.py): rows are zero-padded at the end (the
@@ -41,6 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from genworld.nn.dim_tokens import DimTokenizer, masked_mean, pack_tokens
+from genworld.nn.s4d import S4DBlock
 
 MAX_OBS_DIMS = 512
 """Dimension-id table size for states (Humanoid's 376 dims fit)."""
@@ -98,118 +94,6 @@ NET_PRESETS: dict[str, dict] = {
     "full": {"dropout": 0.1},
 }
 """AgnosticConfig overrides per scale, shared by the agnostic algorithms' presets."""
-
-
-class S4DKernel(nn.Module):
-    """The S4D-Lin convolution kernel ``K (H, L)`` from diagonal SSM parameters."""
-
-    def __init__(self, d_model: int, d_state: int, dt_min: float = 1e-3, dt_max: float = 1e-1):
-        super().__init__()
-        modes = max(d_state // 2, 1)
-        log_dt = torch.rand(d_model) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt)  # (H,)
-        self.C = nn.Parameter(torch.view_as_real(torch.randn(d_model, modes, dtype=torch.cfloat)))
-        self.log_A_real = nn.Parameter(torch.log(0.5 * torch.ones(d_model, modes)))  # (H, N/2)
-        self.A_imag = nn.Parameter(math.pi * torch.arange(modes).float().repeat(d_model, 1))
-
-    def forward(self, length: int) -> torch.Tensor:
-        dt = self.log_dt.exp()  # (H,)
-        C = torch.view_as_complex(self.C)  # (H, N/2)
-        A = -self.log_A_real.exp() + 1j * self.A_imag  # (H, N/2)
-        dtA = A * dt[:, None]  # (H, N/2)
-        positions = torch.arange(length, device=A.device, dtype=dt.dtype)  # (L,)
-        C = C * (dtA.exp() - 1.0) / A  # (H, N/2) ZOH
-        vandermonde = (dtA[..., None] * positions).exp()  # (H, N/2, L)
-        return 2 * torch.einsum("hn,hnl->hl", C, vandermonde).real  # (H, L)
-
-
-TOEPLITZ_MAX_LENGTH = 128
-"""Up to this sequence length the causal convolution is one batched matmul with the kernel's
-Toeplitz matrix; longer ones use the FFT (the matmul is several times faster on CPU at
-state-sized lengths; measured: docs/RESULTS.md)."""
-
-
-def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``y[b, t, h] = sum_{s <= t} k[h, t - s] u[b, s, h]``: ``(B, L, H), (H, L) -> (B, L, H)``."""
-    length = u.shape[1]
-    if length <= TOEPLITZ_MAX_LENGTH:
-        padded = F.pad(k, (length - 1, 0)).flip(-1)  # (H, 2L-1): k reversed, then L-1 zeros
-        toeplitz = padded.unfold(-1, length, 1).flip(
-            -2
-        )  # (H, L_out, L_in): k[h, o - i], 0 if i > o
-        per_channel = u.permute(2, 0, 1).contiguous()  # (H, B, L): one matmul per channel
-        return torch.bmm(per_channel, toeplitz.transpose(1, 2)).permute(1, 2, 0)  # (B, L, H)
-    n = 2 * length  # zero-padded FFT: a linear (not circular) convolution
-    spectrum = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(k, n=n)  # (B, H, n/2+1)
-    return torch.fft.irfft(spectrum, n=n)[..., :length].transpose(1, 2)  # (B, L, H)
-
-
-class S4DBlock(nn.Module):
-    """Pre-norm residual S4D layer on ``(B, L, H)``: causal FFT convolution + D skip, GELU, GLU."""
-
-    def __init__(self, d_model: int, d_state: int, dropout: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.kernel = S4DKernel(d_model, d_state)
-        self.D = nn.Parameter(torch.randn(d_model))
-        self.dropout = nn.Dropout(dropout)
-        self.output_linear = nn.Linear(d_model, 2 * d_model)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        u = self.norm(x)  # (B, L, H)
-        y = causal_conv(u, self.kernel(x.shape[1])) + u * self.D  # (B, L, H)
-        y = self.dropout(F.gelu(y))
-        y = F.glu(self.output_linear(y), dim=-1)  # (B, L, H)
-        return (x + y) * mask[..., None]  # (B, L, H) padded tokens back to 0
-
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Global average pool over true tokens only: ``(B, L, H), (B, L) -> (B, H)``."""
-    weights = mask.to(tokens.dtype)[..., None]  # (B, L, 1)
-    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
-def pack_tokens(
-    first: torch.Tensor, first_mask: torch.Tensor, second: torch.Tensor, second_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate two prefix-masked sequences so the second's true tokens follow the first's
-    true tokens directly (padding of both moves to the end): ``(B, L1, ·), (B, L2, ·) ->
-    (B, L1 + L2, ·)`` and the packed mask. Keeps the state-action sequence independent of the
-    padding width of the states."""
-    values = torch.cat([first, second], 1)  # (B, L1+L2, ...)
-    mask = torch.cat([first_mask, second_mask], 1)  # (B, L1+L2)
-    total = mask.shape[1]
-    index = torch.arange(total, device=mask.device).expand_as(mask)  # (B, L1+L2)
-    true_first = first_mask.sum(1, keepdim=True)  # (B, 1)
-    position = torch.where(
-        index < first.shape[1], index, index - first.shape[1] + true_first
-    )  # true tokens: packed position
-    key = torch.where(mask, position, total + index)  # padded tokens after every true one
-    order = key.argsort(1)  # (B, L1+L2)
-    gather = order.view(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
-    return values.gather(1, gather), mask.gather(1, order)
-
-
-class DimTokenizer(nn.Module):
-    """Scalars ``(B, L)`` → tokens ``(B, L, H)``: value embedding (the S4 example model's
-    ``Linear(1, H)`` encoder) + dimension-id embedding + token-type embedding."""
-
-    def __init__(self, d_model: int, max_dims: int, token_type: int, num_types: int = 2):
-        super().__init__()
-        self.value = nn.Linear(1, d_model)
-        self.dim_id = nn.Embedding(max_dims, d_model)
-        self.token_type = token_type
-        self.type_embedding = nn.Embedding(num_types, d_model)
-        self.max_dims = max_dims
-
-    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        length = values.shape[1]
-        if length > self.max_dims:
-            raise ValueError(f"{length} dims exceed the dimension-id table ({self.max_dims})")
-        ids = torch.arange(length, device=values.device)  # (L,)
-        kind = self.type_embedding.weight[self.token_type]  # (H,)
-        tokens = self.value(values[..., None]) + self.dim_id(ids) + kind  # (B, L, H)
-        return tokens * mask[..., None]  # (B, L, H)
 
 
 def s4_blocks(cfg: AgnosticConfig) -> nn.ModuleList:

@@ -8,12 +8,16 @@ padded columns has no effect on the token (tested in tests/test_tgw.py).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from genworld.nn.mlp import EnsembleMLP
+
+if TYPE_CHECKING:
+    from genworld.data.multi_env import MultiEnvDataset
 
 
 class PerEnvLinear(nn.Module):
@@ -96,3 +100,27 @@ class EnsemblePerEnvHead(nn.Module):
         index = env_idx.expand(lead)[..., None, None].expand(*lead, 1, width)
         out = out.gather(-2, index).squeeze(-2).unflatten(-1, (self.groups, self.out_max))
         return out * self.mask[env_idx.expand(lead)][..., None, :]  # (E, ..., G, out_max)
+
+
+class TrajectoryEmbedding(nn.Module):
+    """Each step's ``(R_t, s_t, a_t)`` → 3 tokens; timestep and env embeddings added to each
+    (the Decision Transformer's input, :mod:`genworld.algos.dt`)."""
+
+    def __init__(self, dataset: MultiEnvDataset, dim: int, max_timestep: int):
+        super().__init__()
+        n, specs = dataset.num_envs, dataset.specs
+        self.max_timestep = max_timestep
+        self.state = PerEnvLinear(n, dataset.obs_max, dim, [s.obs_dim for s in specs])
+        self.action = PerEnvLinear(n, dataset.act_max, dim, [s.act_dim for s in specs])
+        self.returns = nn.Linear(1, dim)
+        self.timestep = nn.Embedding(max_timestep, dim)
+        self.env = nn.Embedding(n, dim)
+
+    def forward(self, obs, act, rtg, timesteps, env_idx) -> torch.Tensor:
+        b, length = rtg.shape
+        time = self.timestep(timesteps.clamp(0, self.max_timestep - 1))  # (B, L, D)
+        time = time + self.env(env_idx)[:, None]  # (B, L, D)
+        r = self.returns(rtg[..., None]) + time  # (B, L, D)
+        s = self.state(obs, env_idx) + time  # (B, L, D)
+        a = self.action(act, env_idx) + time  # (B, L, D)
+        return torch.stack([r, s, a], dim=2).reshape(b, 3 * length, -1)  # (B, 3L, D)

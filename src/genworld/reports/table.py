@@ -210,6 +210,7 @@ def write_table(
         "",
     ]
     summary: dict[str, Any] = {"config": asdict(cfg), "iqm": {}, "cells": len(results)}
+    summary["provenance"] = PROVENANCE
     for setting in cfg.settings:
         md += [f"## {setting}-env, last-{budget.last_k}", ""]
         md += markdown_table(cfg, last, setting, "last_k")

@@ -15,7 +15,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.eval.scores import summarize
 from genworld.train.loop import train_offline
-from genworld.train.world_model import provide_world_model
+from genworld.train.world_model_source import provide_world_model
 
 
 def build_cell_agent(

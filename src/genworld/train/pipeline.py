@@ -24,7 +24,7 @@ from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
 from genworld.train.cells import build_cell_agent, train_cell
 from genworld.train.world_model import config_for_scale as wm_config_for_scale
-from genworld.train.world_model import load_trained, train_world_model
+from genworld.train.world_model import load_trained, train_world_model, world_model_steps
 from genworld.utils.device import resolve_device
 from genworld.utils.io import check_or_write_config
 
@@ -32,27 +32,41 @@ from genworld.utils.io import check_or_write_config
 @dataclass(frozen=True)
 class RunConfig:
     envs: tuple[str, ...] = ("halfcheetah", "hopper", "walker2d")
+    """Robots of the run (registry names)."""
     qualities: tuple[str, ...] = ("medium",)
+    """Data qualities; each gets its own world model and policies (as the paper's Table 1)."""
     setting: str = "multi"
     """multi (one model + policy for all envs) or single (one per env)."""
     scale: str = "mini"
+    """tiny (seconds, tests), mini (the quick start on 2 CPU cores) or full (the paper's)."""
     seed: int = 0
+    """Seeds the world model, the policies and the evaluation episodes."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
     dataset_steps: int = 100_000
     """Transitions per dataset built when missing (an existing dataset is used as it is)."""
-    wm_steps: int = 1_500
+    wm_steps: int = 0
+    """World-model updates; 0 = the TGW world model's preset for the scale
+    (``train.world_model.MODEL_PRESETS``; ``config_for_scale`` writes that number here)."""
     policy_updates: int = 10_000
+    """SAC updates of the TGW policy in the world model."""
     bc_updates: int = 5_000
+    """Updates of the BC floor on the same data."""
     eval_every: int = 1_000
+    """Updates between evaluations (and checkpoints) in the real simulator."""
     eval_episodes: int = 5
+    """Deterministic episodes per env per evaluation."""
     last_k: int = 3
     """Report the mean of the last k evaluations (PROTOCOL.md: k=10 at full scale)."""
     threads: int = 2
+    """torch CPU threads (1 when several runs share the cores)."""
     deterministic: bool = False
     """Deterministic torch kernels; with the same seed two runs give identical report.json
     (timing fields aside), and a killed run resumes to the same result."""
     agent: TGWAgentConfig = field(default_factory=TGWAgentConfig)
+    """TGW's policy learning (offline MBPO in the world model, β included)."""
     bc: BCConfig = field(default_factory=BCConfig)
+    """The behaviour-cloning floor."""
 
     def validate(self) -> None:
         for env in self.envs:
@@ -64,7 +78,6 @@ class RunConfig:
             raise GenworldError(f"--setting {self.setting!r}: choose multi or single")
         for name in (
             "dataset_steps",
-            "wm_steps",
             "policy_updates",
             "bc_updates",
             "eval_every",
@@ -92,7 +105,6 @@ SCALES: dict[str, dict[str, Any]] = {
     "mini": {},
     "full": {
         "dataset_steps": 1_000_000,
-        "wm_steps": 200_000,
         "policy_updates": 1_000_000,
         "bc_updates": 1_000_000,
         "eval_every": 10_000,
@@ -105,7 +117,8 @@ SCALES: dict[str, dict[str, Any]] = {
 def preset(scale: str) -> dict[str, Any]:
     """``SCALES[scale]`` with the TGW agent's preset of that scale under ``agent``."""
     check_scale(scale)
-    return merge({"scale": scale, "agent": AGENT_PRESETS[scale]}, SCALES[scale])
+    base = {"scale": scale, "agent": AGENT_PRESETS[scale], "wm_steps": world_model_steps(scale)}
+    return merge(base, SCALES[scale])
 
 
 def config_for_scale(scale: str, **overrides: Any) -> RunConfig:
@@ -168,7 +181,7 @@ def _run_group(
         datasets=datasets,
         seed=cfg.seed,
         device=cfg.device,
-        steps=cfg.wm_steps,
+        steps=cfg.wm_steps or None,
         threads=cfg.threads,  # else the world model's default (2) stays set for the whole run
     )
     train_world_model(wm_cfg, folder / "world_model", show_progress=show_progress)

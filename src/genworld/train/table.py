@@ -31,8 +31,11 @@ class Budget:
     updates: int
     """Policy gradient steps (world-model training of model-based methods comes on top)."""
     eval_every: int
+    """Updates between evaluations (and checkpoints)."""
     eval_episodes: int
+    """Deterministic episodes per env per evaluation."""
     last_k: int
+    """A cell's score: the mean of its last k evaluations."""
     dataset_steps: int
     """Transitions per dataset built when missing (an existing dataset is used as it is)."""
 
@@ -57,12 +60,19 @@ BUDGETS: dict[str, Budget] = {
 @dataclass(frozen=True)
 class TableConfig:
     envs: tuple[str, ...] = ("halfcheetah", "hopper", "walker2d")
+    """Robots of the table (registry names)."""
     qualities: tuple[str, ...] = ("random", "medium", "medium-replay", "medium-expert")
+    """Data qualities (the table's row blocks)."""
     algos: tuple[str, ...] = ("tgw", "cql", "mopo", "morel", "prompt-dt")
+    """Registered algorithms or variants (``tgw-no-prompt``, ``mopo-beta=2``, …)."""
     settings: tuple[str, ...] = ("multi",)
+    """multi (one agent for all envs of a quality) and/or single (one per env)."""
     seeds: int = 3
+    """Seeds per cell (0 .. seeds-1)."""
     scale: str = "mini"
+    """tiny, mini or full: the budget below and every algorithm's own preset."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
     workers: int = 1
     """Cells run side by side (processes; Ray actors when ``executor=ray``)."""
     executor: str = "auto"
@@ -70,6 +80,7 @@ class TableConfig:
     threads: int = 1
     """torch threads per cell."""
     budget: Budget = field(default_factory=lambda: BUDGETS["mini"])
+    """What every cell may spend (the same for every algorithm: a fair comparison)."""
 
     def validate(self) -> None:
         from genworld.algos.registry import resolve_variant

@@ -145,7 +145,7 @@ def export_task_experts(run: Path, dest: Path | None = None) -> dict[str, Any]:
     out; the best one of an unseen task), into ``dest/<task>/``, and the family's reference
     returns into ``dest/<family>.json``. Returns that JSON."""
     from genworld.envs.tasks import TASK_ASSETS, parse_task
-    from genworld.train.behaviour import read_eval_log
+    from genworld.train.policy_export import read_eval_log
 
     dest = TASK_ASSETS if dest is None else dest
     for name in ("config.json", "references.json"):
@@ -191,7 +191,7 @@ def export_task_experts(run: Path, dest: Path | None = None) -> dict[str, Any]:
 def references(cfg, tasks: list[str], out: Path) -> dict[str, list[float]]:
     """[random return, expert return] per task (cached in references.json)."""
     from genworld.eval.rollout import evaluate_policy
-    from genworld.train.behaviour import read_eval_log
+    from genworld.train.policy_export import read_eval_log
 
     path = out / "references.json"
     refs = json.loads(path.read_text()) if path.exists() else {}
@@ -218,7 +218,7 @@ def best_record(records: list[dict]) -> dict:
 
 def best_expert(out: Path, task: str):
     from genworld.policies import load_policy
-    from genworld.train.behaviour import read_eval_log
+    from genworld.train.policy_export import read_eval_log
 
     best = best_record(read_eval_log(out / "experts" / task))
     return load_policy(out / "experts" / task / "snapshots" / f"step_{best['step']:09d}")[0]

@@ -51,21 +51,19 @@ the resume check): a rerun with them trains only the cells it lacks.
 
 from __future__ import annotations
 
-import functools
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from genworld.config import check_scale, from_dict, merge, resolve
-from genworld.data.tasks import build_task_datasets, family_dataset, task_episodes, task_spec
-from genworld.envs.tasks import get_family, split, split_names
+from genworld.config import check_scale, resolve
+from genworld.data.tasks import build_task_datasets
+from genworld.envs.tasks import get_family, split
 from genworld.errors import GenworldError
 from genworld.train.task_experts import best_expert, references, train_experts
-from genworld.utils.io import atomic_write_json, check_or_write_config
+from genworld.train.unseen_cells import prompt_dt_job, run_cell, split_tasks, world_model
+from genworld.train.world_model import world_model_steps
+from genworld.utils.io import check_or_write_config
 from genworld.utils.parallel import process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
@@ -76,12 +74,17 @@ METHODS = (*DEFAULT_METHODS, "bc")
 @dataclass(frozen=True)
 class UnseenConfig:
     family: str = "cheetah-vel"
+    """Task family: cheetah-vel (target speeds) or ant-dir (directions)."""
     split: str = "paper"
     """paper (10 tasks at equal intervals, first 5 train) or prompt-dt (its test list)."""
     methods: tuple[str, ...] = DEFAULT_METHODS
+    """Methods compared (``METHODS``); a finished study takes more later."""
     seeds: int = 5
+    """Seeds per (method, task); a finished study takes more later."""
     scale: str = "mini"
+    """tiny, mini or full: the preset below."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda: world model, experts and cells."""
     experts: str = "auto"
     """Where each task's expert (and its snapshot sequence, the mixed data's source) comes from:
     ``sac`` trains a SAC expert per task (``expert_steps``); ``turned`` (ant-dir only) turns the
@@ -93,15 +96,20 @@ class UnseenConfig:
     expert_steps: int = 30_000
     """SAC steps per task expert (``experts`` = sac)."""
     expert_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of a task expert's SAC networks."""
     mixed_steps: int = 20_000
     """Transitions per training task's mixed dataset."""
     small_steps: int = 400
     """Transitions of each task's small expert dataset (2 episodes at 200 steps)."""
-    wm_steps: int = 1_500
+    wm_steps: int = 0
+    """World-model updates; 0 = the TGW world model's preset for the scale
+    (``config_for_scale`` writes that number here)."""
     finetune_steps: int = 300
+    """Fine-tuning steps of tgw-finetune (reward module) and prompt-dt-finetune (the model)."""
     policy_updates: int = 10_000
     """Per (method, task, seed): a TGW policy's SAC updates, and Prompt-DT's training updates."""
     eval_every: int = 1_000
+    """Updates between a cell's evaluations in its task's env."""
     policy_init_alpha: float = 0.1
     """SAC's initial temperature. The task rewards are ~−1 a step, so SAC's default 1.0 makes
     the entropy bonus (α·H, H up to ~4 here) outweigh them: the soft Q turns positive while
@@ -112,7 +120,9 @@ class UnseenConfig:
     """Weight of the RL term against the behaviour term (``SACConfig.bc_alpha``; 2.5 is TD3+BC's
     published value; the table's mini policy learner uses 1.0). Full scale: 0 (plain MBPO)."""
     eval_episodes: int = 3
+    """Episodes per evaluation."""
     last_k: int = 3
+    """A cell's score: the mean of its last k evaluations."""
     workers: int = 1
     """Experts and cells run side by side in this many processes (one torch thread each; two
     1-thread processes on 2 cores run at full speed each). Not part of the resume check."""
@@ -139,7 +149,6 @@ class UnseenConfig:
             "expert_steps",
             "mixed_steps",
             "small_steps",
-            "wm_steps",
             "finetune_steps",
             "policy_updates",
             "eval_every",
@@ -193,214 +202,8 @@ SCALES: dict[str, dict[str, Any]] = {
 def config_for_scale(scale: str, **overrides: Any) -> UnseenConfig:
     """The scale's preset, then ``overrides`` (None = keep)."""
     check_scale(scale)
-    return resolve(UnseenConfig, {"scale": scale, **SCALES[scale]}, overrides)
-
-
-# ------------------------------------------------------------------ stages 1-3
-# ------------------------------------------------------------------ shipped task experts
-# ------------------------------------------------------------------ stages 4-5
-def _world_model(cfg: UnseenConfig, train: list[str], out: Path, show_progress: bool):
-    """The family's TGW model on the training tasks' mixed data (trained once, then loaded)."""
-    from genworld.train.world_model import config_for_scale as wm_scale
-    from genworld.train.world_model import fit_world_model
-
-    dataset = family_dataset(cfg.family, out / "datasets", [(t, "mixed") for t in train])
-    wm_cfg = wm_scale(
-        cfg.scale, check_ids=False, model="tgw", seed=0, device=cfg.device, steps=cfg.wm_steps
-    )
-    return fit_world_model(wm_cfg, dataset, out / "world_model", show_progress=show_progress)
-
-
-@functools.lru_cache(maxsize=1)
-def _family_model(cfg_json: str, out: str):
-    """The study's world model, loaded once per (worker) process for all its cells."""
-    cfg = from_dict(UnseenConfig, json.loads(cfg_json))
-    return _world_model(cfg, split_names(cfg.family, cfg.split)[0], Path(out), False)
-
-
-def _cell(cfg: UnseenConfig, out: Path, train: list[str], method, task, seed, refs) -> dict:
-    done = out / "cells" / method / task / f"seed{seed}" / "result.json"
-    if done.exists():  # before any model is loaded: a resumed run skips finished cells cheaply
-        return json.loads(done.read_text())
-    if method.startswith("prompt-dt"):
-        return _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
-    return _agent_cell(cfg, out, train, method, task, seed, refs)
-
-
-def _agent_cell(cfg: UnseenConfig, out: Path, train, method: str, task: str, seed: int, refs):
-    """A registered algorithm or variant (``tgw``, ``tgw-finetune``, ``tgw-newr``, ``bc``) on
-    the task's data (training tasks: mixed; unseen tasks: small), in the study's world model,
-    scored in the task's env."""
-    from genworld.algos.registry import resolve_variant
-    from genworld.train.cells import build_cell_agent
-    from genworld.utils.device import resolve_device
-
-    folder = out / "cells" / method / task / f"seed{seed}"
-    started = time.perf_counter()
-    model, overrides = None, {}
-    if resolve_variant(method)[0] == "tgw":
-        model = _family_model(json.dumps(asdict(cfg)), str(out))  # before the cell's seed
-        overrides = agent_overrides(cfg, method)
-    kind = "mixed" if task in train else "small"
-    data = family_dataset(cfg.family, out / "datasets", [(task, kind)])
-    torch.manual_seed(seed)
-    agent = build_cell_agent(
-        method,
-        data,
-        resolve_device(cfg.device),
-        scale=cfg.scale,
-        seed=seed,
-        overrides=overrides,
-        world_models=lambda ctx, name: model,
-        task=task,
-    )
-    return _train_and_score(cfg, folder, agent, (method, task, seed), refs, started)
-
-
-def agent_overrides(cfg: UnseenConfig, method: str) -> dict[str, Any]:
-    """The study's settings of a TGW cell: SAC's temperature and behaviour weight, and the
-    reward fine-tuning budget of ``tgw-finetune``."""
-    sac = {"init_alpha": cfg.policy_init_alpha, "bc_alpha": cfg.policy_bc_alpha}
-    steps = {"reward_finetune_steps": cfg.finetune_steps} if method == "tgw-finetune" else {}
-    return {"mbpo": {"sac": sac}, **steps}
-
-
-def _train_and_score(cfg: UnseenConfig, folder: Path, agent, cell, refs, started: float) -> dict:
-    """``cfg.policy_updates`` updates of ``agent`` on ``cell = (method, task, seed)`` with an
-    evaluation every ``eval_every`` (resumable in ``folder``), then the cell's result file."""
-    from genworld.train.cells import train_cell
-
-    method, task, seed = cell
-    _, summary = train_cell(
-        f"{method} {task} s{seed}",
-        agent,
-        [task_spec(task, refs)],
-        folder,
-        updates=cfg.policy_updates,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        last_k=cfg.last_k,
-        seed=seed,
-    )
-    return _write_result(folder, cell, summary[task]["last_k_mean"], summary[task]["best"], started)
-
-
-def _write_result(folder: Path, cell, last_k: float, best: float, started: float) -> dict:
-    method, task, seed = cell
-    result = {
-        "method": method,
-        "task": task,
-        "seed": seed,
-        "last_k": last_k,
-        "best": best,
-        "seconds": round(time.perf_counter() - started, 1),
-        "matmul_precision": torch.get_float32_matmul_precision(),
-    }
-    atomic_write_json(folder / "result.json", result)
-    return result
-
-
-# ------------------------------------------------------------------ stage 6: Prompt-DT
-def _prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], tasks: list[str], refs, seed: int):
-    """A Prompt-DT agent (``tasks``' small data as prompts and, with ``train``, its training data)
-    sharing parameters across the family's tasks."""
-    from genworld.algos import dt
-    from genworld.algos.prompt_dt import PRESETS, PromptBank, PromptDTConfig
-    from genworld.data.multi_env import MultiEnvDataset
-    from genworld.data.normalization import Normalizer
-
-    shared = {"dt": {"shared_params": True}}
-    pcfg = resolve(PromptDTConfig, merge(PRESETS.get(cfg.scale, {}), shared))
-    kind = "mixed" if train else "small"
-    root = out / "datasets"
-    data = MultiEnvDataset(
-        [(task_spec(t, refs), task_episodes(root, t, kind)) for t in train or tasks]
-    )
-    prompt_data = MultiEnvDataset(
-        [(task_spec(t, refs), task_episodes(root, t, "small")) for t in tasks]
-    )
-    family = family_dataset(cfg.family, root, [(t, "mixed") for t in _split_tasks(cfg)[0]])
-    rtgs = [dt.returns_to_go(env) for env in prompt_data.envs]
-    prompts = PromptBank(prompt_data, rtgs, pcfg.prompt_length, 1.0, seed)
-    return dt.DT(data, Normalizer.fit(family), pcfg.dt, torch.device("cpu"), prompts=prompts)
-
-
-def _split_tasks(cfg: UnseenConfig) -> tuple[list[str], list[str]]:
-    return split_names(cfg.family, cfg.split)
-
-
-def _prompt_dt_weights(out: Path, seed: int) -> Path:
-    return out / "prompt_dt" / f"seed{seed}" / "net.safetensors"
-
-
-def _train_prompt_dt(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int):
-    """Seed ``seed``'s Prompt-DT trained on the training tasks, as its network's weights: trained
-    once (resumable), then written to ``prompt_dt/seed<S>/net.safetensors``, which every later
-    call (each unseen-task cell) reads instead of rebuilding the model and its data."""
-    from safetensors.torch import load_file, save
-
-    from genworld.train.loop import train_offline
-    from genworld.utils.io import atomic_write_bytes
-
-    path = _prompt_dt_weights(out, seed)
-    if path.exists():
-        return load_file(path)
-    torch.manual_seed(seed)
-    trained = _prompt_dt(cfg, out, train, train, refs, seed)
-    train_offline(
-        f"prompt-dt s{seed}",
-        trained,
-        trained.update,
-        [task_spec(t, refs) for t in train],
-        path.parent,
-        steps=cfg.policy_updates,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        seed=seed,
-        show_progress=False,
-    )
-    weights = {k: v.detach().clone().contiguous() for k, v in trained.net.state_dict().items()}
-    atomic_write_bytes(path, save(weights))
-    return weights
-
-
-def _prompt_dt_job(cfg: UnseenConfig, out: Path, train: list[str], refs, seed: int) -> None:
-    _train_prompt_dt(cfg, out, train, refs, seed)  # (the weights stay on disk, not sent back)
-
-
-def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
-    from genworld.eval.rollout import evaluate_agent
-    from genworld.eval.scores import summarize
-    from genworld.train.loop import train_offline
-
-    folder = out / "cells" / method / task / f"seed{seed}"
-    started = time.perf_counter()
-    weights = _train_prompt_dt(cfg, out, train, refs, seed)
-    agent = _prompt_dt(cfg, out, [], [task], refs, seed)  # the task's prompt and small data
-    agent.net.load_state_dict(weights)
-    spec = task_spec(task, refs)
-    if method == "prompt-dt":
-        episodes = cfg.eval_episodes * cfg.last_k
-        score = float(
-            spec.normalized_score(evaluate_agent(agent, [spec], episodes, seed)[task].mean())
-        )
-        last_k = best = score
-    else:
-        records = train_offline(
-            f"{method} {task} s{seed}",
-            agent,
-            agent.update,
-            [spec],
-            folder,
-            steps=cfg.finetune_steps,
-            eval_every=max(1, cfg.finetune_steps // cfg.last_k),
-            eval_episodes=cfg.eval_episodes,
-            seed=seed,
-            show_progress=False,
-        )
-        summary = summarize(records, [task], cfg.last_k)[task]
-        last_k, best = summary["last_k_mean"], summary["best"]
-    return _write_result(folder, (method, task, seed), last_k, best, started)
+    preset = {"scale": scale, "wm_steps": world_model_steps(scale), **SCALES[scale]}
+    return resolve(UnseenConfig, preset, overrides)
 
 
 @dataclass(frozen=True)
@@ -427,7 +230,7 @@ def run_unseen(
         raise GenworldError(f"{out} has no finished references stage: run it first")
     # methods and seeds key their own cells: a finished study takes more of either later
     check_or_write_config(out, cfg, ignore=("workers", "shipped_experts", "methods", "seeds"))
-    train, test = _split_tasks(cfg)
+    train, test = split_tasks(cfg)
     tasks = train + test
     if report_only:
         refs = json.loads((out / "references.json").read_text())
@@ -448,12 +251,12 @@ def run_unseen(
         best_expert=lambda task: best_expert(out, task),
     )
     if any(m.startswith("tgw") for m in cfg.methods):
-        _world_model(cfg, train, out, show_progress)  # trained here, loaded by the cells
+        world_model(cfg, train, out, show_progress)  # trained here, loaded by the cells
     seeds = range(cfg.seeds)
     if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
-        process_map(_prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
+        process_map(prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
     # seed-major: a run stopped part-way already compares every method on the seeds it finished
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
-        results = process_map(_cell, cells, cfg.workers, advance)
+        results = process_map(run_cell, cells, cfg.workers, advance)
     return UnseenResults(train, test, refs, results, planned=len(results))

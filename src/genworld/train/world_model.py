@@ -8,16 +8,14 @@ out: a seeded ``holdout_fraction`` of each env's episodes, never trained on.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from genworld.algos.registry import AlgoContext
 from genworld.config import apply, check_scale, from_dict, merge
 from genworld.data.build import ensure_built
 from genworld.data.ids import parse_dataset_id
@@ -35,10 +33,7 @@ from genworld.utils.device import (
     torch_threads,
 )
 from genworld.utils.io import (
-    RUNTIME_FIELDS,
-    atomic_write_json,
     check_or_write_config,
-    file_lock,
 )
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
@@ -57,19 +52,28 @@ class WorldModelTrainConfig:
     batch_size: int = 32
     """Sequences (tgw) or transitions (mlp) per step."""
     lr: float = 1e-4
+    """AdamW learning rate."""
     grad_clip: float = 1.0
+    """Gradient-norm clip per step."""
     holdout_fraction: float = 0.1
     """Share of each env's episodes held out for evaluation (at least one episode)."""
     log_every: int = 50
+    """Steps between metrics.jsonl / TensorBoard records."""
     checkpoint_every: int = 500
+    """Steps between checkpoints."""
     seed: int = 0
+    """Seeds the model's initialisation, the held-out split and batch sampling."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
     threads: int = 2
+    """torch CPU threads while it trains."""
     dataset_steps: int = 0
     """Transitions per dataset built when one is missing (an existing one is used as it is);
     0 = the dataset's default size (1M)."""
     tgw: TGWConfig = field(default_factory=TGWConfig)
+    """The TGW model (``model`` = tgw)."""
     mlp: EnsembleMLPConfig = field(default_factory=EnsembleMLPConfig)
+    """The MLP ensemble (``model`` = mlp)."""
 
     def validate(self) -> None:
         if not self.datasets:
@@ -150,6 +154,11 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 """Per model, on top of ``SCALES``: every world model of a scale (``genworld run``, ``table``,
 ``unseen`` and ``train world-model``) starts from the same preset."""
+
+
+def world_model_steps(scale: str, model: str = "tgw") -> int:
+    """Training steps of ``model``'s preset at ``scale``."""
+    return config_for_scale(scale, check_ids=False, model=model).steps
 
 
 def config_for_scale(
@@ -345,51 +354,6 @@ def load_trained(
     return cfg, model, train, held
 
 
-def provide_world_model(ctx: AlgoContext, model: str) -> torch.nn.Module:
-    """Train (or resume, or load a finished) world model on ``ctx.dataset`` in ``ctx.out``, or
-    once in ``ctx.shared`` for every cell with the same config and data (the
-    :class:`~genworld.algos.registry.WorldModelSource` the runners hand to agents)."""
-    cfg = config_for_scale(
-        ctx.scale,
-        check_ids=False,
-        model=model,
-        seed=ctx.seed,
-        device=ctx.device.type,
-        **ctx.overrides.get("world_model", {}),
-    )
-    if ctx.out is None:
-        raise GenworldError("model-based algorithms need an output folder (AlgoContext.out)")
-    folder = ctx.out / "world_model"
-    if ctx.shared is None or folder.exists():  # (a cell that holds its own model keeps it)
-        return fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress).to(
-            ctx.device
-        )
-    folder = ctx.shared / world_model_key(cfg, ctx.dataset)
-    atomic_write_json(ctx.out / "world_model.json", {"path": str(folder)})
-    with file_lock(folder.with_name(folder.name + ".lock")):  # one process trains, others wait
-        model = fit_world_model(cfg, ctx.dataset, folder, show_progress=ctx.show_progress)
-    return model.to(ctx.device)
-
-
-def world_model_key(cfg, dataset: MultiEnvDataset) -> str:
-    """``<model>-s<seed>-<digest>``: the digest covers the world-model config (not its device
-    or thread count) and a fingerprint of the data (each env's name, size and value sums)."""
-    config = {k: v for k, v in asdict(cfg).items() if k not in (*RUNTIME_FIELDS, "device")}
-    data = [
-        [
-            env.spec.name,
-            len(env),
-            float(env.rewards.double().sum()),
-            float(env.observations.double().sum()),
-            float(env.actions.double().sum()),
-        ]
-        for env in dataset.envs
-    ]
-    text = json.dumps({"config": config, "data": data}, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return f"{cfg.model}-s{cfg.seed}-{digest}"
-
-
 def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[str, Any]:
     """Errors of each run's model on its own held-out episodes, plus the mean predictor.
 
@@ -407,3 +371,20 @@ def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[s
             model, held, model.normalizer, per_env=per_env, seed=seed
         )
     return named
+
+
+def calibrate_penalty(run: Path, quality: str, per_env: int) -> dict[str, Any]:
+    """Does the run's uncertainty penalty see its one-step error, on its held-out episodes and
+    on the same envs' ``quality`` data (built if missing, as large as the model's data)?"""
+    from genworld.eval.wm_metrics import penalty_calibration
+
+    _, model, train, held = load_trained(run)
+    ids = [str(parse_dataset_id(f"{spec.name}-{quality}")) for spec in held.specs]
+    for dataset_id, a, b in zip(ids, train.envs, held.envs, strict=True):
+        ensure_built([dataset_id], steps=len(a) + len(b), show_progress=True)  # the model's size
+    return {
+        "held-out": penalty_calibration(model, held, model.normalizer, per_env),
+        quality: penalty_calibration(
+            model, MultiEnvDataset.from_minari(ids), model.normalizer, per_env
+        ),
+    }

@@ -45,7 +45,6 @@ Deviations (choices the paper leaves open, or changes we made):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -59,87 +58,28 @@ from genworld.nn.tokenizers import EnsemblePerEnvHead, PerEnvLinear
 from genworld.nn.transformer import EnsembleCausalTransformer
 from genworld.types import EnvSpec, SeqBatch
 from genworld.world_models.base import WMStep, check_compatible, check_finite, registry_terminations
+from genworld.world_models.prompt_memory import (
+    PromptMemory,
+    push,
+    row_chunks,
+    sample_start_states,
+    start_memory,
+)
+from genworld.world_models.terms import (
+    gaussian_nll,
+    intrinsic_reward,
+    likelihood_term,
+    normalised,
+    previous,
+    soft_clamp,
+)
+from genworld.world_models.tgw_config import TGWConfig
 
-LOGVAR_MIN, LOGVAR_MAX = -10.0, 4.0
 ROLLOUT_CHUNK = 1024
 """Rows of a rollout step computed together: 10,000 rows at once make (E, B, 256) activations
 of 51 MB, above glibc's largest mmap threshold (32 MiB), so every step would fault them in
 afresh; chunks avoid that and keep the activations in the cache (chunk sizes compared:
 docs/RESULTS.md)."""
-
-
-@dataclass(frozen=True)
-class TGWConfig:
-    """Defaults: the paper gives none; we take its group's follow-up (seed 002, App. D):
-    embedding 128, prompt length 20, 1 layer, 3 heads, latent 128, lr 1e-4, batch 32, N=5."""
-
-    ensemble_size: int = 5
-    """N members (different initialisations), trained together, vectorised."""
-    context_len: int = 20
-    """M: prompt steps."""
-    d_model: int = 128
-    """Token / deterministic-state width."""
-    n_layers: int = 1
-    n_heads: int = 3
-    """Attention heads; width per head = ceil(d_model / n_heads) (128/3 → 43, inner 129)."""
-    stoch_dim: int = 128
-    """Stochastic state u width."""
-    hidden: int = 256
-    """Hidden width of the decoder, reward and termination MLPs (ours)."""
-    loss: str = "nll"
-    """nll (Gaussian negative log-likelihood, eq. 8) or mse."""
-    termination: str = "registry"
-    """registry (exact functions of the EnvSpec registry) or learned (a BCE head)."""
-    intrinsic: str = "reward"
-    """reward (default, ours): std of the members' reward predictions (the env's reward units);
-    state: Var of deterministic states across members (eq. 4); observation: Var of the
-    members' next-observation predictions (normalised units, mean over dims)."""
-    use_prompt: bool = True
-    """False = ablation 'w/o prompt': a context of the current step only."""
-    use_stochastic: bool = True
-    """False = ablation 'w/o RSSM': the stochastic state is its mean (no sampling)."""
-
-    def validate(self) -> None:
-        checks = {
-            "ensemble_size": self.ensemble_size >= 1,
-            "context_len": self.context_len >= 1,
-            "d_model": self.d_model > 0,
-            "n_heads": self.n_heads >= 1,
-            "n_layers": self.n_layers >= 1,
-            "stoch_dim": self.stoch_dim >= 1,
-            "hidden": self.hidden > 0,
-            "loss": self.loss in ("nll", "mse"),
-            "termination": self.termination in ("registry", "learned"),
-            "intrinsic": self.intrinsic in ("state", "observation", "reward"),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise GenworldError(
-                    f"TGWConfig.{name}={getattr(self, name)!r} is invalid (ensemble_size/context_len/"
-                    "n_layers/n_heads ≥ 1, loss nll|mse, "
-                    "termination registry|learned, intrinsic state|observation|reward)"
-                )
-
-    @property
-    def effective_context(self) -> int:
-        return self.context_len if self.use_prompt else 1
-
-
-@dataclass
-class PromptMemory:
-    """FIFO prompt of each rollout: slots ``0..count-1`` hold steps, the last one the current
-    observation (its action is written by ``step``)."""
-
-    observations: torch.Tensor  # (B, M, obs_max) raw
-    actions: torch.Tensor  # (B, M, act_max)
-    prev_rewards: torch.Tensor  # (B, M) raw reward of the step before each slot
-    count: torch.Tensor  # (B,) int64 filled slots, >= 1
-    env_idx: torch.Tensor  # (B,) int64
-
-    @property
-    def current_observations(self) -> torch.Tensor:
-        rows = torch.arange(len(self.count), device=self.count.device)
-        return self.observations[rows, self.count - 1]  # (B, obs_max)
 
 
 class TGWWorldModel(nn.Module):
@@ -227,9 +167,9 @@ class TGWWorldModel(nn.Module):
             "s": s,
             "u": u,
             "obs_mean": obs_n + delta,  # (E, B, L, obs_max) normalised next observation
-            "obs_logvar": _soft_clamp(obs_logvar),
+            "obs_logvar": soft_clamp(obs_logvar),
             "rew_mean": rew_out[..., 0],
-            "rew_logvar": _soft_clamp(rew_out[..., 1]),  # (E, B, L)
+            "rew_logvar": soft_clamp(rew_out[..., 1]),  # (E, B, L)
             "obs_n": obs_n,
         }
         if self.cfg.termination == "learned":  # the registry's exact functions need no head
@@ -243,7 +183,7 @@ class TGWWorldModel(nn.Module):
         """Eq. 8 over every position of every window, summed over members."""
         env_idx, valid = batch.env_idx, batch.step_mask
         out = self.forward_sequence(
-            batch.observations, batch.actions, _previous(batch.rewards), env_idx, valid, generator
+            batch.observations, batch.actions, previous(batch.rewards), env_idx, valid, generator
         )
         target_obs = normalised(
             batch.next_observations, env_idx, self.normalizer.obs_mean, self.normalizer.obs_std
@@ -298,7 +238,7 @@ class TGWWorldModel(nn.Module):
             out = tuned.forward_sequence(
                 batch.observations,
                 batch.actions,
-                _previous(batch.rewards),
+                previous(batch.rewards),
                 env_idx,
                 valid,
                 generator,
@@ -366,12 +306,12 @@ class TGWWorldModel(nn.Module):
                 last[c],
                 {k: v[:, c] if k == "stoch" else v[c] for k, v in draws.items()},
             )
-            for c in _chunks(b, ROLLOUT_CHUNK)
+            for c in row_chunks(b, ROLLOUT_CHUNK)
         ]
         next_obs, extrinsic, intrinsic, terminations = (
             torch.cat(x) for x in zip(*parts, strict=True)
         )
-        new_memory = _push(memory, act_seq, next_obs, extrinsic)
+        new_memory = push(memory, act_seq, next_obs, extrinsic)
         return WMStep(
             next_obs,
             extrinsic,
@@ -427,30 +367,14 @@ class TGWWorldModel(nn.Module):
             next_n * self.normalizer.obs_std[env] + self.normalizer.obs_mean[env]
         ) * obs_mask
         extrinsic = rew_n * self.normalizer.reward_std[env] + self.normalizer.reward_mean[env]
-        intrinsic = self._intrinsic(s, obs_mean, rew_mean, obs_mask, env)
+        intrinsic = intrinsic_reward(
+            self.cfg.intrinsic, s, obs_mean, rew_mean, obs_mask, self.normalizer.reward_std[env]
+        )
         if logit is not None:
             terminations = logit > 0
         else:
             terminations = registry_terminations(self.specs, next_obs, env)
         return next_obs, extrinsic, intrinsic, terminations
-
-    def _intrinsic(
-        self,
-        s: torch.Tensor,
-        obs_mean: torch.Tensor,
-        rew_mean: torch.Tensor,
-        obs_mask: torch.Tensor,
-        env: torch.Tensor,
-    ) -> torch.Tensor:
-        """``ri (B,)`` from the members' outputs ``s (E, B, D)``, ``obs_mean (E, B, obs_max)``
-        (normalised) and ``rew_mean (E, B)`` (normalised), per ``cfg.intrinsic``."""
-        kind = self.cfg.intrinsic
-        if kind == "state":
-            return s.var(0, unbiased=False).mean(-1)  # eq. 4
-        if kind == "observation":
-            return (obs_mean.var(0, unbiased=False) * obs_mask).sum(-1) / obs_mask.sum(-1)
-        # "reward": the members' spread of the predicted reward, in the env's reward units
-        return rew_mean.std(0, unbiased=False) * self.normalizer.reward_std[env]
 
     def memory_from_dataset(
         self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
@@ -458,95 +382,7 @@ class TGWWorldModel(nn.Module):
         """Prompts for rollouts starting at transition ``index`` of env ``env_idx``: the up to
         M−1 dataset steps before it in the same episode, then the start observation."""
         m = self.cfg.effective_context
-        b = len(env_idx)
-        obs = torch.zeros(b, m, self.obs_max)
-        act = torch.zeros(b, m, self.act_max)
-        prev = torch.zeros(b, m)
-        count = torch.zeros(b, dtype=torch.int64)
-        for k, data in enumerate(dataset.envs):
-            sel = torch.nonzero(env_idx == k).flatten()
-            if len(sel) == 0:
-                continue
-            start = index[sel]
-            history = torch.minimum(data.timesteps[start], torch.tensor(m - 1))  # (n,)
-            offsets = torch.arange(m)[None] - history[:, None]  # (n, M) relative step, 0 = start
-            slot_valid = offsets <= 0
-            src = (start[:, None] + offsets).clamp(0, len(data) - 1)  # (n, M)
-            od, ad = data.spec.obs_dim, data.spec.act_dim
-            obs[sel, :, :od] = data.observations[src] * slot_valid[..., None]
-            act[sel, :, :ad] = data.actions[src] * (offsets < 0)[..., None]
-            prev_src = (src - 1).clamp(0, len(data) - 1)
-            prev[sel] = data.rewards[prev_src] * (slot_valid & (torch.arange(m)[None] > 0))
-            count[sel] = history + 1
-        return PromptMemory(obs, act, prev, count, env_idx.clone())
-
-
-def gaussian_nll(squared_error: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Elementwise Gaussian negative log-likelihood up to a constant (eq. 8's terms)."""
-    return 0.5 * (squared_error * torch.exp(-logvar) + logvar)
-
-
-def likelihood_term(squared_error: torch.Tensor, logvar: torch.Tensor, kind: str) -> torch.Tensor:
-    """The per-element loss of ``TGWConfig.loss``: ``nll`` (eq. 8) or ``mse``."""
-    return gaussian_nll(squared_error, logvar) if kind == "nll" else squared_error
-
-
-def normalised(
-    values: torch.Tensor, env_idx: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
-) -> torch.Tensor:
-    """Windows ``(B, L)`` or ``(B, L, D)`` of raw values in their env's normalised units
-    (``mean`` / ``std``: ``(K,)`` or ``(K, D)`` per env)."""
-    return (values - mean[env_idx][:, None]) / std[env_idx][:, None]
-
-
-def _soft_clamp(logvar: torch.Tensor) -> torch.Tensor:
-    """Smoothly keep log-variances inside [LOGVAR_MIN, LOGVAR_MAX] (as in MBPO's max/min logvar)."""
-    logvar = LOGVAR_MAX - F.softplus(LOGVAR_MAX - logvar)
-    return LOGVAR_MIN + F.softplus(logvar - LOGVAR_MIN)
-
-
-def _previous(rewards: torch.Tensor) -> torch.Tensor:
-    """``prev[:, j] = rewards[:, j-1]``, 0 at j = 0 (the window's first token carries none)."""
-    return F.pad(rewards[:, :-1], (1, 0))
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _push(
-    memory: PromptMemory, actions: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor
-) -> PromptMemory:
-    """Append (next observation, reward of the step that led to it); drop the oldest when full."""
-    b, m = memory.count.shape[0], memory.observations.shape[1]
-    full = memory.count >= m  # (B,)
-    rows = torch.arange(b, device=next_obs.device)
-
-    def shift(x: torch.Tensor) -> torch.Tensor:
-        rolled = torch.roll(x, -1, dims=1)
-        return torch.where(full.view(-1, *([1] * (x.dim() - 1))), rolled, x)
-
-    obs, act, prev = shift(memory.observations), shift(actions), shift(memory.prev_rewards)
-    slot = torch.where(full, torch.full_like(memory.count, m - 1), memory.count)
-    obs[rows, slot] = next_obs
-    act[rows, slot] = 0.0
-    prev[rows, slot] = reward
-    return PromptMemory(obs, act, prev, torch.clamp(memory.count + 1, max=m), memory.env_idx)
-
-
-def sample_start_states(
-    dataset: MultiEnvDataset, n: int, generator: torch.Generator, mode: str = "balanced"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(env_idx (n,), transition index (n,))`` of rollout start states from the data."""
-    counts = dataset.env_counts(n, generator, mode)  # type: ignore[arg-type]
-    env_idx = torch.cat([torch.full((c,), k, dtype=torch.int64) for k, c in enumerate(counts)])
-    index = torch.cat(
-        [
-            torch.randint(len(data), (c,), generator=generator)
-            for data, c in zip(dataset.envs, counts, strict=True)
-        ]
-    )
-    return env_idx, index
+        return start_memory(dataset, env_idx, index, m, self.obs_max, self.act_max)
 
 
 __all__ = ["PromptMemory", "TGWConfig", "TGWWorldModel", "sample_start_states"]

@@ -1,0 +1,71 @@
+"""TGW's eq. 8 terms as functions: Gaussian NLL / MSE per element, targets in per-env normalised
+units, soft-clamped log-variances and the previous-reward inputs of a window; and the intrinsic
+reward ``ri`` of a rollout step (eq. 4 and our variants). Used by ``TGWWorldModel``'s loss,
+reward fine-tuning, forward pass and rollout step (world_models/tgw.py)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+LOGVAR_MIN, LOGVAR_MAX = -10.0, 4.0
+
+
+def gaussian_nll(squared_error: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise Gaussian negative log-likelihood up to a constant (eq. 8's terms)."""
+    return 0.5 * (squared_error * torch.exp(-logvar) + logvar)
+
+
+def likelihood_term(squared_error: torch.Tensor, logvar: torch.Tensor, kind: str) -> torch.Tensor:
+    """The per-element loss of ``TGWConfig.loss``: ``nll`` (eq. 8) or ``mse``."""
+    return gaussian_nll(squared_error, logvar) if kind == "nll" else squared_error
+
+
+def normalised(
+    values: torch.Tensor, env_idx: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """Windows ``(B, L)`` or ``(B, L, D)`` of raw values in their env's normalised units
+    (``mean`` / ``std``: ``(K,)`` or ``(K, D)`` per env)."""
+    return (values - mean[env_idx][:, None]) / std[env_idx][:, None]
+
+
+def soft_clamp(logvar: torch.Tensor) -> torch.Tensor:
+    """Smoothly keep log-variances inside [LOGVAR_MIN, LOGVAR_MAX] (as in MBPO's max/min logvar)."""
+    logvar = LOGVAR_MAX - F.softplus(LOGVAR_MAX - logvar)
+    return LOGVAR_MIN + F.softplus(logvar - LOGVAR_MIN)
+
+
+def previous(rewards: torch.Tensor) -> torch.Tensor:
+    """``prev[:, j] = rewards[:, j-1]``, 0 at j = 0 (the window's first token carries none)."""
+    return F.pad(rewards[:, :-1], (1, 0))
+
+
+def intrinsic_reward(
+    kind: str,
+    s: torch.Tensor,
+    obs_mean: torch.Tensor,
+    rew_mean: torch.Tensor,
+    obs_mask: torch.Tensor,
+    reward_std: torch.Tensor,
+) -> torch.Tensor:
+    """``ri (B,)`` from the members' outputs ``s (E, B, D)``, ``obs_mean (E, B, obs_max)``
+    (normalised) and ``rew_mean (E, B)`` (normalised), per ``kind`` (``TGWConfig.intrinsic``);
+    ``reward_std (B,)``: the reward std of each row's env."""
+    if kind == "state":
+        return s.var(0, unbiased=False).mean(-1)  # eq. 4
+    if kind == "observation":
+        return (obs_mean.var(0, unbiased=False) * obs_mask).sum(-1) / obs_mask.sum(-1)
+    # "reward": the members' spread of the predicted reward, in the env's reward units
+    return rew_mean.std(0, unbiased=False) * reward_std
+
+
+__all__ = [
+    "LOGVAR_MAX",
+    "LOGVAR_MIN",
+    "gaussian_nll",
+    "intrinsic_reward",
+    "likelihood_term",
+    "normalised",
+    "previous",
+    "soft_clamp",
+]
