@@ -70,6 +70,7 @@ class MBPOConfig:
     """Weight of the model's uncertainty in the imagined reward ``r = re − β·ri`` (TGW's risk
     tolerance β, seed 000 eq. 6; MOPO's λ). The one place this weight lives."""
     sac: SACConfig = field(default_factory=SACConfig)
+    """Hyper-parameters of the SAC policy or policies (:class:`genworld.algos.sac.SACConfig`)."""
 
     def validate(self) -> None:
         if self.policy not in POLICIES:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genworld.algos.registry import agent_state, load_agent_state
 from genworld.data import rollouts
 from genworld.envs.groups import EnvGroup, env_info
 from genworld.envs.padded_groups import PaddedGroups, group_returns, padded_masks
@@ -56,7 +57,11 @@ from genworld.nn.agnostic import (
     AgnosticCritic,
     RunningObsNorm,
 )
-from genworld.nn.distributions import masked_log_prob_entropy, mode_actions, sample_actions
+from genworld.nn.distributions import (
+    masked_log_prob_entropy,
+    mode_actions,
+    sample_actions,
+)
 from genworld.utils.device import fused_optimizer
 
 
@@ -71,29 +76,45 @@ class PPOConfig:
     total_timesteps: int = 1_000_000
     """Env steps over all envs and processes."""
     learning_rate: float = 3e-4
+    """Adam learning rate of actor and critic together (CleanRL: 3e-4, Adam eps 1e-5)."""
     num_envs: int = 1
     """Copies of each env stepped in parallel."""
     num_steps: int = 2048
     """Steps per copy per rollout."""
     anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run's iterations (CleanRL: on)."""
     gamma: float = 0.99
+    """Discount of GAE and of the reward normaliser's running return (CleanRL: 0.99)."""
     gae_lambda: float = 0.95
+    """lambda of GAE advantages (CleanRL: 0.95)."""
     num_minibatches: int = 32
+    """Minibatches per epoch, each an equal slice of every env's rollout (CleanRL: 32)."""
     update_epochs: int = 10
+    """Passes over each rollout (CleanRL: 10)."""
     norm_adv: bool = True
+    """Normalise advantages per env within each minibatch (CleanRL: per minibatch)."""
     clip_coef: float = 0.2
+    """Clip range of the policy ratio, and of the value change with clip_vloss (CleanRL: 0.2)."""
     clip_vloss: bool = True
+    """Clip the value loss around the rollout's value estimates (CleanRL: on)."""
     ent_coef: float = 0.0
+    """Weight of the entropy bonus in the loss (CleanRL: 0)."""
     vf_coef: float = 0.5
+    """Weight of the value loss (CleanRL: 0.5)."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip (CleanRL; paper §3.2)."""
     target_kl: float | None = None
     """Stop an iteration's epochs once the approximate KL exceeds this (None: never)."""
     normalize_observation: bool = True
+    """Normalise observations by per-env running mean and variance (CleanRL: on)."""
     normalize_reward: bool = True
+    """Divide rewards by the per-env running std of the discounted return (CleanRL: on)."""
     clip_observation: float = 10.0
+    """Normalised observations are clipped to ±this (CleanRL: 10)."""
     clip_reward: float = 10.0
+    """Normalised rewards are clipped to ±this (CleanRL: 10)."""
     seed: int = 0
+    """Seed of the envs' resets and of the sampling and minibatch random streams."""
 
     def validate(self) -> None:
         if not self.envs:
@@ -139,13 +160,6 @@ class PPONetworks(nn.Module):
         self.actor = AgnosticActor(net, continuous=continuous, discrete=discrete)
         self.critic = AgnosticCritic(net)
 
-    def distribution(self, x, obs_mask, env, act_mask, is_discrete):
-        """Per-row (mean, log_std) and logits; the head a row's env does not use is None."""
-        f = self.actor.features(x, obs_mask, env, act_mask)  # (B, A, H)
-        gauss = self.actor.gaussian_head(f, act_mask) if self.actor.mean is not None else None
-        logits = self.actor.categorical_head(f, act_mask) if self.actor.logit is not None else None
-        return gauss, logits
-
     def forward(
         self,
         x,
@@ -160,28 +174,33 @@ class PPONetworks(nn.Module):
         old_values,
         scale,
     ):
-        cfg = self.cfg
-        gauss, logits = self.distribution(x, obs_mask, env, act_mask, is_discrete)
+        gauss, logits = self.actor.heads(x, obs_mask, env, act_mask)
         logp, entropy = masked_log_prob_entropy(gauss, logits, actions, act_mask, is_discrete)
         value = self.critic(x, obs_mask, env)  # (B,)
-        log_ratio = logp - old_logp
+        cfg, log_ratio = self.cfg, logp - old_logp
         ratio = log_ratio.exp()
-        pg_rows = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef))
-        if cfg.clip_vloss:
-            clipped = old_values + (value - old_values).clamp(-cfg.clip_coef, cfg.clip_coef)
-            v_rows = 0.5 * torch.max((value - returns).pow(2), (clipped - returns).pow(2))
-        else:
-            v_rows = 0.5 * (value - returns).pow(2)
-        rows = pg_rows - cfg.ent_coef * entropy + cfg.vf_coef * v_rows  # (B,)
+        pg_rows = clipped_surrogate(adv, ratio, cfg.clip_coef)
+        v_rows = value_loss(value, old_values, returns, cfg.clip_coef if cfg.clip_vloss else None)
+        rows = pg_rows - cfg.ent_coef * entropy + cfg.vf_coef * v_rows  # (B,) CleanRL's total
         with torch.no_grad():
-            metrics = {
-                "policy_loss": pg_rows.mean(),
-                "value_loss": v_rows.mean(),
-                "entropy": entropy.mean(),
-                "approx_kl": ((ratio - 1) - log_ratio).mean(),
-                "clipfrac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean(),
-            }
+            metrics = {"policy_loss": pg_rows.mean(), "value_loss": v_rows.mean()}
+            metrics["entropy"] = entropy.mean()
+            metrics["approx_kl"] = ((ratio - 1) - log_ratio).mean()  # Schulman's k3 estimator
+            metrics["clipfrac"] = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
         return scale * rows.sum(), metrics
+
+
+def clipped_surrogate(adv: torch.Tensor, ratio: torch.Tensor, clip: float) -> torch.Tensor:
+    """Per-row −L^CLIP (Schulman et al. 2017, eq. 7): max(−A·r, −A·clip(r, 1 ± ε))."""
+    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
+
+
+def value_loss(value, old_values, returns, clip: float | None) -> torch.Tensor:
+    """Per-row ½(V − R)², or with ``clip`` the larger of it and the clipped V's (CleanRL)."""
+    if clip is None:
+        return 0.5 * (value - returns).pow(2)
+    clipped = old_values + (value - old_values).clamp(-clip, clip)
+    return 0.5 * torch.max((value - returns).pow(2), (clipped - returns).pow(2))
 
 
 class PPO:
@@ -243,7 +262,7 @@ class PPO:
         """Actions from standard-normal ``noise (B, A)`` (Box envs) or by inverse CDF from
         ``uniform (B, 1)`` (Discrete envs); their log-probabilities and the values."""
         act_mask, is_discrete = self.act_masks[env], self.discrete[env]
-        gauss, logits = self.nets.distribution(x, self.obs_masks[env], env, act_mask, is_discrete)
+        gauss, logits = self.nets.actor.heads(x, self.obs_masks[env], env, act_mask)
         actions = sample_actions(gauss, logits, act_mask, is_discrete, noise, uniform, self.act_max)
         logp, _ = masked_log_prob_entropy(gauss, logits, actions, act_mask, is_discrete)
         return actions, logp, self.nets.critic(x, self.obs_masks[env], env)
@@ -268,16 +287,13 @@ class PPO:
         buf["returns"] = buf["advantages"] + buf["values"]
         return buf
 
-    def _scale_rewards(
-        self, grp: EnvGroup, rewards: np.ndarray, terminated: np.ndarray
-    ) -> np.ndarray:
+    def _scale_rewards(self, grp: EnvGroup, rewards, terminated) -> np.ndarray:
         """gymnasium 1.0 ``NormalizeReward`` per env (stats shared by its copies), then clip."""
         cfg = self.cfg
         if not cfg.normalize_reward:
             return rewards
-        return rollouts.normalize_rewards(
-            grp, rewards, terminated, self.return_norm, cfg.gamma, cfg.clip_reward
-        )
+        stats = (self.return_norm, cfg.gamma, cfg.clip_reward)
+        return rollouts.normalize_rewards(grp, rewards, terminated, *stats)
 
     def iterate(self) -> dict[str, float]:
         """One rollout of ``num_steps`` on every held env, then the PPO epochs."""
@@ -312,18 +328,10 @@ class PPO:
                 if cfg.norm_adv:
                     adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
                 flat = {k: v.reshape(S * m, *v.shape[2:]) for k, v in mb.items()}
+                inputs = (flat["x"], self.obs_masks[mb_env], mb_env, self.act_masks[mb_env])
+                rollout = (self.discrete[mb_env], flat["actions"], flat["logp"], adv.reshape(-1))
                 loss, metrics = self.train_module(
-                    flat["x"],
-                    self.obs_masks[mb_env],
-                    mb_env,
-                    self.act_masks[mb_env],
-                    self.discrete[mb_env],
-                    flat["actions"],
-                    flat["logp"],
-                    adv.reshape(-1),
-                    flat["returns"],
-                    flat["values"],
-                    scale,
+                    *inputs, *rollout, flat["returns"], flat["values"], scale
                 )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -349,9 +357,7 @@ class PPO:
         act_mask, is_discrete = self.act_masks[env_idx], self.discrete[env_idx]
         was_training = self.nets.training
         self.nets.eval()
-        gauss, logits = self.nets.distribution(
-            x, self.obs_masks[env_idx], env_idx, act_mask, is_discrete
-        )
+        gauss, logits = self.nets.actor.heads(x, self.obs_masks[env_idx], env_idx, act_mask)
         self.nets.train(was_training)
         if not deterministic:
             noise = torch.randn(len(obs), self.act_max, device=self.device)
@@ -373,21 +379,17 @@ class PPO:
         process holding it, so a sum over processes of the held rows syncs them."""
         return [*self.obs_norm.buffers(), *self.return_norm.buffers()]
 
+    def _modules(self) -> dict:
+        return dict(
+            nets=self.nets, opt=self.opt, obs_norm=self.obs_norm, return_norm=self.return_norm
+        )
+
     def state_dict(self) -> dict:
-        return {
-            "nets": self.nets.state_dict(),
-            "opt": self.opt.state_dict(),
-            "obs_norm": self.obs_norm.state_dict(),
-            "return_norm": self.return_norm.state_dict(),
-            "generator": self.generator.get_state(),
-            "iteration": self.iteration,
-        }
+        generator = self.generator.get_state()
+        return agent_state(self._modules(), generator=generator, iteration=self.iteration)
 
     def load_state_dict(self, state: dict) -> None:
-        self.nets.load_state_dict(state["nets"])
-        self.opt.load_state_dict(state["opt"])
-        self.obs_norm.load_state_dict(state["obs_norm"])
-        self.return_norm.load_state_dict(state["return_norm"])
+        load_agent_state(self._modules(), None, state)
         self.generator.set_state(state["generator"])
         self.iteration = int(state["iteration"])
         self.close()

@@ -41,12 +41,17 @@ class SACConfig:
     tau: float = 0.005
     """Polyak rate of the target critics."""
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor (CleanRL: 3e-4)."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the critics."""
     alpha_lr: float = 3e-4
+    """Adam learning rate of the log entropy temperature(s) log alpha."""
     batch_size: int = 256
+    """Transitions per update (CleanRL: 256)."""
     num_critics: int = 2
     """Critics in the ensemble; the target is the minimum over them."""
     init_alpha: float = 1.0
+    """Initial entropy temperature alpha of every env (1: log alpha starts at 0, as CleanRL)."""
     target_entropy_scale: float = 1.0
     """Target entropy = -scale * action dim."""
     bc_alpha: float = 0.0

@@ -69,12 +69,17 @@ class TD3BCConfig:
     exploration_noise: float = 0.1
     """Std of the action noise of ``act(deterministic=False)`` (unused in training)."""
     gamma: float = 0.99
+    """Discount (paper: 0.99)."""
     tau: float = 0.005
     """Polyak rate of the target actor and critics."""
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor (paper: 3e-4)."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the critics (paper: 3e-4)."""
     batch_size: int = 256
+    """Transitions per update, over all envs (paper: 256)."""
     num_critics: int = 2
+    """Critics in the ensemble; the TD target is the minimum over them (TD3: twin Q)."""
     per_env_lambda: bool = True
     """lambda from each env's own mean |Q| (True) or from the whole batch (False)."""
     sampling: str = "balanced"

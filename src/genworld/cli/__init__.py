@@ -19,17 +19,16 @@ from collections.abc import Callable
 from genworld.cli import commands
 from genworld.cli.commands import unseen_config
 from genworld.cli.options import add_config_options
+from genworld.config import SCALE_NAMES
 from genworld.errors import GenworldError
 
 __all__ = ["build_parser", "main", "unseen_config"]
-
-SCALES = ("tiny", "mini", "full")
 
 
 def _scale(p: argparse.ArgumentParser, default: str = "mini", help: str | None = None) -> None:
     p.add_argument(
         "--scale",
-        choices=SCALES,
+        choices=SCALE_NAMES,
         default=default,
         help=help or "tiny (seconds, tests), mini (a 2-core CPU) or full (the paper's protocol)",
     )

@@ -59,7 +59,9 @@ class AgnosticConfig:
     transformer_layers: int = 2
     """Transformer encoder (state) / decoder (actions) layers."""
     n_heads: int = 1
+    """Attention heads per transformer layer; must divide d_model (paper Table 2b: 1)."""
     dim_feedforward: int = 256
+    """Hidden width of each transformer layer's feed-forward block (paper Table 2b: 256)."""
     mlp_hidden: int = 256
     """Hidden width of the residual MLP blocks."""
     mlp_depth: int = 2
@@ -329,6 +331,14 @@ class AgnosticActor(nn.Module):
         if self.logit is None:
             raise ValueError("this actor was built without a discrete (categorical) head")
         return self.logit(f).squeeze(-1).masked_fill(~act_mask, NEG_INF)
+
+    def heads(self, obs, obs_mask, env_idx, act_mask):
+        """Every head this actor has, from one feature pass (for batches mixing Box and Discrete
+        envs): ``((mean, log-std) or None, logits or None)``, each ``(B, A)``."""
+        f = self.features(obs, obs_mask, env_idx, act_mask)  # (B, A, H)
+        gauss = self.gaussian_head(f, act_mask) if self.mean is not None else None
+        logits = self.categorical_head(f, act_mask) if self.logit is not None else None
+        return gauss, logits
 
     def gaussian(self, obs, obs_mask, env_idx, act_mask) -> tuple[torch.Tensor, torch.Tensor]:
         return self.gaussian_head(self.features(obs, obs_mask, env_idx, act_mask), act_mask)

@@ -1,7 +1,7 @@
 """Action distributions over padded action rows (padded dims are exactly zero and never counted):
 tanh-Gaussian samples with their log-probabilities (CQL), and per-row Gaussian (Box envs) or
 categorical (Discrete envs: an env's ``n`` choices are its ``n`` action dims) heads with their
-log-probabilities, entropies, samples and modes (PPO)."""
+log-probabilities, entropies, samples and modes, and PPO's clipped loss on them (PPO)."""
 
 from __future__ import annotations
 

@@ -8,16 +8,12 @@ padded columns has no effect on the token (tested in tests/test_tgw.py).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from genworld.nn.mlp import EnsembleMLP
-
-if TYPE_CHECKING:
-    from genworld.data.multi_env import MultiEnvDataset
 
 
 class PerEnvLinear(nn.Module):
@@ -104,9 +100,10 @@ class EnsemblePerEnvHead(nn.Module):
 
 class TrajectoryEmbedding(nn.Module):
     """Each step's ``(R_t, s_t, a_t)`` → 3 tokens; timestep and env embeddings added to each
-    (the Decision Transformer's input, :mod:`genworld.algos.dt`)."""
+    (the Decision Transformer's input, :mod:`genworld.algos.dt`). ``dataset``: anything with
+    ``num_envs``, ``specs`` (each with ``obs_dim``, ``act_dim``), ``obs_max`` and ``act_max``."""
 
-    def __init__(self, dataset: MultiEnvDataset, dim: int, max_timestep: int):
+    def __init__(self, dataset, dim: int, max_timestep: int):
         super().__init__()
         n, specs = dataset.num_envs, dataset.specs
         self.max_timestep = max_timestep

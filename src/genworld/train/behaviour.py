@@ -44,6 +44,7 @@ class BehaviourConfig:
     total_steps: int = 1_000_000
     """Environment steps (one SAC update per step after warm-up)."""
     seed: int = 0
+    """Seeds the networks' initialisation, the replay sampling and the env resets."""
     learning_starts: int = 5_000
     """Uniform-random warm-up steps before learning (CleanRL)."""
     snapshot_every: int = 10_000
@@ -51,10 +52,13 @@ class BehaviourConfig:
     checkpoint_every: int = 25_000
     """Full resumable checkpoint interval (steps)."""
     eval_episodes: int = 5
+    """Episodes per snapshot evaluation, run once stochastic and once deterministic."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
     """torch threads; 1 is fastest for 256-wide MLPs on a 2-core CPU."""
     sac: SACConfig = field(default_factory=SACConfig)
+    """Hyper-parameters of the SAC agent (:class:`genworld.algos.sac.SACConfig`)."""
 
     def validate(self) -> None:
         get_env_spec(self.env)

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from genworld.config import check_scale
 from genworld.errors import GenworldError
 from genworld.train.distributed import (
-    SCALES,
     Dist,
     barrier,
     ddp_wrapper,
@@ -46,7 +46,9 @@ class AgnosticIQLRunConfig:
     log_every: int = 0
     """Updates between ``metrics.jsonl`` records; 0 = the scale's."""
     seed: int = 0
+    """Seeds the networks' initialisation, the batch sampling and the evaluation episodes."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
     """torch threads per process."""
     agent: dict[str, Any] = field(default_factory=dict)
@@ -88,8 +90,7 @@ def resolve_iql_run(cfg: AgnosticIQLRunConfig) -> AgnosticIQLRunConfig:
 
     from genworld.data.ids import parse_dataset_id
 
-    if cfg.scale not in SCALES:
-        raise GenworldError(f"--scale {cfg.scale!r} is unknown: choose tiny, mini or full")
+    check_scale(cfg.scale)
     budget = IQL_BUDGETS[cfg.scale]
     filled = {k: v for k, v in budget.items() if not getattr(cfg, k)}
     cfg = replace(cfg, **filled)

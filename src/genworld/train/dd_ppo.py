@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from genworld.errors import GenworldError
+from genworld.config import check_scale
 from genworld.train.distributed import (
-    SCALES,
     Dist,
     barrier,
     ddp_wrapper,
@@ -37,6 +36,7 @@ class AgnosticPPORunConfig:
     envs: tuple[str, ...] = ()
     """genworld env names or Gymnasium ids; empty = the PPO preset's."""
     scale: str = "mini"
+    """tiny | mini | full: the PPO preset (``genworld.algos.ppo.PRESETS``)."""
     total_timesteps: int = 0
     """Env steps over all envs and processes; 0 = the preset's."""
     checkpoint_every: int = 10
@@ -44,8 +44,12 @@ class AgnosticPPORunConfig:
     eval_episodes: int = 5
     """Deterministic episodes per env at the end."""
     seed: int = 0
+    """Seeds the networks' initialisation, PPOConfig.seed (env resets, sampling, minibatches)
+    and the final evaluation's episodes."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
+    """torch threads per process."""
     ppo: dict[str, Any] = field(default_factory=dict)
     """PPOConfig overrides (nested dicts for ``net``)."""
 
@@ -54,8 +58,7 @@ def ppo_config(cfg: AgnosticPPORunConfig):
     from genworld.algos.ppo import PRESETS, PPOConfig
     from genworld.algos.registry import resolve_config
 
-    if cfg.scale not in SCALES:
-        raise GenworldError(f"--scale {cfg.scale!r} is unknown: choose tiny, mini or full")
+    check_scale(cfg.scale)
     overrides = dict(cfg.ppo)
     overrides["seed"] = cfg.seed
     if cfg.envs:

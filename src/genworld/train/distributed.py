@@ -34,8 +34,6 @@ from torch import nn
 
 from genworld.errors import GenworldError
 
-SCALES = ("tiny", "mini", "full")
-
 
 # ---------------------------------------------------------------- process group and collectives
 @dataclass(frozen=True)

@@ -39,8 +39,11 @@ class EnsembleMLPConfig:
     elites: int = 5
     """Members used for prediction, best held-out loss (MOPO: 5)."""
     hidden: int = 200
+    """Width of each hidden layer (MOPO: 200)."""
     layers: int = 4
+    """Hidden layers, Swish (SiLU) activations (MOPO: 4)."""
     weight_decay: float = 2.5e-5
+    """Coefficient of the L2 penalty (sum of squared weights of every layer) in the loss."""
     logvar_loss_coef: float = 0.01
     """Weight of the soft-bound regulariser on the learned max/min log-variance (MBPO)."""
 

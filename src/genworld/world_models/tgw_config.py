@@ -19,6 +19,7 @@ class TGWConfig:
     d_model: int = 128
     """Token / deterministic-state width."""
     n_layers: int = 1
+    """Layers of each member's causal transformer (the TransRSSM; seed 002: 1)."""
     n_heads: int = 3
     """Attention heads; width per head = ceil(d_model / n_heads) (128/3 → 43, inner 129)."""
     stoch_dim: int = 128
