@@ -109,7 +109,7 @@ def test_mopo_reward_is_model_reward_minus_lambda_u_on_a_fixed_batch(data, wm_di
     out, rewards, terminations = agent.imagine_step(
         None, obs, act, env_idx, torch.Generator().manual_seed(3)
     )
-    again = model.step(None, obs, act, env_idx, torch.Generator().manual_seed(3))
+    again = model.next(None, obs, act, env_idx, torch.Generator().manual_seed(3))
     u = _hand_uncertainty(model, obs, act, env_idx)
     assert (u > 0.05).all()  # a penalty that is visibly there
     torch.testing.assert_close(out.uncertainty, u, rtol=1e-5, atol=1e-5)

@@ -110,9 +110,9 @@ def test_padded_columns_get_zero_gradient(suite):
 def test_members_differ_and_variance_zero_when_identical(suite, intrinsic):
     model = _model(suite, TGWConfig(**{**TINY.__dict__, "intrinsic": intrinsic}))
     env_idx, index = torch.tensor([0, 1, 0]), torch.tensor([5, 7, 30])
-    memory = model.initial_state(suite, env_idx, index)
+    memory = model.encode(suite, env_idx, index)
     actions = torch.zeros(3, 6)
-    out = model.step(memory, None, actions, generator=torch.Generator().manual_seed(0))
+    out = model.next(memory, None, actions, generator=torch.Generator().manual_seed(0))
     assert (out.uncertainty > 0).all()
     same = copy.deepcopy(model)
     member_specific = ("transformer", "stoch_head", "obs_net", "rew_net", "term_net")
@@ -121,7 +121,7 @@ def test_members_differ_and_variance_zero_when_identical(suite, intrinsic):
             if name.startswith(member_specific):
                 p.copy_(p[:1].expand_as(p))
     # deterministic: the members' stochastic states are their means (sampled ones differ)
-    out = same.step(memory, None, actions, deterministic=True)
+    out = same.next(memory, None, actions, deterministic=True)
     torch.testing.assert_close(out.uncertainty, torch.zeros(3))
 
 
@@ -150,8 +150,8 @@ def test_reward_intrinsic_is_in_reward_units(suite):
     with torch.no_grad():
         wide.normalizer.reward_std.mul_(3.0)
     # episode starts: a one-step prompt, so no (rescaled) previous reward enters the tokens
-    memory = model.initial_state(suite, torch.tensor([0, 1]), torch.tensor([0, 40]))
-    run = lambda m: m.step(memory, None, torch.zeros(2, 6), deterministic=True)  # noqa: E731
+    memory = model.encode(suite, torch.tensor([0, 1]), torch.tensor([0, 40]))
+    run = lambda m: m.next(memory, None, torch.zeros(2, 6), deterministic=True)  # noqa: E731
     torch.testing.assert_close(run(wide).uncertainty, 3.0 * run(model).uncertainty)
 
 
@@ -161,8 +161,8 @@ def test_the_penalised_reward_is_extrinsic_minus_beta_intrinsic(suite):
 
     model = _model(suite, TINY)
     assert not hasattr(TINY, "beta")
-    memory = model.initial_state(suite, torch.tensor([0, 1]), torch.tensor([3, 3]))
-    out = model.step(memory, None, torch.zeros(2, 6), generator=torch.Generator().manual_seed(0))
+    memory = model.encode(suite, torch.tensor([0, 1]), torch.tensor([3, 3]))
+    out = model.next(memory, None, torch.zeros(2, 6), generator=torch.Generator().manual_seed(0))
     reward = penalised_reward(out.extrinsic, out.uncertainty, 2.5)
     torch.testing.assert_close(reward, out.extrinsic - 2.5 * out.uncertainty)
 
@@ -210,9 +210,9 @@ def test_save_load_identical_predictions(suite, tmp_path):
     _, state = load_checkpoint(path)
     other = TGWWorldModel(suite.specs, TINY, Normalizer(2, 17))
     other.load_state_dict(state["model"])
-    memory = model.initial_state(suite, torch.tensor([0, 1]), torch.tensor([9, 2]))
-    a = model.step(memory, None, torch.ones(2, 6) * 0.3, deterministic=True)
-    b = other.step(memory, None, torch.ones(2, 6) * 0.3, deterministic=True)
+    memory = model.encode(suite, torch.tensor([0, 1]), torch.tensor([9, 2]))
+    a = model.next(memory, None, torch.ones(2, 6) * 0.3, deterministic=True)
+    b = other.next(memory, None, torch.ones(2, 6) * 0.3, deterministic=True)
     assert torch.equal(a.next_observations, b.next_observations) and torch.equal(
         a.extrinsic, b.extrinsic
     )
@@ -296,8 +296,8 @@ def test_bad_inputs_are_clear(suite):
         [(CHEETAH, _linear_episodes(CHEETAH, 2, 5, 0)), (HOPPER, _linear_episodes(HOPPER, 2, 5, 0))]
     )
     with pytest.raises(GenworldError, match="dataset env #0 is 'halfcheetah'"):
-        model.initial_state(swapped, torch.tensor([0]), torch.tensor([0]))
-    memory = model.initial_state(suite, torch.tensor([0]), torch.tensor([0]))
+        model.encode(swapped, torch.tensor([0]), torch.tensor([0]))
+    memory = model.encode(suite, torch.tensor([0]), torch.tensor([0]))
     short = PromptMemory(
         memory.observations[:, :2],
         memory.actions[:, :2],
@@ -306,7 +306,7 @@ def test_bad_inputs_are_clear(suite):
         memory.env_idx,
     )
     with pytest.raises(GenworldError, match="prompt memory has 2 slots.*M=4"):
-        model.step(short, None, torch.zeros(1, 6))
+        model.next(short, None, torch.zeros(1, 6))
     batch = suite.sample_windows(4, 4, torch.Generator().manual_seed(0))
     from genworld.world_models.base import check_finite
 
@@ -324,7 +324,7 @@ def test_mlp_ensemble_step_and_uncertainty(suite):
         Normalizer.fit(suite),
     )
     batch = suite.sample_transitions(10, torch.Generator().manual_seed(0))
-    out = model.step(
+    out = model.next(
         None, batch.observations, batch.actions, batch.env_idx, torch.Generator().manual_seed(0)
     )
     assert out.next_observations.shape == (10, 17)
@@ -401,7 +401,7 @@ def test_penalty_calibration_sees_an_uncertainty_that_tracks_the_error(suite):
     norm = Normalizer.fit(suite)
 
     class Oracle:
-        def initial_state(self, data, env_idx, index):
+        def encode(self, data, env_idx, index):
             nxt = torch.zeros(len(env_idx), data.obs_max)
             rew = torch.zeros(len(env_idx))
             for k, d in enumerate(data.envs):
@@ -410,7 +410,7 @@ def test_penalty_calibration_sees_an_uncertainty_that_tracks_the_error(suite):
                 rew[sel] = d.rewards[index[sel]]
             return nxt, rew, env_idx
 
-        def step(self, state, obs, actions, env_idx, deterministic=False):
+        def next(self, state, obs, actions, env_idx, deterministic=False):
             nxt, rew, env = state
             noise = torch.linspace(0.0, 2.0, len(env))[:, None] * norm.obs_std[env]
             pred = (nxt + noise) * suite.obs_masks()[env]
@@ -438,11 +438,11 @@ def test_termination_head_runs_only_when_learned(suite):
         for p in learned.term_net.parameters():
             p.zero_()
         list(learned.term_net.parameters())[-1].fill_(50.0)  # the output layer's bias
-    memory = learned.initial_state(suite, env_idx, index)
-    step = learned.step(memory, None, torch.zeros(2, memory.actions.shape[-1]), deterministic=True)
+    memory = learned.encode(suite, env_idx, index)
+    step = learned.next(memory, None, torch.zeros(2, memory.actions.shape[-1]), deterministic=True)
     assert step.terminations.all()
-    step = registry.step(
-        registry.initial_state(suite, env_idx, index), None, torch.zeros(2, 6), deterministic=True
+    step = registry.next(
+        registry.encode(suite, env_idx, index), None, torch.zeros(2, 6), deterministic=True
     )
     assert step.terminations.shape == (2,)
 
@@ -460,9 +460,9 @@ def test_rollout_chunks_change_no_number(suite, monkeypatch, termination):
     def rollout(chunk):
         monkeypatch.setattr(tgw, "ROLLOUT_CHUNK", chunk)
         g = torch.Generator().manual_seed(0)
-        state, outs = model.initial_state(suite, env_idx, index), []
+        state, outs = model.encode(suite, env_idx, index), []
         for det in (False, False, True):
-            step = model.step(state, None, actions, generator=g, deterministic=det)
+            step = model.next(state, None, actions, generator=g, deterministic=det)
             state = step.state
             outs += [step.next_observations, step.extrinsic, step.uncertainty, step.terminations]
         return outs + [state.observations, state.prev_rewards]

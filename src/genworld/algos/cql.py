@@ -13,18 +13,10 @@ and so is the entropy-temperature lr. ``lagrange=True`` tunes ``alpha'`` so the 
 ``logsumexp Q - Q(data)`` stays at ``target_action_gap`` (CORL ``cql_lagrange``; d3rlpy's
 ``alpha_threshold`` 10 and initial ``alpha' = e``).
 
-Six design choices where d3rlpy 2.8.1 (``d3rlpy/algos/qlearning/torch/cql_impl.py``, its
-SAC and policy modules) and CORL differ follow **d3rlpy** by default, each one flag away from
-CORL's: ``target_action`` ``mean`` (back up ``Q_target(s', tanh(mean pi(s')))``; CORL and the
-authors: ``sample`` ``a' ~ pi(s')``), ``update_order`` ``critic_first`` (critics step, then the
-actor and the temperature learn against the updated critics; CORL: ``joint``, every loss from
-the pre-step parameters and one backward), ``log_std_clamp`` ``hard`` ([-20, 2], also CORL's
-bounds; genworld's actor alone: ``soft`` tanh into [-5, 2]), ``alpha_loss`` ``alpha``
-(``-α (log π + target)``; CORL: ``log_alpha``), ``orthogonal_init`` False (PyTorch's init;
-CORL: orthogonal critics) and ``actor_init`` ``default`` (CORL: ``small``). Why: in the peer
-check at mini scale, with d3rlpy's choices hopper-medium comes within the seed spread of d3rlpy
-itself, where CORL's choices score well below it; on halfcheetah-medium both are within noise of
-d3rlpy; no single choice closes the hopper gap alone (measured: docs/RESULTS.md, "Peer check").
+Where d3rlpy 2.8.1 and CORL differ, genworld follows d3rlpy by default, each choice one flag
+away from CORL's (``target_action``, ``update_order``, ``log_std_clamp``, ``alpha_loss``,
+``orthogonal_init``, ``actor_init``); why, and every deviation from the references:
+``docs/algorithms/cql.md``.
 
 One step: critics ``sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Q_target_j(s', tanh mu(s')))
 + cql_alpha * mean(logsumexp_k[Q_i(s, a_k) - log mu(a_k)] - Q_i(s, a))`` with the ``a_k`` being
@@ -37,25 +29,6 @@ env id appended to actor and critic inputs; actions, random actions and policy s
 each env's action dims; log-probabilities, the uniform density ``-|A_k| log 2`` and the target
 entropy ``-|A_k|`` use each env's real action dim; the entropy temperature is learned per env.
 
-Deviations:
-- Policy samples: one actor forward per state and ``n_actions + 1`` samples from it (CORL repeats
-  the state ``n_actions`` times and runs the actor on each copy: same distribution, more work).
-  All ``3 n + 1`` actions per state go through the twin critics in one batched forward.
-- The actor is genworld's ``TanhGaussianActor`` (one head for mean and log-std; d3rlpy: two
-  heads, the same maths); CORL's hard clamp has a -1 offset, not reproduced.
-- d3rlpy steps the temperature before the actor's loss reads it; here the actor reads the
-  temperature of the step's start (at lr 1e-4 they differ by ~1e-4 relative).
-- Not implemented (off in CORL's locomotion configs): ``cql_max_target_backup``, ``bc_steps``,
-  loss clipping (``cql_clip_diff_*``), ``target_update_period`` > 1, reward normalisation.
-- The entropy temperature is one per env (single env: CORL's scalar); ``alpha'`` is global.
-- Adam is one fused optimiser with a parameter group per network (same per-parameter maths).
-- ``ood_precision="auto"``: on CPUs with AMX tiles or AVX512-BF16 the critics' hidden layers
-  score the 3n sampled actions in bfloat16 (the last layer, the TD term, the data actions' Q and all
-  parameters stay float32): about twice the updates/s (measured: docs/RESULTS.md). Tested at
-  |Q| ~ 300: TD term identical, gap within 0.05, critic gradients aligned (cosine > 0.99);
-  ``ood_precision="float32"`` restores the reference maths. The last layer stays float32
-  because bfloat16 rounds Q in steps of 2 at that scale, which distorts the conservative gap
-  and costs halfcheetah CQL ~10 points against d3rlpy (docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -76,7 +49,6 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.nn.critics import (
-    conservative_gap,
     frozen_critic,
     orthogonal_init,
     q_many,
@@ -92,6 +64,17 @@ HARD_LOG_STD_MIN, HARD_LOG_STD_MAX = -20.0, 2.0
 """``log_std_clamp="hard"``: d3rlpy's and CORL's bounds."""
 ALPHA_PRIME_MAX = 1e6
 """alpha' is clipped to [0, 1e6] (CORL, d3rlpy)."""
+
+
+def conservative_gap(
+    q_ood: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """CQL(H)'s log-sum-exp penalty (Kumar et al. 2020): ``(E,)`` mean over the batch of
+    ``T logsumexp_k(Q(s, a_k) / T) - Q(s, a)``; ``q_ood (E, B, M)`` (importance weights already
+    subtracted), ``q_data (E, B)``. Minimising it pushes Q down where the log-sum-exp puts its
+    mass and up on the dataset's actions."""
+    soft_max = torch.logsumexp(q_ood / temperature, dim=-1) * temperature  # (E, B)
+    return (soft_max - q_data).mean(-1)
 
 
 @dataclass(frozen=True)

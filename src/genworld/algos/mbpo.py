@@ -258,7 +258,7 @@ class MBPOAgent:
     @torch.no_grad()
     def imagine_step(self, state, obs, actions, env_idx, generator):
         """One model step → (WMStep, rewards (B,), terminations (B,) bool) as they are stored."""
-        out = self.world_model.step(state, obs, actions, env_idx, generator)
+        out = self.world_model.next(state, obs, actions, env_idx, generator)
         rewards = penalised_reward(out.extrinsic, out.uncertainty, self.cfg.beta)  # (B,)
         terminations = out.terminations
         if self.step_hook is not None:
@@ -268,7 +268,7 @@ class MBPOAgent:
     @torch.no_grad()
     def rollout(self, generator: torch.Generator) -> dict[str, float]:
         env_idx, index = sample_start_states(self.dataset, self.cfg.rollout_batch, generator)
-        state = self.world_model.initial_state(self.dataset, env_idx, index)
+        state = self.world_model.encode(self.dataset, env_idx, index)
         obs = torch.zeros(len(env_idx), self.dataset.obs_max)
         for k, data in enumerate(self.dataset.envs):
             sel = env_idx == k

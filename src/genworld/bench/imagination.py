@@ -19,14 +19,14 @@ def imagined_per_s(suite, cfg, rollouts: int, horizon: int) -> float:
     model = TGWWorldModel(suite.specs, cfg, Normalizer.fit(suite)).eval()
     g = torch.Generator().manual_seed(0)
     env_idx, index = sample_start_states(suite, rollouts, g)
-    state = model.initial_state(suite, env_idx, index)
+    state = model.encode(suite, env_idx, index)
     obs = torch.zeros(rollouts, suite.obs_max)
     actions = torch.rand(rollouts, suite.act_max) * 2 - 1
     with torch.no_grad():
-        model.step(state, obs, actions, env_idx, g)  # warm-up
+        model.next(state, obs, actions, env_idx, g)  # warm-up
         start = time.perf_counter()
         for _ in range(horizon):
-            out = model.step(state, obs, actions, env_idx, g)
+            out = model.next(state, obs, actions, env_idx, g)
             state, obs = out.state, out.next_observations
     return rollouts * horizon / (time.perf_counter() - start)
 

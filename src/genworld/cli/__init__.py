@@ -195,9 +195,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--experts",
         choices=["auto", "sac", "turned"],
-        default="auto",
+        default=None,
         help="task experts: SAC per task, or (ant-dir) the shipped Ant expert turned into each "
-        "task's direction; auto: turned for ant-dir, sac otherwise",
+        "task's direction; auto (the default): turned for ant-dir, sac otherwise",
     )
     p.set_defaults(func=commands.unseen)
 

@@ -204,7 +204,7 @@ def unseen_config(args):
     ``--experts auto`` trains SAC experts for every family, ant-dir included)."""
     from genworld.api import unseen_config as config_for_scale
 
-    experts = "sac" if args.train_experts and args.experts == "auto" else args.experts
+    experts = "sac" if args.train_experts and args.experts in (None, "auto") else args.experts
     return config_for_scale(
         args.scale,
         shipped_experts=not args.train_experts,

@@ -65,13 +65,13 @@ def k_step_errors(
     obs[:] = true_obs[0]
     std, mean = normalizer.obs_std[env_idx], normalizer.obs_mean[env_idx]
     mask = held.obs_masks()[env_idx].float()
-    state = model.initial_state(held, env_idx, index) if model is not None else None
+    state = model.encode(held, env_idx, index) if model is not None else None
     result: dict[str, dict[str, float]] = {s.name: {} for s in held.specs}
     for j in range(h_max):
         if model is None:
             pred_obs, pred_rew = mean.clone(), normalizer.reward_mean[env_idx]
         else:
-            out = model.step(state, obs, true_act[j], env_idx, deterministic=True)
+            out = model.next(state, obs, true_act[j], env_idx, deterministic=True)
             state, pred_obs, pred_rew = out.state, out.next_observations, out.extrinsic
             obs = pred_obs
         if j + 1 in horizons:
@@ -124,8 +124,8 @@ def penalty_calibration(
             d.next_observations[index[sel]],
         )
         act[sel, : d.spec.act_dim], rew[sel] = d.actions[index[sel]], d.rewards[index[sel]]
-    state = model.initial_state(data, env_idx, index)
-    out = model.step(state, obs, act, env_idx, deterministic=True)
+    state = model.encode(data, env_idx, index)
+    out = model.next(state, obs, act, env_idx, deterministic=True)
     mask = data.obs_masks()[env_idx].float()
     obs_err = (
         ((out.next_observations - next_obs) / normalizer.obs_std[env_idx]).pow(2) * mask

@@ -46,17 +46,6 @@ def q_many(
     return h.view(-1, b, m)
 
 
-def conservative_gap(
-    q_ood: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """CQL's penalty: ``(E,)`` mean over the batch of ``T logsumexp_k(Q(s, a_k) / T) - Q(s, a)``.
-
-    ``q_ood (E, B, M)`` (importance weights already subtracted), ``q_data (E, B)``. Minimising it
-    pushes Q down where the log-sum-exp puts its mass and up on the dataset's actions."""
-    soft_max = torch.logsumexp(q_ood / temperature, dim=-1) * temperature  # (E, B)
-    return (soft_max - q_data).mean(-1)
-
-
 def frozen_critic(critic: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
     """``critic(x)`` for ``x (B, in)`` with detached weights: gradients reach only ``x``."""
     h = x.unsqueeze(0).expand(critic.layers[0].members, -1, -1)  # (E, B, in)

@@ -1,8 +1,11 @@
 """The contract every world model meets, so algorithms and evaluation treat them alike.
 
 Padded multi-env tensors everywhere: ``observations (B, obs_max)``, ``actions (B, act_max)``,
-``env_idx (B,)``. A model may carry per-rollout state (TGW: its FIFO prompt memory; the MLP
-ensemble: none) that ``initial_state`` builds from dataset start states and ``step`` advances.
+``env_idx (B,)``. The verbs (as TD-MPC2's ``encode`` / ``next``): ``encode`` builds a model's
+per-rollout state from dataset start states (TGW: its FIFO prompt memory; the MLP ensemble: none)
+and ``next`` takes one imagined step from it: next observations, the predicted reward, the
+model's uncertainty and terminations in one ``WMStep`` (TGW predicts observation and reward in
+one pass, so reward has no verb of its own); ``loss`` is the training objective.
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ class WorldModel(Protocol):
         self, batch, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict]: ...
 
-    def initial_state(
+    def encode(
         self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
     ) -> Any: ...
 
-    def step(
+    def next(
         self,
         state: Any,
         observations: torch.Tensor,

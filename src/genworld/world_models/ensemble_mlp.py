@@ -177,14 +177,12 @@ class EnsembleMLPWorldModel(nn.Module):
             out[sel] = dist.flatten(1).amax(1)  # (n,) max over (E, E) pairs
         return out
 
-    def initial_state(
-        self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
-    ) -> None:
+    def encode(self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor) -> None:
         check_compatible(self.specs, dataset)
         return None
 
     @torch.no_grad()
-    def step(
+    def next(
         self,
         state,
         observations: torch.Tensor,

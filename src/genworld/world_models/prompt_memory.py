@@ -14,7 +14,7 @@ from genworld.data.multi_env import MultiEnvDataset
 @dataclass
 class PromptMemory:
     """FIFO prompt of each rollout: slots ``0..count-1`` hold steps, the last one the current
-    observation (its action is written by ``step``)."""
+    observation (its action is written by ``next``)."""
 
     observations: torch.Tensor  # (B, M, obs_max) raw
     actions: torch.Tensor  # (B, M, act_max)

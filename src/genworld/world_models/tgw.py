@@ -19,7 +19,8 @@ Data flow for a sample of env ``k`` (shapes: B batch, L = M prompt steps, E memb
   current step's token, Gaussian over the per-env normalised reward.
 - **Ensemble** (§5.3): E transformers + stochastic heads with different initialisations, run as
   one batched computation (``EnsembleCausalTransformer``). Intrinsic reward ``ri = Var_members(s)``
-  averaged over latent dims (eq. 4), reward ``r = re − β·ri`` (eq. 6), returned by ``step()``.
+  averaged over latent dims (eq. 4), returned by ``next()`` with ``re``; the agent forms
+  ``r = re − β·ri`` (eq. 6).
 - **Loss** (eq. 7–8): negative log-likelihood (or MSE) of every next observation and reward of the
   window (causal mask: position j sees steps ≤ j); no loss on the behaviour policy's actions.
 - **Termination**: the registry's exact functions on the predicted next observation
@@ -263,14 +264,14 @@ class TGWWorldModel(nn.Module):
         check_finite(observations=batch.observations, rewards=batch.rewards)
         return batch
 
-    def initial_state(
+    def encode(
         self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor
     ) -> PromptMemory:
         check_compatible(self.specs, dataset)
         return self.memory_from_dataset(dataset, env_idx, index)
 
     @torch.no_grad()
-    def step(
+    def next(
         self,
         state: PromptMemory,
         observations: torch.Tensor | None,
@@ -288,7 +289,7 @@ class TGWWorldModel(nn.Module):
         if m != self.cfg.effective_context:
             raise GenworldError(
                 f"prompt memory has {m} slots, the model was trained with M={self.cfg.effective_context}; "
-                "build it with model.initial_state(...)"
+                "build it with model.encode(...)"
             )
         rows = torch.arange(b, device=actions.device)
         last = memory.count - 1
