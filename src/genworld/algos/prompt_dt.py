@@ -64,8 +64,10 @@ PRESETS: dict[str, dict] = {
 
 def build(ctx: AlgoContext) -> dt.DT:
     cfg = resolve_config(PromptDTConfig, PRESETS, ctx)
-    rtgs = [returns_to_go(env) for env in ctx.dataset.envs]
-    prompts = PromptBank(ctx.dataset, rtgs, cfg.prompt_length, cfg.prompt_top_fraction, ctx.seed)
+    source = ctx.prompts if ctx.prompts is not None else ctx.dataset
+    prompt_rtgs = [returns_to_go(env) for env in source.envs]
+    prompts = PromptBank(source, prompt_rtgs, cfg.prompt_length, cfg.prompt_top_fraction, ctx.seed)
+    rtgs = prompt_rtgs if ctx.prompts is None else None  # (None: the DT computes its data's)
     return dt.DT(ctx.dataset, ctx.normalizer, cfg.dt, ctx.device, prompts=prompts, rtgs=rtgs)
 
 

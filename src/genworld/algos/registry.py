@@ -52,6 +52,9 @@ class AlgoContext:
     show_progress: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override (validated by the algorithm's config)."""
+    prompts: MultiEnvDataset | None = None
+    """Where a prompted policy draws its prompts when not from ``dataset`` (the unseen-task
+    study: each task's small expert data), one env per prompt env; None = ``dataset``."""
     task: str | None = None
     """The task env a cell is scored in when its data is a task family's (the unseen-task
     study: ``cheetah-vel-7``), for a task's own reward function; None otherwise."""

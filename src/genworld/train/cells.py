@@ -31,6 +31,7 @@ def build_cell_agent(
     overrides: dict[str, Any] | None = None,
     world_models: WorldModelSource = provide_world_model,
     task: str | None = None,
+    prompts: MultiEnvDataset | None = None,
 ):
     """The agent of algorithm or variant ``name`` (``tgw-no-prompt``, ``mopo-beta=2``) on
     ``dataset``: the variant's overrides, then the runner's ``overrides``. World models come
@@ -47,6 +48,7 @@ def build_cell_agent(
         overrides=merge(variant, overrides or {}),
         world_models=world_models,
         task=task,
+        prompts=prompts,
     )
     return build_agent(algo, ctx)
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from genworld.config import merge, resolve
 from genworld.data.tasks import family_dataset, task_episodes, task_spec
 from genworld.envs.tasks import split_names
 from genworld.utils.io import atomic_write_json
@@ -126,28 +125,30 @@ def _write_result(folder: Path, cell, last_k: float, best: float, started: float
 
 # ------------------------------------------------------------------ stage 6: Prompt-DT
 def _prompt_dt(cfg, out: Path, train: list[str], tasks: list[str], refs, seed: int):
-    """A Prompt-DT agent (``tasks``' small data as prompts and, with ``train``, its training data)
-    sharing parameters across the family's tasks."""
-    from genworld.algos import dt
-    from genworld.algos.prompt_dt import PRESETS, PromptBank, PromptDTConfig
+    """The registry's Prompt-DT on ``train``'s mixed data (or, without ``train``, ``tasks``'
+    small data), prompted with ``tasks``' small expert data, its parameters shared across the
+    family's tasks (no task id; one normaliser fitted on the family's data)."""
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.data.normalization import Normalizer
-    from genworld.data.trajectory_windows import returns_to_go
+    from genworld.train.cells import build_cell_agent
+    from genworld.utils.device import resolve_device
 
-    shared = {"dt": {"shared_params": True}}
-    pcfg = resolve(PromptDTConfig, merge(PRESETS.get(cfg.scale, {}), shared))
-    kind = "mixed" if train else "small"
-    root = out / "datasets"
-    data = MultiEnvDataset(
-        [(task_spec(t, refs), task_episodes(root, t, kind)) for t in train or tasks]
-    )
-    prompt_data = MultiEnvDataset(
-        [(task_spec(t, refs), task_episodes(root, t, "small")) for t in tasks]
-    )
+    kind, root = ("mixed" if train else "small"), out / "datasets"
+
+    def tasks_data(names, kind):
+        return MultiEnvDataset([(task_spec(t, refs), task_episodes(root, t, kind)) for t in names])
+
     family = family_dataset(cfg.family, root, [(t, "mixed") for t in split_tasks(cfg)[0]])
-    rtgs = [returns_to_go(env) for env in prompt_data.envs]
-    prompts = PromptBank(prompt_data, rtgs, pcfg.prompt_length, 1.0, seed)
-    return dt.DT(data, Normalizer.fit(family), pcfg.dt, torch.device("cpu"), prompts=prompts)
+    return build_cell_agent(
+        "prompt-dt",
+        tasks_data(train or tasks, kind),
+        resolve_device(cfg.device),
+        scale=cfg.scale,
+        seed=seed,
+        normalizer=Normalizer.fit(family),
+        overrides={"dt": {"shared_params": True}, "prompt_top_fraction": 1.0},
+        prompts=tasks_data(tasks, "small"),
+    )
 
 
 def split_tasks(cfg) -> tuple[list[str], list[str]]:
