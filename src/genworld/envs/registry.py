@@ -1,11 +1,13 @@
 """The EnvSpec registry: exact keys, no substring dispatch. A name is a robot
-(:mod:`genworld.envs.robots`) or a task env of a family (:mod:`genworld.envs.tasks`)."""
+(:mod:`genworld.envs.robots`), a task env of a family (:mod:`genworld.envs.tasks`) or a
+DeepMind Control task (:mod:`genworld.envs.dmc`, ``dmc-cheetah-run``)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 
 import genworld.envs.tasks  # noqa: F401  (registers the task families with Gymnasium)
+from genworld.envs.dmc import DMC_TASKS, dmc_spec
 from genworld.envs.robots import ENV_SPECS
 from genworld.envs.tasks import task_spec
 from genworld.errors import GenworldError
@@ -18,12 +20,13 @@ def get_env_spec(name: str) -> EnvSpec:
     """Look up an env by its exact genworld name, with an error that lists the known ones."""
     if name in ENV_SPECS:
         return ENV_SPECS[name]
-    spec = task_spec(name)  # cheetah-vel-7, ant-dir-23, ...
+    spec = task_spec(name) or dmc_spec(name)  # cheetah-vel-7, ant-dir-23, dmc-cheetah-run
     if spec is not None:
         return spec
     raise GenworldError(
-        f"unknown environment {name!r}: choose one of {', '.join(sorted(ENV_SPECS))} "
-        "or a task env (cheetah-vel-<0..39>, ant-dir-<0..49>)"
+        f"unknown environment {name!r}: choose one of {', '.join(sorted(ENV_SPECS))}, a task "
+        f"env (cheetah-vel-<0..39>, ant-dir-<0..49>) or a DeepMind Control task "
+        f"({', '.join(DMC_TASKS)})"
     )
 
 

@@ -1,0 +1,103 @@
+"""DeepMind Control tasks as genworld envs: the adapter is dm_control, step for step."""
+
+import builtins
+
+import numpy as np
+import pytest
+
+from genworld.envs import dmc
+from genworld.envs.registry import get_env_spec, make_env
+from genworld.errors import GenworldError
+
+
+def _raw(name: str, seed: int):
+    domain, task = dmc.DMC_TASKS[name]
+    return dmc._load(domain, task, seed)
+
+
+@pytest.mark.parametrize("name", ["dmc-cheetah-run", "dmc-walker-walk", "dmc-quadruped-walk"])
+def test_dmc_adapter_equals_dm_control_step_for_step(name):
+    """Same seed, same actions: the adapter's observations (OBS_KEYS order, float32) and rewards
+    are dm_control's own; quadruped also checks the np.in1d shim and the affine action map."""
+    env = make_env(name)
+    obs, _ = env.reset(seed=3)
+    raw = _raw(name, 3)
+    time_step = raw.reset()
+    adapter = env.unwrapped
+    np.testing.assert_array_equal(obs, adapter.observation(time_step))
+    actions = np.random.default_rng(0).uniform(-1, 1, (60, env.action_space.shape[0]))
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action.astype(np.float32))
+        time_step = raw.step(adapter.env_action(action.astype(np.float32)))
+        expected = np.concatenate(
+            [np.asarray(time_step.observation[k]).reshape(-1) for k in adapter.keys]
+        ).astype(np.float32)
+        np.testing.assert_array_equal(obs, expected)
+        assert reward == time_step.reward and not terminated and not truncated
+
+
+@pytest.mark.parametrize("name", list(dmc.DMC_TASKS))
+def test_dmc_spec_matches_dm_control(name):
+    """OBS_KEYS (order and sizes) and ACT_DIMS are what dm_control reports for every task."""
+    raw = _raw(name, 0)
+    domain, _ = dmc.DMC_TASKS[name]
+    keys = [(k, int(np.prod(v.shape))) for k, v in raw.observation_spec().items()]
+    assert keys == list(dmc.OBS_KEYS[domain])
+    spec = get_env_spec(name)
+    assert spec.obs_dim == sum(n for _, n in keys) and spec.act_dim == raw.action_spec().shape[0]
+    assert spec.normalized_score(500.0) == pytest.approx(50.0)  # return / 10
+    assert spec.max_episode_steps == dmc.EPISODE_STEPS
+
+
+def test_action_map_reaches_the_task_bounds():
+    env = make_env("dmc-quadruped-walk").unwrapped
+    np.testing.assert_allclose(env.env_action(-np.ones(12)), env.low)
+    np.testing.assert_allclose(env.env_action(np.ones(12)), env.high)
+    assert (env.high != 1.0).any()  # quadruped's bounds are not [-1, 1]
+
+
+def test_episode_is_1000_control_steps_and_action_repeat_sums_rewards():
+    plain, repeated = (
+        make_env("dmc-cartpole-balance"),
+        make_env("dmc-cartpole-balance", action_repeat=4),
+    )
+    plain.reset(seed=1)
+    repeated.reset(seed=1)
+    action = np.zeros(1, np.float32)
+    summed = sum(plain.step(action)[1] for _ in range(4))
+    assert repeated.step(action)[1] == pytest.approx(summed, abs=1e-12)
+    steps = 1
+    while True:
+        *_, terminated, truncated, _ = repeated.step(action)
+        steps += 1
+        if terminated or truncated:
+            break
+    assert (steps, terminated, truncated) == (250, False, True)  # a time limit, not a terminal
+    with pytest.raises(GenworldError, match="action_repeat=3"):
+        dmc.DMCEnv("dmc-cartpole-balance", action_repeat=3)
+
+
+def test_bad_names_and_a_missing_extra_are_one_line_errors(monkeypatch):
+    with pytest.raises(GenworldError, match="unknown DeepMind Control task 'dmc-cheetah-fly'"):
+        get_env_spec("dmc-cheetah-fly")
+    real_import = builtins.__import__
+
+    def no_dm_control(name, *args, **kwargs):
+        if name.startswith("dm_control"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dm_control)
+    with pytest.raises(GenworldError, match=r"dmc extra: pip install -e '\.\[dmc\]'") as err:
+        dmc._load("cheetah", "run", 0)
+    assert "\n" not in str(err.value)
+
+
+def test_dmc_envs_run_in_the_env_pool():
+    from genworld.envs.vector import EnvPool
+
+    pool = EnvPool("dmc-cheetah-run", 2, seed=0)
+    obs = pool.reset()
+    assert obs.shape == (2, 17)
+    result = pool.step(np.zeros((2, 6), np.float32))
+    assert result.observations.shape == (2, 17) and result.rewards.shape == (2,)
