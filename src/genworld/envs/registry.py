@@ -8,6 +8,7 @@ import gymnasium as gym
 
 import genworld.envs.tasks  # noqa: F401  (registers the task families with Gymnasium)
 from genworld.envs.dmc import DMC_TASKS, dmc_spec
+from genworld.envs.perturb import Perturbation, PerturbedObservation
 from genworld.envs.robots import ENV_SPECS
 from genworld.envs.tasks import task_spec
 from genworld.errors import GenworldError
@@ -30,10 +31,15 @@ def get_env_spec(name: str) -> EnvSpec:
     )
 
 
-def make_env(name: str, seed: int | None = None, **kwargs) -> gym.Env:
-    """A Gymnasium env for a registered name, with the registry's observation variant."""
+def make_env(
+    name: str, seed: int | None = None, perturbation: Perturbation | None = None, **kwargs
+) -> gym.Env:
+    """A Gymnasium env for a registered name, with the registry's observation variant and,
+    optionally, an observation perturbation (:mod:`genworld.envs.perturb`)."""
     spec = get_env_spec(name)
     env = gym.make(spec.gym_id, **{**spec.make_kwargs, **kwargs})
+    if perturbation is not None:
+        env = PerturbedObservation(env, perturbation)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
