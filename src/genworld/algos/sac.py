@@ -60,6 +60,17 @@ class SACConfig:
     real data (``update(..., bc_rows=...)``); TD3+BC uses 2.5."""
 
 
+def sac_optimizers(actor, critic, log_alpha, cfg: SACConfig, fused: bool):
+    """The actor's, the critics' and the temperature's Adam, and a :class:`Minimizer` of each
+    (the same for one SAC and for a batched group of them)."""
+    opts = (
+        torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr, fused=fused),
+        torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, fused=fused),
+        torch.optim.Adam([log_alpha], lr=cfg.alpha_lr, fused=fused),
+    )
+    return opts, tuple(Minimizer(opt) for opt in opts)
+
+
 class SAC:
     """Twin-critic SAC; one env with flat tensors, or several with padded tensors and masks."""
 
@@ -97,12 +108,9 @@ class SAC:
             torch.arange(act_dim, device=device)[None] < dims[:, None]
         ).float()  # (K, A)
         fused = fused_optimizer(device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
-        self.actor_opt_min = Minimizer(self.actor_opt)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
-        self.critic_opt_min = Minimizer(self.critic_opt)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
-        self.alpha_opt_min = Minimizer(self.alpha_opt)
+        opts, mins = sac_optimizers(self.actor, self.critic, self.log_alpha, cfg, fused)
+        self.actor_opt, self.critic_opt, self.alpha_opt = opts
+        self.actor_opt_min, self.critic_opt_min, self.alpha_opt_min = mins
         self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
 
     def inputs(self, obs: torch.Tensor, env_idx: torch.Tensor | None) -> torch.Tensor:

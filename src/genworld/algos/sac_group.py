@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from genworld.algos.sac import SAC, SACConfig
+from genworld.algos.sac import SAC, SACConfig, sac_optimizers
 from genworld.nn.mlp import EnsembleMLP
 from genworld.policies import mean_and_log_std, tanh_gaussian_sample
 from genworld.utils.device import fused_optimizer
-from genworld.utils.optim import Minimizer
 
 
 def env_layout(env_idx: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,12 +88,9 @@ class SACGroup:
         self.target_entropy = -cfg.target_entropy_scale * dims  # (K,)
         self.act_masks = (torch.arange(act_dim, device=device)[None] < dims[:, None]).float()
         fused = fused_optimizer(device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
-        self.actor_opt_min = Minimizer(self.actor_opt)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
-        self.critic_opt_min = Minimizer(self.critic_opt)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
-        self.alpha_opt_min = Minimizer(self.alpha_opt)
+        opts, mins = sac_optimizers(self.actor, self.critic, self.log_alpha, cfg, fused)
+        self.actor_opt, self.critic_opt, self.alpha_opt = opts
+        self.actor_opt_min, self.critic_opt_min, self.alpha_opt_min = mins
         self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
 
     # ------------------------------------------------------------------ helpers
