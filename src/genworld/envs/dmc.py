@@ -1,7 +1,8 @@
 """DeepMind Control Suite tasks as genworld environments (Gymnasium envs with an ``EnvSpec``).
 
 Names are ``dmc-<domain>-<task>`` (``dmc-cheetah-run``, ``dmc-quadruped-walk``; ``DMC_TASKS``
-lists them). dm_control (the ``dmc`` extra: ``pip install -e ".[dmc]"``) is imported only when
+lists them), or a scenario of one (``dmc-cheetah-run@torso=1.2,speed=0.6``:
+:mod:`genworld.envs.scenarios`). dm_control (the ``dmc`` extra: ``pip install -e ".[dmc]"``) is imported only when
 such an env is made.
 
 - **Observations**: the task's observation dict flattened in the order of its
@@ -25,11 +26,13 @@ genworld patches a library.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from genworld.envs.scenarios import load_scenario, parse_scenario
 from genworld.envs.termination import never_terminates
 from genworld.errors import GenworldError
 from genworld.types import EnvSpec
@@ -98,6 +101,9 @@ def dmc_spec(name: str) -> EnvSpec | None:
     not in ``DMC_TASKS`` are an error listing those that are)."""
     if not name.startswith("dmc-"):
         return None
+    scenario = parse_scenario(name)
+    if scenario is not None:
+        return replace(dmc_spec(scenario.task), name=name, make_kwargs={"name": name})
     if name not in DMC_TASKS:
         raise GenworldError(
             f"unknown DeepMind Control task {name!r}: choose one of {', '.join(DMC_TASKS)}"
@@ -119,20 +125,28 @@ def gym_id(name: str) -> str:
     return f"genworld/DMC-{name.removeprefix('dmc-')}-v0"
 
 
-def _load(domain: str, task: str, seed: int | None):
-    """``dm_control.suite.load``, with numpy 2's missing ``np.in1d`` restored (see the module
-    docstring) and no rendering backend probed when there is no display."""
+def _prepare() -> None:
+    """Before dm_control loads a task: numpy 2's missing ``np.in1d`` restored (see the module
+    docstring), no rendering backend probed without a display, and a one-line error naming the
+    extra when dm_control is not installed."""
     if not hasattr(np, "in1d"):
         np.in1d = np.isin  # dm_control 1.0.28 quadruped; identical semantics
     if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["MUJOCO_GL"] = "disable"  # state observations only: nothing is rendered
     try:
-        from dm_control import suite
+        import dm_control.suite  # noqa: F401
     except ImportError:
         raise GenworldError(
             "DeepMind Control tasks need the dmc extra: pip install -e '.[dmc]' "
             "(dm-control==1.0.28)"
         ) from None
+
+
+def _load(domain: str, task: str, seed: int | None):
+    """``dm_control.suite.load`` of ``domain``/``task``, its task's random state seeded."""
+    _prepare()
+    from dm_control import suite
+
     return suite.load(domain, task, task_kwargs={"random": seed})
 
 
@@ -147,10 +161,15 @@ class DMCEnv(gym.Env):
                 f"action_repeat={action_repeat}: give a divisor of {EPISODE_STEPS} (1, 2, 4, 5, …)"
             )
         spec = dmc_spec(name)
-        self.name, self.domain, self.task = name, *DMC_TASKS[name]
+        scenario = parse_scenario(name)
+        self.name, self.domain, self.task = name, *DMC_TASKS[scenario.task if scenario else name]
         self.keys = [key for key, _ in OBS_KEYS[self.domain]]
         self.action_repeat = action_repeat
-        self.env = _load(self.domain, self.task, None)
+        if scenario is None:
+            self.env = _load(self.domain, self.task, None)
+        else:
+            _prepare()
+            self.env = load_scenario(scenario, None)
         bounds = self.env.action_spec()
         self.low, self.high = bounds.minimum.astype(np.float64), bounds.maximum.astype(np.float64)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32)
