@@ -282,14 +282,14 @@ def test_non_finite_imagination_stops_naming_the_world_model(tmp_path):
     from .test_algos import make
 
     agent, _ = make("mopo", tmp_path)
-    original = agent.world_model.step
+    original = agent.world_model.next
 
     def poisoned(*args, **kwargs):
         out = original(*args, **kwargs)
         out.next_observations[0, 0] = float("nan")
         return out
 
-    agent.world_model.step = poisoned
+    agent.world_model.next = poisoned
     with pytest.raises(GenworldError, match="EnsembleMLPWorldModel imagined non-finite"):
         agent.update(torch.Generator().manual_seed(0))
 
