@@ -23,12 +23,20 @@ def test_cli_build_check_info_list(capsys):
     assert main(["data", "check", "genworld/hopper/random-v0"]) == 0
     assert check_dataset("genworld/hopper/random-v0")["ok"] is True
     capsys.readouterr()
-    assert main(["data", "info", "hopper-random"]) == 0
+    assert main(["data", "info", "hopper-random", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ref_max_score"] == 3234.3
+    assert main(["data", "info", "hopper-random"]) == 0  # a short card by default
+    card = capsys.readouterr().out.splitlines()
+    assert card[0].startswith("genworld/hopper/random-v0: 500 steps") and len(card) <= 6
     assert main(["data", "list"]) == 0
     rows = _listed(capsys)
     assert rows["genworld/hopper/random-v0"]["built"] is True
-    assert sum(dataset_id.startswith("genworld/") for dataset_id in rows) == 20
+    assert sum(d.startswith("genworld/") and "/dmc-" not in d for d in rows) == 20
+    assert sum("/dmc-" in d for d in rows) == 16 * 5  # every DMC task x quality, listed too
+    assert rows["genworld/dmc-cheetah-run/medium-v0"]["missing_policies"] == [
+        "dmc-cheetah-run-medium"
+    ]
+    assert rows["genworld/dmc-cheetah-run/random-v0"]["missing_policies"] == []
     assert main(["data", "list", "--markdown"]) == 0
     assert capsys.readouterr().out.startswith("| dataset")  # the Markdown header (prose only)
     row = _listed(capsys)["genworld/hopper/random-v0"]

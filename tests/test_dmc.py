@@ -101,3 +101,15 @@ def test_dmc_envs_run_in_the_env_pool():
     assert obs.shape == (2, 17)
     result = pool.step(np.zeros((2, 6), np.float32))
     assert result.observations.shape == (2, 17) and result.rewards.shape == (2,)
+
+
+def test_a_dmc_random_dataset_builds_checks_and_says_where_it_comes_from(tmp_path, monkeypatch):
+    from genworld.api import build_dataset, check_dataset, dataset_info, info_card
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    card = build_dataset("dmc-cartpole-balance-random", steps=1_200, seed=0, show_progress=False)
+    assert card["steps"] == 1_200 and "DeepMind Control" in card["provenance"]
+    assert check_dataset("genworld/dmc-cartpole-balance/random-v0")["ok"] is True
+    info = dataset_info("dmc-cartpole-balance-random")
+    assert (info["ref_min_score"], info["ref_max_score"]) == (0.0, 1000.0)
+    assert "uniform random actions" in info_card(info)

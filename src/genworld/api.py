@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from genworld.data.build import DATASET_SCALES, build_dataset, missing_policies
 from genworld.data.ids import all_dataset_ids
-from genworld.data.info import check_dataset, dataset_info, list_datasets
+from genworld.data.info import check_dataset, dataset_info, info_card, list_datasets
 
 if TYPE_CHECKING:
     from genworld.train.behaviour import BehaviourConfig
@@ -52,6 +52,7 @@ __all__ = [
     "evaluate_world_model",
     "export_policies",
     "export_task_experts",
+    "info_card",
     "list_datasets",
     "run",
     "run_config",

@@ -325,6 +325,7 @@ def _data_parsers(sub, parsers: dict) -> None:
     p.set_defaults(func=commands.export_task_experts)
     p = data_sub.add_parser("info", help="a dataset's card and reference scores")
     p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="the whole card as JSON")
     p.set_defaults(func=commands.data_info)
     p = data_sub.add_parser("check", help="validate every episode of a dataset")
     p.add_argument("id")

@@ -80,9 +80,10 @@ def data_build(args) -> None:
 
 
 def data_info(args) -> None:
-    from genworld.api import dataset_info
+    from genworld.api import dataset_info, info_card
 
-    print(json.dumps(dataset_info(args.id), indent=2))
+    info = dataset_info(args.id)
+    print(json.dumps(info, indent=2) if args.json else info_card(info))
 
 
 def data_check(args) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from genworld.envs.dmc import DMC_TASKS
 from genworld.envs.registry import ENV_SPECS, get_env_spec
 from genworld.errors import GenworldError
 from genworld.types import EnvSpec
@@ -79,4 +80,11 @@ def parse_dataset_id(text: str) -> DatasetId:
 
 
 def all_dataset_ids() -> list[DatasetId]:
+    """The D4RL-style set: every robot × every quality (``genworld data build --all``)."""
     return [DatasetId(env, quality) for env in ENV_SPECS for quality in QUALITIES]
+
+
+def listed_dataset_ids() -> list[DatasetId]:
+    """What ``genworld data list`` shows: the D4RL-style set, then every DeepMind Control task
+    × every quality (random ones build without a policy; the others name the policy they need)."""
+    return [*all_dataset_ids(), *(DatasetId(t, q) for t in DMC_TASKS for q in QUALITIES)]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from genworld.data.ids import all_dataset_ids, parse_dataset_id
+from genworld.data.ids import listed_dataset_ids, parse_dataset_id
 from genworld.data.minari_io import (
     CARD_KEY,
     dataset_dir,
@@ -25,7 +25,7 @@ def list_datasets() -> list[dict[str, Any]]:
     rows = []
     from genworld.data.build import missing_policies
 
-    for dataset in all_dataset_ids():
+    for dataset in listed_dataset_ids():
         rows.append(
             {
                 "dataset_id": str(dataset),
@@ -105,6 +105,34 @@ def dataset_info(dataset_id: str) -> dict[str, Any]:
         "description": metadata.get("description"),
         "card": card if isinstance(card, dict) else None,
     }
+
+
+def info_card(info: dict[str, Any]) -> str:
+    """A few readable lines from :func:`dataset_info`: size, how it was made, its returns."""
+    card = info.get("card") or {}
+    lines = [
+        f"{info['dataset_id']}: {info['total_steps']} steps, {info['total_episodes']} episodes"
+    ]
+    if card.get("build_seconds") is not None:
+        lines[0] += (
+            f" (built in {card['build_seconds']:.1f} s, "
+            f"{card.get('build_steps_per_second', 0):.0f} steps/s, seed {card.get('seed', '?')})"
+        )
+    policies = card.get("policy_cards") or {}
+    made_by = ", ".join(
+        f"{name} (normalized {c.get('eval_normalized', float('nan')):.1f})"
+        for name, c in policies.items()
+    )
+    lines.append(f"behaviour: {made_by or 'uniform random actions'}")
+    if card.get("normalized_mean") is not None:
+        lines.append(
+            f"normalized return: {card['normalized_mean']:.1f} ± {card.get('normalized_std', 0):.1f}"
+            f" (reference returns {info['ref_min_score']:g} / {info['ref_max_score']:g})"
+        )
+    if card.get("provenance"):
+        lines.append(f"data: {card['provenance']}")
+    lines.append(f"path: {info['path']} (--json: the whole card)")
+    return "\n".join(lines)
 
 
 def check_dataset(dataset_id: str) -> dict[str, Any]:
