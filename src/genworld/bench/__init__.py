@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "world_model": "genworld.bench.world_model:run",
     "imagination": "genworld.bench.imagination:run",
     "data_build": "genworld.bench.data_build:run",
+    "data_build_dmc": "genworld.bench.data_build:run_dmc",
     "end_to_end": "genworld.bench.end_to_end:run",
 }
 
