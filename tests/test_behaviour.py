@@ -25,6 +25,7 @@ train_behaviour_policy(cfg, Path(sys.argv[1]), show_progress=False)
 """
 
 
+@pytest.mark.integration
 def test_sac_run_resumes_after_kill(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)])
@@ -60,6 +61,7 @@ def test_sac_run_resumes_after_kill(tmp_path):
         export_policies(out, alone, only=("replay",))
 
 
+@pytest.mark.integration
 def test_sigterm_writes_a_checkpoint_at_the_current_step_and_a_rerun_resumes(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(

@@ -108,6 +108,7 @@ def test_bad_requests_are_clear(tiny_policies):
         build_dataset("hopper-random", steps=0)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_interrupted_parallel_build_stops_at_once_and_writes_nothing(tmp_path, signum):
     """Ctrl-C or SIGTERM sent to the main process only (as `kill` does) must not wait for the

@@ -175,6 +175,7 @@ def test_torchrun_genworld_train_world_model_uses_ddp(tmp_path):
     assert lines and all(json.loads(line)["processes"] == 2 for line in lines)
 
 
+@pytest.mark.integration
 def test_torchrun_two_processes_train_agnostic_iql_then_a_single_process_resumes(tmp_path):
     """``torchrun --nproc-per-node 2 -m genworld train agnostic-iql --scale tiny``: both ranks
     train, rank 0 alone writes; a 'killed' run (last checkpoint removed) resumes in one process

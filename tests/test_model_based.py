@@ -529,3 +529,14 @@ def test_sac_group_tracks_the_loop_of_sacs_over_many_updates(monkeypatch):
         assert torch.allclose(single.log_alpha, group.log_alpha[k : k + 1], atol=1e-3)
         for i, layer in enumerate(group.actor.net.layers):
             assert torch.allclose(single.actor.net[2 * i].weight, layer.weight[k].T, atol=2e-2)
+
+
+@pytest.mark.parametrize("beta", [-5.0, float("nan"), float("inf")])
+def test_beta_must_be_finite_and_non_negative_everywhere(beta):
+    """`run --beta` and table variants are checked by the same field (one owner of β)."""
+    from genworld.api import run_config
+
+    with pytest.raises(GenworldError, match="finite number ≥ 0"):
+        run_config("tiny", beta=beta)
+    with pytest.raises(GenworldError, match="finite number ≥ 0"):
+        MBPOConfig(beta=beta).validate()

@@ -91,6 +91,7 @@ def test_d3rlpy_side_trains_and_evaluates_the_same_way():
     assert all(abs(r["score"]) < 50 for r in theirs["records"])  # 20 updates: near random
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("library", ["genworld", "d3rlpy"])
 def test_a_killed_cell_resumes_from_its_last_evaluation_with_the_same_numbers(
     library, tmp_path, monkeypatch

@@ -4,6 +4,8 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 from genworld.cli import main
 
 README = Path(__file__).parents[1] / "README.md"
@@ -46,6 +48,7 @@ def _tiny(argv: list[str]) -> list[str]:
     return argv
 
 
+@pytest.mark.integration
 def test_readme_quick_start_and_data_commands(all_tiny_policies, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     commands = readme_commands()

@@ -32,6 +32,7 @@ def _untimed(obj):
     return obj
 
 
+@pytest.mark.integration
 def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_report(tmp_path):
     started = time.perf_counter()
     done = subprocess.run([*RUN, "--out", str(tmp_path / "straight")], capture_output=True)

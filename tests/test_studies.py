@@ -39,6 +39,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.integration
 def test_ablate_tiny_runs_every_ablation_in_both_settings(policies, tmp_path):
     out = tmp_path / "ablate"
     argv = ["ablate", "--envs", "hopper,walker2d", "--qualities", "medium", "--seeds", "1"]

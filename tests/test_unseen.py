@@ -57,6 +57,7 @@ def test_finetune_touches_only_the_reward_module_and_fits_the_task():
     assert reward_mse(tuned) < reward_mse(model)
 
 
+@pytest.mark.integration
 def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     tmp_path, capsys, monkeypatch
 ):

@@ -77,9 +77,10 @@ class MBPOConfig:
             raise GenworldError(f"policy={self.policy!r} is invalid: choose {', '.join(POLICIES)}")
         if not 0 <= self.real_ratio <= 1:
             raise GenworldError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        if self.beta < 0:
+        if not 0 <= self.beta < float("inf"):  # also refuses NaN
             raise GenworldError(
-                f"beta (the uncertainty penalty's weight) must be ≥ 0, got {self.beta}"
+                f"beta (the uncertainty penalty's weight) must be a finite number ≥ 0, got "
+                f"{self.beta}"
             )
         for name in ("rollout_every", "rollout_batch", "horizon", "retain_rollouts"):
             if getattr(self, name) <= 0:
