@@ -153,3 +153,12 @@ def test_a_bad_option_value_is_one_line_naming_the_option(capsys):
     assert err.count("\n") == 0 and "--agent.mbpo.horizon 'x'" in err
     assert main(["run", "--scale", "tiny", "--print-config", "--agent.mbpo.horizon", "0"]) == 2
     assert "horizon must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("steps", ["0", "-3", "99999999999999999999"])
+def test_zero_negative_or_absurd_steps_are_one_line_errors_not_defaults(steps, capsys):
+    build, train = ["data", "build", "hopper-random"], ["data", "train-policy", "hopper"]
+    for argv in ([*build, "--quiet"], [*train, "--print-config"]):
+        assert main([*argv, "--steps", steps]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--steps must be a number" in err and "\n" not in err

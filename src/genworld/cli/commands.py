@@ -56,7 +56,7 @@ def data_build(args) -> None:
             continue
         card = build_dataset(
             dataset_id,
-            steps=args.steps or DATASET_SCALES[args.scale],
+            steps=DATASET_SCALES[args.scale] if args.steps is None else args.steps,
             seed=args.seed,
             force=args.force,
             cached=args.all,

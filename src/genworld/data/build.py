@@ -47,6 +47,9 @@ def provenance(env: str) -> str:
     return DMC_PROVENANCE if env.startswith("dmc-") else PROVENANCE
 
 
+MAX_STEPS = 100_000_000
+"""The largest dataset a build accepts (100× D4RL's): more is a typo, not a dataset."""
+
 DATASET_SCALES: dict[str, int | None] = {"tiny": 3_000, "mini": 100_000, "full": None}
 """Transitions of a dataset built at each scale; None = the D4RL size of the id."""
 
@@ -155,8 +158,10 @@ def build_dataset(
     idle cores (at most ``LANES``); 1 (the default) where builds already run side by side.
     """
     dataset = parse_dataset_id(dataset_id)
-    if steps is not None and steps <= 0:
-        raise GenworldError(f"--steps must be a positive number of transitions, got {steps}")
+    if steps is not None and not 0 < steps <= MAX_STEPS:
+        raise GenworldError(
+            f"--steps must be a number of transitions in 1..{MAX_STEPS:,}, got {steps}"
+        )
     if cached and not force and dataset_dir(str(dataset)).exists():
         from genworld.data.minari_io import CARD_KEY, read_metadata
 

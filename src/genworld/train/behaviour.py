@@ -83,7 +83,10 @@ def config_for_scale(env: str, scale: str = "full", **overrides: Any) -> Behavio
     25k) cadence follow from the steps. Other ``overrides`` are config fields (None = keep)."""
     if scale not in SCALES:
         raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
-    steps = overrides.pop("steps", None) or SCALES[scale]
+    steps = overrides.pop("steps", None)
+    if steps is not None and not 0 < steps <= 100_000_000:
+        raise GenworldError(f"--steps must be a number of env steps in 1..100,000,000, got {steps}")
+    steps = steps or SCALES[scale]
     derived = {
         "total_steps": steps,
         "learning_starts": min(5_000, steps // 3),
