@@ -161,4 +161,4 @@ def test_zero_negative_or_absurd_steps_are_one_line_errors_not_defaults(steps, c
     for argv in ([*build, "--quiet"], [*train, "--print-config"]):
         assert main([*argv, "--steps", steps]) == 2
         err = capsys.readouterr().err.strip()
-        assert "--steps must be a number" in err and "\n" not in err
+        assert "--steps must be a positive number" in err and "\n" not in err

@@ -160,7 +160,7 @@ def build_dataset(
     dataset = parse_dataset_id(dataset_id)
     if steps is not None and not 0 < steps <= MAX_STEPS:
         raise GenworldError(
-            f"--steps must be a number of transitions in 1..{MAX_STEPS:,}, got {steps}"
+            f"--steps must be a positive number of transitions, at most {MAX_STEPS:,}; got {steps}"
         )
     if cached and not force and dataset_dir(str(dataset)).exists():
         from genworld.data.minari_io import CARD_KEY, read_metadata

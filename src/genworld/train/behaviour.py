@@ -85,7 +85,9 @@ def config_for_scale(env: str, scale: str = "full", **overrides: Any) -> Behavio
         raise GenworldError(f"--scale {scale!r} is unknown: choose tiny, mini or full")
     steps = overrides.pop("steps", None)
     if steps is not None and not 0 < steps <= 100_000_000:
-        raise GenworldError(f"--steps must be a number of env steps in 1..100,000,000, got {steps}")
+        raise GenworldError(
+            f"--steps must be a positive number of env steps, at most 100,000,000; got {steps}"
+        )
     steps = steps or SCALES[scale]
     derived = {
         "total_steps": steps,
