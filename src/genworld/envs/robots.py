@@ -1,7 +1,7 @@
 """The robots: one EnvSpec per Gymnasium MuJoCo v5 robot, under its exact genworld name.
 
 Reference scores: D4RL ``gym_mujoco/__init__.py`` (REF_MIN_SCORE / REF_MAX_SCORE), copied in
-shared/docs/PROTOCOL.md. They are D4RL's numbers for the v2/mujoco-py environments; we evaluate in
+docs/PROTOCOL.md. They are D4RL's numbers for the v2/mujoco-py environments; we evaluate in
 Gymnasium v5, so our normalized scores are *D4RL-style*.
 
 Observation variants: every env uses Gymnasium v5 defaults except **ant**, which uses
