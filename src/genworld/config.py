@@ -67,17 +67,23 @@ def resolve(cls: type[C], preset: dict[str, Any], overrides: dict[str, Any] | No
     return cfg
 
 
-def from_dict(cls: type[C], data: dict[str, Any], *, dropped: tuple[str, ...] = ()) -> C:
-    """The config a JSON dict describes (as written by :func:`dataclasses.asdict`); ``dropped``:
-    dotted names of fields that no longer exist, ignored when present."""
+def without_fields(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A deep copy of a config's JSON dict without the dotted field ``names`` (those present)."""
     values = json.loads(json.dumps(data))
-    for name in dropped:
+    for name in names:
         *parents, leaf = name.split(".")
         holder = values
         for part in parents:
             holder = holder.get(part) if isinstance(holder, dict) else None
         if isinstance(holder, dict):
             holder.pop(leaf, None)
+    return values
+
+
+def from_dict(cls: type[C], data: dict[str, Any], *, dropped: tuple[str, ...] = ()) -> C:
+    """The config a JSON dict describes (as written by :func:`dataclasses.asdict`); ``dropped``:
+    dotted names of fields that no longer exist, ignored when present."""
+    values = without_fields(data, dropped)
     required = [
         f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
     ]

@@ -157,13 +157,6 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def _resume(out: Path, d: Dist) -> tuple[int, dict] | None:
-    """Rank 0 reads the newest intact checkpoint and broadcasts it."""
-    from genworld.train.checkpoint import resume_point
-
-    return broadcast_object(resume_point(out / "checkpoints") if d.is_main else None, d)
-
-
 # ---------------------------------------------------------------- world models under DDP
 class _WorldModelLoss(nn.Module):
     """DDP needs a ``forward``; a world model's training entry point is ``loss``."""

@@ -43,6 +43,7 @@ class Processes(Protocol):
     """Where the loop runs: one process, or several under DDP (``train.distributed.Dist``)."""
 
     is_main: bool
+    world_size: int
 
     def broadcast(self, obj: Any) -> Any: ...
 

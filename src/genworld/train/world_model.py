@@ -25,7 +25,7 @@ from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
 from genworld.eval.wm_metrics import k_step_errors
 from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
-from genworld.train.loop import Hook, run_loop
+from genworld.train.loop import Hook, OneProcess, run_loop
 from genworld.utils.device import (
     fused_optimizer,
     load_optimizer_state,
@@ -288,24 +288,19 @@ def fit_world_model(
     ``processes`` and a ``trainer`` with a wrapped forward come from
     :func:`genworld.train.distributed.fit_world_model_ddp`."""
     cfg.validate_training()
-    main = processes is None or processes.is_main
-    if main:
+    procs = processes if processes is not None else OneProcess()
+    if procs.is_main:
         check_or_write_config(out, cfg, removed=LEGACY_FIELDS)
-    if processes is not None:
-        processes.barrier()
+    procs.barrier()
     if trainer is None:
         device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, train.specs, Normalizer.fit(train)).to(device)
         trainer = WorldModelTrainer(cfg, model, train, device)
-    world = getattr(processes, "world_size", 1)
+    world = procs.world_size
 
     def log(step: int, metrics: dict) -> dict:
-        record = (
-            processes.reduce(metrics)
-            if processes is not None
-            else {k: float(v) for k, v in metrics.items()}
-        )
+        record = procs.reduce(metrics)
         return record if world == 1 else {**record, "processes": world}
 
     hook = Hook(cfg.log_every, log, log="metrics.jsonl", rate="time/steps_per_s")
@@ -319,7 +314,7 @@ def fit_world_model(
         hooks=(hook,),
         before_checkpoint=trainer.select_elites,
         show_progress=show_progress,
-        processes=processes,
+        processes=procs,
     )
     return trainer.model.eval()
 

@@ -126,14 +126,10 @@ def check_or_write_config(
             f"cannot create the run folder {out} ({err.strerror or err}); choose a writable --out"
         ) from None
     if path.exists():
+        from genworld.config import without_fields
+
         saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignore}
-        for name in removed:
-            *parents, leaf = name.split(".")
-            holder: Any = saved
-            for part in parents:
-                holder = holder.get(part) if isinstance(holder, dict) else None
-            if isinstance(holder, dict):
-                holder.pop(leaf, None)
+        saved = without_fields(saved, removed)
         diff = config_differences(saved, current, defaults)
         if diff:
             raise GenworldError(
