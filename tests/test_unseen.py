@@ -200,7 +200,6 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
     from dataclasses import replace
 
     from genworld.data.minari_io import read_episodes, read_metadata, ref_scores
-    from genworld.data.tasks import build_task_datasets
     from genworld.train import task_experts as experts
     from genworld.train import unseen
     from genworld.utils.io import check_or_write_config
@@ -212,19 +211,7 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
 
     def stages(out):
         check_or_write_config(out, cfg, ignore=("workers", "shipped_experts"))
-        experts.train_experts(cfg, tasks, out, False)
-        refs = experts.references(cfg, tasks, out)
-        build_task_datasets(
-            out / "datasets",
-            out / "experts",
-            train,
-            tasks,
-            refs,
-            small_steps=cfg.small_steps,
-            mixed_steps=cfg.mixed_steps,
-            best_expert=lambda task: experts.best_expert(out, task),
-        )
-        return refs
+        return unseen.prepare_tasks(cfg, train, tasks, out, False)
 
     run, assets = tmp_path / "run", tmp_path / "assets"
     refs = stages(run)

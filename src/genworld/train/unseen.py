@@ -206,6 +206,26 @@ def config_for_scale(scale: str, **overrides: Any) -> UnseenConfig:
     return resolve(UnseenConfig, preset, overrides)
 
 
+def prepare_tasks(
+    cfg: UnseenConfig, train: list[str], tasks: list[str], out: Path, show_progress: bool
+) -> dict[str, list[float]]:
+    """Stages 1–3, each resumable in ``out``: every task's expert, its reference returns and its
+    datasets (``train``'s mixed ones, every task's small one). Returns the references."""
+    train_experts(cfg, tasks, out, show_progress)
+    refs = references(cfg, tasks, out)
+    build_task_datasets(
+        out / "datasets",
+        out / "experts",
+        train,
+        tasks,
+        refs,
+        small_steps=cfg.small_steps,
+        mixed_steps=cfg.mixed_steps,
+        best_expert=lambda task: best_expert(out, task),
+    )
+    return refs
+
+
 @dataclass(frozen=True)
 class UnseenResults:
     """What a study produced: its task split, the per-task reference returns, and one result per
@@ -238,18 +258,7 @@ def run_unseen(
         paths = [out / "cells" / m / t / f"seed{s}" / "result.json" for m, t, s in planned]
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
         return UnseenResults(train, test, refs, results, planned=len(planned))
-    train_experts(cfg, tasks, out, show_progress)
-    refs = references(cfg, tasks, out)
-    build_task_datasets(
-        out / "datasets",
-        out / "experts",
-        train,
-        tasks,
-        refs,
-        small_steps=cfg.small_steps,
-        mixed_steps=cfg.mixed_steps,
-        best_expert=lambda task: best_expert(out, task),
-    )
+    refs = prepare_tasks(cfg, train, tasks, out, show_progress)
     if any(m.startswith("tgw") for m in cfg.methods):
         world_model(cfg, train, out, show_progress)  # trained here, loaded by the cells
     seeds = range(cfg.seeds)

@@ -196,8 +196,7 @@ def prompt_dt_job(cfg, out: Path, train: list[str], refs, seed: int) -> None:
 
 def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     from genworld.eval.rollout import evaluate_agent
-    from genworld.eval.scores import summarize
-    from genworld.train.loop import train_offline
+    from genworld.train.cells import train_cell
 
     folder = out / "cells" / method / task / f"seed{seed}"
     started = time.perf_counter()
@@ -212,18 +211,16 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
         )
         last_k = best = score
     else:
-        records = train_offline(
+        _, summary = train_cell(
             f"{method} {task} s{seed}",
             agent,
-            agent.update,
             [spec],
             folder,
-            steps=cfg.finetune_steps,
+            updates=cfg.finetune_steps,
             eval_every=max(1, cfg.finetune_steps // cfg.last_k),
             eval_episodes=cfg.eval_episodes,
+            last_k=cfg.last_k,
             seed=seed,
-            show_progress=False,
         )
-        summary = summarize(records, [task], cfg.last_k)[task]
-        last_k, best = summary["last_k_mean"], summary["best"]
+        last_k, best = summary[task]["last_k_mean"], summary[task]["best"]
     return _write_result(folder, (method, task, seed), last_k, best, started)
