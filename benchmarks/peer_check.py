@@ -6,11 +6,11 @@ same hyper-parameters (below) and the *same* evaluation (genworld's ``evaluate_a
 deterministic actions, episode ``i`` seeded ``seed * 1000 + i``, D4RL-normalised score, mean of
 the last ``last_k`` evaluations). Updates/s count training time only (no evaluation).
 
-    pip install -e ".[peers]"   # d3rlpy==2.8.1, an optional extra, never a runtime dependency
-    python benchmarks/peer_check.py --datasets halfcheetah-medium,hopper-medium \
+    make peers   # .venv-peers: d3rlpy==2.8.1 with gymnasium 1.0.0 (its pin), never a runtime dependency
+    .venv-peers/bin/python benchmarks/peer_check.py --datasets halfcheetah-medium,hopper-medium \
         --algos cql,iql --seeds 3 --scale mini --out runs/peer_check
     # a genworld config variant against the same d3rlpy cells (its own cells and report row):
-    python benchmarks/peer_check.py --datasets halfcheetah-medium --algos cql \
+    .venv-peers/bin/python benchmarks/peer_check.py --datasets halfcheetah-medium --algos cql \
         --genworld-set update_order=joint --out runs/peer_check
 
 Budgets are ``genworld table``'s (``train/table.py`` BUDGETS: mini = 10k updates, an evaluation
@@ -63,6 +63,10 @@ from genworld.train.table import BUDGETS, Budget
 from genworld.utils.io import atomic_write_json
 
 HIDDEN = {"cql": (256, 256, 256), "iql": (256, 256)}
+NO_D3RLPY = (
+    "d3rlpy is not installed in this venv: it lives in .venv-peers (d3rlpy 2.8.1 pins gymnasium "
+    "1.0.0); build it with `make peers` and run with .venv-peers/bin/python"
+)
 BATCH = 256
 
 
@@ -414,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import d3rlpy  # noqa: F401
     except ImportError:
-        print("peer_check: d3rlpy is not installed: pip install -e '.[peers]'", file=sys.stderr)
+        print(f"peer_check: {NO_D3RLPY}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     for name in args.datasets.split(","):

@@ -1,10 +1,18 @@
-"""benchmarks/peer_check.py: the genworld side and the report run without d3rlpy (the optional
-``peers`` extra); the d3rlpy side runs where that extra is installed."""
+"""benchmarks/peer_check.py: the genworld side and the report run without d3rlpy; the d3rlpy side
+runs in the peers venv (``make peers``, then ``.venv-peers/bin/python -m pytest
+tests/test_peer_check.py``) and is skipped, saying so, elsewhere."""
 
 import json
 
 import pytest
-from benchmarks.peer_check import BUDGETS, parse_settings, run, train_genworld, write_report
+from benchmarks.peer_check import (
+    BUDGETS,
+    NO_D3RLPY,
+    parse_settings,
+    run,
+    train_genworld,
+    write_report,
+)
 
 
 def test_genworld_cells_resume_and_report(tmp_path):
@@ -80,7 +88,7 @@ def test_within_spread_compares_means_to_the_larger_std(tmp_path):
 
 
 def test_d3rlpy_side_trains_and_evaluates_the_same_way():
-    pytest.importorskip("d3rlpy")
+    pytest.importorskip("d3rlpy", reason=NO_D3RLPY)
     from benchmarks.peer_check import load, train_d3rlpy
 
     budget = BUDGETS["tiny"]
@@ -99,7 +107,7 @@ def test_a_killed_cell_resumes_from_its_last_evaluation_with_the_same_numbers(
     import benchmarks.peer_check as pc
 
     if library == "d3rlpy":
-        pytest.importorskip("d3rlpy")
+        pytest.importorskip("d3rlpy", reason=NO_D3RLPY)
     budget = BUDGETS["tiny"]
     dataset = pc.load("hopper-medium", budget)
     train = pc.train_genworld if library == "genworld" else pc.train_d3rlpy

@@ -2,8 +2,8 @@
 
 Every algorithm trains on the same synthetic 2-env dataset (hopper- and halfcheetah-shaped:
 obs 11/17, actions 3/6; random observations, uniform actions) at batch 256 with 256x256 networks,
-including batch sampling (as in ``train_offline`` and d3rlpy's ``fit``). d3rlpy (an optional
-extra, never installed by this script) gets the same transitions as one padded dataset
+including batch sampling (as in ``train_offline`` and d3rlpy's ``fit``). d3rlpy (in the peers venv
+of ``make peers``, never installed by this script) gets the same transitions as one padded dataset
 (observation = padded obs + one-hot env id, action = padded action), its closest equivalent.
 
     genworld bench algos [--quick] [--json FILE] [--threads N]
@@ -188,9 +188,9 @@ def paired_ratio(ours: list[float], theirs: list[float]) -> float:
 
 
 def run(quick: bool = False, seconds: float | None = None, repeats: int | None = None):
-    """``genworld bench algos``: updates/s of genworld's bc/cql/iql/td3bc and, with the optional
-    ``peers`` extra installed, of d3rlpy's same algorithm (ratio = genworld / d3rlpy, both at
-    float32 precision; ratio_medium_precision = genworld with ``--matmul-precision medium``;
+    """``genworld bench algos``: updates/s of genworld's bc/cql/iql/td3bc and, in the peers venv
+    (``make peers``: d3rlpy pins gymnasium 1.0.0), of d3rlpy's same algorithm (ratio = genworld /
+    d3rlpy, both at float32 precision; ratio_medium_precision = genworld with ``--matmul-precision medium``;
     ratio_compiled = genworld with ``compile=True``, float32, for the COMPILABLE algorithms)."""
     from genworld.bench.common import BenchResult
 
@@ -211,7 +211,10 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
         "rates: median over rounds; ratios: median of the rounds' own ratios"
     )
     if not have_d3rlpy:
-        res.notes.append("algos: d3rlpy is not installed (pip install -e '.[peers]'): no ratio")
+        res.notes.append(
+            "algos: d3rlpy is not installed: no ratio (it lives in .venv-peers: `make peers`, "
+            "then .venv-peers/bin/genworld bench algos)"
+        )
     warning = contention_warning(torch.get_num_threads())
     if warning:
         res.notes.append(warning)
