@@ -1,6 +1,7 @@
 """The EnvSpec registry: exact keys, no substring dispatch. A name is a robot
-(:mod:`genworld.envs.robots`), a task env of a family (:mod:`genworld.envs.tasks`) or a
-DeepMind Control task (:mod:`genworld.envs.dmc`, ``dmc-cheetah-run``)."""
+(:mod:`genworld.envs.robots`), a task env of a family (:mod:`genworld.envs.tasks`), a
+DeepMind Control task (:mod:`genworld.envs.dmc`, ``dmc-cheetah-run``) or a Meta-World task
+(:mod:`genworld.envs.metaworld`, ``mw-reach-v3``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gymnasium as gym
 
 import genworld.envs.tasks  # noqa: F401  (registers the task families with Gymnasium)
 from genworld.envs.dmc import DMC_TASKS, dmc_spec
+from genworld.envs.metaworld import mw_spec
 from genworld.envs.perturb import Perturbation, PerturbedObservation
 from genworld.envs.robots import ENV_SPECS
 from genworld.envs.tasks import task_spec
@@ -21,13 +23,14 @@ def get_env_spec(name: str) -> EnvSpec:
     """Look up an env by its exact genworld name, with an error that lists the known ones."""
     if name in ENV_SPECS:
         return ENV_SPECS[name]
-    spec = task_spec(name) or dmc_spec(name)  # cheetah-vel-7, ant-dir-23, dmc-cheetah-run
+    # cheetah-vel-7, ant-dir-23, dmc-cheetah-run, mw-reach-v3
+    spec = task_spec(name) or dmc_spec(name) or mw_spec(name)
     if spec is not None:
         return spec
     raise GenworldError(
         f"unknown environment {name!r}: choose one of {', '.join(sorted(ENV_SPECS))}, a task "
-        f"env (cheetah-vel-<0..39>, ant-dir-<0..49>) or a DeepMind Control task "
-        f"({', '.join(DMC_TASKS)})"
+        f"env (cheetah-vel-<0..39>, ant-dir-<0..49>), a DeepMind Control task "
+        f"({', '.join(DMC_TASKS)}) or a Meta-World task (mw-reach-v3, …: mw-<Meta-World v3 task>)"
     )
 
 

@@ -1,6 +1,6 @@
 """EnvPool: N copies of one env stepped together, with same-step auto-reset.
 
-Gymnasium 1.0's vector envs reset on the *next* step, which inserts a dummy transition; data
+Gymnasium's vector envs reset on the *next* step by default, which inserts a dummy transition; data
 collection needs the final observation of each episode and a fresh start in the same call, so we
 step a plain list of envs (MuJoCo stepping dominates; policy inference is batched by the caller).
 Every episode is seeded from a per-pool ``numpy`` generator, so a pool's stream is deterministic.

@@ -13,7 +13,8 @@ def summarize(
     """``{env: {last_k_mean, last_k_std, best, best_step}}`` from eval records; ``_mean`` averages envs.
 
     ``last_k_std`` is the spread of the last k evaluations (one seed); across seeds, aggregate
-    the per-seed ``last_k_mean`` values instead.
+    the per-seed ``last_k_mean`` values instead. An env whose records carry a success rate
+    (Meta-World) also gets ``last_k_success_rate``, the mean of its last k.
     """
     if not records:
         return {}
@@ -31,6 +32,10 @@ def summarize(
             "evaluations": len(values),
             "k": len(tail),
         }
+        success_key = f"eval/{env}/success_rate"
+        if all(success_key in r for r in records):
+            rates = np.array([r[success_key] for r in records])
+            summary[env]["last_k_success_rate"] = float(rates[-last_k:].mean())
     return summary
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from genworld.errors import GenworldError
-from genworld.eval.rollout import evaluate_agent
+from genworld.eval.rollout import evaluate_agent_outcomes
 from genworld.train.checkpoint import resume_point, save_checkpoint
 from genworld.utils.interrupt import deferred_interrupt
 from genworld.utils.io import tensorboard_writer, truncate_jsonl
@@ -270,8 +270,11 @@ def train_offline(
     ``eval.jsonl`` and checkpoint. Returns the evaluation records."""
 
     def evaluate(step: int, metrics: dict) -> dict:
-        returns = evaluate_agent(agent, specs, eval_episodes, seed * 1000)
-        return {**{k: float(v) for k, v in metrics.items()}, **eval_record(specs, returns)}
+        outcomes = evaluate_agent_outcomes(agent, specs, eval_episodes, seed * 1000)
+        returns = {name: o.returns for name, o in outcomes.items()}
+        successes = {name: o.successes for name, o in outcomes.items() if o.successes is not None}
+        record = eval_record(specs, returns, successes)
+        return {**{k: float(v) for k, v in metrics.items()}, **record}
 
     hook = Hook(eval_every, evaluate, log="eval.jsonl", rate="time/updates_per_s")
     run_loop(
@@ -288,14 +291,19 @@ def train_offline(
     return read_eval(out)
 
 
-def eval_record(specs, returns: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per-env return, normalized score and spread, and the mean normalized score."""
+def eval_record(
+    specs, returns: dict[str, np.ndarray], successes: dict[str, np.ndarray] | None = None
+) -> dict[str, float]:
+    """Per-env return, normalized score and spread, and the mean normalized score; for the envs
+    in ``successes`` (per-episode bools: Meta-World), the success rate (fraction of episodes)."""
     record: dict[str, float] = {}
     for spec in specs:
         r = returns[spec.name]
         record[f"eval/{spec.name}/return"] = float(r.mean())
         record[f"eval/{spec.name}/normalized_score"] = float(spec.normalized_score(r.mean()))
         record[f"eval/{spec.name}/normalized_std"] = float(spec.normalized_std(r.std()))
+        if successes and spec.name in successes:
+            record[f"eval/{spec.name}/success_rate"] = float(np.mean(successes[spec.name]))
     scores = [record[f"eval/{s.name}/normalized_score"] for s in specs]
     record["eval/normalized_score_mean"] = float(np.mean(scores))
     return record
