@@ -31,7 +31,13 @@ def test_cli_build_check_info_list(capsys):
     assert main(["data", "list"]) == 0
     rows = _listed(capsys)
     assert rows["genworld/hopper/random-v0"]["built"] is True
-    assert sum(d.startswith("genworld/") and "/dmc-" not in d for d in rows) == 20
+    robots = [
+        d
+        for d in rows
+        if d.startswith("genworld/") and not d.startswith(("genworld/dmc-", "genworld/mw-"))
+    ]
+    assert len(robots) == 20
+    assert sum("/mw-" in d for d in rows) == 50  # every Meta-World task's scripted-noise data
     assert sum("/dmc-" in d for d in rows) == 16 * 5  # every DMC task x quality, listed too
     assert rows["genworld/dmc-cheetah-run/medium-v0"]["missing_policies"] == [
         "dmc-cheetah-run-medium"

@@ -134,3 +134,84 @@ def test_bad_names_and_a_missing_extra_are_one_line_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "metaworld", None)  # import metaworld now fails
     with pytest.raises(GenworldError, match=r"metaworld extra: pip install -e '\.\[metaworld\]'"):
         make_env(REACH)
+
+
+SCRIPTED = "mw-reach-v3-scripted-noise"
+
+
+def _arrays(dataset_id):
+    from genworld.data.minari_io import read_episodes
+
+    fields = ("observations", "actions", "rewards", "terminations", "truncations")
+    return [getattr(ep, f) for ep in read_episodes(dataset_id) for f in fields]
+
+
+def test_scripted_noise_build_checks_and_is_byte_identical_on_rebuild(tmp_path, monkeypatch):
+    from genworld.cli import main
+    from genworld.data.build import build_dataset
+    from genworld.data.info import check_dataset
+
+    card = build_dataset(SCRIPTED, steps=1000, seed=0, show_progress=False)
+    assert card["dataset_id"] == "genworld/mw-reach-v3/scripted-noise-v0"
+    assert [(s["sigma"], s["steps"]) for s in card["segments"]] == [
+        (0.1, 200),
+        (0.3, 200),
+        (0.5, 200),
+        (1.0, 200),
+        (2.0, 200),
+    ]
+    assert 0.0 <= card["success_rate"] <= 1.0 and "WPT does not read them" in card["reward_free"]
+    assert check_dataset(card["dataset_id"])["steps"] == 1000
+    assert main(["data", "check", SCRIPTED]) == 0
+    first = _arrays(card["dataset_id"])
+    assert any(a.dtype == np.float32 and a.ndim == 1 and a.any() for a in first)  # rewards kept
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "again"))
+    build_dataset(SCRIPTED, steps=1000, seed=0, show_progress=False)
+    again = _arrays(card["dataset_id"])
+    assert len(first) == len(again)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(first, again, strict=True))
+
+
+def test_stored_actions_are_the_policy_on_the_stored_observations_plus_noise():
+    """Segment 0 (sigma 0.1): away from the clip, action - policy(observation) has std 0.1."""
+    from genworld.data.build import build_dataset
+    from genworld.data.minari_io import read_episodes
+
+    card = build_dataset(SCRIPTED, steps=1000, seed=1, show_progress=False)
+    episode = read_episodes(card["dataset_id"])[0]  # the first segment's only episode
+    policy = mw.scripted_policy("reach-v3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clean = np.clip([policy.get_action(o) for o in episode.observations[:-1]], -1, 1)
+    inside = (np.abs(episode.actions) < 1.0) & (np.abs(clean) < 1.0)
+    residuals = (episode.actions - clean)[inside]
+    assert len(residuals) > 100 and 0.08 < residuals.std() < 0.12
+
+
+def test_scripted_noise_ids_are_listed_and_only_for_meta_world(capsys):
+    from genworld.data.build import missing_policies
+    from genworld.data.ids import listed_dataset_ids, parse_dataset_id
+
+    dataset = parse_dataset_id(SCRIPTED)
+    assert (dataset.env, dataset.quality) == ("mw-reach-v3", "scripted-noise")
+    assert parse_dataset_id("genworld/mw-reach-v3/scripted-noise-v0") == dataset
+    listed = {str(d) for d in listed_dataset_ids()}
+    assert {f"genworld/mw-{t}/scripted-noise-v0" for t in mw.MW_TASKS} <= listed
+    assert missing_policies(SCRIPTED) == []
+    with pytest.raises(GenworldError, match=r"quality 'medium' for mw-reach-v3.*scripted-noise"):
+        parse_dataset_id("mw-reach-v3-medium")
+    with pytest.raises(GenworldError, match=r"quality 'scripted-noise' for hopper"):
+        parse_dataset_id("hopper-scripted-noise")
+    with pytest.raises(GenworldError, match=r"unknown Meta-World task 'mw-reach-v7'"):
+        parse_dataset_id("mw-reach-v7-scripted-noise")
+
+
+def test_data_info_shows_success_per_noise_level(capsys):
+    from genworld.cli import main
+    from genworld.data.build import build_dataset
+
+    build_dataset(SCRIPTED, steps=1000, seed=0, show_progress=False)
+    assert main(["data", "info", SCRIPTED]) == 0
+    out = capsys.readouterr().out
+    assert "success rate:" in out and "sigma 0.1:" in out and "sigma 2:" in out
+    assert "scripted policies" in out

@@ -26,7 +26,8 @@ import numpy as np
 from genworld import __version__
 from genworld.data.collect import LANES, NUM_ENVS, CollectPool, collect, lanes
 from genworld.data.episodes import Episode
-from genworld.data.ids import DEFAULT_STEPS, DatasetId, parse_dataset_id
+from genworld.data.ids import DEFAULT_STEPS, SCRIPTED_NOISE, DatasetId, parse_dataset_id
+from genworld.data.metaworld_build import build_scripted_noise
 from genworld.data.minari_io import check_writable, dataset_dir, write_dataset
 from genworld.errors import GenworldError
 from genworld.policies import ASSETS, load_policy
@@ -131,6 +132,8 @@ def ensure_built(
 def missing_policies(dataset_id: str) -> list[str]:
     """The behaviour policies a build of ``dataset_id`` needs that ``policy_dir()`` lacks."""
     dataset = parse_dataset_id(dataset_id)
+    if dataset.quality == SCRIPTED_NOISE:  # Meta-World's scripted policies come with metaworld
+        return []
     have = shipped_policy_names()
     try:
         needed = {s.policy for s in plan(dataset, None) if s.policy}
@@ -167,6 +170,10 @@ def build_dataset(
 
         return {**read_metadata(str(dataset))[CARD_KEY], "cached": True}
     check_writable(dataset_dir(str(dataset)), force=force)
+    if dataset.quality == SCRIPTED_NOISE:  # Meta-World: data/metaworld_build.py
+        return build_scripted_noise(
+            dataset, steps=steps, seed=seed, force=force, show_progress=show_progress
+        )
     segments = plan(dataset, steps)
     actors = {s.policy: load_policy(policy_dir() / s.policy) for s in segments if s.policy}
     if workers < 1:

@@ -1,6 +1,7 @@
 """Dataset ids (Minari style ``genworld/<env>/<quality>-v0``) and quality definitions.
 
 Qualities follow D4RL (PROTOCOL.md): random, medium, medium-replay, expert, medium-expert.
+Meta-World tasks have WPT's ``scripted-noise`` (:mod:`genworld.data.metaworld_build`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from genworld.envs.dmc import DMC_TASKS
+from genworld.envs.metaworld import MW_TASKS
 from genworld.envs.registry import ENV_SPECS, get_env_spec
 from genworld.errors import GenworldError
 from genworld.types import EnvSpec
@@ -16,6 +18,9 @@ from genworld.types import EnvSpec
 NAMESPACE = "genworld"
 VERSION = 0
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
+SCRIPTED_NOISE = "scripted-noise"
+MW_QUALITIES = (SCRIPTED_NOISE,)
+"""Qualities of Meta-World tasks: scripted policies with action noise (data/metaworld_build.py)."""
 DEFAULT_STEPS = {
     "random": 1_000_000,
     "medium": 1_000_000,
@@ -23,6 +28,12 @@ DEFAULT_STEPS = {
     "expert": 1_000_000,
     "medium-expert": 2_000_000,
 }
+
+
+def qualities_for(env: str) -> tuple[str, ...]:
+    """The qualities a dataset of ``env`` can have."""
+    return MW_QUALITIES if env.startswith("mw-") else QUALITIES
+
 
 _SHORT = re.compile(r"^(?P<env>[a-z0-9]+)-(?P<quality>[a-z-]+?)(?:-v(?P<version>\d+))?$")
 _FULL = re.compile(r"^(?P<ns>[\w-]+)/(?P<env>[\w-]+)/(?P<quality>[\w-]+)-v(?P<version>\d+)$")
@@ -50,7 +61,7 @@ def _parse_short(text: str) -> DatasetId:
     match = re.match(r"^(?P<rest>.+)-v(?P<version>\d+)$", text)
     if match:
         text, version = match["rest"], int(match["version"])
-    for quality in sorted(QUALITIES, key=len, reverse=True):
+    for quality in sorted((*QUALITIES, *MW_QUALITIES), key=len, reverse=True):
         if text.endswith(f"-{quality}") and len(text) > len(quality) + 1:
             return DatasetId(text[: -len(quality) - 1], quality, NAMESPACE, version)
     match = _SHORT.match(text)
@@ -72,9 +83,11 @@ def parse_dataset_id(text: str) -> DatasetId:
         dataset_id = _parse_short(text)
     if dataset_id.namespace == NAMESPACE:
         get_env_spec(dataset_id.env)
-        if dataset_id.quality not in QUALITIES:
+        allowed = qualities_for(dataset_id.env)
+        if dataset_id.quality not in allowed:
             raise GenworldError(
-                f"unknown dataset quality {dataset_id.quality!r}: choose one of {', '.join(QUALITIES)}"
+                f"unknown dataset quality {dataset_id.quality!r} for {dataset_id.env}: choose "
+                f"one of {', '.join(allowed)}"
             )
     return dataset_id
 
@@ -86,5 +99,7 @@ def all_dataset_ids() -> list[DatasetId]:
 
 def listed_dataset_ids() -> list[DatasetId]:
     """What ``genworld data list`` shows: the D4RL-style set, then every DeepMind Control task
-    × every quality (random ones build without a policy; the others name the policy they need)."""
-    return [*all_dataset_ids(), *(DatasetId(t, q) for t in DMC_TASKS for q in QUALITIES)]
+    × every quality (random ones build without a policy; the others name the policy they need),
+    then every Meta-World task's scripted-noise data."""
+    dmc = [DatasetId(t, q) for t in DMC_TASKS for q in QUALITIES]
+    return [*all_dataset_ids(), *dmc, *(DatasetId(f"mw-{t}", SCRIPTED_NOISE) for t in MW_TASKS)]

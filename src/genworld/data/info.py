@@ -129,6 +129,11 @@ def info_card(info: dict[str, Any]) -> str:
             f"normalized return: {card['normalized_mean']:.1f} ± {card.get('normalized_std', 0):.1f}"
             f" (reference returns {info['ref_min_score']:g} / {info['ref_max_score']:g})"
         )
+    if card.get("success_rate") is not None:  # Meta-World: overall and per noise level
+        per_sigma = ", ".join(
+            f"sigma {s['sigma']:g}: {s['success_rate']:.2f}" for s in card.get("segments", [])
+        )
+        lines.append(f"success rate: {card['success_rate']:.2f} of episodes ({per_sigma})")
     if card.get("provenance"):
         lines.append(f"data: {card['provenance']}")
     lines.append(f"path: {info['path']} (--json: the whole card)")
