@@ -18,7 +18,8 @@ for ``mw-`` envs only: ``genworld/mw-reach-v3/scripted-noise-v0`` (short
   step budget (also a truncation). Each episode starts from a fresh goal: its reset seed comes
   from the segment's generator.
 - **Determinism**: segment ``k`` draws its episode seeds and its noise from one
-  ``numpy.random.default_rng([seed, k])``, in one process: the same seed gives the same bytes.
+  ``numpy.random.default_rng([seed, k])``, in one process (``--workers`` does not apply): the
+  same seed gives the same bytes.
 - **Rewards** (Meta-World's v2 reward functions) are stored, but WPT does not read them in
   pretraining; the card says so. The success rate (``info["success"]`` at some step of an
   episode, the budget-cut episode included) is recorded per segment and overall.
