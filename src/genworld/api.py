@@ -299,10 +299,14 @@ def train_policy(cfg: BehaviourConfig, out: str | Path, *, show_progress: bool =
 
 
 def export_policies(
-    run: str | Path, dest: str | Path | None = None, *, only: tuple[str, ...] = ()
+    run: str | Path,
+    dest: str | Path | None = None,
+    *,
+    only: tuple[str, ...] = ("medium", "expert"),
 ) -> dict[str, dict]:
-    """Pick the medium / expert snapshots of a behaviour run into ``dest`` (default: the
-    shipped policies); returns each written policy's card."""
+    """Pick the medium / expert snapshots of a behaviour run (an exploration run: its snapshot
+    sequence) into ``dest`` (default: the shipped policies); returns each written policy's
+    card."""
     from genworld.data.build import policy_dir
     from genworld.train.policy_export import export_policies as export
 

@@ -96,6 +96,23 @@ class TanhGaussianActor(nn.Module):
             return torch.tanh(mean + log_std.exp() * noise).numpy()
 
 
+class ConditionedActor:
+    """A policy conditioned on a fixed vector (a scenario's parameters) acting on plain
+    observations: ``act(obs)`` is ``actor.act([obs, condition])``."""
+
+    def __init__(self, actor: TanhGaussianActor, condition: np.ndarray):
+        if actor.obs_dim <= len(condition):
+            raise GenworldError(
+                f"a policy of {actor.obs_dim} inputs cannot take a {len(condition)}-dim condition"
+            )
+        self.actor, self.condition = actor, np.asarray(condition, dtype=np.float32)
+
+    def act(self, observations: np.ndarray, **kwargs) -> np.ndarray:
+        observations = np.asarray(observations, dtype=np.float32)
+        tiled = np.broadcast_to(self.condition, (*observations.shape[:-1], len(self.condition)))
+        return self.actor.act(np.concatenate([observations, tiled], axis=-1), **kwargs)
+
+
 @dataclass(frozen=True)
 class PolicyCard:
     """What a shipped policy is and how well it did; stored as JSON next to its weights."""

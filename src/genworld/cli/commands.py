@@ -121,9 +121,16 @@ def export_policies(args) -> None:
     only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     cards = export_policies(args.run, args.dest, only=only)
     for name, card in cards.items():
+        target = card["extra"].get("in_target")
         print(
             f"{card['env']}-{name}: step {card['train_steps']}, normalized "
-            f"{card['eval_normalized']:.1f} (stochastic), in target: {card['extra']['in_target']}"
+            f"{card['eval_normalized']:.1f} (stochastic)"
+            + (f", in target: {target}" if target is not None else "")
+            + (
+                f", {len(card['extra']['exploration_snapshots'])} slices (warm-up + snapshots)"
+                if "exploration_snapshots" in card["extra"]
+                else ""
+            )
         )
 
 

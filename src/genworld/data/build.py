@@ -29,8 +29,16 @@ from genworld.data.episodes import Episode
 from genworld.data.ids import DEFAULT_STEPS, SCRIPTED_NOISE, DatasetId, parse_dataset_id
 from genworld.data.metaworld_build import build_scripted_noise
 from genworld.data.minari_io import check_writable, dataset_dir, write_dataset
+from genworld.envs.scenarios import (
+    SCENARIO_TASKS,
+    Scenario,
+    condition,
+    parse_scenario,
+    randomized_task,
+    slug,
+)
 from genworld.errors import GenworldError
-from genworld.policies import ASSETS, load_policy
+from genworld.policies import ASSETS, ConditionedActor, load_policy
 from genworld.utils.progress import progress_bar
 
 PROVENANCE = (
@@ -47,6 +55,12 @@ def provenance(env: str) -> str:
     """The data-source line of a dataset of ``env`` (robot, task family or DMC task)."""
     return DMC_PROVENANCE if env.startswith("dmc-") else PROVENANCE
 
+
+REWARD_FREE = (
+    "Reward-free pre-training data (WPT, seed 004): random play and an ensemble-disagreement "
+    "exploration agent's snapshots, never trained on the task's reward; the task's rewards are "
+    "stored but are not meant to be learnt from."
+)
 
 MAX_STEPS = 100_000_000
 """The largest dataset a build accepts (100× D4RL's): more is a typo, not a dataset."""
@@ -72,6 +86,8 @@ class Segment:
 
     policy: str | None
     steps: int
+    condition: tuple[float, ...] | None = None
+    """The scenario's parameters a conditioned policy is given beside each observation."""
 
 
 def plan(dataset: DatasetId, steps: int | None) -> list[Segment]:
@@ -79,6 +95,8 @@ def plan(dataset: DatasetId, steps: int | None) -> list[Segment]:
     quality, env = dataset.quality, dataset.env
     if quality == "random":
         return [Segment(None, steps or DEFAULT_STEPS["random"])]
+    if env.startswith("dmc-"):
+        return _dmc_plan(dataset, steps)
     if quality in ("medium", "expert"):
         return [Segment(f"{env}-{quality}", steps or DEFAULT_STEPS[quality])]
     if quality == "medium-expert":
@@ -89,23 +107,59 @@ def plan(dataset: DatasetId, steps: int | None) -> list[Segment]:
     raise GenworldError(f"unknown dataset quality {quality!r}")
 
 
+def dmc_behaviour(env: str) -> tuple[str, tuple[float, ...] | None]:
+    """The policy name prefix that collects DMC data of ``env``, and the condition it is given.
+
+    A task with scenarios (and each of its scenarios) is collected by the one policy trained
+    across training scenarios (``<task>@train``, conditioned on the scenario's parameters);
+    another task by its own policy."""
+    if randomized_task(env):
+        return slug(env), None
+    scenario = parse_scenario(env)
+    task = scenario.task if scenario else env
+    if task not in SCENARIO_TASKS:
+        return env, None
+    return slug(f"{task}@train"), tuple(condition(scenario or Scenario(task)).tolist())
+
+
+def _dmc_plan(dataset: DatasetId, steps: int | None) -> list[Segment]:
+    """MrCoM's qualities (App. C.2) and WPT's reward-free exploration data for a DMC env."""
+    quality, env = dataset.quality, dataset.env
+    base, cond = dmc_behaviour(env)
+    if quality in ("medium", "expert"):
+        return [Segment(f"{base}-{quality}", steps or DEFAULT_STEPS[quality], cond)]
+    if quality == "mixed":  # the expert's run: its snapshots over the whole training
+        return _sequence_plan(f"{base}-expert", "mixed_snapshots", steps, cond)
+    if quality == "exploration":
+        return _sequence_plan(_sequence_card(dataset), "exploration_snapshots", steps, None)
+    raise GenworldError(f"unknown dataset quality {quality!r} for {env}")
+
+
 def _replay_plan(env: str, steps: int | None) -> list[Segment]:
     """Checkpoint sequence up to medium, weighted by the share each collected of the buffer."""
-    card_path = policy_dir() / f"{env}-medium.json"
+    return _sequence_plan(f"{env}-medium", "replay_snapshots", steps, None)
+
+
+def _sequence_plan(
+    card: str, key: str, steps: int | None, cond: tuple[float, ...] | None
+) -> list[Segment]:
+    """The snapshot sequence ``key`` of the policy card ``card``, each snapshot weighted by the
+    share it collected of its training run's buffer."""
+    card_path = policy_dir() / f"{card}.json"
     if not card_path.exists():
         raise GenworldError(
-            f"no medium policy card for {env} in {policy_dir()}; train it with "
-            f"`genworld data train-policy {env}`"
+            f"no policy card {card} in {policy_dir()}; train its run with `genworld data "
+            "train-policy` and export it with `genworld data export-policies`"
         )
-    replay = json.loads(card_path.read_text()).get("extra", {}).get("replay_snapshots")
+    replay = json.loads(card_path.read_text()).get("extra", {}).get(key)
     if not replay:
-        raise GenworldError(f"{card_path} lists no replay_snapshots; retrain the {env} policy")
+        raise GenworldError(f"{card_path} lists no {key}; export the policy again")
     original = sum(int(r["buffer_steps"]) for r in replay)
     total = steps or original
     shares = [int(r["buffer_steps"]) * total // original for r in replay]
     shares[-1] += total - sum(shares)
     return [
-        Segment(None if r["name"] == "uniform-random" else r["name"], n)
+        Segment(None, n) if r["name"] == "uniform-random" else Segment(r["name"], n, cond)
         for r, n in zip(replay, shares, strict=True)
         if n > 0
     ]
@@ -137,9 +191,18 @@ def missing_policies(dataset_id: str) -> list[str]:
     have = shipped_policy_names()
     try:
         needed = {s.policy for s in plan(dataset, None) if s.policy}
-    except GenworldError:  # medium-replay without a medium card
-        return [f"{dataset.env}-medium"]
+    except GenworldError:  # a snapshot sequence without its card
+        return [_sequence_card(dataset)]
     return sorted(needed - have)
+
+
+def _sequence_card(dataset: DatasetId) -> str:
+    """The policy card that lists a sequence quality's snapshots."""
+    if dataset.quality == "exploration":
+        return f"{dataset.env.partition('@')[0]}-explore"  # the task's agent, in any scenario
+    if dataset.quality == "mixed":
+        return f"{dmc_behaviour(dataset.env)[0]}-expert"
+    return f"{dataset.env}-medium"
 
 
 def build_dataset(
@@ -189,6 +252,8 @@ def build_dataset(
     ):
         for k, segment in enumerate(segments):
             actor = actors[segment.policy][0] if segment.policy else None
+            if actor is not None and segment.condition is not None:
+                actor = ConditionedActor(actor, np.array(segment.condition, np.float32))
             episodes += collect(
                 dataset.env,
                 actor,
@@ -242,7 +307,15 @@ def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str
         if complete.any()
         else None,
         "return_histogram": _histogram(normalized),
-        "segments": [{"policy": s.policy or "uniform-random", "steps": s.steps} for s in segments],
+        "segments": [
+            {
+                "policy": s.policy or "uniform-random",
+                "steps": s.steps,
+                **({"condition": list(s.condition)} if s.condition is not None else {}),
+            }
+            for s in segments
+        ],
+        **({"reward_free": REWARD_FREE} if dataset.quality == "exploration" else {}),
         "policy_cards": {name: card for name, (_, card) in actors.items()},
         "build_seconds": round(seconds, 2),
         "build_steps_per_second": round(steps / max(seconds, 1e-9), 1),

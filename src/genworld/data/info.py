@@ -136,6 +136,8 @@ def info_card(info: dict[str, Any]) -> str:
         lines.append(f"success rate: {card['success_rate']:.2f} of episodes ({per_sigma})")
     if card.get("provenance"):
         lines.append(f"data: {card['provenance']}")
+    if card.get("reward_free"):
+        lines.append(f"reward-free: {card['reward_free']}")
     lines.append(f"path: {info['path']} (--json: the whole card)")
     return "\n".join(lines)
 

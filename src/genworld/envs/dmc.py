@@ -32,7 +32,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from genworld.envs.scenarios import load_scenario, parse_scenario
+from genworld.envs.scenarios import (
+    condition,
+    condition_keys,
+    draw_training_scenario,
+    load_scenario,
+    parse_scenario,
+    randomized_task,
+)
 from genworld.envs.termination import never_terminates
 from genworld.errors import GenworldError
 from genworld.types import EnvSpec
@@ -104,6 +111,11 @@ def dmc_spec(name: str) -> EnvSpec | None:
     scenario = parse_scenario(name)
     if scenario is not None:
         return replace(dmc_spec(scenario.task), name=name, make_kwargs={"name": name})
+    task = randomized_task(name)
+    if task is not None:  # the task's observation, then the scenario's parameters
+        base = dmc_spec(task)
+        extra = len(condition_keys(task))
+        return replace(base, name=name, obs_dim=base.obs_dim + extra, make_kwargs={"name": name})
     if name not in DMC_TASKS:
         raise GenworldError(
             f"unknown DeepMind Control task {name!r}: choose one of {', '.join(DMC_TASKS)}"
@@ -162,14 +174,17 @@ class DMCEnv(gym.Env):
             )
         spec = dmc_spec(name)
         scenario = parse_scenario(name)
-        self.name, self.domain, self.task = name, *DMC_TASKS[scenario.task if scenario else name]
+        self.randomized = randomized_task(name)
+        base = scenario.task if scenario else self.randomized or name
+        self.name, self.domain, self.task = name, *DMC_TASKS[base]
         self.keys = [key for key, _ in OBS_KEYS[self.domain]]
         self.action_repeat = action_repeat
-        if scenario is None:
+        self.condition = None  # the drawn scenario's parameters (``<task>@train`` only)
+        if scenario is None and self.randomized is None:
             self.env = _load(self.domain, self.task, None)
         else:
             _prepare()
-            self.env = load_scenario(scenario, None)
+            self.env = load_scenario(scenario or draw_training_scenario(base, self.np_random), None)
         bounds = self.env.action_spec()
         self.low, self.high = bounds.minimum.astype(np.float64), bounds.maximum.astype(np.float64)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32)
@@ -178,6 +193,8 @@ class DMCEnv(gym.Env):
     def observation(self, time_step) -> np.ndarray:
         """The flattened observation of a dm_control time step (``OBS_KEYS`` order)."""
         parts = [np.asarray(time_step.observation[key]).reshape(-1) for key in self.keys]
+        if self.condition is not None:
+            parts.append(self.condition)
         return np.concatenate(parts).astype(np.float32)
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
@@ -187,7 +204,11 @@ class DMCEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is not None:
+        if self.randomized is not None:  # a new training scenario (the episode's seed draws it)
+            scenario = draw_training_scenario(self.randomized, self.np_random)
+            self.env = load_scenario(scenario, int(self.np_random.integers(2**31 - 1)))
+            self.condition = condition(scenario)
+        elif seed is not None:
             self.env.task.random.seed(seed)
         return self.observation(self.env.reset()), {}
 

@@ -13,6 +13,11 @@ The seed text does not keep the paper's sampling ranges. Ours, a documented choi
 (``ScenarioRanges``): training scenarios draw torso and length from [0.8, 1.2] and speed from
 [0.5, 1.0]; out-of-distribution ones draw each from outside those, within the allowed
 [0.5, 1.5] (torso, length) and [0.25, 1.5] (speed); :func:`scenario_split` draws them seeded.
+
+``<task>@train`` is the task with a new training scenario drawn at every reset, its parameters
+appended to the observation (:func:`condition`): the env a scenario-conditioned behaviour policy
+learns in. Dataset ids cannot hold ``@``, ``=`` or ``,`` (Minari's id rules), so a scenario is
+written there as a slug (:func:`slug`: ``dmc-cheetah-run_torso1p2_speed0p6``).
 """
 
 from __future__ import annotations
@@ -65,9 +70,76 @@ class Scenario:
         return self.task + ("@" + ",".join(f"{k}={v:g}" for k, v in params) if params else "")
 
 
+TRAIN = "train"
+"""``<task>@train``: a new training scenario at every reset, its parameters in the observation."""
+
+
+def randomized_task(name: str) -> str | None:
+    """The task of a ``<task>@train`` name, else None."""
+    task, mark, text = name.partition("@")
+    if not mark or text != TRAIN:
+        return None
+    if task not in SCENARIO_TASKS:
+        raise GenworldError(
+            f"{name!r}: scenarios exist for {', '.join(SCENARIO_TASKS)}, not {task!r}"
+        )
+    return task
+
+
+def condition_keys(task: str) -> tuple[str, ...]:
+    """The scenario parameters of ``task`` that a conditioned policy sees, in order."""
+    return tuple(k for k in ALLOWED if k != "speed" or task in SPEED_TASKS)
+
+
+def condition(scenario: Scenario) -> np.ndarray:
+    """The scenario's parameters (``condition_keys`` order) as a conditioned policy sees them:
+    each scale minus 1, so the unchanged task is all zeros."""
+    return np.array([getattr(scenario, k) - 1.0 for k in condition_keys(scenario.task)], np.float32)
+
+
+def draw_training_scenario(
+    task: str, rng: np.random.Generator, ranges: ScenarioRanges | None = None
+) -> Scenario:
+    """One scenario of ``task`` drawn uniformly from the training ranges."""
+    ranges = ranges or ScenarioRanges()
+    values = {k: float(rng.uniform(*ranges.train[k])) for k in condition_keys(task)}
+    return Scenario(task, **values)
+
+
+def slug(name: str) -> str:
+    """A scenario name as dataset ids can hold it: ``dmc-cheetah-run@torso=1.2,speed=0.6`` →
+    ``dmc-cheetah-run_torso1p2_speed0p6``, ``<task>@train`` → ``<task>_train``; other names as
+    they are."""
+    task, mark, text = name.partition("@")
+    if not mark:
+        return name
+    parts = [p.replace("=", "").replace(".", "p") for p in filter(None, text.split(","))]
+    return "_".join([task, *parts])
+
+
+def unslug(text: str) -> str:
+    """The inverse of :func:`slug` (a name that is not a DMC slug is returned as it is)."""
+    task, _, rest = text.partition("_")
+    if not rest or not text.startswith("dmc-"):
+        return text
+    if rest == TRAIN:
+        return f"{task}@{TRAIN}"
+    params = []
+    for part in rest.split("_"):
+        match = re.fullmatch(r"([a-z]+)(\d+(?:p\d+)?)", part)
+        if not match:
+            raise GenworldError(
+                f"{text!r}: a scenario slug is <task>_<param><value> with p for the decimal "
+                f"point (dmc-cheetah-run_torso1p2_speed0p6), not {part!r}"
+            )
+        params.append(f"{match[1]}={match[2].replace('p', '.')}")
+    return f"{task}@{','.join(params)}"
+
+
 def parse_scenario(name: str) -> Scenario | None:
-    """``dmc-cheetah-run@torso=1.2,speed=0.6`` → Scenario; None for a name without ``@``."""
-    if "@" not in name:
+    """``dmc-cheetah-run@torso=1.2,speed=0.6`` → Scenario; None for a name without ``@`` and
+    for ``<task>@train`` (:func:`randomized_task`)."""
+    if "@" not in name or randomized_task(name):
         return None
     task, _, text = name.partition("@")
     if task not in SCENARIO_TASKS:

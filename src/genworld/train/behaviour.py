@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genworld.algos.disagreement import Disagreement, DisagreementConfig
 from genworld.algos.sac import SAC, SACConfig
 from genworld.config import apply, merge
 from genworld.envs.registry import get_env_spec
@@ -35,6 +36,7 @@ from genworld.utils.device import resolve_device, torch_threads
 from genworld.utils.io import check_or_write_config
 
 SCALES = {"tiny": 3_000, "mini": 300_000, "full": 1_000_000}
+INTRINSIC = ("none", "disagreement")
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,19 @@ class BehaviourConfig:
     """torch threads; 1 is fastest for 256-wide MLPs on a 2-core CPU."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Hyper-parameters of the SAC agent (:class:`genworld.algos.sac.SACConfig`)."""
+    intrinsic: str = "none"
+    """none: SAC maximises the task's reward; disagreement: an exploration agent, SAC on the
+    ensemble-disagreement reward alone (:mod:`genworld.algos.disagreement`; the task's reward is
+    still stored and evaluated, never learnt from)."""
+    disagreement: DisagreementConfig = field(default_factory=DisagreementConfig)
+    """The forward-model ensemble of ``intrinsic=disagreement``."""
 
     def validate(self) -> None:
         get_env_spec(self.env)
+        if self.intrinsic not in INTRINSIC:
+            raise GenworldError(
+                f"intrinsic={self.intrinsic!r} is unknown: choose {' or '.join(INTRINSIC)}"
+            )
         for name in (
             "total_steps",
             "snapshot_every",
@@ -153,6 +165,8 @@ def _train_behaviour_policy(cfg: BehaviourConfig, out: Path, show_progress: bool
 
     def snapshot(step: int, metrics: dict) -> dict:
         record = save_snapshot(trainer.agent.actor, cfg, out, step, trainer.buffer.size)
+        if "intrinsic_reward" in metrics:  # the batch's at this step: how novel the data still is
+            record["intrinsic_reward"] = float(metrics["intrinsic_reward"])
         record["steps_per_second"] = cfg.snapshot_every / (time.perf_counter() - clock["last"])
         clock["last"] = time.perf_counter()
         return record
@@ -182,6 +196,11 @@ class BehaviourTrainer:
         self.buffer = ReplayBuffer(cfg.total_steps, self.spec.obs_dim, self.spec.act_dim)
         self.rng = np.random.default_rng(cfg.seed)
         self.count = 0
+        self.explorer = (
+            Disagreement(self.spec.obs_dim, self.spec.act_dim, cfg.disagreement, self.device)
+            if cfg.intrinsic == "disagreement"
+            else None
+        )
 
     def begin(self, step: int) -> None:
         """The env of a run (re)started at ``step``: its own seed, so no episode repeats."""
@@ -208,19 +227,33 @@ class BehaviourTrainer:
         )
         self.obs = result.observations[0]
         self.count += 1
-        if self.count >= cfg.learning_starts:
-            self.agent.update(*self.buffer.sample(self.rng, cfg.sac.batch_size, self.device))
-        return {}
+        if self.count < cfg.learning_starts:
+            return {}
+        obs, act, rew, next_obs, terminal = self.buffer.sample(
+            self.rng, cfg.sac.batch_size, self.device
+        )
+        if self.explorer is None:
+            self.agent.update(obs, act, rew, next_obs, terminal)
+            return {}
+        metrics = self.explorer.update(self.buffer, self.rng)
+        intrinsic = self.explorer.reward(obs, act)
+        self.agent.update(obs, act, intrinsic, next_obs, terminal)
+        return {**metrics, "intrinsic_reward": intrinsic.mean()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "agent": self.agent.state_dict(),
             "buffer": self.buffer.state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
         }
+        if self.explorer is not None:
+            state["explorer"] = self.explorer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
+        if self.explorer is not None:
+            self.explorer.load_state_dict(state["explorer"])
         self.buffer.load(state["buffer"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from genworld.envs.registry import get_env_spec
+from genworld.envs.scenarios import condition_keys, randomized_task, slug
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_policy
 from genworld.policies import PolicyCard, save_policy
@@ -39,8 +40,9 @@ MAX_REPLAY_SNAPSHOTS = 10
 thinned to this many, evenly spaced, each then standing for a longer slice of the buffer."""
 
 
-def _replay_sequence(env: str, records: list[dict], medium_step: int, warmup: int) -> list[dict]:
-    """Which policy collected each slice of the replay buffer, up to the medium snapshot.
+def _replay_sequence(prefix: str, records: list[dict], medium_step: int, warmup: int) -> list[dict]:
+    """Which policy collected each slice of the replay buffer, up to the medium snapshot (or
+    another last one), the snapshots named ``<prefix>-<step>``.
 
     The warm-up is uniform random; the slice between snapshots k-1 and k is attributed to
     snapshot k-1 (the first slice after warm-up to the first snapshot). At most
@@ -57,7 +59,7 @@ def _replay_sequence(env: str, records: list[dict], medium_step: int, warmup: in
             continue
         source = steps[k - 1] if k > 0 and steps[k - 1] >= warmup else step
         replay.append(
-            {"name": f"{env}-replay-{source}", "buffer_steps": step - previous, "step": source}
+            {"name": f"{prefix}-{source}", "buffer_steps": step - previous, "step": source}
         )
         previous = step
     return replay
@@ -76,11 +78,12 @@ CONFIRM_EPISODES = 50
 
 
 def verify_snapshot(
-    run: Path, record: dict, env: str, episodes: int = VERIFY_EPISODES, *, seed: int = 50_000
+    run: Path, record: dict, env: str, episodes: int | None = None, *, seed: int = 50_000
 ) -> dict:
     """``record`` with its stochastic scores replaced by a fresh ``episodes``-episode evaluation
     (episodes seeded from ``seed``, apart from the training log's), the log's kept as
     ``logged_normalized``."""
+    episodes = episodes or VERIFY_EPISODES
     from genworld.policies import load_policy
 
     spec = get_env_spec(env)
@@ -100,20 +103,38 @@ def verify_snapshot(
     }
 
 
+HALF_EXPERT_BAND = (0.4, 0.6)
+"""A DeepMind Control medium policy's band, as fractions of the expert's score: MrCoM's medium
+is "a behavior policy with half the maximum return" (seed 002, App. C.2)."""
+
+
+def medium_band(env: str, expert_normalized: float) -> tuple[float, float]:
+    """The normalized-score band a medium policy of ``env`` is picked in: the robot's D4RL-style
+    band (PROTOCOL.md), or, for DeepMind Control tasks, around half the expert's score."""
+    if env.startswith("dmc-"):
+        return HALF_EXPERT_BAND[0] * expert_normalized, HALF_EXPERT_BAND[1] * expert_normalized
+    return get_env_spec(env).medium_band
+
+
 def pick_medium_and_expert(run: Path, env: str, records: list[dict]) -> tuple[dict, dict]:
-    """Medium: the first snapshot whose verified score is in the env's medium band, trying the
-    logged in-band ones in order (else the verified one nearest the band's centre). Expert: the
-    best verified of the ``VERIFY_TOP`` best logged, scored again on ``CONFIRM_EPISODES``
-    fresh episodes (its card's score)."""
-    spec = get_env_spec(env)
-    low, high = spec.medium_band
-    center = (low + high) / 2
+    """Expert: the best verified of the ``VERIFY_TOP`` best logged, scored again on
+    ``CONFIRM_EPISODES`` fresh episodes (its card's score). Medium: the first snapshot whose
+    verified score is in the medium band (:func:`medium_band`), trying the logged in-band ones
+    in order (else the verified one nearest the band's centre)."""
     done: dict[int, dict] = {}  # step -> verified record: a snapshot is evaluated once
 
     def verify(record: dict) -> dict:
         if record["step"] not in done:
             done[record["step"]] = verify_snapshot(run, record, env)
         return done[record["step"]]
+
+    top = sorted(records, key=lambda r: r["stochastic_return"], reverse=True)[:VERIFY_TOP]
+    best = max((verify(r) for r in top), key=lambda v: v["stochastic_return"])
+    logged = next(r for r in records if r["step"] == best["step"])
+    expert = verify_snapshot(run, logged, env, CONFIRM_EPISODES, seed=200_000)
+    expert["selection_normalized"] = best["stochastic_normalized"]
+    low, high = medium_band(env, expert["stochastic_normalized"])
+    center = (low + high) / 2
 
     verified = []
     for r in [r for r in records if low <= r["stochastic_normalized"] <= high]:
@@ -130,11 +151,6 @@ def pick_medium_and_expert(run: Path, env: str, records: list[dict]) -> tuple[di
         if confirmed
         else min(verified, key=lambda v: abs(v["stochastic_normalized"] - center))
     )
-    top = sorted(records, key=lambda r: r["stochastic_return"], reverse=True)[:VERIFY_TOP]
-    best = max((verify(r) for r in top), key=lambda v: v["stochastic_return"])
-    logged = next(r for r in records if r["step"] == best["step"])
-    expert = verify_snapshot(run, logged, env, CONFIRM_EPISODES, seed=200_000)
-    expert["selection_normalized"] = best["stochastic_normalized"]
     return medium, expert
 
 
@@ -154,17 +170,19 @@ def export_policies(
     cfg = json.loads((run / "config.json").read_text())
     env, spec = cfg["env"], get_env_spec(cfg["env"])
     records = read_eval_log(run)
-    low, high = spec.medium_band
-    medium, expert = pick_medium_and_expert(run, env, records)
     warmup = learning_starts if learning_starts is not None else cfg["learning_starts"]
-    replay = _replay_sequence(env, records, medium["step"], warmup)
-    from genworld.policies import load_policy
-
+    if cfg.get("intrinsic", "none") != "none":
+        return export_exploration(run, dest, cfg, records, warmup)
+    medium, expert = pick_medium_and_expert(run, env, records)
+    low, high = medium_band(env, expert["stochastic_normalized"])
+    stem = slug(env)  # file names: dataset ids' form of a scenario name
+    replay = _replay_sequence(f"{stem}-replay", records, medium["step"], warmup)
+    mixed = _replay_sequence(f"{stem}-replay", records, expert["step"], warmup)
+    task = randomized_task(env)
     exported = {}
     for name, record in (("medium", medium), ("expert", expert)):
         if name not in only:
             continue
-        actor, _ = load_policy(run / "snapshots" / f"step_{record['step']:09d}")
         extra = {
             "snapshot_step": record["step"],
             "deterministic_return": record["deterministic_return"],
@@ -178,31 +196,77 @@ def export_policies(
             "in_target": (low <= record["stochastic_normalized"] <= high)
             if name == "medium"
             else record["stochastic_normalized"] >= spec.expert_target,
+            **({"condition_keys": list(condition_keys(task))} if task else {}),
         }
         if name == "medium":
             extra["replay_snapshots"] = replay
             extra["medium_band"] = [low, high]
-        card = PolicyCard(
-            env,
-            name,
-            spec.obs_dim,
-            spec.act_dim,
-            "sac",
-            record["step"],
-            cfg["seed"],
-            tuple(cfg["sac"]["hidden"]),
-            record["stochastic_return"],
-            record["stochastic_return_std"],
-            record["stochastic_normalized"],
-            record["verify_episodes"],
-            "stochastic",
-            extra,
-        )
-        save_policy(actor, card, dest / f"{env}-{name}")
+        elif env.startswith("dmc-"):
+            extra["mixed_snapshots"] = mixed  # MrCoM's "mix": the whole training's snapshots
+        card = _card(cfg, name, record, extra)
+        _export_snapshot(run, record["step"], card, dest / f"{stem}-{name}")
         exported[name] = card.to_json()
-    for item in replay if "medium" in only else []:
+    sequences = [replay] if "medium" in only else []
+    sequences += [mixed] if "expert" in only and env.startswith("dmc-") else []
+    _export_sequence(run, [item for seq in sequences for item in seq], dest)
+    return exported
+
+
+def export_exploration(
+    run: Path, dest: Path, cfg: dict, records: list[dict], warmup: int
+) -> dict[str, Any]:
+    """An exploration run's snapshots, as WPT's reward-free data replays them: the uniform
+    warm-up, then each snapshot for the share of the buffer it collected, listed as
+    ``exploration_snapshots`` in the card ``<env>-explore`` (the last snapshot's actor)."""
+    env = cfg["env"]
+    last = records[-1]
+    sequence = _replay_sequence(f"{slug(env)}-explore", records, last["step"], warmup)
+    extra = {
+        "snapshot_step": last["step"],
+        "intrinsic": cfg["intrinsic"],
+        "exploration_snapshots": sequence,
+        "intrinsic_reward": last.get("intrinsic_reward"),
+    }
+    record = {**last, "verify_episodes": cfg["eval_episodes"]}
+    card = _card(cfg, "explore", record, extra)
+    _export_snapshot(run, last["step"], card, dest / f"{slug(env)}-explore")
+    _export_sequence(run, sequence, dest)
+    return {"explore": card.to_json()}
+
+
+def _card(cfg: dict, name: str, record: dict, extra: dict) -> PolicyCard:
+    spec = get_env_spec(cfg["env"])
+    return PolicyCard(
+        cfg["env"],
+        name,
+        spec.obs_dim,
+        spec.act_dim,
+        "sac",
+        record["step"],
+        cfg["seed"],
+        tuple(cfg["sac"]["hidden"]),
+        record["stochastic_return"],
+        record["stochastic_return_std"],
+        record["stochastic_normalized"],
+        record["verify_episodes"],
+        "stochastic",
+        extra,
+    )
+
+
+def _export_snapshot(run: Path, step: int, card: PolicyCard, stem: Path) -> None:
+    from genworld.policies import load_policy
+
+    actor, _ = load_policy(run / "snapshots" / f"step_{step:09d}")
+    save_policy(actor, card, stem)
+
+
+def _export_sequence(run: Path, sequence: list[dict], dest: Path) -> None:
+    """The snapshots a sequence names, each with its own training card."""
+    from genworld.policies import load_policy
+
+    for item in sequence:
         if "step" in item:
             actor, card = load_policy(run / "snapshots" / f"step_{item['step']:09d}")
             card = {**card, "name": f"replay-{item['step']}", "hidden": tuple(card["hidden"])}
             save_policy(actor, PolicyCard(**card), dest / item["name"])
-    return exported
