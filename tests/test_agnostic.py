@@ -300,3 +300,16 @@ def test_transformer_layer_is_torchs_pre_norm_gelu_layer():
     mask = torch.arange(5)[None] < torch.tensor([[5], [2], [1]])  # (B, L) true tokens
     expected = ref(x, src_key_padding_mask=~mask)
     torch.testing.assert_close(ours(x, mask)[mask], expected[mask], rtol=1e-5, atol=1e-5)
+
+
+def test_agnostic_iql_targets_are_read_without_dropout(tmp_path):
+    """The TD target (target critics, V at s') runs in eval mode: with the full preset's
+    dropout a target is an estimate, not a training pass."""
+    agent, _ = _iql(tmp_path)
+    modes = []
+    hook = agent.nets.value.register_forward_hook(lambda m, i, o: modes.append(m.training))
+    agent.update(torch.Generator().manual_seed(0))
+    hook.remove()
+    assert not agent.critic_target.training
+    assert modes[0] is False and True in modes[1:]  # V(s') for the target, then V(s) trains
+    assert agent.nets.value.training

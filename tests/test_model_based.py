@@ -69,7 +69,8 @@ def _padded(data, n_per_env=40, seed=0):
 
 
 def _hand_uncertainty(model, obs, act, env_idx) -> torch.Tensor:
-    """MOPO's u(s, a) = max over elites of ||std||, from the raw networks, row by row."""
+    """MOPO's u(s, a) = max over every member of ||std||, from the raw networks, row by row
+    (MOPO's code and OfflineRL-Kit take all members, not only the elites)."""
     out = torch.zeros(len(obs))
     norm = model.normalizer
     for row in range(len(obs)):
@@ -78,7 +79,7 @@ def _hand_uncertainty(model, obs, act, env_idx) -> torch.Tensor:
         d, a = spec.obs_dim, spec.act_dim
         x = (obs[row, :d] - norm.obs_mean[k, :d]) / norm.obs_std[k, :d]
         _, logvar = model.nets[k](torch.cat([x, act[row, :a]])[None])  # (E, 1, d+1)
-        stds = torch.exp(0.5 * logvar[model.elite_idx[k], 0])  # (elites, d+1)
+        stds = torch.exp(0.5 * logvar[:, 0])  # (members, d+1)
         out[row] = max(float(torch.sqrt((s**2).sum())) for s in stds)
     return out
 

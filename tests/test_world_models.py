@@ -330,8 +330,55 @@ def test_mlp_ensemble_step_and_uncertainty(suite):
     assert out.next_observations.shape == (10, 17)
     assert (out.next_observations[batch.env_idx == 0, 11:] == 0).all()
     assert (out.uncertainty > 0).all()
-    model.select_elites(suite, torch.Generator().manual_seed(0))
+    train, held = model.split_holdout(suite, seed=0)
+    assert [len(e) for e in held.envs] == [
+        min(1_000, int(0.2 * len(e))) for e in suite.envs
+    ]  # OfflineRL-Kit's split
+    assert [len(a) + len(b) for a, b in zip(train.envs, held.envs, strict=True)] == [
+        len(e) for e in suite.envs
+    ]
+    model.select_elites(held)
     assert model.elite_idx.shape == (2, 2)
+
+
+def test_mlp_ensemble_members_train_on_their_own_minibatches(suite):
+    """Each member learns from its own rows of the batch (MBPO draws each member's data
+    independently): changing the rows of member 1 changes member 1's gradient only."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    cfg = EnsembleMLPConfig(members=3, elites=2, hidden=16, layers=2)
+    model = EnsembleMLPWorldModel(suite.specs, cfg, Normalizer.fit(suite))
+    batch = model.sample_batch(suite, 8, torch.Generator().manual_seed(0))
+    assert len(batch.rewards) == 3 * 8
+
+    def grads(b):
+        model.zero_grad()
+        model.loss(b)[0].backward()
+        return [net.out.weight.grad.clone() for net in model.nets]  # (E, hidden, out) each
+
+    before = grads(batch)
+    rows = [torch.nonzero(batch.env_idx == k).flatten() for k in range(len(suite.specs))]
+    member_1 = torch.cat([r[len(r) // 3 : 2 * (len(r) // 3)] for r in rows])
+    rewards = batch.rewards.clone()
+    rewards[member_1] += 5.0
+    after = grads(replace(batch, rewards=rewards))
+    for k in range(len(suite.specs)):
+        assert torch.equal(before[k][0], after[k][0]) and torch.equal(before[k][2], after[k][2])
+        assert not torch.equal(before[k][1], after[k][1])
+
+
+def test_elites_are_chosen_on_held_out_transitions_only(suite):
+    """A member that is wrong only on the held-out rows loses its elite place."""
+    torch.manual_seed(0)
+    cfg = EnsembleMLPConfig(members=3, elites=2, hidden=16, layers=2)
+    model = EnsembleMLPWorldModel(suite.specs, cfg, Normalizer.fit(suite))
+    _, held = model.split_holdout(suite, seed=0)
+    with torch.no_grad():
+        for net in model.nets:
+            net.out.bias[1] += 100.0  # member 1 predicts nonsense everywhere
+    model.select_elites(held)
+    assert all(1 not in model.elite_idx[k].tolist() for k in range(len(suite.specs)))
 
 
 def test_rollout_fast_path_equals_full_forward(suite):

@@ -216,7 +216,9 @@ class AgnosticIQL:
         self.per_env = max(1, cfg.batch_size // num_envs)
         net = replace(cfg.net, num_tasks=num_envs if cfg.task_embedding else 0)
         self.nets = IQLNetworks(net, cfg).to(device)
-        self.critic_target = copy.deepcopy(self.nets.critics).requires_grad_(False)
+        # targets are read without dropout (the ``full`` preset's 0.1): a TD target is an
+        # estimate, not a training pass
+        self.critic_target = copy.deepcopy(self.nets.critics).requires_grad_(False).eval()
         self._polyak = (list(self.critic_target.parameters()), list(self.nets.critics.parameters()))
         self.train_module: nn.Module = self.nets
         self.loss_scale = 1.0 / (self.per_env * num_envs)
@@ -273,7 +275,10 @@ class AgnosticIQL:
                 .min(0)
                 .values
             )  # (B,)
-            next_v = self.nets.value(next_obs, obs_mask, env)  # (B,)
+            value = self.nets.value
+            value.eval()  # no dropout in the target
+            next_v = value(next_obs, obs_mask, env)  # (B,)
+            value.train(self.nets.training)
             rewards = batch.rewards * self.reward_scale[env]
             target = rewards + cfg.gamma * (1.0 - batch.terminations) * next_v  # (B,)
         progress = min(self.step, cfg.actor_lr_decay_steps) / cfg.actor_lr_decay_steps

@@ -10,8 +10,9 @@ critic lr 3e-4, batch 256, discount 0.99, tau 0.005, 3x256 critics with orthogon
 entropy with target -|A|, no entropy in the TD target. The actor lr is d3rlpy's 1e-4
 (``reproductions/offline/cql.py``, also the original CQL README's ``--policy_lr=1e-4``; CORL: 3e-5)
 and so is the entropy-temperature lr. ``lagrange=True`` tunes ``alpha'`` so the gap
-``logsumexp Q - Q(data)`` stays at ``target_action_gap`` (CORL ``cql_lagrange``; d3rlpy's
-``alpha_threshold`` 10 and initial ``alpha' = e``).
+``logsumexp Q - Q(data)`` stays at ``target_action_gap`` (CORL ``cql_lagrange``, whose
+``log_alpha_prime`` starts at 1, so ``alpha' = e``, as here; d3rlpy's ``alpha_threshold`` is 10
+and its ``initial_alpha`` 1.0, so ``alpha' = 1``).
 
 Where d3rlpy 2.8.1 and CORL differ, genworld follows d3rlpy by default, each choice one flag
 away from CORL's (``target_action``, ``update_order``, ``log_std_clamp``, ``alpha_loss``,

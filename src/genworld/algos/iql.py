@@ -20,7 +20,9 @@ One step (CORL order, every loss from the pre-step parameters, so one backward s
 actor ``-exp(beta (min Q_target(s, a) - V(s))).clamp(max=100) * log pi(a | s)``; Polyak on Q.
 
 Rewards: the locomotion trick ``r * 1000 / (max episode return - min episode return)``
-(ikostrikov ``train_offline.py::normalize``; d3rlpy ``ReturnBasedRewardScaler(multiplier=1000)``),
+(ikostrikov ``train_offline.py::normalize``; d3rlpy ``ReturnBasedRewardScaler(multiplier=1000)``;
+CORL ``modify_reward`` multiplies by ``max_episode_steps``, 1000 on locomotion, with
+``normalize_reward: true`` in its locomotion configs),
 computed per env from that env's own episodes, so envs with different reward scales train with
 comparable targets.
 

@@ -69,6 +69,13 @@ class EnvData:
     def __len__(self) -> int:
         return len(self.rewards)
 
+    def take(self, rows: torch.Tensor) -> EnvData:
+        """The transitions ``rows`` (for transition sampling: windows need whole episodes)."""
+        fields = ("observations", "actions", "rewards", "next_observations", "terminations")
+        fields += ("timesteps", "steps_left")
+        taken = {name: getattr(self, name)[rows] for name in fields}
+        return EnvData(spec=self.spec, episode_returns=self.episode_returns, **taken)
+
 
 class MultiEnvDataset:
     """Per-env storage; ``sample_transitions`` / ``sample_windows`` give padded batches."""
@@ -76,7 +83,10 @@ class MultiEnvDataset:
     def __init__(self, data: Sequence[tuple[EnvSpec, Sequence[Episode]]]):
         if not data:
             raise GenworldError("MultiEnvDataset needs at least one (env spec, episodes) pair")
-        self.envs = [EnvData.from_episodes(spec, episodes) for spec, episodes in data]
+        self._set_envs([EnvData.from_episodes(spec, episodes) for spec, episodes in data])
+
+    def _set_envs(self, envs: list[EnvData]) -> None:
+        self.envs = envs
         self.specs = [e.spec for e in self.envs]
         self.obs_max = max(s.obs_dim for s in self.specs)
         self.act_max = max(s.act_dim for s in self.specs)
@@ -101,6 +111,24 @@ class MultiEnvDataset:
 
     def __len__(self) -> int:
         return int(self.sizes.sum())
+
+    def rows(self, rows: Sequence[torch.Tensor]) -> MultiEnvDataset:
+        """A dataset of some transitions of each env (``rows[k]``: indices into env ``k``),
+        for transition sampling (windows need whole episodes)."""
+        if any(len(r) == 0 for r in rows):
+            raise GenworldError("every env needs at least one transition in a row subset")
+        subset = MultiEnvDataset.__new__(MultiEnvDataset)
+        subset._set_envs([env.take(r) for env, r in zip(self.envs, rows, strict=True)])
+        return subset
+
+    def without_rows(self, rows: Sequence[torch.Tensor]) -> MultiEnvDataset:
+        """This dataset minus the transitions ``rows[k]`` of each env ``k``."""
+        keep = []
+        for env, r in zip(self.envs, rows, strict=True):
+            mask = torch.ones(len(env), dtype=torch.bool)
+            mask[r] = False
+            keep.append(torch.nonzero(mask).flatten())
+        return self.rows(keep)
 
     @property
     def num_envs(self) -> int:

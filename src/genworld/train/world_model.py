@@ -241,7 +241,10 @@ class WorldModelTrainer:
         forward=None,
         shard=None,
     ):
-        self.cfg, self.model, self.train, self.device = cfg, model, train, device
+        self.cfg, self.model, self.device = cfg, model, device
+        self.train, self.held_out = train, None
+        if cfg.model == "mlp":  # the ensemble's elites are chosen on transitions it never fits
+            self.train, self.held_out = model.split_holdout(train, cfg.seed + 1)
         self.forward = forward or model.loss
         self.shard = shard or (lambda batch: batch.to(device))
         self.optimizer = torch.optim.AdamW(
@@ -261,9 +264,9 @@ class WorldModelTrainer:
         return {"wm/loss": loss.detach(), **metrics}
 
     def select_elites(self) -> None:
-        """The MLP ensemble's elites on the training data (the same on every process)."""
-        if self.cfg.model == "mlp":
-            self.model.select_elites(self.train, torch.Generator().manual_seed(self.cfg.seed + 1))
+        """The MLP ensemble's elites on its held-out transitions (the same on every process)."""
+        if self.held_out is not None:
+            self.model.select_elites(self.held_out)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

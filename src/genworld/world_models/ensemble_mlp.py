@@ -6,14 +6,20 @@ learned soft bounds on the log-variance, weight decay. Reference implementation:
 ``ensemble_dynamics_model.py``; we read it, we copy nothing.
 
 Multi-env: one ensemble per env (each with its own dims), all members of an env in one batched
-matmul. Uncertainty = max over members of the norm of the predicted std (MOPO's ``u(s, a)``);
-``disagreement`` = max over member pairs of the distance between their mean next-observation
-predictions (MOReL's USAD statistic).
+matmul. Uncertainty = max over all members (not only the elites: MOPO's code and OfflineRL-Kit
+take every member) of the norm of the predicted std (MOPO's ``u(s, a)``); ``disagreement`` = max
+over member pairs of the distance between their mean next-observation predictions (MOReL's USAD
+statistic).
+
+As the references: each member trains on its own minibatches (``sample_batch`` draws
+``members`` × the batch, ``loss`` gives each member its share; MBPO draws each member's data
+independently), and the elites are the members with the lowest error on held-out transitions
+that no member trains on (``split_holdout``: OfflineRL-Kit's 20%, at most 1,000 per env).
 
 Deviations:
 - inputs and targets normalised per env with the dataset's statistics (Normalizer);
-- elites are chosen by ``select_elites`` after training on a held-out split (MOPO does it
-  during training, every epoch).
+- elites are chosen by ``select_elites`` at checkpoints and at the end, on the held-out split
+  (MOPO does it every epoch, with early stopping on the same split).
 """
 
 from __future__ import annotations
@@ -46,12 +52,22 @@ class EnsembleMLPConfig:
     """Coefficient of the L2 penalty (sum of squared weights of every layer) in the loss."""
     logvar_loss_coef: float = 0.01
     """Weight of the soft-bound regulariser on the learned max/min log-variance (MBPO)."""
+    holdout_fraction: float = 0.2
+    """Share of each env's transitions held out of training to choose the elites on
+    (OfflineRL-Kit: 0.2)."""
+    holdout_max: int = 1_000
+    """At most this many held-out transitions per env (OfflineRL-Kit: 1,000)."""
 
     def validate(self) -> None:
         if not (1 <= self.elites <= self.members) or self.hidden <= 0 or self.layers <= 0:
             raise GenworldError(
                 f"EnsembleMLPConfig: need 1 ≤ elites ({self.elites}) ≤ members ({self.members}), "
                 "hidden > 0, layers > 0"
+            )
+        if not 0 < self.holdout_fraction < 1 or self.holdout_max < 1:
+            raise GenworldError(
+                f"EnsembleMLPConfig: holdout_fraction must be in (0, 1) and holdout_max ≥ 1, got "
+                f"{self.holdout_fraction} and {self.holdout_max}"
             )
 
 
@@ -93,14 +109,29 @@ class EnsembleMLPWorldModel(nn.Module):
     def sample_batch(
         self, dataset: MultiEnvDataset, batch_size: int, generator: torch.Generator
     ) -> Batch:
-        batch = dataset.sample_transitions(batch_size, generator)
+        """``members`` × ``batch_size`` transitions: a minibatch of its own for every member."""
+        batch = dataset.sample_transitions(self.cfg.members * batch_size, generator)
         check_finite(observations=batch.observations, rewards=batch.rewards)
         return batch
 
+    def split_holdout(
+        self, dataset: MultiEnvDataset, seed: int
+    ) -> tuple[MultiEnvDataset, MultiEnvDataset]:
+        """(train, held out): a seeded ``holdout_fraction`` of each env's transitions, at most
+        ``holdout_max``, held out to choose the elites on."""
+        generator = torch.Generator().manual_seed(seed)
+        held = []
+        for env in dataset.envs:
+            n = min(self.cfg.holdout_max, max(1, int(self.cfg.holdout_fraction * len(env))))
+            held.append(torch.randperm(len(env), generator=generator)[:n])
+        return dataset.without_rows(held), dataset.rows(held)
+
     def _predict(self, k: int, obs: torch.Tensor, act: torch.Tensor):
-        """Env ``k``: raw ``obs (n, d)``, ``act (n, a)`` → normalised means/logvars ``(E, n, d+1)``."""
+        """Env ``k``: raw ``obs (n, d)``, ``act (n, a)`` (or a batch per member, ``(E, n, ·)``)
+        → normalised means/logvars ``(E, n, d+1)``."""
         norm = self.normalizer
-        obs_n = (obs - norm.obs_mean[k, : obs.shape[1]]) / norm.obs_std[k, : obs.shape[1]]
+        d = obs.shape[-1]
+        obs_n = (obs - norm.obs_mean[k, :d]) / norm.obs_std[k, :d]
         return self.nets[k](torch.cat([obs_n, act], -1))
 
     def _targets(self, k: int, obs, next_obs, rew) -> torch.Tensor:
@@ -114,35 +145,39 @@ class EnsembleMLPWorldModel(nn.Module):
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict]:
         total, mse_sum, count = 0.0, 0.0, 0
+        members = self.cfg.members
         for k, spec in enumerate(self.specs):
-            sel = batch.env_idx == k
-            if not bool(sel.any()):
+            sel = torch.nonzero(batch.env_idx == k).flatten()
+            n = len(sel) // members  # rows of env k per member: its own iid draws
+            if n == 0:
                 continue
+            sel = sel[: members * n]
             d, a = spec.obs_dim, spec.act_dim
+
+            def per_member(x: torch.Tensor, n: int = n) -> torch.Tensor:  # (E·n, ·) -> (E, n, ·)
+                return x.reshape(members, n, *x.shape[1:])
+
             obs, next_obs = batch.observations[sel, :d], batch.next_observations[sel, :d]
-            mean, logvar = self._predict(k, obs, batch.actions[sel, :a])
+            mean, logvar = self._predict(k, per_member(obs), per_member(batch.actions[sel, :a]))
             target = self._targets(k, obs, next_obs, batch.rewards[sel])
-            err = (mean - target).pow(2)  # (E, n, d+1)
+            err = (mean - per_member(target)).pow(2)  # (E, n, d+1)
             nll = (err * torch.exp(-logvar) + logvar).mean((1, 2)).sum()
             net = self.nets[k]
             bounds = self.cfg.logvar_loss_coef * (net.max_logvar.sum() - net.min_logvar.sum())
             decay = sum(layer.weight.pow(2).sum() for layer in [*net.layers, net.out])
             total = total + nll + bounds + self.cfg.weight_decay * decay
-            mse_sum, count = mse_sum + err.mean().detach() * sel.sum(), count + int(sel.sum())
+            mse_sum, count = mse_sum + err.mean().detach() * len(sel), count + len(sel)
         return total, {"wm/mse": mse_sum / max(count, 1)}
 
     @torch.no_grad()
-    def select_elites(
-        self, dataset: MultiEnvDataset, generator: torch.Generator, n: int = 4096
-    ) -> None:
-        """Keep the ``elites`` members with the lowest MSE on ``n`` transitions of ``dataset``."""
-        batch = dataset.sample_transitions(n, generator)
-        for k, spec in enumerate(self.specs):
-            sel = batch.env_idx == k
-            d, a = spec.obs_dim, spec.act_dim
-            obs = batch.observations[sel, :d]
-            mean, _ = self._predict(k, obs, batch.actions[sel, :a])
-            target = self._targets(k, obs, batch.next_observations[sel, :d], batch.rewards[sel])
+    def select_elites(self, held_out: MultiEnvDataset) -> None:
+        """Keep the ``elites`` members with the lowest MSE on every transition of ``held_out``
+        (:meth:`split_holdout`)."""
+        check_compatible(self.specs, held_out)
+        for k, env in enumerate(held_out.envs):
+            obs = env.observations
+            mean, _ = self._predict(k, obs, env.actions)
+            target = self._targets(k, obs, env.next_observations, env.rewards)
             mse = (mean - target).pow(2).mean((1, 2))  # (E,)
             self.elite_idx[k] = mse.argsort()[: self.cfg.elites]
 
@@ -201,6 +236,8 @@ class EnsembleMLPWorldModel(nn.Module):
             d, a = spec.obs_dim, spec.act_dim
             obs = observations[sel, :d]
             mean, logvar = self._predict(k, obs, actions[sel, :a])
+            # MOPO's u(s, a): the largest predicted std over every member
+            uncertainty[sel] = (0.5 * logvar).exp().norm(dim=-1).max(0).values
             mean, logvar = mean[self.elite_idx[k]], logvar[self.elite_idx[k]]  # (elites, n, d+1)
             if deterministic:
                 pred = mean.mean(0)
@@ -214,7 +251,6 @@ class EnsembleMLPWorldModel(nn.Module):
             extrinsic[sel] = (
                 pred[:, d] * self.normalizer.reward_std[k] + self.normalizer.reward_mean[k]
             )
-            uncertainty[sel] = (0.5 * logvar).exp().norm(dim=-1).max(0).values  # MOPO u(s, a)
         terminations = registry_terminations(self.specs, next_obs, env_idx)
         return WMStep(
             next_obs,
