@@ -390,9 +390,37 @@ def test_imagined_observations_are_clipped_to_the_data_range_and_counted(tmp_pat
     buf = mbpo.model_buffer
     nxt, env = buf.next_obs[: buf.size], buf.env[: buf.size]
     assert torch.all(nxt >= mbpo.obs_low[env]) and torch.all(nxt <= mbpo.obs_high[env])
-    assert 0.0 <= stats["rollout/clipped_fraction"] <= 1.0
+    assert 0.0 <= stats["rollout/outside_data_range_fraction"] <= 1.0
     # an untrained tiny model predicts out of range often: the counter sees it
-    assert stats["rollout/clipped_fraction"] > 0
+    assert stats["rollout/outside_data_range_fraction"] > 0
+
+
+def test_clipped_rollouts_continue_from_what_they_store(tmp_path):
+    """With obs_bounds="clip" the model's prompt memory continues from the clipped observation
+    that the buffer stores; with "none" nothing is clipped."""
+    from dataclasses import replace
+
+    from .test_algos import make
+
+    agent, _ = make("tgw", tmp_path)
+    mbpo, seen = agent.mbpo, []
+    original = mbpo.world_model.with_observations
+
+    def record(state, observations):
+        new = original(state, observations)
+        seen.append((observations.clone(), new.current_observations.clone()))
+        return new
+
+    mbpo.world_model.with_observations = record
+    mbpo.rollout(torch.Generator().manual_seed(0))
+    assert seen and all(torch.equal(stored, memory) for stored, memory in seen)
+    mbpo.cfg = replace(mbpo.cfg, obs_bounds="none")
+    mbpo.model_buffer.size, mbpo.model_buffer.pos, seen[:] = 0, 0, []
+    stats = mbpo.rollout(torch.Generator().manual_seed(0))
+    buf = mbpo.model_buffer
+    nxt, env = buf.next_obs[: buf.size], buf.env[: buf.size]
+    out = (nxt < mbpo.obs_low[env]) | (nxt > mbpo.obs_high[env])
+    assert stats["rollout/outside_data_range_fraction"] > 0 and bool(out.any()) and not seen
 
 
 @pytest.mark.parametrize("name", ["tgw", "mopo", "morel"])

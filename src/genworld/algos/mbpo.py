@@ -27,7 +27,9 @@ The world model is frozen: rollouts run under ``torch.no_grad`` and the agent tu
 
 Deviations:
 - rollout sizes and update counts are scaled to the CPU budget by each algorithm's presets;
-- rows stop at a predicted terminal (the registry's termination functions by default).
+- rows stop at a predicted terminal (the registry's termination functions by default);
+- ``obs_bounds="clip"`` clips imagined next observations to each env's data range (neither
+  MBPO nor MOPO does; a documented option, see ``MBPOConfig.obs_bounds``).
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ from genworld.algos.sac_group import SACGroup
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
-from genworld.world_models.base import WMStep
+from genworld.world_models.base import WMStep, registry_terminations
 from genworld.world_models.prompt_memory import sample_start_states
 
 POLICIES = ("per_env", "per_env_batched", "shared")
+OBS_BOUNDS = ("clip", "none")
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,22 @@ class MBPOConfig:
     beta: float = 1.0
     """Weight of the model's uncertainty in the imagined reward ``r = re − β·ri`` (TGW's risk
     tolerance β, seed 000 eq. 6; MOPO's λ). The one place this weight lives."""
+    obs_bounds: str = "clip"
+    """clip: an imagined next observation is clipped to its env's data range (min / max of the
+    dataset's observations), and the clipped one is what is stored, what a clipped row's
+    termination is computed on (the registry's termination function) and what the model
+    continues from (TGW's prompt memory); the predicted reward stays the model's for (s, a).
+    none: the model's prediction as it is (MBPO, MOPO)."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Hyper-parameters of the SAC policy or policies (:class:`genworld.algos.sac.SACConfig`)."""
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
             raise GenworldError(f"policy={self.policy!r} is invalid: choose {', '.join(POLICIES)}")
+        if self.obs_bounds not in OBS_BOUNDS:
+            raise GenworldError(
+                f"obs_bounds={self.obs_bounds!r} is invalid: choose {' or '.join(OBS_BOUNDS)}"
+            )
         if not 0 <= self.real_ratio <= 1:
             raise GenworldError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
         if not 0 <= self.beta < float("inf"):  # also refuses NaN
@@ -214,7 +227,8 @@ class MBPOAgent:
         cfg.validate()
         self.cfg, self.world_model, self.dataset, self.device = cfg, world_model, dataset, device
         self.step_hook = step_hook
-        # imagined observations are clipped to each env's data range (counted, logged)
+        # each env's data range: imagined observations outside it are counted (and clipped with
+        # obs_bounds="clip")
         low = torch.zeros(len(dataset.envs), dataset.obs_max)
         high = torch.zeros(len(dataset.envs), dataset.obs_max)
         for k, data in enumerate(dataset.envs):
@@ -288,8 +302,15 @@ class MBPOAgent:
                     f"{self.updates}; stopped (the last good checkpoint is kept) — retrain or "
                     "check the world model"
                 )
-            next_obs = torch.maximum(torch.minimum(out.next_observations, high), low)
-            clipped += int(((next_obs != out.next_observations).any(-1) & alive).sum())
+            bounded = torch.maximum(torch.minimum(out.next_observations, high), low)
+            outside = (bounded != out.next_observations).any(-1)
+            clipped += int((outside & alive).sum())
+            next_obs = out.next_observations
+            if self.cfg.obs_bounds == "clip" and bool(outside.any()):
+                next_obs = bounded
+                added_by_hook = term & ~out.terminations  # e.g. MOReL's HALT: kept
+                on_clipped = registry_terminations(self.dataset.specs, next_obs, env_idx)
+                term = torch.where(outside, on_clipped | added_by_hook, term)
             self.model_buffer.add(
                 obs[alive],
                 actions[alive],
@@ -306,12 +327,14 @@ class MBPOAgent:
             if not bool(alive.any()):
                 break
             obs, state = next_obs, out.state
+            if next_obs is not out.next_observations:
+                state = self.world_model.with_observations(state, next_obs)
         self.rollout_stats = {
             "rollout/transitions": float(added),
             "rollout/intrinsic_mean": float(torch.stack(penalties).mean()),
             "rollout/extrinsic_mean": float(torch.stack(rewards).mean()),
             "rollout/terminal_fraction": ended / max(added, 1),
-            "rollout/clipped_fraction": clipped / max(added, 1),
+            "rollout/outside_data_range_fraction": clipped / max(added, 1),
             "rollout/alive_at_end": float(alive.float().mean()),
         }
         return self.rollout_stats

@@ -54,6 +54,11 @@ class WorldModel(Protocol):
         deterministic: bool = False,
     ) -> WMStep: ...
 
+    def with_observations(self, state: Any, observations: torch.Tensor) -> Any:
+        """``state`` continuing from ``observations`` instead of the model's own last prediction
+        (a rollout that clips its observations continues from the clipped ones)."""
+        ...
+
 
 def check_compatible(model_specs: list[EnvSpec], dataset: MultiEnvDataset) -> None:
     """The dataset's envs must be the model's, in the same order, with the same dims."""

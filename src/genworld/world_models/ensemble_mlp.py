@@ -212,6 +212,10 @@ class EnsembleMLPWorldModel(nn.Module):
             out[sel] = dist.flatten(1).amax(1)  # (n,) max over (E, E) pairs
         return out
 
+    def with_observations(self, state: None, observations: torch.Tensor) -> None:
+        """No state: each step reads its input observations."""
+        return None
+
     def encode(self, dataset: MultiEnvDataset, env_idx: torch.Tensor, index: torch.Tensor) -> None:
         check_compatible(self.specs, dataset)
         return None

@@ -82,6 +82,14 @@ def push(
     return PromptMemory(obs, act, prev, torch.clamp(memory.count + 1, max=m), memory.env_idx)
 
 
+def with_current_observations(memory: PromptMemory, observations: torch.Tensor) -> PromptMemory:
+    """The memory with its current observations (the last filled slot) replaced."""
+    obs = memory.observations.clone()
+    rows = torch.arange(len(memory.count), device=memory.count.device)
+    obs[rows, memory.count - 1] = observations
+    return PromptMemory(obs, memory.actions, memory.prev_rewards, memory.count, memory.env_idx)
+
+
 def row_chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 

@@ -65,6 +65,7 @@ from genworld.world_models.prompt_memory import (
     row_chunks,
     sample_start_states,
     start_memory,
+    with_current_observations,
 )
 from genworld.world_models.terms import (
     gaussian_nll,
@@ -320,6 +321,10 @@ class TGWWorldModel(nn.Module):
             terminations,
             new_memory,
         )
+
+    def with_observations(self, state: PromptMemory, observations: torch.Tensor) -> PromptMemory:
+        """The prompt memory continuing from ``observations`` (its current slot replaced)."""
+        return with_current_observations(state, observations)
 
     def _draws(
         self, b: int, generator: torch.Generator | None, deterministic: bool, device
