@@ -44,6 +44,13 @@ def test_train_eval_world_model_tiny(random_data, tmp_path):
     ):
         assert env in errors[model]
     assert (tmp_path / "tgw" / "eval" / "k_step_errors.png").stat().st_size > 1000
+    # the stochastic state's contribution, beside the errors (TGW only: the MLP has no u)
+    alive = json.loads((tmp_path / "tgw" / "eval" / "stochastic_state.json").read_text())
+    assert set(alive) == {"tgw:tgw"}
+    for env in ("hopper", "halfcheetah"):
+        row = alive["tgw:tgw"][env]
+        assert row["u_var"] > 0 and row["head_var"] > 0
+        assert row["ratio_to_head"] == pytest.approx(row["u_var"] / row["head_var"])
     # the penalty check: held-out vs another quality's data (here the same random data)
     assert (
         main(["eval", "world-model", runs[0], "--episodes-per-env", "16", "--off-data", "random"])

@@ -172,6 +172,10 @@ def test_nll_matches_hand_computation(suite):
     batch = suite.sample_windows(4, 4, torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(5)
     loss, _ = model.loss(batch, g)
+    norm = model.normalizer
+    next_n = (batch.next_observations - norm.obs_mean[batch.env_idx][:, None]) / norm.obs_std[
+        batch.env_idx
+    ][:, None]
     with torch.no_grad():
         out = model.forward_sequence(
             batch.observations,
@@ -180,9 +184,9 @@ def test_nll_matches_hand_computation(suite):
             batch.env_idx,
             batch.step_mask,
             torch.Generator().manual_seed(5),
+            next_obs_n=next_n * model.obs_masks[batch.env_idx][:, None],
         )
-    norm = model.normalizer
-    total_obs, n_obs, total_rew, n_rew = 0.0, 0, 0.0, 0
+    total_obs, n_obs, total_rew, n_rew, total_kl = 0.0, 0, 0.0, 0, 0.0
     for i in range(4):
         k = int(batch.env_idx[i])
         d = suite.specs[k].obs_dim
@@ -199,7 +203,18 @@ def test_nll_matches_hand_computation(suite):
             mu, lv = out["rew_mean"][0, i, t], out["rew_logvar"][0, i, t]
             total_rew += float(0.5 * ((mu - r_t) ** 2 / lv.exp() + lv))
             n_rew += 1
-    assert loss.item() == pytest.approx(total_obs / n_obs + total_rew / n_rew, rel=1e-4)
+            # KL(q || p) of diagonal Gaussians, by its closed form, per position
+            (mq, sq), (mp, sp) = (
+                (x[0, i, t] for x in out["post"]),
+                (x[0, i, t] for x in out["prior"]),
+            )
+            kl = float(
+                (sp - sq + ((2 * sq).exp() + (mq - mp) ** 2) / (2 * (2 * sp).exp()) - 0.5).sum()
+            )
+            cfg = model.cfg
+            total_kl += (cfg.kl_dyn + cfg.kl_rep) * max(kl, cfg.free_nats)
+    expected = total_obs / n_obs + total_rew / n_rew + total_kl / n_rew
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
 
 
 def test_save_load_identical_predictions(suite, tmp_path):
@@ -518,3 +533,33 @@ def test_rollout_chunks_change_no_number(suite, monkeypatch, termination):
     for a, b in zip(whole, chunked, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     assert not torch.equal(whole[0], whole[4])  # the steps moved
+
+
+def test_kl_balancing_trains_the_prior_and_posterior_by_their_own_weights():
+    """DreamerV3's balancing: KL(sg(q) || p) reaches only the prior, KL(q || sg(p)) only the
+    posterior, each clipped below at the free nats."""
+    from genworld.world_models.terms import balanced_kl, gaussian_kl
+
+    torch.manual_seed(0)
+    mq, sq, mp, sp = (torch.randn(3, 4, requires_grad=True) for _ in range(4))
+    kl = gaussian_kl(mq, sq, mp, sp)
+    var_q, var_p = (2 * sq).exp(), (2 * sp).exp()
+    by_hand = (torch.log(var_p / var_q) / 2 + (var_q + (mq - mp) ** 2) / (2 * var_p) - 0.5).sum(-1)
+    torch.testing.assert_close(kl, by_hand)
+    loss, raw = balanced_kl((mq, sq), (mp, sp), dyn_scale=0.5, rep_scale=0.0, free_nats=0.0)
+    loss.sum().backward()
+    assert mq.grad is None or float(mq.grad.abs().sum()) == 0  # the prior's term only
+    assert float(mp.grad.abs().sum()) > 0
+    clipped, _ = balanced_kl((mp, sp), (mp, sp), dyn_scale=0.5, rep_scale=0.1, free_nats=1.0)
+    torch.testing.assert_close(clipped, torch.full((3,), 0.6))  # KL 0, clipped to 1 nat each
+    torch.testing.assert_close(raw, kl.detach())
+
+
+def test_without_rssm_there_is_no_posterior_and_no_kl(suite):
+    model = _model(suite, TGWConfig(**{**TINY.__dict__, "use_stochastic": False}))
+    batch = suite.sample_windows(4, 4, torch.Generator().manual_seed(1))
+    _, metrics = model.loss(batch, torch.Generator().manual_seed(0))
+    assert "wm/kl" not in metrics
+    with_rssm = _model(suite, TINY)
+    _, metrics = with_rssm.loss(batch, torch.Generator().manual_seed(0))
+    assert float(metrics["wm/kl"]) >= 0

@@ -267,16 +267,24 @@ def evaluate_world_model(
     runs: list[str | Path], *, episodes_per_env: int = 256, off_data: str | None = None
 ) -> Result:
     """k-step open-loop errors of trained world models on the first run's held-out episodes
-    (eval/k_step_errors.{md,json,png} in that run); with ``off_data`` (a quality such as
+    (eval/k_step_errors.{md,json,png} in that run), beside how much their stochastic state moves
+    the predictions (eval/stochastic_state.{md,json}); with ``off_data`` (a quality such as
     ``random``) also whether the uncertainty penalty sees the one-step error there."""
-    from genworld.reports.world_model import write_calibration, write_errors
-    from genworld.train.world_model import calibrate_penalty, evaluate_runs
+    from genworld.reports.world_model import write_calibration, write_errors, write_sensitivity
+    from genworld.train.world_model import (
+        calibrate_penalty,
+        evaluate_runs,
+        stochastic_state_sensitivity,
+    )
 
     paths = [Path(r) for r in runs]
     out = paths[0] / "eval"
     named = evaluate_runs(paths, per_env=episodes_per_env)
     summary: dict[str, Any] = {"k_step_errors": named}
     files = write_errors(named, out)
+    summary["stochastic_state"] = stochastic_state_sensitivity(paths, per_env=episodes_per_env)
+    if summary["stochastic_state"]:
+        files += write_sensitivity(summary["stochastic_state"], out)
     if off_data:
         summary["penalty_calibration"] = calibrate_penalty(paths[0], off_data, episodes_per_env)
         files += write_calibration(summary["penalty_calibration"], out)

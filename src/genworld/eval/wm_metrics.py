@@ -86,6 +86,56 @@ def k_step_errors(
     return result
 
 
+@torch.no_grad()
+def resample_sensitivity(
+    model, held: MultiEnvDataset, per_env: int = 256, seed: int = 0
+) -> dict[str, dict[str, float]] | None:
+    """Is the stochastic state alive? Per env, from ``per_env`` held-out start states (their
+    dataset history as the prompt) and the data's actions: the variance of each member's decoded
+    next observation (its mean) when u is drawn afresh from the prior (``u_var``: half the mean
+    squared difference of two draws), beside the observation head's own variance (``head_var``)
+    and their ratio, all in units of the training data's per-dim variance, averaged over real
+    dims. None for a model without a stochastic state (MLP ensemble, TGW w/o RSSM)."""
+    cfg = getattr(model, "cfg", None)
+    if not hasattr(model, "forward_sequence") or not getattr(cfg, "use_stochastic", False):
+        return None
+    env_idx, index = open_loop_starts(held, 1, per_env, seed)
+    memory = model.encode(held, env_idx, index)
+    actions = torch.zeros(len(env_idx), held.act_max)
+    for k, data in enumerate(held.envs):
+        sel = env_idx == k
+        actions[sel, : data.spec.act_dim] = data.actions[index[sel]]
+    rows, last = torch.arange(len(env_idx)), memory.count - 1
+    act_seq = memory.actions.clone()
+    act_seq[rows, last] = actions
+    valid = torch.arange(memory.observations.shape[1])[None] < memory.count[:, None]
+    g = torch.Generator().manual_seed(seed)
+    shape = (cfg.ensemble_size, len(env_idx), 1, cfg.stoch_dim)
+    first, second = (
+        model.forward_sequence(
+            memory.observations,
+            act_seq,
+            memory.prev_rewards,
+            env_idx,
+            valid,
+            query_index=last,
+            stoch_noise=torch.randn(shape, generator=g),
+        )
+        for _ in range(2)
+    )
+    u_var = (first["obs_mean"] - second["obs_mean"]).pow(2)[:, :, 0] / 2  # (E, B, obs_max)
+    head_var = first["obs_logvar"][:, :, 0].exp()
+    mask = held.obs_masks()[env_idx].float()[None]  # (1, B, obs_max)
+    result = {}
+    for k, spec in enumerate(held.specs):
+        sel = env_idx == k
+        n = (mask[:, sel].sum() * u_var.shape[0]).clamp_min(1)
+        u = float((u_var[:, sel] * mask[:, sel]).sum() / n)
+        head = float((head_var[:, sel] * mask[:, sel]).sum() / n)
+        result[spec.name] = {"u_var": u, "head_var": head, "ratio_to_head": u / max(head, 1e-12)}
+    return result
+
+
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Rank correlation of two 1-D tensors (ties broken by order; 0 when either is constant)."""
     if bool(a.max() == a.min()) or bool(b.max() == b.min()):

@@ -1,4 +1,4 @@
-"""Train a world model (TGW or the reference MLP ensemble) on one or more datasets; resumable.
+"""Train a world model (TGW, MrCoM or the reference MLP ensemble) on datasets; resumable.
 
 ``genworld train world-model --model tgw --datasets a,b,c --scale mini --out DIR``. The run folder
 holds ``config.json``, ``metrics.jsonl``, TensorBoard events (``tb/``), ``checkpoints/`` (full
@@ -36,21 +36,23 @@ from genworld.utils.io import (
     check_or_write_config,
 )
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
+from genworld.world_models.mrcom import MrCoMConfig, MrCoMWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
 
-MODELS = ("tgw", "mlp")
+MODELS = ("tgw", "mlp", "mrcom")
 
 
 @dataclass(frozen=True)
 class WorldModelTrainConfig:
     model: str = "tgw"
-    """tgw (the method) or mlp (per-env probabilistic MLP ensemble, the MOPO reference)."""
+    """tgw (the method), mlp (per-env probabilistic MLP ensemble, the MOPO reference) or mrcom
+    (the meta-regularised contextual world model of seed 002)."""
     datasets: tuple[str, ...] = ("halfcheetah-medium", "hopper-medium", "walker2d-medium")
     """Dataset ids; one id = single-env training."""
     steps: int = 3_000
     """Gradient steps."""
     batch_size: int = 32
-    """Sequences (tgw) or transitions (mlp) per step."""
+    """Sequences (tgw, mrcom) or transitions (mlp) per step."""
     lr: float = 1e-4
     """AdamW learning rate."""
     grad_clip: float = 1.0
@@ -74,6 +76,8 @@ class WorldModelTrainConfig:
     """The TGW model (``model`` = tgw)."""
     mlp: EnsembleMLPConfig = field(default_factory=EnsembleMLPConfig)
     """The MLP ensemble (``model`` = mlp)."""
+    mrcom: MrCoMConfig = field(default_factory=MrCoMConfig)
+    """The MrCoM model (``model`` = mrcom)."""
 
     def validate(self) -> None:
         if not self.datasets:
@@ -97,6 +101,7 @@ class WorldModelTrainConfig:
             raise GenworldError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         self.tgw.validate()
         self.mlp.validate()
+        self.mrcom.validate()
 
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -140,6 +145,31 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "d_model": 64,
                 "n_heads": 2,
                 "stoch_dim": 64,
+                "hidden": 128,
+            },
+        },
+        "full": {},
+    },
+    # a MrCoM small enough for 2 CPU cores below the full scale (App. D's sizes at full)
+    "mrcom": {
+        "tiny": {
+            "mrcom": {
+                "context_len": 4,
+                "d_model": 24,
+                "n_heads": 3,
+                "stoch_dim": 8,
+                "aux_dim": 8,
+                "hidden": 32,
+            }
+        },
+        "mini": {
+            "steps": 1_500,
+            "mrcom": {
+                "context_len": 10,
+                "d_model": 48,
+                "n_heads": 3,
+                "stoch_dim": 32,
+                "aux_dim": 32,
                 "hidden": 128,
             },
         },
@@ -204,6 +234,8 @@ def load_split(
 def build_model(cfg: WorldModelTrainConfig, specs, normalizer: Normalizer) -> torch.nn.Module:
     if cfg.model == "tgw":
         return TGWWorldModel(specs, cfg.tgw, normalizer)
+    if cfg.model == "mrcom":
+        return MrCoMWorldModel(specs, cfg.mrcom, normalizer)
     return EnsembleMLPWorldModel(specs, cfg.mlp, normalizer)
 
 
@@ -224,6 +256,10 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
         train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
         fit_world_model(cfg, train, out, show_progress=show_progress)
     return out
+
+
+WEIGHT_DECAY = {"mlp": 0.0, "mrcom": 1e-4}
+"""AdamW weight decay per model (others 1e-5); MrCoM: App. D's "learning rate decay weight"."""
 
 
 class WorldModelTrainer:
@@ -250,7 +286,7 @@ class WorldModelTrainer:
         self.optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=cfg.lr,
-            weight_decay=0.0 if cfg.model == "mlp" else 1e-5,
+            weight_decay=WEIGHT_DECAY.get(cfg.model, 1e-5),
             fused=fused_optimizer(device),
         )
 
@@ -369,6 +405,20 @@ def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[s
             model, held, model.normalizer, per_env=per_env, seed=seed
         )
     return named
+
+
+def stochastic_state_sensitivity(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict:
+    """Each run's ``resample_sensitivity`` on its own held-out episodes (runs whose model has
+    no stochastic state are left out)."""
+    from genworld.eval.wm_metrics import resample_sensitivity
+
+    result = {}
+    for run in runs:
+        cfg, model, _, held = load_trained(run)
+        sensitivity = resample_sensitivity(model, held, per_env=per_env, seed=seed)
+        if sensitivity is not None:
+            result[f"{cfg.model}:{run.name}"] = sensitivity
+    return result
 
 
 def calibrate_penalty(run: Path, quality: str, per_env: int) -> dict[str, Any]:

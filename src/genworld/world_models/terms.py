@@ -1,5 +1,6 @@
 """TGW's eq. 8 terms as functions: Gaussian NLL / MSE per element, targets in per-env normalised
-units, soft-clamped log-variances and the previous-reward inputs of a window; and the intrinsic
+units, soft-clamped log-variances, the previous-reward inputs of a window, the stochastic state's
+KL between posterior and prior (with DreamerV3's balancing and free bits); and the intrinsic
 reward ``ri`` of a rollout step (eq. 4 and our variants). Used by ``TGWWorldModel``'s loss,
 reward fine-tuning, forward pass and rollout step (world_models/tgw.py)."""
 
@@ -35,6 +36,32 @@ def soft_clamp(logvar: torch.Tensor) -> torch.Tensor:
     return LOGVAR_MIN + F.softplus(logvar - LOGVAR_MIN)
 
 
+def gaussian_kl(
+    mean_q: torch.Tensor, logstd_q: torch.Tensor, mean_p: torch.Tensor, logstd_p: torch.Tensor
+) -> torch.Tensor:
+    """KL(q || p) of diagonal Gaussians, summed over the last (latent) dim."""
+    var_q, var_p = (2 * logstd_q).exp(), (2 * logstd_p).exp()
+    kl = logstd_p - logstd_q + (var_q + (mean_q - mean_p).pow(2)) / (2 * var_p) - 0.5
+    return kl.sum(-1)
+
+
+def balanced_kl(
+    post: tuple[torch.Tensor, torch.Tensor],
+    prior: tuple[torch.Tensor, torch.Tensor],
+    dyn_scale: float,
+    rep_scale: float,
+    free_nats: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DreamerV3's KL balancing with free bits (Hafner et al. 2023, eq. 5): the dynamics term
+    KL(sg(q) || p) trains the prior, the representation term KL(q || sg(p)) the posterior, each
+    clipped below at ``free_nats``; returns (weighted loss, raw KL), both per position."""
+    (mq, sq), (mp, sp) = post, prior
+    dyn = gaussian_kl(mq.detach(), sq.detach(), mp, sp)
+    rep = gaussian_kl(mq, sq, mp.detach(), sp.detach())
+    loss = dyn_scale * dyn.clamp_min(free_nats) + rep_scale * rep.clamp_min(free_nats)
+    return loss, dyn.detach()
+
+
 def previous(rewards: torch.Tensor) -> torch.Tensor:
     """``prev[:, j] = rewards[:, j-1]``, 0 at j = 0 (the window's first token carries none)."""
     return F.pad(rewards[:, :-1], (1, 0))
@@ -62,6 +89,8 @@ def intrinsic_reward(
 __all__ = [
     "LOGVAR_MAX",
     "LOGVAR_MIN",
+    "balanced_kl",
+    "gaussian_kl",
     "gaussian_nll",
     "intrinsic_reward",
     "likelihood_term",

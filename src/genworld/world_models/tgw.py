@@ -12,9 +12,13 @@ Data flow for a sample of env ``k`` (shapes: B batch, L = M prompt steps, E memb
   the dataset's own history of the start state and is replaced step by step by imagined (or real)
   steps (``PromptMemory``).
 - **TransRSSM** (§5.2, Algorithm 1): a causal transformer over the prompt gives the deterministic
-  state ``s_{t+1}`` at each position; a head gives mean / std of the stochastic state
-  ``u_{t+1} ~ N``; the observation model decodes ``o_{t+1} = f(s_{t+1}, u_{t+1})`` into each env's
-  own dims (``EnsemblePerEnvHead``) as a Gaussian over the normalised next observation (residual on o_t).
+  state ``s_{t+1}`` at each position. The stochastic state ``u_{t+1}`` has, as in PlaNet's RSSM
+  (the paper's ref. [10]), a prior ``p(u | s_{t+1})`` and a posterior ``q(u | s_{t+1}, o_{t+1})``:
+  training decodes from posterior samples and adds the KL between the two (DreamerV3's balancing
+  and free bits, ``kl_dyn`` / ``kl_rep`` / ``free_nats``); imagination samples the prior. The
+  observation model decodes ``o_{t+1} = f(s_{t+1}, u_{t+1})`` into each env's own dims
+  (``EnsemblePerEnvHead``) as a Gaussian over the normalised next observation (residual on o_t);
+  imagined observations are drawn from it (``sample_obs_noise``) or are its mean.
 - **Reward module** (eq. 5): ``re_{t+1} = f(h_t, s_{t+1}, u_{t+1})``, with ``h_t`` entering as the
   current step's token, Gaussian over the per-env normalised reward.
 - **Ensemble** (§5.3): E transformers + stochastic heads with different initialisations, run as
@@ -39,7 +43,10 @@ Deviations (choices the paper leaves open, or changes we made):
   off the data (measured: docs/RESULTS.md, "Does the uncertainty penalty see the model's
   error?"). ``"observation"`` uses the variance of the members' decoded next observations
   (MOPO-like);
-- the stochastic state has no posterior/KL (the paper defines none); "w/o RSSM" uses its mean;
+- the paper names an RSSM without writing its posterior or KL: we take PlaNet's structure with
+  DreamerV3's KL weights (0.5 / 0.1) and free bits (1 nat); "w/o RSSM" has no stochastic state
+  (u is the prior's mean: no posterior, no KL), and sampling the observation head is its own
+  switch (``sample_obs_noise``);
 - "w/o prompt" (Table 2) = a context of one step (the current observation and action only).
 """
 
@@ -68,6 +75,7 @@ from genworld.world_models.prompt_memory import (
     with_current_observations,
 )
 from genworld.world_models.terms import (
+    balanced_kl,
     gaussian_nll,
     intrinsic_reward,
     likelihood_term,
@@ -101,7 +109,10 @@ class TGWWorldModel(nn.Module):
         self.pos_embedding = nn.Parameter(0.02 * torch.randn(cfg.effective_context, d))
         # TransRSSM (ensemble)
         self.transformer = EnsembleCausalTransformer(e, d, cfg.n_layers, cfg.n_heads)
-        self.stoch_head = EnsembleMLP(e, d, [cfg.hidden], 2 * cfg.stoch_dim)
+        self.stoch_head = EnsembleMLP(e, d, [cfg.hidden], 2 * cfg.stoch_dim)  # prior p(u | s)
+        # posterior q(u | s, o_{t+1}): the next observation through its own per-env projection
+        self.post_obs = PerEnvLinear(k, self.obs_max, d, obs_dims)
+        self.post_head = EnsembleMLP(e, 2 * d, [cfg.hidden], 2 * cfg.stoch_dim)
         # observation model, reward module and learned termination: one MLP per member (θ_o in
         # every member, Algorithm 1), each with per-env outputs
         su_dim, h = d + cfg.stoch_dim, cfg.hidden
@@ -127,11 +138,16 @@ class TGWWorldModel(nn.Module):
         deterministic: bool = False,
         query_index: torch.Tensor | None = None,
         stoch_noise: torch.Tensor | None = None,
+        next_obs_n: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Raw ``obs (B, L, obs_max)``, ``act (B, L, act_max)``, ``prev_rew (B, L)`` → predictions
         of the next step at every position, for every member (with ``query_index (B,)``: only
         at that position, as ``L = 1``: the rollout fast path). ``term_logit`` only with
-        ``termination="learned"`` (the head is ~10% of a rollout step's FLOPs)."""
+        ``termination="learned"`` (the head is ~10% of a rollout step's FLOPs).
+
+        ``next_obs_n (B, L, obs_max)``, the normalised next observations (training): u comes from
+        the posterior ``q(u | s, o_{t+1})`` and the output carries ``prior`` and ``post`` (mean,
+        log-std) for the KL; without it (imagination) u comes from the prior."""
         norm = self.normalizer
         obs_n = (obs - norm.obs_mean[env_idx][:, None]) / norm.obs_std[env_idx][:, None]
         obs_n = obs_n * self.obs_masks[env_idx][:, None]  # (B, L, obs_max)
@@ -151,8 +167,13 @@ class TGWWorldModel(nn.Module):
         if query_index is not None:
             rows = torch.arange(len(env_idx), device=obs.device)
             tokens, obs_n = tokens[rows, query_index][:, None], obs_n[rows, query_index][:, None]
-        u_mean, u_logstd = self.stoch_head(s.flatten(1, 2)).unflatten(1, s.shape[1:3]).chunk(2, -1)
-        u_logstd = u_logstd.clamp(-5.0, 2.0)
+        prior = gaussian_head(self.stoch_head, s)
+        u_mean, u_logstd = prior
+        post = None
+        if next_obs_n is not None and self.cfg.use_stochastic:
+            embedded = self.post_obs(next_obs_n, env_idx).expand(s.shape[0], -1, -1, -1)
+            post = gaussian_head(self.post_head, torch.cat([s, embedded], -1))
+            u_mean, u_logstd = post
         if self.cfg.use_stochastic and not deterministic:
             noise = stoch_noise
             if noise is None:
@@ -173,7 +194,10 @@ class TGWWorldModel(nn.Module):
             "rew_mean": rew_out[..., 0],
             "rew_logvar": soft_clamp(rew_out[..., 1]),  # (E, B, L)
             "obs_n": obs_n,
+            "prior": prior,
         }
+        if post is not None:
+            out["post"] = post
         if self.cfg.termination == "learned":  # the registry's exact functions need no head
             out["term_logit"] = self.term_net(su, env_b)[..., 0, 0]  # (E, B, L)
         return out
@@ -184,11 +208,17 @@ class TGWWorldModel(nn.Module):
     ) -> tuple[torch.Tensor, dict]:
         """Eq. 8 over every position of every window, summed over members."""
         env_idx, valid = batch.env_idx, batch.step_mask
-        out = self.forward_sequence(
-            batch.observations, batch.actions, previous(batch.rewards), env_idx, valid, generator
-        )
         target_obs = normalised(
             batch.next_observations, env_idx, self.normalizer.obs_mean, self.normalizer.obs_std
+        )
+        out = self.forward_sequence(
+            batch.observations,
+            batch.actions,
+            previous(batch.rewards),
+            env_idx,
+            valid,
+            generator,
+            next_obs_n=target_obs * self.obs_masks[env_idx][:, None],
         )
         target_rew = normalised(
             batch.rewards, env_idx, self.normalizer.reward_mean, self.normalizer.reward_std
@@ -202,11 +232,20 @@ class TGWWorldModel(nn.Module):
         obs_loss = (obs_term * obs_mask).sum((1, 2, 3)) / n_obs  # (E,)
         rew_loss = (rew_term * valid).sum((1, 2)) / n_steps  # (E,)
         total = (obs_loss + rew_loss).sum()
+        kl_metrics = {}
+        if "post" in out:  # PlaNet's KL between posterior and prior, DreamerV3-balanced
+            cfg = self.cfg
+            kl_loss, kl = balanced_kl(
+                out["post"], out["prior"], cfg.kl_dyn, cfg.kl_rep, cfg.free_nats
+            )
+            total = total + ((kl_loss * valid).sum((1, 2)) / n_steps).sum()
+            kl_metrics["wm/kl"] = ((kl * valid).sum() / (n_steps * kl.shape[0])).detach()
         metrics = {
             "wm/obs_mse": ((obs_err * obs_mask).sum() / (n_obs * obs_err.shape[0])).detach(),
             "wm/rew_mse": ((rew_err * valid).sum() / (n_steps * rew_err.shape[0])).detach(),
             "wm/obs_loss": obs_loss.mean().detach(),
             "wm/rew_loss": rew_loss.mean().detach(),
+            **kl_metrics,
         }
         if self.cfg.termination == "learned":
             target = batch.terminations.expand_as(out["term_logit"])
@@ -338,7 +377,7 @@ class TGWWorldModel(nn.Module):
         if cfg.use_stochastic:
             draws["stoch"] = torch.randn(e, b, 1, cfg.stoch_dim, generator=generator, device=device)
         draws["member"] = torch.randint(e, (b,), generator=generator, device=device)
-        if cfg.loss == "nll" and cfg.use_stochastic:
+        if cfg.loss == "nll" and cfg.sample_obs_noise:
             draws["obs"] = torch.randn(b, self.obs_max, generator=generator, device=device)
         return draws
 
@@ -389,6 +428,13 @@ class TGWWorldModel(nn.Module):
         M−1 dataset steps before it in the same episode, then the start observation."""
         m = self.cfg.effective_context
         return start_memory(dataset, env_idx, index, m, self.obs_max, self.act_max)
+
+
+def gaussian_head(head: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, log-std) of a diagonal Gaussian from an ensemble head on ``x (E, B, L, ·)``;
+    the log-std kept in [-5, 2]."""
+    mean, logstd = head(x.flatten(1, 2)).unflatten(1, x.shape[1:3]).chunk(2, -1)
+    return mean, logstd.clamp(-5.0, 2.0)
 
 
 __all__ = ["PromptMemory", "TGWConfig", "TGWWorldModel", "sample_start_states"]

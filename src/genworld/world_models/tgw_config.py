@@ -37,7 +37,18 @@ class TGWConfig:
     use_prompt: bool = True
     """False = ablation 'w/o prompt': a context of the current step only."""
     use_stochastic: bool = True
-    """False = ablation 'w/o RSSM': the stochastic state is its mean (no sampling)."""
+    """False = ablation 'w/o RSSM': no stochastic state to infer or sample: u is the prior's
+    mean, with no posterior and no KL (observation noise is ``sample_obs_noise``'s)."""
+    sample_obs_noise: bool = True
+    """Imagined next observations are drawn from the observation head's Gaussian (True) or are
+    its mean (False); with ``loss="mse"`` there is no variance to draw from."""
+    kl_dyn: float = 0.5
+    """Weight of KL(sg(posterior) || prior), which trains the prior (DreamerV3's 0.5; the paper,
+    built on PlaNet's RSSM, gives no value)."""
+    kl_rep: float = 0.1
+    """Weight of KL(posterior || sg(prior)), which trains the posterior (DreamerV3's 0.1)."""
+    free_nats: float = 1.0
+    """Each KL term is clipped below at this many nats (DreamerV3's free bits: 1)."""
 
     def validate(self) -> None:
         checks = {
@@ -51,12 +62,15 @@ class TGWConfig:
             "loss": self.loss in ("nll", "mse"),
             "termination": self.termination in ("registry", "learned"),
             "intrinsic": self.intrinsic in ("state", "observation", "reward"),
+            "kl_dyn": self.kl_dyn >= 0,
+            "kl_rep": self.kl_rep >= 0,
+            "free_nats": self.free_nats >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise GenworldError(
                     f"TGWConfig.{name}={getattr(self, name)!r} is invalid (ensemble_size/context_len/"
-                    "n_layers/n_heads ≥ 1, loss nll|mse, "
+                    "n_layers/n_heads ≥ 1, loss nll|mse, kl_dyn/kl_rep/free_nats ≥ 0, "
                     "termination registry|learned, intrinsic state|observation|reward)"
                 )
 
