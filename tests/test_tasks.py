@@ -15,7 +15,31 @@ def test_splits_are_as_specified():
     ten = [0, 4, 9, 13, 17, 22, 26, 30, 35, 39]  # round(linspace(0, 39, 10))
     assert train == ten[:5] and test == ten[5:]
     train, test = split("ant-dir")
-    assert len(train) == len(test) == 5 and test[-1] == 49 and train[0] == 0
+    assert len(train) == len(test) == 5
+    # ant-dir's directions are random: the ten are picked at equal intervals of the angle order,
+    # so the training tasks are the first half-turn and the unseen ones the second
+    angles = FAMILIES["ant-dir"].goals()[train + test]
+    assert list(angles) == sorted(angles)
+    assert angles[4] < np.pi < angles[5]
+
+
+def test_unseen_tasks_report_their_distance_to_the_nearest_training_task():
+    from genworld.envs.tasks import unseen_distances
+
+    near = unseen_distances("cheetah-vel")
+    assert near == pytest.approx(
+        {
+            "cheetah-vel-22": 0.375,
+            "cheetah-vel-26": 0.675,
+            "cheetah-vel-30": 0.975,
+            "cheetah-vel-35": 1.35,
+            "cheetah-vel-39": 1.65,
+        }
+    )
+    ant = unseen_distances("ant-dir")
+    assert set(ant) == {f"ant-dir-{i}" for i in split("ant-dir")[1]}
+    assert all(0 <= d <= 180 for d in ant.values())
+    assert min(ant.values()) < 10  # the last direction comes back near the first (Fig. 4)
     assert split("cheetah-vel", scheme="prompt-dt")[1] == [2, 7, 15, 23, 26]
     assert split("ant-dir", scheme="prompt-dt")[1] == [6, 17, 23, 30, 41]
     assert len(split("ant-dir", scheme="prompt-dt")[0]) == 45

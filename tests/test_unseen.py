@@ -67,6 +67,7 @@ def test_unseen_tiny_in_two_processes_writes_table_and_plot_and_resumes(
     assert main([*argv, "--out", str(out), "--quiet", "--workers", "2"]) == 0
     report = json.loads((out / "unseen.json").read_text())
     assert len(report["train"]) == len(report["test"]) == 5
+    assert set(report["unseen_distances"]) == set(report["test"])  # how unseen each one is
     methods = {"tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune"}
     assert {r["method"] for r in report["results"]} == methods
     assert len(report["results"]) == 5 * 10

@@ -82,16 +82,39 @@ def get_family(name: str) -> Family:
 
 
 def split(family: str, *, scheme: str = "paper") -> tuple[list[int], list[int]]:
-    """(train, test) task indices. ``paper`` (seed 000): 10 tasks at equal intervals, the first
-    5 train, the last 5 unseen. ``prompt-dt``: Prompt-DT's test list, every other task trains."""
+    """(train, test) task indices. ``paper`` (seed 000 §6.2): the tasks ordered by their goal
+    (velocity, or direction angle: ant-dir's are drawn at random, so index order says nothing),
+    10 picked at equal intervals of that order, the first 5 train, the last 5 unseen (Fig. 4:
+    the last direction comes back near the first). ``prompt-dt``: Prompt-DT's test list, every
+    other task trains."""
     fam = get_family(family)
     if scheme == "paper":
-        ten = [int(i) for i in np.round(np.linspace(0, fam.count - 1, 10))]
+        order = np.argsort(fam.goals(), kind="stable")
+        ten = [int(order[i]) for i in np.round(np.linspace(0, fam.count - 1, 10)).astype(int)]
         return ten[:5], ten[5:]
     if scheme == "prompt-dt":
         test = list(fam.prompt_dt_test)
         return [i for i in range(fam.count) if i not in test], test
     raise GenworldError(f"unknown split {scheme!r}: choose paper or prompt-dt")
+
+
+def goal_distance(family: str, a: float, b: float) -> float:
+    """How far apart two goals are: |Δ velocity| (m/s), or the angle between two directions
+    (degrees, 0–180)."""
+    if family == "ant-dir":
+        return float(np.degrees(abs(wrap_angle(a - b))))
+    return abs(float(a) - float(b))
+
+
+def unseen_distances(family: str, scheme: str = "paper") -> dict[str, float]:
+    """Each unseen task's goal distance to the nearest training task (:func:`goal_distance`)."""
+    fam = get_family(family)
+    goals = fam.goals()
+    train, test = split(family, scheme=scheme)
+    return {
+        task_name(family, i): min(goal_distance(family, goals[i], goals[j]) for j in train)
+        for i in test
+    }
 
 
 def split_names(family: str, scheme: str = "paper") -> tuple[list[str], list[str]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genworld.envs.tasks import unseen_distances
 from genworld.eval.scores import precision_note
 from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
@@ -94,6 +95,21 @@ def write_unseen_report(
             "|---|---|---|---|",
             *iqm_lines,
         ]
+    distances = unseen_distances(cfg.family, cfg.split)
+    unit = "°" if cfg.family == "ant-dir" else " m/s"
+    lines += [
+        "",
+        "How far each unseen task is from the nearest training task (goal "
+        + ("direction, degrees" if cfg.family == "ant-dir" else "velocity")
+        + "):",
+        "",
+        "| unseen task | goal | nearest training task's distance |",
+        "|---|---|---|",
+        *(
+            f"| {t} | {_goal_text(cfg.family, t)} | {d:.{1 if unit == '°' else 3}f}{unit} |"
+            for t, d in distances.items()
+        ),
+    ]
     if refs:
         lines += [
             "",
@@ -123,6 +139,7 @@ def write_unseen_report(
         "train": train,
         "test": test,
         "references": refs,
+        "unseen_distances": distances,
         "results": results,
         **summary,
     }

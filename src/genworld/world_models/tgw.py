@@ -47,7 +47,10 @@ Deviations (choices the paper leaves open, or changes we made):
   DreamerV3's KL weights (0.5 / 0.1) and free bits (1 nat); "w/o RSSM" has no stochastic state
   (u is the prior's mean: no posterior, no KL), and sampling the observation head is its own
   switch (``sample_obs_noise``);
-- "w/o prompt" (Table 2) = a context of one step (the current observation and action only).
+- "w/o prompt" (Table 2) = a context of one step (the current observation and action only). It
+  keeps the env embedding ``e_k``: in multi-env runs each env's own tokenizers and heads name the
+  env anyway (they must: the dims differ), and in the unseen-task study a family's tasks are one
+  env, so ``e_k`` carries no task id there; what the ablation removes is the task's history.
 """
 
 from __future__ import annotations
