@@ -65,7 +65,8 @@ class EnsemblePerEnvHead(nn.Module):
 
     Each member owns its whole MLP, hidden layers and output layer (``groups`` output vectors per
     env, e.g. mean and log-variance), so members can disagree wherever the data does not pin them
-    down. ``env_idx`` must broadcast to ``h.shape[:-1]``.
+    down. ``env_idx`` must broadcast to ``h.shape[:-1]``. ``activation``: between the MLP's three
+    layers (SiLU unless given).
     """
 
     def __init__(
@@ -77,11 +78,12 @@ class EnsemblePerEnvHead(nn.Module):
         out_max: int,
         out_dims: list[int],
         groups: int = 1,
+        activation=F.silu,
     ):
         super().__init__()
         self.num_envs, self.out_max, self.groups = num_envs, out_max, groups
         self.mlp = EnsembleMLP(
-            members, in_dim, [hidden, hidden], num_envs * groups * out_max, activation=F.silu
+            members, in_dim, [hidden, hidden], num_envs * groups * out_max, activation=activation
         )
         mask = torch.zeros(num_envs, out_max)
         for k, d in enumerate(out_dims):
