@@ -187,6 +187,8 @@ class DMCEnv(gym.Env):
             self.env = load_scenario(scenario or draw_training_scenario(base, self.np_random), None)
         bounds = self.env.action_spec()
         self.low, self.high = bounds.minimum.astype(np.float64), bounds.maximum.astype(np.float64)
+        self.half_range = 0.5 * (self.high - self.low)
+        self.unit_bounds = bool(np.all(self.low == -1.0) and np.all(self.high == 1.0))
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (spec.act_dim,), np.float32)
 
@@ -199,8 +201,9 @@ class DMCEnv(gym.Env):
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
         """An action in [-1, 1] as the task's own (affine onto its bounds)."""
-        a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        # (ufuncs, not np.clip's wrapper: this runs once per step)
+        a = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), -1.0), 1.0)
+        return a if self.unit_bounds else self.low + (a + 1.0) * self.half_range
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
