@@ -26,7 +26,7 @@ actions ``a_0 … a_{L-1}``, rewards ``r_0 … r_{L-1}``. Position ``j`` predict
   normalised next observation in the body's own dims, ``p(r_j | z_{j+1})`` a Gaussian over the
   normalised reward.
 - **World-model loss** (eq. 10): ``L_wm = −log p(o) − log p(r) + KL_u + KL_x``, each KL with
-  DreamerV3's balancing and free nats (:func:`balanced_kl`).
+  DreamerV3's balancing and free nats (:func:`kl_loss`).
 - **Meta-state regularisation** (eq. 11–12): ``KL(q(u_{j+1} | c_j, o_{j+1}) ‖ r(u_{j+1} | a_j,
   c_j))`` with a learned prior ``r`` conditioned on the action and the context: u keeps only what
   the action and the context determine, so scenarios with the same dynamics share u.
@@ -100,7 +100,14 @@ from genworld.nn.transformer import EnsembleCausalTransformer
 from genworld.types import EnvSpec, SeqBatch
 from genworld.world_models.base import WMStep, check_compatible, check_finite, registry_terminations
 from genworld.world_models.prompt_memory import PromptMemory, push, row_chunks, start_memory
-from genworld.world_models.terms import gaussian_nll, normalised, previous, soft_clamp
+from genworld.world_models.terms import (
+    balanced_kl,
+    gaussian_kl,
+    gaussian_nll,
+    normalised,
+    previous,
+    soft_clamp,
+)
 
 MIN_STD = 0.1
 """Smallest std of the latent Gaussians (Dreamer's ``min_std``)."""
@@ -213,19 +220,17 @@ class Normal:
         return Normal(self.mean[index], self.std[index])
 
 
-def gaussian_kl(q: Normal, p: Normal) -> torch.Tensor:
-    """KL(q ‖ p) of diagonal Gaussians, summed over the last dim: ``(...)``."""
-    var_ratio = (q.std / p.std).pow(2)
-    mean_term = ((q.mean - p.mean) / p.std).pow(2)
-    return 0.5 * (var_ratio + mean_term - 1.0 - var_ratio.log()).sum(-1)
+def kl_nats(q: Normal, p: Normal) -> torch.Tensor:
+    """KL(q ‖ p) per step, summed over the latent dims: ``(...)``."""
+    return gaussian_kl(q.mean, q.std.log(), p.mean, p.std.log())
 
 
-def balanced_kl(q: Normal, p: Normal, cfg: MrCoMConfig) -> torch.Tensor:
-    """Eq. 10's KL terms per step (DreamerV3's balancing and free nats): the prior moves towards
-    the posterior at ``kl_dyn``, the posterior towards the prior at ``kl_rep``."""
-    prior_side = gaussian_kl(q.detach(), p).clamp_min(cfg.free_nats)
-    posterior_side = gaussian_kl(q, p.detach()).clamp_min(cfg.free_nats)
-    return cfg.kl_dyn * prior_side + cfg.kl_rep * posterior_side
+def kl_loss(q: Normal, p: Normal, cfg: MrCoMConfig) -> torch.Tensor:
+    """Eq. 10's KL terms per step, with DreamerV3's balancing and free nats: the prior moves
+    towards the posterior at ``kl_dyn``, the posterior towards the prior at ``kl_rep``."""
+    pair = lambda n: (n.mean, n.std.log())  # noqa: E731
+    loss, _ = balanced_kl(pair(q), pair(p), cfg.kl_dyn, cfg.kl_rep, cfg.free_nats)
+    return loss
 
 
 def observation_nll(
@@ -237,7 +242,7 @@ def observation_nll(
 
 def meta_state_loss(q_u: Normal, r_u: Normal, cfg: MrCoMConfig) -> torch.Tensor:
     """Eq. 12: KL(q(u | c, o) ‖ r(u | a, c)), the mutual-information bound of eq. 11."""
-    return balanced_kl(q_u, r_u, cfg)
+    return kl_loss(q_u, r_u, cfg)
 
 
 def bellman_loss(
@@ -468,8 +473,8 @@ class MrCoMWorldModel(nn.Module):
             "reward_nll": masked_mean(
                 gaussian_nll((w.rew_mean - target_rew).pow(2), w.rew_logvar), valid
             ),
-            "kl_u": masked_mean(balanced_kl(w.q_u, w.p_u, cfg), with_first),
-            "kl_x": masked_mean(balanced_kl(w.q_x, w.p_x, cfg), valid),
+            "kl_u": masked_mean(kl_loss(w.q_u, w.p_u, cfg), with_first),
+            "kl_x": masked_mean(kl_loss(w.q_x, w.p_x, cfg), valid),
             "meta_state": masked_mean(meta_state_loss(w.q_u[:, 1:], w.r_u, cfg), valid),
             "meta_value": masked_mean(
                 meta_value_loss(self._value(w.z_hat, frozen=True), self._value(w.z, frozen=True)),
@@ -490,9 +495,9 @@ class MrCoMWorldModel(nn.Module):
         metrics = {
             "wm/obs_mse": (obs_err.sum(-1) * valid).sum() / (obs_mask.sum(-1) * valid).sum(),
             "wm/rew_mse": masked_mean((w.rew_mean - target_rew).pow(2), valid),
-            "wm/kl_u_nats": masked_mean(gaussian_kl(w.q_u, w.p_u), with_first),
-            "wm/kl_x_nats": masked_mean(gaussian_kl(w.q_x, w.p_x), valid),
-            "wm/meta_state_nats": masked_mean(gaussian_kl(w.q_u[:, 1:], w.r_u), valid),
+            "wm/kl_u_nats": masked_mean(kl_nats(w.q_u, w.p_u), with_first),
+            "wm/kl_x_nats": masked_mean(kl_nats(w.q_x, w.p_x), valid),
+            "wm/meta_state_nats": masked_mean(kl_nats(w.q_u[:, 1:], w.r_u), valid),
             "wm/meta_value_mean": masked_mean(values, valid),
         }
         return terms, {k: v.detach() for k, v in metrics.items()}
@@ -628,10 +633,10 @@ __all__ = [
     "MrCoMConfig",
     "MrCoMWorldModel",
     "Normal",
-    "balanced_kl",
     "bellman_loss",
     "body_groups",
-    "gaussian_kl",
+    "kl_loss",
+    "kl_nats",
     "meta_state_loss",
     "meta_value_loss",
     "observation_nll",
