@@ -259,7 +259,7 @@ def build_dataset(
                 actor,
                 segment.steps,
                 seed * 1000 + k,
-                num_envs=num_envs,
+                num_envs=segment_envs(dataset, segment.steps, num_envs),
                 progress=advance,
                 pool=pool,
             )
@@ -277,6 +277,15 @@ def build_dataset(
         force=force,
     )
     return card
+
+
+def segment_envs(dataset: DatasetId, steps: int, num_envs: int) -> int:
+    """Envs that collect a segment of ``steps``: ``num_envs``, or for DeepMind Control data no
+    more than its 1,000-step episodes need (a small segment in 16 envs would be 16 fragments;
+    the MuJoCo datasets keep their 16, part of their bytes)."""
+    if not dataset.env.startswith("dmc-"):
+        return num_envs
+    return min(num_envs, max(1, -(-steps // dataset.spec.max_episode_steps)))
 
 
 def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str, Any]:
