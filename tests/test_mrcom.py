@@ -197,7 +197,7 @@ def test_meta_value_warmup_switches_the_term_on_after_its_updates(suite):
         weights = model.loss_weights(meta_value_on=update >= 2)
         assert weights["meta_value"] == (1.0 if update >= 2 else 0.0)
         expected = sum(w * float(metrics[f"wm/{name}"]) for name, w in weights.items())
-        assert float(total) == pytest.approx(expected, rel=1e-5)
+        assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
     assert int(model.updates) == 3
     with torch.no_grad():  # evaluation counts no update
         model.loss(batch)

@@ -99,7 +99,13 @@ from genworld.nn.tokenizers import EnsemblePerEnvHead, PerEnvLinear
 from genworld.nn.transformer import EnsembleCausalTransformer
 from genworld.types import EnvSpec, SeqBatch
 from genworld.world_models.base import WMStep, check_compatible, check_finite, registry_terminations
-from genworld.world_models.prompt_memory import PromptMemory, push, row_chunks, start_memory
+from genworld.world_models.prompt_memory import (
+    PromptMemory,
+    push,
+    row_chunks,
+    start_memory,
+    with_current_observations,
+)
 from genworld.world_models.terms import (
     balanced_kl,
     gaussian_kl,
@@ -337,6 +343,10 @@ class Window(NamedTuple):
 
 
 class MrCoMWorldModel(nn.Module):
+    """The world model of the module docstring, meeting :class:`~genworld.world_models.base.
+    WorldModel`: ``sample_batch`` (windows of ``context_len`` steps), ``loss`` (eq. 16),
+    ``encode`` (a rollout's context from the data) and ``next`` (one imagined step)."""
+
     def __init__(self, specs: list[EnvSpec], cfg: MrCoMConfig, normalizer: Normalizer):
         super().__init__()
         cfg.validate()
@@ -345,11 +355,8 @@ class MrCoMWorldModel(nn.Module):
         self.obs_max = max(s.obs_dim for s in specs)
         self.act_max = max(s.act_dim for s in specs)
         nb, d, s, x, h = len(bodies), cfg.d_model, cfg.stoch_dim, cfg.aux_dim, cfg.hidden
-        obs_dims, act_dims, layers = (
-            [b.obs_dim for b in bodies],
-            [b.act_dim for b in bodies],
-            cfg.mlp_layers,
-        )
+        obs_dims, act_dims = [b.obs_dim for b in bodies], [b.act_dim for b in bodies]
+        layers = cfg.mlp_layers
         # context (eq. 4): per-body tokenizers and a causal transformer
         obs_in, act_in = (self.obs_max, obs_dims), (self.act_max, act_dims)
         self.step_embed = BodyMLP(nb, [obs_in, obs_in, act_in, (1, [1] * nb)], h, d, layers)
@@ -389,7 +396,9 @@ class MrCoMWorldModel(nn.Module):
         obs_n = normalised(obs, env_idx, norm.obs_mean, norm.obs_std)
         return obs_n * self.obs_masks[env_idx][:, None]
 
-    def _normalised_prev_rewards(self, prev_rew: torch.Tensor, env_idx: torch.Tensor):
+    def _normalised_prev_rewards(
+        self, prev_rew: torch.Tensor, env_idx: torch.Tensor
+    ) -> torch.Tensor:
         """Raw ``(B, L)`` previous rewards → normalised, zero at slot 0 (which carries none)."""
         norm = self.normalizer
         rew_n = normalised(prev_rew, env_idx, norm.reward_mean, norm.reward_std)
@@ -581,10 +590,7 @@ class MrCoMWorldModel(nn.Module):
 
     def with_observations(self, state: PromptMemory, observations: torch.Tensor) -> PromptMemory:
         """The memory continuing from ``observations`` (its current slot replaced)."""
-        obs = state.observations.clone()
-        rows = torch.arange(len(state.count), device=state.count.device)
-        obs[rows, state.count - 1] = observations
-        return PromptMemory(obs, state.actions, state.prev_rewards, state.count, state.env_idx)
+        return with_current_observations(state, observations)
 
     def _draws(self, b: int, generator, device) -> dict[str, torch.Tensor]:
         """A step's random numbers for all ``b`` rollouts, drawn in one fixed order before the
