@@ -39,8 +39,8 @@ def test_cli_build_check_info_list(capsys):
     assert len(robots) == 20
     assert sum("/mw-" in d for d in rows) == 50  # every Meta-World task's scripted-noise data
     assert sum("/dmc-" in d for d in rows) == 16 * 5  # every DMC task x quality, listed too
-    assert rows["genworld/dmc-cheetah-run/medium-v0"]["missing_policies"] == [
-        "dmc-cheetah-run_train-medium"  # the scenario-conditioned policy of the task
+    assert rows["genworld/dmc-walker-stand/medium-v0"]["missing_policies"] == [
+        "dmc-walker-stand_train-medium"  # the scenario-conditioned policy of the task
     ]
     assert rows["genworld/dmc-cheetah-run/random-v0"]["missing_policies"] == []
     assert main(["data", "list", "--markdown"]) == 0
