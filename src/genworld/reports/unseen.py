@@ -53,7 +53,7 @@ def write_unseen_report(
         f"{cfg.wm_steps} updates on the training tasks' mixed data (one model, seed 0, shared by "
         f"every cell: the seeds vary the policies and Prompt-DT); {cfg.policy_updates} policy "
         f"updates per (method, task, seed) (TGW's SAC: initial temperature "
-        f"{cfg.policy_init_alpha:g}, behaviour-term weight {cfg.policy_bc_alpha:g}); score = mean of the last {cfg.last_k} evaluations "
+        f"{cfg.policy_init_alpha:g}, RL-term weight α {cfg.policy_bc_alpha:g}, TD3+BC's: larger = less behaviour cloning); score = mean of the last {cfg.last_k} evaluations "
         f"({cfg.eval_episodes} episodes each); mean ± std across seeds.",
         "",
         "| task | seen | " + " | ".join(methods) + " |",

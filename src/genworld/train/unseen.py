@@ -114,7 +114,7 @@ class UnseenConfig:
     """SAC's initial temperature. The task rewards are ~−1 a step, so SAC's default 1.0 makes
     the entropy bonus (α·H, H up to ~4 here) outweigh them: the soft Q turns positive while
     every reward is negative and the policy stands still on every task; α₀ = 0.1, with the
-    behaviour weight below, lets it move (measured: docs/RESULTS.md, "Unseen tasks:
+    RL-term weight below, lets it move (measured: docs/RESULTS.md, "Unseen tasks:
     cheetah-vel"). Full scale: 1.0 (plain MBPO)."""
     policy_bc_alpha: float = 2.5
     """Weight of the RL term against the behaviour term (``SACConfig.bc_alpha``; 2.5 is TD3+BC's

@@ -81,7 +81,7 @@ def _agent_cell(cfg, out: Path, train, method: str, task: str, seed: int, refs):
 
 
 def agent_overrides(cfg, method: str) -> dict[str, Any]:
-    """The study's settings of a TGW cell: SAC's temperature and behaviour weight, and the
+    """The study's settings of a TGW cell: SAC's temperature and RL-term weight (TD3+BC's α), and the
     reward fine-tuning budget of ``tgw-finetune``."""
     sac = {"init_alpha": cfg.policy_init_alpha, "bc_alpha": cfg.policy_bc_alpha}
     steps = {"reward_finetune_steps": cfg.finetune_steps} if method == "tgw-finetune" else {}
