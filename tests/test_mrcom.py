@@ -329,3 +329,22 @@ def test_trained_through_the_world_model_source_and_rolled_out_by_mbpo(suite, tm
     agent = MBPOAgent(model, suite, MBPOConfig(rollout_batch=32, horizon=3), torch.device("cpu"))
     stats = agent.rollout(torch.Generator().manual_seed(0))
     assert stats["rollout/transitions"] > 0 and math.isfinite(stats["rollout/extrinsic_mean"])
+
+
+@pytest.mark.integration
+def test_cli_trains_and_evaluates_mrcom_on_two_datasets(tmp_path):
+    """`genworld train world-model --model mrcom --scale tiny`, then `genworld eval world-model`."""
+    import json
+
+    from genworld.cli import main
+
+    for env in ("hopper", "halfcheetah"):
+        assert main(["data", "build", f"{env}-random", "--steps", "1500", "--quiet"]) == 0
+    out = tmp_path / "mrcom"
+    argv = ["train", "world-model", "--model", "mrcom", "--scale", "tiny", "--quiet"]
+    argv += ["--datasets", "hopper-random,halfcheetah-random", "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 30
+    assert main(["eval", "world-model", str(out), "--episodes-per-env", "16"]) == 0
+    errors = json.loads((out / "eval" / "k_step_errors.json").read_text())
+    assert set(errors["mrcom:mrcom"]) == {"hopper", "halfcheetah"}

@@ -160,6 +160,7 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "stoch_dim": 8,
                 "aux_dim": 8,
                 "hidden": 32,
+                "meta_value_warmup": 10,
             }
         },
         "mini": {

@@ -62,13 +62,13 @@ Deviations (reconstructions of unreadable equations and choices the paper leaves
 - eq. 13–14: no per-scenario value functions exist when the world model is trained offline, so
   V_m learns the behaviour policy's value with TD(0) on normalised rewards (γ = 0.99, the
   policy's discount in App. D), on detached latents, with the online network's detached value
-  as the target (no target network); it is kept in per-step reward units (it learns
-  ``(1 − γ)·V``, so its values are O(1) and its gradients do not swamp the world model's under
-  the trainer's one gradient-norm clip), and eq. 15 compares values in these units;
+  as the target (no target network); it learns in per-step reward units (``(1 − γ)·V``, so its
+  values are O(1) and its gradients do not swamp the world model's under the trainer's one
+  gradient-norm clip), and eq. 15 compares values in return units (÷ (1 − γ));
 - eq. 15: ``ẑ`` is a sample of the imagination priors with the same ``h``; the posterior's value
   is the target (detached) and V_m's weights are frozen in this term, so it moves the world
-  model only; ``meta_value_warmup`` updates pass before it is switched on (the model counts its
-  own training updates, saved with its weights);
+  model only; ``meta_value_warmup`` updates (ours: 500) pass before it is switched on, while
+  V_m learns (the model counts its own training updates, saved with its weights);
 - eq. 16 / App. D: the loss-scale table gives 0.1, 1, 1 without the terms' names; we give 0.1 to
   the meta-state KL (DreamerV3's representation-loss scale is 0.1 too) and 1 to the world-model
   loss and the meta-value term; V_m's Bellman loss has weight 1;
@@ -167,8 +167,9 @@ class MrCoMConfig:
     """Weight of V_m's own Bellman loss (eq. 14); it trains V_m only."""
     discount: float = 0.99
     """γ of V_m's Bellman target (App. D: the policy's discount)."""
-    meta_value_warmup: int = 0
-    """Training updates before the meta-value term switches on (V_m learns from the first)."""
+    meta_value_warmup: int = 500
+    """Training updates before the meta-value term switches on; V_m learns from the first (ours:
+    switched on at once, the term slowed the world model's fit; docs/RESULTS.md)."""
 
     def validate(self) -> None:
         checks = {
@@ -475,6 +476,7 @@ class MrCoMWorldModel(nn.Module):
         target_obs = normalised(batch.next_observations, env_idx, norm.obs_mean, norm.obs_std)
         target_rew = normalised(batch.rewards, env_idx, norm.reward_mean, norm.reward_std)
         values = self._value(w.z.detach())  # V_m on posterior latents, trains V_m only
+        in_returns = 1.0 / (1.0 - cfg.discount)  # V_m learns (1 − γ)·V; eq. 15 in return units
         terms = {
             "obs_nll": masked_mean(
                 observation_nll(w.obs_mean, w.obs_logvar, target_obs, obs_mask), valid
@@ -486,7 +488,10 @@ class MrCoMWorldModel(nn.Module):
             "kl_x": masked_mean(kl_loss(w.q_x, w.p_x, cfg), valid),
             "meta_state": masked_mean(meta_state_loss(w.q_u[:, 1:], w.r_u, cfg), valid),
             "meta_value": masked_mean(
-                meta_value_loss(self._value(w.z_hat, frozen=True), self._value(w.z, frozen=True)),
+                meta_value_loss(
+                    in_returns * self._value(w.z_hat, frozen=True),
+                    in_returns * self._value(w.z, frozen=True),
+                ),
                 valid,
             ),
             "value": masked_mean(
@@ -507,7 +512,7 @@ class MrCoMWorldModel(nn.Module):
             "wm/kl_u_nats": masked_mean(kl_nats(w.q_u, w.p_u), with_first),
             "wm/kl_x_nats": masked_mean(kl_nats(w.q_x, w.p_x), valid),
             "wm/meta_state_nats": masked_mean(kl_nats(w.q_u[:, 1:], w.r_u), valid),
-            "wm/meta_value_mean": masked_mean(values, valid),
+            "wm/meta_value_mean": in_returns * masked_mean(values, valid),
         }
         return terms, {k: v.detach() for k, v in metrics.items()}
 
