@@ -44,8 +44,8 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.data.trajectory_windows import Windows, returns_to_go, sample_windows
 from genworld.errors import GenworldError
-from genworld.nn.gpt import GPT
-from genworld.nn.tokenizers import PerEnvHead, PerEnvLinear, TrajectoryEmbedding
+from genworld.nn.gpt import GPT, init_weights
+from genworld.nn.tokenizers import PerEnvHead, TrajectoryEmbedding
 from genworld.utils.device import fused_optimizer
 
 REFERENCE_TARGET_RETURNS = {"halfcheetah": 12_000.0, "hopper": 3_600.0, "walker2d": 5_000.0}
@@ -144,7 +144,7 @@ class DecisionTransformerNet(nn.Module):
         self.head = PerEnvHead(
             dataset.num_envs, cfg.embed_dim, dataset.act_max, [s.act_dim for s in dataset.specs]
         )
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward(self, inputs: tuple, env_idx: torch.Tensor, prompt: tuple | None = None):
         """``inputs = (obs, act, rtg, timesteps, step_mask)`` (normalised, scaled)."""
@@ -159,17 +159,6 @@ class DecisionTransformerNet(nn.Module):
         h = self.gpt(self.embed_drop(self.embed_ln(tokens)), valid)  # (B, T, D)
         h_state = h[:, -3 * step_mask.shape[1] :][:, 1::3]  # (B, L, D) outputs at s_t tokens
         return torch.tanh(self.head(h_state, env_idx[:, None]))  # (B, L, act_max)
-
-
-def _init_weights(module: nn.Module) -> None:
-    """CORL ``DecisionTransformer._init_weights``: N(0, 0.02) weights, zero biases."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, PerEnvLinear):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        nn.init.zeros_(module.bias)
 
 
 # ---------------------------------------------------------------- agent

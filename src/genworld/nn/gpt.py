@@ -1,4 +1,6 @@
-"""A GPT: causal self-attention, pre-LayerNorm blocks, configurable dropout.
+"""A GPT: causal self-attention, pre-LayerNorm blocks, configurable dropout; and the same blocks
+without the causal mask as a bidirectional (BERT-style) encoder that pools a sequence into one
+vector.
 
 The block follows minGPT / CORL ``dt.py`` (``TransformerBlock``): ``x + drop(attn(ln1(x)))`` then
 ``x + drop(mlp(ln2(x)))`` with a 4x GELU MLP; attention weights get their own dropout. Attention
@@ -11,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from genworld.nn.tokenizers import PerEnvLinear
 
 
 class CausalSelfAttention(nn.Module):
@@ -51,7 +55,8 @@ class GPTBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """``tokens (B, L, D)`` → ``(B, L, D)``; output ``i`` depends only on tokens ``≤ i``.
+    """``tokens (B, L, D)`` → ``(B, L, D)``; output ``i`` depends only on tokens ``≤ i``
+    (``causal=False``: on every token, as in BERT).
 
     ``valid (B, L)`` bool hides invalid keys (padding inside the sequence). Every query may always
     attend to itself, so a padded query never has an all-masked row (no NaN); its output is
@@ -65,8 +70,10 @@ class GPT(nn.Module):
         heads: int,
         attention_dropout: float = 0.0,
         residual_dropout: float = 0.0,
+        causal: bool = True,
     ):
         super().__init__()
+        self.causal = causal
         self.blocks = nn.ModuleList(
             GPTBlock(dim, heads, attention_dropout, residual_dropout) for _ in range(layers)
         )
@@ -74,8 +81,8 @@ class GPT(nn.Module):
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         length = tokens.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-        mask = causal[None, None]  # (1, 1, L, L)
+        mask = torch.ones(length, length, dtype=torch.bool, device=tokens.device)
+        mask = (mask.tril() if self.causal else mask)[None, None]  # (1, 1, L, L)
         if valid is not None:
             self_only = torch.eye(length, dtype=torch.bool, device=tokens.device)
             mask = mask & (valid[:, None, None, :] | self_only)  # (B, 1, L, L)
@@ -83,3 +90,34 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return self.ln_f(x)  # (B, L, D)
+
+
+class BidirectionalEncoder(nn.Module):
+    """``tokens (B, L, D)`` with ``valid (B, L)`` → one summary vector ``(B, D)``.
+
+    BERT's pooling: a learned summary token ([CLS]) is put in front and every token attends to
+    every valid token, earlier or later; the summary token's output is the encoding. An input
+    with no valid token encodes to the summary token alone (the same vector for every row).
+    """
+
+    def __init__(self, dim: int, layers: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.summary = nn.Parameter(torch.zeros(dim))
+        nn.init.normal_(self.summary, mean=0.0, std=0.02)
+        self.transformer = GPT(dim, layers, heads, dropout, dropout, causal=False)
+
+    def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        b, _, d = tokens.shape
+        summary = self.summary.expand(b, 1, d)  # (B, 1, D)
+        x = torch.cat([summary, tokens], dim=1)  # (B, 1 + L, D)
+        always = torch.ones(b, 1, dtype=torch.bool, device=tokens.device)
+        return self.transformer(x, torch.cat([always, valid], dim=1))[:, 0]  # (B, D)
+
+
+def init_weights(module: nn.Module) -> None:
+    """CORL ``DecisionTransformer._init_weights``: N(0, 0.02) weights, zero biases (for
+    ``module.apply``); per-env projections alike."""
+    if isinstance(module, (nn.Linear, nn.Embedding, PerEnvLinear)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)

@@ -103,12 +103,18 @@ class EnsemblePerEnvHead(nn.Module):
 class TrajectoryEmbedding(nn.Module):
     """Each step's ``(R_t, s_t, a_t)`` → 3 tokens; timestep and env embeddings added to each
     (the Decision Transformer's input, :mod:`genworld.algos.dt`). ``dataset``: anything with
-    ``num_envs``, ``specs`` (each with ``obs_dim``, ``act_dim``), ``obs_max`` and ``act_max``."""
+    ``num_envs``, ``specs`` (each with ``obs_dim``, ``act_dim``), ``obs_max`` and ``act_max``.
 
-    def __init__(self, dataset, dim: int, max_timestep: int):
+    ``order`` sets the tokens' order within a step: ``"rsa"`` (DT: return-to-go, state, action)
+    or ``"sar"`` (state, action, then the step's reward: CMT, :mod:`genworld.algos.cmt`); the
+    scalar token ``r`` is whatever the caller passes as ``rtg``."""
+
+    def __init__(self, dataset, dim: int, max_timestep: int, order: str = "rsa"):
         super().__init__()
+        if sorted(order) != ["a", "r", "s"]:
+            raise ValueError(f"order {order!r} must be a permutation of 'rsa'")
         n, specs = dataset.num_envs, dataset.specs
-        self.max_timestep = max_timestep
+        self.max_timestep, self.order = max_timestep, order
         self.state = PerEnvLinear(n, dataset.obs_max, dim, [s.obs_dim for s in specs])
         self.action = PerEnvLinear(n, dataset.act_max, dim, [s.act_dim for s in specs])
         self.returns = nn.Linear(1, dim)
@@ -119,7 +125,10 @@ class TrajectoryEmbedding(nn.Module):
         b, length = rtg.shape
         time = self.timestep(timesteps.clamp(0, self.max_timestep - 1))  # (B, L, D)
         time = time + self.env(env_idx)[:, None]  # (B, L, D)
-        r = self.returns(rtg[..., None]) + time  # (B, L, D)
-        s = self.state(obs, env_idx) + time  # (B, L, D)
-        a = self.action(act, env_idx) + time  # (B, L, D)
-        return torch.stack([r, s, a], dim=2).reshape(b, 3 * length, -1)  # (B, 3L, D)
+        tokens = {
+            "r": self.returns(rtg[..., None]) + time,  # (B, L, D)
+            "s": self.state(obs, env_idx) + time,  # (B, L, D)
+            "a": self.action(act, env_idx) + time,  # (B, L, D)
+        }
+        stacked = torch.stack([tokens[kind] for kind in self.order], dim=2)  # (B, L, 3, D)
+        return stacked.reshape(b, 3 * length, -1)  # (B, 3L, D)
