@@ -103,6 +103,7 @@ ALGOS: dict[str, str] = {
     "morel": "genworld.algos.morel:build",
     "dt": "genworld.algos.dt:build",
     "prompt-dt": "genworld.algos.prompt_dt:build",
+    "cmt": "genworld.algos.cmt:build",
     "tgw": "genworld.algos.tgw:build",
     "agnostic-iql": "genworld.algos.agnostic_iql:build",
 }
@@ -119,6 +120,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the unseen-task study's variants (seed 000 §6.2)
     "tgw-finetune": ("tgw", {"reward_finetune_steps": 300}),
     "tgw-newr": ("tgw", {"reward": "task"}),
+    # CMT without its improvement stage (seed 001, Table 1 "CMT w/o PT")
+    "cmt-no-pt": ("cmt", {"prompt_tuning": False}),
 }
 
 

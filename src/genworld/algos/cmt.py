@@ -1,0 +1,377 @@
+"""CMT: a trajectory auto-encoder pretrained on offline data, then improved by prompt tuning.
+
+Paper: seed 001 (``/work/shared/seeds/001_7dac0ec803c8d671.txt``), "Contextual Transformer for
+Offline Reinforcement Learning", §4.1 and Fig. 1. No reference implementation is public (the
+paper's reproducibility statement promises one); the planner follows Trajectory Transformer
+(jannerm/trajectory-transformer, ``trajectory/search/core.py`` ``beam_plan``, commit 3b7654a5)
+and the network Decision Transformer (:mod:`genworld.algos.dt`).
+
+Two stages in one agent; ``update`` runs the first ``pretrain_updates`` updates as stage 1, the
+rest as stage 2 (``prompt_tuning=False``, the ``cmt-no-pt`` variant: stage 1 only).
+
+1. Representation (pretraining). A bidirectional trajectory encoder A_e turns the history
+   segment before a window into a policy prompt z; a causal GPT generator A_g reads
+   ``[z; (s, a, r) tokens]`` of the window and predicts each a_t, r_t and s_{t+1}
+   (:mod:`genworld.algos.cmt_model`). ``L = L1 + γ·L2``: L1 the MSE of action, reward and next
+   state (eq. 2, :func:`reconstruction_loss`), L2 InfoNCE on prompts (eq. 3, :func:`info_nce`)
+   whose positive is another segment of the same trajectory and whose negatives are the other
+   rows' segments, temperature α.
+2. Improvement (prompt tuning). The pretrained model is frozen. Once, at the first stage-2
+   update, a fixed subset of dataset states is relabelled with the first action of a beam-search
+   plan that uses A_g as the model (:mod:`genworld.algos.cmt_planner`); then only an adaptor
+   z' = L(z; ξ), a zero-initialised residual MLP, is trained with
+   ``L3 = MSE(â, π(s, τ<t; L(z))) + β‖z − L(z)‖²`` (eq. 4–5, :func:`prompt_tuning_loss`).
+
+Acting: the window is the episode's last K steps, z comes from the H steps before it (none in
+the first K steps of an episode), and the action is A_g's at the current step given L(z).
+
+Multi-env: per-env projections and heads (padded dims never leak in, predicted padded dims are
+exactly zero), an env embedding on every token, every loss over real dims of real steps only.
+
+Deviations:
+- Appendix A.2 (hyper-parameters) is lost from the seed text. Not in the seed text, and taken
+  from Decision Transformer (kzl/CORL): K=20, embedding 128, 3 layers, 1 head, dropout 0.1,
+  AdamW lr 1e-4, weight decay 1e-4, warm-up 10k, batch 64, gradient clip 0.25, 100k pretraining
+  updates (kzl: 10 iterations of 10k). Not in the seed text, and taken from Trajectory
+  Transformer's planner (``config/offline.py``, commit 0b4e0fc0): horizon 15, beam 128, expand
+  2, discount 0.99. Not in the seed text, and chosen here: history length H = K, prompt size
+  128, γ = 0.1 and β = 1 (inside the paper's ablation ranges γ ∈ [1e-6, 1], β ∈ [0, 50]),
+  α = 0.1, 2,048 relabelled states, adaptor width 256 and its lr 1e-4, planner noise 0.1.
+- A value head (the discounted return after each step, scaled by ``value_scale``) is trained
+  beside L1 (``value_weight``): TT's beam search scores plans with a value at the horizon,
+  and A_g has none in the paper.
+- Planner candidates are the policy's action plus Gaussian noise (TT samples its discretised
+  action tokens; A_g regresses a deterministic action); the noise-free action is always one.
+- Prompts are L2-normalised inside InfoNCE's logits (cosine similarity, as SimCLR/MoCo); eq. 3
+  writes the raw dot product, whose logits are unbounded.
+- The history segment precedes the window A_g reconstructs (Fig. 1 draws one trajectory), so
+  the prompt never sees the actions it is asked to predict; segments of the anchor's own
+  episode are not its negatives; rows with an empty history (episode starts) are left out of L2.
+- TT's termination penalty is not used; plans may run through terminal states.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from genworld.algos.cmt_config import PRESETS, CMTConfig
+from genworld.algos.cmt_model import (
+    CMTNet,
+    EpisodePolicy,
+    Predictions,
+    PromptAdaptor,
+    discounted_returns_to_go,
+    gather_contexts,
+    sample_pretraining,
+)
+from genworld.algos.cmt_planner import TuningSet, plan_actions
+from genworld.algos.registry import AlgoContext, resolve_config
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.types import SeqBatch
+from genworld.utils.device import fused_optimizer
+
+
+def build(ctx: AlgoContext) -> CMT:
+    cfg = resolve_config(CMTConfig, PRESETS, ctx)
+    return CMT(ctx.dataset, ctx.normalizer, cfg, ctx.device)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the entries where ``mask`` (broadcast to the target) is 1."""
+    mask = mask.expand_as(target)
+    return ((prediction - target).pow(2) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def reconstruction_loss(
+    pred: Predictions, target: Predictions, step_mask, obs_mask, act_mask
+) -> dict[str, torch.Tensor]:
+    """L1 (eq. 2): MSE of the action (policy), the reward (reward function) and the next state
+    (dynamics) at every real step, over each env's real dims; the three terms, to be summed."""
+    steps = step_mask.float()  # (B, L)
+    return {
+        "action": masked_mse(pred.actions, target.actions, steps[..., None] * act_mask[:, None]),
+        "reward": masked_mse(pred.rewards, target.rewards, steps),
+        "next_state": masked_mse(
+            pred.next_observations, target.next_observations, steps[..., None] * obs_mask[:, None]
+        ),
+    }
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    temperature: float,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L2 (eq. 3): ``-log exp(z_q·z_+/α) / Σ_i exp(z_q·z_i/α)``, averaged over anchors; row i's
+    positive is ``positives[i]``, its negatives the other rows' positives (K = batch size).
+    With ``groups (B,)``, another row of the anchor's own group is not one of its negatives."""
+    logits = anchors @ positives.T / temperature  # (B, B)
+    if groups is not None:
+        same = (groups[:, None] == groups[None, :]) & ~torch.eye(
+            len(groups), dtype=torch.bool, device=groups.device
+        )
+        logits = logits.masked_fill(same, float("-inf"))
+    labels = torch.arange(len(anchors), device=anchors.device)
+    return F.cross_entropy(logits, labels)
+
+
+def prompt_tuning_loss(
+    actions: torch.Tensor,
+    relabeled: torch.Tensor,
+    act_mask: torch.Tensor,
+    prompt: torch.Tensor,
+    tuned: torch.Tensor,
+    beta: float,
+) -> dict[str, torch.Tensor]:
+    """L3 (eq. 4): MSE between the policy's actions under the tuned prompt and the relabelled
+    actions â (real dims), plus the behaviour constraint β·‖z − L(z)‖² (mean over rows)."""
+    imitation = masked_mse(actions, relabeled, act_mask)
+    constraint = (prompt - tuned).pow(2).sum(-1).mean()
+    return {
+        "imitation": imitation,
+        "constraint": constraint,
+        "total": imitation + beta * constraint,
+    }
+
+
+# ---------------------------------------------------------------- agent
+
+
+class CMT:
+    """The agent contract (registry.py): pretraining, then relabelling and prompt tuning."""
+
+    def __init__(self, dataset: MultiEnvDataset, normalizer: Normalizer, cfg: CMTConfig, device):
+        self.cfg, self.dataset, self.device = cfg, dataset, device
+        self.normalizer = normalizer.to(device)
+        self.net = CMTNet(dataset, cfg).to(device)
+        self.adaptor = PromptAdaptor(cfg.prompt_dim, cfg.adaptor_hidden).to(device)
+        self.opt = torch.optim.AdamW(
+            self.net.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=fused_optimizer(device),
+        )
+        warmup = cfg.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda step: min((step + 1) / warmup, 1.0)
+        )
+        self.tune_opt = torch.optim.Adam(self.adaptor.parameters(), lr=cfg.tune_lr)
+        self.value_targets = [
+            discounted_returns_to_go(env, cfg.discount) * cfg.value_scale for env in dataset.envs
+        ]
+        self.act_masks = dataset.act_masks().float().to(device)  # (num_envs, act_max)
+        self.relabeled: dict[str, torch.Tensor] | None = None
+        """``env_idx``, ``current`` (flat transition in its env) and ``actions`` (â) of the
+        relabelled states; kept in checkpoints, the rest is recomputed from them."""
+        self.tuning_set: TuningSet | None = None
+        self.updates = 0
+
+    # ------------------------------------------------------------ inputs
+
+    def normalise(self, observations, actions, rewards, timesteps, step_mask, env_idx) -> tuple:
+        """Raw padded steps → network inputs (per-env normalised observations and rewards)."""
+        obs = self.normalizer.normalize_obs(observations.transpose(0, 1), env_idx).transpose(0, 1)
+        rew = self.normalizer.normalize_reward(rewards.T, env_idx).T  # (B, L)
+        m = step_mask.float()
+        return obs * m[..., None], actions * m[..., None], rew * m, timesteps, step_mask
+
+    def inputs(self, batch: SeqBatch) -> tuple:
+        return self.normalise(
+            batch.observations,
+            batch.actions,
+            batch.rewards,
+            batch.timesteps,
+            batch.step_mask,
+            batch.env_idx,
+        )
+
+    def policy(self, history: tuple, window: tuple, env_idx: torch.Tensor) -> torch.Tensor:
+        """Actions ``(B, L, act_max)`` of A_g under the adapted prompt L(A_e(history))."""
+        prompt = self.adaptor(self.net.encode(history, env_idx))
+        return self.net.generate(prompt, window, env_idx).actions
+
+    # ------------------------------------------------------------ stage 1
+
+    def pretrain_step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        self.net.train()
+        batch = sample_pretraining(
+            self.dataset,
+            self.value_targets,
+            cfg.batch_size,
+            cfg.context_len,
+            cfg.history_len,
+            generator,
+            cfg.sampling,
+        ).to(self.device)
+        window, env_idx = batch.window, batch.window.env_idx
+        window_inputs = self.inputs(window)
+        prompt = self.net.encode(self.inputs(batch.history), env_idx)  # (B, P)
+        pred = self.net.generate(prompt, window_inputs, env_idx)
+        next_obs = self.normalizer.normalize_obs(window.next_observations.transpose(0, 1), env_idx)
+        target = Predictions(
+            actions=window.actions,
+            rewards=window_inputs[2],  # normalised rewards
+            next_observations=next_obs.transpose(0, 1) * window.step_mask[..., None],
+            values=batch.values,
+        )
+        l1 = reconstruction_loss(pred, target, window.step_mask, window.obs_mask, window.act_mask)
+        value = masked_mse(pred.values, target.values, window.step_mask.float())
+        has_history = batch.history.step_mask.any(dim=1)  # (B,) episode starts have none
+        l2 = torch.zeros((), device=self.device)
+        if int(has_history.sum()) > 1:
+            positive = self.net.encode(self.inputs(batch.positive), env_idx)  # (B, P)
+            l2 = info_nce(
+                F.normalize(prompt[has_history], dim=-1),
+                F.normalize(positive[has_history], dim=-1),
+                cfg.temperature,
+                batch.episodes[has_history],
+            )
+        loss = sum(l1.values()) + cfg.value_weight * value + cfg.contrastive_weight * l2
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad)
+        self.opt.step()
+        self.scheduler.step()
+        return {
+            "losses/action_mse": l1["action"].detach(),
+            "losses/reward_mse": l1["reward"].detach(),
+            "losses/next_state_mse": l1["next_state"].detach(),
+            "losses/value_mse": value.detach(),
+            "losses/info_nce": l2.detach(),
+            "charts/learning_rate": torch.tensor(self.scheduler.get_last_lr()[0]),
+        }
+
+    # ------------------------------------------------------------ stage 2
+
+    @torch.no_grad()
+    def relabel(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Draw ``relabel_states`` dataset states and plan a better action for each (once)."""
+        cfg, dataset = self.cfg, self.dataset
+        counts = dataset.env_counts(cfg.relabel_states, generator, cfg.sampling)
+        env_idx = torch.repeat_interleave(torch.arange(dataset.num_envs), torch.tensor(counts))
+        current = torch.cat(
+            [
+                torch.randint(len(env), (n,), generator=generator)
+                for env, n in zip(dataset.envs, counts, strict=True)
+            ]
+        )
+        data_set = self.contexts(env_idx, current, torch.zeros(len(current), dataset.act_max))
+        actions = plan_actions(
+            self.net, self.normalizer, self.act_masks, cfg, data_set, generator
+        )  # (N, act_max)
+        self.relabeled = {
+            "env_idx": env_idx,
+            "current": current,
+            "actions": actions.cpu(),
+        }
+        data_actions = data_set.window[1][:, -1]  # (N, act_max) the dataset's own actions
+        change = (self.relabeled["actions"].to(self.device) - data_actions).abs().sum()
+        return {"relabel/action_change": change / self.act_masks[env_idx].sum()}
+
+    @torch.no_grad()
+    def contexts(self, env_idx, current, actions) -> TuningSet:
+        """The frozen model's view of dataset states: prompt z and window for each."""
+        self.net.eval()
+        cfg = self.cfg
+        history, window = gather_contexts(
+            self.dataset, env_idx, current, cfg.context_len, cfg.history_len
+        )
+        history, window = history.to(self.device), window.to(self.device)
+        prompts = self.net.encode(self.inputs(history), window.env_idx)
+        return TuningSet(prompts, self.inputs(window), window.env_idx, actions.to(self.device))
+
+    def tune_step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        metrics = {}
+        if self.tuning_set is None:
+            self.net.requires_grad_(False)  # frozen from here on
+            if self.relabeled is None:
+                metrics = self.relabel(generator)
+            r = self.relabeled
+            self.tuning_set = self.contexts(r["env_idx"], r["current"], r["actions"])
+        self.net.eval()
+        data = self.tuning_set
+        rows = torch.randint(len(data.env_idx), (self.cfg.batch_size,), generator=generator)
+        rows = rows.to(self.device)
+        env_idx, prompt = data.env_idx[rows], data.prompts[rows]
+        tuned = self.adaptor(prompt)  # (B, P)
+        window = tuple(v[rows] for v in data.window)
+        actions = self.net.generate(tuned, window, env_idx).actions[:, -1]  # (B, act_max)
+        losses = prompt_tuning_loss(
+            actions,
+            data.actions[rows],
+            self.act_masks[env_idx],
+            prompt,
+            tuned,
+            self.cfg.behaviour_weight,
+        )
+        self.tune_opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        nn.utils.clip_grad_norm_(self.adaptor.parameters(), self.cfg.clip_grad)
+        self.tune_opt.step()
+        return {
+            **metrics,
+            "losses/tuning_imitation_mse": losses["imitation"].detach(),
+            "losses/tuning_constraint": losses["constraint"].detach(),
+        }
+
+    # ------------------------------------------------------------ contract
+
+    def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        tuning = self.cfg.prompt_tuning and self.updates >= self.cfg.pretrain_updates
+        metrics = self.tune_step(generator) if tuning else self.pretrain_step(generator)
+        self.updates += 1
+        return metrics
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, env_idx: torch.Tensor, *, deterministic: bool = True
+    ) -> torch.Tensor:
+        """A one-step window at timestep 0 with an empty history."""
+        self.net.eval()
+        obs, env_idx = obs.to(self.device), env_idx.to(self.device)
+        n, act_max = len(obs), self.dataset.act_max
+
+        def steps(observations: torch.Tensor, real: bool) -> tuple:
+            length = observations.shape[1]
+            mask = torch.full((n, length), real, dtype=torch.bool, device=self.device)
+            timesteps = torch.zeros(n, length, dtype=torch.int64, device=self.device)
+            no_actions, no_rewards = obs.new_zeros(n, length, act_max), obs.new_zeros(n, length)
+            return self.normalise(observations, no_actions, no_rewards, timesteps, mask, env_idx)
+
+        history = steps(obs.new_zeros(n, self.cfg.history_len, obs.shape[-1]), real=False)
+        return self.policy(history, steps(obs[:, None], real=True), env_idx)[:, 0]  # (n, act_max)
+
+    def episode_policy(self, env_k: int, episodes: int) -> EpisodePolicy:
+        return EpisodePolicy(self, env_k, episodes)
+
+    def state_dict(self) -> dict:
+        return {
+            "net": self.net.state_dict(),
+            "adaptor": self.adaptor.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "tune_optimizer": self.tune_opt.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "relabeled": None if self.relabeled is None else dict(self.relabeled),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.adaptor.load_state_dict(state["adaptor"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.tune_opt.load_state_dict(state["tune_optimizer"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        relabeled = state["relabeled"]
+        self.relabeled = None if relabeled is None else {k: v.cpu() for k, v in relabeled.items()}
+        self.tuning_set = None  # recomputed from the relabelled states at the next update
+        self.updates = int(state["updates"])

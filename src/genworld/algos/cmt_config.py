@@ -1,0 +1,136 @@
+"""CMT's configuration and scale presets (:mod:`genworld.algos.cmt`; where each default comes
+from is in that module's "Deviations")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genworld.errors import GenworldError
+
+
+@dataclass(frozen=True)
+class CMTConfig:
+    context_len: int = 20
+    """K: steps in A_g's window (DT's K; not in the seed text)."""
+    history_len: int = 20
+    """H: steps in the history segment A_e encodes, and in InfoNCE's positive (not in the seed
+    text; = K)."""
+    embed_dim: int = 128
+    """Token width D of A_e and A_g (DT: 128; not in the seed text)."""
+    layers: int = 3
+    """Transformer blocks of A_e and of A_g, each (DT: 3; not in the seed text)."""
+    heads: int = 1
+    """Attention heads per block; must divide embed_dim (DT: 1; not in the seed text)."""
+    dropout: float = 0.1
+    """Embedding, attention and residual dropout (DT: 0.1; not in the seed text)."""
+    prompt_dim: int = 128
+    """Size of the policy prompt z (not in the seed text)."""
+    lr: float = 1e-4
+    """AdamW learning rate of pretraining after warm-up (DT: 1e-4; not in the seed text)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay of pretraining (DT: 1e-4; not in the seed text)."""
+    warmup_steps: int = 10_000
+    """Linear warm-up of pretraining: ``lr * min((step + 1) / warmup_steps, 1)`` (DT)."""
+    clip_grad: float = 0.25
+    """Gradient-norm clip of every update, both stages (DT: 0.25; not in the seed text)."""
+    batch_size: int = 64
+    """Rows per update, over all envs, both stages (DT: 64; not in the seed text)."""
+    contrastive_weight: float = 0.1
+    """γ of ``L = L1 + γ·L2`` (paper's ablation: 1e-6 and 1; the default is not in the seed
+    text)."""
+    temperature: float = 0.1
+    """α of InfoNCE, eq. 3 (not in the seed text)."""
+    value_weight: float = 1.0
+    """Weight of the value head's MSE beside L1 (the value exists for the planner)."""
+    value_scale: float = 1e-3
+    """Value targets (discounted returns) are multiplied by this (DT scales returns by 1e-3)."""
+    discount: float = 0.99
+    """Discount of the value targets and of the planner's scores (TT: 0.99)."""
+    pretrain_updates: int = 100_000
+    """Updates of stage 1; later updates tune the prompt (DT's 100k; not in the seed text)."""
+    prompt_tuning: bool = True
+    """False: stage 1 for every update, no relabelling or tuning (CMT w/o PT)."""
+    relabel_states: int = 2_048
+    """Dataset states relabelled once by the planner, over all envs (not in the seed text)."""
+    relabel_batch: int = 16
+    """States planned together in one batched beam search (memory: × beam × expand rows)."""
+    planner_horizon: int = 15
+    """Planning steps (TT: 15; 5 for its halfcheetah, ant and walker2d-medium-expert runs; one
+    horizon for all envs of a cell here)."""
+    beam_width: int = 128
+    """Sequences kept per state at every planning step (TT: 128)."""
+    expand: int = 2
+    """Candidate actions per kept sequence at every planning step (TT: 2)."""
+    planner_noise: float = 0.1
+    """Std of the Gaussian noise on the candidates' actions (not in the seed text)."""
+    adaptor_hidden: int = 256
+    """Hidden width of the adaptor L's residual MLP (not in the seed text)."""
+    behaviour_weight: float = 1.0
+    """β of eq. 4, weight of ‖z − L(z)‖² (paper's ablation: 0 and 50; the default is not in
+    the seed text)."""
+    tune_lr: float = 1e-4
+    """Adam learning rate of the adaptor (DT's lr; not in the seed text)."""
+    sampling: str = "balanced"
+    """balanced (equal share per env) or proportional (to each env's transitions)."""
+
+    def validate(self) -> None:
+        positive = ("context_len", "history_len", "batch_size", "warmup_steps", "prompt_dim")
+        positive += ("relabel_states", "relabel_batch", "planner_horizon", "beam_width")
+        positive += ("expand", "adaptor_hidden")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise GenworldError(f"cmt.{name} must be >= 1, got {getattr(self, name)}")
+        if self.embed_dim % self.heads:
+            raise GenworldError(f"embed_dim {self.embed_dim} is not divisible by {self.heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise GenworldError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.temperature <= 0 or self.value_scale <= 0 or not 0 < self.discount <= 1:
+            raise GenworldError("temperature and value_scale must be > 0, discount in (0, 1]")
+        if min(self.contrastive_weight, self.behaviour_weight, self.value_weight) < 0:
+            raise GenworldError("contrastive, behaviour and value weights must be >= 0")
+        if self.pretrain_updates < 0:
+            raise GenworldError(f"pretrain_updates must be >= 0, got {self.pretrain_updates}")
+        if self.sampling not in ("balanced", "proportional"):
+            raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+
+
+PRESETS: dict[str, dict] = {
+    # tiny: seconds (train/table.py BUDGETS["tiny"] = 20 updates: 10 pretraining, 10 tuning)
+    "tiny": {
+        "context_len": 4,
+        "history_len": 4,
+        "embed_dim": 16,
+        "layers": 1,
+        "prompt_dim": 8,
+        "batch_size": 8,
+        "warmup_steps": 10,
+        "lr": 1e-3,
+        "pretrain_updates": 10,
+        "relabel_states": 8,
+        "relabel_batch": 8,
+        "planner_horizon": 3,
+        "beam_width": 4,
+        "adaptor_hidden": 16,
+        "tune_lr": 1e-3,
+    },
+    # mini: 2 CPU cores, 10k updates (BUDGETS["mini"]): DT's mini network, a history of 10
+    # steps (three transformer passes per update: history, positive, window), 8k pretraining
+    # and 2k tuning updates, a planner sized to relabel 256 states in under a minute
+    "mini": {
+        "history_len": 10,
+        "embed_dim": 64,
+        "layers": 2,
+        "prompt_dim": 64,
+        "batch_size": 32,
+        "warmup_steps": 1_000,
+        "lr": 3e-4,
+        "pretrain_updates": 8_000,
+        "relabel_states": 256,
+        "relabel_batch": 32,
+        "planner_horizon": 5,
+        "beam_width": 16,
+        "adaptor_hidden": 128,
+        "tune_lr": 1e-3,
+    },
+    "full": {},
+}
