@@ -64,8 +64,14 @@ def tiny_policies(tmp_path, monkeypatch):
 def all_tiny_policies(tmp_path, monkeypatch):
     from genworld.envs import ENV_SPECS
 
+    import shutil
+
+    from genworld.policies import ASSETS
+
     folder = tmp_path / "policies"
     write_tiny_policies(folder, tuple(ENV_SPECS))
+    for shipped in ASSETS.glob("dmc-*"):  # the DeepMind Control policies as shipped
+        shutil.copy(shipped, folder / shipped.name)
     monkeypatch.setenv("GENWORLD_POLICY_DIR", str(folder))
     return folder
 
