@@ -274,7 +274,7 @@ class CMT:
         }
         data_actions = data_set.window[1][:, -1]  # (N, act_max) the dataset's own actions
         change = (self.relabeled["actions"].to(self.device) - data_actions).abs().sum()
-        return {"relabel/action_change": change / self.act_masks[env_idx].sum()}
+        return {"relabel/action_change": change / self.act_masks[env_idx.to(self.device)].sum()}
 
     @torch.no_grad()
     def contexts(self, env_idx, current, actions) -> TuningSet:
