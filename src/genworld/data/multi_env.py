@@ -112,6 +112,26 @@ class MultiEnvDataset:
     def __len__(self) -> int:
         return int(self.sizes.sum())
 
+    def fingerprint(self) -> list[dict]:
+        """Per env: its name, transitions, episodes and a SHA-256 (16 hex digits) of its
+        observations, actions, rewards and terminations: which data a result was made from."""
+        import hashlib
+
+        prints = []
+        for env in self.envs:
+            digest = hashlib.sha256()
+            for values in (env.observations, env.actions, env.rewards, env.terminations):
+                digest.update(values.contiguous().numpy().tobytes())
+            prints.append(
+                {
+                    "env": env.spec.name,
+                    "transitions": len(env),
+                    "episodes": len(env.episode_returns),
+                    "sha256": digest.hexdigest()[:16],
+                }
+            )
+        return prints
+
     def rows(self, rows: Sequence[torch.Tensor]) -> MultiEnvDataset:
         """A dataset of some transitions of each env (``rows[k]``: indices into env ``k``),
         for transition sampling (windows need whole episodes)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from genworld.eval.paper import PAPER_TGW_MULTI
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
+from genworld.utils.provenance import provenance_line
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
@@ -45,6 +46,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         "",
         f"Wall time: {report['wall_seconds']:.0f} s.",
         "",
+        *([provenance_line(report["code"]), ""] if "code" in report else []),
         "## Datasets",
         "",
         "| dataset | steps | episodes | normalized return of the data |",

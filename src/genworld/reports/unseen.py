@@ -12,6 +12,7 @@ from genworld.envs.tasks import unseen_distances
 from genworld.eval.scores import precision_note
 from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
+from genworld.utils.provenance import cells_code, cells_code_line, provenance
 
 
 def _stats(results: list[dict], method: str, task: str) -> tuple[float, float, int]:
@@ -55,6 +56,8 @@ def write_unseen_report(
         f"updates per (method, task, seed) (TGW's SAC: initial temperature "
         f"{cfg.policy_init_alpha:g}, RL-term weight α {cfg.policy_bc_alpha:g}, TD3+BC's: larger = less behaviour cloning); score = mean of the last {cfg.last_k} evaluations "
         f"({cfg.eval_episodes} episodes each); mean ± std across seeds.",
+        "",
+        cells_code_line(results),
         "",
         "| task | seen | " + " | ".join(methods) + " |",
         "|---|---|" + "---|" * len(methods),
@@ -140,6 +143,8 @@ def write_unseen_report(
         "test": test,
         "references": refs,
         "unseen_distances": distances,
+        "cells_code": cells_code(results),
+        "report": provenance(),
         "results": results,
         **summary,
     }

@@ -20,6 +20,7 @@ from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config, claim
+from genworld.utils.provenance import provenance
 
 SETTINGS = ("multi", "single")
 
@@ -201,10 +202,12 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
     result = {
         **asdict(cell),
         "datasets": ids,
+        "data": dataset.fingerprint(),
         "summary": summary,
         "seconds": round(time.perf_counter() - started, 1),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "updates": budget.updates,
+        "provenance": provenance(),
     }
     atomic_write_json(folder / "result.json", result)
     return result

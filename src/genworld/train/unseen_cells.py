@@ -15,6 +15,7 @@ import torch
 from genworld.data.tasks import family_dataset, task_episodes, task_spec
 from genworld.envs.tasks import split_names
 from genworld.utils.io import atomic_write_json
+from genworld.utils.provenance import provenance
 
 
 # ------------------------------------------------------------------ stages 4-5
@@ -118,6 +119,7 @@ def _write_result(folder: Path, cell, last_k: float, best: float, started: float
         "best": best,
         "seconds": round(time.perf_counter() - started, 1),
         "matmul_precision": torch.get_float32_matmul_precision(),
+        "provenance": provenance(),
     }
     atomic_write_json(folder / "result.json", result)
     return result
