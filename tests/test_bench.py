@@ -14,6 +14,7 @@ def test_bench_writes_json_and_prints_ratio_lines_last(tmp_path, capsys):
     assert main(["bench", "matmul_peak", "--quick", "--json", str(path)]) == 0
     figures = json.loads(path.read_text())
     assert figures["matmul_peak"]["gflops"] > 0
+    assert {"commit", "command", "machine"} <= figures["provenance"].keys()
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("matmul_peak: fp32 GEMM")
 

@@ -54,6 +54,7 @@ __all__ = [
     "export_task_experts",
     "info_card",
     "list_datasets",
+    "results",
     "run",
     "run_config",
     "sweep_beta",
@@ -359,6 +360,18 @@ def train_agnostic_ppo(
     from genworld.train.dd_ppo import train_agnostic_ppo as train
 
     return train(cfg, Path(out), show_progress=show_progress)
+
+
+def results(records: str | Path | None = None) -> Result:
+    """The headline results: a row per study record under ``records`` (default: the checkout's
+    docs/results), each with its numbers computed from the record's cells, its protocol in
+    brief, the code that made it and the record's folder; ``summary["markdown"]`` is the table
+    docs/RESULTS.md shows, ``summary["studies"]`` the rows."""
+    from genworld.reports.results import RECORDS, as_dicts, load_headlines, markdown
+
+    root = Path(records) if records is not None else RECORDS
+    headlines = load_headlines(root)
+    return Result(root, {"studies": as_dicts(headlines), "markdown": markdown(headlines)})
 
 
 def bench(

@@ -17,6 +17,7 @@ from genworld.bench.common import BenchResult
 from genworld.errors import GenworldError
 from genworld.utils.allocator import keep_freed_memory
 from genworld.utils.io import save_figure
+from genworld.utils.provenance import provenance
 
 BENCHMARKS: dict[str, str] = {
     "matmul_peak": "genworld.bench.common:matmul_peak",
@@ -77,6 +78,7 @@ def write_json(results: dict, path: Path) -> None:
     from genworld.utils.io import atomic_write_bytes
 
     flat = {name: r["figures"] | {"ratios": r["ratios"]} for name, r in results.items()}
+    flat["provenance"] = provenance()  # the code and machine behind every figure
     atomic_write_bytes(path, (json.dumps(flat, indent=2) + "\n").encode())
 
 

@@ -182,6 +182,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=commands.bench)
 
+    p = sub.add_parser("results", help="the headline results, from the study records")
+    p.add_argument("--records", default=None, help="records folder (default: docs/results)")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--markdown", action="store_true", help="the table docs/RESULTS.md shows")
+    view.add_argument("--json", action="store_true", help="every row as JSON")
+    p.set_defaults(func=commands.results)
+
     p = parsers["unseen",] = sub.add_parser(
         "unseen", help="unseen-task generalisation (cheetah-vel, ant-dir; Fig. 4)"
     )

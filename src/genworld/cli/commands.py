@@ -207,6 +207,23 @@ def bench(args) -> None:
         print(f"written: {args.json}")
 
 
+def results(args) -> None:
+    from genworld.api import results
+
+    found = results(args.records).summary
+    if args.markdown:
+        print(found["markdown"], end="")
+        return
+    if args.json:
+        print(json.dumps(found["studies"], indent=2, ensure_ascii=False))
+        return
+    for row in found["studies"]:
+        print(f"{row['study']}  [{row['folder']}]\n  {row['result']}")
+        print(f"  {row['protocol']}; code {row['code']}")
+        if row["caveat"]:
+            print(f"  read with: {row['caveat']}")
+
+
 def unseen_config(args):
     """The ``UnseenConfig`` of ``genworld unseen``'s arguments (``--train-experts`` with
     ``--experts auto`` trains SAC experts for every family, ant-dir included)."""

@@ -1,0 +1,301 @@
+"""The headline of docs/RESULTS.md, rendered from the study records under ``docs/results/``.
+
+Each record folder is a study's small record (``docs/results/README.md``): its config, every
+finished cell's ``result.json`` and the report written from them, or a benchmark's JSON. A row
+per folder gives the study's numbers, computed here from the cells (not copied from a report),
+its protocol in brief (from its config), the code that made it and a link to the folder. An
+optional ``record.json`` beside the record holds what the files cannot say: the row's ``title``,
+a ``caveat`` a reader needs at a glance, and ``code`` (the commit) for records made before the
+cells carried their provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genworld.errors import GenworldError
+from genworld.reports.table import rows as table_rows
+from genworld.utils.provenance import PACKAGE_DIR, cells_code
+
+RECORDS = PACKAGE_DIR.parents[1] / "docs" / "results"
+"""The checkout's records (``docs/results/``; absent from an installed wheel)."""
+
+NAMES = {
+    "tgw": "TGW",
+    "tgw-finetune": "TGW-finetune",
+    "tgw-newr": "TGW-newR",
+    "prompt-dt": "Prompt-DT",
+    "prompt-dt-finetune": "Prompt-DT-finetune",
+    "bc": "BC",
+    "tgw-no-prompt": "w/o prompt",
+    "tgw-no-rssm": "w/o RSSM",
+    "tgw-no-ri": "w/o ri (β = 0)",
+}
+"""Display names of methods and variants (others are shown as they are named)."""
+
+KIND_ORDER = ("table", "ablation", "sweep", "unseen", "bench")
+"""Rows in the issue's order: Table 1, ablations, β, unseen tasks, speed."""
+
+FOOTER = (
+    "Scores are normalized: D4RL's reference returns for the MuJoCo tables, and per task "
+    "(0 = a uniform-random policy, 100 = our expert for that task) in the unseen-task studies; "
+    "all on datasets genworld regenerates from its own behaviour policies, not D4RL's. A seed's "
+    "score is the mean of its last k evaluations; a table row's number is the mean over seeds of "
+    "that score averaged over the envs, ± the population standard deviation over seeds (ddof 0); "
+    "an unseen-task number is the mean over the tasks of each task's mean over seeds. "
+    "Rendered by `genworld results --markdown` from the records; the method and caveats of "
+    "each study are below."
+)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One study's row."""
+
+    folder: str
+    """The record folder's name under the records root."""
+    kind: str
+    """table, ablation, sweep, unseen or bench."""
+    study: str
+    result: str
+    """The numbers, in brief."""
+    protocol: str
+    """Scale, seeds, budget and scoring, in brief (from the record's config)."""
+    code: str
+    """The commit(s) that made the cells (their provenance, else record.json's ``code``)."""
+    caveat: str
+    order: int = 0
+    """Rank among the rows of its kind (record.json's ``order``), then the folder's name."""
+
+
+def load_headlines(root: Path | None = None) -> list[Headline]:
+    """A row per record folder under ``root`` (default: the checkout's ``docs/results``)."""
+    root = Path(root) if root is not None else RECORDS
+    if not root.is_dir():
+        raise GenworldError(
+            f"no study records at {root}: give the records folder (docs/results of a checkout) "
+            "with --records"
+        )
+    found = [headline(d) for d in sorted(root.iterdir()) if d.is_dir()]
+    return sorted(found, key=lambda h: (KIND_ORDER.index(h.kind), h.order, h.folder))
+
+
+def headline(folder: Path) -> Headline:
+    """The row of one record folder (its kind told by the files it holds)."""
+    meta = _read(folder / "record.json") if (folder / "record.json").exists() else {}
+    if (folder / "unseen.json").exists():
+        row = _unseen(folder, meta.get("compare"))
+    elif (folder / "table.json").exists():
+        row = _table(folder)
+    elif any(
+        _read(f).keys() & BENCH_KEYS for f in folder.glob("*.json") if f.name != "record.json"
+    ):
+        row = _bench(folder)
+    else:
+        raise GenworldError(
+            f"{folder} holds no study record (unseen.json, table.json or a bench JSON)"
+        )
+    kind, study, result, protocol, code = row
+    return Headline(
+        folder=folder.name,
+        kind=kind,
+        study=meta.get("title", study),
+        result=result,
+        protocol=protocol,
+        code=code if code != "unrecorded" else meta.get("code", "unrecorded"),
+        caveat=meta.get("caveat", ""),
+        order=int(meta.get("order", 0)),
+    )
+
+
+def markdown(headlines: list[Headline], link_prefix: str = "results/") -> str:
+    """The headline table (links relative to docs/, where RESULTS.md is) and its footer."""
+    lines = [
+        "| study | result | protocol | read with | record |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {h.study} | {h.result} | {h.protocol}; code {h.code} | {h.caveat or '—'} | "
+            f"[{h.folder}]({link_prefix}{h.folder}/) |"
+            for h in headlines
+        ),
+        "",
+        FOOTER,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def as_dicts(headlines: list[Headline]) -> list[dict[str, Any]]:
+    return [asdict(h) for h in headlines]
+
+
+# ---------------------------------------------------------------- kinds
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _cells(folder: Path) -> list[dict[str, Any]]:
+    return [_read(f) for f in sorted((folder / "cells").glob("**/result.json"))]
+
+
+def _code(results: list[dict[str, Any]]) -> str:
+    """The commits that made ``results`` (``unrecorded`` for cells made before provenance)."""
+    keys = [k if k == "unrecorded" else k[:7] + k[10:] for k in cells_code(results)]
+    return ", ".join(keys) or "unrecorded"
+
+
+def _cells_text(found: int, planned: int) -> str:
+    return f"{found} cells" if found == planned else f"{found} of {planned} cells (partial)"
+
+
+def _table(folder: Path) -> tuple[str, str, str, str, str]:
+    """Table-runner studies (Table 1, ablations, β sweep): per quality, each algorithm's mean
+    over seeds of the seed's score averaged over the envs, ± the population std over seeds."""
+    cfg = _read(folder / "config.json")
+    results = _cells(folder)
+    long = table_rows(results)
+    algos, envs, settings = cfg["algos"], cfg["envs"], cfg["settings"]
+    sweep = all("-beta=" in a for a in algos)
+    ablation = not sweep and any(a.startswith("tgw-no-") for a in algos)
+    kind = "sweep" if sweep else "ablation" if ablation else "table"
+    parts = []
+    for setting in settings:
+        for quality in cfg["qualities"]:
+            scores = []
+            for algo in algos:
+                per_seed = _seed_means(long, setting, quality, algo, envs)
+                name = f"β = {algo.partition('-beta=')[2]}" if sweep else NAMES.get(algo, algo)
+                scores.append(f"{name} {_mean_std(per_seed, cfg['seeds'])}")
+            where = f"{quality}" + (f", {setting}-env" if len(settings) > 1 else "")
+            parts.append(f"{where}: " + " · ".join(scores))
+    budget = cfg["budget"]
+    setting_text = "/".join(f"{s}-env" for s in settings)
+    protocol = (
+        f"`{cfg['scale']}`, {setting_text}, {', '.join(envs)}; {cfg['seeds']} seeds; "
+        f"{budget['updates']:,} policy updates; last {budget['last_k']} of "
+        f"{budget['eval_episodes']}-episode evaluations; "
+        f"{_cells_text(len(results), _read(folder / 'table.json').get('planned_cells', len(results)))}"
+    )
+    titles = {"sweep": "β sweep (Fig. 5)", "ablation": "Ablations (Table 2)", "table": "Table 1"}
+    study = f"{titles[kind]}, {setting_text}"
+    return kind, study, "; ".join(parts), protocol, _code(results)
+
+
+def _seed_means(long, setting, quality, algo, envs) -> list[float]:
+    """Each seed's score averaged over ``envs`` (seeds missing an env are left out)."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in long:
+        if (r["setting"], r["quality"], r["algo"]) == (setting, quality, algo):
+            by_seed.setdefault(r["seed"], {})[r["env"]] = r["last_k"]
+    return [
+        float(np.mean([s[e] for e in envs]))
+        for _, s in sorted(by_seed.items())
+        if all(e in s for e in envs)
+    ]
+
+
+def _mean_std(values: list[float], planned: int) -> str:
+    if not values:
+        return "—"
+    text = f"{np.mean(values):.1f}" + (f" ± {np.std(values):.1f}" if len(values) > 1 else "")
+    return text + (f" (n={len(values)})" if len(values) < planned else "")
+
+
+def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, str, str]:
+    """Unseen-task studies: each method's unseen (seen) average over tasks of the per-task mean
+    over seeds, as the study's report computes them. ``compare`` (a probe's record.json): the
+    same methods' averages in another record, ``{"folder", "seeds", "label"}``, beside them."""
+    report = _read(folder / "unseen.json")
+    cfg, train, test = report["config"], report["train"], report["test"]
+    results = _cells(folder)
+    methods = [m for m in cfg["methods"] if any(r["method"] == m for r in results)]
+    other = (
+        [r for r in _cells(folder.parent / compare["folder"]) if r["seed"] in compare["seeds"]]
+        if compare
+        else []
+    )
+    scores = []
+    for method in methods:
+        unseen, seen = (_task_average(results, method, tasks) for tasks in (test, train))
+        scores.append(f"{NAMES.get(method, method)} {unseen} ({seen})")
+        if compare:
+            unseen, seen = (_task_average(other, method, tasks) for tasks in (test, train))
+            scores[-1] += f"; {compare['label']}: {unseen} ({seen})"
+    planned = len(cfg["methods"]) * len(train + test) * cfg["seeds"]
+    protocol = (
+        f"`{cfg['scale']}`, {cfg['split']} split: {len(train)} training, {len(test)} unseen "
+        f"tasks; {cfg['seeds']} seed{'s' if cfg['seeds'] > 1 else ''}; "
+        f"{cfg['policy_updates']:,} policy updates (SAC temperature {cfg['policy_init_alpha']:g}, "
+        f"RL-term weight α {cfg['policy_bc_alpha']:g}); last {cfg['last_k']} of "
+        f"{cfg['eval_episodes']}-episode evaluations; {_cells_text(len(results), planned)}"
+    )
+    result = "unseen (seen) tasks: " + " · ".join(scores)
+    return "unseen", f"Unseen tasks: {cfg['family']}", result, protocol, _code(results)
+
+
+def _task_average(results, method: str, tasks: list[str]) -> str:
+    means = []
+    for task in tasks:
+        values = [r["last_k"] for r in results if r["method"] == method and r["task"] == task]
+        if values:
+            means.append(np.mean(values))
+    if not means:
+        return "—"
+    text = f"{np.mean(means):.1f}"
+    return text if len(means) == len(tasks) else f"{text} ({len(means)} of {len(tasks)} tasks)"
+
+
+BENCH_KEYS = {"algos", "matmul_peak", "world_model", "imagination", "data_build", "end_to_end"}
+"""The benchmark names whose figures a bench record's JSON files hold."""
+
+
+def _bench(folder: Path) -> tuple[str, str, str, str, str]:
+    """A ``genworld bench --json`` record (several files merge; where two files measured the
+    same figure, the later file by name wins)."""
+    figures: dict[str, Any] = {}
+    made_by = []
+    for f in sorted(folder.glob("*.json")):
+        if f.name != "record.json":
+            data = _read(f)
+            made_by.append({"provenance": data["provenance"]} if "provenance" in data else {})
+            for name, values in data.items():
+                if name in BENCH_KEYS:
+                    figures[name] = figures.get(name, {}) | values
+    parts = []
+    if algos := figures.get("algos"):
+        names = {"bc": "BC", "cql": "CQL", "iql": "IQL", "td3bc": "TD3+BC"}
+        ratios = " / ".join(f"{algos[a]['ratio']:.2f}×" for a in names if a in algos)
+        parts.append(
+            f"updates/s {' / '.join(n for a, n in names.items() if a in algos)} = {ratios} "
+            "d3rlpy 2.8.1's (float32, same batch and networks)"
+        )
+    if wm := figures.get("world_model"):
+        c = wm["configs"]
+        parts.append(
+            f"TGW world-model training {c['paper-default']['fraction_of_matmul_peak']:.2f}× the "
+            f"fp32 matmul peak (mini {c['mini']['fraction_of_matmul_peak']:.2f}×)"
+        )
+    if im := figures.get("imagination"):
+        parts.append(
+            f"imagination {im['paper-default']['ratio']:.2f}× (paper-default) / "
+            f"{im['mini']['ratio']:.2f}× (mini) real MuJoCo stepping, "
+            f"{im['rollouts']:,} rollouts"
+        )
+    if db := figures.get("data_build"):
+        parts.append(
+            f"data build {db['ratio']:.2f}× raw random stepping "
+            f"({db['build_end_to_end_steps_per_s'] / 1000:.1f}k steps/s, {db['env']}; "
+            f"1 process {db['ratio_1_process']:.2f}×)"
+        )
+    if "quick_start_seconds" in figures.get("end_to_end", {}):
+        parts.append(f"quick start {figures['end_to_end']['quick_start_seconds'] / 60:.1f} min")
+    threads = figures.get("matmul_peak", {}).get("threads")
+    protocol = (
+        f"`genworld bench`{f', --threads {threads}' if threads else ''}; every figure a ratio "
+        "to a reference measured in the same run"
+    )
+    return "bench", "Speed (genworld bench)", "; ".join(parts), protocol, _code(made_by)
