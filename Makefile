@@ -12,7 +12,7 @@ $(BIN)/python:
 # torch first, pinned, from the CPU wheel: an unpinned torch would pull GBs of CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,dmc,metaworld]"
+	$(BIN)/pip install --quiet -e ".[dev,dmc,metaworld,retrieval]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,4 +1,4 @@
-"""Train a world model (TGW, MrCoM or the reference MLP ensemble) on datasets; resumable.
+"""Train a world model (TGW, MrCoM, the RSSM or the reference MLP ensemble) on datasets; resumable.
 
 ``genworld train world-model --model tgw --datasets a,b,c --scale mini --out DIR``. The run folder
 holds ``config.json``, ``metrics.jsonl``, TensorBoard events (``tb/``), ``checkpoints/`` (full
@@ -37,22 +37,24 @@ from genworld.utils.io import (
 )
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.mrcom import MrCoMConfig, MrCoMWorldModel
+from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
 
-MODELS = ("tgw", "mlp", "mrcom")
+MODELS = ("tgw", "mlp", "mrcom", "rssm")
 
 
 @dataclass(frozen=True)
 class WorldModelTrainConfig:
     model: str = "tgw"
-    """tgw (the method), mlp (per-env probabilistic MLP ensemble, the MOPO reference) or mrcom
-    (the meta-regularised contextual world model of seed 002)."""
+    """tgw (the method), mlp (per-env probabilistic MLP ensemble, the MOPO reference), mrcom
+    (the meta-regularised contextual world model of seed 002) or rssm (DreamerV3's RSSM, WPT's
+    generalist world model of seed 004)."""
     datasets: tuple[str, ...] = ("halfcheetah-medium", "hopper-medium", "walker2d-medium")
     """Dataset ids; one id = single-env training."""
     steps: int = 3_000
     """Gradient steps."""
     batch_size: int = 32
-    """Sequences (tgw, mrcom) or transitions (mlp) per step."""
+    """Sequences (tgw, mrcom, rssm) or transitions (mlp) per step."""
     lr: float = 1e-4
     """AdamW learning rate."""
     grad_clip: float = 1.0
@@ -78,6 +80,8 @@ class WorldModelTrainConfig:
     """The MLP ensemble (``model`` = mlp)."""
     mrcom: MrCoMConfig = field(default_factory=MrCoMConfig)
     """The MrCoM model (``model`` = mrcom)."""
+    rssm: RSSMConfig = field(default_factory=RSSMConfig)
+    """The RSSM (``model`` = rssm)."""
 
     def validate(self) -> None:
         if not self.datasets:
@@ -102,6 +106,7 @@ class WorldModelTrainConfig:
         self.tgw.validate()
         self.mlp.validate()
         self.mrcom.validate()
+        self.rssm.validate()
 
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -176,6 +181,21 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "full": {},
     },
+    # an RSSM that runs on 2 CPU cores below the full scale; full: WPT App. E (batch 16,
+    # sequences of 64, Adam lr 1e-4, gradient clip 100) on DreamerV3's small model
+    "rssm": {
+        "tiny": {
+            "lr": 1e-3,
+            "rssm": {"deter_dim": 32, "stoch_dim": 8, "hidden": 32, "seq_len": 8, "burn_in": 3},
+        },
+        "mini": {
+            "steps": 1_500,
+            "batch_size": 16,
+            "lr": 3e-4,
+            "rssm": {"deter_dim": 128, "stoch_dim": 16, "hidden": 128, "seq_len": 32},
+        },
+        "full": {"batch_size": 16, "lr": 1e-4, "grad_clip": 100.0},
+    },
     # MOPO's ensemble trains on transitions: larger batches and MBPO's learning rate
     "mlp": {
         "tiny": {"lr": 1e-3},
@@ -237,6 +257,8 @@ def build_model(cfg: WorldModelTrainConfig, specs, normalizer: Normalizer) -> to
         return TGWWorldModel(specs, cfg.tgw, normalizer)
     if cfg.model == "mrcom":
         return MrCoMWorldModel(specs, cfg.mrcom, normalizer)
+    if cfg.model == "rssm":
+        return RSSMWorldModel(specs, cfg.rssm, normalizer)
     return EnsembleMLPWorldModel(specs, cfg.mlp, normalizer)
 
 
@@ -259,8 +281,9 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
     return out
 
 
-WEIGHT_DECAY = {"mlp": 0.0, "mrcom": 1e-4}
-"""AdamW weight decay per model (others 1e-5); MrCoM: App. D's "learning rate decay weight"."""
+WEIGHT_DECAY = {"mlp": 0.0, "mrcom": 1e-4, "rssm": 1e-6}
+"""AdamW weight decay per model (others 1e-5); MrCoM: App. D's "learning rate decay weight";
+RSSM: WPT App. E."""
 
 
 class WorldModelTrainer:

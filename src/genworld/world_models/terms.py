@@ -2,7 +2,8 @@
 units, soft-clamped log-variances, the previous-reward inputs of a window, the stochastic state's
 KL between posterior and prior (with DreamerV3's balancing and free bits); and the intrinsic
 reward ``ri`` of a rollout step (eq. 4 and our variants). Used by ``TGWWorldModel``'s loss,
-reward fine-tuning, forward pass and rollout step (world_models/tgw.py)."""
+reward fine-tuning, forward pass and rollout step (world_models/tgw.py); the KL terms also by
+MrCoM and the RSSM."""
 
 from __future__ import annotations
 
@@ -45,19 +46,28 @@ def gaussian_kl(
     return kl.sum(-1)
 
 
+def categorical_kl(logprobs_q: torch.Tensor, logprobs_p: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) of independent categoricals given as log-probabilities ``(..., variables,
+    classes)``, summed over the variables and classes (DreamerV3's discrete latents)."""
+    return (logprobs_q.exp() * (logprobs_q - logprobs_p)).sum((-2, -1))
+
+
 def balanced_kl(
-    post: tuple[torch.Tensor, torch.Tensor],
-    prior: tuple[torch.Tensor, torch.Tensor],
+    post: tuple[torch.Tensor, ...],
+    prior: tuple[torch.Tensor, ...],
     dyn_scale: float,
     rep_scale: float,
     free_nats: float,
+    kl=gaussian_kl,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DreamerV3's KL balancing with free bits (Hafner et al. 2023, eq. 5): the dynamics term
     KL(sg(q) || p) trains the prior, the representation term KL(q || sg(p)) the posterior, each
-    clipped below at ``free_nats``; returns (weighted loss, raw KL), both per position."""
-    (mq, sq), (mp, sp) = post, prior
-    dyn = gaussian_kl(mq.detach(), sq.detach(), mp, sp)
-    rep = gaussian_kl(mq, sq, mp.detach(), sp.detach())
+    clipped below at ``free_nats``; returns (weighted loss, raw KL), both per position.
+    ``post`` / ``prior``: the parameters ``kl`` takes for each side, (mean, log-std) for
+    :func:`gaussian_kl` (the default) or (log-probabilities,) for :func:`categorical_kl`."""
+    detached = lambda params: tuple(t.detach() for t in params)  # noqa: E731
+    dyn = kl(*detached(post), *prior)
+    rep = kl(*post, *detached(prior))
     loss = dyn_scale * dyn.clamp_min(free_nats) + rep_scale * rep.clamp_min(free_nats)
     return loss, dyn.detach()
 
@@ -90,6 +100,7 @@ __all__ = [
     "LOGVAR_MAX",
     "LOGVAR_MIN",
     "balanced_kl",
+    "categorical_kl",
     "gaussian_kl",
     "gaussian_nll",
     "intrinsic_reward",
