@@ -1,8 +1,9 @@
-"""The RSSM world model of WPT's reward-free pre-training (world_models/rssm.py)
-and eq. 5's retrieval (data/retrieval.py): KL balancing and free nats by hand,
-padded action dims, what the posterior and the prior see, nearest neighbours with and without
-faiss, save → load, a tiny pre-training fit, and a held-out embodiment reconstructed better after
-pre-training than before."""
+"""The RSSM world model (world_models/rssm.py), WPT's reward-free pre-training
+(train/pretrain.py, ``genworld pretrain world-model``) and eq. 5's retrieval (data/retrieval.py):
+KL balancing and free nats by hand, padded action dims, what the posterior and the prior see,
+nearest neighbours with and without faiss, save → load, a tiny pre-training fit, a held-out
+embodiment reconstructed better after pre-training than before, and ``--model rssm`` in the
+world-model loop and MBPO."""
 
 from __future__ import annotations
 
@@ -158,8 +159,8 @@ def test_zero_padded_action_dims_change_no_prediction(suite):
         actions=batch.actions + 1e3 * (~batch.act_mask[:, None]),
         observations=batch.observations + 1e3 * (~batch.obs_mask[:, None]),
     )
-    first = model.loss(batch, torch.Generator().manual_seed(0))[0]
-    second = model.loss(noisy, torch.Generator().manual_seed(0))[0]
+    first = model.loss(batch, torch.Generator().manual_seed(0))[0].detach()
+    second = model.loss(noisy, torch.Generator().manual_seed(0))[0].detach()
     assert float(first) == pytest.approx(float(second), rel=1e-6)
 
 
@@ -405,3 +406,92 @@ def test_encoder_groups_follow_the_robot():
     groups = [encoder_group(get_env_spec(n), "body") for n in names]
     assert groups == ["dmc-walker:24", "dmc-walker:24", "mw:39", "mw:39", "dmc-cheetah:17"]
     assert encoder_group(get_env_spec("mw-reach-v3"), "env") == "mw-reach-v3"
+
+
+# ------------------------------------------------------------------ registration and pre-training
+def test_pretraining_config_is_the_reward_free_rssm_on_the_scale_datasets():
+    from genworld.errors import GenworldError
+    from genworld.train.pretrain import PRETRAIN_DATASETS, check_reward_free, config_for_scale
+
+    for scale in ("tiny", "mini", "full"):
+        cfg = config_for_scale(scale)
+        assert cfg.model == "rssm" and not cfg.rssm.reward_head
+        assert cfg.datasets == PRETRAIN_DATASETS[scale]
+    tiny = config_for_scale("tiny", datasets=("mw-reach-v3-scripted-noise",), seed=3)
+    assert tiny.datasets == ("mw-reach-v3-scripted-noise",) and tiny.seed == 3
+    assert tiny.rssm.seq_len == 8  # the RSSM's tiny preset underneath
+    assert "dmc-cheetah-run-exploration" in PRETRAIN_DATASETS["tiny"]
+    assert sum(d.startswith("mw-") for d in PRETRAIN_DATASETS["full"]) == 50
+    with pytest.raises(GenworldError, match="reward-free"):
+        config_for_scale("tiny", rssm={"reward_head": True})
+    with pytest.raises(GenworldError, match="trains the RSSM"):
+        check_reward_free(dataclasses.replace(tiny, model="tgw"))
+
+
+def test_pretrain_command_prints_its_config_and_has_no_model_option(capsys):
+    import json
+
+    from genworld.cli import main
+
+    argv = ["pretrain", "world-model", "--scale", "tiny", "--print-config", "--seed", "2"]
+    assert main([*argv, "--rssm.latent", "categorical"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"] == "rssm" and cfg["seed"] == 2 and cfg["rssm"]["latent"] == "categorical"
+    assert (
+        cfg["rssm"]["reward_head"] is False and cfg["datasets"][0] == "dmc-cheetah-run-exploration"
+    )
+    with pytest.raises(SystemExit):
+        main([*argv, "--model", "tgw"])
+
+
+def test_model_rssm_trains_and_resumes_in_the_world_model_loop_and_mbpo_rolls_it_out(
+    suite, tmp_path
+):
+    """``--model rssm`` (reward head on: MrCoM's context-free baseline) through the runner's
+    world-model source, then imagined in by MBPO (the path every model-based agent takes)."""
+    import json
+
+    from genworld.algos.mbpo import MBPOAgent, MBPOConfig
+    from genworld.algos.registry import AlgoContext
+    from genworld.train.world_model import config_for_scale, fit_world_model
+    from genworld.train.world_model_source import provide_world_model
+
+    ctx = AlgoContext(
+        dataset=suite,
+        normalizer=Normalizer.fit(suite),
+        device=torch.device("cpu"),
+        scale="tiny",
+        seed=0,
+        out=tmp_path,
+        world_models=provide_world_model,
+    )
+    model = ctx.world_model("rssm")
+    assert isinstance(model, RSSMWorldModel) and model.cfg.reward_head
+    records = (tmp_path / "world_model" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(records[-1])["step"] == 30
+    cfg = config_for_scale("tiny", check_ids=False, model="rssm", device="cpu")
+    again = fit_world_model(cfg, suite, tmp_path / "world_model", show_progress=False)
+    for name, value in model.state_dict().items():  # finished: resumed, nothing trained
+        assert torch.equal(value, again.state_dict()[name]), name
+    agent = MBPOAgent(model, suite, MBPOConfig(rollout_batch=32, horizon=3), torch.device("cpu"))
+    stats = agent.rollout(torch.Generator().manual_seed(0))
+    assert stats["rollout/transitions"] > 0 and math.isfinite(stats["rollout/extrinsic_mean"])
+
+
+@pytest.mark.integration
+def test_cli_pretrains_on_the_tiny_reward_free_datasets_and_evaluates(tmp_path):
+    """`genworld pretrain world-model --scale tiny` builds its datasets, trains, resumes as
+    finished, and `genworld eval world-model` reads the run."""
+    import json
+
+    from genworld.cli import main
+
+    out = tmp_path / "pretrain"
+    argv = ["pretrain", "world-model", "--scale", "tiny", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 30
+    assert json.loads((out / "config.json").read_text())["rssm"]["reward_head"] is False
+    assert main(argv) == 0  # rerun: resumes a finished run
+    assert main(["eval", "world-model", str(out), "--episodes-per-env", "8"]) == 0
+    errors = json.loads((out / "eval" / "k_step_errors.json").read_text())
+    assert set(errors["rssm:pretrain"]) == {"dmc-cheetah-run", "mw-reach-v3", "mw-push-v3"}

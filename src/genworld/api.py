@@ -54,6 +54,8 @@ __all__ = [
     "export_task_experts",
     "info_card",
     "list_datasets",
+    "pretrain_config",
+    "pretrain_world_model",
     "results",
     "run",
     "run_config",
@@ -165,6 +167,14 @@ def world_model_config(scale: str = "mini", **overrides: Any) -> WorldModelTrain
     return config_for_scale(scale, **overrides)
 
 
+def pretrain_config(scale: str = "mini", **overrides: Any) -> WorldModelTrainConfig:
+    """``genworld pretrain world-model``'s config: the reward-free RSSM and the scale's
+    reward-free, multi-embodiment datasets (``datasets`` replaces them)."""
+    from genworld.train.pretrain import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
 # ---------------------------------------------------------------- studies
 def run(cfg: RunConfig, out: str | Path, *, show_progress: bool = True) -> Result:
     """Datasets → TGW world model → TGW policy and BC → report.md / report.json / plots."""
@@ -262,6 +272,18 @@ def train_world_model(
 
         train(cfg, out, show_progress=show_progress)
     return out
+
+
+def pretrain_world_model(
+    cfg: WorldModelTrainConfig, out: str | Path, *, show_progress: bool = True
+) -> Path:
+    """WPT's reward-free pre-training (eq. 1): the RSSM without its reward head on
+    ``cfg.datasets`` (from :func:`pretrain_config`; missing datasets are built), trained and
+    resumed as :func:`train_world_model` trains."""
+    from genworld.train.pretrain import check_reward_free
+
+    check_reward_free(cfg)
+    return train_world_model(cfg, out, show_progress=show_progress)
 
 
 def evaluate_world_model(

@@ -94,6 +94,16 @@ def _world_model_options(p):
     add_config_options(p, WorldModelTrainConfig, defaults=world_model_config("mini"))
 
 
+def _pretrain_options(p):
+    from genworld.api import pretrain_config
+    from genworld.train.pretrain import FIXED_FIELDS
+    from genworld.train.world_model import WorldModelTrainConfig
+
+    add_config_options(
+        p, WorldModelTrainConfig, skip=FIXED_FIELDS, defaults=pretrain_config("mini")
+    )
+
+
 def _behaviour_options(p):
     from genworld.train.behaviour import BehaviourConfig
 
@@ -119,6 +129,7 @@ GENERATED: dict[tuple[str, ...], Callable[[argparse.ArgumentParser], None]] = {
     ("sweep", "beta"): lambda p: _table_options(p, skip=("algos",)),
     ("unseen",): _unseen_options,
     ("train", "world-model"): _world_model_options,
+    ("pretrain", "world-model"): _pretrain_options,
     ("train", "agnostic-iql"): _agnostic_iql_options,
     ("train", "agnostic-ppo"): _agnostic_ppo_options,
     ("data", "train-policy"): _behaviour_options,
@@ -249,6 +260,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _scale(p)
     _common(p)
     p.set_defaults(func=commands.agnostic_ppo)
+
+    pretrain = sub.add_parser("pretrain", help="reward-free pre-training (WPT)")
+    pretrain_sub = pretrain.add_subparsers(dest="pretrain_command", required=True)
+    p = parsers["pretrain", "world-model"] = pretrain_sub.add_parser(
+        "world-model",
+        help="pre-train the RSSM without rewards on several embodiments' data (WPT eq. 1; "
+        "resumable)",
+    )
+    _scale(p)
+    _common(p)
+    p.set_defaults(func=commands.pretrain_world_model)
 
     evaluate = sub.add_parser("eval", help="evaluate trained models")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

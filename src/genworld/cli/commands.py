@@ -154,6 +154,18 @@ def train_world_model(args) -> None:
         print(f"world model trained: {out} (evaluate with `genworld eval world-model {out}`)")
 
 
+def pretrain_world_model(args) -> None:
+    from genworld.api import pretrain_config, pretrain_world_model
+
+    cfg = pretrain_config(args.scale, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/pretrain/rssm__{args.scale}__s{cfg.seed}"
+    out = pretrain_world_model(cfg, out, show_progress=not args.quiet)  # DDP under torchrun
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"world model pre-trained: {out} (evaluate with `genworld eval world-model {out}`)")
+
+
 def eval_world_model(args) -> None:
     from genworld.api import evaluate_world_model
 
