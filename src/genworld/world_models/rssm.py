@@ -161,7 +161,7 @@ class Window:
     deter: torch.Tensor  # (B, T, deter_dim)
     stoch: torch.Tensor  # (B, T, latent_width) posterior samples
     posterior: tuple[torch.Tensor, ...]  # (mean, log-std) or (log-probs,), each (B, T, ...)
-    prior: tuple[torch.Tensor, ...]
+    prior: tuple[torch.Tensor, ...]  # the same, of p(z_t | h_t)
 
 
 # ------------------------------------------------------------------ building blocks
@@ -228,12 +228,12 @@ class RSSMWorldModel(nn.Module):
         super().__init__()
         cfg.validate()
         self.specs, self.cfg, self.normalizer = list(specs), cfg, normalizer
-        self.obs_max = max(s.obs_dim for s in specs)
-        self.act_max = max(s.act_dim for s in specs) if act_width is None else act_width
-        if self.act_max < max(s.act_dim for s in specs):
+        self.obs_max, widest = max(s.obs_dim for s in specs), max(s.act_dim for s in specs)
+        self.act_max = widest if act_width is None else act_width
+        if self.act_max < widest:
             raise GenworldError(
-                f"act_width={act_width} is narrower than an env's actions "
-                f"({max(s.act_dim for s in specs)}); give at least the widest"
+                f"act_width={act_width} is narrower than an env's actions ({widest}); give at "
+                "least the widest (a target's actions must fit the pre-trained model's)"
             )
         groups = [encoder_group(s, cfg.share_encoders) for s in specs]
         self.groups = list(dict.fromkeys(groups))  # one encoder per group, in first-seen order
