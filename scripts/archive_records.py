@@ -7,13 +7,21 @@ checkpoint; ``prompt_dt/seed*/net.safetensors``). Cells' own checkpoints and dat
 
 Shared models are left out (and named) when together they exceed ``--max-models-mb`` (default
 50 MB): an ablation trains one world model per cell, hundreds of MB that do not belong in git.
+
+Files are copied byte for byte, so each cell's ``provenance`` (commit, uncommitted-changes mark,
+command, machine) and its datasets' fingerprints stay in the record; the script prints which
+commits made the cells. ``genworld results`` then renders the record's headline row; a
+``record.json`` written beside the record by hand (title, caveat) is never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
+
+from genworld.utils.provenance import cells_code
 
 TOP = (".json", ".md", ".png", ".csv")
 
@@ -43,7 +51,9 @@ def copy(src: Path, dest: Path) -> None:
 def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
     if not run.is_dir():
         raise SystemExit(f"{run} is not a folder")
-    records = [f for f in run.iterdir() if f.is_file() and f.suffix in TOP]
+    records = [
+        f for f in run.iterdir() if f.is_file() and f.suffix in TOP and f.name != "record.json"
+    ]
     records += list(run.glob("cells/**/result.json"))
     models = shared_files(run)
     size_mb = sum(f.stat().st_size for f in models) / 2**20
@@ -52,6 +62,13 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
         models = []
     for f in records + models:
         copy(f, dest / f.relative_to(run))
+    cells = [json.loads(f.read_text()) for f in run.glob("cells/**/result.json")]
+    made_by = cells_code(cells)
+    print("cells made by: " + ", ".join(f"{code} ({n})" for code, n in made_by.items()))
+    if any(code.endswith("+dirty") for code in made_by):
+        print(
+            "some cells were made with uncommitted changes: their commit alone does not rebuild them"
+        )
     return len(records) + len(models)
 
 

@@ -54,3 +54,18 @@ def test_leaves_out_shared_models_over_the_size_limit(tmp_path, archive, capsys)
     assert (dest / "cells/medium/single-hopper/tgw/seed0/result.json").exists()
     assert not (dest / "world_models").exists()
     assert "shared models left out: 3 MB" in capsys.readouterr().out
+
+
+def test_keeps_provenance_and_a_hand_written_record_json(tmp_path, archive, capsys):
+    run = _run_folder(tmp_path, model_bytes=10)
+    cell = run / "cells" / "medium" / "single-hopper" / "tgw" / "seed0" / "result.json"
+    cell.write_text(json.dumps({"score": 1.0, "provenance": {"commit": "f" * 40, "dirty": True}}))
+    (run / "record.json").write_text('{"title": "from the run"}')
+    dest = tmp_path / "records"
+    dest.mkdir()
+    (dest / "record.json").write_text('{"title": "by hand"}')
+    archive(run, dest)
+    assert (dest / cell.relative_to(run)).read_bytes() == cell.read_bytes()
+    assert json.loads((dest / "record.json").read_text()) == {"title": "by hand"}
+    out = capsys.readouterr().out
+    assert "cells made by: ffffffffff+dirty (1)" in out and "uncommitted changes" in out

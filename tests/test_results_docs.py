@@ -1,0 +1,308 @@
+"""The docs' numbers are the records' numbers: docs/RESULTS.md's headline is `genworld results
+--markdown` rendered from docs/results/, every README number that has a record (the bench
+record, the shipped policy cards) equals it, each record's report agrees with its cells, and
+`scripts/archive_records.py` keeps what the headline reads (provenance included)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from genworld import api
+from genworld.cli import main
+from genworld.reports.results import load_headlines, markdown
+from genworld.reports.table import rows as table_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "docs" / "results"
+RESULTS = ROOT / "docs" / "RESULTS.md"
+README = ROOT / "README.md"
+POLICIES = ROOT / "src" / "genworld" / "assets" / "policies"
+BEGIN = "<!-- genworld results: begin"
+END = "<!-- genworld results: end -->"
+
+
+def flat(text: str) -> str:
+    """Markdown prose with its line breaks as spaces (claims wrap anywhere)."""
+    return " ".join(text.split())
+
+
+def headline_block(text: str) -> str:
+    start = text.index(BEGIN)
+    start = text.index("\n", start) + 1
+    return text[start : text.index(END)]
+
+
+# ---------------------------------------------------------------- the headline
+def test_results_page_headline_is_the_rendered_records(capsys):
+    shown = headline_block(RESULTS.read_text())
+    rendered = api.results().summary["markdown"]
+    assert shown == rendered, (
+        "docs/RESULTS.md's headline differs from the records: paste `genworld results "
+        "--markdown` between its markers (never edit the numbers by hand)"
+    )
+    assert main(["results", "--markdown"]) == 0
+    assert capsys.readouterr().out == rendered
+
+
+def test_every_record_folder_has_a_row_that_links_to_it():
+    folders = sorted(d.name for d in RECORDS.iterdir() if d.is_dir())
+    rows = load_headlines(RECORDS)
+    assert sorted(h.folder for h in rows) == folders
+    table = headline_block(RESULTS.read_text())
+    for folder in folders:
+        assert f"](results/{folder}/)" in table
+
+
+def test_record_json_holds_only_known_fields():
+    for meta in RECORDS.glob("*/record.json"):
+        assert set(json.loads(meta.read_text())) <= {"title", "caveat", "code", "order", "compare"}
+
+
+def test_each_records_report_agrees_with_its_cells():
+    """A report rebuilt from other cells than the record's (stale) would put numbers in the
+    docs that the cells do not give."""
+    for folder in sorted(d for d in RECORDS.iterdir() if d.is_dir()):
+        cells = [json.loads(f.read_text()) for f in folder.glob("cells/**/result.json")]
+        if (folder / "table.json").exists():
+            report = json.loads((folder / "table.json").read_text())
+            key = lambda r: (r["setting"], r["quality"], r["env"], r["algo"], r["seed"])  # noqa: E731
+            assert sorted(report["rows"], key=key) == sorted(table_rows(cells), key=key), folder
+        if (folder / "unseen.json").exists():
+            report = json.loads((folder / "unseen.json").read_text())
+            for method, groups in report["averages"].items():
+                for group, tasks in (("seen", report["train"]), ("unseen", report["test"])):
+                    means = [
+                        _mean(
+                            [c["last_k"] for c in cells if (c["method"], c["task"]) == (method, t)]
+                        )
+                        for t in tasks
+                    ]
+                    assert groups[group] == pytest.approx(_mean(means), abs=1e-9), (folder, method)
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+# ---------------------------------------------------------------- README and RESULTS numbers
+def _bench() -> dict:
+    figures: dict = {}
+    for f in sorted((RECORDS / "bench-2026-12-04").glob("*.json")):
+        for name, values in json.loads(f.read_text()).items():
+            if isinstance(values, dict) and name != "provenance":
+                figures[name] = figures.get(name, {}) | values
+    return figures
+
+
+def _medium_speedups() -> dict[str, float]:
+    """`--matmul-precision medium`'s updates/s over the default's, per algorithm (same run)."""
+    algos = _bench()["algos"]
+    return {
+        a: algos[a]["genworld_medium_updates_per_s"] / algos[a]["genworld_updates_per_s"]
+        for a in ALGOS
+    }
+
+
+ALGOS = ("bc", "cql", "iql", "td3bc")
+
+
+def _card(name: str) -> str:
+    return f"{json.loads((POLICIES / f'{name}.json').read_text())['eval_normalized']:.1f}"
+
+
+def readme_claims() -> list[tuple[str, tuple[str, ...]]]:
+    """(pattern in the README's flattened text, the record's numbers its groups must equal)."""
+    b = _bench()
+    algos, build, wm, im = b["algos"], b["data_build"], b["world_model"], b["imagination"]
+    medium = _medium_speedups()
+    minutes = f"{b['end_to_end']['quick_start_seconds'] / 60:.1f}"
+    claims = [
+        (rf"`{n}` ([\d.]+) normalized" if n == "ant-expert" else rf"`{n}` ([\d.]+)", (_card(n),))
+        for n in ("halfcheetah-expert", "hopper-expert", "walker2d-expert", "ant-expert")
+    ]
+    return claims + [
+        (r"([\d.]+)k steps/s for halfcheetah here", (f"{build['build_end_to_end_steps_per_s'] / 1000:.1f}",)),
+        (r"\(([\d.]+)x raw random stepping, ([\d.]+) min per 1M steps; one process: ([\d.]+)x",
+         (f"{build['ratio']:.2f}", f"{build['minutes_per_1M_steps']:.1f}", f"{build['ratio_1_process']:.2f}")),
+        (r"\*\*([\d.]+)× \(BC\), ([\d.]+)× \(CQL\), ([\d.]+)× \(IQL\) and ([\d.]+)× \(TD3\+BC\)\*\*",
+         tuple(f"{algos[a]['ratio']:.2f}" for a in ("bc", "cql", "iql", "td3bc"))),
+        (r"[Tt]he quick start takes ([\d.]+) min", (minutes,)),
+        (r"a dataset builds at ([\d.]+)× raw random", (f"{build['ratio']:.2f}",)),
+        (r"world-model training runs at ([\d.]+)× the fp32 matmul peak",
+         (f"{wm['configs']['paper-default']['fraction_of_matmul_peak']:.2f}",)),
+        (r"imagination at ([\d.]+)× \(paper-default\) and ([\d.]+)× \(mini\)",
+         (f"{im['paper-default']['ratio']:.2f}", f"{im['mini']['ratio']:.2f}")),
+        (r"measured ([\d.]+)× \(BC\) to ([\d.]+)× \(CQL, IQL, TD3\+BC\)",
+         (f"{medium['bc']:.2f}", *{f"{medium[a]:.2f}" for a in ("cql", "iql", "td3bc")})),
+    ]  # fmt: skip
+
+
+def results_claims() -> list[tuple[str, tuple[str, ...]]]:
+    """Numbers the recorded studies' caveats in docs/RESULTS.md quote from their records."""
+
+    def iqm(study: str, group: str, method: str) -> tuple[str, ...]:
+        v = json.loads((RECORDS / study / "unseen.json").read_text())["iqm"][group][method]
+        return tuple(f"{v[k]:.1f}" for k in ("iqm", "ci_low", "ci_high"))
+
+    refs = json.loads((RECORDS / "unseen-cheetah-vel" / "references.json").read_text())
+    r35, r39 = refs["cheetah-vel-35"], refs["cheetah-vel-39"]
+    medium = _medium_speedups()
+    return [
+        (r"TGW-newR ([\d.]+) \[([\d.]+), ([\d.]+)\], Prompt-DT-finetune ([\d.]+) \[([\d.]+), ([\d.]+)\]",
+         iqm("unseen-cheetah-vel", "unseen", "tgw-newr") + iqm("unseen-cheetah-vel", "unseen", "prompt-dt-finetune")),
+        (r"disjoint IQM CIs \(([\d.]+) \[([\d.]+), ([\d.]+)\] vs ([\d.]+) \[([\d.]+), ([\d.]+)\]\)",
+         iqm("unseen-ant-dir", "unseen", "tgw-newr") + iqm("unseen-ant-dir", "unseen", "prompt-dt-finetune")),
+        (r"expert episodes \(IQM ([\d.]+) \[([\d.]+), ([\d.]+)\]\)", iqm("unseen-ant-dir", "unseen", "bc")),
+        (r"experts return −(\d+) / −(\d+) against the random policy's −(\d+) / −(\d+)",
+         tuple(f"{-v:.0f}" for v in (r35[1], r39[1], r35[0], r39[0]))),
+        (r"this record: ([\d.]+)× \(BC\) to ([\d.]+)× \(CQL, IQL, TD3\+BC\)",
+         (f"{medium['bc']:.2f}", *{f"{medium[a]:.2f}" for a in ("cql", "iql", "td3bc")})),
+    ]  # fmt: skip
+
+
+def mismatches(text: str, claims) -> list[str]:
+    """Each claim the text no longer states, or states with other numbers than its record."""
+    text, found = flat(text), []
+    for pattern, expected in claims:
+        stated = re.findall(pattern, text)
+        if not stated:
+            found.append(f"no longer stated: {pattern!r} (expected {expected})")
+        for numbers in stated:
+            numbers = (numbers,) if isinstance(numbers, str) else numbers
+            if tuple(numbers) != tuple(expected):
+                found.append(f"{pattern!r}: the docs say {numbers}, the record {expected}")
+    return found
+
+
+def test_readme_numbers_are_their_records():
+    assert mismatches(README.read_text(), readme_claims()) == []
+
+
+def test_results_caveats_quote_their_records():
+    assert mismatches(RESULTS.read_text(), results_claims()) == []
+
+
+def test_a_number_edited_by_hand_fails():
+    text = README.read_text()
+    hopper = _card("hopper-expert")
+    edited = text.replace(f"`hopper-expert` {hopper}", "`hopper-expert` 93.3")
+    assert edited != text and any("hopper-expert" in m for m in mismatches(edited, readme_claims()))
+    bench = text.replace("**2.96× (BC)", "**3.10× (BC)")
+    assert bench != text and mismatches(bench, readme_claims())
+
+
+def test_bench_targets_read_as_the_record_says():
+    b = _bench()
+    text = flat(RESULTS.read_text())
+    assert all(b["algos"][a]["ratio"] >= 2.0 for a in ALGOS)
+    assert "d3rlpy 2.8.1's | yes, all four |" in text
+    assert b["world_model"]["configs"]["paper-default"]["fraction_of_matmul_peak"] < 0.5
+    assert "matmul peak | no at 2 threads" in text
+    assert b["imagination"]["mini"]["ratio"] < 100
+    assert b["data_build"]["ratio"] >= 0.6 > b["data_build"]["ratio_1_process"]
+    assert "yes with 2 processes (the default for 200k+ steps), not with 1" in text
+    assert b["end_to_end"]["quick_start_seconds"] <= 15 * 60
+
+
+# ---------------------------------------------------------------- links and words
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    return {_slug(m) for m in re.findall(r"^#+ (.+)$", path.read_text(), re.M)}
+
+
+def test_links_to_the_results_and_notes_point_at_headings():
+    notes = ROOT / "docs" / "notes" / "history.md"
+    targets = {"docs/RESULTS.md": RESULTS, "RESULTS.md": RESULTS, "notes/history.md": notes}
+    for page in (README, RESULTS, notes):
+        for target, anchor in re.findall(
+            r"\]\(((?:docs/)?(?:RESULTS|notes/history)\.md)#([^)]+)\)", page.read_text()
+        ):
+            assert anchor in _anchors(targets[target]), f"{page.name} links {target}#{anchor}"
+
+
+def test_no_internal_milestone_names_in_docs_or_code():
+    pattern = re.compile(r"\bstops? \d+|\bstop-\d+|\bstop N\b")
+    files = [README, *(ROOT / "docs").rglob("*.md"), *(ROOT / "src").rglob("*.py")]
+    named = [f"{f.relative_to(ROOT)}: {m}" for f in files for m in pattern.findall(f.read_text())]
+    assert named == []
+
+
+# ---------------------------------------------------------------- new records
+@pytest.fixture(scope="module")
+def archive():
+    script = ROOT / "scripts" / "archive_records.py"
+    spec = importlib.util.spec_from_file_location("archive_records", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.archive
+
+
+def _table_run(root: Path) -> Path:
+    """A finished two-seed `genworld table` run whose cells carry provenance."""
+    run = root / "run"
+    config = {
+        "algos": ["tgw", "bc"],
+        "envs": ["hopper"],
+        "qualities": ["medium"],
+        "settings": ["single"],
+        "scale": "mini",
+        "seeds": 2,
+        "budget": {"updates": 100, "last_k": 3, "eval_episodes": 5},
+    }
+    (run / "cells").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "table.json").write_text(json.dumps({"rows": [], "planned_cells": 4}))
+    for algo, scores in (("tgw", (50.0, 60.0)), ("bc", (40.0, 42.0))):
+        for seed, score in enumerate(scores):
+            cell = run / "cells" / "medium" / "single-hopper" / algo / f"seed{seed}"
+            cell.mkdir(parents=True)
+            result = {
+                "algo": algo,
+                "envs": ["hopper"],
+                "quality": "medium",
+                "seed": seed,
+                "setting": "single",
+                "seconds": 1.0,
+                "summary": {"hopper": {"last_k_mean": score, "best": score}},
+                "datasets_fingerprint": {"genworld/hopper/medium-v0": {"sha256": "ab" * 32}},
+                "provenance": {"commit": "0123456789abcdef", "dirty": False, "command": "x"},
+            }
+            (cell / "result.json").write_text(json.dumps(result))
+    return run
+
+
+def test_an_archived_new_record_keeps_its_provenance_and_renders(tmp_path, archive):
+    run = _table_run(tmp_path)
+    records = tmp_path / "records"
+    archive(run, records / "new-study")
+    for source in run.glob("cells/**/result.json"):
+        copied = records / "new-study" / source.relative_to(run)
+        assert copied.read_bytes() == source.read_bytes()  # provenance and fingerprints kept
+    (row,) = load_headlines(records)
+    assert (row.folder, row.kind, row.code) == ("new-study", "table", "0123456")
+    assert row.result == "medium: TGW 55.0 ± 5.0 · BC 41.0 ± 1.0"
+    assert "4 cells" in row.protocol
+    assert "[new-study](results/new-study/)" in markdown([row])
+    assert api.results(records).summary["studies"][0]["folder"] == "new-study"
+
+
+def test_a_partial_record_says_so(tmp_path):
+    run = _table_run(tmp_path)
+    (run / "cells" / "medium" / "single-hopper" / "bc" / "seed1" / "result.json").unlink()
+    (row,) = load_headlines(tmp_path)
+    assert "BC 40.0 (n=1)" in row.result and "3 of 4 cells (partial)" in row.protocol
+
+
+def test_no_records_is_a_one_line_error(tmp_path, capsys):
+    assert main(["results", "--records", str(tmp_path / "none")]) == 2
+    assert "no study records" in capsys.readouterr().err
