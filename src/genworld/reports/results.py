@@ -38,8 +38,8 @@ NAMES = {
 }
 """Display names of methods and variants (others are shown as they are named)."""
 
-KIND_ORDER = ("table", "ablation", "sweep", "unseen", "bench")
-"""Rows in the issue's order: Table 1, ablations, β, unseen tasks, speed."""
+KIND_ORDER = ("table", "ablation", "sweep", "unseen", "world_model", "bench")
+"""Rows in this order: Table 1, ablations, β, unseen tasks, world-model accuracy, speed."""
 
 FOOTER = (
     "Scores are normalized: D4RL's reference returns for the MuJoCo tables, and per task "
@@ -60,7 +60,7 @@ class Headline:
     folder: str
     """The record folder's name under the records root."""
     kind: str
-    """table, ablation, sweep, unseen or bench."""
+    """table, ablation, sweep, unseen, world_model or bench."""
     study: str
     result: str
     """The numbers, in brief."""
@@ -92,13 +92,16 @@ def headline(folder: Path) -> Headline:
         row = _unseen(folder, meta.get("compare"))
     elif (folder / "table.json").exists():
         row = _table(folder)
+    elif (folder / "k_step_errors.json").exists():
+        row = _world_model(folder)
     elif any(
         _read(f).keys() & BENCH_KEYS for f in folder.glob("*.json") if f.name != "record.json"
     ):
         row = _bench(folder)
     else:
         raise GenworldError(
-            f"{folder} holds no study record (unseen.json, table.json or a bench JSON)"
+            f"{folder} holds no study record (unseen.json, table.json, k_step_errors.json or a "
+            "bench JSON): move it out of the records folder or teach reports/results.py its kind"
         )
     kind, study, result, protocol, code = row
     return Headline(
@@ -247,6 +250,42 @@ def _task_average(results, method: str, tasks: list[str]) -> str:
         return "—"
     text = f"{np.mean(means):.1f}"
     return text if len(means) == len(tasks) else f"{text} ({len(means)} of {len(tasks)} tasks)"
+
+
+def _world_model(folder: Path) -> tuple[str, str, str, str, str]:
+    """A ``genworld eval world-model`` record: each model's open-loop observation error at the
+    first and last horizon per env (mean predictor ≈ 1), and how far resampling the stochastic
+    state moves its predictions (``stochastic_state.json``), beside the training config."""
+    errors = _read(folder / "k_step_errors.json")
+    horizons = sorted(
+        {int(k.removeprefix("obs_h")) for m in errors.values() for e in m.values() for k in e
+         if k.startswith("obs_h")}
+    )  # fmt: skip
+    first, last = f"obs_h{horizons[0]}", f"obs_h{horizons[-1]}"
+    parts = []
+    for model, envs in errors.items():
+        if model != "mean-predictor":
+            per_env = ", ".join(f"{e} {v[first]:.3g} / {v[last]:.3g}" for e, v in envs.items())
+            parts.append(f"`{model}` observation MSE h{horizons[0]} / h{horizons[-1]}: {per_env}")
+    if mean := errors.get("mean-predictor"):
+        low = min(v[first] for v in mean.values())
+        high = max(v[first] for v in mean.values())
+        parts.append(f"mean predictor h{horizons[0]} {low:.2f}–{high:.2f}")
+    if (folder / "stochastic_state.json").exists():
+        for model, envs in _read(folder / "stochastic_state.json").items():
+            ratios = [v["ratio_to_head"] for v in envs.values()]
+            parts.append(
+                f"resampling `{model}`'s stochastic state moves its decoded mean by "
+                f"{100 * min(ratios):.1f}–{100 * max(ratios):.1f}% of the head's variance"
+            )
+    cfg = _read(folder / "config.json") if (folder / "config.json").exists() else {}
+    protocol = "k-step open-loop errors on held-out episodes, in units of the data's variance"
+    if cfg:
+        protocol = (
+            f"`genworld train world-model --model {cfg['model']}`, {cfg['steps']:,} updates on "
+            f"{', '.join(cfg['datasets'])}, seed {cfg['seed']}; {protocol}"
+        )
+    return "world_model", "World-model accuracy", "; ".join(parts), protocol, "unrecorded"
 
 
 BENCH_KEYS = {"algos", "matmul_peak", "world_model", "imagination", "data_build", "end_to_end"}
