@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from genworld.train.dd_iql import AgnosticIQLRunConfig
     from genworld.train.dd_ppo import AgnosticPPORunConfig
     from genworld.train.pipeline import RunConfig
+    from genworld.train.scenarios import ScenarioStudyConfig
     from genworld.train.table import TableConfig
     from genworld.train.unseen import UnseenConfig
     from genworld.train.world_model import WorldModelTrainConfig
@@ -59,6 +60,8 @@ __all__ = [
     "results",
     "run",
     "run_config",
+    "scenarios",
+    "scenarios_config",
     "sweep_beta",
     "sweep_config",
     "table",
@@ -160,6 +163,13 @@ def unseen_config(scale: str = "mini", **overrides: Any) -> UnseenConfig:
     return config_for_scale(scale, **overrides)
 
 
+def scenarios_config(scale: str = "mini", **overrides: Any) -> ScenarioStudyConfig:
+    """``genworld scenarios``' config (study, envs, methods, seeds, …) at ``scale``."""
+    from genworld.train.scenarios import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
 def world_model_config(scale: str = "mini", **overrides: Any) -> WorldModelTrainConfig:
     """``genworld train world-model``'s config (model, datasets, steps, …) at ``scale``."""
     from genworld.train.world_model import config_for_scale
@@ -252,6 +262,27 @@ def unseen(
         cfg, done.train, done.test, done.references, done.results, out, planned=planned
     )
     return Result(out, summary, (out / "unseen.md", out / "unseen_tasks.png"))
+
+
+def scenarios(
+    cfg: ScenarioStudyConfig,
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+    report_only: bool = False,
+) -> Result:
+    """MrCoM's studies (seed 002 §5, App. C) on DMC scenarios: datasets, a world model per
+    setting and kind, every (method, target, seed) adaptation cell, then scenarios.md /
+    scenarios.json / scenarios.png."""
+    from genworld.reports.scenarios import write_scenarios_report
+    from genworld.train.scenarios import cells, groups, run_scenarios
+
+    out = Path(out)
+    done = run_scenarios(cfg, out, show_progress=show_progress, report_only=report_only)
+    summary = write_scenarios_report(
+        cfg, groups(cfg), cells(cfg), done.scenarios, done.results, out, planned=done.planned
+    )
+    return Result(out, summary, (out / "scenarios.md", out / "scenarios.png"))
 
 
 # ---------------------------------------------------------------- models and policies

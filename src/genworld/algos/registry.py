@@ -64,7 +64,8 @@ class AlgoContext:
     train models themselves. None = model-free cells only."""
 
     def world_model(self, model: str) -> torch.nn.Module:
-        """The fitted world model ``model`` (``tgw`` or ``mlp``) on this cell's data: the scale's
+        """The fitted world model ``model`` (``tgw``, ``mlp``, ``mrcom``, ``rssm``) on this cell's
+        data (or, in ``genworld scenarios``, the training scenarios' model): the scale's
         preset of that model, then ``overrides["world_model"]``."""
         if self.world_models is None:
             raise GenworldError(
@@ -105,6 +106,8 @@ ALGOS: dict[str, str] = {
     "prompt-dt": "genworld.algos.prompt_dt:build",
     "cmt": "genworld.algos.cmt:build",
     "tgw": "genworld.algos.tgw:build",
+    "mrcom": "genworld.algos.mrcom:build",
+    "rssm": "genworld.algos.rssm:build",
     "agnostic-iql": "genworld.algos.agnostic_iql:build",
 }
 """Name → ``module:function`` of its builder."""
@@ -122,6 +125,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tgw-newr": ("tgw", {"reward": "task"}),
     # CMT without its improvement stage (seed 001, Table 1 "CMT w/o PT")
     "cmt-no-pt": ("cmt", {"prompt_tuning": False}),
+    # MrCoM's DreamerV3 baseline: the RSSM filtering MrCoM's context first (seed 002 §5.1)
+    "rssm-context": ("rssm", {"context": True}),
 }
 
 

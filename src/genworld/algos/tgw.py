@@ -36,6 +36,7 @@ from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.envs.tasks import task_reward_fn
 from genworld.errors import GenworldError
+from genworld.world_models.subset import on_envs
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def build(ctx: AlgoContext) -> TGWAgent:
         if ctx.task is None:
             raise GenworldError("reward=task needs the cell's task env (AlgoContext.task)")
         reward_fn = task_reward_fn(ctx.task)
+    model = on_envs(model, ctx.dataset)  # a model of more envs than the cell's (scenarios)
     return TGWAgent(model, ctx.dataset, cfg, ctx.device, reward_fn=reward_fn)
 
 

@@ -87,6 +87,13 @@ def _unseen_options(p):
     add_config_options(p, UnseenConfig, skip=("shipped_experts",), defaults=unseen_config("mini"))
 
 
+def _scenarios_options(p):
+    from genworld.api import scenarios_config
+    from genworld.train.scenarios import ScenarioStudyConfig
+
+    add_config_options(p, ScenarioStudyConfig, defaults=scenarios_config("mini"))
+
+
 def _world_model_options(p):
     from genworld.api import world_model_config
     from genworld.train.world_model import WorldModelTrainConfig
@@ -128,6 +135,7 @@ GENERATED: dict[tuple[str, ...], Callable[[argparse.ArgumentParser], None]] = {
     ("ablate",): lambda p: _table_options(p, skip=("algos",)),
     ("sweep", "beta"): lambda p: _table_options(p, skip=("algos",)),
     ("unseen",): _unseen_options,
+    ("scenarios",): _scenarios_options,
     ("train", "world-model"): _world_model_options,
     ("pretrain", "world-model"): _pretrain_options,
     ("train", "agnostic-iql"): _agnostic_iql_options,
@@ -218,6 +226,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "task's direction; auto (the default): turned for ant-dir, sac otherwise",
     )
     p.set_defaults(func=commands.unseen)
+
+    p = parsers["scenarios",] = sub.add_parser(
+        "scenarios",
+        help="MrCoM's studies on DMC scenarios (seed 002): --study multi|dynamics|perturb|"
+        "single|behaviour",
+    )
+    _scale(p)
+    _common(p, report_only=True)
+    p.set_defaults(func=commands.scenarios)
 
     p = parsers["ablate",] = sub.add_parser(
         "ablate", help="TGW ablations (Table 2): w/o prompt, w/o RSSM, w/o ri"

@@ -262,6 +262,18 @@ def unseen(args) -> None:
     print(f"unseen-task directory: {result.out} (unseen.md, unseen.json, unseen_tasks.png)")
 
 
+def scenarios(args) -> None:
+    from genworld.api import scenarios, scenarios_config
+
+    cfg = scenarios_config(args.scale, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/scenarios__{cfg.study}__{cfg.scale}"
+    result = scenarios(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"scenarios directory: {result.out} (scenarios.md, scenarios.json, scenarios.png)")
+
+
 def table_options(args) -> dict:
     """The table config's overrides: the generated options and the ``--setting`` alias."""
     settings = tuple(x for x in args.setting.split(",") if x) if args.setting else None

@@ -141,6 +141,28 @@ class MultiEnvDataset:
         subset._set_envs([env.take(r) for env, r in zip(self.envs, rows, strict=True)])
         return subset
 
+    def extended(self, episodes: Sequence[Sequence[Episode]]) -> MultiEnvDataset:
+        """This dataset with ``episodes[k]`` appended to env ``k`` (whole episodes, after its
+        own, so windows and histories stay inside episodes); an empty list adds nothing."""
+        if len(episodes) != self.num_envs:
+            raise GenworldError(
+                f"give a list of episodes per env ({self.num_envs}), got {len(episodes)}"
+            )
+        envs = []
+        for env, new in zip(self.envs, episodes, strict=True):
+            if not new:
+                envs.append(env)
+                continue
+            more = EnvData.from_episodes(env.spec, new)
+            fields = ("observations", "actions", "rewards", "next_observations", "terminations")
+            fields += ("timesteps", "steps_left")
+            joined = {name: torch.cat([getattr(env, name), getattr(more, name)]) for name in fields}
+            returns = np.concatenate([env.episode_returns, more.episode_returns])
+            envs.append(EnvData(spec=env.spec, episode_returns=returns, **joined))
+        out = MultiEnvDataset.__new__(MultiEnvDataset)
+        out._set_envs(envs)
+        return out
+
     def without_rows(self, rows: Sequence[torch.Tensor]) -> MultiEnvDataset:
         """This dataset minus the transitions ``rows[k]`` of each env ``k``."""
         keep = []

@@ -11,6 +11,9 @@ units) and ``fraction`` 0.1 ("about 10%"), both fields of :class:`Perturbation`.
 
 Every draw comes from the wrapper's own generator, seeded from ``Perturbation.seed`` and, at each
 ``reset(seed=s)``, from ``s`` too: the same seeds give the same perturbed episodes.
+:func:`perturb_episode_observations` perturbs a recorded episode's observations exactly as the
+wrapper reset with a seed would have (offline data of a perturbed scenario), and the registry
+names a perturbed env ``<env>@obs=<kind>`` (default sizes and seed, :func:`perturbed_name`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,66 @@ class Perturbation:
         """The EnvSpec of ``spec``'s env under this perturbation (add-d widens it)."""
         self.validate(spec.obs_dim)
         extra = self.count(spec.obs_dim) if self.kind == "add-d" else 0
-        return replace(spec, name=f"{spec.name}@obs={self.kind}", obs_dim=spec.obs_dim + extra)
+        return replace(
+            spec, name=perturbed_name(spec.name, self.kind), obs_dim=spec.obs_dim + extra
+        )
+
+    def fixed_dims(self, obs_dim: int) -> np.ndarray:
+        """msk-f's zeroed dims: drawn once from ``seed``, sorted."""
+        order = np.random.default_rng([self.seed, 1]).permutation(obs_dim)
+        return np.sort(order[: self.count(obs_dim)])
+
+    def episode_rng(self, reset_seed: int) -> np.random.Generator:
+        """The generator of an episode reset with ``reset_seed``."""
+        return np.random.default_rng([self.seed, 2, reset_seed])
+
+    def apply(self, obs: np.ndarray, rng: np.random.Generator, fixed: np.ndarray) -> np.ndarray:
+        """One observation ``(d,)`` perturbed with draws from ``rng`` (``fixed``: msk-f's dims)."""
+        obs = np.array(obs, copy=True)
+        d, k = obs.shape[0], self.count(obs.shape[0])
+        if self.kind == "add-g":
+            obs = obs + rng.normal(0.0, self.noise_std, obs.shape).astype(obs.dtype)
+        elif self.kind == "add-d":
+            obs = np.concatenate([obs, rng.normal(0.0, 1.0, k).astype(obs.dtype)])
+        elif self.kind == "msk-r":
+            obs[rng.choice(d, k, replace=False)] = 0
+        else:
+            obs[fixed] = 0
+        return obs
+
+
+PERTURBED = "@obs="
+"""What separates an env's name from its perturbation's kind: ``dmc-cheetah-run@obs=add-g``."""
+
+
+def perturbed_name(env: str, kind: str) -> str:
+    """The registry name of ``env`` with its observations perturbed by ``kind``."""
+    return f"{env}{PERTURBED}{kind}"
+
+
+def split_perturbed(name: str) -> tuple[str, Perturbation | None]:
+    """``<env>@obs=<kind>`` → (``<env>``, the kind's :class:`Perturbation` with its default
+    sizes and seed); another name → (name, None)."""
+    env, mark, kind = name.rpartition(PERTURBED)
+    if not mark:
+        return name, None
+    perturbation = Perturbation(kind)
+    perturbation.validate()
+    return env, perturbation
+
+
+def perturb_episode_observations(
+    observations: np.ndarray, perturbation: Perturbation, reset_seed: int
+) -> np.ndarray:
+    """An episode's observations ``(T+1, d)`` as :class:`PerturbedObservation` reset with
+    ``reset_seed`` gives them (the same draws in the same order): ``(T+1, d')``."""
+    observations = np.asarray(observations)
+    perturbation.validate(observations.shape[1])
+    rng, fixed = (
+        perturbation.episode_rng(reset_seed),
+        perturbation.fixed_dims(observations.shape[1]),
+    )
+    return np.stack([perturbation.apply(o, rng, fixed) for o in observations])
 
 
 class PerturbedObservation(gym.ObservationWrapper):
@@ -76,24 +138,14 @@ class PerturbedObservation(gym.ObservationWrapper):
         perturbation.validate(d)
         self.p, self.d, self.k = perturbation, d, perturbation.count(d)
         self.rng = np.random.default_rng(perturbation.seed)
-        self.fixed = np.sort(np.random.default_rng([perturbation.seed, 1]).permutation(d)[: self.k])
+        self.fixed = perturbation.fixed_dims(d)
         if perturbation.kind == "add-d":
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (d + self.k,), space.dtype)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
-            self.rng = np.random.default_rng([self.p.seed, 2, seed])
+            self.rng = self.p.episode_rng(seed)
         return super().reset(seed=seed, options=options)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        obs = np.array(observation, copy=True)
-        kind = self.p.kind
-        if kind == "add-g":
-            obs = obs + self.rng.normal(0.0, self.p.noise_std, obs.shape).astype(obs.dtype)
-        elif kind == "add-d":
-            obs = np.concatenate([obs, self.rng.normal(0.0, 1.0, self.k).astype(obs.dtype)])
-        elif kind == "msk-r":
-            obs[self.rng.choice(self.d, self.k, replace=False)] = 0
-        else:
-            obs[self.fixed] = 0
-        return obs
+        return self.p.apply(observation, self.rng, self.fixed)

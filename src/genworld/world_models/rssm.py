@@ -50,7 +50,8 @@ Deviations:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -479,6 +480,20 @@ class RSSMWorldModel(nn.Module):
         """The encoder's features ``e(o) (N, hidden)`` of raw observations ``(N, obs_max)``:
         the space WPT retrieves in (eq. 5)."""
         return self._embed(self._normalised_obs(observations, env_idx), env_idx)
+
+    def with_burn_in(self, steps: int) -> RSSMWorldModel:
+        """This model, its weights shared, with ``encode`` filtering ``steps`` dataset steps
+        before each start state: 0 = imagination from the start observation alone (MrCoM's
+        context-free baseline), ``context_len − 1`` = the context MrCoM sees (its
+        context-augmented DreamerV3 baseline)."""
+        if not 0 <= steps < self.cfg.seq_len:
+            raise GenworldError(
+                f"burn_in={steps}: give 0 ≤ steps < seq_len ({self.cfg.seq_len}), the longest "
+                "history the model was trained to filter"
+            )
+        view = copy.copy(self)  # shares every parameter, buffer and submodule
+        view.cfg = replace(self.cfg, burn_in=steps)
+        return view
 
     def transferred(self, specs: list[EnvSpec], normalizer: Normalizer) -> RSSMWorldModel:
         """This model for other envs (a fine-tuning target, a held-out embodiment): every shared

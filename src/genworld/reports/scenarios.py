@@ -1,0 +1,204 @@
+"""The report of ``genworld scenarios`` (MrCoM's studies, seed 002 §5 and App. C): a table per
+study (a row per setting, task and split; a column per method, mean ± std across seeds of the
+mean over the row's target scenarios), IQM with bootstrap CIs per split, a bar chart per method,
+and the data and protocol caveats. scenarios.md / scenarios.json / scenarios.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from genworld.eval.scores import precision_note
+from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
+from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
+from genworld.utils.provenance import cells_code, cells_code_line, provenance
+
+TITLES = {
+    "multi": "multi-scenario (Table 1)",
+    "dynamics": "dynamics changed only (Table 2)",
+    "perturb": "observation perturbations (Table 3)",
+    "single": "single scenario (Table 4)",
+    "behaviour": "behaviour-data quality (Table 5)",
+}
+PAPER = {
+    "multi": "the paper's means over Table 1's cells: in distribution MrCoM 49.7, DreamerV3 43.0, "
+    "CaDM 39.4, MAMBA 34.8; out of distribution 46.8 / 36.1 / 29.5 / 21.7",
+    "perturb": "the paper's means over Table 3's cells: MrCoM 61.2, DreamerV3 57.2, CaDM 52.3, "
+    "MAMBA 58.7",
+}
+SPLITS = {"id": "in distribution", "ood": "out of distribution"}
+
+
+def row_keys(cfg, groups) -> list[tuple[str, str, str]]:
+    """(group, env, split) of every row, in the study's order."""
+    return [(g.name, env, split) for g in groups for env in g.envs for split in g.splits]
+
+
+def row_stats(results: list[dict], key, method: str, seeds: int) -> dict:
+    """Mean ± std across seeds of each seed's mean over the row's finished targets."""
+    group, env, split = key
+    per_seed = []
+    for seed in range(seeds):
+        values = [
+            r["last_k"]
+            for r in results
+            if (r["group"], r["env"], r["split"], r["method"], r["seed"])
+            == (group, env, split, method, seed)
+        ]
+        if values:
+            per_seed.append(float(np.mean(values)))
+    if not per_seed:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "n": len(per_seed)}
+
+
+def split_iqms(cfg, cells, results: list[dict], split: str, reps: int) -> dict[str, dict]:
+    """IQM (0–100) with 95% stratified bootstrap CIs over the split's targets × seeds, for each
+    method with every such cell finished."""
+    scores = {
+        (r["group"], r["env"], r["target"], r["method"], r["seed"]): r["last_k"] for r in results
+    }
+    targets = sorted({(c.group, c.env, c.target) for c in cells if c.split == split})
+    matrices = {
+        m: np.array([[scores[(*t, m, s)] / 100.0 for t in targets] for s in range(cfg.seeds)])
+        for m in cfg.methods
+        if targets and all((*t, m, s) in scores for t in targets for s in range(cfg.seeds))
+    }
+    return iqm_with_ci(matrices, reps) if matrices else {}
+
+
+def protocol_lines(cfg, scenario_names: dict) -> list[str]:
+    counts = ", ".join(
+        f"{env}: {len(v['train'])} training, {len(v['id'])} in-distribution and "
+        f"{len(v['ood'])} out-of-distribution targets"
+        for env, v in scenario_names.items()
+    )
+    quality = (
+        f"qualities {', '.join(cfg.qualities)} (a world model each)"
+        if cfg.study == "behaviour"
+        else f"quality `{cfg.quality}`"
+    )
+    wm = f"{cfg.wm_steps} updates" if cfg.wm_steps else "each model's preset updates"
+    return [
+        "**Data**: made by genworld in the DeepMind Control Suite (dm_control, state "
+        "observations) with genworld's own scenario-conditioned SAC behaviour policy, "
+        f"{quality}: {cfg.train_steps} transitions per training scenario, {cfg.target_steps} "
+        "per target (its small adaptation dataset). Not the paper's data. Scores are normalized "
+        "as return / 10 (DMC returns are in [0, 1000]); the paper's normalization is not given, "
+        "so its numbers are context, not a target.",
+        "",
+        f"**Protocol**: scale `{cfg.scale}`; {cfg.seeds} seed(s); scenarios drawn with seed "
+        f"{cfg.scenario_seed} ({counts}; training ranges torso and length [0.8, 1.2], speed "
+        "[0.5, 1.0], out of distribution outside them, ours: the seed text lost the paper's"
+        + (f"; the target speed fixed at {cfg.fixed_speed:g}" if cfg.study == "dynamics" else "")
+        + "). One world model per setting and model kind, seed 0, "
+        f"{wm}, shared by every seed (the seeds vary the adaptation); a policy per (method, "
+        f"target, seed): {cfg.policy_updates} SAC updates of offline MBPO from the target's "
+        "data in that model, scored in the target's real env as the mean of the last "
+        f"{cfg.last_k} evaluations ({cfg.eval_episodes} episode(s) each); mean ± std across "
+        "seeds of the mean over a row's targets."
+        + (
+            " Below full scale the policy learner is the one every model-based method shares "
+            "(half real rows, a TD3+BC-form behaviour term), not the paper's plain SAC."
+            if cfg.scale != "full"
+            else ""
+        ),
+    ]
+
+
+def write_scenarios_report(
+    cfg, groups, cells, scenario_names: dict, results: list[dict], out: Path, planned=None
+) -> dict:
+    """scenarios.md / scenarios.json / scenarios.png from the finished cells ``results``;
+    ``planned``: the study's cell count when they are the cells finished so far."""
+    methods = list(cfg.methods)
+    lines = [f"# Scenarios: {TITLES[cfg.study]}", "", *protocol_lines(cfg, scenario_names)]
+    lines += ["", cells_code_line(results), ""]
+    if cfg.study in PAPER:
+        lines += [f"For context, {PAPER[cfg.study]}.", ""]
+    lines += ["| setting | task | split | " + " | ".join(methods) + " |"]
+    lines += ["|---|---|---|" + "---|" * len(methods)]
+    rows = []
+    for key in row_keys(cfg, groups):
+        stats = {m: row_stats(results, key, m, cfg.seeds) for m in methods}
+        rows.append({"group": key[0], "env": key[1], "split": key[2], "methods": stats})
+        texts = [seeds_text(s["mean"], s["std"], s["n"], cfg.seeds) for s in stats.values()]
+        lines.append(f"| {key[0]} | {key[1]} | {SPLITS[key[2]]} | " + " | ".join(texts) + " |")
+    summary: dict = {"rows": rows, "averages": {}, "iqm": {}}
+    reps = bootstrap_reps(cfg.scale)
+    iqm_lines = []
+    for split in dict.fromkeys(k[2] for k in row_keys(cfg, groups)):
+        means = {m: [r["methods"][m]["mean"] for r in rows if r["split"] == split] for m in methods}
+        summary["averages"][split] = {
+            m: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan")
+            for m, v in means.items()
+        }
+        average = ["—" if np.isnan(v) else f"{v:.1f}" for v in summary["averages"][split].values()]
+        lines.append(f"| **average** | | {SPLITS[split]} | " + " | ".join(average) + " |")
+        iqms = split_iqms(cfg, cells, results, split, reps)
+        summary["iqm"][split] = iqms
+        iqm_lines += [
+            f"| {SPLITS[split]} | {m} | {v['iqm']:.1f} | [{v['ci_low']:.1f}, {v['ci_high']:.1f}] |"
+            for m, v in iqms.items()
+        ]
+    if iqm_lines:
+        lines += [
+            "",
+            f"IQM over each split's targets × {cfg.seeds} seed(s), 95% stratified bootstrap CIs "
+            f"({reps} resamples, rliable); only methods with every cell of the split finished:",
+            "",
+            "| split | method | IQM | 95% CI |",
+            "|---|---|---|---|",
+            *iqm_lines,
+        ]
+    lines += ["", "Scenarios (`<task>@<parameter>=<scale>`; parameters at 1 are left out):", ""]
+    used = ("train", *dict.fromkeys(k[2] for k in row_keys(cfg, groups)))
+    for env, names in scenario_names.items():
+        for part in used:
+            lines.append(f"- {env} {part}: " + ", ".join(f"`{n}`" for n in names[part]))
+    if results:
+        lines += ["", precision_note(results)]
+    if planned is not None and planned > len(results):
+        lines += [
+            "",
+            f"**Partial report**: {len(results)} of {planned} cells finished; an entry is the "
+            "mean over the seeds finished so far (n), — where none has.",
+        ]
+    lines += ["", "![scores per setting and method](scenarios.png)", ""]
+    plot(rows, methods, out / "scenarios.png", TITLES[cfg.study])
+    atomic_write_bytes(out / "scenarios.md", "\n".join(lines).encode())
+    report = {
+        "config": cfg.__dict__,
+        "scenarios": scenario_names,
+        "cells_code": cells_code(results),
+        "report": provenance(),
+        "results": results,
+        **summary,
+    }
+    atomic_write_json(out / "scenarios.json", report)
+    return report
+
+
+def plot(rows: list[dict], methods: list[str], path: Path, title: str) -> None:
+    """Bars per method for every row (mean ± std across seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(rows))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 4.5, 3.6))
+    for i, method in enumerate(methods):
+        means = [r["methods"][method]["mean"] for r in rows]
+        stds = [np.nan_to_num(r["methods"][method]["std"]) for r in rows]
+        offset = (i - (len(methods) - 1) / 2) * width
+        ax.bar(x + offset, means, width, yerr=stds, capsize=2, label=method)
+    labels = [f"{r['group']}\n{r['env'].removeprefix('dmc-')}\n{r['split']}" for r in rows]
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("normalized score (return / 10)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)

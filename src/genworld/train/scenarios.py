@@ -1,0 +1,469 @@
+"""``genworld scenarios``: MrCoM's studies (seed 002, §5, App. C) on DMC scenarios.
+
+One world model per method's model kind is trained on every training scenario of the study's
+tasks (one env per task: the scenarios of a task share it, so only the context tells them
+apart), then, per target scenario, method and seed, a policy is adapted to the target from its
+small dataset through that model (``mrcom``, ``tgw``, ``rssm``, ``rssm-context``: registered
+agents, :mod:`genworld.algos`) and scored in the target's real env (normalized: return / 10).
+
+Studies (``study``), each a set of groups, one world model per group and model kind:
+
+- ``multi`` (Table 1): scenarios with torso, length and speed drawn from the training ranges;
+  targets in distribution (new draws from the same ranges) and out of distribution (every
+  parameter outside them), :func:`genworld.envs.scenarios.scenario_split`;
+- ``dynamics`` (Table 2): as multi with the target speed fixed (``fixed_speed``): only the
+  dynamics change;
+- ``perturb`` (Table 3): multi's scenarios with the observations perturbed (add-g, add-d, msk-r,
+  msk-f; :mod:`genworld.envs.perturb`), a world model per perturbation, in-distribution targets;
+- ``single`` (Table 4): a world model per task, on that task's scenarios only;
+- ``behaviour`` (Table 5): the dynamics fixed (torso and length 1) and the speed drawn, a world
+  model per data quality (random, medium, mixed, expert), in-distribution targets.
+
+Every stage resumes in ``out``: datasets are built once (Minari, like ``genworld table``), world
+models in ``out/world_models/<group>/<model>``, and a cell is done when its ``result.json``
+exists (``out/cells/<group>/<env>/<split>/<target>/<method>/seed<k>``). A finished study takes
+more methods or seeds later (neither is part of the resume check).
+
+Choices the seed text leaves open (documented here and in the report): one world model (seed 0)
+per group and kind shared by every seed (the seeds vary the adaptation); the fixed speed of the
+dynamics study (1.0: the task's own target speed); the scenario ranges
+(:class:`~genworld.envs.scenarios.ScenarioRanges`); perturbed data made by perturbing the
+recorded observations as the perturbed env would (:func:`~genworld.envs.perturb.
+perturb_episode_observations`), with an episode's own reset seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from genworld.config import check_scale, resolve
+from genworld.data.ids import DatasetId
+from genworld.envs.perturb import KINDS, Perturbation, perturbed_name
+from genworld.envs.scenarios import SPEED_TASKS, parse_scenario, scenario_split, slug
+from genworld.errors import GenworldError
+from genworld.utils.io import atomic_write_json, check_or_write_config
+from genworld.utils.provenance import provenance
+
+STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour")
+METHODS = ("mrcom", "tgw", "rssm", "rssm-context")
+"""Every method: MrCoM, TGW (the sibling method), the context-free RSSM and the RSSM with
+MrCoM's context (the paper's DreamerV3 baseline)."""
+DEFAULT_METHODS = ("mrcom", "tgw", "rssm")
+WORLD_MODEL_OF = {"mrcom": "mrcom", "tgw": "tgw", "rssm": "rssm", "rssm-context": "rssm"}
+"""The world-model kind each method adapts in (rssm and rssm-context share one model)."""
+BEHAVIOUR_QUALITIES = ("random", "medium", "mixed", "expert")
+
+
+@dataclass(frozen=True)
+class ScenarioStudyConfig:
+    study: str = "multi"
+    """multi (Table 1), dynamics (Table 2), perturb (Table 3), single (Table 4) or behaviour
+    (Table 5): see the module docstring."""
+    envs: tuple[str, ...] = ("dmc-cheetah-run",)
+    """DMC tasks whose scenarios the world model learns (dmc-walker-walk and dmc-hopper-hop join
+    when their scenario-conditioned behaviour policies are shipped)."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    """Methods compared (``METHODS``); a finished study takes more later."""
+    seeds: int = 3
+    """Seeds per (method, target); a finished study takes more later."""
+    scale: str = "mini"
+    """tiny, mini or full: the preset below, and every world model's and agent's own."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda: world models and cells."""
+    quality: str = "mixed"
+    """Data quality of every training scenario and target (random, medium, mixed, expert); the
+    behaviour study runs each of ``qualities`` instead."""
+    qualities: tuple[str, ...] = BEHAVIOUR_QUALITIES
+    """The behaviour study's data qualities (App. C.2), one world model each."""
+    perturbations: tuple[str, ...] = KINDS
+    """The perturb study's observation perturbations (Table 3), one world model each."""
+    train_scenarios: int = 8
+    """Training scenarios per task (the world model's data)."""
+    targets: int = 3
+    """Target scenarios per task and split (in distribution; out of distribution where the study
+    has it)."""
+    scenario_seed: int = 0
+    """Seeds the draw of training and target scenarios."""
+    fixed_speed: float = 1.0
+    """The target-speed scale every scenario of the dynamics study keeps (ours: the task's own
+    target speed; the seed text lost the value)."""
+    train_steps: int = 20_000
+    """Transitions per training scenario's dataset (built when missing)."""
+    target_steps: int = 5_000
+    """Transitions of each target's small dataset: what adaptation starts its rollouts from."""
+    wm_steps: int = 0
+    """World-model updates; 0 = each model's preset for the scale."""
+    policy_updates: int = 10_000
+    """Policy updates per (method, target, seed)."""
+    eval_every: int = 1_000
+    """Updates between a cell's evaluations in its target's real env."""
+    eval_episodes: int = 3
+    """Episodes per evaluation."""
+    last_k: int = 3
+    """A cell's score: the mean of its last k evaluations."""
+    workers: int = 1
+    """Cells run side by side in this many processes (one torch thread each). Not part of the
+    resume check."""
+
+    def validate(self) -> None:
+        checks = [
+            ("study", (self.study,), STUDIES),
+            ("method", self.methods, METHODS),
+            ("quality", (self.quality, *self.qualities), BEHAVIOUR_QUALITIES),
+            ("perturbation", self.perturbations, KINDS),
+            ("env", self.envs, tuple(SPEED_TASKS)),
+        ]
+        for name, values, choices in checks:
+            for value in values:
+                if value not in choices:
+                    raise GenworldError(
+                        f"unknown {name} {value!r}: choose from {', '.join(choices)}"
+                    )
+        for name in ("methods", "envs", "qualities", "perturbations"):
+            if not getattr(self, name):
+                raise GenworldError(f"--{name} is empty: give at least one")
+        for name in (
+            *("seeds", "train_scenarios", "targets", "train_steps", "target_steps"),
+            *("policy_updates", "eval_every", "eval_episodes", "last_k", "workers"),
+        ):
+            if getattr(self, name) <= 0:
+                raise GenworldError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.wm_steps < 0:
+            raise GenworldError(f"--wm_steps must be ≥ 0 (0 = the preset), got {self.wm_steps}")
+        check_scale(self.scale)
+        parse_scenario(f"{self.envs[0]}@speed={self.fixed_speed:g}")  # in the allowed range
+
+
+SCALES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "train_scenarios": 2,
+        "targets": 1,
+        "train_steps": 1_000,
+        "target_steps": 1_000,
+        "policy_updates": 20,
+        "eval_every": 10,
+        "eval_episodes": 1,
+        "last_k": 2,
+    },
+    "mini": {},
+    "full": {
+        "train_scenarios": 20,
+        "targets": 5,
+        "train_steps": 100_000,
+        "target_steps": 10_000,
+        "policy_updates": 100_000,
+        "eval_every": 5_000,
+        "eval_episodes": 10,
+        "last_k": 10,
+    },
+}
+
+
+def config_for_scale(scale: str, **overrides: Any) -> ScenarioStudyConfig:
+    """The scale's preset, then ``overrides`` (None = keep)."""
+    check_scale(scale)
+    top = {k: v for k, v in overrides.items() if v is not None}
+    cfg = resolve(ScenarioStudyConfig, {"scale": scale, **SCALES[scale]}, top)
+    cfg.validate()
+    return cfg
+
+
+# ------------------------------------------------------------------ the plan: scenarios and cells
+@dataclass(frozen=True)
+class Group:
+    """One world model's data: its name, tasks, data quality and perturbation (or none)."""
+
+    name: str
+    envs: tuple[str, ...]
+    quality: str
+    perturbation: str | None = None
+    splits: tuple[str, ...] = ("id", "ood")
+
+
+def groups(cfg: ScenarioStudyConfig) -> list[Group]:
+    if cfg.study in ("multi", "dynamics"):
+        return [Group(cfg.study, cfg.envs, cfg.quality)]
+    if cfg.study == "single":
+        return [Group(f"single-{env}", (env,), cfg.quality) for env in cfg.envs]
+    if cfg.study == "perturb":
+        return [Group(k, cfg.envs, cfg.quality, k, ("id",)) for k in cfg.perturbations]
+    return [Group(q, cfg.envs, q, None, ("id",)) for q in cfg.qualities]
+
+
+def scenarios(cfg: ScenarioStudyConfig, env: str) -> dict[str, list[str]]:
+    """``{"train": […], "id": […], "ood": […]}``: the task's seeded scenario names for the study
+    (dynamics: the speed fixed; behaviour: torso and length 1, the speed drawn)."""
+    n = cfg.train_scenarios
+    inside, outside = scenario_split(env, n + cfg.targets, cfg.targets, seed=cfg.scenario_seed)
+    names = {"train": inside[:n], "id": inside[n:], "ood": outside}
+    if cfg.study == "dynamics":
+        fix = {"speed": cfg.fixed_speed}
+    elif cfg.study == "behaviour":
+        fix = {"torso": 1.0, "length": 1.0}
+    else:
+        return names
+    return {k: [replace(parse_scenario(s), **fix).name for s in v] for k, v in names.items()}
+
+
+@dataclass(frozen=True)
+class Cell:
+    group: str
+    env: str
+    split: str
+    target: str
+    method: str
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        where = f"{self.group}/{self.env}/{self.split}/{slug(self.target)}"
+        return f"cells/{where}/{self.method}/seed{self.seed}"
+
+
+def cells(cfg: ScenarioStudyConfig) -> list[Cell]:
+    """Seed-major: a study stopped part-way already compares every method on its first seeds."""
+    out = []
+    for seed in range(cfg.seeds):
+        for group in groups(cfg):
+            for env in group.envs:
+                names = scenarios(cfg, env)
+                for split in group.splits:
+                    for target in names[split]:
+                        out += [Cell(group.name, env, split, target, m, seed) for m in cfg.methods]
+    return out
+
+
+def dataset_ids(cfg: ScenarioStudyConfig) -> list[tuple[str, int]]:
+    """Every dataset the study reads, with the transitions it is built with when missing."""
+    ids: dict[str, int] = {}
+    for group in groups(cfg):
+        for env in group.envs:
+            names = scenarios(cfg, env)
+            for name in names["train"]:
+                ids.setdefault(str(DatasetId(name, group.quality)), cfg.train_steps)
+            for split in group.splits:
+                for name in names[split]:
+                    ids.setdefault(str(DatasetId(name, group.quality)), cfg.target_steps)
+    return list(ids.items())
+
+
+# ------------------------------------------------------------------ data
+def _group_of(cfg: ScenarioStudyConfig, name: str) -> Group:
+    return next(g for g in groups(cfg) if g.name == name)
+
+
+def data_spec(env: str, perturbation: str | None):
+    """The world model's env for a task's scenarios: the task (perturbed: its perturbed spec)."""
+    from genworld.envs.registry import get_env_spec
+
+    return get_env_spec(env if perturbation is None else perturbed_name(env, perturbation))
+
+
+def scenario_episodes(name: str, quality: str, perturbation: str | None, salt: int) -> list:
+    """A scenario's episodes (its Minari dataset), their observations perturbed as the perturbed
+    env would give them, each with its own reset seed (``salt`` keeps scenarios apart)."""
+    from genworld.data.episodes import Episode
+    from genworld.data.minari_io import read_episodes
+    from genworld.envs.perturb import perturb_episode_observations
+
+    dataset = DatasetId(name, quality)
+    spec = dataset.spec
+    episodes = read_episodes(str(dataset), obs_dim=spec.obs_dim, act_dim=spec.act_dim)
+    if perturbation is None:
+        return episodes
+    p = Perturbation(perturbation)
+    return [
+        Episode.from_arrays(
+            perturb_episode_observations(ep.observations, p, salt * 100_000 + i),
+            ep.actions,
+            ep.rewards,
+            ep.terminations,
+            ep.truncations,
+        )
+        for i, ep in enumerate(episodes)
+    ]
+
+
+def group_dataset(cfg: ScenarioStudyConfig, group: Group):
+    """Every training scenario's data, one env per task."""
+    from genworld.data.multi_env import MultiEnvDataset
+
+    data = []
+    for env in group.envs:
+        names = scenarios(cfg, env)["train"]
+        episodes = [
+            ep
+            for i, name in enumerate(names)
+            for ep in scenario_episodes(name, group.quality, group.perturbation, i)
+        ]
+        data.append((data_spec(env, group.perturbation), episodes))
+    return MultiEnvDataset(data)
+
+
+def target_dataset(cfg: ScenarioStudyConfig, group: Group, cell: Cell):
+    """The target's small dataset, under its task's env (the world model's)."""
+    from genworld.data.multi_env import MultiEnvDataset
+
+    salt = 10_000 + scenarios(cfg, cell.env)[cell.split].index(cell.target)
+    salt += 5_000 if cell.split == "ood" else 0
+    episodes = scenario_episodes(cell.target, group.quality, group.perturbation, salt)
+    return MultiEnvDataset([(data_spec(cell.env, group.perturbation), episodes)])
+
+
+# ------------------------------------------------------------------ world models and cells
+def world_model_config(cfg: ScenarioStudyConfig, kind: str):
+    from genworld.train.world_model import config_for_scale as wm_scale
+
+    return wm_scale(
+        cfg.scale,
+        check_ids=False,
+        model=kind,
+        seed=0,
+        device=cfg.device,
+        steps=cfg.wm_steps or None,
+    )
+
+
+def world_model(cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, show_progress=False):
+    """The group's ``kind`` model on its training scenarios (trained once, then loaded)."""
+    from genworld.train.world_model import fit_world_model
+
+    data = group_dataset(cfg, _group_of(cfg, group))
+    folder = out / "world_models" / group / kind
+    return fit_world_model(world_model_config(cfg, kind), data, folder, show_progress=show_progress)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str):
+    """A world model loaded once per (worker) process for all its cells."""
+    return world_model(cfg, Path(out), group, kind)
+
+
+def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
+    """Adapt ``cell.method`` to the target from its small dataset in the group's world model,
+    score it in the target's real env; resumable, then its ``result.json``."""
+    import torch
+
+    from genworld.envs.registry import get_env_spec
+    from genworld.train.cells import build_cell_agent, train_cell
+    from genworld.utils.device import resolve_device
+
+    folder = out / cell.folder
+    done = folder / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    group = _group_of(cfg, cell.group)
+    kind = WORLD_MODEL_OF[cell.method]
+    model = _cached_model(cfg, str(out), cell.group, kind)  # before the cell's seed
+    data = target_dataset(cfg, group, cell)
+    task = (
+        cell.target
+        if group.perturbation is None
+        else perturbed_name(cell.target, group.perturbation)
+    )
+    torch.manual_seed(cell.seed)
+    agent = build_cell_agent(
+        cell.method,
+        data,
+        resolve_device(cfg.device),
+        scale=cfg.scale,
+        seed=cell.seed,
+        out=folder,
+        world_models=lambda ctx, name: model,
+        task=task,
+    )
+    spec = get_env_spec(task)
+    _, summary = train_cell(
+        f"{cell.method} {cell.group} {cell.split} {cell.target} s{cell.seed}",
+        agent,
+        [spec],
+        folder / "policy",
+        updates=cfg.policy_updates,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        last_k=cfg.last_k,
+        seed=cell.seed,
+    )
+    result = {
+        **asdict(cell),
+        "study": cfg.study,
+        "eval_env": task,
+        "last_k": summary[task]["last_k_mean"],
+        "best": summary[task]["best"],
+        "world_model": f"world_models/{cell.group}/{kind}",
+        "data": data.fingerprint(),
+        "updates": cfg.policy_updates,
+        "seconds": round(time.perf_counter() - started, 1),
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "provenance": provenance(),
+    }
+    atomic_write_json(done, result)
+    return result
+
+
+# ------------------------------------------------------------------ the study
+@dataclass(frozen=True)
+class ScenarioResults:
+    """What a study produced: each task's scenarios, one result per finished cell of
+    ``planned``."""
+
+    scenarios: dict[str, dict[str, list[str]]]
+    results: list[dict]
+    planned: int
+
+
+def check_policies(cfg: ScenarioStudyConfig) -> None:
+    """Every behaviour policy the datasets need is shipped; else one line naming them."""
+    from genworld.data.build import missing_policies
+
+    missing = sorted({p for i, _ in dataset_ids(cfg) for p in missing_policies(i)})
+    if missing:
+        raise GenworldError(
+            f"no behaviour policies {', '.join(missing)} for the study's datasets (only "
+            "dmc-cheetah-run's are shipped so far): leave those tasks out of --envs, or train "
+            "and export them (`genworld data train-policy`, `genworld data export-policies`)"
+        )
+
+
+def run_scenarios(
+    cfg: ScenarioStudyConfig,
+    out: Path,
+    *,
+    show_progress: bool = True,
+    report_only: bool = False,
+) -> ScenarioResults:
+    """Datasets, world models and every cell (each resumes), or with ``report_only`` the cells
+    finished so far."""
+    from genworld.data.build import ensure_built
+    from genworld.utils.parallel import process_map
+    from genworld.utils.progress import progress_bar
+
+    cfg.validate()
+    names = {env: scenarios(cfg, env) for env in cfg.envs}
+    todo = cells(cfg)
+    if report_only:
+        if not (out / "config.json").exists():
+            raise GenworldError(f"{out} holds no study (no config.json): run it first")
+        check_or_write_config(out, cfg, ignore=("workers", "methods", "seeds"))
+        paths = [out / c.folder / "result.json" for c in todo]
+        results = [json.loads(p.read_text()) for p in paths if p.exists()]
+        return ScenarioResults(names, results, len(todo))
+    check_policies(cfg)
+    check_or_write_config(out, cfg, ignore=("workers", "methods", "seeds"))
+    for steps in sorted({s for _, s in dataset_ids(cfg)}):
+        ids = [i for i, s in dataset_ids(cfg) if s == steps]
+        ensure_built(ids, steps=steps, show_progress=show_progress)
+    kinds = list(dict.fromkeys(WORLD_MODEL_OF[m] for m in cfg.methods))
+    for group in groups(cfg):
+        for kind in kinds:  # trained here, before the cells load them
+            world_model(cfg, out, group.name, kind, show_progress)
+    jobs = [(cfg, out, c) for c in todo]
+    with progress_bar("scenario cells", len(jobs), enabled=show_progress) as advance:
+        results = process_map(run_cell, jobs, cfg.workers, advance)
+    return ScenarioResults(names, results, len(todo))

@@ -1,0 +1,258 @@
+"""MrCoM's scenario adaptation and ``genworld scenarios`` (seed 002, Alg. 2, §5, App. C): the
+adaptation agents through a model trained on other envs, the online variant, perturbed data and
+env names, the study's config and plan, and (integration) the tiny multi study end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genworld.algos.mbpo import MBPOConfig
+from genworld.algos.mrcom import MrCoMAgent, MrCoMAgentConfig
+from genworld.algos.registry import AlgoContext, build_agent, resolve_variant
+from genworld.algos.sac import SACConfig
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.envs.perturb import KINDS, Perturbation, perturb_episode_observations
+from genworld.envs.registry import get_env_spec, make_env
+from genworld.envs.scenarios import parse_scenario
+from genworld.errors import GenworldError
+from genworld.train.world_model_source import provide_world_model
+from genworld.world_models.subset import EnvSubset, on_envs
+
+from .conftest import random_episode
+from .test_algos import toy_dataset
+
+SMALL = MBPOConfig(rollout_every=2, rollout_batch=16, horizon=2, beta=0.0, real_ratio=0.5)
+SMALL = MBPOConfig(**{**SMALL.__dict__, "sac": SACConfig(hidden=(16, 16), batch_size=16)})
+
+
+def _toy_episodes(seed=0) -> dict:
+    """toy_dataset()'s (spec, episodes) per env, drawn in the same order."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for env in ("hopper", "halfcheetah"):
+        spec = get_env_spec(env)
+        episodes = [
+            random_episode(rng, 30, spec.obs_dim, spec.act_dim, terminal=i % 2 == 0)
+            for i in range(4)
+        ]
+        out[env] = (spec, episodes)
+    return out
+
+
+def _context(dataset, tmp_path, source=provide_world_model, task=None, overrides=None):
+    return AlgoContext(
+        dataset=dataset,
+        normalizer=Normalizer.fit(dataset),
+        device=torch.device("cpu"),
+        scale="tiny",
+        seed=0,
+        out=tmp_path,
+        world_models=source,
+        task=task,
+        overrides=overrides or {},
+    )
+
+
+@pytest.fixture(scope="module")
+def two_env_models(tmp_path_factory):
+    """Tiny MrCoM and RSSM models trained on hopper + halfcheetah toy data."""
+    data = toy_dataset()
+    folder = tmp_path_factory.mktemp("models")
+    models = {kind: _context(data, folder / kind).world_model(kind) for kind in ("mrcom", "rssm")}
+    return data, models
+
+
+# ------------------------------------------------------------------ adaptation agents
+@pytest.mark.parametrize("method", ["mrcom", "rssm", "rssm-context"])
+def test_adaptation_agent_on_one_env_of_a_two_env_model_round_trips(
+    method, two_env_models, tmp_path
+):
+    """The study's path: a model trained on several envs, the agent on one env's data (the
+    target's): update → act → state_dict → a fresh agent gives the same actions."""
+    full, models = two_env_models
+    target = toy_dataset(envs=("halfcheetah",), seed=3)
+    algo, variant = resolve_variant(method)
+    model = models["mrcom" if method == "mrcom" else "rssm"]
+
+    def make(seed):
+        torch.manual_seed(seed)
+        ctx = _context(target, tmp_path, lambda c, n: model, overrides=variant)
+        return build_agent(algo, ctx)
+
+    agent = make(0)
+    assert isinstance(agent.world_model, EnvSubset)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        metrics = agent.update(generator)
+    assert metrics["rollout/transitions"] > 0
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    obs = torch.zeros(4, target.obs_max)
+    obs[:, :17] = target.envs[0].observations[:4]
+    actions = agent.act(obs, torch.zeros(4, dtype=torch.int64))
+    assert actions.shape == (4, 6) and actions.abs().max() <= 1
+    other = make(1)
+    other.load_state_dict(agent.state_dict())
+    torch.testing.assert_close(other.act(obs, torch.zeros(4, dtype=torch.int64)), actions)
+
+
+def test_env_subset_predicts_as_the_model_on_its_own_env(two_env_models):
+    """One env of the model through :func:`on_envs` gives the model's own deterministic
+    predictions for that env (cut to the env's widths)."""
+    full, models = two_env_models
+    model = models["mrcom"]
+    assert on_envs(model, full) is model
+    single = MultiEnvDataset([_toy_episodes()["halfcheetah"]])  # env 1 of ``full``
+    view = on_envs(model, single)
+    index = torch.tensor([3, 10, 25])
+    actions = torch.rand(3, 6) * 2 - 1
+    own = model.next(
+        model.encode(full, torch.ones(3, dtype=torch.int64), index),
+        None,
+        actions,
+        deterministic=True,
+    )
+    seen = view.next(
+        view.encode(single, torch.zeros(3, dtype=torch.int64), index),
+        None,
+        actions,
+        deterministic=True,
+    )
+    torch.testing.assert_close(seen.next_observations, own.next_observations[:, :17])
+    torch.testing.assert_close(seen.extrinsic, own.extrinsic)
+    with pytest.raises(GenworldError, match="covers"):
+        on_envs(model, toy_dataset(envs=("walker2d",)))
+
+
+def test_rssm_context_filters_history_the_context_free_one_does_not(two_env_models):
+    full, models = two_env_models
+    model = models["rssm"]
+    env, index = torch.ones(2, dtype=torch.int64), torch.tensor([0, 12])
+    trained = model.cfg.burn_in
+    free, context = model.with_burn_in(0), model.with_burn_in(3)
+    assert free.initial_deter is model.initial_deter  # weights shared, not copied
+    assert model.cfg.burn_in == trained  # the trained model is unchanged
+    a, b = free.encode(full, env, index), context.encode(full, env, index)
+    torch.testing.assert_close(a.deter[0], b.deter[0])  # step 0 has no history to filter
+    assert not torch.allclose(a.deter[1], b.deter[1])
+    with pytest.raises(GenworldError, match="burn_in"):
+        model.with_burn_in(model.cfg.seq_len)
+
+
+def test_online_variant_adds_real_episodes_and_resumes_them(two_env_models, tmp_path):
+    """``online_steps``: the policy's real steps join the data; the state round-trips them."""
+    full, models = two_env_models
+    cfg = MrCoMAgentConfig(mbpo=SMALL, online_steps=7, online_every=2)
+    agent = MrCoMAgent(models["mrcom"], full, cfg, torch.device("cpu"), seed=0)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):  # collections at updates 0 and 2
+        metrics = agent.update(generator)
+    assert agent.collections == 2 and float(metrics["online/steps"]) == 14
+    assert [sum(len(e) for e in eps) for eps in agent.collected] == [14, 14]
+    assert len(agent.mbpo.dataset) == len(full) + 28
+    state = agent.state_dict()
+    other = MrCoMAgent(models["mrcom"], full, cfg, torch.device("cpu"), seed=0)
+    other.load_state_dict(state)
+    assert len(other.mbpo.dataset) == len(agent.mbpo.dataset)
+    torch.testing.assert_close(
+        other.mbpo.dataset.envs[0].observations, agent.mbpo.dataset.envs[0].observations
+    )
+    with pytest.raises(GenworldError, match="online_steps"):
+        MrCoMAgentConfig(online_steps=-1).validate()
+
+
+# ------------------------------------------------------------------ perturbed data and names
+@pytest.mark.parametrize("kind", KINDS)
+def test_perturbed_episode_matches_the_perturbed_env(kind):
+    """Recorded observations perturbed offline == what the perturbed env gives, same seed."""
+    p = Perturbation(kind, seed=3)
+    plain, wrapped = make_env("hopper"), make_env("hopper", perturbation=p)
+    raw = [plain.reset(seed=11)[0]]
+    seen = [wrapped.reset(seed=11)[0]]
+    for _ in range(5):
+        action = np.full(3, 0.3, np.float32)
+        raw.append(plain.step(action)[0])
+        seen.append(wrapped.step(action)[0])
+    np.testing.assert_allclose(perturb_episode_observations(np.array(raw), p, 11), np.array(seen))
+
+
+def test_registry_names_perturbed_envs():
+    spec = get_env_spec("dmc-cheetah-run@torso=1.2@obs=add-d")
+    assert (spec.name, spec.obs_dim) == ("dmc-cheetah-run@torso=1.2@obs=add-d", 17 + 2)
+    env = make_env("hopper@obs=msk-f")
+    assert env.reset(seed=0)[0].shape == (11,)
+    with pytest.raises(GenworldError, match="unknown perturbation"):
+        get_env_spec("hopper@obs=blur")
+
+
+# ------------------------------------------------------------------ the study's config and plan
+def test_study_config_refuses_unknown_studies_and_methods_in_one_line():
+    from genworld.api import scenarios_config
+
+    for field, value, choices in (
+        ("study", "tables", "multi, dynamics, perturb, single, behaviour"),
+        ("methods", ("mrcom", "cadm"), "mrcom, tgw, rssm, rssm-context"),
+        ("envs", ("dmc-walker-stand",), "dmc-cheetah-run"),
+    ):
+        with pytest.raises(GenworldError) as err:
+            scenarios_config("tiny", **{field: value})
+        assert "\n" not in str(err.value) and choices in str(err.value)
+
+
+def test_cli_refuses_an_unknown_study_with_exit_2(capsys):
+    from genworld.cli import main
+
+    assert main(["scenarios", "--study", "table9", "--scale", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "choose from multi, dynamics" in err
+
+
+def test_study_plans_its_scenarios_and_cells():
+    from genworld.api import scenarios_config
+    from genworld.train.scenarios import cells, dataset_ids, groups, scenarios
+
+    multi = scenarios_config("tiny", seeds=2)
+    names = scenarios(multi, "dmc-cheetah-run")
+    assert [len(names[k]) for k in ("train", "id", "ood")] == [2, 1, 1]
+    ood = parse_scenario(names["ood"][0])
+    assert not 0.5 <= ood.speed <= 1.0 and not 0.8 <= ood.torso <= 1.2
+    assert len(cells(multi)) == 2 * 2 * 3  # seeds × (id, ood) × methods
+    dynamics = scenarios(scenarios_config("tiny", study="dynamics"), "dmc-cheetah-run")
+    assert {parse_scenario(n).speed for v in dynamics.values() for n in v} == {1.0}
+    behaviour = scenarios_config("tiny", study="behaviour")
+    assert all(
+        (parse_scenario(n) or parse_scenario(n + "@speed=1")).torso == 1.0
+        for v in scenarios(behaviour, "dmc-cheetah-run").values()
+        for n in v
+    )
+    assert [g.name for g in groups(behaviour)] == ["random", "medium", "mixed", "expert"]
+    perturb = scenarios_config("tiny", study="perturb", seeds=1)
+    assert {c.split for c in cells(perturb)} == {"id"} and len(cells(perturb)) == 4 * 3
+    assert len(dataset_ids(perturb)) == 3  # training scenarios + the id target, shared
+
+
+@pytest.mark.integration
+def test_tiny_multi_study_end_to_end(tmp_path):
+    """The acceptance command: `genworld scenarios --study multi --scale tiny --seeds 1` writes
+    its table, JSON and plot; a rerun resumes every finished cell."""
+    from genworld.cli import main
+
+    out = tmp_path / "multi"
+    argv = ["scenarios", "--study", "multi", "--scale", "tiny", "--seeds", "1", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads((out / "scenarios.json").read_text())
+    assert [(r["split"], sorted(r["methods"])) for r in report["rows"]] == [
+        ("id", ["mrcom", "rssm", "tgw"]),
+        ("ood", ["mrcom", "rssm", "tgw"]),
+    ]
+    assert len(report["results"]) == 6
+    assert all(np.isfinite(r["last_k"]) for r in report["results"])
+    assert (out / "scenarios.md").exists() and (out / "scenarios.png").stat().st_size > 0
+    done = {p: p.stat().st_mtime for p in out.glob("cells/**/result.json")}
+    assert main([*argv, "--out", str(out), "--report-only"]) == 0
+    assert main([*argv, "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime for p in out.glob("cells/**/result.json")} == done
