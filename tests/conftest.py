@@ -10,6 +10,7 @@ def _isolated_data(tmp_path, monkeypatch):
     """Every test writes datasets into its own MINARI_DATASETS_PATH."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("GENWORLD_TRACEBACK", "1")  # a bug in a CLI test shows its traceback
     torch.set_num_threads(1)
 
 
@@ -62,10 +63,9 @@ def tiny_policies(tmp_path, monkeypatch):
 
 @pytest.fixture
 def all_tiny_policies(tmp_path, monkeypatch):
-    from genworld.envs import ENV_SPECS
-
     import shutil
 
+    from genworld.envs import ENV_SPECS
     from genworld.policies import ASSETS
 
     folder = tmp_path / "policies"

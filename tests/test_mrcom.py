@@ -346,5 +346,6 @@ def test_cli_trains_and_evaluates_mrcom_on_two_datasets(tmp_path):
     assert main(argv) == 0
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 30
     assert main(["eval", "world-model", str(out), "--episodes-per-env", "16"]) == 0
-    errors = json.loads((out / "eval" / "k_step_errors.json").read_text())
+    (evaluation,) = (out / "eval").iterdir()
+    errors = json.loads((evaluation / "k_step_errors.json").read_text())
     assert set(errors["mrcom:mrcom"]) == {"hopper", "halfcheetah"}

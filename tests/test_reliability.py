@@ -344,6 +344,8 @@ def test_a_run_saved_before_a_new_config_field_resumes_when_the_field_is_at_its_
     current = _json.loads(_json.dumps(asdict(cfg)))
     old = {**current, "sac": {k: v for k, v in current["sac"].items() if k != "bc_alpha"}}
     (tmp_path / "config.json").write_text(_json.dumps(old))
+    (tmp_path / "checkpoints" / "step_000000010").mkdir(parents=True)  # a finished step
+    (tmp_path / "checkpoints" / "step_000000010" / "meta.json").write_text("{}")
     check_or_write_config(tmp_path, cfg)  # resumes
     check_or_write_config(tmp_path, replace(cfg, workers=4), ignore=("workers",))
     check_or_write_config(tmp_path, replace(cfg, threads=7))  # speed only: never in the check

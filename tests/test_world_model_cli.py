@@ -36,16 +36,17 @@ def test_train_eval_world_model_tiny(random_data, tmp_path):
         assert json.loads(lines[-1])["step"] == 30
         assert any((out / "tb").iterdir())
     assert main(["eval", "world-model", *runs, "--episodes-per-env", "16"]) == 0
-    errors = json.loads((tmp_path / "tgw" / "eval" / "k_step_errors.json").read_text())
+    (compared,) = (tmp_path / "tgw" / "eval").iterdir()  # one folder per evaluation
+    errors = json.loads((compared / "k_step_errors.json").read_text())
     for env, model in (
         ("hopper", "mean-predictor"),
         ("hopper", "tgw:tgw"),
         ("halfcheetah", "mlp:mlp"),
     ):
         assert env in errors[model]
-    assert (tmp_path / "tgw" / "eval" / "k_step_errors.png").stat().st_size > 1000
+    assert (compared / "k_step_errors.png").stat().st_size > 1000
     # the stochastic state's contribution, beside the errors (TGW only: the MLP has no u)
-    alive = json.loads((tmp_path / "tgw" / "eval" / "stochastic_state.json").read_text())
+    alive = json.loads((compared / "stochastic_state.json").read_text())
     assert set(alive) == {"tgw:tgw"}
     for env in ("hopper", "halfcheetah"):
         row = alive["tgw:tgw"][env]
@@ -56,7 +57,9 @@ def test_train_eval_world_model_tiny(random_data, tmp_path):
         main(["eval", "world-model", runs[0], "--episodes-per-env", "16", "--off-data", "random"])
         == 0
     )
-    rows = json.loads((tmp_path / "tgw" / "eval" / "penalty_calibration.json").read_text())
+    (alone,) = set((tmp_path / "tgw" / "eval").iterdir()) - {compared}
+    rows = json.loads((alone / "penalty_calibration.json").read_text())
+    assert "mlp:mlp" in json.loads((compared / "k_step_errors.json").read_text())  # kept
     assert "hopper" in rows["held-out"] and "halfcheetah" in rows["random"]
     assert set(rows) == {"held-out", "random"} and rows["random"]["hopper"]["uncertainty"] > 0
 

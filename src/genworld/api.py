@@ -321,18 +321,21 @@ def evaluate_world_model(
     runs: list[str | Path], *, episodes_per_env: int = 256, off_data: str | None = None
 ) -> Result:
     """k-step open-loop errors of trained world models on the first run's held-out episodes
-    (eval/k_step_errors.{md,json,png} in that run), beside how much their stochastic state moves
-    the predictions (eval/stochastic_state.{md,json}); with ``off_data`` (a quality such as
-    ``random``) also whether the uncertainty penalty sees the one-step error there."""
+    (k_step_errors.{md,json,png}), beside how much their stochastic state moves the predictions
+    (stochastic_state.{md,json}); with ``off_data`` (a quality such as ``random``) also whether
+    the uncertainty penalty sees the one-step error there (penalty_calibration.{md,json}). All
+    in ``<first run>/eval/<this evaluation>/``: a folder per set of runs and options, so no
+    evaluation overwrites another."""
     from genworld.reports.world_model import write_calibration, write_errors, write_sensitivity
     from genworld.train.world_model import (
         calibrate_penalty,
         evaluate_runs,
+        evaluation_folder,
         stochastic_state_sensitivity,
     )
 
     paths = [Path(r) for r in runs]
-    out = paths[0] / "eval"
+    out = evaluation_folder(paths, off_data=off_data, per_env=episodes_per_env)
     named = evaluate_runs(paths, per_env=episodes_per_env)
     summary: dict[str, Any] = {"k_step_errors": named}
     files = write_errors(named, out)
@@ -377,23 +380,24 @@ def export_policies(
 
 def export_task_experts(run: str | Path, dest: str | Path | None = None) -> dict[str, Any]:
     """Ship the task experts and reference returns of a finished ``unseen`` run."""
-    from genworld.train.unseen import export_task_experts as export
+    from genworld.train.task_experts import export_task_experts as export
 
     return export(Path(run), Path(dest) if dest else None)
 
 
 def agnostic_iql_config(**fields: Any) -> AgnosticIQLRunConfig:
-    """DD-IQL's run config: the scale's datasets, budget and agent preset under ``fields``."""
-    from genworld.train.dd_iql import AgnosticIQLRunConfig, resolve_iql_run
+    """DD-IQL's run config: the scale's datasets, budget and agent preset under ``fields`` (a
+    budget field given as 0 is an error; left out, it is the scale's)."""
+    from genworld.train.dd_iql import iql_run_config
 
-    return resolve_iql_run(AgnosticIQLRunConfig(**fields))
+    return iql_run_config(**fields)
 
 
 def agnostic_ppo_config(**fields: Any) -> AgnosticPPORunConfig:
     """DD-PPO's run config (envs, scale, timesteps, …)."""
-    from genworld.train.dd_ppo import AgnosticPPORunConfig
+    from genworld.train.dd_ppo import ppo_run_config
 
-    return AgnosticPPORunConfig(**fields)
+    return ppo_run_config(**fields)
 
 
 def train_agnostic_iql(

@@ -42,6 +42,7 @@ def apply(cfg: C, values: dict[str, Any], where: str = "") -> C:
         )
     changes = {}
     for key, value in values.items():
+        check_field(key, value)
         current = getattr(cfg, key)
         if isinstance(value, dict) and is_dataclass(current):
             changes[key] = apply(current, value, f"{where or type(cfg).__name__}.{key}")
@@ -50,6 +51,35 @@ def apply(cfg: C, values: dict[str, Any], where: str = "") -> C:
         else:
             changes[key] = value
     return replace(cfg, **changes)
+
+
+MAX_SEED = 2**31 - 1
+"""The largest seed (numpy, torch and Gymnasium all take it, and seeds derived from it)."""
+
+MAX_SEEDS = 1_000
+"""The most seeds a study runs: more is a typo, not a study."""
+
+
+def check_seed(seed: Any, name: str = "--seed") -> None:
+    """A seed is a whole number in [0, ``MAX_SEED``]; else a one-line GenworldError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise GenworldError(f"{name} must be a whole number from 0 to {MAX_SEED:,}; got {seed}")
+
+
+MAX_PROCESSES = 1_024
+"""The most threads or worker processes a config may ask for: more is a typo."""
+
+
+def check_field(name: str, value: Any) -> None:
+    """The fields every config shares by name, checked wherever a config is built: ``seed``
+    (:func:`check_seed`), ``seeds`` (1 to ``MAX_SEEDS``), ``threads`` and ``workers`` (1 to
+    ``MAX_PROCESSES``)."""
+    if name == "seed":
+        check_seed(value)
+        return
+    limit = {"seeds": MAX_SEEDS, "threads": MAX_PROCESSES, "workers": MAX_PROCESSES}.get(name)
+    if limit and isinstance(value, int) and not 0 < value <= limit:
+        raise GenworldError(f"--{name} must be from 1 to {limit:,}; got {value}")
 
 
 def check_scale(scale: str) -> None:

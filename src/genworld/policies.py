@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
@@ -154,13 +155,25 @@ def load_policy(path_stem: Path) -> tuple[TanhGaussianActor, dict[str, Any]]:
         )
     try:
         card = json.loads(card_path.read_text())
-        state = load_file(weights)
         actor = TanhGaussianActor(card["obs_dim"], card["act_dim"], card["hidden"])
-        actor.load_state_dict(state)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise GenworldError(f"policy {path_stem.name} is corrupt ({err}); retrain it") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise _corrupt(path_stem, card_path, err) from None
+    try:
+        actor.load_state_dict(load_file(weights))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        raise _corrupt(path_stem, weights, err) from None
     actor.eval()
     return actor, card
+
+
+def _corrupt(path_stem: Path, path: Path, err: Exception) -> GenworldError:
+    kind = "a safetensors weights file" if path.suffix == ".safetensors" else "a JSON policy card"
+    reason = (str(err).splitlines() or [type(err).__name__])[0]
+    return GenworldError(
+        f"policy {path_stem.name} is corrupt: {path} is not {kind} ({reason}); "
+        "restore it (shipped policies: reinstall genworld) or retrain it with `genworld data "
+        "train-policy`"
+    )
 
 
 def shipped_policy_stem(env: str, name: str) -> Path:

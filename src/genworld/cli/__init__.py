@@ -6,12 +6,14 @@ default in ``--help``, and ``--print-config`` to see the resolved config without
 few hand-written options are aliases (``--setting``, ``--policy``, ``--beta``) or not config
 fields (``--scale``, ``--out``, ``--quiet``, ``--report-only``).
 
-Every GenworldError becomes one line on stderr and exit code 2 (no traceback).
+Every GenworldError (and a full disk) becomes one line on stderr and exit code 2 (no
+traceback); any other error one line naming the log file that holds its traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from genworld.cli.commands import unseen_config
 from genworld.cli.options import add_config_options
 from genworld.config import SCALE_NAMES
 from genworld.errors import GenworldError
+from genworld.utils.io import disk_full
 
 __all__ = ["build_parser", "main", "unseen_config"]
 
@@ -268,7 +271,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _scale(p)
     _common(p)
     p.add_argument(
-        "--batch-size", type=int, default=0, help="rows per update over all envs (default: preset)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per update over all envs (default: the scale's preset)",
     )
     p.set_defaults(func=commands.agnostic_iql)
     p = parsers["train", "agnostic-ppo"] = train_sub.add_parser(
@@ -399,9 +405,59 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as stop:
         print(f"genworld: interrupted{f': {stop}' if str(stop) else ''}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `genworld data list | head`: the reader has all it wanted
+        _silence_stdout()
+        return 141  # as a process killed by SIGPIPE
+    except Exception as err:
+        if full := disk_full(err):  # not a bug: the fix is the user's
+            print(f"genworld: error: {full}", file=sys.stderr)
+            return 2
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        return _internal_error(err, argv)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+TRACEBACK_ENV = "GENWORLD_TRACEBACK"
+"""Set (to anything) to get internal errors as a Python traceback instead of one line and a log."""
+
+
+def _internal_error(err: Exception, argv: list[str]) -> int:
+    """One line for a bug (exit 1); its traceback goes to a log file the line names."""
+    import tempfile
+    import time
+    import traceback
+    from pathlib import Path
+
+    log = (
+        Path(tempfile.gettempdir())
+        / f"genworld-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    )
+    text = f"genworld {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err))
+    try:
+        log.write_text(text)
+        where = f"the traceback is in {log}"
+    except OSError:
+        where = f"rerun with {TRACEBACK_ENV}=1 for the traceback"
+    reason = (str(err).strip().splitlines() or [""])[0][:200]
+    print(
+        f"genworld: internal error: {type(err).__name__}{f': {reason}' if reason else ''} "
+        f"({where}; please report it)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush into the closed pipe
+    does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured output)
+        pass
 
 
 def _strip_global(argv: list[str]) -> list[str]:

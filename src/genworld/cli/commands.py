@@ -311,7 +311,9 @@ def sweep(args) -> None:
 def agnostic_iql(args) -> None:
     from genworld.api import agnostic_iql_config, train_agnostic_iql
 
-    agent = {"batch_size": args.batch_size} if args.batch_size else {}
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise GenworldError(f"--batch-size must be positive; got {args.batch_size}")
+    agent = {"batch_size": args.batch_size} if args.batch_size is not None else {}
     cfg = agnostic_iql_config(scale=args.scale, agent=agent, **overrides_from(args))
     if printed(args, cfg):
         return

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from genworld import __version__
+from genworld.config import check_seed
 from genworld.data.collect import LANES, NUM_ENVS, CollectPool, collect, lanes
 from genworld.data.episodes import Episode
 from genworld.data.ids import DEFAULT_STEPS, SCRIPTED_NOISE, DatasetId, parse_dataset_id
@@ -224,6 +225,7 @@ def build_dataset(
     idle cores (at most ``LANES``); 1 (the default) where builds already run side by side.
     """
     dataset = parse_dataset_id(dataset_id)
+    check_seed(seed)
     if steps is not None and not 0 < steps <= MAX_STEPS:
         raise GenworldError(
             f"--steps must be a positive number of transitions, at most {MAX_STEPS:,}; got {steps}"

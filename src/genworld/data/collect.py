@@ -120,8 +120,11 @@ _COUNTER = None
 
 
 def _lane_worker_init(counter) -> None:
+    from genworld.utils.parallel import die_with_parent
+
     global _COUNTER
     _COUNTER = counter
+    die_with_parent()  # a SIGKILLed build leaves no lane running on
     torch.set_num_threads(1)
 
 

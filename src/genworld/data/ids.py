@@ -117,3 +117,16 @@ def listed_dataset_ids() -> list[DatasetId]:
     then every Meta-World task's scripted-noise data."""
     dmc = [DatasetId(t, q) for t in DMC_TASKS for q in DMC_QUALITIES]
     return [*all_dataset_ids(), *dmc, *(DatasetId(f"mw-{t}", SCRIPTED_NOISE) for t in MW_TASKS)]
+
+
+def size_warning(dataset_id: str, steps: int, expected: int, scale: str) -> str:
+    """A one-line warning when the dataset ``dataset_id`` (built earlier, at whatever size) has
+    fewer than the ``expected`` transitions of the ``scale`` that is about to train on it, with
+    the command that rebuilds it at that size; '' when it has enough."""
+    if steps >= expected:
+        return ""
+    return (
+        f"{dataset_id} has {steps:,} transitions, fewer than the {expected:,} the {scale} scale "
+        f"expects (results on it are not {scale}-scale results); rebuild it with `genworld data "
+        f"build {dataset_id} --force --steps {expected}`"
+    )

@@ -29,6 +29,7 @@ import numpy as np
 from genworld.data.episodes import Episode
 from genworld.errors import GenworldError
 from genworld.types import EnvSpec
+from genworld.utils.io import claim
 
 CARD_KEY = "genworld_card"
 
@@ -65,7 +66,8 @@ def gym_env_spec(spec: EnvSpec) -> gym.envs.registration.EnvSpec:
 
 
 def check_writable(target: Path, *, force: bool) -> None:
-    """Fail before any work if the dataset exists (without --force) or the root is not writable."""
+    """Fail before any work if the dataset exists (without --force) or the root is not writable;
+    remove what killed builds left there (:func:`remove_stale_staging`)."""
     if target.exists() and not force:
         raise GenworldError(
             f"dataset already exists at {target}; pass --force to replace it "
@@ -77,6 +79,7 @@ def check_writable(target: Path, *, force: bool) -> None:
         probe = root / f".genworld-write-test-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
+        remove_stale_staging(root)
     except OSError as err:
         raise GenworldError(
             f"cannot write datasets under {root} ({err.strerror}); set MINARI_DATASETS_PATH "
@@ -96,13 +99,70 @@ def write_dataset(
     root: Path | None = None,
 ) -> Path:
     """Write ``episodes`` as Minari dataset ``dataset_id`` atomically; returns its folder."""
+    root = Path(root).resolve() if root else datasets_root()
+    target = dataset_dir(dataset_id, root)
+    check_writable(target, force=force)  # (which removes stale staging folders)
+    staging = root / f"{STAGING}{uuid.uuid4().hex}"
+    try:
+        with claim(_lock_of(staging), wait=True):  # held while writing: not stale
+            try:
+                _write_staged(
+                    staging, root, dataset_id, spec, episodes, card, description, algorithm_name
+                )
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        _lock_of(staging).unlink(missing_ok=True)
+    return target
+
+
+STAGING = ".genworld-staging-"
+"""Prefix of the folder a dataset is written into before it is moved into place."""
+
+
+def _lock_of(staging: Path) -> Path:
+    return staging.with_name(staging.name + ".lock")
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Remove the staging folders (and replaced datasets) that killed or crashed builds left
+    under ``root``: each takes disk space and Minari's listing walks into it. A folder whose
+    writer still runs (it holds the folder's lock, also from another machine sharing ``root``)
+    is kept. Returns the folders removed."""
+    removed = []
+    for folder in sorted(root.glob(f"{STAGING}*")) + sorted(root.glob(f"{OLD}*")):
+        if folder.name.endswith(".lock"):
+            continue
+        writer = folder.name.replace(OLD, STAGING, 1)
+        with claim(_lock_of(folder.with_name(writer)), wait=False) as free:
+            if free:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    for lock in root.glob(f"{STAGING}*.lock"):
+        if not lock.with_suffix("").exists():
+            with claim(lock, wait=False) as free:
+                if free:
+                    lock.unlink(missing_ok=True)
+    return removed
+
+
+OLD = ".genworld-old-"
+"""Prefix of a replaced dataset (``--force``) until the new one is in place."""
+
+
+def _write_staged(
+    staging: Path,
+    root: Path,
+    dataset_id: str,
+    spec: EnvSpec,
+    episodes: list[Episode],
+    card: dict[str, Any],
+    description: str,
+    algorithm_name: str,
+) -> None:
     from minari import create_dataset_from_buffers
     from minari.data_collector import EpisodeBuffer
 
-    root = Path(root).resolve() if root else datasets_root()
-    target = dataset_dir(dataset_id, root)
-    check_writable(target, force=force)
-    staging = root / f".genworld-staging-{uuid.uuid4().hex}"
     buffers = [
         EpisodeBuffer(
             id=i,
@@ -115,35 +175,31 @@ def write_dataset(
         for i, ep in enumerate(episodes)
     ]
     env_spec = gym_env_spec(spec)
-    try:
-        with _minari_root(staging), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dataset = create_dataset_from_buffers(
-                str(dataset_id),
-                buffers,
-                env=env_spec,
-                eval_env=env_spec,
-                algorithm_name=algorithm_name,
-                author="genworld",
-                author_email="genworld@users.noreply.invalid",
-                code_permalink="https://github.com/genworld/genworld",
-                observation_space=gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32),
-                action_space=gym.spaces.Box(-1.0, 1.0, (spec.act_dim,), np.float32),
-                ref_min_score=spec.ref_min_score,
-                ref_max_score=spec.ref_max_score,
-                description=description,
-            )
-            dataset.storage.update_metadata(
-                {
-                    "ref_min_score": spec.ref_min_score,
-                    "ref_max_score": spec.ref_max_score,
-                    CARD_KEY: json.dumps(card, sort_keys=True),
-                }
-            )
-        _install(staging, root, str(dataset_id))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    with _minari_root(staging), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = create_dataset_from_buffers(
+            str(dataset_id),
+            buffers,
+            env=env_spec,
+            eval_env=env_spec,
+            algorithm_name=algorithm_name,
+            author="genworld",
+            author_email="genworld@users.noreply.invalid",
+            code_permalink="https://github.com/genworld/genworld",
+            observation_space=gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32),
+            action_space=gym.spaces.Box(-1.0, 1.0, (spec.act_dim,), np.float32),
+            ref_min_score=spec.ref_min_score,
+            ref_max_score=spec.ref_max_score,
+            description=description,
+        )
+        dataset.storage.update_metadata(
+            {
+                "ref_min_score": spec.ref_min_score,
+                "ref_max_score": spec.ref_max_score,
+                CARD_KEY: json.dumps(card, sort_keys=True),
+            }
+        )
+    _install(staging, root, str(dataset_id))
 
 
 def _install(staging: Path, root: Path, dataset_id: str) -> None:
@@ -159,7 +215,7 @@ def _install(staging: Path, root: Path, dataset_id: str) -> None:
     target = root / dataset_id
     old = None
     if target.exists():
-        old = root / f".genworld-old-{uuid.uuid4().hex}"
+        old = root / staging.name.replace(STAGING, OLD, 1)  # under the staging folder's lock
         os.replace(target, old)
     os.replace(staging / dataset_id, target)
     if old is not None:

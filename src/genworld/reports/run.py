@@ -56,6 +56,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines.append(
             f"| {ds} | {card['steps']} | {card['episodes']} | {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f} |"
         )
+    lines += [f"\n**Warning**: {w}." for w in report.get("dataset_warnings", [])]
     for key, result in report["results"].items():
         quality = key.split("/")[0]
         tgw, bc = result["tgw"]["summary"], result["bc"]["summary"]

@@ -188,6 +188,55 @@ def cell_times(cfg, results: list[dict], planned: int | None) -> str:
     return f"{text}; about {left / 3600:.1f} h of cell time left (divide by the workers)."
 
 
+def datasets_used(cfg, results: list[dict]) -> tuple[dict[str, dict], list[str]]:
+    """Each dataset the cells trained on, by id: its transitions, episodes and SHA-256 (from
+    the cells' fingerprints; ``versions`` > 1 when cells saw different builds of one id), and a
+    warning for each one smaller than the scale's ``budget.dataset_steps``."""
+    from genworld.data.ids import size_warning
+
+    seen: dict[str, dict] = {}
+    for r in results:
+        for dataset_id, data in zip(r.get("datasets", []), r.get("data", []), strict=False):
+            row = {k: data[k] for k in ("transitions", "episodes", "sha256")}
+            digests = seen.get(dataset_id, {}).get("digests", set()) | {row["sha256"]}
+            seen[dataset_id] = {**row, "digests": digests}
+    datasets = {
+        dataset_id: {
+            "transitions": row["transitions"],
+            "episodes": row["episodes"],
+            "sha256": row["sha256"],
+            "versions": len(row["digests"]),
+        }
+        for dataset_id, row in sorted(seen.items())
+    }
+    expected = cfg.budget.dataset_steps
+    warnings_ = [
+        w
+        for dataset_id, row in datasets.items()
+        if (w := size_warning(dataset_id, row["transitions"], expected, cfg.scale))
+    ]
+    return datasets, warnings_
+
+
+def dataset_lines(datasets: dict[str, dict], warnings_: list[str]) -> list[str]:
+    """table.md's dataset section: id and size of every dataset the cells trained on."""
+    if not datasets:
+        return []
+    lines = [
+        "## Datasets",
+        "",
+        "| dataset | transitions | episodes | SHA-256 |",
+        "|---|---|---|---|",
+    ]
+    for dataset_id, row in datasets.items():
+        several = f" ({row['versions']} builds: cells differ)" if row["versions"] > 1 else ""
+        lines.append(
+            f"| {dataset_id} | {row['transitions']:,} | {row['episodes']:,} | "
+            f"{row['sha256']}{several} |"
+        )
+    return [*lines, "", *[f"**Warning**: {w}." for w in warnings_], ""]
+
+
 def write_table(
     cfg, results: list[dict], out: Path, title: str = "genworld table", planned: int | None = None
 ) -> dict[str, Any]:
@@ -257,6 +306,8 @@ def write_table(
             "(quality, env) pairs every algorithm finished for every seed.",
             "",
         ]
+    summary["datasets"], summary["dataset_warnings"] = datasets_used(cfg, results)
+    md += dataset_lines(summary["datasets"], summary["dataset_warnings"])
     summary["planned_cells"] = planned if planned is not None else len(results)
     atomic_write_bytes(out / "table.md", "\n".join(md).encode())
     buf = io.StringIO()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from genworld.config import check_scale
+from genworld.config import apply, check_scale
 from genworld.errors import GenworldError
 from genworld.train.distributed import (
     Dist,
@@ -84,6 +84,30 @@ IQL_BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
+BUDGET_FIELDS = ("steps", "eval_every", "eval_episodes", "log_every", "dataset_steps")
+"""The fields whose 0 means "the scale's budget"."""
+
+
+def iql_run_config(**fields: Any) -> AgnosticIQLRunConfig:
+    """The run config of ``fields``, zero fields filled from the scale's budget
+    (:func:`resolve_iql_run`). A budget field *given* as 0 (or negative, or absurd) is an error:
+    0 stands for "the scale's" only when the field is left out."""
+    check_given_counts(fields, BUDGET_FIELDS)
+    return resolve_iql_run(apply(AgnosticIQLRunConfig(), fields))
+
+
+def check_given_counts(fields: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Each of ``names`` present in ``fields`` is a positive count of at most ``MAX_STEPS``."""
+    from genworld.data.build import MAX_STEPS
+
+    for name in names:
+        value = fields.get(name)
+        if value is not None and not 0 < value <= MAX_STEPS:
+            raise GenworldError(
+                f"--{name} must be a positive number, at most {MAX_STEPS:,}; got {value}"
+            )
+
+
 def resolve_iql_run(cfg: AgnosticIQLRunConfig) -> AgnosticIQLRunConfig:
     """Fill the zero / empty fields from the scale's budget (a new frozen config)."""
     from dataclasses import replace
@@ -94,6 +118,7 @@ def resolve_iql_run(cfg: AgnosticIQLRunConfig) -> AgnosticIQLRunConfig:
     budget = IQL_BUDGETS[cfg.scale]
     filled = {k: v for k, v in budget.items() if not getattr(cfg, k)}
     cfg = replace(cfg, **filled)
+    check_given_counts({k: getattr(cfg, k) for k in BUDGET_FIELDS if k in budget}, BUDGET_FIELDS)
     if len({parse_dataset_id(x).env for x in cfg.datasets}) != len(cfg.datasets):
         raise GenworldError("--datasets names one env twice; give one dataset per env")
     return cfg

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genworld.config import check_scale
+from genworld.config import apply, check_scale
 from genworld.train.distributed import (
     Dist,
     barrier,
@@ -52,6 +52,17 @@ class AgnosticPPORunConfig:
     """torch threads per process."""
     ppo: dict[str, Any] = field(default_factory=dict)
     """PPOConfig overrides (nested dicts for ``net``)."""
+
+
+def ppo_run_config(**fields: Any) -> AgnosticPPORunConfig:
+    """The run config of ``fields``; ``total_timesteps`` *given* as 0 (or negative, or absurd)
+    is an error: 0 stands for "the preset's" only when it is left out."""
+    from genworld.train.dd_iql import check_given_counts
+
+    check_given_counts(fields, ("total_timesteps", "checkpoint_every", "eval_episodes"))
+    cfg = apply(AgnosticPPORunConfig(), fields)
+    check_scale(cfg.scale)
+    return cfg
 
 
 def ppo_config(cfg: AgnosticPPORunConfig):

@@ -21,12 +21,16 @@ from genworld.envs.scenarios import condition_keys, randomized_task, slug
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_policy
 from genworld.policies import PolicyCard, save_policy
+from genworld.utils.io import read_run_config
 
 
 def read_eval_log(run: Path) -> list[dict]:
     path = run / "eval.jsonl"
     if not path.exists():
-        raise GenworldError(f"{run} has no eval.jsonl; is it a `genworld data train-policy` run?")
+        raise GenworldError(
+            f"{run} has no eval.jsonl: its first snapshot is not evaluated yet; let `genworld "
+            "data train-policy` run past its first snapshot, then export"
+        )
     records = {}
     for line in path.read_text().splitlines():
         if line.strip():
@@ -167,7 +171,12 @@ def export_policies(
     for name in only:
         if name not in ("medium", "expert"):
             raise GenworldError(f"cannot export {name!r}: choose medium and/or expert")
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = read_run_config(
+        run,
+        "genworld data train-policy",
+        "give the output folder of `genworld data train-policy ENV` (runs/policies/ENV-s0 by "
+        "default)",
+    )
     env, spec = cfg["env"], get_env_spec(cfg["env"])
     records = read_eval_log(run)
     warmup = learning_starts if learning_starts is not None else cfg["learning_starts"]

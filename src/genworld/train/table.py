@@ -10,13 +10,14 @@ last checkpoint. Datasets are built (or found) once, before any cell starts.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genworld.config import check_scale, from_dict, resolve
-from genworld.data.ids import QUALITIES, parse_dataset_id
+from genworld.data.ids import QUALITIES, parse_dataset_id, size_warning
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config, claim
@@ -244,10 +245,19 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
+    if cfg.workers > 1 and cfg.executor == "ray" and not _ray_available():
+        raise GenworldError(
+            "--executor ray needs Ray, which is not installed: pip install -e '.[ray]' (the "
+            "pinned ray extra), or run the cells in local processes with --executor local"
+        )
     # how the cells are run (not what they compute) may change between a run and its resume
     check_or_write_config(out, cfg, ignore=("workers", "executor"))
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
-    ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
+    cards = ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
+    for card in cards:
+        expected = cfg.budget.dataset_steps
+        if warning := size_warning(card["dataset_id"], card["steps"], expected, cfg.scale):
+            print(f"genworld: warning: {warning}", file=sys.stderr, flush=True)
     todo = cells(cfg)
     results: list[dict] = []
     cfg_json = json.dumps(asdict(cfg))

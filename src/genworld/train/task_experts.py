@@ -146,15 +146,15 @@ def export_task_experts(run: Path, dest: Path | None = None) -> dict[str, Any]:
     returns into ``dest/<family>.json``. Returns that JSON."""
     from genworld.envs.tasks import TASK_ASSETS, parse_task
     from genworld.train.policy_export import read_eval_log
+    from genworld.utils.io import read_run_config
 
     dest = TASK_ASSETS if dest is None else dest
-    for name in ("config.json", "references.json"):
-        if not (run / name).exists():
-            raise GenworldError(
-                f"{run} has no {name}: run `genworld unseen --out {run}` past its references "
-                "stage first"
-            )
-    config = json.loads((run / "config.json").read_text())
+    config = read_run_config(run, "genworld unseen", "give a `genworld unseen` output folder")
+    if not (run / "references.json").exists():
+        raise GenworldError(
+            f"{run} has no references.json: run `genworld unseen --out {run}` past its "
+            "references stage first"
+        )
     refs = json.loads((run / "references.json").read_text())
     train, test = split_names(config["family"], config["split"])
     for task in train + test:

@@ -32,9 +32,7 @@ from genworld.utils.device import (
     resolve_device,
     torch_threads,
 )
-from genworld.utils.io import (
-    check_or_write_config,
-)
+from genworld.utils.io import check_or_write_config, claim_folder, read_run_config, run_kind
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.mrcom import MrCoMConfig, MrCoMWorldModel
 from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel
@@ -274,7 +272,8 @@ def config_from_json(data: dict) -> WorldModelTrainConfig:
 def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: bool = True) -> Path:
     """Train on ``cfg.datasets`` minus the held-out episodes; resumable from ``out``."""
     cfg.validate()
-    with torch_threads(cfg.threads):
+    resolve_device(cfg.device)  # before data is built or anything written
+    with claim_folder(out, WORLD_MODEL_RUN), torch_threads(cfg.threads):
         ensure_built(cfg.datasets, steps=cfg.dataset_steps or None, show_progress=show_progress)
         train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
         fit_world_model(cfg, train, out, show_progress=show_progress)
@@ -393,14 +392,40 @@ def _load_model_state(model: torch.nn.Module, state: dict, where: Path) -> None:
         ) from None
 
 
+def world_model_run_config(run: Path) -> dict[str, Any]:
+    """The config.json of a ``genworld train world-model`` folder; another folder is a
+    one-line error that names the world-model folders inside it (a ``genworld run``'s)."""
+    inside = [
+        str(path.parent)
+        for pattern in ("*/config.json", "*/*/config.json", "*/*/*/config.json")
+        for path in sorted(Path(run).glob(pattern))
+        if run_kind(_json_or_empty(path)) == WORLD_MODEL_RUN
+    ]
+    fix = (
+        f"give one of its world-model folders: {', '.join(inside[:3])}"
+        + (f" (and {len(inside) - 3} more)" if len(inside) > 3 else "")
+        if inside
+        else "give the output folder of `genworld train world-model`"
+    )
+    return read_run_config(run, WORLD_MODEL_RUN, fix)
+
+
+WORLD_MODEL_RUN = "genworld train world-model"
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def load_trained(
     run: Path,
 ) -> tuple[WorldModelTrainConfig, torch.nn.Module, MultiEnvDataset, MultiEnvDataset]:
     """Rebuild a finished (or interrupted) run's model from its last checkpoint, with its data split."""
-    path = run / "config.json"
-    if not path.exists():
-        raise GenworldError(f"{run} has no config.json; is it a `genworld train world-model` run?")
-    cfg = config_from_json(json.loads(path.read_text()))
+    cfg = config_from_json(world_model_run_config(run))
     train, held = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
     model = build_model(cfg, train.specs, Normalizer(train.num_envs, train.obs_max))
     latest = latest_checkpoint(run / "checkpoints")
@@ -410,6 +435,34 @@ def load_trained(
     _load_model_state(model, state["model"], run)
     model.eval()
     return cfg, model, train, held
+
+
+MAX_EPISODES_PER_ENV = 100_000
+"""More start states per env than this is a typo, not an evaluation."""
+
+
+def evaluation_folder(runs: list[Path], *, off_data: str | None, per_env: int) -> Path:
+    """Where one evaluation of ``runs`` writes: ``<first run>/eval/<label>``, a folder per
+    evaluation (the runs compared, the off-data quality, the start states), so that a later
+    evaluation never overwrites an earlier one of other runs; the same evaluation rerun writes
+    into its own folder again. ``per_env`` out of range is a one-line error."""
+    import hashlib
+    import re
+
+    if not 0 < per_env <= MAX_EPISODES_PER_ENV:
+        raise GenworldError(
+            f"--episodes-per-env must be between 1 and {MAX_EPISODES_PER_ENV:,}; got {per_env}"
+        )
+    for run in runs:
+        world_model_run_config(run)  # each a world-model folder, before anything is written
+    others = [re.sub(r"[^A-Za-z0-9_.-]+", "_", run.name) for run in runs[1:]]
+    label = "vs-" + "+".join(others) if others else "alone"
+    label += f"__off-{off_data}" if off_data else ""
+    label += f"__{per_env}-per-env"
+    if others:  # two compared folders may share a name (every run's world_model)
+        key = "\n".join(str(run.resolve()) for run in runs[1:])
+        label += "__" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    return runs[0] / "eval" / label[:120]
 
 
 def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[str, Any]:

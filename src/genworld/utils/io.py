@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def disk_full(err: BaseException) -> str:
+    """The one-line message for an error caused by a full disk (or quota) anywhere in its
+    chain of causes (h5py reports it inside another error), or '' for any other error."""
+    import errno
+
+    seen: BaseException | None = err
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        full = isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left on device" in str(seen) or "errno = 28," in str(seen):
+            where = getattr(seen, "filename", None)
+            return (
+                f"no space left on device{f' writing {where}' if where else ''}: free disk "
+                "space, or point --out / MINARI_DATASETS_PATH at another disk, and rerun "
+                "(finished steps and datasets are kept)"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
@@ -106,11 +128,18 @@ def check_or_write_config(
     when the only fields added since hold their declared defaults. ``RUNTIME_FIELDS`` (thread
     counts) are always ignored: how fast a run goes never stops it resuming. ``removed``: dotted
     names of fields that no longer exist (and never changed results); a saved run that has them
-    still resumes."""
+    still resumes.
+
+    Nothing is written before ``cfg``'s device is found to exist here (callers validate the
+    rest before calling), so a refused command never blocks its corrected rerun; a folder whose run has no
+    finished step yet (no checkpoint, no result: :func:`has_progress`) is taken over by another
+    config. A folder that holds files but no config.json (another program's output) is refused,
+    never overwritten."""
     from dataclasses import asdict
 
     from genworld.errors import GenworldError
 
+    _check_runnable(cfg)
     ignore = (*ignore, *RUNTIME_FIELDS)
     current = {k: v for k, v in asdict(cfg).items() if k not in ignore}
     defaults = field_defaults(cfg)
@@ -118,9 +147,15 @@ def check_or_write_config(
         current[name], defaults[name] = asdict(sub), field_defaults(sub)
     current = json.loads(json.dumps(current))
 
-    path = Path(out) / "config.json"
+    out = Path(out)
+    path = out / "config.json"
+    if not path.exists() and (files := _foreign_files(out)):
+        raise GenworldError(
+            f"{out} holds files but no genworld config.json ({', '.join(files[:3])}): not a "
+            "genworld run folder; choose a new or empty --out"
+        )
     try:
-        Path(out).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise GenworldError(
             f"cannot create the run folder {out} ({err.strerror or err}); choose a writable --out"
@@ -131,19 +166,134 @@ def check_or_write_config(
         saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignore}
         saved = without_fields(saved, removed)
         diff = config_differences(saved, current, defaults)
-        if diff:
+        if not diff:
+            return
+        if has_progress(out):
+            kind = run_kind(json.loads(path.read_text()))
             raise GenworldError(
-                f"{out} holds a run with a different config ({', '.join(diff)}); use another --out "
-                "or the same settings to resume"
+                f"{out} holds a run{f' of `{kind}`' if kind else ''} with a different config "
+                f"({', '.join(diff)}); use another --out or the same settings to resume"
             )
-    else:
-        try:
-            atomic_write_json(path, current)
-        except OSError as err:
+        print(
+            f"genworld: {out} held a run of another config ({', '.join(diff)}) with no finished "
+            "step: starting it again with this one",
+            file=sys.stderr,
+        )
+    try:
+        atomic_write_json(path, current)
+    except OSError as err:
+        raise GenworldError(
+            f"cannot write the run folder {out} ({err.strerror or err}); choose a writable "
+            "--out (and check free disk space)"
+        ) from None
+
+
+def _check_runnable(cfg: Any) -> None:
+    """``cfg``'s ``device`` field resolved: ``--device cuda`` on a machine without CUDA is
+    refused here, before a run folder is made (callers validate the rest first)."""
+    if isinstance(getattr(cfg, "device", None), str):
+        from genworld.utils.device import resolve_device
+
+        resolve_device(cfg.device)
+
+
+BOOKKEEPING = ("config.json", "metrics.jsonl")
+"""Files a run writes before its first finished step (with locks, claims and TensorBoard
+events): a folder holding only these has no progress to lose."""
+
+
+def _bookkeeping(relative: Path) -> bool:
+    name = relative.name
+    return (
+        name in BOOKKEEPING
+        or name.startswith(".")
+        or name.endswith((".claim", ".lock"))
+        or "tb" in relative.parts[:-1]
+    )
+
+
+def has_progress(out: Path) -> bool:
+    """Whether the run in ``out`` has finished a step: any file under it but its config, logs,
+    locks and TensorBoard events (a checkpoint, a result, a report, a snapshot)."""
+    out = Path(out)
+    return any(
+        path.is_file() and not _bookkeeping(path.relative_to(out)) for path in out.rglob("*")
+    )
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """The files at the top of an existing ``out`` (hidden ones aside): a folder with files
+    and no config.json is not a genworld run's."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+@contextlib.contextmanager
+def claim_folder(out: Path, command: str):
+    """Hold ``out`` for this process for the ``with`` block (:func:`claim` on ``out/.claim``, the
+    lock table cells take): a second process on the same folder is refused at once, in one
+    line, instead of training the same things beside the first."""
+    from genworld.errors import GenworldError
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GenworldError(
+            f"cannot create the run folder {out} ({err.strerror or err}); choose a writable --out"
+        ) from None
+    with claim(out / ".claim", wait=False) as held:
+        if not held:
             raise GenworldError(
-                f"cannot write the run folder {out} ({err.strerror or err}); choose a writable "
-                "--out (and check free disk space)"
-            ) from None
+                f"another `{command}` is running in {out}; wait for it to finish (rerun then to "
+                "resume) or use another --out"
+            )
+        yield
+
+
+RUN_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("genworld run", ("qualities", "policy_updates")),
+    ("genworld table (or ablate / sweep beta)", ("algos", "budget")),
+    ("genworld unseen", ("family", "methods")),
+    ("genworld train world-model", ("model", "holdout_fraction")),
+    ("genworld data train-policy", ("env", "learning_starts")),
+    ("genworld train agnostic-iql", ("datasets", "log_every", "agent")),
+    ("genworld train agnostic-ppo", ("total_timesteps", "ppo")),
+)
+"""Each command's output folder, recognised by fields only its config.json has."""
+
+
+def run_kind(config: dict[str, Any]) -> str | None:
+    """The command (``genworld run``, …) whose config.json ``config`` is; None if unknown."""
+    for command, keys in RUN_KINDS:
+        if all(key in config for key in keys):
+            return command
+    return None
+
+
+def read_run_config(folder: Path, command: str, fix: str) -> dict[str, Any]:
+    """``folder/config.json``, which ``command`` (a ``RUN_KINDS`` name) must have written; else a
+    GenworldError saying what the folder is (missing, empty, another command's) and ``fix``."""
+    from genworld.errors import GenworldError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GenworldError(f"{folder} does not exist; {fix}")
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GenworldError(
+            f"{folder} holds no config.json: not a `{command}` folder; {fix}"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise GenworldError(f"{path} is unreadable ({err}); {fix}") from None
+    kind = run_kind(config) if isinstance(config, dict) else None
+    if kind != command:
+        made_by = f"a `{kind}` folder" if kind else "not a genworld run folder"
+        raise GenworldError(f"{folder} is {made_by}, not a `{command}` one; {fix}")
+    return config
 
 
 def tensorboard_writer(out: Path, step: int = 0):

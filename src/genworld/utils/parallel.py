@@ -1,7 +1,10 @@
-"""Independent jobs side by side in spawned processes (table cells, unseen-task experts/cells)."""
+"""Independent jobs side by side in spawned processes (table cells, unseen-task experts/cells),
+whose workers die with their parent (even a SIGKILLed one)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,12 +56,55 @@ def stop_pool(pool) -> None:
 
 def prepare_worker() -> None:
     """A worker process's settings (pool initializer; Ray tasks call it themselves): one torch
-    thread, and the parent's allocator and matmul precision, inherited through the environment."""
+    thread, and the parent's allocator and matmul precision, inherited through the environment;
+    it ends when its parent does."""
     import torch
 
     from genworld.utils.allocator import keep_freed_memory
     from genworld.utils.device import set_matmul_precision
 
+    die_with_parent()
     torch.set_num_threads(1)
     keep_freed_memory()  # GENWORLD_MALLOC, inherited from the parent like the precision
     set_matmul_precision()  # the parent's --matmul-precision, through the environment
+
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option (linux/prctl.h): the signal a process gets when its parent ends."""
+
+
+def die_with_parent() -> None:
+    """End this worker process when the process that started it ends, however it ends: a
+    SIGKILLed parent runs no cleanup, and its workers would otherwise run on, and hold their
+    memory, with nobody to take their results. On Linux the kernel kills the worker
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``; the parent must start it from a thread that lives as
+    long as the pool, as ``submit`` from the main thread does); elsewhere a thread waits on the
+    parent and exits the process. Nothing happens in a process that is not a worker."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    if sys.platform.startswith("linux") and _kill_on_parent_death():
+        if os.getppid() != parent.pid:  # the parent ended before prctl: nobody would signal
+            os._exit(1)
+        return
+    import threading
+
+    threading.Thread(target=_exit_after, args=(parent,), daemon=True).start()
+
+
+def _kill_on_parent_death() -> bool:
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_after(parent) -> None:
+    parent.join()
+    os._exit(1)

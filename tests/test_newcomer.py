@@ -1,0 +1,318 @@
+"""A newcomer's first hour and a hostile hour (issue 33): no silent wrong sizes, one-line errors
+that name the fix instead of tracebacks, nothing written by a refused command, no silent
+overwrites or races, no leftovers after faults, readable output. One test (or more) per class;
+the end-to-end CLI and kill scenarios carry the integration marker."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from genworld.cli import main
+from genworld.errors import GenworldError
+from genworld.utils.io import check_or_write_config, claim
+
+
+def _one_line_error(capsys, argv, *expected) -> str:
+    """``genworld argv`` fails with exit 2 and one line on stderr holding every ``expected``."""
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genworld: error:") and "\n" not in err, err
+    for text in expected:
+        assert text in err, (text, err)
+    return err
+
+
+def _fake_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """A `genworld run` folder's config.json and its world model's (no training needed)."""
+    from genworld.api import run_config, world_model_config
+
+    run = tmp_path / "run"
+    world_model = run / "random" / "multi" / "world_model"
+    world_model.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(asdict(run_config("tiny"))))
+    cfg = world_model_config("tiny", datasets=("hopper-random",))
+    (world_model / "config.json").write_text(json.dumps(asdict(cfg)))
+    return run, world_model
+
+
+# ------------------------------------------------------------------ 1 silent wrong sizes
+def test_a_dataset_smaller_than_its_scale_is_named_with_the_rebuild_command():
+    from genworld.data.ids import size_warning
+    from genworld.reports.table import datasets_used
+    from genworld.train.table import config_for_scale
+
+    assert size_warning("genworld/hopper/medium-v0", 100_000, 100_000, "mini") == ""
+    warning = size_warning("genworld/hopper/medium-v0", 3_000, 100_000, "mini")
+    assert "3,000 transitions" in warning and "100,000 the mini scale" in warning
+    assert "`genworld data build genworld/hopper/medium-v0 --force --steps 100000`" in warning
+    # a table records each dataset's id and size, and warns on the small ones
+    cfg = config_for_scale("mini", envs=("hopper",), qualities=("medium",), algos=("bc",))
+    data = [{"env": "hopper", "transitions": 3_000, "episodes": 4, "sha256": "ab"}]
+    cell = {"datasets": ["genworld/hopper/medium-v0"], "data": data}
+    datasets, warnings_ = datasets_used(cfg, [cell, cell])
+    assert datasets["genworld/hopper/medium-v0"]["transitions"] == 3_000
+    assert datasets["genworld/hopper/medium-v0"]["versions"] == 1
+    assert len(warnings_) == 1 and "--force --steps 100000" in warnings_[0]
+
+
+# ------------------------------------------------------------------ 2 one-line errors
+def test_bad_seeds_counts_and_steps_are_one_line_errors(capsys):
+    for argv, text in (
+        (["run", "--scale", "tiny", "--seed", "-1"], "--seed must be a whole number from 0"),
+        (["train", "world-model", "--seed", "99999999999999999999"], "--seed must be"),
+        (["data", "train-policy", "hopper", "--seed", "-3"], "--seed must be"),
+        (["table", "--seeds", "99999999999"], "--seeds must be from 1 to 1,000"),
+        (["run", "--threads", "99999999999999999999"], "--threads must be from 1"),
+        (
+            ["train", "agnostic-iql", "--scale", "tiny", "--steps", "0"],
+            "--steps must be a positive",
+        ),
+        (["train", "agnostic-iql", "--scale", "tiny", "--steps", "-4"], "--steps must be"),
+        (["train", "agnostic-ppo", "--total_timesteps", "0"], "--total_timesteps must be"),
+        (["train", "agnostic-iql", "--batch-size", "0"], "--batch-size must be positive"),
+        (["run", "--scale", "tiny", "--envs", ""], "--envs and --qualities must each name"),
+    ):
+        _one_line_error(capsys, [*argv, "--print-config"], text)
+    _one_line_error(capsys, ["data", "build", "hopper-random", "--seed", "-1"], "--seed must be")
+
+
+def test_wrong_folders_are_one_line_errors_naming_the_right_one(tmp_path, capsys):
+    run, world_model = _fake_runs(tmp_path)
+    _one_line_error(
+        capsys,
+        ["eval", "world-model", str(run)],
+        "is a `genworld run` folder",
+        f"give one of its world-model folders: {world_model}",
+    )
+    for n in ("0", "-1", "999999999"):
+        argv = ["eval", "world-model", str(world_model), "--episodes-per-env", n]
+        _one_line_error(capsys, argv, "--episodes-per-env must be between 1 and 100,000")
+    for folder, text in (
+        (tmp_path / "missing", "does not exist"),
+        (run, "is a `genworld run` folder, not a `genworld data train-policy` one"),
+        (world_model, "is a `genworld train world-model` folder"),
+        (run / "random", "holds no config.json"),
+    ):
+        argv = ["data", "export-policies", str(folder), "--dest", str(tmp_path / "p")]
+        _one_line_error(capsys, argv, text, "`genworld data train-policy ENV`")
+    _one_line_error(
+        capsys, ["data", "export-task-experts", str(run)], "not a `genworld unseen` one"
+    )
+
+
+def test_ray_executor_without_ray_names_the_extra(tmp_path, capsys, monkeypatch):
+    from genworld.train import table
+
+    monkeypatch.setattr(table, "_ray_available", lambda: False)
+    argv = ["table", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"]
+    argv += ["--algos", "bc", "--workers", "2", "--executor", "ray", "--out", str(tmp_path / "t")]
+    _one_line_error(capsys, argv, "pip install -e '.[ray]'", "--executor local")
+    assert not (tmp_path / "t").exists()  # refused before anything is written
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'ray = ["ray==' in pyproject  # the extra, pinned like the others
+
+
+@pytest.mark.parametrize("damage", ["truncate", "pickle", "card"])
+def test_a_corrupt_policy_file_is_one_line_naming_the_file(tiny_policies, capsys, damage):
+    import pickle
+
+    weights = tiny_policies / "hopper-medium.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:300])
+    elif damage == "pickle":
+        weights.write_bytes(pickle.dumps({"weights": [1, 2]}))
+    else:
+        (tiny_policies / "hopper-medium.json").write_text("{not json")
+    damaged = weights.name if damage != "card" else "hopper-medium.json"
+    argv = ["data", "build", "hopper-medium", "--steps", "200", "--quiet"]
+    _one_line_error(capsys, argv, "policy hopper-medium is corrupt", damaged, "retrain it")
+
+
+def _enospc(*args, **kwargs):
+    """What h5py does on a full disk: an OSError(ENOSPC), then another error while closing."""
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device", "main_data.hdf5")
+    except OSError:
+        raise RuntimeError("Disable slist on flush dest failure failed (errno = 28, ...)") from None
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_staging_folder(capsys, monkeypatch):
+    from genworld.data import minari_io
+
+    monkeypatch.setattr(minari_io, "_write_staged", _enospc)
+    argv = ["data", "build", "hopper-random", "--steps", "200", "--quiet"]
+    _one_line_error(capsys, argv, "no space left on device", "free disk space", "rerun")
+    root = minari_io.datasets_root()
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".genworld")]
+
+
+def test_a_closed_pipe_ends_quietly(capsys, monkeypatch):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["data", "list"]) == 141  # as a process killed by SIGPIPE
+    assert capsys.readouterr().err == ""
+
+
+def test_an_internal_error_is_one_line_naming_its_traceback_file(capsys, monkeypatch):
+    from genworld.cli import commands
+
+    def broken(args):
+        raise KeyError("env")
+
+    monkeypatch.delenv("GENWORLD_TRACEBACK", raising=False)
+    monkeypatch.setattr(commands, "data_list", broken)
+    assert main(["data", "list"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genworld: internal error: KeyError") and "\n" not in err
+    log = Path(err.split("the traceback is in ")[1].split(";")[0])
+    assert "Traceback" in log.read_text() and "genworld data list" in log.read_text()
+    log.unlink()
+
+
+@pytest.mark.integration
+def test_data_list_into_head_prints_no_traceback():
+    shell = f"{sys.executable} -m genworld.cli data list --json | head -1"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[" and done.stderr == ""
+
+
+# ------------------------------------------------------------------ 3 validate before writing
+def test_a_refused_device_writes_nothing_and_an_unfinished_folder_is_taken_over(
+    tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    argv = ["run", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"]
+    _one_line_error(capsys, [*argv, "--device", "cuda", "--out", str(out)], "--device cpu")
+    assert not out.exists()
+    # a folder whose run has no finished step yet is taken over by a corrected config ...
+    from genworld.api import run_config
+
+    check_or_write_config(out, run_config("tiny", seed=1))
+    (out / "metrics.jsonl").write_text("")
+    check_or_write_config(out, run_config("tiny", seed=2))
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+    assert "no finished step" in capsys.readouterr().err
+    # ... and refused once it has one
+    (out / "random" / "multi" / "world_model" / "checkpoints" / "step_1").mkdir(parents=True)
+    (out / "random" / "multi" / "world_model" / "checkpoints" / "step_1" / "meta.json").touch()
+    with pytest.raises(GenworldError, match=r"of `genworld run` with a different config \(seed\)"):
+        check_or_write_config(out, run_config("tiny", seed=3))
+
+
+# ------------------------------------------------------------------ 4 overwrites and races
+def test_an_unrelated_folder_with_a_report_is_refused_not_overwritten(tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "report.json").write_text('{"mine": 1}')
+    argv = ["run", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"]
+    _one_line_error(capsys, [*argv, "--out", str(foreign)], "no genworld config.json", "--out")
+    assert (foreign / "report.json").read_text() == '{"mine": 1}'
+    assert not (foreign / "config.json").exists()
+
+
+def test_a_second_run_on_one_folder_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    argv = ["run", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"]
+    with claim(out / ".claim", wait=False) as held:  # as a first `genworld run` holds it
+        assert held
+        _one_line_error(capsys, [*argv, "--out", str(out)], "another `genworld run` is running")
+    assert not (out / "config.json").exists()
+
+
+def test_each_world_model_evaluation_has_its_own_folder(tmp_path):
+    from genworld.train.world_model import evaluation_folder
+
+    run, a = _fake_runs(tmp_path)
+    b = _fake_runs(tmp_path / "other")[1]  # also named world_model
+    c = _fake_runs(tmp_path / "third")[1]
+    folders = {
+        evaluation_folder([a], off_data=None, per_env=256),
+        evaluation_folder([a, b], off_data=None, per_env=256),
+        evaluation_folder([a, c], off_data=None, per_env=256),
+        evaluation_folder([a], off_data="random", per_env=256),
+        evaluation_folder([a], off_data="random", per_env=16),
+    }
+    assert len(folders) == 5 and all(f.parent == a / "eval" for f in folders)
+    assert evaluation_folder([a, b], off_data=None, per_env=256) in folders  # rerun: its own
+
+
+# ------------------------------------------------------------------ 5 leftovers after faults
+def test_stale_staging_folders_are_removed_and_a_live_writer_is_left_alone():
+    from genworld.data.build import build_dataset
+    from genworld.data.minari_io import datasets_root
+
+    root = datasets_root()
+    (root / ".genworld-staging-dead" / "genworld" / "hopper").mkdir(parents=True)
+    (root / ".genworld-staging-dead" / "genworld" / "hopper" / "x.hdf5").write_bytes(b"\0" * 64)
+    (root / ".genworld-old-dead").mkdir()
+    (root / ".genworld-staging-live").mkdir()
+    with claim(root / ".genworld-staging-live.lock", wait=False):  # its writer still runs
+        card = build_dataset("hopper-random", steps=200, show_progress=False)
+        assert card["steps"] == 200
+        left = sorted(p.name for p in root.iterdir() if p.name.startswith(".genworld"))
+    assert left == [".genworld-staging-live", ".genworld-staging-live.lock"]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc")
+def test_sigkill_of_a_multi_process_build_leaves_no_worker_running(tmp_path):
+    argv = ["data", "build", "halfcheetah-random", "--steps", "400000", "--workers", "2"]
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "genworld.cli", *argv, "--quiet"], env=env)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [
+                k
+                for k in _children(proc.pid)
+                if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()
+            ]
+        assert len(workers) == 2, "the build started no lane workers"
+        time.sleep(3)  # the lanes are collecting (400k steps: far more than this)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 60  # the kernel ends them at once (a busy machine: later)
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    orphans = [w for w in workers if _alive(w)]
+    for w in orphans:
+        os.kill(w, signal.SIGKILL)
+    assert not orphans, "lane workers outlived their killed parent"
