@@ -6,6 +6,7 @@ the end-to-end CLI and kill scenarios carry the integration marker."""
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -316,3 +317,37 @@ def test_sigkill_of_a_multi_process_build_leaves_no_worker_running(tmp_path):
     for w in orphans:
         os.kill(w, signal.SIGKILL)
     assert not orphans, "lane workers outlived their killed parent"
+
+
+# ------------------------------------------------------------------ 6 a fresh machine
+ROOT = Path(__file__).parents[1]
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_installs_cpu_torch_from_an_index_and_insists_on_python_311(tmp_path):
+    venv = tmp_path / "venv"
+    dry = _make("-n", "-B", f"VENV={venv}", f"{venv}/.installed").stdout
+    assert "-m venv" in dry and "--quiet" not in dry  # pip shows its progress
+    torch_line = next(line for line in dry.splitlines() if "torch==2.13.0" in line)
+    assert "--no-deps" in torch_line  # torch alone from PyTorch's index
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in torch_line  # local wins
+    gpu = _make(
+        "-n", "-B", f"VENV={venv}", "TORCH_INDEX=https://example.invalid/cu", f"{venv}/.installed"
+    )
+    assert "--extra-index-url https://example.invalid/cu" in gpu.stdout
+    missing = _make(f"VENV={venv}", f"PY={tmp_path / 'python3.11'}", f"{venv}/bin/python")
+    assert missing.returncode != 0 and "needs Python 3.11: install it" in missing.stdout
+    assert not venv.exists()  # no venv of another version is made
+    (venv / "bin").mkdir(parents=True)  # a venv of another version is never reused
+    (venv / "bin" / "python").symlink_to(shutil.which("false"))
+    wrong = _make(f"VENV={venv}", "python-version")
+    assert wrong.returncode != 0 and "not Python 3.11: remove it (make clean-venv)" in wrong.stdout
