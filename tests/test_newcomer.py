@@ -351,3 +351,51 @@ def test_make_installs_cpu_torch_from_an_index_and_insists_on_python_311(tmp_pat
     (venv / "bin" / "python").symlink_to(shutil.which("false"))
     wrong = _make(f"VENV={venv}", "python-version")
     assert wrong.returncode != 0 and "not Python 3.11: remove it (make clean-venv)" in wrong.stdout
+
+
+# ------------------------------------------------------------------ 7 readable output
+def test_data_list_labels_its_columns_and_a_budget_cut_dataset_says_so(capsys):
+    from genworld.data.info import budget_note, info_card
+
+    assert main(["data", "list"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header[:4] == ["dataset", "built", "steps", "normalized"]
+    card = {"budget_cut_episodes": 16, "normalized_mean_complete_episodes": None}
+    note = budget_note(card, 16, 3_000)
+    assert "16 of 16 episodes end where the 3,000-step budget ran out" in note
+    assert "no episode is whole" in note
+    assert budget_note({"budget_cut_episodes": 0}, 10, 10_000) == ""
+    info = {"dataset_id": "d", "total_steps": 3_000, "total_episodes": 16, "path": "p"}
+    assert "cut short" in info_card({**info, "card": card})
+
+
+def test_numbers_agree_with_their_nouns():
+    from genworld.reports.run import count
+
+    assert count(1, "deterministic episode") == "1 deterministic episode"
+    assert count(5, "evaluation") == "5 evaluations"
+
+
+def test_a_bar_inside_a_bar_is_a_line_of_it_not_a_second_live_display():
+    from genworld.utils import progress
+
+    with progress.progress_bar("table cells", 2) as outer:
+        with progress.progress_bar("cell", 5) as inner:  # rich allows one live display
+            inner(5)
+            assert len(progress._LIVE[-1].tasks) == 2
+        assert len(progress._LIVE[-1].tasks) == 1  # the cell's line is gone when it ends
+        outer(1)
+    assert not progress._LIVE
+
+
+def test_run_names_its_folder_before_it_trains(tmp_path, capsys, monkeypatch):
+    from genworld.train import pipeline
+
+    def stop(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_run", stop)
+    out = tmp_path / "run"
+    argv = ["run", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"]
+    assert main([*argv, "--out", str(out)]) == 130
+    assert f"genworld run: writing into {out}" in capsys.readouterr().out

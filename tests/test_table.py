@@ -166,10 +166,10 @@ def test_two_runs_on_one_out_split_the_cells_and_train_each_once(policies, tmp_p
 
     trained, real = [], table._train_cell
 
-    def slow_train(cfg, cell, out):  # a cell long enough for the other run to reach it
+    def slow_train(cfg, cell, out, *rest):  # a cell long enough for the other run to reach it
         trained.append((cell.algo, cell.seed))
         time.sleep(0.5)
-        return real(cfg, cell, out)
+        return real(cfg, cell, out, *rest)
 
     monkeypatch.setattr(table, "_train_cell", slow_train)
     cfg = config_for_scale("tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2)

@@ -23,14 +23,15 @@ def data_list(args) -> None:
 
         print(datasets_markdown(rows))
         return
+    print(f"{'dataset':<40} {'built':<6} {'steps':>10}  {'normalized return':>17}  note")
     for row in rows:
-        built = "built" if row["built"] else "-"
-        extra = ""
+        built = "yes" if row["built"] else "-"
+        steps = normalized = note = ""
         if row.get("steps") is not None:
-            extra = f"  steps={row['steps']:>8}  normalized={row['normalized_mean']:.1f}"
+            steps, normalized = f"{row['steps']:,}", f"{row['normalized_mean']:.1f}"
         elif row.get("missing_policies"):
-            extra = f"  not buildable yet: needs policy {', '.join(row['missing_policies'])}"
-        print(f"{row['dataset_id']:<40} {built:<6}{extra}")
+            note = f"not buildable yet: needs policy {', '.join(row['missing_policies'])}"
+        print(f"{row['dataset_id']:<40} {built:<6} {steps:>10}  {normalized:>17}  {note}".rstrip())
 
 
 def data_build(args) -> None:
@@ -66,9 +67,15 @@ def data_build(args) -> None:
         if card.get("cached"):
             print(f"{card['dataset_id']}: already built (cached; --force rebuilds it)")
             continue
+        cut = card.get("budget_cut_episodes", 0)
         print(
-            f"{card['dataset_id']}: {card['steps']} steps, {card['episodes']} episodes, "
-            f"normalized return {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f}, "
+            f"{card['dataset_id']}: {card['steps']} steps, {card['episodes']} episodes"
+            + (
+                f" ({cut} cut short by the step budget: see `genworld data info`)"
+                if 2 * cut > card["episodes"]
+                else ""
+            )
+            + f", normalized return {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f}, "
             f"{card['build_steps_per_second']:.0f} steps/s"
         )
     if skipped:

@@ -308,6 +308,7 @@ def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str
         "steps": steps,
         "episodes": len(episodes),
         "terminal_episodes": int(sum(bool(ep.terminations[-1]) for ep in episodes)),
+        "budget_cut_episodes": int((~complete).sum()),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_min": float(returns.min()),

@@ -129,6 +129,8 @@ def info_card(info: dict[str, Any]) -> str:
             f"normalized return: {card['normalized_mean']:.1f} ± {card.get('normalized_std', 0):.1f}"
             f" (reference returns {info['ref_min_score']:g} / {info['ref_max_score']:g})"
         )
+    if note := budget_note(card, info["total_episodes"], info["total_steps"]):
+        lines.append(note)
     if card.get("success_rate") is not None:  # Meta-World: overall and per noise level
         per_sigma = ", ".join(
             f"sigma {s['sigma']:g}: {s['success_rate']:.2f}" for s in card.get("segments", [])
@@ -140,6 +142,28 @@ def info_card(info: dict[str, Any]) -> str:
         lines.append(f"reward-free: {card['reward_free']}")
     lines.append(f"path: {info['path']} (--json: the whole card)")
     return "\n".join(lines)
+
+
+def budget_note(card: dict[str, Any], episodes: int, steps: int) -> str:
+    """What the step budget did to the episodes: the last episode of each env collecting side by
+    side is cut where the budget ends, and in a small dataset those partial episodes (lower
+    returns) are most of it. '' when none was cut, or the card does not say."""
+    cut = card.get("budget_cut_episodes")
+    complete = card.get("normalized_mean_complete_episodes")
+    if cut is None and complete is None and episodes:  # an older card: none whole means all cut
+        cut = episodes
+    if not cut:
+        return ""
+    whole = (
+        f"whole episodes alone: {complete:.1f}"
+        if complete is not None
+        else "no episode is whole: build more --steps for whole ones"
+    )
+    return (
+        f"cut short: {cut} of {episodes} episodes end where the {steps:,}-step budget ran out, "
+        f"not at a terminal or the time limit, so the normalized return above counts partial "
+        f"episodes ({whole})"
+    )
 
 
 def check_dataset(dataset_id: str) -> dict[str, Any]:

@@ -40,8 +40,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"(policy `{agent['policy']}`, rollouts of {agent['rollout_batch']} × horizon {agent['horizon']} every "
         f"{agent['rollout_every']} updates, real ratio {agent['real_ratio']}{_bc_term(agent)}); "
         f"BC {cfg['bc_updates']} updates; "
-        f"evaluation every {cfg['eval_every']} updates with {cfg['eval_episodes']} deterministic episodes per env. "
-        f"Scores are D4RL-normalized; **last-{cfg['last_k']}** = mean of the last {cfg['last_k']} evaluations, "
+        f"evaluation every {cfg['eval_every']} updates with {count(cfg['eval_episodes'], 'deterministic episode')} per env. "
+        f"Scores are D4RL-normalized; **last-{cfg['last_k']}** = mean of the last {count(cfg['last_k'], 'evaluation')}, "
         "**best** = the best evaluation (optimistic, labelled).",
         "",
         f"Wall time: {report['wall_seconds']:.0f} s.",
@@ -57,6 +57,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
             f"| {ds} | {card['steps']} | {card['episodes']} | {card['normalized_mean']:.1f} ± {card['normalized_std']:.1f} |"
         )
     lines += [f"\n**Warning**: {w}." for w in report.get("dataset_warnings", [])]
+    k = cfg["last_k"]
     for key, result in report["results"].items():
         quality = key.split("/")[0]
         tgw, bc = result["tgw"]["summary"], result["bc"]["summary"]
@@ -64,7 +65,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
             "",
             f"## {key}",
             "",
-            "| env | TGW last-k | TGW best | BC last-k | BC best | paper TGW multi-env (D4RL data) |",
+            f"| env | TGW last-{k} | TGW best | BC last-{k} | BC best | paper TGW multi-env (D4RL data) |",
             "|---|---|---|---|---|---|",
         ]
         for env in [*result["envs"], "_mean"]:
@@ -77,7 +78,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
             )
         lines += [
             "",
-            "(± = spread of the last-k evaluations of this one seed.)",
+            f"(± = spread of the last {count(k, 'evaluation')} of this one seed.)",
             "",
             "World model, held-out open-loop observation error (normalised MSE; mean predictor ≈ 1):",
             "",
@@ -92,6 +93,11 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
             )
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def count(n: int, noun: str) -> str:
+    """``1 evaluation``, ``3 evaluations``: a number and its noun, in the number's form."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _plot_curves(result: dict[str, Any], path: Path, title: str) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from genworld.eval.paper import paper_score
 from genworld.eval.scores import precision_note
+from genworld.reports.run import count
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
 from genworld.utils.provenance import cells_code, cells_code_line, provenance
 
@@ -251,11 +252,13 @@ def write_table(
         "",
         f"**Data**: {PROVENANCE}",
         "",
-        f"**Protocol**: scale `{cfg.scale}`; {cfg.seeds} seed(s) per cell; {budget.updates} policy "
-        f"updates per cell (model-based methods train their world model first, on top); "
-        f"evaluation every {budget.eval_every} updates with {budget.eval_episodes} deterministic "
-        f"episodes per env; a cell's score is the **mean of its last {budget.last_k} "
-        "evaluations**; the table shows mean ± std of that score across seeds. "
+        f"**Protocol**: scale `{cfg.scale}`; {count(cfg.seeds, 'seed')} per cell; "
+        f"{budget.updates} policy updates per cell (model-based methods train their world model "
+        f"first, on top); evaluation every {budget.eval_every} updates with "
+        f"{count(budget.eval_episodes, 'deterministic episode')} per env; a cell's score "
+        f"(**last-{budget.last_k}**) is the **mean of its last "
+        f"{count(budget.last_k, 'evaluation')}**; the table shows mean ± std of that score "
+        "across seeds. "
         "D4RL-normalized scores.",
         "",
         cells_code_line(results),

@@ -32,6 +32,7 @@ def build_cell_agent(
     world_models: WorldModelSource = provide_world_model,
     task: str | None = None,
     prompts: MultiEnvDataset | None = None,
+    show_progress: bool = False,
 ):
     """The agent of algorithm or variant ``name`` (``tgw-no-prompt``, ``mopo-beta=2``) on
     ``dataset``: the variant's overrides, then the runner's ``overrides``. World models come
@@ -49,6 +50,7 @@ def build_cell_agent(
         world_models=world_models,
         task=task,
         prompts=prompts,
+        show_progress=show_progress,
     )
     return build_agent(algo, ctx)
 

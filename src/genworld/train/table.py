@@ -146,7 +146,9 @@ def cells(cfg: TableConfig) -> list[Cell]:
     return out
 
 
-def run_cell(cfg: TableConfig, cell: Cell, out: Path, *, wait: bool = True) -> dict | None:
+def run_cell(
+    cfg: TableConfig, cell: Cell, out: Path, *, wait: bool = True, show_progress: bool = False
+) -> dict | None:
     """Train and evaluate one cell (resumes a killed one); writes and returns its result.
 
     One process at a time trains a cell: it holds the cell's claim (a lock next to its folder,
@@ -163,10 +165,10 @@ def run_cell(cfg: TableConfig, cell: Cell, out: Path, *, wait: bool = True) -> d
             return None
         if result_path.exists():  # finished by the process that held it
             return json.loads(result_path.read_text())
-        return _train_cell(cfg, cell, out)
+        return _train_cell(cfg, cell, out, show_progress)
 
 
-def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
+def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = False) -> dict:
     import torch
 
     from genworld.data.multi_env import MultiEnvDataset
@@ -187,6 +189,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
         seed=cell.seed,
         out=folder,
         shared=out / "world_models",
+        show_progress=show_progress,  # its world model's fit, as a line under the table's bar
     )
     budget = cfg.budget
     _, summary = train_cell(
@@ -199,6 +202,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict:
         eval_episodes=budget.eval_episodes,
         last_k=budget.last_k,
         seed=cell.seed,
+        show_progress=show_progress,
     )
     result = {
         **asdict(cell),
@@ -264,7 +268,7 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     with progress_bar("table cells", len(todo), enabled=show_progress) as advance:
         if cfg.workers == 1:
             for cell in todo:
-                results.append(run_cell(cfg, cell, out, wait=False))
+                results.append(run_cell(cfg, cell, out, wait=False, show_progress=show_progress))
                 advance(1)
         elif cfg.executor == "ray" or (cfg.executor == "auto" and _ray_available()):
             results = _run_with_ray(cfg_json, todo, out, advance)
@@ -286,7 +290,7 @@ def _finish_claimed(
             flush=True,
         )
     for i in waiting:
-        results[i] = run_cell(cfg, todo[i], out, wait=True)
+        results[i] = run_cell(cfg, todo[i], out, wait=True, show_progress=show_progress)
     return results
 
 
