@@ -81,6 +81,7 @@ def test_bad_seeds_counts_and_steps_are_one_line_errors(capsys):
         (["train", "agnostic-ppo", "--total_timesteps", "0"], "--total_timesteps must be"),
         (["train", "agnostic-iql", "--batch-size", "0"], "--batch-size must be positive"),
         (["run", "--scale", "tiny", "--envs", ""], "--envs and --qualities must each name"),
+        (["run", "--agent.mbpo.horizon", "99999999999999999999"], "too large (at most"),
     ):
         _one_line_error(capsys, [*argv, "--print-config"], text)
     _one_line_error(capsys, ["data", "build", "hopper-random", "--seed", "-1"], "--seed must be")

@@ -53,6 +53,9 @@ def apply(cfg: C, values: dict[str, Any], where: str = "") -> C:
     return replace(cfg, **changes)
 
 
+MAX_INT = 2**63 - 1
+"""The largest whole number an option takes (what torch and numpy hold): more is a typo."""
+
 MAX_SEED = 2**31 - 1
 """The largest seed (numpy, torch and Gymnasium all take it, and seeds derived from it)."""
 
@@ -169,7 +172,10 @@ def parse_value(text: str, kind: Any, name: str) -> Any:
             raise ValueError(text)
         if kind in (dict, typing.Any) or origin is dict:
             return json.loads(text)
-        return kind(text)
+        value = kind(text)
+        if kind is int and abs(value) > MAX_INT:
+            raise GenworldError(f"--{name} {text}: too large (at most {MAX_INT:,})")
+        return value
     except (ValueError, TypeError, json.JSONDecodeError):
         raise GenworldError(
             f"--{name} {text!r}: expected {getattr(kind, '__name__', str(kind))}"
