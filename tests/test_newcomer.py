@@ -69,7 +69,8 @@ def test_a_dataset_smaller_than_its_scale_is_named_with_the_rebuild_command():
 def test_bad_seeds_counts_and_steps_are_one_line_errors(capsys):
     for argv, text in (
         (["run", "--scale", "tiny", "--seed", "-1"], "--seed must be a whole number from 0"),
-        (["train", "world-model", "--seed", "99999999999999999999"], "--seed must be"),
+        (["train", "world-model", "--seed", "4294967296"], "--seed must be"),
+        (["train", "world-model", "--seed", "99999999999999999999"], "--seed 99999999999999999999"),
         (["data", "train-policy", "hopper", "--seed", "-3"], "--seed must be"),
         (["table", "--seeds", "99999999999"], "--seeds must be from 1 to 1,000"),
         (["run", "--threads", "99999999999999999999"], "--threads must be from 1"),
