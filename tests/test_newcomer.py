@@ -73,7 +73,7 @@ def test_bad_seeds_counts_and_steps_are_one_line_errors(capsys):
         (["train", "world-model", "--seed", "99999999999999999999"], "--seed 99999999999999999999"),
         (["data", "train-policy", "hopper", "--seed", "-3"], "--seed must be"),
         (["table", "--seeds", "99999999999"], "--seeds must be from 1 to 1,000"),
-        (["run", "--threads", "99999999999999999999"], "--threads must be from 1"),
+        (["run", "--threads", "4096"], "--threads must be from 1 to 1,024"),
         (
             ["train", "agnostic-iql", "--scale", "tiny", "--steps", "0"],
             "--steps must be a positive",
