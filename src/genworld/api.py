@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from genworld.train.behaviour import BehaviourConfig
     from genworld.train.dd_iql import AgnosticIQLRunConfig
     from genworld.train.dd_ppo import AgnosticPPORunConfig
+    from genworld.train.finetune import FinetuneConfig
     from genworld.train.pipeline import RunConfig
     from genworld.train.scenarios import ScenarioStudyConfig
     from genworld.train.table import TableConfig
@@ -53,6 +54,8 @@ __all__ = [
     "evaluate_world_model",
     "export_policies",
     "export_task_experts",
+    "finetune",
+    "finetune_config",
     "info_card",
     "list_datasets",
     "pretrain_config",
@@ -181,6 +184,14 @@ def pretrain_config(scale: str = "mini", **overrides: Any) -> WorldModelTrainCon
     """``genworld pretrain world-model``'s config: the reward-free RSSM and the scale's
     reward-free, multi-embodiment datasets (``datasets`` replaces them)."""
     from genworld.train.pretrain import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
+def finetune_config(scale: str = "mini", **overrides: Any) -> FinetuneConfig:
+    """``genworld finetune``'s config: WPT's fine-tuning preset at ``scale``, then ``overrides``
+    (``world_model``, ``task``, ``variant``, ``seed``, ``wpt={...}``)."""
+    from genworld.train.finetune import config_for_scale
 
     return config_for_scale(scale, **overrides)
 
@@ -315,6 +326,18 @@ def pretrain_world_model(
 
     check_reward_free(cfg)
     return train_world_model(cfg, out, show_progress=show_progress)
+
+
+def finetune(cfg: FinetuneConfig, out: str | Path, *, show_progress: bool = True) -> Result:
+    """WPT's fine-tuning of a pre-trained RSSM on a target task (resumable from ``out``):
+    eval.jsonl (return, and success rate on Meta-World, against environment steps), then
+    report.md / report.json / curve.png."""
+    from genworld.reports.finetune import write_finetune_report
+    from genworld.train.finetune import finetune as run_finetune
+
+    out = Path(out)
+    report = run_finetune(cfg, out, show_progress=show_progress)
+    return Result(out, report, tuple(write_finetune_report(report, out)))
 
 
 def evaluate_world_model(

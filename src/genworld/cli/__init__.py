@@ -114,6 +114,13 @@ def _pretrain_options(p):
     )
 
 
+def _finetune_options(p):
+    from genworld.api import finetune_config
+    from genworld.train.finetune import FinetuneConfig
+
+    add_config_options(p, FinetuneConfig, skip=("scale",), defaults=finetune_config("mini"))
+
+
 def _behaviour_options(p):
     from genworld.train.behaviour import BehaviourConfig
 
@@ -141,6 +148,7 @@ GENERATED: dict[tuple[str, ...], Callable[[argparse.ArgumentParser], None]] = {
     ("scenarios",): _scenarios_options,
     ("train", "world-model"): _world_model_options,
     ("pretrain", "world-model"): _pretrain_options,
+    ("finetune",): _finetune_options,
     ("train", "agnostic-iql"): _agnostic_iql_options,
     ("train", "agnostic-ppo"): _agnostic_ppo_options,
     ("data", "train-policy"): _behaviour_options,
@@ -294,6 +302,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _scale(p)
     _common(p)
     p.set_defaults(func=commands.pretrain_world_model)
+
+    p = parsers["finetune",] = sub.add_parser(
+        "finetune",
+        help="fine-tune a pre-trained RSSM online on a target task (WPT: p, p+er, p+er+g, "
+        "scratch; resumable)",
+    )
+    _scale(p)
+    _common(p)
+    p.set_defaults(func=commands.finetune)
 
     evaluate = sub.add_parser("eval", help="evaluate trained models")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

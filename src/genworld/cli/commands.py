@@ -173,6 +173,18 @@ def pretrain_world_model(args) -> None:
         print(f"world model pre-trained: {out} (evaluate with `genworld eval world-model {out}`)")
 
 
+def finetune(args) -> None:
+    from genworld.api import finetune, finetune_config
+
+    cfg = finetune_config(args.scale, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/finetune/{cfg.task}__{cfg.variant}__{args.scale}__s{cfg.seed}"
+    result = finetune(cfg, out, show_progress=not args.quiet)
+    print(result.markdown)
+    print(f"fine-tuned: {result.out} (report.md, report.json, curve.png, eval.jsonl)")
+
+
 def eval_world_model(args) -> None:
     from genworld.api import evaluate_world_model
 

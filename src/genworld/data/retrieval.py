@@ -172,6 +172,46 @@ def retrieve(
     return Segments(found.env_idx, found.start, found.length, distance)
 
 
+def retrieved_dataset(dataset: MultiEnvDataset, found: Segments) -> MultiEnvDataset:
+    """The retrieved trajectories (or segments) as a dataset of their own, one env per env of
+    ``dataset`` that has any (in ``dataset``'s order), each segment an episode. Reward-free:
+    the stored rewards are set to zero (WPT's offline data has none); terminations are kept and
+    a segment cut before its episode's end is truncated there."""
+    from genworld.data.episodes import Episode
+
+    data = []
+    for k, env in enumerate(dataset.envs):
+        rows = torch.nonzero(found.env_idx == k).flatten()
+        episodes = []
+        for start, length in zip(
+            found.start[rows].tolist(), found.length[rows].tolist(), strict=True
+        ):
+            steps = slice(start, start + length)
+            observations = torch.cat([env.observations[steps], env.next_observations[steps][-1:]])
+            terminal = bool(env.terminations[start + length - 1])
+            terminations = np.zeros(length, dtype=bool)
+            terminations[-1] = terminal
+            episodes.append(
+                Episode.from_arrays(
+                    observations.numpy(),
+                    env.actions[steps].numpy(),
+                    np.zeros(length, dtype=np.float32),
+                    terminations,
+                    ~terminations & (np.arange(length) == length - 1),
+                    obs_dim=env.spec.obs_dim,
+                    act_dim=env.spec.act_dim,
+                    where=f"retrieved {env.spec.name} segment at {start}",
+                )
+            )
+        if episodes:
+            data.append((env.spec, episodes))
+    if not data:
+        raise GenworldError(
+            "nothing was retrieved: give k ≥ 1 and data of the target's action size"
+        )
+    return MultiEnvDataset(data)
+
+
 __all__ = [
     "BACKENDS",
     "RetrievalConfig",
@@ -180,5 +220,6 @@ __all__ = [
     "first_observations",
     "nearest",
     "retrieve",
+    "retrieved_dataset",
     "segments",
 ]

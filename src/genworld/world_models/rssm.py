@@ -367,13 +367,30 @@ class RSSMWorldModel(nn.Module):
         return Window(deter_all, torch.stack(stochs, 1), posterior, prior)
 
     # ---------------------------------------------------------------- training
+    def observe_batch(self, batch: SeqBatch, generator: torch.Generator | None = None) -> Window:
+        """The posterior states of a training window's ``L + 1`` observations ``o_0 … o_L``."""
+        observed = torch.cat([batch.observations[:, :1], batch.next_observations], 1)
+        return self.observe(observed, batch.actions, batch.env_idx, generator)
+
     def loss_terms(
-        self, batch: SeqBatch, generator: torch.Generator | None = None
+        self,
+        batch: SeqBatch,
+        generator: torch.Generator | None = None,
+        *,
+        reward_rows: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Eq. 1's terms (means over the window's valid steps), unweighted, and metrics."""
+        """Eq. 1's terms (means over the window's valid steps), unweighted, and metrics;
+        ``reward_rows (B,)`` bool: the rows whose rewards are labelled (None: all), the only
+        ones the reward term sees (WPT's fine-tuning mixes in reward-free rows)."""
+        return self.window_terms(batch, self.observe_batch(batch, generator), reward_rows)
+
+    def window_terms(
+        self, batch: SeqBatch, w: Window, reward_rows: torch.Tensor | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`loss_terms` from the batch's filtered window ``w`` (:meth:`observe_batch`), so a
+        caller can start imagination from the same posterior states."""
         cfg, env_idx = self.cfg, batch.env_idx
         observed = torch.cat([batch.observations[:, :1], batch.next_observations], 1)  # o_0 … o_L
-        w = self.observe(observed, batch.actions, env_idx, generator)
         valid = F.pad(batch.step_mask.float(), (1, 0), value=1.0)  # (B, L+1): o_0 always exists
         obs_mask = self.obs_masks[env_idx][:, None].float()  # (B, 1, obs_max)
         target = self._normalised_obs(observed, env_idx)
@@ -393,7 +410,10 @@ class RSSMWorldModel(nn.Module):
             norm = self.normalizer
             target_rew = normalised(batch.rewards, env_idx, norm.reward_mean, norm.reward_std)
             error = (self._reward(w.deter[:, 1:], w.stoch[:, 1:]) - target_rew).pow(2)
-            terms["reward"] = masked_mean(error, batch.step_mask.float())
+            labelled = batch.step_mask.float()  # (B, L)
+            if reward_rows is not None:
+                labelled = labelled * reward_rows[:, None].float()
+            terms["reward"] = masked_mean(error, labelled)
         return terms, {k: v.detach() for k, v in metrics.items()}
 
     def loss_weights(self) -> dict[str, float]:
@@ -403,7 +423,10 @@ class RSSMWorldModel(nn.Module):
         self, batch: SeqBatch, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict]:
         """Eq. 1 (plus the reward term with ``reward_head``)."""
-        terms, metrics = self.loss_terms(batch, generator)
+        return self.weighted(*self.loss_terms(batch, generator))
+
+    def weighted(self, terms: dict, metrics: dict) -> tuple[torch.Tensor, dict]:
+        """The loss of :meth:`loss_terms`' terms with :meth:`loss_weights`, and the metrics."""
         weights = self.loss_weights()
         total = sum(weights[name] * term for name, term in terms.items())
         return total, metrics | {f"wm/{name}": term.detach() for name, term in terms.items()}
@@ -474,6 +497,62 @@ class RSSMWorldModel(nn.Module):
         post = self._params(self.posterior_net(torch.cat([state.deter, embed], -1)))
         return RSSMState(state.deter, self._sample(post, None), state.env_idx)
 
+    # ---------------------------------------------------------------- acting and imagination
+    def latent(self, state: RSSMState) -> torch.Tensor:
+        """``s = [h, z]`` ``(B, deter_dim + latent_width)``: what an actor or critic reads."""
+        return torch.cat([state.deter, state.stoch], -1)
+
+    @torch.no_grad()
+    def initial_state(self, observations: torch.Tensor, env_idx: torch.Tensor) -> RSSMState:
+        """The posterior state (mean / mode) of an episode's first raw observations
+        ``(B, obs_max)``, from the learned ``h_0``."""
+        deter = torch.tanh(self.initial_deter).expand(len(env_idx), -1)  # (B, D)
+        return self.with_observations(RSSMState(deter, deter[:, :0], env_idx), observations)
+
+    @torch.no_grad()
+    def posterior_step(
+        self, state: RSSMState, actions: torch.Tensor, observations: torch.Tensor
+    ) -> RSSMState:
+        """Filter one real step: ``h' = GRU(h, [z, a])`` with the executed ``actions (B, ≤
+        act_max)``, then z from the posterior (mean / mode) given the next raw ``observations``
+        ``(B, obs_max)``: how an agent tracks its state while acting."""
+        deter = self._step(state.deter, state.stoch, self._padded_actions(actions, state.env_idx))
+        return self.with_observations(RSSMState(deter, state.stoch, state.env_idx), observations)
+
+    def imagine_step(
+        self, state: RSSMState, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> RSSMState:
+        """One imagined step with gradients (DreamerV3's actor learns through it): ``h' =
+        GRU(h, [z, a])``, ``z' ~ p(z | h')`` reparameterised (Gaussian) or straight-through
+        (categorical). ``actions (B, ≤ act_max)``."""
+        deter = self._step(state.deter, state.stoch, self._padded_actions(actions, state.env_idx))
+        prior = self._params(self.prior_net(deter))
+        stoch = self._sample(prior, self._noise((len(deter),), generator, deter.device))
+        return RSSMState(deter, stoch, state.env_idx)
+
+    def predicted_reward(self, state: RSSMState) -> torch.Tensor:
+        """The reward head's prediction ``(B,)`` in raw units for arriving at ``state`` (the
+        reward of the transition into it), with gradients; needs ``reward_head``."""
+        if self.reward_net is None:
+            raise GenworldError(
+                "this RSSM has no reward head (reward-free pre-training): build it with "
+                "reward_head on (transferred(..., reward_head=True))"
+            )
+        norm, env = self.normalizer, state.env_idx
+        return self._reward(state.deter, state.stoch) * norm.reward_std[env] + norm.reward_mean[env]
+
+    @torch.no_grad()
+    def decoded(self, state: RSSMState) -> torch.Tensor:
+        """The decoder's mean observation ``(B, obs_max)`` of ``state``, raw, zero on padding."""
+        norm, env = self.normalizer, state.env_idx
+        out = self._decode(state.deter, state.stoch, env) * norm.obs_std[env] + norm.obs_mean[env]
+        return out * self.obs_masks[env]
+
+    def _padded_actions(self, actions: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+        """``actions (B, ≤ act_max)`` zero-padded to the model's width and masked to each env's."""
+        act = F.pad(actions, (0, self.act_max - actions.shape[-1]))
+        return act * self.act_masks[env_idx]
+
     # ---------------------------------------------------------------- pre-training's uses
     @torch.no_grad()
     def features(self, observations: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
@@ -495,16 +574,21 @@ class RSSMWorldModel(nn.Module):
         view.cfg = replace(self.cfg, burn_in=steps)
         return view
 
-    def transferred(self, specs: list[EnvSpec], normalizer: Normalizer) -> RSSMWorldModel:
+    def transferred(
+        self, specs: list[EnvSpec], normalizer: Normalizer, *, reward_head: bool | None = None
+    ) -> RSSMWorldModel:
         """This model for other envs (a fine-tuning target, a held-out embodiment): every shared
         weight copied, and the per-body encoder input and decoder output layers of the bodies it
-        has (:func:`encoder_group`); new bodies start fresh. The action width is kept."""
-        other = RSSMWorldModel(specs, self.cfg, normalizer, act_width=self.act_max)
+        has (:func:`encoder_group`); new bodies start fresh. The action width is kept.
+        ``reward_head``: add (True) or drop (False) the reward head (None: as this model); a
+        head this model lacks starts fresh (WPT's fine-tuning learns it from online data)."""
+        cfg = self.cfg if reward_head is None else replace(self.cfg, reward_head=reward_head)
+        other = RSSMWorldModel(specs, cfg, normalizer, act_width=self.act_max)
         other = other.to(self.initial_deter.device)
         per_env = ("obs_in.", "obs_out.", "normalizer.", "obs_masks", "act_masks", "group_of_env")
         state = other.state_dict()
         own = self.state_dict()
-        state |= {k: v for k, v in own.items() if not k.startswith(per_env)}
+        state |= {k: v for k, v in own.items() if k in state and not k.startswith(per_env)}
         for k_new, group in enumerate(other.groups):
             if group not in self.groups:
                 continue

@@ -1,0 +1,289 @@
+"""WPT's fine-tuning (algos/wpt.py, train/finetune.py, ``genworld finetune``): λ-returns and the
+two-hot critic by hand, the guidance schedule and window, the BC prior acting only inside its
+window, rehearsal batches holding the configured share of retrieved rows, an update / act /
+state round trip, and (integration) the acceptance commands end to end."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genworld.algos.wpt import (
+    Rehearsal,
+    WPTAgent,
+    WPTConfig,
+    actor_loss,
+    critic_loss,
+    guidance_probability,
+    guidance_window,
+    lambda_returns,
+    rehearsal_rows,
+    symexp,
+    symlog,
+    two_hot,
+    updates_per_episode,
+)
+from genworld.data.multi_env import MultiEnvDataset
+from genworld.data.normalization import Normalizer
+from genworld.data.retrieval import retrieved_dataset, segments
+from genworld.envs import get_env_spec
+from genworld.errors import GenworldError
+from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel
+
+from .test_world_models import _linear_episodes
+
+HOPPER = get_env_spec("hopper")
+TARGET = dataclasses.replace(
+    HOPPER, name="toy-target", obs_dim=3, act_dim=2, max_episode_steps=20, termination=None
+)
+OTHER = dataclasses.replace(TARGET, name="toy-other", obs_dim=4)
+TINY_RSSM = RSSMConfig(deter_dim=16, stoch_dim=4, hidden=16, seq_len=6, burn_in=2)
+TINY = WPTConfig(
+    env_steps=40,
+    warmup_steps=0,
+    guidance_steps=1_000_000,
+    batch_size=8,
+    horizon=4,
+    hidden=16,
+    layers=1,
+    bins=31,
+    bc_steps=5,
+    bc_batch_size=16,
+    bc_hidden=16,
+    model_lr=1e-3,
+    actor_lr=1e-3,
+    critic_lr=1e-3,
+)
+
+
+class ToyEnv:
+    """A 3-dim linear env of ``TARGET``'s sizes: 20 steps, reward = −‖o‖."""
+
+    def reset(self, seed=None):
+        self.rng = np.random.default_rng(seed)
+        self.obs = self.rng.normal(size=3).astype(np.float32)
+        return self.obs, {}
+
+    def step(self, action):
+        self.obs = (0.9 * self.obs + 0.1 * np.r_[action, 0.0]).astype(np.float32)
+        return self.obs, -float(np.abs(self.obs).sum()), False, False, {}
+
+
+def _agent(variant="p+er+g", cfg=TINY, seed=0) -> WPTAgent:
+    torch.manual_seed(seed)
+    offline = MultiEnvDataset(
+        [(TARGET, _linear_episodes(TARGET, 3, 20, 1)), (OTHER, _linear_episodes(OTHER, 3, 20, 2))]
+    )
+    retrieved = retrieved_dataset(offline, segments(offline))  # reward-free copies
+    model = RSSMWorldModel([TARGET, OTHER], TINY_RSSM, Normalizer.fit(offline))
+    agent = WPTAgent(
+        model,
+        cfg,
+        variant,
+        torch.device("cpu"),
+        rehearsal=Rehearsal(retrieved, torch.tensor([0, 1])),
+        seed=seed,
+    )
+    agent._env = ToyEnv()
+    return agent
+
+
+# ------------------------------------------------------------------ the losses by hand
+def test_lambda_returns_match_a_hand_computation():
+    """Eq. 2 with H = 2: V_1 = r_1 + γ c_1 v_2, V_0 = r_0 + γ c_0 ((1−λ) v_1 + λ V_1)."""
+    gamma, lam = 0.9, 0.5
+    rewards = torch.tensor([[1.0, 2.0], [3.0, 0.5]])  # (H=2, N=2)
+    values = torch.tensor([[9.0, 9.0], [10.0, 4.0], [20.0, 8.0]])  # (H+1, N)
+    continues = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # N=1: s_2 terminal
+    v1 = [3.0 + 0.9 * 20.0, 0.5 + 0.9 * 0.0 * 8.0]
+    v0 = [1.0 + 0.9 * (0.5 * 10.0 + 0.5 * v1[0]), 2.0 + 0.9 * (0.5 * 4.0 + 0.5 * v1[1])]
+    got = lambda_returns(rewards, values, continues, gamma, lam)
+    assert torch.allclose(got, torch.tensor([v0, v1]))
+    # λ = 1: the discounted reward sum bootstrapped at H; λ = 0: one-step TD targets
+    ones = torch.ones(2, 1)
+    mc = lambda_returns(rewards[:, :1], values[:, :1], ones, 0.9, 1.0)[0, 0]
+    assert math.isclose(float(mc), 1.0 + 0.9 * 3.0 + 0.81 * 20.0, rel_tol=1e-6)
+    td = lambda_returns(rewards[:, :1], values[:, :1], ones, 0.9, 0.0)[:, 0]
+    assert torch.allclose(td, torch.tensor([1.0 + 0.9 * 10.0, 3.0 + 0.9 * 20.0]))
+
+
+def test_two_hot_symlog_critic_and_actor_losses_by_hand():
+    bins = torch.linspace(-2.0, 2.0, 5)  # -2 -1 0 1 2
+    weights = two_hot(torch.tensor([0.25, -2.0, 7.0]), bins)
+    assert torch.allclose(weights[0], torch.tensor([0.0, 0.0, 0.75, 0.25, 0.0]))
+    assert torch.allclose(weights[1], torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0]))
+    assert torch.allclose(weights[2], torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]))  # clipped
+    assert torch.allclose((weights[:2] * bins).sum(-1), torch.tensor([0.25, -2.0]))
+    x = torch.tensor([-30.0, -0.5, 0.0, 4.0])
+    assert torch.allclose(symexp(symlog(x)), x, atol=1e-4)
+    # eq. 3: the cross-entropy to two_hot(symlog(V)); logits of the target are its minimum
+    returns = torch.tensor([[math.expm1(0.25)]])  # symlog = 0.25
+    target = two_hot(symlog(returns), bins)
+    ce = critic_loss(target.log().clamp_min(-30), returns, torch.ones(1, 1), bins)
+    entropy = -(target * target.clamp_min(1e-30).log()).sum()
+    assert math.isclose(float(ce), float(entropy), rel_tol=1e-4)
+    assert float(critic_loss(torch.zeros(1, 1, 5), returns, torch.ones(1, 1), bins)) > float(ce)
+    # eq. 4: mean of w (−V − η H)
+    loss = actor_loss(torch.tensor([[2.0, 4.0]]), torch.tensor([[1.0, 3.0]]), torch.ones(1, 2), 0.5)
+    assert math.isclose(float(loss), ((-2 - 0.5) + (-4 - 1.5)) / 2)
+
+
+def test_the_guidance_schedule_matches_its_formula():
+    """linear(1, 0, guidance_steps): 1 − steps / guidance_steps, 0 after; windows in tenths."""
+    for steps, expected in ((0, 1.0), (12_500, 0.75), (25_000, 0.5), (50_000, 0.0), (90_000, 0.0)):
+        assert guidance_probability(steps, 50_000) == pytest.approx(expected)
+    assert guidance_probability(0, 0) == 0.0
+    assert guidance_window(1000, 0.0, 0.0) == (0, 100)
+    assert guidance_window(1000, 0.999, 0.7) == (0, 1000)  # the whole episode
+    assert guidance_window(1000, 0.45, 1.0 - 1e-9) == (500, 500)  # ends at the last step
+    rng = np.random.default_rng(0)
+    for u in rng.uniform(size=(200, 2)):
+        start, length = guidance_window(20, *u)
+        assert length in range(2, 21, 2) and start >= 0 and start + length <= 20
+    assert rehearsal_rows(16, 0.25) == 4 and rehearsal_rows(8, 0.25) == 2
+    assert rehearsal_rows(4, 0.99) == 3  # one online row is always left
+    assert updates_per_episode(1000, 256, 16, 64) == 250
+
+
+# ------------------------------------------------------------------ the agent
+def test_the_bc_prior_acts_only_inside_its_window():
+    agent = _agent()
+    agent.train_bc(torch.Generator().manual_seed(0))
+    sentinel = torch.full((1, TARGET.act_dim), 0.123)
+    agent.bc_action = lambda obs: sentinel  # noqa: E731 -- mark the prior's actions
+    for episode in range(6):
+        generator = torch.Generator().manual_seed(episode)
+        draws = torch.rand(3, generator=torch.Generator().manual_seed(episode)).tolist()
+        start, length = guidance_window(TARGET.max_episode_steps, draws[1], draws[2])
+        used = draws[0] < guidance_probability(agent.env_steps, TINY.guidance_steps)
+        info = agent.collect_episode(generator)
+        actions = agent.episodes[-1].actions
+        by_prior = np.all(np.isclose(actions, 0.123), axis=1)
+        expected = np.zeros(TARGET.max_episode_steps, bool)
+        if used:
+            expected[start : start + length] = True
+        assert np.array_equal(by_prior, expected), episode
+        assert info["train/guided_steps"] == expected.sum()
+    # guidance off (variant p+er): the prior never acts
+    plain = _agent("p+er")
+    plain.collect_episode(torch.Generator().manual_seed(0))
+    assert plain.bc is None and not np.any(np.isclose(plain.episodes[-1].actions, 0.123))
+
+
+def test_rehearsal_batches_hold_the_configured_share_of_retrieved_rows():
+    for ratio, expected in ((0.25, 2), (0.5, 4), (0.0, 0)):
+        agent = _agent(cfg=dataclasses.replace(TINY, rehearsal_ratio=ratio))
+        agent.collect_episode(torch.Generator().manual_seed(0))
+        for seed in range(3):
+            batch, labelled = agent.world_model_batch(torch.Generator().manual_seed(seed))
+            assert batch.observations.shape[:2] == (8, TINY_RSSM.seq_len)
+            assert int((~labelled).sum()) == expected
+            retrieved = batch.rewards[~labelled]
+            assert torch.all(retrieved == 0)  # reward-free rows, never read
+            # online rows are env 0 and carry the real rewards (−‖o‖ < 0)
+            assert torch.all(batch.env_idx[labelled] == 0)
+            assert torch.all(batch.rewards[labelled][batch.step_mask[labelled]] < 0)
+            # the reward term reads the online rows only
+            same = torch.Generator().manual_seed  # the same posterior draws in both
+            terms, _ = agent.model.loss_terms(batch, same(0), reward_rows=labelled)
+            garbage = dataclasses.replace(
+                batch, rewards=torch.where(labelled[:, None], batch.rewards, 1e3)
+            )
+            again, _ = agent.model.loss_terms(garbage, same(0), reward_rows=labelled)
+            assert torch.equal(terms["reward"], again["reward"])
+    plain = _agent("p")
+    plain.collect_episode(torch.Generator().manual_seed(0))
+    assert bool(plain.world_model_batch(torch.Generator().manual_seed(0))[1].all())
+
+
+def test_an_update_act_and_state_round_trip():
+    agent = _agent()
+    g = torch.Generator().manual_seed(0)
+    agent.train_bc(g)
+    agent.collect_episode(g)
+    actor_before = [p.clone() for p in agent.actor.parameters()]
+    metrics = agent.update(g)
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert {"losses/actor", "losses/critic", "wm/reward", "wm/kl"} <= set(metrics)
+    after = agent.actor.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, after, strict=True))
+    # the actor's loss reaches the actor only: the world model and slow critic are frozen
+    for module in (agent.model, agent.actor, agent.slow_critic):
+        module.zero_grad(set_to_none=True)
+    start = agent.model.initial_state(agent._padded(torch.randn(4, 3)), torch.zeros(4).long())
+    _, rewards, values, continues, entropy = agent.imagine(start)
+    returns = lambda_returns(rewards, values, continues, 0.99, 0.95)
+    actor_loss(returns, entropy, torch.ones_like(returns), 1e-4).backward()
+    assert all(p.grad is None for p in agent.model.parameters())
+    assert all(p.grad is None for p in agent.slow_critic.parameters())
+    assert all(p.grad is not None for p in agent.actor.parameters())
+    assert all(p.requires_grad for p in agent.model.parameters())  # unfrozen again
+    obs = torch.randn(5, 3)
+    assert agent.act(obs, torch.zeros(5, dtype=torch.int64)).shape == (5, TARGET.act_dim)
+    agent.collect_episode(g)
+    state = copy.deepcopy(agent.state_dict())  # (as a checkpoint: no tensor shared)
+    other = _agent(seed=1)
+    other.load_state_dict(state)
+    assert other.env_steps == agent.env_steps == 40 and other.updates == 1
+    for name, value in agent.model.state_dict().items():
+        assert torch.equal(value, other.model.state_dict()[name]), name
+    first = agent.episode_policy(0, 2)
+    second = other.episode_policy(0, 2)
+    for _ in range(3):  # the latent state is tracked step by step, the same in both
+        obs = torch.randn(2, 3)
+        idx = torch.arange(2)
+        assert torch.equal(first.act(obs, idx), second.act(obs, idx))
+    torch.manual_seed(3)
+    a = agent.update(torch.Generator().manual_seed(7))
+    torch.manual_seed(3)
+    b = other.update(torch.Generator().manual_seed(7))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_variants_and_missing_pieces_are_one_line_errors():
+    from genworld.train.finetune import config_for_scale
+
+    with pytest.raises(GenworldError, match="unknown"):
+        config_for_scale("tiny", variant="p+g")
+    with pytest.raises(GenworldError, match="needs the retrieved"):
+        model = RSSMWorldModel([TARGET], TINY_RSSM, Normalizer(1, 3))
+        WPTAgent(model, TINY, "p+er", torch.device("cpu"))
+    cfg = config_for_scale("tiny", variant="scratch", wpt={"batch_size": 4})
+    assert cfg.wpt.batch_size == 4 and cfg.wpt.env_steps == 3_000 and cfg.scale == "tiny"
+
+
+def test_finetune_command_prints_its_config_and_needs_a_world_model(capsys, tmp_path):
+    from genworld.cli import main
+
+    assert main(["finetune", "--scale", "tiny", "--variant", "p", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["variant"] == "p" and printed["wpt"]["env_steps"] == 3_000
+    assert main(["finetune", "--scale", "tiny", "--out", str(tmp_path / "ft")]) == 2
+    assert "--world-model is required" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_cli_pretrains_then_finetunes_and_writes_a_curve_and_a_report(tmp_path):
+    """The acceptance commands: `genworld pretrain world-model --scale tiny`, then `genworld
+    finetune --variant p+er+g --scale tiny` (retrieval, BC prior, rehearsal, guidance); a rerun
+    resumes the finished run."""
+    from genworld.cli import main
+
+    pre, out = tmp_path / "pre", tmp_path / "ft"
+    assert main(["pretrain", "world-model", "--scale", "tiny", "--quiet", "--out", str(pre)]) == 0
+    argv = ["finetune", "--world-model", str(pre), "--task", "dmc-cheetah-run"]
+    argv += ["--variant", "p+er+g", "--scale", "tiny", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["env_steps"] for r in report["curve"]] == [1_000, 2_000, 3_000]
+    assert report["retrieval"]["same_embodiment_share"] == 1.0
+    assert report["curve"][0]["train/guidance_probability"] == 1.0
+    assert (out / "curve.png").stat().st_size > 0 and (out / "report.md").exists()
+    assert main(argv) == 0  # rerun: resumes a finished run
+    assert len((out / "eval.jsonl").read_text().splitlines()) == 3
