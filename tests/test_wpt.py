@@ -266,6 +266,10 @@ def test_finetune_command_prints_its_config_and_needs_a_world_model(capsys, tmp_
     assert printed["variant"] == "p" and printed["wpt"]["env_steps"] == 3_000
     assert main(["finetune", "--scale", "tiny", "--out", str(tmp_path / "ft")]) == 2
     assert "--world-model is required" in capsys.readouterr().err
+    argv = ["finetune", "--world-model", str(tmp_path), "--scale", "tiny"]
+    assert main([*argv, "--out", str(tmp_path / "ft")]) == 2  # not a pre-training folder
+    assert "genworld train world-model" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()  # refused before anything was written
 
 
 @pytest.mark.integration

@@ -44,6 +44,7 @@ from genworld.envs.registry import get_env_spec, make_env
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_agent_outcomes
 from genworld.train.loop import Hook, eval_record, read_eval, run_loop
+from genworld.train.world_model import load_trained, world_model_run_config
 from genworld.types import EnvSpec
 from genworld.utils.device import resolve_device, torch_threads
 from genworld.utils.io import check_or_write_config, claim_folder
@@ -162,8 +163,6 @@ def build_agent(
 ) -> tuple[WPTAgent, dict[str, Any], dict[str, Any]]:
     """The agent of a run (steps 1–3 of the module docstring), the pre-training run's config
     and the retrieval's summary (None without retrieval)."""
-    from genworld.train.world_model import load_trained
-
     pre_cfg, pretrained, train, _ = load_trained(Path(cfg.world_model))
     if pre_cfg.model != "rssm":
         raise GenworldError(
@@ -237,6 +236,7 @@ def finetune(cfg: FinetuneConfig, out: Path, *, show_progress: bool = True) -> d
         raise GenworldError(
             "--world-model is required: give the folder of `genworld pretrain world-model`"
         )
+    world_model_run_config(Path(cfg.world_model))  # a pre-training folder, before any write
     device = resolve_device(cfg.device)
     out, started = Path(out), time.perf_counter()
     with claim_folder(out, FINETUNE_RUN), torch_threads(cfg.threads):
