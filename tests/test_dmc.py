@@ -11,8 +11,12 @@ from genworld.errors import GenworldError
 
 
 def _raw(name: str, seed: int):
+    """dm_control's own environment, loaded the suite's way (not through genworld's copies)."""
+    from dm_control import suite
+
+    dmc._prepare()
     domain, task = dmc.DMC_TASKS[name]
-    return dmc._load(domain, task, seed)
+    return suite.load(domain, task, task_kwargs={"random": seed})
 
 
 @pytest.mark.parametrize("name", ["dmc-cheetah-run", "dmc-walker-walk", "dmc-quadruped-walk"])
