@@ -93,7 +93,17 @@ def test_update_act_and_checkpoint_round_trip(name, tmp_path):
     torch.testing.assert_close(other.act(obs, env_idx, deterministic=True), actions)
 
 
-@pytest.mark.parametrize("name", ALGO_NAMES)
+SLOW_RESUMES = {"agnostic-iql", "cmt"}
+"""Resume checks of several seconds each: integration (CI runs them), out of the fast suite."""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.integration) if n in SLOW_RESUMES else n
+        for n in ALGO_NAMES
+    ],
+)
 def test_killed_run_resumes_to_the_same_state(name, tmp_path):
     """4 updates in one go == 2 updates, a 'kill', then a rerun on the same folder."""
     dataset = toy_dataset()

@@ -35,6 +35,7 @@ def _run(setting: str | None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration  # seconds of allocation: out of the fast suite, CI runs it
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_freed_memory_removes_the_page_faults_of_reallocated_tensors():
     import json

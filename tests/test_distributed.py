@@ -116,6 +116,7 @@ def _assert_same(a: dict, b: dict, **tol) -> None:
         torch.testing.assert_close(a[key], b[key], msg=key, **tol)
 
 
+@pytest.mark.integration  # multi-process: CI runs it, the fast suite does not
 def test_ddp_iql_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path):
     from genworld.train.distributed import Dist
 
@@ -131,6 +132,7 @@ def test_ddp_iql_two_gloo_processes_match_one_process_on_the_concatenated_batch(
     assert moved  # parameters did change (the comparison is not vacuous)
 
 
+@pytest.mark.integration  # multi-process: CI runs it, the fast suite does not
 def test_ddp_ppo_two_gloo_processes_match_one_process(tmp_path):
     """Pendulum (Box) on rank 0, CartPole (Discrete) on rank 1: mixed heads, unused-parameter
     bookkeeping, per-env statistics synced; the result is the single-process iteration's."""
@@ -160,6 +162,7 @@ def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration  # multi-process: CI runs it, the fast suite does not
 def test_torchrun_genworld_train_world_model_uses_ddp(tmp_path):
     from genworld.data.build import build_dataset
 
@@ -223,6 +226,7 @@ def _wm_worker(rank: int, world: int, port: int, out: str) -> None:
     teardown(d)
 
 
+@pytest.mark.integration  # multi-process: CI runs it, the fast suite does not
 def test_ddp_world_model_replicas_stay_identical_and_checkpoint_like_fit_world_model(tmp_path):
     from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
 

@@ -243,6 +243,7 @@ def test_padding_changes_no_prediction(suite):
     assert (a.next_observations[:2, 11:] == 0).all()
 
 
+@pytest.mark.integration  # trains two models: a "does it learn" test, CI runs it
 def test_context_fits_two_scenarios_better_than_no_context(scenarios):
     from genworld.eval.wm_metrics import k_step_errors
 

@@ -55,6 +55,7 @@ def test_ablate_tiny_runs_every_ablation_in_both_settings(policies, tmp_path):
     assert len(rows) == 16
 
 
+@pytest.mark.integration  # an end-to-end CLI study: CI runs it
 def test_sweep_beta_tiny_writes_the_plot_and_one_column_per_value(policies, tmp_path):
     out = tmp_path / "sweep"
     argv = ["sweep", "beta", "--values", "0,1", "--envs", "hopper,walker2d"]
