@@ -493,5 +493,6 @@ def test_cli_pretrains_on_the_tiny_reward_free_datasets_and_evaluates(tmp_path):
     assert json.loads((out / "config.json").read_text())["rssm"]["reward_head"] is False
     assert main(argv) == 0  # rerun: resumes a finished run
     assert main(["eval", "world-model", str(out), "--episodes-per-env", "8"]) == 0
-    errors = json.loads((out / "eval" / "k_step_errors.json").read_text())
+    (evaluation,) = (out / "eval").iterdir()  # one folder per evaluation
+    errors = json.loads((evaluation / "k_step_errors.json").read_text())
     assert set(errors["rssm:pretrain"]) == {"dmc-cheetah-run", "mw-reach-v3", "mw-push-v3"}
