@@ -79,7 +79,7 @@ class CollectPool:
         )
 
     def run(self, jobs: list[tuple], progress) -> list[Episode]:
-        from concurrent.futures import wait
+        import time
         from concurrent.futures.process import BrokenProcessPool
 
         reported = self.counter.value
@@ -87,7 +87,11 @@ class CollectPool:
         try:
             pending = futures
             while pending:
-                _, pending = wait(pending, timeout=0.25)
+                # poll, not concurrent.futures.wait: a Ctrl-C then lands in the sleep, never
+                # inside wait's hold on the futures' locks, which can leave the pool's manager
+                # thread blocked and the interpreter's exit waiting on it
+                time.sleep(0.25)
+                pending = [f for f in pending if not f.done()]
                 if progress is not None:
                     now = self.counter.value
                     progress(now - reported)
