@@ -51,6 +51,9 @@ def stop_pool(pool) -> None:
     processes = getattr(pool, "_processes", None) or {}  # (private: no public way to stop them)
     for process in list(processes.values()):
         process.terminate()
+    queue = getattr(pool, "_call_queue", None)
+    if queue is not None:  # a job still queued for a killed worker must not hold up our exit
+        queue.cancel_join_thread()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
