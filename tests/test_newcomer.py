@@ -231,14 +231,30 @@ def test_an_unrelated_folder_with_a_report_is_refused_not_overwritten(tmp_path, 
     assert not (foreign / "config.json").exists()
 
 
-def test_a_second_run_on_one_folder_is_refused_while_the_first_holds_it(tmp_path, capsys):
+FOLDER_COMMANDS = {
+    "genworld run": ["run", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"],
+    "genworld train world-model": ["train", "world-model", "--scale", "tiny", "--datasets", "hopper-random"],
+    "genworld data train-policy": ["data", "train-policy", "hopper", "--scale", "tiny"],
+    "genworld train agnostic-iql": ["train", "agnostic-iql", "--scale", "tiny", "--datasets", "hopper-random"],
+    "genworld train agnostic-ppo": ["train", "agnostic-ppo", "--scale", "tiny", "--envs", "hopper"],
+    "genworld unseen": ["unseen", "--scale", "tiny", "--family", "cheetah-vel"],
+    "genworld scenarios": ["scenarios", "--scale", "tiny", "--envs", "dmc-cheetah-run"],
+}  # fmt: skip
+"""Every command that trains into one --out folder of its own (table-like studies share theirs
+cell by cell instead: tests/test_table.py)."""
+
+
+@pytest.mark.parametrize("command", sorted(FOLDER_COMMANDS))
+def test_a_second_process_on_one_folder_is_refused_while_the_first_holds_it(
+    command, tmp_path, capsys
+):
     out = tmp_path / "run"
     out.mkdir()
-    argv = ["run", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"]
-    with claim(out / ".claim", wait=False) as held:  # as a first `genworld run` holds it
+    with claim(out / ".claim", wait=False) as held:  # as a first process of the command holds it
         assert held
-        _one_line_error(capsys, [*argv, "--out", str(out)], "another `genworld run` is running")
-    assert not (out / "config.json").exists()
+        argv = [*FOLDER_COMMANDS[command], "--out", str(out)]
+        _one_line_error(capsys, argv, f"another `{command}` is running", "another --out")
+    assert [p.name for p in out.iterdir()] == [".claim"]  # nothing written, nothing trained
 
 
 def test_each_world_model_evaluation_has_its_own_folder(tmp_path):
@@ -388,6 +404,49 @@ def test_a_bar_inside_a_bar_is_a_line_of_it_not_a_second_live_display():
         assert len(progress._LIVE[-1].tasks) == 1  # the cell's line is gone when it ends
         outer(1)
     assert not progress._LIVE
+
+
+def _worker_bar_file(steps: int) -> list:
+    """A job for a pool worker: opens a bar (disabled, as a quiet cell's) and returns what the
+    parent could read of it meanwhile."""
+    from genworld.utils import progress
+
+    with progress.progress_bar("cell", steps, enabled=False) as advance:
+        advance(steps)
+        with progress.progress_bar("world model", 3, enabled=False):
+            path = Path(os.environ[progress.CHANNEL]) / f"{os.getpid()}.json"
+            return json.loads(path.read_text())
+
+
+def test_cells_in_worker_processes_show_their_progress_under_the_parents_bar():
+    from genworld.utils import progress
+    from genworld.utils.parallel import process_map
+
+    with progress.progress_bar("table cells", 2) as outer:
+        seen = process_map(_worker_bar_file, [(4,), (6,)], workers=2, advance=outer)
+        assert len(progress._LIVE[-1].tasks) == 1  # the workers' lines are gone
+    assert [[bar["description"] for bar in bars] for bars in seen] == [
+        ["cell", "  world model"]
+    ] * 2
+    assert [bars[0]["total"] for bars in seen] == [4, 6]
+    assert progress.CHANNEL not in os.environ
+
+
+def test_the_parent_mirrors_each_worker_bar_and_drops_finished_ones(tmp_path):
+    from genworld.utils import progress
+
+    with progress.progress_bar("table cells", 2), progress.worker_bars() as poll:
+        folder = Path(os.environ[progress.CHANNEL])
+        bars = [{"description": "tgw medium s0", "completed": 300, "total": 1000}]
+        (folder / "123.json").write_text(json.dumps(bars))
+        poll()
+        live = progress._LIVE[-1]
+        line = [t for t in live.tasks if t.description == "  tgw medium s0"]
+        assert len(line) == 1 and line[0].completed == 300 and line[0].total == 1000
+        (folder / "123.json").unlink()  # the cell finished
+        poll()
+        assert [t.description for t in live.tasks] == ["table cells"]
+    assert not folder.exists()
 
 
 def test_run_names_its_folder_before_it_trains(tmp_path, capsys, monkeypatch):

@@ -33,7 +33,7 @@ from genworld.eval.rollout import evaluate_policy
 from genworld.policies import PolicyCard, TanhGaussianActor, save_policy
 from genworld.train.loop import Hook, run_loop
 from genworld.utils.device import resolve_device, torch_threads
-from genworld.utils.io import check_or_write_config
+from genworld.utils.io import check_or_write_config, claim_folder
 
 SCALES = {"tiny": 3_000, "mini": 300_000, "full": 1_000_000}
 INTRINSIC = ("none", "disagreement")
@@ -153,7 +153,7 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
     """SAC on ``cfg.env`` with snapshots, evaluations and checkpoints in ``out`` (resumable);
     ``cfg.threads`` torch threads while it runs."""
     cfg.validate()
-    with torch_threads(cfg.threads):
+    with claim_folder(out, "genworld data train-policy", cfg), torch_threads(cfg.threads):
         return _train_behaviour_policy(cfg, out, show_progress)
 
 

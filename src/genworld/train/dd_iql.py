@@ -8,6 +8,7 @@ the env and summed over processes (:func:`global_statistics`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -180,14 +181,16 @@ def train_agnostic_iql(
     from genworld.data.build import ensure_built
     from genworld.data.ids import parse_dataset_id
     from genworld.data.multi_env import MultiEnvDataset
-    from genworld.utils.io import check_or_write_config
+    from genworld.utils.io import check_or_write_config, claim_folder
 
     cfg = resolve_iql_run(cfg)
     d = setup(cfg.device)
+    folder_claim = contextlib.ExitStack()
     try:
         torch.set_num_threads(cfg.threads)
         out = Path(out)
-        if d.is_main:
+        if d.is_main:  # the main process holds the folder for all of them
+            folder_claim.enter_context(claim_folder(out, "genworld train agnostic-iql"))
             check_or_write_config(out, cfg)
         barrier(d)
         specs = [parse_dataset_id(x).spec for x in cfg.datasets]
@@ -202,6 +205,7 @@ def train_agnostic_iql(
         agent = build_dd_iql(local, specs, held, d, cfg.scale, cfg.seed, cfg.agent)
         return _offline_loop(agent, cfg, specs, held, out, d, show_progress)
     finally:
+        folder_claim.close()
         teardown(d)
 
 

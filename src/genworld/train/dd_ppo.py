@@ -8,6 +8,7 @@ statistics rows are synced after every iteration (:class:`PPOTrainer`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -86,14 +87,16 @@ def train_agnostic_ppo(
     resumable from ``out``. Returns the final evaluation on rank 0 (``{}`` elsewhere)."""
     from genworld.algos.ppo import PPO
     from genworld.train.loop import Hook, run_loop
-    from genworld.utils.io import atomic_write_json, check_or_write_config
+    from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
 
     ppo_cfg = ppo_config(cfg)
     d = setup(cfg.device)
+    folder_claim = contextlib.ExitStack()
     try:
         torch.set_num_threads(cfg.threads)
         out = Path(out)
-        if d.is_main:
+        if d.is_main:  # the main process holds the folder for all of them
+            folder_claim.enter_context(claim_folder(out, "genworld train agnostic-ppo"))
             check_or_write_config(out, cfg, extra={"resolved": ppo_cfg})
         barrier(d)
         held = shard(len(ppo_cfg.envs), d)
@@ -133,6 +136,7 @@ def train_agnostic_ppo(
         atomic_write_json(out / "eval.json", {"iteration": agent.iteration, "returns": result})
         return result
     finally:
+        folder_claim.close()
         teardown(d)
 
 

@@ -46,7 +46,7 @@ from genworld.data.ids import DatasetId
 from genworld.envs.perturb import KINDS, Perturbation, perturbed_name
 from genworld.envs.scenarios import SPEED_TASKS, parse_scenario, scenario_split, slug
 from genworld.errors import GenworldError
-from genworld.utils.io import atomic_write_json, check_or_write_config
+from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
 from genworld.utils.provenance import provenance
 
 STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour")
@@ -440,10 +440,6 @@ def run_scenarios(
 ) -> ScenarioResults:
     """Datasets, world models and every cell (each resumes), or with ``report_only`` the cells
     finished so far."""
-    from genworld.data.build import ensure_built
-    from genworld.utils.parallel import process_map
-    from genworld.utils.progress import progress_bar
-
     cfg.validate()
     names = {env: scenarios(cfg, env) for env in cfg.envs}
     todo = cells(cfg)
@@ -455,7 +451,22 @@ def run_scenarios(
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
         return ScenarioResults(names, results, len(todo))
     check_policies(cfg)
-    check_or_write_config(out, cfg, ignore=("workers", "methods", "seeds"))
+    with claim_folder(out, "genworld scenarios", cfg):  # a second study on this folder is refused
+        check_or_write_config(out, cfg, ignore=("workers", "methods", "seeds"))
+        return _run_stages(cfg, out, names, todo, show_progress)
+
+
+def _run_stages(
+    cfg: ScenarioStudyConfig,
+    out: Path,
+    names: dict[str, dict[str, list[str]]],
+    todo: list[Cell],
+    show_progress: bool,
+) -> ScenarioResults:
+    from genworld.data.build import ensure_built
+    from genworld.utils.parallel import process_map
+    from genworld.utils.progress import progress_bar
+
     for steps in sorted({s for _, s in dataset_ids(cfg)}):
         ids = [i for i, s in dataset_ids(cfg) if s == steps]
         ensure_built(ids, steps=steps, show_progress=show_progress)

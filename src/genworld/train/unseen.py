@@ -63,7 +63,7 @@ from genworld.errors import GenworldError
 from genworld.train.task_experts import best_expert, references, train_experts
 from genworld.train.unseen_cells import prompt_dt_job, run_cell, split_tasks, world_model
 from genworld.train.world_model import world_model_steps
-from genworld.utils.io import check_or_write_config
+from genworld.utils.io import check_or_write_config, claim_folder
 from genworld.utils.parallel import process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
@@ -243,21 +243,31 @@ def run_unseen(
 ) -> UnseenResults:
     """Every stage (each resumes), then the report. ``report_only``: train nothing, write the
     report from the cells finished so far."""
+    cfg.validate()
+    # methods and seeds key their own cells: a finished study takes more of either later
+    ignore = ("workers", "shipped_experts", "methods", "seeds")
+    train, test = split_tasks(cfg)
+    if not report_only:
+        with claim_folder(out, "genworld unseen", cfg):  # a second study on this folder is refused
+            check_or_write_config(out, cfg, ignore=ignore)
+            return _run_stages(cfg, out, train, test, show_progress)
+    if not (out / "references.json").exists():
+        raise GenworldError(f"{out} has no finished references stage: run it first")
+    check_or_write_config(out, cfg, ignore=ignore)
+    tasks = train + test
+    refs = json.loads((out / "references.json").read_text())
+    planned = [(m, t, s) for s in range(cfg.seeds) for m in cfg.methods for t in tasks]
+    paths = [out / "cells" / m / t / f"seed{s}" / "result.json" for m, t, s in planned]
+    results = [json.loads(p.read_text()) for p in paths if p.exists()]
+    return UnseenResults(train, test, refs, results, planned=len(planned))
+
+
+def _run_stages(
+    cfg: UnseenConfig, out: Path, train: list[str], test: list[str], show_progress: bool
+) -> UnseenResults:
     from genworld.utils.progress import progress_bar
 
-    cfg.validate()
-    if report_only and not (out / "references.json").exists():
-        raise GenworldError(f"{out} has no finished references stage: run it first")
-    # methods and seeds key their own cells: a finished study takes more of either later
-    check_or_write_config(out, cfg, ignore=("workers", "shipped_experts", "methods", "seeds"))
-    train, test = split_tasks(cfg)
     tasks = train + test
-    if report_only:
-        refs = json.loads((out / "references.json").read_text())
-        planned = [(m, t, s) for s in range(cfg.seeds) for m in cfg.methods for t in tasks]
-        paths = [out / "cells" / m / t / f"seed{s}" / "result.json" for m, t, s in planned]
-        results = [json.loads(p.read_text()) for p in paths if p.exists()]
-        return UnseenResults(train, test, refs, results, planned=len(planned))
     refs = prepare_tasks(cfg, train, tasks, out, show_progress)
     if any(m.startswith("tgw") for m in cfg.methods):
         world_model(cfg, train, out, show_progress)  # trained here, loaded by the cells

@@ -230,12 +230,15 @@ def _foreign_files(out: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def claim_folder(out: Path, command: str):
+def claim_folder(out: Path, command: str, cfg: Any = None):
     """Hold ``out`` for this process for the ``with`` block (:func:`claim` on ``out/.claim``, the
     lock table cells take): a second process on the same folder is refused at once, in one
-    line, instead of training the same things beside the first."""
+    line, instead of training the same things beside the first. ``cfg``'s device is checked
+    first, so a command that cannot run leaves no folder behind."""
     from genworld.errors import GenworldError
 
+    if cfg is not None:
+        _check_runnable(cfg)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

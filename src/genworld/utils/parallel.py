@@ -27,21 +27,31 @@ def process_map(
                 advance(1)
         return results
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from genworld.utils.progress import worker_bars
 
     context = multiprocessing.get_context("spawn")
     results: list = [None] * len(jobs)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=prepare_worker)
-    try:
-        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if advance is not None:
-                advance(1)
-    except BaseException:
-        stop_pool(pool)  # Ctrl-C or a failed job: do not wait for the jobs still running
-        raise
-    pool.shutdown()
+    with worker_bars() as show_workers:  # each job's own bars, under the caller's
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=prepare_worker)
+        try:
+            futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+            pending = set(futures)
+            while pending:  # polled: Ctrl-C lands in a sleep, never inside a futures' lock
+                for future in [f for f in pending if f.done()]:
+                    pending.discard(future)
+                    results[futures[future]] = future.result()
+                    if advance is not None:
+                        advance(1)
+                show_workers()
+                if pending:
+                    time.sleep(0.2)
+        except BaseException:
+            stop_pool(pool)  # Ctrl-C or a failed job: do not wait for the jobs still running
+            raise
+        pool.shutdown()
     return results
 
 
