@@ -38,3 +38,21 @@ def test_a_dataset_fingerprint_changes_with_its_data():
     assert changed[0]["sha256"] != first.fingerprint()[0]["sha256"]
     assert changed[1] == first.fingerprint()[1]
     assert {"env", "transitions", "episodes", "sha256"} == set(changed[0])
+
+
+def test_worker_processes_name_the_code_their_parent_launched_with(monkeypatch):
+    import subprocess
+    import sys
+
+    from genworld.utils.provenance import CODE_ENV
+
+    launched = {"genworld": "0.0.0", "commit": "c" * 40, "dirty": False}
+    monkeypatch.setenv(CODE_ENV, json.dumps(launched))  # as pin_code_version() leaves it
+    script = (
+        "import json; from genworld.utils.provenance import provenance as p; print(json.dumps(p()))"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    record = json.loads(child.stdout)
+    assert {k: record[k] for k in launched} == launched  # not the checkout's state at its end

@@ -115,11 +115,15 @@ def build_lanes() -> int:
 
 def configure_process(matmul_precision: str | None = None, *, keep_freed_memory: bool = True):
     """Process-wide settings: float32 matmul precision (also for worker processes started
-    later, through the environment) and an allocator that keeps freed memory mapped."""
+    later, through the environment), an allocator that keeps freed memory mapped, and the code
+    version read at launch (what every result of this process and its workers names)."""
     import os
 
     from genworld.utils.allocator import keep_freed_memory as keep
     from genworld.utils.device import PRECISION_ENV, set_matmul_precision
+    from genworld.utils.provenance import pin_code_version
+
+    pin_code_version()
 
     if matmul_precision:
         os.environ[PRECISION_ENV] = matmul_precision

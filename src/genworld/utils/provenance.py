@@ -6,6 +6,7 @@ carries it (``provenance()``), so a number can be traced to the code and machine
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import subprocess
@@ -17,12 +18,27 @@ from typing import Any
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
+CODE_ENV = "GENWORLD_CODE_VERSION"
+"""The launching process's :func:`code_version` (JSON), inherited by its worker processes."""
+
+
+def pin_code_version() -> None:
+    """Read the code version now, at launch: a long run's results name the code it started
+    with, not whatever the checkout holds when it ends; its worker processes inherit it through
+    the environment."""
+    os.environ[CODE_ENV] = json.dumps(code_version())
+
+
 @functools.cache
 def code_version() -> dict[str, Any]:
     """``{"genworld": version, "commit": sha or None, "dirty": bool or None}``: the commit of the
     checkout genworld runs from (None when it is not a git checkout, e.g. an installed wheel);
-    dirty = tracked files differ from that commit."""
+    dirty = tracked files differ from that commit. In a process whose parent pinned it
+    (:func:`pin_code_version`): the parent's."""
     from genworld import __version__
+
+    if pinned := os.environ.get(CODE_ENV):
+        return json.loads(pinned)
 
     def git(*args: str) -> str | None:
         try:
