@@ -82,7 +82,7 @@ class TanhGaussianActor(nn.Module):
 
         The same arithmetic as ``forward`` (bit for bit) without the modules' call overhead: it
         runs once per env step in data collection and evaluation, where a batch of 16 rows makes
-        dispatch, not the matmuls, the cost (measured: docs/RESULTS.md)."""
+        dispatch, not the matmuls, the cost (measured: docs/notes/history.md)."""
         with torch.inference_mode():
             x = torch.from_numpy(np.asarray(observations, dtype=np.float32))
             layers = self.net

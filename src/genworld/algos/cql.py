@@ -139,7 +139,7 @@ class CQLConfig:
     """Precision of the critics on the 3 n_actions out-of-data actions of the conservative term
     (~90% of a CQL step's FLOPs; the TD term is always float32): float32, bfloat16, or auto =
     bfloat16 on CPUs with bfloat16 matmul units (AMX tiles, or AVX512-BF16: a multiple of the
-    float32 GEMM rate, measured: docs/RESULTS.md), else float32."""
+    float32 GEMM rate, measured: docs/notes/history.md), else float32."""
 
     def validate(self) -> None:
         if self.n_actions < 1 or self.batch_size < 1 or self.num_critics < 1:

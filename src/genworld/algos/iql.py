@@ -108,7 +108,7 @@ class IQLConfig:
     compile: bool = False
     """``torch.compile`` the loss computation (eager fallback if compiling fails). Compiling
     costs seconds up front for a modest gain in updates/s (``genworld bench algos``; measured:
-    docs/RESULTS.md), so it pays only on long runs: on at ``full``, off at ``tiny``/``mini``."""
+    docs/notes/history.md), so it pays only on long runs: on at ``full``, off at ``tiny``/``mini``."""
 
     def validate(self) -> None:
         if not 0.0 < self.expectile < 1.0:

@@ -58,7 +58,7 @@ class MBPOConfig:
     updated as one batched ensemble: faster policy steps and the same maths, tested, but its
     quick-start scores are not shown equal to per_env's) or shared (one SAC over all envs).
     per_env is the default: it scores above shared on the quick start (measured:
-    docs/RESULTS.md)."""
+    docs/notes/history.md)."""
     rollout_every: int = 250
     """SAC updates between model rollouts (MBPO: 250; MOPO / OfflineRL-Kit: 1000)."""
     rollout_batch: int = 5_000

@@ -2,7 +2,7 @@
 
 MBPO's ``per_env`` policies (one SAC per env, all in the same world model) run as a Python
 loop of K small SAC updates, each on its env's ~B/K rows of the batch, would pay K times the
-per-update overhead (measured: docs/RESULTS.md). Here env ``k``'s actor is member ``k`` of an
+per-update overhead (measured: docs/notes/history.md). Here env ``k``'s actor is member ``k`` of an
 ensemble actor and its twin critics are members ``(k, 0), (k, 1)`` of an ensemble critic, so
 one update runs every env's SAC with batched matmuls (``torch.baddbmm``) on a padded
 ``(K, rows, ·)`` layout of the batch.

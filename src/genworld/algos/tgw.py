@@ -21,7 +21,7 @@ Deviations:
   TD3+BC-form behaviour term (``SACConfig.bc_alpha = 1``), because plain SAC does not learn
   within the mini budget: it stays at random level with or without the uncertainty penalty, and
   even on real data alone (its critic is too young to follow), while the behaviour term lifts
-  every env well above it (measured: docs/RESULTS.md, "Why the policy learner has a behaviour
+  every env well above it (measured: docs/notes/history.md, "Why the policy learner has a behaviour
   term at mini scale"). Full scale is plain offline MBPO, as the paper.
 """
 
@@ -76,7 +76,7 @@ AGENT_PRESETS: dict[str, dict] = {
         }
     },
     # mini: plain SAC in the model stays at random level within 10k updates (measured,
-    # docs/RESULTS.md); a TD3+BC-form behaviour term on real rows (half of each batch) fixes it.
+    # docs/notes/history.md); a TD3+BC-form behaviour term on real rows (half of each batch) fixes it.
     "mini": {"mbpo": MINI_POLICY},
     "full": {"mbpo": {"rollout_every": 250, "rollout_batch": 50_000, "horizon": 5}},
 }

@@ -33,7 +33,7 @@ HIDDEN = (256, 256)
 BATCH = 256
 COMPILABLE = ("iql",)
 """Algorithms with a ``compile`` option, also timed compiled (only where compiling pays: compiled
-TD3+BC and CQL run slower than eager; measured: docs/RESULTS.md)."""
+TD3+BC and CQL run slower than eager; measured: docs/notes/history.md)."""
 D3RLPY_ALGOS = {
     "bc": "BCConfig",
     "cql": "CQLConfig",

@@ -108,7 +108,7 @@ class Attention(nn.Module):
     """Multi-head attention of queries ``(B, Lq, H)`` over keys/values ``(B, Lk, H)`` whose
     ``key_mask (B, Lk)`` is True on true tokens, batch-first throughout (torch's
     ``nn.MultiheadAttention`` works sequence-first and copies the packed q/k/v three times per
-    layer, a sizeable share of an agnostic IQL update on CPU; measured: docs/RESULTS.md)."""
+    layer, a sizeable share of an agnostic IQL update on CPU; measured: docs/notes/history.md)."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()

@@ -44,7 +44,7 @@ class S4DKernel(nn.Module):
 TOEPLITZ_MAX_LENGTH = 128
 """Up to this sequence length the causal convolution is one batched matmul with the kernel's
 Toeplitz matrix; longer ones use the FFT (the matmul is several times faster on CPU at
-state-sized lengths; measured: docs/RESULTS.md)."""
+state-sized lengths; measured: docs/notes/history.md)."""
 
 
 def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,7 @@ class EnsembleBlock(nn.Module):
 
         The same function as ``forward`` at that position, arranged so that imagination never
         forms the window's keys and values (their ``(E, B*L, 2I)`` products and copies would
-        dominate a rollout step; measured: docs/RESULTS.md). With one query per row,
+        dominate a rollout step; measured: docs/notes/history.md). With one query per row,
         ``q·k_l = (W_k q)·LN(x_l)`` and ``Σ_l p_l v_l = W_v^T (Σ_l p_l LN(x_l))``: attention
         needs only the normalised window ``LN(x)`` (shared by all members when the tokens are)
         and per-row ``W_k q`` — ``E·H`` numbers per token instead of ``E·2I``. LayerNorm's

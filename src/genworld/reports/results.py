@@ -1,4 +1,4 @@
-"""The headline of docs/RESULTS.md, rendered from the study records under ``docs/results/``.
+"""The headline of docs/notes/history.md, rendered from the study records under ``docs/results/``.
 
 Each record folder is a study's small record (``docs/results/README.md``): its config, every
 finished cell's ``result.json`` and the report written from them, or a benchmark's JSON. A row
@@ -38,8 +38,9 @@ NAMES = {
 }
 """Display names of methods and variants (others are shown as they are named)."""
 
-KIND_ORDER = ("table", "ablation", "sweep", "unseen", "world_model", "bench")
-"""Rows in this order: Table 1, ablations, β, unseen tasks, world-model accuracy, speed."""
+KIND_ORDER = ("quick_start", "table", "ablation", "sweep", "unseen", "world_model", "bench")
+"""Rows in this order: quick start, Table 1, ablations, β, unseen tasks, world-model accuracy,
+speed."""
 
 FOOTER = (
     "Scores are normalized: D4RL's reference returns for the MuJoCo tables, and per task "
@@ -60,7 +61,7 @@ class Headline:
     folder: str
     """The record folder's name under the records root."""
     kind: str
-    """table, ablation, sweep, unseen, world_model or bench."""
+    """quick_start, table, ablation, sweep, unseen, world_model or bench."""
     study: str
     result: str
     """The numbers, in brief."""
@@ -92,6 +93,8 @@ def headline(folder: Path) -> Headline:
         row = _unseen(folder, meta.get("compare"))
     elif (folder / "table.json").exists():
         row = _table(folder)
+    elif any(folder.glob("seed*/report.json")):
+        row = _quick_start(folder)
     elif (folder / "k_step_errors.json").exists():
         row = _world_model(folder)
     elif any(
@@ -100,8 +103,8 @@ def headline(folder: Path) -> Headline:
         row = _bench(folder)
     else:
         raise GenworldError(
-            f"{folder} holds no study record (unseen.json, table.json, k_step_errors.json or a "
-            "bench JSON): move it out of the records folder or teach reports/results.py its kind"
+            f"{folder} holds no study record (unseen.json, table.json, seed*/report.json, "
+            "k_step_errors.json or a bench JSON): move it out of the records folder or teach reports/results.py its kind"
         )
     kind, study, result, protocol, code = row
     return Headline(
@@ -250,6 +253,33 @@ def _task_average(results, method: str, tasks: list[str]) -> str:
         return "—"
     text = f"{np.mean(means):.1f}"
     return text if len(means) == len(tasks) else f"{text} ({len(means)} of {len(tasks)} tasks)"
+
+
+def _quick_start(folder: Path) -> tuple[str, str, str, str, str]:
+    """``genworld run`` once per seed (``seed<S>/report.json``): per data group, TGW's and BC's
+    mean over seeds of the seed's score averaged over the envs, ± the population std over
+    seeds, and each env's mean over seeds."""
+    reports = [_read(f) for f in sorted(folder.glob("seed*/report.json"))]
+    cfg = reports[0]["config"]
+    parts = []
+    for key, first in reports[0]["results"].items():
+        envs = first["envs"]
+        for method, name in (("tgw", "TGW"), ("bc", "BC")):
+            runs = [r["results"][key][method]["summary"] for r in reports if key in r["results"]]
+            overall = _mean_std([run["_mean"]["last_k_mean"] for run in runs], len(reports))
+            per_env = ", ".join(
+                f"{env} {np.mean([run[env]['last_k_mean'] for run in runs]):.1f}" for env in envs
+            )
+            parts.append(f"{key} {name} {overall} ({per_env})")
+    seeds = sorted(r["config"]["seed"] for r in reports)
+    protocol = (
+        f"`genworld run --scale {cfg['scale']}`, {', '.join(cfg['envs'])}; seeds "
+        f"{', '.join(map(str, seeds))}; world model {cfg['wm_steps']:,} updates, TGW policy "
+        f"{cfg['policy_updates']:,} updates, BC {cfg['bc_updates']:,}; last {cfg['last_k']} of "
+        f"{cfg['eval_episodes']}-episode evaluations"
+    )
+    made_by = [{"provenance": r["code"]} if "code" in r else {} for r in reports]
+    return "quick_start", "Quick start: TGW vs BC", " · ".join(parts), protocol, _code(made_by)
 
 
 def _world_model(folder: Path) -> tuple[str, str, str, str, str]:

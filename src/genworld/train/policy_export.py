@@ -75,7 +75,7 @@ training log's 5-episode scores are too noisy to pick on: a lucky one lands in a
 VERIFY_TOP = 10
 """Expert candidates re-evaluated: the best ``VERIFY_TOP`` by the training log. Ten, not three:
 the 5-episode log ranks snapshots badly where episodes vary (on ant a snapshot logged in 8th
-place can verify best; measured: docs/RESULTS.md); each check costs seconds. The pick is the
+place can verify best; measured: docs/notes/history.md); each check costs seconds. The pick is the
 best of these, so that score is optimistic: the pick is scored again on ``CONFIRM_EPISODES``
 fresh episodes, and that unbiased score is the card's."""
 CONFIRM_EPISODES = 50

@@ -425,9 +425,9 @@ def check_policies(cfg: ScenarioStudyConfig) -> None:
     missing = sorted({p for i, _ in dataset_ids(cfg) for p in missing_policies(i)})
     if missing:
         raise GenworldError(
-            f"no behaviour policies {', '.join(missing)} for the study's datasets (only "
-            "dmc-cheetah-run's are shipped so far): leave those tasks out of --envs, or train "
-            "and export them (`genworld data train-policy`, `genworld data export-policies`)"
+            f"no behaviour policies {', '.join(missing)} for the study's datasets: leave those "
+            "tasks out of --envs, or train and export them (`genworld data train-policy`, "
+            "`genworld data export-policies`)"
         )
 
 

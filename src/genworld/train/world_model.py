@@ -125,7 +125,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "mlp": {"members": 3, "elites": 2, "hidden": 32, "layers": 2},
     },
     # lr 5e-4 at mini: at 3k steps it reaches a much lower one-step error than 1e-4 (measured:
-    # docs/RESULTS.md)
+    # docs/notes/history.md)
     "mini": {
         "steps": 3_000,
         "batch_size": 32,

@@ -6,7 +6,7 @@ also trims the heap's top once more than twice that threshold is free there. A t
 allocates and frees the same large tensors every time (CQL's (2, 7680, 256) critic activations
 are 8 MB each), so every step touches fresh pages. ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` and
 ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` remove those page faults and shorten the step (either one
-alone is slower: setting one turns off the dynamic threshold; measured: docs/RESULTS.md, "The
+alone is slower: setting one turns off the dynamic threshold; measured: docs/notes/history.md, "The
 allocator"). The cost: the process keeps up
 to 1 GiB of freed heap instead of returning it, and large blocks come from the heap (its
 fragmentation can hold more memory than a block's size).

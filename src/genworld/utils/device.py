@@ -61,7 +61,7 @@ def torch_threads(n: int):
 def simulator_threads():
     """One torch thread while policies act in MuJoCo loops: small batches gain nothing from
     more, and OpenMP's spinning workers take the core the simulator steps on (measured:
-    docs/RESULTS.md). The caller's setting is restored."""
+    docs/notes/history.md). The caller's setting is restored."""
     return torch_threads(1)
 
 
@@ -74,7 +74,7 @@ def set_matmul_precision(name: str | None = None) -> str:
     ``GENWORLD_MATMUL_PRECISION``, which the CLI sets for them). ``highest``: IEEE float32 (the default). ``medium``: inputs
     rounded to bfloat16, products accumulated in float32 (AMX on recent Intel CPUs, tensor cores
     on GPUs): several times the float32 GEMM rate and more updates/s for SAC, IQL, TD3+BC
-    (``genworld bench algos``; measured: docs/RESULTS.md). ``None`` applies the environment's
+    (``genworld bench algos``; measured: docs/notes/history.md). ``None`` applies the environment's
     setting, if any."""
     import os
 

@@ -3,7 +3,7 @@
 ``torch.optim.Adam(fused=True).step()`` spends tens of microseconds of Python per call around
 its fused kernel (hooks, profiler ranges, grouping tensors by device and dtype, reading the state
 dict), and ``zero_grad`` more: a visible share of a small offline-RL update on CPU (measured:
-docs/RESULTS.md). :class:`Minimizer`
+docs/notes/history.md). :class:`Minimizer`
 keeps the optimizer (its state, checkpoints and ``load_state_dict`` untouched) and calls
 ``torch._fused_adam_`` itself, per param group, on the parameters that have a gradient (as
 torch does), with tensor lists it caches once the optimizer has state. It calls ``opt.step()``

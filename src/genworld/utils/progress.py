@@ -32,12 +32,10 @@ def progress_bar(
     channel = _worker_channel()
     if channel is not None and not _LIVE:
         bars = _FileBars(channel / f"{os.getpid()}.json")
-        task = bars.add_task(description, total=total)
-        _LIVE.append(bars)
         try:
-            yield lambda n: bars.advance(task, n)
+            with _root(bars, description, total) as advance:
+                yield advance
         finally:
-            _LIVE.pop()
             bars.close()
         return
     if not (enabled or channel is not None):
@@ -67,13 +65,22 @@ def progress_bar(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        _LIVE.append(progress)
-        try:
-            yield lambda n: progress.advance(task, n)
-        finally:
-            _LIVE.pop()
+    with (
+        Progress(*columns, transient=False) as progress,
+        _root(progress, description, total) as advance,
+    ):
+        yield advance
+
+
+@contextlib.contextmanager
+def _root(bars, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """``bars``' first bar, with ``bars`` where the bars opened inside it go."""
+    task = bars.add_task(description, total=total)
+    _LIVE.append(bars)
+    try:
+        yield lambda n: bars.advance(task, n)
+    finally:
+        _LIVE.pop()
 
 
 def _worker_channel() -> Path | None:

@@ -169,7 +169,7 @@ class MrCoMConfig:
     """γ of V_m's Bellman target (App. D: the policy's discount)."""
     meta_value_warmup: int = 500
     """Training updates before the meta-value term switches on; V_m learns from the first (ours:
-    switched on at once, the term slowed the world model's fit; docs/RESULTS.md)."""
+    switched on at once, the term slowed the world model's fit; docs/notes/history.md)."""
 
     def validate(self) -> None:
         checks = {

@@ -35,12 +35,12 @@ Deviations (choices the paper leaves open, or changes we made):
   information, a 2–3× shorter sequence; the first token of a window carries no reward;
 - every member has its own observation model, reward module and termination head (θ_o per member,
   Algorithm 1): with these shared, the members agree off the data and a reward bias on the
-  policy's actions goes unseen by the penalty (measured: docs/RESULTS.md);
+  policy's actions goes unseen by the penalty (measured: docs/notes/history.md);
 - the default intrinsic reward is the members' spread of the predicted *reward* (its std, in the
   env's reward units), not eq. 4's variance of ``s`` (``intrinsic="state"``, kept). With a model
   per member, each member's ``s`` lives in its own latent space: its variance is *lower* off the
   data than on it and anti-correlated with the one-step error, while the reward spread is higher
-  off the data (measured: docs/RESULTS.md, "Does the uncertainty penalty see the model's
+  off the data (measured: docs/notes/history.md, "Does the uncertainty penalty see the model's
   error?"). ``"observation"`` uses the variance of the members' decoded next observations
   (MOPO-like);
 - the paper names an RSSM without writing its posterior or KL: we take PlaNet's structure with
@@ -92,7 +92,7 @@ ROLLOUT_CHUNK = 1024
 """Rows of a rollout step computed together: 10,000 rows at once make (E, B, 256) activations
 of 51 MB, above glibc's largest mmap threshold (32 MiB), so every step would fault them in
 afresh; chunks avoid that and keep the activations in the cache (chunk sizes compared:
-docs/RESULTS.md)."""
+docs/notes/history.md)."""
 
 
 class TGWWorldModel(nn.Module):
