@@ -149,6 +149,15 @@ def results_claims() -> list[tuple[str, tuple[str, ...]]]:
         v = json.loads((RECORDS / study / "unseen.json").read_text())["iqm"][group][method]
         return tuple(f"{v[k]:.1f}" for k in ("iqm", "ci_low", "ci_high"))
 
+    wm = RECORDS / "world-model-accuracy"
+    errors = json.loads((wm / "k_step_errors.json").read_text())
+    penalty = json.loads((wm / "penalty_calibration.json").read_text())
+    envs = ("halfcheetah", "walker2d", "hopper")
+    h1 = [errors["mean-predictor"][e]["obs_h1"] / errors["tgw:tgw"][e]["obs_h1"] for e in envs]
+    h5 = [errors["tgw:tgw"][e]["obs_h5"] / errors[f"mlp:mlp-{e}"][e]["obs_h5"] for e in envs]
+    spread = [
+        penalty["random"][e]["uncertainty"] / penalty["held-out"][e]["uncertainty"] for e in envs
+    ]
     refs = json.loads((RECORDS / "unseen-cheetah-vel" / "references.json").read_text())
     r35, r39 = refs["cheetah-vel-35"], refs["cheetah-vel-39"]
     medium = _medium_speedups()
@@ -160,6 +169,10 @@ def results_claims() -> list[tuple[str, tuple[str, ...]]]:
         (r"expert episodes \(IQM ([\d.]+) \[([\d.]+), ([\d.]+)\]\)", iqm("unseen-ant-dir", "unseen", "bc")),
         (r"experts return −(\d+) / −(\d+) against the random policy's −(\d+) / −(\d+)",
          tuple(f"{-v:.0f}" for v in (r35[1], r39[1], r35[0], r39[0]))),
+        (r"one step \((\d+)× on halfcheetah, (\d+)× on walker2d, (\d+)× on hopper\)",
+         tuple(f"{v:.0f}" for v in h1)),
+        (r"its 5-step error is (\d+)–(\d+)× a per-env MLP", (f"{min(h5):.0f}", f"{max(h5):.0f}")),
+        (r"Its penalty is ([\d.]+)–([\d.]+)× higher", (f"{min(spread):.1f}", f"{max(spread):.1f}")),
         (r"this record: ([\d.]+)× \(BC\) to ([\d.]+)× \(CQL, IQL, TD3\+BC\)",
          (f"{medium['bc']:.2f}", *{f"{medium[a]:.2f}" for a in ("cql", "iql", "td3bc")})),
     ]  # fmt: skip

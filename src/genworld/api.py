@@ -353,6 +353,8 @@ def evaluate_world_model(
     the uncertainty penalty sees the one-step error there (penalty_calibration.{md,json}). All
     in ``<first run>/eval/<this evaluation>/``: a folder per set of runs and options, so no
     evaluation overwrites another."""
+    import json
+
     from genworld.reports.world_model import write_calibration, write_errors, write_sensitivity
     from genworld.train.world_model import (
         calibrate_penalty,
@@ -360,6 +362,8 @@ def evaluate_world_model(
         evaluation_folder,
         stochastic_state_sensitivity,
     )
+    from genworld.utils.io import atomic_write_json
+    from genworld.utils.provenance import provenance
 
     paths = [Path(r) for r in runs]
     out = evaluation_folder(paths, off_data=off_data, per_env=episodes_per_env)
@@ -372,6 +376,16 @@ def evaluate_world_model(
     if off_data:
         summary["penalty_calibration"] = calibrate_penalty(paths[0], off_data, episodes_per_env)
         files += write_calibration(summary["penalty_calibration"], out)
+    summary["provenance"] = {
+        "evaluation": provenance(),
+        "runs": {  # each model's training (runs trained before it was recorded: None)
+            str(p): json.loads((p / "provenance.json").read_text())
+            if (p / "provenance.json").exists()
+            else None
+            for p in paths
+        },
+    }
+    atomic_write_json(out / "provenance.json", summary["provenance"])
     return Result(out, summary, tuple(files))
 
 

@@ -215,7 +215,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("results", help="the headline results, from the study records")
     p.add_argument("--records", default=None, help="records folder (default: docs/results)")
     view = p.add_mutually_exclusive_group()
-    view.add_argument("--markdown", action="store_true", help="the table docs/notes/history.md shows")
+    view.add_argument("--markdown", action="store_true", help="the table docs/RESULTS.md shows")
     view.add_argument("--json", action="store_true", help="every row as JSON")
     p.set_defaults(func=commands.results)
 

@@ -1,4 +1,4 @@
-"""The headline of docs/notes/history.md, rendered from the study records under ``docs/results/``.
+"""The headline of docs/RESULTS.md, rendered from the study records under ``docs/results/``.
 
 Each record folder is a study's small record (``docs/results/README.md``): its config, every
 finished cell's ``result.json`` and the report written from them, or a benchmark's JSON. A row
@@ -315,7 +315,12 @@ def _world_model(folder: Path) -> tuple[str, str, str, str, str]:
             f"`genworld train world-model --model {cfg['model']}`, {cfg['steps']:,} updates on "
             f"{', '.join(cfg['datasets'])}, seed {cfg['seed']}; {protocol}"
         )
-    return "world_model", "World-model accuracy", "; ".join(parts), protocol, "unrecorded"
+    made_by = []
+    if (folder / "provenance.json").exists():  # the evaluation's, with each model's training
+        made = _read(folder / "provenance.json")
+        made_by = [{"provenance": r} for r in made["runs"].values() if r]
+    code = _code(made_by) if made_by else "unrecorded"
+    return "world_model", "World-model accuracy", "; ".join(parts), protocol, code
 
 
 BENCH_KEYS = {"algos", "matmul_peak", "world_model", "imagination", "data_build", "end_to_end"}

@@ -32,7 +32,14 @@ from genworld.utils.device import (
     resolve_device,
     torch_threads,
 )
-from genworld.utils.io import check_or_write_config, claim_folder, read_run_config, run_kind
+from genworld.utils.io import (
+    atomic_write_json,
+    check_or_write_config,
+    claim_folder,
+    read_run_config,
+    run_kind,
+)
+from genworld.utils.provenance import provenance
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.mrcom import MrCoMConfig, MrCoMWorldModel
 from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel
@@ -277,6 +284,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: Path, *, show_progress: b
         ensure_built(cfg.datasets, steps=cfg.dataset_steps or None, show_progress=show_progress)
         train, _ = load_split(cfg.datasets, cfg.holdout_fraction, cfg.seed)
         fit_world_model(cfg, train, out, show_progress=show_progress)
+        atomic_write_json(out / "provenance.json", provenance())  # the code it was launched with
     return out
 
 

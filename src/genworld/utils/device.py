@@ -74,7 +74,7 @@ def set_matmul_precision(name: str | None = None) -> str:
     ``GENWORLD_MATMUL_PRECISION``, which the CLI sets for them). ``highest``: IEEE float32 (the default). ``medium``: inputs
     rounded to bfloat16, products accumulated in float32 (AMX on recent Intel CPUs, tensor cores
     on GPUs): several times the float32 GEMM rate and more updates/s for SAC, IQL, TD3+BC
-    (``genworld bench algos``; measured: docs/notes/history.md). ``None`` applies the environment's
+    (``genworld bench algos``; measured: docs/RESULTS.md). ``None`` applies the environment's
     setting, if any."""
     import os
 
