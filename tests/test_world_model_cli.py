@@ -45,6 +45,9 @@ def test_train_eval_world_model_tiny(random_data, tmp_path):
     ):
         assert env in errors[model]
     assert (compared / "k_step_errors.png").stat().st_size > 1000
+    made = json.loads((compared / "provenance.json").read_text())  # which code made what
+    assert made["evaluation"]["machine"] and set(made["runs"]) == set(runs)
+    assert all(r["genworld"] and "command" in r for r in made["runs"].values())
     # the stochastic state's contribution, beside the errors (TGW only: the MLP has no u)
     alive = json.loads((compared / "stochastic_state.json").read_text())
     assert set(alive) == {"tgw:tgw"}
