@@ -145,6 +145,27 @@ def test_ddp_ppo_two_gloo_processes_match_one_process(tmp_path):
     _assert_same(ranks[0], reference, atol=1e-4, rtol=1e-3)
 
 
+def _kl_worker(rank: int, world: int, port: int, out: str) -> None:
+    from types import SimpleNamespace
+
+    from genworld.algos.ppo import PPO
+    from genworld.train.distributed import teardown
+
+    d = _join(rank, world, port)
+    agent = SimpleNamespace(world_size=world)  # only the process count matters here
+    local = torch.tensor(0.01 if rank == 0 else 0.03)  # one rank below a 0.02 target, one above
+    kl = PPO.kl_over_processes(agent, local)
+    torch.save({"kl": torch.tensor(kl), "stop": torch.tensor(kl > 0.02)}, f"{out}/rank{rank}.pt")
+    teardown(d)
+
+
+@pytest.mark.integration  # multi-process: CI runs it, the fast suite does not
+def test_ppo_early_stop_reads_the_kl_of_all_processes_so_ranks_stop_together(tmp_path):
+    ranks = _spawn(_kl_worker, tmp_path)
+    assert [float(r["kl"]) for r in ranks] == pytest.approx([0.02, 0.02])
+    assert ranks[0]["stop"] == ranks[1]["stop"]
+
+
 def test_shard_gives_every_process_an_env_or_a_clear_error():
     from genworld.errors import GenworldError
     from genworld.train.distributed import Dist, shard

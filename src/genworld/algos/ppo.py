@@ -340,11 +340,26 @@ class PPO:
                 for k, v in metrics.items():
                     totals[f"losses/{k}"] = totals.get(f"losses/{k}", 0.0) + float(v)
                 updates += 1
-            if cfg.target_kl is not None and float(metrics["approx_kl"]) > cfg.target_kl:
+            if (
+                cfg.target_kl is not None
+                and self.kl_over_processes(metrics["approx_kl"]) > cfg.target_kl
+            ):
                 break
         out = {k: v / updates for k, v in totals.items()}
         out["charts/learning_rate"] = self.opt.param_groups[0]["lr"]
         return out
+
+    def kl_over_processes(self, kl: torch.Tensor) -> float:
+        """The last minibatch's KL estimate averaged over the processes: every rank then stops its
+        epochs at the same one (a rank stopping alone would leave the others waiting in DDP's
+        gradient all-reduce)."""
+        kl = kl.detach().float().reshape(1).clone()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(kl)
+            kl /= self.world_size
+        return float(kl)
 
     @torch.no_grad()
     def act(

@@ -323,7 +323,15 @@ def _world_model(folder: Path) -> tuple[str, str, str, str, str]:
     return "world_model", "World-model accuracy", "; ".join(parts), protocol, code
 
 
-BENCH_KEYS = {"algos", "matmul_peak", "world_model", "imagination", "data_build", "end_to_end"}
+BENCH_KEYS = {
+    "algos",
+    "matmul_peak",
+    "world_model",
+    "imagination",
+    "data_build",
+    "data_build_dmc",
+    "end_to_end",
+}
 """The benchmark names whose figures a bench record's JSON files hold."""
 
 
@@ -362,6 +370,12 @@ def _bench(folder: Path) -> tuple[str, str, str, str, str]:
     if db := figures.get("data_build"):
         parts.append(
             f"data build {db['ratio']:.2f}× raw random stepping "
+            f"({db['build_end_to_end_steps_per_s'] / 1000:.1f}k steps/s, {db['env']}; "
+            f"1 process {db['ratio_1_process']:.2f}×)"
+        )
+    if db := figures.get("data_build_dmc"):
+        parts.append(
+            f"DMC data build {db['ratio']:.2f}× raw dm_control stepping "
             f"({db['build_end_to_end_steps_per_s'] / 1000:.1f}k steps/s, {db['env']}; "
             f"1 process {db['ratio_1_process']:.2f}×)"
         )
