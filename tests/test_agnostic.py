@@ -313,3 +313,19 @@ def test_agnostic_iql_targets_are_read_without_dropout(tmp_path):
     assert not agent.critic_target.training
     assert modes[0] is False and True in modes[1:]  # V(s') for the target, then V(s) trains
     assert agent.nets.value.training
+
+
+def test_agnostic_iql_rows_are_cut_to_their_own_envs_widths_with_the_same_loss(tmp_path):
+    """Each width group is as wide as its envs need (hopper's rows: 11 observation and 3
+    action tokens, not halfcheetah's 17 and 6), and the loss equals the all-padded batch's."""
+    agent, _ = _iql(tmp_path)
+    batch = agent.sample(torch.Generator().manual_seed(0))
+    groups = agent.width_groups(batch.env_idx)
+    assert sorted((o, a) for _, o, a in groups) == [(11, 3), (17, 6)]
+    cut = [agent._group(batch.rows(rows, o, a)) for rows, o, a in groups]
+    padded = [agent._group(batch.rows(torch.arange(len(batch.env_idx)), 17, 6))]
+    total, metrics = agent.nets(cut, 1.0)
+    expected, expected_metrics = agent.nets(padded, 1.0)
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-5)
+    for name, value in expected_metrics.items():
+        torch.testing.assert_close(metrics[name], value, rtol=1e-5, atol=1e-5)

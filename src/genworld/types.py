@@ -65,6 +65,20 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
+    def rows(self, index: torch.Tensor, obs_width: int, act_width: int) -> Batch:
+        """The rows ``index``, cut to ``obs_width`` observation and ``act_width`` action columns
+        (what those rows' envs need: the rest is padding)."""
+        return Batch(
+            observations=self.observations[index, :obs_width],
+            actions=self.actions[index, :act_width],
+            rewards=self.rewards[index],
+            next_observations=self.next_observations[index, :obs_width],
+            terminations=self.terminations[index],
+            env_idx=self.env_idx[index],
+            obs_mask=self.obs_mask[index, :obs_width],
+            act_mask=self.act_mask[index, :act_width],
+        )
+
 
 @dataclass(frozen=True)
 class SeqBatch:
