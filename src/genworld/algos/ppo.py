@@ -31,6 +31,7 @@ Deviations:
 - Minibatches: each env's rollout is shuffled by its own stream seeded by (iteration seed, env
   index) and minibatch ``m`` takes the ``m``-th slice of every env, so an env's minibatches do not
   depend on which process holds it. Running statistics are per env.
+- 32 minibatches per epoch (CleanRL) against the paper's 8 (Table 2a); ``num_minibatches``.
 - A resumed run continues from the checkpointed networks, optimiser, statistics and iteration,
   with freshly reset envs (simulator states are not checkpointed).
 """

@@ -24,6 +24,18 @@ same stacking plus a learned query), runs through S4D along the action dims and 
 decoder layers whose cross-attention reads the encoded state tokens, and a linear head
 (a learned weighted average over the hidden dim) gives each dim's scalar: a Gaussian mean and a
 state-dependent log-std (the paper's SAC-like std decoder), or one categorical logit per choice.
+
+Other deviations from the paper, each a choice of ours (the seed text does not give these):
+- Tokens carry a learned *dimension-id* embedding (a table of ``MAX_OBS_DIMS`` = 512 state and
+  ``MAX_ACT_DIMS`` = 64 action ids) and a token-type embedding (state vs action); the paper's S4
+  embedding has neither. The table caps the dims an env may have, and ids no training env has
+  stay at their initial values, which matters when transferring to a wider env.
+- S4D-Lin with ZOH discretisation (the diagonal S4, ``nn/s4d.py``) instead of the paper's S4
+  (DPLR, bilinear).
+- One decoder trunk for all output types (mean, log-std, logits: separate linear heads on it)
+  instead of a decoder per output type.
+- Size: the full preset's actor, V and each Q together hold about 5.3M parameters against the
+  paper's "4M" (its Table 2b sizes with our dimension-id tables and GLU projections).
 """
 
 from __future__ import annotations
