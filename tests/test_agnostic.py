@@ -329,3 +329,54 @@ def test_agnostic_iql_rows_are_cut_to_their_own_envs_widths_with_the_same_loss(t
     torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-5)
     for name, value in expected_metrics.items():
         torch.testing.assert_close(metrics[name], value, rtol=1e-5, atol=1e-5)
+
+
+def test_transfer_starts_from_every_weight_but_the_task_embedding(tmp_path):
+    from genworld.algos.agnostic_iql import build
+
+    source, _ = _iql(tmp_path)  # two envs: a 2-row task embedding
+    one_env = toy_dataset(envs=("walker2d",))
+    ctx = AlgoContext(
+        dataset=one_env,
+        normalizer=Normalizer.fit(one_env),
+        device=torch.device("cpu"),
+        scale="tiny",
+        out=tmp_path,
+    )
+    torch.manual_seed(1)
+    target = build(ctx)
+    fresh = target.start_from(source.nets.state_dict())
+    assert fresh and all("task" in name for name in fresh)
+    for name, value in target.nets.state_dict().items():
+        if name not in fresh:
+            torch.testing.assert_close(value, source.nets.state_dict()[name])
+    pairs = zip(target.critic_target.parameters(), target.nets.critics.parameters(), strict=True)
+    for mine, theirs in pairs:
+        torch.testing.assert_close(mine, theirs)  # the targets follow
+
+
+def test_transfer_to_an_env_of_a_pretraining_envs_sizes_is_refused(capsys):
+    from genworld.cli import main
+
+    argv = ["train", "agnostic-transfer", "--scale", "tiny", "--print-config"]
+    assert main([*argv, "--target", "walker2d-random"]) == 2  # halfcheetah's sizes: 17 / 6
+    assert "choose another --target" in capsys.readouterr().err
+    assert main([*argv, "--pretrain_steps", "0"]) == 2
+
+
+@pytest.mark.integration  # three tiny DD-IQL runs and their report (~20 s)
+def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
+    import json
+
+    from genworld.cli import main
+
+    out = tmp_path / "transfer"
+    argv = ["train", "agnostic-transfer", "--scale", "tiny", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["curves"]) == {"finetune", "scratch"} and report["target"] == "hopper"
+    assert [p["step"] for p in report["curves"]["finetune"]] == [10, 20]
+    assert (out / "transfer.png").stat().st_size > 1000 and "fine-tuned" in capsys.readouterr().out
+    first = (out / "finetune" / "eval.jsonl").read_text()
+    assert main(argv) == 0  # finished: resumes without training again
+    assert (out / "finetune" / "eval.jsonl").read_text() == first

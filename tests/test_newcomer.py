@@ -237,6 +237,7 @@ FOLDER_COMMANDS = {
     "genworld data train-policy": ["data", "train-policy", "hopper", "--scale", "tiny"],
     "genworld train agnostic-iql": ["train", "agnostic-iql", "--scale", "tiny", "--datasets", "hopper-random"],
     "genworld train agnostic-ppo": ["train", "agnostic-ppo", "--scale", "tiny", "--envs", "hopper"],
+    "genworld train agnostic-transfer": ["train", "agnostic-transfer", "--scale", "tiny"],
     "genworld unseen": ["unseen", "--scale", "tiny", "--family", "cheetah-vel"],
     "genworld scenarios": ["scenarios", "--scale", "tiny", "--envs", "dmc-cheetah-run"],
 }  # fmt: skip

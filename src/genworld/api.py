@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from genworld.train.pipeline import RunConfig
     from genworld.train.scenarios import ScenarioStudyConfig
     from genworld.train.table import TableConfig
+    from genworld.train.transfer import AgnosticTransferConfig
     from genworld.train.unseen import UnseenConfig
     from genworld.train.world_model import WorldModelTrainConfig
 
@@ -39,6 +40,8 @@ __all__ = [
     "Result",
     "agnostic_iql_config",
     "agnostic_ppo_config",
+    "agnostic_transfer",
+    "agnostic_transfer_config",
     "build_lanes",
     "configure_process",
     "datasets_markdown",
@@ -432,6 +435,27 @@ def agnostic_iql_config(**fields: Any) -> AgnosticIQLRunConfig:
     from genworld.train.dd_iql import iql_run_config
 
     return iql_run_config(**fields)
+
+
+def agnostic_transfer_config(**fields: Any) -> AgnosticTransferConfig:
+    """``genworld train agnostic-transfer``'s config: the scale's datasets and budgets under
+    ``fields``."""
+    from genworld.train.transfer import transfer_config
+
+    return transfer_config(**fields)
+
+
+def agnostic_transfer(
+    cfg: AgnosticTransferConfig, out: str | Path, *, show_progress: bool = True
+) -> Result:
+    """Pretrain agnostic IQL on some envs, fine-tune it on a held-out env of other sizes and
+    train that env from scratch (each resumable); report.md / report.json / transfer.png."""
+    from genworld.reports.transfer import write_transfer_report
+    from genworld.train.transfer import run_transfer
+
+    out = Path(out)
+    report = run_transfer(cfg, out, show_progress=show_progress)
+    return Result(out, report, tuple(write_transfer_report(report, out)))
 
 
 def agnostic_ppo_config(**fields: Any) -> AgnosticPPORunConfig:

@@ -279,6 +279,22 @@ class AgnosticIQL:
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return self.update_on(self.sample(generator))
 
+    def start_from(self, nets: dict[str, torch.Tensor]) -> list[str]:
+        """Start from another run's networks (transfer, paper §4.2): every weight whose shape
+        fits is copied, the target critics follow; returns the names left as initialised (a
+        task embedding sized for another env set). Networks of other sizes are an error."""
+        own = self.nets.state_dict()
+        fits = {k: v for k, v in nets.items() if k in own and own[k].shape == v.shape}
+        fresh = sorted(set(own) - set(fits))
+        if len(fits) < len(own) / 2:
+            raise GenworldError(
+                f"the networks to start from fit {len(fits)} of {len(own)} weights: they were "
+                "trained at other sizes (another --scale?); pretrain at this run's scale"
+            )
+        self.nets.load_state_dict(fits, strict=False)
+        self.critic_target.load_state_dict(self.nets.critics.state_dict())
+        return fresh
+
     def width_groups(self, env: torch.Tensor) -> list[tuple[torch.Tensor, int, int]]:
         """The batch's rows grouped by their env's (observation, action) width: ``(rows,
         obs_width, act_width)`` per group. No row is padded beyond what its own env needs (the

@@ -133,6 +133,12 @@ def _agnostic_iql_options(p):
     add_config_options(p, AgnosticIQLRunConfig, skip=("agent", "scale"))
 
 
+def _agnostic_transfer_options(p):
+    from genworld.train.transfer import AgnosticTransferConfig
+
+    add_config_options(p, AgnosticTransferConfig, skip=("scale",))
+
+
 def _agnostic_ppo_options(p):
     from genworld.train.dd_ppo import AgnosticPPORunConfig
 
@@ -151,6 +157,7 @@ GENERATED: dict[tuple[str, ...], Callable[[argparse.ArgumentParser], None]] = {
     ("finetune",): _finetune_options,
     ("train", "agnostic-iql"): _agnostic_iql_options,
     ("train", "agnostic-ppo"): _agnostic_ppo_options,
+    ("train", "agnostic-transfer"): _agnostic_transfer_options,
     ("data", "train-policy"): _behaviour_options,
 }
 """Commands whose options come from a config dataclass. They are generated for the command
@@ -291,6 +298,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _scale(p)
     _common(p)
     p.set_defaults(func=commands.agnostic_ppo)
+    p = parsers["train", "agnostic-transfer"] = train_sub.add_parser(
+        "agnostic-transfer",
+        help="pretrain agnostic IQL on some envs, fine-tune on a held-out env of other sizes "
+        "vs from scratch (resumable; report and plot)",
+    )
+    _scale(p)
+    _common(p)
+    p.set_defaults(func=commands.agnostic_transfer)
 
     pretrain = sub.add_parser("pretrain", help="reward-free pre-training (WPT)")
     pretrain_sub = pretrain.add_subparsers(dest="pretrain_command", required=True)

@@ -346,6 +346,23 @@ def agnostic_iql(args) -> None:
         )
 
 
+def agnostic_transfer(args) -> None:
+    from genworld.api import agnostic_transfer as run
+    from genworld.api import agnostic_transfer_config
+
+    cfg = agnostic_transfer_config(scale=args.scale, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/agnostic_transfer__{cfg.target}__{cfg.scale}__s{cfg.seed}"
+    result = run(cfg, out, show_progress=not args.quiet)
+    s = result.summary["summary"]
+    print(
+        f"agnostic-transfer to {result.summary['target']}: last-{cfg.last_k} score "
+        f"{s['finetune']['last_k']:.1f} fine-tuned vs {s['scratch']['last_k']:.1f} from scratch; "
+        f"report: {result.out / 'report.md'}"
+    )
+
+
 def agnostic_ppo(args) -> None:
     from genworld.api import agnostic_ppo_config, train_agnostic_ppo
 

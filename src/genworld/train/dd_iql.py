@@ -57,6 +57,9 @@ class AgnosticIQLRunConfig:
     dataset_steps: int = 0
     """Transitions per dataset when a missing one is built; 0 = the scale's (tiny: 2,000,
     mini/full: the dataset's default size)."""
+    init_from: str = ""
+    """A finished ``genworld train agnostic-iql`` folder whose networks start this run
+    (transfer: every weight whose shape fits; a new env set's task embedding starts fresh)."""
 
 
 IQL_BUDGETS: dict[str, dict[str, Any]] = {
@@ -203,10 +206,26 @@ def train_agnostic_iql(
         )
         local = MultiEnvDataset.from_minari([cfg.datasets[i] for i in held])
         agent = build_dd_iql(local, specs, held, d, cfg.scale, cfg.seed, cfg.agent)
+        if cfg.init_from:  # a checkpoint of this run, if any, takes over when the loop resumes
+            agent.start_from(pretrained_networks(Path(cfg.init_from)))
         return _offline_loop(agent, cfg, specs, held, out, d, show_progress)
     finally:
         folder_claim.close()
         teardown(d)
+
+
+def pretrained_networks(run: Path) -> dict[str, torch.Tensor]:
+    """The networks of a ``genworld train agnostic-iql`` folder's last checkpoint."""
+    from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
+    from genworld.utils.io import read_run_config
+
+    fix = "give the output folder of a finished `genworld train agnostic-iql`"
+    read_run_config(run, "genworld train agnostic-iql", fix)
+    latest = latest_checkpoint(run / "checkpoints")
+    if latest is None:
+        raise GenworldError(f"{run} has no checkpoint yet; {fix}")
+    _, state = load_checkpoint(latest)
+    return state["agent"]["nets"]
 
 
 def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bool) -> list[dict]:

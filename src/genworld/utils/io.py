@@ -263,6 +263,7 @@ RUN_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("genworld data train-policy", ("env", "learning_starts")),
     ("genworld train agnostic-iql", ("datasets", "log_every", "agent")),
     ("genworld train agnostic-ppo", ("total_timesteps", "ppo")),
+    ("genworld train agnostic-transfer", ("pretrain", "finetune_steps")),
     ("genworld finetune", ("world_model", "variant", "wpt")),
 )
 """Each command's output folder, recognised by fields only its config.json has."""

@@ -1,0 +1,73 @@
+"""``genworld train agnostic-transfer``'s report: report.json (what
+:func:`genworld.train.transfer.run_transfer` returned), report.md rendered from it, and
+transfer.png (the target's normalized score against updates, fine-tuned vs from scratch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from genworld.reports.run import count
+from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
+from genworld.utils.provenance import provenance_line
+
+LABELS = {"finetune": "pretrained, fine-tuned", "scratch": "from scratch"}
+
+
+def write_transfer_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """report.md (first), report.json and transfer.png in ``out``."""
+    out = Path(out)
+    atomic_write_json(out / "report.json", report)
+    plot = out / "transfer.png"
+    _plot(report, plot)
+    atomic_write_bytes(out / "report.md", _markdown(report, plot.name).encode())
+    return [out / "report.md", out / "report.json", plot]
+
+
+def _markdown(report: dict[str, Any], plot: str) -> str:
+    cfg, summary = report["config"], report["summary"]
+    k = cfg["last_k"]
+    lines = [
+        f"# Agnostic transfer to {report['target']} ({cfg['scale']}, seed {cfg['seed']})",
+        "",
+        f"Pretrained with DD-IQL on {', '.join(cfg['pretrain'])} for {cfg['pretrain_steps']:,} "
+        f"updates (normalized score there {report['pretrain']['eval/normalized_score_mean']:.1f}),"
+        f" then {cfg['finetune_steps']:,} updates on `{cfg['target']}` starting from those "
+        "networks (every weight but the task embedding), against the same run from a fresh "
+        f"initialisation. Evaluations every {cfg['eval_every']:,} updates, "
+        f"{count(cfg['eval_episodes'], 'deterministic episode')} each; scores are D4RL-normalized on "
+        "genworld's regenerated datasets (not D4RL's).",
+        "",
+        f"| run | first evaluation | mean of all evaluations | last {k} |",
+        "|---|---|---|---|",
+    ]
+    for name, label in LABELS.items():
+        s = summary[name]
+        lines.append(f"| {label} | {s['first']:.1f} | {s['area']:.1f} | {s['last_k']:.1f} |")
+    lines += [
+        "",
+        f"One seed: a direction, not a result. Wall time {report['wall_seconds']:.0f} s.",
+        "",
+        provenance_line(report["provenance"]),
+        "",
+        f"![{plot}]({plot})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, label in LABELS.items():
+        points = report["curves"][name]
+        ax.plot([p["step"] for p in points], [p["score"] for p in points], marker="o", label=label)
+    ax.set_xlabel("updates on the target")
+    ax.set_ylabel(f"{report['target']} normalized score")
+    ax.set_title(f"transfer to {report['target']}")
+    ax.legend()
+    save_figure(fig, path)
