@@ -82,7 +82,9 @@ def test_sigterm_writes_a_checkpoint_at_the_current_step_and_a_rerun_resumes(tmp
     assert steps.count(300) == 1  # resumed from the interrupt checkpoint, not from scratch
 
 
-def test_resume_with_other_config_is_refused(tmp_path):
+def test_a_finished_run_goes_further_with_more_steps_and_other_settings_are_refused(tmp_path):
+    from dataclasses import replace
+
     from genworld.algos.sac import SACConfig
 
     cfg = BehaviourConfig(
@@ -95,17 +97,13 @@ def test_resume_with_other_config_is_refused(tmp_path):
         sac=SACConfig(hidden=(8,), batch_size=8),
     )
     train_behaviour_policy(cfg, tmp_path, show_progress=False)
-    other = BehaviourConfig(
-        env="hopper",
-        total_steps=90,
-        learning_starts=20,
-        snapshot_every=30,
-        checkpoint_every=30,
-        eval_episodes=1,
-        sac=SACConfig(hidden=(8,), batch_size=8),
-    )
-    with pytest.raises(GenworldError, match="different config.*total_steps"):
-        train_behaviour_policy(other, tmp_path, show_progress=False)
+    train_behaviour_policy(replace(cfg, total_steps=90), tmp_path, show_progress=False)
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()
+    ]
+    assert steps == [30, 60, 90]  # continued from step 60, not started over
+    with pytest.raises(GenworldError, match="different config.*learning_starts"):
+        train_behaviour_policy(replace(cfg, learning_starts=10), tmp_path, show_progress=False)
 
 
 SHIPPED = Path(__file__).parents[1] / "src" / "genworld" / "assets" / "policies"
