@@ -102,6 +102,7 @@ def test_a_finished_run_goes_further_with_more_steps_and_other_settings_are_refu
         json.loads(line)["step"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()
     ]
     assert steps == [30, 60, 90]  # continued from step 60, not started over
+    assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 90
     with pytest.raises(GenworldError, match="different config.*learning_starts"):
         train_behaviour_policy(replace(cfg, learning_starts=10), tmp_path, show_progress=False)
 

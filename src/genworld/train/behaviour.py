@@ -160,7 +160,7 @@ def train_behaviour_policy(cfg: BehaviourConfig, out: Path, *, show_progress: bo
 def _train_behaviour_policy(cfg: BehaviourConfig, out: Path, show_progress: bool) -> Path:
     # a finished run may be taken further: rerun with a larger --steps (the replay buffer's
     # capacity is the step budget, so a resumed one only grows)
-    check_or_write_config(out, cfg, ignore=("total_steps",))
+    check_or_write_config(out, cfg, extendable=("total_steps",))
     torch.manual_seed(cfg.seed)
     trainer = BehaviourTrainer(cfg)
     clock = {"last": time.perf_counter()}

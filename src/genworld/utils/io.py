@@ -121,6 +121,7 @@ def check_or_write_config(
     ignore: tuple[str, ...] = (),
     extra: dict[str, Any] | None = None,
     removed: tuple[str, ...] = (),
+    extendable: tuple[str, ...] = (),
 ) -> None:
     """First run: write the config dataclass ``cfg`` (minus the ``ignore`` fields, plus ``extra``
     named config dataclasses) to ``out/config.json``. Rerun: it must be the same config (resume),
@@ -128,7 +129,8 @@ def check_or_write_config(
     when the only fields added since hold their declared defaults. ``RUNTIME_FIELDS`` (thread
     counts) are always ignored: how fast a run goes never stops it resuming. ``removed``: dotted
     names of fields that no longer exist (and never changed results); a saved run that has them
-    still resumes.
+    still resumes. ``extendable``: fields a rerun may change (a step budget taken further); the
+    saved config then takes the new values.
 
     Nothing is written before ``cfg``'s device is found to exist here (callers validate the
     rest before calling), so a refused command never blocks its corrected rerun; a folder whose run has no
@@ -167,6 +169,9 @@ def check_or_write_config(
         saved = without_fields(saved, removed)
         diff = config_differences(saved, current, defaults)
         if not diff:
+            return
+        if set(diff) <= set(extendable):
+            atomic_write_json(path, current)  # the run goes on under the new budget
             return
         if has_progress(out):
             kind = run_kind(json.loads(path.read_text()))
