@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from genworld import api
@@ -115,8 +116,18 @@ def _card(name: str) -> str:
     return f"{json.loads((POLICIES / f'{name}.json').read_text())['eval_normalized']:.1f}"
 
 
+def _quick_start() -> dict[str, list[float]]:
+    """Each method's per-seed score (the mean over envs of the last-k mean) in the record."""
+    reports = [json.loads(f.read_text()) for f in sorted(RECORDS.glob("quick-start/seed*/report.json"))]
+    return {
+        m: [r["results"]["medium/multi"][m]["summary"]["_mean"]["last_k_mean"] for r in reports]
+        for m in ("tgw", "bc")
+    }
+
+
 def readme_claims() -> list[tuple[str, tuple[str, ...]]]:
     """(pattern in the README's flattened text, the record's numbers its groups must equal)."""
+    qs = {m: (f"{np.mean(v):.1f}", f"{np.std(v):.1f}") for m, v in _quick_start().items()}
     b = _bench()
     algos, build, wm, im = b["algos"], b["data_build"], b["world_model"], b["imagination"]
     medium = _medium_speedups()
@@ -126,6 +137,7 @@ def readme_claims() -> list[tuple[str, tuple[str, ...]]]:
         for n in ("halfcheetah-expert", "hopper-expert", "walker2d-expert", "ant-expert")
     ]
     return claims + [
+        (r"it scores TGW ([\d.]+) ± ([\d.]+) against BC ([\d.]+) ± ([\d.]+)", qs["tgw"] + qs["bc"]),
         (r"([\d.]+)k steps/s for halfcheetah here", (f"{build['build_end_to_end_steps_per_s'] / 1000:.1f}",)),
         (r"\(([\d.]+)x raw random stepping, ([\d.]+) min per 1M steps; one process: ([\d.]+)x",
          (f"{build['ratio']:.2f}", f"{build['minutes_per_1M_steps']:.1f}", f"{build['ratio_1_process']:.2f}")),
@@ -161,7 +173,10 @@ def results_claims() -> list[tuple[str, tuple[str, ...]]]:
     refs = json.loads((RECORDS / "unseen-cheetah-vel" / "references.json").read_text())
     r35, r39 = refs["cheetah-vel-35"], refs["cheetah-vel-39"]
     medium = _medium_speedups()
+    qs = _quick_start()
+    bc_higher = sum(b > t for t, b in zip(qs["tgw"], qs["bc"], strict=True))
     return [
+        (r"BC is higher on (\d) of (\d) seeds", (str(bc_higher), str(len(qs["bc"])))),
         (r"TGW-newR ([\d.]+) \[([\d.]+), ([\d.]+)\], Prompt-DT-finetune ([\d.]+) \[([\d.]+), ([\d.]+)\]",
          iqm("unseen-cheetah-vel", "unseen", "tgw-newr") + iqm("unseen-cheetah-vel", "unseen", "prompt-dt-finetune")),
         (r"disjoint IQM CIs \(([\d.]+) \[([\d.]+), ([\d.]+)\] vs ([\d.]+) \[([\d.]+), ([\d.]+)\]\)",
