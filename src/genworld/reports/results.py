@@ -263,14 +263,15 @@ def _quick_start(folder: Path) -> tuple[str, str, str, str, str]:
     cfg = reports[0]["config"]
     parts = []
     for key, first in reports[0]["results"].items():
-        envs = first["envs"]
+        envs, scores = first["envs"], []
         for method, name in (("tgw", "TGW"), ("bc", "BC")):
             runs = [r["results"][key][method]["summary"] for r in reports if key in r["results"]]
             overall = _mean_std([run["_mean"]["last_k_mean"] for run in runs], len(reports))
             per_env = ", ".join(
                 f"{env} {np.mean([run[env]['last_k_mean'] for run in runs]):.1f}" for env in envs
             )
-            parts.append(f"{key} {name} {overall} ({per_env})")
+            scores.append(f"{name} {overall} ({per_env})")
+        parts.append(f"{key}: " + " · ".join(scores))
     seeds = sorted(r["config"]["seed"] for r in reports)
     protocol = (
         f"`genworld run --scale {cfg['scale']}`, {', '.join(cfg['envs'])}; seeds "
