@@ -239,6 +239,7 @@ FOLDER_COMMANDS = {
     "genworld train agnostic-ppo": ["train", "agnostic-ppo", "--scale", "tiny", "--envs", "hopper"],
     "genworld train agnostic-transfer": ["train", "agnostic-transfer", "--scale", "tiny"],
     "genworld unseen": ["unseen", "--scale", "tiny", "--family", "cheetah-vel"],
+    "genworld wpt-study": ["wpt-study", "--scale", "tiny", "--world_model", "runs/none"],
     "genworld scenarios": ["scenarios", "--scale", "tiny", "--envs", "dmc-cheetah-run"],
 }  # fmt: skip
 """Every command that trains into one --out folder of its own (table-like studies share theirs

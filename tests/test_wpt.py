@@ -291,3 +291,48 @@ def test_cli_pretrains_then_finetunes_and_writes_a_curve_and_a_report(tmp_path):
     assert (out / "curve.png").stat().st_size > 0 and (out / "report.md").exists()
     assert main(argv) == 0  # rerun: resumes a finished run
     assert len((out / "eval.jsonl").read_text().splitlines()) == 3
+    # the study command on the same pre-trained model: one run per (variant, seed), a report
+    study = tmp_path / "study"
+    argv = ["wpt-study", "--scale", "tiny", "--world_model", str(pre), "--variants", "scratch,p"]
+    assert main([*argv, "--seeds", "1", "--quiet", "--out", str(study)]) == 0
+    summary = json.loads((study / "wpt_study.json").read_text())
+    assert summary["finished_runs"] == summary["planned_runs"] == 2
+    assert set(summary["summary"]["dmc-cheetah-run"]) == {"scratch", "p"}
+    assert (study / "wpt_study.png").stat().st_size > 0
+
+
+def _fake_report(task: str, variant: str, seed: int, returns: list[float], share=None) -> dict:
+    curve = [{"env_steps": 1000 * (i + 1), f"eval/{task}/return": r} for i, r in enumerate(returns)]
+    retrieval = None if share is None else {"same_embodiment_share": share}
+    config = {"task": task, "variant": variant, "seed": seed}
+    return {"config": config, "curve": curve, "retrieval": retrieval, "provenance": {}}
+
+
+def test_wpt_study_report_gives_finals_with_cis_and_checks_the_claims():
+    from genworld.reports.wpt_study import claims, mean_ci, summarize
+    from genworld.train.wpt_study import config_for_scale
+
+    cfg = config_for_scale(
+        "tiny", tasks=("dmc-cheetah-run", "dmc-walker-walk"), variants=("scratch", "p+er+g")
+    )
+    reports = []
+    for seed in range(3):
+        for task, lift in (("dmc-cheetah-run", 400.0), ("dmc-walker-walk", 20.0)):
+            reports.append(_fake_report(task, "scratch", seed, [10.0, 100.0 + seed]))
+            reports.append(_fake_report(task, "p+er+g", seed, [50.0, 100.0 + lift], share=1.0))
+    summary = summarize(cfg, reports, reps=200)
+    row = summary["dmc-cheetah-run"]["scratch"]
+    assert row["per_seed"] == [55.0, 55.5, 56.0]  # the mean of the last 3 (here both) evaluations
+    low, high = row["ci"]
+    assert low <= row["final_return"] == 55.5 <= high
+    assert [p["env_steps"] for p in row["curve"]] == [1000, 2000] and row["curve"][1]["n"] == 3
+    verdicts = claims(cfg, summary)
+    gaps = verdicts["wpt_beats_scratch"]["gaps"]  # P+ER+G's final mean(50, 100 + lift) − 55.5
+    assert gaps == pytest.approx({"dmc-cheetah-run": 219.5, "dmc-walker-walk": 29.5})
+    assert verdicts["wpt_beats_scratch"]["holds"] is False  # only one task gains ≥ 100
+    assert (
+        verdicts["retrieval"]["holds"] is True
+        and verdicts["guidance_order_sparse"]["holds"] is None
+    )
+    assert mean_ci([3.0], 100) == (3.0, 3.0, 3.0)
+    assert mean_ci([1.0, 2.0, 3.0], 100) == mean_ci([1.0, 2.0, 3.0], 100)  # seeded

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from genworld.train.transfer import AgnosticTransferConfig
     from genworld.train.unseen import UnseenConfig
     from genworld.train.world_model import WorldModelTrainConfig
+    from genworld.train.wpt_study import WPTStudyConfig
 
 __all__ = [
     "DATASET_SCALES",
@@ -42,6 +43,8 @@ __all__ = [
     "agnostic_ppo_config",
     "agnostic_transfer",
     "agnostic_transfer_config",
+    "wpt_study",
+    "wpt_study_config",
     "build_lanes",
     "configure_process",
     "datasets_markdown",
@@ -180,6 +183,13 @@ def scenarios_config(scale: str = "mini", **overrides: Any) -> ScenarioStudyConf
     return config_for_scale(scale, **overrides)
 
 
+def wpt_study_config(scale: str = "mini", **overrides: Any) -> WPTStudyConfig:
+    """``genworld wpt-study``'s config (world model, tasks, variants, seeds) at ``scale``."""
+    from genworld.train.wpt_study import config_for_scale
+
+    return config_for_scale(scale, **overrides)
+
+
 def world_model_config(scale: str = "mini", **overrides: Any) -> WorldModelTrainConfig:
     """``genworld train world-model``'s config (model, datasets, steps, …) at ``scale``."""
     from genworld.train.world_model import config_for_scale
@@ -301,6 +311,22 @@ def scenarios(
         cfg, groups(cfg), cells(cfg), done.scenarios, done.results, out, planned=done.planned
     )
     return Result(out, summary, (out / "scenarios.md", out / "scenarios.png"))
+
+
+def wpt_study(
+    cfg: WPTStudyConfig, out: str | Path, *, show_progress: bool = True, report_only: bool = False
+) -> Result:
+    """WPT's comparison (seed 004 §4): pre-training (unless a world model is given), every
+    (task, variant, seed) fine-tuning run, then wpt_study.md / .json / .png: final returns with
+    bootstrap CIs, learning curves and the claims checked."""
+    from genworld.reports.wpt_study import write_wpt_study_report
+    from genworld.train.wpt_study import run_study
+
+    out = Path(out)
+    reports, planned = run_study(cfg, out, show_progress=show_progress, report_only=report_only)
+    summary = write_wpt_study_report(cfg, reports, planned, out)
+    plot = out / "wpt_study.png"
+    return Result(out, summary, (out / "wpt_study.md", *([plot] if plot.exists() else [])))
 
 
 # ---------------------------------------------------------------- models and policies

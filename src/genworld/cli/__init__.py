@@ -97,6 +97,13 @@ def _scenarios_options(p):
     add_config_options(p, ScenarioStudyConfig, defaults=scenarios_config("mini"))
 
 
+def _wpt_study_options(p):
+    from genworld.api import wpt_study_config
+    from genworld.train.wpt_study import WPTStudyConfig
+
+    add_config_options(p, WPTStudyConfig, skip=("scale",), defaults=wpt_study_config("mini"))
+
+
 def _world_model_options(p):
     from genworld.api import world_model_config
     from genworld.train.world_model import WorldModelTrainConfig
@@ -152,6 +159,7 @@ GENERATED: dict[tuple[str, ...], Callable[[argparse.ArgumentParser], None]] = {
     ("sweep", "beta"): lambda p: _table_options(p, skip=("algos",)),
     ("unseen",): _unseen_options,
     ("scenarios",): _scenarios_options,
+    ("wpt-study",): _wpt_study_options,
     ("train", "world-model"): _world_model_options,
     ("pretrain", "world-model"): _pretrain_options,
     ("finetune",): _finetune_options,
@@ -253,6 +261,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _scale(p)
     _common(p, report_only=True)
     p.set_defaults(func=commands.scenarios)
+
+    p = parsers["wpt-study",] = sub.add_parser(
+        "wpt-study",
+        help="WPT's comparison (seed 004): scratch / P / P+ER / P+ER+G on target tasks × seeds, "
+        "learning curves with CIs (resumable)",
+    )
+    _scale(p)
+    _common(p, report_only=True)
+    p.set_defaults(func=commands.wpt_study)
 
     p = parsers["ablate",] = sub.add_parser(
         "ablate", help="TGW ablations (Table 2): w/o prompt, w/o RSSM, w/o ri"

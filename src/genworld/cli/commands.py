@@ -293,6 +293,18 @@ def scenarios(args) -> None:
     print(f"scenarios directory: {result.out} (scenarios.md, scenarios.json, scenarios.png)")
 
 
+def wpt_study(args) -> None:
+    from genworld.api import wpt_study, wpt_study_config
+
+    cfg = wpt_study_config(args.scale, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    out = args.out or f"runs/wpt_study__{cfg.scale}"
+    result = wpt_study(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    print(result.markdown)
+    print(f"wpt-study directory: {result.out} (wpt_study.md, wpt_study.json, wpt_study.png)")
+
+
 def table_options(args) -> dict:
     """The table config's overrides: the generated options and the ``--setting`` alias."""
     settings = tuple(x for x in args.setting.split(",") if x) if args.setting else None

@@ -1,0 +1,161 @@
+"""``genworld wpt-study``: WPT's comparison (seed 004, §4, Fig. 3–4) as one resumable study.
+
+Every (target task, variant, seed) is one ``genworld finetune`` run (:mod:`genworld.train.
+finetune`) in ``out/cells/<task>/<variant>/seed<k>``, all fine-tuning the same pre-trained world
+model: the one given (``--world_model``), or one pre-trained here at the scale's preset into
+``out/pretrain`` (:mod:`genworld.train.pretrain`). Variants: ``scratch`` (the same RSSM
+untrained: DreamerV3), ``p`` (pre-trained), ``p+er`` (+ experience rehearsal), ``p+er+g``
+(+ execution guidance: WPT). A cell is done when its ``report.json`` exists; a killed cell
+resumes from its checkpoint. The report (:mod:`genworld.reports.wpt_study`) gives the learning
+curves with confidence intervals over seeds and checks the issue's claims.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genworld.config import apply, check_scale
+from genworld.envs.registry import get_env_spec
+from genworld.errors import GenworldError
+from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
+
+VARIANTS = ("scratch", "p", "p+er", "p+er+g")
+
+
+@dataclass(frozen=True)
+class WPTStudyConfig:
+    """Target tasks × variants × seeds, all fine-tuning one pre-trained world model."""
+
+    world_model: str = ""
+    """A finished ``genworld pretrain world-model`` folder; empty = pre-train one here
+    (``out/pretrain``) with the scale's preset."""
+    tasks: tuple[str, ...] = ()
+    """Target tasks (DMC ``dmc-…`` or Meta-World ``mw-…``); empty = the scale's."""
+    variants: tuple[str, ...] = VARIANTS
+    """Which of scratch, p, p+er, p+er+g; a finished study takes more later."""
+    seeds: int = 3
+    """Seeds per (task, variant) (0 .. seeds-1); a finished study takes more later."""
+    scale: str = "mini"
+    """tiny | mini | full: the pre-training and fine-tuning presets."""
+    last_k: int = 3
+    """A run's final score: the mean return of its last k evaluations."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+    workers: int = 1
+    """Runs side by side (processes, one torch thread each)."""
+
+    def validate(self) -> None:
+        check_scale(self.scale)
+        for task in self.tasks:
+            get_env_spec(task)
+        for v in self.variants:
+            if v not in VARIANTS:
+                raise GenworldError(f"unknown variant {v!r}: choose from {', '.join(VARIANTS)}")
+        for name in ("seeds", "last_k", "workers"):
+            if getattr(self, name) <= 0:
+                raise GenworldError(f"--{name} must be positive, got {getattr(self, name)}")
+
+
+STUDY_TASKS: dict[str, tuple[str, ...]] = {
+    "tiny": ("dmc-cheetah-run",),
+    "mini": ("dmc-cheetah-run", "dmc-walker-walk", "mw-reach-v3", "mw-push-v3", "mw-door-open-v3"),
+    "full": ("dmc-walker-run", "dmc-cheetah-run", "dmc-quadruped-walk", "mw-reach-v3",
+             "mw-push-v3", "mw-door-open-v3"),
+}  # fmt: skip
+"""The ``tasks`` default at each scale: DMC bodies the pre-training data has, and three
+Meta-World tasks (the paper's walker-run and quadruped need their exploration data at mini)."""
+
+
+def config_for_scale(scale: str, **overrides: Any) -> WPTStudyConfig:
+    check_scale(scale)
+    cfg = apply(WPTStudyConfig(scale=scale), {k: v for k, v in overrides.items() if v is not None})
+    if not cfg.tasks:
+        cfg = apply(cfg, {"tasks": STUDY_TASKS[scale]})
+    cfg.validate()
+    return cfg
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    variant: str
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"cells/{self.task}/{self.variant}/seed{self.seed}"
+
+
+def cells(cfg: WPTStudyConfig) -> list[Cell]:
+    """Seed-major: a study stopped part-way already compares every variant on its seeds."""
+    return [
+        Cell(task, variant, seed)
+        for seed in range(cfg.seeds)
+        for task in cfg.tasks
+        for variant in cfg.variants
+    ]
+
+
+def world_model_folder(cfg: WPTStudyConfig, out: Path) -> Path:
+    return Path(cfg.world_model) if cfg.world_model else out / "pretrain"
+
+
+def run_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]:
+    """One fine-tuning run (resumes); its report (what ``genworld finetune`` reports)."""
+    from genworld.train.finetune import config_for_scale as finetune_config
+    from genworld.train.finetune import finetune
+
+    folder = out / cell.folder
+    if (folder / "report.json").exists():
+        return json.loads((folder / "report.json").read_text())
+    run = finetune_config(
+        cfg.scale,
+        world_model=str(world_model_folder(cfg, out)),
+        task=cell.task,
+        variant=cell.variant,
+        seed=cell.seed,
+        device=cfg.device,
+    )
+    report = finetune(run, folder, show_progress=False)
+    atomic_write_json(folder / "report.json", report)
+    return report
+
+
+def run_study(
+    cfg: WPTStudyConfig, out: Path, *, show_progress: bool = True, report_only: bool = False
+) -> tuple[list[dict], int]:
+    """Pre-training (unless given), then every missing cell; returns the finished cells'
+    reports and the planned count. ``report_only``: train nothing."""
+    from genworld.utils.parallel import process_map
+    from genworld.utils.progress import progress_bar
+
+    cfg.validate()
+    out = Path(out)
+    todo = cells(cfg)
+    ignore = ("workers", "variants", "seeds")  # they key their own cells: a study may grow
+    if report_only:
+        if not (out / "config.json").exists():
+            raise GenworldError(f"{out} holds no study (no config.json): run it first")
+        check_or_write_config(out, cfg, ignore=ignore)
+        paths = [out / c.folder / "report.json" for c in todo]
+        return [json.loads(p.read_text()) for p in paths if p.exists()], len(todo)
+    with claim_folder(out, "genworld wpt-study", cfg):
+        check_or_write_config(out, cfg, ignore=ignore)
+        if not cfg.world_model:
+            _pretrain(cfg, out, show_progress)
+        with progress_bar("wpt-study runs", len(todo), enabled=show_progress) as advance:
+            reports = process_map(run_cell, [(cfg, out, c) for c in todo], cfg.workers, advance)
+    return reports, len(todo)
+
+
+def _pretrain(cfg: WPTStudyConfig, out: Path, show_progress: bool) -> None:
+    from genworld.train.pretrain import config_for_scale as pretrain_config
+    from genworld.train.world_model import train_world_model
+
+    folder = out / "pretrain"
+    if not (folder / "provenance.json").exists():  # written when its training has finished
+        pretrain = pretrain_config(cfg.scale, device=cfg.device)
+        train_world_model(pretrain, folder, show_progress=show_progress)
