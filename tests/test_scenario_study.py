@@ -194,8 +194,8 @@ def test_study_config_refuses_unknown_studies_and_methods_in_one_line():
     from genworld.api import scenarios_config
 
     for field, value, choices in (
-        ("study", "tables", "multi, dynamics, perturb, single, behaviour"),
-        ("methods", ("mrcom", "cadm"), "mrcom, tgw, rssm, rssm-context"),
+        ("study", "tables", "multi, dynamics, perturb, single, behaviour, ablation"),
+        ("methods", ("mrcom", "cadm"), "mrcom, tgw, rssm, rssm-context, mrcom-no-meta-state"),
         ("envs", ("dmc-walker-stand",), "dmc-cheetah-run"),
     ):
         with pytest.raises(GenworldError) as err:
@@ -233,6 +233,21 @@ def test_study_plans_its_scenarios_and_cells():
     perturb = scenarios_config("tiny", study="perturb", seeds=1)
     assert {c.split for c in cells(perturb)} == {"id"} and len(cells(perturb)) == 4 * 3
     assert len(dataset_ids(perturb)) == 3  # training scenarios + the id target, shared
+
+
+def test_the_ablation_study_trains_mrcom_without_each_regulariser():
+    from genworld.api import scenarios_config
+    from genworld.train.scenarios import cells, world_model_config
+
+    ablation = scenarios_config("tiny", study="ablation", seeds=1)
+    assert ablation.methods == ("mrcom", "mrcom-no-meta-state", "mrcom-no-meta-value")
+    assert {c.method for c in cells(ablation)} == set(ablation.methods)
+    full, no_state, no_value = (world_model_config(ablation, m) for m in ablation.methods)
+    assert (full.model, no_state.model, no_value.model) == ("mrcom",) * 3
+    assert full.mrcom.meta_state_scale > 0 and full.mrcom.meta_value_scale > 0
+    assert no_state.mrcom.meta_state_scale == 0 and no_state.mrcom.meta_value_scale > 0
+    assert no_value.mrcom.meta_value_scale == 0 and no_value.mrcom.meta_state_scale > 0
+    assert no_state.mrcom.d_model == full.mrcom.d_model  # the scale's sizes, merged deeply
 
 
 @pytest.mark.integration

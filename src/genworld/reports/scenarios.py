@@ -20,6 +20,7 @@ TITLES = {
     "perturb": "observation perturbations (Table 3)",
     "single": "single scenario (Table 4)",
     "behaviour": "behaviour-data quality (Table 5)",
+    "ablation": "each regulariser's ablation (multi-scenario data)",
 }
 PAPER = {
     "multi": "the paper's means over Table 1's cells: in distribution MrCoM 49.7, DreamerV3 43.0, "

@@ -17,7 +17,9 @@ Studies (``study``), each a set of groups, one world model per group and model k
   msk-f; :mod:`genworld.envs.perturb`), a world model per perturbation, in-distribution targets;
 - ``single`` (Table 4): a world model per task, on that task's scenarios only;
 - ``behaviour`` (Table 5): the dynamics fixed (torso and length 1) and the speed drawn, a world
-  model per data quality (random, medium, mixed, expert), in-distribution targets.
+  model per data quality (random, medium, mixed, expert), in-distribution targets;
+- ``ablation``: multi's scenarios and targets, MrCoM against MrCoM with the meta-state or the
+  meta-value regulariser's weight set to 0 (a world model each).
 
 Every stage resumes in ``out``: datasets are built once (Minari, like ``genworld table``), world
 models in ``out/world_models/<group>/<model>``, and a cell is done when its ``result.json``
@@ -49,26 +51,43 @@ from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
 from genworld.utils.provenance import provenance
 
-STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour")
-METHODS = ("mrcom", "tgw", "rssm", "rssm-context")
-"""Every method: MrCoM, TGW (the sibling method), the context-free RSSM and the RSSM with
-MrCoM's context (the paper's DreamerV3 baseline)."""
+STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour", "ablation")
+METHODS = ("mrcom", "tgw", "rssm", "rssm-context", "mrcom-no-meta-state", "mrcom-no-meta-value")
+"""Every method: MrCoM, TGW (the sibling method), the context-free RSSM, the RSSM with MrCoM's
+context (the paper's DreamerV3 baseline), and MrCoM without each regulariser."""
 DEFAULT_METHODS = ("mrcom", "tgw", "rssm")
-WORLD_MODEL_OF = {"mrcom": "mrcom", "tgw": "tgw", "rssm": "rssm", "rssm-context": "rssm"}
-"""The world-model kind each method adapts in (rssm and rssm-context share one model)."""
+ABLATION_METHODS = ("mrcom", "mrcom-no-meta-state", "mrcom-no-meta-value")
+"""The ablation study's default methods: MrCoM, and MrCoM with one regulariser's weight 0."""
+WORLD_MODEL_OF = {
+    "mrcom": "mrcom",
+    "tgw": "tgw",
+    "rssm": "rssm",
+    "rssm-context": "rssm",
+    "mrcom-no-meta-state": "mrcom-no-meta-state",
+    "mrcom-no-meta-value": "mrcom-no-meta-value",
+}
+"""The world model each method adapts in (rssm and rssm-context share one model)."""
+MODEL_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mrcom-no-meta-state": ("mrcom", {"mrcom": {"meta_state_scale": 0.0}}),
+    "mrcom-no-meta-value": ("mrcom", {"mrcom": {"meta_value_scale": 0.0}}),
+}
+"""World models that are another model with overrides: ``name -> (model, overrides)``."""
+AGENT_OF = {"mrcom-no-meta-state": "mrcom", "mrcom-no-meta-value": "mrcom"}
+"""The registered agent of a method named otherwise (an ablation adapts as MrCoM does)."""
 BEHAVIOUR_QUALITIES = ("random", "medium", "mixed", "expert")
 
 
 @dataclass(frozen=True)
 class ScenarioStudyConfig:
     study: str = "multi"
-    """multi (Table 1), dynamics (Table 2), perturb (Table 3), single (Table 4) or behaviour
-    (Table 5): see the module docstring."""
+    """multi (Table 1), dynamics (Table 2), perturb (Table 3), single (Table 4), behaviour
+    (Table 5) or ablation (each regulariser): see the module docstring."""
     envs: tuple[str, ...] = ("dmc-cheetah-run",)
     """DMC tasks whose scenarios the world model learns (dmc-walker-walk and dmc-hopper-hop join
     when their scenario-conditioned behaviour policies are shipped)."""
     methods: tuple[str, ...] = DEFAULT_METHODS
-    """Methods compared (``METHODS``); a finished study takes more later."""
+    """Methods compared (``METHODS``; the ablation study's default: ``ABLATION_METHODS``); a
+    finished study takes more later."""
     seeds: int = 3
     """Seeds per (method, target); a finished study takes more later."""
     scale: str = "mini"
@@ -168,9 +187,9 @@ def config_for_scale(scale: str, **overrides: Any) -> ScenarioStudyConfig:
     """The scale's preset, then ``overrides`` (None = keep)."""
     check_scale(scale)
     top = {k: v for k, v in overrides.items() if v is not None}
-    cfg = resolve(ScenarioStudyConfig, {"scale": scale, **SCALES[scale]}, top)
-    cfg.validate()
-    return cfg
+    if top.get("study") == "ablation":
+        top.setdefault("methods", ABLATION_METHODS)
+    return resolve(ScenarioStudyConfig, {"scale": scale, **SCALES[scale]}, top)
 
 
 # ------------------------------------------------------------------ the plan: scenarios and cells
@@ -186,7 +205,7 @@ class Group:
 
 
 def groups(cfg: ScenarioStudyConfig) -> list[Group]:
-    if cfg.study in ("multi", "dynamics"):
+    if cfg.study in ("multi", "dynamics", "ablation"):
         return [Group(cfg.study, cfg.envs, cfg.quality)]
     if cfg.study == "single":
         return [Group(f"single-{env}", (env,), cfg.quality) for env in cfg.envs]
@@ -319,13 +338,15 @@ def target_dataset(cfg: ScenarioStudyConfig, group: Group, cell: Cell):
 def world_model_config(cfg: ScenarioStudyConfig, kind: str):
     from genworld.train.world_model import config_for_scale as wm_scale
 
+    model, overrides = MODEL_VARIANTS.get(kind, (kind, {}))
     return wm_scale(
         cfg.scale,
         check_ids=False,
-        model=kind,
+        model=model,
         seed=0,
         device=cfg.device,
         steps=cfg.wm_steps or None,
+        **overrides,
     )
 
 
@@ -369,7 +390,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
     )
     torch.manual_seed(cell.seed)
     agent = build_cell_agent(
-        cell.method,
+        AGENT_OF.get(cell.method, cell.method),
         data,
         resolve_device(cfg.device),
         scale=cfg.scale,
