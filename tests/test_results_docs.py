@@ -340,3 +340,11 @@ def test_a_partial_record_says_so(tmp_path):
 def test_no_records_is_a_one_line_error(tmp_path, capsys):
     assert main(["results", "--records", str(tmp_path / "none")]) == 2
     assert "no study records" in capsys.readouterr().err
+
+
+def test_the_dmc_build_caveat_reads_as_its_record_says():
+    record = RECORDS / "bench-dmc-2026-12-05"
+    build = json.loads((record / "data_build_dmc.json").read_text())["data_build_dmc"]
+    caveat = json.loads((record / "record.json").read_text())["caveat"]
+    assert "met with lanes in 2 processes, not with one" in caveat
+    assert build["ratio"] >= 0.6 > build["ratio_1_process"]
