@@ -196,11 +196,14 @@ def test_study_config_refuses_unknown_studies_and_methods_in_one_line():
     for field, value, choices in (
         ("study", "tables", "multi, dynamics, perturb, single, behaviour, ablation"),
         ("methods", ("mrcom", "cadm"), "mrcom, tgw, rssm, rssm-context, mrcom-no-meta-state"),
-        ("envs", ("dmc-walker-stand",), "dmc-cheetah-run"),
+        ("envs", ("dmc-cartpole-swingup",), "dmc-cheetah-run"),
     ):
         with pytest.raises(GenworldError) as err:
             scenarios_config("tiny", **{field: value})
         assert "\n" not in str(err.value) and choices in str(err.value)
+    with pytest.raises(GenworldError, match="varies the target speed, which dmc-hopper-stand"):
+        scenarios_config("tiny", study="dynamics", envs=("dmc-hopper-stand",))
+    assert scenarios_config("tiny", envs=("dmc-hopper-stand",)).envs == ("dmc-hopper-stand",)
 
 
 def test_cli_refuses_an_unknown_study_with_exit_2(capsys):

@@ -46,7 +46,13 @@ from typing import Any
 from genworld.config import check_scale, resolve
 from genworld.data.ids import DatasetId
 from genworld.envs.perturb import KINDS, Perturbation, perturbed_name
-from genworld.envs.scenarios import SPEED_TASKS, parse_scenario, scenario_split, slug
+from genworld.envs.scenarios import (
+    SCENARIO_TASKS,
+    SPEED_TASKS,
+    parse_scenario,
+    scenario_split,
+    slug,
+)
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
 from genworld.utils.provenance import provenance
@@ -75,6 +81,8 @@ MODEL_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 AGENT_OF = {"mrcom-no-meta-state": "mrcom", "mrcom-no-meta-value": "mrcom"}
 """The registered agent of a method named otherwise (an ablation adapts as MrCoM does)."""
 BEHAVIOUR_QUALITIES = ("random", "medium", "mixed", "expert")
+SPEED_STUDIES = ("dynamics", "behaviour")
+"""Studies that fix or draw the target speed: only tasks with one (``SPEED_TASKS``)."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,9 @@ class ScenarioStudyConfig:
     """multi (Table 1), dynamics (Table 2), perturb (Table 3), single (Table 4), behaviour
     (Table 5) or ablation (each regulariser): see the module docstring."""
     envs: tuple[str, ...] = ("dmc-cheetah-run",)
-    """DMC tasks whose scenarios the world model learns (dmc-walker-walk and dmc-hopper-hop join
-    when their scenario-conditioned behaviour policies are shipped)."""
+    """DMC tasks whose scenarios the world model learns (``SCENARIO_TASKS`` whose
+    scenario-conditioned behaviour policies are shipped: dmc-cheetah-run, dmc-walker-walk; the
+    dynamics and behaviour studies need a task with a target speed)."""
     methods: tuple[str, ...] = DEFAULT_METHODS
     """Methods compared (``METHODS``; the ablation study's default: ``ABLATION_METHODS``); a
     finished study takes more later."""
@@ -135,7 +144,7 @@ class ScenarioStudyConfig:
             ("method", self.methods, METHODS),
             ("quality", (self.quality, *self.qualities), BEHAVIOUR_QUALITIES),
             ("perturbation", self.perturbations, KINDS),
-            ("env", self.envs, tuple(SPEED_TASKS)),
+            ("env", self.envs, SCENARIO_TASKS),
         ]
         for name, values, choices in checks:
             for value in values:
@@ -155,7 +164,14 @@ class ScenarioStudyConfig:
         if self.wm_steps < 0:
             raise GenworldError(f"--wm_steps must be ≥ 0 (0 = the preset), got {self.wm_steps}")
         check_scale(self.scale)
-        parse_scenario(f"{self.envs[0]}@speed={self.fixed_speed:g}")  # in the allowed range
+        if self.study in SPEED_STUDIES:
+            still = [env for env in self.envs if env not in SPEED_TASKS]
+            if still:
+                raise GenworldError(
+                    f"the {self.study} study varies the target speed, which {', '.join(still)} "
+                    f"has not: choose --envs from {', '.join(SPEED_TASKS)}"
+                )
+            parse_scenario(f"{self.envs[0]}@speed={self.fixed_speed:g}")  # in the allowed range
 
 
 SCALES: dict[str, dict[str, Any]] = {
