@@ -118,7 +118,9 @@ def _card(name: str) -> str:
 
 def _quick_start() -> dict[str, list[float]]:
     """Each method's per-seed score (the mean over envs of the last-k mean) in the record."""
-    reports = [json.loads(f.read_text()) for f in sorted(RECORDS.glob("quick-start/seed*/report.json"))]
+    reports = [
+        json.loads(f.read_text()) for f in sorted(RECORDS.glob("quick-start/seed*/report.json"))
+    ]
     return {
         m: [r["results"]["medium/multi"][m]["summary"]["_mean"]["last_k_mean"] for r in reports]
         for m in ("tgw", "bc")
