@@ -70,7 +70,10 @@ def test_bad_seeds_counts_and_steps_are_one_line_errors(capsys):
     for argv, text in (
         (["run", "--scale", "tiny", "--seed", "-1"], "--seed must be a whole number from 0"),
         (["train", "world-model", "--seed", "4294967296"], "--seed must be"),
-        (["train", "world-model", "--seed", "99999999999999999999"], "--seed 99999999999999999999"),
+        (
+            ["train", "world-model", "--seed", "99999999999999999999"],
+            "--seed must be a whole number from 0 to 2,147,483,647; got 99999999999999999999",
+        ),
         (["data", "train-policy", "hopper", "--seed", "-3"], "--seed must be"),
         (["table", "--seeds", "99999999999"], "--seeds must be from 1 to 1,000"),
         (["run", "--threads", "4096"], "--threads must be from 1 to 1,024"),

@@ -173,6 +173,8 @@ def parse_value(text: str, kind: Any, name: str) -> Any:
         if kind in (dict, typing.Any) or origin is dict:
             return json.loads(text)
         value = kind(text)
+        if kind is int and name.split(".")[-1] == "seed":
+            check_seed(value, f"--{name}")  # the seed's own range, whatever the size
         if kind is int and abs(value) > MAX_INT:
             raise GenworldError(f"--{name} {text}: too large (at most {MAX_INT:,})")
         return value
