@@ -27,6 +27,7 @@ from genworld.world_models.mrcom import (
 )
 
 from .test_world_models import _linear_episodes
+from .world_model_fit import fit as _fit
 
 TINY = MrCoMConfig(
     context_len=4, d_model=24, n_heads=3, stoch_dim=8, aux_dim=8, hidden=32, mlp_layers=3
@@ -81,19 +82,6 @@ def scenarios():
 def _model(data, cfg=TINY, seed=0):
     torch.manual_seed(seed)
     return MrCoMWorldModel(data.specs, cfg, Normalizer.fit(data))
-
-
-def _fit(model, data, steps, lr=3e-3, batch=16, seed=0) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        loss, _ = model.loss(model.sample_batch(data, batch, g), g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
 
 
 # ------------------------------------------------------------------ KL terms by hand

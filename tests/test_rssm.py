@@ -23,6 +23,7 @@ from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel, encoder_group
 from genworld.world_models.terms import balanced_kl, categorical_kl, gaussian_kl
 
 from .test_world_models import _linear_episodes
+from .world_model_fit import fit as _fit
 
 TINY = RSSMConfig(deter_dim=32, stoch_dim=8, classes=4, hidden=32, seq_len=8, burn_in=3)
 HOPPER, CHEETAH = get_env_spec("hopper"), get_env_spec("halfcheetah")  # obs 11/17, act 3/6
@@ -42,19 +43,6 @@ def suite():
 def _model(data, cfg=TINY, seed=0):
     torch.manual_seed(seed)
     return RSSMWorldModel(data.specs, cfg, Normalizer.fit(data))
-
-
-def _fit(model, data, steps, lr=3e-3, batch=16, seed=0) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        loss, _ = model.loss(model.sample_batch(data, batch, g), g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
 
 
 # ------------------------------------------------------------------ KL balancing and free nats

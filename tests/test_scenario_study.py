@@ -195,7 +195,11 @@ def test_study_config_refuses_unknown_studies_and_methods_in_one_line():
 
     for field, value, choices in (
         ("study", "tables", "multi, dynamics, perturb, single, behaviour, ablation"),
-        ("methods", ("mrcom", "cadm"), "mrcom, tgw, rssm, rssm-context, mrcom-no-meta-state"),
+        (
+            "methods",
+            ("mrcom", "mamba"),
+            "mrcom, tgw, rssm, rssm-context, cadm, mrcom-no-meta-state",
+        ),
         ("envs", ("dmc-cartpole-swingup",), "dmc-cheetah-run"),
     ):
         with pytest.raises(GenworldError) as err:

@@ -108,6 +108,7 @@ ALGOS: dict[str, str] = {
     "tgw": "genworld.algos.tgw:build",
     "mrcom": "genworld.algos.mrcom:build",
     "rssm": "genworld.algos.rssm:build",
+    "cadm": "genworld.algos.cadm:build",
     "agnostic-iql": "genworld.algos.agnostic_iql:build",
 }
 """Name → ``module:function`` of its builder."""

@@ -58,9 +58,18 @@ from genworld.utils.io import atomic_write_json, check_or_write_config, claim_fo
 from genworld.utils.provenance import provenance
 
 STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour", "ablation")
-METHODS = ("mrcom", "tgw", "rssm", "rssm-context", "mrcom-no-meta-state", "mrcom-no-meta-value")
+METHODS = (
+    "mrcom",
+    "tgw",
+    "rssm",
+    "rssm-context",
+    "cadm",
+    "mrcom-no-meta-state",
+    "mrcom-no-meta-value",
+)
 """Every method: MrCoM, TGW (the sibling method), the context-free RSSM, the RSSM with MrCoM's
-context (the paper's DreamerV3 baseline), and MrCoM without each regulariser."""
+context (the paper's DreamerV3 baseline), CaDM (context-aware dynamics) and MrCoM without each
+regulariser."""
 DEFAULT_METHODS = ("mrcom", "tgw", "rssm")
 ABLATION_METHODS = ("mrcom", "mrcom-no-meta-state", "mrcom-no-meta-value")
 """The ablation study's default methods: MrCoM, and MrCoM with one regulariser's weight 0."""
@@ -69,6 +78,7 @@ WORLD_MODEL_OF = {
     "tgw": "tgw",
     "rssm": "rssm",
     "rssm-context": "rssm",
+    "cadm": "cadm",
     "mrcom-no-meta-state": "mrcom-no-meta-state",
     "mrcom-no-meta-value": "mrcom-no-meta-value",
 }

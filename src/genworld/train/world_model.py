@@ -41,19 +41,21 @@ from genworld.utils.io import (
 )
 from genworld.utils.provenance import provenance
 from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
+from genworld.world_models.cadm import CaDMConfig, CaDMWorldModel
 from genworld.world_models.mrcom import MrCoMConfig, MrCoMWorldModel
 from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
 
-MODELS = ("tgw", "mlp", "mrcom", "rssm")
+MODELS = ("tgw", "mlp", "mrcom", "rssm", "cadm")
 
 
 @dataclass(frozen=True)
 class WorldModelTrainConfig:
     model: str = "tgw"
     """tgw (the method), mlp (per-env probabilistic MLP ensemble, the MOPO reference), mrcom
-    (the meta-regularised contextual world model of seed 002) or rssm (DreamerV3's RSSM, WPT's
-    generalist world model of seed 004)."""
+    (the meta-regularised contextual world model of seed 002), rssm (DreamerV3's RSSM, WPT's
+    generalist world model of seed 004) or cadm (the context-aware dynamics model, a MrCoM
+    baseline)."""
     datasets: tuple[str, ...] = ("halfcheetah-medium", "hopper-medium", "walker2d-medium")
     """Dataset ids; one id = single-env training."""
     steps: int = 3_000
@@ -87,6 +89,8 @@ class WorldModelTrainConfig:
     """The MrCoM model (``model`` = mrcom)."""
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     """The RSSM (``model`` = rssm)."""
+    cadm: CaDMConfig = field(default_factory=CaDMConfig)
+    """CaDM (``model`` = cadm)."""
 
     def validate(self) -> None:
         if not self.datasets:
@@ -112,6 +116,7 @@ class WorldModelTrainConfig:
         self.mlp.validate()
         self.mrcom.validate()
         self.rssm.validate()
+        self.cadm.validate()
 
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -207,6 +212,12 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "mini": {"batch_size": 256, "lr": 1e-3},
         "full": {"batch_size": 256, "lr": 1e-3},
     },
+    # CaDM's windows are short (history + 1 steps): more of them per step, at MBPO's rate
+    "cadm": {
+        "tiny": {"lr": 1e-3, "cadm": {"history": 3, "hidden": 32, "layers": 2}},
+        "mini": {"steps": 1_500, "batch_size": 64, "lr": 1e-3, "cadm": {"hidden": 128}},
+        "full": {"batch_size": 128, "lr": 1e-3},
+    },
 }
 """Per model, on top of ``SCALES``: every world model of a scale (``genworld run``, ``table``,
 ``unseen`` and ``train world-model``) starts from the same preset."""
@@ -264,6 +275,8 @@ def build_model(cfg: WorldModelTrainConfig, specs, normalizer: Normalizer) -> to
         return MrCoMWorldModel(specs, cfg.mrcom, normalizer)
     if cfg.model == "rssm":
         return RSSMWorldModel(specs, cfg.rssm, normalizer)
+    if cfg.model == "cadm":
+        return CaDMWorldModel(specs, cfg.cadm, normalizer)
     return EnsembleMLPWorldModel(specs, cfg.mlp, normalizer)
 
 

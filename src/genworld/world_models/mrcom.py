@@ -110,6 +110,7 @@ from genworld.world_models.terms import (
     balanced_kl,
     gaussian_kl,
     gaussian_nll,
+    masked_mean,
     normalised,
     previous,
     soft_clamp,
@@ -267,10 +268,6 @@ def bellman_loss(
 def meta_value_loss(predicted_value: torch.Tensor, posterior_value: torch.Tensor) -> torch.Tensor:
     """Eq. 15: ``(V_m(ẑ') − V_m(z'))²``; the posterior latent's value is the target."""
     return (predicted_value - posterior_value.detach()).pow(2)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
 # ------------------------------------------------------------------ building blocks

@@ -66,7 +66,13 @@ from genworld.nn.tokenizers import PerEnvLinear
 from genworld.types import EnvSpec, SeqBatch
 from genworld.world_models.base import WMStep, check_compatible, check_finite, registry_terminations
 from genworld.world_models.prompt_memory import start_memory
-from genworld.world_models.terms import balanced_kl, categorical_kl, gaussian_kl, normalised
+from genworld.world_models.terms import (
+    balanced_kl,
+    categorical_kl,
+    gaussian_kl,
+    masked_mean,
+    normalised,
+)
 
 LATENTS = ("gaussian", "categorical")
 SHARING = ("body", "env")
@@ -206,10 +212,6 @@ class NormGRUCell(nn.Module):
         candidate = torch.tanh(torch.sigmoid(reset) * candidate)
         update = torch.sigmoid(update - 1.0)
         return update * candidate + (1.0 - update) * h  # (B, hidden)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
 # ------------------------------------------------------------------ the model

@@ -18,6 +18,11 @@ def gaussian_nll(squared_error: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
     return 0.5 * (squared_error * torch.exp(-logvar) + logvar)
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over the entries ``mask`` marks (0 when none)."""
+    return (values * mask).sum() / mask.sum().clamp_min(1)
+
+
 def likelihood_term(squared_error: torch.Tensor, logvar: torch.Tensor, kind: str) -> torch.Tensor:
     """The per-element loss of ``TGWConfig.loss``: ``nll`` (eq. 8) or ``mse``."""
     return gaussian_nll(squared_error, logvar) if kind == "nll" else squared_error
