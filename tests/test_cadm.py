@@ -9,12 +9,10 @@ import dataclasses
 import pytest
 import torch
 
-from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.world_models.cadm import CaDMConfig, CaDMWorldModel, backward_nll, forward_nll
 
-from .test_mrcom import CHEETAH, HOPPER, TOY, _rotation_episodes
-from .test_world_models import _linear_episodes
+from .test_mrcom import HOPPER, two_bodies, two_scenarios
 from .world_model_fit import fit
 
 TINY = CaDMConfig(history=4, context_dim=4, hidden=32, layers=2, env_embed=4)
@@ -22,22 +20,12 @@ TINY = CaDMConfig(history=4, context_dim=4, hidden=32, layers=2, env_embed=4)
 
 @pytest.fixture(scope="module")
 def suite():
-    return MultiEnvDataset(
-        [
-            (HOPPER, _linear_episodes(HOPPER, 6, 40, 0)),
-            (CHEETAH, _linear_episodes(CHEETAH, 6, 40, 1)),
-        ]
-    )
+    return two_bodies()
 
 
 @pytest.fixture(scope="module")
 def scenarios():
-    return MultiEnvDataset(
-        [
-            (dataclasses.replace(TOY, name="toy@spin=1"), _rotation_episodes(1.2, 12, 40, 0)),
-            (dataclasses.replace(TOY, name="toy@spin=-1"), _rotation_episodes(-1.2, 12, 40, 1)),
-        ]
-    )
+    return two_scenarios()
 
 
 def _model(data, cfg=TINY, seed=0):

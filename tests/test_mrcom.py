@@ -36,14 +36,19 @@ HOPPER, CHEETAH = get_env_spec("hopper"), get_env_spec("halfcheetah")  # obs 11/
 TOY = dataclasses.replace(HOPPER, name="toy", obs_dim=3, act_dim=1, termination=None)
 
 
-@pytest.fixture(scope="module")
-def suite():
+def two_bodies() -> MultiEnvDataset:
+    """Hopper and halfcheetah (obs 11/17, act 3/6): padding between two bodies."""
     return MultiEnvDataset(
         [
             (HOPPER, _linear_episodes(HOPPER, 6, 40, 0)),
             (CHEETAH, _linear_episodes(CHEETAH, 6, 40, 1)),
         ]
     )
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return two_bodies()
 
 
 def _rotation_episodes(angle: float, n_episodes: int, steps: int, seed: int) -> list[Episode]:
@@ -68,8 +73,7 @@ def _rotation_episodes(angle: float, n_episodes: int, steps: int, seed: int) -> 
     return episodes
 
 
-@pytest.fixture(scope="module")
-def scenarios():
+def two_scenarios() -> MultiEnvDataset:
     """Two scenarios of one body with opposite rotations."""
     return MultiEnvDataset(
         [
@@ -77,6 +81,11 @@ def scenarios():
             (dataclasses.replace(TOY, name="toy@spin=-1"), _rotation_episodes(-1.2, 12, 40, 1)),
         ]
     )
+
+
+@pytest.fixture(scope="module")
+def scenarios():
+    return two_scenarios()
 
 
 def _model(data, cfg=TINY, seed=0):

@@ -215,12 +215,21 @@ def table(args) -> None:
     from genworld.api import table, table_config
 
     cfg = table_config(args.scale, **table_options(args))
+    files = "table.md, table.csv, table.json, profile_*.png"
+    study(args, cfg, table, f"runs/table__{cfg.scale}", "table", files)
+
+
+def study(args, cfg, command, out: str, kind: str, files: str) -> None:
+    """The study commands' shared end: ``--print-config``, or the study (``--report-only``:
+    the report of the cells finished so far) into ``--out`` (default ``out``), its Markdown
+    report and where its ``files`` are."""
     if printed(args, cfg):
         return
-    out = args.out or f"runs/table__{cfg.scale}"
-    result = table(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
+    result = command(
+        cfg, args.out or out, show_progress=not args.quiet, report_only=args.report_only
+    )
     print(result.markdown)
-    print(f"table directory: {result.out} (table.md, table.csv, table.json, profile_*.png)")
+    print(f"{kind} directory: {result.out} ({files})")
 
 
 def bench(args) -> None:
@@ -273,36 +282,30 @@ def unseen(args) -> None:
     from genworld.api import unseen
 
     cfg = unseen_config(args)
-    if printed(args, cfg):
-        return
-    out = args.out or f"runs/unseen__{cfg.family}__{cfg.scale}"
-    result = unseen(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
-    print(result.markdown)
-    print(f"unseen-task directory: {result.out} (unseen.md, unseen.json, unseen_tasks.png)")
+    out, files = (
+        f"runs/unseen__{cfg.family}__{cfg.scale}",
+        "unseen.md, unseen.json, unseen_tasks.png",
+    )
+    study(args, cfg, unseen, out, "unseen-task", files)
 
 
 def scenarios(args) -> None:
     from genworld.api import scenarios, scenarios_config
 
     cfg = scenarios_config(args.scale, **overrides_from(args))
-    if printed(args, cfg):
-        return
-    out = args.out or f"runs/scenarios__{cfg.study}__{cfg.scale}"
-    result = scenarios(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
-    print(result.markdown)
-    print(f"scenarios directory: {result.out} (scenarios.md, scenarios.json, scenarios.png)")
+    out, files = (
+        f"runs/scenarios__{cfg.study}__{cfg.scale}",
+        "scenarios.md, scenarios.json, scenarios.png",
+    )
+    study(args, cfg, scenarios, out, "scenarios", files)
 
 
 def wpt_study(args) -> None:
     from genworld.api import wpt_study, wpt_study_config
 
     cfg = wpt_study_config(args.scale, **overrides_from(args))
-    if printed(args, cfg):
-        return
-    out = args.out or f"runs/wpt_study__{cfg.scale}"
-    result = wpt_study(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
-    print(result.markdown)
-    print(f"wpt-study directory: {result.out} (wpt_study.md, wpt_study.json, wpt_study.png)")
+    files = "wpt_study.md, wpt_study.json, wpt_study.png"
+    study(args, cfg, wpt_study, f"runs/wpt_study__{cfg.scale}", "wpt-study", files)
 
 
 def table_options(args) -> dict:
@@ -315,12 +318,7 @@ def ablate(args) -> None:
     from genworld.api import ablate, ablation_config
 
     cfg = ablation_config(args.scale, **table_options(args))
-    if printed(args, cfg):
-        return
-    out = args.out or f"runs/ablate__{args.scale}"
-    result = ablate(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
-    print(result.markdown)
-    print(f"ablation directory: {result.out}")
+    study(args, cfg, ablate, f"runs/ablate__{args.scale}", "ablation", "table.md, table.json")
 
 
 def sweep(args) -> None:
@@ -331,12 +329,9 @@ def sweep(args) -> None:
     except ValueError:
         raise GenworldError(f"--values {args.values!r}: give numbers, e.g. 0,0.5,1") from None
     cfg = sweep_config(values, args.scale, **table_options(args))
-    if printed(args, cfg):
-        return
-    out = args.out or f"runs/sweep_beta__{args.scale}"
-    result = sweep_beta(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
-    print(result.markdown)
-    print(f"sweep directory: {result.out} (beta_sweep.png)")
+    study(
+        args, cfg, sweep_beta, f"runs/sweep_beta__{args.scale}", "sweep", "table.md, beta_sweep.png"
+    )
 
 
 def agnostic_iql(args) -> None:

@@ -40,8 +40,8 @@ from genworld.utils.io import (
     run_kind,
 )
 from genworld.utils.provenance import provenance
-from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.cadm import CaDMConfig, CaDMWorldModel
+from genworld.world_models.ensemble_mlp import EnsembleMLPConfig, EnsembleMLPWorldModel
 from genworld.world_models.mrcom import MrCoMConfig, MrCoMWorldModel
 from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel
 from genworld.world_models.tgw import TGWConfig, TGWWorldModel
