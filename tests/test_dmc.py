@@ -53,6 +53,25 @@ def test_dmc_spec_matches_dm_control(name):
     assert spec.max_episode_steps == dmc.EPISODE_STEPS
 
 
+def test_a_hard_variant_is_the_task_made_sparse_and_action_penalised_as_wpts_code():
+    """``dmc-walker-walk-hard``: the same simulation; each step's reward is 0 below 0.6, then
+    0.1 × ‖a‖ is subtracted (NCRL's HardTaskWrapper with its finetune config)."""
+    hard, plain = make_env("dmc-walker-walk-hard"), make_env("dmc-walker-walk")
+    spec = get_env_spec("dmc-walker-walk-hard")
+    assert (spec.obs_dim, spec.act_dim) == (24, 6) and spec.name == "dmc-walker-walk-hard"
+    a, _ = hard.reset(seed=2)
+    b, _ = plain.reset(seed=2)
+    np.testing.assert_array_equal(a, b)
+    actions = np.random.default_rng(1).uniform(-1, 1, (40, 6)).astype(np.float32)
+    for action in actions:
+        a, r_hard, *_ = hard.step(action)
+        b, r_plain, *_ = plain.step(action)
+        np.testing.assert_array_equal(a, b)
+        sparse = 0.0 if r_plain < 0.6 else r_plain
+        assert r_hard == pytest.approx(sparse - 0.1 * np.linalg.norm(action.astype(np.float64)))
+    assert dmc.hard_reward(0.7, np.zeros(6)) == 0.7 and dmc.hard_reward(0.5, np.zeros(6)) == 0.0
+
+
 def test_action_map_reaches_the_task_bounds():
     env = make_env("dmc-quadruped-walk").unwrapped
     np.testing.assert_allclose(env.env_action(-np.ones(12)), env.low)

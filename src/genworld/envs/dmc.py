@@ -17,6 +17,10 @@ such an env is made.
   as the DMC papers report).
 - **Seeding**: ``reset(seed=s)`` seeds the task's random state, so the same seed gives dm_control's
   own episode for ``task_kwargs={"random": s}``.
+- **Hard variants** (``dmc-walker-walk-hard``): WPT's harder, sparse versions of a task, as its
+  code (zhaoyi11/ncrl, ``src/envs.py`` ``HardTaskWrapper``, ``config/finetune.yaml``) makes them:
+  each control step's reward is 0 below ``HARD_REWARD_THRESHOLD`` (0.6), and
+  ``HARD_ACTION_PENALTY`` (0.1) × the action's norm is subtracted; returns can be negative.
 
 numpy 2 removed ``np.in1d``, which dm_control 1.0.28's quadruped still calls: :func:`_load`
 restores it as ``np.isin`` (the same function) before loading a task; this is the one place
@@ -102,6 +106,20 @@ DMC_TASKS: dict[str, tuple[str, str]] = {
 }
 """genworld name → (dm_control domain, task)."""
 
+HARD = "-hard"
+"""Suffix of a task's hard, sparse variant (see the module docstring)."""
+HARD_REWARD_THRESHOLD = 0.6
+"""A hard variant's step reward below this is 0 (NCRL's ``env.reward_threshold``)."""
+HARD_ACTION_PENALTY = 0.1
+"""A hard variant subtracts this times the action's norm per step (NCRL's ``action_penalty``)."""
+
+
+def hard_reward(reward: float, action: np.ndarray) -> float:
+    """One control step's reward in a hard variant: sparse below the threshold, less the
+    action's cost."""
+    sparse = 0.0 if reward < HARD_REWARD_THRESHOLD else reward
+    return sparse - HARD_ACTION_PENALTY * float(np.sqrt(np.dot(action, action)))
+
 
 def dmc_spec(name: str) -> EnvSpec | None:
     """The EnvSpec of a DMC task name, or None if ``name`` is not one (``dmc-`` names that are
@@ -116,9 +134,12 @@ def dmc_spec(name: str) -> EnvSpec | None:
         base = dmc_spec(task)
         extra = len(condition_keys(task))
         return replace(base, name=name, obs_dim=base.obs_dim + extra, make_kwargs={"name": name})
+    if name.endswith(HARD) and name.removesuffix(HARD) in DMC_TASKS:
+        return replace(dmc_spec(name.removesuffix(HARD)), name=name, gym_id=gym_id(name))
     if name not in DMC_TASKS:
         raise GenworldError(
-            f"unknown DeepMind Control task {name!r}: choose one of {', '.join(DMC_TASKS)}"
+            f"unknown DeepMind Control task {name!r}: choose one of {', '.join(DMC_TASKS)} "
+            f"(or one of them with {HARD}: its hard, sparse variant)"
         )
     domain, _ = DMC_TASKS[name]
     return EnvSpec(
@@ -194,7 +215,8 @@ class DMCEnv(gym.Env):
         spec = dmc_spec(name)
         scenario = parse_scenario(name)
         self.randomized = randomized_task(name)
-        base = scenario.task if scenario else self.randomized or name
+        self.hard = scenario is None and self.randomized is None and name.endswith(HARD)
+        base = scenario.task if scenario else self.randomized or name.removesuffix(HARD)
         self.name, self.domain, self.task = name, *DMC_TASKS[base]
         self.keys = [key for key, _ in OBS_KEYS[self.domain]]
         self.action_repeat = action_repeat
@@ -238,7 +260,8 @@ class DMCEnv(gym.Env):
         reward, native = 0.0, self.env_action(action)
         for _ in range(self.action_repeat):
             time_step = self.env.step(native)
-            reward += float(time_step.reward or 0.0)
+            step_reward = float(time_step.reward or 0.0)
+            reward += hard_reward(step_reward, native) if self.hard else step_reward
             if time_step.last():
                 break
         terminated = time_step.last() and time_step.discount == 0.0
@@ -247,8 +270,9 @@ class DMCEnv(gym.Env):
 
 
 def register() -> None:
-    """Register every ``DMC_TASKS`` env with Gymnasium (cheap: dm_control loads on make)."""
-    for name in DMC_TASKS:
+    """Register every ``DMC_TASKS`` env and its hard variant with Gymnasium (cheap: dm_control
+    loads on make)."""
+    for name in (*DMC_TASKS, *(task + HARD for task in DMC_TASKS)):
         if gym_id(name) not in gym.registry:
             gym.register(
                 id=gym_id(name),

@@ -98,12 +98,14 @@ def claims(cfg, summary: dict) -> dict[str, dict[str, Any]]:
         "gaps": gaps,
         "holds": sum(g >= 100 for g in gaps.values()) >= 2 if len(gaps) >= 2 else None,
     }
-    sparse = [t for t in summary if "sparse" in t]
-    order = {
-        "claim": "on a sparse task, P+ER+G ≥ P+ER ≥ P",
-        "tasks": sparse,
-        "holds": None,  # no sparse task variant is registered yet: not measured
-    }
+    order = {"claim": "on a sparse (hard) task, P+ER+G ≥ P+ER ≥ P", "tasks": {}}
+    for task, rows in summary.items():
+        if task.endswith("-hard") and all(v in rows for v in ("p", "p+er", "p+er+g")):
+            finals = [rows[v]["final_return"] for v in ("p+er+g", "p+er", "p")]
+            order["tasks"][task] = finals
+    order["holds"] = (
+        all(a >= b >= c for a, b, c in order["tasks"].values()) if order["tasks"] else None
+    )
     shares = [
         row["same_embodiment_share"]
         for rows in summary.values()
@@ -175,7 +177,10 @@ def _markdown(cfg, report: dict, reports: list[dict], plot: str | None) -> str:
         f"- {c['wpt_beats_scratch']['claim']}: {_verdict(c['wpt_beats_scratch']['holds'])}"
         + (f" (P+ER+G − scratch: {gaps})" if gaps else ""),
         f"- {c['guidance_order_sparse']['claim']}: {_verdict(c['guidance_order_sparse']['holds'])}"
-        " (no sparse task variant yet)",
+        + "".join(
+            f" ({t}: P+ER+G / P+ER / P {a:.1f} / {b:.1f} / {p:.1f})"
+            for t, (a, b, p) in c["guidance_order_sparse"]["tasks"].items()
+        ),
         f"- {c['retrieval']['claim']}: {_verdict(c['retrieval']['holds'])}"
         + (f" ({share:.0%}; with state observations retrieval may reduce to "
            "'same embodiment')" if share is not None else ""),

@@ -61,12 +61,14 @@ class WPTStudyConfig:
 
 STUDY_TASKS: dict[str, tuple[str, ...]] = {
     "tiny": ("dmc-cheetah-run",),
-    "mini": ("dmc-cheetah-run", "dmc-walker-walk", "mw-reach-v3", "mw-push-v3", "mw-door-open-v3"),
-    "full": ("dmc-walker-run", "dmc-cheetah-run", "dmc-quadruped-walk", "mw-reach-v3",
+    "mini": ("dmc-cheetah-run", "dmc-walker-walk", "dmc-cheetah-run-hard", "mw-reach-v3",
              "mw-push-v3", "mw-door-open-v3"),
+    "full": ("dmc-walker-run", "dmc-cheetah-run", "dmc-quadruped-walk", "dmc-walker-walk-hard",
+             "mw-reach-v3", "mw-push-v3", "mw-door-open-v3"),
 }  # fmt: skip
-"""The ``tasks`` default at each scale: DMC bodies the pre-training data has, and three
-Meta-World tasks (the paper's walker-run and quadruped need their exploration data at mini)."""
+"""The ``tasks`` default at each scale: DMC bodies the pre-training data has, a hard (sparse)
+variant (``dmc-…-hard``, WPT's code), and three Meta-World tasks (the paper's walker-run and
+quadruped need their exploration data at mini)."""
 
 
 def config_for_scale(scale: str, **overrides: Any) -> WPTStudyConfig:
