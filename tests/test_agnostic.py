@@ -1,6 +1,8 @@
 """The agnostic networks (nn/agnostic.py), AgnosticIQL (algos/agnostic_iql.py) and PPO
 (algos/ppo.py): padding never matters, any size in and out, the agent contract holds."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -53,9 +55,11 @@ def test_encoder_rows_do_not_depend_on_the_other_envs_in_the_batch():
     torch.testing.assert_close(h_mixed[1:4], h_alone, atol=1e-5, rtol=1e-5)
 
 
-def test_padding_values_never_reach_the_outputs():
+@pytest.mark.parametrize("layer", ["s4d", "bigru"])
+def test_padding_values_never_reach_the_outputs(layer):
     torch.manual_seed(0)
-    actor, q = AgnosticActor(TINY), AgnosticCritic(TINY, with_actions=True)
+    cfg = dataclasses.replace(TINY, sequence_layer=layer)
+    actor, q = AgnosticActor(cfg), AgnosticCritic(cfg, with_actions=True)
     obs, actions = torch.randn(4, 20), torch.randn(4, 6)
     obs_mask, act_mask = prefix_mask([3, 11, 17, 20], 20), prefix_mask([1, 3, 6, 2], 6)
     env = torch.tensor([0, 1, 2, 0])
@@ -380,3 +384,38 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     first = (out / "finetune" / "eval.jsonl").read_text()
     assert main(argv) == 0  # finished: resumes without training again
     assert (out / "finetune" / "eval.jsonl").read_text() == first
+
+
+def test_ablation_runs_match_rows_per_env_and_swap_the_encoder():
+    from genworld.api import agnostic_ablations_config
+    from genworld.train.agnostic_ablations import stage_configs
+
+    cfg = agnostic_ablations_config(scale="tiny")  # 3 datasets, a 24-row multi-env batch
+    runs = stage_configs(cfg)
+    assert sorted(runs) == [
+        "agnostic",
+        "bigru",
+        "env-specific/halfcheetah",
+        "env-specific/hopper",
+        "env-specific/walker2d",
+    ]
+    assert runs["bigru"].agent == {"net": {"sequence_layer": "bigru"}}
+    assert runs["env-specific/hopper"].datasets == ("hopper-random",)
+    assert runs["env-specific/hopper"].agent == {"batch_size": 8}  # the 8 rows hopper gets
+    assert {r.steps for r in runs.values()} == {cfg.steps}
+
+
+@pytest.mark.integration  # five tiny DD-IQL runs and their report (~40 s)
+def test_agnostic_ablations_tiny_writes_its_report(tmp_path):
+    import json
+
+    from genworld.cli import main
+
+    out = tmp_path / "ablations"
+    assert (
+        main(["train", "agnostic-ablations", "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["summary"]) == {"agnostic", "bigru", "env-specific"}
+    assert all(set(v) == {"halfcheetah", "hopper", "walker2d"} for v in report["summary"].values())
+    assert (out / "curves.png").stat().st_size > 1000

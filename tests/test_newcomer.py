@@ -241,6 +241,7 @@ FOLDER_COMMANDS = {
     "genworld train agnostic-iql": ["train", "agnostic-iql", "--scale", "tiny", "--datasets", "hopper-random"],
     "genworld train agnostic-ppo": ["train", "agnostic-ppo", "--scale", "tiny", "--envs", "hopper"],
     "genworld train agnostic-transfer": ["train", "agnostic-transfer", "--scale", "tiny"],
+    "genworld train agnostic-ablations": ["train", "agnostic-ablations", "--scale", "tiny"],
     "genworld unseen": ["unseen", "--scale", "tiny", "--family", "cheetah-vel"],
     "genworld wpt-study": ["wpt-study", "--scale", "tiny", "--world_model", "runs/none"],
     "genworld scenarios": ["scenarios", "--scale", "tiny", "--envs", "dmc-cheetah-run"],

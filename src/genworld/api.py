@@ -24,6 +24,7 @@ from genworld.data.ids import all_dataset_ids
 from genworld.data.info import check_dataset, dataset_info, info_card, list_datasets
 
 if TYPE_CHECKING:
+    from genworld.train.agnostic_ablations import AgnosticAblationsConfig
     from genworld.train.behaviour import BehaviourConfig
     from genworld.train.dd_iql import AgnosticIQLRunConfig
     from genworld.train.dd_ppo import AgnosticPPORunConfig
@@ -43,6 +44,8 @@ __all__ = [
     "agnostic_ppo_config",
     "agnostic_transfer",
     "agnostic_transfer_config",
+    "agnostic_ablations",
+    "agnostic_ablations_config",
     "wpt_study",
     "wpt_study_config",
     "build_lanes",
@@ -482,6 +485,27 @@ def agnostic_transfer(
     out = Path(out)
     report = run_transfer(cfg, out, show_progress=show_progress)
     return Result(out, report, tuple(write_transfer_report(report, out)))
+
+
+def agnostic_ablations_config(**fields: Any) -> AgnosticAblationsConfig:
+    """``genworld train agnostic-ablations``' config: the scale's datasets and budget under
+    ``fields``."""
+    from genworld.train.agnostic_ablations import ablations_config
+
+    return ablations_config(**fields)
+
+
+def agnostic_ablations(
+    cfg: AgnosticAblationsConfig, out: str | Path, *, show_progress: bool = True
+) -> Result:
+    """The agnostic agent against its Bi-GRU-encoder ablation and env-specific agents on the
+    same datasets and budget (each run resumable); report.md / report.json / curves.png."""
+    from genworld.reports.agnostic_ablations import write_ablations_report
+    from genworld.train.agnostic_ablations import run_ablations
+
+    out = Path(out)
+    report = run_ablations(cfg, out, show_progress=show_progress)
+    return Result(out, report, tuple(write_ablations_report(report, out)))
 
 
 def agnostic_ppo_config(**fields: Any) -> AgnosticPPORunConfig:

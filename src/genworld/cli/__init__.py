@@ -146,6 +146,12 @@ def _agnostic_transfer_options(p):
     add_config_options(p, AgnosticTransferConfig, skip=("scale",))
 
 
+def _agnostic_ablations_options(p):
+    from genworld.train.agnostic_ablations import AgnosticAblationsConfig
+
+    add_config_options(p, AgnosticAblationsConfig, skip=("scale",))
+
+
 def _agnostic_ppo_options(p):
     from genworld.train.dd_ppo import AgnosticPPORunConfig
 
@@ -166,6 +172,7 @@ GENERATED: dict[tuple[str, ...], Callable[[argparse.ArgumentParser], None]] = {
     ("train", "agnostic-iql"): _agnostic_iql_options,
     ("train", "agnostic-ppo"): _agnostic_ppo_options,
     ("train", "agnostic-transfer"): _agnostic_transfer_options,
+    ("train", "agnostic-ablations"): _agnostic_ablations_options,
     ("data", "train-policy"): _behaviour_options,
 }
 """Commands whose options come from a config dataclass. They are generated for the command
@@ -323,6 +330,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _scale(p)
     _common(p)
     p.set_defaults(func=commands.agnostic_transfer)
+    p = parsers["train", "agnostic-ablations"] = train_sub.add_parser(
+        "agnostic-ablations",
+        help="the agnostic agent vs its Bi-GRU-encoder ablation and env-specific agents on the "
+        "same datasets (resumable; report and plot)",
+    )
+    _scale(p)
+    _common(p)
+    p.set_defaults(func=commands.agnostic_ablations)
 
     pretrain = sub.add_parser("pretrain", help="reward-free pre-training (WPT)")
     pretrain_sub = pretrain.add_subparsers(dest="pretrain_command", required=True)

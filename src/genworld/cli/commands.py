@@ -370,6 +370,19 @@ def agnostic_transfer(args) -> None:
     )
 
 
+def agnostic_ablations(args) -> None:
+    from genworld.api import agnostic_ablations as run
+    from genworld.api import agnostic_ablations_config
+
+    cfg = agnostic_ablations_config(scale=args.scale, **overrides_from(args))
+    if printed(args, cfg):
+        return
+    result = run(cfg, args.out or f"runs/agnostic_ablations__{cfg.scale}__s{cfg.seed}",
+                 show_progress=not args.quiet)  # fmt: skip
+    print(result.markdown)
+    print(f"agnostic-ablations directory: {result.out} (report.md, report.json, curves.png)")
+
+
 def agnostic_ppo(args) -> None:
     from genworld.api import agnostic_ppo_config, train_agnostic_ppo
 

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genworld.errors import GenworldError
 from genworld.nn.dim_tokens import DimTokenizer, masked_mean, pack_tokens
 from genworld.nn.s4d import S4DBlock
 
@@ -68,6 +69,9 @@ class AgnosticConfig:
     """S4D state size N (N/2 complex modes per channel, as the reference)."""
     s4_layers: int = 2
     """S4D blocks after the value embedding (the 'dynamic feature embedding')."""
+    sequence_layer: str = "s4d"
+    """The state encoder's ``s4_layers`` blocks: s4d, or bigru (the paper's Bi-GRU ablation of
+    the encoder, §4.3: a bidirectional GRU over the true tokens)."""
     transformer_layers: int = 2
     """Transformer encoder (state) / decoder (actions) layers."""
     n_heads: int = 1
@@ -114,6 +118,41 @@ def s4_blocks(cfg: AgnosticConfig) -> nn.ModuleList:
     return nn.ModuleList(
         S4DBlock(cfg.d_model, cfg.d_state, cfg.dropout) for _ in range(cfg.s4_layers)
     )
+
+
+SEQUENCE_LAYERS = ("s4d", "bigru")
+
+
+def encoder_blocks(cfg: AgnosticConfig) -> nn.ModuleList:
+    """The state encoder's sequence blocks: S4D, or (the ablation) bidirectional GRUs."""
+    if cfg.sequence_layer not in SEQUENCE_LAYERS:
+        raise GenworldError(
+            f"sequence_layer {cfg.sequence_layer!r}: choose from {', '.join(SEQUENCE_LAYERS)}"
+        )
+    if cfg.sequence_layer == "s4d":
+        return s4_blocks(cfg)
+    return nn.ModuleList(BiGRUBlock(cfg.d_model, cfg.dropout) for _ in range(cfg.s4_layers))
+
+
+class BiGRUBlock(nn.Module):
+    """Pre-norm residual bidirectional GRU along the tokens ``(B, L, H)`` (the paper's Bi-GRU
+    ablation of the encoder): each true token reads the true tokens on both sides; the padded
+    ones (after the true ones: a prefix ``mask``) are packed away and come out zero."""
+
+    def __init__(self, d_model: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.gru = nn.GRU(d_model, d_model // 2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * (d_model // 2), d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        lengths = mask.sum(1).clamp_min(1).cpu()
+        packed = pack_padded_sequence(self.norm(x), lengths, batch_first=True, enforce_sorted=False)
+        y, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
+        return (x + self.dropout(self.out(y))) * mask[..., None]
 
 
 class Attention(nn.Module):
@@ -199,7 +238,7 @@ class SequenceEncoder(nn.Module):
 
     def __init__(self, cfg: AgnosticConfig):
         super().__init__()
-        self.s4 = s4_blocks(cfg)
+        self.s4 = encoder_blocks(cfg)
         self.layers = transformer_layers(cfg)
         self.norm = nn.LayerNorm(cfg.d_model)
 

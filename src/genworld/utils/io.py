@@ -270,6 +270,7 @@ RUN_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("genworld train agnostic-ppo", ("total_timesteps", "ppo")),
     ("genworld train agnostic-transfer", ("pretrain", "finetune_steps")),
     ("genworld wpt-study", ("tasks", "variants")),
+    ("genworld train agnostic-ablations", ("datasets", "variants", "last_k")),
     ("genworld finetune", ("world_model", "variant", "wpt")),
 )
 """Each command's output folder, recognised by fields only its config.json has."""
