@@ -396,3 +396,21 @@ def test_info_nce_pulls_segments_of_one_episode_together():
     for _ in range(60):
         last = float(agent.update(generator)["losses/info_nce"])
     assert last < np.mean(first)
+
+
+@pytest.mark.integration  # ~1 min: the issue's acceptance command
+def test_unseen_study_runs_zero_shot_cmt_beside_prompt_dt(tmp_path, capsys):
+    """`genworld unseen --family cheetah-vel --methods cmt,prompt-dt --seeds 1 --scale tiny`
+    writes its table and plot; CMT has a cell on every seen and unseen task."""
+    import json
+
+    from genworld.cli import main
+
+    out = tmp_path / "unseen"
+    argv = ["unseen", "--family", "cheetah-vel", "--methods", "cmt,prompt-dt", "--seeds", "1"]
+    assert main([*argv, "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "unseen.json").read_text())
+    tasks = report["train"] + report["test"]
+    cmt = [r for r in report["results"] if r["method"] == "cmt"]
+    assert sorted(r["task"] for r in cmt) == sorted(tasks)
+    assert (out / "unseen_tasks.png").stat().st_size > 0 and (out / "cmt" / "seed0").is_dir()

@@ -32,6 +32,7 @@ NAMES = {
     "prompt-dt": "Prompt-DT",
     "prompt-dt-finetune": "Prompt-DT-finetune",
     "bc": "BC",
+    "cmt": "CMT",
     "tgw-no-prompt": "w/o prompt",
     "tgw-no-rssm": "w/o RSSM",
     "tgw-no-ri": "w/o ri (β = 0)",

@@ -44,6 +44,12 @@ Stages, each resumable in ``out``:
    (training tasks: mixed; unseen tasks: the two expert episodes every TGW policy also sees
    through its behaviour term), ``policy_updates`` updates, scored as the TGW cells: how far
    copying the task's data alone goes.
+8. **Zero-shot CMT** (``cmt``, seed 001 §4.3, not in the default methods): one CMT per seed
+   trained on the training tasks' mixed data as one family env (all parameters shared, with as
+   many updates as a TGW policy), then acting in each task's env with no data of the task: its
+   prompt is read from its own online episode's history. Scored as ``prompt-dt`` (the final
+   model over ``eval_episodes × last_k`` episodes). The paper's task prompts joined by a [SEP]
+   token are not built yet.
 
 A finished study takes more methods or seeds later (``methods`` and ``seeds`` are not part of
 the resume check): a rerun with them trains only the cells it lacks.
@@ -61,13 +67,19 @@ from genworld.data.tasks import build_task_datasets
 from genworld.envs.tasks import get_family, split
 from genworld.errors import GenworldError
 from genworld.train.task_experts import best_expert, references, train_experts
-from genworld.train.unseen_cells import prompt_dt_job, run_cell, split_tasks, world_model
+from genworld.train.unseen_cells import (
+    cmt_job,
+    prompt_dt_job,
+    run_cell,
+    split_tasks,
+    world_model,
+)
 from genworld.train.world_model import world_model_steps
 from genworld.utils.io import check_or_write_config, claim_folder
 from genworld.utils.parallel import process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
-METHODS = (*DEFAULT_METHODS, "bc")
+METHODS = (*DEFAULT_METHODS, "bc", "cmt")
 """Every method; ``bc`` (the floor of copying the task's data) runs when asked for."""
 
 
@@ -274,6 +286,8 @@ def _run_stages(
     seeds = range(cfg.seeds)
     if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
         process_map(prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
+    if "cmt" in cfg.methods:  # each seed's model, before its cells
+        process_map(cmt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
     # seed-major: a run stopped part-way already compares every method on the seeds it finished
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:

@@ -48,6 +48,8 @@ def run_cell(cfg, out: Path, train: list[str], method, task, seed, refs) -> dict
         return json.loads(done.read_text())
     if method.startswith("prompt-dt"):
         return _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
+    if method == "cmt":
+        return _cmt_cell(cfg, out, train, task, seed, refs)
     return _agent_cell(cfg, out, train, method, task, seed, refs)
 
 
@@ -226,3 +228,64 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
         )
         last_k, best = summary[task]["last_k_mean"], summary[task]["best"]
     return _write_result(folder, (method, task, seed), last_k, best, started)
+
+
+# ------------------------------------------------------------------ CMT, zero-shot
+def _train_cmt(cfg, out: Path, train: list[str], refs, seed: int):
+    """Seed ``seed``'s CMT (seed 001) on the training tasks' mixed data as one family env: every
+    parameter is shared across the family's tasks, so a task is told apart only by the history
+    its prompt encoder reads. Trained once (resumable, in ``cmt/seed<S>``), then loaded."""
+    from genworld.data.normalization import Normalizer
+    from genworld.train.cells import build_cell_agent
+    from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
+    from genworld.train.loop import train_offline
+    from genworld.utils.device import resolve_device
+
+    folder = out / "cmt" / f"seed{seed}"
+    family = family_dataset(cfg.family, out / "datasets", [(t, "mixed") for t in train])
+    torch.manual_seed(seed)
+    agent = build_cell_agent(
+        "cmt",
+        family,
+        resolve_device(cfg.device),
+        scale=cfg.scale,
+        seed=seed,
+        normalizer=Normalizer.fit(family),
+    )
+    if (folder / "trained.json").exists():
+        _, state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
+        agent.load_state_dict(state["agent"])
+        return agent
+    train_offline(
+        f"cmt s{seed}",
+        agent,
+        agent.update,
+        [task_spec(train[0], refs)],  # a training task's curve, to follow the training by
+        folder,
+        steps=cfg.policy_updates,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        seed=seed,
+        show_progress=False,
+    )
+    atomic_write_json(folder / "trained.json", {"updates": cfg.policy_updates})
+    return agent
+
+
+def cmt_job(cfg, out: Path, train: list[str], refs, seed: int) -> None:
+    _train_cmt(cfg, out, train, refs, seed)  # (the model stays on disk, not sent back)
+
+
+def _cmt_cell(cfg, out: Path, train, task: str, seed: int, refs) -> dict:
+    """Zero-shot CMT (seed 001 §4.3): the seed's CMT acting in the task's env with no data of
+    the task, its prompt read from its own online episode's history; the score is the mean
+    normalized return of ``eval_episodes × last_k`` episodes."""
+    from genworld.eval.rollout import evaluate_agent
+
+    folder = out / "cells" / "cmt" / task / f"seed{seed}"
+    started = time.perf_counter()
+    agent = _train_cmt(cfg, out, train, refs, seed)
+    spec = task_spec(task, refs)
+    returns = evaluate_agent(agent, [spec], cfg.eval_episodes * cfg.last_k, seed)[task]
+    score = float(spec.normalized_score(returns.mean()))
+    return _write_result(folder, ("cmt", task, seed), score, score, started)
