@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from genworld.reports.transfer import one_seed_footer
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
-from genworld.utils.provenance import provenance_line
 
 LABELS = {
     "agnostic": "agnostic (one agent)",
@@ -47,17 +47,8 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
         cells = [f"{summary[v][env]:.1f}" if env in summary[v] else "—" for v in variants]
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
     means = [f"{np.mean([summary[v][e] for e in envs if e in summary[v]]):.1f}" for v in variants]
-    lines += [
-        "| **mean** | " + " | ".join(means) + " |",
-        "",
-        f"One seed: a direction, not a result. Wall time {report['wall_seconds']:.0f} s.",
-        "",
-        provenance_line(report["provenance"]),
-        "",
-        f"![{plot}]({plot})",
-        "",
-    ]
-    return "\n".join(lines)
+    lines.append("| **mean** | " + " | ".join(means) + " |")
+    return "\n".join(lines + one_seed_footer(report, plot))
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:

@@ -44,7 +44,13 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
     for name, label in LABELS.items():
         s = summary[name]
         lines.append(f"| {label} | {s['first']:.1f} | {s['area']:.1f} | {s['last_k']:.1f} |")
-    lines += [
+    return "\n".join(lines + one_seed_footer(report, plot))
+
+
+def one_seed_footer(report: dict[str, Any], plot: str) -> list[str]:
+    """A one-seed report's closing lines: what one seed is worth, the wall time, the code and
+    machine, the plot."""
+    return [
         "",
         f"One seed: a direction, not a result. Wall time {report['wall_seconds']:.0f} s.",
         "",
@@ -53,7 +59,6 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
         f"![{plot}]({plot})",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
