@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "data_build_dmc": "genworld.bench.data_build:run_dmc",
     "end_to_end": "genworld.bench.end_to_end:run",
     "agnostic": "genworld.bench.agnostic:run",
+    "scenario_models": "genworld.bench.scenario_models:run",
 }
 
 

@@ -1,0 +1,104 @@
+"""The world models of MrCoM's and WPT's studies (MrCoM, the RSSM, CaDM) at their mini presets,
+on DMC-shaped synthetic data (cheetah-run and walker-walk dims), as ratios to references
+measured in the same run:
+
+- training: FLOP/s (counted by torch's FlopCounterMode on one update) as a fraction of the fp32
+  matmul peak (MrCoM's issue targets ≥ 0.4);
+- imagination: model transitions/s of ``rollouts`` parallel rollouts against raw dm_control
+  stepping of cheetah-run (one env, uniform random actions).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from genworld.bench.common import BenchResult, matmul_peak_gflops, rate, synthetic_suite
+
+MODELS = ("mrcom", "rssm", "cadm")
+ENVS = ("dmc-cheetah-run", "dmc-walker-walk")
+
+
+def _model(kind: str, suite):
+    from genworld.data.normalization import Normalizer
+    from genworld.train.world_model import build_model, config_for_scale
+
+    cfg = config_for_scale("mini", check_ids=False, model=kind)
+    torch.manual_seed(0)
+    return cfg, build_model(cfg, suite.specs, Normalizer.fit(suite))
+
+
+def training(kind: str, suite, iters: int) -> dict[str, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg, model = _model(kind, suite)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, fused=True)  # as in training
+    g = torch.Generator().manual_seed(0)
+
+    def update():
+        loss, _ = model.loss(model.sample_batch(suite, cfg.batch_size, g), g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    update()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        update()
+    flops = counter.get_total_flops()
+    per_s = rate(update, iters, warmup=1)
+    return {
+        "updates_per_s": per_s,
+        "gflops_per_update": flops / 1e9,
+        "gflop_per_s": flops * per_s / 1e9,
+    }
+
+
+def imagined_per_s(kind: str, suite, rollouts: int, horizon: int) -> float:
+    from genworld.world_models.prompt_memory import sample_start_states
+
+    _, model = _model(kind, suite)
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    env_idx, index = sample_start_states(suite, rollouts, g)
+    state = model.encode(suite, env_idx, index)
+    actions = torch.rand(rollouts, suite.act_max, generator=g) * 2 - 1
+    with torch.no_grad():
+        model.next(state, None, actions, env_idx, g)  # warm-up
+        start = time.perf_counter()
+        for _ in range(horizon):
+            state = model.next(state, None, actions, env_idx, g).state
+    return rollouts * horizon / (time.perf_counter() - start)
+
+
+def run(quick: bool = False) -> BenchResult:
+    from genworld.bench.data_build import dm_control_steps_per_s
+
+    peak = matmul_peak_gflops(repeats=5 if quick else 20)
+    real = dm_control_steps_per_s("dmc-cheetah-run", 2_000 if quick else 10_000)
+    suite = synthetic_suite(ENVS, steps=300 if quick else 1000, episodes=2)
+    rollouts, horizon = (500, 2) if quick else (5_000, 5)
+    res = BenchResult(
+        "scenario_models",
+        {"matmul_peak_gflops": peak, "dm_control_steps_per_s": real, "rollouts": rollouts},
+    )
+    res.notes.append(
+        f"scenario_models: fp32 matmul peak {peak:.0f} GFLOP/s; raw dm_control cheetah-run "
+        f"{real:,.0f} steps/s (the references)"
+    )
+    for kind in MODELS:
+        train = training(kind, suite, 3 if quick else 10)
+        imagined = imagined_per_s(kind, suite, rollouts, horizon)
+        res.figures[kind] = {
+            **train,
+            "fraction_of_matmul_peak": train["gflop_per_s"] / peak,
+            "imagined_per_s": imagined,
+            "imagination_ratio": imagined / real,
+        }
+        res.ratios.append(
+            f"scenario_models/{kind}: training {train['gflop_per_s']:.1f} GFLOP/s = "
+            f"{train['gflop_per_s'] / peak:.2f}x matmul peak; imagination {imagined:,.0f} "
+            f"transitions/s = {imagined / real:.2f}x raw dm_control stepping"
+        )
+    return res
