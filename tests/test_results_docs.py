@@ -116,11 +116,10 @@ def _card(name: str) -> str:
     return f"{json.loads((POLICIES / f'{name}.json').read_text())['eval_normalized']:.1f}"
 
 
-def _quick_start() -> dict[str, list[float]]:
+def _quick_start(record: str = "quick-start") -> dict[str, list[float]]:
     """Each method's per-seed score (the mean over envs of the last-k mean) in the record."""
-    reports = [
-        json.loads(f.read_text()) for f in sorted(RECORDS.glob("quick-start/seed*/report.json"))
-    ]
+    paths = sorted(RECORDS.glob(f"{record}/seed*/report.json"))
+    reports = [json.loads(f.read_text()) for f in paths]
     return {
         m: [r["results"]["medium/multi"][m]["summary"]["_mean"]["last_k_mean"] for r in reports]
         for m in ("tgw", "bc")
@@ -177,7 +176,12 @@ def results_claims() -> list[tuple[str, tuple[str, ...]]]:
     medium = _medium_speedups()
     qs = _quick_start()
     bc_higher = sum(b > t for t, b in zip(qs["tgw"], qs["bc"], strict=True))
+    off = _quick_start("quick-start-obs-bounds-none")["tgw"]
+    off_higher = sum(o > t for o, t in zip(off, qs["tgw"], strict=True))
+    stats = tuple(f"{f(v):.1f}" for v in (off, qs["tgw"]) for f in (np.mean, np.std))
     return [
+        (r"TGW ([\d.]+) ± ([\d.]+) here against ([\d.]+) ± ([\d.]+) with the bounds", stats),
+        (r"higher on each of the (\d) seeds", (str(off_higher),)),
         (r"BC is higher on (\d) of (\d) seeds", (str(bc_higher), str(len(qs["bc"])))),
         (r"TGW-newR ([\d.]+) \[([\d.]+), ([\d.]+)\], Prompt-DT-finetune ([\d.]+) \[([\d.]+), ([\d.]+)\]",
          iqm("unseen-cheetah-vel", "unseen", "tgw-newr") + iqm("unseen-cheetah-vel", "unseen", "prompt-dt-finetune")),
