@@ -36,7 +36,11 @@ def _tiny(argv: list[str]) -> list[str]:
     if argv[:1] == ["bench"]:
         json_out = argv[argv.index("--json") : argv.index("--json") + 2] if "--json" in argv else []
         argv = ["bench", "matmul_peak", "--quick", *json_out]  # the suite itself: -m bench
-    if argv[:2] == ["train", "agnostic-iql"]:
+    if argv[:2] in (
+        ["train", "agnostic-iql"],
+        ["train", "agnostic-transfer"],
+        ["train", "agnostic-ablations"],
+    ):
         argv = [a for i, a in enumerate(argv) if a != "--scale" and argv[i - 1] != "--scale"]
         argv += ["--scale", "tiny", "--quiet"]
     if argv[:1] == ["table"] and "--executor" in argv:  # Ray is optional: the local pool
