@@ -160,11 +160,11 @@ def test_running_obs_norm_matches_numpy_per_env():
     assert norm.mean[1, 2] == 0 and norm.var[1, 2] == 1  # env 1 has no third dim
 
 
-def _iql(tmp_path, dataset=None):
+def _iql(tmp_path, dataset=None, seed=0):
     from genworld.algos.agnostic_iql import build
 
     dataset = dataset or toy_dataset()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     ctx = AlgoContext(
         dataset=dataset,
         normalizer=Normalizer.fit(dataset),
@@ -336,19 +336,8 @@ def test_agnostic_iql_rows_are_cut_to_their_own_envs_widths_with_the_same_loss(t
 
 
 def test_transfer_starts_from_every_weight_but_the_task_embedding(tmp_path):
-    from genworld.algos.agnostic_iql import build
-
     source, _ = _iql(tmp_path)  # two envs: a 2-row task embedding
-    one_env = toy_dataset(envs=("walker2d",))
-    ctx = AlgoContext(
-        dataset=one_env,
-        normalizer=Normalizer.fit(one_env),
-        device=torch.device("cpu"),
-        scale="tiny",
-        out=tmp_path,
-    )
-    torch.manual_seed(1)
-    target = build(ctx)
+    target, _ = _iql(tmp_path, toy_dataset(envs=("walker2d",)), seed=1)  # other initial weights
     fresh = target.start_from(source.nets.state_dict())
     assert fresh and all("task" in name for name in fresh)
     for name, value in target.nets.state_dict().items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from genworld.bench.common import BenchResult, matmul_peak_gflops, rate, synthetic_suite
+from genworld.bench.common import BenchResult, flops_and_rate, matmul_peak_gflops, synthetic_suite
 
 ENVS = ("halfcheetah", "hopper", "walker2d", "ant")
 
@@ -21,8 +21,6 @@ def tokens(groups) -> int:
 
 
 def run(quick: bool = False) -> BenchResult:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from genworld.algos.agnostic_iql import build
     from genworld.algos.registry import AlgoContext
     from genworld.data.normalization import Normalizer
@@ -41,12 +39,7 @@ def run(quick: bool = False) -> BenchResult:
     env = agent.sample(generator).env_idx
     grouped = tokens(agent.width_groups(env))
     padded = len(env) * (agent.obs_max + agent.act_max)
-    agent.update(generator)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        agent.update(generator)
-    flops = counter.get_total_flops()
-    per_s = rate(lambda: agent.update(generator), 3 if quick else 20, warmup=1)
+    flops, per_s = flops_and_rate(lambda: agent.update(generator), 3 if quick else 20)
     peak = matmul_peak_gflops(repeats=5 if quick else 20)
     achieved = flops * per_s / 1e9
     figures = {

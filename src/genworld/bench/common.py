@@ -34,6 +34,18 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def flops_and_rate(update: Callable[[], Any], iters: int) -> tuple[float, float]:
+    """The FLOPs of one ``update`` (torch's FlopCounterMode, after a warm-up call) and its calls
+    per second over ``iters`` more."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    update()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        update()
+    return counter.get_total_flops(), rate(update, iters, warmup=1)
+
+
 def real_steps_per_s(env_name: str = "halfcheetah", steps: int = 5_000) -> float:
     """Raw MuJoCo stepping with uniform random actions, one env (the physical reference)."""
     from genworld.envs import make_env

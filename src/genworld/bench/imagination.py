@@ -13,21 +13,28 @@ from genworld.bench.world_model import MINI
 
 def imagined_per_s(suite, cfg, rollouts: int, horizon: int) -> float:
     from genworld.data.normalization import Normalizer
-    from genworld.world_models.prompt_memory import sample_start_states
     from genworld.world_models.tgw import TGWWorldModel
 
-    model = TGWWorldModel(suite.specs, cfg, Normalizer.fit(suite)).eval()
+    model = TGWWorldModel(suite.specs, cfg, Normalizer.fit(suite))
+    return rollouts_per_s(model, suite, rollouts, horizon)
+
+
+def rollouts_per_s(model, suite, rollouts: int, horizon: int) -> float:
+    """Imagined transitions/s of any world model: ``rollouts`` parallel rollouts from dataset
+    start states, ``horizon`` steps after a warm-up step (the models read their observations
+    from their own rollout state)."""
+    from genworld.world_models.prompt_memory import sample_start_states
+
+    model.eval()
     g = torch.Generator().manual_seed(0)
     env_idx, index = sample_start_states(suite, rollouts, g)
     state = model.encode(suite, env_idx, index)
-    obs = torch.zeros(rollouts, suite.obs_max)
-    actions = torch.rand(rollouts, suite.act_max) * 2 - 1
+    actions = torch.rand(rollouts, suite.act_max, generator=g) * 2 - 1
     with torch.no_grad():
-        model.next(state, obs, actions, env_idx, g)  # warm-up
+        model.next(state, None, actions, env_idx, g)  # warm-up
         start = time.perf_counter()
         for _ in range(horizon):
-            out = model.next(state, obs, actions, env_idx, g)
-            state, obs = out.state, out.next_observations
+            state = model.next(state, None, actions, env_idx, g).state
     return rollouts * horizon / (time.perf_counter() - start)
 
 

@@ -10,11 +10,11 @@ measured in the same run:
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from genworld.bench.common import BenchResult, matmul_peak_gflops, rate, synthetic_suite
+from genworld.bench.common import BenchResult, matmul_peak_gflops, synthetic_suite
+from genworld.bench.imagination import rollouts_per_s
+from genworld.bench.world_model import model_training
 
 MODELS = ("mrcom", "rssm", "cadm")
 ENVS = ("dmc-cheetah-run", "dmc-walker-walk")
@@ -30,46 +30,12 @@ def _model(kind: str, suite):
 
 
 def training(kind: str, suite, iters: int) -> dict[str, float]:
-    from torch.utils.flop_counter import FlopCounterMode
-
     cfg, model = _model(kind, suite)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, fused=True)  # as in training
-    g = torch.Generator().manual_seed(0)
-
-    def update():
-        loss, _ = model.loss(model.sample_batch(suite, cfg.batch_size, g), g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    update()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        update()
-    flops = counter.get_total_flops()
-    per_s = rate(update, iters, warmup=1)
-    return {
-        "updates_per_s": per_s,
-        "gflops_per_update": flops / 1e9,
-        "gflop_per_s": flops * per_s / 1e9,
-    }
+    return model_training(model, suite, cfg.batch_size, cfg.lr, iters)
 
 
 def imagined_per_s(kind: str, suite, rollouts: int, horizon: int) -> float:
-    from genworld.world_models.prompt_memory import sample_start_states
-
-    _, model = _model(kind, suite)
-    model.eval()
-    g = torch.Generator().manual_seed(0)
-    env_idx, index = sample_start_states(suite, rollouts, g)
-    state = model.encode(suite, env_idx, index)
-    actions = torch.rand(rollouts, suite.act_max, generator=g) * 2 - 1
-    with torch.no_grad():
-        model.next(state, None, actions, env_idx, g)  # warm-up
-        start = time.perf_counter()
-        for _ in range(horizon):
-            state = model.next(state, None, actions, env_idx, g).state
-    return rollouts * horizon / (time.perf_counter() - start)
+    return rollouts_per_s(_model(kind, suite)[1], suite, rollouts, horizon)
 
 
 def run(quick: bool = False) -> BenchResult:

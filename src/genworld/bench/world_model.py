@@ -12,19 +12,29 @@ from __future__ import annotations
 
 import torch
 
-from genworld.bench.common import BenchResult, matmul_peak_gflops, rate, synthetic_suite
+from genworld.bench.common import (
+    BenchResult,
+    flops_and_rate,
+    matmul_peak_gflops,
+    rate,
+    synthetic_suite,
+)
 
 MINI = {"d_model": 64, "context_len": 10, "n_heads": 2, "stoch_dim": 64, "hidden": 128}
 
 
 def tgw_training(suite, cfg, batch: int, iters: int) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from genworld.data.normalization import Normalizer
     from genworld.world_models.tgw import TGWWorldModel
 
     model = TGWWorldModel(suite.specs, cfg, Normalizer.fit(suite))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as in training
+    return model_training(model, suite, batch, 1e-4, iters)
+
+
+def model_training(model, suite, batch: int, lr: float, iters: int) -> dict:
+    """Training throughput of any world model (its own batches and loss, fused AdamW as in
+    training): sequences and updates per second, FLOPs per update and FLOP/s."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)  # as in training
     g = torch.Generator().manual_seed(0)
 
     def update():
@@ -33,12 +43,7 @@ def tgw_training(suite, cfg, batch: int, iters: int) -> dict:
         loss.backward()
         opt.step()
 
-    update()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        update()
-    flops = counter.get_total_flops()
-    per_s = rate(update, iters, warmup=1)
+    flops, per_s = flops_and_rate(update, iters)
     return {
         "sequences_per_s": batch * per_s,
         "updates_per_s": per_s,
