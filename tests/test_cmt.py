@@ -57,12 +57,12 @@ def labelled_dataset() -> MultiEnvDataset:
     return MultiEnvDataset(data)
 
 
-def make_agent(dataset, name="cmt", seed=0, **overrides) -> cmt.CMT:
+def make_agent(dataset, name="cmt", seed=0, normalizer=None, **overrides) -> cmt.CMT:
     torch.manual_seed(seed)
     algo, variant = resolve_variant(name)
     ctx = AlgoContext(
         dataset=dataset,
-        normalizer=Normalizer.fit(dataset),
+        normalizer=normalizer or Normalizer.fit(dataset),
         device=torch.device("cpu"),
         scale="tiny",
         seed=seed,
@@ -396,6 +396,150 @@ def test_info_nce_pulls_segments_of_one_episode_together():
     for _ in range(60):
         last = float(agent.update(generator)["losses/info_nce"])
     assert last < np.mean(first)
+
+
+# ---------------------------------------------------------------- task prompts (§4.2)
+
+TASKS = ("cheetah-vel-0", "cheetah-vel-39")  # one robot, two goals
+
+
+def task_dataset(tasks=TASKS) -> MultiEnvDataset:
+    """Two tasks of one robot; observation dims 0 and 1 hold (100·task + episode, step) and the
+    reward is the task's sign (a task is visible in its context's rewards)."""
+    rng = np.random.default_rng(1)
+    data = []
+    for k, task in enumerate(tasks):
+        spec = get_env_spec(task)
+        episodes = []
+        for e, steps in enumerate(LENGTHS):
+            obs = rng.normal(size=(steps + 1, spec.obs_dim))
+            obs[:, 0], obs[:, 1] = 100 * k + e, np.arange(steps + 1)
+            episodes.append(
+                Episode.from_arrays(
+                    obs,
+                    rng.uniform(-1, 1, size=(steps, spec.act_dim)),
+                    np.full(steps, 1.0 if k else -1.0),
+                    np.zeros(steps, bool),
+                    np.arange(steps) == steps - 1,
+                )
+            )
+        data.append((spec, episodes))
+    return MultiEnvDataset(data)
+
+
+META = {"shared_params": True, "task_prompt_len": 3}
+
+
+def test_task_prompt_segments_come_from_the_rows_task():
+    dataset = task_dataset()
+    values = [torch.zeros(len(env)) for env in dataset.envs]
+    generator = torch.Generator().manual_seed(0)
+    batch = sample_pretraining(dataset, values, 16, 4, 3, generator, "balanced", 3)
+    task = batch.window.observations[:, 0, 0] // 100  # (B,)
+    for part in (batch.context, *batch.task_positive):
+        assert torch.equal(part.env_idx, batch.window.env_idx)
+        for b in range(16):
+            real = part.step_mask[b]
+            assert real[0] and torch.all(part.observations[b, real, 0] // 100 == task[b])
+            steps = part.observations[b, real, 1]
+            assert torch.all(steps[1:] - steps[:-1] == 1)  # one episode, consecutive steps
+
+
+def test_separator_joins_context_and_history_and_padding_does_not_leak():
+    dataset = task_dataset()
+    agent = make_agent(dataset, **META)
+    agent.net.eval()
+    generator = torch.Generator().manual_seed(0)
+    env_idx = torch.tensor([0, 1])
+    history, window = gather_contexts(dataset, env_idx, torch.tensor([4, 22]), 4, 3)
+    history = agent.inputs(history)
+    context = agent.offline_contexts(env_idx, generator)
+    z, t = agent.net.encode_prompts(history, env_idx, context)
+    assert z.shape == t.shape == (2, agent.cfg.prompt_dim)
+    # a different context changes both prompts; the padded part of a context changes neither
+    other = agent.offline_contexts(env_idx.flip(0), generator)
+    assert not torch.allclose(agent.net.encode_prompts(history, env_idx, other)[1], t)
+    obs, act, rew, timesteps, mask = context
+    mask = mask.clone()
+    mask[:, 1:] = False  # one real step
+    junk = torch.randn_like(obs) * 1e3
+    keep = mask[..., None]
+    noisy = (torch.where(keep, obs, junk), torch.where(keep, act, junk[..., : act.shape[-1]]))
+    a = agent.net.encode_prompts(history, env_idx, (obs, act, rew, timesteps, mask))
+    b = agent.net.encode_prompts(
+        history, env_idx, (*noisy, torch.where(mask, rew, 1e3), timesteps, mask)
+    )
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # shared parameters: the env index does not matter, only the prompts do
+    torch.testing.assert_close(
+        agent.net.encode_prompts(history, env_idx.flip(0), context), (z, t), rtol=0, atol=0
+    )
+
+
+def test_meta_cmt_trains_both_contrastive_terms_and_moves_to_a_new_task(tmp_path):
+    dataset = task_dataset()
+    normalizer = Normalizer.fit(task_dataset(TASKS[:1]))  # one statistic for the robot
+    agent = make_agent(dataset, pretrain_updates=3, normalizer=normalizer, **META)
+    generator = torch.Generator().manual_seed(0)
+    metrics = [agent.update(generator) for _ in range(5)]
+    assert float(metrics[0]["losses/task_info_nce"]) > 0
+    assert "losses/tuning_imitation_mse" in metrics[-1]
+    # the weights apply unchanged to one unseen task of the robot, given its own context data
+    unseen = task_dataset(("cheetah-vel-20",))
+    single = make_agent(unseen, pretrain_updates=3, normalizer=normalizer, **META)
+    single.load_networks(agent)
+    obs = torch.randn(3, dataset.obs_max)
+    torch.testing.assert_close(
+        single.act(obs, torch.zeros(3, dtype=torch.int64)),
+        agent.act(obs, torch.zeros(3, dtype=torch.int64)),
+    )
+
+
+@pytest.mark.parametrize("source", ["online", "offline", "none"])
+def test_episode_contexts_follow_their_source(source):
+    dataset = task_dataset()
+    agent = make_agent(dataset, task_context=source, **META)
+    policy = agent.episode_policy(1, 3)
+    first = policy.context(3)
+    assert first[-1].any() == (source == "offline")  # nothing has happened yet
+    for step in range(5):
+        policy.act(torch.randn(3, dataset.obs_max), torch.arange(3))
+        policy.observe(torch.arange(3), torch.full((3,), float(step)))
+    obs, act, rew, timesteps, mask = policy.context(50)
+    if source == "none":
+        assert not mask.any()
+        return
+    assert mask[:, 0].all()
+    if source == "online":  # segments of the completed steps: the rewards recorded per step
+        real_t = timesteps[mask]
+        assert real_t.max() <= 4
+        normalised = agent.normalise(
+            obs,
+            act,
+            torch.arange(5.0)[timesteps],
+            timesteps,
+            mask,
+            torch.ones(50, dtype=torch.int64),
+        )[2]
+        torch.testing.assert_close(rew[mask], normalised[mask])
+
+
+@pytest.mark.integration  # ~40 s: Fig. 5's ablations as a command
+def test_ant_fwd_back_ablations_run_every_variant_on_both_tasks(tmp_path):
+    import json
+
+    from genworld.cli import main
+
+    methods = "cmt,cmt-no-pt,cmt-gamma=1e-6,cmt-beta=0,cmt-context=none,cmt-context=expert,focal"
+    out = tmp_path / "ablate"
+    argv = ["unseen", "--family", "ant-fwd-back", "--methods", methods, "--seeds", "1"]
+    assert main([*argv, "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "unseen.json").read_text())
+    assert report["test"] == [] and len(report["train"]) == 2
+    cells = {(r["method"], r["task"]) for r in report["results"]}
+    assert cells == {(m, t) for m in methods.split(",") for t in report["train"]}
+    models = {p.name for p in out.iterdir() if (p / "seed0" / "trained.json").exists()}
+    assert models == {"cmt", "cmt-no-pt", "cmt-gamma=1e-6", "cmt-beta=0", "focal"}
 
 
 @pytest.mark.integration  # ~1 min: the issue's acceptance command

@@ -1,4 +1,5 @@
-"""Task families (cheetah-vel, ant-dir): rewards by hand, splits, registration, ids."""
+"""Task families (cheetah-vel, ant-dir, ant-fwd-back): rewards by hand, splits, registration,
+ids."""
 
 import gymnasium as gym
 import numpy as np
@@ -43,6 +44,26 @@ def test_unseen_tasks_report_their_distance_to_the_nearest_training_task():
     assert split("cheetah-vel", scheme="prompt-dt")[1] == [2, 7, 15, 23, 26]
     assert split("ant-dir", scheme="prompt-dt")[1] == [6, 17, 23, 30, 41]
     assert len(split("ant-dir", scheme="prompt-dt")[0]) == 45
+
+
+def test_ant_fwd_back_is_ant_dir_forward_and_back_with_both_tasks_training():
+    from genworld.envs.tasks import task_reward_fn, unseen_distances
+
+    np.testing.assert_allclose(FAMILIES["ant-fwd-back"].goals(), [0.0, np.pi])
+    for scheme in ("paper", "prompt-dt"):
+        assert split("ant-fwd-back", scheme=scheme) == ([0, 1], [])
+    assert unseen_distances("ant-fwd-back") == {}
+    back = get_env_spec("ant-fwd-back-1")
+    assert back.make_kwargs["goal_direction"] == pytest.approx(np.pi)
+    assert (back.obs_dim, back.act_dim) == (27, 8)
+    # running along +x is rewarded forward and penalised backward by the same speed
+    obs = np.zeros((1, 27), np.float32)
+    obs[0, 13] = 2.0
+    import torch
+
+    obs, act = torch.as_tensor(obs), torch.zeros(1, 8)
+    forward, backward = (task_reward_fn(f"ant-fwd-back-{i}")(obs, act, obs) for i in (0, 1))
+    assert float(forward) == pytest.approx(3.0) and float(backward) == pytest.approx(-1.0)
 
 
 def test_goals_match_the_protocol():

@@ -364,6 +364,27 @@ def test_turned_experts_of_ant_dir_run_their_own_direction(tmp_path):
     assert (folder / "eval.jsonl").stat().st_mtime_ns == stamp
 
 
+def test_cmt_methods_name_their_model_and_task_prompt_source():
+    from genworld.errors import GenworldError
+    from genworld.train.unseen import config_for_scale
+    from genworld.train.unseen_cells import cmt_method, meta_models
+
+    assert cmt_method("cmt") == ("cmt", {}, "online")
+    assert cmt_method("cmt-context=expert") == ("cmt", {}, "expert")
+    assert cmt_method("cmt-beta=50") == ("cmt-beta=50", {"behaviour_weight": 50.0}, "online")
+    assert cmt_method("cmt-gamma=1e-6")[1] == {"contrastive_weight": 1e-6}
+    assert cmt_method("cmt-no-pt")[1] == {"prompt_tuning": False}
+    methods = ("cmt", "cmt-context=none", "cmt-no-pt", "focal", "prompt-dt")
+    assert meta_models(methods) == ["cmt", "cmt-no-pt", "focal"]  # context variants share cmt
+    with pytest.raises(GenworldError, match="unknown CMT task-prompt source"):
+        config_for_scale("mini", methods=("cmt-context=best",)).validate()
+    with pytest.raises(GenworldError, match="cmt-context=medium prompts with a task's mixed"):
+        config_for_scale("mini", methods=("cmt-context=medium",)).validate()
+    config_for_scale("mini", family="ant-fwd-back", methods=("cmt-context=medium",)).validate()
+    with pytest.raises(GenworldError, match="unknown method 'cmt-lr=1'|unknown algorithm"):
+        config_for_scale("mini", methods=("cmt-lr=1",)).validate()
+
+
 def test_turned_experts_only_for_ant_dir():
     from genworld.errors import GenworldError
     from genworld.train.unseen import config_for_scale

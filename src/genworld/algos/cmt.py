@@ -62,8 +62,10 @@ from genworld.algos.cmt_model import (
     EpisodePolicy,
     Predictions,
     PromptAdaptor,
+    cat_batches,
     discounted_returns_to_go,
     gather_contexts,
+    random_segments,
     sample_pretraining,
 )
 from genworld.algos.cmt_planner import TuningSet, plan_actions
@@ -76,7 +78,7 @@ from genworld.utils.device import fused_optimizer
 
 def build(ctx: AlgoContext) -> CMT:
     cfg = resolve_config(CMTConfig, PRESETS, ctx)
-    return CMT(ctx.dataset, ctx.normalizer, cfg, ctx.device)
+    return CMT(ctx.dataset, ctx.normalizer, cfg, ctx.device, seed=ctx.seed, contexts=ctx.prompts)
 
 
 # ---------------------------------------------------------------- losses
@@ -141,14 +143,38 @@ def prompt_tuning_loss(
     }
 
 
+def task_info_nce(agent: CMT, task_prompt, task_positive, tasks) -> torch.Tensor:
+    """§4.2's task-level InfoNCE: the task prompt of each row against that of another
+    (context, history) pair of its task; other rows of the same task are not its negatives."""
+    context, history = (agent.inputs(part) for part in task_positive)
+    _, positive = agent.net.encode_prompts(history, tasks, context)
+    return info_nce(
+        F.normalize(task_prompt, dim=-1),
+        F.normalize(positive, dim=-1),
+        agent.cfg.temperature,
+        tasks,
+    )
+
+
 # ---------------------------------------------------------------- agent
 
 
 class CMT:
     """The agent contract (registry.py): pretraining, then relabelling and prompt tuning."""
 
-    def __init__(self, dataset: MultiEnvDataset, normalizer: Normalizer, cfg: CMTConfig, device):
-        self.cfg, self.dataset, self.device = cfg, dataset, device
+    def __init__(
+        self,
+        dataset: MultiEnvDataset,
+        normalizer: Normalizer,
+        cfg: CMTConfig,
+        device,
+        *,
+        seed: int = 0,
+        contexts: MultiEnvDataset | None = None,
+    ):
+        self.cfg, self.dataset, self.device, self.seed = cfg, dataset, device, seed
+        self.context_data = contexts if contexts is not None else dataset
+        """Where ``task_context="offline"`` draws task prompts: env k's data for env k."""
         self.normalizer = normalizer.to(device)
         self.net = CMTNet(dataset, cfg).to(device)
         self.adaptor = PromptAdaptor(cfg.prompt_dim, cfg.adaptor_hidden).to(device)
@@ -177,6 +203,7 @@ class CMT:
 
     def normalise(self, observations, actions, rewards, timesteps, step_mask, env_idx) -> tuple:
         """Raw padded steps → network inputs (per-env normalised observations and rewards)."""
+        env_idx = self.net.param_env(env_idx)  # shared parameters: the normaliser's env 0
         obs = self.normalizer.normalize_obs(observations.transpose(0, 1), env_idx).transpose(0, 1)
         rew = self.normalizer.normalize_reward(rewards.T, env_idx).T  # (B, L)
         m = step_mask.float()
@@ -192,10 +219,29 @@ class CMT:
             batch.env_idx,
         )
 
-    def policy(self, history: tuple, window: tuple, env_idx: torch.Tensor) -> torch.Tensor:
-        """Actions ``(B, L, act_max)`` of A_g under the adapted prompt L(A_e(history))."""
-        prompt = self.adaptor(self.net.encode(history, env_idx))
+    def policy(
+        self, history: tuple, window: tuple, env_idx: torch.Tensor, context: tuple | None = None
+    ) -> torch.Tensor:
+        """Actions ``(B, L, act_max)`` of A_g under the adapted prompt L(A_e(history)) (with a
+        task prompt: L(A_e(context, [SEP], history)))."""
+        prompt = self.adaptor(self.net.encode(history, env_idx, context))
         return self.net.generate(prompt, window, env_idx).actions
+
+    def offline_contexts(self, env_idx: torch.Tensor, generator: torch.Generator) -> tuple:
+        """Network inputs of one random task-prompt segment per row from each row's env in
+        :attr:`context_data` (rows sorted by env or not)."""
+        env_idx = env_idx.cpu()
+        order = torch.argsort(env_idx, stable=True)
+        parts = [
+            random_segments(
+                self.context_data, k, int((env_idx == k).sum()), self.cfg.task_prompt_len, generator
+            )
+            for k in env_idx[order].unique_consecutive().tolist()
+        ]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order))
+        batch = cat_batches(parts).to(self.device)
+        return tuple(v[inverse.to(self.device)] for v in self.inputs(batch))
 
     # ------------------------------------------------------------ stage 1
 
@@ -210,12 +256,16 @@ class CMT:
             cfg.history_len,
             generator,
             cfg.sampling,
+            cfg.task_prompt_len,
         ).to(self.device)
         window, env_idx = batch.window, batch.window.env_idx
         window_inputs = self.inputs(window)
-        prompt = self.net.encode(self.inputs(batch.history), env_idx)  # (B, P)
+        context = None if batch.context is None else self.inputs(batch.context)
+        prompt, task_prompt = self.net.encode_prompts(self.inputs(batch.history), env_idx, context)
         pred = self.net.generate(prompt, window_inputs, env_idx)
-        next_obs = self.normalizer.normalize_obs(window.next_observations.transpose(0, 1), env_idx)
+        next_obs = self.normalizer.normalize_obs(
+            window.next_observations.transpose(0, 1), self.net.param_env(env_idx)
+        )
         target = Predictions(
             actions=window.actions,
             rewards=window_inputs[2],  # normalised rewards
@@ -227,14 +277,18 @@ class CMT:
         has_history = batch.history.step_mask.any(dim=1)  # (B,) episode starts have none
         l2 = torch.zeros((), device=self.device)
         if int(has_history.sum()) > 1:
-            positive = self.net.encode(self.inputs(batch.positive), env_idx)  # (B, P)
+            positive = self.net.encode(self.inputs(batch.positive), env_idx, context)  # (B, P)
             l2 = info_nce(
                 F.normalize(prompt[has_history], dim=-1),
                 F.normalize(positive[has_history], dim=-1),
                 cfg.temperature,
                 batch.episodes[has_history],
             )
-        loss = sum(l1.values()) + cfg.value_weight * value + cfg.contrastive_weight * l2
+        l2_task = torch.zeros((), device=self.device)
+        if task_prompt is not None:
+            l2_task = task_info_nce(self, task_prompt, batch.task_positive, env_idx)
+        contrastive = cfg.contrastive_weight * (l2 + l2_task)
+        loss = sum(l1.values()) + cfg.value_weight * value + contrastive
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad)
@@ -246,6 +300,7 @@ class CMT:
             "losses/next_state_mse": l1["next_state"].detach(),
             "losses/value_mse": value.detach(),
             "losses/info_nce": l2.detach(),
+            "losses/task_info_nce": l2_task.detach(),
             "charts/learning_rate": torch.tensor(self.scheduler.get_last_lr()[0]),
         }
 
@@ -285,8 +340,13 @@ class CMT:
             self.dataset, env_idx, current, cfg.context_len, cfg.history_len
         )
         history, window = history.to(self.device), window.to(self.device)
-        prompts = self.net.encode(self.inputs(history), window.env_idx)
-        return TuningSet(prompts, self.inputs(window), window.env_idx, actions.to(self.device))
+        context = None
+        if cfg.task_prompt_len:  # drawn from a fixed seed: recomputed alike after a resume
+            generator = torch.Generator().manual_seed(self.seed)
+            context = self.offline_contexts(window.env_idx, generator)
+        prompts = self.net.encode(self.inputs(history), window.env_idx, context)
+        env_idx = self.net.param_env(window.env_idx)  # the planner's normaliser rows too
+        return TuningSet(prompts, self.inputs(window), env_idx, actions.to(self.device))
 
     def tune_step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         metrics = {}
@@ -347,7 +407,14 @@ class CMT:
             return self.normalise(observations, no_actions, no_rewards, timesteps, mask, env_idx)
 
         history = steps(obs.new_zeros(n, self.cfg.history_len, obs.shape[-1]), real=False)
-        return self.policy(history, steps(obs[:, None], real=True), env_idx)[:, 0]  # (n, act_max)
+        context = None
+        if self.cfg.task_prompt_len:  # no interactions yet: offline, or the [SEP] token alone
+            context = steps(obs.new_zeros(n, self.cfg.task_prompt_len, obs.shape[-1]), real=False)
+            if self.cfg.task_context == "offline":
+                generator = torch.Generator().manual_seed(self.seed)
+                context = self.offline_contexts(env_idx, generator)
+        window = steps(obs[:, None], real=True)
+        return self.policy(history, window, env_idx, context)[:, 0]  # (n, act_max)
 
     def episode_policy(self, env_k: int, episodes: int) -> EpisodePolicy:
         return EpisodePolicy(self, env_k, episodes)
@@ -363,6 +430,12 @@ class CMT:
             "relabeled": None if self.relabeled is None else dict(self.relabeled),
             "updates": self.updates,
         }
+
+    def load_networks(self, other: CMT) -> None:
+        """``other``'s pretrained model and adaptor (with shared parameters: trained on other
+        tasks of the robot), to act in this agent's envs."""
+        self.net.load_state_dict(other.net.state_dict())
+        self.adaptor.load_state_dict(other.adaptor.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])

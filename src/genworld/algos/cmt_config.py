@@ -72,6 +72,18 @@ class CMTConfig:
     """Adam learning rate of the adaptor (DT's lr; not in the seed text)."""
     sampling: str = "balanced"
     """balanced (equal share per env) or proportional (to each env's transitions)."""
+    shared_params: bool = False
+    """The envs are tasks of one robot (same dims): one parameter set and the normaliser's env 0
+    for all, no env embedding, so a task is known only through its prompts and the network
+    applies unchanged to new tasks (the offline meta-RL setting, §4.2)."""
+    task_prompt_len: int = 0
+    """C: steps of the context trajectory (task prompt) that A_e reads before a learned [SEP]
+    token and the history (§4.2); 0 = no task prompt (offline RL, §4.1). Not in the seed text."""
+    task_context: str = "online"
+    """Where acting takes the task prompt (§4.2 "Meta Test", Fig. 5 Q4): online (a random
+    segment of the agent's own interactions so far in the env: zero-shot), offline (a random
+    segment of the env's prompt data: the unseen study's task data, else the training data),
+    or none (the [SEP] token alone)."""
 
     def validate(self) -> None:
         positive = ("context_len", "history_len", "batch_size", "warmup_steps", "prompt_dim")
@@ -92,6 +104,15 @@ class CMTConfig:
             raise GenworldError(f"pretrain_updates must be >= 0, got {self.pretrain_updates}")
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+        if self.task_prompt_len < 0:
+            raise GenworldError(f"cmt.task_prompt_len must be >= 0, got {self.task_prompt_len}")
+        if self.task_context not in TASK_CONTEXTS:
+            raise GenworldError(
+                f"cmt.task_context {self.task_context!r}: use one of {', '.join(TASK_CONTEXTS)}"
+            )
+
+
+TASK_CONTEXTS = ("online", "offline", "none")
 
 
 PRESETS: dict[str, dict] = {

@@ -29,7 +29,7 @@ from genworld.algos.cmt_config import CMTConfig
 from genworld.data.multi_env import EnvData, MultiEnvDataset
 from genworld.errors import GenworldError
 from genworld.nn.gpt import GPT, BidirectionalEncoder, init_weights
-from genworld.nn.tokenizers import PerEnvHead, TrajectoryEmbedding
+from genworld.nn.tokenizers import PerEnvHead, TrajectoryEmbedding, shared_view
 from genworld.types import SeqBatch
 
 # ---------------------------------------------------------------- segments
@@ -90,6 +90,18 @@ def gather_steps(
     )
 
 
+def random_segments(
+    dataset: MultiEnvDataset, k: int, n: int, length: int, generator: torch.Generator
+) -> SeqBatch:
+    """``n`` segments of env ``k``: each from a uniform transition on, at most ``length`` steps
+    and never past its episode's end (right-padded) — the context trajectories of task prompts."""
+    env = dataset.envs[k]
+    start = torch.randint(len(env), (n,), generator=generator)  # (n,)
+    return gather_steps(
+        dataset, k, *right_padded(start, env.steps_left[start].clamp(max=length), length)
+    )
+
+
 def cat_batches(parts: list[SeqBatch]) -> SeqBatch:
     return SeqBatch(
         **{name: torch.cat([getattr(p, name) for p in parts]) for name in vars(parts[0])}
@@ -123,10 +135,20 @@ class PretrainingBatch:
     positive: SeqBatch
     values: torch.Tensor  # (B, K) value targets of the window's steps, zero where padded
     episodes: torch.Tensor  # (B,) int64 an id per episode of the dataset
+    context: SeqBatch | None = None
+    """With task prompts (§4.2): a context segment of the row's env (its task), read before
+    [SEP] with both the history and the positive."""
+    task_positive: tuple[SeqBatch, SeqBatch] | None = None
+    """With task prompts: another (context, history) pair of the row's task, drawn
+    independently: the positive of the task-level InfoNCE."""
 
     def to(self, device) -> PretrainingBatch:
-        moved = {name: getattr(self, name).to(device) for name in vars(self)}
-        return PretrainingBatch(**moved)
+        def move(value):
+            if isinstance(value, tuple):
+                return tuple(v.to(device) for v in value)
+            return None if value is None else value.to(device)
+
+        return PretrainingBatch(**{name: move(getattr(self, name)) for name in vars(self)})
 
 
 def sample_pretraining(
@@ -137,11 +159,13 @@ def sample_pretraining(
     history: int,
     generator: torch.Generator,
     mode: str,
+    task_prompt_len: int = 0,
 ) -> PretrainingBatch:
     """A :class:`PretrainingBatch` of ``batch_size`` rows over the envs (``mode``: balanced or
-    proportional)."""
+    proportional); with ``task_prompt_len`` > 0 its task-prompt segments too."""
     counts = dataset.env_counts(batch_size, generator, mode)
     histories, windows, positives, values, episodes, offset = [], [], [], [], [], 0
+    contexts, task_contexts, task_histories = [], [], []
     for k, (env, count) in enumerate(zip(dataset.envs, counts, strict=True)):
         if count:
             start = torch.randint(len(env), (count,), generator=generator)  # (n,)
@@ -157,13 +181,20 @@ def sample_pretraining(
             positives.append(gather_steps(dataset, k, *right_padded(other, other_steps, history)))
             values.append(value_targets[k][window_index.clamp(max=len(env) - 1)] * window_valid)
             episodes.append(offset + episode_start)
+            if task_prompt_len:
+                contexts.append(random_segments(dataset, k, count, task_prompt_len, generator))
+                task_contexts.append(random_segments(dataset, k, count, task_prompt_len, generator))
+                task_histories.append(random_segments(dataset, k, count, history, generator))
         offset += len(env)
+    meta = bool(task_prompt_len)
     return PretrainingBatch(
         history=cat_batches(histories),
         window=cat_batches(windows),
         positive=cat_batches(positives),
         values=torch.cat(values),
         episodes=torch.cat(episodes),
+        context=cat_batches(contexts) if meta else None,
+        task_positive=(cat_batches(task_contexts), cat_batches(task_histories)) if meta else None,
     )
 
 
@@ -208,6 +239,9 @@ class CMTNet(nn.Module):
 
     def __init__(self, dataset, cfg: CMTConfig):
         super().__init__()
+        if cfg.shared_params:
+            dataset = shared_view(dataset)
+        self.shared = cfg.shared_params
         n, dim, specs = dataset.num_envs, cfg.embed_dim, dataset.specs
         max_timestep = max(s.max_episode_steps for s in specs)
         self.encoder_embedding = TrajectoryEmbedding(dataset, dim, max_timestep, order="sar")
@@ -224,18 +258,50 @@ class CMTNet(nn.Module):
         self.reward_head = PerEnvHead(n, dim, 1, [1] * n)
         self.value_head = PerEnvHead(n, dim, 1, [1] * n)
         self.apply(init_weights)
+        if cfg.task_prompt_len:  # §4.2: a learned [SEP] between context and history
+            self.separator = nn.Parameter(torch.randn(dim) * 0.02)
+            self.to_task_prompt = nn.Linear(dim, cfg.prompt_dim)
+            init_weights(self.to_task_prompt)
 
-    def encode(self, history: tuple, env_idx: torch.Tensor) -> torch.Tensor:
-        """A_e: the policy prompt ``z (B, prompt_dim)`` of a history segment (may be empty)."""
-        obs, act, rew, timesteps, step_mask = history
+    def param_env(self, env_idx: torch.Tensor) -> torch.Tensor:
+        """Each row's parameter set: its env, or 0 for every row with shared parameters."""
+        return torch.zeros_like(env_idx) if self.shared else env_idx
+
+    def _segment_tokens(self, segment: tuple, env_idx: torch.Tensor) -> tuple:
+        obs, act, rew, timesteps, step_mask = segment
         tokens = self.encoder_embedding(obs, act, rew, timesteps, env_idx)  # (B, 3H, D)
-        tokens = self.drop(self.encoder_ln(tokens))
-        valid = step_mask.repeat_interleave(3, dim=1)  # (B, 3H)
-        return self.to_prompt(self.encoder(tokens, valid))  # (B, P)
+        return tokens, step_mask.repeat_interleave(3, dim=1)  # (B, 3H)
+
+    def encode_prompts(
+        self, history: tuple, env_idx: torch.Tensor, context: tuple | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A_e: the policy prompt ``z (B, prompt_dim)`` of a history segment (may be empty) and,
+        with a context segment (task prompts, §4.2: ``[context; SEP; history]``), the task
+        prompt read at [SEP] (None without one)."""
+        env_idx = self.param_env(env_idx)
+        tokens, valid = self._segment_tokens(history, env_idx)
+        if context is None:
+            z = self.encoder(self.drop(self.encoder_ln(tokens)), valid)
+            return self.to_prompt(z), None
+        before, before_valid = self._segment_tokens(context, env_idx)  # (B, 3C, D)
+        b, c = before_valid.shape
+        sep = self.separator.expand(b, 1, -1)  # (B, 1, D)
+        tokens = torch.cat([before, sep, tokens], dim=1)  # (B, 3C + 1 + 3H, D)
+        always = torch.ones(b, 1, dtype=torch.bool, device=valid.device)
+        valid = torch.cat([before_valid, always, valid], dim=1)
+        out = self.encoder.outputs(self.drop(self.encoder_ln(tokens)), valid)  # (B, 1 + ·, D)
+        return self.to_prompt(out[:, 0]), self.to_task_prompt(out[:, 1 + c])
+
+    def encode(
+        self, history: tuple, env_idx: torch.Tensor, context: tuple | None = None
+    ) -> torch.Tensor:
+        """The policy prompt z of :meth:`encode_prompts` (what A_g reads)."""
+        return self.encode_prompts(history, env_idx, context)[0]
 
     def generate(self, prompt: torch.Tensor, window: tuple, env_idx: torch.Tensor) -> Predictions:
         """A_g on ``[z; window tokens]``: every prediction at a position sees only z, earlier
         steps and (for rewards, next states and values) its own state and action."""
+        env_idx = self.param_env(env_idx)
         obs, act, rew, timesteps, step_mask = window
         b, length = step_mask.shape
         tokens = self.embedding(obs, act, rew, timesteps, env_idx)  # (B, 3L, D)
@@ -277,7 +343,12 @@ class EpisodePolicy:
     """Histories of ``episodes`` parallel episodes of env ``env_k`` (see eval/rollout.py):
     ``act(obs, idx)`` appends the observations of episodes ``idx`` and returns their actions from
     one forward pass; ``observe(idx, rewards)`` records the rewards of their last step.
-    ``agent``: a :class:`genworld.algos.cmt.CMT` (its ``normalise`` and ``policy``)."""
+    ``agent``: a :class:`genworld.algos.cmt.CMT` (its ``normalise`` and ``policy``).
+
+    With task prompts, each step's context segment comes from ``agent.cfg.task_context``:
+    ``online`` draws it from these episodes' steps so far (the context buffer of §4.2's
+    zero-shot meta test: a random episode, a random segment of its completed steps; none before
+    the first step), ``offline`` from the agent's context data, ``none`` leaves it empty."""
 
     def __init__(self, agent, env_k: int, episodes: int):
         self.agent, self.env_k = agent, env_k
@@ -288,6 +359,7 @@ class EpisodePolicy:
         self.actions = torch.zeros(*shape, dataset.act_max, device=device)
         self.rewards = torch.zeros(shape, device=device)
         self.length = torch.zeros(episodes, dtype=torch.int64, device=device)
+        self.generator = torch.Generator().manual_seed(agent.seed * 1_000 + env_k)
 
     def steps(self, rows: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> tuple:
         """Network inputs of episodes ``rows (n,)`` at steps ``index (n, L)``."""
@@ -317,10 +389,33 @@ class EpisodePolicy:
         window = self.steps(idx, w_index, w_valid)
         history = self.steps(idx, h_index, h_valid)
         env_idx = torch.full_like(idx, self.env_k)
-        action = agent.policy(history, window, env_idx)[:, -1]  # (n, act_max)
+        context = self.context(len(idx)) if cfg.task_prompt_len else None
+        action = agent.policy(history, window, env_idx, context)[:, -1]  # (n, act_max)
         self.actions[idx, t] = action
         self.length[idx] += 1
         return action
+
+    def context(self, n: int) -> tuple:
+        """Network inputs of ``n`` task-prompt segments (see the class docstring)."""
+        agent, length = self.agent, self.agent.cfg.task_prompt_len
+        source, device = agent.cfg.task_context, agent.device
+        if source == "offline":
+            return agent.offline_contexts(torch.full((n,), self.env_k), self.generator)
+        offsets = torch.arange(length, device=device)
+        done = self.length.cpu()  # (E,) completed steps of each episode
+        if source == "none" or not bool((done > 0).any()):
+            rows = torch.zeros(n, dtype=torch.int64, device=device)
+            return self.steps(
+                rows, offsets.expand(n, -1), torch.zeros(n, length, dtype=torch.bool, device=device)
+            )
+        rows = torch.multinomial((done > 0).float(), n, replacement=True, generator=self.generator)
+        span = done[rows]  # (n,)
+        start = (
+            torch.rand(n, generator=self.generator) * ((span - length).clamp(min=0) + 1)
+        ).long()
+        start, span, rows = start.to(device), span.to(device), rows.to(device)
+        valid = offsets[None, :] < (span - start).clamp(max=length)[:, None]  # (n, C)
+        return self.steps(rows, start[:, None] + offsets, valid)
 
     def observe(self, idx, rewards) -> None:
         idx = torch.as_tensor(idx, dtype=torch.int64, device=self.agent.device)

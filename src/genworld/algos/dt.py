@@ -34,7 +34,6 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -45,7 +44,7 @@ from genworld.data.normalization import Normalizer
 from genworld.data.trajectory_windows import Windows, returns_to_go, sample_windows
 from genworld.errors import GenworldError
 from genworld.nn.gpt import GPT, init_weights
-from genworld.nn.tokenizers import PerEnvHead, TrajectoryEmbedding
+from genworld.nn.tokenizers import PerEnvHead, TrajectoryEmbedding, shared_view
 from genworld.utils.device import fused_optimizer
 
 REFERENCE_TARGET_RETURNS = {"halfcheetah": 12_000.0, "hopper": 3_600.0, "walker2d": 5_000.0}
@@ -195,20 +194,8 @@ class DT:
             device=device,
         )  # (num_envs,) unscaled initial return-to-go per env
         net_dataset = dataset
-        if cfg.shared_params:
-            dims = {(s.obs_dim, s.act_dim) for s in dataset.specs}
-            if len(dims) > 1:
-                raise GenworldError(
-                    f"shared_params needs one robot, got (obs, act) dims {sorted(dims)}; "
-                    "use shared_params=False for envs of different sizes"
-                )
-            # one-env view: the parameters do not depend on how many tasks share them
-            net_dataset = SimpleNamespace(
-                num_envs=1,
-                specs=dataset.specs[:1],
-                obs_max=dataset.obs_max,
-                act_max=dataset.act_max,
-            )
+        if cfg.shared_params:  # the parameters do not depend on how many tasks share them
+            net_dataset = shared_view(dataset)
         self.net = DecisionTransformerNet(net_dataset, cfg, with_prompt=prompts is not None).to(
             device
         )

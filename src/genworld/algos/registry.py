@@ -18,6 +18,7 @@ Modules are imported lazily (``"module:function"``) so ``genworld --help`` stays
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,7 @@ ALGOS: dict[str, str] = {
     "rssm": "genworld.algos.rssm:build",
     "cadm": "genworld.algos.cadm:build",
     "agnostic-iql": "genworld.algos.agnostic_iql:build",
+    "focal": "genworld.algos.focal:build",
 }
 """Name → ``module:function`` of its builder."""
 
@@ -131,24 +133,35 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def _weight_overrides(algo: str, weight: str, value: float) -> dict[str, Any] | None:
+    """The overrides of ``<algo>-<weight>=<value>``, None where ``algo`` has no such weight."""
+    if weight == "beta":  # CMT's β weighs its behaviour constraint (seed 001 eq. 4)
+        return {"behaviour_weight": value} if algo == "cmt" else {"mbpo": {"beta": value}}
+    if weight == "gamma" and algo == "cmt":  # γ of L = L1 + γ·L2 (seed 001 §4.1)
+        return {"contrastive_weight": value}
+    return None
+
+
 def resolve_variant(name: str) -> tuple[str, dict[str, Any]]:
-    """``name`` → (registered algorithm, overrides): an algorithm, a named variant, or
-    ``<algo>-beta=<float>`` (the β of TGW's eq. 6, the λ of MOPO's penalty)."""
+    """``name`` → (registered algorithm, overrides): an algorithm, a named variant, or a
+    weight: ``<algo>-beta=<float>`` (the β of TGW's eq. 6, the λ of MOPO's penalty, CMT's
+    behaviour-constraint weight) or ``cmt-gamma=<float>`` (CMT's contrastive weight)."""
     if name in ALGOS:
         return name, {}
     if name in VARIANTS:
         return VARIANTS[name]
-    if "-beta=" in name:
-        algo, _, value = name.partition("-beta=")
+    match = re.fullmatch(r"(?P<algo>.+)-(?P<weight>beta|gamma)=(?P<value>.+)", name)
+    if match and match["algo"] in ALGOS:
         try:
-            beta = float(value)
+            value = float(match["value"])
         except ValueError:
-            beta = -1.0
-        if algo in ALGOS and beta >= 0:
-            return algo, {"mbpo": {"beta": beta}}
+            value = -1.0
+        overrides = _weight_overrides(match["algo"], match["weight"], value)
+        if overrides is not None and value >= 0:
+            return match["algo"], overrides
     raise GenworldError(
-        f"unknown algorithm {name!r}: choose from {', '.join([*ALGOS, *VARIANTS])} or "
-        "<algo>-beta=<value ≥ 0>"
+        f"unknown algorithm {name!r}: choose from {', '.join([*ALGOS, *VARIANTS])}, "
+        "<algo>-beta=<value ≥ 0> or cmt-gamma=<value ≥ 0>"
     )
 
 

@@ -27,7 +27,7 @@ def make_gym_env(name: str) -> gym.Env:
     """A genworld env (registry variant) by name, else ``gymnasium.make(name)``."""
     from genworld.envs.registry import ENV_SPECS, make_env
 
-    if name in ENV_SPECS or name.startswith(("cheetah-vel-", "ant-dir-")):
+    if name in ENV_SPECS or name.startswith(("cheetah-vel-", "ant-dir-", "ant-fwd-back-")):
         return make_env(name)
     try:
         return gym.make(name)

@@ -33,7 +33,7 @@ def get_env_spec(name: str) -> EnvSpec:
         return spec
     raise GenworldError(
         f"unknown environment {name!r}: choose one of {', '.join(sorted(ENV_SPECS))}, a task "
-        f"env (cheetah-vel-<0..39>, ant-dir-<0..49>), a DeepMind Control task "
+        f"env (cheetah-vel-<0..39>, ant-dir-<0..49>, ant-fwd-back-<0..1>), a DeepMind Control task "
         f"({', '.join(DMC_TASKS)}) or a Meta-World task (mw-reach-v3, …: mw-<Meta-World v3 task>)"
     )
 

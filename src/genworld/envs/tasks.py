@@ -5,6 +5,9 @@
 - **ant-dir**: 50 goal directions, angles ``U[0, 2π)`` drawn with ``numpy.random.default_rng(
   ANT_DIR_SEED)``; reward ``v_xy·(cos θ, sin θ) - 0.5·‖a‖² - 0.5e-3·‖clip(cfrc_ext, -1, 1)‖² + 1``;
   healthy-z termination (torso z in [0.2, 1.0], Gymnasium Ant's rule); 200 steps.
+- **ant-fwd-back**: ant-dir's env with the two directions {0, π} (FOCAL's and CMT's Ant-Fwd-Back,
+  seed 001 §5.2). Both tasks train and both are evaluated (FOCAL's protocol: the task is
+  known only through its context), so its split has no unseen task.
 
 Built on Gymnasium **v5** HalfCheetah / Ant and registered with ``gymnasium.register``
 (``genworld/CheetahVel-v0``, ``genworld/AntDir-v0``, the task's goal as a make kwarg) so Minari
@@ -49,9 +52,16 @@ class Family:
     prompt_dt_test: tuple[int, ...]
     """Prompt-DT's held-out task indices (kept as an option)."""
 
+    @property
+    def directions(self) -> bool:
+        """The goals are directions of the Ant (angles), not target velocities."""
+        return self.goal_key == "goal_direction"
+
     def goals(self) -> np.ndarray:
         if self.name == "cheetah-vel":
             return np.linspace(0.075, 3.0, self.count)
+        if self.name == "ant-fwd-back":
+            return np.array([0.0, np.pi])
         return np.random.default_rng(ANT_DIR_SEED).uniform(0.0, 2 * np.pi, self.count)
 
 
@@ -67,9 +77,10 @@ FAMILIES: dict[str, Family] = {
     "ant-dir": Family(
         "ant-dir", "genworld/AntDir-v0", "ant", 50, "goal_direction", (6, 17, 23, 30, 41)
     ),
+    "ant-fwd-back": Family("ant-fwd-back", "genworld/AntDir-v0", "ant", 2, "goal_direction", ()),
 }
 EPISODE_STEPS = 200
-_TASK = re.compile(r"^(?P<family>[a-z]+-[a-z]+)-(?P<index>\d+)$")
+_TASK = re.compile(r"^(?P<family>[a-z]+(?:-[a-z]+)+)-(?P<index>\d+)$")
 
 
 def get_family(name: str) -> Family:
@@ -86,8 +97,11 @@ def split(family: str, *, scheme: str = "paper") -> tuple[list[int], list[int]]:
     (velocity, or direction angle: ant-dir's are drawn at random, so index order says nothing),
     10 picked at equal intervals of that order, the first 5 train, the last 5 unseen (Fig. 4:
     the last direction comes back near the first). ``prompt-dt``: Prompt-DT's test list, every
-    other task trains."""
+    other task trains. A family of two tasks (ant-fwd-back) trains on both and has no unseen
+    task under either scheme."""
     fam = get_family(family)
+    if scheme in ("paper", "prompt-dt") and fam.count <= 2:
+        return list(range(fam.count)), []
     if scheme == "paper":
         order = np.argsort(fam.goals(), kind="stable")
         ten = [int(order[i]) for i in np.round(np.linspace(0, fam.count - 1, 10)).astype(int)]
@@ -101,7 +115,7 @@ def split(family: str, *, scheme: str = "paper") -> tuple[list[int], list[int]]:
 def goal_distance(family: str, a: float, b: float) -> float:
     """How far apart two goals are: |Δ velocity| (m/s), or the angle between two directions
     (degrees, 0–180)."""
-    if family == "ant-dir":
+    if get_family(family).directions:
         return float(np.degrees(abs(wrap_angle(a - b))))
     return abs(float(a) - float(b))
 
@@ -227,7 +241,11 @@ def turn_ant_policy(actor, theta: float):
 
 # Until a family's per-task references are measured (random policy → 0, our expert → 100):
 # the range of returns a 200-step episode can span, so scores are finite and clearly marked.
-PLACEHOLDER_REF = {"cheetah-vel": (-600.0, 0.0), "ant-dir": (-100.0, 600.0)}
+PLACEHOLDER_REF = {
+    "cheetah-vel": (-600.0, 0.0),
+    "ant-dir": (-100.0, 600.0),
+    "ant-fwd-back": (-100.0, 600.0),
+}
 
 
 # ------------------------------------------------------------------ environments
@@ -251,7 +269,7 @@ def true_reward_fn(family: str, goal: float):
         direction = torch.tensor([np.cos(goal), np.sin(goal)], dtype=v.dtype)
         return v @ direction - 0.5 * act[:, :8].pow(2).sum(-1) + 1.0
 
-    return cheetah_vel if family == "cheetah-vel" else ant_dir
+    return ant_dir if get_family(family).directions else cheetah_vel
 
 
 def task_reward_fn(task: str):
@@ -259,7 +277,8 @@ def task_reward_fn(task: str):
     parsed = parse_task(task)
     if parsed is None:
         raise GenworldError(
-            f"{task!r} is not a task env: a task reward needs cheetah-vel-<i> or ant-dir-<i>"
+            f"{task!r} is not a task env: a task reward needs cheetah-vel-<i>, ant-dir-<i> or "
+            "ant-fwd-back-<i>"
         )
     family, index = parsed
     return true_reward_fn(family.name, float(family.goals()[index]))

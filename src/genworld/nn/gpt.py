@@ -107,11 +107,15 @@ class BidirectionalEncoder(nn.Module):
         self.transformer = GPT(dim, layers, heads, dropout, dropout, causal=False)
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.outputs(tokens, valid)[:, 0]  # (B, D)
+
+    def outputs(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Every position's output ``(B, 1 + L, D)``: the summary's first, then each token's."""
         b, _, d = tokens.shape
         summary = self.summary.expand(b, 1, d)  # (B, 1, D)
         x = torch.cat([summary, tokens], dim=1)  # (B, 1 + L, D)
         always = torch.ones(b, 1, dtype=torch.bool, device=tokens.device)
-        return self.transformer(x, torch.cat([always, valid], dim=1))[:, 0]  # (B, D)
+        return self.transformer(x, torch.cat([always, valid], dim=1))
 
 
 def init_weights(module: nn.Module) -> None:

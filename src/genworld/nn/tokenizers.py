@@ -8,11 +8,13 @@ padded columns has no effect on the token (tested in tests/test_tgw.py).
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genworld.errors import GenworldError
 from genworld.nn.mlp import EnsembleMLP
 
 
@@ -132,3 +134,16 @@ class TrajectoryEmbedding(nn.Module):
         }
         stacked = torch.stack([tokens[kind] for kind in self.order], dim=2)  # (B, L, 3, D)
         return stacked.reshape(b, 3 * length, -1)  # (B, 3L, D)
+
+
+def shared_view(dataset) -> SimpleNamespace:
+    """A one-env view of ``dataset``'s tasks of one robot, for parameters shared across them."""
+    dims = {(s.obs_dim, s.act_dim) for s in dataset.specs}
+    if len(dims) > 1:
+        raise GenworldError(
+            f"shared_params needs one robot, got (obs, act) dims {sorted(dims)}; "
+            "use shared_params=False for envs of different sizes"
+        )
+    return SimpleNamespace(
+        num_envs=1, specs=dataset.specs[:1], obs_max=dataset.obs_max, act_max=dataset.act_max
+    )

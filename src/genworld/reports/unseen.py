@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genworld.envs.tasks import unseen_distances
+from genworld.envs.tasks import get_family, unseen_distances
 from genworld.eval.scores import precision_note
 from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
@@ -70,7 +70,8 @@ def write_unseen_report(
             summary["per_task"].setdefault(task, {})[method] = {"mean": mean, "std": std, "n": n}
             cells.append(seeds_text(mean, std, n, cfg.seeds))
         lines.append(f"| {task} | {'yes' if task in train else 'no'} | " + " | ".join(cells) + " |")
-    for group, names in (("seen", train), ("unseen", test)):
+    groups = [(group, names) for group, names in (("seen", train), ("unseen", test)) if names]
+    for group, names in groups:
         row = []
         for method in methods:
             means = [summary["per_task"][t][method]["mean"] for t in names]
@@ -80,7 +81,7 @@ def write_unseen_report(
         lines.append(f"| **{group} average** | | " + " | ".join(row) + " |")
     reps = bootstrap_reps(cfg.scale)
     iqm_lines = []
-    for group, names in (("seen", train), ("unseen", test)):
+    for group, names in groups:
         iqms = group_iqms(results, methods, names, cfg.seeds, reps)
         summary.setdefault("iqm", {})[group] = iqms
         iqm_lines += [
@@ -99,20 +100,24 @@ def write_unseen_report(
             *iqm_lines,
         ]
     distances = unseen_distances(cfg.family, cfg.split)
-    unit = "°" if cfg.family == "ant-dir" else " m/s"
-    lines += [
-        "",
-        "How far each unseen task is from the nearest training task (goal "
-        + ("direction, degrees" if cfg.family == "ant-dir" else "velocity")
-        + "):",
-        "",
-        "| unseen task | goal | nearest training task's distance |",
-        "|---|---|---|",
-        *(
-            f"| {t} | {_goal_text(cfg.family, t)} | {d:.{1 if unit == '°' else 3}f}{unit} |"
-            for t, d in distances.items()
-        ),
-    ]
+    directions = get_family(cfg.family).directions
+    unit = "°" if directions else " m/s"
+    if distances:
+        lines += [
+            "",
+            "How far each unseen task is from the nearest training task (goal "
+            + ("direction, degrees" if directions else "velocity")
+            + "):",
+            "",
+            "| unseen task | goal | nearest training task's distance |",
+            "|---|---|---|",
+            *(
+                f"| {t} | {_goal_text(cfg.family, t)} | {d:.{1 if directions else 3}f}{unit} |"
+                for t, d in distances.items()
+            ),
+        ]
+    else:
+        lines += ["", "Every task of this family trains: the split has no unseen task."]
     if refs:
         lines += [
             "",
@@ -172,7 +177,8 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
             capsize=2,
             label=method,
         )
-    ax.axvspan(len(train) - 0.5, len(tasks) - 0.5, color="grey", alpha=0.12, label="unseen")
+    if len(tasks) > len(train):
+        ax.axvspan(len(train) - 0.5, len(tasks) - 0.5, color="grey", alpha=0.12, label="unseen")
     ax.set_xticks(x, [t.split("-")[-1] for t in tasks])
     ax.set_xlabel(f"{family} task id")
     ax.set_ylabel("normalized score (per task)")
@@ -182,10 +188,10 @@ def _plot(tasks, train, methods, summary, path: Path, family: str) -> None:
 
 
 def _goal_text(family: str, task: str) -> str:
-    from genworld.envs.tasks import get_family, wrap_angle
+    from genworld.envs.tasks import wrap_angle
 
     goal = float(get_family(family).goals()[int(task.rsplit("-", 1)[1])])
-    if family == "ant-dir":
+    if get_family(family).directions:
         return f"{np.degrees(wrap_angle(goal)):+.0f}°"
     return f"{goal:.3f} m/s"
 

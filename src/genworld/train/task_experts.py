@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from genworld.data.tasks import task_spec
-from genworld.envs.tasks import split_names
+from genworld.envs.tasks import get_family, split_names
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json
 from genworld.utils.parallel import process_map
@@ -22,7 +22,7 @@ from genworld.utils.parallel import process_map
 def expert_source(cfg) -> str:
     """``sac`` or ``turned`` (``cfg.experts`` with ``auto`` resolved)."""
     if cfg.experts == "auto":
-        return "turned" if cfg.family == "ant-dir" else "sac"
+        return "turned" if get_family(cfg.family).directions else "sac"
     return cfg.experts
 
 

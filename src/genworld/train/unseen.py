@@ -44,12 +44,23 @@ Stages, each resumable in ``out``:
    (training tasks: mixed; unseen tasks: the two expert episodes every TGW policy also sees
    through its behaviour term), ``policy_updates`` updates, scored as the TGW cells: how far
    copying the task's data alone goes.
-8. **Zero-shot CMT** (``cmt``, seed 001 §4.3, not in the default methods): one CMT per seed
-   trained on the training tasks' mixed data as one family env (all parameters shared, with as
-   many updates as a TGW policy), then acting in each task's env with no data of the task: its
-   prompt is read from its own online episode's history. Scored as ``prompt-dt`` (the final
-   model over ``eval_episodes × last_k`` episodes). The paper's task prompts joined by a [SEP]
-   token are not built yet.
+8. **CMT** (seed 001 §4.2, not in the default methods): one CMT per seed trained on the
+   training tasks' mixed data, one env per task, every parameter shared (with as many updates
+   as a TGW policy): its trajectory encoder reads a context segment of the row's task, a
+   learned [SEP] token and the history, and a task-level contrastive term pulls the task
+   prompts of one task together. Then it acts in each task's env with no training on the task,
+   scored as ``prompt-dt`` (the final model over ``eval_episodes × last_k`` episodes):
+
+   - ``cmt``: zero-shot, the task prompt drawn from its own interactions so far;
+   - ``cmt-context=none|medium|expert``: the same model with no task prompt, or one from the
+     task's mixed or small expert data (Fig. 5 Q4; ``medium`` only where every task trains);
+   - ``cmt-no-pt``, ``cmt-beta=<β>``, ``cmt-gamma=<γ>``: models trained without prompt
+     tuning, or with another behaviour-constraint or contrastive weight (Fig. 5 Q1–Q3).
+
+   The ablation study of Fig. 5 is this study on ``ant-fwd-back``, whose two tasks both train.
+9. **FOCAL** (``focal``, :mod:`genworld.algos.focal`; CMT's offline meta-RL baseline): one
+   model per seed trained like CMT's (one env per task, shared parameters), then acting in each
+   task with its task code inferred from a context set of the task's small expert data.
 
 A finished study takes more methods or seeds later (``methods`` and ``seeds`` are not part of
 the resume check): a rerun with them trains only the cells it lacks.
@@ -68,7 +79,9 @@ from genworld.envs.tasks import get_family, split
 from genworld.errors import GenworldError
 from genworld.train.task_experts import best_expert, references, train_experts
 from genworld.train.unseen_cells import (
-    cmt_job,
+    cmt_method,
+    meta_job,
+    meta_models,
     prompt_dt_job,
     run_cell,
     split_tasks,
@@ -79,14 +92,16 @@ from genworld.utils.io import check_or_write_config, claim_folder
 from genworld.utils.parallel import process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
-METHODS = (*DEFAULT_METHODS, "bc", "cmt")
-"""Every method; ``bc`` (the floor of copying the task's data) runs when asked for."""
+METHODS = (*DEFAULT_METHODS, "bc", "cmt", "focal")
+"""Every named method; ``bc`` (the floor of copying the task's data) runs when asked for, and
+so do CMT's variants (:func:`genworld.train.unseen_cells.cmt_method`)."""
 
 
 @dataclass(frozen=True)
 class UnseenConfig:
     family: str = "cheetah-vel"
-    """Task family: cheetah-vel (target speeds) or ant-dir (directions)."""
+    """Task family: cheetah-vel (target speeds), ant-dir (directions) or ant-fwd-back (two
+    directions, both trained and evaluated: CMT's ablation family)."""
     split: str = "paper"
     """paper (10 tasks at equal intervals, first 5 train) or prompt-dt (its test list)."""
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -147,15 +162,25 @@ class UnseenConfig:
         get_family(self.family)
         if self.experts not in ("auto", "sac", "turned"):
             raise GenworldError(f"experts must be auto, sac or turned, got {self.experts!r}")
-        if self.experts == "turned" and self.family != "ant-dir":
+        if self.experts == "turned" and not get_family(self.family).directions:
             raise GenworldError(
                 f"experts=turned needs a family whose tasks are turns of one robot's task "
-                f"(ant-dir), not {self.family}; use experts=sac"
+                f"(ant-dir, ant-fwd-back), not {self.family}; use experts=sac"
             )
         split(self.family, scheme=self.split)
         for m in self.methods:
-            if m not in METHODS:
-                raise GenworldError(f"unknown method {m!r}: choose from {', '.join(METHODS)}")
+            if m.startswith("cmt"):
+                cmt_method(m)  # names the bad variant or source
+            elif m not in METHODS:
+                raise GenworldError(
+                    f"unknown method {m!r}: choose from {', '.join(METHODS)}, cmt-no-pt, "
+                    "cmt-beta=<β>, cmt-gamma=<γ> or cmt-context=<online|none|medium|expert>"
+                )
+        if "cmt-context=medium" in self.methods and split(self.family, scheme=self.split)[1]:
+            raise GenworldError(
+                "cmt-context=medium prompts with a task's mixed data, which unseen tasks do not "
+                f"have: use it on a family whose tasks all train (ant-fwd-back), not {self.family}"
+            )
         for name in (
             "seeds",
             "expert_steps",
@@ -286,8 +311,9 @@ def _run_stages(
     seeds = range(cfg.seeds)
     if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
         process_map(prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
-    if "cmt" in cfg.methods:  # each seed's model, before its cells
-        process_map(cmt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
+    models = meta_models(cfg.methods)  # each seed's CMT and FOCAL models, before their cells
+    jobs = [(cfg, out, train, refs, s, model) for s in seeds for model in models]
+    process_map(meta_job, jobs, cfg.workers)
     # seed-major: a run stopped part-way already compares every method on the seeds it finished
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:

@@ -14,6 +14,7 @@ import torch
 
 from genworld.data.tasks import family_dataset, task_episodes, task_spec
 from genworld.envs.tasks import split_names
+from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json
 from genworld.utils.provenance import provenance
 
@@ -48,8 +49,8 @@ def run_cell(cfg, out: Path, train: list[str], method, task, seed, refs) -> dict
         return json.loads(done.read_text())
     if method.startswith("prompt-dt"):
         return _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
-    if method == "cmt":
-        return _cmt_cell(cfg, out, train, task, seed, refs)
+    if method.startswith("cmt") or method == "focal":
+        return _meta_cell(cfg, out, train, task, method, seed, refs)
     return _agent_cell(cfg, out, train, method, task, seed, refs)
 
 
@@ -230,34 +231,82 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     return _write_result(folder, (method, task, seed), last_k, best, started)
 
 
-# ------------------------------------------------------------------ CMT, zero-shot
-def _train_cmt(cfg, out: Path, train: list[str], refs, seed: int):
-    """Seed ``seed``'s CMT (seed 001) on the training tasks' mixed data as one family env: every
-    parameter is shared across the family's tasks, so a task is told apart only by the history
-    its prompt encoder reads. Trained once (resumable, in ``cmt/seed<S>``), then loaded."""
+# ------------------------------------------------------------------ CMT (seed 001 §4.2)
+CMT_CONTEXTS = {"online": None, "none": None, "medium": "mixed", "expert": "small"}
+"""A CMT cell's task-prompt source → the task dataset it is drawn from (seed 001 Fig. 5 Q4):
+online (zero-shot: the agent's own interactions), none ([SEP] alone), medium (the task's mixed
+data) or expert (its small expert data)."""
+
+
+def cmt_method(method: str) -> tuple[str, dict[str, Any], str]:
+    """A CMT method of the study → (its model's name, the model's overrides, the task-prompt
+    source): ``cmt``, a training variant (``cmt-no-pt``, ``cmt-beta=50``, ``cmt-gamma=1e-6``;
+    its own model) or ``cmt-context=<source>`` (``cmt``'s model prompted from another source)."""
+    from genworld.algos.registry import resolve_variant
+
+    if method.startswith("cmt-context="):
+        source = method.partition("=")[2]
+        if source not in CMT_CONTEXTS:
+            raise GenworldError(
+                f"unknown CMT task-prompt source in {method!r}: choose from "
+                f"{', '.join(CMT_CONTEXTS)}"
+            )
+        return "cmt", {}, source
+    algo, overrides = resolve_variant(method)
+    if algo != "cmt":
+        raise GenworldError(f"{method!r} is not a CMT method")
+    return method, overrides, "online"
+
+
+def _meta_agent(cfg, algo: str, root: Path, dataset, seed: int, overrides: dict, prompts=None):
+    """``algo`` (cmt or focal) on ``dataset`` (one env per task) with every parameter shared
+    across the family's tasks and the family's normaliser (fitted on the training tasks' mixed
+    data under ``root``). CMT: task prompts of H steps (the scale's history length; not in the
+    seed text) before its [SEP] token."""
+    from genworld.algos.cmt_config import PRESETS, CMTConfig
+    from genworld.config import resolve
     from genworld.data.normalization import Normalizer
     from genworld.train.cells import build_cell_agent
-    from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
-    from genworld.train.loop import train_offline
     from genworld.utils.device import resolve_device
 
-    folder = out / "cmt" / f"seed{seed}"
-    family = family_dataset(cfg.family, out / "datasets", [(t, "mixed") for t in train])
-    torch.manual_seed(seed)
-    agent = build_cell_agent(
-        "cmt",
-        family,
+    family = family_dataset(cfg.family, root, [(t, "mixed") for t in split_tasks(cfg)[0]])
+    meta = {}
+    if algo == "cmt":
+        history = resolve(CMTConfig, PRESETS[cfg.scale], {}).history_len
+        meta = {"shared_params": True, "task_prompt_len": history}
+    return build_cell_agent(
+        algo,
+        dataset,
         resolve_device(cfg.device),
         scale=cfg.scale,
         seed=seed,
         normalizer=Normalizer.fit(family),
+        overrides={**meta, **overrides},
+        prompts=prompts,
     )
+
+
+def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = "cmt"):
+    """Seed ``seed``'s ``model`` (a CMT method's model, or ``focal``) on the training tasks'
+    mixed data, one env per task (the contrastive terms know which rows share a task), every
+    parameter shared, so a task is told apart only by its context. Trained once (resumable, in
+    ``<model>/seed<S>``), then loaded."""
+    from genworld.data.multi_env import MultiEnvDataset
+    from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
+    from genworld.train.loop import train_offline
+
+    folder = out / model / f"seed{seed}"
+    root = out / "datasets"
+    tasks = MultiEnvDataset([(task_spec(t, refs), task_episodes(root, t, "mixed")) for t in train])
+    algo, overrides = ("focal", {}) if model == "focal" else ("cmt", cmt_method(model)[1])
+    torch.manual_seed(seed)
+    agent = _meta_agent(cfg, algo, root, tasks, seed, overrides)
     if (folder / "trained.json").exists():
         _, state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
         agent.load_state_dict(state["agent"])
         return agent
     train_offline(
-        f"cmt s{seed}",
+        f"{model} s{seed}",
         agent,
         agent.update,
         [task_spec(train[0], refs)],  # a training task's curve, to follow the training by
@@ -272,20 +321,44 @@ def _train_cmt(cfg, out: Path, train: list[str], refs, seed: int):
     return agent
 
 
-def cmt_job(cfg, out: Path, train: list[str], refs, seed: int) -> None:
-    _train_cmt(cfg, out, train, refs, seed)  # (the model stays on disk, not sent back)
+def meta_job(cfg, out: Path, train: list[str], refs, seed: int, model: str) -> None:
+    _train_meta(cfg, out, train, refs, seed, model)  # (the model stays on disk, not sent back)
 
 
-def _cmt_cell(cfg, out: Path, train, task: str, seed: int, refs) -> dict:
-    """Zero-shot CMT (seed 001 §4.3): the seed's CMT acting in the task's env with no data of
-    the task, its prompt read from its own online episode's history; the score is the mean
-    normalized return of ``eval_episodes × last_k`` episodes."""
+def meta_models(methods) -> list[str]:
+    """The shared models the study's CMT and FOCAL methods need, each trained once per seed."""
+    models = {cmt_method(m)[0] for m in methods if m.startswith("cmt")}
+    return sorted(models | ({"focal"} & set(methods)))
+
+
+def _meta_cell(cfg, out: Path, train, task: str, method: str, seed: int, refs) -> dict:
+    """A CMT or FOCAL method in the task's env with its trained weights and no training on the
+    task. ``cmt`` reads its task prompt from its own online interactions (zero-shot, seed 001
+    §4.2 "Meta Test"), ``cmt-context=<source>`` from the task's data or nothing; ``focal``
+    infers the task from a context set of the task's small expert data (FOCAL's offline
+    context, as Prompt-DT's prompt). The score is the mean normalized return of
+    ``eval_episodes × last_k`` episodes."""
+    from genworld.data.multi_env import MultiEnvDataset
     from genworld.eval.rollout import evaluate_agent
 
-    folder = out / "cells" / "cmt" / task / f"seed{seed}"
+    folder = out / "cells" / method / task / f"seed{seed}"
     started = time.perf_counter()
-    agent = _train_cmt(cfg, out, train, refs, seed)
-    spec = task_spec(task, refs)
+    root, spec = out / "datasets", task_spec(task, refs)
+    own = "mixed" if task in train else "small"
+    if method == "focal":
+        model, algo, overrides, kind = "focal", "focal", {}, own
+        prompts = MultiEnvDataset([(spec, task_episodes(root, task, "small"))])
+    else:
+        model, _, source = cmt_method(method)
+        algo, kind, prompts = "cmt", CMT_CONTEXTS[source] or own, None
+        overrides = {"task_context": "offline" if CMT_CONTEXTS[source] else source}
+    trained = _train_meta(cfg, out, train, refs, seed, model)
+    data = MultiEnvDataset([(spec, task_episodes(root, task, kind))])
+    agent = _meta_agent(cfg, algo, root, data, seed, overrides, prompts)
+    if algo == "cmt":
+        agent.load_networks(trained)
+    else:
+        agent.load_state_dict(trained.state_dict())  # shared weights; its own context set
     returns = evaluate_agent(agent, [spec], cfg.eval_episodes * cfg.last_k, seed)[task]
     score = float(spec.normalized_score(returns.mean()))
-    return _write_result(folder, ("cmt", task, seed), score, score, started)
+    return _write_result(folder, (method, task, seed), score, score, started)
