@@ -1,6 +1,7 @@
 """`genworld bench`: the CLI contract in the default suite (cheap), each benchmark's quick mode
 behind the `bench` marker (run with `pytest -m bench`)."""
 
+import argparse
 import json
 
 import pytest
@@ -25,10 +26,42 @@ def test_unknown_benchmark_is_one_line_error(capsys):
 
 
 @pytest.mark.bench
-@pytest.mark.parametrize("name", [n for n in BENCHMARKS if n != "end_to_end"])
+@pytest.mark.parametrize("name", [n for n in BENCHMARKS if n not in ("end_to_end", "cmt")])
 def test_each_benchmark_quick(name, tmp_path):
     results = run_benchmarks([name], quick=True, echo=lambda line: None)
     assert results[name]["ratios"], f"{name} printed no ratio line"
+
+
+@pytest.mark.bench
+def test_cmt_benchmark_quick():
+    figures = run_benchmarks(["cmt"], quick=True, threads=1, echo=lambda line: None)["cmt"]
+    assert len(figures["ratios"]) == 3  # pretraining mini and full, relabelling
+    pretraining = figures["figures"]["pretraining"]
+    assert set(pretraining) == {"mini", "full"}
+    for scale in pretraining.values():
+        assert scale["gflops_per_update"] > 0
+        assert {"updates_per_s", "gflop_per_s", "fraction_of_matmul_peak"} <= scale.keys()
+    relabelling = figures["figures"]["relabelling"]
+    assert relabelling["states"] == relabelling["relabel_batch"] == 32  # mini preset
+    for planner in ("batched", "one_at_a_time"):
+        assert {"states_per_s", "gflops_per_state", "gflop_per_s"} <= relabelling[planner].keys()
+    # the same searches, batched or not: the same FLOPs per state
+    per_state = [relabelling[p]["gflops_per_state"] for p in ("batched", "one_at_a_time")]
+    assert per_state[0] == pytest.approx(per_state[1], rel=1e-6)
+    assert relabelling["ratio"] > 0
+
+
+def test_bench_help_names_every_benchmark():
+    from genworld.cli import build_parser
+
+    parser = build_parser()
+    help_text = next(
+        action.choices["bench"].format_help()
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    for name in BENCHMARKS:
+        assert name in help_text, name
 
 
 def test_interleaved_rounds_measure_every_contender_in_rotated_order():

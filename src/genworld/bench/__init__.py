@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "end_to_end": "genworld.bench.end_to_end:run",
     "agnostic": "genworld.bench.agnostic:run",
     "scenario_models": "genworld.bench.scenario_models:run",
+    "cmt": "genworld.bench.cmt:run",
 }
 
 
