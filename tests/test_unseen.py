@@ -246,6 +246,20 @@ def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_pa
     assert experts.use_shipped(cfg, test[0], tmp_path / "z" / test[0])
 
 
+def test_every_shipped_task_expert_matches_todays_recipe():
+    """A field added to the behaviour config since the experts were trained (at its default)
+    must not make the study retrain them."""
+    from genworld.envs.tasks import TASK_ASSETS
+    from genworld.train.task_experts import as_json, expert_config, recipe, shipped_config
+    from genworld.train.unseen import config_for_scale
+
+    shipped = sorted(p.parent for p in TASK_ASSETS.glob("*/config.json"))
+    assert shipped
+    for source in shipped:
+        cfg = config_for_scale("mini", family=source.name.rsplit("-", 1)[0])
+        assert recipe(shipped_config(source)) == recipe(as_json(expert_config(cfg, source.name)))
+
+
 def test_group_iqm_covers_only_methods_with_every_cell_and_matches_the_scores():
     """Constant scores give that IQM with a collapsed CI; the IQM drops the outer quartiles (one
     outlier of 8 runs does not move it); a method missing one cell is left out."""

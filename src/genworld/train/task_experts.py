@@ -118,18 +118,31 @@ def recipe(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("device", *RUNTIME_FIELDS)}
 
 
+def as_json(config) -> dict:
+    """A config dataclass as its JSON file holds it (tuples as lists)."""
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(config)))
+
+
+def shipped_config(source: Path) -> dict:
+    """A shipped expert's BehaviourConfig JSON with the fields added since it was trained at
+    their defaults (a field that did not exist then was not in use)."""
+    from genworld.config import from_dict
+    from genworld.train.behaviour import BehaviourConfig
+
+    return as_json(from_dict(BehaviourConfig, json.loads((source / "config.json").read_text())))
+
+
 def use_shipped(cfg, task: str, folder: Path) -> bool:
     """Copy the shipped expert of ``task`` into ``folder`` (a new one) if it was trained with
     ``cfg``'s recipe; False (train it) otherwise."""
-    from dataclasses import asdict
-
     from genworld.envs.tasks import TASK_ASSETS
 
     source = TASK_ASSETS / task
     if not cfg.shipped_experts or folder.exists() or not (source / "config.json").exists():
         return False
-    shipped = json.loads((source / "config.json").read_text())
-    if recipe(shipped) != recipe(json.loads(json.dumps(asdict(expert_config(cfg, task))))):
+    if recipe(shipped_config(source)) != recipe(as_json(expert_config(cfg, task))):
         return False
     staging = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
