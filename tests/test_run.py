@@ -69,6 +69,23 @@ def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
     )
 
 
+@pytest.mark.integration  # two tiny runs
+def test_bc_does_not_follow_the_tgw_policys_settings(tmp_path):
+    """BC trains after TGW in a run: its score must not move with TGW's settings."""
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("random",), threads=1)
+    other = replace(cfg.agent.mbpo, horizon=1, obs_bounds="none")  # other draws in rollouts
+    changed = replace(cfg, agent=replace(cfg.agent, mbpo=other))
+    threads = torch.get_num_threads()
+    try:
+        first = run(cfg, tmp_path / "a", show_progress=False)["results"]
+        second = run(changed, tmp_path / "b", show_progress=False)["results"]
+    finally:
+        torch.set_num_threads(threads)
+    group = "random/multi"  # one env: the multi setting is its only group
+    assert first[group]["tgw"]["curve"] != second[group]["tgw"]["curve"]
+    assert first[group]["bc"]["summary"] == second[group]["bc"]["summary"]
+
+
 def test_run_config_errors(tmp_path):
     with pytest.raises(GenworldError, match="unknown quality 'meduim'"):
         config_for_scale("tiny", qualities=("meduim",))

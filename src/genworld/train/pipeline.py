@@ -222,6 +222,7 @@ def _run_group(
         ("tgw", "TGW policy", cfg.policy_updates, asdict(cfg.agent)),
         ("bc", "BC", cfg.bc_updates, asdict(cfg.bc)),
     ):
+        torch.manual_seed(cfg.seed)  # each agent's own stream: BC does not follow TGW's settings
         agent = build_cell_agent(
             algo,
             train,
