@@ -51,6 +51,49 @@ def test_cmt_benchmark_quick():
     assert relabelling["ratio"] > 0
 
 
+@pytest.mark.bench
+def test_rssm_benchmark_quick():
+    figures = run_benchmarks(["rssm"], quick=True, threads=1, echo=lambda line: None)["rssm"]
+    rssm = figures["figures"]
+    assert set(rssm["configs"]) == {"mini", "mini-categorical"}  # full sizes in full mode only
+    for config in rssm["configs"].values():
+        assert config["training"]["gflops_per_update"] > 0
+        assert {"updates_per_s", "gflop_per_s", "fraction_of_matmul_peak"} <= config[
+            "training"
+        ].keys()
+        imagination = config["imagination"]
+        assert imagination["horizon"] == 16  # WPT's
+        assert imagination["start_states"] == 16 * 33  # every posterior state of a mini batch
+        assert imagination["ratio"] > 0
+    sequential = rssm["sequential"]
+    assert sequential["gru_steps_per_update"] == 32 and sequential["batch_size"] == 16
+    assert (
+        0
+        < sequential["gru_steps_share_of_update"]
+        < sequential["observe_forward_backward_share_of_update"]
+    )
+    peer = rssm["peer"]
+    if peer["available"]:  # the sheeprl venv (.venv-sheeprl) exists
+        assert set(peer["configs"]) == {"mini-categorical"}
+        assert rssm["configs"]["mini-categorical"]["peer_training_ratio"] > 0
+        assert len(figures["ratios"]) == 5
+    else:
+        assert peer["note"]
+        assert "peer_training_ratio" not in rssm["configs"]["mini-categorical"]
+
+
+def test_rssm_benchmark_skips_the_sheeprl_peer_without_its_venv(tmp_path, monkeypatch):
+    from genworld.bench.common import BenchResult
+    from genworld.bench.rssm import PEER_PYTHON_VAR, peer_figures
+
+    monkeypatch.setenv(PEER_PYTHON_VAR, str(tmp_path / "no-venv" / "python"))
+    res = BenchResult("rssm", {"configs": {"mini-categorical": {}}})
+    peer_figures(res, {}, threads=1, iters=1)
+    assert res.figures["peer"]["available"] is False
+    assert res.notes[0].startswith("rssm: peer unavailable")
+    assert res.figures["configs"]["mini-categorical"] == {}  # no ratio
+
+
 def test_bench_help_names_every_benchmark():
     from genworld.cli import build_parser
 

@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "agnostic": "genworld.bench.agnostic:run",
     "scenario_models": "genworld.bench.scenario_models:run",
     "cmt": "genworld.bench.cmt:run",
+    "rssm": "genworld.bench.rssm:run",
 }
 
 

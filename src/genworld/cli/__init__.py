@@ -226,7 +226,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "names",
         nargs="*",
         help="matmul_peak, algos, world_model, imagination, data_build, data_build_dmc, "
-        "end_to_end, agnostic, scenario_models, cmt (default: all)",
+        "end_to_end, agnostic, scenario_models, cmt, rssm (default: all)",
     )
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--plot", default=None, help="scaling curves PNG (batch, envs, ensemble)")
