@@ -273,8 +273,20 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     ]
     assert len(report["results"]) == 6
     assert all(np.isfinite(r["last_k"]) for r in report["results"])
+    # each world model's k-step errors on the held-out scenarios, per split and task
+    errors = report["world_model_errors"]["multi"]
+    assert sorted(errors) == ["mrcom", "rssm", "tgw"]
+    for kind in errors.values():
+        assert sorted(kind) == ["id", "ood"]
+        assert all(np.isfinite(e["obs_h5"]) for split in kind.values() for e in split.values())
+    assert sorted(report["world_model_error_h5"]["multi"]["rssm"]) == ["id", "ood"]
     assert (out / "scenarios.md").exists() and (out / "scenarios.png").stat().st_size > 0
     done = {p: p.stat().st_mtime for p in out.glob("cells/**/result.json")}
     assert main([*argv, "--out", str(out), "--report-only"]) == 0
     assert main([*argv, "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime for p in out.glob("cells/**/result.json")} == done
+    # world models and their errors only: another method's model, no cell
+    models = out / "world_models" / "multi"
+    assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0
+    assert (models / "cadm" / "errors.json").exists()
+    assert not list(out.glob("cells/**/cadm/**/result.json"))

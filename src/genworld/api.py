@@ -311,7 +311,14 @@ def scenarios(
     out = Path(out)
     done = run_scenarios(cfg, out, show_progress=show_progress, report_only=report_only)
     summary = write_scenarios_report(
-        cfg, groups(cfg), cells(cfg), done.scenarios, done.results, out, planned=done.planned
+        cfg,
+        groups(cfg),
+        cells(cfg),
+        done.scenarios,
+        done.results,
+        out,
+        planned=done.planned,
+        errors=done.errors,
     )
     return Result(out, summary, (out / "scenarios.md", out / "scenarios.png"))
 

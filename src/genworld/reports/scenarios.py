@@ -108,11 +108,48 @@ def protocol_lines(cfg, scenario_names: dict) -> list[str]:
     ]
 
 
+def error_lines(errors: dict, horizon: int = 5) -> tuple[list[str], dict]:
+    """The world models' ``horizon``-step observation error on held-out scenarios, per setting,
+    model and split, averaged over tasks: markdown lines and the JSON table."""
+    table: dict = {}
+    lines = []
+    for group, kinds in errors.items():
+        for kind, splits in kinds.items():
+            for split, per_task in splits.items():
+                values = [e[f"obs_h{horizon}"] for e in per_task.values()]
+                table.setdefault(group, {}).setdefault(kind, {})[split] = float(np.mean(values))
+    if not table:
+        return [], table
+    splits = list(dict.fromkeys(s for kinds in table.values() for k in kinds.values() for s in k))
+    lines += [
+        "",
+        f"World models' {horizon}-step observation error on the held-out target scenarios (open "
+        "loop on the data's actions, deterministic; MSE in units of the training data's "
+        "per-dim variance, mean over tasks; the mean predictor scores about 1):",
+        "",
+        "| setting | world model | " + " | ".join(SPLITS[s] for s in splits) + " |",
+        "|---|---|" + "---|" * len(splits),
+    ]
+    for group, kinds in table.items():
+        for kind, values in kinds.items():
+            cells = [f"{values[s]:.3f}" if s in values else "—" for s in splits]
+            lines.append(f"| {group} | {kind} | " + " | ".join(cells) + " |")
+    return lines, table
+
+
 def write_scenarios_report(
-    cfg, groups, cells, scenario_names: dict, results: list[dict], out: Path, planned=None
+    cfg,
+    groups,
+    cells,
+    scenario_names: dict,
+    results: list[dict],
+    out: Path,
+    planned=None,
+    errors: dict | None = None,
 ) -> dict:
-    """scenarios.md / scenarios.json / scenarios.png from the finished cells ``results``;
-    ``planned``: the study's cell count when they are the cells finished so far."""
+    """scenarios.md / scenarios.json / scenarios.png from the finished cells ``results`` and the
+    world models' held-out ``errors``; ``planned``: the study's cell count when they are the
+    cells finished so far."""
     methods = list(cfg.methods)
     lines = [f"# Scenarios: {TITLES[cfg.study]}", "", *protocol_lines(cfg, scenario_names)]
     lines += ["", cells_code_line(results), ""]
@@ -153,6 +190,8 @@ def write_scenarios_report(
             "|---|---|---|---|",
             *iqm_lines,
         ]
+    wm_lines, summary["world_model_error_h5"] = error_lines(errors or {})
+    lines += wm_lines
     lines += ["", "Scenarios (`<task>@<parameter>=<scale>`; parameters at 1 are left out):", ""]
     used = ("train", *dict.fromkeys(k[2] for k in row_keys(cfg, groups)))
     for env, names in scenario_names.items():
@@ -160,7 +199,9 @@ def write_scenarios_report(
             lines.append(f"- {env} {part}: " + ", ".join(f"`{n}`" for n in names[part]))
     if results:
         lines += ["", precision_note(results)]
-    if planned is not None and planned > len(results):
+    if not cfg.cells:
+        lines += ["", "World models only (`--cells false`): no adaptation cell was run."]
+    elif planned is not None and planned > len(results):
         lines += [
             "",
             f"**Partial report**: {len(results)} of {planned} cells finished; an entry is the "
@@ -175,6 +216,7 @@ def write_scenarios_report(
         "cells_code": cells_code(results),
         "report": provenance(),
         "results": results,
+        "world_model_errors": errors or {},
         **summary,
     }
     atomic_write_json(out / "scenarios.json", report)

@@ -152,6 +152,10 @@ class ScenarioStudyConfig:
     workers: int = 1
     """Cells run side by side in this many processes (one torch thread each). Not part of the
     resume check."""
+    cells: bool = True
+    """False: datasets, world models and their k-step errors on the held-out scenarios only,
+    no adaptation cell (the prediction-error comparison without policies). Not part of the
+    resume check."""
 
     def validate(self) -> None:
         checks = [
@@ -358,14 +362,70 @@ def group_dataset(cfg: ScenarioStudyConfig, group: Group):
     return MultiEnvDataset(data)
 
 
+def target_episodes(cfg: ScenarioStudyConfig, group: Group, env: str, split: str, target: str):
+    """A target scenario's small dataset (its episodes, perturbed as the group's)."""
+    salt = 10_000 + scenarios(cfg, env)[split].index(target)
+    salt += 5_000 if split == "ood" else 0
+    return scenario_episodes(target, group.quality, group.perturbation, salt)
+
+
 def target_dataset(cfg: ScenarioStudyConfig, group: Group, cell: Cell):
     """The target's small dataset, under its task's env (the world model's)."""
     from genworld.data.multi_env import MultiEnvDataset
 
-    salt = 10_000 + scenarios(cfg, cell.env)[cell.split].index(cell.target)
-    salt += 5_000 if cell.split == "ood" else 0
-    episodes = scenario_episodes(cell.target, group.quality, group.perturbation, salt)
+    episodes = target_episodes(cfg, group, cell.env, cell.split, cell.target)
     return MultiEnvDataset([(data_spec(cell.env, group.perturbation), episodes)])
+
+
+def held_out_dataset(cfg: ScenarioStudyConfig, group: Group, split: str):
+    """Every target scenario of ``split`` (in or out of distribution), one env per task as the
+    group's world model has them: data no world model trained on."""
+    from genworld.data.multi_env import MultiEnvDataset
+
+    return MultiEnvDataset(
+        [
+            (
+                data_spec(env, group.perturbation),
+                [
+                    ep
+                    for target in scenarios(cfg, env)[split]
+                    for ep in target_episodes(cfg, group, env, split, target)
+                ],
+            )
+            for env in group.envs
+        ]
+    )
+
+
+ERROR_STARTS = 256
+"""Open-loop start states per task in the world-model error stage."""
+
+
+def world_model_errors(cfg: ScenarioStudyConfig, out: Path, group: str, kind: str) -> dict:
+    """``{split: {task: {obs_h1, rew_h1, obs_h5, …}}}``: the group's ``kind`` model's k-step
+    open-loop errors (:func:`genworld.eval.wm_metrics.k_step_errors`: the data's actions fed
+    for k steps on the model's own predictions, normalised by the training data's statistics)
+    on each split's held-out target scenarios, computed once into
+    ``world_models/<group>/<kind>/errors.json``."""
+    from genworld.eval.wm_metrics import k_step_errors
+
+    path = out / "world_models" / group / kind / "errors.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    model = world_model(cfg, out, group, kind)
+    model.eval()
+    errors = {
+        split: k_step_errors(
+            model,
+            held_out_dataset(cfg, _group_of(cfg, group), split),
+            model.normalizer,
+            per_env=ERROR_STARTS,
+            seed=0,
+        )
+        for split in _group_of(cfg, group).splits
+    }
+    atomic_write_json(path, errors)
+    return errors
 
 
 # ------------------------------------------------------------------ world models and cells
@@ -471,6 +531,8 @@ class ScenarioResults:
     scenarios: dict[str, dict[str, list[str]]]
     results: list[dict]
     planned: int
+    errors: dict[str, dict[str, dict]]
+    """``{group: {kind: world_model_errors(...)}}`` of the world models finished so far."""
 
 
 def check_policies(cfg: ScenarioStudyConfig) -> None:
@@ -501,14 +563,32 @@ def run_scenarios(
     if report_only:
         if not (out / "config.json").exists():
             raise GenworldError(f"{out} holds no study (no config.json): run it first")
-        check_or_write_config(out, cfg, ignore=("workers", "methods", "seeds"))
+        check_or_write_config(out, cfg, ignore=IGNORED)
         paths = [out / c.folder / "result.json" for c in todo]
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
-        return ScenarioResults(names, results, len(todo))
+        return ScenarioResults(names, results, len(todo), finished_errors(cfg, out))
     check_policies(cfg)
     with claim_folder(out, "genworld scenarios", cfg):  # a second study on this folder is refused
-        check_or_write_config(out, cfg, ignore=("workers", "methods", "seeds"))
+        check_or_write_config(out, cfg, ignore=IGNORED)
         return _run_stages(cfg, out, names, todo, show_progress)
+
+
+IGNORED = ("workers", "methods", "seeds", "cells")
+"""Fields a finished study may change when continued."""
+
+
+def model_kinds(cfg: ScenarioStudyConfig) -> list[str]:
+    return list(dict.fromkeys(WORLD_MODEL_OF[m] for m in cfg.methods))
+
+
+def finished_errors(cfg: ScenarioStudyConfig, out: Path) -> dict[str, dict[str, dict]]:
+    errors: dict[str, dict[str, dict]] = {}
+    for group in groups(cfg):
+        for kind in model_kinds(cfg):
+            path = out / "world_models" / group.name / kind / "errors.json"
+            if path.exists():
+                errors.setdefault(group.name, {})[kind] = json.loads(path.read_text())
+    return errors
 
 
 def _run_stages(
@@ -525,11 +605,14 @@ def _run_stages(
     for steps in sorted({s for _, s in dataset_ids(cfg)}):
         ids = [i for i, s in dataset_ids(cfg) if s == steps]
         ensure_built(ids, steps=steps, show_progress=show_progress)
-    kinds = list(dict.fromkeys(WORLD_MODEL_OF[m] for m in cfg.methods))
+    errors: dict[str, dict[str, dict]] = {}
     for group in groups(cfg):
-        for kind in kinds:  # trained here, before the cells load them
+        for kind in model_kinds(cfg):  # trained here, before the cells load them
             world_model(cfg, out, group.name, kind, show_progress)
+            errors.setdefault(group.name, {})[kind] = world_model_errors(cfg, out, group.name, kind)
+    if not cfg.cells:
+        return ScenarioResults(names, [], len(todo), errors)
     jobs = [(cfg, out, c) for c in todo]
     with progress_bar("scenario cells", len(jobs), enabled=show_progress) as advance:
         results = process_map(run_cell, jobs, cfg.workers, advance)
-    return ScenarioResults(names, results, len(todo))
+    return ScenarioResults(names, results, len(todo), errors)
