@@ -14,12 +14,19 @@ from genworld.nn.agnostic import (
     AgnosticActor,
     AgnosticConfig,
     AgnosticCritic,
+    Rows,
     RunningObsNorm,
     StateEncoder,
     TransformerLayer,
 )
-from genworld.nn.dim_tokens import masked_mean, pack_tokens
-from genworld.nn.s4d import TOEPLITZ_MAX_LENGTH, S4DKernel, causal_conv
+from genworld.nn.dim_tokens import DimTokenizer, Layout, masked_mean, pack_tokens
+from genworld.nn.s4d import (
+    TOEPLITZ_MAX_LENGTH,
+    S4DBlock,
+    S4DKernel,
+    causal_conv,
+    causal_conv_segments,
+)
 
 from .test_algos import padded_obs, toy_dataset
 
@@ -281,6 +288,85 @@ def test_causal_conv_matches_the_definition(length):
     torch.testing.assert_close(causal_conv(u, k), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_causal_conv_segments_match_causal_conv_per_segment():
+    """Sequences of several lengths back to back (the FFT path for the longest) convolve as
+    each segment alone does."""
+    g = torch.Generator().manual_seed(0)
+    layout = Layout((3, 2, 1), (7, 4, TOEPLITZ_MAX_LENGTH + 3))
+    u = torch.randn(sum(layout.sizes), 5, generator=g)  # (T, H)
+    k = torch.randn(5, max(layout.lengths), generator=g)
+    parts = zip(layout.split(u), layout.lengths, strict=True)
+    expected = layout.join([causal_conv(part, k[:, :length]) for part, length in parts])
+    torch.testing.assert_close(causal_conv_segments(u, layout, k), expected)
+
+
+def test_s4d_block_and_tokenizer_are_the_plain_maths():
+    """The D skip folded into the kernel's lag 0 and the tokenizer's one rank-1 pass compute
+    the layer as written plainly (the reference's conv + u * D; Linear(1, H) + embeddings)."""
+    torch.manual_seed(0)
+    block = S4DBlock(8, 4, 0.0)
+    x, mask = torch.randn(2, 6, 8), prefix_mask([6, 3], 6)
+    u = block.norm(x)
+    y = torch.nn.functional.gelu(causal_conv(u, block.kernel(6)) + u * block.D)
+    expected = (x + torch.nn.functional.glu(block.output_linear(y), -1)) * mask[..., None]
+    out = block(x.flatten(0, 1), Layout((2,), (6,)), mask.flatten()).view(2, 6, 8)
+    torch.testing.assert_close(out, expected)
+    tokenizer = DimTokenizer(8, 10, token_type=1)
+    values = torch.randn(2, 6)
+    plain = (
+        tokenizer.value(values[..., None])
+        + tokenizer.dim_id(torch.arange(6))
+        + tokenizer.type_embedding(torch.tensor(1))
+    ) * mask[..., None]
+    torch.testing.assert_close(tokenizer(values, mask), plain)
+
+
+def _outputs_and_grads(actor, q, rows, reference: bool):
+    """Q and the actor's Gaussians over ``rows`` (as segments, or one plain call per segment
+    with all-true masks where a mask is None), and the gradients of their sum."""
+    actor.zero_grad()
+    q.zero_grad()
+    if reference:
+        values = torch.cat([q(*r) for r in rows])
+        gaussians = []
+        for obs, obs_mask, env, actions, act_mask in rows:
+            full = torch.ones_like(actions, dtype=torch.bool) if act_mask is None else act_mask
+            gaussians.append(actor.gaussian(obs, obs_mask, env, full))
+    else:
+        values, gaussians = q.segments(rows), actor.segment_gaussians(rows)
+    outputs = [values, *(t for gauss in gaussians for t in gauss)]
+    sum(o.sum() for o in outputs).backward()
+    grads = [p.grad.clone() for net in (actor, q) for p in net.parameters() if p.grad is not None]
+    return outputs, grads
+
+
+@pytest.mark.parametrize("layer", ["s4d", "bigru"])
+def test_width_groups_as_segments_equal_one_call_per_group(layer):
+    """Rows of several widths run as segments of one token layout (every per-token layer once)
+    give what one call per group gives, values and gradients; an unpadded group's masks of
+    None (the masking passes skipped) equal all-true masks; a padded group stays padded."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, sequence_layer=layer)
+    actor, q = AgnosticActor(cfg), AgnosticCritic(cfg, with_actions=True)
+    rows = [
+        Rows(torch.randn(3, 11), None, torch.tensor([0, 0, 1]), torch.randn(3, 3), None),
+        Rows(
+            torch.randn(2, 17),
+            prefix_mask([17, 5], 17),
+            torch.tensor([2, 3]),
+            torch.randn(2, 6) * prefix_mask([6, 2], 6),
+            prefix_mask([6, 2], 6),
+        ),
+        Rows(
+            torch.randn(2, TOEPLITZ_MAX_LENGTH + 5), None, torch.tensor([1, 2]), torch.randn(2, 1)
+        ),
+    ]
+    got, got_grads = _outputs_and_grads(actor, q, rows, reference=False)
+    expected, expected_grads = _outputs_and_grads(actor, q, rows, reference=True)
+    for a, b in zip([*got, *got_grads], [*expected, *expected_grads], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_transformer_layer_is_torchs_pre_norm_gelu_layer():
     """Our batch-first layer computes what nn.TransformerEncoderLayer(norm_first, gelu) does
     with the same weights and a key padding mask."""
@@ -303,7 +389,9 @@ def test_transformer_layer_is_torchs_pre_norm_gelu_layer():
     x = torch.randn(3, 5, 8)
     mask = torch.arange(5)[None] < torch.tensor([[5], [2], [1]])  # (B, L) true tokens
     expected = ref(x, src_key_padding_mask=~mask)
-    torch.testing.assert_close(ours(x, mask)[mask], expected[mask], rtol=1e-5, atol=1e-5)
+    layout = Layout((3,), (5,))  # one segment: a padded batch
+    y = ours(x.flatten(0, 1), layout, mask.flatten()).view(3, 5, 8)
+    torch.testing.assert_close(y[mask], expected[mask], rtol=1e-5, atol=1e-5)
 
 
 def test_agnostic_iql_targets_are_read_without_dropout(tmp_path):
@@ -311,7 +399,8 @@ def test_agnostic_iql_targets_are_read_without_dropout(tmp_path):
     dropout a target is an estimate, not a training pass."""
     agent, _ = _iql(tmp_path)
     modes = []
-    hook = agent.nets.value.register_forward_hook(lambda m, i, o: modes.append(m.training))
+    sequence_encoder = agent.nets.value.encoder.encoder  # every pass of V runs it
+    hook = sequence_encoder.register_forward_hook(lambda m, i, o: modes.append(m.training))
     agent.update(torch.Generator().manual_seed(0))
     hook.remove()
     assert not agent.critic_target.training
@@ -326,8 +415,8 @@ def test_agnostic_iql_rows_are_cut_to_their_own_envs_widths_with_the_same_loss(t
     batch = agent.sample(torch.Generator().manual_seed(0))
     groups = agent.width_groups(batch.env_idx)
     assert sorted((o, a) for _, o, a in groups) == [(11, 3), (17, 6)]
-    cut = [agent._group(batch.rows(rows, o, a)) for rows, o, a in groups]
-    padded = [agent._group(batch.rows(torch.arange(len(batch.env_idx)), 17, 6))]
+    cut = agent._groups([batch.rows(rows, o, a) for rows, o, a in groups])
+    padded = agent._groups([batch.rows(torch.arange(len(batch.env_idx)), 17, 6)])
     total, metrics = agent.nets(cut, 1.0)
     expected, expected_metrics = agent.nets(padded, 1.0)
     torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-5)

@@ -21,7 +21,8 @@ subset of the envs multiplies its sum by ``world_size`` so DDP's gradient averag
 single-process gradient on the concatenated batch (tests/test_distributed.py checks this).
 Rows reach the networks in width groups, each cut to its envs' own observation and action
 widths (:meth:`AgnosticIQL.width_groups`): no row carries another env's padding (on
-halfcheetah/hopper/walker2d/ant, 6,080 instead of 8,960 tokens per 256-row update).
+halfcheetah/hopper/walker2d/ant, 6,080 instead of 8,960 tokens per 256-row update), and each
+network runs once over all the groups (segments of one token layout, :mod:`genworld.nn.agnostic`).
 
 Deviations:
 - The paper sums the envs' losses (L_total = sum_s L_env); we average them, so the gradient-norm
@@ -56,7 +57,13 @@ from genworld.algos.registry import (
 from genworld.data.multi_env import EnvData, MultiEnvDataset, gather_transitions
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
-from genworld.nn.agnostic import NET_PRESETS, AgnosticActor, AgnosticConfig, AgnosticCritic
+from genworld.nn.agnostic import (
+    NET_PRESETS,
+    AgnosticActor,
+    AgnosticConfig,
+    AgnosticCritic,
+    Rows,
+)
 from genworld.types import Batch, EnvSpec
 from genworld.utils.device import fused_optimizer
 from genworld.utils.optim import Minimizer
@@ -162,39 +169,37 @@ class IQLNetworks(nn.Module):
         self.value = AgnosticCritic(net)
         self.critics = nn.ModuleList(AgnosticCritic(net, True) for _ in range(cfg.num_critics))
 
-    def q_values(self, critics, obs, obs_mask, env, actions, act_mask) -> torch.Tensor:
-        return torch.stack([q(obs, obs_mask, env, actions, act_mask) for q in critics])  # (E, B)
+    def q_values(self, critics: nn.ModuleList, rows: Sequence[Rows]) -> torch.Tensor:
+        return torch.stack([q.segments(rows) for q in critics])  # (E, B)
 
     def forward(self, groups: list[WidthGroup], scale: float):
         """Sum of every row's V, Q and actor losses times ``scale``, and detached metrics; the
-        rows come in width groups, each as wide as its envs need (one call: one DDP forward)."""
-        parts = [self.row_losses(*group) for group in groups]
-        rows = {name: torch.cat([part[name] for part in parts], -1) for name in parts[0]}
-        total = scale * (rows["value"] + rows["critic"] + rows["actor"]).sum()
-        return total, {name: row.mean().detach() for name, row in rows.items()}
+        rows come in width groups, each as wide as its envs need, and each network runs once
+        over all of them (one call: one DDP forward)."""
+        rows = [Rows(*group[:5]) for group in groups]
+        target_q, target = (torch.cat([group[k] for group in groups]) for k in (5, 6))  # (B,)
+        losses = self.row_losses(rows, target_q, target)
+        total = scale * (losses["value"] + losses["critic"] + losses["actor"]).sum()
+        return total, {name: row.mean().detach() for name, row in losses.items()}
 
-    def row_losses(self, obs, obs_mask, env, actions, act_mask, target_q, target):
+    def row_losses(self, rows: Sequence[Rows], target_q: torch.Tensor, target: torch.Tensor):
         """Each row's V (expectile), Q (TD) and actor (advantage-weighted nll) loss, with the
-        Q values, V and advantage weights the metrics report."""
+        Q values, V and advantage weights the metrics report (rows in segment order)."""
         cfg = self.cfg
-        v = self.value(obs, obs_mask, env)  # (B,)
+        v = self.value.segments(rows)  # (B,)
         advantage = target_q - v  # (B,)
         value_rows = torch.where(advantage < 0, 1.0 - cfg.expectile, cfg.expectile) * advantage.pow(
             2
         )
-        q = self.q_values(self.critics, obs, obs_mask, env, actions, act_mask)  # (E, B)
+        q = self.q_values(self.critics, rows)  # (E, B)
         critic_rows = (q - target).pow(2).mean(0)  # (B,)
         weights = advantage_weights(advantage.detach(), cfg.beta, cfg.max_weight)  # (B,)
-        mean, log_std = self.actor.gaussian(obs, obs_mask, env, act_mask)  # (B, A)
-        mean = torch.tanh(mean) * act_mask
-        nll = (
-            0.5 * ((actions - mean) / log_std.exp()).pow(2) + log_std + 0.5 * math.log(2 * math.pi)
-        )
-        actor_rows = weights * (nll * act_mask).sum(-1)  # (B,)
+        gaussians = self.actor.segment_gaussians(rows)  # (B_g, A_g) each
+        nll = torch.cat([action_nll(*gauss, r) for gauss, r in zip(gaussians, rows, strict=True)])
         return {
             "value": value_rows,
             "critic": critic_rows,
-            "actor": actor_rows,
+            "actor": weights * nll,  # (B,)
             "q": q,
             "v": v,
             "advantage": advantage,
@@ -202,9 +207,19 @@ class IQLNetworks(nn.Module):
         }
 
 
-WidthGroup = tuple[torch.Tensor, ...]
+def action_nll(mean: torch.Tensor, log_std: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """Each row's Gaussian nll of its actions (tanh-squashed mean), summed over its true action
+    dims: ``(B, A), (B, A) -> (B,)``."""
+    act_mask, actions = rows.act_mask, rows.actions
+    mean = torch.tanh(mean) if act_mask is None else torch.tanh(mean) * act_mask
+    nll = 0.5 * ((actions - mean) / log_std.exp()).pow(2) + log_std + 0.5 * math.log(2 * math.pi)
+    return (nll if act_mask is None else nll * act_mask).sum(-1)  # (B,)
+
+
+WidthGroup = tuple[torch.Tensor | None, ...]
 """The rows of the envs sharing one (observation, action) width, cut to that width: ``(obs,
-obs_mask, env, actions, act_mask, target_q, target)``."""
+obs_mask, env, actions, act_mask, target_q, target)``; the masks are None where no row has
+padding (a width group's rows never do), so the networks skip the masking."""
 
 
 class AgnosticIQL:
@@ -307,10 +322,12 @@ class AgnosticIQL:
         ]
 
     def update_on(self, batch: Batch) -> dict[str, torch.Tensor]:
-        groups = []
-        for rows, obs_width, act_width in self.width_groups(batch.env_idx):
-            cut = batch.rows(rows, obs_width, act_width)
-            groups.append(self._group(cut))
+        groups = self._groups(
+            [
+                batch.rows(rows, obs_width, act_width)
+                for rows, obs_width, act_width in self.width_groups(batch.env_idx)
+            ]
+        )
         cfg = self.cfg
         progress = min(self.step, cfg.actor_lr_decay_steps) / cfg.actor_lr_decay_steps
         self.opt.param_groups[0]["lr"] = cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
@@ -327,26 +344,35 @@ class AgnosticIQL:
         return {f"losses/{k}": v for k, v in metrics.items()}
 
     @torch.no_grad()
-    def _group(self, batch: Batch) -> WidthGroup:
-        """One width group's normalised inputs and its TD targets (min over the target critics;
-        V of the next state without dropout: a target is an estimate, not a training pass)."""
-        env = batch.env_idx
-        obs, obs_mask = self._normalize(batch.observations, env)
-        next_obs, _ = self._normalize(batch.next_observations, env)
-        act_mask = self.act_masks[env, : batch.actions.shape[1]]  # (B, A)
-        actions = batch.actions * act_mask
-        target_q = (
-            self.nets.q_values(self.critic_target, obs, obs_mask, env, actions, act_mask)
-            .min(0)
-            .values
-        )  # (B,)
+    def _groups(self, parts: Sequence[Batch]) -> list[WidthGroup]:
+        """Each width group's normalised inputs and TD targets (min over the target critics;
+        V of the next state without dropout: a target is an estimate, not a training pass);
+        each target network runs once over all the groups."""
+        rows, next_rows = [], []
+        for batch in parts:
+            env = batch.env_idx
+            obs, obs_mask = self._normalize(batch.observations, env)
+            next_obs, _ = self._normalize(batch.next_observations, env)
+            act_mask = self.act_masks[env, : batch.actions.shape[1]]  # (B, A)
+            actions = batch.actions * act_mask
+            if bool(obs_mask.all()) and bool(act_mask.all()):  # unpadded: skip the masking
+                obs_mask, act_mask = None, None
+            rows.append(Rows(obs, obs_mask, env, actions, act_mask))
+            next_rows.append(Rows(next_obs, obs_mask, env))
+        target_q = self.nets.q_values(self.critic_target, rows).min(0).values  # (B,)
         value = self.nets.value
         value.eval()
-        next_v = value(next_obs, obs_mask, env)  # (B,)
+        next_v = value.segments(next_rows)  # (B,)
         value.train(self.nets.training)
-        rewards = batch.rewards * self.reward_scale[env]
-        target = rewards + self.cfg.gamma * (1.0 - batch.terminations) * next_v  # (B,)
-        return obs, obs_mask, env, actions, act_mask, target_q, target
+        env = torch.cat([batch.env_idx for batch in parts])  # (B,)
+        rewards = torch.cat([batch.rewards for batch in parts]) * self.reward_scale[env]
+        terminations = torch.cat([batch.terminations for batch in parts])  # (B,)
+        target = rewards + self.cfg.gamma * (1.0 - terminations) * next_v  # (B,)
+        sizes = [len(batch.env_idx) for batch in parts]
+        return [
+            (*r, q, t)
+            for r, q, t in zip(rows, target_q.split(sizes), target.split(sizes), strict=True)
+        ]
 
     @torch.no_grad()
     def act(

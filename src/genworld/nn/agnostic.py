@@ -15,7 +15,10 @@ minimal reference), causal along the dimension axis. Transformer layers are our 
 Padding never contributes (tests/test_agnostic.py): rows are zero-padded at the end (the
 ``Batch`` contract), padded tokens are zeroed after every block, the causal S4 convolution
 never looks forward, attention ignores padded keys, and the GAP averages true tokens only. So an
-env's outputs do not depend on the padding width or on which envs share its batch.
+env's outputs do not depend on the padding width or on which envs share its batch. Rows of
+several widths (agnostic IQL's width groups) run together as segments of one token layout
+(``dim_tokens.Layout``): the per-token layers see every token at once, and the convolution,
+attention and pooling go segment by segment; a mask of None (no padding) skips the masking.
 
 Decoder (deviation, documented): the paper stacks the hidden vector once per output dim, adds a
 positional encoding, runs S4 + transformer and averages over the hidden dim. We use
@@ -41,14 +44,16 @@ Other deviations from the paper, each a choice of ours (the seed text does not g
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from genworld.errors import GenworldError
-from genworld.nn.dim_tokens import DimTokenizer, masked_mean, pack_tokens
+from genworld.nn.dim_tokens import DimTokenizer, Layout, pack_tokens, pool
 from genworld.nn.s4d import S4DBlock
 
 MAX_OBS_DIMS = 512
@@ -114,6 +119,31 @@ NET_PRESETS: dict[str, dict] = {
 """AgnosticConfig overrides per scale, shared by the agnostic algorithms' presets."""
 
 
+def zero_padding(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x (B, L, ...)`` or ``(T, ...)`` with the tokens where ``mask`` (``(B, L)`` or ``(T,)``)
+    is False set to zero; ``x`` itself where the mask is None (every token true: unpadded)."""
+    if mask is None:
+        return x
+    return x * mask.view(*mask.shape, *([1] * (x.dim() - mask.dim())))
+
+
+class Rows(NamedTuple):
+    """One segment of a network's input rows, as wide as its envs need: agnostic IQL passes its
+    width groups as segments, so every per-token layer runs once for all of them. Masks are
+    None where no row has padding."""
+
+    obs: torch.Tensor
+    """Observations ``(B, O)``."""
+    obs_mask: torch.Tensor | None
+    """``(B, O)``, True on true dims."""
+    env_idx: torch.Tensor
+    """``(B,)`` env index (the task embedding's row)."""
+    actions: torch.Tensor | None = None
+    """``(B, A)``: the Q critics' inputs; the actor reads only their width."""
+    act_mask: torch.Tensor | None = None
+    """``(B, A)``, True on true action dims."""
+
+
 def s4_blocks(cfg: AgnosticConfig) -> nn.ModuleList:
     return nn.ModuleList(
         S4DBlock(cfg.d_model, cfg.d_state, cfg.dropout) for _ in range(cfg.s4_layers)
@@ -135,9 +165,9 @@ def encoder_blocks(cfg: AgnosticConfig) -> nn.ModuleList:
 
 
 class BiGRUBlock(nn.Module):
-    """Pre-norm residual bidirectional GRU along the tokens ``(B, L, H)`` (the paper's Bi-GRU
-    ablation of the encoder): each true token reads the true tokens on both sides; the padded
-    ones (after the true ones: a prefix ``mask``) are packed away and come out zero."""
+    """Pre-norm residual bidirectional GRU along the tokens (the paper's Bi-GRU ablation of the
+    encoder): each true token reads the true tokens on both sides; the padded ones (after the
+    true ones: a prefix ``mask``) are packed away and come out zero."""
 
     def __init__(self, d_model: int, dropout: float):
         super().__init__()
@@ -146,20 +176,30 @@ class BiGRUBlock(nn.Module):
         self.out = nn.Linear(2 * (d_model // 2), d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: Layout, mask: torch.Tensor | None) -> torch.Tensor:
+        """``x (T, H)`` laid out by ``layout``, ``mask (T,)`` or None (every token true)."""
+        parts = layout.split(self.norm(x))  # (B_g, L_g, H) each
+        masks = layout.split_masks(mask)
+        y = layout.join([self.bigru(part, m) for part, m in zip(parts, masks, strict=True)])
+        return zero_padding(x + self.dropout(self.out(y)), mask)  # (T, H)
+
+    def bigru(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+        if mask is None:  # every token true: nothing to pack away
+            return self.gru(x)[0]
         lengths = mask.sum(1).clamp_min(1).cpu()
-        packed = pack_padded_sequence(self.norm(x), lengths, batch_first=True, enforce_sorted=False)
-        y, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
-        return (x + self.dropout(self.out(y))) * mask[..., None]
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])[
+            0
+        ]
 
 
 class Attention(nn.Module):
-    """Multi-head attention of queries ``(B, Lq, H)`` over keys/values ``(B, Lk, H)`` whose
-    ``key_mask (B, Lk)`` is True on true tokens, batch-first throughout (torch's
-    ``nn.MultiheadAttention`` works sequence-first and copies the packed q/k/v three times per
-    layer, a sizeable share of an agnostic IQL update on CPU; measured: docs/notes/history.md)."""
+    """Multi-head attention of query sequences over key/value sequences whose ``key_mask`` is
+    True on true tokens, batch-first throughout (torch's ``nn.MultiheadAttention`` works
+    sequence-first and copies the packed q/k/v three times per layer, a sizeable share of an
+    agnostic IQL update on CPU; measured: docs/notes/history.md)."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
@@ -177,18 +217,45 @@ class Attention(nn.Module):
             nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, key_mask: torch.Tensor):
-        (b, lq, d), lk, h = x.shape, memory.shape[1], self.heads
-        q = self.q(x).view(b, lq, h, d // h).transpose(1, 2)  # (B, h, Lq, d/h)
-        k, v = self.kv(memory).view(b, lk, 2, h, d // h).permute(2, 0, 3, 1, 4)  # (B, h, Lk, d/h)
+    def forward(
+        self,
+        x: torch.Tensor,
+        layout: Layout,
+        memory: torch.Tensor,
+        memory_layout: Layout,
+        key_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Queries ``x (Tq, H)`` laid out by ``layout`` attend to ``memory (Tk, H)`` laid out by
+        ``memory_layout`` (segment by segment: the same rows); ``key_mask (Tk,)``, None: every
+        key is true."""
+        d = x.shape[-1]
+        weight, bias = self.kv.weight, self.kv.bias
+        # keys and values from the two halves of the kv weights: each comes out contiguous, not
+        # as strided views of one (Tk, 2H) output that attention would copy (and its backward
+        # copy again)
+        k = memory_layout.split(F.linear(memory, weight[:d], bias[:d]))  # (B_g, Lk_g, H) each
+        v = memory_layout.split(F.linear(memory, weight[d:], bias[d:]))
+        q = layout.split(self.q(x))  # (B_g, Lq_g, H) each
+        masks = memory_layout.split_masks(key_mask)
+        y = layout.join(
+            [
+                self.attend(*segment)
+                for segment in zip(q, k, v, masks, strict=True)  # one segment at a time
+            ]
+        )  # (Tq, H)
+        return self.out(y)
+
+    def attend(self, q, k, v, key_mask) -> torch.Tensor:
+        """``(B, Lq, H), (B, Lk, H), (B, Lk, H), (B, Lk) or None -> (B, Lq, H)``."""
+        (b, lq, d), lk, h = q.shape, k.shape[1], self.heads
         y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=key_mask[:, None, None, :],  # True: attend
+            q.view(b, lq, h, d // h).transpose(1, 2),  # (B, h, Lq, d/h)
+            k.view(b, lk, h, d // h).transpose(1, 2),  # (B, h, Lk, d/h)
+            v.view(b, lk, h, d // h).transpose(1, 2),
+            attn_mask=None if key_mask is None else key_mask[:, None, None, :],  # True: attend
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, h, Lq, d/h)
-        return self.out(y.transpose(1, 2).reshape(b, lq, d))
+        return y.transpose(1, 2).reshape(b, lq, d)
 
 
 class TransformerLayer(nn.Module):
@@ -215,16 +282,18 @@ class TransformerLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        mask: torch.Tensor,
-        memory: torch.Tensor | None = None,
-        memory_mask: torch.Tensor | None = None,
+        layout: Layout,
+        mask: torch.Tensor | None,
+        memory: tuple[torch.Tensor, Layout, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
+        """``x (T, H)`` laid out by ``layout``; ``memory``: (tokens, layout, mask) for the
+        cross-attention. Masks (``(T,)``) are True on true tokens; None: every token is true."""
         y = self.norm_self(x)
-        x = x + self.drop(self.self_attn(y, y, mask))
+        x = x + self.drop(self.self_attn(y, layout, y, layout, mask))
         if self.cross_attn is not None and self.norm_cross is not None:
-            if memory is None or memory_mask is None:
-                raise ValueError("a decoder layer needs the memory sequence and its mask")
-            x = x + self.drop(self.cross_attn(self.norm_cross(x), memory, memory_mask))
+            if memory is None:
+                raise ValueError("a decoder layer needs the memory sequence")
+            x = x + self.drop(self.cross_attn(self.norm_cross(x), layout, *memory))
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
@@ -234,7 +303,7 @@ def transformer_layers(cfg: AgnosticConfig, cross: bool = False) -> nn.ModuleLis
 
 
 class SequenceEncoder(nn.Module):
-    """Tokens ``(B, L, H)`` → S4D blocks → transformer encoder layers (padded keys ignored)."""
+    """Tokens ``(T, H)`` → S4D blocks → transformer encoder layers (padded keys ignored)."""
 
     def __init__(self, cfg: AgnosticConfig):
         super().__init__()
@@ -242,12 +311,12 @@ class SequenceEncoder(nn.Module):
         self.layers = transformer_layers(cfg)
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, layout: Layout, mask: torch.Tensor | None):
         for block in self.s4:
-            tokens = block(tokens, mask)  # (B, L, H)
+            tokens = block(tokens, layout, mask)  # (T, H)
         for layer in self.layers:
-            tokens = layer(tokens, mask) * mask[..., None]  # (B, L, H)
-        return self.norm(tokens) * mask[..., None]  # (B, L, H)
+            tokens = zero_padding(layer(tokens, layout, mask), mask)  # (T, H)
+        return zero_padding(self.norm(tokens), mask)  # (T, H)
 
 
 class ResidualMLP(nn.Module):
@@ -276,6 +345,10 @@ class ResidualMLP(nn.Module):
         return self.norm(x)
 
 
+Encoded = tuple[torch.Tensor, Layout, torch.Tensor | None]
+"""Token sequences ``(T, H)``, their layout and mask ``(T,)`` (None: every token true)."""
+
+
 class StateEncoder(nn.Module):
     """Observations ``(B, O)`` (+ optional actions ``(B, A)``) as one token sequence → state
     tokens ``(B, L, H)``, their mask and the pooled, task-conditioned vector ``h (B, H)``."""
@@ -292,24 +365,37 @@ class StateEncoder(nn.Module):
     def forward(
         self,
         obs: torch.Tensor,
-        obs_mask: torch.Tensor,
+        obs_mask: torch.Tensor | None,
         env_idx: torch.Tensor,
         actions: torch.Tensor | None = None,
         act_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        tokens, mask = self.obs_tokens(obs * obs_mask, obs_mask), obs_mask  # (B, O, H)
-        if self.act_tokens is not None:
-            if actions is None or act_mask is None:
-                raise ValueError("this encoder reads (state, action) sequences: give actions")
-            act = self.act_tokens(actions * act_mask, act_mask)  # (B, A, H)
-            tokens, mask = pack_tokens(tokens, obs_mask, act, act_mask)  # (B, O+A, H)
-        tokens = self.encoder(tokens, mask)  # (B, L, H)
-        h = self.mlp(masked_mean(tokens, mask), env_idx)  # (B, H)
-        return tokens, mask, h
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Masks None: every dim is true (an unpadded batch); the returned mask is then None."""
+        (tokens, layout, mask), h = self.segments([Rows(obs, obs_mask, env_idx, actions, act_mask)])
+        return layout.split(tokens)[0], layout.split_masks(mask)[0], h
+
+    def segments(self, rows: Sequence[Rows]) -> tuple[Encoded, torch.Tensor]:
+        """Every segment's tokens, encoded together, and ``h`` of every row (segment order)."""
+        parts, masks = [], []
+        for obs, obs_mask, _, actions, act_mask in rows:
+            tokens = self.obs_tokens(zero_padding(obs, obs_mask), obs_mask)  # (B, O, H)
+            mask = obs_mask
+            if self.act_tokens is not None:
+                if actions is None:
+                    raise ValueError("this encoder reads (state, action) sequences: give actions")
+                act = self.act_tokens(zero_padding(actions, act_mask), act_mask)  # (B, A, H)
+                tokens, mask = pack_tokens(tokens, obs_mask, act, act_mask)  # (B, O+A, H)
+            parts.append(tokens)
+            masks.append(mask)
+        layout = Layout.of(parts)
+        mask = layout.join_masks(masks)  # (T,)
+        tokens = self.encoder(layout.join(parts), layout, mask)  # (T, H)
+        env_idx = rows[0].env_idx if len(rows) == 1 else torch.cat([r.env_idx for r in rows])
+        return (tokens, layout, mask), self.mlp(pool(tokens, layout, mask), env_idx)  # (B, H)
 
 
 class ActionDecoder(nn.Module):
-    """``h (B, H)`` + state tokens → one feature per action dim ``(B, A, H)``, zero on padding.
+    """``h (B, H)`` + state tokens → one feature per action dim, zero on padding.
 
     Query-per-action-dim: dim ``j`` starts as ``query + dim_id(j) + h``; S4D runs along the
     action dims, then decoder layers self-attend over the true action dims and cross-attend to
@@ -326,21 +412,29 @@ class ActionDecoder(nn.Module):
     def forward(
         self,
         h: torch.Tensor,
-        memory: torch.Tensor,
-        memory_mask: torch.Tensor,
-        act_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        width = act_mask.shape[1]
-        if width > MAX_ACT_DIMS:
-            raise ValueError(f"{width} action dims exceed the dimension-id table ({MAX_ACT_DIMS})")
-        ids = torch.arange(width, device=h.device)  # (A,)
-        x = (self.query + self.dim_id(ids))[None] + h[:, None]  # (B, A, H)
-        x = x * act_mask[..., None]
+        memory: Encoded,
+        act_masks: Sequence[torch.Tensor | None],
+        widths: Sequence[int],
+    ) -> Encoded:
+        """``h`` of every row of ``memory``'s segments, each segment's action mask ``(B_g,
+        A_g)`` (None: every dim true) and width ``A_g`` → one feature per action dim."""
+        if max(widths) > MAX_ACT_DIMS:
+            raise ValueError(
+                f"{max(widths)} action dims exceed the dimension-id table ({MAX_ACT_DIMS})"
+            )
+        rows = memory[1].rows
+        parts = [
+            zero_padding((self.query + self.dim_id.weight[:width])[None] + h_g[:, None], mask)
+            for h_g, mask, width in zip(h.split(rows), act_masks, widths, strict=True)
+        ]  # (B_g, A_g, H) each
+        layout = Layout.of(parts)
+        mask = layout.join_masks(act_masks)  # (T_a,)
+        x = layout.join(parts)  # (T_a, H)
         for block in self.s4:
-            x = block(x, act_mask)  # (B, A, H)
+            x = block(x, layout, mask)  # (T_a, H)
         for layer in self.layers:
-            x = layer(x, act_mask, memory, memory_mask) * act_mask[..., None]  # (B, A, H)
-        return self.norm(x) * act_mask[..., None]  # (B, A, H)
+            x = zero_padding(layer(x, layout, mask, memory), mask)  # (T_a, H)
+        return zero_padding(self.norm(x), mask), layout, mask  # (T_a, H)
 
 
 class AgnosticActor(nn.Module):
@@ -365,23 +459,38 @@ class AgnosticActor(nn.Module):
 
     def features(self, obs, obs_mask, env_idx, act_mask) -> torch.Tensor:
         """One feature per action dim ``(B, A, H)`` (zero on padded dims)."""
-        tokens, mask, h = self.encoder(obs, obs_mask, env_idx)
-        return self.decoder(h, tokens, mask, act_mask)  # (B, A, H)
+        f, layout, _ = self.segment_features([Rows(obs, obs_mask, env_idx, act_mask=act_mask)])
+        return layout.split(f)[0]  # (B, A, H)
 
-    def gaussian_head(self, f: torch.Tensor, act_mask: torch.Tensor):
-        """Mean and state-dependent log-std ``(B, A)``, both zero on padded dims."""
+    def segment_features(self, rows: Sequence[Rows]) -> Encoded:
+        """One feature per action dim of every segment (each as wide as its ``act_mask``, or
+        where that is None its ``actions``)."""
+        widths = [r.actions.shape[1] if r.act_mask is None else r.act_mask.shape[1] for r in rows]
+        memory, h = self.encoder.segments(rows)
+        return self.decoder(h, memory, [r.act_mask for r in rows], widths)
+
+    def segment_gaussians(self, rows: Sequence[Rows]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`gaussian_head` of every segment: ``(mean, log-std)``, each ``(B_g, A_g)``."""
+        f, layout, mask = self.segment_features(rows)  # (T_a, H)
+        mean, log_std = self.gaussian_head(f, mask)  # (T_a,)
+        return list(zip(layout.split(mean), layout.split(log_std), strict=True))
+
+    def gaussian_head(self, f: torch.Tensor, act_mask: torch.Tensor | None):
+        """Mean and state-dependent log-std ``(B, A)`` (or ``(T,)``), both zero on padding."""
         if self.mean is None or self.log_std is None:
             raise ValueError("this actor was built without a continuous (Gaussian) head")
         low, high = self.log_std_bounds
         log_std = self.log_std(f).squeeze(-1).clamp(low, high)  # (B, A)
-        return self.mean(f).squeeze(-1) * act_mask, log_std * act_mask
+        mean = self.mean(f).squeeze(-1)  # (B, A)
+        return zero_padding(mean, act_mask), zero_padding(log_std, act_mask)
 
-    def categorical_head(self, f: torch.Tensor, act_mask: torch.Tensor) -> torch.Tensor:
+    def categorical_head(self, f: torch.Tensor, act_mask: torch.Tensor | None) -> torch.Tensor:
         """One logit per choice ``(B, A)`` (a discrete env's choices are its 'action dims');
         padded choices get NEG_INF."""
         if self.logit is None:
             raise ValueError("this actor was built without a discrete (categorical) head")
-        return self.logit(f).squeeze(-1).masked_fill(~act_mask, NEG_INF)
+        logits = self.logit(f).squeeze(-1)  # (B, A)
+        return logits if act_mask is None else logits.masked_fill(~act_mask, NEG_INF)
 
     def heads(self, obs, obs_mask, env_idx, act_mask):
         """Every head this actor has, from one feature pass (for batches mixing Box and Discrete
@@ -407,7 +516,11 @@ class AgnosticCritic(nn.Module):
         self.head = nn.Linear(cfg.d_model, 1)
 
     def forward(self, obs, obs_mask, env_idx, actions=None, act_mask=None) -> torch.Tensor:
-        _, _, h = self.encoder(obs, obs_mask, env_idx, actions, act_mask)
+        return self.segments([Rows(obs, obs_mask, env_idx, actions, act_mask)])  # (B,)
+
+    def segments(self, rows: Sequence[Rows]) -> torch.Tensor:
+        """The value of every row of every segment, segment after segment: ``(rows,)``."""
+        _, h = self.encoder.segments(rows)
         return self.head(h).squeeze(-1)  # (B,)
 
 

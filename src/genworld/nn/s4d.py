@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genworld.nn.dim_tokens import Layout
+
 
 class S4DKernel(nn.Module):
     """The S4D-Lin convolution kernel ``K (H, L)`` from diagonal SSM parameters."""
@@ -60,23 +62,46 @@ Toeplitz matrix; longer ones use the FFT (the matmul is several times faster on 
 state-sized lengths; measured: docs/notes/history.md)."""
 
 
+def toeplitz_t(k: torch.Tensor) -> torch.Tensor:
+    """The transposed causal Toeplitz matrices ``(H, L_in, L_out)`` of a kernel ``k (H, L)``:
+    ``k[h, o - i]`` at ``[h, i, o]``, 0 where ``o < i``."""
+    length = k.shape[1]
+    padded = F.pad(k, (length - 1, 0))  # (H, 2L-1): L-1 zeros, then k
+    return padded.unfold(-1, length, 1).flip(-2)  # window i starts at L-1-i
+
+
 def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """``y[b, t, h] = sum_{s <= t} k[h, t - s] u[b, s, h]``: ``(B, L, H), (H, L) -> (B, L, H)``."""
     length = u.shape[1]
     if length <= TOEPLITZ_MAX_LENGTH:
-        padded = F.pad(k, (length - 1, 0)).flip(-1)  # (H, 2L-1): k reversed, then L-1 zeros
-        toeplitz = padded.unfold(-1, length, 1).flip(
-            -2
-        )  # (H, L_out, L_in): k[h, o - i], 0 if i > o
         per_channel = u.permute(2, 0, 1).contiguous()  # (H, B, L): one matmul per channel
-        return torch.bmm(per_channel, toeplitz.transpose(1, 2)).permute(1, 2, 0)  # (B, L, H)
+        return torch.bmm(per_channel, toeplitz_t(k)).permute(1, 2, 0)  # (B, L, H)
     n = 2 * length  # zero-padded FFT: a linear (not circular) convolution
     spectrum = torch.fft.rfft(u.transpose(1, 2), n=n) * torch.fft.rfft(k, n=n)  # (B, H, n/2+1)
     return torch.fft.irfft(spectrum, n=n)[..., :length].transpose(1, 2)  # (B, L, H)
 
 
+def causal_conv_segments(u: torch.Tensor, layout: Layout, k: torch.Tensor) -> torch.Tensor:
+    """:func:`causal_conv` of every sequence of ``u (T, H)`` laid out by ``layout``, with the
+    first ``L_g`` lags of ``k (H, L >= every L_g)``: ``(T, H)``. The channels are transposed
+    once for all segments, each segment is one batched matmul, and the result stays
+    channel-major (``(H, T)`` transposed, as :func:`causal_conv`'s)."""
+    channels = u.t().contiguous()  # (H, T)
+    outputs = []
+    parts = channels.split(layout.sizes, 1) if len(layout.rows) > 1 else [channels]
+    for part, rows, length in zip(parts, layout.rows, layout.lengths, strict=True):
+        per_channel = part.unflatten(1, (rows, length))  # (H, B_g, L_g)
+        if length <= TOEPLITZ_MAX_LENGTH:
+            y = torch.bmm(per_channel, toeplitz_t(k[:, :length]))  # (H, B_g, L_g)
+        else:
+            y = causal_conv(per_channel.permute(1, 2, 0), k[:, :length]).permute(2, 0, 1)
+        outputs.append(y.flatten(1))  # (H, B_g L_g)
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)).t()  # (T, H)
+
+
 class S4DBlock(nn.Module):
-    """Pre-norm residual S4D layer on ``(B, L, H)``: causal FFT convolution + D skip, GELU, GLU."""
+    """Pre-norm residual S4D layer on token sequences ``(T, H)`` (a :class:`Layout`): causal
+    convolution + D skip, GELU, GLU."""
 
     def __init__(self, d_model: int, d_state: int, dropout: float):
         super().__init__()
@@ -86,12 +111,16 @@ class S4DBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output_linear = nn.Linear(d_model, 2 * d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        u = self.norm(x)  # (B, L, H)
-        y = causal_conv(u, self.kernel(x.shape[1])) + u * self.D  # (B, L, H)
-        y = self.dropout(F.gelu(y))
-        y = F.glu(self.output_linear(y), dim=-1)  # (B, L, H)
-        return (x + y) * mask[..., None]  # (B, L, H) padded tokens back to 0
+    def forward(self, x: torch.Tensor, layout: Layout, mask: torch.Tensor | None) -> torch.Tensor:
+        """``x (T, H)``: sequences laid out by ``layout``; ``mask (T,)``: True on true tokens (a
+        prefix of each sequence), or None where every token is true."""
+        u = self.norm(x)  # (T, H)
+        k = self.kernel(max(layout.lengths))  # (H, L): one kernel for every segment
+        # the D skip u * D is the convolution's lag-0 term: k[:, 0] + D, one pass fewer
+        k = torch.cat([k[:, :1] + self.D[:, None], k[:, 1:]], 1)  # (H, L)
+        y = self.dropout(F.gelu(causal_conv_segments(u, layout, k)))  # (T, H)
+        y = F.glu(self.output_linear(y), dim=-1)  # (T, H)
+        return x + y if mask is None else (x + y) * mask[:, None]  # padded tokens back to 0
 
 
-__all__ = ["TOEPLITZ_MAX_LENGTH", "S4DBlock", "S4DKernel", "causal_conv"]
+__all__ = ["TOEPLITZ_MAX_LENGTH", "S4DBlock", "S4DKernel", "causal_conv", "causal_conv_segments"]
