@@ -107,6 +107,24 @@ def test_bench_help_names_every_benchmark():
         assert name in help_text, name
 
 
+def test_cpu_attention_is_counted_as_torchs_sdpa_formula():
+    import torch
+    from torch.nn import functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genworld.bench.common import count_cpu_attention
+
+    count_cpu_attention()
+    count_cpu_attention()  # idempotent
+    q = torch.randn(4, 2, 16, 8, requires_grad=True)
+    with FlopCounterMode(display=False) as forward:
+        F.scaled_dot_product_attention(q, q, q)
+    assert forward.get_total_flops() == 2 * (2 * 4 * 2 * 16 * 16 * 8)  # QK^T and AV
+    with FlopCounterMode(display=False) as both:
+        F.scaled_dot_product_attention(q, q, q).sum().backward()
+    assert both.get_total_flops() > forward.get_total_flops()
+
+
 def test_interleaved_rounds_measure_every_contender_in_rotated_order():
     import torch
 

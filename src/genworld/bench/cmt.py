@@ -17,7 +17,13 @@ from dataclasses import replace
 
 import torch
 
-from genworld.bench.common import BenchResult, flops_and_rate, matmul_peak_gflops, synthetic_suite
+from genworld.bench.common import (
+    BenchResult,
+    count_cpu_attention,
+    flops_and_rate,
+    matmul_peak_gflops,
+    synthetic_suite,
+)
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
 SCALES = ("mini", "full")
@@ -85,6 +91,7 @@ def planning(agent, states, relabel_batch: int) -> dict[str, float]:
     def plan(s) -> None:
         plan_actions(agent.net, agent.normalizer, agent.act_masks, cfg, s, generator)
 
+    count_cpu_attention()
     counter = FlopCounterMode(display=False)
     with counter:
         plan(first_states(states, relabel_batch))

@@ -34,11 +34,37 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+_CPU_ATTENTION_COUNTED = False
+
+
+def count_cpu_attention() -> None:
+    """Teach torch's FlopCounterMode the CPU flash-attention kernels (``scaled_dot_product_
+    attention`` on CPU), which it does not count: with torch's own SDPA formulas, forward and
+    backward. Idempotent."""
+    global _CPU_ATTENTION_COUNTED
+    if _CPU_ATTENTION_COUNTED:
+        return
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+    def _forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def _backward(grad_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+        return fc.sdpa_backward_flop_count(grad_shape, query_shape, key_shape, value_shape)
+
+    _CPU_ATTENTION_COUNTED = True
+
+
 def flops_and_rate(update: Callable[[], Any], iters: int) -> tuple[float, float]:
-    """The FLOPs of one ``update`` (torch's FlopCounterMode, after a warm-up call) and its calls
-    per second over ``iters`` more."""
+    """The FLOPs of one ``update`` (torch's FlopCounterMode, CPU attention included, after a
+    warm-up call) and its calls per second over ``iters`` more."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    count_cpu_attention()
     update()
     counter = FlopCounterMode(display=False)
     with counter:

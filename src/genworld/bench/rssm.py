@@ -54,6 +54,7 @@ import torch
 
 from genworld.bench.common import (
     BenchResult,
+    count_cpu_attention,
     matmul_peak_gflops,
     rate,
     real_steps_per_s,
@@ -119,6 +120,7 @@ def sequential(model, suite, cfg, update_s: float, peak: float, iters: int) -> d
     g = torch.Generator().manual_seed(0)
     deter, stoch = torch.randn(b, rssm.deter_dim), torch.randn(b, rssm.latent_width)
     act = torch.rand(b, model.act_max) * 2 - 1
+    count_cpu_attention()
     counter = FlopCounterMode(display=False)
     with counter:
         model._step(deter, stoch, act)
@@ -270,6 +272,7 @@ def sheeprl_peer(spec: dict) -> dict:
             opt.step()
 
         update()
+        count_cpu_attention()
         counter = FlopCounterMode(display=False)
         with counter:
             update()
