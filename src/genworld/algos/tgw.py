@@ -22,7 +22,9 @@ Deviations:
   within the mini budget: it stays at random level with or without the uncertainty penalty, and
   even on real data alone (its critic is too young to follow), while the behaviour term lifts
   every env well above it (measured: docs/notes/history.md, "Why the policy learner has a behaviour
-  term at mini scale"). Full scale is plain offline MBPO, as the paper.
+  term at mini scale"). Plain offline MBPO with SAC's initial temperature 0.1 stays at random
+  level too (docs/RESULTS.md, "Quick start with plain offline MBPO"). Full scale is plain
+  offline MBPO, as the paper.
 """
 
 from __future__ import annotations
