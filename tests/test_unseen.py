@@ -399,6 +399,20 @@ def test_cmt_methods_name_their_model_and_task_prompt_source():
         config_for_scale("mini", methods=("cmt-lr=1",)).validate()
 
 
+def test_tgw_without_observation_bounds_keeps_the_studys_policy_settings():
+    from genworld.algos.registry import resolve_variant
+    from genworld.config import merge
+    from genworld.train.unseen import config_for_scale
+    from genworld.train.unseen_cells import agent_overrides
+
+    cfg = config_for_scale("mini", methods=("tgw", "tgw-no-bounds"))
+    cfg.validate()
+    algo, variant = resolve_variant("tgw-no-bounds")
+    merged = merge(variant, agent_overrides(cfg, "tgw-no-bounds"))
+    assert algo == "tgw" and merged["mbpo"]["obs_bounds"] == "none"
+    assert merged["mbpo"]["sac"] == {"init_alpha": 0.1, "bc_alpha": 2.5}
+
+
 def test_turned_experts_only_for_ant_dir():
     from genworld.errors import GenworldError
     from genworld.train.unseen import config_for_scale

@@ -123,6 +123,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tgw-no-rssm": ("tgw", {"world_model": {"tgw": {"use_stochastic": False}}}),
     "tgw-no-ri": ("tgw", {"mbpo": {"beta": 0.0}}),
     "tgw-per-env": ("tgw", {"mbpo": {"policy": "per_env"}}),
+    # model rollouts not clipped to the data's observation range (MBPOConfig.obs_bounds)
+    "tgw-no-bounds": ("tgw", {"mbpo": {"obs_bounds": "none"}}),
     # the unseen-task study's variants (seed 000 §6.2)
     "tgw-finetune": ("tgw", {"reward_finetune_steps": 300}),
     "tgw-newr": ("tgw", {"reward": "task"}),

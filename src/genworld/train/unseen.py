@@ -92,8 +92,9 @@ from genworld.utils.io import check_or_write_config, claim_folder
 from genworld.utils.parallel import process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
-METHODS = (*DEFAULT_METHODS, "bc", "cmt", "focal")
-"""Every named method; ``bc`` (the floor of copying the task's data) runs when asked for, and
+METHODS = (*DEFAULT_METHODS, "tgw-no-bounds", "bc", "cmt", "focal")
+"""Every named method; ``tgw-no-bounds`` (TGW with model rollouts not clipped to the data's
+observation range) and ``bc`` (the floor of copying the task's data) run when asked for, and
 so do CMT's variants (:func:`genworld.train.unseen_cells.cmt_method`)."""
 
 
