@@ -158,6 +158,7 @@ def test_iql_actor_lr_follows_a_cosine_to_zero():
     assert agent.state_dict()["step"] == 6
 
 
+@pytest.mark.integration  # ~12 s of torch.compile
 def test_iql_compiled_updates_match_eager():
     """compile=True (the full preset) trains the same: 3 updates from the same weights and
     batches give the eager parameters to float tolerance; no eager fallback happened."""
