@@ -272,7 +272,6 @@ def sheeprl_peer(spec: dict) -> dict:
             opt.step()
 
         update()
-        count_cpu_attention()
         counter = FlopCounterMode(display=False)
         with counter:
             update()
