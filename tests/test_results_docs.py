@@ -354,3 +354,15 @@ def test_the_dmc_build_caveat_reads_as_its_record_says():
     caveat = json.loads((record / "record.json").read_text())["caveat"]
     assert "met with lanes in 2 processes, not with one" in caveat
     assert build["ratio"] >= 0.6 > build["ratio_1_process"]
+
+
+def test_model_benches_render_the_peer_only_where_it_ran():
+    from genworld.reports.results import _model_bench_parts
+
+    record = ROOT / "docs" / "results" / "bench-models-1thread-2026-12-05" / "bench.json"
+    figures = json.loads(record.read_text())
+    text = "; ".join(_model_bench_parts(figures))
+    assert "sheeprl" in text and "agnostic IQL update 0.41×" in text
+    for config in figures["rssm"]["configs"].values():  # as in CI: no peer venv
+        config.pop("peer_training_ratio", None)
+    assert "sheeprl" not in "; ".join(_model_bench_parts(figures))

@@ -333,8 +333,44 @@ BENCH_KEYS = {
     "data_build",
     "data_build_dmc",
     "end_to_end",
+    "cmt",
+    "rssm",
+    "agnostic",
 }
 """The benchmark names whose figures a bench record's JSON files hold."""
+
+
+def _model_bench_parts(figures: dict[str, Any]) -> list[str]:
+    """The headline figures of the CMT, RSSM and agnostic benches."""
+    parts = []
+    if cmt := figures.get("cmt"):
+        pre, relabel = cmt["pretraining"], cmt["relabelling"]
+        parts.append(
+            f"CMT pretraining {pre['mini']['fraction_of_matmul_peak']:.2f}× (mini) / "
+            f"{pre['full']['fraction_of_matmul_peak']:.2f}× (full) the fp32 matmul peak; "
+            f"batched relabelling {relabel['ratio']:.2f}× one state at a time"
+        )
+    if rssm := figures.get("rssm"):
+        c = rssm["configs"]
+        text = (
+            f"RSSM training {c['mini']['training']['fraction_of_matmul_peak']:.2f}× (mini) / "
+            f"{c['full']['training']['fraction_of_matmul_peak']:.2f}× (full) the peak, "
+            f"imagination {c['mini']['imagination']['ratio']:.1f}× raw dm_control stepping (mini)"
+        )
+        peer = [
+            k for k in ("mini-categorical", "full-categorical") if "peer_training_ratio" in c[k]
+        ]
+        if peer:
+            ratios = " / ".join(f"{c[k]['peer_training_ratio']:.2f}×" for k in peer)
+            text += f", updates/s {ratios} sheeprl's DreamerV3 world model ({', '.join(peer)})"
+        parts.append(text)
+    if agnostic := figures.get("agnostic"):
+        parts.append(
+            f"agnostic IQL update {agnostic['fraction_of_matmul_peak']:.2f}× the peak, "
+            f"{agnostic['tokens_per_update']:,} tokens per update "
+            f"({agnostic['tokens_per_update_padded']:,} padded)"
+        )
+    return parts
 
 
 def _bench(folder: Path) -> tuple[str, str, str, str, str]:
@@ -381,6 +417,7 @@ def _bench(folder: Path) -> tuple[str, str, str, str, str]:
             f"({db['build_end_to_end_steps_per_s'] / 1000:.1f}k steps/s, {db['env']}; "
             f"1 process {db['ratio_1_process']:.2f}×)"
         )
+    parts += _model_bench_parts(figures)
     if "quick_start_seconds" in figures.get("end_to_end", {}):
         parts.append(f"quick start {figures['end_to_end']['quick_start_seconds'] / 60:.1f} min")
     threads = figures.get("matmul_peak", {}).get("threads")
