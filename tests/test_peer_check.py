@@ -15,6 +15,7 @@ from benchmarks.peer_check import (
 )
 
 
+@pytest.mark.integration  # builds a dataset and trains two cells
 def test_genworld_cells_resume_and_report(tmp_path):
     out = tmp_path / "pc"
     run(["halfcheetah-medium"], ["iql"], 1, "tiny", out, libraries=("genworld",))
