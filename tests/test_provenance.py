@@ -26,6 +26,7 @@ def test_cells_from_several_code_versions_are_named_not_hidden():
     line = cells_code_line(results)
     assert "more than one code version" in line and "unrecorded (1 cell)" in line
     assert "compare" not in cells_code_line(results[:2])
+    assert cells_code_line([]) == "**Code**: no cell has finished yet."
 
 
 def test_a_dataset_fingerprint_changes_with_its_data():

@@ -132,6 +132,8 @@ def cells_code(results: list[dict[str, Any]]) -> dict[str, int]:
 def cells_code_line(results: list[dict[str, Any]]) -> str:
     """One Markdown line: which code made the cells (several versions are named, not hidden)."""
     counts = cells_code(results)
+    if not counts:
+        return "**Code**: no cell has finished yet."
     parts = [f"{commit} ({n} cell{'s' if n != 1 else ''})" for commit, n in counts.items()]
     many = len(counts) > 1
     return f"**Code**: cells made by {'commits ' if many else 'commit '}{', '.join(parts)}" + (
