@@ -1,7 +1,8 @@
 """Copy a study's small records from its run folder into ``docs/results/<study>`` (see that
 folder's README): the top-level config/report files, every finished cell's ``result.json``, and
-the models the study's cells share (``world_model/`` or ``world_models/*/``: config and final
-checkpoint; ``prompt_dt/seed*/net.safetensors``). Cells' own checkpoints and datasets stay out.
+the models the study's cells share (``world_model/``, ``world_models/*/`` or, for scenario
+studies, ``world_models/<setting>/<kind>/``: config, held-out errors and final checkpoint;
+``prompt_dt/seed*/net.safetensors``). Cells' own checkpoints and datasets stay out.
 
     python scripts/archive_records.py RUN_DIR docs/results/STUDY [--max-models-mb N]
 
@@ -30,12 +31,14 @@ def shared_files(run: Path) -> list[Path]:
     """The models the study's cells share: each world model folder's config and latest
     checkpoint, and each seed's Prompt-DT weights."""
     folders = [run / "world_model"] if (run / "world_model").is_dir() else []
-    if (run / "world_models").is_dir():
-        folders += sorted(d for d in (run / "world_models").iterdir() if d.is_dir())
+    if (run / "world_models").is_dir():  # <key>/ (table), or <setting>/<kind>/ (scenarios)
+        folders += sorted(d for d in (run / "world_models").glob("*") if d.is_dir())
+        folders += sorted(d for d in (run / "world_models").glob("*/*") if d.is_dir())
     files = []
     for folder in folders:
-        if (folder / "config.json").exists():
-            files.append(folder / "config.json")
+        for name in ("config.json", "errors.json"):  # errors: held-out k-step errors
+            if (folder / name).exists():
+                files.append(folder / name)
         ckpts = folder / "checkpoints"
         steps = sorted(ckpts.glob("step_*")) if ckpts.exists() else []
         if steps:

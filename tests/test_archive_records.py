@@ -69,3 +69,19 @@ def test_keeps_provenance_and_a_hand_written_record_json(tmp_path, archive, caps
     assert json.loads((dest / "record.json").read_text()) == {"title": "by hand"}
     out = capsys.readouterr().out
     assert "cells made by: ffffffffff+dirty (1)" in out and "uncommitted changes" in out
+
+
+def test_scenario_studies_keep_each_world_models_errors_and_last_checkpoint(tmp_path, archive):
+    run = tmp_path / "run"
+    model = run / "world_models" / "multi" / "mrcom"
+    for step in ("step_000000010", "step_000000020"):
+        (model / "checkpoints" / step).mkdir(parents=True)
+        (model / "checkpoints" / step / "tensors.safetensors").write_bytes(b"w")
+    (model / "config.json").write_text("{}")
+    (model / "errors.json").write_text(json.dumps({"ood": {"dmc-cheetah-run": {"obs_h5": 0.5}}}))
+    (run / "scenarios.json").write_text("{}")
+    dest = tmp_path / "records"
+    archive(run, dest)
+    kept = dest / "world_models" / "multi" / "mrcom"
+    assert (kept / "errors.json").exists() and (kept / "config.json").exists()
+    assert [p.name for p in (kept / "checkpoints").iterdir()] == ["step_000000020"]

@@ -366,3 +366,30 @@ def test_model_benches_render_the_peer_only_where_it_ran():
     for config in figures["rssm"]["configs"].values():  # as in CI: no peer venv
         config.pop("peer_training_ratio", None)
     assert "sheeprl" not in "; ".join(_model_bench_parts(figures))
+
+
+def test_a_scenarios_record_renders_its_scores_and_world_model_errors(tmp_path):
+    from genworld.reports.results import headline
+
+    report = {
+        "config": {
+            "study": "multi",
+            "scale": "mini",
+            "envs": ["dmc-cheetah-run", "dmc-walker-walk"],
+            "train_scenarios": 8,
+            "targets": 3,
+        },
+        "averages": {"id": {"mrcom": float("nan"), "rssm": float("nan")}},
+        "world_model_error_h5": {
+            "multi": {"mrcom": {"id": 0.81, "ood": 0.95}, "rssm": {"id": 0.9}}
+        },
+        "report": {"commit": "c" * 40, "dirty": False},
+    }
+    folder = tmp_path / "mrcom-errors"
+    folder.mkdir()
+    (folder / "scenarios.json").write_text(json.dumps(report))
+    row = headline(folder)
+    assert row.kind == "scenarios" and row.code == "c" * 7
+    assert "in distribution: mrcom 0.810 · rssm 0.900" in row.result
+    assert "out of distribution: mrcom 0.950" in row.result
+    assert "world models only" in row.protocol and "mrcom nan" not in row.result

@@ -39,7 +39,16 @@ NAMES = {
 }
 """Display names of methods and variants (others are shown as they are named)."""
 
-KIND_ORDER = ("quick_start", "table", "ablation", "sweep", "unseen", "world_model", "bench")
+KIND_ORDER = (
+    "quick_start",
+    "table",
+    "ablation",
+    "sweep",
+    "unseen",
+    "scenarios",
+    "world_model",
+    "bench",
+)
 """Rows in this order: quick start, Table 1, ablations, β, unseen tasks, world-model accuracy,
 speed."""
 
@@ -62,7 +71,7 @@ class Headline:
     folder: str
     """The record folder's name under the records root."""
     kind: str
-    """quick_start, table, ablation, sweep, unseen, world_model or bench."""
+    """quick_start, table, ablation, sweep, unseen, scenarios, world_model or bench."""
     study: str
     result: str
     """The numbers, in brief."""
@@ -92,6 +101,8 @@ def headline(folder: Path) -> Headline:
     meta = _read(folder / "record.json") if (folder / "record.json").exists() else {}
     if (folder / "unseen.json").exists():
         row = _unseen(folder, meta.get("compare"))
+    elif (folder / "scenarios.json").exists():
+        row = _scenarios(folder)
     elif (folder / "table.json").exists():
         row = _table(folder)
     elif any(folder.glob("seed*/report.json")):
@@ -104,7 +115,8 @@ def headline(folder: Path) -> Headline:
         row = _bench(folder)
     else:
         raise GenworldError(
-            f"{folder} holds no study record (unseen.json, table.json, seed*/report.json, "
+            f"{folder} holds no study record (unseen.json, scenarios.json, table.json, "
+            "seed*/report.json, "
             "k_step_errors.json or a bench JSON): move it out of the records folder or teach reports/results.py its kind"
         )
     kind, study, result, protocol, code = row
@@ -210,6 +222,37 @@ def _mean_std(values: list[float], planned: int) -> str:
         return "—"
     text = f"{np.mean(values):.1f}" + (f" ± {np.std(values):.1f}" if len(values) > 1 else "")
     return text + (f" (n={len(values)})" if len(values) < planned else "")
+
+
+SPLIT_NAMES = {"id": "in distribution", "ood": "out of distribution"}
+
+
+def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
+    """MrCoM's scenario studies: each method's average score per split (when cells ran) and
+    each world model's 5-step observation error on the held-out scenarios, from the report."""
+    report = _read(folder / "scenarios.json")
+    cfg, results = report["config"], _cells(folder)
+    parts = []
+    for split, averages in report.get("averages", {}).items():
+        scores = [f"{m} {v:.1f}" for m, v in averages.items() if v == v]  # NaN: no cell yet
+        if scores:
+            parts.append(f"{SPLIT_NAMES.get(split, split)}: " + " · ".join(scores))
+    for group, kinds in report.get("world_model_error_h5", {}).items():
+        for split in SPLIT_NAMES:
+            errors = [f"{k} {v[split]:.3f}" for k, v in kinds.items() if split in v]
+            if errors:
+                parts.append(
+                    f"5-step observation error, {group}, {SPLIT_NAMES[split]}: "
+                    + " · ".join(errors)
+                )
+    cells = f"{len(results)} policy cells" if results else "world models only (no policy cell)"
+    protocol = (
+        f"`genworld scenarios --study {cfg['study']}`, `{cfg['scale']}`, "
+        f"{', '.join(cfg['envs'])}; {cfg['train_scenarios']} training scenarios per task, "
+        f"{cfg['targets']} targets per split; {cells}"
+    )
+    made_by = results or [{"provenance": report.get("report", {})}]
+    return "scenarios", f"Scenarios ({cfg['study']})", "; ".join(parts), protocol, _code(made_by)
 
 
 def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, str, str]:
