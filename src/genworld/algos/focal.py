@@ -85,6 +85,7 @@ from genworld.nn.mlp import EnsembleMLP, mlp
 from genworld.policies import TanhGaussianActor, tanh_gaussian_sample
 from genworld.utils.device import fused_optimizer
 from genworld.utils.optim import Minimizer
+from genworld.world_models import terms
 
 ACTION_CLIP = 1e-3
 """Data actions are clipped to [-1 + eps, 1 - eps] before ``atanh`` (BRAC ``CLIP_EPS``)."""
@@ -217,11 +218,10 @@ def dml_loss(
 def gaussian_kl(mean_p, log_std_p, mean_b, log_std_b, mask) -> torch.Tensor:
     """``(B,)`` KL(N(mean_p, std_p) || N(mean_b, std_b)) of diagonal Gaussians over the real
     action dims (``mask (B, A)``): the KL of their tanh-squashed policies (KL is invariant under
-    the bijection tanh), BRAC's primal ``kl`` without Monte Carlo."""
-    var_ratio = (2 * (log_std_p - log_std_b)).exp()  # (B, A)
-    shift = ((mean_p - mean_b) / log_std_b.exp()).pow(2)  # (B, A)
-    kl = 0.5 * (var_ratio + shift - 1.0) - (log_std_p - log_std_b)
-    return (kl * mask).sum(-1)
+    the bijection tanh), BRAC's primal ``kl`` without Monte Carlo. The package's one Gaussian KL
+    (:func:`genworld.world_models.terms.gaussian_kl`) on masked parameters: a padded dim is
+    N(0, 1) on both sides and adds exactly 0."""
+    return terms.gaussian_kl(mean_p * mask, log_std_p * mask, mean_b * mask, log_std_b * mask)
 
 
 def tanh_gaussian_log_prob(actions, mean, log_std, mask) -> torch.Tensor:
