@@ -401,18 +401,17 @@ ERROR_STARTS = 256
 """Open-loop start states per task in the world-model error stage."""
 
 
-def world_model_errors(cfg: ScenarioStudyConfig, out: Path, group: str, kind: str) -> dict:
-    """``{split: {task: {obs_h1, rew_h1, obs_h5, …}}}``: the group's ``kind`` model's k-step
-    open-loop errors (:func:`genworld.eval.wm_metrics.k_step_errors`: the data's actions fed
-    for k steps on the model's own predictions, normalised by the training data's statistics)
-    on each split's held-out target scenarios, computed once into
+def world_model_errors(cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, model) -> dict:
+    """``{split: {task: {obs_h1, rew_h1, obs_h5, …}}}``: ``model`` (the group's ``kind``
+    model)'s k-step open-loop errors (:func:`genworld.eval.wm_metrics.k_step_errors`: the data's
+    actions fed for k steps on the model's own predictions, normalised by the training data's
+    statistics) on each split's held-out target scenarios, computed once into
     ``world_models/<group>/<kind>/errors.json``."""
     from genworld.eval.wm_metrics import k_step_errors
 
     path = out / "world_models" / group / kind / "errors.json"
     if path.exists():
         return json.loads(path.read_text())
-    model = world_model(cfg, out, group, kind)
     model.eval()
     errors = {
         split: k_step_errors(
@@ -608,8 +607,10 @@ def _run_stages(
     errors: dict[str, dict[str, dict]] = {}
     for group in groups(cfg):
         for kind in model_kinds(cfg):  # trained here, before the cells load them
-            world_model(cfg, out, group.name, kind, show_progress)
-            errors.setdefault(group.name, {})[kind] = world_model_errors(cfg, out, group.name, kind)
+            model = world_model(cfg, out, group.name, kind, show_progress)
+            errors.setdefault(group.name, {})[kind] = world_model_errors(
+                cfg, out, group.name, kind, model
+            )
     if not cfg.cells:
         return ScenarioResults(names, [], len(todo), errors)
     jobs = [(cfg, out, c) for c in todo]
