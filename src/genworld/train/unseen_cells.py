@@ -4,6 +4,7 @@ Prompt-DT prompted with the task's small data), and each cell's result file."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import time
@@ -265,11 +266,9 @@ def _meta_agent(cfg, algo: str, root: Path, dataset, seed: int, overrides: dict,
     seed text) before its [SEP] token."""
     from genworld.algos.cmt_config import PRESETS, CMTConfig
     from genworld.config import resolve
-    from genworld.data.normalization import Normalizer
     from genworld.train.cells import build_cell_agent
     from genworld.utils.device import resolve_device
 
-    family = family_dataset(cfg.family, root, [(t, "mixed") for t in split_tasks(cfg)[0]])
     meta = {}
     if algo == "cmt":
         history = resolve(CMTConfig, PRESETS[cfg.scale], {}).history_len
@@ -280,10 +279,20 @@ def _meta_agent(cfg, algo: str, root: Path, dataset, seed: int, overrides: dict,
         resolve_device(cfg.device),
         scale=cfg.scale,
         seed=seed,
-        normalizer=Normalizer.fit(family),
+        normalizer=copy.deepcopy(_family_normalizer(cfg, str(root))),
         overrides={**meta, **overrides},
         prompts=prompts,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _family_normalizer(cfg, root: str):
+    """The family's normaliser on the training tasks' mixed data, fitted once per (worker)
+    process for all its cells (each agent gets its own copy)."""
+    from genworld.data.normalization import Normalizer
+
+    train = split_tasks(cfg)[0]
+    return Normalizer.fit(family_dataset(cfg.family, Path(root), [(t, "mixed") for t in train]))
 
 
 def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = "cmt"):
