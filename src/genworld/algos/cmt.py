@@ -407,12 +407,11 @@ class CMT:
             return self.normalise(observations, no_actions, no_rewards, timesteps, mask, env_idx)
 
         history = steps(obs.new_zeros(n, self.cfg.history_len, obs.shape[-1]), real=False)
-        context = None
-        if self.cfg.task_prompt_len:  # no interactions yet: offline, or the [SEP] token alone
+        context = None  # no interactions yet: offline, or the [SEP] token alone
+        if self.cfg.task_prompt_len and self.cfg.task_context == "offline":
+            context = self.offline_contexts(env_idx, torch.Generator().manual_seed(self.seed))
+        elif self.cfg.task_prompt_len:
             context = steps(obs.new_zeros(n, self.cfg.task_prompt_len, obs.shape[-1]), real=False)
-            if self.cfg.task_context == "offline":
-                generator = torch.Generator().manual_seed(self.seed)
-                context = self.offline_contexts(env_idx, generator)
         window = steps(obs[:, None], real=True)
         return self.policy(history, window, env_idx, context)[:, 0]  # (n, act_max)
 
