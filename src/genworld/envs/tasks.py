@@ -51,6 +51,9 @@ class Family:
     goal_key: str
     prompt_dt_test: tuple[int, ...]
     """Prompt-DT's held-out task indices (kept as an option)."""
+    holds_out: bool = True
+    """False: every task trains and is evaluated, none is unseen (FOCAL's protocol, where the
+    task is known only through its context)."""
 
     @property
     def directions(self) -> bool:
@@ -77,7 +80,9 @@ FAMILIES: dict[str, Family] = {
     "ant-dir": Family(
         "ant-dir", "genworld/AntDir-v0", "ant", 50, "goal_direction", (6, 17, 23, 30, 41)
     ),
-    "ant-fwd-back": Family("ant-fwd-back", "genworld/AntDir-v0", "ant", 2, "goal_direction", ()),
+    "ant-fwd-back": Family(
+        "ant-fwd-back", "genworld/AntDir-v0", "ant", 2, "goal_direction", (), holds_out=False
+    ),
 }
 EPISODE_STEPS = 200
 _TASK = re.compile(r"^(?P<family>[a-z]+(?:-[a-z]+)+)-(?P<index>\d+)$")
@@ -97,10 +102,10 @@ def split(family: str, *, scheme: str = "paper") -> tuple[list[int], list[int]]:
     (velocity, or direction angle: ant-dir's are drawn at random, so index order says nothing),
     10 picked at equal intervals of that order, the first 5 train, the last 5 unseen (Fig. 4:
     the last direction comes back near the first). ``prompt-dt``: Prompt-DT's test list, every
-    other task trains. A family of two tasks (ant-fwd-back) trains on both and has no unseen
-    task under either scheme."""
+    other task trains. A family that holds no task out (ant-fwd-back) trains on every task
+    and has no unseen one under either scheme."""
     fam = get_family(family)
-    if scheme in ("paper", "prompt-dt") and fam.count <= 2:
+    if scheme in ("paper", "prompt-dt") and not fam.holds_out:
         return list(range(fam.count)), []
     if scheme == "paper":
         order = np.argsort(fam.goals(), kind="stable")
