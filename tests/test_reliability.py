@@ -381,6 +381,31 @@ def test_process_map_stops_running_jobs_when_the_parent_fails(tmp_path):
     assert not (tmp_path / "long.finished").exists()
 
 
+def _threads(_: int) -> int:
+    return torch.get_num_threads()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_process_map_runs_each_job_with_the_threads_asked_for(workers):
+    """A study beside another job must not take every core: its jobs run with ``threads`` torch
+    threads whether they run in this process or in workers, and this process gets its own
+    setting back."""
+    from genworld.utils.parallel import process_map
+
+    before = torch.get_num_threads()
+    asked = 2 if before == 1 else 1  # unlike this process's own setting
+    assert process_map(_threads, [(0,), (1,)], workers, threads=asked) == [asked, asked]
+    assert torch.get_num_threads() == before
+
+
+def test_a_study_takes_its_threads_from_the_config():
+    from genworld import api
+
+    assert api.unseen_config("tiny", threads=2).threads == 2
+    with pytest.raises(GenworldError, match="threads"):
+        api.scenarios_config("tiny", threads=0)
+
+
 def test_an_old_optimizer_checkpoint_keeps_the_fused_kernels_on_load():
     from genworld.utils.device import load_optimizer_state
 

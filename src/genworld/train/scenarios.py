@@ -150,8 +150,10 @@ class ScenarioStudyConfig:
     last_k: int = 3
     """A cell's score: the mean of its last k evaluations."""
     workers: int = 1
-    """Cells run side by side in this many processes (one torch thread each). Not part of the
-    resume check."""
+    """Cells run side by side in this many processes. Not part of the resume check."""
+    threads: int = 1
+    """torch threads per process (each worker's, or this one's when workers = 1): two 1-thread
+    processes on 2 cores each run at full speed, two 2-thread ones stall each other."""
     cells: bool = True
     """False: datasets, world models and their k-step errors on the held-out scenarios only,
     no adaptation cell (the prediction-error comparison without policies). Not part of the
@@ -176,7 +178,7 @@ class ScenarioStudyConfig:
                 raise GenworldError(f"--{name} is empty: give at least one")
         for name in (
             *("seeds", "train_scenarios", "targets", "train_steps", "target_steps"),
-            *("policy_updates", "eval_every", "eval_episodes", "last_k", "workers"),
+            *("policy_updates", "eval_every", "eval_episodes", "last_k", "workers", "threads"),
         ):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -567,7 +569,9 @@ def run_scenarios(
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
         return ScenarioResults(names, results, len(todo), finished_errors(cfg, out))
     check_policies(cfg)
-    with claim_folder(out, "genworld scenarios", cfg):  # a second study on this folder is refused
+    from genworld.utils.device import torch_threads
+
+    with claim_folder(out, "genworld scenarios", cfg), torch_threads(cfg.threads):
         check_or_write_config(out, cfg, ignore=IGNORED)
         return _run_stages(cfg, out, names, todo, show_progress)
 
@@ -615,5 +619,5 @@ def _run_stages(
         return ScenarioResults(names, [], len(todo), errors)
     jobs = [(cfg, out, c) for c in todo]
     with progress_bar("scenario cells", len(jobs), enabled=show_progress) as advance:
-        results = process_map(run_cell, jobs, cfg.workers, advance)
+        results = process_map(run_cell, jobs, cfg.workers, advance, cfg.threads)
     return ScenarioResults(names, results, len(todo), errors)

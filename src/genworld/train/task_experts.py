@@ -28,7 +28,7 @@ def expert_source(cfg) -> str:
 
 def train_experts(cfg, tasks: list[str], out: Path, show_progress: bool) -> None:
     jobs = [(cfg, task, out, show_progress and cfg.workers == 1) for task in tasks]
-    process_map(train_expert, jobs, cfg.workers)
+    process_map(train_expert, jobs, cfg.workers, threads=cfg.threads)
 
 
 def train_expert(cfg, task: str, out: Path, show_progress: bool) -> None:

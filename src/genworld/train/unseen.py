@@ -152,8 +152,11 @@ class UnseenConfig:
     last_k: int = 3
     """A cell's score: the mean of its last k evaluations."""
     workers: int = 1
-    """Experts and cells run side by side in this many processes (one torch thread each; two
-    1-thread processes on 2 cores run at full speed each). Not part of the resume check."""
+    """Experts and cells run side by side in this many processes. Not part of the resume
+    check."""
+    threads: int = 1
+    """torch threads per process (each worker's, or this one's when workers = 1): two 1-thread
+    processes on 2 cores each run at full speed, two 2-thread ones stall each other."""
     shipped_experts: bool = True
     """Use the shipped expert of a task (``assets/tasks/<task>``) when it was trained with this
     config's recipe, instead of training it (same weights, so the same datasets and scores).
@@ -193,6 +196,7 @@ class UnseenConfig:
             "eval_episodes",
             "last_k",
             "workers",
+            "threads",
         ):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
@@ -285,9 +289,11 @@ def run_unseen(
     # methods and seeds key their own cells: a finished study takes more of either later
     ignore = ("workers", "shipped_experts", "methods", "seeds")
     train, test = split_tasks(cfg)
+    from genworld.utils.device import torch_threads
+
     if not report_only:
-        with claim_folder(out, "genworld unseen", cfg):  # a second study on this folder is refused
-            check_or_write_config(out, cfg, ignore=ignore)
+        with claim_folder(out, "genworld unseen", cfg), torch_threads(cfg.threads):
+            check_or_write_config(out, cfg, ignore=ignore)  # (a second study here is refused)
             return _run_stages(cfg, out, train, test, show_progress)
     if not (out / "references.json").exists():
         raise GenworldError(f"{out} has no finished references stage: run it first")
@@ -311,12 +317,17 @@ def _run_stages(
         world_model(cfg, train, out, show_progress)  # trained here, loaded by the cells
     seeds = range(cfg.seeds)
     if any(m.startswith("prompt-dt") for m in cfg.methods):  # each seed's model, before its cells
-        process_map(prompt_dt_job, [(cfg, out, train, refs, s) for s in seeds], cfg.workers)
+        process_map(
+            prompt_dt_job,
+            [(cfg, out, train, refs, s) for s in seeds],
+            cfg.workers,
+            threads=cfg.threads,
+        )
     models = meta_models(cfg.methods)  # each seed's CMT and FOCAL models, before their cells
     jobs = [(cfg, out, train, refs, s, model) for s in seeds for model in models]
-    process_map(meta_job, jobs, cfg.workers)
+    process_map(meta_job, jobs, cfg.workers, threads=cfg.threads)
     # seed-major: a run stopped part-way already compares every method on the seeds it finished
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
-        results = process_map(run_cell, cells, cfg.workers, advance)
+        results = process_map(run_cell, cells, cfg.workers, advance, cfg.threads)
     return UnseenResults(train, test, refs, results, planned=len(results))

@@ -45,7 +45,10 @@ class WPTStudyConfig:
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda."""
     workers: int = 1
-    """Runs side by side (processes, one torch thread each)."""
+    """Runs side by side (processes). Not part of the resume check."""
+    threads: int = 1
+    """torch threads per process (each worker's, or this one's when workers = 1): two 1-thread
+    processes on 2 cores each run at full speed, two 2-thread ones stall each other."""
 
     def validate(self) -> None:
         check_scale(self.scale)
@@ -54,7 +57,7 @@ class WPTStudyConfig:
         for v in self.variants:
             if v not in VARIANTS:
                 raise GenworldError(f"unknown variant {v!r}: choose from {', '.join(VARIANTS)}")
-        for name in ("seeds", "last_k", "workers"):
+        for name in ("seeds", "last_k", "workers", "threads"):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"--{name} must be positive, got {getattr(self, name)}")
 
@@ -120,6 +123,7 @@ def run_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]:
         variant=cell.variant,
         seed=cell.seed,
         device=cfg.device,
+        threads=cfg.threads,
     )
     report = finetune(run, folder, show_progress=False)
     atomic_write_json(folder / "report.json", report)
@@ -149,7 +153,9 @@ def run_study(
         if not cfg.world_model:
             _pretrain(cfg, out, show_progress)
         with progress_bar("wpt-study runs", len(todo), enabled=show_progress) as advance:
-            reports = process_map(run_cell, [(cfg, out, c) for c in todo], cfg.workers, advance)
+            reports = process_map(
+                run_cell, [(cfg, out, c) for c in todo], cfg.workers, advance, cfg.threads
+            )
     return reports, len(todo)
 
 
@@ -159,5 +165,5 @@ def _pretrain(cfg: WPTStudyConfig, out: Path, show_progress: bool) -> None:
 
     folder = out / "pretrain"
     if not (folder / "provenance.json").exists():  # written when its training has finished
-        pretrain = pretrain_config(cfg.scale, device=cfg.device)
+        pretrain = pretrain_config(cfg.scale, device=cfg.device, threads=cfg.threads)
         train_world_model(pretrain, folder, show_progress=show_progress)

@@ -14,17 +14,22 @@ def process_map(
     jobs: Sequence[tuple],
     workers: int,
     advance: Callable[[int], Any] | None = None,
+    threads: int = 1,
 ) -> list:
     """``[fn(*job) for job in jobs]`` in job order: in this process when ``workers == 1``, else in
-    ``workers`` spawned processes with one torch thread each (two 1-thread processes on 2 cores
-    each run at full speed) and the parent's ``--matmul-precision``. ``advance(1)`` after each
-    finished job. ``fn`` and the jobs must pickle (module-level function, plain arguments)."""
+    ``workers`` spawned processes, each job with ``threads`` torch threads (two 1-thread
+    processes on 2 cores each run at full speed; two 2-thread ones stall each other) and the
+    parent's ``--matmul-precision``. ``advance(1)`` after each finished job. ``fn`` and the jobs
+    must pickle (module-level function, plain arguments)."""
     if workers == 1:
+        from genworld.utils.device import torch_threads
+
         results = []
-        for job in jobs:
-            results.append(fn(*job))
-            if advance is not None:
-                advance(1)
+        with torch_threads(threads):
+            for job in jobs:
+                results.append(fn(*job))
+                if advance is not None:
+                    advance(1)
         return results
     import multiprocessing
     import time
@@ -35,7 +40,9 @@ def process_map(
     context = multiprocessing.get_context("spawn")
     results: list = [None] * len(jobs)
     with worker_bars() as show_workers:  # each job's own bars, under the caller's
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=prepare_worker)
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=prepare_worker, initargs=(threads,)
+        )
         try:
             futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
             pending = set(futures)
@@ -67,17 +74,17 @@ def stop_pool(pool) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def prepare_worker() -> None:
-    """A worker process's settings (pool initializer; Ray tasks call it themselves): one torch
-    thread, and the parent's allocator and matmul precision, inherited through the environment;
-    it ends when its parent does."""
+def prepare_worker(threads: int = 1) -> None:
+    """A worker process's settings (pool initializer; Ray tasks call it themselves): ``threads``
+    torch threads, and the parent's allocator and matmul precision, inherited through the
+    environment; it ends when its parent does."""
     import torch
 
     from genworld.utils.allocator import keep_freed_memory
     from genworld.utils.device import set_matmul_precision
 
     die_with_parent()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     keep_freed_memory()  # GENWORLD_MALLOC, inherited from the parent like the precision
     set_matmul_precision()  # the parent's --matmul-precision, through the environment
 
