@@ -381,7 +381,7 @@ def test_a_scenarios_record_renders_its_scores_and_world_model_errors(tmp_path):
         },
         "averages": {"id": {"mrcom": float("nan"), "rssm": float("nan")}},
         "world_model_error_h5": {
-            "multi": {"mrcom": {"id": 0.81, "ood": 0.95}, "rssm": {"id": 0.9}}
+            "multi": {"mrcom": {"train": 0.4, "id": 0.81, "ood": 0.95}, "rssm": {"id": 0.9}}
         },
         "report": {"commit": "c" * 40, "dirty": False},
     }
@@ -392,4 +392,5 @@ def test_a_scenarios_record_renders_its_scores_and_world_model_errors(tmp_path):
     assert row.kind == "scenarios" and row.code == "c" * 7
     assert "in distribution: mrcom 0.810 · rssm 0.900" in row.result
     assert "out of distribution: mrcom 0.950" in row.result
+    assert "training scenarios: mrcom 0.400" in row.result
     assert "world models only" in row.protocol and "mrcom nan" not in row.result

@@ -273,13 +273,13 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     ]
     assert len(report["results"]) == 6
     assert all(np.isfinite(r["last_k"]) for r in report["results"])
-    # each world model's k-step errors on the held-out scenarios, per split and task
+    # each world model's k-step errors on its training and the held-out scenarios, per task
     errors = report["world_model_errors"]["multi"]
     assert sorted(errors) == ["mrcom", "rssm", "tgw"]
     for kind in errors.values():
-        assert sorted(kind) == ["id", "ood"]
+        assert sorted(kind) == ["id", "ood", "train"]
         assert all(np.isfinite(e["obs_h5"]) for split in kind.values() for e in split.values())
-    assert sorted(report["world_model_error_h5"]["multi"]["rssm"]) == ["id", "ood"]
+    assert sorted(report["world_model_error_h5"]["multi"]["rssm"]) == ["id", "ood", "train"]
     assert (out / "scenarios.md").exists() and (out / "scenarios.png").stat().st_size > 0
     done = {p: p.stat().st_mtime for p in out.glob("cells/**/result.json")}
     assert main([*argv, "--out", str(out), "--report-only"]) == 0
@@ -290,3 +290,10 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0
     assert (models / "cadm" / "errors.json").exists()
     assert not list(out.glob("cells/**/cadm/**/result.json"))
+    # errors.json from before the training-scenario split gains it on the next run, unchanged
+    path = models / "cadm" / "errors.json"
+    held_out = {k: v for k, v in json.loads(path.read_text()).items() if k != "train"}
+    path.write_text(json.dumps(held_out))
+    assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0
+    again = json.loads(path.read_text())
+    assert sorted(again) == ["id", "ood", "train"] and {k: again[k] for k in held_out} == held_out

@@ -225,6 +225,7 @@ def _mean_std(values: list[float], planned: int) -> str:
 
 
 SPLIT_NAMES = {"id": "in distribution", "ood": "out of distribution"}
+ERROR_SPLIT_NAMES = {"train": "training scenarios", **SPLIT_NAMES}
 
 
 def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
@@ -238,13 +239,10 @@ def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
         if scores:
             parts.append(f"{SPLIT_NAMES.get(split, split)}: " + " · ".join(scores))
     for group, kinds in report.get("world_model_error_h5", {}).items():
-        for split in SPLIT_NAMES:
+        for split, name in ERROR_SPLIT_NAMES.items():
             errors = [f"{k} {v[split]:.3f}" for k, v in kinds.items() if split in v]
             if errors:
-                parts.append(
-                    f"5-step observation error, {group}, {SPLIT_NAMES[split]}: "
-                    + " · ".join(errors)
-                )
+                parts.append(f"5-step observation error, {group}, {name}: " + " · ".join(errors))
     cells = f"{len(results)} policy cells" if results else "world models only (no policy cell)"
     protocol = (
         f"`genworld scenarios --study {cfg['study']}`, `{cfg['scale']}`, "

@@ -29,6 +29,8 @@ PAPER = {
     "MAMBA 58.7",
 }
 SPLITS = {"id": "in distribution", "ood": "out of distribution"}
+ERROR_SPLITS = {"train": "training scenarios", **SPLITS}
+"""The world-model error table's columns: the training scenarios, then the held-out ones."""
 
 
 def row_keys(cfg, groups) -> list[tuple[str, str, str]]:
@@ -120,14 +122,16 @@ def error_lines(errors: dict, horizon: int = 5) -> tuple[list[str], dict]:
                 table.setdefault(group, {}).setdefault(kind, {})[split] = float(np.mean(values))
     if not table:
         return [], table
-    splits = list(dict.fromkeys(s for kinds in table.values() for k in kinds.values() for s in k))
+    found = {s for kinds in table.values() for k in kinds.values() for s in k}
+    splits = [s for s in ERROR_SPLITS if s in found]
     lines += [
         "",
-        f"World models' {horizon}-step observation error on the held-out target scenarios (open "
-        "loop on the data's actions, deterministic; MSE in units of the training data's "
-        "per-dim variance, mean over tasks; the mean predictor scores about 1):",
+        f"World models' {horizon}-step observation error on their training scenarios and on the "
+        "held-out target scenarios (open loop on the data's actions, deterministic; MSE in units "
+        "of the training data's per-dim variance, mean over tasks; the mean predictor scores "
+        "about 1):",
         "",
-        "| setting | world model | " + " | ".join(SPLITS[s] for s in splits) + " |",
+        "| setting | world model | " + " | ".join(ERROR_SPLITS[s] for s in splits) + " |",
         "|---|---|" + "---|" * len(splits),
     ]
     for group, kinds in table.items():

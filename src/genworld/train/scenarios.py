@@ -407,24 +407,22 @@ def world_model_errors(cfg: ScenarioStudyConfig, out: Path, group: str, kind: st
     """``{split: {task: {obs_h1, rew_h1, obs_h5, …}}}``: ``model`` (the group's ``kind``
     model)'s k-step open-loop errors (:func:`genworld.eval.wm_metrics.k_step_errors`: the data's
     actions fed for k steps on the model's own predictions, normalised by the training data's
-    statistics) on each split's held-out target scenarios, computed once into
-    ``world_models/<group>/<kind>/errors.json``."""
+    statistics) on its training scenarios (``train``: how far errors compound where the model
+    has seen data) and on each split's held-out target scenarios, computed once into
+    ``world_models/<group>/<kind>/errors.json`` (a split missing there is added)."""
     from genworld.eval.wm_metrics import k_step_errors
 
     path = out / "world_models" / group / kind / "errors.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    errors = json.loads(path.read_text()) if path.exists() else {}
+    spec = _group_of(cfg, group)
+    splits = ("train", *spec.splits)
+    if all(split in errors for split in splits):
+        return errors
     model.eval()
-    errors = {
-        split: k_step_errors(
-            model,
-            held_out_dataset(cfg, _group_of(cfg, group), split),
-            model.normalizer,
-            per_env=ERROR_STARTS,
-            seed=0,
-        )
-        for split in _group_of(cfg, group).splits
-    }
+    for split in (s for s in splits if s not in errors):
+        data = group_dataset(cfg, spec) if split == "train" else held_out_dataset(cfg, spec, split)
+        errors[split] = k_step_errors(model, data, model.normalizer, per_env=ERROR_STARTS, seed=0)
+    errors = {split: errors[split] for split in splits}
     atomic_write_json(path, errors)
     return errors
 
