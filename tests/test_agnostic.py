@@ -465,35 +465,100 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
 
 
 def test_ablation_runs_match_rows_per_env_and_swap_the_encoder():
+    from genworld.algos.agnostic_iql import PRESETS
     from genworld.api import agnostic_ablations_config
-    from genworld.train.agnostic_ablations import stage_configs
+    from genworld.train.agnostic_ablations import SingleEnvIQLRun, stage_configs
+    from genworld.train.dd_iql import IQL_BUDGETS
 
-    cfg = agnostic_ablations_config(scale="tiny")  # 3 datasets, a 24-row multi-env batch
+    cfg = agnostic_ablations_config(scale="tiny", seeds=2)  # 3 datasets, a 24-row batch
     runs = stage_configs(cfg)
-    assert sorted(runs) == [
+    folders = [
         "agnostic",
         "bigru",
         "env-specific/halfcheetah",
         "env-specific/hopper",
         "env-specific/walker2d",
+        "iql/halfcheetah",
+        "iql/hopper",
+        "iql/walker2d",
     ]
-    assert runs["bigru"].agent == {"net": {"sequence_layer": "bigru"}}
-    assert runs["env-specific/hopper"].datasets == ("hopper-random",)
-    assert runs["env-specific/hopper"].agent == {"batch_size": 8}  # the 8 rows hopper gets
+    assert sorted(runs) == sorted(f"{f}/seed{s}" for f in folders for s in (0, 1))
+    assert all(run.seed == int(name[-1]) for name, run in runs.items())
+    assert runs["bigru/seed1"].agent == {"net": {"sequence_layer": "bigru"}}
+    assert runs["env-specific/hopper/seed0"].datasets == ("hopper-random",)
+    assert runs["env-specific/hopper/seed0"].agent == {"batch_size": 8}  # the 8 rows hopper gets
     assert {r.steps for r in runs.values()} == {cfg.steps}
+    # single-env IQL: the agnostic agent's rows per env, clip, lr schedule and evaluations
+    iql = runs["iql/hopper/seed1"]
+    assert isinstance(iql, SingleEnvIQLRun) and iql.dataset == "hopper-random"
+    assert iql.overrides == {
+        "batch_size": PRESETS["tiny"]["batch_size"] // 3,
+        "max_grad_norm": 0.5,
+        "actor_lr_decay_steps": PRESETS["tiny"]["actor_lr_decay_steps"],
+    }
+    agnostic = runs["agnostic/seed1"]
+    assert (iql.eval_every, iql.eval_episodes) == (agnostic.eval_every, agnostic.eval_episodes)
+    assert iql.dataset_steps == agnostic.dataset_steps == IQL_BUDGETS["tiny"]["dataset_steps"]
+    assert (
+        stage_configs(agnostic_ablations_config(scale="tiny", steps=7))["iql/hopper/seed0"].steps
+        == 7
+    )
 
 
-@pytest.mark.integration  # five tiny DD-IQL runs and their report (~40 s)
+def test_ablations_seeds_are_checked():
+    from genworld.api import agnostic_ablations_config
+    from genworld.errors import GenworldError
+
+    for bad in (0, 1001):
+        with pytest.raises(GenworldError, match="--seeds"):
+            agnostic_ablations_config(scale="tiny", seeds=bad)
+
+
+def test_score_ratio_of_identical_arms_is_one_and_one_seed_has_no_spread():
+    from genworld.train.agnostic_ablations import score_ratio
+
+    arm = {"hopper": [40.0, 50.0, 60.0], "walker2d": [10.0, 30.0, 20.0]}
+    same = score_ratio(arm, arm, reps=500)
+    assert same["value"] == 1.0 and same["per_env"] == {"hopper": 1.0, "walker2d": 1.0}
+    assert same["ci_low"] < 1.0 < same["ci_high"] and same["reps"] == 500
+    assert score_ratio(arm, arm, reps=500) == same  # seeded: the same interval every time
+    half = score_ratio({e: [v / 2 for v in s] for e, s in arm.items()}, arm)
+    assert half["value"] == pytest.approx(0.5) and half["ci_low"] <= 0.5 <= half["ci_high"]
+    one = score_ratio(
+        {"hopper": [30.0], "walker2d": [10.0]}, {"hopper": [60.0], "walker2d": [20.0]}
+    )
+    assert one["value"] == pytest.approx(0.5)
+    assert one["ci_low"] == pytest.approx(one["value"]) == pytest.approx(one["ci_high"])
+    assert one["per_env"] == {"hopper": 0.5, "walker2d": 0.5}
+
+
+@pytest.mark.integration  # 2 seeds × (one agnostic + three single-env IQL) tiny runs (~20 s)
 def test_agnostic_ablations_tiny_writes_its_report(tmp_path):
     import json
+    import math
 
     from genworld.cli import main
 
     out = tmp_path / "ablations"
-    assert (
-        main(["train", "agnostic-ablations", "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
-    )
+    argv = ["train", "agnostic-ablations", "--scale", "tiny", "--seeds", "2"]
+    argv += ["--variants", "agnostic,iql", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["summary"]) == {"agnostic", "bigru", "env-specific"}
-    assert all(set(v) == {"halfcheetah", "hopper", "walker2d"} for v in report["summary"].values())
+    envs = {"halfcheetah", "hopper", "walker2d"}
+    assert set(report["summary"]) == {"agnostic", "iql"}
+    assert all(set(v) == envs for v in report["summary"].values())
+    assert all(len(seeds) == 2 for v in report["per_seed"].values() for seeds in v.values())
+    hopper = report["per_seed"]["iql"]["hopper"]
+    assert report["summary"]["iql"]["hopper"] == pytest.approx(sum(hopper) / 2)
+    assert [p["step"] for p in report["curves"]["iql"]["hopper"]] == [10, 20]
+    ratio = report["ratio"]
+    assert math.isfinite(ratio["value"]) and ratio["ci_low"] <= ratio["value"] <= ratio["ci_high"]
+    assert set(ratio["per_env"]) == envs and ratio["reps"] == 2000
+    markdown = (out / "report.md").read_text()
+    assert "single-env IQL (padded MLP)" in markdown and "(2 seeds)" in markdown
+    assert "96.22 / IQL 107.54 = 0.89" in markdown and "One seed" not in markdown
     assert (out / "curves.png").stat().st_size > 1000
+    first = {p: p.read_text() for p in out.glob("*/**/eval.jsonl")}
+    assert len(first) == 8  # agnostic/seed{0,1} and iql/<env>/seed{0,1}
+    assert main(argv) == 0  # finished: resumes without training again
+    assert {p: p.read_text() for p in out.glob("*/**/eval.jsonl")} == first

@@ -166,3 +166,48 @@ def _flatten(state, prefix=""):
 
 def _is_float(v) -> bool:
     return isinstance(v, torch.Tensor) and v.is_floating_point()
+
+
+def _iql(overrides: dict, dataset: MultiEnvDataset):
+    torch.manual_seed(0)
+    ctx = AlgoContext(
+        dataset=dataset,
+        normalizer=Normalizer.fit(dataset),
+        device=torch.device("cpu"),
+        scale="tiny",
+        seed=0,
+        overrides=overrides,
+    )
+    return build_agent("iql", ctx)
+
+
+def _updated(agent, updates: int = 3) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(updates):
+        agent.update(generator)
+    nets = {f"{name}.{k}": v for name in ("actor", "critic", "value")
+            for k, v in getattr(agent, name).state_dict().items()}  # fmt: skip
+    return {"log_std": agent.log_std.detach(), **nets}
+
+
+def test_iql_max_grad_norm_clips_each_network_and_zero_is_the_unclipped_update():
+    dataset = toy_dataset()
+    clip = 1e-3
+    clipped = _iql({"max_grad_norm": clip}, dataset)
+    _updated(clipped, 1)
+    for group in clipped.opt.param_groups:  # actor (with its log-std), critic, value
+        grads = [p.grad for p in group["params"]]
+        assert all(g is not None for g in grads)
+        assert torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) <= clip * 1.0001
+    default, zero = _iql({}, dataset), _iql({"max_grad_norm": 0.0}, dataset)
+    assert default.cfg.max_grad_norm == 0.0
+    reference, same = _updated(default), _updated(zero)
+    assert all(torch.equal(reference[k], same[k]) for k in reference)
+    # a clip no gradient reaches scales by exactly 1: the clipped path's maths is the same
+    loose = _updated(_iql({"max_grad_norm": 1e12}, dataset))
+    assert all(torch.equal(reference[k], loose[k]) for k in reference)
+    # a tight clip changes the update
+    tight = _updated(_iql({"max_grad_norm": clip}, dataset))
+    assert not torch.equal(reference["actor.0.weight"], tight["actor.0.weight"])
+    with pytest.raises(GenworldError, match="max_grad_norm"):
+        _iql({"max_grad_norm": -1.0}, dataset)

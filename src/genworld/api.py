@@ -505,8 +505,9 @@ def agnostic_ablations_config(**fields: Any) -> AgnosticAblationsConfig:
 def agnostic_ablations(
     cfg: AgnosticAblationsConfig, out: str | Path, *, show_progress: bool = True
 ) -> Result:
-    """The agnostic agent against its Bi-GRU-encoder ablation and env-specific agents on the
-    same datasets and budget (each run resumable); report.md / report.json / curves.png."""
+    """The agnostic agent against its Bi-GRU-encoder ablation, env-specific agents and matched
+    single-env IQL on the same datasets and budget, each over ``cfg.seeds`` seeds (each run
+    resumable); report.md / report.json / curves.png."""
     from genworld.reports.agnostic_ablations import write_ablations_report
     from genworld.train.agnostic_ablations import run_ablations
 

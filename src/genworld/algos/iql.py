@@ -99,6 +99,8 @@ class IQLConfig:
     """Transitions per update, over all envs (paper: 256)."""
     num_critics: int = 2
     """Critics in the ensemble; V regresses to the minimum over their targets."""
+    max_grad_norm: float = 0.0
+    """Per-network gradient-norm clip; 0 = none (the IQL paper and CORL do not clip)."""
     deterministic_actor: bool = False
     """False: Gaussian actor, weighted log-likelihood. True: tanh actor, weighted MSE."""
     normalize_reward: bool = True
@@ -117,6 +119,10 @@ class IQLConfig:
             raise GenworldError("batch_size, actor_lr_decay_steps and num_critics must be >= 1")
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
+        if self.max_grad_norm < 0:
+            raise GenworldError(
+                f"max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}"
+            )
 
 
 PRESETS: dict[str, dict] = {
@@ -242,7 +248,14 @@ class IQL:
         self.opt.param_groups[0]["lr"] = (
             self.cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
         )
-        self.opt_min.minimize(sum(losses.values()))
+        if self.cfg.max_grad_norm > 0:
+            self.opt_min.zero_grad()
+            sum(losses.values()).backward()
+            for group in self.opt.param_groups:  # actor (with its log-std), critic, value
+                nn.utils.clip_grad_norm_(group["params"], self.cfg.max_grad_norm)
+            self.opt_min.step()
+        else:
+            self.opt_min.minimize(sum(losses.values()))
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, self.cfg.tau)
         self.step += 1

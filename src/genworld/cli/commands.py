@@ -377,7 +377,7 @@ def agnostic_ablations(args) -> None:
     cfg = agnostic_ablations_config(scale=args.scale, **overrides_from(args))
     if printed(args, cfg):
         return
-    result = run(cfg, args.out or f"runs/agnostic_ablations__{cfg.scale}__s{cfg.seed}",
+    result = run(cfg, args.out or f"runs/agnostic_ablations__{cfg.scale}__n{cfg.seeds}",
                  show_progress=not args.quiet)  # fmt: skip
     print(result.markdown)
     print(f"agnostic-ablations directory: {result.out} (report.md, report.json, curves.png)")

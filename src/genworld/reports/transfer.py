@@ -44,15 +44,20 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
     for name, label in LABELS.items():
         s = summary[name]
         lines.append(f"| {label} | {s['first']:.1f} | {s['area']:.1f} | {s['last_k']:.1f} |")
-    return "\n".join(lines + one_seed_footer(report, plot))
+    return "\n".join(lines + seeds_footer(report, plot))
 
 
-def one_seed_footer(report: dict[str, Any], plot: str) -> list[str]:
-    """A one-seed report's closing lines: what one seed is worth, the wall time, the code and
-    machine, the plot."""
+def seeds_footer(report: dict[str, Any], plot: str, seeds: int = 1) -> list[str]:
+    """A report's closing lines: what its ``seeds`` per run are worth, the wall time, the code
+    and machine, the plot."""
+    worth = (
+        "One seed: a direction, not a result."
+        if seeds == 1
+        else f"{seeds} seeds per run; ± is the standard deviation over seeds."
+    )
     return [
         "",
-        f"One seed: a direction, not a result. Wall time {report['wall_seconds']:.0f} s.",
+        f"{worth} Wall time {report['wall_seconds']:.0f} s.",
         "",
         provenance_line(report["provenance"]),
         "",

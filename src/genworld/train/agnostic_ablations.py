@@ -1,16 +1,22 @@
-"""``genworld train agnostic-ablations`` (Kim & Joo 2023, §4.3): the agnostic agent against
-its ablations on the same datasets, budget and evaluations, each a DD-IQL run
-(:mod:`genworld.train.dd_iql`) in its own folder, each resumable:
+"""``genworld train agnostic-ablations`` (Kim & Joo 2023, §4.3 and Table 1): the agnostic agent
+against its ablations and single-env IQL on the same datasets, budget and evaluations, each run
+in its own folder per seed (``<variant>[/<env>]/seed<s>``), each resumable:
 
-- ``agnostic``: one agent for every dataset (the paper's agent);
+- ``agnostic``: one DD-IQL agent (:mod:`genworld.train.dd_iql`) for every dataset (the paper's
+  agent);
 - ``bigru``: the same with the state encoder's S4D blocks replaced by bidirectional GRUs (the
   paper's Bi-GRU ablation; ``AgnosticConfig.sequence_layer``);
 - ``env-specific``: one agnostic agent per dataset (the environment-specific-agent baseline),
   each trained on its own with as many rows per update of its env as the multi-env agent
-  gives each env (``batch_size / datasets``).
+  gives each env (``batch_size / datasets``);
+- ``iql``: plain padded-MLP IQL (:mod:`genworld.algos.iql`) per dataset, the paper's single-env
+  IQL reference (Table 1: DD-IQL 96.22 vs IQL 107.54), matched to the agnostic agent: its rows
+  per env per update, its per-network gradient clip, its actor learning-rate schedule, its
+  updates and its evaluations (episode ``i`` seeded ``seed*1000 + i``); only the networks differ.
 
-The report compares the variants per env: the mean of each run's last k evaluations and the
-learning curves (the env's normalized score against updates).
+The report compares the variants per env: the mean over seeds of each run's last-k evaluations,
+the learning curves (mean over seeds), and, when ``agnostic`` and ``iql`` both ran, the ratio of
+their mean scores with a bootstrap CI over seeds (:func:`score_ratio`).
 """
 
 from __future__ import annotations
@@ -20,31 +26,37 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from genworld.config import apply, check_scale
+import numpy as np
+
+from genworld.config import apply, check_scale, resolve
 from genworld.data.ids import parse_dataset_id
 from genworld.errors import GenworldError
 from genworld.utils.io import check_or_write_config, claim_folder
 from genworld.utils.provenance import provenance
 
-VARIANTS = ("agnostic", "bigru", "env-specific")
+VARIANTS = ("agnostic", "bigru", "env-specific", "iql")
+
+RATIO_REPS = 2000
+"""Bootstrap resamples of the agnostic / single-env IQL ratio's CI."""
 
 
 @dataclass(frozen=True)
 class AgnosticAblationsConfig:
-    """The agnostic agent and its ablations on ``datasets``."""
+    """The agnostic agent, its ablations and single-env IQL on ``datasets``."""
 
     datasets: tuple[str, ...] = ()
     """One dataset per env; empty = the scale's DD-IQL datasets."""
     variants: tuple[str, ...] = VARIANTS
-    """Which of agnostic, bigru, env-specific."""
+    """Which of agnostic, bigru, env-specific, iql."""
     scale: str = "mini"
-    """tiny | mini | full: the agent preset and DD-IQL's budget at that scale."""
+    """tiny | mini | full: the agent presets and DD-IQL's budget at that scale."""
     steps: int = 0
     """Updates of every run; 0 = the scale's."""
     last_k: int = 3
     """A run's score per env: the mean of its last k evaluations."""
-    seed: int = 0
-    """Seeds every run (networks, batches, evaluation episodes)."""
+    seeds: int = 1
+    """Seeds per run, 0 .. seeds-1 (networks, batches, evaluation episodes); the ratio's CI
+    needs ≥ 2."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
@@ -59,6 +71,34 @@ class AgnosticAblationsConfig:
             raise GenworldError("--variants is empty: give at least one")
         if self.last_k <= 0:
             raise GenworldError(f"--last_k must be positive, got {self.last_k}")
+        if self.seeds <= 0:
+            raise GenworldError(f"--seeds must be positive, got {self.seeds}")
+
+
+@dataclass(frozen=True)
+class SingleEnvIQLRun:
+    """One run of the ``iql`` arm: plain padded-MLP IQL on one dataset, one seed."""
+
+    dataset: str
+    """The dataset id (one env)."""
+    scale: str
+    """The IQL preset's scale (tiny | mini | full)."""
+    seed: int
+    """Seeds the networks, the batches and the evaluation episodes."""
+    steps: int
+    """Gradient updates."""
+    eval_every: int
+    """Updates between evaluations + checkpoints."""
+    eval_episodes: int
+    """Episodes per evaluation."""
+    dataset_steps: int
+    """Transitions when the dataset is built; 0 = the dataset's default size."""
+    overrides: dict[str, Any]
+    """IQLConfig overrides matching the agnostic agent (batch, clip, lr schedule)."""
+    device: str
+    """auto (CUDA when present), cpu or cuda."""
+    threads: int
+    """torch threads."""
 
 
 def ablations_config(**fields: Any) -> AgnosticAblationsConfig:
@@ -74,26 +114,97 @@ def ablations_config(**fields: Any) -> AgnosticAblationsConfig:
     return cfg
 
 
-def stage_configs(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
-    """Each run's DD-IQL config, by its folder (``env-specific/<env>`` per dataset)."""
-    from genworld.algos.agnostic_iql import PRESETS
-    from genworld.train.dd_iql import iql_run_config
+def matched_iql_overrides(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
+    """The single-env IQL settings that match the agnostic agent at ``cfg.scale``: the rows
+    per update it gives each env, its gradient-norm clip and its actor lr decay."""
+    from genworld.algos.agnostic_iql import PRESETS, AgnosticIQLConfig
 
-    common = {"scale": cfg.scale, "seed": cfg.seed, "device": cfg.device, "threads": cfg.threads}
-    common["steps"] = cfg.steps
+    agnostic = resolve(AgnosticIQLConfig, PRESETS.get(cfg.scale, {}))
+    return {
+        "batch_size": max(1, agnostic.batch_size // len(cfg.datasets)),
+        "max_grad_norm": agnostic.max_grad_norm,
+        "actor_lr_decay_steps": agnostic.actor_lr_decay_steps,
+    }
+
+
+def stage_configs(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
+    """Each run's config by its folder: a DD-IQL config (``agnostic/seed<s>``, ``bigru/…``,
+    ``env-specific/<env>/seed<s>``) or a :class:`SingleEnvIQLRun` (``iql/<env>/seed<s>``)."""
+    from genworld.train.dd_iql import IQL_BUDGETS, iql_run_config
+
+    matched = matched_iql_overrides(cfg)
+    rows = {"batch_size": matched["batch_size"]}
+    budget = IQL_BUDGETS[cfg.scale]
     runs: dict[str, Any] = {}
-    if "agnostic" in cfg.variants:
-        runs["agnostic"] = iql_run_config(**common, datasets=cfg.datasets)
-    if "bigru" in cfg.variants:
-        bigru = {"net": {"sequence_layer": "bigru"}}
-        runs["bigru"] = iql_run_config(**common, datasets=cfg.datasets, agent=bigru)
-    if "env-specific" in cfg.variants:
-        batch = PRESETS[cfg.scale].get("batch_size", 256)  # the multi-env agent's rows
-        rows = {"batch_size": max(1, batch // len(cfg.datasets))}
+    for seed in range(cfg.seeds):
+        common = {"scale": cfg.scale, "seed": seed, "steps": cfg.steps}
+        common |= {"device": cfg.device, "threads": cfg.threads}
+        if "agnostic" in cfg.variants:
+            runs[f"agnostic/seed{seed}"] = iql_run_config(**common, datasets=cfg.datasets)
+        if "bigru" in cfg.variants:
+            bigru = {"net": {"sequence_layer": "bigru"}}
+            runs[f"bigru/seed{seed}"] = iql_run_config(**common, datasets=cfg.datasets, agent=bigru)
         for dataset in cfg.datasets:
             env = parse_dataset_id(dataset).env
-            runs[f"env-specific/{env}"] = iql_run_config(**common, datasets=(dataset,), agent=rows)
+            if "env-specific" in cfg.variants:
+                runs[f"env-specific/{env}/seed{seed}"] = iql_run_config(
+                    **common, datasets=(dataset,), agent=rows
+                )
+            if "iql" in cfg.variants:
+                runs[f"iql/{env}/seed{seed}"] = SingleEnvIQLRun(
+                    dataset=dataset,
+                    scale=cfg.scale,
+                    seed=seed,
+                    steps=cfg.steps or budget["steps"],
+                    eval_every=budget["eval_every"],
+                    eval_episodes=budget["eval_episodes"],
+                    dataset_steps=budget.get("dataset_steps", 0),
+                    overrides=matched,
+                    device=cfg.device,
+                    threads=cfg.threads,
+                )
     return runs
+
+
+def train_single_env_iql(
+    run: SingleEnvIQLRun, out: Path, *, last_k: int, show_progress: bool = False
+) -> list[dict]:
+    """``run``'s IQL agent trained and evaluated in ``out`` (eval.jsonl, checkpoints; resumable,
+    a finished run is not trained again); returns its evaluation records."""
+    import torch
+
+    from genworld.data.build import ensure_built
+    from genworld.data.multi_env import MultiEnvDataset
+    from genworld.train.cells import build_cell_agent, train_cell
+    from genworld.utils.device import resolve_device
+
+    out = Path(out)
+    check_or_write_config(out, run)
+    torch.set_num_threads(run.threads)
+    ensure_built([run.dataset], steps=run.dataset_steps or None, show_progress=show_progress)
+    dataset = MultiEnvDataset.from_minari([run.dataset])
+    torch.manual_seed(run.seed)
+    agent = build_cell_agent(
+        "iql",
+        dataset,
+        resolve_device(run.device),
+        scale=run.scale,
+        seed=run.seed,
+        overrides=run.overrides,
+    )
+    records, _ = train_cell(
+        f"iql {parse_dataset_id(run.dataset).env} s{run.seed}",
+        agent,
+        dataset.specs,
+        out,
+        updates=run.steps,
+        eval_every=run.eval_every,
+        eval_episodes=run.eval_episodes,
+        last_k=last_k,
+        seed=run.seed,
+        show_progress=show_progress,
+    )
+    return records
 
 
 def run_ablations(
@@ -107,36 +218,111 @@ def run_ablations(
     out = Path(out)
     started = time.perf_counter()
     with claim_folder(out, "genworld train agnostic-ablations", cfg):
-        check_or_write_config(out, cfg)
+        check_or_write_config(out, cfg, ignore=("seeds", "variants"))  # each keys its runs
         runs = stage_configs(cfg)
         for name, run in runs.items():
             if show_progress:
                 print(f"agnostic-ablations: {name} → {out / name}", flush=True)
-            train_agnostic_iql(run, out / name, show_progress=show_progress)
+            if isinstance(run, SingleEnvIQLRun):
+                train_single_env_iql(
+                    run, out / name, last_k=cfg.last_k, show_progress=show_progress
+                )
+            else:
+                train_agnostic_iql(run, out / name, show_progress=show_progress)
         envs = [parse_dataset_id(d).spec.name for d in cfg.datasets]
-        curves: dict[str, dict[str, list[dict[str, float]]]] = {}
-        for name in runs:
+        # runs[variant][env][seed] = that run's (step, score) points
+        seed_curves: dict[str, dict[str, dict[int, list[tuple[int, float]]]]] = {}
+        for name, run in runs.items():
             variant = name.partition("/")[0]
             for record in read_eval(out / name):
                 for env in envs:
                     key = f"eval/{env}/normalized_score"
                     if key in record:
-                        point = {"step": record["step"], "score": record[key]}
-                        curves.setdefault(variant, {}).setdefault(env, []).append(point)
-        summary = {
-            variant: {env: _last_k(points, cfg.last_k) for env, points in per_env.items()}
-            for variant, per_env in curves.items()
+                        per_seed = seed_curves.setdefault(variant, {}).setdefault(env, {})
+                        per_seed.setdefault(run.seed, []).append((record["step"], record[key]))
+        per_seed_last_k = {
+            variant: {
+                env: [_last_k(points, cfg.last_k) for _, points in sorted(seeds.items())]
+                for env, seeds in per_env.items()
+            }
+            for variant, per_env in seed_curves.items()
         }
-        return {
+        report = {
             "config": asdict(cfg),
             "envs": envs,
-            "curves": curves,
-            "summary": summary,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "provenance": provenance(),
+            "curves": {
+                variant: {env: _mean_curve(seeds) for env, seeds in per_env.items()}
+                for variant, per_env in seed_curves.items()
+            },
+            "summary": {
+                variant: {env: float(np.mean(values)) for env, values in per_env.items()}
+                for variant, per_env in per_seed_last_k.items()
+            },
+            "per_seed": per_seed_last_k,
         }
+        if "iql" in cfg.variants:
+            report["matched_iql"] = matched_iql_overrides(cfg)
+        if "agnostic" in per_seed_last_k and "iql" in per_seed_last_k:
+            report["ratio"] = score_ratio(per_seed_last_k["agnostic"], per_seed_last_k["iql"])
+        report["wall_seconds"] = round(time.perf_counter() - started, 1)
+        report["provenance"] = provenance()
+        return report
 
 
-def _last_k(points: list[dict[str, float]], k: int) -> float:
-    tail = [p["score"] for p in points][-k:]
+def score_ratio(
+    numerator: dict[str, list[float]],
+    denominator: dict[str, list[float]],
+    *,
+    reps: int = RATIO_REPS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ratio of two arms' average scores (e.g. agnostic ÷ single-env IQL, the paper's
+    96.22 / 107.54): ``value`` = mean over envs of the numerator's per-env seed means ÷ the same
+    for the denominator; ``per_env``: each env's ratio of seed means. 95% percentile bootstrap
+    CI (``ci_low``, ``ci_high``): each of ``reps`` resamples draws the seeds with replacement
+    independently per (arm, env) and recomputes the ratio of the averages (numpy Generator
+    seeded ``seed``). With one seed per (arm, env) the CI is the value itself. Arms take the
+    envs they share; arguments map env → per-seed scores."""
+    envs = [env for env in numerator if env in denominator]
+    if not envs:
+        raise GenworldError("the two arms share no env: run both on the same --datasets")
+    rng = np.random.default_rng(seed)
+
+    def resampled(arm: dict[str, list[float]]) -> np.ndarray:
+        means = []  # (envs, reps): each env's seed mean per resample
+        for env in envs:
+            scores = np.asarray(arm[env], dtype=float)
+            means.append(scores[rng.integers(0, len(scores), size=(reps, len(scores)))].mean(1))
+        return np.mean(means, axis=0)
+
+    top = {env: np.mean(numerator[env]) for env in envs}
+    bottom = {env: np.mean(denominator[env]) for env in envs}
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero mean: an infinite ratio
+        value = np.mean(list(top.values())) / np.mean(list(bottom.values()))
+        per_env = {env: float(top[env] / bottom[env]) for env in envs}
+        ratios = resampled(numerator) / resampled(denominator)
+        low, high = np.percentile(ratios, [2.5, 97.5])
+    return {
+        "value": float(value),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "per_env": per_env,
+        "reps": reps,
+    }
+
+
+def _last_k(points: list[tuple[int, float]], k: int) -> float:
+    tail = [score for _, score in points][-k:]
     return sum(tail) / len(tail)
+
+
+def _mean_curve(seeds: dict[int, list[tuple[int, float]]]) -> list[dict[str, Any]]:
+    """The mean over seeds at each evaluated step, with each seed's score (seed order)."""
+    by_step: dict[int, list[float]] = {}
+    for _, points in sorted(seeds.items()):
+        for step, score in points:
+            by_step.setdefault(step, []).append(score)
+    return [
+        {"step": step, "score": float(np.mean(scores)), "scores": scores}
+        for step, scores in sorted(by_step.items())
+    ]
