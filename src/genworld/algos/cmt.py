@@ -52,11 +52,13 @@ Deviations:
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from genworld.algos.cmt_config import PRESETS, CMTConfig
+from genworld.algos.cmt_config import PRESETS, STAGE_TWO_FIELDS, CMTConfig
 from genworld.algos.cmt_model import (
     CMTNet,
     EpisodePolicy,
@@ -414,6 +416,17 @@ class CMT:
             context = steps(obs.new_zeros(n, self.cfg.task_prompt_len, obs.shape[-1]), real=False)
         window = steps(obs[:, None], real=True)
         return self.policy(history, window, env_idx, context)[:, 0]  # (n, act_max)
+
+    def shared_prefix(self) -> tuple[int, dict] | None:
+        """Pretraining reads no stage-2 setting, so variants that differ only there (``cmt``,
+        ``cmt-no-pt``, ``cmt-beta=…``) make the same first ``pretrain_updates`` updates: those
+        steps and every setting they read (:mod:`genworld.train.prefix`). The adaptor exists
+        from the start in every variant (its initialisation draws from torch's RNG), so its
+        width stays among them."""
+        if self.cfg.pretrain_updates <= 0:
+            return None
+        settings = {k: v for k, v in asdict(self.cfg).items() if k not in STAGE_TWO_FIELDS}
+        return self.cfg.pretrain_updates, {"algo": "cmt", **settings}
 
     def episode_policy(self, env_k: int, episodes: int) -> EpisodePolicy:
         return EpisodePolicy(self, env_k, episodes)

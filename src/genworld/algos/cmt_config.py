@@ -114,6 +114,19 @@ class CMTConfig:
 
 TASK_CONTEXTS = ("online", "offline", "none")
 
+STAGE_TWO_FIELDS = (
+    "prompt_tuning",
+    "relabel_states",
+    "relabel_batch",
+    "planner_horizon",
+    "beam_width",
+    "expand",
+    "planner_noise",
+    "behaviour_weight",
+    "tune_lr",
+)
+"""The settings only prompt tuning (stage 2) reads: pretraining is the same whatever they are."""
+
 
 PRESETS: dict[str, dict] = {
     # tiny: seconds (train/table.py BUDGETS["tiny"] = 20 updates: 10 pretraining, 10 tuning)

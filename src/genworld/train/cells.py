@@ -67,10 +67,12 @@ def train_cell(
     last_k: int,
     seed: int,
     show_progress: bool = False,
+    prefix=None,
 ) -> tuple[list[dict], dict[str, dict]]:
     """``updates`` updates of ``agent`` with an evaluation every ``eval_every`` in ``specs``'
     real envs (resumable in ``folder``); returns the evaluation records and each env's summary
-    (last-k mean and spread, best)."""
+    (last-k mean and spread, best). ``prefix``: the first updates it shares with other cells
+    (:mod:`genworld.train.prefix`)."""
     records = loop.train_offline(  # looked up at call time: one training entry to patch
         name,
         agent,
@@ -82,5 +84,6 @@ def train_cell(
         eval_episodes=eval_episodes,
         seed=seed,
         show_progress=show_progress,
+        prefix=prefix,
     )
     return records, summarize(records, [s.name for s in specs], last_k)

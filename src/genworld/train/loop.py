@@ -26,6 +26,7 @@ import torch
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_agent_outcomes
 from genworld.train.checkpoint import resume_point, save_checkpoint
+from genworld.train.prefix import Prefix, keep_prefix, start_from_prefix
 from genworld.utils.interrupt import deferred_interrupt
 from genworld.utils.io import tensorboard_writer, truncate_jsonl
 from genworld.utils.progress import progress_bar
@@ -96,15 +97,23 @@ def run_loop(
     processes: Processes | None = None,
     check: bool = True,
     unit: str = "step",
+    prefix: Prefix | None = None,
 ) -> int:
     """Run ``trainer.step`` until ``steps``, resuming from ``out/checkpoints``; returns the step
     reached. ``before_checkpoint`` runs on every process before each checkpoint (e.g. elite
     selection). ``check``: stop on a non-finite metric (the last good checkpoint stays).
-    ``unit``: what a step is called in messages (update, iteration)."""
+    ``unit``: what a step is called in messages (update, iteration). ``prefix``: steps this run
+    shares with others (:mod:`genworld.train.prefix`; one process only): a new run starts from
+    it when another run has left it, else this run leaves it when it gets there."""
     procs = processes if processes is not None else OneProcess()
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     step = 0
+    logs = tuple(dict.fromkeys(h.log for h in hooks if h.log))
+    if prefix is not None and procs.world_size > 1:
+        raise GenworldError(f"{name}: a shared prefix needs a one-process run")
+    if prefix is not None and prefix.steps <= steps:
+        start_from_prefix(prefix, out, logs)
     resumed = procs.broadcast(resume_point(out / "checkpoints") if procs.is_main else None)
     if resumed is not None:
         step, state = resumed
@@ -150,9 +159,12 @@ def run_loop(
                             elapsed = time.perf_counter() - start
                             record[hook.rate] = (step - first) * hook.rate_per_step / elapsed
                         logger.write(hook.log, record)
-            at_checkpoint = step % checkpoint_every == 0 or last
+            leaves_prefix = prefix is not None and step == prefix.steps
+            at_checkpoint = step % checkpoint_every == 0 or last or leaves_prefix
             if at_checkpoint:
                 checkpoint()
+            if leaves_prefix:
+                keep_prefix(prefix, out, logs)
             if stop.requested and not last:
                 if not at_checkpoint:
                     checkpoint()
@@ -264,10 +276,12 @@ def train_offline(
     eval_episodes: int,
     seed: int,
     show_progress: bool = True,
+    prefix: Prefix | None = None,
 ) -> list[dict]:
     """Run ``update`` ``steps`` times; every ``eval_every`` evaluate ``agent.act`` in the real
     envs (deterministic, episode ``i`` seeded ``seed*1000 + i``), log the losses and scores to
-    ``eval.jsonl`` and checkpoint. Returns the evaluation records."""
+    ``eval.jsonl`` and checkpoint. Returns the evaluation records. ``prefix``: the first steps
+    this run shares with others (:func:`run_loop`)."""
 
     def evaluate(step: int, metrics: dict) -> dict:
         outcomes = evaluate_agent_outcomes(agent, specs, eval_episodes, seed * 1000)
@@ -287,6 +301,7 @@ def train_offline(
         hooks=(hook,),
         show_progress=show_progress,
         unit="update",
+        prefix=prefix,
     )
     return read_eval(out)
 

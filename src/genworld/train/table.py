@@ -173,6 +173,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
 
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.train.cells import build_cell_agent, train_cell
+    from genworld.train.prefix import prefix_of
     from genworld.utils.device import resolve_device
 
     folder = out / cell.folder
@@ -192,6 +193,15 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         show_progress=show_progress,  # its world model's fit, as a line under the table's bar
     )
     budget = cfg.budget
+    prefix = prefix_of(  # e.g. CMT's pretraining, shared by its prompt-tuning variants
+        agent,
+        out / "prefixes" / cell.quality / f"{cell.setting}-{cell.group}",
+        seed=cell.seed,
+        data=dataset.fingerprint(),
+        budget=asdict(budget),
+        device=resolve_device(cfg.device).type,
+        matmul_precision=torch.get_float32_matmul_precision(),
+    )
     _, summary = train_cell(
         f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
         agent,
@@ -203,6 +213,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         last_k=budget.last_k,
         seed=cell.seed,
         show_progress=show_progress,
+        prefix=prefix,
     )
     result = {
         **asdict(cell),

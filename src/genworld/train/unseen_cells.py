@@ -303,6 +303,8 @@ def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = 
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
     from genworld.train.loop import train_offline
+    from genworld.train.prefix import prefix_of
+    from genworld.utils.device import resolve_device
 
     folder = out / model / f"seed{seed}"
     root = out / "datasets"
@@ -314,6 +316,16 @@ def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = 
         _, state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
         agent.load_state_dict(state["agent"])
         return agent
+    prefix = prefix_of(  # CMT's pretraining, shared by its prompt-tuning variants
+        agent,
+        out / "prefixes",
+        seed=seed,
+        tasks=train,
+        data=tasks.fingerprint(),
+        budget=[cfg.policy_updates, cfg.eval_every, cfg.eval_episodes],
+        device=resolve_device(cfg.device).type,
+        matmul_precision=torch.get_float32_matmul_precision(),
+    )
     train_offline(
         f"{model} s{seed}",
         agent,
@@ -325,6 +337,7 @@ def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = 
         eval_episodes=cfg.eval_episodes,
         seed=seed,
         show_progress=False,
+        prefix=prefix,
     )
     atomic_write_json(folder / "trained.json", {"updates": cfg.policy_updates})
     return agent
