@@ -394,3 +394,16 @@ def test_a_scenarios_record_renders_its_scores_and_world_model_errors(tmp_path):
     assert "out of distribution: mrcom 0.950" in row.result
     assert "training scenarios: mrcom 0.400" in row.result
     assert "world models only" in row.protocol and "mrcom nan" not in row.result
+
+
+def test_the_scenario_models_bench_reads_as_its_record_says():
+    from genworld.reports.results import _model_bench_parts
+
+    record = RECORDS / "bench-scenario-models-2026-12-05"
+    figures = json.loads((record / "bench.json").read_text())
+    text = "; ".join(_model_bench_parts(figures))
+    mrcom = figures["scenario_models"]["mrcom"]
+    assert f"training {mrcom['fraction_of_matmul_peak']:.2f}×" in text
+    caveat = json.loads((record / "record.json").read_text())["caveat"]
+    assert mrcom["fraction_of_matmul_peak"] < 0.4 and "short of its 0.4 target" in caveat
+    assert f"{mrcom['imagination_ratio']:.2f}x" in caveat

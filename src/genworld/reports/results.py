@@ -377,12 +377,14 @@ BENCH_KEYS = {
     "cmt",
     "rssm",
     "agnostic",
+    "scenario_models",
 }
 """The benchmark names whose figures a bench record's JSON files hold."""
 
 
 def _model_bench_parts(figures: dict[str, Any]) -> list[str]:
-    """The headline figures of the CMT, RSSM and agnostic benches."""
+    """The headline figures of the model benches: CMT, the RSSM, agnostic IQL, the scenario
+    studies' world models."""
     parts = []
     if cmt := figures.get("cmt"):
         pre, relabel = cmt["pretraining"], cmt["relabelling"]
@@ -410,6 +412,15 @@ def _model_bench_parts(figures: dict[str, Any]) -> list[str]:
             f"agnostic IQL update {agnostic['fraction_of_matmul_peak']:.2f}× the peak, "
             f"{agnostic['tokens_per_update']:,} tokens per update "
             f"({agnostic['tokens_per_update_padded']:,} padded)"
+        )
+    if scenario := figures.get("scenario_models"):
+        models = [m for m in ("mrcom", "rssm", "cadm") if m in scenario]
+        parts.append(
+            f"{' / '.join(models)} training "
+            + " / ".join(f"{scenario[m]['fraction_of_matmul_peak']:.2f}×" for m in models)
+            + " the fp32 matmul peak, imagination "
+            + " / ".join(f"{scenario[m]['imagination_ratio']:.2f}×" for m in models)
+            + " raw dm_control stepping (mini)"
         )
     return parts
 
