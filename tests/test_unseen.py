@@ -456,3 +456,13 @@ def test_unseen_cli_chooses_the_experts(argv, experts, source):
     cfg = unseen_config(build_parser().parse_args(["unseen", *argv]))
     assert cfg.experts == experts and expert_source(cfg) == source
     assert cfg.shipped_experts == ("--train-experts" not in argv)
+
+
+def test_the_report_states_the_meta_methods_protocol_only_when_they_run():
+    from genworld.reports.unseen import _meta_protocol
+    from genworld.train.unseen import config_for_scale
+
+    assert _meta_protocol(config_for_scale("mini")) == []
+    text = " ".join(_meta_protocol(config_for_scale("mini", methods=("cmt", "focal", "tgw"))))
+    assert "Offline meta-RL** (cmt, focal)" in text and "zero-shot" in text
+    assert "9 episodes (3 × 3)" in text

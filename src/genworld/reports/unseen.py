@@ -56,6 +56,7 @@ def write_unseen_report(
         f"updates per (method, task, seed) (TGW's SAC: initial temperature "
         f"{cfg.policy_init_alpha:g}, RL-term weight α {cfg.policy_bc_alpha:g}, TD3+BC's: larger = less behaviour cloning); score = mean of the last {cfg.last_k} evaluations "
         f"({cfg.eval_episodes} episodes each); mean ± std across seeds.",
+        *_meta_protocol(cfg),
         "",
         cells_code_line(results),
         "",
@@ -194,6 +195,25 @@ def _goal_text(family: str, task: str) -> str:
     if get_family(family).directions:
         return f"{np.degrees(wrap_angle(goal)):+.0f}°"
     return f"{goal:.3f} m/s"
+
+
+def _meta_protocol(cfg) -> list[str]:
+    """The protocol of the study's CMT and FOCAL methods (offline meta-RL, seed 001 §4.2), when
+    it has any: how their models train and how a cell scores them."""
+    meta = [m for m in cfg.methods if m.startswith("cmt") or m == "focal"]
+    if not meta:
+        return []
+    return [
+        "",
+        f"**Offline meta-RL** ({', '.join(meta)}): one model per seed and training variant, "
+        f"{cfg.policy_updates} updates on the training tasks' mixed data with every parameter "
+        "shared across tasks, then run on every task with no training on it. `cmt` takes its "
+        "task prompt from its own earlier interactions in the task (zero-shot: the first "
+        "episode has none), `cmt-context=none` from nothing, `cmt-context=medium|expert` from "
+        "the task's mixed or expert data; FOCAL infers the task from a context set of the "
+        "task's small expert data. A cell's score is the mean normalized return of its "
+        f"{cfg.eval_episodes * cfg.last_k} episodes ({cfg.last_k} × {cfg.eval_episodes}).",
+    ]
 
 
 def _experts_texts(cfg) -> tuple[str, str]:
