@@ -228,6 +228,10 @@ def test_study_plans_its_scenarios_and_cells():
     ood = parse_scenario(names["ood"][0])
     assert not 0.5 <= ood.speed <= 1.0 and not 0.8 <= ood.torso <= 1.2
     assert len(cells(multi)) == 2 * 2 * 3  # seeds × (id, ood) × methods
+    ood_only = scenarios_config("tiny", seeds=2, splits=("ood",))
+    assert {c.split for c in cells(ood_only)} == {"ood"} and len(cells(ood_only)) == 2 * 3
+    with pytest.raises(GenworldError, match="unknown split 'test'"):
+        scenarios_config("tiny", splits=("test",))
     dynamics = scenarios(scenarios_config("tiny", study="dynamics"), "dmc-cheetah-run")
     assert {parse_scenario(n).speed for v in dynamics.values() for n in v} == {1.0}
     behaviour = scenarios_config("tiny", study="behaviour")

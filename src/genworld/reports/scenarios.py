@@ -34,8 +34,14 @@ ERROR_SPLITS = {"train": "training scenarios", **SPLITS}
 
 
 def row_keys(cfg, groups) -> list[tuple[str, str, str]]:
-    """(group, env, split) of every row, in the study's order."""
-    return [(g.name, env, split) for g in groups for env in g.envs for split in g.splits]
+    """(group, env, split) of every row, in the study's order (the splits it runs cells on)."""
+    return [
+        (g.name, env, split)
+        for g in groups
+        for env in g.envs
+        for split in g.splits
+        if split in cfg.splits
+    ]
 
 
 def row_stats(results: list[dict], key, method: str, seeds: int) -> dict:

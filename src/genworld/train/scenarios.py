@@ -154,6 +154,9 @@ class ScenarioStudyConfig:
     threads: int = 1
     """torch threads per process (each worker's, or this one's when workers = 1): two 1-thread
     processes on 2 cores each run at full speed, two 2-thread ones stall each other."""
+    splits: tuple[str, ...] = ("id", "ood")
+    """Held-out splits that get adaptation cells (in distribution, out of distribution; a
+    group without one skips it). Not part of the resume check: a study may add the other."""
     cells: bool = True
     """False: datasets, world models and their k-step errors on the held-out scenarios only,
     no adaptation cell (the prediction-error comparison without policies). Not part of the
@@ -166,6 +169,7 @@ class ScenarioStudyConfig:
             ("quality", (self.quality, *self.qualities), BEHAVIOUR_QUALITIES),
             ("perturbation", self.perturbations, KINDS),
             ("env", self.envs, SCENARIO_TASKS),
+            ("split", self.splits, ("id", "ood")),
         ]
         for name, values, choices in checks:
             for value in values:
@@ -173,7 +177,7 @@ class ScenarioStudyConfig:
                     raise GenworldError(
                         f"unknown {name} {value!r}: choose from {', '.join(choices)}"
                     )
-        for name in ("methods", "envs", "qualities", "perturbations"):
+        for name in ("methods", "envs", "qualities", "perturbations", "splits"):
             if not getattr(self, name):
                 raise GenworldError(f"--{name} is empty: give at least one")
         for name in (
@@ -291,7 +295,7 @@ def cells(cfg: ScenarioStudyConfig) -> list[Cell]:
         for group in groups(cfg):
             for env in group.envs:
                 names = scenarios(cfg, env)
-                for split in group.splits:
+                for split in (s for s in group.splits if s in cfg.splits):
                     for target in names[split]:
                         out += [Cell(group.name, env, split, target, m, seed) for m in cfg.methods]
     return out
@@ -574,7 +578,7 @@ def run_scenarios(
         return _run_stages(cfg, out, names, todo, show_progress)
 
 
-IGNORED = ("workers", "methods", "seeds", "cells")
+IGNORED = ("workers", "methods", "seeds", "splits", "cells")
 """Fields a finished study may change when continued."""
 
 
