@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from genworld.errors import GenworldError
+from genworld.reports.scenarios import ERROR_SPLITS, SPLITS
 from genworld.reports.table import rows as table_rows
 from genworld.utils.provenance import PACKAGE_DIR, cells_code
 
@@ -224,10 +225,6 @@ def _mean_std(values: list[float], planned: int) -> str:
     return text + (f" (n={len(values)})" if len(values) < planned else "")
 
 
-SPLIT_NAMES = {"id": "in distribution", "ood": "out of distribution"}
-ERROR_SPLIT_NAMES = {"train": "training scenarios", **SPLIT_NAMES}
-
-
 def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
     """MrCoM's scenario studies: each method's average score per split (when cells ran) and
     each world model's 5-step observation error on the held-out scenarios, from the report."""
@@ -237,9 +234,9 @@ def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
     for split, averages in report.get("averages", {}).items():
         scores = [f"{m} {v:.1f}" for m, v in averages.items() if v == v]  # NaN: no cell yet
         if scores:
-            parts.append(f"{SPLIT_NAMES.get(split, split)}: " + " · ".join(scores))
+            parts.append(f"{SPLITS.get(split, split)}: " + " · ".join(scores))
     for group, kinds in report.get("world_model_error_h5", {}).items():
-        for split, name in ERROR_SPLIT_NAMES.items():
+        for split, name in ERROR_SPLITS.items():
             errors = [f"{k} {v[split]:.3f}" for k, v in kinds.items() if split in v]
             if errors:
                 parts.append(f"5-step observation error, {group}, {name}: " + " · ".join(errors))

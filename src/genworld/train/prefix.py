@@ -40,15 +40,19 @@ class Prefix:
 
 
 def prefix_of(agent: Any, root: Path, **context: Any) -> Prefix | None:
-    """``agent``'s shared prefix, in ``root/<digest>`` where the digest is of its settings and
-    ``context`` (what else its first steps read: data, seed, budget, evaluation; JSON-able);
-    None when the agent shares none."""
+    """``agent``'s shared prefix, in ``root/<digest>`` where the digest is of its settings,
+    this process's float32 matmul precision and ``context`` (what else its first steps read:
+    data, seed, budget, evaluation, device; JSON-able); None when the agent shares none."""
+    import torch
+
     offer = getattr(agent, "shared_prefix", None)
     shared = offer() if offer is not None else None
     if shared is None:
         return None
     steps, settings = shared
-    key = json.dumps({"steps": steps, "settings": settings, **context}, sort_keys=True)
+    precision = torch.get_float32_matmul_precision()
+    key = {"steps": steps, "settings": settings, "matmul_precision": precision, **context}
+    key = json.dumps(key, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Prefix(steps, Path(root) / digest)
 

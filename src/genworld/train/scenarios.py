@@ -573,6 +573,7 @@ def run_scenarios(
     check_policies(cfg)
     from genworld.utils.device import torch_threads
 
+    # claim_folder: a second study on this folder is refused
     with claim_folder(out, "genworld scenarios", cfg), torch_threads(cfg.threads):
         check_or_write_config(out, cfg, ignore=IGNORED)
         return _run_stages(cfg, out, names, todo, show_progress)

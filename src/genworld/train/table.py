@@ -200,7 +200,6 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         data=dataset.fingerprint(),
         budget=asdict(budget),
         device=resolve_device(cfg.device).type,
-        matmul_precision=torch.get_float32_matmul_precision(),
     )
     _, summary = train_cell(
         f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",

@@ -292,8 +292,9 @@ def run_unseen(
     from genworld.utils.device import torch_threads
 
     if not report_only:
+        # claim_folder: a second study on this folder is refused
         with claim_folder(out, "genworld unseen", cfg), torch_threads(cfg.threads):
-            check_or_write_config(out, cfg, ignore=ignore)  # (a second study here is refused)
+            check_or_write_config(out, cfg, ignore=ignore)
             return _run_stages(cfg, out, train, test, show_progress)
     if not (out / "references.json").exists():
         raise GenworldError(f"{out} has no finished references stage: run it first")

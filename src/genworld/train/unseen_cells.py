@@ -324,7 +324,6 @@ def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = 
         data=tasks.fingerprint(),
         budget=[cfg.policy_updates, cfg.eval_every, cfg.eval_episodes],
         device=resolve_device(cfg.device).type,
-        matmul_precision=torch.get_float32_matmul_precision(),
     )
     train_offline(
         f"{model} s{seed}",
