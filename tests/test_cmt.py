@@ -14,6 +14,7 @@ import torch
 from genworld.algos import cmt
 from genworld.algos.cmt_model import (
     CMTNet,
+    discounted_returns_after,
     discounted_returns_to_go,
     gather_contexts,
     sample_pretraining,
@@ -112,6 +113,14 @@ def test_discounted_returns_to_go_stay_inside_episodes():
     by_hand = [sum(0.5**j * r for j, r in enumerate(range(t, 5))) for t in range(5)]
     torch.testing.assert_close(values[:5], torch.tensor(by_hand))
     torch.testing.assert_close(discounted_returns_to_go(env, 1.0), returns_to_go(env))
+
+
+def test_value_targets_are_the_return_after_each_step():
+    env = labelled_dataset().envs[0]  # rewards 0..4 in the first episode (5 steps), then 0..8
+    values = discounted_returns_after(env, 0.5)
+    by_hand = [sum(0.5**j * r for j, r in enumerate(range(t + 1, 5))) for t in range(5)]
+    torch.testing.assert_close(values[:5], torch.tensor(by_hand))
+    assert values[4] == 0 and values[5] > 0  # an episode's last step, the next one's first
 
 
 # ---------------------------------------------------------------- attention
@@ -436,13 +445,29 @@ def test_task_prompt_segments_come_from_the_rows_task():
     generator = torch.Generator().manual_seed(0)
     batch = sample_pretraining(dataset, values, 16, 4, 3, generator, "balanced", 3)
     task = batch.window.observations[:, 0, 0] // 100  # (B,)
-    for part in (batch.context, *batch.task_positive):
+    for part in (batch.context, batch.positive_context, *batch.task_positive):
         assert torch.equal(part.env_idx, batch.window.env_idx)
         for b in range(16):
             real = part.step_mask[b]
             assert real[0] and torch.all(part.observations[b, real, 0] // 100 == task[b])
             steps = part.observations[b, real, 1]
             assert torch.all(steps[1:] - steps[:-1] == 1)  # one episode, consecutive steps
+
+
+def test_task_prompt_contexts_are_drawn_apart_and_some_cut_short():
+    dataset = task_dataset()
+    values = [torch.zeros(len(env)) for env in dataset.envs]
+    draw = lambda cut: sample_pretraining(  # noqa: E731
+        dataset, values, 256, 4, 3, torch.Generator().manual_seed(0), "balanced", 3, cut
+    )
+    whole, half = draw(0.0), draw(0.5)
+    # the positive's context is its own draw: it differs from the anchor's in most rows
+    first = lambda part: part.observations[:, 0, :2]  # noqa: E731  (task·100 + episode, step)
+    assert (first(whole.context) != first(whole.positive_context)).any(-1).float().mean() > 0.5
+    full = whole.context.step_mask.sum(1)
+    lengths = half.context.step_mask.sum(1)
+    assert int((lengths == 0).sum()) > 0 and int((lengths < full.max()).sum()) > 20
+    assert float((lengths == 3).float().mean()) > 0.4  # about half are left whole
 
 
 def test_separator_joins_context_and_history_and_padding_does_not_leak():

@@ -48,6 +48,11 @@ Deviations:
   the prompt never sees the actions it is asked to predict; segments of the anchor's own
   episode are not its negatives; rows with an empty history (episode starts) are left out of L2.
 - TT's termination penalty is not used; plans may run through terminal states.
+- Task prompts (§4.2; ``task_prompt_len`` > 0): the anchor and its InfoNCE positive each read
+  their own context segment of the task, drawn independently (one shared context would let
+  InfoNCE match a row by its context alone), and half of pretraining's context segments
+  (``context_truncation``) are cut to a uniform length in 0 … C, because zero-shot acting
+  starts from an empty context that grows with the episode. Neither is in the seed text.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from genworld.algos.cmt_model import (
     Predictions,
     PromptAdaptor,
     cat_batches,
-    discounted_returns_to_go,
+    discounted_returns_after,
     gather_contexts,
     random_segments,
     sample_pretraining,
@@ -192,7 +197,7 @@ class CMT:
         )
         self.tune_opt = torch.optim.Adam(self.adaptor.parameters(), lr=cfg.tune_lr)
         self.value_targets = [
-            discounted_returns_to_go(env, cfg.discount) * cfg.value_scale for env in dataset.envs
+            discounted_returns_after(env, cfg.discount) * cfg.value_scale for env in dataset.envs
         ]
         self.act_masks = dataset.act_masks().float().to(device)  # (num_envs, act_max)
         self.relabeled: dict[str, torch.Tensor] | None = None
@@ -259,6 +264,7 @@ class CMT:
             generator,
             cfg.sampling,
             cfg.task_prompt_len,
+            cfg.context_truncation,
         ).to(self.device)
         window, env_idx = batch.window, batch.window.env_idx
         window_inputs = self.inputs(window)
@@ -279,7 +285,10 @@ class CMT:
         has_history = batch.history.step_mask.any(dim=1)  # (B,) episode starts have none
         l2 = torch.zeros((), device=self.device)
         if int(has_history.sum()) > 1:
-            positive = self.net.encode(self.inputs(batch.positive), env_idx, context)  # (B, P)
+            positive_context = None
+            if batch.positive_context is not None:
+                positive_context = self.inputs(batch.positive_context)
+            positive = self.net.encode(self.inputs(batch.positive), env_idx, positive_context)
             l2 = info_nce(
                 F.normalize(prompt[has_history], dim=-1),
                 F.normalize(positive[has_history], dim=-1),

@@ -79,6 +79,11 @@ class CMTConfig:
     task_prompt_len: int = 0
     """C: steps of the context trajectory (task prompt) that A_e reads before a learned [SEP]
     token and the history (§4.2); 0 = no task prompt (offline RL, §4.1). Not in the seed text."""
+    context_truncation: float = 0.5
+    """The fraction of pretraining's task-prompt segments cut to a uniform length in 0 … C
+    (0: the [SEP] token alone), so that the short and empty contexts of zero-shot acting (an
+    episode's first steps: online contexts grow from nothing) are seen in training. Not in
+    the seed text."""
     task_context: str = "online"
     """Where acting takes the task prompt (§4.2 "Meta Test", Fig. 5 Q4): online (a random
     segment of the agent's own interactions so far in the env: zero-shot), offline (a random
@@ -106,6 +111,10 @@ class CMTConfig:
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
         if self.task_prompt_len < 0:
             raise GenworldError(f"cmt.task_prompt_len must be >= 0, got {self.task_prompt_len}")
+        if not 0.0 <= self.context_truncation <= 1.0:
+            raise GenworldError(
+                f"cmt.context_truncation must be in [0, 1], got {self.context_truncation}"
+            )
         if self.task_context not in TASK_CONTEXTS:
             raise GenworldError(
                 f"cmt.task_context {self.task_context!r}: use one of {', '.join(TASK_CONTEXTS)}"

@@ -19,6 +19,7 @@ padded on the right (training) or on the left (acting, planning) alike.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -91,15 +92,24 @@ def gather_steps(
 
 
 def random_segments(
-    dataset: MultiEnvDataset, k: int, n: int, length: int, generator: torch.Generator
+    dataset: MultiEnvDataset,
+    k: int,
+    n: int,
+    length: int,
+    generator: torch.Generator,
+    truncate: float = 0.0,
 ) -> SeqBatch:
     """``n`` segments of env ``k``: each from a uniform transition on, at most ``length`` steps
-    and never past its episode's end (right-padded) — the context trajectories of task prompts."""
+    and never past its episode's end (right-padded) — the context trajectories of task prompts.
+    ``truncate``: the fraction of segments then cut to a uniform length in 0 … their own."""
     env = dataset.envs[k]
     start = torch.randint(len(env), (n,), generator=generator)  # (n,)
-    return gather_steps(
-        dataset, k, *right_padded(start, env.steps_left[start].clamp(max=length), length)
-    )
+    steps = env.steps_left[start].clamp(max=length)  # (n,)
+    if truncate > 0:
+        cut = torch.rand(n, generator=generator) < truncate
+        shorter = (torch.rand(n, generator=generator) * (steps + 1)).long()  # 0 … steps
+        steps = torch.where(cut, shorter, steps)
+    return gather_steps(dataset, k, *right_padded(start, steps, length))
 
 
 def cat_batches(parts: list[SeqBatch]) -> SeqBatch:
@@ -123,6 +133,17 @@ def discounted_returns_to_go(env: EnvData, discount: float) -> torch.Tensor:
     return result.float()
 
 
+def discounted_returns_after(env: EnvData, discount: float) -> torch.Tensor:
+    """``(N,)`` the discounted return after each transition's step, ``sum_k discount^k
+    r[n + 1 + k]`` to the end of its episode (0 at an episode's last step): Trajectory
+    Transformer's value target, which its planner adds after the rewards it has already
+    counted."""
+    after = torch.zeros_like(env.rewards, dtype=torch.float32)
+    has_next = (env.steps_left > 1).nonzero()[:, 0]  # the next transition is the episode's
+    after[has_next] = discounted_returns_to_go(env, discount)[has_next + 1]
+    return after
+
+
 @dataclass(frozen=True)
 class PretrainingBatch:
     """Per row: a window of K steps from a uniform transition on (right-padded), the history of
@@ -137,7 +158,11 @@ class PretrainingBatch:
     episodes: torch.Tensor  # (B,) int64 an id per episode of the dataset
     context: SeqBatch | None = None
     """With task prompts (§4.2): a context segment of the row's env (its task), read before
-    [SEP] with both the history and the positive."""
+    [SEP] with the history."""
+    positive_context: SeqBatch | None = None
+    """With task prompts: another context segment of the row's task, drawn independently, read
+    before [SEP] with the positive (a context shared with the anchor would let InfoNCE match
+    rows by their context alone)."""
     task_positive: tuple[SeqBatch, SeqBatch] | None = None
     """With task prompts: another (context, history) pair of the row's task, drawn
     independently: the positive of the task-level InfoNCE."""
@@ -160,12 +185,14 @@ def sample_pretraining(
     generator: torch.Generator,
     mode: str,
     task_prompt_len: int = 0,
+    context_truncation: float = 0.0,
 ) -> PretrainingBatch:
     """A :class:`PretrainingBatch` of ``batch_size`` rows over the envs (``mode``: balanced or
-    proportional); with ``task_prompt_len`` > 0 its task-prompt segments too."""
+    proportional); with ``task_prompt_len`` > 0 its task-prompt segments too, the fraction
+    ``context_truncation`` of them cut short (:func:`random_segments`)."""
     counts = dataset.env_counts(batch_size, generator, mode)
     histories, windows, positives, values, episodes, offset = [], [], [], [], [], 0
-    contexts, task_contexts, task_histories = [], [], []
+    contexts, positive_contexts, task_contexts, task_histories = [], [], [], []
     for k, (env, count) in enumerate(zip(dataset.envs, counts, strict=True)):
         if count:
             start = torch.randint(len(env), (count,), generator=generator)  # (n,)
@@ -182,9 +209,12 @@ def sample_pretraining(
             values.append(value_targets[k][window_index.clamp(max=len(env) - 1)] * window_valid)
             episodes.append(offset + episode_start)
             if task_prompt_len:
-                contexts.append(random_segments(dataset, k, count, task_prompt_len, generator))
-                task_contexts.append(random_segments(dataset, k, count, task_prompt_len, generator))
-                task_histories.append(random_segments(dataset, k, count, history, generator))
+                segment = functools.partial(random_segments, dataset, k, count)
+                cut = context_truncation
+                contexts.append(segment(task_prompt_len, generator, cut))
+                positive_contexts.append(segment(task_prompt_len, generator, cut))
+                task_contexts.append(segment(task_prompt_len, generator, cut))
+                task_histories.append(segment(history, generator))
         offset += len(env)
     meta = bool(task_prompt_len)
     return PretrainingBatch(
@@ -194,6 +224,7 @@ def sample_pretraining(
         values=torch.cat(values),
         episodes=torch.cat(episodes),
         context=cat_batches(contexts) if meta else None,
+        positive_context=cat_batches(positive_contexts) if meta else None,
         task_positive=(cat_batches(task_contexts), cat_batches(task_histories)) if meta else None,
     )
 
