@@ -21,6 +21,7 @@ from genworld.world_models.mrcom import (
     MrCoMWorldModel,
     Normal,
     bellman_loss,
+    beta_nll,
     body_groups,
     kl_loss,
     kl_nats,
@@ -173,6 +174,20 @@ def test_meta_value_gradient_reaches_the_world_model_not_the_value(suite):
     # eq. 14: V_m's Bellman loss trains V_m only
     assert all(g == 0 for g in grads(terms["value"], world_params).values())
     assert sum(grads(terms["value"], value_params).values()) > 0
+
+
+def test_beta_nll_matches_its_formula_and_gradients():
+    mean = torch.tensor([0.5, -1.0], requires_grad=True)
+    logvar = torch.tensor([-2.0, 1.0], requires_grad=True)
+    target = torch.tensor([0.0, 1.0])
+    sq = (mean - target).pow(2)
+    plain = 0.5 * (sq * torch.exp(-logvar) + logvar)
+    torch.testing.assert_close(beta_nll(sq, logvar, 0.0), plain)
+    weighted = beta_nll(sq, logvar, 0.5)
+    torch.testing.assert_close(weighted, plain * torch.exp(0.5 * logvar.detach()))
+    # β = 1: the mean's gradient is the MSE's, whatever the predicted variance
+    (grad,) = torch.autograd.grad(beta_nll(sq, logvar, 1.0).sum(), mean)
+    torch.testing.assert_close(grad, (mean - target).detach())
 
 
 def test_bellman_target_is_detached():

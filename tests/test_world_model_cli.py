@@ -40,6 +40,7 @@ def test_train_eval_world_model_tiny(random_data, tmp_path):
     errors = json.loads((compared / "k_step_errors.json").read_text())
     for env, model in (
         ("hopper", "mean-predictor"),
+        ("hopper", "copy-predictor"),
         ("hopper", "tgw:tgw"),
         ("halfcheetah", "mlp:mlp"),
     ):

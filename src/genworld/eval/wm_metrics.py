@@ -4,7 +4,10 @@ From a held-out start state (with its dataset history as the prompt, for TGW) th
 the dataset's own actions for k steps on its own predictions (deterministic: member mean, no
 sampling). Errors are normalised with the training data's statistics: observation MSE averaged
 over the env's real dims in units of each dim's std, reward MSE in units of the reward std. The
-*mean predictor* (always predicts the training mean) scores ≈ 1 on both by construction.
+*mean predictor* (always predicts the training mean) scores ≈ 1 on both by construction. The
+*copy predictor* (``COPY``: the start observation at every step, the training mean's reward) is
+the error of a model that predicts no change: a model near it has not learned the dynamics,
+however small its one-step error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from genworld.data.normalization import Normalizer
 from genworld.utils.io import save_figure
 
 HORIZONS = (1, 5, 10)
+COPY = "copy"
+"""``k_step_errors``' model that predicts no change (see the module docstring)."""
 
 
 def open_loop_starts(
@@ -45,7 +50,8 @@ def k_step_errors(
     per_env: int = 256,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """``{env: {obs_h1, rew_h1, obs_h5, ...}}`` for ``model`` (None = the mean predictor)."""
+    """``{env: {obs_h1, rew_h1, obs_h5, ...}}`` for ``model`` (None = the mean predictor,
+    ``COPY`` = the copy predictor)."""
     h_max = max(horizons)
     env_idx, index = open_loop_starts(held, h_max, per_env, seed)
     b = len(env_idx)
@@ -65,11 +71,13 @@ def k_step_errors(
     obs[:] = true_obs[0]
     std, mean = normalizer.obs_std[env_idx], normalizer.obs_mean[env_idx]
     mask = held.obs_masks()[env_idx].float()
-    state = model.encode(held, env_idx, index) if model is not None else None
+    learned = model is not None and not (isinstance(model, str) and model == COPY)
+    state = model.encode(held, env_idx, index) if learned else None
     result: dict[str, dict[str, float]] = {s.name: {} for s in held.specs}
     for j in range(h_max):
-        if model is None:
-            pred_obs, pred_rew = mean.clone(), normalizer.reward_mean[env_idx]
+        if not learned:
+            pred_obs = mean.clone() if model is None else true_obs[0]
+            pred_rew = normalizer.reward_mean[env_idx]
         else:
             out = model.next(state, obs, true_act[j], env_idx, deterministic=True)
             state, pred_obs, pred_rew = out.state, out.next_observations, out.extrinsic

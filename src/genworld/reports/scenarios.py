@@ -135,7 +135,7 @@ def error_lines(errors: dict, horizon: int = 5) -> tuple[list[str], dict]:
         f"World models' {horizon}-step observation error on their training scenarios and on the "
         "held-out target scenarios (open loop on the data's actions, deterministic; MSE in units "
         "of the training data's per-dim variance, mean over tasks; the mean predictor scores "
-        "about 1):",
+        "about 1, `copy` is the predictor of no change):",
         "",
         "| setting | world model | " + " | ".join(ERROR_SPLITS[s] for s in splits) + " |",
         "|---|---|" + "---|" * len(splits),

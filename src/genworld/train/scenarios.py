@@ -407,14 +407,17 @@ ERROR_STARTS = 256
 """Open-loop start states per task in the world-model error stage."""
 
 
-def world_model_errors(cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, model) -> dict:
+def world_model_errors(
+    cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, model, normalizer=None
+) -> dict:
     """``{split: {task: {obs_h1, rew_h1, obs_h5, …}}}``: ``model`` (the group's ``kind``
     model)'s k-step open-loop errors (:func:`genworld.eval.wm_metrics.k_step_errors`: the data's
     actions fed for k steps on the model's own predictions, normalised by the training data's
     statistics) on its training scenarios (``train``: how far errors compound where the model
     has seen data) and on each split's held-out target scenarios, computed once into
-    ``world_models/<group>/<kind>/errors.json`` (a split missing there is added)."""
-    from genworld.eval.wm_metrics import k_step_errors
+    ``world_models/<group>/<kind>/errors.json`` (a split missing there is added). ``model``
+    may be ``COPY`` (kind ``copy``: the predictor of no change), with a model's ``normalizer``."""
+    from genworld.eval.wm_metrics import COPY, k_step_errors
 
     path = out / "world_models" / group / kind / "errors.json"
     errors = json.loads(path.read_text()) if path.exists() else {}
@@ -422,10 +425,12 @@ def world_model_errors(cfg: ScenarioStudyConfig, out: Path, group: str, kind: st
     splits = ("train", *spec.splits)
     if all(split in errors for split in splits):
         return errors
-    model.eval()
+    if not (isinstance(model, str) and model == COPY):
+        model.eval()
+        normalizer = model.normalizer
     for split in (s for s in splits if s not in errors):
         data = group_dataset(cfg, spec) if split == "train" else held_out_dataset(cfg, spec, split)
-        errors[split] = k_step_errors(model, data, model.normalizer, per_env=ERROR_STARTS, seed=0)
+        errors[split] = k_step_errors(model, data, normalizer, per_env=ERROR_STARTS, seed=0)
     errors = {split: errors[split] for split in splits}
     atomic_write_json(path, errors)
     return errors
@@ -590,7 +595,7 @@ def model_kinds(cfg: ScenarioStudyConfig) -> list[str]:
 def finished_errors(cfg: ScenarioStudyConfig, out: Path) -> dict[str, dict[str, dict]]:
     errors: dict[str, dict[str, dict]] = {}
     for group in groups(cfg):
-        for kind in model_kinds(cfg):
+        for kind in [*model_kinds(cfg), "copy"]:
             path = out / "world_models" / group.name / kind / "errors.json"
             if path.exists():
                 errors.setdefault(group.name, {})[kind] = json.loads(path.read_text())
@@ -605,6 +610,7 @@ def _run_stages(
     show_progress: bool,
 ) -> ScenarioResults:
     from genworld.data.build import ensure_built
+    from genworld.eval.wm_metrics import COPY
     from genworld.utils.parallel import process_map
     from genworld.utils.progress import progress_bar
 
@@ -617,6 +623,10 @@ def _run_stages(
             model = world_model(cfg, out, group.name, kind, show_progress)
             errors.setdefault(group.name, {})[kind] = world_model_errors(
                 cfg, out, group.name, kind, model
+            )
+        if group.name in errors:  # the same data's predictor of no change, for scale
+            errors[group.name]["copy"] = world_model_errors(
+                cfg, out, group.name, "copy", COPY, model.normalizer
             )
     if not cfg.cells:
         return ScenarioResults(names, [], len(todo), errors)

@@ -23,7 +23,7 @@ from genworld.data.minari_io import read_episodes
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
-from genworld.eval.wm_metrics import k_step_errors
+from genworld.eval.wm_metrics import COPY, k_step_errors
 from genworld.train.checkpoint import latest_checkpoint, load_checkpoint
 from genworld.train.loop import Hook, OneProcess, run_loop
 from genworld.utils.device import (
@@ -487,18 +487,20 @@ def evaluation_folder(runs: list[Path], *, off_data: str | None, per_env: int) -
 
 
 def evaluate_runs(runs: list[Path], per_env: int = 256, seed: int = 0) -> dict[str, Any]:
-    """Errors of each run's model on its own held-out episodes, plus the mean predictor.
+    """Errors of each run's model on its own held-out episodes, plus the mean and the copy
+    predictors (:mod:`genworld.eval.wm_metrics`).
 
     Runs on the same env datasets with the same seed hold out the same episodes per env
     (``load_split`` permutes each env's episodes with the run seed), so rows compare like with like.
     """
-    named: dict[str, dict[str, dict[str, float]]] = {"mean-predictor": {}}
+    named: dict[str, dict[str, dict[str, float]]] = {"mean-predictor": {}, "copy-predictor": {}}
     for run in runs:
         cfg, model, _, held = load_trained(run)
-        for env, errors in k_step_errors(
-            None, held, model.normalizer, per_env=per_env, seed=seed
-        ).items():
-            named["mean-predictor"].setdefault(env, errors)
+        for name, baseline in (("mean-predictor", None), ("copy-predictor", COPY)):
+            for env, errors in k_step_errors(
+                baseline, held, model.normalizer, per_env=per_env, seed=seed
+            ).items():
+                named[name].setdefault(env, errors)
         named[f"{cfg.model}:{run.name}"] = k_step_errors(
             model, held, model.normalizer, per_env=per_env, seed=seed
         )

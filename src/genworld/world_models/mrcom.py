@@ -150,6 +150,10 @@ class MrCoMConfig:
     """Weight of the observation NLL −log p(o' | u, h, x) in L_wm (eq. 10)."""
     reward_scale: float = 1.0
     """Weight of the reward NLL in L_wm."""
+    nll_beta: float = 0.0
+    """β of β-NLL (:func:`beta_nll`) in the observation and reward NLLs: 0 = the plain Gaussian
+    NLL of eq. 10; > 0 weights each element by its predicted variance^β, so dims the model
+    finds predictable do not take the mean's whole gradient."""
     kl_u_scale: float = 1.0
     """Weight of KL(q(u | c, o) ‖ p(u | c)) in L_wm (eq. 10)."""
     kl_x_scale: float = 1.0
@@ -185,6 +189,7 @@ class MrCoMConfig:
             "discount": 0 <= self.discount < 1,
             "free_nats": self.free_nats >= 0,
             "meta_value_warmup": self.meta_value_warmup >= 0,
+            "nll_beta": 0 <= self.nll_beta <= 1,
         }
         for name in self.loss_fields():
             checks[name] = 0 <= getattr(self, name) < float("inf")
@@ -192,7 +197,8 @@ class MrCoMConfig:
             if not ok:
                 raise GenworldError(
                     f"MrCoMConfig.{name}={getattr(self, name)!r} is invalid (sizes ≥ 1, "
-                    "mlp_layers ≥ 2, discount in [0, 1), weights finite and ≥ 0)"
+                    "mlp_layers ≥ 2, discount in [0, 1), nll_beta in [0, 1], weights finite "
+                    "and ≥ 0)"
                 )
 
     @staticmethod
@@ -241,11 +247,24 @@ def kl_loss(q: Normal, p: Normal, cfg: MrCoMConfig) -> torch.Tensor:
     return loss
 
 
+def beta_nll(squared_error: torch.Tensor, logvar: torch.Tensor, beta: float) -> torch.Tensor:
+    """The Gaussian NLL of each element weighted by its variance to the power ``beta``, the
+    weight taken out of the gradient (β-NLL, Seitzer et al. 2022, eq. 5); ``beta`` 0 is the
+    plain NLL, 1 gives the mean the gradient of an MSE."""
+    nll = gaussian_nll(squared_error, logvar)
+    return nll * (beta * logvar.detach()).exp() if beta else nll
+
+
 def observation_nll(
-    mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    mean: torch.Tensor,
+    logvar: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float = 0.0,
 ) -> torch.Tensor:
-    """Eq. 10's −log p(o' | u, h, x) up to a constant, summed over the env's real dims ``mask``."""
-    return (gaussian_nll((mean - target).pow(2), logvar) * mask).sum(-1)
+    """Eq. 10's −log p(o' | u, h, x) up to a constant (β-weighted: :func:`beta_nll`), summed over
+    the env's real dims ``mask``."""
+    return (beta_nll((mean - target).pow(2), logvar, beta) * mask).sum(-1)
 
 
 def meta_state_loss(q_u: Normal, r_u: Normal, cfg: MrCoMConfig) -> torch.Tensor:
@@ -476,10 +495,11 @@ class MrCoMWorldModel(nn.Module):
         in_returns = 1.0 / (1.0 - cfg.discount)  # V_m learns (1 − γ)·V; eq. 15 in return units
         terms = {
             "obs_nll": masked_mean(
-                observation_nll(w.obs_mean, w.obs_logvar, target_obs, obs_mask), valid
+                observation_nll(w.obs_mean, w.obs_logvar, target_obs, obs_mask, cfg.nll_beta),
+                valid,
             ),
             "reward_nll": masked_mean(
-                gaussian_nll((w.rew_mean - target_rew).pow(2), w.rew_logvar), valid
+                beta_nll((w.rew_mean - target_rew).pow(2), w.rew_logvar, cfg.nll_beta), valid
             ),
             "kl_u": masked_mean(kl_loss(w.q_u, w.p_u, cfg), with_first),
             "kl_x": masked_mean(kl_loss(w.q_x, w.p_x, cfg), valid),
@@ -642,6 +662,7 @@ __all__ = [
     "MrCoMWorldModel",
     "Normal",
     "bellman_loss",
+    "beta_nll",
     "body_groups",
     "kl_loss",
     "kl_nats",
