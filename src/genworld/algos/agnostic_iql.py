@@ -332,12 +332,8 @@ class AgnosticIQL:
         progress = min(self.step, cfg.actor_lr_decay_steps) / cfg.actor_lr_decay_steps
         self.opt.param_groups[0]["lr"] = cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
         total, metrics = self.train_module(groups, self.loss_scale)
-        self.opt_min.zero_grad()
-        total.backward()
-        if cfg.max_grad_norm > 0:
-            for net in (self.nets.actor, self.nets.critics, self.nets.value):
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        self.opt_min.step()
+        # param groups: actor, critics, value: a per-network clip
+        self.opt_min.minimize(total, cfg.max_grad_norm)
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, cfg.tau)
         self.step += 1

@@ -248,14 +248,8 @@ class IQL:
         self.opt.param_groups[0]["lr"] = (
             self.cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
         )
-        if self.cfg.max_grad_norm > 0:
-            self.opt_min.zero_grad()
-            sum(losses.values()).backward()
-            for group in self.opt.param_groups:  # actor (with its log-std), critic, value
-                nn.utils.clip_grad_norm_(group["params"], self.cfg.max_grad_norm)
-            self.opt_min.step()
-        else:
-            self.opt_min.minimize(sum(losses.values()))
+        # param groups: actor (with its log-std), critic, value: a per-network clip
+        self.opt_min.minimize(sum(losses.values()), self.cfg.max_grad_norm)
         with torch.no_grad():
             torch._foreach_lerp_(*self._polyak, self.cfg.tau)
         self.step += 1

@@ -34,7 +34,8 @@ class _Group:
 
 
 class Minimizer:
-    """``minimize(loss)``: clear the gradients, ``loss.backward()``, one Adam step."""
+    """``minimize(loss)``: clear the gradients, ``loss.backward()``, one Adam step (optionally
+    after clipping each param group's gradient norm)."""
 
     def __init__(self, opt: torch.optim.Optimizer):
         self.opt = opt
@@ -44,9 +45,14 @@ class Minimizer:
         self._seen: tuple = ()
         """(state, param_groups, their count) that ``_groups`` was built for."""
 
-    def minimize(self, loss: torch.Tensor) -> None:
+    def minimize(self, loss: torch.Tensor, max_grad_norm: float = 0.0) -> None:
+        """``max_grad_norm`` > 0: each param group's gradient norm is clipped to it before the
+        step (one network per group: a per-network clip)."""
         self.zero_grad()
         loss.backward()
+        if max_grad_norm > 0:
+            for group in self.opt.param_groups:
+                torch.nn.utils.clip_grad_norm_(group["params"], max_grad_norm)
         self.step()
 
     def zero_grad(self) -> None:
