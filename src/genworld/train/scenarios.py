@@ -416,8 +416,9 @@ def world_model_errors(
     statistics) on its training scenarios (``train``: how far errors compound where the model
     has seen data) and on each split's held-out target scenarios, computed once into
     ``world_models/<group>/<kind>/errors.json`` (a split missing there is added). ``model``
-    may be ``COPY`` (kind ``copy``: the predictor of no change), with a model's ``normalizer``."""
-    from genworld.eval.wm_metrics import COPY, k_step_errors
+    may be ``COPY`` (kind ``copy``: the predictor of no change), with a model's ``normalizer``;
+    a model's own is used otherwise."""
+    from genworld.eval.wm_metrics import k_step_errors
 
     path = out / "world_models" / group / kind / "errors.json"
     errors = json.loads(path.read_text()) if path.exists() else {}
@@ -425,7 +426,7 @@ def world_model_errors(
     splits = ("train", *spec.splits)
     if all(split in errors for split in splits):
         return errors
-    if not (isinstance(model, str) and model == COPY):
+    if normalizer is None:
         model.eval()
         normalizer = model.normalizer
     for split in (s for s in splits if s not in errors):
