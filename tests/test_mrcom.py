@@ -21,10 +21,10 @@ from genworld.world_models.mrcom import (
     MrCoMWorldModel,
     Normal,
     bellman_loss,
-    beta_nll,
     body_groups,
     kl_loss,
     kl_nats,
+    observation_nll,
 )
 
 from .test_world_models import _linear_episodes
@@ -176,18 +176,27 @@ def test_meta_value_gradient_reaches_the_world_model_not_the_value(suite):
     assert sum(grads(terms["value"], value_params).values()) > 0
 
 
-def test_beta_nll_matches_its_formula_and_gradients():
-    mean = torch.tensor([0.5, -1.0], requires_grad=True)
-    logvar = torch.tensor([-2.0, 1.0], requires_grad=True)
-    target = torch.tensor([0.0, 1.0])
-    sq = (mean - target).pow(2)
-    plain = 0.5 * (sq * torch.exp(-logvar) + logvar)
-    torch.testing.assert_close(beta_nll(sq, logvar, 0.0), plain)
-    weighted = beta_nll(sq, logvar, 0.5)
-    torch.testing.assert_close(weighted, plain * torch.exp(0.5 * logvar.detach()))
-    # β = 1: the mean's gradient is the MSE's, whatever the predicted variance
-    (grad,) = torch.autograd.grad(beta_nll(sq, logvar, 1.0).sum(), mean)
-    torch.testing.assert_close(grad, (mean - target).detach())
+def test_observation_nll_is_half_the_squared_error_on_real_dims():
+    mean, target = torch.tensor([[0.5, -1.0, 3.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third dim is padding
+    torch.testing.assert_close(observation_nll(mean, target, mask), torch.tensor([2.125]))
+
+
+def test_spread_head_learns_from_the_detached_error_only(suite):
+    """The decoder's mean learns from the unit-variance NLL alone; the spread term moves the
+    spread head and nothing else, and the NLL terms never reach it."""
+    model = _model(suite)
+    batch = suite.sample_windows(6, 4, torch.Generator().manual_seed(1))
+    terms, _ = model.loss_terms(batch, torch.Generator().manual_seed(0))
+    params = dict(model.named_parameters())
+
+    def moved(term) -> set[str]:
+        out = torch.autograd.grad(term, list(params.values()), retain_graph=True, allow_unused=True)
+        return {n for n, g in zip(params, out, strict=True) if g is not None and g.abs().sum() > 0}
+
+    assert moved(terms["obs_spread"]) == {n for n in params if n.startswith("spread_head.")}
+    assert not any(n.startswith("spread_head.") for n in moved(terms["obs_nll"]))
+    assert any(n.startswith("decoder.") for n in moved(terms["obs_nll"]))
 
 
 def test_bellman_target_is_detached():

@@ -24,7 +24,8 @@ actions ``a_0 … a_{L-1}``, rewards ``r_0 … r_{L-1}``. Position ``j`` predict
   ``q(x_{j+1} | c_j, o_{j+1})``.
 - **Decoder and reward** (eq. 9): ``z = [u, h, x]``; ``p(o_{j+1} | z_{j+1})`` a Gaussian over the
   normalised next observation in the body's own dims, ``p(r_j | z_{j+1})`` a Gaussian over the
-  normalised reward.
+  normalised reward, both of unit variance; a spread head on the detached latent predicts how
+  far the next observation falls from the decoder's mean (imagination's noise).
 - **World-model loss** (eq. 10): ``L_wm = −log p(o) − log p(r) + KL_u + KL_x``, each KL with
   DreamerV3's balancing and free nats (:func:`kl_loss`).
 - **Meta-state regularisation** (eq. 11–12): ``KL(q(u_{j+1} | c_j, o_{j+1}) ‖ r(u_{j+1} | a_j,
@@ -56,6 +57,14 @@ Deviations (reconstructions of unreadable equations and choices the paper leaves
   ``u_{j+1}``);
 - eq. 9: the decoder predicts the normalised next observation as a residual on the current one
   (as TGW); ``−log p(o)`` is summed over the env's real dims, averaged over steps;
+- eq. 9–10: ``p(o | z)`` and ``p(r | z)`` have unit variance in normalised units, so their
+  negative log-likelihoods are half squared errors (DreamerV3's decoder of vector observations,
+  and genworld's RSSM). With a learned variance the dims the model finds easy (joint positions)
+  drive theirs to its floor, their ``1/σ²`` weight takes the shared decoder's whole gradient,
+  and the velocity dims are never learned: trained that way, even as a plain autoencoder
+  (no KL terms), the model stayed at the one-step error of predicting no change. The spread
+  head (:func:`spread_nll`) reads the detached latent and the detached error, so it moves
+  nothing else;
 - eq. 10–12: every KL is DreamerV3's balanced form ``kl_dyn·max(free, KL(sg q ‖ p)) +
   kl_rep·max(free, KL(q ‖ sg p))`` per step, with DreamerV3's values (0.5, 0.1, 1 nat) as
   defaults; ``kl_dyn = kl_rep = 1, free_nats = 0`` is the plain KL;
@@ -64,7 +73,9 @@ Deviations (reconstructions of unreadable equations and choices the paper leaves
   policy's discount in App. D), on detached latents, with the online network's detached value
   as the target (no target network); it learns in per-step reward units (``(1 − γ)·V``, so its
   values are O(1) and its gradients do not swamp the world model's under the trainer's one
-  gradient-norm clip), and eq. 15 compares values in return units (÷ (1 − γ));
+  gradient-norm clip), and eq. 15 compares values in the same units, so a value error weighs as
+  much as a reward error of its size (in return units, ÷ (1 − γ), the term is 10⁴ times larger
+  and, once switched on, it undoes the decoder's fit);
 - eq. 15: ``ẑ`` is a sample of the imagination priors with the same ``h``; the posterior's value
   is the target (detached) and V_m's weights are frozen in this term, so it moves the world
   model only; ``meta_value_warmup`` updates (ours: 500) pass before it is switched on, while
@@ -78,7 +89,7 @@ Deviations (reconstructions of unreadable equations and choices the paper leaves
   "learning rate decay weight 1e-4" is read as AdamW weight decay;
 - scenarios of one task (env names ``<task>@<params>``) share tokenizers and heads, so only the
   context tells them apart; different tasks or robots have their own (``share_scenarios``);
-- no ensemble: ``uncertainty`` is the decoder's predicted std of the next observation (mean over
+- no ensemble: ``uncertainty`` is the spread head's predicted std of the next observation (mean over
   the env's real dims, normalised units); the paper trains its agent on plain rollouts.
 """
 
@@ -150,10 +161,6 @@ class MrCoMConfig:
     """Weight of the observation NLL −log p(o' | u, h, x) in L_wm (eq. 10)."""
     reward_scale: float = 1.0
     """Weight of the reward NLL in L_wm."""
-    nll_beta: float = 0.0
-    """β of β-NLL (:func:`beta_nll`) in the observation and reward NLLs: 0 = the plain Gaussian
-    NLL of eq. 10; > 0 weights each element by its predicted variance^β, so dims the model
-    finds predictable do not take the mean's whole gradient."""
     kl_u_scale: float = 1.0
     """Weight of KL(q(u | c, o) ‖ p(u | c)) in L_wm (eq. 10)."""
     kl_x_scale: float = 1.0
@@ -189,7 +196,6 @@ class MrCoMConfig:
             "discount": 0 <= self.discount < 1,
             "free_nats": self.free_nats >= 0,
             "meta_value_warmup": self.meta_value_warmup >= 0,
-            "nll_beta": 0 <= self.nll_beta <= 1,
         }
         for name in self.loss_fields():
             checks[name] = 0 <= getattr(self, name) < float("inf")
@@ -197,7 +203,7 @@ class MrCoMConfig:
             if not ok:
                 raise GenworldError(
                     f"MrCoMConfig.{name}={getattr(self, name)!r} is invalid (sizes ≥ 1, "
-                    "mlp_layers ≥ 2, discount in [0, 1), nll_beta in [0, 1], weights finite "
+                    "mlp_layers ≥ 2, discount in [0, 1), weights finite "
                     "and ≥ 0)"
                 )
 
@@ -247,24 +253,18 @@ def kl_loss(q: Normal, p: Normal, cfg: MrCoMConfig) -> torch.Tensor:
     return loss
 
 
-def beta_nll(squared_error: torch.Tensor, logvar: torch.Tensor, beta: float) -> torch.Tensor:
-    """The Gaussian NLL of each element weighted by its variance to the power ``beta``, the
-    weight taken out of the gradient (β-NLL, Seitzer et al. 2022, eq. 5); ``beta`` 0 is the
-    plain NLL, 1 gives the mean the gradient of an MSE."""
-    nll = gaussian_nll(squared_error, logvar)
-    return nll * (beta * logvar.detach()).exp() if beta else nll
+def observation_nll(mean: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 10's −log p(o' | u, h, x) of a unit-variance Gaussian up to a constant: half the
+    squared error, summed over the env's real dims ``mask``."""
+    return 0.5 * ((mean - target).pow(2) * mask).sum(-1)
 
 
-def observation_nll(
-    mean: torch.Tensor,
-    logvar: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    beta: float = 0.0,
+def spread_nll(
+    mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Eq. 10's −log p(o' | u, h, x) up to a constant (β-weighted: :func:`beta_nll`), summed over
-    the env's real dims ``mask``."""
-    return (beta_nll((mean - target).pow(2), logvar, beta) * mask).sum(-1)
+    """The spread head's loss: the Gaussian NLL of the decoder's detached error under the
+    predicted log-variance, summed over the env's real dims; it trains the spread head only."""
+    return (gaussian_nll((mean.detach() - target).pow(2), logvar) * mask).sum(-1)
 
 
 def meta_state_loss(q_u: Normal, r_u: Normal, cfg: MrCoMConfig) -> torch.Tensor:
@@ -356,7 +356,6 @@ class Window(NamedTuple):
     obs_mean: torch.Tensor  # (B, L, obs_max) normalised o_1 … o_L, zero on padding
     obs_logvar: torch.Tensor  # (B, L, obs_max)
     rew_mean: torch.Tensor  # (B, L) normalised r_0 … r_{L-1}
-    rew_logvar: torch.Tensor  # (B, L)
 
 
 class MrCoMWorldModel(nn.Module):
@@ -392,10 +391,11 @@ class MrCoMWorldModel(nn.Module):
         self.latent_in = nn.Linear(s + 2 * d, d)
         self.latent_pos = nn.Parameter(0.02 * torch.randn(cfg.context_len, d))
         self.latent_transformer = EnsembleCausalTransformer(1, d, cfg.n_layers, cfg.n_heads)
-        # decoder, reward (eq. 9) and the meta value (eq. 13–15), all on z = [u, h, x]
+        # decoder, spread, reward (eq. 9) and the meta value (eq. 13–15), all on z = [u, h, x]
         z_dim = s + d + x
-        self.decoder = EnsemblePerEnvHead(1, nb, z_dim, h, self.obs_max, obs_dims, 2, F.relu)
-        self.reward_head = EnsemblePerEnvHead(1, nb, z_dim, h, 1, [1] * nb, 2, F.relu)
+        self.decoder = EnsemblePerEnvHead(1, nb, z_dim, h, self.obs_max, obs_dims, 1, F.relu)
+        self.spread_head = EnsemblePerEnvHead(1, nb, z_dim, h, self.obs_max, obs_dims, 1, F.relu)
+        self.reward_head = EnsemblePerEnvHead(1, nb, z_dim, h, 1, [1] * nb, 1, F.relu)
         self.meta_value = mlp(z_dim, [h] * (layers - 1), 1)
         obs_masks = torch.zeros(len(specs), self.obs_max, dtype=torch.bool)
         act_masks = torch.zeros(len(specs), self.act_max, dtype=torch.bool)
@@ -439,12 +439,14 @@ class MrCoMWorldModel(nn.Module):
         return self.latent_transformer(tokens, valid, query_index)[0]
 
     def _decode(self, z, obs_n, body) -> tuple[torch.Tensor, ...]:
-        """Eq. 9: ``z (B, ..., Z)`` → next-observation mean (a residual on ``obs_n``) and
-        log-variance ``(B, ..., obs_max)``, reward mean and log-variance ``(B, ...)``."""
+        """Eq. 9: ``z (B, ..., Z)`` → next-observation mean (a residual on ``obs_n``) and the
+        spread head's log-variance (of the detached ``z``) ``(B, ..., obs_max)``, reward mean
+        ``(B, ...)``."""
         body = body.view(1, -1, *([1] * (z.dim() - 2)))  # broadcasts to (1, B, ...)
-        delta, obs_logvar = self.decoder(z[None], body)[0].unbind(-2)
-        rew_mean, rew_logvar = self.reward_head(z[None], body)[0][..., 0].unbind(-1)
-        return obs_n + delta, soft_clamp(obs_logvar), rew_mean, soft_clamp(rew_logvar)
+        delta = self.decoder(z[None], body)[0, ..., 0, :]
+        obs_logvar = self.spread_head(z.detach()[None], body)[0, ..., 0, :]
+        rew_mean = self.reward_head(z[None], body)[0, ..., 0, 0]
+        return obs_n + delta, soft_clamp(obs_logvar), rew_mean
 
     def _value(self, z: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """``V_m(z)`` ``(...)``; ``frozen``: V_m's weights take no gradient (eq. 15)."""
@@ -477,8 +479,8 @@ class MrCoMWorldModel(nn.Module):
             p_x.sample(_noise(p_x.mean, generator)),
         )
         z_hat = torch.cat([u_hat, h, x_hat], -1)
-        obs_mean, obs_logvar, rew_mean, rew_logvar = self._decode(z, obs_all[:, :length], body)
-        return Window(q_u, p_u, r_u, q_x, p_x, z, z_hat, obs_mean, obs_logvar, rew_mean, rew_logvar)
+        obs_mean, obs_logvar, rew_mean = self._decode(z, obs_all[:, :length], body)
+        return Window(q_u, p_u, r_u, q_x, p_x, z, z_hat, obs_mean, obs_logvar, rew_mean)
 
     def loss_terms(
         self, batch: SeqBatch, generator: torch.Generator | None = None
@@ -492,23 +494,18 @@ class MrCoMWorldModel(nn.Module):
         target_obs = normalised(batch.next_observations, env_idx, norm.obs_mean, norm.obs_std)
         target_rew = normalised(batch.rewards, env_idx, norm.reward_mean, norm.reward_std)
         values = self._value(w.z.detach())  # V_m on posterior latents, trains V_m only
-        in_returns = 1.0 / (1.0 - cfg.discount)  # V_m learns (1 − γ)·V; eq. 15 in return units
+        in_returns = 1.0 / (1.0 - cfg.discount)  # V_m learns (1 − γ)·V; the metric in returns
         terms = {
-            "obs_nll": masked_mean(
-                observation_nll(w.obs_mean, w.obs_logvar, target_obs, obs_mask, cfg.nll_beta),
-                valid,
-            ),
-            "reward_nll": masked_mean(
-                beta_nll((w.rew_mean - target_rew).pow(2), w.rew_logvar, cfg.nll_beta), valid
+            "obs_nll": masked_mean(observation_nll(w.obs_mean, target_obs, obs_mask), valid),
+            "reward_nll": masked_mean(0.5 * (w.rew_mean - target_rew).pow(2), valid),
+            "obs_spread": masked_mean(
+                spread_nll(w.obs_mean, w.obs_logvar, target_obs, obs_mask), valid
             ),
             "kl_u": masked_mean(kl_loss(w.q_u, w.p_u, cfg), with_first),
             "kl_x": masked_mean(kl_loss(w.q_x, w.p_x, cfg), valid),
             "meta_state": masked_mean(meta_state_loss(w.q_u[:, 1:], w.r_u, cfg), valid),
             "meta_value": masked_mean(
-                meta_value_loss(
-                    in_returns * self._value(w.z_hat, frozen=True),
-                    in_returns * self._value(w.z, frozen=True),
-                ),
+                meta_value_loss(self._value(w.z_hat, frozen=True), self._value(w.z, frozen=True)),
                 valid,
             ),
             "value": masked_mean(
@@ -539,6 +536,7 @@ class MrCoMWorldModel(nn.Module):
         return {
             "obs_nll": cfg.obs_scale,
             "reward_nll": cfg.reward_scale,
+            "obs_spread": 1.0,  # trains the spread head only, so its scale changes nothing
             "kl_u": cfg.kl_u_scale,
             "kl_x": cfg.kl_x_scale,
             "meta_state": cfg.meta_state_scale,
@@ -643,7 +641,7 @@ class MrCoMWorldModel(nn.Module):
         u_next = r_u.sample(draws["u"]) if draws else r_u.mean
         x_next = p_x.sample(draws["x"]) if draws else p_x.mean
         z = torch.cat([u_next, h, x_next], -1)
-        mean, logvar, rew_mean, _ = self._decode(z, obs_n[rows, last], body)
+        mean, logvar, rew_mean = self._decode(z, obs_n[rows, last], body)
         std = (0.5 * logvar).exp()
         next_n = mean + std * draws["obs"] if draws else mean
         norm, mask = self.normalizer, self.obs_masks[env]
@@ -662,11 +660,11 @@ __all__ = [
     "MrCoMWorldModel",
     "Normal",
     "bellman_loss",
-    "beta_nll",
     "body_groups",
     "kl_loss",
     "kl_nats",
     "meta_state_loss",
     "meta_value_loss",
     "observation_nll",
+    "spread_nll",
 ]
