@@ -1,11 +1,11 @@
-"""The world models of MrCoM's and WPT's studies (MrCoM, the RSSM, CaDM) at their mini presets,
-on DMC-shaped synthetic data (cheetah-run and walker-walk dims), as ratios to references
-measured in the same run:
+"""The world models of MrCoM's and WPT's studies (MrCoM, the RSSM, CaDM) on DMC-shaped synthetic
+data (cheetah-run and walker-walk dims), as ratios to references measured in the same run:
 
 - training: FLOP/s (counted by torch's FlopCounterMode on one update) as a fraction of the fp32
-  matmul peak (MrCoM's issue targets ≥ 0.4);
-- imagination: model transitions/s of ``rollouts`` parallel rollouts against raw dm_control
-  stepping of cheetah-run (one env, uniform random actions).
+  matmul peak (MrCoM's issue targets ≥ 0.4), at the mini preset and at the full one (the
+  papers' sizes: MrCoM's App. D, DreamerV3's small RSSM) under ``full``;
+- imagination: model transitions/s of ``rollouts`` parallel rollouts (mini preset) against raw
+  dm_control stepping of cheetah-run (one env, uniform random actions).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ MODELS = ("mrcom", "rssm", "cadm")
 ENVS = ("dmc-cheetah-run", "dmc-walker-walk")
 
 
-def _model(kind: str, suite):
+def _model(kind: str, suite, scale: str = "mini"):
     from genworld.data.normalization import Normalizer
     from genworld.train.world_model import build_model, config_for_scale
 
-    cfg = config_for_scale("mini", check_ids=False, model=kind)
+    cfg = config_for_scale(scale, check_ids=False, model=kind)
     torch.manual_seed(0)
     return cfg, build_model(cfg, suite.specs, Normalizer.fit(suite))
 
 
-def training(kind: str, suite, iters: int) -> dict[str, float]:
-    cfg, model = _model(kind, suite)
+def training(kind: str, suite, iters: int, scale: str = "mini") -> dict[str, float]:
+    cfg, model = _model(kind, suite, scale)
     return model_training(model, suite, cfg.batch_size, cfg.lr, iters)
 
 
@@ -55,16 +55,19 @@ def run(quick: bool = False) -> BenchResult:
     )
     for kind in MODELS:
         train = training(kind, suite, 3 if quick else 10)
+        full = training(kind, suite, 1 if quick else 5, "full")
         imagined = imagined_per_s(kind, suite, rollouts, horizon)
         res.figures[kind] = {
             **train,
             "fraction_of_matmul_peak": train["gflop_per_s"] / peak,
             "imagined_per_s": imagined,
             "imagination_ratio": imagined / real,
+            "full": {**full, "fraction_of_matmul_peak": full["gflop_per_s"] / peak},
         }
         res.ratios.append(
             f"scenario_models/{kind}: training {train['gflop_per_s']:.1f} GFLOP/s = "
-            f"{train['gflop_per_s'] / peak:.2f}x matmul peak; imagination {imagined:,.0f} "
+            f"{train['gflop_per_s'] / peak:.2f}x matmul peak (full size "
+            f"{full['gflop_per_s'] / peak:.2f}x); imagination {imagined:,.0f} "
             f"transitions/s = {imagined / real:.2f}x raw dm_control stepping"
         )
     return res

@@ -412,10 +412,16 @@ def _model_bench_parts(figures: dict[str, Any]) -> list[str]:
         )
     if scenario := figures.get("scenario_models"):
         models = [m for m in ("mrcom", "rssm", "cadm") if m in scenario]
+        full = [scenario[m]["full"] for m in models if "full" in scenario[m]]
+        at_full = (
+            " (full size " + " / ".join(f"{f['fraction_of_matmul_peak']:.2f}×" for f in full) + ")"
+            if len(full) == len(models)
+            else ""
+        )
         parts.append(
             f"{' / '.join(models)} training "
             + " / ".join(f"{scenario[m]['fraction_of_matmul_peak']:.2f}×" for m in models)
-            + " the fp32 matmul peak, imagination "
+            + f" the fp32 matmul peak{at_full}, imagination "
             + " / ".join(f"{scenario[m]['imagination_ratio']:.2f}×" for m in models)
             + " raw dm_control stepping (mini)"
         )
