@@ -405,8 +405,10 @@ def _model_bench_parts(figures: dict[str, Any]) -> list[str]:
             text += f", updates/s {ratios} sheeprl's DreamerV3 world model ({', '.join(peer)})"
         parts.append(text)
     if agnostic := figures.get("agnostic"):
+        full = agnostic.get("full")
+        at_full = f" ({full['fraction_of_matmul_peak']:.2f}× at full size)" if full else ""
         parts.append(
-            f"agnostic IQL update {agnostic['fraction_of_matmul_peak']:.2f}× the peak, "
+            f"agnostic IQL update {agnostic['fraction_of_matmul_peak']:.2f}× the peak{at_full}, "
             f"{agnostic['tokens_per_update']:,} tokens per update "
             f"({agnostic['tokens_per_update_padded']:,} padded)"
         )
