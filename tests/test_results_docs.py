@@ -409,3 +409,15 @@ def test_the_scenario_models_bench_reads_as_its_record_says():
     assert mrcom["full"]["fraction_of_matmul_peak"] >= 0.4 and "above its 0.4 target" in caveat
     assert mrcom["fraction_of_matmul_peak"] < 0.4 and "too small to fill a core" in caveat
     assert f"{mrcom['imagination_ratio']:.2f}x" in caveat
+
+
+def test_the_agnostic_bench_reads_as_its_record_says():
+    from genworld.reports.results import _model_bench_parts
+
+    record = RECORDS / "bench-agnostic-2026-12-05"
+    agnostic = json.loads((record / "bench.json").read_text())["agnostic"]
+    text = "; ".join(_model_bench_parts({"agnostic": agnostic}))
+    full = agnostic["full"]["fraction_of_matmul_peak"]
+    assert f"{agnostic['fraction_of_matmul_peak']:.2f}× the peak ({full:.2f}× at full size)" in text
+    caveat = json.loads((record / "record.json").read_text())["caveat"]
+    assert full >= 0.5 and f"{full:.2f}x" in caveat and "above its 0.5 target" in caveat
