@@ -164,3 +164,14 @@ def test_interrupted_parallel_build_stops_at_once_and_writes_nothing(tmp_path, s
         raise AssertionError("the interrupted build waited for its lanes") from None
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert not (tmp_path / "genworld" / "halfcheetah" / "random-v0").exists()
+
+
+def test_a_dataset_of_another_size_is_named_not_used():
+    """A run asking for a size gets that size or one line naming the dataset and the fix."""
+    from genworld.data.build import ensure_built
+
+    assert ensure_built(["hopper-random"], steps=300)[0]["steps"] == 300
+    assert ensure_built(["hopper-random"], steps=300)[0]["cached"]
+    assert ensure_built(["hopper-random"])[0]["steps"] == 300  # no size asked: used as it is
+    with pytest.raises(GenworldError, match=r"hopper-random has 300; rebuild .* --steps 400"):
+        ensure_built(["hopper-random"], steps=400)

@@ -169,9 +169,12 @@ def _sequence_plan(
 def ensure_built(
     dataset_ids, *, steps: int | None = None, seed: int = 0, show_progress: bool = False
 ) -> list[dict[str, Any]]:
-    """Build whichever of ``dataset_ids`` are missing (an existing one is used as it is, whatever
-    its size) and return every card, in order. Processes that need the same missing dataset (two
-    ``genworld table`` runs started together) take turns: one builds it, the others then find it."""
+    """Build whichever of ``dataset_ids`` are missing and return every card, in order. An
+    existing dataset is used as it is when ``steps`` is None; with ``steps``, one built at
+    another size is an error (one line naming each and the command that rebuilds it), so a run
+    never trains on data of another protocol's size. Processes that need the same missing
+    dataset (two ``genworld table`` runs started together) take turns: one builds it, the others
+    then find it."""
     from genworld.utils.io import file_lock
 
     cards = []
@@ -181,7 +184,20 @@ def ensure_built(
             cards.append(
                 build_dataset(i, steps=steps, seed=seed, cached=True, show_progress=show_progress)
             )
+    wrong = [(i, c) for i, c in zip(dataset_ids, cards, strict=True) if _other_size(c, steps)]
+    if wrong:
+        sizes = ", ".join(f"{i} has {c['steps']:,}" for i, c in wrong[:3])
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise GenworldError(
+            f"datasets built at another size than the {steps:,} transitions this run uses: "
+            f"{sizes}{more}; rebuild each with `genworld data build ID --steps {steps} --force`"
+        )
     return cards
+
+
+def _other_size(card: dict[str, Any], steps: int | None) -> bool:
+    """Whether an existing dataset's card says it holds other than ``steps`` transitions."""
+    return steps is not None and card.get("cached", False) and card.get("steps") != steps
 
 
 def missing_policies(dataset_id: str) -> list[str]:
