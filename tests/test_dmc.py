@@ -69,7 +69,14 @@ def test_a_hard_variant_is_the_task_made_sparse_and_action_penalised_as_wpts_cod
         np.testing.assert_array_equal(a, b)
         sparse = 0.0 if r_plain < 0.6 else r_plain
         assert r_hard == pytest.approx(sparse - 0.1 * np.linalg.norm(action.astype(np.float64)))
-    assert dmc.hard_reward(0.7, np.zeros(6)) == 0.7 and dmc.hard_reward(0.5, np.zeros(6)) == 0.0
+    assert dmc.hard_reward(0.7, np.zeros(6), 0.6) == 0.7
+    assert dmc.hard_reward(0.5, np.zeros(6), 0.6) == 0.0
+
+
+def test_hard_thresholds_follow_wpts_code():
+    """NCRL's finetune.py: 0.2 for the cheetah's tasks, 0.6 for the others."""
+    assert dmc.hard_threshold("cheetah") == 0.2 and dmc.hard_threshold("walker") == 0.6
+    assert make_env("dmc-cheetah-run-hard").unwrapped.domain == "cheetah"
 
 
 def test_action_map_reaches_the_task_bounds():

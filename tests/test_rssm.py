@@ -394,6 +394,18 @@ def test_encoder_groups_follow_the_robot():
     groups = [encoder_group(get_env_spec(n), "body") for n in names]
     assert groups == ["dmc-walker:24", "dmc-walker:24", "mw:39", "mw:39", "dmc-cheetah:17"]
     assert encoder_group(get_env_spec("mw-reach-v3"), "env") == "mw-reach-v3"
+    # a hard variant is the same robot: it shares the pre-trained layers of its task
+    assert encoder_group(get_env_spec("dmc-cheetah-run-hard"), "body") == "dmc-cheetah:17"
+
+
+def test_reward_gradient_off_trains_the_reward_head_only(suite):
+    model = _model(suite, dataclasses.replace(TINY, reward_gradient=False))
+    batch = model.sample_batch(suite, 4, torch.Generator().manual_seed(0))
+    terms, _ = model.loss_terms(batch, torch.Generator().manual_seed(1))
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(terms["reward"], list(params.values()), allow_unused=True)
+    moved = {n for n, g in zip(params, grads, strict=True) if g is not None and g.abs().sum() > 0}
+    assert moved and all(n.startswith("reward_net.") for n in moved)
 
 
 # ------------------------------------------------------------------ registration and pre-training

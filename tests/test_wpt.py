@@ -301,9 +301,15 @@ def test_cli_pretrains_then_finetunes_and_writes_a_curve_and_a_report(tmp_path):
     assert (study / "wpt_study.png").stat().st_size > 0
 
 
-def _fake_report(task: str, variant: str, seed: int, returns: list[float], share=None) -> dict:
+def _fake_report(
+    task: str, variant: str, seed: int, returns: list[float], share=None, bodies=("a", "b")
+) -> dict:
     curve = [{"env_steps": 1000 * (i + 1), f"eval/{task}/return": r} for i, r in enumerate(returns)]
-    retrieval = None if share is None else {"same_embodiment_share": share}
+    retrieval = (
+        None
+        if share is None
+        else {"same_embodiment_share": share, "candidate_embodiments": list(bodies)}
+    )
     config = {"task": task, "variant": variant, "seed": seed}
     return {"config": config, "curve": curve, "retrieval": retrieval, "provenance": {}}
 
@@ -334,5 +340,14 @@ def test_wpt_study_report_gives_finals_with_cis_and_checks_the_claims():
         verdicts["retrieval"]["holds"] is True
         and verdicts["guidance_order_sparse"]["holds"] is None
     )
+    # the worst task decides; a task whose action size has one embodiment is not evidence
+    reports += [_fake_report("dmc-walker-walk", "p+er", s, [1.0], share=0.9) for s in range(3)]
+    reports += [
+        _fake_report("dmc-cheetah-run", "p+er", s, [1.0], share=0.5, bodies=["a"]) for s in range(3)
+    ]
+    cfg = config_for_scale("tiny", tasks=cfg.tasks, variants=("p+er", "p+er+g"))
+    retrieval = claims(cfg, summarize(cfg, reports, reps=50))["retrieval"]
+    assert retrieval["tasks"] == {"dmc-walker-walk": 0.9} and retrieval["share"] == 0.9
+    assert retrieval["not_measured"] == ["dmc-cheetah-run"] and retrieval["holds"] is False
     assert mean_ci([3.0], 100) == (3.0, 3.0, 3.0)
     assert mean_ci([1.0, 2.0, 3.0], 100) == mean_ci([1.0, 2.0, 3.0], 100)  # seeded

@@ -43,13 +43,14 @@ Deviations:
   no frame stack) and trains on every retrieved trajectory with the target's action size;
 - sums over all ``H`` imagined states ``t = 0 … H−1`` (eq. 3–4 write ``1 … H−1``: ncrl drops the
   start state's target from the actor objective; with gradients through the dynamics it carries
-  ``a_0``'s gradient, so we keep it); each state weighted by the probability that the rollout is
-  still alive (cumulative continuation; DMC and Meta-World never terminate: all ones);
+  ``a_0``'s gradient, so we keep it); state ``t`` weighted by ``γ^t`` times the probability that
+  the rollout is still alive (ncrl's ``cumprod([1, γ·cont_0, …])``; DMC and Meta-World never
+  terminate: ``γ^t``);
 - the entropy of the tanh-Gaussian actor is the one-sample estimate ``−log π(a | s)`` (ncrl: a
   truncated normal's);
-- the reward head's gradient reaches the whole world model (DreamerV3; Alg. 1 lists the reward
-  update beside eq. 1's), and it predicts raw rewards with a squared error (DreamerV3: symlog
-  two-hot);
+- the reward head learns on detached latents (ncrl's ``update_reward``; the run sets
+  ``RSSMConfig.reward_gradient`` off), so rewards never reshape the pre-trained representation,
+  and it predicts raw rewards with a squared error (DreamerV3: symlog two-hot);
 - the guidance window's length is a uniform tenth of the episode, 1/10 … 10/10, and its start
   uniform where it fits (ncrl; the paper: "randomly select the starting time step and the
   horizon"); outside the window during warm-up the actions are random;
@@ -216,6 +217,9 @@ PRESETS: dict[str, dict] = {
         "bc_hidden": 256,
         "eval_every": 5_000,
         "eval_episodes": 3,
+        # mini pre-training holds about 100 episodes per DMC body: the top 20 of a target's
+        # action size, so the ranking, not the action-size filter, picks them
+        "retrieval": {"k": 20},
     },
     "full": {},
 }
@@ -546,11 +550,12 @@ class WPTAgent:
         cfg = self.cfg
         latents, rewards, values, continues, entropy = self.imagine(start)
         returns = lambda_returns(rewards, values, continues, cfg.gamma, cfg.lam)  # (H, N)
-        alive = torch.cumprod(F.pad(continues[:-1], (0, 0, 1, 0), value=1.0), 0)  # (H, N)
-        a_loss = actor_loss(returns, entropy, alive, cfg.actor_entropy)
+        discounts = F.pad(cfg.gamma * continues[:-1], (0, 0, 1, 0), value=1.0)  # (H, N)
+        weights = torch.cumprod(discounts, 0)  # γ^t × alive, ncrl's imagination weights
+        a_loss = actor_loss(returns, entropy, weights, cfg.actor_entropy)
         self._step(self.actor_opt, self.actor, a_loss)
         logits = self.critic(latents[:-1].detach())  # (H, N, bins)
-        c_loss = critic_loss(logits, returns, alive, self.critic.bins)
+        c_loss = critic_loss(logits, returns, weights, self.critic.bins)
         self._step(self.critic_opt, self.critic, c_loss)
         with torch.no_grad():
             for slow, fast in zip(

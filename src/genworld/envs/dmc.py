@@ -19,8 +19,9 @@ such an env is made.
   own episode for ``task_kwargs={"random": s}``.
 - **Hard variants** (``dmc-walker-walk-hard``): WPT's harder, sparse versions of a task, as its
   code (zhaoyi11/ncrl, ``src/envs.py`` ``HardTaskWrapper``, ``config/finetune.yaml``) makes them:
-  each control step's reward is 0 below ``HARD_REWARD_THRESHOLD`` (0.6), and
-  ``HARD_ACTION_PENALTY`` (0.1) × the action's norm is subtracted; returns can be negative.
+  each control step's reward is 0 below its domain's threshold (:func:`hard_threshold`: 0.2
+  for the cheetah, 0.6 for every other domain), and ``HARD_ACTION_PENALTY`` (0.1) × the
+  action's norm is subtracted; returns can be negative.
 
 numpy 2 removed ``np.in1d``, which dm_control 1.0.28's quadruped still calls: :func:`_load`
 restores it as ``np.isin`` (the same function) before loading a task; this is the one place
@@ -109,15 +110,24 @@ DMC_TASKS: dict[str, tuple[str, str]] = {
 HARD = "-hard"
 """Suffix of a task's hard, sparse variant (see the module docstring)."""
 HARD_REWARD_THRESHOLD = 0.6
-"""A hard variant's step reward below this is 0 (NCRL's ``env.reward_threshold``)."""
+"""A hard variant's step reward below this is 0 (NCRL's ``env.reward_threshold``), in every
+domain but those of ``HARD_DOMAIN_THRESHOLDS``."""
+HARD_DOMAIN_THRESHOLDS = {"cheetah": 0.2}
+"""Domains whose hard variant has its own threshold (NCRL's ``finetune.py``: 0.2 for
+``dmc-cheetah`` tasks)."""
 HARD_ACTION_PENALTY = 0.1
 """A hard variant subtracts this times the action's norm per step (NCRL's ``action_penalty``)."""
 
 
-def hard_reward(reward: float, action: np.ndarray) -> float:
-    """One control step's reward in a hard variant: sparse below the threshold, less the
-    action's cost."""
-    sparse = 0.0 if reward < HARD_REWARD_THRESHOLD else reward
+def hard_threshold(domain: str) -> float:
+    """The step reward below which ``domain``'s hard variant pays nothing."""
+    return HARD_DOMAIN_THRESHOLDS.get(domain, HARD_REWARD_THRESHOLD)
+
+
+def hard_reward(reward: float, action: np.ndarray, threshold: float) -> float:
+    """One control step's reward in a hard variant: sparse below ``threshold``
+    (:func:`hard_threshold`), less the action's cost."""
+    sparse = 0.0 if reward < threshold else reward
     return sparse - HARD_ACTION_PENALTY * float(np.sqrt(np.dot(action, action)))
 
 
@@ -261,7 +271,11 @@ class DMCEnv(gym.Env):
         for _ in range(self.action_repeat):
             time_step = self.env.step(native)
             step_reward = float(time_step.reward or 0.0)
-            reward += hard_reward(step_reward, native) if self.hard else step_reward
+            reward += (
+                hard_reward(step_reward, native, hard_threshold(self.domain))
+                if self.hard
+                else step_reward
+            )
             if time_step.last():
                 break
         terminated = time_step.last() and time_step.discount == 0.0

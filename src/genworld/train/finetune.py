@@ -143,16 +143,19 @@ def retrieval_summary(
     found: Segments, data: MultiEnvDataset, target: EnvSpec, share: str
 ) -> dict[str, Any]:
     """What eq. 5 returned: how many trajectories of which envs, the share of the target's own
-    embodiment, and the distances."""
+    embodiment, the embodiments it chose among (the pre-training data's of the target's action
+    size: with one, the share is 1 by construction) and the distances."""
     names = [data.specs[k].name for k in found.env_idx.tolist()]
     group = encoder_group(target, share)
     same = [encoder_group(data.specs[k], share) == group for k in found.env_idx.tolist()]
+    bodies = {encoder_group(s, share) for s in data.specs if s.act_dim == target.act_dim}
     distance = found.distance if found.distance is not None else torch.zeros(len(found))
     return {
         "trajectories": len(found),
         "transitions": int(found.length.sum()),
         "per_env": {name: names.count(name) for name in dict.fromkeys(names)},
         "same_embodiment_share": float(np.mean(same)) if same else 0.0,
+        "candidate_embodiments": sorted(bodies),
         "distance_min": float(distance.min()) if len(found) else None,
         "distance_max": float(distance.max()) if len(found) else None,
     }
@@ -189,10 +192,11 @@ def build_agent(
         rehearsal = Rehearsal(data, env_map)
     normalizer = task_normalizer(specs, pretrained)
     torch.manual_seed(cfg.seed)
+    fine = {"reward_head": True, "reward_gradient": False}  # ncrl: rewards train the head only
     if use.pretrained:
-        model = pretrained.transferred(specs, normalizer, reward_head=True)
+        model = pretrained.transferred(specs, normalizer, **fine)
     else:
-        rssm = replace(pretrained.cfg, reward_head=True)
+        rssm = replace(pretrained.cfg, **fine)
         model = RSSMWorldModel(specs, rssm, normalizer, act_width=pretrained.act_max)
     agent = WPTAgent(model, cfg.wpt, cfg.variant, device, rehearsal=rehearsal, seed=cfg.seed)
     return agent, asdict(pre_cfg), summary

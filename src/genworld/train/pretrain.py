@@ -27,6 +27,7 @@ PRETRAIN_DATASETS: dict[str, tuple[str, ...]] = {
     ),
     "mini": (
         "dmc-cheetah-run-exploration",
+        "dmc-walker-walk-exploration",
         "mw-reach-v3-scripted-noise",
         "mw-push-v3-scripted-noise",
         "mw-pick-place-v3-scripted-noise",
@@ -34,7 +35,7 @@ PRETRAIN_DATASETS: dict[str, tuple[str, ...]] = {
         "mw-drawer-open-v3-scripted-noise",
     ),
     # WPT §4.1: unsupervised-RL data of the DMC embodiments and noisy data of all 50 Meta-World
-    # tasks; the walker, hopper and quadruped sets build once their explorers are shipped
+    # tasks
     "full": (
         "dmc-cheetah-run-exploration",
         "dmc-walker-walk-exploration",
@@ -43,7 +44,13 @@ PRETRAIN_DATASETS: dict[str, tuple[str, ...]] = {
         *(f"mw-{task}-scripted-noise" for task in MW_TASKS),
     ),
 }
-"""The ``datasets`` field's default at each scale (``--datasets`` replaces it)."""
+"""The ``datasets`` field's default at each scale (``--datasets`` replaces it): at mini, the two
+DMC bodies of the study's tasks (cheetah and walker, both with 6 action dims, so retrieval must
+tell them apart) and five Meta-World tasks."""
+PRETRAIN_STEPS = {"mini": 18_000}
+"""Pre-training updates where the RSSM's preset gives too few: at mini, 3.2× a mini fine-tuning
+run's world-model updates, WPT's ratio (200k pre-training updates, about 62k in fine-tuning);
+other scales: the RSSM preset's."""
 
 FIXED_FIELDS = ("model", "tgw", "mlp", "mrcom", "rssm.reward_head")
 """Fields of ``WorldModelTrainConfig`` that pre-training sets itself (no option for them)."""
@@ -54,6 +61,8 @@ def config_for_scale(scale: str, **overrides: Any) -> WorldModelTrainConfig:
     scale's reward-free datasets, no reward head; then ``overrides`` (None = keep)."""
     check_scale(scale)
     preset = {"model": "rssm", "datasets": PRETRAIN_DATASETS[scale], "rssm": {"reward_head": False}}
+    if scale in PRETRAIN_STEPS:
+        preset["steps"] = PRETRAIN_STEPS[scale]
     top = {k: v for k, v in overrides.items() if v is not None}
     cfg = wm_config(scale, **merge(preset, top))
     check_reward_free(cfg)
@@ -73,4 +82,10 @@ def check_reward_free(cfg: WorldModelTrainConfig) -> None:
         )
 
 
-__all__ = ["FIXED_FIELDS", "PRETRAIN_DATASETS", "check_reward_free", "config_for_scale"]
+__all__ = [
+    "FIXED_FIELDS",
+    "PRETRAIN_DATASETS",
+    "PRETRAIN_STEPS",
+    "check_reward_free",
+    "config_for_scale",
+]

@@ -59,7 +59,7 @@ from torch.nn import functional as F
 
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
-from genworld.envs.dmc import DMC_TASKS
+from genworld.envs.dmc import DMC_TASKS, HARD
 from genworld.envs.metaworld import PREFIX as MW_PREFIX
 from genworld.errors import GenworldError
 from genworld.nn.tokenizers import PerEnvLinear
@@ -116,6 +116,9 @@ class RSSMConfig:
     reward-free pre-training (``genworld pretrain world-model``)."""
     reward_scale: float = 1.0
     """Weight of the reward term when ``reward_head`` is on."""
+    reward_gradient: bool = True
+    """The reward term trains the latents it reads too (DreamerV3); False: the reward head only,
+    on detached latents (ncrl's fine-tuning, so rewards never reshape a pre-trained model)."""
     share_encoders: str = "body"
     """body: envs of one robot with the same observation size share the encoder's input and the
     decoder's output layer (scenarios ``<env>@…``, one DMC domain's tasks, all Meta-World tasks);
@@ -174,11 +177,11 @@ class Window:
 # ------------------------------------------------------------------ building blocks
 def encoder_group(spec: EnvSpec, share: str) -> str:
     """Which encoder input / decoder output layer env ``spec`` uses: with ``share`` = body, its
-    robot and observation size (``dmc-walker:24`` for every walker task and scenario of that
-    size, ``mw:39`` for every Meta-World task); with ``share`` = env, its own."""
+    robot and observation size (``dmc-walker:24`` for every walker task, hard variant and
+    scenario of that size, ``mw:39`` for every Meta-World task); with ``share`` = env, its own."""
     if share == "env":
         return spec.name
-    base = spec.name.partition("@")[0]
+    base = spec.name.partition("@")[0].removesuffix(HARD)
     if base.startswith(MW_PREFIX):
         robot = "mw"
     elif base in DMC_TASKS:
@@ -411,7 +414,10 @@ class RSSMWorldModel(nn.Module):
         if cfg.reward_head:
             norm = self.normalizer
             target_rew = normalised(batch.rewards, env_idx, norm.reward_mean, norm.reward_std)
-            error = (self._reward(w.deter[:, 1:], w.stoch[:, 1:]) - target_rew).pow(2)
+            deter, stoch = w.deter[:, 1:], w.stoch[:, 1:]
+            if not cfg.reward_gradient:
+                deter, stoch = deter.detach(), stoch.detach()
+            error = (self._reward(deter, stoch) - target_rew).pow(2)
             labelled = batch.step_mask.float()  # (B, L)
             if reward_rows is not None:
                 labelled = labelled * reward_rows[:, None].float()
@@ -577,14 +583,14 @@ class RSSMWorldModel(nn.Module):
         return view
 
     def transferred(
-        self, specs: list[EnvSpec], normalizer: Normalizer, *, reward_head: bool | None = None
+        self, specs: list[EnvSpec], normalizer: Normalizer, **changes
     ) -> RSSMWorldModel:
         """This model for other envs (a fine-tuning target, a held-out embodiment): every shared
         weight copied, and the per-body encoder input and decoder output layers of the bodies it
         has (:func:`encoder_group`); new bodies start fresh. The action width is kept.
-        ``reward_head``: add (True) or drop (False) the reward head (None: as this model); a
-        head this model lacks starts fresh (WPT's fine-tuning learns it from online data)."""
-        cfg = self.cfg if reward_head is None else replace(self.cfg, reward_head=reward_head)
+        ``changes``: config fields that change no weight's shape, e.g. ``reward_head=True`` (a
+        head this model lacks starts fresh: WPT's fine-tuning learns it from online data)."""
+        cfg = replace(self.cfg, **changes)
         other = RSSMWorldModel(specs, cfg, normalizer, act_width=self.act_max)
         other = other.to(self.initial_deter.device)
         per_env = ("obs_in.", "obs_out.", "normalizer.", "obs_masks", "act_masks", "group_of_env")
