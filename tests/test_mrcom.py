@@ -141,7 +141,13 @@ def test_the_loss_kl_terms_equal_a_step_by_step_hand_computation(suite):
                 sums["meta_state"].append(kl(w.q_u, Normal(*_pad_first(w.r_u)), i, t + 1))
     for name, values in sums.items():
         hand = np.mean([(cfg.kl_dyn + cfg.kl_rep) * max(free, v) for v in values])
-        assert float(terms[name]) == pytest.approx(hand, rel=1e-5), name
+        if name == "meta_state":  # eq. 12's KL, its two sides two terms (both sides equal here)
+            term = terms["meta_state"] + terms["meta_prior"]
+            side = np.mean([max(free, v) for v in values])
+            assert float(terms["meta_state"]) == pytest.approx(cfg.kl_rep * side, rel=1e-5)
+        else:
+            term = terms[name]
+        assert float(term) == pytest.approx(hand, rel=1e-5), name
     assert float(metrics["wm/kl_u_nats"]) == pytest.approx(np.mean(sums["kl_u"]), rel=1e-5)
 
 
@@ -371,3 +377,17 @@ def test_cli_trains_and_evaluates_mrcom_on_two_datasets(tmp_path):
     (evaluation,) = (out / "eval").iterdir()
     errors = json.loads((evaluation / "k_step_errors.json").read_text())
     assert set(errors["mrcom:mrcom"]) == {"hopper", "halfcheetah"}
+
+
+def test_without_the_meta_state_term_the_imagination_prior_still_learns(suite):
+    """λ_ms = 0 removes the regulariser on the posterior, not the fit of r(u | a, c), which
+    imagination draws u from."""
+    model = _model(suite, dataclasses.replace(TINY, meta_state_scale=0.0, free_nats=0.0))
+    batch = suite.sample_windows(6, 4, torch.Generator().manual_seed(1))
+    loss, _ = model.loss(batch, torch.Generator().manual_seed(0))
+    grads = torch.autograd.grad(loss, list(model.u_meta_prior.parameters()))
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    terms, _ = model.loss_terms(batch, torch.Generator().manual_seed(0))
+    posterior = list(model.u_posterior.parameters())
+    on_posterior = torch.autograd.grad(terms["meta_prior"], posterior, allow_unused=True)
+    assert all(g is None or float(g.abs().sum()) == 0 for g in on_posterior)

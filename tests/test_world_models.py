@@ -563,3 +563,15 @@ def test_without_rssm_there_is_no_posterior_and_no_kl(suite):
     with_rssm = _model(suite, TINY)
     _, metrics = with_rssm.loss(batch, torch.Generator().manual_seed(0))
     assert float(metrics["wm/kl"]) >= 0
+
+
+def test_rows_from_takes_the_given_rows_of_a_rollout_state():
+    """MBPO re-encodes only the clipped rows of an imagined state; the others keep theirs."""
+    from genworld.world_models.base import rows_from
+    from genworld.world_models.rssm import RSSMState
+
+    old = RSSMState(torch.zeros(3, 2), torch.zeros(3, 4), torch.tensor([0, 1, 0]))
+    new = RSSMState(torch.ones(3, 2), torch.ones(3, 4), torch.tensor([0, 1, 0]))
+    mixed = rows_from(torch.tensor([True, False, True]), new, old)
+    assert mixed.deter[:, 0].tolist() == [1.0, 0.0, 1.0] and mixed.stoch[1].sum() == 0
+    assert rows_from(torch.tensor([True]), None, None) is None  # a stateless model

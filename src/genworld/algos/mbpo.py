@@ -44,7 +44,7 @@ from genworld.algos.sac_group import SACGroup
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.errors import GenworldError
-from genworld.world_models.base import WMStep, registry_terminations
+from genworld.world_models.base import WMStep, registry_terminations, rows_from
 from genworld.world_models.prompt_memory import sample_start_states
 
 POLICIES = ("per_env", "per_env_batched", "shared")
@@ -327,8 +327,10 @@ class MBPOAgent:
             if not bool(alive.any()):
                 break
             obs, state = next_obs, out.state
-            if next_obs is not out.next_observations:
-                state = self.world_model.with_observations(state, next_obs)
+            if next_obs is not out.next_observations:  # the clipped rows continue from s′
+                state = rows_from(
+                    outside, self.world_model.with_observations(state, next_obs), state
+                )
         self.rollout_stats = {
             "rollout/transitions": float(added),
             "rollout/intrinsic_mean": float(torch.stack(penalties).mean()),

@@ -106,10 +106,12 @@ def protocol_lines(cfg, scenario_names: dict) -> list[str]:
         f"target, seed): {cfg.policy_updates} SAC updates of offline MBPO from the target's "
         "data in that model, scored in the target's real env as the mean of the last "
         f"{cfg.last_k} evaluations ({cfg.eval_episodes} episode(s) each); mean ± std across "
-        "seeds of the mean over a row's targets."
+        "seeds of the mean over a row's targets; SAC's initial temperature "
+        f"{cfg.policy_init_alpha:g}."
         + (
             " Below full scale the policy learner is the one every model-based method shares "
-            "(half real rows, a TD3+BC-form behaviour term), not the paper's plain SAC."
+            "(half real rows, a TD3+BC-form behaviour term, the RL term weighted "
+            f"{cfg.policy_bc_alpha:g}), not the paper's plain SAC."
             if cfg.scale != "full"
             else ""
         ),

@@ -54,6 +54,7 @@ from genworld.envs.scenarios import (
     slug,
 )
 from genworld.errors import GenworldError
+from genworld.train.policy_learner import check_policy_learner, policy_learner_overrides
 from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
 from genworld.utils.provenance import provenance
 
@@ -145,6 +146,14 @@ class ScenarioStudyConfig:
     """Policy updates per (method, target, seed)."""
     eval_every: int = 1_000
     """Updates between a cell's evaluations in its target's real env."""
+    policy_init_alpha: float = 0.1
+    """SAC's initial temperature in every cell. DMC rewards are 0 … 1 a step, so SAC's default
+    1.0 makes the entropy bonus outweigh them and every policy stays at the floor (as in the
+    unseen-task study, ``UnseenConfig.policy_init_alpha``). Full scale: 1.0 (plain SAC)."""
+    policy_bc_alpha: float = 2.5
+    """Weight of the RL term against the mini policy learner's behaviour term
+    (``SACConfig.bc_alpha``; TD3+BC's 2.5, as the unseen-task study). Full scale: 0 (plain
+    SAC, the paper's)."""
     eval_episodes: int = 3
     """Episodes per evaluation."""
     last_k: int = 3
@@ -188,6 +197,7 @@ class ScenarioStudyConfig:
                 raise GenworldError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.wm_steps < 0:
             raise GenworldError(f"--wm_steps must be ≥ 0 (0 = the preset), got {self.wm_steps}")
+        check_policy_learner(self.policy_init_alpha, self.policy_bc_alpha)
         check_scale(self.scale)
         if self.study in SPEED_STUDIES:
             still = [env for env in self.envs if env not in SPEED_TASKS]
@@ -220,6 +230,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "eval_every": 5_000,
         "eval_episodes": 10,
         "last_k": 10,
+        "policy_init_alpha": 1.0,
+        "policy_bc_alpha": 0.0,
     },
 }
 
@@ -499,6 +511,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         scale=cfg.scale,
         seed=cell.seed,
         out=folder,
+        overrides=policy_learner_overrides(cfg),
         world_models=lambda ctx, name: model,
         task=task,
     )
@@ -593,10 +606,30 @@ def model_kinds(cfg: ScenarioStudyConfig) -> list[str]:
     return list(dict.fromkeys(WORLD_MODEL_OF[m] for m in cfg.methods))
 
 
+def error_rows(kind: str) -> tuple[str, ...]:
+    """The k-step error rows of model kind ``kind``: its own, except the RSSM's two, as its
+    methods roll it out (``rssm``: from the start observation alone; ``rssm-context``: after
+    filtering MrCoM's context)."""
+    return ("rssm", "rssm-context") if kind == "rssm" else (kind,)
+
+
+def error_kinds(cfg: ScenarioStudyConfig) -> list[str]:
+    return [name for kind in model_kinds(cfg) for name in error_rows(kind)]
+
+
+def error_view(cfg: ScenarioStudyConfig, name: str, model):
+    """The model as error row ``name`` rolls it out: the RSSM with its method's burn-in."""
+    if name not in ("rssm", "rssm-context"):
+        return model
+    from genworld.algos.rssm import PRESETS as RSSM_AGENT
+
+    return model.with_burn_in(RSSM_AGENT[cfg.scale]["context_steps"] if name != "rssm" else 0)
+
+
 def finished_errors(cfg: ScenarioStudyConfig, out: Path) -> dict[str, dict[str, dict]]:
     errors: dict[str, dict[str, dict]] = {}
     for group in groups(cfg):
-        for kind in [*model_kinds(cfg), "copy"]:
+        for kind in [*error_kinds(cfg), "copy"]:
             path = out / "world_models" / group.name / kind / "errors.json"
             if path.exists():
                 errors.setdefault(group.name, {})[kind] = json.loads(path.read_text())
@@ -622,9 +655,10 @@ def _run_stages(
     for group in groups(cfg):
         for kind in model_kinds(cfg):  # trained here, before the cells load them
             model = world_model(cfg, out, group.name, kind, show_progress)
-            errors.setdefault(group.name, {})[kind] = world_model_errors(
-                cfg, out, group.name, kind, model
-            )
+            for name in error_rows(kind):
+                errors.setdefault(group.name, {})[name] = world_model_errors(
+                    cfg, out, group.name, name, error_view(cfg, name, model)
+                )
         if group.name in errors:  # the same data's predictor of no change, for scale
             errors[group.name]["copy"] = world_model_errors(
                 cfg, out, group.name, "copy", COPY, model.normalizer

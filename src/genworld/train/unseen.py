@@ -77,6 +77,7 @@ from genworld.config import check_scale, resolve
 from genworld.data.tasks import build_task_datasets
 from genworld.envs.tasks import get_family, split
 from genworld.errors import GenworldError
+from genworld.train.policy_learner import check_policy_learner
 from genworld.train.task_experts import best_expert, references, train_experts
 from genworld.train.unseen_cells import (
     cmt_method,
@@ -200,15 +201,7 @@ class UnseenConfig:
         ):
             if getattr(self, name) <= 0:
                 raise GenworldError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.policy_init_alpha <= 0:
-            raise GenworldError(
-                f"policy_init_alpha must be positive (SAC's initial temperature), got "
-                f"{self.policy_init_alpha}"
-            )
-        if self.policy_bc_alpha < 0:
-            raise GenworldError(
-                f"policy_bc_alpha must be ≥ 0 (0 = plain SAC), got {self.policy_bc_alpha}"
-            )
+        check_policy_learner(self.policy_init_alpha, self.policy_bc_alpha)
 
 
 SCALES: dict[str, dict[str, Any]] = {

@@ -16,6 +16,7 @@ import torch
 from genworld.data.tasks import family_dataset, task_episodes, task_spec
 from genworld.envs.tasks import split_names
 from genworld.errors import GenworldError
+from genworld.train.policy_learner import policy_learner_overrides
 from genworld.utils.io import atomic_write_json
 from genworld.utils.provenance import provenance
 
@@ -88,9 +89,8 @@ def _agent_cell(cfg, out: Path, train, method: str, task: str, seed: int, refs):
 def agent_overrides(cfg, method: str) -> dict[str, Any]:
     """The study's settings of a TGW cell: SAC's temperature and RL-term weight (TD3+BC's α), and the
     reward fine-tuning budget of ``tgw-finetune``."""
-    sac = {"init_alpha": cfg.policy_init_alpha, "bc_alpha": cfg.policy_bc_alpha}
     steps = {"reward_finetune_steps": cfg.finetune_steps} if method == "tgw-finetune" else {}
-    return {"mbpo": {"sac": sac}, **steps}
+    return {**policy_learner_overrides(cfg), **steps}
 
 
 def _train_and_score(cfg, folder: Path, agent, cell, refs, started: float) -> dict:

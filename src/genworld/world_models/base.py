@@ -10,7 +10,7 @@ one pass, so reward has no verb of its own); ``loss`` is the training objective.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -101,3 +101,15 @@ def registry_terminations(
             flags = spec.termination(next_obs[sel, : spec.obs_dim].cpu().numpy())
             done[sel] = torch.as_tensor(flags, device=next_obs.device)
     return done
+
+
+def rows_from(rows: torch.Tensor, new: Any, old: Any) -> Any:
+    """A rollout state whose rows ``rows (B,)`` come from ``new`` and the others from ``old``
+    (both states of one model: dataclasses of batch-first tensors, or None for a stateless
+    model)."""
+    if old is None or not is_dataclass(old):
+        return new
+    pick = lambda a, b: torch.where(rows.view(-1, *[1] * (a.dim() - 1)), a, b)  # noqa: E731
+    return replace(
+        old, **{f.name: pick(getattr(new, f.name), getattr(old, f.name)) for f in fields(old)}
+    )

@@ -30,7 +30,9 @@ actions ``a_0 … a_{L-1}``, rewards ``r_0 … r_{L-1}``. Position ``j`` predict
   DreamerV3's balancing and free nats (:func:`kl_loss`).
 - **Meta-state regularisation** (eq. 11–12): ``KL(q(u_{j+1} | c_j, o_{j+1}) ‖ r(u_{j+1} | a_j,
   c_j))`` with a learned prior ``r`` conditioned on the action and the context: u keeps only what
-  the action and the context determine, so scenarios with the same dynamics share u.
+  the action and the context determine, so scenarios with the same dynamics share u. The KL's
+  two sides are two terms: ``meta_prior`` fits ``r`` to the posterior (always on: imagination
+  draws u from ``r``), ``meta_state`` pulls the posterior towards ``r`` (the regulariser, λ_ms).
 - **Meta-value regularisation** (eq. 13–15): a value ``V_m(z)`` shared by all scenarios, trained
   on posterior latents with a Bellman target (eq. 14, :func:`bellman_loss`); the world model is
   penalised by ``(V_m(ẑ_{j+1}) − V_m(z_{j+1}))²`` (eq. 15, :func:`meta_value_loss`), ``ẑ`` the
@@ -82,7 +84,10 @@ Deviations (reconstructions of unreadable equations and choices the paper leaves
   V_m learns (the model counts its own training updates, saved with its weights);
 - eq. 16 / App. D: the loss-scale table gives 0.1, 1, 1 without the terms' names; we give 0.1 to
   the meta-state KL (DreamerV3's representation-loss scale is 0.1 too) and 1 to the world-model
-  loss and the meta-value term; V_m's Bellman loss has weight 1;
+  loss and the meta-value term; V_m's Bellman loss has weight 1. The meta-state KL's prior side
+  (fitting ``r``) has its own weight, ``meta_prior_scale`` (0.1, so the defaults give eq. 12's
+  one balanced KL at 0.1): the "without meta-state regularisation" ablation sets λ_ms = 0 and
+  still has an imagination prior;
 - App. D: embedding 128 with 3 heads: the attention is 3 heads of ⌈128/3⌉ = 43 (129 inner
   dims), projected back to 128 (:class:`~genworld.nn.transformer.EnsembleBlock`);
   deterministic and stochastic states 128, the auxiliary state 128 (ours), 3-layer ReLU MLPs;
@@ -172,7 +177,11 @@ class MrCoMConfig:
     free_nats: float = 1.0
     """Each KL side is at least this many nats per step, no gradient below (DreamerV3: 1)."""
     meta_state_scale: float = 0.1
-    """λ_ms: weight of the meta-state KL(q(u | c, o) ‖ r(u | a, c)) (eq. 12, 16)."""
+    """λ_ms: weight of the meta-state regulariser, the posterior's side of KL(q(u | c, o) ‖
+    r(u | a, c)) (eq. 12, 16: ``kl_rep``·KL(q ‖ sg r))."""
+    meta_prior_scale: float = 0.1
+    """Weight of the same KL's prior side, ``kl_dyn``·KL(sg q ‖ r), which fits the imagination
+    prior r (ours: λ_ms's default, so the defaults give eq. 12's balanced KL)."""
     meta_value_scale: float = 1.0
     """λ_mv: weight of (V_m(ẑ') − V_m(z'))² on the world model (eq. 15, 16)."""
     value_scale: float = 1.0
@@ -217,6 +226,7 @@ class MrCoMConfig:
             "kl_dyn",
             "kl_rep",
             "meta_state_scale",
+            "meta_prior_scale",
             "meta_value_scale",
             "value_scale",
         )
@@ -245,12 +255,15 @@ def kl_nats(q: Normal, p: Normal) -> torch.Tensor:
     return gaussian_kl(q.mean, q.std.log(), p.mean, p.std.log())
 
 
+def _balanced(q: Normal, p: Normal, dyn: float, rep: float, free: float) -> torch.Tensor:
+    """``dyn``·max(free, KL(sg q ‖ p)) + ``rep``·max(free, KL(q ‖ sg p)) per step."""
+    return balanced_kl((q.mean, q.std.log()), (p.mean, p.std.log()), dyn, rep, free)[0]
+
+
 def kl_loss(q: Normal, p: Normal, cfg: MrCoMConfig) -> torch.Tensor:
     """Eq. 10's KL terms per step, with DreamerV3's balancing and free nats: the prior moves
     towards the posterior at ``kl_dyn``, the posterior towards the prior at ``kl_rep``."""
-    pair = lambda n: (n.mean, n.std.log())  # noqa: E731
-    loss, _ = balanced_kl(pair(q), pair(p), cfg.kl_dyn, cfg.kl_rep, cfg.free_nats)
-    return loss
+    return _balanced(q, p, cfg.kl_dyn, cfg.kl_rep, cfg.free_nats)
 
 
 def observation_nll(mean: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -268,8 +281,15 @@ def spread_nll(
 
 
 def meta_state_loss(q_u: Normal, r_u: Normal, cfg: MrCoMConfig) -> torch.Tensor:
-    """Eq. 12: KL(q(u | c, o) ‖ r(u | a, c)), the mutual-information bound of eq. 11."""
-    return kl_loss(q_u, r_u, cfg)
+    """Eq. 12's regulariser: the posterior's side of KL(q(u | c, o) ‖ r(u | a, c)), the
+    mutual-information bound of eq. 11, ``kl_rep``·max(free, KL(q ‖ sg r)) per step."""
+    return _balanced(q_u, r_u, 0.0, cfg.kl_rep, cfg.free_nats)
+
+
+def meta_prior_loss(q_u: Normal, r_u: Normal, cfg: MrCoMConfig) -> torch.Tensor:
+    """The same KL's prior side, ``kl_dyn``·max(free, KL(sg q ‖ r)) per step: it fits the
+    imagination prior r to the posterior."""
+    return _balanced(q_u, r_u, cfg.kl_dyn, 0.0, cfg.free_nats)
 
 
 def bellman_loss(
@@ -504,6 +524,7 @@ class MrCoMWorldModel(nn.Module):
             "kl_u": masked_mean(kl_loss(w.q_u, w.p_u, cfg), with_first),
             "kl_x": masked_mean(kl_loss(w.q_x, w.p_x, cfg), valid),
             "meta_state": masked_mean(meta_state_loss(w.q_u[:, 1:], w.r_u, cfg), valid),
+            "meta_prior": masked_mean(meta_prior_loss(w.q_u[:, 1:], w.r_u, cfg), valid),
             "meta_value": masked_mean(
                 meta_value_loss(self._value(w.z_hat, frozen=True), self._value(w.z, frozen=True)),
                 valid,
@@ -540,6 +561,7 @@ class MrCoMWorldModel(nn.Module):
             "kl_u": cfg.kl_u_scale,
             "kl_x": cfg.kl_x_scale,
             "meta_state": cfg.meta_state_scale,
+            "meta_prior": cfg.meta_prior_scale,
             "meta_value": cfg.meta_value_scale if meta_value_on else 0.0,
             "value": cfg.value_scale,
         }
@@ -663,6 +685,7 @@ __all__ = [
     "body_groups",
     "kl_loss",
     "kl_nats",
+    "meta_prior_loss",
     "meta_state_loss",
     "meta_value_loss",
     "observation_nll",
