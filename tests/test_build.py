@@ -166,12 +166,13 @@ def test_interrupted_parallel_build_stops_at_once_and_writes_nothing(tmp_path, s
     assert not (tmp_path / "genworld" / "halfcheetah" / "random-v0").exists()
 
 
-def test_a_dataset_of_another_size_is_named_not_used():
-    """A run asking for a size gets that size or one line naming the dataset and the fix."""
+def test_a_study_stating_its_size_names_a_dataset_of_another_size():
+    """``exact``: a run asking for a size gets that size or one line naming the dataset and the
+    fix; without it an existing dataset is used as it is (reports list its size)."""
     from genworld.data.build import ensure_built
 
-    assert ensure_built(["hopper-random"], steps=300)[0]["steps"] == 300
-    assert ensure_built(["hopper-random"], steps=300)[0]["cached"]
-    assert ensure_built(["hopper-random"])[0]["steps"] == 300  # no size asked: used as it is
+    assert ensure_built(["hopper-random"], steps=300, exact=True)[0]["steps"] == 300
+    assert ensure_built(["hopper-random"], steps=300, exact=True)[0]["cached"]
+    assert ensure_built(["hopper-random"], steps=400)[0]["steps"] == 300  # used as it is
     with pytest.raises(GenworldError, match=r"hopper-random has 300; rebuild .* --steps 400"):
-        ensure_built(["hopper-random"], steps=400)
+        ensure_built(["hopper-random"], steps=400, exact=True)

@@ -167,14 +167,19 @@ def _sequence_plan(
 
 
 def ensure_built(
-    dataset_ids, *, steps: int | None = None, seed: int = 0, show_progress: bool = False
+    dataset_ids,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    show_progress: bool = False,
+    exact: bool = False,
 ) -> list[dict[str, Any]]:
     """Build whichever of ``dataset_ids`` are missing and return every card, in order. An
-    existing dataset is used as it is when ``steps`` is None; with ``steps``, one built at
-    another size is an error (one line naming each and the command that rebuilds it), so a run
-    never trains on data of another protocol's size. Processes that need the same missing
-    dataset (two ``genworld table`` runs started together) take turns: one builds it, the others
-    then find it."""
+    existing dataset is used as it is (its card says its size, which reports list), unless
+    ``exact`` and ``steps``: then one built at another size is an error (one line naming each
+    and the command that rebuilds it), for studies whose protocol states the size. Processes
+    that need the same missing dataset (two ``genworld table`` runs started together) take
+    turns: one builds it, the others then find it."""
     from genworld.utils.io import file_lock
 
     cards = []
@@ -185,7 +190,7 @@ def ensure_built(
                 build_dataset(i, steps=steps, seed=seed, cached=True, show_progress=show_progress)
             )
     wrong = [(i, c) for i, c in zip(dataset_ids, cards, strict=True) if _other_size(c, steps)]
-    if wrong:
+    if exact and wrong:
         sizes = ", ".join(f"{i} has {c['steps']:,}" for i, c in wrong[:3])
         more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
         raise GenworldError(

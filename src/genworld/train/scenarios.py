@@ -650,7 +650,7 @@ def _run_stages(
 
     for steps in sorted({s for _, s in dataset_ids(cfg)}):
         ids = [i for i, s in dataset_ids(cfg) if s == steps]
-        ensure_built(ids, steps=steps, show_progress=show_progress)
+        ensure_built(ids, steps=steps, show_progress=show_progress, exact=True)
     errors: dict[str, dict[str, dict]] = {}
     for group in groups(cfg):
         for kind in model_kinds(cfg):  # trained here, before the cells load them
