@@ -459,9 +459,21 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     assert set(report["curves"]) == {"finetune", "scratch"} and report["target"] == "hopper"
     assert [p["step"] for p in report["curves"]["finetune"]] == [10, 20]
     assert (out / "transfer.png").stat().st_size > 1000 and "fine-tuned" in capsys.readouterr().out
-    first = (out / "finetune" / "eval.jsonl").read_text()
+    assert report["config"]["seeds"] == 1 and len(report["lead_per_seed"]) == 1
+    assert set(report["summary"]["finetune"]["last_k"]) == {"mean", "std"}
+    first = (out / "seed0" / "finetune" / "eval.jsonl").read_text()
     assert main(argv) == 0  # finished: resumes without training again
-    assert (out / "finetune" / "eval.jsonl").read_text() == first
+    assert (out / "seed0" / "finetune" / "eval.jsonl").read_text() == first
+
+
+def test_transfer_seeds_average_their_curves_and_summaries():
+    from genworld.train.transfer import mean_curve, mean_std, transfer_config
+
+    assert transfer_config(scale="mini").seeds == 3 and transfer_config(scale="full").seeds == 4
+    a = [{"step": 10, "score": 1.0}, {"step": 20, "score": 3.0}]
+    b = [{"step": 10, "score": 3.0}]  # a seed that has not reached step 20
+    assert mean_curve([a, b]) == [{"step": 10, "score": 2.0}]
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": 1.0}
 
 
 def test_ablation_runs_match_rows_per_env_and_swap_the_encoder():

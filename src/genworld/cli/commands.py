@@ -365,7 +365,8 @@ def agnostic_transfer(args) -> None:
     s = result.summary["summary"]
     print(
         f"agnostic-transfer to {result.summary['target']}: last-{cfg.last_k} score "
-        f"{s['finetune']['last_k']:.1f} fine-tuned vs {s['scratch']['last_k']:.1f} from scratch; "
+        f"{s['finetune']['last_k']['mean']:.1f} fine-tuned vs "
+        f"{s['scratch']['last_k']['mean']:.1f} from scratch (mean of {cfg.seeds} seed(s)); "
         f"report: {result.out / 'report.md'}"
     )
 

@@ -26,12 +26,12 @@ def write_transfer_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 def _markdown(report: dict[str, Any], plot: str) -> str:
     cfg, summary = report["config"], report["summary"]
-    k = cfg["last_k"]
+    k, seeds, pre = cfg["last_k"], cfg["seeds"], report["pretrain_score"]
     lines = [
-        f"# Agnostic transfer to {report['target']} ({cfg['scale']}, seed {cfg['seed']})",
+        f"# Agnostic transfer to {report['target']} ({cfg['scale']}, {count(seeds, 'seed')})",
         "",
         f"Pretrained with DD-IQL on {', '.join(cfg['pretrain'])} for {cfg['pretrain_steps']:,} "
-        f"updates (normalized score there {report['pretrain']['eval/normalized_score_mean']:.1f}),"
+        f"updates (normalized score there {_pm(pre)}),"
         f" then {cfg['finetune_steps']:,} updates on `{cfg['target']}` starting from those "
         "networks (every weight but the task embedding), against the same run from a fresh "
         f"initialisation. Evaluations every {cfg['eval_every']:,} updates, "
@@ -43,8 +43,15 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
     ]
     for name, label in LABELS.items():
         s = summary[name]
-        lines.append(f"| {label} | {s['first']:.1f} | {s['area']:.1f} | {s['last_k']:.1f} |")
-    return "\n".join(lines + seeds_footer(report, plot))
+        lines.append(f"| {label} | {_pm(s['first'])} | {_pm(s['area'])} | {_pm(s['last_k'])} |")
+    leads = ", ".join(f"{v:+.1f}" for v in report["lead_per_seed"])
+    lines += ["", f"Fine-tuned minus scratch, last {k}, per seed: {leads}."]
+    return "\n".join(lines + seeds_footer(report, plot, seeds))
+
+
+def _pm(figure: dict[str, float]) -> str:
+    """``mean ± std`` (the std over seeds)."""
+    return f"{figure['mean']:.1f} ± {figure['std']:.1f}"
 
 
 def seeds_footer(report: dict[str, Any], plot: str, seeds: int = 1) -> list[str]:

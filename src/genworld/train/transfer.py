@@ -2,12 +2,14 @@
 pretrained on some envs learn a held-out env, whose observation and action sizes none of them
 has, faster than one trained from scratch?
 
-Three DD-IQL runs (:mod:`genworld.train.dd_iql`), each in its own folder and each resumable:
-``pretrain/`` on the pretraining datasets, then ``finetune/`` on the target dataset starting
-from the pretrained networks (every weight transfers but the task embedding, sized for another
-env set) and ``scratch/`` on the target from a fresh initialisation, with the same budget, seed
-and evaluations. The report compares the two on the target: the learning curves, the mean of
-the last k evaluations and the area under the curve (the mean over all evaluations).
+Per seed, three DD-IQL runs (:mod:`genworld.train.dd_iql`), each in its own folder and each
+resumable: ``seed<s>/pretrain/`` on the pretraining datasets, then ``seed<s>/finetune/`` on the
+target dataset starting from the pretrained networks (every weight transfers but the task
+embedding, sized for another env set) and ``seed<s>/scratch/`` on the target from a fresh
+initialisation, with the same budget, seed and evaluations. The report compares the two on the
+target: the learning curves (mean over seeds), the mean of the last k evaluations and the area
+under the curve (the mean over all evaluations), each as mean ± std over seeds, and the
+fine-tuned run's lead over scratch per seed.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ class AgnosticTransferConfig:
     last_k: int = 3
     """The final score of a run: the mean of its last k evaluations."""
     seed: int = 0
-    """Seeds all three runs (networks, batches, evaluation episodes)."""
+    """The first seed: seeds ``seed … seed + seeds − 1`` each seed their three runs (networks,
+    batches, evaluation episodes)."""
+    seeds: int = 0
+    """Seeds, each a pretrain / fine-tune / scratch triple; 0 = the scale's (the paper: 4)."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
@@ -62,6 +67,7 @@ TRANSFER_BUDGETS: dict[str, dict[str, Any]] = {
         "finetune_steps": 20,
         "eval_every": 10,
         "eval_episodes": 1,
+        "seeds": 1,
     },
     "mini": {
         "pretrain": ("halfcheetah-medium", "walker2d-medium"),
@@ -70,6 +76,7 @@ TRANSFER_BUDGETS: dict[str, dict[str, Any]] = {
         "finetune_steps": 5_000,
         "eval_every": 500,
         "eval_episodes": 5,
+        "seeds": 3,
     },
     "full": {
         "pretrain": ("halfcheetah-medium", "walker2d-medium", "ant-medium"),
@@ -78,9 +85,10 @@ TRANSFER_BUDGETS: dict[str, dict[str, Any]] = {
         "finetune_steps": 200_000,
         "eval_every": 10_000,
         "eval_episodes": 10,
+        "seeds": 4,
     },
 }
-COUNTS = ("pretrain_steps", "finetune_steps", "eval_every", "eval_episodes", "last_k")
+COUNTS = ("pretrain_steps", "finetune_steps", "eval_every", "eval_episodes", "last_k", "seeds")
 
 
 def transfer_config(**fields: Any) -> AgnosticTransferConfig:
@@ -109,13 +117,14 @@ def validate(cfg: AgnosticTransferConfig) -> None:
         )
 
 
-def stage_configs(cfg: AgnosticTransferConfig, out: Path) -> dict[str, Any]:
-    """The DD-IQL run of each stage: pretrain, finetune (from pretrain's networks), scratch."""
+def stage_configs(cfg: AgnosticTransferConfig, out: Path, seed: int) -> dict[str, Any]:
+    """Seed ``seed``'s DD-IQL run of each stage (in ``out``, that seed's folder): pretrain,
+    finetune (from pretrain's networks), scratch."""
     from genworld.train.dd_iql import iql_run_config
 
     common = {
         "scale": cfg.scale,
-        "seed": cfg.seed,
+        "seed": seed,
         "device": cfg.device,
         "threads": cfg.threads,
         "eval_episodes": cfg.eval_episodes,
@@ -139,31 +148,69 @@ def stage_configs(cfg: AgnosticTransferConfig, out: Path) -> dict[str, Any]:
 def run_transfer(
     cfg: AgnosticTransferConfig, out: Path, *, show_progress: bool = True
 ) -> dict[str, Any]:
-    """The three runs (each resumes from its folder), then the comparison (report.json)."""
+    """Every seed's three runs (each resumes from its folder), then the comparison."""
     from genworld.train.dd_iql import train_agnostic_iql
     from genworld.train.loop import read_eval
 
     validate(cfg)
     out = Path(out)
     started = time.perf_counter()
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     with claim_folder(out, "genworld train agnostic-transfer", cfg):
         check_or_write_config(out, cfg)
-        stages = stage_configs(cfg, out)
-        for name, stage in stages.items():
-            if show_progress:
-                print(f"agnostic-transfer: {name} → {out / name}", flush=True)
-            train_agnostic_iql(stage, out / name, show_progress=show_progress)
-        curves = {name: curve(read_eval(out / name)) for name in ("finetune", "scratch")}
+        for seed in seeds:
+            folder = out / f"seed{seed}"
+            for name, stage in stage_configs(cfg, folder, seed).items():
+                if show_progress:
+                    print(f"agnostic-transfer: {name} → {folder / name}", flush=True)
+                train_agnostic_iql(stage, folder / name, show_progress=show_progress)
+        per_seed = {
+            seed: {
+                name: curve(read_eval(out / f"seed{seed}" / name))
+                for name in ("finetune", "scratch")
+            }
+            for seed in seeds
+        }
+        summaries = {
+            name: [summarize(per_seed[s][name], cfg.last_k) for s in seeds]
+            for name in ("finetune", "scratch")
+        }
+        pretrain = [read_eval(out / f"seed{s}" / "pretrain")[-1] for s in seeds]
         report = {
             "config": asdict(cfg),
             "target": parse_dataset_id(cfg.target).spec.name,
-            "pretrain": read_eval(out / "pretrain")[-1],
-            "curves": curves,
-            "summary": {name: summarize(points, cfg.last_k) for name, points in curves.items()},
+            "pretrain_score": mean_std([r["eval/normalized_score_mean"] for r in pretrain]),
+            "curves": {name: mean_curve([per_seed[s][name] for s in seeds]) for name in summaries},
+            "per_seed": {str(s): per_seed[s] for s in seeds},
+            "summary": {name: _over_seeds(rows) for name, rows in summaries.items()},
+            "lead_per_seed": [
+                f["last_k"] - c["last_k"]
+                for f, c in zip(summaries["finetune"], summaries["scratch"], strict=True)
+            ],
             "wall_seconds": round(time.perf_counter() - started, 1),
             "provenance": provenance(),
         }
     return report
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """``{"mean", "std"}`` of ``values`` (std 0 for one value)."""
+    mean = sum(values) / len(values)
+    return {"mean": mean, "std": (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5}
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """The seeds' curves averaged at each step all of them reached."""
+    steps = [
+        p["step"] for p in curves[0] if all(p["step"] in {q["step"] for q in c} for c in curves)
+    ]
+    at = [{p["step"]: p["score"] for p in c} for c in curves]
+    return [{"step": step, "score": sum(a[step] for a in at) / len(at)} for step in steps]
+
+
+def _over_seeds(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each summary figure as mean ± std over the seeds."""
+    return {key: mean_std([row[key] for row in rows]) for key in rows[0]}
 
 
 def curve(records: list[dict]) -> list[dict[str, float]]:
