@@ -189,8 +189,9 @@ def ensure_built(
             cards.append(
                 build_dataset(i, steps=steps, seed=seed, cached=True, show_progress=show_progress)
             )
-    wrong = [(i, c) for i, c in zip(dataset_ids, cards, strict=True) if _other_size(c, steps)]
-    if exact and wrong:
+    pairs = zip(dataset_ids, cards, strict=True)
+    wrong = [(i, c) for i, c in pairs if _other_size(c, steps)] if exact else []
+    if wrong:
         sizes = ", ".join(f"{i} has {c['steps']:,}" for i, c in wrong[:3])
         more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
         raise GenworldError(

@@ -607,10 +607,10 @@ def model_kinds(cfg: ScenarioStudyConfig) -> list[str]:
 
 
 def error_rows(kind: str) -> tuple[str, ...]:
-    """The k-step error rows of model kind ``kind``: its own, except the RSSM's two, as its
-    methods roll it out (``rssm``: from the start observation alone; ``rssm-context``: after
-    filtering MrCoM's context)."""
-    return ("rssm", "rssm-context") if kind == "rssm" else (kind,)
+    """The k-step error rows of model kind ``kind``: one per method that rolls it out (the
+    RSSM's two: ``rssm`` from the start observation alone, ``rssm-context`` after filtering
+    MrCoM's context)."""
+    return tuple(method for method, model in WORLD_MODEL_OF.items() if model == kind)
 
 
 def error_kinds(cfg: ScenarioStudyConfig) -> list[str]:
@@ -619,7 +619,7 @@ def error_kinds(cfg: ScenarioStudyConfig) -> list[str]:
 
 def error_view(cfg: ScenarioStudyConfig, name: str, model):
     """The model as error row ``name`` rolls it out: the RSSM with its method's burn-in."""
-    if name not in ("rssm", "rssm-context"):
+    if WORLD_MODEL_OF[name] != "rssm":
         return model
     from genworld.algos.rssm import PRESETS as RSSM_AGENT
 
