@@ -505,7 +505,7 @@ def agnostic_ablations_config(**fields: Any) -> AgnosticAblationsConfig:
 def agnostic_ablations(
     cfg: AgnosticAblationsConfig, out: str | Path, *, show_progress: bool = True
 ) -> Result:
-    """The agnostic agent against its Bi-GRU-encoder ablation, env-specific agents and matched
+    """The agnostic agent against its Bi-GRU-encoder ablation, the env-specific agent and matched
     single-env IQL on the same datasets and budget, each over ``cfg.seeds`` seeds (each run
     resumable); report.md / report.json / curves.png."""
     from genworld.reports.agnostic_ablations import write_ablations_report

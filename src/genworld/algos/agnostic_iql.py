@@ -64,10 +64,13 @@ from genworld.nn.agnostic import (
     AgnosticCritic,
     Rows,
 )
+from genworld.nn.env_specific import EnvSpecificActor, EnvSpecificCritic
 from genworld.types import Batch, EnvSpec
 from genworld.utils.device import fused_optimizer
 from genworld.utils.optim import Minimizer
 
+NETWORKS = ("agnostic", "env-specific")
+"""``AgnosticIQLConfig.networks``: the agnostic networks or the env-specific baseline's."""
 SEED_STRIDE = 0x9E3779B97F4A7C15
 """Mixes the env index into an update's seed (golden-ratio constant, splitmix64)."""
 
@@ -76,6 +79,10 @@ SEED_STRIDE = 0x9E3779B97F4A7C15
 class AgnosticIQLConfig:
     net: AgnosticConfig = field(default_factory=AgnosticConfig)
     """Sizes of the actor, V and each Q (``num_tasks`` is set from the env count)."""
+    networks: str = "agnostic"
+    """agnostic (one set of weights for every env: the paper's agent) or env-specific (an
+    encoder and a decoder per env around a shared middle: the paper's Multi-Env Specific Agent
+    baseline, :mod:`genworld.nn.env_specific`)."""
     task_embedding: bool = True
     """Add a learned per-env task embedding in the residual MLP (paper Fig. 1a)."""
     expectile: float = 0.7
@@ -112,6 +119,8 @@ class AgnosticIQLConfig:
             raise GenworldError("batch_size, actor_lr_decay_steps and num_critics must be >= 1")
         if self.max_grad_norm < 0:
             raise GenworldError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        if self.networks not in NETWORKS:
+            raise GenworldError(f"networks {self.networks!r}: use {' or '.join(NETWORKS)}")
 
 
 PRESETS: dict[str, dict] = {
@@ -162,12 +171,18 @@ class IQLNetworks(nn.Module):
     """Actor, V and the Q ensemble; ``forward`` is the whole IQL loss of one step, so one DDP
     wrapper synchronises all three networks' gradients in one backward."""
 
-    def __init__(self, net: AgnosticConfig, cfg: AgnosticIQLConfig):
+    def __init__(self, net: AgnosticConfig, cfg: AgnosticIQLConfig, specs: Sequence[EnvSpec]):
         super().__init__()
         self.cfg = cfg
-        self.actor = AgnosticActor(net)
-        self.value = AgnosticCritic(net)
-        self.critics = nn.ModuleList(AgnosticCritic(net, True) for _ in range(cfg.num_critics))
+        if cfg.networks == "env-specific":
+            self.actor = EnvSpecificActor(net, specs)
+            self.value = EnvSpecificCritic(net, specs)
+            critics = (EnvSpecificCritic(net, specs, True) for _ in range(cfg.num_critics))
+        else:
+            self.actor = AgnosticActor(net)
+            self.value = AgnosticCritic(net)
+            critics = (AgnosticCritic(net, True) for _ in range(cfg.num_critics))
+        self.critics = nn.ModuleList(critics)
 
     def q_values(self, critics: nn.ModuleList, rows: Sequence[Rows]) -> torch.Tensor:
         return torch.stack([q.segments(rows) for q in critics])  # (E, B)
@@ -245,7 +260,7 @@ class AgnosticIQL:
         self.act_max = max(s.act_dim for s in self.specs)
         self.per_env = max(1, cfg.batch_size // num_envs)
         net = replace(cfg.net, num_tasks=num_envs if cfg.task_embedding else 0)
-        self.nets = IQLNetworks(net, cfg).to(device)
+        self.nets = IQLNetworks(net, cfg, self.specs).to(device)
         # targets are read without dropout (the ``full`` preset's 0.1): a TD target is an
         # estimate, not a training pass
         self.critic_target = copy.deepcopy(self.nets.critics).requires_grad_(False).eval()

@@ -335,8 +335,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.agnostic_transfer)
     p = parsers["train", "agnostic-ablations"] = train_sub.add_parser(
         "agnostic-ablations",
-        help="the agnostic agent vs its Bi-GRU-encoder ablation, env-specific agents and matched "
-        "single-env IQL on the same datasets (resumable; report, ratio with a CI, plot)",
+        help="the agnostic agent vs its Bi-GRU-encoder ablation, the env-specific agent and "
+        "matched single-env IQL on the same datasets (resumable; report, ratio with a CI, plot)",
     )
     _scale(p)
     _common(p)

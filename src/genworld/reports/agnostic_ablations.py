@@ -17,7 +17,7 @@ from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
 LABELS = {
     "agnostic": "agnostic (one agent)",
     "bigru": "Bi-GRU encoder",
-    "env-specific": "per-env agnostic agents",
+    "env-specific": "env-specific agent (per-env encoders/decoders)",
     "iql": "single-env IQL (padded MLP)",
 }
 
@@ -61,10 +61,10 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
         lines[-1] += f" DD-IQL runs: {', '.join(dd_iql)}."
     if "env-specific" in variants:
         lines[-1] += (
-            " Per-env agnostic agents (one agnostic agent per dataset) get as many rows of their "
-            "env per update as the one agent gives each env; they are not the paper's "
-            "environment-specific agent (one agent with per-env input and output layers), "
-            "which genworld does not implement."
+            " The env-specific agent is the paper's Multi-Env Specific Agent: one agent whose "
+            "networks have an encoder and a decoder per env (two-layer MLPs; the paper's "
+            "depth is not given) around a shared residual-MLP middle, trained as the agnostic "
+            "agent is."
         )
     if "matched_iql" in report:
         m = report["matched_iql"]

@@ -6,9 +6,9 @@ in its own folder per seed (``<variant>[/<env>]/seed<s>``), each resumable:
   agent);
 - ``bigru``: the same with the state encoder's S4D blocks replaced by bidirectional GRUs (the
   paper's Bi-GRU ablation; ``AgnosticConfig.sequence_layer``);
-- ``env-specific``: one agnostic agent per dataset (the environment-specific-agent baseline),
-  each trained on its own with as many rows per update of its env as the multi-env agent
-  gives each env (``batch_size / datasets``);
+- ``env-specific``: the paper's Multi-Env Specific Agent (§4.2, Fig. 3): one DD-IQL agent for
+  every dataset whose networks have an encoder and a decoder per env around a shared middle
+  (:mod:`genworld.nn.env_specific`), trained exactly as the agnostic agent;
 - ``iql``: plain padded-MLP IQL (:mod:`genworld.algos.iql`) per dataset, the paper's single-env
   IQL reference (Table 1: DD-IQL 96.22 vs IQL 107.54), matched to the agnostic agent: its rows
   per env per update, its per-network gradient clip, its actor learning-rate schedule, its
@@ -129,11 +129,10 @@ def matched_iql_overrides(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
 
 def stage_configs(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
     """Each run's config by its folder: a DD-IQL config (``agnostic/seed<s>``, ``bigru/…``,
-    ``env-specific/<env>/seed<s>``) or a :class:`SingleEnvIQLRun` (``iql/<env>/seed<s>``)."""
+    ``env-specific/…``) or a :class:`SingleEnvIQLRun` (``iql/<env>/seed<s>``)."""
     from genworld.train.dd_iql import IQL_BUDGETS, iql_run_config
 
     matched = matched_iql_overrides(cfg)
-    rows = {"batch_size": matched["batch_size"]}
     budget = IQL_BUDGETS[cfg.scale]
     runs: dict[str, Any] = {}
     for seed in range(cfg.seeds):
@@ -144,12 +143,13 @@ def stage_configs(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
         if "bigru" in cfg.variants:
             bigru = {"net": {"sequence_layer": "bigru"}}
             runs[f"bigru/seed{seed}"] = iql_run_config(**common, datasets=cfg.datasets, agent=bigru)
+        if "env-specific" in cfg.variants:
+            specific = {"networks": "env-specific"}
+            runs[f"env-specific/seed{seed}"] = iql_run_config(
+                **common, datasets=cfg.datasets, agent=specific
+            )
         for dataset in cfg.datasets:
             env = parse_dataset_id(dataset).env
-            if "env-specific" in cfg.variants:
-                runs[f"env-specific/{env}/seed{seed}"] = iql_run_config(
-                    **common, datasets=(dataset,), agent=rows
-                )
             if "iql" in cfg.variants:
                 runs[f"iql/{env}/seed{seed}"] = SingleEnvIQLRun(
                     dataset=dataset,
