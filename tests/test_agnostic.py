@@ -437,6 +437,39 @@ def test_transfer_starts_from_every_weight_but_the_task_embedding(tmp_path):
         torch.testing.assert_close(mine, theirs)  # the targets follow
 
 
+def test_env_specific_transfer_starts_the_new_envs_layers_fresh_and_the_middle_shared(tmp_path):
+    """The paper's Fig. 4 baseline: a new env gets new encoder and decoder layers, the shared
+    middle comes from pretraining; networks of another kind are refused."""
+    from genworld.errors import GenworldError
+
+    def agent(envs, seed, **overrides):
+        from genworld.algos.agnostic_iql import build
+
+        dataset = toy_dataset(envs=envs)
+        torch.manual_seed(seed)
+        ctx = AlgoContext(
+            dataset=dataset,
+            normalizer=Normalizer.fit(dataset),
+            device=torch.device("cpu"),
+            scale="tiny",
+            out=tmp_path,
+            overrides=overrides,
+        )
+        return build(ctx)
+
+    source = agent(("hopper", "halfcheetah"), 0, networks="env-specific")
+    target = agent(("walker2d",), 1, networks="env-specific")
+    initial = {k: v.clone() for k, v in target.nets.state_dict().items()}
+    fresh = target.start_from(source.nets.state_dict())
+    assert fresh and all(".middle." not in name for name in fresh)
+    assert any("obs_in" in name for name in fresh) and any("decoder_out" in name for name in fresh)
+    for name, value in target.nets.state_dict().items():
+        expected = initial[name] if name in fresh else source.nets.state_dict()[name]
+        torch.testing.assert_close(value, expected)
+    with pytest.raises(GenworldError, match="other networks"):
+        agent(("walker2d",), 1).start_from(source.nets.state_dict())
+
+
 def test_transfer_to_an_env_of_a_pretraining_envs_sizes_is_refused(capsys):
     from genworld.cli import main
 
@@ -444,6 +477,8 @@ def test_transfer_to_an_env_of_a_pretraining_envs_sizes_is_refused(capsys):
     assert main([*argv, "--target", "walker2d-random"]) == 2  # halfcheetah's sizes: 17 / 6
     assert "choose another --target" in capsys.readouterr().err
     assert main([*argv, "--pretrain_steps", "0"]) == 2
+    assert main([*argv, "--networks", "gato"]) == 2
+    assert "--networks 'gato'" in capsys.readouterr().err
 
 
 @pytest.mark.integration  # three tiny DD-IQL runs and their report (~20 s)

@@ -63,6 +63,7 @@ from genworld.nn.agnostic import (
     AgnosticConfig,
     AgnosticCritic,
     Rows,
+    per_env_weights,
 )
 from genworld.nn.env_specific import EnvSpecificActor, EnvSpecificCritic
 from genworld.types import Batch, EnvSpec
@@ -310,20 +311,24 @@ class AgnosticIQL:
         return self.update_on(self.sample(generator))
 
     def start_from(self, nets: dict[str, torch.Tensor]) -> list[str]:
-        """Start from another run's networks (transfer, paper §4.2): every weight whose shape
-        fits is copied, the target critics follow; returns the names left as initialised (a
-        task embedding sized for another env set). Networks of other sizes are an error."""
+        """Start from another run's networks (transfer, paper §4.2): every shared weight is
+        copied and the target critics follow; the weights that belong to the envs the other run
+        was built for (task embeddings, the env-specific baseline's encoders and decoders:
+        :func:`~genworld.nn.agnostic.per_env_weights`) stay as initialised, and their names are
+        returned. Shared weights of other sizes (another scale) are an error."""
         own = self.nets.state_dict()
-        fits = {k: v for k, v in nets.items() if k in own and own[k].shape == v.shape}
-        fresh = sorted(set(own) - set(fits))
-        if len(fits) < len(own) / 2:
+        fresh = per_env_weights(self.nets)
+        shared = [k for k in own if k not in fresh]
+        misfits = [k for k in shared if k not in nets or nets[k].shape != own[k].shape]
+        if misfits:
             raise GenworldError(
-                f"the networks to start from fit {len(fits)} of {len(own)} weights: they were "
-                "trained at other sizes (another --scale?); pretrain at this run's scale"
+                f"the networks to start from lack or misfit {len(misfits)} of {len(shared)} "
+                f"shared weights (e.g. {misfits[0]}): they were trained at other sizes or with "
+                "other networks (another --scale?); pretrain at this run's scale"
             )
-        self.nets.load_state_dict(fits, strict=False)
+        self.nets.load_state_dict({k: nets[k] for k in shared}, strict=False)
         self.critic_target.load_state_dict(self.nets.critics.state_dict())
-        return fresh
+        return sorted(fresh)
 
     def width_groups(self, env: torch.Tensor) -> list[tuple[torch.Tensor, int, int]]:
         """The batch's rows grouped by their env's (observation, action) width: ``(rows,

@@ -59,6 +59,7 @@ from genworld.nn.agnostic_layers import (  # noqa: F401 (the config is re-export
     zero_padding,
 )
 from genworld.nn.dim_tokens import DimTokenizer, Layout, pack_tokens, pool
+from genworld.nn.tokenizers import PerEnvLinear
 
 MAX_OBS_DIMS = 512
 """Dimension-id table size for states (Humanoid's 376 dims fit)."""
@@ -322,6 +323,21 @@ class RunningObsNorm(nn.Module):
         mean = self.mean[env_idx, :width].to(obs.dtype)  # (B, W)
         std = (self.var[env_idx, :width] + self.eps).sqrt().to(obs.dtype)  # (B, W)
         return ((obs - mean) / std).clamp(-self.clip, self.clip)
+
+
+def per_env_weights(module: nn.Module) -> set[str]:
+    """State-dict keys of ``module``'s weights that each belong to the envs it was built for:
+    task embeddings (:class:`ResidualMLP`) and per-env layers (the env-specific baseline's
+    :class:`~genworld.nn.tokenizers.PerEnvLinear`). A network moved to other envs (transfer)
+    starts them fresh; every other weight is shared by all envs."""
+    keys = set()
+    for name, child in module.named_modules():
+        if isinstance(child, PerEnvLinear) or (
+            isinstance(child, nn.Embedding) and name.rpartition(".")[2] == "task"
+        ):
+            prefix = f"{name}." if name else ""
+            keys |= {prefix + key for key in child.state_dict()}
+    return keys
 
 
 def parameter_count(module: nn.Module) -> int:

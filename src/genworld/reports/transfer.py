@@ -27,13 +27,20 @@ def write_transfer_report(report: dict[str, Any], out: Path) -> list[Path]:
 def _markdown(report: dict[str, Any], plot: str) -> str:
     cfg, summary = report["config"], report["summary"]
     k, seeds, pre = cfg["last_k"], cfg["seeds"], report["pretrain_score"]
+    specific = cfg.get("networks", "agnostic") == "env-specific"
+    kept = (
+        "the shared middle; the target's encoders and decoders start fresh"
+        if specific
+        else ("every weight but the task embedding")
+    )
+    agent = "Env-specific agent" if specific else "Agnostic"
     lines = [
-        f"# Agnostic transfer to {report['target']} ({cfg['scale']}, {count(seeds, 'seed')})",
+        f"# {agent} transfer to {report['target']} ({cfg['scale']}, {count(seeds, 'seed')})",
         "",
         f"Pretrained with DD-IQL on {', '.join(cfg['pretrain'])} for {cfg['pretrain_steps']:,} "
         f"updates (normalized score there {_pm(pre)}),"
         f" then {cfg['finetune_steps']:,} updates on `{cfg['target']}` starting from those "
-        "networks (every weight but the task embedding), against the same run from a fresh "
+        f"networks ({kept}), against the same run from a fresh "
         f"initialisation. Evaluations every {cfg['eval_every']:,} updates, "
         f"{count(cfg['eval_episodes'], 'deterministic episode')} each; scores are D4RL-normalized on "
         "genworld's regenerated datasets (not D4RL's).",

@@ -4,8 +4,9 @@ has, faster than one trained from scratch?
 
 Per seed, three DD-IQL runs (:mod:`genworld.train.dd_iql`), each in its own folder and each
 resumable: ``seed<s>/pretrain/`` on the pretraining datasets, then ``seed<s>/finetune/`` on the
-target dataset starting from the pretrained networks (every weight transfers but the task
-embedding, sized for another env set) and ``seed<s>/scratch/`` on the target from a fresh
+target dataset starting from the pretrained networks (every weight transfers but those of the
+pretraining envs: the task embedding, or with ``--networks env-specific`` the per-env encoders
+and decoders) and ``seed<s>/scratch/`` on the target from a fresh
 initialisation, with the same budget, seed and evaluations. The report compares the two on the
 target: the learning curves (mean over seeds), the mean of the last k evaluations and the area
 under the curve (the mean over all evaluations), each as mean ± std over seeds, and the
@@ -53,6 +54,10 @@ class AgnosticTransferConfig:
     batches, evaluation episodes)."""
     seeds: int = 0
     """Seeds, each a pretrain / fine-tune / scratch triple; 0 = the scale's (the paper: 4)."""
+    networks: str = "agnostic"
+    """agnostic (the paper's agent) or env-specific (its Multi-Env Specific Agent baseline:
+    fine-tuning starts the target's encoder and decoder fresh, the shared middle from
+    pretraining; Fig. 4)."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
@@ -105,6 +110,10 @@ def transfer_config(**fields: Any) -> AgnosticTransferConfig:
 
 
 def validate(cfg: AgnosticTransferConfig) -> None:
+    from genworld.algos.agnostic_iql import NETWORKS
+
+    if cfg.networks not in NETWORKS:
+        raise GenworldError(f"--networks {cfg.networks!r}: use {' or '.join(NETWORKS)}")
     target = parse_dataset_id(cfg.target).spec
     pretrain = [parse_dataset_id(x).spec for x in cfg.pretrain]
     if not pretrain:
@@ -129,6 +138,8 @@ def stage_configs(cfg: AgnosticTransferConfig, out: Path, seed: int) -> dict[str
         "threads": cfg.threads,
         "eval_episodes": cfg.eval_episodes,
     }
+    if cfg.networks != "agnostic":
+        common["agent"] = {"networks": cfg.networks}
     target = {**common, "datasets": (cfg.target,), "steps": cfg.finetune_steps}
     target["eval_every"] = target["log_every"] = cfg.eval_every
     pretrain_every = min(cfg.pretrain_steps, max(cfg.eval_every, cfg.pretrain_steps // 5))
