@@ -33,7 +33,8 @@ class WPTStudyConfig:
     """A finished ``genworld pretrain world-model`` folder; empty = pre-train one here
     (``out/pretrain``) with the scale's preset."""
     tasks: tuple[str, ...] = ()
-    """Target tasks (DMC ``dmc-…`` or Meta-World ``mw-…``); empty = the scale's."""
+    """Target tasks (DMC ``dmc-…`` or Meta-World ``mw-…``); empty = the scale's; a finished
+    study takes more later (each task's cells are its own)."""
     variants: tuple[str, ...] = VARIANTS
     """Which of scratch, p, p+er, p+er+g; a finished study takes more later."""
     seeds: int = 3
@@ -141,7 +142,7 @@ def run_study(
     cfg.validate()
     out = Path(out)
     todo = cells(cfg)
-    ignore = ("workers", "variants", "seeds")  # they key their own cells: a study may grow
+    ignore = ("workers", "tasks", "variants", "seeds")  # they key their own cells: a study may grow
     if report_only:
         if not (out / "config.json").exists():
             raise GenworldError(f"{out} holds no study (no config.json): run it first")
