@@ -244,6 +244,13 @@ def test_study_plans_its_scenarios_and_cells():
     perturb = scenarios_config("tiny", study="perturb", seeds=1)
     assert {c.split for c in cells(perturb)} == {"id"} and len(cells(perturb)) == 4 * 3
     assert len(dataset_ids(perturb)) == 3  # training scenarios + the id target, shared
+    # the model-free reference needs no world model
+    from genworld.train.scenarios import model_kinds
+
+    assert model_kinds(scenarios_config("tiny", methods=("td3bc", "mrcom", "rssm-context"))) == [
+        "mrcom",
+        "rssm",
+    ]
 
 
 def test_the_ablation_study_trains_mrcom_without_each_regulariser():
@@ -290,6 +297,12 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     assert main([*argv, "--out", str(out), "--report-only"]) == 0
     assert main([*argv, "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime for p in out.glob("cells/**/result.json")} == done
+    # the model-free reference: TD3+BC on the target's data alone, no world model
+    assert main([*argv, "--out", str(out), "--methods", "mrcom,td3bc", "--splits", "ood"]) == 0
+    results = json.loads((out / "scenarios.json").read_text())["results"]
+    td3bc = [r for r in results if r["method"] == "td3bc"]
+    assert len(td3bc) == 1 and td3bc[0]["world_model"] is None
+    assert np.isfinite(td3bc[0]["last_k"])
     # world models and their errors only: another method's model, no cell
     models = out / "world_models" / "multi"
     assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0

@@ -114,6 +114,12 @@ def protocol_lines(cfg, scenario_names: dict) -> list[str]:
             f"{cfg.policy_bc_alpha:g}), not the paper's plain SAC."
             if cfg.scale != "full"
             else ""
+        )
+        + (
+            f" `td3bc` (not in the paper) is TD3+BC trained {cfg.policy_updates} updates on the "
+            "target's data alone, no world model: what a method's model rollouts have to beat."
+            if "td3bc" in cfg.methods
+            else ""
         ),
     ]
 

@@ -67,10 +67,15 @@ METHODS = (
     "cadm",
     "mrcom-no-meta-state",
     "mrcom-no-meta-value",
+    "td3bc",
 )
 """Every method: MrCoM, TGW (the sibling method), the context-free RSSM, the RSSM with MrCoM's
-context (the paper's DreamerV3 baseline), CaDM (context-aware dynamics) and MrCoM without each
-regulariser."""
+context (the paper's DreamerV3 baseline), CaDM (context-aware dynamics), MrCoM without each
+regulariser, and TD3+BC on the target's data alone (``MODEL_FREE``: what the small dataset
+gives with no world model; not in the paper)."""
+MODEL_FREE = ("td3bc",)
+"""Methods that adapt from the target's data alone (an algorithm of ``genworld.algos``), the
+reference every world model's rollouts have to beat."""
 DEFAULT_METHODS = ("mrcom", "tgw", "rssm")
 ABLATION_METHODS = ("mrcom", "mrcom-no-meta-state", "mrcom-no-meta-value")
 """The ablation study's default methods: MrCoM, and MrCoM with one regulariser's weight 0."""
@@ -83,7 +88,8 @@ WORLD_MODEL_OF = {
     "mrcom-no-meta-state": "mrcom-no-meta-state",
     "mrcom-no-meta-value": "mrcom-no-meta-value",
 }
-"""The world model each method adapts in (rssm and rssm-context share one model)."""
+"""The world model each model-based method adapts in (rssm and rssm-context share one
+model)."""
 MODEL_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "mrcom-no-meta-state": ("mrcom", {"mrcom": {"meta_state_scale": 0.0}}),
     "mrcom-no-meta-value": ("mrcom", {"mrcom": {"meta_value_scale": 0.0}}),
@@ -481,8 +487,9 @@ def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str):
 
 
 def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
-    """Adapt ``cell.method`` to the target from its small dataset in the group's world model,
-    score it in the target's real env; resumable, then its ``result.json``."""
+    """Adapt ``cell.method`` to the target from its small dataset in the group's world model
+    (a ``MODEL_FREE`` method: from the dataset alone), score it in the target's real env;
+    resumable, then its ``result.json``."""
     import torch
 
     from genworld.envs.registry import get_env_spec
@@ -495,9 +502,9 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         return json.loads(done.read_text())
     started = time.perf_counter()
     group = _group_of(cfg, cell.group)
-    kind = WORLD_MODEL_OF[cell.method]
-    model = _cached_model(cfg, str(out), cell.group, kind)  # before the cell's seed
-    data = target_dataset(cfg, group, cell)
+    kind = WORLD_MODEL_OF.get(cell.method)
+    model = None if kind is None else _cached_model(cfg, str(out), cell.group, kind)
+    data = target_dataset(cfg, group, cell)  # (the model is loaded before the cell's seed)
     task = (
         cell.target
         if group.perturbation is None
@@ -511,7 +518,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         scale=cfg.scale,
         seed=cell.seed,
         out=folder,
-        overrides=policy_learner_overrides(cfg),
+        overrides=policy_learner_overrides(cfg) if model is not None else None,
         world_models=lambda ctx, name: model,
         task=task,
     )
@@ -533,7 +540,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         "eval_env": task,
         "last_k": summary[task]["last_k_mean"],
         "best": summary[task]["best"],
-        "world_model": f"world_models/{cell.group}/{kind}",
+        "world_model": f"world_models/{cell.group}/{kind}" if kind else None,
         "data": data.fingerprint(),
         "updates": cfg.policy_updates,
         "seconds": round(time.perf_counter() - started, 1),
@@ -603,7 +610,8 @@ IGNORED = ("workers", "methods", "seeds", "splits", "cells")
 
 
 def model_kinds(cfg: ScenarioStudyConfig) -> list[str]:
-    return list(dict.fromkeys(WORLD_MODEL_OF[m] for m in cfg.methods))
+    """The world models ``cfg.methods`` adapt in (none for a model-free method)."""
+    return list(dict.fromkeys(WORLD_MODEL_OF[m] for m in cfg.methods if m in WORLD_MODEL_OF))
 
 
 def error_rows(kind: str) -> tuple[str, ...]:
