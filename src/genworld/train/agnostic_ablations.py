@@ -316,13 +316,13 @@ def _last_k(points: list[tuple[int, float]], k: int) -> float:
     return sum(tail) / len(tail)
 
 
-def _mean_curve(seeds: dict[int, list[tuple[int, float]]]) -> list[dict[str, Any]]:
-    """The mean over seeds at each evaluated step, with each seed's score (seed order)."""
-    by_step: dict[int, list[float]] = {}
-    for _, points in sorted(seeds.items()):
-        for step, score in points:
-            by_step.setdefault(step, []).append(score)
-    return [
-        {"step": step, "score": float(np.mean(scores)), "scores": scores}
-        for step, scores in sorted(by_step.items())
-    ]
+def _mean_curve(seeds: dict[int, list[tuple[int, float]]]) -> list[dict[str, float]]:
+    """The mean over seeds at each step every seed reached (:func:`transfer.mean_curve`)."""
+    from genworld.train.transfer import mean_curve
+
+    return mean_curve(
+        [
+            [{"step": step, "score": score} for step, score in points]
+            for _, points in sorted(seeds.items())
+        ]
+    )
