@@ -34,6 +34,7 @@ NAMES = {
     "prompt-dt-finetune": "Prompt-DT-finetune",
     "bc": "BC",
     "cmt": "CMT",
+    "focal": "FOCAL",
     "tgw-no-prompt": "w/o prompt",
     "tgw-no-rssm": "w/o RSSM",
     "tgw-no-ri": "w/o ri (β = 0)",
