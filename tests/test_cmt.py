@@ -319,7 +319,7 @@ def test_beam_search_picks_the_best_known_candidate():
 
 def test_noise_free_planner_relabels_with_the_policys_own_actions():
     dataset = labelled_dataset()
-    agent = make_agent(dataset, planner_noise=0.0, pretrain_updates=2)
+    agent = make_agent(dataset, planner_noise_scale=0.0, pretrain_updates=2)
     generator = torch.Generator().manual_seed(0)
     for _ in range(2):
         agent.update(generator)
@@ -329,6 +329,31 @@ def test_noise_free_planner_relabels_with_the_policys_own_actions():
     policy = agent.net.generate(data.prompts, data.window, data.env_idx).actions[:, -1]
     torch.testing.assert_close(r["actions"], policy, rtol=0, atol=1e-6)
     assert r["env_idx"].tolist() == [0] * 4 + [1] * 4  # balanced over envs
+
+
+def test_planner_candidates_spread_as_the_generators_residuals():
+    """Candidates' noise is the generator's residual action std per env and dim (zero on
+    padded dims), times ``planner_noise_scale``."""
+    from genworld.algos.cmt_planner import residual_std
+
+    residuals = torch.tensor([[1.0, 2.0], [3.0, 0.0], [0.5, 9.0]])
+    masks = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    std = residual_std(residuals, torch.tensor([0, 0, 1]), masks)
+    torch.testing.assert_close(std, torch.tensor([[5.0**0.5, 0.0], [0.5, 9.0], [0.0, 0.0]]))
+    dataset = labelled_dataset()
+    agent = make_agent(dataset, planner_noise_scale=2.0, pretrain_updates=2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        agent.update(generator)
+    metrics = agent.relabel(generator)
+    r = agent.relabeled
+    data = agent.contexts(r["env_idx"], r["current"], r["actions"])
+    policy = agent.net.generate(data.prompts, data.window, data.env_idx).actions[:, -1]
+    spread = residual_std(data.window[1][:, -1] - policy, data.env_idx, agent.act_masks)
+    dims = agent.act_masks[data.env_idx].sum()
+    expected = 2.0 * spread[data.env_idx].sum() / dims
+    torch.testing.assert_close(metrics["relabel/noise_std"], expected)
+    assert float(metrics["relabel/policy_change"]) > 0  # the planner chose other candidates
 
 
 # ---------------------------------------------------------------- the agent

@@ -36,12 +36,15 @@ Deviations:
   Transformer's planner (``config/offline.py``, commit 0b4e0fc0): horizon 15, beam 128, expand
   2, discount 0.99. Not in the seed text, and chosen here: history length H = K, prompt size
   128, γ = 0.1 and β = 1 (inside the paper's ablation ranges γ ∈ [1e-6, 1], β ∈ [0, 50]),
-  α = 0.1, 2,048 relabelled states, adaptor width 256 and its lr 1e-4, planner noise 0.1.
+  α = 0.1, 2,048 relabelled states, adaptor width 256 and its lr 1e-4.
 - A value head (the discounted return after each step, scaled by ``value_scale``) is trained
   beside L1 (``value_weight``): TT's beam search scores plans with a value at the horizon,
   and A_g has none in the paper.
-- Planner candidates are the policy's action plus Gaussian noise (TT samples its discretised
-  action tokens; A_g regresses a deterministic action); the noise-free action is always one.
+- Planner candidates are the policy's action plus Gaussian noise with the generator's own
+  residual spread (per env and action dim, over the relabelled states; ``planner_noise_scale``
+  times it): TT samples its discretised action tokens from its model's distribution, and A_g
+  regresses a deterministic action, whose MSE residuals are its predictive spread. The
+  noise-free action is always a candidate.
 - Prompts are L2-normalised inside InfoNCE's logits (cosine similarity, as SimCLR/MoCo); eq. 3
   writes the raw dot product, whose logits are unbounded.
 - The history segment precedes the window A_g reconstructs (Fig. 1 draws one trajectory), so
@@ -75,7 +78,7 @@ from genworld.algos.cmt_model import (
     random_segments,
     sample_pretraining,
 )
-from genworld.algos.cmt_planner import TuningSet, plan_actions
+from genworld.algos.cmt_planner import TuningSet, plan_actions, residual_std
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
@@ -330,17 +333,28 @@ class CMT:
             ]
         )
         data_set = self.contexts(env_idx, current, torch.zeros(len(current), dataset.act_max))
+        data_actions = data_set.window[1][:, -1]  # (N, act_max) the dataset's own actions
+        policy = self.net.generate(data_set.prompts, data_set.window, data_set.env_idx)
+        spread = residual_std(
+            data_actions - policy.actions[:, -1], data_set.env_idx, self.act_masks
+        )  # (K, act_max): the generator's predictive std
+        noise = cfg.planner_noise_scale * spread
         actions = plan_actions(
-            self.net, self.normalizer, self.act_masks, cfg, data_set, generator
+            self.net, self.normalizer, self.act_masks, cfg, data_set, noise, generator
         )  # (N, act_max)
         self.relabeled = {
             "env_idx": env_idx,
             "current": current,
             "actions": actions.cpu(),
         }
-        data_actions = data_set.window[1][:, -1]  # (N, act_max) the dataset's own actions
-        change = (self.relabeled["actions"].to(self.device) - data_actions).abs().sum()
-        return {"relabel/action_change": change / self.act_masks[env_idx.to(self.device)].sum()}
+        dims = self.act_masks[data_set.env_idx].sum()
+        change = (actions - data_actions).abs().sum() / dims
+        moved = (actions - policy.actions[:, -1]).abs().sum() / dims
+        return {
+            "relabel/action_change": change,
+            "relabel/policy_change": moved,
+            "relabel/noise_std": noise[data_set.env_idx].sum() / dims,
+        }
 
     @torch.no_grad()
     def contexts(self, env_idx, current, actions) -> TuningSet:

@@ -61,8 +61,12 @@ class CMTConfig:
     """Sequences kept per state at every planning step (TT: 128)."""
     expand: int = 2
     """Candidate actions per kept sequence at every planning step (TT: 2)."""
-    planner_noise: float = 0.1
-    """Std of the Gaussian noise on the candidates' actions (not in the seed text)."""
+    planner_noise_scale: float = 1.0
+    """The planner's candidate actions are the policy's action plus Gaussian noise of this many
+    times the generator's residual action std (per env and action dim, ``data − predicted``
+    over the relabelled states): the predictive spread of a generator trained by MSE, as TT
+    draws its candidates from its model's own distribution. 0 = the policy's action only. Not
+    in the seed text."""
     adaptor_hidden: int = 256
     """Hidden width of the adaptor L's residual MLP (not in the seed text)."""
     behaviour_weight: float = 1.0
@@ -105,6 +109,10 @@ class CMTConfig:
             raise GenworldError("temperature and value_scale must be > 0, discount in (0, 1]")
         if min(self.contrastive_weight, self.behaviour_weight, self.value_weight) < 0:
             raise GenworldError("contrastive, behaviour and value weights must be >= 0")
+        if self.planner_noise_scale < 0:
+            raise GenworldError(
+                f"cmt.planner_noise_scale must be >= 0, got {self.planner_noise_scale}"
+            )
         if self.pretrain_updates < 0:
             raise GenworldError(f"pretrain_updates must be >= 0, got {self.pretrain_updates}")
         if self.sampling not in ("balanced", "proportional"):
@@ -130,7 +138,7 @@ STAGE_TWO_FIELDS = (
     "planner_horizon",
     "beam_width",
     "expand",
-    "planner_noise",
+    "planner_noise_scale",
     "behaviour_weight",
     "tune_lr",
 )

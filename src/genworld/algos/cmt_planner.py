@@ -107,9 +107,10 @@ class GeneratorRows:
 class GeneratorModel:
     """A frozen :class:`CMTNet`'s generator as a :class:`PlanningModel`.
 
-    Candidates are the policy's action plus Gaussian noise of std ``noise`` on the env's real
-    action dims (clipped to [-1, 1]); the first candidate of every row is the noise-free action,
-    so the policy's own choice is always among the candidates. Rewards and values come back in
+    Candidates are the policy's action plus Gaussian noise of std ``noise`` (``(K, act_max)``:
+    per env and action dim, zero on padded dims; clipped to [-1, 1]); the first candidate of
+    every row is the noise-free action, so the policy's own choice is always among the
+    candidates. Rewards and values come back in
     the data's units (denormalised, unscaled); each start keeps its own beam, so plans of
     different envs are never compared.
     """
@@ -119,7 +120,7 @@ class GeneratorModel:
         net: CMTNet,
         normalizer: Normalizer,
         act_masks: torch.Tensor,
-        noise: float,
+        noise: torch.Tensor,
         value_scale: float,
         max_timestep: int,
     ):
@@ -134,7 +135,8 @@ class GeneratorModel:
         noise = torch.randn(len(mean), expand, mean.shape[-1], generator=generator)
         noise[:, 0] = 0.0  # the policy's own action is a candidate
         mask = self.act_masks[rows.env_idx][:, None]  # (M, 1, A)
-        return ((mean[:, None] + self.noise * noise.to(mean.device)).clamp(-1, 1)) * mask
+        std = self.noise[rows.env_idx][:, None]  # (M, 1, A)
+        return ((mean[:, None] + std * noise.to(mean.device)).clamp(-1, 1)) * mask
 
     def step(self, rows: GeneratorRows, actions: torch.Tensor):
         act = rows.actions.clone()
@@ -175,21 +177,38 @@ class TuningSet:
     actions: torch.Tensor  # (N, act_max) relabelled actions â
 
 
+def residual_std(
+    residuals: torch.Tensor, env_idx: torch.Tensor, act_masks: torch.Tensor
+) -> torch.Tensor:
+    """``(K, act_max)``: the root mean square of ``residuals (N, act_max)`` per env
+    (``env_idx (N,)`` indexes ``act_masks (K, act_max)``) and action dim, zero on padded dims
+    and for envs without rows."""
+    squares = torch.zeros_like(act_masks, dtype=residuals.dtype).index_add_(
+        0, env_idx, residuals.pow(2)
+    )
+    counts = torch.zeros(len(act_masks), device=residuals.device).index_add_(
+        0, env_idx, torch.ones_like(env_idx, dtype=residuals.dtype)
+    )
+    return (squares / counts.clamp_min(1.0)[:, None]).sqrt() * act_masks
+
+
 def plan_actions(
     net: CMTNet,
     normalizer: Normalizer,
     act_masks: torch.Tensor,
     cfg: CMTConfig,
     states: TuningSet,
+    noise: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
     """The first action of the best beam-search plan ``(N, act_max)`` from each of ``states``
-    (their prompts and windows), ``cfg.relabel_batch`` states per batched search."""
+    (their prompts and windows), ``cfg.relabel_batch`` states per batched search; candidates'
+    noise std ``noise (K, act_max)`` per env and action dim."""
     model = GeneratorModel(
         net,
         normalizer,
         act_masks,
-        cfg.planner_noise,
+        noise,
         cfg.value_scale,
         int(net.embedding.max_timestep),
     )
