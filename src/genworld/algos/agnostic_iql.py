@@ -7,7 +7,9 @@ Kostrikov, Nair & Levine 2021, "Offline Reinforcement Learning with Implicit Q-L
 (arXiv:2110.06169). The IQL maths (expectile 0.7, beta 3, weights clipped at 100, gamma 0.99,
 Polyak 0.005, lr 3e-4, cosine-decayed actor lr, the per-env ``1000 / return range`` reward
 scale) is exactly :mod:`genworld.algos.iql`'s, whose helpers this file imports; only the
-networks and the batching differ. Networks: :mod:`genworld.nn.agnostic`.
+networks and the batching differ. Networks: :mod:`genworld.nn.agnostic`, or with ``networks =
+"env-specific"`` the paper's Multi-Env Specific Agent baseline (:mod:`genworld.nn.env_specific`:
+an encoder and a decoder per env around a shared middle), trained the same way.
 
 A state is the sequence of its true dims (padded dims are masked out everywhere), so an env's
 outputs never depend on the padding or on the other envs in the batch. The Gaussian actor's mean
