@@ -342,19 +342,26 @@ class CMT:
         actions = plan_actions(
             self.net, self.normalizer, self.act_masks, cfg, data_set, noise, generator
         )  # (N, act_max)
+        dims = self.act_masks[data_set.env_idx].sum()
+        stats = {  # mean per true action dim, kept with the relabelled set
+            "action_change": (actions - data_actions).abs().sum() / dims,
+            "policy_change": (actions - policy.actions[:, -1]).abs().sum() / dims,
+            "noise_std": noise[data_set.env_idx].sum() / dims,
+        }
         self.relabeled = {
             "env_idx": env_idx,
             "current": current,
             "actions": actions.cpu(),
+            **{f"stats_{k}": v.cpu() for k, v in stats.items()},
         }
-        dims = self.act_masks[data_set.env_idx].sum()
-        change = (actions - data_actions).abs().sum() / dims
-        moved = (actions - policy.actions[:, -1]).abs().sum() / dims
-        return {
-            "relabel/action_change": change,
-            "relabel/policy_change": moved,
-            "relabel/noise_std": noise[data_set.env_idx].sum() / dims,
-        }
+        return self.relabel_metrics()
+
+    def relabel_metrics(self) -> dict[str, torch.Tensor]:
+        """How far the planner moved the relabelled actions (mean per true action dim): from the
+        data's (``action_change``) and from the pretrained policy's (``policy_change``), and the
+        candidates' noise std; logged with every tuning update."""
+        r = self.relabeled or {}
+        return {f"relabel/{k[6:]}": v for k, v in r.items() if k.startswith("stats_")}
 
     @torch.no_grad()
     def contexts(self, env_idx, current, actions) -> TuningSet:
@@ -374,11 +381,10 @@ class CMT:
         return TuningSet(prompts, self.inputs(window), env_idx, actions.to(self.device))
 
     def tune_step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        metrics = {}
         if self.tuning_set is None:
             self.net.requires_grad_(False)  # frozen from here on
             if self.relabeled is None:
-                metrics = self.relabel(generator)
+                self.relabel(generator)
             r = self.relabeled
             self.tuning_set = self.contexts(r["env_idx"], r["current"], r["actions"])
         self.net.eval()
@@ -402,7 +408,7 @@ class CMT:
         nn.utils.clip_grad_norm_(self.adaptor.parameters(), self.cfg.clip_grad)
         self.tune_opt.step()
         return {
-            **metrics,
+            **self.relabel_metrics(),
             "losses/tuning_imitation_mse": losses["imitation"].detach(),
             "losses/tuning_constraint": losses["constraint"].detach(),
         }
