@@ -492,7 +492,7 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["curves"]) == {"finetune", "scratch"} and report["target"] == "hopper"
-    assert [p["step"] for p in report["curves"]["finetune"]] == [10, 20]
+    assert [p["step"] for p in report["curves"]["finetune"]] == [0, 10, 20]  # 0: before training
     assert (out / "transfer.png").stat().st_size > 1000 and "fine-tuned" in capsys.readouterr().out
     assert report["config"]["seeds"] == 1 and len(report["lead_per_seed"]) == 1
     assert set(report["summary"]["finetune"]["last_k"]) == {"mean", "std"}

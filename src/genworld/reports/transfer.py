@@ -34,6 +34,8 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
         else ("every weight but the task embedding")
     )
     agent = "Env-specific agent" if specific else "Agnostic"
+    starts = report["curves"]["finetune"][:1]
+    first = "before training" if starts and starts[0]["step"] == 0 else "first evaluation"
     lines = [
         f"# {agent} transfer to {report['target']} ({cfg['scale']}, {count(seeds, 'seed')})",
         "",
@@ -45,7 +47,7 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
         f"{count(cfg['eval_episodes'], 'deterministic episode')} each; scores are D4RL-normalized on "
         "genworld's regenerated datasets (not D4RL's).",
         "",
-        f"| run | first evaluation | mean of all evaluations | last {k} |",
+        f"| run | {first} | mean of all evaluations | last {k} |",
         "|---|---|---|---|",
     ]
     for name, label in LABELS.items():

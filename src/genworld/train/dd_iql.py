@@ -59,7 +59,10 @@ class AgnosticIQLRunConfig:
     mini/full: the dataset's default size)."""
     init_from: str = ""
     """A finished ``genworld train agnostic-iql`` folder whose networks start this run
-    (transfer: every weight whose shape fits; a new env set's task embedding starts fresh)."""
+    (transfer: every shared weight; the weights of the other run's envs start fresh)."""
+    eval_at_start: bool = False
+    """Also evaluate before the first update (step 0): a transferred agent's score before
+    it trains."""
 
 
 IQL_BUDGETS: dict[str, dict[str, Any]] = {
@@ -237,7 +240,10 @@ def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bo
     hooks = (
         Hook(cfg.log_every, log, log="metrics.jsonl", rate="time/updates_per_s"),
         Hook(
-            cfg.eval_every, lambda step, m: _evaluate_held(agent, specs, held, cfg, d), "eval.jsonl"
+            cfg.eval_every,
+            lambda step, m: _evaluate_held(agent, specs, held, cfg, d),
+            "eval.jsonl",
+            at_start=cfg.eval_at_start,
         ),
     )
     run_loop(

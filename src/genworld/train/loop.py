@@ -81,6 +81,9 @@ class Hook:
     """Add the steps per second since the run (re)started under this key."""
     rate_per_step: float = 1.0
     """Units per step in that rate (PPO: env steps per iteration)."""
+    at_start: bool = False
+    """Also run before the first step of a fresh run, as step 0 (an evaluation of the initial
+    networks: a transferred agent's score before it trains)."""
 
 
 def run_loop(
@@ -118,9 +121,9 @@ def run_loop(
     if resumed is not None:
         step, state = resumed
         restore(name, trainer, state, generator, out)
-        if procs.is_main:
-            for log in {h.log for h in hooks if h.log}:
-                truncate_jsonl(out / log, step)
+    if procs.is_main:  # a killed run redoes what it logged after its checkpoint (or from 0)
+        for log in logs:
+            truncate_jsonl(out / log, step if resumed is not None else -1)
     if hasattr(trainer, "begin"):
         trainer.begin(step)
 
@@ -143,6 +146,9 @@ def run_loop(
         deferred_interrupt() as stop,
     ):
         advance(step)
+        for hook in hooks if resumed is None else ():
+            if hook.at_start and (record := hook.run(0, {})) is not None and hook.log:
+                logger.write(hook.log, {"step": 0, **record})
         while step < steps:
             metrics = trainer.step(generator)
             step += 1

@@ -7,7 +7,8 @@ resumable: ``seed<s>/pretrain/`` on the pretraining datasets, then ``seed<s>/fin
 target dataset starting from the pretrained networks (every weight transfers but those of the
 pretraining envs: the task embedding, or with ``--networks env-specific`` the per-env encoders
 and decoders) and ``seed<s>/scratch/`` on the target from a fresh
-initialisation, with the same budget, seed and evaluations. The report compares the two on the
+initialisation, with the same budget, seed and evaluations (the first before any update on the
+target). The report compares the two on the
 target: the learning curves (mean over seeds), the mean of the last k evaluations and the area
 under the curve (the mean over all evaluations), each as mean ± std over seeds, and the
 fine-tuned run's lead over scratch per seed.
@@ -141,6 +142,7 @@ def stage_configs(cfg: AgnosticTransferConfig, out: Path, seed: int) -> dict[str
     if cfg.networks != "agnostic":
         common["agent"] = {"networks": cfg.networks}
     target = {**common, "datasets": (cfg.target,), "steps": cfg.finetune_steps}
+    target["eval_at_start"] = True  # the curves start before any update on the target
     target["eval_every"] = target["log_every"] = cfg.eval_every
     pretrain_every = min(cfg.pretrain_steps, max(cfg.eval_every, cfg.pretrain_steps // 5))
     return {
