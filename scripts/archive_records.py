@@ -1,6 +1,7 @@
 """Copy a study's small records from its run folder into ``docs/results/<study>`` (see that
 folder's README): the top-level config/report files, every finished cell's ``result.json``, and
-the models the study's cells share (``world_model/``, ``world_models/*/`` or, for scenario
+each seeded run's ``eval.jsonl`` and ``config.json`` outside ``cells/`` (a DD-IQL study's
+runs), the models the study's cells share (``world_model/``, ``world_models/*/`` or, for scenario
 studies, ``world_models/<setting>/<kind>/``: config, held-out errors and final checkpoint;
 ``prompt_dt/seed*/net.safetensors``). Cells' own checkpoints and datasets stay out.
 
@@ -46,6 +47,17 @@ def shared_files(run: Path) -> list[Path]:
     return files + sorted(run.glob("prompt_dt/seed*/net.safetensors"))
 
 
+def run_logs(run: Path) -> list[Path]:
+    """Each seeded run's evaluation log and config outside ``cells/`` (a DD-IQL study's
+    ``<variant>[/<env>]/seed<s>/``, a meta-RL model's ``<method>/seed<s>/``): what their
+    reports' per-seed scores are computed from."""
+    logs = [*run.glob("*/seed*/eval.jsonl"), *run.glob("*/*/seed*/eval.jsonl")]
+    logs = [f for f in logs if f.relative_to(run).parts[0] not in ("cells", "prefixes")]
+    return sorted(
+        logs + [f.with_name("config.json") for f in logs if f.with_name("config.json").exists()]
+    )
+
+
 def copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dest)
@@ -58,6 +70,7 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
         f for f in run.iterdir() if f.is_file() and f.suffix in TOP and f.name != "record.json"
     ]
     records += list(run.glob("cells/**/result.json"))
+    records += run_logs(run)
     models = shared_files(run)
     size_mb = sum(f.stat().st_size for f in models) / 2**20
     if size_mb > max_models_mb:

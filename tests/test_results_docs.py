@@ -84,6 +84,21 @@ def test_each_records_report_agrees_with_its_cells():
                         for t in tasks
                     ]
                     assert groups[group] == pytest.approx(_mean(means), abs=1e-9), (folder, method)
+        report = folder / "report.json"
+        if report.exists() and "per_seed" in (report := json.loads(report.read_text())):
+            k = report["config"]["last_k"]  # agnostic-ablations: each run's last-k evaluations
+            for variant, envs in report["per_seed"].items():
+                for env, scores in envs.items():
+                    runs = sorted(
+                        [*folder.glob(f"{variant}/seed*"), *folder.glob(f"{variant}/{env}/seed*")]
+                    )
+                    logs = [
+                        [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+                        for run in runs
+                    ]
+                    key = f"eval/{env}/normalized_score"
+                    last_k = [_mean([r[key] for r in log if key in r][-k:]) for log in logs]
+                    assert scores == pytest.approx(last_k, abs=1e-9), (folder, variant, env)
 
 
 def _mean(values):

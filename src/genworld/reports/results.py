@@ -48,6 +48,7 @@ KIND_ORDER = (
     "sweep",
     "unseen",
     "scenarios",
+    "agnostic",
     "world_model",
     "bench",
 )
@@ -111,6 +112,8 @@ def headline(folder: Path) -> Headline:
         row = _quick_start(folder)
     elif (folder / "k_step_errors.json").exists():
         row = _world_model(folder)
+    elif (folder / "report.json").exists() and "per_seed" in _read(folder / "report.json"):
+        row = _agnostic_ablations(folder)
     elif any(
         _read(f).keys() & BENCH_KEYS for f in folder.glob("*.json") if f.name != "record.json"
     ):
@@ -119,7 +122,7 @@ def headline(folder: Path) -> Headline:
         raise GenworldError(
             f"{folder} holds no study record (unseen.json, scenarios.json, table.json, "
             "seed*/report.json, "
-            "k_step_errors.json or a bench JSON): move it out of the records folder or teach reports/results.py its kind"
+            "k_step_errors.json, an agnostic-ablations report.json or a bench JSON): move it out of the records folder or teach reports/results.py its kind"
         )
     kind, study, result, protocol, code = row
     return Headline(
@@ -249,6 +252,30 @@ def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
     )
     made_by = results or [{"provenance": report.get("report", {})}]
     return "scenarios", f"Scenarios ({cfg['study']})", "; ".join(parts), protocol, _code(made_by)
+
+
+def _agnostic_ablations(folder: Path) -> tuple[str, str, str, str, str]:
+    """``genworld train agnostic-ablations``: each variant's mean over envs of its seed-mean
+    scores, and the agnostic / single-env IQL ratio with its bootstrap CI, from report.json."""
+    report = _read(folder / "report.json")
+    cfg, summary = report["config"], report["summary"]
+    parts = []
+    if ratio := report.get("ratio"):
+        parts.append(
+            f"agnostic ÷ single-env IQL {ratio['value']:.2f} "
+            f"[{ratio['ci_low']:.2f}, {ratio['ci_high']:.2f}]"
+        )
+    from genworld.reports.agnostic_ablations import LABELS
+
+    means = [f"{LABELS.get(v, v)} {sum(s.values()) / len(s):.1f}" for v, s in summary.items()]
+    parts.append("mean normalized score over envs: " + " · ".join(means))
+    envs = ", ".join(report["envs"])
+    protocol = (
+        f"`genworld train agnostic-ablations`, `{cfg['scale']}`, {envs}; {cfg['steps']:,} "
+        f"updates, {cfg['seeds']} seeds, last {cfg['last_k']} evaluations"
+    )
+    title = "Agnostic agent and its ablations (agnostic paper, Table 1 and §4.3)"
+    return "agnostic", title, "; ".join(parts), protocol, _code([report])
 
 
 def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, str, str]:
