@@ -15,8 +15,9 @@ import pytest
 
 from genworld import api
 from genworld.cli import main
-from genworld.reports.results import load_headlines, markdown
+from genworld.reports.results import is_ablations_report, load_headlines, markdown
 from genworld.reports.table import rows as table_rows
+from genworld.train.loop import read_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "results"
@@ -85,19 +86,19 @@ def test_each_records_report_agrees_with_its_cells():
                     ]
                     assert groups[group] == pytest.approx(_mean(means), abs=1e-9), (folder, method)
         report = folder / "report.json"
-        if report.exists() and "per_seed" in (report := json.loads(report.read_text())):
+        if report.exists() and is_ablations_report(report := json.loads(report.read_text())):
             k = report["config"]["last_k"]  # agnostic-ablations: each run's last-k evaluations
             for variant, envs in report["per_seed"].items():
                 for env, scores in envs.items():
-                    runs = sorted(
-                        [*folder.glob(f"{variant}/seed*"), *folder.glob(f"{variant}/{env}/seed*")]
-                    )
-                    logs = [
-                        [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
-                        for run in runs
+                    runs = [
+                        *folder.glob(f"{variant}/seed*"),
+                        *folder.glob(f"{variant}/{env}/seed*"),
                     ]
                     key = f"eval/{env}/normalized_score"
-                    last_k = [_mean([r[key] for r in log if key in r][-k:]) for log in logs]
+                    last_k = [
+                        _mean([r[key] for r in read_eval(run) if key in r][-k:])
+                        for run in sorted(runs, key=lambda run: int(run.name[4:]))
+                    ]
                     assert scores == pytest.approx(last_k, abs=1e-9), (folder, variant, env)
 
 

@@ -112,7 +112,7 @@ def headline(folder: Path) -> Headline:
         row = _quick_start(folder)
     elif (folder / "k_step_errors.json").exists():
         row = _world_model(folder)
-    elif (folder / "report.json").exists() and "per_seed" in _read(folder / "report.json"):
+    elif (folder / "report.json").exists() and is_ablations_report(_read(folder / "report.json")):
         row = _agnostic_ablations(folder)
     elif any(
         _read(f).keys() & BENCH_KEYS for f in folder.glob("*.json") if f.name != "record.json"
@@ -252,6 +252,12 @@ def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
     )
     made_by = results or [{"provenance": report.get("report", {})}]
     return "scenarios", f"Scenarios ({cfg['study']})", "; ".join(parts), protocol, _code(made_by)
+
+
+def is_ablations_report(report: dict[str, Any]) -> bool:
+    """Whether a report.json is ``genworld train agnostic-ablations``' (not agnostic-transfer's,
+    which also has per-seed scores)."""
+    return "per_seed" in report and "variants" in report.get("config", {})
 
 
 def _agnostic_ablations(folder: Path) -> tuple[str, str, str, str, str]:

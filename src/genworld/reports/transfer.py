@@ -35,7 +35,9 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
     )
     agent = "Env-specific agent" if specific else "Agnostic"
     starts = report["curves"]["finetune"][:1]
-    first = "before training" if starts and starts[0]["step"] == 0 else "first evaluation"
+    from_zero = bool(starts) and starts[0]["step"] == 0
+    first = "before training" if from_zero else "first evaluation"
+    area = " (step 0 included)" if from_zero else ""
     lines = [
         f"# {agent} transfer to {report['target']} ({cfg['scale']}, {count(seeds, 'seed')})",
         "",
@@ -47,7 +49,7 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
         f"{count(cfg['eval_episodes'], 'deterministic episode')} each; scores are D4RL-normalized on "
         "genworld's regenerated datasets (not D4RL's).",
         "",
-        f"| run | {first} | mean of all evaluations | last {k} |",
+        f"| run | {first} | mean of all evaluations{area} | last {k} |",
         "|---|---|---|---|",
     ]
     for name, label in LABELS.items():

@@ -197,7 +197,9 @@ def train_agnostic_iql(
         out = Path(out)
         if d.is_main:  # the main process holds the folder for all of them
             folder_claim.enter_context(claim_folder(out, "genworld train agnostic-iql"))
-            check_or_write_config(out, cfg)
+            # eval_at_start adds a step-0 evaluation and changes no update: a run saved
+            # without it resumes
+            check_or_write_config(out, cfg, ignore=("eval_at_start",))
         barrier(d)
         specs = [parse_dataset_id(x).spec for x in cfg.datasets]
         held = shard(len(specs), d)

@@ -149,6 +149,7 @@ def run_loop(
         for hook in hooks if resumed is None else ():
             if hook.at_start and (record := hook.run(0, {})) is not None and hook.log:
                 logger.write(hook.log, {"step": 0, **record})
+        start = time.perf_counter()  # rates count training only
         while step < steps:
             metrics = trainer.step(generator)
             step += 1
