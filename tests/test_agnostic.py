@@ -167,7 +167,8 @@ def test_running_obs_norm_matches_numpy_per_env():
     assert norm.mean[1, 2] == 0 and norm.var[1, 2] == 1  # env 1 has no third dim
 
 
-def _iql(tmp_path, dataset=None, seed=0):
+def _iql(tmp_path, dataset=None, seed=0, **overrides):
+    """A tiny agnostic-IQL agent (``overrides``: AgnosticIQLConfig fields) and its data."""
     from genworld.algos.agnostic_iql import build
 
     dataset = dataset or toy_dataset()
@@ -178,6 +179,7 @@ def _iql(tmp_path, dataset=None, seed=0):
         device=torch.device("cpu"),
         scale="tiny",
         out=tmp_path,
+        overrides=overrides,
     )
     return build(ctx), dataset
 
@@ -443,19 +445,7 @@ def test_env_specific_transfer_starts_the_new_envs_layers_fresh_and_the_middle_s
     from genworld.errors import GenworldError
 
     def agent(envs, seed, **overrides):
-        from genworld.algos.agnostic_iql import build
-
-        dataset = toy_dataset(envs=envs)
-        torch.manual_seed(seed)
-        ctx = AlgoContext(
-            dataset=dataset,
-            normalizer=Normalizer.fit(dataset),
-            device=torch.device("cpu"),
-            scale="tiny",
-            out=tmp_path,
-            overrides=overrides,
-        )
-        return build(ctx)
+        return _iql(tmp_path, toy_dataset(envs=envs), seed, **overrides)[0]
 
     source = agent(("hopper", "halfcheetah"), 0, networks="env-specific")
     target = agent(("walker2d",), 1, networks="env-specific")
@@ -618,19 +608,7 @@ def test_env_specific_agent_trains_reads_only_its_own_dims_and_grows_with_the_en
     from genworld.nn.agnostic import parameter_count
 
     def specific(dataset=None):
-        from genworld.algos.agnostic_iql import build
-
-        dataset = dataset or toy_dataset()
-        torch.manual_seed(0)
-        ctx = AlgoContext(
-            dataset=dataset,
-            normalizer=Normalizer.fit(dataset),
-            device=torch.device("cpu"),
-            scale="tiny",
-            out=tmp_path,
-            overrides={"networks": "env-specific"},
-        )
-        return build(ctx), dataset
+        return _iql(tmp_path, dataset, networks="env-specific")
 
     agent, dataset = specific()
     generator = torch.Generator().manual_seed(0)
