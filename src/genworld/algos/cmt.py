@@ -334,9 +334,10 @@ class CMT:
         )
         data_set = self.contexts(env_idx, current, torch.zeros(len(current), dataset.act_max))
         data_actions = data_set.window[1][:, -1]  # (N, act_max) the dataset's own actions
-        policy = self.net.generate(data_set.prompts, data_set.window, data_set.env_idx)
+        window = self.net.generate(data_set.prompts, data_set.window, data_set.env_idx)
+        policy = window.actions[:, -1]  # (N, act_max) the pretrained policy's actions
         spread = residual_std(
-            data_actions - policy.actions[:, -1], data_set.env_idx, self.act_masks
+            data_actions - policy, data_set.env_idx, self.act_masks
         )  # (K, act_max): the generator's predictive std
         noise = cfg.planner_noise_scale * spread
         actions = plan_actions(
@@ -345,7 +346,7 @@ class CMT:
         dims = self.act_masks[data_set.env_idx].sum()
         stats = {  # mean per true action dim, kept with the relabelled set
             "action_change": (actions - data_actions).abs().sum() / dims,
-            "policy_change": (actions - policy.actions[:, -1]).abs().sum() / dims,
+            "policy_change": (actions - policy).abs().sum() / dims,
             "noise_std": noise[data_set.env_idx].sum() / dims,
         }
         self.relabeled = {

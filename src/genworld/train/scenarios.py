@@ -73,9 +73,6 @@ METHODS = (
 context (the paper's DreamerV3 baseline), CaDM (context-aware dynamics), MrCoM without each
 regulariser, and TD3+BC on the target's data alone (``MODEL_FREE``: what the small dataset
 gives with no world model; not in the paper)."""
-MODEL_FREE = ("td3bc",)
-"""Methods that adapt from the target's data alone (an algorithm of ``genworld.algos``), the
-reference every world model's rollouts have to beat."""
 DEFAULT_METHODS = ("mrcom", "tgw", "rssm")
 ABLATION_METHODS = ("mrcom", "mrcom-no-meta-state", "mrcom-no-meta-value")
 """The ablation study's default methods: MrCoM, and MrCoM with one regulariser's weight 0."""
@@ -90,6 +87,9 @@ WORLD_MODEL_OF = {
 }
 """The world model each model-based method adapts in (rssm and rssm-context share one
 model)."""
+MODEL_FREE = tuple(m for m in METHODS if m not in WORLD_MODEL_OF)
+"""Methods that adapt from the target's data alone (an algorithm of ``genworld.algos``), the
+reference every world model's rollouts have to beat."""
 MODEL_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "mrcom-no-meta-state": ("mrcom", {"mrcom": {"meta_state_scale": 0.0}}),
     "mrcom-no-meta-value": ("mrcom", {"mrcom": {"meta_value_scale": 0.0}}),
