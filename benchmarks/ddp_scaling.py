@@ -77,6 +77,7 @@ def _worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
         args["scale"],
         seed=0,
         overrides={"batch_size": args["batch_size"]},
+        updates=args["warmup"] + args["updates"],
     )
     generator = torch.Generator().manual_seed(0)
     for _ in range(args["warmup"]):

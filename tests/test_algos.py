@@ -39,6 +39,7 @@ def make(name: str, tmp_path, dataset=None, seed=0):
         normalizer=Normalizer.fit(dataset),
         device=torch.device("cpu"),
         scale="tiny",
+        updates=1_000,  # a short run's schedules
         seed=seed,
         out=tmp_path,
         world_models=provide_world_model,
@@ -175,6 +176,7 @@ def _iql(overrides: dict, dataset: MultiEnvDataset):
         normalizer=Normalizer.fit(dataset),
         device=torch.device("cpu"),
         scale="tiny",
+        updates=1_000,  # a short run's schedules
         seed=0,
         overrides=overrides,
     )

@@ -60,7 +60,7 @@ def _iql_steps(d, data, held):
 
     local = MultiEnvDataset([data[g] for g in held])
     specs = [spec for spec, _ in data]
-    agent = build_dd_iql(local, specs, held, d, "tiny", seed=0)
+    agent = build_dd_iql(local, specs, held, d, "tiny", seed=0, updates=STEPS)
     generator = torch.Generator().manual_seed(0)
     for _ in range(STEPS):
         agent.update(generator)

@@ -34,6 +34,7 @@ def build(name, dataset=None, seed=0, **overrides):
         normalizer=Normalizer.fit(dataset),
         device=torch.device("cpu"),
         scale="tiny",
+        updates=1_000,  # a short run's schedules
         seed=seed,
         overrides=overrides,
     )
@@ -156,6 +157,30 @@ def test_iql_actor_lr_follows_a_cosine_to_zero():
     np.testing.assert_allclose(seen, expected, atol=1e-12)
     assert agent.opt.param_groups[1]["lr"] == agent.cfg.critic_lr  # critics keep their lr
     assert agent.state_dict()["step"] == 6
+
+
+def test_iql_actor_lr_decays_over_the_run_unless_its_length_is_set():
+    """0 (the default) = the run's updates, as the runner gives them; no run length and no
+    configured length is a one-line error naming the field."""
+    from genworld.train.cells import build_cell_agent
+
+    dataset = toy_dataset()
+    for updates, configured, expected in ((7, 0, 7), (7, 3, 3)):
+        overrides = {"actor_lr_decay_steps": configured}
+        agent = build_cell_agent(
+            "iql",
+            dataset,
+            torch.device("cpu"),
+            scale="tiny",
+            seed=0,
+            overrides=overrides,
+            updates=updates,
+        )
+        assert agent.decay_steps == expected
+    ctx = AlgoContext(dataset, Normalizer.fit(dataset), torch.device("cpu"), scale="tiny")
+    with pytest.raises(GenworldError, match="actor_lr_decay_steps") as err:
+        build_agent("iql", ctx)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.integration  # ~12 s of torch.compile

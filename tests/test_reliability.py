@@ -245,7 +245,9 @@ def test_soak_50_kill_resume_cycles_leak_no_files_or_memory(tmp_path):
     out = tmp_path / "soak"
     rss = []
     for cycle in range(50):
-        ctx = AlgoContext(dataset, Normalizer.fit(dataset), torch.device("cpu"), scale="tiny")
+        ctx = AlgoContext(
+            dataset, Normalizer.fit(dataset), torch.device("cpu"), scale="tiny", updates=1_000
+        )
         agent = build_agent("bc", ctx)
         calls = {"n": 0}
 

@@ -55,6 +55,7 @@ from genworld.algos.registry import (
     agent_state,
     load_agent_state,
     resolve_config,
+    schedule_length,
 )
 from genworld.data.multi_env import EnvData, MultiEnvDataset, gather_transitions
 from genworld.data.normalization import Normalizer
@@ -104,8 +105,8 @@ class AgnosticIQLConfig:
     """Adam learning rate of the Q critics (IQL paper: 3e-4)."""
     value_lr: float = 3e-4
     """Adam learning rate of the value net V (IQL paper: 3e-4)."""
-    actor_lr_decay_steps: int = 1_000_000
-    """Cosine decay of the actor lr to 0 over this many updates."""
+    actor_lr_decay_steps: int = 0
+    """Cosine decay of the actor lr to 0 over this many updates; 0 = over the run's updates."""
     batch_size: int = 256
     """Rows per update over all envs (and all processes): ``batch_size // num_envs`` per env."""
     num_critics: int = 2
@@ -118,8 +119,13 @@ class AgnosticIQLConfig:
     def validate(self) -> None:
         if not 0.0 < self.expectile < 1.0:
             raise GenworldError(f"expectile must be in (0, 1), got {self.expectile}")
-        if self.batch_size < 1 or self.actor_lr_decay_steps < 1 or self.num_critics < 1:
-            raise GenworldError("batch_size, actor_lr_decay_steps and num_critics must be >= 1")
+        if self.batch_size < 1 or self.num_critics < 1:
+            raise GenworldError("batch_size and num_critics must be >= 1")
+        if self.actor_lr_decay_steps < 0:
+            raise GenworldError(
+                f"actor_lr_decay_steps must be >= 0 (0 = the run's updates), "
+                f"got {self.actor_lr_decay_steps}"
+            )
         if self.max_grad_norm < 0:
             raise GenworldError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
         if self.networks not in NETWORKS:
@@ -128,9 +134,9 @@ class AgnosticIQLConfig:
 
 PRESETS: dict[str, dict] = {
     # tiny: unit tests and the torchrun smoke test (seconds on CPU)
-    "tiny": {"net": NET_PRESETS["tiny"], "batch_size": 24, "actor_lr_decay_steps": 1_000},
-    # mini: train/table.py BUDGETS["mini"] = 10k updates; a CPU-sized network
-    "mini": {"net": NET_PRESETS["mini"], "actor_lr_decay_steps": 10_000},
+    "tiny": {"net": NET_PRESETS["tiny"], "batch_size": 24},
+    # mini: a CPU-sized network
+    "mini": {"net": NET_PRESETS["mini"]},
     # full: the paper's Table 2b network (GPU)
     "full": {"net": NET_PRESETS["full"]},
 }
@@ -150,6 +156,9 @@ def build(ctx: AlgoContext) -> AgnosticIQL:
         env_ids=list(range(dataset.num_envs)),
         normalizer=ctx.normalizer,
         reward_scale=scales,
+        actor_lr_decay_steps=schedule_length(
+            cfg.actor_lr_decay_steps, ctx.updates, "actor_lr_decay_steps"
+        ),
     )
 
 
@@ -253,7 +262,9 @@ class AgnosticIQL:
         env_ids: Sequence[int],
         normalizer: Normalizer,
         reward_scale: torch.Tensor,
+        actor_lr_decay_steps: int,
     ):
+        """``actor_lr_decay_steps``: the cosine decay's length (the config's, or the run's)."""
         if len(env_ids) != data.num_envs:
             raise GenworldError(f"{data.num_envs} local envs but {len(env_ids)} env ids")
         self.cfg, self.data, self.device = cfg, data, device
@@ -286,6 +297,7 @@ class AgnosticIQL:
         self.widths = torch.stack([dims, adims], 1).to(device)  # (K, 2): each env's own widths
         self.normalizer = normalizer.to(device)
         self.reward_scale = reward_scale.to(device=device, dtype=torch.float32)  # (K,)
+        self.decay_steps = actor_lr_decay_steps
         self.step = 0
 
     def use_ddp(self, wrap: Callable[[nn.Module], nn.Module], world_size: int) -> None:
@@ -351,7 +363,7 @@ class AgnosticIQL:
             ]
         )
         cfg = self.cfg
-        progress = min(self.step, cfg.actor_lr_decay_steps) / cfg.actor_lr_decay_steps
+        progress = min(self.step, self.decay_steps) / self.decay_steps
         self.opt.param_groups[0]["lr"] = cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
         total, metrics = self.train_module(groups, self.loss_scale)
         # param groups: actor, critics, value: a per-network clip

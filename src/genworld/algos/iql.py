@@ -35,8 +35,8 @@ Deviations:
   [-20, 2] like CORL (ikostrikov: [-5, 2]).
 - V and the advantage use the pre-step V (CORL, gwthomas/IQL-PyTorch); ikostrikov's actor and Q
   see the V after its step. Q and V losses are CORL's means (ikostrikov sums the twin Q losses).
-- The cosine schedule holds the lr at 0 after ``actor_lr_decay_steps`` (ikostrikov; CORL stops
-  training there); the mini preset decays over the mini budget of 10k updates.
+- The cosine schedule spans the run's updates unless ``actor_lr_decay_steps`` sets its length,
+  and holds the lr at 0 after it (ikostrikov; CORL stops training there).
 - The reward scale uses IQL's constant 1000 for every env (the D4RL episode length), also for
   tasks with shorter episodes; envs whose episodes all have the same return are left unscaled.
 - Adam is one fused optimiser with a parameter group per network (same per-parameter maths).
@@ -59,6 +59,7 @@ from genworld.algos.registry import (
     agent_state,
     load_agent_state,
     resolve_config,
+    schedule_length,
 )
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
@@ -93,8 +94,9 @@ class IQLConfig:
     """Adam learning rate of the Q critics (paper: 3e-4)."""
     value_lr: float = 3e-4
     """Adam learning rate of the value net V (paper: 3e-4)."""
-    actor_lr_decay_steps: int = 1_000_000
-    """Cosine decay of the actor lr to 0 over this many updates (paper: the 1M-step run)."""
+    actor_lr_decay_steps: int = 0
+    """Cosine decay of the actor lr to 0 over this many updates; 0 = over the run's updates
+    (the paper and ikostrikov: the whole run, 1M updates)."""
     batch_size: int = 256
     """Transitions per update, over all envs (paper: 256)."""
     num_critics: int = 2
@@ -115,8 +117,13 @@ class IQLConfig:
     def validate(self) -> None:
         if not 0.0 < self.expectile < 1.0:
             raise GenworldError(f"expectile must be in (0, 1), got {self.expectile}")
-        if self.batch_size < 1 or self.actor_lr_decay_steps < 1 or self.num_critics < 1:
-            raise GenworldError("batch_size, actor_lr_decay_steps and num_critics must be >= 1")
+        if self.batch_size < 1 or self.num_critics < 1:
+            raise GenworldError("batch_size and num_critics must be >= 1")
+        if self.actor_lr_decay_steps < 0:
+            raise GenworldError(
+                f"actor_lr_decay_steps must be >= 0 (0 = the run's updates), "
+                f"got {self.actor_lr_decay_steps}"
+            )
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
         if self.max_grad_norm < 0:
@@ -126,16 +133,15 @@ class IQLConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # tiny: unit tests; the decay is long enough for their few hundred updates
-    "tiny": {"hidden": (32, 32), "batch_size": 32, "actor_lr_decay_steps": 1_000},
-    # mini: train/table.py BUDGETS["mini"] = 10k updates, the schedule ends with the run
-    "mini": {"actor_lr_decay_steps": 10_000},
+    "tiny": {"hidden": (32, 32), "batch_size": 32},
     "full": {"compile": True},
 }
 
 
 def build(ctx: AlgoContext) -> IQL:
-    return IQL(ctx.dataset, ctx.normalizer, resolve_config(IQLConfig, PRESETS, ctx), ctx.device)
+    cfg = resolve_config(IQLConfig, PRESETS, ctx)
+    decay = schedule_length(cfg.actor_lr_decay_steps, ctx.updates, "actor_lr_decay_steps")
+    return IQL(ctx.dataset, ctx.normalizer, cfg, ctx.device, actor_lr_decay_steps=decay)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -165,8 +171,12 @@ class IQL:
         normalizer: Normalizer,
         cfg: IQLConfig,
         device: torch.device,
+        *,
+        actor_lr_decay_steps: int,
     ):
+        """``actor_lr_decay_steps``: the cosine decay's length (the config's, or the run's)."""
         self.cfg, self.dataset, self.device = cfg, dataset, device
+        self.decay_steps = actor_lr_decay_steps
         self.num_envs, self.normalizer = dataset.num_envs, normalizer.to(device)
         obs_max, act_max = dataset.obs_max, dataset.act_max
         in_dim = obs_max + self.num_envs
@@ -244,7 +254,7 @@ class IQL:
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         batch = self.dataset.sample_transitions(self.cfg.batch_size, generator, self.cfg.sampling)
         losses, metrics = self._losses(batch.to(self.device))
-        progress = min(self.step, self.cfg.actor_lr_decay_steps) / self.cfg.actor_lr_decay_steps
+        progress = min(self.step, self.decay_steps) / self.decay_steps
         self.opt.param_groups[0]["lr"] = (
             self.cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
         )

@@ -51,6 +51,9 @@ class AlgoContext:
     model is trained once for the β values of a sweep, TGW and TGW w/o ri, MOPO and MOReL
     (keyed by its config and a fingerprint of the data); None = each cell trains its own."""
     show_progress: bool = False
+    updates: int | None = None
+    """Updates the runner will make; schedules that span the run (IQL's actor-lr decay) end with
+    it. None = not known (such a schedule then needs its length set in the config)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Config fields to override (validated by the algorithm's config)."""
     prompts: MultiEnvDataset | None = None
@@ -198,6 +201,19 @@ def resolve_config(cls, presets: dict[str, dict[str, Any]], ctx: AlgoContext, sk
     dataclasses); unknown fields are named. Keys in ``skip`` are left to the caller."""
     overrides = {k: v for k, v in ctx.overrides.items() if k not in skip}
     return resolve(cls, presets.get(ctx.scale, {}), overrides)
+
+
+def schedule_length(configured: int, updates: int | None, field_name: str) -> int:
+    """The length of a schedule that spans the run: ``configured`` when set (> 0), else the
+    run's ``updates``; a one-line error when neither is known."""
+    if configured > 0:
+        return configured
+    if updates is None or updates < 1:
+        raise GenworldError(
+            f"{field_name} is 0 (the run's updates) but the run's update count is not known: "
+            f"set {field_name} to the schedule's length in updates"
+        )
+    return updates
 
 
 def agent_state(

@@ -28,6 +28,7 @@ def update_figures(suite, scale: str, iters: int, peak: float) -> dict:
     from genworld.algos.agnostic_iql import build
     from genworld.algos.registry import AlgoContext
     from genworld.data.normalization import Normalizer
+    from genworld.train.dd_iql import IQL_BUDGETS
 
     ctx = AlgoContext(
         dataset=suite,
@@ -35,6 +36,7 @@ def update_figures(suite, scale: str, iters: int, peak: float) -> dict:
         device=torch.device("cpu"),
         scale=scale,
         out=None,
+        updates=IQL_BUDGETS[scale]["steps"],  # a run's schedule (an update costs the same)
     )
     torch.manual_seed(0)
     agent = build(ctx)

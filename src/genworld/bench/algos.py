@@ -24,6 +24,7 @@ from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.envs import get_env_spec
+from genworld.train.table import BUDGETS
 from genworld.train.world_model_source import provide_world_model
 from genworld.utils import allocator
 
@@ -111,6 +112,7 @@ def genworld_update(
         scale="full",
         overrides=overrides,
         world_models=provide_world_model,
+        updates=BUDGETS["full"].updates,  # a full run's schedules (an update costs the same)
     )
     agent = build_agent(name, ctx)
     generator = torch.Generator().manual_seed(0)

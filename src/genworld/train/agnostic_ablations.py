@@ -191,6 +191,7 @@ def train_single_env_iql(
         scale=run.scale,
         seed=run.seed,
         overrides=run.overrides,
+        updates=run.steps,
     )
     records, _ = train_cell(
         f"iql {parse_dataset_id(run.dataset).env} s{run.seed}",

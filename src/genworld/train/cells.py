@@ -33,10 +33,12 @@ def build_cell_agent(
     task: str | None = None,
     prompts: MultiEnvDataset | None = None,
     show_progress: bool = False,
+    updates: int | None = None,
 ):
     """The agent of algorithm or variant ``name`` (``tgw-no-prompt``, ``mopo-beta=2``) on
-    ``dataset``: the variant's overrides, then the runner's ``overrides``. World models come
-    from ``world_models`` (by default trained or loaded in ``out``, or once in ``shared``)."""
+    ``dataset`` for a run of ``updates`` updates: the variant's overrides, then the runner's
+    ``overrides``. World models come from ``world_models`` (by default trained or loaded in
+    ``out``, or once in ``shared``)."""
     algo, variant = resolve_variant(name)
     ctx = AlgoContext(
         dataset=dataset,
@@ -51,6 +53,7 @@ def build_cell_agent(
         task=task,
         prompts=prompts,
         show_progress=show_progress,
+        updates=updates,
     )
     return build_agent(algo, ctx)
 

@@ -161,18 +161,29 @@ def global_statistics(local, held: list[int], specs, d: Dist, normalize_reward: 
     return norm, stats[4]
 
 
-def build_dd_iql(local, specs, held: list[int], d: Dist, scale: str, seed: int, overrides=None):
-    """The AgnosticIQL agent of this process (``local`` = the held envs' data), DDP-wrapped
-    when there are several processes."""
+def build_dd_iql(
+    local, specs, held: list[int], d: Dist, scale: str, seed: int, overrides=None, *, updates: int
+):
+    """The AgnosticIQL agent of this process (``local`` = the held envs' data) for a run of
+    ``updates`` updates, DDP-wrapped when there are several processes."""
     from genworld.algos.agnostic_iql import PRESETS, AgnosticIQL, AgnosticIQLConfig
-    from genworld.algos.registry import resolve_config
+    from genworld.algos.registry import resolve_config, schedule_length
 
     ctx = SimpleNamespace(scale=scale, overrides=dict(overrides or {}))
     cfg = resolve_config(AgnosticIQLConfig, PRESETS, ctx)
     norm, scales = global_statistics(local, held, specs, d, cfg.normalize_reward)
     torch.manual_seed(seed)  # identical initial weights everywhere (DDP also broadcasts rank 0's)
     agent = AgnosticIQL(
-        local, cfg, d.device, specs=specs, env_ids=held, normalizer=norm, reward_scale=scales
+        local,
+        cfg,
+        d.device,
+        specs=specs,
+        env_ids=held,
+        normalizer=norm,
+        reward_scale=scales,
+        actor_lr_decay_steps=schedule_length(
+            cfg.actor_lr_decay_steps, updates, "actor_lr_decay_steps"
+        ),
     )
     if d.world_size > 1:
         agent.use_ddp(ddp_wrapper(d), d.world_size)
@@ -210,7 +221,9 @@ def train_agnostic_iql(
             show_progress=show_progress,
         )
         local = MultiEnvDataset.from_minari([cfg.datasets[i] for i in held])
-        agent = build_dd_iql(local, specs, held, d, cfg.scale, cfg.seed, cfg.agent)
+        agent = build_dd_iql(
+            local, specs, held, d, cfg.scale, cfg.seed, cfg.agent, updates=cfg.steps
+        )
         if cfg.init_from:  # a checkpoint of this run, if any, takes over when the loop resumes
             agent.start_from(pretrained_networks(Path(cfg.init_from)))
         return _offline_loop(agent, cfg, specs, held, out, d, show_progress)

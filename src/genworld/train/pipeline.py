@@ -232,6 +232,7 @@ def _run_group(
             normalizer=model.normalizer,
             overrides=overrides,
             world_models=lambda ctx, name: model,
+            updates=updates,
         )
         records, summary = train_cell(
             f"{label} ({quality}, {','.join(envs)})",

@@ -521,6 +521,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         overrides=policy_learner_overrides(cfg) if model is not None else None,
         world_models=lambda ctx, name: model,
         task=task,
+        updates=cfg.policy_updates,
     )
     spec = get_env_spec(task)
     _, summary = train_cell(

@@ -191,6 +191,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         out=folder,
         shared=out / "world_models",
         show_progress=show_progress,  # its world model's fit, as a line under the table's bar
+        updates=cfg.budget.updates,
     )
     budget = cfg.budget
     prefix = prefix_of(  # e.g. CMT's pretraining, shared by its prompt-tuning variants

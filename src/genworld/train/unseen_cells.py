@@ -82,6 +82,7 @@ def _agent_cell(cfg, out: Path, train, method: str, task: str, seed: int, refs):
         overrides=overrides,
         world_models=lambda ctx, name: model,
         task=task,
+        updates=cfg.policy_updates,
     )
     return _train_and_score(cfg, folder, agent, (method, task, seed), refs, started)
 
