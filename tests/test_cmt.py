@@ -408,12 +408,20 @@ def test_two_stages_and_a_checkpoint_round_trip(tmp_path):
         torch.testing.assert_close(flat(other.state_dict())[key], value, rtol=0, atol=0)
 
 
-def test_cmt_without_prompt_tuning_only_pretrains():
+def test_cmt_without_prompt_tuning_keeps_the_pretrained_model():
+    """cmt-no-pt pretrains as CMT does, then its updates change nothing: it is scored on the
+    model CMT tunes (no relabelling, no adaptor)."""
     dataset = labelled_dataset()
     agent = make_agent(dataset, name="cmt-no-pt", pretrain_updates=1)
     generator = torch.Generator().manual_seed(0)
-    metrics = [agent.update(generator) for _ in range(3)]
-    assert all("losses/action_mse" in m for m in metrics)
+    metrics = [agent.update(generator)]
+    assert "losses/action_mse" in metrics[0]
+    pretrained = {k: v.clone() for k, v in flat(agent.state_dict()).items()}
+    metrics += [agent.update(generator) for _ in range(2)]
+    assert metrics[1:] == [{}, {}]
+    after = flat(agent.state_dict())
+    for key, value in pretrained.items():  # weights and optimiser moments
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
     assert agent.relabeled is None
     assert agent.adaptor.out.weight.abs().sum() == 0
 

@@ -7,7 +7,8 @@ paper's reproducibility statement promises one); the planner follows Trajectory 
 and the network Decision Transformer (:mod:`genworld.algos.dt`).
 
 Two stages in one agent; ``update`` runs the first ``pretrain_updates`` updates as stage 1, the
-rest as stage 2 (``prompt_tuning=False``, the ``cmt-no-pt`` variant: stage 1 only).
+rest as stage 2 (``prompt_tuning=False``, the ``cmt-no-pt`` variant: no stage 2, the updates
+after stage 1 change nothing, so it is scored on the very model CMT tunes).
 
 1. Representation (pretraining). A bidirectional trajectory encoder A_e turns the history
    segment before a window into a policy prompt z; a causal GPT generator A_g reads
@@ -417,8 +418,12 @@ class CMT:
     # ------------------------------------------------------------ contract
 
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        tuning = self.cfg.prompt_tuning and self.updates >= self.cfg.pretrain_updates
-        metrics = self.tune_step(generator) if tuning else self.pretrain_step(generator)
+        if self.updates < self.cfg.pretrain_updates:
+            metrics = self.pretrain_step(generator)
+        elif self.cfg.prompt_tuning:
+            metrics = self.tune_step(generator)
+        else:  # CMT w/o PT: the pretrained model as it is (Q1 compares the same model)
+            metrics = {}
         self.updates += 1
         return metrics
 

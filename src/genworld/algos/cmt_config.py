@@ -49,7 +49,8 @@ class CMTConfig:
     pretrain_updates: int = 100_000
     """Updates of stage 1; later updates tune the prompt (DT's 100k; not in the seed text)."""
     prompt_tuning: bool = True
-    """False: stage 1 for every update, no relabelling or tuning (CMT w/o PT)."""
+    """False: no relabelling or tuning; updates after stage 1 change nothing (CMT w/o PT: the
+    same pretrained model as CMT's, untuned)."""
     relabel_states: int = 2_048
     """Dataset states relabelled once by the planner, over all envs (not in the seed text)."""
     relabel_batch: int = 16
