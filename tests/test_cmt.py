@@ -426,6 +426,29 @@ def test_cmt_without_prompt_tuning_keeps_the_pretrained_model():
     assert agent.adaptor.out.weight.abs().sum() == 0
 
 
+@pytest.mark.parametrize("name", ["cmt", "cmt-ae"])
+def test_pretraining_encodes_the_history_or_the_window_itself(name, monkeypatch):
+    """cmt: z of the steps before the window A_g reconstructs; cmt-ae (prompt_source
+    trajectory): z of that very window, §4.1's auto-encoder."""
+    agent = make_agent(labelled_dataset(), name=name)
+    encode, generate, seen = agent.net.encode_prompts, agent.net.generate, {}
+
+    def encoding(segment, env_idx, context=None):
+        seen.setdefault("encoded", segment)  # the first call is the anchor's prompt
+        return encode(segment, env_idx, context)
+
+    def generating(prompt, window, env_idx):
+        seen["window"] = window
+        return generate(prompt, window, env_idx)
+
+    monkeypatch.setattr(agent.net, "encode_prompts", encoding)
+    monkeypatch.setattr(agent.net, "generate", generating)
+    agent.pretrain_step(torch.Generator().manual_seed(0))
+    same = [torch.equal(a, b) for a, b in zip(seen["encoded"], seen["window"], strict=True)]
+    assert all(same) == (name == "cmt-ae")
+    assert agent.cfg.prompt_source == ("trajectory" if name == "cmt-ae" else "history")
+
+
 def test_info_nce_pulls_segments_of_one_episode_together():
     """The contrastive term alone learns prompts that tell episodes apart."""
     dataset = labelled_dataset()

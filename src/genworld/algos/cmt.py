@@ -11,7 +11,8 @@ rest as stage 2 (``prompt_tuning=False``, the ``cmt-no-pt`` variant: no stage 2,
 after stage 1 change nothing, so it is scored on the very model CMT tunes).
 
 1. Representation (pretraining). A bidirectional trajectory encoder A_e turns the history
-   segment before a window into a policy prompt z; a causal GPT generator A_g reads
+   segment before a window (or the window itself, ``prompt_source``) into a policy prompt z;
+   a causal GPT generator A_g reads
    ``[z; (s, a, r) tokens]`` of the window and predicts each a_t, r_t and s_{t+1}
    (:mod:`genworld.algos.cmt_model`). ``L = L1 + γ·L2``: L1 the MSE of action, reward and next
    state (eq. 2, :func:`reconstruction_loss`), L2 InfoNCE on prompts (eq. 3, :func:`info_nce`)
@@ -48,9 +49,11 @@ Deviations:
   noise-free action is always a candidate.
 - Prompts are L2-normalised inside InfoNCE's logits (cosine similarity, as SimCLR/MoCo); eq. 3
   writes the raw dot product, whose logits are unbounded.
-- The history segment precedes the window A_g reconstructs (Fig. 1 draws one trajectory), so
-  the prompt never sees the actions it is asked to predict; segments of the anchor's own
-  episode are not its negatives; rows with an empty history (episode starts) are left out of L2.
+- By default the history segment precedes the window A_g reconstructs (Fig. 1: "the policy
+  prompt from the history trajectory"), so the prompt never sees the actions it is asked to
+  predict; ``prompt_source="trajectory"`` (the ``cmt-ae`` variants) encodes the window itself,
+  §4.1's auto-encoder reading. Segments of the anchor's own episode are not its negatives;
+  rows with an empty history (episode starts) are left out of L2.
 - TT's termination penalty is not used; plans may run through terminal states.
 - Task prompts (§4.2; ``task_prompt_len`` > 0): the anchor and its InfoNCE positive each read
   their own context segment of the task, drawn independently (one shared context would let
@@ -273,7 +276,11 @@ class CMT:
         window, env_idx = batch.window, batch.window.env_idx
         window_inputs = self.inputs(window)
         context = None if batch.context is None else self.inputs(batch.context)
-        prompt, task_prompt = self.net.encode_prompts(self.inputs(batch.history), env_idx, context)
+        if cfg.prompt_source == "trajectory":  # z of the window itself (§4.1's auto-encoder)
+            source, encoded = batch.window, window_inputs
+        else:  # z of the history before the window
+            source, encoded = batch.history, self.inputs(batch.history)
+        prompt, task_prompt = self.net.encode_prompts(encoded, env_idx, context)
         pred = self.net.generate(prompt, window_inputs, env_idx)
         next_obs = self.normalizer.normalize_obs(
             window.next_observations.transpose(0, 1), self.net.param_env(env_idx)
@@ -286,7 +293,7 @@ class CMT:
         )
         l1 = reconstruction_loss(pred, target, window.step_mask, window.obs_mask, window.act_mask)
         value = masked_mse(pred.values, target.values, window.step_mask.float())
-        has_history = batch.history.step_mask.any(dim=1)  # (B,) episode starts have none
+        has_history = source.step_mask.any(dim=1)  # (B,) episode starts have no history
         l2 = torch.zeros((), device=self.device)
         if int(has_history.sum()) > 1:
             positive_context = None

@@ -94,6 +94,13 @@ class CMTConfig:
     segment of the agent's own interactions so far in the env: zero-shot), offline (a random
     segment of the env's prompt data: the unseen study's task data, else the training data),
     or none (the [SEP] token alone)."""
+    prompt_source: str = "history"
+    """What A_e encodes in pretraining. history: the H steps before the window A_g
+    reconstructs (Fig. 1's "policy prompt from the history trajectory"; z never sees the
+    actions it is asked to predict, so it adds only what the window lacks). trajectory: the
+    window itself, §4.1's trajectory-level auto-encoder (z_τ = A_e(τ), τ_{t+1} = A_g(· | z_τ,
+    τ_{<t})), the prompt's size its bottleneck. Acting and tuning read z from the history in
+    both; InfoNCE makes the two segments' prompts alike."""
 
     def validate(self) -> None:
         positive = ("context_len", "history_len", "batch_size", "warmup_steps", "prompt_dim")
@@ -124,6 +131,10 @@ class CMTConfig:
             raise GenworldError(
                 f"cmt.context_truncation must be in [0, 1], got {self.context_truncation}"
             )
+        if self.prompt_source not in PROMPT_SOURCES:
+            raise GenworldError(
+                f"cmt.prompt_source {self.prompt_source!r}: use one of {', '.join(PROMPT_SOURCES)}"
+            )
         if self.task_context not in TASK_CONTEXTS:
             raise GenworldError(
                 f"cmt.task_context {self.task_context!r}: use one of {', '.join(TASK_CONTEXTS)}"
@@ -131,6 +142,7 @@ class CMTConfig:
 
 
 TASK_CONTEXTS = ("online", "offline", "none")
+PROMPT_SOURCES = ("history", "trajectory")
 
 STAGE_TWO_FIELDS = (
     "prompt_tuning",

@@ -133,6 +133,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tgw-newr": ("tgw", {"reward": "task"}),
     # CMT without its improvement stage (seed 001, Table 1 "CMT w/o PT")
     "cmt-no-pt": ("cmt", {"prompt_tuning": False}),
+    # CMT's prompt from the window A_g reconstructs (§4.1's trajectory-level auto-encoder)
+    "cmt-ae": ("cmt", {"prompt_source": "trajectory"}),
+    "cmt-ae-no-pt": ("cmt", {"prompt_source": "trajectory", "prompt_tuning": False}),
     # MrCoM's DreamerV3 baseline: the RSSM filtering MrCoM's context first (seed 002 §5.1)
     "rssm-context": ("rssm", {"context": True}),
 }
