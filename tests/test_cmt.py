@@ -449,6 +449,19 @@ def test_pretraining_encodes_the_history_or_the_window_itself(name, monkeypatch)
     assert agent.cfg.prompt_source == ("trajectory" if name == "cmt-ae" else "history")
 
 
+def test_trajectory_prompts_act_on_the_last_completed_steps():
+    """prompt_source trajectory: the prompt's segment at acting time is the last H completed
+    steps (inside the window), not the steps before the window; empty at an episode's start."""
+    from genworld.algos.cmt_model import context_before
+
+    current, t = torch.tensor([30, 30, 5]), torch.tensor([10, 2, 0])  # flat index, steps before
+    _, _, h_index, h_valid = context_before(current, t, 4, 3, "trajectory")
+    assert h_valid.sum(1).tolist() == [3, 2, 0]
+    assert h_index[0].tolist() == [27, 28, 29] and h_index[1, :2].tolist() == [28, 29]
+    _, _, h_index, h_valid = context_before(current, t, 4, 3)  # history: before the window
+    assert h_valid.sum(1).tolist() == [3, 0, 0] and h_index[0].tolist() == [24, 25, 26]
+
+
 def test_info_nce_pulls_segments_of_one_episode_together():
     """The contrastive term alone learns prompts that tell episodes apart."""
     dataset = labelled_dataset()

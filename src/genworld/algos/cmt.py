@@ -25,7 +25,9 @@ after stage 1 change nothing, so it is scored on the very model CMT tunes).
    ``L3 = MSE(â, π(s, τ<t; L(z))) + β‖z − L(z)‖²`` (eq. 4–5, :func:`prompt_tuning_loss`).
 
 Acting: the window is the episode's last K steps, z comes from the H steps before it (none in
-the first K steps of an episode), and the action is A_g's at the current step given L(z).
+the first K steps of an episode; with ``prompt_source="trajectory"``: from the last H completed
+steps, none at the first step, a segment that pretraining never shows empty), and the action is
+A_g's at the current step given L(z).
 
 Multi-env: per-env projections and heads (padded dims never leak in, predicted padded dims are
 exactly zero), an env embedding on every token, every loss over real dims of real steps only.
@@ -378,7 +380,7 @@ class CMT:
         self.net.eval()
         cfg = self.cfg
         history, window = gather_contexts(
-            self.dataset, env_idx, current, cfg.context_len, cfg.history_len
+            self.dataset, env_idx, current, cfg.context_len, cfg.history_len, cfg.prompt_source
         )
         history, window = history.to(self.device), window.to(self.device)
         context = None

@@ -99,8 +99,9 @@ class CMTConfig:
     reconstructs (Fig. 1's "policy prompt from the history trajectory"; z never sees the
     actions it is asked to predict, so it adds only what the window lacks). trajectory: the
     window itself, §4.1's trajectory-level auto-encoder (z_τ = A_e(τ), τ_{t+1} = A_g(· | z_τ,
-    τ_{<t})), the prompt's size its bottleneck. Acting and tuning read z from the history in
-    both; InfoNCE makes the two segments' prompts alike."""
+    τ_{<t})), the prompt's size its bottleneck; acting and tuning then read z of the last H
+    completed steps (the current action is not known yet), which InfoNCE makes alike to the
+    window's."""
 
     def validate(self) -> None:
         positive = ("context_len", "history_len", "batch_size", "warmup_steps", "prompt_dim")

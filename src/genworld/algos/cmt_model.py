@@ -43,11 +43,20 @@ def right_padded(first: torch.Tensor, steps: torch.Tensor, length: int):
     return first[:, None] + offsets, offsets[None, :] < steps[:, None]
 
 
-def context_before(current: torch.Tensor, step_in_episode: torch.Tensor, length: int, history: int):
+def context_before(
+    current: torch.Tensor,
+    step_in_episode: torch.Tensor,
+    length: int,
+    history: int,
+    prompt_source: str = "history",
+):
     """The window of at most ``length`` steps that ends at flat transition ``current (n,)``
-    (left-padded: its last position is ``current``) and the history segment of at most
-    ``history`` steps just before that window (right-padded), both inside the episode
-    (``step_in_episode (n,)``: how many steps of the episode precede ``current``).
+    (left-padded: its last position is ``current``) and the segment of at most ``history``
+    steps the prompt is read from (right-padded), both inside the episode
+    (``step_in_episode (n,)``: how many steps of the episode precede ``current``). The
+    segment is the steps just before the window (``prompt_source`` history), or the last
+    completed steps, inside the window (trajectory: pretraining read z of the window itself,
+    and the current step's action is not known yet).
 
     Returns ``(window_index, window_valid, history_index, history_valid)``, each ``(n, ·)``.
     """
@@ -55,8 +64,9 @@ def context_before(current: torch.Tensor, step_in_episode: torch.Tensor, length:
     before = length - 1 - torch.arange(length, device=current.device)  # (L,) distance to the end
     window_index = current[:, None] - before  # (n, L)
     window_valid = before[None, :] <= back[:, None]  # (n, L)
-    steps = (step_in_episode - back).clamp(max=history)  # (n,) history steps available
-    history_index, history_valid = right_padded(current - back - steps, steps, history)
+    end = current if prompt_source == "trajectory" else current - back  # (n,) after the segment
+    steps = (step_in_episode - (current - end)).clamp(max=history)  # (n,) steps available
+    history_index, history_valid = right_padded(end - steps, steps, history)
     return window_index, window_valid, history_index, history_valid
 
 
@@ -235,15 +245,16 @@ def gather_contexts(
     current: torch.Tensor,
     length: int,
     history: int,
+    prompt_source: str = "history",
 ) -> tuple[SeqBatch, SeqBatch]:
     """(history, window) of the transitions ``current (n,)`` of envs ``env_idx (n,)`` (sorted by
     env), as at acting time: the window of at most ``length`` steps ending at the transition
-    (left-padded), the history of at most ``history`` steps before the window."""
+    (left-padded), the prompt's segment of at most ``history`` steps (:func:`context_before`)."""
     histories, windows = [], []
     for k in env_idx.unique_consecutive().tolist():
         rows = current[env_idx == k]
         w_index, w_valid, h_index, h_valid = context_before(
-            rows, dataset.envs[k].timesteps[rows], length, history
+            rows, dataset.envs[k].timesteps[rows], length, history, prompt_source
         )
         histories.append(gather_steps(dataset, k, h_index, h_valid))
         windows.append(gather_steps(dataset, k, w_index, w_valid))
@@ -416,7 +427,9 @@ class EpisodePolicy:
             raise GenworldError(f"episode longer than max_episode_steps={self.horizon}")
         self.observations[idx, t] = obs.to(agent.device)
         # each episode's buffer is its own flat storage: the current step is at index t
-        w_index, w_valid, h_index, h_valid = context_before(t, t, cfg.context_len, cfg.history_len)
+        w_index, w_valid, h_index, h_valid = context_before(
+            t, t, cfg.context_len, cfg.history_len, cfg.prompt_source
+        )
         window = self.steps(idx, w_index, w_valid)
         history = self.steps(idx, h_index, h_valid)
         env_idx = torch.full_like(idx, self.env_k)
