@@ -530,7 +530,7 @@ def test_ablation_runs_match_rows_per_env_and_swap_the_encoder():
     assert iql.overrides == {
         "batch_size": PRESETS["tiny"]["batch_size"] // 3,
         "max_grad_norm": 0.5,
-        "actor_lr_decay_steps": 0,  # both: over the run's updates
+        "actor_lr_decay_steps": cfg.steps,  # the agnostic agent's: the run's updates
     }
     agnostic = runs["agnostic/seed1"]
     assert (iql.eval_every, iql.eval_episodes) == (agnostic.eval_every, agnostic.eval_episodes)

@@ -183,6 +183,14 @@ def test_iql_actor_lr_decays_over_the_run_unless_its_length_is_set():
     assert "\n" not in str(err.value)
 
 
+def test_iql_refuses_a_checkpoint_of_another_decay_length():
+    """Resuming under another run length would bend the lr schedule mid-run."""
+    saved = build("iql", actor_lr_decay_steps=50).state_dict()
+    build("iql", actor_lr_decay_steps=50).load_state_dict(saved)
+    with pytest.raises(GenworldError, match="actor_lr_decay_steps is 50 updates"):
+        build("iql").load_state_dict(saved)  # the run's 1,000 updates
+
+
 @pytest.mark.integration  # ~12 s of torch.compile
 def test_iql_compiled_updates_match_eager():
     """compile=True (the full preset) trains the same: 3 updates from the same weights and

@@ -53,6 +53,7 @@ from genworld.algos.iql import advantage_weights, reward_scales
 from genworld.algos.registry import (
     AlgoContext,
     agent_state,
+    check_schedule_length,
     load_agent_state,
     resolve_config,
     schedule_length,
@@ -435,8 +436,11 @@ class AgnosticIQL:
 
     def state_dict(self) -> dict:
         tensors = {"reward_scale": self.reward_scale}
-        return agent_state(self.modules(), tensors, step=self.step)
+        return agent_state(
+            self.modules(), tensors, step=self.step, actor_lr_decay_steps=self.decay_steps
+        )
 
     def load_state_dict(self, state: dict) -> None:
+        check_schedule_length(state, self.decay_steps, "actor_lr_decay_steps")
         load_agent_state(self.modules(), {"reward_scale": self.reward_scale}, state)
         self.step = int(state["step"])

@@ -57,6 +57,7 @@ from torch import nn
 from genworld.algos.registry import (
     AlgoContext,
     agent_state,
+    check_schedule_length,
     load_agent_state,
     resolve_config,
     schedule_length,
@@ -294,8 +295,11 @@ class IQL:
         return {"log_std": self.log_std, "reward_scale": self.reward_scale}
 
     def state_dict(self) -> dict:
-        return agent_state(self.modules(), self._tensors(), step=self.step)
+        return agent_state(
+            self.modules(), self._tensors(), step=self.step, actor_lr_decay_steps=self.decay_steps
+        )
 
     def load_state_dict(self, state: dict) -> None:
+        check_schedule_length(state, self.decay_steps, "actor_lr_decay_steps")
         load_agent_state(self.modules(), self._tensors(), state)
         self.step = int(state["step"])

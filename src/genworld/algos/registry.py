@@ -219,6 +219,17 @@ def schedule_length(configured: int, updates: int | None, field_name: str) -> in
     return updates
 
 
+def check_schedule_length(state: dict[str, Any], length: int, field_name: str) -> None:
+    """Refuse a checkpoint whose schedule spans another length than this run's: resuming it
+    would bend the schedule mid-run."""
+    saved = state.get(field_name)
+    if saved is not None and int(saved) != length:
+        raise GenworldError(
+            f"the checkpoint's {field_name} is {int(saved):,} updates and this run's {length:,}: "
+            f"resume with the run's own --steps (or {field_name}), or start a new --out"
+        )
+
+
 def agent_state(
     modules: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None, **values: Any
 ) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
             f"agnostic agent: {count(m['batch_size'], 'row')} of its env per update (what the one "
             "agent gives each env), the same per-network gradient-norm clip "
             f"({m['max_grad_norm']:g}), the same cosine actor-lr decay (over "
-            f"{_decay_span(m['actor_lr_decay_steps'])}), the same updates and the same evaluations "
+            f"{m['actor_lr_decay_steps']:,} updates), the same updates and the same evaluations "
             "(steps and episode seeds). Only the networks differ: IQL's MLPs (the scale's "
             "preset, a state-independent log-std clamped to [−20, 2], one agent per env) "
             "instead of the agnostic networks (a state-dependent log-std clamped to [−5, 2], a "
@@ -153,8 +153,3 @@ def _plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(ylabel if report["config"]["seeds"] == 1 else f"{ylabel} (mean over seeds)")
     axes[0][0].legend(fontsize=8)
     save_figure(fig, path)
-
-
-def _decay_span(steps: int) -> str:
-    """The actor-lr decay's length as the report says it (0 = the run's updates)."""
-    return f"{steps:,} updates" if steps else "the run's updates"

@@ -123,7 +123,8 @@ def matched_iql_overrides(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
     return {
         "batch_size": max(1, agnostic.batch_size // len(cfg.datasets)),
         "max_grad_norm": agnostic.max_grad_norm,
-        "actor_lr_decay_steps": agnostic.actor_lr_decay_steps,
+        # the length the agnostic agent decays over (its own, or the run's updates)
+        "actor_lr_decay_steps": agnostic.actor_lr_decay_steps or cfg.steps,
     }
 
 
