@@ -44,9 +44,9 @@ run: python-version $(STAMP)
 test: python-version $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# end-to-end CLI scenarios, kills and multi-process runs: minutes, not seconds
+# end-to-end CLI scenarios, kills and multi-process runs, and the toy "does it learn" checks
 integration: python-version $(STAMP)
-	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "integration or learns" $(PYTEST_ARGS)
 
 lint: python-version $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -232,6 +232,7 @@ def _separation(agent, generator, sets=6) -> float:
     return float(inter / intra)
 
 
+@pytest.mark.learns
 def test_the_encoder_learns_to_separate_two_tasks():
     agent = make_agent(family_dataset((0, 1), episodes=4), encoder_lr=3e-3)
     before = _separation(agent, torch.Generator().manual_seed(1))

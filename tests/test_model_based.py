@@ -337,6 +337,7 @@ def _bilinear_dataset(episodes=20, steps=50, seed=0) -> MultiEnvDataset:
     return MultiEnvDataset([(spec, out)])
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("name", ["mopo", "morel"])
 def test_learns_from_imagined_data_alone(name, tmp_path):
     """real_ratio = 0: every SAC batch is imagined, so any progress comes through the world

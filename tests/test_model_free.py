@@ -631,6 +631,7 @@ LEARNS = {
 LEARN_STEPS = 1_500
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("name", list(LEARNS))
 def test_policy_finds_the_rewarded_action(name):
     dataset, weights = bandit_dataset()

@@ -309,6 +309,7 @@ def action_error(agent, dataset, windows) -> float:
     return float(((pred - windows.actions).pow(2) * mask).sum() / mask.sum())
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("name", ["dt", "prompt-dt"])
 def test_it_learns_the_datasets_actions(name):
     dataset = linear_expert_dataset()

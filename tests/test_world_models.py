@@ -265,6 +265,7 @@ def test_memory_from_dataset_uses_own_episode_history(suite):
     torch.testing.assert_close(memory.prev_rewards[0, 1:3], data.rewards[:2])
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("model_kind", ["tgw", "mlp"])
 def test_learns_linear_dynamics(suite, model_kind):
     torch.manual_seed(0)
