@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from genworld.algos.iql import advantage_weights, reward_scales
+from genworld.algos.iql import advantage_weights, reward_scales, validate_iql_fields
 from genworld.algos.registry import (
     AlgoContext,
     agent_state,
@@ -118,15 +118,7 @@ class AgnosticIQLConfig:
     """Scale each env's rewards by 1000 / its (max - min) episode return (IQL)."""
 
     def validate(self) -> None:
-        if not 0.0 < self.expectile < 1.0:
-            raise GenworldError(f"expectile must be in (0, 1), got {self.expectile}")
-        if self.batch_size < 1 or self.num_critics < 1:
-            raise GenworldError("batch_size and num_critics must be >= 1")
-        if self.actor_lr_decay_steps < 0:
-            raise GenworldError(
-                f"actor_lr_decay_steps must be >= 0 (0 = the run's updates), "
-                f"got {self.actor_lr_decay_steps}"
-            )
+        validate_iql_fields(self)
         if self.max_grad_norm < 0:
             raise GenworldError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
         if self.networks not in NETWORKS:

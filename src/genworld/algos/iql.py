@@ -116,21 +116,26 @@ class IQLConfig:
     docs/notes/history.md), so it pays only on long runs: on at ``full``, off at ``tiny``/``mini``."""
 
     def validate(self) -> None:
-        if not 0.0 < self.expectile < 1.0:
-            raise GenworldError(f"expectile must be in (0, 1), got {self.expectile}")
-        if self.batch_size < 1 or self.num_critics < 1:
-            raise GenworldError("batch_size and num_critics must be >= 1")
-        if self.actor_lr_decay_steps < 0:
-            raise GenworldError(
-                f"actor_lr_decay_steps must be >= 0 (0 = the run's updates), "
-                f"got {self.actor_lr_decay_steps}"
-            )
+        validate_iql_fields(self)
         if self.sampling not in ("balanced", "proportional"):
             raise GenworldError(f"sampling {self.sampling!r}: use balanced or proportional")
         if self.max_grad_norm < 0:
             raise GenworldError(
                 f"max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}"
             )
+
+
+def validate_iql_fields(cfg) -> None:
+    """The checks IQL's and DD-IQL's configs share (expectile, batch, critics, decay length)."""
+    if not 0.0 < cfg.expectile < 1.0:
+        raise GenworldError(f"expectile must be in (0, 1), got {cfg.expectile}")
+    if cfg.batch_size < 1 or cfg.num_critics < 1:
+        raise GenworldError("batch_size and num_critics must be >= 1")
+    if cfg.actor_lr_decay_steps < 0:
+        raise GenworldError(
+            f"actor_lr_decay_steps must be >= 0 (0 = the run's updates), "
+            f"got {cfg.actor_lr_decay_steps}"
+        )
 
 
 PRESETS: dict[str, dict] = {
