@@ -49,7 +49,12 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from genworld.algos.iql import advantage_weights, reward_scales, validate_iql_fields
+from genworld.algos.iql import (
+    advantage_weights,
+    cosine_decay,
+    reward_scales,
+    validate_iql_fields,
+)
 from genworld.algos.registry import (
     AlgoContext,
     agent_state,
@@ -356,8 +361,7 @@ class AgnosticIQL:
             ]
         )
         cfg = self.cfg
-        progress = min(self.step, self.decay_steps) / self.decay_steps
-        self.opt.param_groups[0]["lr"] = cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
+        self.opt.param_groups[0]["lr"] = cosine_decay(cfg.actor_lr, self.step, self.decay_steps)
         total, metrics = self.train_module(groups, self.loss_scale)
         # param groups: actor, critics, value: a per-network clip
         self.opt_min.minimize(total, cfg.max_grad_norm)

@@ -295,18 +295,19 @@ class CMT:
         )
         l1 = reconstruction_loss(pred, target, window.step_mask, window.obs_mask, window.act_mask)
         value = masked_mse(pred.values, target.values, window.step_mask.float())
-        has_history = source.step_mask.any(dim=1)  # (B,) episode starts have no history
+        # (B,) rows whose encoded segment has steps (histories are empty at episode starts)
+        encoded_rows = source.step_mask.any(dim=1)
         l2 = torch.zeros((), device=self.device)
-        if int(has_history.sum()) > 1:
+        if int(encoded_rows.sum()) > 1:
             positive_context = None
             if batch.positive_context is not None:
                 positive_context = self.inputs(batch.positive_context)
             positive = self.net.encode(self.inputs(batch.positive), env_idx, positive_context)
             l2 = info_nce(
-                F.normalize(prompt[has_history], dim=-1),
-                F.normalize(positive[has_history], dim=-1),
+                F.normalize(prompt[encoded_rows], dim=-1),
+                F.normalize(positive[encoded_rows], dim=-1),
                 cfg.temperature,
-                batch.episodes[has_history],
+                batch.episodes[encoded_rows],
             )
         l2_task = torch.zeros((), device=self.device)
         if task_prompt is not None:
@@ -344,8 +345,8 @@ class CMT:
         )
         data_set = self.contexts(env_idx, current, torch.zeros(len(current), dataset.act_max))
         data_actions = data_set.window[1][:, -1]  # (N, act_max) the dataset's own actions
-        window = self.net.generate(data_set.prompts, data_set.window, data_set.env_idx)
-        policy = window.actions[:, -1]  # (N, act_max) the pretrained policy's actions
+        predicted = self.net.generate(data_set.prompts, data_set.window, data_set.env_idx)
+        policy = predicted.actions[:, -1]  # (N, act_max) the pretrained policy's actions
         spread = residual_std(
             data_actions - policy, data_set.env_idx, self.act_masks
         )  # (K, act_max): the generator's predictive std

@@ -64,9 +64,9 @@ def context_before(
     before = length - 1 - torch.arange(length, device=current.device)  # (L,) distance to the end
     window_index = current[:, None] - before  # (n, L)
     window_valid = before[None, :] <= back[:, None]  # (n, L)
-    end = current if prompt_source == "trajectory" else current - back  # (n,) after the segment
-    steps = (step_in_episode - (current - end)).clamp(max=history)  # (n,) steps available
-    history_index, history_valid = right_padded(end - steps, steps, history)
+    skip = back * (prompt_source != "trajectory")  # (n,) window steps between segment and now
+    steps = (step_in_episode - skip).clamp(max=history)  # (n,) segment steps available
+    history_index, history_valid = right_padded(current - skip - steps, steps, history)
     return window_index, window_valid, history_index, history_valid
 
 

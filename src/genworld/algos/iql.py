@@ -125,6 +125,12 @@ class IQLConfig:
             )
 
 
+def cosine_decay(lr: float, step: int, length: int) -> float:
+    """``lr`` cosine-decayed to 0 over ``length`` updates, then held at 0 (the actor's lr)."""
+    progress = min(step, length) / length
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def validate_iql_fields(cfg) -> None:
     """The checks IQL's and DD-IQL's configs share (expectile, batch, critics, decay length)."""
     if not 0.0 < cfg.expectile < 1.0:
@@ -260,9 +266,8 @@ class IQL:
     def update(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         batch = self.dataset.sample_transitions(self.cfg.batch_size, generator, self.cfg.sampling)
         losses, metrics = self._losses(batch.to(self.device))
-        progress = min(self.step, self.decay_steps) / self.decay_steps
-        self.opt.param_groups[0]["lr"] = (
-            self.cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
+        self.opt.param_groups[0]["lr"] = cosine_decay(
+            self.cfg.actor_lr, self.step, self.decay_steps
         )
         # param groups: actor (with its log-std), critic, value: a per-network clip
         self.opt_min.minimize(sum(losses.values()), self.cfg.max_grad_norm)
