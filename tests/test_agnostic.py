@@ -569,7 +569,7 @@ def test_score_ratio_of_identical_arms_is_one_and_one_seed_has_no_spread():
 
 
 @pytest.mark.integration  # 2 seeds × (one agnostic + three single-env IQL) tiny runs (~20 s)
-def test_agnostic_ablations_tiny_writes_its_report(tmp_path):
+def test_agnostic_ablations_tiny_writes_its_report(tmp_path, capsys):
     import json
     import math
 
@@ -598,6 +598,23 @@ def test_agnostic_ablations_tiny_writes_its_report(tmp_path):
     assert len(first) == 8  # agnostic/seed{0,1} and iql/<env>/seed{0,1}
     assert main(argv) == 0  # finished: resumes without training again
     assert {p: p.read_text() for p in out.glob("*/**/eval.jsonl")} == first
+
+    # a record holds the logs only: --report-only compares them and names what is missing
+    record = tmp_path / "record"
+    for log in [*out.glob("*/**/eval.jsonl"), *out.glob("*.json"), *out.glob("*/**/config.json")]:
+        (record / log.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+        (record / log.relative_to(out)).write_bytes(log.read_bytes())
+    argv[argv.index(str(out))] = str(record)
+    argv[argv.index("agnostic,iql")] = "agnostic,iql,bigru"
+    assert main([*argv, "--report-only"]) == 0
+    again = json.loads((record / "report.json").read_text())
+    assert again["per_seed"] == report["per_seed"] and again["ratio"] == ratio
+    assert again["unfinished"] == ["bigru/seed0", "bigru/seed1"]
+    assert not (record / "bigru").exists()  # nothing trained
+    assert "left out: bigru/seed0, bigru/seed1" in (record / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*argv[:-3], "--out", str(tmp_path / "none"), "--quiet", "--report-only"]) == 2
+    assert "holds no study" in capsys.readouterr().err
 
 
 def test_env_specific_agent_trains_reads_only_its_own_dims_and_grows_with_the_envs(tmp_path):

@@ -503,16 +503,21 @@ def agnostic_ablations_config(**fields: Any) -> AgnosticAblationsConfig:
 
 
 def agnostic_ablations(
-    cfg: AgnosticAblationsConfig, out: str | Path, *, show_progress: bool = True
+    cfg: AgnosticAblationsConfig,
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+    report_only: bool = False,
 ) -> Result:
     """The agnostic agent against its Bi-GRU-encoder ablation, the env-specific agent and matched
     single-env IQL on the same datasets and budget, each over ``cfg.seeds`` seeds (each run
-    resumable); report.md / report.json / curves.png."""
+    resumable); report.md / report.json / curves.png. ``report_only``: train nothing, compare
+    the runs finished so far."""
     from genworld.reports.agnostic_ablations import write_ablations_report
     from genworld.train.agnostic_ablations import run_ablations
 
     out = Path(out)
-    report = run_ablations(cfg, out, show_progress=show_progress)
+    report = run_ablations(cfg, out, show_progress=show_progress, report_only=report_only)
     return Result(out, report, tuple(write_ablations_report(report, out)))
 
 

@@ -339,7 +339,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "matched single-env IQL on the same datasets (resumable; report, ratio with a CI, plot)",
     )
     _scale(p)
-    _common(p)
+    _common(p, report_only=True)
     p.set_defaults(func=commands.agnostic_ablations)
 
     pretrain = sub.add_parser("pretrain", help="reward-free pre-training (WPT)")

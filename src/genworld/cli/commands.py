@@ -379,7 +379,7 @@ def agnostic_ablations(args) -> None:
     if printed(args, cfg):
         return
     result = run(cfg, args.out or f"runs/agnostic_ablations__{cfg.scale}__n{cfg.seeds}",
-                 show_progress=not args.quiet)  # fmt: skip
+                 show_progress=not args.quiet, report_only=args.report_only)  # fmt: skip
     print(result.markdown)
     print(f"agnostic-ablations directory: {result.out} (report.md, report.json, curves.png)")
 

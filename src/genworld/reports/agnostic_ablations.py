@@ -92,6 +92,8 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
     lines.append("| **mean** | " + " | ".join(means) + " |")
     if "ratio" in report:
         lines += ["", _ratio_line(report)]
+    if report.get("unfinished"):
+        lines += ["", f"Not finished yet, left out: {', '.join(report['unfinished'])}."]
     return "\n".join(lines + seeds_footer(report, plot, seeds))
 
 

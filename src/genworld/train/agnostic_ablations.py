@@ -210,18 +210,30 @@ def train_single_env_iql(
 
 
 def run_ablations(
-    cfg: AgnosticAblationsConfig, out: Path, *, show_progress: bool = True
+    cfg: AgnosticAblationsConfig,
+    out: Path,
+    *,
+    show_progress: bool = True,
+    report_only: bool = False,
 ) -> dict[str, Any]:
-    """Every run (each resumes from its folder), then the comparison (report.json's data)."""
+    """Every run (each resumes from its folder), then the comparison (report.json's data).
+    ``report_only``: train nothing; compare the runs finished so far (a running or stopped
+    study, or a record's evaluation logs copied into ``out``) and name the others."""
     from genworld.train.dd_iql import train_agnostic_iql
-    from genworld.train.loop import read_eval
 
     cfg.validate()
     out = Path(out)
     started = time.perf_counter()
+    runs = stage_configs(cfg)
+    if report_only:
+        if not (out / "config.json").exists():
+            raise GenworldError(
+                f"{out} holds no study (no config.json): start it without --report-only first"
+            )
+        check_or_write_config(out, cfg, ignore=("seeds", "variants"))
+        return _comparison(cfg, out, runs, started)
     with claim_folder(out, "genworld train agnostic-ablations", cfg):
         check_or_write_config(out, cfg, ignore=("seeds", "variants"))  # each keys its runs
-        runs = stage_configs(cfg)
         for name, run in runs.items():
             if show_progress:
                 print(f"agnostic-ablations: {name} → {out / name}", flush=True)
@@ -231,44 +243,61 @@ def run_ablations(
                 )
             else:
                 train_agnostic_iql(run, out / name, show_progress=show_progress)
-        envs = [parse_dataset_id(d).spec.name for d in cfg.datasets]
-        # runs[variant][env][seed] = that run's (step, score) points
-        seed_curves: dict[str, dict[str, dict[int, list[tuple[int, float]]]]] = {}
-        for name, run in runs.items():
-            variant = name.partition("/")[0]
-            for record in read_eval(out / name):
-                for env in envs:
-                    key = f"eval/{env}/normalized_score"
-                    if key in record:
-                        per_seed = seed_curves.setdefault(variant, {}).setdefault(env, {})
-                        per_seed.setdefault(run.seed, []).append((record["step"], record[key]))
-        per_seed_last_k = {
-            variant: {
-                env: [_last_k(points, cfg.last_k) for _, points in sorted(seeds.items())]
-                for env, seeds in per_env.items()
-            }
+        return _comparison(cfg, out, runs, started)
+
+
+def _comparison(
+    cfg: AgnosticAblationsConfig, out: Path, runs: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """report.json's data from the evaluation logs of the finished ``runs`` (those whose log
+    reaches their last update); the others are listed under ``unfinished``."""
+    from genworld.train.loop import read_eval
+
+    envs = [parse_dataset_id(d).spec.name for d in cfg.datasets]
+    # runs[variant][env][seed] = that run's (step, score) points
+    seed_curves: dict[str, dict[str, dict[int, list[tuple[int, float]]]]] = {}
+    unfinished = []
+    for name, run in runs.items():
+        variant = name.partition("/")[0]
+        records = read_eval(out / name)
+        if not records or records[-1]["step"] < run.steps:
+            unfinished.append(name)
+            continue
+        for record in records:
+            for env in envs:
+                key = f"eval/{env}/normalized_score"
+                if key in record:
+                    per_seed = seed_curves.setdefault(variant, {}).setdefault(env, {})
+                    per_seed.setdefault(run.seed, []).append((record["step"], record[key]))
+    per_seed_last_k = {
+        variant: {
+            env: [_last_k(points, cfg.last_k) for _, points in sorted(seeds.items())]
+            for env, seeds in per_env.items()
+        }
+        for variant, per_env in seed_curves.items()
+    }
+    report = {
+        "config": asdict(cfg),
+        "envs": envs,
+        "curves": {
+            variant: {env: _mean_curve(seeds) for env, seeds in per_env.items()}
             for variant, per_env in seed_curves.items()
-        }
-        report = {
-            "config": asdict(cfg),
-            "envs": envs,
-            "curves": {
-                variant: {env: _mean_curve(seeds) for env, seeds in per_env.items()}
-                for variant, per_env in seed_curves.items()
-            },
-            "summary": {
-                variant: {env: float(np.mean(values)) for env, values in per_env.items()}
-                for variant, per_env in per_seed_last_k.items()
-            },
-            "per_seed": per_seed_last_k,
-        }
-        if "iql" in cfg.variants:
-            report["matched_iql"] = matched_iql_overrides(cfg)
-        if "agnostic" in per_seed_last_k and "iql" in per_seed_last_k:
-            report["ratio"] = score_ratio(per_seed_last_k["agnostic"], per_seed_last_k["iql"])
-        report["wall_seconds"] = round(time.perf_counter() - started, 1)
-        report["provenance"] = provenance()
-        return report
+        },
+        "summary": {
+            variant: {env: float(np.mean(values)) for env, values in per_env.items()}
+            for variant, per_env in per_seed_last_k.items()
+        },
+        "per_seed": per_seed_last_k,
+    }
+    if "iql" in cfg.variants:
+        report["matched_iql"] = matched_iql_overrides(cfg)
+    if "agnostic" in per_seed_last_k and "iql" in per_seed_last_k:
+        report["ratio"] = score_ratio(per_seed_last_k["agnostic"], per_seed_last_k["iql"])
+    if unfinished:
+        report["unfinished"] = unfinished
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report["provenance"] = provenance()
+    return report
 
 
 def score_ratio(
