@@ -210,6 +210,25 @@ def test_study_config_refuses_unknown_studies_and_methods_in_one_line():
     assert scenarios_config("tiny", envs=("dmc-hopper-stand",)).envs == ("dmc-hopper-stand",)
 
 
+def test_model_based_cells_scale_the_temperature_lr_with_their_budget():
+    """Adam moves log α by about its lr per update: the default lr gives every budget the same
+    reach (ALPHA_REACH nats over the cell's updates); a given lr wins."""
+    from genworld.api import scenarios_config
+    from genworld.train.scenarios import ALPHA_REACH, adaptation_overrides
+
+    def alpha_lr(**fields):
+        return adaptation_overrides(scenarios_config(**fields))["mbpo"]["sac"]["alpha_lr"]
+
+    assert alpha_lr(scale="tiny", policy_updates=400) == ALPHA_REACH / 400
+    assert alpha_lr(scale="mini") == pytest.approx(1e-3)  # 10 nats over 10,000 updates
+    assert alpha_lr(scale="full") == pytest.approx(1e-4)
+    assert alpha_lr(scale="tiny", policy_alpha_lr=3e-4) == 3e-4
+    sac = adaptation_overrides(scenarios_config("mini"))["mbpo"]["sac"]
+    assert (sac["init_alpha"], sac["bc_alpha"]) == (0.1, 2.5)  # the study's other settings
+    with pytest.raises(GenworldError, match="policy_alpha_lr must be ≥ 0"):
+        scenarios_config("tiny", policy_alpha_lr=-1.0)
+
+
 def test_cli_refuses_an_unknown_study_with_exit_2(capsys):
     from genworld.cli import main
 

@@ -99,6 +99,9 @@ AGENT_OF = {"mrcom-no-meta-state": "mrcom", "mrcom-no-meta-value": "mrcom"}
 """The registered agent of a method named otherwise (an ablation adapts as MrCoM does)."""
 BEHAVIOUR_QUALITIES = ("random", "medium", "mixed", "expert")
 SPEED_STUDIES = ("dynamics", "behaviour")
+ALPHA_REACH = 10.0
+"""Nats SAC's log temperature can travel over a cell's policy updates at the default
+``policy_alpha_lr``: enough for the initial temperature to fall by e^10, or rise."""
 """Studies that fix or draw the target speed: only tasks with one (``SPEED_TASKS``)."""
 DOMAINS = ("dmc-cheetah-run", "dmc-walker-walk", "dmc-hopper-stand")
 """MrCoM's cheetah, walker and hopper (seed 002 §5: "we merge data from Hopper, Walker and
@@ -160,6 +163,13 @@ class ScenarioStudyConfig:
     """Weight of the RL term against the mini policy learner's behaviour term
     (``SACConfig.bc_alpha``; TD3+BC's 2.5, as the unseen-task study). Full scale: 0 (plain
     SAC, the paper's)."""
+    policy_alpha_lr: float = 0.0
+    """Adam learning rate of SAC's log temperature in every model-based cell; 0 =
+    ``ALPHA_REACH / policy_updates``. Adam moves log α by about its lr per update whatever the
+    gradient's size, so a cell's temperature can travel at most about updates × lr nats: a
+    fixed lr would let it move ~1 nat at mini (1e-4 over 10,000 updates) and ~10 at full.
+    Scaling it with the budget gives every scale the same reach. Not in the seed text (App. D
+    gives the actor's and the critic's lr only)."""
     eval_episodes: int = 3
     """Episodes per evaluation."""
     last_k: int = 3
@@ -204,6 +214,11 @@ class ScenarioStudyConfig:
         if self.wm_steps < 0:
             raise GenworldError(f"--wm_steps must be ≥ 0 (0 = the preset), got {self.wm_steps}")
         check_policy_learner(self.policy_init_alpha, self.policy_bc_alpha)
+        if self.policy_alpha_lr < 0:
+            raise GenworldError(
+                f"--policy_alpha_lr must be ≥ 0 (0 = {ALPHA_REACH:g} / policy_updates), got "
+                f"{self.policy_alpha_lr}"
+            )
         check_scale(self.scale)
         if self.study in SPEED_STUDIES:
             still = [env for env in self.envs if env not in SPEED_TASKS]
@@ -240,6 +255,15 @@ SCALES: dict[str, dict[str, Any]] = {
         "policy_bc_alpha": 0.0,
     },
 }
+
+
+def adaptation_overrides(cfg: ScenarioStudyConfig) -> dict[str, Any]:
+    """The MBPO overrides of a model-based cell: the study's initial temperature and behaviour
+    term, and its temperature lr (``policy_alpha_lr``, or the budget's)."""
+    overrides = policy_learner_overrides(cfg)
+    alpha_lr = cfg.policy_alpha_lr or ALPHA_REACH / cfg.policy_updates
+    overrides["mbpo"]["sac"]["alpha_lr"] = alpha_lr
+    return overrides
 
 
 def config_for_scale(scale: str, **overrides: Any) -> ScenarioStudyConfig:
@@ -518,7 +542,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         scale=cfg.scale,
         seed=cell.seed,
         out=folder,
-        overrides=policy_learner_overrides(cfg) if model is not None else None,
+        overrides=adaptation_overrides(cfg) if model is not None else None,
         world_models=lambda ctx, name: model,
         task=task,
         updates=cfg.policy_updates,
