@@ -149,7 +149,14 @@ def prompt_tuning_loss(
     beta: float,
 ) -> dict[str, torch.Tensor]:
     """L3 (eq. 4): MSE between the policy's actions under the tuned prompt and the relabelled
-    actions â (real dims), plus the behaviour constraint β·‖z − L(z)‖² (mean over rows)."""
+    actions â (real dims), plus the behaviour constraint β·‖z − L(z)‖² (mean over rows).
+
+    Eq. 4 sums a distance D(â_t, π(s_t, τ<t)) over a trajectory's T steps against one β term.
+    The seed text names neither D nor T: here each row is one relabelled step (its window's
+    last), D is the mean squared error over the action's real dims, and both terms are means
+    over rows. Read with D a sum over dims and T the window's K steps, the paper's imitation
+    term would be K × act_dim times ours, so its β (the ablation's 50) and ours differ in scale
+    by that unknown factor."""
     imitation = masked_mse(actions, relabeled, act_mask)
     constraint = (prompt - tuned).pow(2).sum(-1).mean()
     return {
