@@ -491,6 +491,23 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     assert main(argv) == 0  # finished: resumes without training again
     assert (out / "seed0" / "finetune" / "eval.jsonl").read_text() == first
 
+    # seed 1 run in another folder; its logs alone join seed 0's report, seed 2 is missing
+    other = tmp_path / "seed1"
+    assert main([*argv[:-3], "--out", str(other), "--quiet", "--seed", "1"]) == 0
+    for log in (other / "seed1").glob("*/*.json*"):
+        if log.name in ("eval.jsonl", "config.json"):
+            (out / log.relative_to(other)).parent.mkdir(parents=True, exist_ok=True)
+            (out / log.relative_to(other)).write_bytes(log.read_bytes())
+    assert main([*argv, "--seeds", "3", "--report-only"]) == 0
+    merged = json.loads((out / "report.json").read_text())
+    assert merged["seeds"] == [0, 1] and merged["unfinished_seeds"] == [2]
+    assert merged["per_seed"]["0"] == report["per_seed"]["0"] and len(merged["lead_per_seed"]) == 2
+    assert not (out / "seed2").exists()  # nothing trained
+    assert "left out: 2" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*argv[:-3], "--out", str(tmp_path / "none"), "--quiet", "--report-only"]) == 2
+    assert "holds no study" in capsys.readouterr().err
+
 
 def test_transfer_seeds_average_their_curves_and_summaries():
     from genworld.train.transfer import mean_curve, mean_std, transfer_config

@@ -482,15 +482,20 @@ def agnostic_transfer_config(**fields: Any) -> AgnosticTransferConfig:
 
 
 def agnostic_transfer(
-    cfg: AgnosticTransferConfig, out: str | Path, *, show_progress: bool = True
+    cfg: AgnosticTransferConfig,
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+    report_only: bool = False,
 ) -> Result:
     """Pretrain agnostic IQL on some envs, fine-tune it on a held-out env of other sizes and
-    train that env from scratch (each resumable); report.md / report.json / transfer.png."""
+    train that env from scratch (each resumable); report.md / report.json / transfer.png.
+    ``report_only``: train nothing, compare the seeds finished so far."""
     from genworld.reports.transfer import write_transfer_report
     from genworld.train.transfer import run_transfer
 
     out = Path(out)
-    report = run_transfer(cfg, out, show_progress=show_progress)
+    report = run_transfer(cfg, out, show_progress=show_progress, report_only=report_only)
     return Result(out, report, tuple(write_transfer_report(report, out)))
 
 

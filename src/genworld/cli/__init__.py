@@ -331,7 +331,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "vs from scratch (resumable; report and plot)",
     )
     _scale(p)
-    _common(p)
+    _common(p, report_only=True)
     p.set_defaults(func=commands.agnostic_transfer)
     p = parsers["train", "agnostic-ablations"] = train_sub.add_parser(
         "agnostic-ablations",

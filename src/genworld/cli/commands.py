@@ -361,12 +361,13 @@ def agnostic_transfer(args) -> None:
     if printed(args, cfg):
         return
     out = args.out or f"runs/agnostic_transfer__{cfg.target}__{cfg.scale}__s{cfg.seed}"
-    result = run(cfg, out, show_progress=not args.quiet)
+    result = run(cfg, out, show_progress=not args.quiet, report_only=args.report_only)
     s = result.summary["summary"]
     print(
         f"agnostic-transfer to {result.summary['target']}: last-{cfg.last_k} score "
         f"{s['finetune']['last_k']['mean']:.1f} fine-tuned vs "
-        f"{s['scratch']['last_k']['mean']:.1f} from scratch (mean of {cfg.seeds} seed(s)); "
+        f"{s['scratch']['last_k']['mean']:.1f} from scratch (mean of "
+        f"{len(result.summary['seeds'])} seed(s)); "
         f"report: {result.out / 'report.md'}"
     )
 

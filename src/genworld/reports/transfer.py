@@ -26,7 +26,8 @@ def write_transfer_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 def _markdown(report: dict[str, Any], plot: str) -> str:
     cfg, summary = report["config"], report["summary"]
-    k, seeds, pre = cfg["last_k"], cfg["seeds"], report["pretrain_score"]
+    k, pre = cfg["last_k"], report["pretrain_score"]
+    seeds = len(report["seeds"]) if "seeds" in report else cfg["seeds"]
     specific = cfg.get("networks", "agnostic") == "env-specific"
     kept = (
         "the shared middle; the target's encoders and decoders start fresh"
@@ -57,6 +58,9 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
         lines.append(f"| {label} | {_pm(s['first'])} | {_pm(s['area'])} | {_pm(s['last_k'])} |")
     leads = ", ".join(f"{v:+.1f}" for v in report["lead_per_seed"])
     lines += ["", f"Fine-tuned minus scratch, last {k}, per seed: {leads}."]
+    if report.get("unfinished_seeds"):
+        left = ", ".join(str(s) for s in report["unfinished_seeds"])
+        lines += ["", f"Seeds not finished yet, left out: {left}."]
     return "\n".join(lines + seeds_footer(report, plot, seeds))
 
 

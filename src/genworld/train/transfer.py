@@ -159,50 +159,82 @@ def stage_configs(cfg: AgnosticTransferConfig, out: Path, seed: int) -> dict[str
 
 
 def run_transfer(
-    cfg: AgnosticTransferConfig, out: Path, *, show_progress: bool = True
+    cfg: AgnosticTransferConfig,
+    out: Path,
+    *,
+    show_progress: bool = True,
+    report_only: bool = False,
 ) -> dict[str, Any]:
-    """Every seed's three runs (each resumes from its folder), then the comparison."""
+    """Every seed's three runs (each resumes from its folder), then the comparison.
+    ``report_only``: train nothing; compare the seeds whose three runs are finished (a running
+    or stopped study, or seed folders of other runs' logs copied into ``out``), and name the
+    others. The seed range is not part of the resume check: a study may add seeds."""
     from genworld.train.dd_iql import train_agnostic_iql
-    from genworld.train.loop import read_eval
 
     validate(cfg)
     out = Path(out)
     started = time.perf_counter()
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    if report_only:
+        if not (out / "config.json").exists():
+            raise GenworldError(
+                f"{out} holds no study (no config.json): start it without --report-only first"
+            )
+        check_or_write_config(out, cfg, ignore=("seed", "seeds"))
+        return _comparison(cfg, out, seeds, started)
     with claim_folder(out, "genworld train agnostic-transfer", cfg):
-        check_or_write_config(out, cfg)
+        check_or_write_config(out, cfg, ignore=("seed", "seeds"))
         for seed in seeds:
             folder = out / f"seed{seed}"
             for name, stage in stage_configs(cfg, folder, seed).items():
                 if show_progress:
                     print(f"agnostic-transfer: {name} → {folder / name}", flush=True)
                 train_agnostic_iql(stage, folder / name, show_progress=show_progress)
-        per_seed = {
-            seed: {
-                name: curve(read_eval(out / f"seed{seed}" / name))
-                for name in ("finetune", "scratch")
-            }
-            for seed in seeds
-        }
-        summaries = {
-            name: [summarize(per_seed[s][name], cfg.last_k) for s in seeds]
-            for name in ("finetune", "scratch")
-        }
-        pretrain = [read_eval(out / f"seed{s}" / "pretrain")[-1] for s in seeds]
-        report = {
-            "config": asdict(cfg),
-            "target": parse_dataset_id(cfg.target).spec.name,
-            "pretrain_score": mean_std([r["eval/normalized_score_mean"] for r in pretrain]),
-            "curves": {name: mean_curve([per_seed[s][name] for s in seeds]) for name in summaries},
-            "per_seed": {str(s): per_seed[s] for s in seeds},
-            "summary": {name: _over_seeds(rows) for name, rows in summaries.items()},
-            "lead_per_seed": [
-                f["last_k"] - c["last_k"]
-                for f, c in zip(summaries["finetune"], summaries["scratch"], strict=True)
-            ],
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "provenance": provenance(),
-        }
+        return _comparison(cfg, out, seeds, started)
+
+
+def _comparison(
+    cfg: AgnosticTransferConfig, out: Path, seeds: list[int], started: float
+) -> dict[str, Any]:
+    """report.json's data from the evaluation logs of the ``seeds`` whose three runs reached
+    their last update; the others are listed under ``unfinished_seeds``."""
+    from genworld.train.loop import read_eval
+
+    logs, unfinished = {}, []
+    for seed in seeds:
+        folder = out / f"seed{seed}"
+        stages = stage_configs(cfg, folder, seed)
+        logs[seed] = {name: read_eval(folder / name) for name in stages}
+        if any(not r or r[-1]["step"] < stages[n].steps for n, r in logs[seed].items()):
+            unfinished.append(seed)
+    seeds = [s for s in seeds if s not in unfinished]
+    if not seeds:
+        raise GenworldError(
+            f"no seed of {out} has finished its three runs yet: rerun without --report-only"
+        )
+    per_seed = {s: {name: curve(logs[s][name]) for name in ("finetune", "scratch")} for s in seeds}
+    summaries = {
+        name: [summarize(per_seed[s][name], cfg.last_k) for s in seeds]
+        for name in ("finetune", "scratch")
+    }
+    pretrain = [logs[s]["pretrain"][-1] for s in seeds]
+    report = {
+        "config": asdict(cfg),
+        "target": parse_dataset_id(cfg.target).spec.name,
+        "seeds": seeds,
+        "pretrain_score": mean_std([r["eval/normalized_score_mean"] for r in pretrain]),
+        "curves": {name: mean_curve([per_seed[s][name] for s in seeds]) for name in summaries},
+        "per_seed": {str(s): per_seed[s] for s in seeds},
+        "summary": {name: _over_seeds(rows) for name, rows in summaries.items()},
+        "lead_per_seed": [
+            f["last_k"] - c["last_k"]
+            for f, c in zip(summaries["finetune"], summaries["scratch"], strict=True)
+        ],
+    }
+    if unfinished:
+        report["unfinished_seeds"] = unfinished
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report["provenance"] = provenance()
     return report
 
 
