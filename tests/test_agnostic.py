@@ -506,7 +506,7 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     assert "left out: 2" in (out / "report.md").read_text()
     capsys.readouterr()
     assert main([*argv[:-3], "--out", str(tmp_path / "none"), "--quiet", "--report-only"]) == 2
-    assert "holds no study" in capsys.readouterr().err
+    assert "holds no run" in capsys.readouterr().err
 
 
 def test_transfer_seeds_average_their_curves_and_summaries():
@@ -631,7 +631,7 @@ def test_agnostic_ablations_tiny_writes_its_report(tmp_path, capsys):
     assert "left out: bigru/seed0, bigru/seed1" in (record / "report.md").read_text()
     capsys.readouterr()
     assert main([*argv[:-3], "--out", str(tmp_path / "none"), "--quiet", "--report-only"]) == 2
-    assert "holds no study" in capsys.readouterr().err
+    assert "holds no run" in capsys.readouterr().err
 
 
 def test_env_specific_agent_trains_reads_only_its_own_dims_and_grows_with_the_envs(tmp_path):

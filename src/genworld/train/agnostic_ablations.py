@@ -31,7 +31,7 @@ import numpy as np
 from genworld.config import apply, check_scale, resolve
 from genworld.data.ids import parse_dataset_id
 from genworld.errors import GenworldError
-from genworld.utils.io import check_or_write_config, claim_folder
+from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
 from genworld.utils.provenance import provenance
 
 VARIANTS = ("agnostic", "bigru", "env-specific", "iql")
@@ -226,11 +226,7 @@ def run_ablations(
     started = time.perf_counter()
     runs = stage_configs(cfg)
     if report_only:
-        if not (out / "config.json").exists():
-            raise GenworldError(
-                f"{out} holds no study (no config.json): start it without --report-only first"
-            )
-        check_or_write_config(out, cfg, ignore=("seeds", "variants"))
+        check_report_folder(out, cfg, ignore=("seeds", "variants"))
         return _comparison(cfg, out, runs, started)
     with claim_folder(out, "genworld train agnostic-ablations", cfg):
         check_or_write_config(out, cfg, ignore=("seeds", "variants"))  # each keys its runs

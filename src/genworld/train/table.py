@@ -20,7 +20,7 @@ from genworld.config import check_scale, from_dict, resolve
 from genworld.data.ids import QUALITIES, parse_dataset_id, size_warning
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.utils.io import atomic_write_json, check_or_write_config, claim
+from genworld.utils.io import atomic_write_json, check_or_write_config, check_report_folder, claim
 from genworld.utils.provenance import provenance
 
 SETTINGS = ("multi", "single")
@@ -307,11 +307,7 @@ def _finish_claimed(
 
 def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
     """The results of the cells of ``cfg`` finished in ``out`` (a run of the same config)."""
-    if not (out / "config.json").exists():
-        raise GenworldError(
-            f"{out} holds no run (no config.json): start it without --report-only first"
-        )
-    check_or_write_config(out, cfg, ignore=("workers", "executor"))
+    check_report_folder(out, cfg, ignore=("workers", "executor"))
     paths = [out / cell.folder / "result.json" for cell in cells(cfg)]
     results = [json.loads(path.read_text()) for path in paths if path.exists()]
     if not results:

@@ -24,7 +24,7 @@ from typing import Any
 from genworld.config import apply, check_scale
 from genworld.data.ids import parse_dataset_id
 from genworld.errors import GenworldError
-from genworld.utils.io import check_or_write_config, claim_folder
+from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
 from genworld.utils.provenance import provenance
 
 
@@ -176,11 +176,7 @@ def run_transfer(
     started = time.perf_counter()
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     if report_only:
-        if not (out / "config.json").exists():
-            raise GenworldError(
-                f"{out} holds no study (no config.json): start it without --report-only first"
-            )
-        check_or_write_config(out, cfg, ignore=("seed", "seeds"))
+        check_report_folder(out, cfg, ignore=("seed", "seeds"))
         return _comparison(cfg, out, seeds, started)
     with claim_folder(out, "genworld train agnostic-transfer", cfg):
         check_or_write_config(out, cfg, ignore=("seed", "seeds"))

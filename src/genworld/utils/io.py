@@ -234,6 +234,18 @@ def _foreign_files(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def check_report_folder(out: Path, cfg: Any, *, ignore: tuple[str, ...] = ()) -> None:
+    """``--report-only``'s check: ``out`` holds a run of ``cfg`` (its config.json, compared as
+    :func:`check_or_write_config` does, ``ignore`` aside), else one line saying how to start it."""
+    from genworld.errors import GenworldError
+
+    if not (Path(out) / "config.json").exists():
+        raise GenworldError(
+            f"{out} holds no run (no config.json): start it without --report-only first"
+        )
+    check_or_write_config(out, cfg, ignore=ignore)
+
+
 @contextlib.contextmanager
 def claim_folder(out: Path, command: str, cfg: Any = None):
     """Hold ``out`` for this process for the ``with`` block (:func:`claim` on ``out/.claim``, the
