@@ -246,6 +246,21 @@ def test_an_update_act_and_state_round_trip():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_actor_critic_imagines_from_every_start_or_the_configured_few(monkeypatch):
+    sizes = []
+    for starts in (0, 5):
+        agent = _agent(cfg=dataclasses.replace(TINY, imagination_starts=starts))
+        g = torch.Generator().manual_seed(0)
+        agent.collect_episode(g)
+        monkeypatch.setattr(
+            agent, "actor_critic", lambda start: sizes.append(len(start.env_idx)) or {}
+        )
+        agent.update(g)
+    assert sizes[0] > 5 and sizes[1] == 5  # every posterior state of the batch, then 5
+    with pytest.raises(GenworldError, match="imagination_starts"):
+        dataclasses.replace(TINY, imagination_starts=-1).validate()
+
+
 def test_variants_and_missing_pieces_are_one_line_errors():
     from genworld.train.finetune import config_for_scale
 
