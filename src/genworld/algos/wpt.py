@@ -217,7 +217,7 @@ PRESETS: dict[str, dict] = {
         "guidance_steps": 15_000,
         "train_ratio": 64.0,
         # 128 of a batch's 528 posterior states: a quarter of the actor-critic's cost, which
-        # is most of an update's (0.93 s per update with all of them, 1 thread)
+        # is most of an update's (docs/algorithms/wpt.md)
         "imagination_starts": 128,
         "model_lr": 3e-4,
         "hidden": 256,
