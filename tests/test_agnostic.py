@@ -501,6 +501,7 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     assert main([*argv, "--seeds", "3", "--report-only"]) == 0
     merged = json.loads((out / "report.json").read_text())
     assert merged["seeds"] == [0, 1] and merged["unfinished_seeds"] == [2]
+    assert merged["report_only"] and "report_only" not in report
     assert merged["per_seed"]["0"] == report["per_seed"]["0"] and len(merged["lead_per_seed"]) == 2
     assert not (out / "seed2").exists()  # nothing trained
     assert "left out: 2" in (out / "report.md").read_text()
@@ -626,7 +627,8 @@ def test_agnostic_ablations_tiny_writes_its_report(tmp_path, capsys):
     assert main([*argv, "--report-only"]) == 0
     again = json.loads((record / "report.json").read_text())
     assert again["per_seed"] == report["per_seed"] and again["ratio"] == ratio
-    assert again["unfinished"] == ["bigru/seed0", "bigru/seed1"]
+    assert again["unfinished"] == ["bigru/seed0", "bigru/seed1"] and again["report_only"]
+    assert "report_only" not in report  # the study's own command trained its runs
     assert not (record / "bigru").exists()  # nothing trained
     assert "left out: bigru/seed0, bigru/seed1" in (record / "report.md").read_text()
     capsys.readouterr()

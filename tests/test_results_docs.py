@@ -412,6 +412,44 @@ def test_a_scenarios_record_renders_its_scores_and_world_model_errors(tmp_path):
     assert "world models only" in row.protocol and "mrcom nan" not in row.result
 
 
+def test_a_transfer_record_renders_and_a_merged_report_takes_its_records_code(tmp_path):
+    from genworld.reports.results import headline
+
+    report = {
+        "config": {
+            "pretrain": ["halfcheetah-medium", "walker2d-medium"],
+            "target": "hopper-medium",
+            "scale": "mini",
+            "pretrain_steps": 10000,
+            "finetune_steps": 5000,
+            "last_k": 3,
+            "seed": 0,
+            "seeds": 3,
+            "networks": "agnostic",
+        },
+        "target": "hopper",
+        "seeds": [0, 1],
+        "summary": {
+            "finetune": {"last_k": {"mean": 40.0, "std": 2.0}},
+            "scratch": {"last_k": {"mean": 30.0, "std": 1.0}},
+        },
+        "lead_per_seed": [12.0, 8.0],
+        "report_only": True,  # seeds trained by other commands
+        "provenance": {"commit": "d" * 40, "dirty": False},
+    }
+    folder = tmp_path / "transfer"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "record.json").write_text(json.dumps({"code": "abc1234"}))
+    row = headline(folder)
+    assert row.kind == "agnostic" and row.code == "abc1234"  # not the merging command's
+    assert "fine-tuned 40.0 ± 2.0 vs from scratch 30.0 ± 1.0" in row.result
+    assert "lead per seed +12.0, +8.0" in row.result and "2 seeds" in row.protocol
+    del report["report_only"]
+    (folder / "report.json").write_text(json.dumps(report))
+    assert headline(folder).code == "d" * 7  # the study's own command trained its runs
+
+
 def test_the_scenario_models_bench_reads_as_its_record_says():
     from genworld.reports.results import _model_bench_parts
 

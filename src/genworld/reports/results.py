@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from genworld.errors import GenworldError
+from genworld.reports.run import count
 from genworld.reports.scenarios import ERROR_SPLITS, SPLITS
 from genworld.reports.table import rows as table_rows
 from genworld.utils.provenance import PACKAGE_DIR, cells_code
@@ -114,6 +115,8 @@ def headline(folder: Path) -> Headline:
         row = _world_model(folder)
     elif (folder / "report.json").exists() and is_ablations_report(_read(folder / "report.json")):
         row = _agnostic_ablations(folder)
+    elif (folder / "report.json").exists() and is_transfer_report(_read(folder / "report.json")):
+        row = _agnostic_transfer(folder)
     elif any(
         _read(f).keys() & BENCH_KEYS for f in folder.glob("*.json") if f.name != "record.json"
     ):
@@ -122,7 +125,8 @@ def headline(folder: Path) -> Headline:
         raise GenworldError(
             f"{folder} holds no study record (unseen.json, scenarios.json, table.json, "
             "seed*/report.json, "
-            "k_step_errors.json, an agnostic-ablations report.json or a bench JSON): move it out of the records folder or teach reports/results.py its kind"
+            "k_step_errors.json, an agnostic-ablations or agnostic-transfer report.json or a "
+            "bench JSON): move it out of the records folder or teach reports/results.py its kind"
         )
     kind, study, result, protocol, code = row
     return Headline(
@@ -281,7 +285,42 @@ def _agnostic_ablations(folder: Path) -> tuple[str, str, str, str, str]:
         f"updates, {cfg['seeds']} seeds, last {cfg['last_k']} evaluations"
     )
     title = "Agnostic agent and its ablations (agnostic paper, Table 1 and §4.3)"
-    return "agnostic", title, "; ".join(parts), protocol, _code([report])
+    return "agnostic", title, "; ".join(parts), protocol, _report_code(report)
+
+
+def is_transfer_report(report: dict[str, Any]) -> bool:
+    """Whether a report.json is ``genworld train agnostic-transfer``'s."""
+    return "lead_per_seed" in report and "pretrain" in report.get("config", {})
+
+
+def _agnostic_transfer(folder: Path) -> tuple[str, str, str, str, str]:
+    """``genworld train agnostic-transfer``: the fine-tuned and the from-scratch run's last-k
+    score on the held-out env (mean ± std over seeds) and the lead of each seed."""
+    report = _read(folder / "report.json")
+    cfg, summary = report["config"], report["summary"]
+    k = cfg["last_k"]
+    tuned, scratch = summary["finetune"]["last_k"], summary["scratch"]["last_k"]
+    leads = ", ".join(f"{v:+.1f}" for v in report["lead_per_seed"])
+    result = (
+        f"{report['target']}, last {k}: fine-tuned {tuned['mean']:.1f} ± {tuned['std']:.1f} vs "
+        f"from scratch {scratch['mean']:.1f} ± {scratch['std']:.1f}; lead per seed {leads}"
+    )
+    seeds = report.get("seeds", list(range(cfg["seed"], cfg["seed"] + cfg["seeds"])))
+    protocol = (
+        f"`genworld train agnostic-transfer`, `{cfg['scale']}`, networks "
+        f"{cfg.get('networks', 'agnostic')}; pretrain {', '.join(cfg['pretrain'])} "
+        f"{cfg['pretrain_steps']:,} updates, then {cfg['finetune_steps']:,} on the target; "
+        f"{count(len(seeds), 'seed')}, last {k} evaluations"
+    )
+    title = "Agnostic agent: transfer to a held-out env (agnostic paper, §4.2)"
+    return "agnostic", title, result, protocol, _report_code(report)
+
+
+def _report_code(report: dict[str, Any]) -> str:
+    """The commit of a DD-IQL study's report, which trained its runs; ``unrecorded`` for a
+    ``--report-only`` report (its runs were trained by other commands: the record's
+    record.json names their code)."""
+    return "unrecorded" if report.get("report_only") else _code([report])
 
 
 def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, str, str]:

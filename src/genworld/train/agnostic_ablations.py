@@ -227,7 +227,7 @@ def run_ablations(
     runs = stage_configs(cfg)
     if report_only:
         check_report_folder(out, cfg, ignore=("seeds", "variants"))
-        return _comparison(cfg, out, runs, started)
+        return _comparison(cfg, out, runs, started, report_only=True)
     with claim_folder(out, "genworld train agnostic-ablations", cfg):
         check_or_write_config(out, cfg, ignore=("seeds", "variants"))  # each keys its runs
         for name, run in runs.items():
@@ -243,10 +243,16 @@ def run_ablations(
 
 
 def _comparison(
-    cfg: AgnosticAblationsConfig, out: Path, runs: dict[str, Any], started: float
+    cfg: AgnosticAblationsConfig,
+    out: Path,
+    runs: dict[str, Any],
+    started: float,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """report.json's data from the evaluation logs of the finished ``runs`` (those whose log
-    reaches their last update); the others are listed under ``unfinished``."""
+    reaches their last update); the others are listed under ``unfinished``. ``report_only``
+    (marked in the report): the runs were trained by other commands, whose code the report's
+    provenance does not name."""
     from genworld.train.loop import read_eval
 
     envs = [parse_dataset_id(d).spec.name for d in cfg.datasets]
@@ -291,6 +297,8 @@ def _comparison(
         report["ratio"] = score_ratio(per_seed_last_k["agnostic"], per_seed_last_k["iql"])
     if unfinished:
         report["unfinished"] = unfinished
+    if report_only:
+        report["report_only"] = True
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report

@@ -177,7 +177,7 @@ def run_transfer(
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     if report_only:
         check_report_folder(out, cfg, ignore=("seed", "seeds"))
-        return _comparison(cfg, out, seeds, started)
+        return _comparison(cfg, out, seeds, started, report_only=True)
     with claim_folder(out, "genworld train agnostic-transfer", cfg):
         check_or_write_config(out, cfg, ignore=("seed", "seeds"))
         for seed in seeds:
@@ -190,10 +190,16 @@ def run_transfer(
 
 
 def _comparison(
-    cfg: AgnosticTransferConfig, out: Path, seeds: list[int], started: float
+    cfg: AgnosticTransferConfig,
+    out: Path,
+    seeds: list[int],
+    started: float,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """report.json's data from the evaluation logs of the ``seeds`` whose three runs reached
-    their last update; the others are listed under ``unfinished_seeds``."""
+    their last update; the others are listed under ``unfinished_seeds``. ``report_only``
+    (marked in the report): the runs were trained by other commands, whose code the report's
+    provenance does not name."""
     from genworld.train.loop import read_eval
 
     logs, unfinished = {}, []
@@ -229,6 +235,8 @@ def _comparison(
     }
     if unfinished:
         report["unfinished_seeds"] = unfinished
+    if report_only:
+        report["report_only"] = True
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report
