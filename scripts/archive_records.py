@@ -1,8 +1,9 @@
 """Copy a study's small records from its run folder into ``docs/results/<study>`` (see that
-folder's README): the top-level config/report files, every finished cell's ``result.json``, and
-each seeded run's ``eval.jsonl`` and ``config.json`` outside ``cells/`` (a DD-IQL study's
-runs), the models the study's cells share (``world_model/``, ``world_models/*/`` or, for scenario
-studies, ``world_models/<setting>/<kind>/``: config, held-out errors and final checkpoint;
+folder's README): the top-level config/report files, every finished cell's ``result.json`` (a
+WPT study's: ``report.json``), each seeded run's ``eval.jsonl`` and ``config.json`` outside
+``cells/`` (a DD-IQL study's runs), the models the study's cells share (``world_model/``, a WPT
+study's ``pretrain/``, ``world_models/*/`` or, for scenario studies,
+``world_models/<setting>/<kind>/``: config, held-out errors and final checkpoint;
 ``prompt_dt/seed*/net.safetensors``). Cells' own checkpoints and datasets stay out.
 
     python scripts/archive_records.py RUN_DIR docs/results/STUDY [--max-models-mb N]
@@ -31,13 +32,13 @@ TOP = (".json", ".md", ".png", ".csv")
 def shared_files(run: Path) -> list[Path]:
     """The models the study's cells share: each world model folder's config and latest
     checkpoint, and each seed's Prompt-DT weights."""
-    folders = [run / "world_model"] if (run / "world_model").is_dir() else []
+    folders = [run / name for name in ("world_model", "pretrain") if (run / name).is_dir()]
     if (run / "world_models").is_dir():  # <key>/ (table), or <setting>/<kind>/ (scenarios)
         folders += sorted(d for d in (run / "world_models").glob("*") if d.is_dir())
         folders += sorted(d for d in (run / "world_models").glob("*/*") if d.is_dir())
     files = []
     for folder in folders:
-        for name in ("config.json", "errors.json"):  # errors: held-out k-step errors
+        for name in ("config.json", "errors.json", "provenance.json"):  # errors: k-step
             if (folder / name).exists():
                 files.append(folder / name)
         ckpts = folder / "checkpoints"
@@ -71,6 +72,7 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
         f for f in run.iterdir() if f.is_file() and f.suffix in TOP and f.name != "record.json"
     ]
     records += list(run.glob("cells/**/result.json"))
+    records += list(run.glob("cells/**/report.json"))  # a WPT study's fine-tuning runs
     records += run_logs(run)
     models = shared_files(run)
     size_mb = sum(f.stat().st_size for f in models) / 2**20

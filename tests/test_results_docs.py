@@ -352,6 +352,29 @@ def test_an_archived_new_record_keeps_its_provenance_and_renders(tmp_path, archi
     assert api.results(records).summary["studies"][0]["folder"] == "new-study"
 
 
+def test_a_wpt_study_archives_its_runs_reports_and_its_pretrained_model(tmp_path, archive):
+    run = tmp_path / "run"
+    cell = run / "cells" / "dmc-cheetah-run" / "p" / "seed0"
+    (cell / "checkpoints" / "step_000000001").mkdir(parents=True)
+    (cell / "report.json").write_text("{}")
+    (cell / "checkpoints" / "step_000000001" / "tensors.safetensors").write_bytes(b"x")
+    for step in ("step_000000010", "step_000000020"):
+        (run / "pretrain" / "checkpoints" / step).mkdir(parents=True)
+        (run / "pretrain" / "checkpoints" / step / "tensors.safetensors").write_bytes(b"w")
+    (run / "pretrain" / "config.json").write_text("{}")
+    (run / "pretrain" / "provenance.json").write_text("{}")
+    (run / "wpt_study.json").write_text("{}")
+    archive(run, tmp_path / "record")
+    kept = {str(f.relative_to(tmp_path / "record")) for f in (tmp_path / "record").rglob("*.*")}
+    assert kept == {
+        "wpt_study.json",
+        "cells/dmc-cheetah-run/p/seed0/report.json",
+        "pretrain/config.json",
+        "pretrain/provenance.json",
+        "pretrain/checkpoints/step_000000020/tensors.safetensors",  # the last one only
+    }
+
+
 def test_a_partial_record_says_so(tmp_path):
     run = _table_run(tmp_path)
     (run / "cells" / "medium" / "single-hopper" / "bc" / "seed1" / "result.json").unlink()

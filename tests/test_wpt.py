@@ -366,3 +366,30 @@ def test_wpt_study_report_gives_finals_with_cis_and_checks_the_claims():
     assert retrieval["not_measured"] == ["dmc-cheetah-run"] and retrieval["holds"] is False
     assert mean_ci([3.0], 100) == (3.0, 3.0, 3.0)
     assert mean_ci([1.0, 2.0, 3.0], 100) == mean_ci([1.0, 2.0, 3.0], 100)  # seeded
+
+
+def test_a_wpt_study_record_renders_its_finals_claims_and_code(tmp_path):
+    """An archived study (its cells' reports and wpt_study.json) is a row of the results page."""
+    from genworld.reports.results import headline
+    from genworld.reports.wpt_study import write_wpt_study_report
+    from genworld.train.wpt_study import config_for_scale
+
+    cfg = config_for_scale("tiny", tasks=("dmc-cheetah-run",), variants=("scratch", "p+er+g"))
+    cfg = dataclasses.replace(cfg, seeds=2)
+    reports = [
+        _fake_report("dmc-cheetah-run", "scratch", 0, [100.0]),
+        _fake_report("dmc-cheetah-run", "p+er+g", 0, [300.0], share=1.0),
+        _fake_report("dmc-cheetah-run", "p+er+g", 1, [340.0], share=1.0),
+    ]
+    for r in reports:
+        r["provenance"] = {"commit": "e" * 40, "dirty": False}
+        c = r["config"]
+        cell = tmp_path / "cells" / c["task"] / c["variant"] / f"seed{c['seed']}"
+        cell.mkdir(parents=True)
+        (cell / "report.json").write_text(json.dumps(r))
+    write_wpt_study_report(cfg, reports, planned=4, out=tmp_path)
+    row = headline(tmp_path)
+    assert row.kind == "wpt" and row.code == "e" * 7
+    assert "dmc-cheetah-run: scratch (DreamerV3) 100 (n=1) · P+ER+G (WPT) 320" in row.result
+    assert "on at least 2 DMC tasks: not measured yet" in row.result
+    assert "3 of 4 runs (partial)" in row.protocol

@@ -49,12 +49,13 @@ KIND_ORDER = (
     "sweep",
     "unseen",
     "scenarios",
+    "wpt",
     "agnostic",
     "world_model",
     "bench",
 )
-"""Rows in this order: quick start, Table 1, ablations, β, unseen tasks, world-model accuracy,
-speed."""
+"""Rows in this order: quick start, Table 1, ablations, β, unseen tasks, scenarios, WPT, the
+agnostic agent, world-model accuracy, speed."""
 
 FOOTER = (
     "Scores are normalized: D4RL's reference returns for the MuJoCo tables, and per task "
@@ -107,6 +108,8 @@ def headline(folder: Path) -> Headline:
         row = _unseen(folder, meta.get("compare"))
     elif (folder / "scenarios.json").exists():
         row = _scenarios(folder)
+    elif (folder / "wpt_study.json").exists():
+        row = _wpt_study(folder)
     elif (folder / "table.json").exists():
         row = _table(folder)
     elif any(folder.glob("seed*/report.json")):
@@ -123,7 +126,8 @@ def headline(folder: Path) -> Headline:
         row = _bench(folder)
     else:
         raise GenworldError(
-            f"{folder} holds no study record (unseen.json, scenarios.json, table.json, "
+            f"{folder} holds no study record (unseen.json, scenarios.json, wpt_study.json, "
+            "table.json, "
             "seed*/report.json, "
             "k_step_errors.json, an agnostic-ablations or agnostic-transfer report.json or a "
             "bench JSON): move it out of the records folder or teach reports/results.py its kind"
@@ -286,6 +290,34 @@ def _agnostic_ablations(folder: Path) -> tuple[str, str, str, str, str]:
     )
     title = "Agnostic agent and its ablations (agnostic paper, Table 1 and §4.3)"
     return "agnostic", title, "; ".join(parts), protocol, _report_code(report)
+
+
+def _wpt_study(folder: Path) -> tuple[str, str, str, str, str]:
+    """``genworld wpt-study``: each task's final return per variant (mean over seeds, with the
+    number of seeds where fewer than planned finished) and each claim's verdict."""
+    from genworld.reports.wpt_study import NAMES
+
+    report = _read(folder / "wpt_study.json")
+    cfg, summary = report["config"], report["summary"]
+    parts = []
+    for task, rows in summary.items():
+        finals = " · ".join(
+            f"{NAMES.get(v, v)} {rows[v]['final_return']:.0f}"
+            + (f" (n={rows[v]['seeds']})" if rows[v]["seeds"] < cfg["seeds"] else "")
+            for v in cfg["variants"]
+            if v in rows
+        )
+        parts.append(f"{task}: {finals}")
+    verdict = {True: "holds", False: "fails", None: "not measured yet"}
+    parts += [f"{c['claim']}: {verdict[c['holds']]}" for c in report["claims"].values()]
+    runs = _cells_text(report["finished_runs"], report["planned_runs"]).replace("cell", "run")
+    protocol = (
+        f"`genworld wpt-study`, `{cfg['scale']}`, {runs}, {count(cfg['seeds'], 'seed')} per "
+        f"(task, variant), last {cfg['last_k']} evaluations"
+    )
+    reports = [_read(f) for f in sorted((folder / "cells").glob("**/report.json"))]
+    title = "WPT: fine-tuning a pre-trained world model vs from scratch (seed 004)"
+    return "wpt", title, "; ".join(parts), protocol, _code(reports)
 
 
 def is_transfer_report(report: dict[str, Any]) -> bool:
