@@ -49,15 +49,14 @@ def shared_files(run: Path) -> list[Path]:
 
 
 def run_logs(run: Path) -> list[Path]:
-    """Each seeded run's evaluation log and config outside ``cells/`` (a DD-IQL study's
+    """Each seeded run's evaluation log, config and provenance outside ``cells/`` (a DD-IQL study's
     ``<variant>[/<env>]/seed<s>/`` or ``seed<s>/<stage>/``, a meta-RL model's
     ``<method>/seed<s>/``): what their reports' per-seed scores are computed from."""
     logs = [*run.glob("*/seed*/eval.jsonl"), *run.glob("*/*/seed*/eval.jsonl")]
     logs += run.glob("seed*/*/eval.jsonl")  # agnostic-transfer: seed<s>/<stage>/
     logs = [f for f in logs if f.relative_to(run).parts[0] not in ("cells", "prefixes")]
-    return sorted(
-        logs + [f.with_name("config.json") for f in logs if f.with_name("config.json").exists()]
-    )
+    beside = [f.with_name(n) for f in logs for n in ("config.json", "provenance.json")]
+    return sorted(logs + [f for f in beside if f.exists()])
 
 
 def copy(src: Path, dest: Path) -> None:

@@ -495,13 +495,14 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     other = tmp_path / "seed1"
     assert main([*argv[:-3], "--out", str(other), "--quiet", "--seed", "1"]) == 0
     for log in (other / "seed1").glob("*/*.json*"):
-        if log.name in ("eval.jsonl", "config.json"):
+        if log.name in ("eval.jsonl", "config.json", "provenance.json"):
             (out / log.relative_to(other)).parent.mkdir(parents=True, exist_ok=True)
             (out / log.relative_to(other)).write_bytes(log.read_bytes())
     assert main([*argv, "--seeds", "3", "--report-only"]) == 0
     merged = json.loads((out / "report.json").read_text())
     assert merged["seeds"] == [0, 1] and merged["unfinished_seeds"] == [2]
     assert merged["report_only"] and "report_only" not in report
+    assert len(merged["runs_provenance"]) == 6  # two seeds' three runs
     assert merged["per_seed"]["0"] == report["per_seed"]["0"] and len(merged["lead_per_seed"]) == 2
     assert not (out / "seed2").exists()  # nothing trained
     assert "left out: 2" in (out / "report.md").read_text()
@@ -619,7 +620,8 @@ def test_agnostic_ablations_tiny_writes_its_report(tmp_path, capsys):
 
     # a record holds the logs only: --report-only compares them and names what is missing
     record = tmp_path / "record"
-    for log in [*out.glob("*/**/eval.jsonl"), *out.glob("*.json"), *out.glob("*/**/config.json")]:
+    logs = [*out.glob("*/**/eval.jsonl"), *out.glob("*.json"), *out.glob("*/**/config.json")]
+    for log in logs + list(out.glob("*/**/provenance.json")):
         (record / log.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
         (record / log.relative_to(out)).write_bytes(log.read_bytes())
     argv[argv.index(str(out))] = str(record)
@@ -629,6 +631,7 @@ def test_agnostic_ablations_tiny_writes_its_report(tmp_path, capsys):
     assert again["per_seed"] == report["per_seed"] and again["ratio"] == ratio
     assert again["unfinished"] == ["bigru/seed0", "bigru/seed1"] and again["report_only"]
     assert "report_only" not in report  # the study's own command trained its runs
+    assert len(again["runs_provenance"]) == 8  # each finished run names its code
     assert not (record / "bigru").exists()  # nothing trained
     assert "left out: bigru/seed0, bigru/seed1" in (record / "report.md").read_text()
     capsys.readouterr()

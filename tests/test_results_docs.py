@@ -468,6 +468,10 @@ def test_a_transfer_record_renders_and_a_merged_report_takes_its_records_code(tm
     assert row.kind == "agnostic" and row.code == "abc1234"  # not the merging command's
     assert "fine-tuned 40.0 ± 2.0 vs from scratch 30.0 ± 1.0" in row.result
     assert "lead per seed +12.0, +8.0" in row.result and "2 seeds" in row.protocol
+    made = {"commit": "f" * 40, "dirty": False}
+    report["runs_provenance"] = {"seed0/finetune": made, "seed1/finetune": made}
+    (folder / "report.json").write_text(json.dumps(report))
+    assert headline(folder).code == "f" * 7  # the runs' own code, recorded with them
     del report["report_only"]
     (folder / "report.json").write_text(json.dumps(report))
     assert headline(folder).code == "d" * 7  # the study's own command trained its runs

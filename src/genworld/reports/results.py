@@ -349,10 +349,13 @@ def _agnostic_transfer(folder: Path) -> tuple[str, str, str, str, str]:
 
 
 def _report_code(report: dict[str, Any]) -> str:
-    """The commit of a DD-IQL study's report, which trained its runs; ``unrecorded`` for a
-    ``--report-only`` report (its runs were trained by other commands: the record's
-    record.json names their code)."""
-    return "unrecorded" if report.get("report_only") else _code([report])
+    """The commit of a DD-IQL study's report, which trained its runs; for a ``--report-only``
+    report (its runs trained by other commands) the runs' own, or ``unrecorded`` where a run
+    kept none (the record's record.json then names their code)."""
+    if not report.get("report_only"):
+        return _code([report])
+    made = report.get("runs_provenance")
+    return _code([{"provenance": p} for p in made.values()]) if made else "unrecorded"
 
 
 def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, str, str]:

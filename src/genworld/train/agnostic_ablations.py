@@ -32,7 +32,7 @@ from genworld.config import apply, check_scale, resolve
 from genworld.data.ids import parse_dataset_id
 from genworld.errors import GenworldError
 from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
-from genworld.utils.provenance import provenance
+from genworld.utils.provenance import provenance, record_provenance, runs_provenance
 
 VARIANTS = ("agnostic", "bigru", "env-specific", "iql")
 
@@ -206,6 +206,7 @@ def train_single_env_iql(
         seed=run.seed,
         show_progress=show_progress,
     )
+    record_provenance(out)
     return records
 
 
@@ -299,6 +300,9 @@ def _comparison(
         report["unfinished"] = unfinished
     if report_only:
         report["report_only"] = True
+        finished = {name: out / name for name in runs if name not in unfinished}
+        if (made := runs_provenance(finished)) is not None:
+            report["runs_provenance"] = made
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report

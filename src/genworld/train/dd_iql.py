@@ -273,6 +273,10 @@ def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bo
         processes=d,
         unit="update",
     )
+    if d.is_main:
+        from genworld.utils.provenance import record_provenance
+
+        record_provenance(out)
     return read_eval(out) if d.is_main else []
 
 

@@ -25,7 +25,7 @@ from genworld.config import apply, check_scale
 from genworld.data.ids import parse_dataset_id
 from genworld.errors import GenworldError
 from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
-from genworld.utils.provenance import provenance
+from genworld.utils.provenance import provenance, runs_provenance
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,10 @@ def _comparison(
         report["unfinished_seeds"] = unfinished
     if report_only:
         report["report_only"] = True
+        stages = ("pretrain", "finetune", "scratch")
+        finished = {f"seed{s}/{n}": out / f"seed{s}" / n for s in seeds for n in stages}
+        if (made := runs_provenance(finished)) is not None:
+            report["runs_provenance"] = made
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report

@@ -99,6 +99,28 @@ def provenance() -> dict[str, Any]:
     }
 
 
+def record_provenance(out: Path) -> None:
+    """``out/provenance.json``: the code that finished the run in ``out`` (kept when the run is
+    rerun after finishing), so a record of its logs names its code."""
+    from genworld.utils.io import atomic_write_json
+
+    if not (Path(out) / "provenance.json").exists():
+        atomic_write_json(Path(out) / "provenance.json", provenance())
+
+
+def runs_provenance(folders: dict[str, Path]) -> dict[str, dict[str, Any]] | None:
+    """Each run's recorded code (``{name: {"commit", "dirty"}}``, from
+    :func:`record_provenance`), or None when a run has none (finished by older code)."""
+    made = {}
+    for name, folder in folders.items():
+        path = Path(folder) / "provenance.json"
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        made[name] = {"commit": record.get("commit"), "dirty": record.get("dirty", False)}
+    return made
+
+
 def provenance_line(record: dict[str, Any]) -> str:
     """One Markdown line naming a ``provenance()`` record's code and machine."""
     commit = record.get("commit")
