@@ -81,6 +81,7 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
     for f in records + models:
         copy(f, dest / f.relative_to(run))
     cells = [json.loads(f.read_text()) for f in run.glob("cells/**/result.json")]
+    cells += [json.loads(f.read_text()) for f in run.glob("cells/**/report.json")]  # WPT's
     made_by = cells_code(cells)
     print("cells made by: " + ", ".join(f"{code} ({n})" for code, n in made_by.items()))
     if any(code.endswith("+dirty") for code in made_by):

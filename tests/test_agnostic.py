@@ -488,8 +488,10 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     assert report["config"]["seeds"] == 1 and len(report["lead_per_seed"]) == 1
     assert set(report["summary"]["finetune"]["last_k"]) == {"mean", "std"}
     first = (out / "seed0" / "finetune" / "eval.jsonl").read_text()
+    made = (out / "seed0" / "finetune" / "provenance.json").read_text()
     assert main(argv) == 0  # finished: resumes without training again
     assert (out / "seed0" / "finetune" / "eval.jsonl").read_text() == first
+    assert (out / "seed0" / "finetune" / "provenance.json").read_text() == made  # not restamped
 
     # seed 1 run in another folder; its logs alone join seed 0's report, seed 2 is missing
     other = tmp_path / "seed1"
@@ -558,6 +560,17 @@ def test_ablation_runs_match_rows_per_env_and_swap_the_encoder():
         stage_configs(agnostic_ablations_config(scale="tiny", steps=7))["iql/hopper/seed0"].steps
         == 7
     )
+
+
+def test_ablation_seeds_start_at_the_first_seed():
+    from genworld.api import agnostic_ablations_config
+    from genworld.errors import GenworldError
+    from genworld.train.agnostic_ablations import stage_configs
+
+    runs = stage_configs(agnostic_ablations_config(scale="tiny", seed=2, variants=("bigru",)))
+    assert list(runs) == ["bigru/seed2"] and runs["bigru/seed2"].seed == 2
+    with pytest.raises(GenworldError, match="--seed must be a whole number"):
+        agnostic_ablations_config(scale="tiny", seed=-1)
 
 
 def test_ablations_seeds_are_checked():
@@ -637,6 +650,18 @@ def test_agnostic_ablations_tiny_writes_its_report(tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv[:-3], "--out", str(tmp_path / "none"), "--quiet", "--report-only"]) == 2
     assert "holds no run" in capsys.readouterr().err
+    # a run copied in from a study of other settings is refused, in one line
+    run_config = record / "agnostic" / "seed0" / "config.json"
+    run_config.write_text(json.dumps(json.loads(run_config.read_text()) | {"steps": 99}))
+    assert main([*argv, "--report-only"]) == 2
+    assert "agnostic/seed0 was run with other settings (steps)" in capsys.readouterr().err
+    # a study with nothing finished has no report
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_bytes((record / "config.json").read_bytes())
+    argv[argv.index(str(record))] = str(empty)
+    assert main([*argv, "--report-only"]) == 2
+    assert "no run of" in capsys.readouterr().err
 
 
 def test_env_specific_agent_trains_reads_only_its_own_dims_and_grows_with_the_envs(tmp_path):

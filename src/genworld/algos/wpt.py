@@ -22,8 +22,9 @@ One training iteration is one episode (Alg. 1, ncrl's "epoch"):
      trajectories retrieved from the pre-training data (**experience rehearsal**, eq. 5, ``er``;
      reward-free rows never reach the reward term) and the rest from the online episodes: eq. 1
      (reconstruction + balanced KL) plus the reward head's error on online rows (Alg. 1);
-   - the **actor-critic in imagination** from every posterior state of that batch (so rehearsed
-     rows widen the start distribution ``p_0(s)``, Fig. 3): ``horizon`` steps of the prior under
+   - the **actor-critic in imagination** from every posterior state of that batch, or
+     ``imagination_starts`` of them drawn at random (so rehearsed rows widen the start
+     distribution ``p_0(s)``, Fig. 3): ``horizon`` steps of the prior under
      the actor, rewards from the reward head, λ-returns (eq. 2, :func:`lambda_returns`) bootstrapped
      from a slow critic; the critic learns their distribution by maximum likelihood (eq. 3,
      :func:`critic_loss`), the actor maximises them plus entropy (eq. 4, :func:`actor_loss`),

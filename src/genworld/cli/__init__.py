@@ -44,8 +44,8 @@ def _common(p: argparse.ArgumentParser, report_only: bool = False) -> None:
         p.add_argument(
             "--report-only",
             action="store_true",
-            help="train nothing: write the report from the cells finished so far (a running or "
-            "stopped run of the same command)",
+            help="train nothing: write the report from the cells (runs) finished so far (a "
+            "running or stopped run of the same command, or a record copied to a folder)",
         )
 
 

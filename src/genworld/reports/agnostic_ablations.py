@@ -46,7 +46,7 @@ def write_ablations_report(report: dict[str, Any], out: Path) -> list[Path]:
 def _markdown(report: dict[str, Any], plot: str) -> str:
     cfg, summary, envs = report["config"], report["summary"], report["envs"]
     per_seed = report["per_seed"]
-    seeds = cfg["seeds"]
+    seeds = finished_seeds(report)
     variants = [v for v in cfg["variants"] if v in summary]
     lines = [
         f"# Agnostic agent and its ablations ({cfg['scale']}, {count(seeds, 'seed')})",
@@ -88,7 +88,10 @@ def _markdown(report: dict[str, Any], plot: str) -> str:
     for env in envs:
         cells = [_cell(per_seed[v][env]) if env in per_seed[v] else "—" for v in variants]
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
-    means = [f"{np.mean([summary[v][e] for e in envs if e in summary[v]]):.1f}" for v in variants]
+    means = [  # over every env, or none (a variant missing an env has no comparable mean)
+        f"{np.mean([summary[v][e] for e in envs]):.1f}" if set(envs) <= set(summary[v]) else "—"
+        for v in variants
+    ]
     lines.append("| **mean** | " + " | ".join(means) + " |")
     if "ratio" in report:
         lines += ["", _ratio_line(report)]
@@ -104,8 +107,13 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values):.1f} ({len(values)} seeds)"
 
 
+def finished_seeds(report: dict[str, Any]) -> int:
+    """The most seeds any (variant, env) has finished (the config's, when all have)."""
+    return max(len(s) for envs in report["per_seed"].values() for s in envs.values())
+
+
 def _ratio_line(report: dict[str, Any]) -> str:
-    r, summary, seeds = report["ratio"], report["summary"], report["config"]["seeds"]
+    r, summary, seeds = report["ratio"], report["summary"], finished_seeds(report)
     interval = (
         f"95% bootstrap CI {r['ci_low']:.2f}–{r['ci_high']:.2f} over seeds, {r['reps']:,} "
         f"resamples; with {seeds} seeds per arm and env, a rough interval"

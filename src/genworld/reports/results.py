@@ -133,13 +133,17 @@ def headline(folder: Path) -> Headline:
             "bench JSON): move it out of the records folder or teach reports/results.py its kind"
         )
     kind, study, result, protocol, code = row
+    if "code" in meta:  # record.json names the code of what was made before provenance was kept
+        code = ", ".join(
+            dict.fromkeys(meta["code"] if c == "unrecorded" else c for c in code.split(", "))
+        )
     return Headline(
         folder=folder.name,
         kind=kind,
         study=meta.get("title", study),
         result=result,
         protocol=protocol,
-        code=code if code != "unrecorded" else meta.get("code", "unrecorded"),
+        code=code,
         caveat=meta.get("caveat", ""),
         order=int(meta.get("order", 0)),
     )
@@ -279,14 +283,21 @@ def _agnostic_ablations(folder: Path) -> tuple[str, str, str, str, str]:
             f"agnostic ÷ single-env IQL {ratio['value']:.2f} "
             f"[{ratio['ci_low']:.2f}, {ratio['ci_high']:.2f}]"
         )
-    from genworld.reports.agnostic_ablations import LABELS
+    from genworld.reports.agnostic_ablations import LABELS, finished_seeds
 
-    means = [f"{LABELS.get(v, v)} {sum(s.values()) / len(s):.1f}" for v, s in summary.items()]
+    def mean(variant: str, scores: dict[str, float]) -> str:
+        n = min(len(s) for s in report["per_seed"][variant].values())
+        partial = f" ({count(n, 'seed')})" if n < cfg["seeds"] else ""
+        if set(scores) != set(report["envs"]):
+            return f"{LABELS.get(variant, variant)} — (not every env finished)"
+        return f"{LABELS.get(variant, variant)} {sum(scores.values()) / len(scores):.1f}{partial}"
+
+    means = [mean(v, s) for v, s in summary.items()]
     parts.append("mean normalized score over envs: " + " · ".join(means))
     envs = ", ".join(report["envs"])
     protocol = (
         f"`genworld train agnostic-ablations`, `{cfg['scale']}`, {envs}; {cfg['steps']:,} "
-        f"updates, {cfg['seeds']} seeds, last {cfg['last_k']} evaluations"
+        f"updates, {finished_seeds(report)} seeds, last {cfg['last_k']} evaluations"
     )
     title = "Agnostic agent and its ablations (agnostic paper, Table 1 and §4.3)"
     return "agnostic", title, "; ".join(parts), protocol, _report_code(report)
@@ -354,8 +365,7 @@ def _report_code(report: dict[str, Any]) -> str:
     kept none (the record's record.json then names their code)."""
     if not report.get("report_only"):
         return _code([report])
-    made = report.get("runs_provenance")
-    return _code([{"provenance": p} for p in made.values()]) if made else "unrecorded"
+    return _code([{"provenance": p} for p in report.get("runs_provenance", {}).values()])
 
 
 def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from genworld.reports.run import count
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
-from genworld.utils.provenance import provenance_line
+from genworld.utils.provenance import cells_code_line, provenance_line
 
 LABELS = {"finetune": "pretrained, fine-tuned", "scratch": "from scratch"}
 
@@ -77,11 +77,16 @@ def seeds_footer(report: dict[str, Any], plot: str, seeds: int = 1) -> list[str]
         if seeds == 1
         else f"{seeds} seeds per run; ± is the standard deviation over seeds."
     )
+    code = provenance_line(report["provenance"])
+    if report.get("report_only"):  # the runs were trained by other commands
+        runs = [{"provenance": p} for p in report.get("runs_provenance", {}).values()]
+        made = cells_code_line(runs).replace("cells made", "runs made").replace(" cell", " run")
+        code = f"{made} This report: {code.removeprefix('**Code**: ')}"
     return [
         "",
         f"{worth} Wall time {report['wall_seconds']:.0f} s.",
         "",
-        provenance_line(report["provenance"]),
+        code,
         "",
         f"![{plot}]({plot})",
         "",

@@ -31,10 +31,19 @@ import numpy as np
 from genworld.config import apply, check_scale, resolve
 from genworld.data.ids import parse_dataset_id
 from genworld.errors import GenworldError
-from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
+from genworld.utils.io import (
+    check_or_write_config,
+    check_report_folder,
+    check_run_config,
+    claim_folder,
+)
 from genworld.utils.provenance import provenance, record_provenance, runs_provenance
 
 VARIANTS = ("agnostic", "bigru", "env-specific", "iql")
+
+IGNORED = ("seed", "seeds", "variants")
+"""Not part of a study's resume check: each run has its own folder, so a study may add
+variants and seeds."""
 
 RATIO_REPS = 2000
 """Bootstrap resamples of the agnostic / single-env IQL ratio's CI."""
@@ -54,9 +63,10 @@ class AgnosticAblationsConfig:
     """Updates of every run; 0 = the scale's."""
     last_k: int = 3
     """A run's score per env: the mean of its last k evaluations."""
+    seed: int = 0
+    """The first seed: runs are seeded ``seed … seed + seeds − 1`` (a study may add seeds)."""
     seeds: int = 1
-    """Seeds per run, 0 .. seeds-1 (networks, batches, evaluation episodes); the ratio's CI
-    needs ≥ 2."""
+    """Seeds per run (networks, batches, evaluation episodes); the ratio's CI needs ≥ 2."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
@@ -136,7 +146,7 @@ def stage_configs(cfg: AgnosticAblationsConfig) -> dict[str, Any]:
     matched = matched_iql_overrides(cfg)
     budget = IQL_BUDGETS[cfg.scale]
     runs: dict[str, Any] = {}
-    for seed in range(cfg.seeds):
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         common = {"scale": cfg.scale, "seed": seed, "steps": cfg.steps}
         common |= {"device": cfg.device, "threads": cfg.threads}
         if "agnostic" in cfg.variants:
@@ -177,10 +187,12 @@ def train_single_env_iql(
     from genworld.data.build import ensure_built
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.train.cells import build_cell_agent, train_cell
+    from genworld.train.loop import log_reaches
     from genworld.utils.device import resolve_device
 
     out = Path(out)
     check_or_write_config(out, run)
+    trains = not log_reaches(out, run.steps)  # a finished run keeps the code that made it
     torch.set_num_threads(run.threads)
     ensure_built([run.dataset], steps=run.dataset_steps or None, show_progress=show_progress)
     dataset = MultiEnvDataset.from_minari([run.dataset])
@@ -206,7 +218,8 @@ def train_single_env_iql(
         seed=run.seed,
         show_progress=show_progress,
     )
-    record_provenance(out)
+    if trains:
+        record_provenance(out)
     return records
 
 
@@ -227,10 +240,10 @@ def run_ablations(
     started = time.perf_counter()
     runs = stage_configs(cfg)
     if report_only:
-        check_report_folder(out, cfg, ignore=("seeds", "variants"))
+        check_report_folder(out, cfg, ignore=IGNORED)
         return _comparison(cfg, out, runs, started, report_only=True)
     with claim_folder(out, "genworld train agnostic-ablations", cfg):
-        check_or_write_config(out, cfg, ignore=("seeds", "variants"))  # each keys its runs
+        check_or_write_config(out, cfg, ignore=IGNORED)
         for name, run in runs.items():
             if show_progress:
                 print(f"agnostic-ablations: {name} → {out / name}", flush=True)
@@ -254,7 +267,7 @@ def _comparison(
     reaches their last update); the others are listed under ``unfinished``. ``report_only``
     (marked in the report): the runs were trained by other commands, whose code the report's
     provenance does not name."""
-    from genworld.train.loop import read_eval
+    from genworld.train.loop import log_reaches, read_eval
 
     envs = [parse_dataset_id(d).spec.name for d in cfg.datasets]
     # runs[variant][env][seed] = that run's (step, score) points
@@ -262,16 +275,19 @@ def _comparison(
     unfinished = []
     for name, run in runs.items():
         variant = name.partition("/")[0]
-        records = read_eval(out / name)
-        if not records or records[-1]["step"] < run.steps:
+        if not log_reaches(out / name, run.steps):
             unfinished.append(name)
             continue
+        check_run_config(out / name, run, ignore=("eval_at_start",))
+        records = read_eval(out / name)
         for record in records:
             for env in envs:
                 key = f"eval/{env}/normalized_score"
                 if key in record:
                     per_seed = seed_curves.setdefault(variant, {}).setdefault(env, {})
                     per_seed.setdefault(run.seed, []).append((record["step"], record[key]))
+    if not seed_curves:
+        raise GenworldError(f"no run of {out} has finished yet: rerun without --report-only")
     per_seed_last_k = {
         variant: {
             env: [_last_k(points, cfg.last_k) for _, points in sorted(seeds.items())]
@@ -301,8 +317,7 @@ def _comparison(
     if report_only:
         report["report_only"] = True
         finished = {name: out / name for name in runs if name not in unfinished}
-        if (made := runs_provenance(finished)) is not None:
-            report["runs_provenance"] = made
+        report["runs_provenance"] = runs_provenance(finished)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report

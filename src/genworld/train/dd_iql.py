@@ -247,7 +247,10 @@ def pretrained_networks(run: Path) -> dict[str, torch.Tensor]:
 
 
 def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bool) -> list[dict]:
-    from genworld.train.loop import AgentTrainer, Hook, read_eval, run_loop
+    from genworld.train.loop import AgentTrainer, Hook, log_reaches, read_eval, run_loop
+    from genworld.utils.provenance import record_provenance
+
+    trains = not log_reaches(out, cfg.steps)  # a finished run keeps the code that made it
 
     def log(step: int, metrics: dict) -> dict:
         return {**d.reduce(metrics), "processes": d.world_size}
@@ -273,9 +276,7 @@ def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bo
         processes=d,
         unit="update",
     )
-    if d.is_main:
-        from genworld.utils.provenance import record_provenance
-
+    if d.is_main and trains:
         record_provenance(out)
     return read_eval(out) if d.is_main else []
 

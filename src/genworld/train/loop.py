@@ -341,3 +341,9 @@ def read_eval(out: Path, name: str = "eval.jsonl") -> list[dict]:
                 r = json.loads(line)
                 records[r["step"]] = r
     return [records[k] for k in sorted(records)]
+
+
+def log_reaches(out: Path, steps: int, name: str = "eval.jsonl") -> bool:
+    """Whether the run in ``out`` has logged its last step ``steps`` (it is finished)."""
+    records = read_eval(Path(out), name)
+    return bool(records) and records[-1]["step"] >= steps

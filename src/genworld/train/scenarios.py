@@ -99,10 +99,10 @@ AGENT_OF = {"mrcom-no-meta-state": "mrcom", "mrcom-no-meta-value": "mrcom"}
 """The registered agent of a method named otherwise (an ablation adapts as MrCoM does)."""
 BEHAVIOUR_QUALITIES = ("random", "medium", "mixed", "expert")
 SPEED_STUDIES = ("dynamics", "behaviour")
+"""Studies that fix or draw the target speed: only tasks with one (``SPEED_TASKS``)."""
 ALPHA_REACH = 10.0
 """Nats SAC's log temperature can travel over a cell's policy updates at the default
 ``policy_alpha_lr``: enough for the initial temperature to fall by e^10, or rise."""
-"""Studies that fix or draw the target speed: only tasks with one (``SPEED_TASKS``)."""
 DOMAINS = ("dmc-cheetah-run", "dmc-walker-walk", "dmc-hopper-stand")
 """MrCoM's cheetah, walker and hopper (seed 002 §5: "we merge data from Hopper, Walker and
 Cheetah"); hopper's task is stand, not hop (a deviation: hop's behaviour SAC never left return
@@ -568,6 +568,8 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         "world_model": f"world_models/{cell.group}/{kind}" if kind else None,
         "data": data.fingerprint(),
         "updates": cfg.policy_updates,
+        # the SAC settings a study may change: a study resumed by newer code shows its cells'
+        "policy": adaptation_overrides(cfg)["mbpo"]["sac"] if kind else None,
         "seconds": round(time.perf_counter() - started, 1),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "provenance": provenance(),

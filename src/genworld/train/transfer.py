@@ -24,7 +24,12 @@ from typing import Any
 from genworld.config import apply, check_scale
 from genworld.data.ids import parse_dataset_id
 from genworld.errors import GenworldError
-from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
+from genworld.utils.io import (
+    check_or_write_config,
+    check_report_folder,
+    check_run_config,
+    claim_folder,
+)
 from genworld.utils.provenance import provenance, runs_provenance
 
 
@@ -200,15 +205,18 @@ def _comparison(
     their last update; the others are listed under ``unfinished_seeds``. ``report_only``
     (marked in the report): the runs were trained by other commands, whose code the report's
     provenance does not name."""
-    from genworld.train.loop import read_eval
+    from genworld.train.loop import log_reaches, read_eval
 
     logs, unfinished = {}, []
     for seed in seeds:
         folder = out / f"seed{seed}"
         stages = stage_configs(cfg, folder, seed)
-        logs[seed] = {name: read_eval(folder / name) for name in stages}
-        if any(not r or r[-1]["step"] < stages[n].steps for n, r in logs[seed].items()):
+        if not all(log_reaches(folder / name, stage.steps) for name, stage in stages.items()):
             unfinished.append(seed)
+            continue
+        for name, stage in stages.items():  # init_from: the folder it was trained in
+            check_run_config(folder / name, stage, ignore=("eval_at_start", "init_from"))
+        logs[seed] = {name: read_eval(folder / name) for name in stages}
     seeds = [s for s in seeds if s not in unfinished]
     if not seeds:
         raise GenworldError(
@@ -239,8 +247,7 @@ def _comparison(
         report["report_only"] = True
         stages = ("pretrain", "finetune", "scratch")
         finished = {f"seed{s}/{n}": out / f"seed{s}" / n for s in seeds for n in stages}
-        if (made := runs_provenance(finished)) is not None:
-            report["runs_provenance"] = made
+        report["runs_provenance"] = runs_provenance(finished)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report

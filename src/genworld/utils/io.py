@@ -137,17 +137,11 @@ def check_or_write_config(
     finished step yet (no checkpoint, no result: :func:`has_progress`) is taken over by another
     config. A folder that holds files but no config.json (another program's output) is refused,
     never overwritten."""
-    from dataclasses import asdict
 
     from genworld.errors import GenworldError
 
     _check_runnable(cfg)
-    ignore = (*ignore, *RUNTIME_FIELDS)
-    current = {k: v for k, v in asdict(cfg).items() if k not in ignore}
-    defaults = field_defaults(cfg)
-    for name, sub in (extra or {}).items():
-        current[name], defaults[name] = asdict(sub), field_defaults(sub)
-    current = json.loads(json.dumps(current))
+    current, defaults = _config_dict(cfg, ignore, extra)
 
     out = Path(out)
     path = out / "config.json"
@@ -163,11 +157,7 @@ def check_or_write_config(
             f"cannot create the run folder {out} ({err.strerror or err}); choose a writable --out"
         ) from None
     if path.exists():
-        from genworld.config import without_fields
-
-        saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignore}
-        saved = without_fields(saved, removed)
-        diff = config_differences(saved, current, defaults)
+        diff = saved_config_differences(out, cfg, ignore=ignore, extra=extra, removed=removed)
         if not diff:
             return
         if set(diff) <= set(extendable):
@@ -234,16 +224,69 @@ def _foreign_files(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def _config_dict(
+    cfg: Any, ignore: tuple[str, ...], extra: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``cfg`` (plus ``extra`` named sub-configs) as config.json holds it, minus ``ignore`` and
+    ``RUNTIME_FIELDS``, and its fields' declared defaults."""
+    from dataclasses import asdict
+
+    ignore = (*ignore, *RUNTIME_FIELDS)
+    current = {k: v for k, v in asdict(cfg).items() if k not in ignore}
+    defaults = field_defaults(cfg)
+    for name, sub in (extra or {}).items():
+        current[name], defaults[name] = asdict(sub), field_defaults(sub)
+    return json.loads(json.dumps(current)), defaults
+
+
+def saved_config_differences(
+    out: Path,
+    cfg: Any,
+    *,
+    ignore: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+    removed: tuple[str, ...] = (),
+) -> list[str]:
+    """The fields in which ``out/config.json`` differs from ``cfg`` as
+    :func:`check_or_write_config` compares them (nothing is written)."""
+    from genworld.config import without_fields
+
+    current, defaults = _config_dict(cfg, ignore, extra)
+    ignore = (*ignore, *RUNTIME_FIELDS)
+    saved = json.loads((Path(out) / "config.json").read_text())
+    saved = without_fields({k: v for k, v in saved.items() if k not in ignore}, removed)
+    return list(config_differences(saved, current, defaults))
+
+
+def check_run_config(out: Path, cfg: Any, *, ignore: tuple[str, ...] = ()) -> None:
+    """A finished run a report reads (perhaps copied in from another folder) was run with
+    ``cfg``; else one line naming the fields that differ."""
+    from genworld.errors import GenworldError
+
+    if not (Path(out) / "config.json").exists():
+        raise GenworldError(f"{out} has an evaluation log but no config.json: copy both")
+    if diff := saved_config_differences(out, cfg, ignore=ignore):
+        raise GenworldError(
+            f"{out} was run with other settings ({', '.join(diff)}): it does not belong to this "
+            "study; move it out"
+        )
+
+
 def check_report_folder(out: Path, cfg: Any, *, ignore: tuple[str, ...] = ()) -> None:
-    """``--report-only``'s check: ``out`` holds a run of ``cfg`` (its config.json, compared as
-    :func:`check_or_write_config` does, ``ignore`` aside), else one line saying how to start it."""
+    """``--report-only``'s check, which writes nothing: ``out`` holds a run of ``cfg`` (its
+    config.json, compared as :func:`check_or_write_config` does, ``ignore`` aside), else one
+    line saying what to do."""
     from genworld.errors import GenworldError
 
     if not (Path(out) / "config.json").exists():
         raise GenworldError(
             f"{out} holds no run (no config.json): start it without --report-only first"
         )
-    check_or_write_config(out, cfg, ignore=ignore)
+    if diff := saved_config_differences(out, cfg, ignore=ignore):
+        raise GenworldError(
+            f"{out} holds a run with a different config ({', '.join(diff)}); give the settings "
+            "it was run with"
+        )
 
 
 @contextlib.contextmanager

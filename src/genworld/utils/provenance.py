@@ -100,24 +100,21 @@ def provenance() -> dict[str, Any]:
 
 
 def record_provenance(out: Path) -> None:
-    """``out/provenance.json``: the code that finished the run in ``out`` (kept when the run is
-    rerun after finishing), so a record of its logs names its code."""
+    """``out/provenance.json``: the code that has just finished the run in ``out`` (callers
+    skip it for a run that was finished before), so a record of its logs names its code."""
     from genworld.utils.io import atomic_write_json
 
-    if not (Path(out) / "provenance.json").exists():
-        atomic_write_json(Path(out) / "provenance.json", provenance())
+    atomic_write_json(Path(out) / "provenance.json", provenance())
 
 
-def runs_provenance(folders: dict[str, Path]) -> dict[str, dict[str, Any]] | None:
+def runs_provenance(folders: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """Each run's recorded code (``{name: {"commit", "dirty"}}``, from
-    :func:`record_provenance`), or None when a run has none (finished by older code)."""
-    made = {}
+    :func:`record_provenance`; ``{}`` for a run finished by code that kept none)."""
+    made: dict[str, dict[str, Any]] = {}
     for name, folder in folders.items():
         path = Path(folder) / "provenance.json"
-        if not path.exists():
-            return None
-        record = json.loads(path.read_text())
-        made[name] = {"commit": record.get("commit"), "dirty": record.get("dirty", False)}
+        record = json.loads(path.read_text()) if path.exists() else {}
+        made[name] = {k: record[k] for k in ("commit", "dirty") if k in record}
     return made
 
 
