@@ -133,17 +133,13 @@ def headline(folder: Path) -> Headline:
             "bench JSON): move it out of the records folder or teach reports/results.py its kind"
         )
     kind, study, result, protocol, code = row
-    if "code" in meta:  # record.json names the code of what was made before provenance was kept
-        code = ", ".join(
-            dict.fromkeys(meta["code"] if c == "unrecorded" else c for c in code.split(", "))
-        )
     return Headline(
         folder=folder.name,
         kind=kind,
         study=meta.get("title", study),
         result=result,
         protocol=protocol,
-        code=code,
+        code=code if code != "unrecorded" else meta.get("code", "unrecorded"),
         caveat=meta.get("caveat", ""),
         order=int(meta.get("order", 0)),
     )
@@ -361,11 +357,14 @@ def _agnostic_transfer(folder: Path) -> tuple[str, str, str, str, str]:
 
 def _report_code(report: dict[str, Any]) -> str:
     """The commit of a DD-IQL study's report, which trained its runs; for a ``--report-only``
-    report (its runs trained by other commands) the runs' own, or ``unrecorded`` where a run
-    kept none (the record's record.json then names their code)."""
+    report (its runs trained by other commands) the runs' own, or ``unrecorded`` where any run
+    kept none (the record's record.json then names the code of them all)."""
     if not report.get("report_only"):
         return _code([report])
-    return _code([{"provenance": p} for p in report.get("runs_provenance", {}).values()])
+    made = list(report.get("runs_provenance", {}).values())
+    if not made or not all(made):  # a run without its code: record.json names them all
+        return "unrecorded"
+    return _code([{"provenance": p} for p in made])
 
 
 def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, str, str]:
