@@ -70,8 +70,8 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
     records = [
         f for f in run.iterdir() if f.is_file() and f.suffix in TOP and f.name != "record.json"
     ]
-    records += list(run.glob("cells/**/result.json"))
-    records += list(run.glob("cells/**/report.json"))  # a WPT study's fine-tuning runs
+    cell_files = [*run.glob("cells/**/result.json"), *run.glob("cells/**/report.json")]
+    records += cell_files  # report.json: a WPT study's fine-tuning runs
     records += run_logs(run)
     models = shared_files(run)
     size_mb = sum(f.stat().st_size for f in models) / 2**20
@@ -80,9 +80,7 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
         models = []
     for f in records + models:
         copy(f, dest / f.relative_to(run))
-    cells = [json.loads(f.read_text()) for f in run.glob("cells/**/result.json")]
-    cells += [json.loads(f.read_text()) for f in run.glob("cells/**/report.json")]  # WPT's
-    made_by = cells_code(cells)
+    made_by = cells_code([json.loads(f.read_text()) for f in cell_files])
     print("cells made by: " + ", ".join(f"{code} ({n})" for code, n in made_by.items()))
     if any(code.endswith("+dirty") for code in made_by):
         print(
@@ -92,7 +90,7 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("run", type=Path)
     parser.add_argument("dest", type=Path)
     parser.add_argument("--max-models-mb", type=float, default=50.0)

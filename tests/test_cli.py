@@ -168,3 +168,12 @@ def test_zero_negative_or_absurd_steps_are_one_line_errors_not_defaults(steps, c
         assert main([*argv, "--steps", steps]) == 2
         err = capsys.readouterr().err.strip()
         assert "--steps must be a positive number" in err and "\n" not in err
+
+
+def test_a_prefix_of_an_option_is_refused_not_read_as_the_option(capsys):
+    ablations = ["train", "agnostic-ablations", "--scale", "tiny", "--print-config"]
+    for argv, unknown in ((ablations, "--see 1"), (["data", "list"], "--jso")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, *unknown.split()])
+        assert exit_.value.code == 2
+        assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err

@@ -190,10 +190,20 @@ def _command_path(argv: list[str]) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- the parser
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser that takes options only as spelled: a prefix of a long option is an
+    error, so ``--seed`` on a command that only has ``--seeds`` is refused rather than read as it.
+    Subcommand parsers are of the same class (``add_subparsers`` uses the parent's type)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole ``genworld`` parser; the generated options are added to the subcommand that
     ``argv`` names (all of them when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="genworld", description="Multi-environment offline RL with generalist world models."
     )
     parser.add_argument(

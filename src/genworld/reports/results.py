@@ -180,8 +180,8 @@ def _code(results: list[dict[str, Any]]) -> str:
     return ", ".join(keys) or "unrecorded"
 
 
-def _cells_text(found: int, planned: int) -> str:
-    return f"{found} cells" if found == planned else f"{found} of {planned} cells (partial)"
+def _cells_text(found: int, planned: int, noun: str = "cell") -> str:
+    return f"{found} {noun}s" if found == planned else f"{found} of {planned} {noun}s (partial)"
 
 
 def _table(folder: Path) -> tuple[str, str, str, str, str]:
@@ -317,7 +317,7 @@ def _wpt_study(folder: Path) -> tuple[str, str, str, str, str]:
         parts.append(f"{task}: {finals}")
     verdict = {True: "holds", False: "fails", None: "not measured yet"}
     parts += [f"{c['claim']}: {verdict[c['holds']]}" for c in report["claims"].values()]
-    runs = _cells_text(report["finished_runs"], report["planned_runs"]).replace("cell", "run")
+    runs = _cells_text(report["finished_runs"], report["planned_runs"], noun="run")
     protocol = (
         f"`genworld wpt-study`, `{cfg['scale']}`, {runs}, {count(cfg['seeds'], 'seed')} per "
         f"(task, variant), last {cfg['last_k']} evaluations"

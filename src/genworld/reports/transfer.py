@@ -80,7 +80,7 @@ def seeds_footer(report: dict[str, Any], plot: str, seeds: int = 1) -> list[str]
     code = provenance_line(report["provenance"])
     if report.get("report_only"):  # the runs were trained by other commands
         runs = [{"provenance": p} for p in report.get("runs_provenance", {}).values()]
-        made = cells_code_line(runs).replace("cells made", "runs made").replace(" cell", " run")
+        made = cells_code_line(runs, noun="run")
         code = f"{made} This report: {code.removeprefix('**Code**: ')}"
     return [
         "",

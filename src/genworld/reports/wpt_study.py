@@ -198,7 +198,7 @@ def _markdown(cfg, report: dict, reports: list[dict], plot: str | None) -> str:
         + (f"; not measured on {', '.join(c['retrieval']['not_measured'])}: the pre-training "
            "data has one embodiment of its action size" if c["retrieval"]["not_measured"] else ""),
         "",
-        cells_code_line([{"provenance": r["provenance"]} for r in reports]),
+        cells_code_line([{"provenance": r["provenance"]} for r in reports], noun="run"),
         "",
     ]  # fmt: skip
     if plot:

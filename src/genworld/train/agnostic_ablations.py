@@ -267,7 +267,7 @@ def _comparison(
     reaches their last update); the others are listed under ``unfinished``. ``report_only``
     (marked in the report): the runs were trained by other commands, whose code the report's
     provenance does not name."""
-    from genworld.train.loop import log_reaches, read_eval
+    from genworld.train.loop import finished_log
 
     envs = [parse_dataset_id(d).spec.name for d in cfg.datasets]
     # runs[variant][env][seed] = that run's (step, score) points
@@ -275,11 +275,11 @@ def _comparison(
     unfinished = []
     for name, run in runs.items():
         variant = name.partition("/")[0]
-        if not log_reaches(out / name, run.steps):
+        records = finished_log(out / name, run.steps)
+        if records is None:
             unfinished.append(name)
             continue
         check_run_config(out / name, run, ignore=("eval_at_start",))
-        records = read_eval(out / name)
         for record in records:
             for env in envs:
                 key = f"eval/{env}/normalized_score"

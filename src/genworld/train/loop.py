@@ -343,7 +343,13 @@ def read_eval(out: Path, name: str = "eval.jsonl") -> list[dict]:
     return [records[k] for k in sorted(records)]
 
 
+def finished_log(out: Path, steps: int, name: str = "eval.jsonl") -> list[dict] | None:
+    """The log of the run in ``out`` (:func:`read_eval`) if it reaches its last step ``steps``
+    (the run is finished), else None."""
+    records = read_eval(Path(out), name)
+    return records if records and records[-1]["step"] >= steps else None
+
+
 def log_reaches(out: Path, steps: int, name: str = "eval.jsonl") -> bool:
     """Whether the run in ``out`` has logged its last step ``steps`` (it is finished)."""
-    records = read_eval(Path(out), name)
-    return bool(records) and records[-1]["step"] >= steps
+    return finished_log(out, steps, name) is not None

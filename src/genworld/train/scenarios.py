@@ -534,6 +534,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         if group.perturbation is None
         else perturbed_name(cell.target, group.perturbation)
     )
+    overrides = adaptation_overrides(cfg) if model is not None else None
     torch.manual_seed(cell.seed)
     agent = build_cell_agent(
         AGENT_OF.get(cell.method, cell.method),
@@ -542,7 +543,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         scale=cfg.scale,
         seed=cell.seed,
         out=folder,
-        overrides=adaptation_overrides(cfg) if model is not None else None,
+        overrides=overrides,
         world_models=lambda ctx, name: model,
         task=task,
         updates=cfg.policy_updates,
@@ -569,7 +570,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         "data": data.fingerprint(),
         "updates": cfg.policy_updates,
         # the SAC settings a study may change: a study resumed by newer code shows its cells'
-        "policy": adaptation_overrides(cfg)["mbpo"]["sac"] if kind else None,
+        "policy": overrides["mbpo"]["sac"] if overrides else None,
         "seconds": round(time.perf_counter() - started, 1),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "provenance": provenance(),

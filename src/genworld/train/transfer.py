@@ -205,18 +205,21 @@ def _comparison(
     their last update; the others are listed under ``unfinished_seeds``. ``report_only``
     (marked in the report): the runs were trained by other commands, whose code the report's
     provenance does not name."""
-    from genworld.train.loop import log_reaches, read_eval
+    from genworld.train.loop import finished_log
 
     logs, unfinished = {}, []
     for seed in seeds:
         folder = out / f"seed{seed}"
         stages = stage_configs(cfg, folder, seed)
-        if not all(log_reaches(folder / name, stage.steps) for name, stage in stages.items()):
+        seed_logs = {
+            name: finished_log(folder / name, stage.steps) for name, stage in stages.items()
+        }
+        if any(log is None for log in seed_logs.values()):
             unfinished.append(seed)
             continue
         for name, stage in stages.items():  # init_from: the folder it was trained in
             check_run_config(folder / name, stage, ignore=("eval_at_start", "init_from"))
-        logs[seed] = {name: read_eval(folder / name) for name in stages}
+        logs[seed] = seed_logs
     seeds = [s for s in seeds if s not in unfinished]
     if not seeds:
         raise GenworldError(

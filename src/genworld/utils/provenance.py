@@ -148,13 +148,14 @@ def cells_code(results: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def cells_code_line(results: list[dict[str, Any]]) -> str:
-    """One Markdown line: which code made the cells (several versions are named, not hidden)."""
+def cells_code_line(results: list[dict[str, Any]], noun: str = "cell") -> str:
+    """One Markdown line: which code made the cells (several versions are named, not hidden);
+    ``noun`` names the units (``run`` for a study of training runs)."""
     counts = cells_code(results)
     if not counts:
-        return "**Code**: no cell has finished yet."
-    parts = [f"{commit} ({n} cell{'s' if n != 1 else ''})" for commit, n in counts.items()]
+        return f"**Code**: no {noun} has finished yet."
+    parts = [f"{commit} ({n} {noun}{'s' if n != 1 else ''})" for commit, n in counts.items()]
     many = len(counts) > 1
-    return f"**Code**: cells made by {'commits ' if many else 'commit '}{', '.join(parts)}" + (
+    return f"**Code**: {noun}s made by {'commits ' if many else 'commit '}{', '.join(parts)}" + (
         " — more than one code version: compare with care." if many else "."
     )
