@@ -334,3 +334,36 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0
     again = json.loads(path.read_text())
     assert sorted(again) == ["id", "ood", "train"] and {k: again[k] for k in held_out} == held_out
+
+
+def test_a_partial_report_compares_methods_on_the_same_finished_rows_and_whole_seeds():
+    """A seed counts on a row once all the row's targets are finished, and a split's average
+    takes only the rows every method has finished: a method that has run only its easy task is
+    not averaged against another's every task."""
+    from types import SimpleNamespace
+
+    from genworld.reports.scenarios import row_stats, row_targets, row_text, split_averages
+
+    def result(env, target, method, seed, score):
+        return {"group": "multi", "env": env, "split": "ood", "target": target,
+                "method": method, "seed": seed, "last_k": score}  # fmt: skip
+
+    results = [
+        *(result(e, t, "mrcom", 0, s) for e, s in (("a", 20), ("b", 50)) for t in ("t1", "t2")),
+        result("a", "t1", "mrcom", 1, 90.0),  # seed 1 has one of row a's two targets
+        *(result("a", t, "td3bc", 0, 30.0) for t in ("t1", "t2")),
+        result("b", "t1", "td3bc", 0, 70.0),  # row b: one of two targets
+    ]
+    keys = [("multi", "a", "ood"), ("multi", "b", "ood")]
+    rows = [
+        {"split": "ood", "methods": {m: row_stats(results, k, m, 2, 2) for m in ("mrcom", "td3bc")}}
+        for k in keys
+    ]
+    assert rows[0]["methods"]["mrcom"] == {"mean": 20.0, "std": 0.0, "n": 1, "partial": None}
+    partial = rows[1]["methods"]["td3bc"]
+    assert partial["n"] == 0 and partial["partial"] == {"mean": 70.0, "targets": 1}
+    assert row_text(partial, 2, 2) == "70.0 (1 of 2 targets)"
+    average = split_averages(rows, ["mrcom", "td3bc"], "ood")
+    assert average == {"methods": {"mrcom": 20.0, "td3bc": 30.0}, "rows": 1, "of": 2}
+    cells = [SimpleNamespace(group="multi", env="a", split="ood", target=t) for t in "xyz"]
+    assert row_targets(cells * 2, keys[0]) == 3

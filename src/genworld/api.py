@@ -306,7 +306,7 @@ def scenarios(
     setting and kind, every (method, target, seed) adaptation cell, then scenarios.md /
     scenarios.json / scenarios.png."""
     from genworld.reports.scenarios import write_scenarios_report
-    from genworld.train.scenarios import cells, groups, run_scenarios
+    from genworld.train.scenarios import adaptation_overrides, cells, groups, run_scenarios
 
     out = Path(out)
     done = run_scenarios(cfg, out, show_progress=show_progress, report_only=report_only)
@@ -319,6 +319,7 @@ def scenarios(
         out,
         planned=done.planned,
         errors=done.errors,
+        policy=adaptation_overrides(cfg)["mbpo"]["sac"],
     )
     return Result(out, summary, (out / "scenarios.md", out / "scenarios.png"))
 

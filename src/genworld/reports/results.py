@@ -245,8 +245,14 @@ def _scenarios(folder: Path) -> tuple[str, str, str, str, str]:
     parts = []
     for split, averages in report.get("averages", {}).items():
         scores = [f"{m} {v:.1f}" for m, v in averages.items() if v == v]  # NaN: no cell yet
+        rows = report.get("average_rows", {}).get(split)
+        on = (
+            f" (on {rows['rows']} of {rows['of']} rows)"
+            if rows and rows["rows"] < rows["of"]
+            else ""
+        )
         if scores:
-            parts.append(f"{SPLITS.get(split, split)}: " + " · ".join(scores))
+            parts.append(f"{SPLITS.get(split, split)}{on}: " + " · ".join(scores))
     for group, kinds in report.get("world_model_error_h5", {}).items():
         for split, name in ERROR_SPLITS.items():
             errors = [f"{k} {v[split]:.3f}" for k, v in kinds.items() if split in v]

@@ -44,10 +44,18 @@ def row_keys(cfg, groups) -> list[tuple[str, str, str]]:
     ]
 
 
-def row_stats(results: list[dict], key, method: str, seeds: int) -> dict:
-    """Mean ± std across seeds of each seed's mean over the row's finished targets."""
+def row_targets(cells, key) -> int:
+    """How many target scenarios the row ``key`` (group, env, split) has in the study."""
+    return len({c.target for c in cells if (c.group, c.env, c.split) == key})
+
+
+def row_stats(results: list[dict], key, method: str, seeds: int, targets: int) -> dict:
+    """Mean ± std across the seeds that finished all ``targets`` of the row, of each seed's mean
+    over them (``n`` seeds). A seed part-way through its targets does not count; when no seed
+    has finished, ``partial`` holds the most-advanced seed's mean over its finished targets
+    (``{"mean", "targets"}``), else None."""
     group, env, split = key
-    per_seed = []
+    per_seed, partial = [], None
     for seed in range(seeds):
         values = [
             r["last_k"]
@@ -55,11 +63,37 @@ def row_stats(results: list[dict], key, method: str, seeds: int) -> dict:
             if (r["group"], r["env"], r["split"], r["method"], r["seed"])
             == (group, env, split, method, seed)
         ]
-        if values:
+        if len(values) >= targets:
             per_seed.append(float(np.mean(values)))
+        elif values and (partial is None or len(values) > partial["targets"]):
+            partial = {"mean": float(np.mean(values)), "targets": len(values)}
     if not per_seed:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "n": len(per_seed)}
+        return {"mean": float("nan"), "std": float("nan"), "n": 0, "partial": partial}
+    mean, std = float(np.mean(per_seed)), float(np.std(per_seed))
+    return {"mean": mean, "std": std, "n": len(per_seed), "partial": None}
+
+
+def row_text(stats: dict, seeds: int, targets: int) -> str:
+    """A row entry: mean ± std over the finished seeds (:func:`seeds_text`), or a seed's mean
+    over the targets it has finished, marked ``(k of T targets)``."""
+    if stats["n"] == 0 and stats["partial"]:
+        return (
+            f"{stats['partial']['mean']:.1f} ({stats['partial']['targets']} of {targets} targets)"
+        )
+    return seeds_text(stats["mean"], stats["std"], stats["n"], seeds)
+
+
+def split_averages(rows: list[dict], methods: list[str], split: str) -> dict:
+    """Each method's mean over the split's rows that every method has finished for a seed or
+    more (the same rows for all, so a method ahead on easy tasks is not favoured); ``rows`` /
+    ``of``: how many rows that is, of the split's."""
+    split_rows = [r for r in rows if r["split"] == split]
+    common = [r for r in split_rows if all(r["methods"][m]["n"] > 0 for m in methods)]
+    means = {
+        m: float(np.mean([r["methods"][m]["mean"] for r in common])) if common else float("nan")
+        for m in methods
+    }
+    return {"methods": means, "rows": len(common), "of": len(split_rows)}
 
 
 def split_iqms(cfg, cells, results: list[dict], split: str, reps: int) -> dict[str, dict]:
@@ -77,7 +111,9 @@ def split_iqms(cfg, cells, results: list[dict], split: str, reps: int) -> dict[s
     return iqm_with_ci(matrices, reps) if matrices else {}
 
 
-def protocol_lines(cfg, scenario_names: dict) -> list[str]:
+def protocol_lines(cfg, scenario_names: dict, policy: dict | None = None) -> list[str]:
+    """The data and protocol paragraphs; ``policy``: the SAC settings the model-based cells
+    adapt with (its temperature lr is stated when given)."""
     counts = ", ".join(
         f"{env}: {len(v['train'])} training, {len(v['id'])} in-distribution and "
         f"{len(v['ood'])} out-of-distribution targets"
@@ -107,7 +143,9 @@ def protocol_lines(cfg, scenario_names: dict) -> list[str]:
         "data in that model, scored in the target's real env as the mean of the last "
         f"{cfg.last_k} evaluations ({cfg.eval_episodes} episode(s) each); mean ± std across "
         "seeds of the mean over a row's targets; SAC's initial temperature "
-        f"{cfg.policy_init_alpha:g}."
+        f"{cfg.policy_init_alpha:g}"
+        + (f", its lr {policy['alpha_lr']:g}" if policy and "alpha_lr" in policy else "")
+        + "."
         + (
             " Below full scale the policy learner is the one every model-based method shares "
             "(half real rows, a TD3+BC-form behaviour term, the RL term weighted "
@@ -164,12 +202,13 @@ def write_scenarios_report(
     out: Path,
     planned=None,
     errors: dict | None = None,
+    policy: dict | None = None,
 ) -> dict:
     """scenarios.md / scenarios.json / scenarios.png from the finished cells ``results`` and the
     world models' held-out ``errors``; ``planned``: the study's cell count when they are the
-    cells finished so far."""
+    cells finished so far; ``policy``: the model-based cells' SAC settings."""
     methods = list(cfg.methods)
-    lines = [f"# Scenarios: {TITLES[cfg.study]}", "", *protocol_lines(cfg, scenario_names)]
+    lines = [f"# Scenarios: {TITLES[cfg.study]}", "", *protocol_lines(cfg, scenario_names, policy)]
     lines += ["", cells_code_line(results), ""]
     if cfg.study in PAPER:
         lines += [f"For context, {PAPER[cfg.study]}.", ""]
@@ -177,21 +216,25 @@ def write_scenarios_report(
     lines += ["|---|---|---|" + "---|" * len(methods)]
     rows = []
     for key in row_keys(cfg, groups):
-        stats = {m: row_stats(results, key, m, cfg.seeds) for m in methods}
+        targets = row_targets(cells, key)
+        stats = {m: row_stats(results, key, m, cfg.seeds, targets) for m in methods}
         rows.append({"group": key[0], "env": key[1], "split": key[2], "methods": stats})
-        texts = [seeds_text(s["mean"], s["std"], s["n"], cfg.seeds) for s in stats.values()]
+        texts = [row_text(s, cfg.seeds, targets) for s in stats.values()]
         lines.append(f"| {key[0]} | {key[1]} | {SPLITS[key[2]]} | " + " | ".join(texts) + " |")
-    summary: dict = {"rows": rows, "averages": {}, "iqm": {}}
+    summary: dict = {"rows": rows, "averages": {}, "average_rows": {}, "iqm": {}}
     reps = bootstrap_reps(cfg.scale)
     iqm_lines = []
     for split in dict.fromkeys(k[2] for k in row_keys(cfg, groups)):
-        means = {m: [r["methods"][m]["mean"] for r in rows if r["split"] == split] for m in methods}
-        summary["averages"][split] = {
-            m: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan")
-            for m, v in means.items()
-        }
-        average = ["—" if np.isnan(v) else f"{v:.1f}" for v in summary["averages"][split].values()]
-        lines.append(f"| **average** | | {SPLITS[split]} | " + " | ".join(average) + " |")
+        average = split_averages(rows, methods, split)
+        summary["averages"][split] = average["methods"]
+        summary["average_rows"][split] = {"rows": average["rows"], "of": average["of"]}
+        texts = ["—" if np.isnan(v) else f"{v:.1f}" for v in average["methods"].values()]
+        label = "**average**" + (
+            f" ({average['rows']} of {average['of']} rows: those every method has finished)"
+            if 0 < average["rows"] < average["of"]
+            else ""
+        )
+        lines.append(f"| {label} | | {SPLITS[split]} | " + " | ".join(texts) + " |")
         iqms = split_iqms(cfg, cells, results, split, reps)
         summary["iqm"][split] = iqms
         iqm_lines += [
@@ -223,7 +266,9 @@ def write_scenarios_report(
         lines += [
             "",
             f"**Partial report**: {len(results)} of {planned} cells finished; an entry is the "
-            "mean over the seeds finished so far (n), — where none has.",
+            "mean over the seeds that have finished all the row's targets (n), else one seed's "
+            "mean over the targets it has finished (k of T targets), — where none has; an "
+            "average compares the methods on the rows they have all finished.",
         ]
     lines += ["", "![scores per setting and method](scenarios.png)", ""]
     plot(rows, methods, out / "scenarios.png", TITLES[cfg.study])
