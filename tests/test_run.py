@@ -98,6 +98,7 @@ def test_run_config_errors(tmp_path):
         run(other, tmp_path / "r", show_progress=False)
 
 
+@pytest.mark.integration  # a kill and two tiny pipelines: out of the fast suite, CI runs it
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     """Deterministic mode: stop the TGW policy after 30 of 40 updates (checkpoint at 20), rerun,
     and get the report of a run that was never interrupted (timing fields aside)."""
@@ -140,6 +141,7 @@ def test_report_protocol_names_the_behaviour_term():
     assert _bc_term({"sac": {"bc_alpha": 0.0}}) == "" and _bc_term({}) == ""
 
 
+@pytest.mark.integration  # a signal and two tiny pipelines: out of the fast suite, CI runs it
 def test_ctrl_c_checkpoints_the_current_update_and_resumes_exactly(tmp_path, monkeypatch):
     """SIGINT during update 30 (checkpoints every 20): the update finishes, a checkpoint of
     update 30 is written, the run stops; the rerun's report equals an uninterrupted run's."""

@@ -89,6 +89,7 @@ def test_rerun_skips_done_cells_and_redoes_only_missing_ones(policies, tmp_path)
         run_table(cfg, tmp_path / "elsewhere", show_progress=False, report_only=True)
 
 
+@pytest.mark.integration  # worker processes: out of the fast suite, CI runs it
 def test_process_pool_gives_the_sequential_numbers(policies, tmp_path):
     base = dict(envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2)
     seq = run_table(config_for_scale("tiny", **base), tmp_path / "a", show_progress=False)
