@@ -504,9 +504,10 @@ def world_model(cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, show
     return fit_world_model(world_model_config(cfg, kind), data, folder, show_progress=show_progress)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=len(WORLD_MODEL_OF))
 def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str):
-    """A world model loaded once per (worker) process for all its cells."""
+    """A world model loaded once per (worker) process for all its cells (every kind of a
+    group stays loaded: the cells of a target cycle through the methods)."""
     return world_model(cfg, Path(out), group, kind)
 
 
