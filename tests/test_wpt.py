@@ -393,3 +393,33 @@ def test_a_wpt_study_record_renders_its_finals_claims_and_code(tmp_path):
     assert "dmc-cheetah-run: scratch (DreamerV3) 100 (n=1) · P+ER+G (WPT) 320" in row.result
     assert "on at least 2 DMC tasks: not measured yet" in row.result
     assert "3 of 4 runs (partial)" in row.protocol
+
+
+def test_wpt_claims_wait_for_every_seed_and_leave_the_hard_task_out_of_the_first():
+    """A claim compares variants on the same, complete seeds: a task where one variant has
+    fewer seeds finished is unfinished, not a failure. The hard task's action penalty lets a
+    still policy win by ~140, so it is no evidence for the ≥ 100 claim."""
+    from genworld.reports.wpt_study import claims, summarize
+    from genworld.train.wpt_study import config_for_scale
+
+    tasks = ("dmc-cheetah-run", "dmc-walker-walk", "dmc-cheetah-run-hard")
+    cfg = config_for_scale("tiny", tasks=tasks, variants=("scratch", "p", "p+er", "p+er+g"))
+    reports = [_fake_report("dmc-cheetah-run", "p+er+g", 0, [300.0])]  # one of 3 seeds
+    reports += [_fake_report("dmc-cheetah-run", "scratch", s, [100.0]) for s in range(3)]
+    reports += [_fake_report(tasks[2], v, s, [r]) for s in range(3)
+                for v, r in (("scratch", 0.0), ("p+er+g", 200.0), ("p+er", 100.0))]  # fmt: skip
+    verdicts = claims(cfg, summarize(cfg, reports, reps=20))
+    beats, order = verdicts["wpt_beats_scratch"], verdicts["guidance_order_sparse"]
+    assert beats["gaps"] == {} and beats["holds"] is None
+    assert beats["unfinished"] == ["dmc-cheetah-run", "dmc-walker-walk"]
+    assert order["tasks"] == {} and order["unfinished"] == [tasks[2]] and order["holds"] is None
+    reports += [_fake_report("dmc-cheetah-run", "p+er+g", s, [300.0]) for s in (1, 2)]
+    reports += [_fake_report(tasks[2], "p", s, [150.0]) for s in range(3)]  # P above P+ER
+    verdicts = claims(cfg, summarize(cfg, reports, reps=20))
+    beats, order = verdicts["wpt_beats_scratch"], verdicts["guidance_order_sparse"]
+    assert beats["gaps"] == {"dmc-cheetah-run": 200.0} and beats["holds"] is None  # walker next
+    assert order["tasks"] == {tasks[2]: [200.0, 100.0, 150.0]} and order["holds"] is False
+    reports += [_fake_report("dmc-walker-walk", v, s, [r]) for s in range(3)
+                for v, r in (("scratch", 0.0), ("p+er+g", 50.0))]  # fmt: skip
+    beats = claims(cfg, summarize(cfg, reports, reps=20))["wpt_beats_scratch"]
+    assert beats["unfinished"] == [] and beats["holds"] is False  # 1 of 2 tasks gains ≥ 100
