@@ -177,3 +177,25 @@ def test_a_prefix_of_an_option_is_refused_not_read_as_the_option(capsys):
             main([*argv, *unknown.split()])
         assert exit_.value.code == 2
         assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scenarios", "--study", "multi", "--scale", "tiny", "--seeds", "1"],
+        ["wpt-study", "--scale", "tiny", "--seeds", "1"],
+    ],
+)
+def test_report_only_on_a_folder_with_another_config_is_refused_and_nothing_written(
+    argv, tmp_path, capsys
+):
+    """--report-only reads a study, never writes its config: not on an empty folder, not over
+    a folder whose study has another config (even one with no finished step yet)."""
+    out = tmp_path / "study"
+    assert main([*argv, "--out", str(out), "--quiet", "--report-only"]) == 2
+    assert "holds no run" in capsys.readouterr().err and not out.exists()
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"scale": "mini"}))
+    assert main([*argv, "--out", str(out), "--quiet", "--report-only"]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text()) == {"scale": "mini"}

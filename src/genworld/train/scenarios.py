@@ -55,7 +55,12 @@ from genworld.envs.scenarios import (
 )
 from genworld.errors import GenworldError
 from genworld.train.policy_learner import check_policy_learner, policy_learner_overrides
-from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
+from genworld.utils.io import (
+    atomic_write_json,
+    check_or_write_config,
+    check_report_folder,
+    claim_folder,
+)
 from genworld.utils.provenance import provenance
 
 STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour", "ablation")
@@ -619,9 +624,7 @@ def run_scenarios(
     names = {env: scenarios(cfg, env) for env in cfg.envs}
     todo = cells(cfg)
     if report_only:
-        if not (out / "config.json").exists():
-            raise GenworldError(f"{out} holds no study (no config.json): run it first")
-        check_or_write_config(out, cfg, ignore=IGNORED)
+        check_report_folder(out, cfg, ignore=IGNORED)  # writes nothing
         paths = [out / c.folder / "result.json" for c in todo]
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
         return ScenarioResults(names, results, len(todo), finished_errors(cfg, out))

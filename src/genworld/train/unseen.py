@@ -89,7 +89,7 @@ from genworld.train.unseen_cells import (
     world_model,
 )
 from genworld.train.world_model import world_model_steps
-from genworld.utils.io import check_or_write_config, claim_folder
+from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
 from genworld.utils.parallel import process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
@@ -291,7 +291,7 @@ def run_unseen(
             return _run_stages(cfg, out, train, test, show_progress)
     if not (out / "references.json").exists():
         raise GenworldError(f"{out} has no finished references stage: run it first")
-    check_or_write_config(out, cfg, ignore=ignore)
+    check_report_folder(out, cfg, ignore=ignore)  # writes nothing
     tasks = train + test
     refs = json.loads((out / "references.json").read_text())
     planned = [(m, t, s) for s in range(cfg.seeds) for m in cfg.methods for t in tasks]

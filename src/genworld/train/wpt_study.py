@@ -20,7 +20,12 @@ from typing import Any
 from genworld.config import apply, check_scale
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.utils.io import atomic_write_json, check_or_write_config, claim_folder
+from genworld.utils.io import (
+    atomic_write_json,
+    check_or_write_config,
+    check_report_folder,
+    claim_folder,
+)
 
 VARIANTS = ("scratch", "p", "p+er", "p+er+g")
 
@@ -144,9 +149,7 @@ def run_study(
     todo = cells(cfg)
     ignore = ("workers", "tasks", "variants", "seeds")  # they key their own cells: a study may grow
     if report_only:
-        if not (out / "config.json").exists():
-            raise GenworldError(f"{out} holds no study (no config.json): run it first")
-        check_or_write_config(out, cfg, ignore=ignore)
+        check_report_folder(out, cfg, ignore=ignore)  # writes nothing
         paths = [out / c.folder / "report.json" for c in todo]
         return [json.loads(p.read_text()) for p in paths if p.exists()], len(todo)
     with claim_folder(out, "genworld wpt-study", cfg):
