@@ -5,6 +5,7 @@ reward, MOReL's USAD / HALT, gradient isolation from the world model, TGW's β w
 MBPO split, and "it learns" on a toy problem whose true reward is known in closed form.
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -426,9 +427,9 @@ def test_clipped_rollouts_continue_from_what_they_store(tmp_path):
 
 @pytest.mark.parametrize("name", ["tgw", "mopo", "morel"])
 def test_every_model_based_method_shares_the_mini_policy_learner(name):
-    """Mini scale: half-real batches and the TD3+BC-form term for TGW, MOPO and MOReL alike (the
-    table compares world models, not policy learners); MOReL keeps its own learning rates; full
-    scale is plain offline MBPO."""
+    """Mini scale: one policy learner for TGW, MOPO and MOReL (half-real batches, the TD3+BC-form
+    term, the same rollouts and learning rates: the table compares world models, not policy
+    learners); full scale is plain offline MBPO with each method's reference settings."""
     from types import SimpleNamespace
 
     from genworld.algos import morel, tgw
@@ -443,8 +444,12 @@ def test_every_model_based_method_shares_the_mini_policy_learner(name):
     full = resolve_config(cls, presets, SimpleNamespace(scale="full", overrides={}))
     assert (mini.mbpo.real_ratio, mini.mbpo.sac.bc_alpha) == (0.5, 1.0)
     assert full.mbpo.sac.bc_alpha == 0.0 and full.mbpo.real_ratio == cls().mbpo.real_ratio
+    tgw_mini = resolve_config(
+        TGWAgentConfig, tgw.AGENT_PRESETS, SimpleNamespace(scale="mini", overrides={})
+    )
+    assert dataclasses.replace(mini.mbpo, beta=0.0) == dataclasses.replace(tgw_mini.mbpo, beta=0.0)
     if name == "morel":
-        assert mini.mbpo.sac.actor_lr == morel.MOREL_SAC.actor_lr == 1e-4
+        assert full.mbpo.sac.actor_lr == morel.MOREL_SAC.actor_lr == 1e-4  # the reference's
 
 
 def test_sac_group_updates_each_env_exactly_like_its_own_sac(monkeypatch):

@@ -23,8 +23,9 @@ medium-expert (5, 1.0); walker2d random (1, 1.0), medium (5, 5.0), medium-replay
 medium-expert (1, 2.0). Our default is λ = 1.0 (the most common value there) and h = 5; set them
 per dataset with the ``beta`` / ``horizon`` overrides (``mopo-beta=5`` in ``genworld table``).
 
-Multi-env: one world model over all envs of the cell (one ensemble per env inside it) and one
-shared SAC policy (padded observations, one-hot env id, masked actions), as TGW's "shared".
+Multi-env: one world model over all envs of the cell (one ensemble per env inside it, so the envs
+share no model parameters) and one SAC per env (``MBPOConfig.policy = per_env``, as TGW), each
+updated on its own env's rows of a batch.
 
 Deviations:
 - the model's std (hence u) is in per-env normalised target units (Δobs / obs std, reward / reward
@@ -33,9 +34,11 @@ Deviations:
 - no cosine learning-rate schedule on the actor (OfflineRL-Kit anneals it over 3000 epochs);
 - world model: a fixed number of steps and elites chosen on a held-out split at each checkpoint
   (MOPO trains to convergence on held-out loss, see ``ensemble_mlp.py``);
-- mini: horizon 3, 5k start states every 250 updates (the 2-core CPU budget; h = 1–5 in MOPO),
-  and the mini policy learner shared by every model-based method (``algos.tgw.MINI_POLICY``:
-  half real data per batch, TD3+BC-form behaviour term).
+- mini: TGW's mini policy learner exactly (:data:`MINI`: MBPO's default rollouts, 5k start
+  states every 250 updates at horizon 5; SAC's default learning rates, 3e-4, instead of the
+  reference's 1e-4 for the actor and α, which are tuned for 1M updates, not 10k; and
+  ``algos.tgw.MINI_POLICY``: half real data per batch, a TD3+BC-form behaviour term), so a mini
+  table compares world models, not policy learners.
 """
 
 from __future__ import annotations
@@ -65,9 +68,23 @@ class MOPOConfig:
         self.mbpo.validate()
 
 
+_MBPO, _SAC = MBPOConfig(), SACConfig()
+MINI: dict = {
+    "mbpo": {
+        **{k: getattr(_MBPO, k) for k in ("rollout_every", "rollout_batch", "horizon")},
+        **MINI_POLICY,
+        "sac": {
+            **{k: getattr(_SAC, k) for k in ("actor_lr", "critic_lr", "alpha_lr")},
+            **MINI_POLICY["sac"],
+        },
+    }
+}
+"""MOPO's and MOReL's mini preset: TGW's mini policy learner (MBPO's and SAC's defaults where
+MOPO's reference differs, then ``MINI_POLICY``)."""
+
 PRESETS: dict[str, dict] = {
     "tiny": AGENT_PRESETS["tiny"],  # the tiny policy learner of every model-based method
-    "mini": {"mbpo": {"rollout_every": 250, "rollout_batch": 5_000, "horizon": 3, **MINI_POLICY}},
+    "mini": MINI,
     "full": {},
 }
 

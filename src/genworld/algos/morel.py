@@ -26,7 +26,8 @@ https://github.com/SwapnilPande/MOReL/blob/5594d6e5be542d401fc9bd4fd8dcd4a64bdf8
 configurable.
 
 Multi-env: one world model over all envs of the cell (one ensemble per env inside it), one USAD
-threshold per env (from that env's data), one shared SAC policy with one-hot env id.
+threshold per env (from that env's data), one SAC per env (``MBPOConfig.policy = per_env``, as
+TGW and MOPO). Mini: TGW's policy learner exactly (``algos.mopo.MINI``).
 
 Deviations:
 - policy optimiser: SAC on MBPO-style branched rollouts (``horizon`` steps from dataset states,
