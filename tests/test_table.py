@@ -248,3 +248,38 @@ def test_a_cell_text_shows_spread_only_over_several_seeds_and_marks_partial_cell
     assert seeds_text(41.25, 0.0, 1, 3) == "41.2 (n=1)"  # one seed: no spread to show
     assert seeds_text(41.25, 0.0, 1, 1) == "41.2"
     assert seeds_text(float("nan"), float("nan"), 0, 3) == "—"
+
+
+def test_the_average_row_and_the_papers_claims_use_the_same_finished_tasks():
+    """An algorithm that has finished only its easy task is not averaged against another's
+    every task; the claims give numbers on what has finished but a verdict only once every task
+    has every seed."""
+    from genworld.reports.table import aggregate, markdown_table, paper_claims
+
+    cfg = config_for_scale(
+        "tiny", envs=("hopper", "walker2d"), qualities=("medium",), algos=("tgw", "bc"),
+        settings=("multi", "single"), seeds=2,
+    )  # fmt: skip
+    scores = {("tgw", "hopper"): 40.0, ("tgw", "walker2d"): 60.0, ("bc", "hopper"): 80.0}
+    long = [
+        {"setting": setting, "quality": "medium", "env": env, "algo": algo, "seed": s,
+         "last_k": value - (10.0 if setting == "single" else 0.0)}
+        for (algo, env), value in scores.items()
+        for setting in ("multi", "single")
+        for s in range(2)
+    ]  # fmt: skip
+    agg = aggregate(long, "last_k")
+    average = markdown_table(cfg, agg, "multi", "last_k")[-1]
+    assert (
+        average
+        == "| **average** (1 of 2 tasks: those every algorithm has finished) | | 40.0 | 80.0 |"
+    )
+    claims = paper_claims(cfg, agg)
+    beats, multi = claims["tgw_beats_every_baseline"], claims["tgw_multi_beats_single"]
+    assert beats["averages"] == {"tgw": 40.0, "bc": 80.0} and beats["above_tgw"] == ["bc"]
+    assert beats["holds"] is None and (beats["tasks"], beats["of"]) == (1, 2)
+    assert (multi["multi"], multi["single"], multi["holds"]) == (50.0, 40.0, True)
+    long += [{**row, "env": "walker2d", "last_k": 10.0} for row in long
+             if row["algo"] == "bc" and row["setting"] == "multi"]  # fmt: skip
+    beats = paper_claims(cfg, aggregate(long, "last_k"))["tgw_beats_every_baseline"]
+    assert beats["averages"] == {"tgw": 50.0, "bc": 45.0} and beats["holds"] is True

@@ -42,8 +42,9 @@ class Budget:
     """Transitions per dataset built when missing (an existing dataset is used as it is)."""
 
 
-# tiny: seconds, for tests. mini: 12 datasets x 5 algorithms x 3 seeds in about a day on 2 CPU
-# cores. full: the paper-scale protocol (PROTOCOL.md: 1M updates, 10 episodes, last 10; GPU).
+# tiny: seconds, for tests. mini: the protocol a 2-core CPU runs (a cell in minutes; the
+# report states each algorithm's mean time per cell). full: the paper-scale protocol
+# (PROTOCOL.md: 1M updates, 10 episodes, last 10; GPU).
 BUDGETS: dict[str, Budget] = {
     "tiny": Budget(updates=20, eval_every=10, eval_episodes=1, last_k=2, dataset_steps=3_000),
     "mini": Budget(
