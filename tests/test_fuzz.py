@@ -126,6 +126,7 @@ def _check_copy(mutate, must_fail: bool = False) -> None:
 @FUZZ
 @given(target=st.sampled_from(["data/main_data.hdf5", "data/metadata.json"]), mutation=MUTATION)
 @example(target="data/main_data.hdf5", mutation=("flip", 0.82421875, [1, 1]))  # h5py RuntimeError
+@example(target="data/main_data.hdf5", mutation=("flip", 0.28596531456006735, [1, 1, 1]))  # shape
 def test_byte_corrupt_dataset_is_a_clean_error(target, mutation):
     kind, position, flips = mutation
 

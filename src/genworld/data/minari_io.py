@@ -288,14 +288,21 @@ def read_episodes(
                     f"dataset {dataset_id}: {len(keys)} episodes in {path.name}, metadata says "
                     f"{metadata.get('total_episodes')}; the file is truncated, rebuild with --force"
                 )
-            return [_episode_from_group(f[k], f"{dataset_id} {k}", obs_dim, act_dim) for k in keys]
+            # no field may have more rows than the whole dataset (observations: one more per
+            # episode): a corrupt shape is refused before numpy tries to allocate it
+            steps = metadata.get("total_steps")
+            rows = int(steps) + len(keys) if steps is not None else None
+            return [
+                _episode_from_group(f[k], f"{dataset_id} {k}", obs_dim, act_dim, rows) for k in keys
+            ]
     except GenworldError:
         raise
     except FileNotFoundError:
         raise GenworldError(
             f"dataset {dataset_id}: {path} is missing; rebuild it with --force"
         ) from None
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py: corrupt heap
+    # h5py: a corrupt heap; MemoryError: a corrupt shape too large to allocate
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, MemoryError) as err:
         raise GenworldError(
             f"dataset {dataset_id}: cannot read {path.name} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'corrupt'}); the file is corrupt or "
@@ -306,10 +313,17 @@ def read_episodes(
 _FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 
 
-def _episode_from_group(group, where: str, obs_dim, act_dim) -> Episode:
+def _episode_from_group(group, where: str, obs_dim, act_dim, max_rows: int | None = None):
     missing = [name for name in _FIELDS if name not in group]
     if missing:
         raise GenworldError(f"{where}: missing field(s) {', '.join(missing)}; rebuild the dataset")
+    for name in _FIELDS:
+        shape = group[name].shape
+        if max_rows is not None and (not shape or shape[0] > max_rows):
+            raise GenworldError(
+                f"{where}: {name} has shape {shape}, more rows than the dataset's "
+                f"{max_rows}; the file is corrupt, rebuild it with --force"
+            )
     arrays = {name: group[name][()] for name in _FIELDS}
     return Episode.from_arrays(**arrays, obs_dim=obs_dim, act_dim=act_dim, where=where)
 
