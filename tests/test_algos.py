@@ -94,7 +94,7 @@ def test_update_act_and_checkpoint_round_trip(name, tmp_path):
     torch.testing.assert_close(other.act(obs, env_idx, deterministic=True), actions)
 
 
-SLOW_RESUMES = {"agnostic-iql", "cmt"}
+SLOW_RESUMES = {"agnostic-iql", "cmt", "dt", "prompt-dt", "mrcom", "rssm"}
 """Resume checks of several seconds each: integration (CI runs them), out of the fast suite."""
 
 

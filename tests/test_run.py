@@ -16,7 +16,12 @@ def run(cfg, out, **kwargs):
 
 
 @pytest.mark.parametrize(
-    "setting, policy", [("multi", "shared"), ("multi", "per_env"), ("single", None)]
+    "setting, policy",
+    [
+        pytest.param("multi", "shared", marks=pytest.mark.integration),  # CI runs these two
+        ("multi", "per_env"),  # the default, in the fast suite
+        pytest.param("single", None, marks=pytest.mark.integration),
+    ],
 )
 def test_run_tiny_writes_report_and_resumes(tmp_path, setting, policy):
     cfg = config_for_scale(

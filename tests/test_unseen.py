@@ -197,6 +197,7 @@ def test_newr_rollouts_store_the_true_reward_minus_the_penalty():
     assert not torch.allclose(got, stored)  # the reward module's re is not used
 
 
+@pytest.mark.integration  # builds every task's dataset twice: out of the fast suite, CI runs it
 def test_shipped_task_experts_replace_training_and_give_the_same_datasets(tmp_path, monkeypatch):
     from dataclasses import replace
 
