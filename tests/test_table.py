@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,16 @@ def test_acceptance_command_writes_markdown_csv_json_and_plot(policies, tmp_path
         json.loads(p.read_text())["matmul_precision"] for p in out.glob("cells/**/result.json")
     ]
     assert precisions == ["highest"] * len(ALGOS)  # the cells' recorded precision
+    # each cell records its world model's budget and, MBPO-based, its rollouts and SAC
+    cell = {
+        r["algo"]: r for r in map(json.loads, map(Path.read_text, out.glob("cells/**/result.json")))
+    }
+    for algo, r in cell.items():
+        model_based = algo in ("tgw", "mopo", "morel")
+        assert (r["world_model"] is not None) == model_based == (r["policy_learner"] is not None)
+        if model_based:
+            assert r["world_model"]["steps"] > 0 and r["policy_learner"]["horizon"] > 0
+            assert f"- `{algo}`: world model `" in md
     assert {r["algo"] for r in summary["rows"]} == set(ALGOS)
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))

@@ -163,6 +163,35 @@ def paper_claims(cfg, agg: dict) -> dict[str, dict[str, Any]]:
     return claims
 
 
+def budget_lines(cfg, results: list[dict]) -> list[str]:
+    """Each algorithm's world-model budget and MBPO settings, as its first finished cell
+    recorded them (cells made before these were recorded say nothing)."""
+    parts = []
+    for algo in cfg.algos:
+        r = next((r for r in results if r["algo"] == algo and "world_model" in r), None)
+        if r is None:
+            continue
+        wm, pl = r["world_model"], r.get("policy_learner")
+        text = (
+            f"world model `{wm['model']}` {wm['steps']:,} updates (batch {wm['batch_size']})"
+            if wm
+            else "no world model"
+        )
+        if pl:
+            text += (
+                f"; rollouts of {pl['rollout_batch']:,} starts × horizon {pl['horizon']} every "
+                f"{pl['rollout_every']:,} updates, β {pl['beta']:g}, real ratio "
+                f"{pl['real_ratio']:g}, SAC `{pl['policy']}` (actor lr {pl['actor_lr']:g}, "
+                f"critic lr {pl['critic_lr']:g}, behaviour term {pl['bc_alpha']:g})"
+            )
+        parts.append(f"- `{algo}`: {text}")
+    return (
+        ["**Budgets by algorithm** (on top of the policy updates):", "", *parts, ""]
+        if (parts)
+        else []
+    )
+
+
 def claim_lines(claims: dict[str, dict[str, Any]]) -> list[str]:
     """table.md's claims section (nothing when the table holds neither claim's algorithms)."""
     if not claims:
@@ -360,6 +389,7 @@ def write_table(
     summary["report"] = provenance()
     if "multi" in cfg.settings:
         md += [MULTI_ENV, ""]
+    md += budget_lines(cfg, results)
     summary["claims"] = paper_claims(cfg, last)
     md += claim_lines(summary["claims"])
     for setting in cfg.settings:

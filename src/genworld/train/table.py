@@ -224,10 +224,38 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         "seconds": round(time.perf_counter() - started, 1),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "updates": budget.updates,
+        "world_model": world_model_budget(folder),
+        "policy_learner": policy_learner(agent),
         "provenance": provenance(),
     }
     atomic_write_json(folder / "result.json", result)
     return result
+
+
+def world_model_budget(folder: Path) -> dict[str, Any] | None:
+    """The world model a cell trained or shared (its ``world_model.json`` names a shared one):
+    its kind, updates and batch size; None for a model-free cell."""
+    link = folder / "world_model.json"
+    model = Path(json.loads(link.read_text())["path"]) if link.exists() else folder / "world_model"
+    if not (model / "config.json").exists():
+        return None
+    config = json.loads((model / "config.json").read_text())
+    return {k: config[k] for k in ("model", "steps", "batch_size")}
+
+
+def policy_learner(agent) -> dict[str, Any] | None:
+    """An MBPO-based agent's rollout and SAC settings (what its report states beside the
+    world model's budget); None for other agents."""
+    from genworld.algos.mbpo import MBPOConfig
+
+    cfg = getattr(getattr(agent, "mbpo", agent), "cfg", None)
+    if not isinstance(cfg, MBPOConfig):
+        return None
+    keys = ("rollout_batch", "horizon", "rollout_every", "real_ratio", "beta", "policy")
+    return {
+        **{k: getattr(cfg, k) for k in keys},
+        **{k: getattr(cfg.sac, k) for k in ("actor_lr", "critic_lr", "bc_alpha")},
+    }
 
 
 def _run_cell_in_worker(cfg_json: str, cell_json: str, out: str) -> dict | None:
