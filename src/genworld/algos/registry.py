@@ -125,7 +125,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tgw-no-prompt": ("tgw", {"world_model": {"tgw": {"use_prompt": False}}}),
     "tgw-no-rssm": ("tgw", {"world_model": {"tgw": {"use_stochastic": False}}}),
     "tgw-no-ri": ("tgw", {"mbpo": {"beta": 0.0}}),
-    "tgw-per-env": ("tgw", {"mbpo": {"policy": "per_env"}}),
+    # one SAC over all envs instead of one per env (MBPOConfig.policy's default)
+    "tgw-shared": ("tgw", {"mbpo": {"policy": "shared"}}),
     # model rollouts not clipped to the data's observation range (MBPOConfig.obs_bounds)
     "tgw-no-bounds": ("tgw", {"mbpo": {"obs_bounds": "none"}}),
     # the unseen-task study's variants (seed 000 §6.2)
