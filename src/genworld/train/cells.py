@@ -90,3 +90,10 @@ def train_cell(
         prefix=prefix,
     )
     return records, summarize(records, [s.name for s in specs], last_k)
+
+
+def cell_seconds(records: list[dict], setup: float) -> float:
+    """A cell's seconds: ``setup`` (this process's time before training: data, world model)
+    plus its training and evaluations over every process that ran them (the last record's
+    ``wall_s``, which a checkpoint carries across a resume)."""
+    return round(setup + (records[-1].get("wall_s", 0.0) if records else 0.0), 1)

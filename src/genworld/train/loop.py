@@ -8,7 +8,9 @@ The loop owns what every run needs the same way: the checkpoint cadence (atomic,
 files; the trainer's state plus the sampling generator and torch's global RNG, so a resumed run
 continues exactly), truncating logs written after the checkpoint a run resumes from, one logger
 (JSONL files + TensorBoard + a progress bar), and Ctrl-C / SIGTERM: the current step finishes,
-a checkpoint is written, and the run stops.
+a checkpoint is written, and the run stops. Every logged record carries ``wall_s``: the run's
+seconds since its first step, over all the processes that resumed it (a checkpoint keeps the
+count, so a run killed and resumed reports the time it really took, less what it redid).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def run_loop(
     procs = processes if processes is not None else OneProcess()
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    step = 0
+    step, wall_before = 0, 0.0
     logs = tuple(dict.fromkeys(h.log for h in hooks if h.log))
     if prefix is not None and procs.world_size > 1:
         raise GenworldError(f"{name}: a shared prefix needs a one-process run")
@@ -121,6 +123,7 @@ def run_loop(
     if resumed is not None:
         step, state = resumed
         restore(name, trainer, state, generator, out)
+        wall_before = float(state.get("wall_s", 0.0))
     if procs.is_main:  # a killed run redoes what it logged after its checkpoint (or from 0)
         for log in logs:
             truncate_jsonl(out / log, step if resumed is not None else -1)
@@ -135,11 +138,17 @@ def run_loop(
                 **trainer.state_dict(),
                 "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "wall_s": wall(),
             }
             save_checkpoint(out / "checkpoints", step, state)
 
     logger = Logger(out, step, enabled=procs.is_main and step < steps)
     start, first = time.perf_counter(), step
+    began = start
+
+    def wall() -> float:
+        return round(wall_before + time.perf_counter() - began, 1)
+
     with (
         logger,
         progress_bar(name, steps, enabled=show_progress and procs.is_main) as advance,
@@ -161,7 +170,7 @@ def run_loop(
                 if step % hook.every == 0 or last:
                     record = hook.run(step, metrics)
                     if record is not None and hook.log:
-                        record = {"step": step, **record}
+                        record = {"step": step, **record, "wall_s": wall()}
                         if hook.rate:
                             elapsed = time.perf_counter() - start
                             record[hook.rate] = (step - first) * hook.rate_per_step / elapsed
@@ -207,7 +216,7 @@ class Logger:
         self.files[stream].flush()
         if self.writer is not None:
             for key, value in record.items():
-                if key != "step" and isinstance(value, int | float):
+                if key not in ("step", "wall_s") and isinstance(value, int | float):
                     self.writer.add_scalar(key, value, record["step"])
             self.writer.flush()
 

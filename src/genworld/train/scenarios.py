@@ -523,7 +523,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
     import torch
 
     from genworld.envs.registry import get_env_spec
-    from genworld.train.cells import build_cell_agent, train_cell
+    from genworld.train.cells import build_cell_agent, cell_seconds, train_cell
     from genworld.utils.device import resolve_device
 
     folder = out / cell.folder
@@ -555,7 +555,8 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         updates=cfg.policy_updates,
     )
     spec = get_env_spec(task)
-    _, summary = train_cell(
+    setup = time.perf_counter() - started
+    records, summary = train_cell(
         f"{cell.method} {cell.group} {cell.split} {cell.target} s{cell.seed}",
         agent,
         [spec],
@@ -577,7 +578,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         "updates": cfg.policy_updates,
         # the SAC settings a study may change: a study resumed by newer code shows its cells'
         "policy": overrides["mbpo"]["sac"] if overrides else None,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": cell_seconds(records, setup),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "provenance": provenance(),
     }

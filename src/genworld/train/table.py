@@ -173,7 +173,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
     import torch
 
     from genworld.data.multi_env import MultiEnvDataset
-    from genworld.train.cells import build_cell_agent, train_cell
+    from genworld.train.cells import build_cell_agent, cell_seconds, train_cell
     from genworld.train.prefix import prefix_of
     from genworld.utils.device import resolve_device
 
@@ -203,7 +203,8 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         budget=asdict(budget),
         device=resolve_device(cfg.device).type,
     )
-    _, summary = train_cell(
+    setup = time.perf_counter() - started
+    records, summary = train_cell(
         f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
         agent,
         dataset.specs,
@@ -221,7 +222,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         "datasets": ids,
         "data": dataset.fingerprint(),
         "summary": summary,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": cell_seconds(records, setup),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "updates": budget.updates,
         "world_model": world_model_budget(folder),

@@ -97,10 +97,11 @@ def agent_overrides(cfg, method: str) -> dict[str, Any]:
 def _train_and_score(cfg, folder: Path, agent, cell, refs, started: float) -> dict:
     """``cfg.policy_updates`` updates of ``agent`` on ``cell = (method, task, seed)`` with an
     evaluation every ``eval_every`` (resumable in ``folder``), then the cell's result file."""
-    from genworld.train.cells import train_cell
+    from genworld.train.cells import cell_seconds, train_cell
 
     method, task, seed = cell
-    _, summary = train_cell(
+    setup = time.perf_counter() - started
+    records, summary = train_cell(
         f"{method} {task} s{seed}",
         agent,
         [task_spec(task, refs)],
@@ -111,10 +112,11 @@ def _train_and_score(cfg, folder: Path, agent, cell, refs, started: float) -> di
         last_k=cfg.last_k,
         seed=seed,
     )
-    return _write_result(folder, cell, summary[task]["last_k_mean"], summary[task]["best"], started)
+    seconds = cell_seconds(records, setup)
+    return _write_result(folder, cell, summary[task]["last_k_mean"], summary[task]["best"], seconds)
 
 
-def _write_result(folder: Path, cell, last_k: float, best: float, started: float) -> dict:
+def _write_result(folder: Path, cell, last_k: float, best: float, seconds: float) -> dict:
     method, task, seed = cell
     result = {
         "method": method,
@@ -122,7 +124,7 @@ def _write_result(folder: Path, cell, last_k: float, best: float, started: float
         "seed": seed,
         "last_k": last_k,
         "best": best,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": seconds,
         "matmul_precision": torch.get_float32_matmul_precision(),
         "provenance": provenance(),
     }
@@ -230,7 +232,9 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
             seed=seed,
         )
         last_k, best = summary[task]["last_k_mean"], summary[task]["best"]
-    return _write_result(folder, (method, task, seed), last_k, best, started)
+    return _write_result(
+        folder, (method, task, seed), last_k, best, round(time.perf_counter() - started, 1)
+    )
 
 
 # ------------------------------------------------------------------ CMT (seed 001 §4.2)
@@ -383,4 +387,6 @@ def _meta_cell(cfg, out: Path, train, task: str, method: str, seed: int, refs) -
         agent.load_state_dict(trained.state_dict())  # shared weights; its own context set
     returns = evaluate_agent(agent, [spec], cfg.eval_episodes * cfg.last_k, seed)[task]
     score = float(spec.normalized_score(returns.mean()))
-    return _write_result(folder, (method, task, seed), score, score, started)
+    return _write_result(
+        folder, (method, task, seed), score, score, round(time.perf_counter() - started, 1)
+    )
