@@ -294,3 +294,12 @@ def test_the_average_row_and_the_papers_claims_use_the_same_finished_tasks():
              if row["algo"] == "bc" and row["setting"] == "multi"]  # fmt: skip
     beats = paper_claims(cfg, aggregate(long, "last_k"))["tgw_beats_every_baseline"]
     assert beats["averages"] == {"tgw": 50.0, "bc": 45.0} and beats["holds"] is True
+
+
+def test_each_setting_prints_the_papers_number_of_that_setting():
+    from genworld.reports.table import markdown_table
+
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("medium",), algos=("tgw",))
+    for setting, paper in (("multi", "(paper 88.4)"), ("single", "(paper 97.5)")):
+        agg = {(setting, "medium", "hopper", "tgw"): {"mean": 50.0, "std": 1.0, "seeds": 1}}
+        assert paper in "\n".join(markdown_table(cfg, agg, setting, "last_k"))

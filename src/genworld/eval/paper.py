@@ -1,7 +1,8 @@
 """Published numbers we print next to ours, always marked as a different data source.
 
-Seed 000 (TGW), Table 1: multi-env results, one model per data quality, 5 seeds, D4RL v2 data
-(transcribed in PROTOCOL.md). Per baseline the cells are halfcheetah / hopper / walker2d.
+Seed 000 (TGW), Table 1: one model per data quality trained on all three envs (multi-env) or
+one per env (single-env), 5 seeds, D4RL v2 data (transcribed in PROTOCOL.md). Per baseline the
+cells are halfcheetah / hopper / walker2d.
 """
 
 from __future__ import annotations
@@ -47,8 +48,43 @@ PAPER_TABLE1_MULTI: dict[str, dict[str, dict[str, float]]] = {
 }
 """algo → quality → env → normalized score (seed 000, Table 1, multi-env)."""
 
+PAPER_TABLE1_SINGLE: dict[str, dict[str, dict[str, float]]] = {
+    "tgw": {
+        "random": _cells("36.2/48.7/38.5"),
+        "medium": _cells("46.1/97.5/61.2"),
+        "medium-replay": _cells("44.2/82.1/50.7"),
+        "medium-expert": _cells("59.3/103.2/84.7"),
+    },
+    "prompt-dt": {
+        "random": _cells("29.3/10.5/18.6"),
+        "medium": _cells("47.1/55.3/62.3"),
+        "medium-replay": _cells("42.4/60.9/47.1"),
+        "medium-expert": _cells("67.2/98.3/103.7"),
+    },
+    "cql": {
+        "random": _cells("35.4/10.8/7.0"),
+        "medium": _cells("44.4/86.6/74.5"),
+        "medium-replay": _cells("46.2/48.6/32.6"),
+        "medium-expert": _cells("62.4/111/98.7"),
+    },
+    "mopo": {
+        "random": _cells("34.4/11.7/13.6"),
+        "medium": _cells("42.3/28.0/17.8"),
+        "medium-replay": _cells("53.1/67.5/39.0"),
+        "medium-expert": _cells("63.3/23.7/44.6"),
+    },
+    "morel": {
+        "random": _cells("25.6/53.6/37.3"),
+        "medium": _cells("42.1/95.4/77.8"),
+        "medium-replay": _cells("40.2/93.6/49.8"),
+        "medium-expert": _cells("53.3/108.7/95.6"),
+    },
+}
+"""algo → quality → env → normalized score (seed 000, Table 1, single-env)."""
+
 PAPER_TGW_MULTI = PAPER_TABLE1_MULTI["tgw"]
+PAPER_TABLE1 = {"multi": PAPER_TABLE1_MULTI, "single": PAPER_TABLE1_SINGLE}
 
 
-def paper_score(algo: str, quality: str, env: str) -> float | None:
-    return PAPER_TABLE1_MULTI.get(algo, {}).get(quality, {}).get(env)
+def paper_score(algo: str, quality: str, env: str, setting: str = "multi") -> float | None:
+    return PAPER_TABLE1[setting].get(algo, {}).get(quality, {}).get(env)

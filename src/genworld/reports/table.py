@@ -110,7 +110,7 @@ def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
             cells = []
             for algo in algos:
                 a = agg.get((setting, quality, env, algo))
-                paper = paper_score(algo, quality, env) if setting == "multi" else None
+                paper = paper_score(algo, quality, env, setting)
                 text = "—" if a is None else seeds_text(a["mean"], a["std"], a["seeds"], cfg.seeds)
                 if paper is not None and key == "last_k":
                     text += f" (paper {paper:.1f})"
