@@ -575,3 +575,38 @@ def test_beta_must_be_finite_and_non_negative_everywhere(beta):
         run_config("tiny", beta=beta)
     with pytest.raises(GenworldError, match="finite number ≥ 0"):
         MBPOConfig(beta=beta).validate()
+
+
+@pytest.mark.parametrize(
+    ("policy", "per_env", "rows"),
+    [("per_env", True, (16, 16)), ("per_env", False, None), ("shared", True, None)],
+)
+def test_each_per_env_sac_gets_a_full_batch_of_its_own_env(tmp_path, policy, per_env, rows):
+    """batch_per_env: each env's SAC learns from ``sac.batch_size`` rows of its env (a K×
+    batch, balanced); else the envs share one batch. The shared policy always takes one."""
+    from dataclasses import replace
+
+    from .test_algos import make
+
+    agent, _ = make("tgw", tmp_path)
+    mbpo = agent.mbpo
+    cfg = replace(
+        mbpo.cfg,
+        policy=policy,
+        batch_per_env=per_env,
+        real_ratio=0.25,
+        sac=replace(mbpo.cfg.sac, batch_size=16),
+    )
+    mbpo = MBPOAgent(mbpo.world_model, mbpo.dataset, cfg, torch.device("cpu"))
+    seen = []
+    mbpo.policy.update = lambda obs, act, rew, nobs, term, env, real: (
+        seen.append((env.clone(), real.clone())) or {}
+    )
+    mbpo.update(torch.Generator().manual_seed(0))
+    env, real = seen[0]
+    counts = tuple(int((env == k).sum()) for k in range(2))
+    if rows is None:
+        assert len(env) == 16
+    else:
+        assert counts == rows and int(real.sum()) == 8  # a quarter real, balanced over envs
+        assert tuple(int((env[real] == k).sum()) for k in range(2)) == (4, 4)

@@ -20,7 +20,8 @@ HALT); a row that is terminal stops there.
 
 Policies: ``shared`` — one SAC over all envs (padded observations, one-hot env id, masked actions,
 entropy target per env = −its true action dim); ``per_env`` — one SAC per env, all trained in
-the same shared world model.
+the same shared world model, each on a batch of its own env's rows as large as a single-env
+SAC's (``MBPOConfig.batch_per_env``).
 
 The world model is frozen: rollouts run under ``torch.no_grad`` and the agent turns its
 ``requires_grad`` off, so no policy or critic loss can reach it.
@@ -78,6 +79,13 @@ class MBPOConfig:
     termination is computed on (the registry's termination function) and what the model
     continues from (TGW's prompt memory); the predicted reward stays the model's for (s, a).
     none: the model's prediction as it is (MBPO, MOPO)."""
+    batch_per_env: bool = True
+    """per_env / per_env_batched: each env's SAC learns from a batch of ``sac.batch_size`` rows
+    of its own env, as a single-env run's SAC does: the update draws ``K × sac.batch_size``
+    rows for K envs, the same number from each (real and imagined alike), so a multi-env run and a single-env one differ in
+    their world model, not in their SACs' batch. False: the K SACs share one batch of
+    ``sac.batch_size`` rows (about B/K each; cheaper). The shared policy always takes one
+    batch."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Hyper-parameters of the SAC policy or policies (:class:`genworld.algos.sac.SACConfig`)."""
 
@@ -132,6 +140,7 @@ class TransitionBuffer:
         self.next_obs = torch.zeros(capacity, obs_max, device=device)
         self.term = torch.zeros(capacity, device=device)
         self.env = torch.zeros(capacity, dtype=torch.int64, device=device)
+        self._by_env: list[torch.Tensor] | None = None
 
     def add(self, obs, act, rew, next_obs, term, env) -> None:
         n = len(obs)
@@ -140,6 +149,14 @@ class TransitionBuffer:
         self.next_obs[idx], self.term[idx], self.env[idx] = next_obs, term.float(), env
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+        self._by_env: list[torch.Tensor] | None = None
+
+    def _rows_of_envs(self, envs: int) -> list[torch.Tensor]:
+        """Each env's row indices, found once per change of the buffer."""
+        if self._by_env is None or len(self._by_env) != envs:
+            env = self.env[: self.size]
+            self._by_env = [torch.nonzero(env == k).squeeze(1) for k in range(envs)]
+        return self._by_env
 
     def state_dict(self) -> dict:
         n = self.size
@@ -159,9 +176,23 @@ class TransitionBuffer:
         for name in ("obs", "act", "rew", "next_obs", "term", "env"):
             getattr(self, name)[:n] = state[name]
         self.size, self.pos = n, int(state["pos"])
+        self._by_env = None
 
-    def sample(self, n: int, generator: torch.Generator):
-        idx = torch.randint(self.size, (n,), generator=generator)
+    def sample(self, n: int, generator: torch.Generator, envs: int | None = None):
+        """``n`` rows drawn uniformly; with ``envs`` = K, the same number of rows from each of
+        the K envs (uniformly within each; an env with no rows in the buffer gives none)."""
+        if envs is None:
+            idx = torch.randint(self.size, (n,), generator=generator)
+        else:
+            rows = self._rows_of_envs(envs)
+            shares = [n // envs + (k < n % envs) for k in range(envs)]
+            idx = torch.cat(
+                [
+                    r[torch.randint(len(r), (m,), generator=generator)]
+                    for r, m in zip(rows, shares, strict=True)
+                    if len(r) and m
+                ]
+            )
         return (
             self.obs[idx],
             self.act[idx],
@@ -253,6 +284,10 @@ class MBPOAgent:
         else:
             self.policy = PerEnvSACs(obs_max, act_max, cfg.sac, device, act_dims, (mean, std))
         capacity = cfg.rollout_batch * cfg.horizon * cfg.retain_rollouts
+        # rows of one SAC update, real and imagined (MBPOConfig.batch_per_env)
+        per_env = cfg.batch_per_env and cfg.policy != "shared" and k > 1
+        self.balanced_envs = k if per_env else None
+        self.batch_rows = cfg.sac.batch_size * (self.balanced_envs or 1)
         self.model_buffer = TransitionBuffer(capacity, obs_max, act_max, device)
         self.updates = 0
         self.rollout_stats: dict[str, float] = {}
@@ -346,10 +381,10 @@ class MBPOAgent:
         if self.updates % self.cfg.rollout_every == 0:
             self.rollout(generator)
         self.updates += 1
-        batch_size = self.cfg.sac.batch_size
+        batch_size = self.batch_rows
         n_real = int(round(batch_size * self.cfg.real_ratio))
         real = self.dataset.sample_transitions(n_real, generator, "balanced") if n_real else None
-        fake = self.model_buffer.sample(batch_size - n_real, generator)
+        fake = self.model_buffer.sample(batch_size - n_real, generator, self.balanced_envs)
         parts = [fake]
         if real is not None:
             parts.append(

@@ -22,8 +22,8 @@ MULTI_ENV = (
     "**Multi-env**: one agent per cell for all its envs. The model-free methods train one "
     "network for all of them (a one-hot env id; DT and Prompt-DT a shared transformer with "
     "per-env tokenizers). The MBPO-based methods (TGW, MOPO, MOReL and their variants) learn "
-    "one SAC per env inside one world model, each on its own env's rows of a batch (a third "
-    "of it with three envs); MOPO's and MOReL's world model is one MLP ensemble per env, so "
+    "one SAC per env inside one world model, each on a batch of its own env's rows as large "
+    "as a single-env cell's (`batch_per_env` in a cell's `policy_learner`); MOPO's and MOReL's world model is one MLP ensemble per env, so "
     "across envs they share nothing. At mini every MBPO-based method has the same policy "
     "learner, so their rows compare world models."
 )

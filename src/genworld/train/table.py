@@ -253,6 +253,7 @@ def policy_learner(agent) -> dict[str, Any] | None:
     if not isinstance(cfg, MBPOConfig):
         return None
     keys = ("rollout_batch", "horizon", "rollout_every", "real_ratio", "beta", "policy")
+    keys += ("batch_per_env",)
     return {
         **{k: getattr(cfg, k) for k in keys},
         **{k: getattr(cfg.sac, k) for k in ("actor_lr", "critic_lr", "bc_alpha")},
