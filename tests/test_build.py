@@ -15,7 +15,14 @@ def _arrays(dataset_id):
 
 
 @pytest.mark.parametrize(
-    "quality", ["random", "medium", "medium-replay", "expert", "medium-expert"]
+    "quality",
+    [  # medium-expert builds a medium and an expert part: the fast suite keeps the composites
+        pytest.param("random", marks=pytest.mark.integration),
+        pytest.param("medium", marks=pytest.mark.integration),
+        "medium-replay",
+        pytest.param("expert", marks=pytest.mark.integration),
+        "medium-expert",
+    ],
 )
 def test_build_all_qualities_deterministic(quality, tiny_policies, tmp_path, monkeypatch):
     monkeypatch.setattr("genworld.data.collect.LANE_STEPS", 250)  # 2 lanes from 500 steps

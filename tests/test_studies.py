@@ -71,6 +71,7 @@ def test_sweep_beta_tiny_writes_the_plot_and_one_column_per_value(policies, tmp_
     assert main(["sweep", "beta", "--values", "0,x", "--out", str(tmp_path / "bad")]) == 2
 
 
+@pytest.mark.integration  # a tiny ablate run of four algorithms: CI runs it
 def test_ablation_overrides_reach_the_world_model(policies, tmp_path):
     import json
 
