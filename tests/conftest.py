@@ -94,3 +94,20 @@ def random_episode(
         terminations,
         truncations,
     )
+
+
+TIMING_KEYS = ("wall_seconds", "wall_s")
+
+
+def untimed(obj):
+    """A report or log without its timings (``time/…`` rates, wall seconds): what a resumed run
+    must reproduce exactly."""
+    if isinstance(obj, dict):
+        return {
+            k: untimed(v)
+            for k, v in obj.items()
+            if not k.startswith("time/") and k not in TIMING_KEYS
+        }
+    if isinstance(obj, list):
+        return [untimed(v) for v in obj]
+    return obj

@@ -254,7 +254,7 @@ def test_ddp_world_model_replicas_stay_identical_and_checkpoint_like_fit_world_m
     ranks = _spawn(_wm_worker, tmp_path)
     _assert_same(ranks[0], ranks[1], atol=0, rtol=0)
     step, state = load_checkpoint(latest_checkpoint(tmp_path / "wm" / "checkpoints"))
-    assert step == 4 and set(state) == {"model", "optimizer", "generator", "torch_rng"}
+    assert step == 4 and set(state) == {"model", "optimizer", "generator", "torch_rng", "wall_s"}
     lines = (tmp_path / "wm" / "metrics.jsonl").read_text().splitlines()
     assert all(json.loads(line)["processes"] == 2 for line in lines)
 

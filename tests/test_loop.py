@@ -61,3 +61,17 @@ def _patch_wall(checkpoint, seconds: float) -> None:
             item[1] = seconds
     meta["meta_sha256"] = _meta_digest(meta)
     meta_file.write_text(json.dumps(meta))
+
+
+def test_a_run_from_a_shared_prefix_counts_only_its_own_seconds(tmp_path):
+    from genworld.train.checkpoint import latest_checkpoint
+    from genworld.train.prefix import Prefix
+
+    prefix = Prefix(2, tmp_path / "prefixes" / "p")
+    hooks = (Hook(2, lambda step, m: {"x": 1.0}, log="eval.jsonl"),)
+    for name in ("first", "second"):
+        run_loop(name, Walk(), tmp_path / name, steps=4, seed=3, checkpoint_every=2,
+                 hooks=hooks, show_progress=False, prefix=prefix)  # fmt: skip
+        if name == "first":  # the prefix took 100 s to make
+            _patch_wall(latest_checkpoint(prefix.folder / "checkpoints"), 100.0)
+    assert _records(tmp_path / "second" / "eval.jsonl")[-1]["wall_s"] < 100.0

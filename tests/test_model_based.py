@@ -610,3 +610,27 @@ def test_each_per_env_sac_gets_a_full_batch_of_its_own_env(tmp_path, policy, per
     else:
         assert counts == rows and int(real.sum()) == 8  # a quarter real, balanced over envs
         assert tuple(int((env[real] == k).sum()) for k in range(2)) == (4, 4)
+
+
+def test_all_real_batches_and_runs_saved_before_batch_per_env(tmp_path):
+    """real_ratio 1 draws nothing imagined; a saved config without ``batch_per_env`` means the
+    shared batch of the code that saved it, so it resumes only as False."""
+    from dataclasses import asdict, replace
+
+    from genworld.utils.io import config_differences, field_defaults
+
+    from .test_algos import make
+
+    agent, _ = make("tgw", tmp_path)
+    mbpo = agent.mbpo
+    cfg = replace(mbpo.cfg, real_ratio=1.0, sac=replace(mbpo.cfg.sac, batch_size=8))
+    metrics = MBPOAgent(mbpo.world_model, mbpo.dataset, cfg, torch.device("cpu")).update(
+        torch.Generator().manual_seed(0)
+    )
+    assert metrics
+    saved = asdict(cfg)
+    del saved["batch_per_env"]
+    defaults = field_defaults(cfg)
+    assert config_differences(saved, asdict(cfg), defaults) == ["batch_per_env"]
+    old = asdict(replace(cfg, batch_per_env=False))
+    assert config_differences(saved, old, defaults) == []

@@ -17,20 +17,10 @@ import torch
 from genworld.errors import GenworldError
 from genworld.train.checkpoint import load_checkpoint, resume_point, save_checkpoint
 
+from .conftest import untimed
+
 RUN = [sys.executable, "-m", "genworld.cli", "run", "--scale", "tiny", "--deterministic"]
 RUN += ["--envs", "hopper", "--qualities", "random", "--quiet"]
-
-
-def _untimed(obj):
-    if isinstance(obj, dict):
-        return {
-            k: _untimed(v)
-            for k, v in obj.items()
-            if not k.startswith("time/") and k != "wall_seconds"
-        }
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
 
 
 @pytest.mark.integration
@@ -60,7 +50,7 @@ def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_report(tmp_
     assert final.returncode == 0, final.stderr.decode()[-2000:]
     a = json.loads((tmp_path / "straight" / "report.json").read_text())
     b = json.loads((out / "report.json").read_text())
-    assert _untimed(a["results"]) == _untimed(b["results"])
+    assert untimed(a["results"]) == untimed(b["results"])
     assert not list(out.rglob(".tmp-*")), "a killed checkpoint write left a temp folder behind"
 
 

@@ -7,6 +7,8 @@ import torch
 from genworld.api import run_config as config_for_scale
 from genworld.errors import GenworldError
 
+from .conftest import untimed
+
 
 def run(cfg, out, **kwargs):
     """``genworld run``'s API call; its report's data."""
@@ -126,15 +128,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     resumed = run(cfg, tmp_path / "killed", show_progress=False)
     curve = resumed["results"]["random/multi"]["tgw"]["curve"]
     assert [r["step"] for r in curve] == [20, 40]
-    assert _untimed(resumed["results"]) == _untimed(straight["results"])
-
-
-def _untimed(obj):
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if not k.startswith("time/")}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
+    assert untimed(resumed["results"]) == untimed(straight["results"])
 
 
 def test_report_protocol_names_the_behaviour_term():
@@ -172,4 +166,4 @@ def test_ctrl_c_checkpoints_the_current_update_and_resumes_exactly(tmp_path, mon
     assert step == 30
     monkeypatch.setattr(TGWAgent, "update", original)
     resumed = run(cfg, tmp_path / "stopped", show_progress=False)
-    assert _untimed(resumed["results"]) == _untimed(straight["results"])
+    assert untimed(resumed["results"]) == untimed(straight["results"])

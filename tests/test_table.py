@@ -303,3 +303,16 @@ def test_each_setting_prints_the_papers_number_of_that_setting():
     for setting, paper in (("multi", "(paper 88.4)"), ("single", "(paper 97.5)")):
         agg = {(setting, "medium", "hopper", "tgw"): {"mean": 50.0, "std": 1.0, "seeds": 1}}
         assert paper in "\n".join(markdown_table(cfg, agg, setting, "last_k"))
+
+
+def test_the_budget_lines_name_each_multi_env_batch_rule_and_warn_when_cells_mix_them():
+    from genworld.reports.table import batch_rule_text
+
+    def cell(rule):
+        learner = {"policy": "per_env"} if rule is None else {"batch_per_env": rule}
+        return {"algo": "tgw", "setting": "multi", "policy_learner": learner}
+
+    assert "full batch" in batch_rule_text("tgw", [cell(True)])
+    assert "share one batch" in batch_rule_text("tgw", [cell(None)])  # recorded before the rule
+    assert "mix two batch rules" in batch_rule_text("tgw", [cell(True), cell(False)])
+    assert batch_rule_text("bc", [cell(True)]) == ""

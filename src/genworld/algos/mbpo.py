@@ -79,13 +79,13 @@ class MBPOConfig:
     termination is computed on (the registry's termination function) and what the model
     continues from (TGW's prompt memory); the predicted reward stays the model's for (s, a).
     none: the model's prediction as it is (MBPO, MOPO)."""
-    batch_per_env: bool = True
+    batch_per_env: bool = field(default=True, metadata={"absent": False})
     """per_env / per_env_batched: each env's SAC learns from a batch of ``sac.batch_size`` rows
     of its own env, as a single-env run's SAC does: the update draws ``K × sac.batch_size``
-    rows for K envs, the same number from each (real and imagined alike), so a multi-env run and a single-env one differ in
+    rows for K envs, the same number from each, so a multi-env run and a single-env one differ in
     their world model, not in their SACs' batch. False: the K SACs share one batch of
     ``sac.batch_size`` rows (about B/K each; cheaper). The shared policy always takes one
-    batch."""
+    batch. A run saved before this field existed shared one batch: it resumes as False."""
     sac: SACConfig = field(default_factory=SACConfig)
     """Hyper-parameters of the SAC policy or policies (:class:`genworld.algos.sac.SACConfig`)."""
 
@@ -178,21 +178,19 @@ class TransitionBuffer:
         self.size, self.pos = n, int(state["pos"])
         self._by_env = None
 
-    def sample(self, n: int, generator: torch.Generator, envs: int | None = None):
-        """``n`` rows drawn uniformly; with ``envs`` = K, the same number of rows from each of
-        the K envs (uniformly within each; an env with no rows in the buffer gives none)."""
-        if envs is None:
+    def sample(self, n: int, generator: torch.Generator, shares: list[int] | None = None):
+        """``n`` rows drawn uniformly; with ``shares``, ``shares[k]`` rows of env k (uniformly
+        among its rows; an env with no rows in the buffer gives none)."""
+        if shares is None:
             idx = torch.randint(self.size, (n,), generator=generator)
         else:
-            rows = self._rows_of_envs(envs)
-            shares = [n // envs + (k < n % envs) for k in range(envs)]
-            idx = torch.cat(
-                [
-                    r[torch.randint(len(r), (m,), generator=generator)]
-                    for r, m in zip(rows, shares, strict=True)
-                    if len(r) and m
-                ]
-            )
+            rows = self._rows_of_envs(len(shares))
+            draws = [
+                r[torch.randint(len(r), (m,), generator=generator)]
+                for r, m in zip(rows, shares, strict=True)
+                if len(r) and m > 0
+            ]
+            idx = torch.cat(draws) if draws else torch.zeros(0, dtype=torch.int64)
         return (
             self.obs[idx],
             self.act[idx],
@@ -384,7 +382,13 @@ class MBPOAgent:
         batch_size = self.batch_rows
         n_real = int(round(batch_size * self.cfg.real_ratio))
         real = self.dataset.sample_transitions(n_real, generator, "balanced") if n_real else None
-        fake = self.model_buffer.sample(batch_size - n_real, generator, self.balanced_envs)
+        shares = None
+        if self.balanced_envs is not None:  # each env's imagined rows fill its batch
+            real_rows = torch.zeros(self.balanced_envs, dtype=torch.int64)
+            if real is not None:
+                real_rows = torch.bincount(real.env_idx.cpu(), minlength=self.balanced_envs)
+            shares = (self.cfg.sac.batch_size - real_rows).tolist()
+        fake = self.model_buffer.sample(batch_size - n_real, generator, shares)
         parts = [fake]
         if real is not None:
             parts.append(

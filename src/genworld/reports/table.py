@@ -184,12 +184,34 @@ def budget_lines(cfg, results: list[dict]) -> list[str]:
                 f"{pl['real_ratio']:g}, SAC `{pl['policy']}` (actor lr {pl['actor_lr']:g}, "
                 f"critic lr {pl['critic_lr']:g}, behaviour term {pl['bc_alpha']:g})"
             )
+            text += batch_rule_text(algo, results)
         parts.append(f"- `{algo}`: {text}")
     return (
         ["**Budgets by algorithm** (on top of the policy updates):", "", *parts, ""]
         if (parts)
         else []
     )
+
+
+def batch_rule_text(algo: str, results: list[dict]) -> str:
+    """How the multi-env cells of an MBPO-based ``algo`` batched their per-env SACs (a cell
+    recorded before ``batch_per_env`` existed shared one batch); a warning where its cells
+    differ, which makes their rows incomparable."""
+    rules = {
+        bool(r["policy_learner"].get("batch_per_env", False))
+        for r in results
+        if r["algo"] == algo and r.get("policy_learner") and r["setting"] == "multi"
+    }
+    if rules == {True}:
+        return "; multi-env: each env's SAC a full batch of its own rows"
+    if rules == {False}:
+        return "; multi-env: the envs' SACs share one batch"
+    if rules:
+        return (
+            "; **its multi-env cells mix two batch rules** (a full batch per env's SAC, and one "
+            "batch shared by the envs' SACs: cells made by older code): rerun in a new --out"
+        )
+    return ""
 
 
 def claim_lines(claims: dict[str, dict[str, Any]]) -> list[str]:

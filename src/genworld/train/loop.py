@@ -10,7 +10,9 @@ continues exactly), truncating logs written after the checkpoint a run resumes f
 (JSONL files + TensorBoard + a progress bar), and Ctrl-C / SIGTERM: the current step finishes,
 a checkpoint is written, and the run stops. Every logged record carries ``wall_s``: the run's
 seconds since its first step, over all the processes that resumed it (a checkpoint keeps the
-count, so a run killed and resumed reports the time it really took, less what it redid).
+count, so a run killed and resumed reports the time it really took, less what it redid; a run
+started from a shared prefix counts from there, and one whose checkpoint predates the count,
+from its resume).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_agent_outcomes
 from genworld.train.checkpoint import resume_point, save_checkpoint
-from genworld.train.prefix import Prefix, keep_prefix, start_from_prefix
+from genworld.train.prefix import Prefix, inherited, keep_prefix, start_from_prefix
 from genworld.utils.interrupt import deferred_interrupt
 from genworld.utils.io import tensorboard_writer, truncate_jsonl
 from genworld.utils.progress import progress_bar
@@ -123,7 +125,8 @@ def run_loop(
     if resumed is not None:
         step, state = resumed
         restore(name, trainer, state, generator, out)
-        wall_before = float(state.get("wall_s", 0.0))
+        if not inherited(out, step):  # (a prefix's seconds are the run's that made it)
+            wall_before = float(state.get("wall_s", 0.0))
     if procs.is_main:  # a killed run redoes what it logged after its checkpoint (or from 0)
         for log in logs:
             truncate_jsonl(out / log, step if resumed is not None else -1)
@@ -157,7 +160,7 @@ def run_loop(
         advance(step)
         for hook in hooks if resumed is None else ():
             if hook.at_start and (record := hook.run(0, {})) is not None and hook.log:
-                logger.write(hook.log, {"step": 0, **record})
+                logger.write(hook.log, {"step": 0, **record, "wall_s": wall()})
         start = time.perf_counter()  # rates count training only
         while step < steps:
             metrics = trainer.step(generator)

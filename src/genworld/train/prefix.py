@@ -78,6 +78,13 @@ def start_from_prefix(prefix: Prefix, out: Path, logs: tuple[str, ...]) -> bool:
     return True
 
 
+def inherited(out: Path, step: int) -> bool:
+    """Whether ``out``'s checkpoint at ``step`` is a prefix another run made (the time its
+    steps took is that run's)."""
+    record = out / RECORD
+    return record.exists() and json.loads(record.read_text())["steps"] == step
+
+
 def keep_prefix(prefix: Prefix, out: Path, logs: tuple[str, ...]) -> None:
     """Leave ``out``'s checkpoint at ``prefix.steps`` and its logs (records up to that step)
     as the prefix, atomically; a prefix another run left first stays."""

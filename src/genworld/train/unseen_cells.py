@@ -205,11 +205,11 @@ def prompt_dt_job(cfg, out: Path, train: list[str], refs, seed: int) -> None:
 
 def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     from genworld.eval.rollout import evaluate_agent
-    from genworld.train.cells import train_cell
+    from genworld.train.cells import cell_seconds, train_cell
 
     folder = out / "cells" / method / task / f"seed{seed}"
     started = time.perf_counter()
-    weights = _train_prompt_dt(cfg, out, train, refs, seed)
+    weights = _train_prompt_dt(cfg, out, train, refs, seed)  # (shared by the family's cells)
     agent = _prompt_dt(cfg, out, [], [task], refs, seed)  # the task's prompt and small data
     agent.net.load_state_dict(weights)
     spec = task_spec(task, refs)
@@ -219,8 +219,10 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
             spec.normalized_score(evaluate_agent(agent, [spec], episodes, seed)[task].mean())
         )
         last_k = best = score
+        seconds = round(time.perf_counter() - started, 1)
     else:
-        _, summary = train_cell(
+        setup = time.perf_counter() - started
+        records, summary = train_cell(
             f"{method} {task} s{seed}",
             agent,
             [spec],
@@ -232,9 +234,8 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
             seed=seed,
         )
         last_k, best = summary[task]["last_k_mean"], summary[task]["best"]
-    return _write_result(
-        folder, (method, task, seed), last_k, best, round(time.perf_counter() - started, 1)
-    )
+        seconds = cell_seconds(records, setup)
+    return _write_result(folder, (method, task, seed), last_k, best, seconds)
 
 
 # ------------------------------------------------------------------ CMT (seed 001 §4.2)

@@ -73,8 +73,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def field_defaults(cfg: Any) -> dict[str, Any]:
-    """The declared defaults of a (nested) config dataclass, JSON-normalised; fields without a
-    default are left out. Nested configs give their own fields' defaults."""
+    """What a saved config that lacks a field means for it: the field's declared default, or
+    its ``metadata["absent"]`` where the field was added with a default that changes results
+    (a run saved before it ran as ``absent``). JSON-normalised; fields without a default are
+    left out. Nested configs give their own fields'."""
     from dataclasses import MISSING, fields, is_dataclass
 
     out: dict[str, Any] = {}
@@ -82,6 +84,8 @@ def field_defaults(cfg: Any) -> dict[str, Any]:
         value = getattr(cfg, f.name)
         if is_dataclass(value):
             out[f.name] = field_defaults(value)
+        elif "absent" in f.metadata:
+            out[f.name] = f.metadata["absent"]
         elif f.default is not MISSING:
             out[f.name] = f.default
         elif f.default_factory is not MISSING:
