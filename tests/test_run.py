@@ -138,6 +138,15 @@ def test_report_protocol_names_the_behaviour_term():
     assert _bc_term({"sac": {"bc_alpha": 0.0}}) == "" and _bc_term({}) == ""
 
 
+def test_report_protocol_names_the_multi_env_batch_rule():
+    from genworld.reports.run import _batch_rule
+
+    agent = {"policy": "per_env", "sac": {"batch_size": 256}}
+    assert "each env's SAC a batch of 256" in _batch_rule({**agent, "batch_per_env": True}, 3)
+    assert "sharing one batch of 256" in _batch_rule(agent, 3)  # saved before the rule
+    assert _batch_rule({**agent, "policy": "shared"}, 3) == _batch_rule(agent, 1) == ""
+
+
 @pytest.mark.integration  # a signal and two tiny pipelines: out of the fast suite, CI runs it
 def test_ctrl_c_checkpoints_the_current_update_and_resumes_exactly(tmp_path, monkeypatch):
     """SIGINT during update 30 (checkpoints every 20): the update finishes, a checkpoint of

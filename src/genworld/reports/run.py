@@ -38,7 +38,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         "so no spread across seeds is reported): "
         f"world model {cfg['wm_steps']} updates; TGW policy {cfg['policy_updates']} SAC updates in the model "
         f"(policy `{agent['policy']}`, rollouts of {agent['rollout_batch']} × horizon {agent['horizon']} every "
-        f"{agent['rollout_every']} updates, real ratio {agent['real_ratio']}{_bc_term(agent)}); "
+        f"{agent['rollout_every']} updates, real ratio {agent['real_ratio']}{_bc_term(agent)}"
+        f"{_batch_rule(agent, len(cfg['envs']) if cfg['setting'] == 'multi' else 1)}); "
         f"BC {cfg['bc_updates']} updates; "
         f"evaluation every {cfg['eval_every']} updates with {count(cfg['eval_episodes'], 'deterministic episode')} per env. "
         f"Scores are D4RL-normalized; **last-{cfg['last_k']}** = mean of the last {count(cfg['last_k'], 'evaluation')}, "
@@ -153,6 +154,17 @@ def _plot_bars(result: dict[str, Any], path: Path, title: str) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     save_figure(fig, path)
+
+
+def _batch_rule(agent: dict, envs: int) -> str:
+    """How the per-env SACs of a multi-env run batch (a run saved before ``batch_per_env``
+    shared one batch)."""
+    if agent["policy"] == "shared" or envs < 2:
+        return ""
+    size = agent.get("sac", {}).get("batch_size", 256)
+    if agent.get("batch_per_env", False):
+        return f", each env's SAC a batch of {size} rows of its own env"
+    return f", the envs' SACs sharing one batch of {size} rows"
 
 
 def _bc_term(agent: dict) -> str:
