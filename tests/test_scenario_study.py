@@ -322,8 +322,16 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     td3bc = [r for r in results if r["method"] == "td3bc"]
     assert len(td3bc) == 1 and td3bc[0]["world_model"] is None
     assert np.isfinite(td3bc[0]["last_k"])
-    # world models and their errors only: another method's model, no cell
     models = out / "world_models" / "multi"
+    # a second seed adapts in its own seed's world model
+    two = [a if a != "1" else "2" for a in argv]
+    assert main([*two, "--out", str(out), "--methods", "mrcom", "--splits", "ood"]) == 0
+    results = json.loads((out / "scenarios.json").read_text())["results"]
+    (second,) = [r for r in results if r["method"] == "mrcom" and r["seed"] == 1]
+    assert second["world_model"] == "world_models/multi/mrcom-seed1"
+    assert json.loads((models / "mrcom-seed1" / "config.json").read_text())["seed"] == 1
+    assert json.loads((models / "mrcom" / "config.json").read_text())["seed"] == 0
+    # world models and their errors only: another method's model, no cell
     assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0
     assert (models / "cadm" / "errors.json").exists()
     assert not list(out.glob("cells/**/cadm/**/result.json"))
@@ -359,11 +367,21 @@ def test_a_partial_report_compares_methods_on_the_same_finished_rows_and_whole_s
         {"split": "ood", "methods": {m: row_stats(results, k, m, 2, 2) for m in ("mrcom", "td3bc")}}
         for k in keys
     ]
-    assert rows[0]["methods"]["mrcom"] == {"mean": 20.0, "std": 0.0, "n": 1, "partial": None}
+    assert rows[0]["methods"]["mrcom"] == {
+        "mean": 20.0, "std": 0.0, "n": 1, "partial": None, "seeds": {0: 20.0}
+    }  # fmt: skip
     partial = rows[1]["methods"]["td3bc"]
     assert partial["n"] == 0 and partial["partial"] == {"mean": 70.0, "targets": 1}
     assert row_text(partial, 2, 2) == "70.0 (1 of 2 targets)"
     average = split_averages(rows, ["mrcom", "td3bc"], "ood")
     assert average == {"methods": {"mrcom": 20.0, "td3bc": 30.0}, "rows": 1, "of": 2}
+    # a method with more finished seeds on a row is averaged on the seeds all have finished
+    more = [*results, *(result("a", t, "mrcom", 1, 90.0) for t in ("t2",))]
+    row = {
+        "split": "ood",
+        "methods": {m: row_stats(more, keys[0], m, 2, 2) for m in ("mrcom", "td3bc")},
+    }
+    assert row["methods"]["mrcom"]["n"] == 2 and row["methods"]["mrcom"]["mean"] == 55.0
+    assert split_averages([row], ["mrcom", "td3bc"], "ood")["methods"]["mrcom"] == 20.0
     cells = [SimpleNamespace(group="multi", env="a", split="ood", target=t) for t in "xyz"]
     assert row_targets(cells * 2, keys[0]) == 3

@@ -23,10 +23,15 @@ TITLES = {
     "ablation": "each regulariser's ablation (multi-scenario data)",
 }
 PAPER = {
-    "multi": "the paper's means over Table 1's cells: in distribution MrCoM 49.7, DreamerV3 43.0, "
-    "CaDM 39.4, MAMBA 34.8; out of distribution 46.8 / 36.1 / 29.5 / 21.7",
+    "multi": "the paper's means over all of Table 1's cells, its sub-tables (a)–(d): MrCoM 49.7, "
+    "DreamerV3 43.0, CaDM 39.4, MAMBA 34.8; over its out-of-distribution sub-table (d) alone: "
+    "46.8 / 36.1 / 29.5 / 21.7",
+    "dynamics": "the paper's means over Table 2's cells: MrCoM 56.9, DreamerV3 50.6, CaDM 51.3, "
+    "MAMBA 46.6",
     "perturb": "the paper's means over Table 3's cells: MrCoM 61.2, DreamerV3 57.2, CaDM 52.3, "
     "MAMBA 58.7",
+    "behaviour": "the paper's means over Table 5's cells: MrCoM 52.7, DreamerV3 51.8, CaDM 42.1, "
+    "MAMBA 45.0",
 }
 SPLITS = {"id": "in distribution", "ood": "out of distribution"}
 ERROR_SPLITS = {"train": "training scenarios", **SPLITS}
@@ -55,7 +60,7 @@ def row_stats(results: list[dict], key, method: str, seeds: int, targets: int) -
     has finished, ``partial`` holds the most-advanced seed's mean over its finished targets
     (``{"mean", "targets"}``), else None."""
     group, env, split = key
-    per_seed, partial = [], None
+    per_seed, finished, partial = [], [], None
     for seed in range(seeds):
         values = [
             r["last_k"]
@@ -65,12 +70,14 @@ def row_stats(results: list[dict], key, method: str, seeds: int, targets: int) -
         ]
         if len(values) >= targets:
             per_seed.append(float(np.mean(values)))
+            finished.append(seed)
         elif values and (partial is None or len(values) > partial["targets"]):
             partial = {"mean": float(np.mean(values)), "targets": len(values)}
     if not per_seed:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0, "partial": partial}
+        return {"mean": float("nan"), "std": float("nan"), "n": 0, "partial": partial, "seeds": {}}
     mean, std = float(np.mean(per_seed)), float(np.std(per_seed))
-    return {"mean": mean, "std": std, "n": len(per_seed), "partial": None}
+    by_seed = dict(zip(finished, per_seed, strict=True))
+    return {"mean": mean, "std": std, "n": len(per_seed), "partial": None, "seeds": by_seed}
 
 
 def row_text(stats: dict, seeds: int, targets: int) -> str:
@@ -83,14 +90,28 @@ def row_text(stats: dict, seeds: int, targets: int) -> str:
     return seeds_text(stats["mean"], stats["std"], stats["n"], seeds)
 
 
+def common_seeds(row: dict, methods: list[str]) -> list[int]:
+    """The seeds every method has finished on ``row`` (all its targets)."""
+    sets = [set(row["methods"][m].get("seeds", {})) for m in methods]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def split_averages(rows: list[dict], methods: list[str], split: str) -> dict:
     """Each method's mean over the split's rows that every method has finished for a seed or
-    more (the same rows for all, so a method ahead on easy tasks is not favoured); ``rows`` /
-    ``of``: how many rows that is, of the split's."""
+    more, each row on the seeds they have all finished (the same rows and seeds for all, so a
+    method ahead on easy tasks or with more seeds is not favoured); ``rows`` / ``of``: how many
+    rows that is, of the split's."""
     split_rows = [r for r in rows if r["split"] == split]
-    common = [r for r in split_rows if all(r["methods"][m]["n"] > 0 for m in methods)]
+    common = [(r, common_seeds(r, methods)) for r in split_rows]
+    common = [(r, seeds) for r, seeds in common if seeds]
+
+    def row_mean(row: dict, method: str, seeds: list[int]) -> float:
+        return float(np.mean([row["methods"][method]["seeds"][s] for s in seeds]))
+
     means = {
-        m: float(np.mean([r["methods"][m]["mean"] for r in common])) if common else float("nan")
+        m: float(np.mean([row_mean(r, m, seeds) for r, seeds in common]))
+        if common
+        else float("nan")
         for m in methods
     }
     return {"methods": means, "rows": len(common), "of": len(split_rows)}
@@ -137,12 +158,15 @@ def protocol_lines(cfg, scenario_names: dict, policy: dict | None = None) -> lis
         f"{cfg.scenario_seed} ({counts}; training ranges torso and length [0.8, 1.2], speed "
         "[0.5, 1.0], out of distribution outside them, ours: the seed text lost the paper's"
         + (f"; the target speed fixed at {cfg.fixed_speed:g}" if cfg.study == "dynamics" else "")
-        + "). One world model per setting and model kind, seed 0, "
-        f"{wm}, shared by every seed (the seeds vary the adaptation); a policy per (method, "
+        + "). One world model per setting, model kind and seed, "
+        f"{wm} (a cell of seed k adapts in seed k's model: the spread over seeds holds the "
+        "world model's and the adaptation's); a policy per (method, "
         f"target, seed): {cfg.policy_updates} SAC updates of offline MBPO from the target's "
         "data in that model, scored in the target's real env as the mean of the last "
-        f"{cfg.last_k} evaluations ({cfg.eval_episodes} episode(s) each); mean ± std across "
-        "seeds of the mean over a row's targets; SAC's initial temperature "
+        f"{cfg.last_k} evaluations ({cfg.eval_episodes} episode(s) each); mean ± std "
+        "(population, ddof 0) across seeds of the mean over a row's targets; an average row "
+        "compares the methods on the rows and seeds they have all finished; SAC's initial "
+        "temperature "
         f"{cfg.policy_init_alpha:g}"
         + (f", its lr {policy['alpha_lr']:g}" if policy and "alpha_lr" in policy else "")
         + "."

@@ -22,12 +22,14 @@ Studies (``study``), each a set of groups, one world model per group and model k
   meta-value regulariser's weight set to 0 (a world model each).
 
 Every stage resumes in ``out``: datasets are built once (Minari, like ``genworld table``), world
-models in ``out/world_models/<group>/<model>``, and a cell is done when its ``result.json``
+models in ``out/world_models/<group>/<model>`` (seed k > 0's in ``<model>-seed<k>``: each seed of
+a cell adapts in its own seed's world model), and a cell is done when its ``result.json``
 exists (``out/cells/<group>/<env>/<split>/<target>/<method>/seed<k>``). A finished study takes
 more methods or seeds later (neither is part of the resume check).
 
-Choices the seed text leaves open (documented here and in the report): one world model (seed 0)
-per group and kind shared by every seed (the seeds vary the adaptation); the fixed speed of the
+Choices the seed text leaves open (documented here and in the report): one world model per
+group, kind and seed (the seeds vary the world model and the adaptation; the k-step errors are
+seed 0's models'); the fixed speed of the
 dynamics study (1.0: the task's own target speed); the scenario ranges
 (:class:`~genworld.envs.scenarios.ScenarioRanges`); perturbed data made by perturbing the
 recorded observations as the perturbed env would (:func:`~genworld.envs.perturb.
@@ -485,7 +487,7 @@ def world_model_errors(
 
 
 # ------------------------------------------------------------------ world models and cells
-def world_model_config(cfg: ScenarioStudyConfig, kind: str):
+def world_model_config(cfg: ScenarioStudyConfig, kind: str, seed: int = 0):
     from genworld.train.world_model import config_for_scale as wm_scale
 
     model, overrides = MODEL_VARIANTS.get(kind, (kind, {}))
@@ -493,27 +495,39 @@ def world_model_config(cfg: ScenarioStudyConfig, kind: str):
         cfg.scale,
         check_ids=False,
         model=model,
-        seed=0,
+        seed=seed,
         device=cfg.device,
         steps=cfg.wm_steps or None,
         **overrides,
     )
 
 
-def world_model(cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, show_progress=False):
-    """The group's ``kind`` model on its training scenarios (trained once, then loaded)."""
+def world_model_folder(group: str, kind: str, seed: int = 0) -> str:
+    """Where a study keeps the group's ``kind`` model of ``seed`` (under its ``--out``): seed
+    0's in ``world_models/<group>/<kind>``, beside it seed k's in ``<kind>-seed<k>``."""
+    return f"world_models/{group}/{kind}" + (f"-seed{seed}" if seed else "")
+
+
+def world_model(
+    cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, show_progress=False, seed: int = 0
+):
+    """The group's ``kind`` model of ``seed`` on its training scenarios (trained once, then
+    loaded). Each seed of a cell adapts in its own seed's model, so a study's spread over seeds
+    holds the world model's as well as the adaptation's."""
     from genworld.train.world_model import fit_world_model
 
     data = group_dataset(cfg, _group_of(cfg, group))
-    folder = out / "world_models" / group / kind
-    return fit_world_model(world_model_config(cfg, kind), data, folder, show_progress=show_progress)
+    folder = out / world_model_folder(group, kind, seed)
+    config = world_model_config(cfg, kind, seed)
+    return fit_world_model(config, data, folder, show_progress=show_progress)
 
 
 @functools.lru_cache(maxsize=len(WORLD_MODEL_OF))
-def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str):
+def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str, seed: int):
     """A world model loaded once per (worker) process for all its cells (every kind of a
-    group stays loaded: the cells of a target cycle through the methods)."""
-    return world_model(cfg, Path(out), group, kind)
+    group stays loaded: the cells of a target cycle through the methods; cells run
+    seed-major)."""
+    return world_model(cfg, Path(out), group, kind, seed=seed)
 
 
 def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
@@ -533,7 +547,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
     started = time.perf_counter()
     group = _group_of(cfg, cell.group)
     kind = WORLD_MODEL_OF.get(cell.method)
-    model = None if kind is None else _cached_model(cfg, str(out), cell.group, kind)
+    model = None if kind is None else _cached_model(cfg, str(out), cell.group, kind, cell.seed)
     data = target_dataset(cfg, group, cell)  # (the model is loaded before the cell's seed)
     task = (
         cell.target
@@ -573,7 +587,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         "eval_env": task,
         "last_k": summary[task]["last_k_mean"],
         "best": summary[task]["best"],
-        "world_model": f"world_models/{cell.group}/{kind}" if kind else None,
+        "world_model": world_model_folder(cell.group, kind, cell.seed) if kind else None,
         "data": data.fingerprint(),
         "updates": cfg.policy_updates,
         # the SAC settings a study may change: a study resumed by newer code shows its cells'
@@ -693,8 +707,11 @@ def _run_stages(
         ids = [i for i, s in dataset_ids(cfg) if s == steps]
         ensure_built(ids, steps=steps, show_progress=show_progress, exact=True)
     errors: dict[str, dict[str, dict]] = {}
+    later_seeds = sorted({c.seed for c in todo if c.seed > 0}) if cfg.cells else []
     for group in groups(cfg):
         for kind in model_kinds(cfg):  # trained here, before the cells load them
+            for seed in later_seeds:  # (the k-step errors are seed 0's model's)
+                world_model(cfg, out, group.name, kind, show_progress, seed=seed)
             model = world_model(cfg, out, group.name, kind, show_progress)
             for name in error_rows(kind):
                 errors.setdefault(group.name, {})[name] = world_model_errors(
