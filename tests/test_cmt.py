@@ -656,3 +656,19 @@ def test_unseen_study_runs_zero_shot_cmt_beside_prompt_dt(tmp_path, capsys):
     cmt = [r for r in report["results"] if r["method"] == "cmt"]
     assert sorted(r["task"] for r in cmt) == sorted(tasks)
     assert (out / "unseen_tasks.png").stat().st_size > 0 and (out / "cmt" / "seed0").is_dir()
+
+
+@pytest.mark.parametrize("scale", ["tiny", "mini", "full"])
+def test_a_tables_scored_evaluations_all_come_after_prompt_tuning_starts(scale):
+    """A table scores the last k evaluations: none of them may be the untuned model CMT w/o
+    PT is (else CMT's score is part CMT w/o PT's)."""
+    from types import SimpleNamespace
+
+    from genworld.algos.cmt_config import PRESETS, CMTConfig
+    from genworld.algos.registry import resolve_config
+    from genworld.train.table import BUDGETS
+
+    cfg = resolve_config(CMTConfig, PRESETS, SimpleNamespace(scale=scale, overrides={}))
+    budget = BUDGETS[scale]
+    first_scored = budget.updates - (budget.last_k - 1) * budget.eval_every
+    assert cfg.pretrain_updates < first_scored
