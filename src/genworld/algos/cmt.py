@@ -430,6 +430,9 @@ class CMT:
             **self.relabel_metrics(),
             "losses/tuning_imitation_mse": losses["imitation"].detach(),
             "losses/tuning_constraint": losses["constraint"].detach(),
+            # the constraint's scale: ‖z‖² of the pretrained prompts (β's unit, which the
+            # paper leaves open)
+            "losses/tuning_prompt_sq_norm": prompt.detach().pow(2).sum(-1).mean(),
         }
 
     # ------------------------------------------------------------ contract

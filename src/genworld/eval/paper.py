@@ -2,7 +2,7 @@
 
 Seed 000 (TGW), Table 1: one model per data quality trained on all three envs (multi-env) or
 one per env (single-env), 5 seeds, D4RL v2 data (transcribed in PROTOCOL.md). Per baseline the
-cells are halfcheetah / hopper / walker2d.
+cells are halfcheetah / hopper / walker2d. Seed 001 (CMT), Table 1: single-env, 3 seeds.
 """
 
 from __future__ import annotations
@@ -82,9 +82,46 @@ PAPER_TABLE1_SINGLE: dict[str, dict[str, dict[str, float]]] = {
 }
 """algo → quality → env → normalized score (seed 000, Table 1, single-env)."""
 
+CMT_ENVS = ("halfcheetah", "hopper", "walker2d", "ant")
+CMT_ALGOS = ("cmt", "cmt-no-pt", "dt", "cql", "iql", "bc")
+_CMT_ROWS = {  # quality → per env, CMT with PT / CMT w/o PT / DT / CQL / IQL / BC
+    "medium-expert": (
+        "92.9/59.8/88.0/91.6/86.7/65.6",
+        "106.5/102.0/103.3/105.4/91.5/55.4",
+        "97.6/83.5/108.4/108.8/109.6/11.2",
+        "101.3/67.1/89.3/115.8/125.6/71.2",
+    ),
+    "medium": (
+        "43.6/40.1/42.1/44.0/47.4/41.6",
+        "68.9/62.8/62.0/58.5/66.3/48.6",
+        "75.0/69.6/71.6/72.5/78.3/47.8",
+        "71.8/61.3/64.6/90.5/102.3/63.7",
+    ),
+    "medium-replay": (
+        "38.7/16.5/36.3/45.5/44.2/2.2",
+        "84.9/58.4/67.8/95.0/94.7/30.8",
+        "49.5/37.3/47.8/26.7/73.9/5.9",
+        "40.6/42.1/61.7/93.9/88.8/30.1",
+    ),
+}
+PAPER_CMT_TABLE1: dict[str, dict[str, dict[str, float]]] = {
+    algo: {
+        quality: {env: float(cells.split("/")[i]) for env, cells in zip(CMT_ENVS, row, strict=True)}
+        for quality, row in _CMT_ROWS.items()
+    }
+    for i, algo in enumerate(CMT_ALGOS)
+}
+"""algo → quality → env → normalized score (seed 001, CMT, Table 1: one model per dataset, 3
+seeds, D4RL data; BRAC-v's column is left out)."""
+
 PAPER_TGW_MULTI = PAPER_TABLE1_MULTI["tgw"]
 PAPER_TABLE1 = {"multi": PAPER_TABLE1_MULTI, "single": PAPER_TABLE1_SINGLE}
+SOURCES = {"single": (("TGW", PAPER_TABLE1_SINGLE), ("CMT", PAPER_CMT_TABLE1))}
+"""A setting's published tables beside the TGW paper's (single-env: the CMT paper's too)."""
 
 
-def paper_score(algo: str, quality: str, env: str, setting: str = "multi") -> float | None:
-    return PAPER_TABLE1[setting].get(algo, {}).get(quality, {}).get(env)
+def paper_scores(algo: str, quality: str, env: str, setting: str) -> dict[str, float]:
+    """``{paper: number}`` from every published table of the setting that has the cell."""
+    tables = SOURCES.get(setting, (("TGW", PAPER_TABLE1[setting]),))
+    found = {name: t.get(algo, {}).get(quality, {}).get(env) for name, t in tables}
+    return {name: value for name, value in found.items() if value is not None}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from genworld.eval.paper import paper_score
+from genworld.eval.paper import paper_scores
 from genworld.eval.scores import precision_note
 from genworld.reports.run import count
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
@@ -110,10 +110,10 @@ def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
             cells = []
             for algo in algos:
                 a = agg.get((setting, quality, env, algo))
-                paper = paper_score(algo, quality, env, setting)
+                papers = paper_scores(algo, quality, env, setting)
                 text = "—" if a is None else seeds_text(a["mean"], a["std"], a["seeds"], cfg.seeds)
-                if paper is not None and key == "last_k":
-                    text += f" (paper {paper:.1f})"
+                if papers and key == "last_k":
+                    text += " (" + ", ".join(f"{n} paper {v:.1f}" for n, v in papers.items()) + ")"
                 cells.append(text)
             lines.append(f"| {quality} | {env} | " + " | ".join(cells) + " |")
     tasks, every = finished_tasks(cfg, agg, setting, algos), len(tasks_of(cfg))
@@ -129,7 +129,8 @@ def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
 
 def paper_claims(cfg, agg: dict) -> dict[str, dict[str, Any]]:
     """The TGW paper's two Table 1 claims, where the table holds what they need: (a) TGW's
-    multi-env average ≥ every baseline's, (b) TGW multi-env ≥ TGW single-env. Each is judged
+    multi-env average ≥ every baseline's, (b) TGW multi-env ≥ TGW single-env; and the CMT
+    paper's: CMT ≥ DT, CMT ≥ CMT without prompt tuning (``CMT_CLAIMS``). Each is judged
     only when every task has every seed of the algorithms it compares (``holds`` None before:
     a partial table gives numbers, not a verdict)."""
     every, claims = len(tasks_of(cfg)), {}
@@ -160,7 +161,33 @@ def paper_claims(cfg, agg: dict) -> dict[str, dict[str, Any]]:
             "of": every,
             "holds": multi >= single if len(done) == every else None,
         }
+    for setting in cfg.settings:  # the CMT paper's (seed 001, §5.1, Table 1)
+        for name, other, text in CMT_CLAIMS:
+            if "cmt" in cfg.algos and other in cfg.algos:
+                key = name + (f"_{setting}" if len(cfg.settings) > 1 else "")
+                claims[key] = at_least(cfg, agg, setting, "cmt", other, text)
     return claims
+
+
+CMT_CLAIMS = (
+    ("cmt_beats_dt", "dt", "CMT with prompt tuning ≥ DT (CMT paper)"),
+    ("cmt_beats_untuned", "cmt-no-pt", "CMT with prompt tuning ≥ CMT without it (CMT paper)"),
+)
+
+
+def at_least(cfg, agg: dict, setting: str, first: str, second: str, claim: str) -> dict:
+    """``first``'s average ≥ ``second``'s over the tasks both have finished with every seed;
+    judged once that is every task."""
+    every = len(tasks_of(cfg))
+    done = finished_tasks(cfg, agg, setting, [first, second], cfg.seeds)
+    means = {a: average_over(agg, setting, a, done) for a in (first, second)} if done else {}
+    return {
+        "claim": f"{claim}, {setting}-env",
+        "averages": means,
+        "tasks": len(done),
+        "of": every,
+        "holds": means[first] >= means[second] if len(done) == every else None,
+    }
 
 
 def budget_lines(cfg, results: list[dict]) -> list[str]:
@@ -172,6 +199,19 @@ def budget_lines(cfg, results: list[dict]) -> list[str]:
         if r is None:
             continue
         wm, pl = r["world_model"], r.get("policy_learner")
+        if pl and "cmt" in pl:
+            c = pl["cmt"]
+            stages = (
+                f"{c['pretrain_updates']:,} pretraining updates, then prompt tuning on "
+                f"{c['relabel_states']:,} states relabelled by beam search (horizon "
+                f"{c['planner_horizon']}, beam {c['beam_width']}), β {c['behaviour_weight']:g}"
+                if c["prompt_tuning"]
+                else f"{c['pretrain_updates']:,} pretraining updates, no prompt tuning"
+            )
+            parts.append(
+                f"- `{algo}`: {stages}; γ {c['contrastive_weight']:g}, K {c['context_len']}"
+            )
+            continue
         text = (
             f"world model `{wm['model']}` {wm['steps']:,} updates (batch {wm['batch_size']})"
             if wm
@@ -218,7 +258,7 @@ def claim_lines(claims: dict[str, dict[str, Any]]) -> list[str]:
     """table.md's claims section (nothing when the table holds neither claim's algorithms)."""
     if not claims:
         return []
-    lines = ["## The paper's claims (Table 1)", ""]
+    lines = ["## The papers' claims (Table 1)", ""]
     for c in claims.values():
         verdict = (
             "holds" if c["holds"] else "**fails**" if c["holds"] is False else "not judged yet"
@@ -226,7 +266,7 @@ def claim_lines(claims: dict[str, dict[str, Any]]) -> list[str]:
         on = f"on {c['tasks']} of {c['of']} tasks with every seed"
         if "averages" in c:
             numbers = ", ".join(f"{a} {v:.1f}" for a, v in c["averages"].items())
-            above = f"; above TGW: {', '.join(c['above_tgw'])}" if c["above_tgw"] else ""
+            above = f"; above TGW: {', '.join(c['above_tgw'])}" if c.get("above_tgw") else ""
             lines.append(f"- {c['claim']}: {verdict} ({on}: {numbers}{above})" if numbers else
                          f"- {c['claim']}: {verdict} ({on})")  # fmt: skip
         else:

@@ -245,11 +245,16 @@ def world_model_budget(folder: Path) -> dict[str, Any] | None:
 
 
 def policy_learner(agent) -> dict[str, Any] | None:
-    """An MBPO-based agent's rollout and SAC settings (what its report states beside the
-    world model's budget); None for other agents."""
+    """An MBPO-based agent's rollout and SAC settings, or CMT's two stages (what its report
+    states beside the world model's budget); None for other agents."""
+    from genworld.algos.cmt_config import CMTConfig
     from genworld.algos.mbpo import MBPOConfig
 
     cfg = getattr(getattr(agent, "mbpo", agent), "cfg", None)
+    if isinstance(cfg, CMTConfig):
+        keys = ("pretrain_updates", "prompt_tuning", "relabel_states", "planner_horizon")
+        keys += ("beam_width", "behaviour_weight", "contrastive_weight", "context_len")
+        return {"cmt": {k: getattr(cfg, k) for k in keys}}
     if not isinstance(cfg, MBPOConfig):
         return None
     keys = ("rollout_batch", "horizon", "rollout_every", "real_ratio", "beta", "policy")
