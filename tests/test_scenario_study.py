@@ -206,7 +206,7 @@ def test_study_config_refuses_unknown_studies_and_methods_in_one_line():
             scenarios_config("tiny", **{field: value})
         assert "\n" not in str(err.value) and choices in str(err.value)
     with pytest.raises(GenworldError, match="varies the target speed, which dmc-hopper-stand"):
-        scenarios_config("tiny", study="dynamics", envs=("dmc-hopper-stand",))
+        scenarios_config("tiny", study="behaviour", envs=("dmc-hopper-stand",))
     assert scenarios_config("tiny", envs=("dmc-hopper-stand",)).envs == ("dmc-hopper-stand",)
 
 
@@ -253,6 +253,15 @@ def test_study_plans_its_scenarios_and_cells():
         scenarios_config("tiny", splits=("test",))
     dynamics = scenarios(scenarios_config("tiny", study="dynamics"), "dmc-cheetah-run")
     assert {parse_scenario(n).speed for v in dynamics.values() for n in v} == {1.0}
+    # Table 2 has all three domains: hopper-stand (no target speed) varies in dynamics only
+    mini = scenarios_config("mini", study="dynamics")
+    assert mini.envs == ("dmc-cheetah-run", "dmc-walker-walk", "dmc-hopper-stand")
+    hopper = scenarios(mini, "dmc-hopper-stand")
+    assert hopper == scenarios(scenarios_config("mini"), "dmc-hopper-stand")
+    assert scenarios_config("mini", study="behaviour").envs == (
+        "dmc-cheetah-run",
+        "dmc-walker-walk",
+    )
     behaviour = scenarios_config("tiny", study="behaviour")
     assert all(
         (parse_scenario(n) or parse_scenario(n + "@speed=1")).torso == 1.0

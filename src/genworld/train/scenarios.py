@@ -11,8 +11,8 @@ Studies (``study``), each a set of groups, one world model per group and model k
 - ``multi`` (Table 1): scenarios with torso, length and speed drawn from the training ranges;
   targets in distribution (new draws from the same ranges) and out of distribution (every
   parameter outside them), :func:`genworld.envs.scenarios.scenario_split`;
-- ``dynamics`` (Table 2): as multi with the target speed fixed (``fixed_speed``): only the
-  dynamics change;
+- ``dynamics`` (Table 2): as multi with the target speed fixed (``fixed_speed``, on the tasks
+  that have one): only the dynamics change;
 - ``perturb`` (Table 3): multi's scenarios with the observations perturbed (add-g, add-d, msk-r,
   msk-f; :mod:`genworld.envs.perturb`), a world model per perturbation, in-distribution targets;
 - ``single`` (Table 4): a world model per task, on that task's scenarios only;
@@ -106,7 +106,9 @@ AGENT_OF = {"mrcom-no-meta-state": "mrcom", "mrcom-no-meta-value": "mrcom"}
 """The registered agent of a method named otherwise (an ablation adapts as MrCoM does)."""
 BEHAVIOUR_QUALITIES = ("random", "medium", "mixed", "expert")
 SPEED_STUDIES = ("dynamics", "behaviour")
-"""Studies that fix or draw the target speed: only tasks with one (``SPEED_TASKS``)."""
+"""Studies that fix or draw the target speed. The behaviour study varies only the speed, so it
+takes only tasks with one (``SPEED_TASKS``); the dynamics study fixes it where a task has one
+(a task without one, hopper-stand, varies in its dynamics only already)."""
 ALPHA_REACH = 10.0
 """Nats SAC's log temperature can travel over a cell's policy updates at the default
 ``policy_alpha_lr``: enough for the initial temperature to fall by e^10, or rise."""
@@ -124,8 +126,8 @@ class ScenarioStudyConfig:
     envs: tuple[str, ...] = ("dmc-cheetah-run",)
     """DMC tasks whose scenarios the world model learns (``SCENARIO_TASKS`` whose
     scenario-conditioned behaviour policies are shipped). Left out, the scale's: at mini and full
-    MrCoM's three domains (``DOMAINS``; the dynamics and behaviour studies, which need a target
-    speed, the two with one), at tiny cheetah-run alone."""
+    MrCoM's three domains (``DOMAINS``; the behaviour study, which varies the target speed, the
+    two with one), at tiny cheetah-run alone."""
     methods: tuple[str, ...] = DEFAULT_METHODS
     """Methods compared (``METHODS``; the ablation study's default: ``ABLATION_METHODS``); a
     finished study takes more later."""
@@ -227,14 +229,15 @@ class ScenarioStudyConfig:
                 f"{self.policy_alpha_lr}"
             )
         check_scale(self.scale)
-        if self.study in SPEED_STUDIES:
-            still = [env for env in self.envs if env not in SPEED_TASKS]
-            if still:
-                raise GenworldError(
-                    f"the {self.study} study varies the target speed, which {', '.join(still)} "
-                    f"has not: choose --envs from {', '.join(SPEED_TASKS)}"
-                )
-            parse_scenario(f"{self.envs[0]}@speed={self.fixed_speed:g}")  # in the allowed range
+        still = [env for env in self.envs if env not in SPEED_TASKS]
+        if self.study == "behaviour" and still:
+            raise GenworldError(
+                f"the behaviour study varies the target speed, which {', '.join(still)} has "
+                f"not: choose --envs from {', '.join(SPEED_TASKS)}"
+            )
+        if self.study == "dynamics" and len(still) < len(self.envs):
+            speed = next(env for env in self.envs if env in SPEED_TASKS)
+            parse_scenario(f"{speed}@speed={self.fixed_speed:g}")  # in the allowed range
 
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -280,7 +283,7 @@ def config_for_scale(scale: str, **overrides: Any) -> ScenarioStudyConfig:
     if top.get("study") == "ablation":
         top.setdefault("methods", ABLATION_METHODS)
     if scale != "tiny":
-        speed = top.get("study", "multi") in SPEED_STUDIES
+        speed = top.get("study", "multi") == "behaviour"
         top.setdefault("envs", tuple(d for d in DOMAINS if d in SPEED_TASKS) if speed else DOMAINS)
     return resolve(ScenarioStudyConfig, {"scale": scale, **SCALES[scale]}, top)
 
@@ -313,7 +316,7 @@ def scenarios(cfg: ScenarioStudyConfig, env: str) -> dict[str, list[str]]:
     n = cfg.train_scenarios
     inside, outside = scenario_split(env, n + cfg.targets, cfg.targets, seed=cfg.scenario_seed)
     names = {"train": inside[:n], "id": inside[n:], "ood": outside}
-    if cfg.study == "dynamics":
+    if cfg.study == "dynamics" and env in SPEED_TASKS:
         fix = {"speed": cfg.fixed_speed}
     elif cfg.study == "behaviour":
         fix = {"torso": 1.0, "length": 1.0}
