@@ -246,9 +246,9 @@ def test_study_plans_its_scenarios_and_cells():
     assert [len(names[k]) for k in ("train", "id", "ood")] == [2, 1, 1]
     ood = parse_scenario(names["ood"][0])
     assert not 0.5 <= ood.speed <= 1.0 and not 0.8 <= ood.torso <= 1.2
-    assert len(cells(multi)) == 2 * 2 * 3  # seeds × (id, ood) × methods
+    assert len(cells(multi)) == 2 * 2 * 5  # seeds × (id, ood) × methods
     ood_only = scenarios_config("tiny", seeds=2, splits=("ood",))
-    assert {c.split for c in cells(ood_only)} == {"ood"} and len(cells(ood_only)) == 2 * 3
+    assert {c.split for c in cells(ood_only)} == {"ood"} and len(cells(ood_only)) == 2 * 5
     with pytest.raises(GenworldError, match="unknown split 'test'"):
         scenarios_config("tiny", splits=("test",))
     dynamics = scenarios(scenarios_config("tiny", study="dynamics"), "dmc-cheetah-run")
@@ -270,7 +270,7 @@ def test_study_plans_its_scenarios_and_cells():
     )
     assert [g.name for g in groups(behaviour)] == ["random", "medium", "mixed", "expert"]
     perturb = scenarios_config("tiny", study="perturb", seeds=1)
-    assert {c.split for c in cells(perturb)} == {"id"} and len(cells(perturb)) == 4 * 3
+    assert {c.split for c in cells(perturb)} == {"id"} and len(cells(perturb)) == 4 * 5
     assert len(dataset_ids(perturb)) == 3  # training scenarios + the id target, shared
     # the model-free reference needs no world model
     from genworld.train.scenarios import model_kinds
@@ -306,16 +306,17 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     argv = ["scenarios", "--study", "multi", "--scale", "tiny", "--seeds", "1", "--quiet"]
     assert main([*argv, "--out", str(out)]) == 0
     report = json.loads((out / "scenarios.json").read_text())
+    default = sorted(["mrcom", "rssm-context", "cadm", "rssm", "tgw"])
     assert [(r["split"], sorted(r["methods"])) for r in report["rows"]] == [
-        ("id", ["mrcom", "rssm", "tgw"]),
-        ("ood", ["mrcom", "rssm", "tgw"]),
+        ("id", default),
+        ("ood", default),
     ]
-    assert len(report["results"]) == 6
+    assert len(report["results"]) == 10
     assert all(np.isfinite(r["last_k"]) for r in report["results"])
     # each world model's k-step errors on its training and the held-out scenarios, per task
     errors = report["world_model_errors"]["multi"]
     # copy: the no-change predictor; the RSSM as each of its methods rolls it out
-    assert sorted(errors) == ["copy", "mrcom", "rssm", "rssm-context", "tgw"]
+    assert sorted(errors) == ["cadm", "copy", "mrcom", "rssm", "rssm-context", "tgw"]
     for kind in errors.values():
         assert sorted(kind) == ["id", "ood", "train"]
         assert all(np.isfinite(e["obs_h5"]) for split in kind.values() for e in split.values())
@@ -340,10 +341,11 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     assert second["world_model"] == "world_models/multi/mrcom-seed1"
     assert json.loads((models / "mrcom-seed1" / "config.json").read_text())["seed"] == 1
     assert json.loads((models / "mrcom" / "config.json").read_text())["seed"] == 0
-    # world models and their errors only: another method's model, no cell
+    # world models and their errors only: no cell
+    made = set(out.glob("cells/**/result.json"))
     assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0
     assert (models / "cadm" / "errors.json").exists()
-    assert not list(out.glob("cells/**/cadm/**/result.json"))
+    assert set(out.glob("cells/**/result.json")) == made
     # errors.json from before the training-scenario split gains it on the next run, unchanged
     path = models / "cadm" / "errors.json"
     held_out = {k: v for k, v in json.loads(path.read_text()).items() if k != "train"}

@@ -80,7 +80,9 @@ METHODS = (
 context (the paper's DreamerV3 baseline), CaDM (context-aware dynamics), MrCoM without each
 regulariser, and TD3+BC on the target's data alone (``MODEL_FREE``: what the small dataset
 gives with no world model; not in the paper)."""
-DEFAULT_METHODS = ("mrcom", "tgw", "rssm")
+DEFAULT_METHODS = ("mrcom", "rssm-context", "cadm", "rssm", "tgw")
+"""MrCoM, the paper's two baselines (its DreamerV3: the RSSM with MrCoM's context; CaDM), the
+context-free RSSM and TGW (the sibling method)."""
 ABLATION_METHODS = ("mrcom", "mrcom-no-meta-state", "mrcom-no-meta-value")
 """The ablation study's default methods: MrCoM, and MrCoM with one regulariser's weight 0."""
 WORLD_MODEL_OF = {
