@@ -354,6 +354,10 @@ def test_planner_candidates_spread_as_the_generators_residuals():
     expected = 2.0 * spread[data.env_idx].sum() / dims
     torch.testing.assert_close(metrics["relabel/noise_std"], expected)
     assert float(metrics["relabel/policy_change"]) > 0  # the planner chose other candidates
+    # another row's prompt moves the policy's actions by this much; identical prompts: 0
+    assert float(metrics["relabel/prompt_effect"]) > 0
+    same = data._replace(prompts=data.prompts[:1].expand_as(data.prompts))
+    assert float(agent.prompt_effect(same, policy_of(agent, same))) == 0.0
     logged = agent.update(generator)  # a tuning update reports the relabelling too
     assert all(torch.equal(logged[k], v) for k, v in metrics.items())
 
@@ -672,3 +676,8 @@ def test_a_tables_scored_evaluations_all_come_after_prompt_tuning_starts(scale):
     budget = BUDGETS[scale]
     first_scored = budget.updates - (budget.last_k - 1) * budget.eval_every
     assert cfg.pretrain_updates < first_scored
+
+
+def policy_of(agent, data):
+    """The pretrained policy's actions on a tuning set's rows."""
+    return agent.net.generate(data.prompts, data.window, data.env_idx).actions[:, -1]

@@ -366,6 +366,7 @@ class CMT:
             "action_change": (actions - data_actions).abs().sum() / dims,
             "policy_change": (actions - policy).abs().sum() / dims,
             "noise_std": noise[data_set.env_idx].sum() / dims,
+            "prompt_effect": self.prompt_effect(data_set, policy) / dims,
         }
         self.relabeled = {
             "env_idx": env_idx,
@@ -375,10 +376,26 @@ class CMT:
         }
         return self.relabel_metrics()
 
+    @torch.no_grad()
+    def prompt_effect(self, data_set: TuningSet, policy: torch.Tensor) -> torch.Tensor:
+        """How much the pretrained policy reads its prompt: the summed change of its actions
+        when each row gets the prompt of another row of its env (its own generator: planning
+        draws nothing less). Near 0, prompt tuning has nothing to move."""
+        generator = torch.Generator().manual_seed(self.seed)
+        env = data_set.env_idx.cpu()
+        perm = torch.arange(len(env))
+        for k in env.unique():
+            rows = torch.nonzero(env == k).squeeze(1)
+            perm[rows] = rows[torch.randperm(len(rows), generator=generator)]
+        perm = perm.to(data_set.prompts.device)
+        other = self.net.generate(data_set.prompts[perm], data_set.window, data_set.env_idx)
+        return (other.actions[:, -1] - policy).abs().sum()
+
     def relabel_metrics(self) -> dict[str, torch.Tensor]:
         """How far the planner moved the relabelled actions (mean per true action dim): from the
-        data's (``action_change``) and from the pretrained policy's (``policy_change``), and the
-        candidates' noise std; logged with every tuning update."""
+        data's (``action_change``) and from the pretrained policy's (``policy_change``), the
+        candidates' noise std, and how far another row's prompt moves the pretrained policy's
+        actions (``prompt_effect``); logged with every tuning update."""
         r = self.relabeled or {}
         return {f"relabel/{k[6:]}": v for k, v in r.items() if k.startswith("stats_")}
 
