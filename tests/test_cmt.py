@@ -5,6 +5,7 @@ and a two-stage update / act / checkpoint round trip.
 The shared contract (update/act/checkpoint/resume) is covered by tests/test_algos.py.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -356,7 +357,7 @@ def test_planner_candidates_spread_as_the_generators_residuals():
     assert float(metrics["relabel/policy_change"]) > 0  # the planner chose other candidates
     # another row's prompt moves the policy's actions by this much; identical prompts: 0
     assert float(metrics["relabel/prompt_effect"]) > 0
-    same = data._replace(prompts=data.prompts[:1].expand_as(data.prompts))
+    same = dataclasses.replace(data, prompts=data.prompts[:1].expand_as(data.prompts))
     assert float(agent.prompt_effect(same, policy_of(agent, same))) == 0.0
     logged = agent.update(generator)  # a tuning update reports the relabelling too
     assert all(torch.equal(logged[k], v) for k, v in metrics.items())
