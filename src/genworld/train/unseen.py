@@ -34,8 +34,10 @@ Stages, each resumable in ``out``:
    demonstrations). The tasks share all parameters (``DTConfig.shared_params``: no task id, one
    normaliser fitted on the family's data), so a task is known only through its prompt:
 
-   - ``prompt-dt``: the trained model, prompted with the task's small data (zero-shot on unseen
-     tasks); its score is the final model over ``eval_episodes × last_k`` episodes;
+   - ``prompt-dt``: the trained model, prompted with the task's small expert data and aiming at
+     its best return (no training on the task, but the task's demonstrations: not zero-shot in
+     the CMT paper's sense); its score is the final model over ``eval_episodes × last_k``
+     episodes;
    - ``prompt-dt-finetune``: a copy fine-tuned ``finetune_steps`` updates on the task's small
      dataset (the reference's few-shot fine-tuning), scored as the other cells (last-k
      evaluations).
