@@ -396,3 +396,29 @@ def test_a_partial_report_compares_methods_on_the_same_finished_rows_and_whole_s
     assert split_averages([row], ["mrcom", "td3bc"], "ood")["methods"]["mrcom"] == 20.0
     cells = [SimpleNamespace(group="multi", env="a", split="ood", target=t) for t in "xyz"]
     assert row_targets(cells * 2, keys[0]) == 3
+
+
+def test_the_behaviour_study_varies_only_the_world_models_data():
+    """Its targets keep the study's quality whatever the group's, and its training scenarios,
+    which share their dynamics, get random data of their own (a salt from the name)."""
+    from genworld.api import scenarios_config
+    from genworld.data.build import scenario_salt
+    from genworld.data.ids import parse_dataset_id
+    from genworld.train.scenarios import dataset_ids, groups, scenarios, target_quality
+
+    cfg = scenarios_config("tiny", study="behaviour")
+    assert {target_quality(cfg, g) for g in groups(cfg)} == {"mixed"}
+    ids = [parse_dataset_id(i) for i, _ in dataset_ids(cfg)]
+    targets = scenarios(cfg, "dmc-cheetah-run")["id"]
+    assert {d.quality for d in ids if d.env in targets} == {"mixed"}
+    assert {d.quality for d in ids if d.env not in targets} == {
+        "random",
+        "medium",
+        "mixed",
+        "expert",
+    }
+    train = scenarios(cfg, "dmc-cheetah-run")["train"]
+    salts = {scenario_salt(parse_dataset_id(f"{name}-random")) for name in train}
+    assert len(salts) == len(train) and 0 not in salts
+    multi = scenarios(scenarios_config("tiny"), "dmc-cheetah-run")["train"]
+    assert {scenario_salt(parse_dataset_id(f"{name}-mixed")) for name in multi} == {0}

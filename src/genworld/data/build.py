@@ -282,7 +282,7 @@ def build_dataset(
                 dataset.env,
                 actor,
                 segment.steps,
-                seed * 1000 + k,
+                seed * 1000 + k + 1_000_000 * scenario_salt(dataset),
                 num_envs=segment_envs(dataset, segment.steps, num_envs),
                 progress=advance,
                 pool=pool,
@@ -312,6 +312,22 @@ def segment_envs(dataset: DatasetId, steps: int, num_envs: int) -> int:
     return min(num_envs, max(1, -(-steps // dataset.spec.max_episode_steps)))
 
 
+def scenario_salt(dataset: DatasetId) -> int:
+    """What a scenario's collection seeds add (× 1,000,000) to the build's: 0, or, for a
+    scenario with its task's own dynamics (one that differs in its target speed only), a number
+    from its name (CRC-32 mod 1,000). Scenarios that share their dynamics would otherwise share
+    their uniform-random trajectories and differ in their rewards only (the behaviour study's
+    eight training scenarios of random data would be one dataset eight times)."""
+    import zlib
+
+    if "@" not in dataset.env or dataset.env.partition("@")[0] not in SCENARIO_TASKS:
+        return 0
+    scenario = parse_scenario(dataset.env)  # (None: the randomized training env)
+    if scenario is None or (scenario.torso, scenario.length) != (1.0, 1.0):
+        return 0
+    return zlib.crc32(dataset.env.encode()) % 1_000
+
+
 def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str, Any]:
     spec = dataset.spec
     returns = np.array([ep.episode_return for ep in episodes])
@@ -327,6 +343,7 @@ def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str
         "make_kwargs": spec.make_kwargs,
         "quality": dataset.quality,
         "seed": seed,
+        "scenario_salt": scenario_salt(dataset),
         "steps": steps,
         "episodes": len(episodes),
         "terminal_episodes": int(sum(bool(ep.terminations[-1]) for ep in episodes)),
