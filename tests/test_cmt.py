@@ -27,6 +27,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.data.trajectory_windows import returns_to_go
 from genworld.envs import get_env_spec
+from genworld.errors import GenworldError
 from genworld.nn.gpt import GPT
 from genworld.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -682,3 +683,18 @@ def test_a_tables_scored_evaluations_all_come_after_prompt_tuning_starts(scale):
 def policy_of(agent, data):
     """The pretrained policy's actions on a tuning set's rows."""
     return agent.net.generate(data.prompts, data.window, data.env_idx).actions[:, -1]
+
+
+def test_a_run_too_short_to_tune_is_refused_in_one_line():
+    dataset = labelled_dataset()
+    ctx = AlgoContext(
+        dataset=dataset,
+        normalizer=Normalizer.fit(dataset),
+        device=torch.device("cpu"),
+        scale="tiny",
+        updates=5,  # the tiny preset pretrains 5 updates
+    )
+    with pytest.raises(GenworldError, match="prompt tuning would never run"):
+        build_agent("cmt", ctx)
+    untuned = dataclasses.replace(ctx, overrides=resolve_variant("cmt-no-pt")[1])
+    assert build_agent("cmt", untuned) is not None  # cmt-no-pt: nothing to tune

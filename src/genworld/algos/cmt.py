@@ -88,12 +88,19 @@ from genworld.algos.cmt_planner import TuningSet, plan_actions, residual_std
 from genworld.algos.registry import AlgoContext, resolve_config
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
+from genworld.errors import GenworldError
 from genworld.types import SeqBatch
 from genworld.utils.device import fused_optimizer
 
 
 def build(ctx: AlgoContext) -> CMT:
     cfg = resolve_config(CMTConfig, PRESETS, ctx)
+    if cfg.prompt_tuning and ctx.updates is not None and cfg.pretrain_updates >= ctx.updates:
+        raise GenworldError(
+            f"cmt: pretrain_updates ({cfg.pretrain_updates:,}) ≥ the run's {ctx.updates:,} "
+            "updates, so prompt tuning would never run: lower pretrain_updates below the "
+            "run's updates (or use cmt-no-pt for the untuned model)"
+        )
     return CMT(ctx.dataset, ctx.normalizer, cfg, ctx.device, seed=ctx.seed, contexts=ctx.prompts)
 
 
