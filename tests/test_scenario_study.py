@@ -322,6 +322,9 @@ def test_tiny_multi_study_end_to_end(tmp_path):
         assert all(np.isfinite(e["obs_h5"]) for split in kind.values() for e in split.values())
     assert sorted(report["world_model_error_h5"]["multi"]["rssm"]) == ["id", "ood", "train"]
     assert (out / "scenarios.md").exists() and (out / "scenarios.png").stat().st_size > 0
+    assert (
+        "World models (updates × batch, steps a row): `cadm` " in (out / "scenarios.md").read_text()
+    )
     done = {p: p.stat().st_mtime for p in out.glob("cells/**/result.json")}
     assert main([*argv, "--out", str(out), "--report-only"]) == 0
     assert main([*argv, "--out", str(out)]) == 0

@@ -217,6 +217,31 @@ def error_lines(errors: dict, horizon: int = 5) -> tuple[list[str], dict]:
     return lines, table
 
 
+WINDOW_FIELDS = {"mrcom": "context_len", "rssm": "seq_len", "cadm": "history", "tgw": "context_len"}
+"""The field of each world model's config that says how many steps a training row holds."""
+
+
+def world_model_budget_line(out: Path, groups) -> list[str]:
+    """What each of the study's world models trained on (seed 0's config): updates × batch ×
+    steps a row, which the models share in updates but not in data per update."""
+    import json
+
+    parts = []
+    for group in groups:
+        for path in sorted((out / "world_models" / group.name).glob("*/config.json")):
+            if "-seed" in path.parent.name:
+                continue
+            cfg = json.loads(path.read_text())
+            window = cfg.get(cfg["model"], {}).get(WINDOW_FIELDS.get(cfg["model"], ""), 1)
+            parts.append(
+                f"`{path.parent.name}` {cfg['steps']:,} × {cfg['batch_size']} rows of {window} "
+                "steps"
+            )
+    if not parts:
+        return []
+    return ["", "World models (updates × batch, steps a row): " + "; ".join(parts) + "."]
+
+
 def write_scenarios_report(
     cfg,
     groups,
@@ -233,6 +258,7 @@ def write_scenarios_report(
     cells finished so far; ``policy``: the model-based cells' SAC settings."""
     methods = list(cfg.methods)
     lines = [f"# Scenarios: {TITLES[cfg.study]}", "", *protocol_lines(cfg, scenario_names, policy)]
+    lines += world_model_budget_line(out, groups)
     lines += ["", cells_code_line(results), ""]
     if cfg.study in PAPER:
         lines += [f"For context, {PAPER[cfg.study]}.", ""]
