@@ -344,6 +344,17 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     assert second["world_model"] == "world_models/multi/mrcom-seed1"
     assert json.loads((models / "mrcom-seed1" / "config.json").read_text())["seed"] == 1
     assert json.loads((models / "mrcom" / "config.json").read_text())["seed"] == 0
+    # a cell of seed 1 made by code that shared seed 0's model is flagged in the report
+    path = next(out.glob("cells/**/mrcom/seed1/result.json"))
+    path.write_text(json.dumps({**second, "world_model": "world_models/multi/mrcom"}))
+    assert (
+        main([*two, "--out", str(out), "--methods", "mrcom", "--splits", "ood", "--report-only"])
+        == 0
+    )
+    assert (
+        "1 cells of seeds ≥ 1 adapted in seed 0's world model" in (out / "scenarios.md").read_text()
+    )
+    path.write_text(json.dumps(second))
     # world models and their errors only: no cell
     made = set(out.glob("cells/**/result.json"))
     assert main([*argv, "--out", str(out), "--methods", "cadm", "--cells", "false"]) == 0
@@ -403,9 +414,9 @@ def test_a_partial_report_compares_methods_on_the_same_finished_rows_and_whole_s
 
 def test_the_behaviour_study_varies_only_the_world_models_data():
     """Its targets keep the study's quality whatever the group's, and its training scenarios,
-    which share their dynamics, get random data of their own (a salt from the name)."""
+    which share their dynamics, get random data of their own (seeds from their names)."""
     from genworld.api import scenarios_config
-    from genworld.data.build import scenario_salt
+    from genworld.data.build import collection_seed, own_seeds
     from genworld.data.ids import parse_dataset_id
     from genworld.train.scenarios import dataset_ids, groups, scenarios, target_quality
 
@@ -421,7 +432,19 @@ def test_the_behaviour_study_varies_only_the_world_models_data():
         "expert",
     }
     train = scenarios(cfg, "dmc-cheetah-run")["train"]
-    salts = {scenario_salt(parse_dataset_id(f"{name}-random")) for name in train}
-    assert len(salts) == len(train) and 0 not in salts
+    seeds = {collection_seed(parse_dataset_id(f"{name}-random"), 0, 0) for name in train}
+    assert len(seeds) == len(train) and 0 not in seeds
     multi = scenarios(scenarios_config("tiny"), "dmc-cheetah-run")["train"]
-    assert {scenario_salt(parse_dataset_id(f"{name}-mixed")) for name in multi} == {0}
+    assert not any(own_seeds(parse_dataset_id(f"{name}-mixed")) for name in multi)
+    assert collection_seed(parse_dataset_id("hopper-medium"), 3, 1) == 3_001  # as before
+    perturbed = parse_dataset_id(f"{train[0]}@obs=add-g-random")  # a perturbed id parses
+    assert own_seeds(perturbed)
+
+
+def test_a_speed_only_scenario_built_with_plain_seeds_is_refused_for_a_rebuild():
+    from genworld.data.build import _other_size
+
+    card = {"cached": True, "steps": 1_000, "dataset_id": "dmc-cheetah-run@speed=0.7-random"}
+    assert _other_size(card, 1_000)  # built before its seeds came from its name
+    assert not _other_size({**card, "own_seeds": True}, 1_000)
+    assert not _other_size({**card, "dataset_id": "hopper-medium"}, 1_000)

@@ -386,8 +386,9 @@ class CMT:
     @torch.no_grad()
     def prompt_effect(self, data_set: TuningSet, policy: torch.Tensor) -> torch.Tensor:
         """How much the pretrained policy reads its prompt: the summed change of its actions
-        when each row gets the prompt of another row of its env (its own generator: planning
-        draws nothing less). Near 0, prompt tuning has nothing to move."""
+        when each row gets the prompt of another row with its env id as the model sees it (with
+        ``shared_params``, every task's rows: another task's prompt), drawn with a generator of
+        its own (planning draws nothing less). Near 0, prompt tuning has nothing to move."""
         generator = torch.Generator().manual_seed(self.seed)
         env = data_set.env_idx.cpu()
         perm = torch.arange(len(env))

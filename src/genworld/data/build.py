@@ -30,6 +30,7 @@ from genworld.data.episodes import Episode
 from genworld.data.ids import DEFAULT_STEPS, SCRIPTED_NOISE, DatasetId, parse_dataset_id
 from genworld.data.metaworld_build import build_scripted_noise
 from genworld.data.minari_io import check_writable, dataset_dir, write_dataset
+from genworld.envs.perturb import split_perturbed
 from genworld.envs.scenarios import (
     SCENARIO_TASKS,
     Scenario,
@@ -195,15 +196,21 @@ def ensure_built(
         sizes = ", ".join(f"{i} has {c['steps']:,}" for i, c in wrong[:3])
         more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
         raise GenworldError(
-            f"datasets built at another size than the {steps:,} transitions this run uses: "
-            f"{sizes}{more}; rebuild each with `genworld data build ID --steps {steps} --force`"
+            f"datasets built at another size than the {steps:,} transitions this run uses, or "
+            f"with other collection seeds than this genworld's: {sizes}{more}; rebuild each "
+            f"with `genworld data build ID --steps {steps} --force`"
         )
     return cards
 
 
 def _other_size(card: dict[str, Any], steps: int | None) -> bool:
-    """Whether an existing dataset's card says it holds other than ``steps`` transitions."""
-    return steps is not None and card.get("cached", False) and card.get("steps") != steps
+    """Whether an existing dataset's card says it holds other than ``steps`` transitions, or
+    was collected with other seeds than this genworld's (:func:`own_seeds`)."""
+    if not card.get("cached", False):
+        return False
+    ident = card.get("dataset_id")
+    seeds = ident is not None and card.get("own_seeds", False) != own_seeds(parse_dataset_id(ident))
+    return seeds or (steps is not None and card.get("steps") != steps)
 
 
 def missing_policies(dataset_id: str) -> list[str]:
@@ -282,7 +289,7 @@ def build_dataset(
                 dataset.env,
                 actor,
                 segment.steps,
-                seed * 1000 + k + 1_000_000 * scenario_salt(dataset),
+                collection_seed(dataset, seed, k),
                 num_envs=segment_envs(dataset, segment.steps, num_envs),
                 progress=advance,
                 pool=pool,
@@ -312,20 +319,27 @@ def segment_envs(dataset: DatasetId, steps: int, num_envs: int) -> int:
     return min(num_envs, max(1, -(-steps // dataset.spec.max_episode_steps)))
 
 
-def scenario_salt(dataset: DatasetId) -> int:
-    """What a scenario's collection seeds add (× 1,000,000) to the build's: 0, or, for a
-    scenario with its task's own dynamics (one that differs in its target speed only), a number
-    from its name (CRC-32 mod 1,000). Scenarios that share their dynamics would otherwise share
-    their uniform-random trajectories and differ in their rewards only (the behaviour study's
-    eight training scenarios of random data would be one dataset eight times)."""
+def own_seeds(dataset: DatasetId) -> bool:
+    """Whether a dataset's collection seeds come from its name: those of a scenario with its
+    task's own dynamics (one that differs in its target speed only). Scenarios that share their
+    dynamics would otherwise share their uniform-random trajectories and differ in their
+    rewards only (the behaviour study's eight training scenarios of random data would be one
+    dataset eight times). Every other dataset keeps the build's plain seeds."""
+    base, _ = split_perturbed(dataset.env)
+    if "@" not in base or base.partition("@")[0] not in SCENARIO_TASKS:
+        return False
+    scenario = parse_scenario(base)  # (None: the randomized training env)
+    return scenario is not None and (scenario.torso, scenario.length) == (1.0, 1.0)
+
+
+def collection_seed(dataset: DatasetId, seed: int, segment: int) -> int:
+    """The seed of a build's ``segment``: ``seed × 1000 + segment``, or, where the dataset has
+    :func:`own_seeds`, a CRC-32 of its name, the seed and the segment."""
     import zlib
 
-    if "@" not in dataset.env or dataset.env.partition("@")[0] not in SCENARIO_TASKS:
-        return 0
-    scenario = parse_scenario(dataset.env)  # (None: the randomized training env)
-    if scenario is None or (scenario.torso, scenario.length) != (1.0, 1.0):
-        return 0
-    return zlib.crc32(dataset.env.encode()) % 1_000
+    if not own_seeds(dataset):
+        return seed * 1000 + segment
+    return zlib.crc32(f"{dataset.env}/{seed}/{segment}".encode()) % 2**31
 
 
 def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str, Any]:
@@ -343,7 +357,7 @@ def dataset_card(dataset, episodes, segments, actors, seed, seconds) -> dict[str
         "make_kwargs": spec.make_kwargs,
         "quality": dataset.quality,
         "seed": seed,
-        "scenario_salt": scenario_salt(dataset),
+        "own_seeds": own_seeds(dataset),
         "steps": steps,
         "episodes": len(episodes),
         "terminal_episodes": int(sum(bool(ep.terminations[-1]) for ep in episodes)),

@@ -157,7 +157,11 @@ def protocol_lines(cfg, scenario_names: dict, policy: dict | None = None) -> lis
         f"**Protocol**: scale `{cfg.scale}`; {cfg.seeds} seed(s); scenarios drawn with seed "
         f"{cfg.scenario_seed} ({counts}; training ranges torso and length [0.8, 1.2], speed "
         "[0.5, 1.0], out of distribution outside them, ours: the seed text lost the paper's"
-        + (f"; the target speed fixed at {cfg.fixed_speed:g}" if cfg.study == "dynamics" else "")
+        + (
+            f"; the target speed fixed at {cfg.fixed_speed:g} where a task has one"
+            if cfg.study == "dynamics"
+            else ""
+        )
         + "). One world model per setting, model kind and seed, "
         f"{wm} (a cell of seed k adapts in seed k's model: the spread over seeds holds the "
         "world model's and the adaptation's); a policy per (method, "
@@ -310,6 +314,20 @@ def write_scenarios_report(
             lines.append(f"- {env} {part}: " + ", ".join(f"`{n}`" for n in names[part]))
     if results:
         lines += ["", precision_note(results)]
+    stale = [
+        r
+        for r in results
+        if r.get("world_model")
+        and r["seed"] > 0
+        and not r["world_model"].endswith(f"-seed{r['seed']}")
+    ]
+    if stale:
+        lines += [
+            "",
+            f"**{len(stale)} cells of seeds ≥ 1 adapted in seed 0's world model** (made by an "
+            "older genworld, which shared one model across seeds): their rows mix two protocols; "
+            "rerun the study in a new --out.",
+        ]
     if not cfg.cells:
         lines += ["", "World models only (`--cells false`): no adaptation cell was run."]
     elif planned is not None and planned > len(results):
@@ -318,7 +336,7 @@ def write_scenarios_report(
             f"**Partial report**: {len(results)} of {planned} cells finished; an entry is the "
             "mean over the seeds that have finished all the row's targets (n), else one seed's "
             "mean over the targets it has finished (k of T targets), — where none has; an "
-            "average compares the methods on the rows they have all finished.",
+            "average compares the methods on the rows and seeds they have all finished.",
         ]
     lines += ["", "![scores per setting and method](scenarios.png)", ""]
     plot(rows, methods, out / "scenarios.png", TITLES[cfg.study])

@@ -161,11 +161,10 @@ def paper_claims(cfg, agg: dict) -> dict[str, dict[str, Any]]:
             "of": every,
             "holds": multi >= single if len(done) == every else None,
         }
-    for setting in cfg.settings:  # the CMT paper's (seed 001, §5.1, Table 1)
+    if "single" in cfg.settings:  # the CMT paper's (seed 001, §5.1, Table 1: single-env)
         for name, other, text in CMT_CLAIMS:
             if "cmt" in cfg.algos and other in cfg.algos:
-                key = name + (f"_{setting}" if len(cfg.settings) > 1 else "")
-                claims[key] = at_least(cfg, agg, setting, "cmt", other, text)
+                claims[name] = at_least(cfg, agg, "single", "cmt", other, text)
     return claims
 
 
@@ -195,12 +194,23 @@ def budget_lines(cfg, results: list[dict]) -> list[str]:
     recorded them (cells made before these were recorded say nothing)."""
     parts = []
     for algo in cfg.algos:
-        r = next((r for r in results if r["algo"] == algo and "world_model" in r), None)
+        mine = [r for r in results if r["algo"] == algo and "world_model" in r]
+        r = next((r for r in mine if r.get("policy_learner")), mine[0] if mine else None)
         if r is None:
             continue
         wm, pl = r["world_model"], r.get("policy_learner")
         if pl and "cmt" in pl:
             c = pl["cmt"]
+            stages = {
+                (x.get("policy_learner") or {}).get("cmt", {}).get("pretrain_updates") for x in mine
+            }
+            if len(stages) > 1:  # (None: a cell recorded before the stages were)
+                parts.append(
+                    f"- `{algo}`: **its cells pretrain for different numbers of updates** "
+                    f"({', '.join(str(v) for v in stages)}: cells made by older code): rerun in "
+                    "a new --out"
+                )
+                continue
             stages = (
                 f"{c['pretrain_updates']:,} pretraining updates, then prompt tuning on "
                 f"{c['relabel_states']:,} states relabelled by beam search (horizon "

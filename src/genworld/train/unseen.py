@@ -139,6 +139,10 @@ class UnseenConfig:
     """Fine-tuning steps of tgw-finetune (reward module) and prompt-dt-finetune (the model)."""
     policy_updates: int = 10_000
     """Per (method, task, seed): a TGW policy's SAC updates, and Prompt-DT's training updates."""
+    cmt_pretrain_updates: int = 0
+    """CMT's pretraining updates of its ``policy_updates`` (the rest tune its prompt); 0 = CMT's
+    preset for the scale (mini: 7,000 of 10,000). Full: 70,000 of 100,000 (CMT's full preset
+    pretrains 100,000 updates, a table's budget of 1M)."""
     eval_every: int = 1_000
     """Updates between a cell's evaluations in its task's env."""
     policy_init_alpha: float = 0.1
@@ -227,6 +231,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "wm_steps": 50_000,
         "finetune_steps": 2_000,
         "policy_updates": 100_000,
+        "cmt_pretrain_updates": 70_000,
         "eval_every": 5_000,
         "eval_episodes": 10,
         "last_k": 10,

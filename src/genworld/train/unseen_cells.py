@@ -265,11 +265,14 @@ def cmt_method(method: str) -> tuple[str, dict[str, Any], str]:
     return method, overrides, "online"
 
 
-def _meta_agent(cfg, algo: str, root: Path, dataset, seed: int, overrides: dict, prompts=None):
+def _meta_agent(
+    cfg, algo: str, root: Path, dataset, seed: int, overrides: dict, prompts=None, updates=None
+):
     """``algo`` (cmt or focal) on ``dataset`` (one env per task) with every parameter shared
     across the family's tasks and the family's normaliser (fitted on the training tasks' mixed
-    data under ``root``). CMT: task prompts of H steps (the scale's history length; not in the
-    seed text) before its [SEP] token."""
+    data under ``root``), for a run of ``updates`` (None: evaluation only). CMT: task prompts
+    of H steps (the scale's history length; not in the seed text) before its [SEP] token, and
+    the study's pretraining length (``cmt_pretrain_updates``)."""
     from genworld.algos.cmt_config import PRESETS, CMTConfig
     from genworld.config import resolve
     from genworld.train.cells import build_cell_agent
@@ -279,6 +282,8 @@ def _meta_agent(cfg, algo: str, root: Path, dataset, seed: int, overrides: dict,
     if algo == "cmt":
         history = resolve(CMTConfig, PRESETS[cfg.scale], {}).history_len
         meta = {"shared_params": True, "task_prompt_len": history}
+        if cfg.cmt_pretrain_updates:
+            meta["pretrain_updates"] = cfg.cmt_pretrain_updates
     return build_cell_agent(
         algo,
         dataset,
@@ -288,6 +293,7 @@ def _meta_agent(cfg, algo: str, root: Path, dataset, seed: int, overrides: dict,
         normalizer=copy.deepcopy(_family_normalizer(cfg, str(root))),
         overrides={**meta, **overrides},
         prompts=prompts,
+        updates=updates,
     )
 
 
@@ -317,7 +323,7 @@ def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = 
     tasks = MultiEnvDataset([(task_spec(t, refs), task_episodes(root, t, "mixed")) for t in train])
     algo, overrides = ("focal", {}) if model == "focal" else ("cmt", cmt_method(model)[1])
     torch.manual_seed(seed)
-    agent = _meta_agent(cfg, algo, root, tasks, seed, overrides)
+    agent = _meta_agent(cfg, algo, root, tasks, seed, overrides, updates=cfg.policy_updates)
     if (folder / "trained.json").exists():
         _, state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
         agent.load_state_dict(state["agent"])
