@@ -94,7 +94,8 @@ def test_update_act_and_checkpoint_round_trip(name, tmp_path):
     torch.testing.assert_close(other.act(obs, env_idx, deterministic=True), actions)
 
 
-SLOW_RESUMES = {"agnostic-iql", "cmt", "dt", "prompt-dt", "mrcom", "rssm"}
+SLOW_RESUMES = {"agnostic-iql", "cmt", "dt", "prompt-dt", "mrcom", "rssm", "cadm", "focal"}
+SLOW_RESUMES |= {"mopo", "morel"}  # the MBPO machinery of tgw's check, with other world models
 """Resume checks of several seconds each: integration (CI runs them), out of the fast suite."""
 
 

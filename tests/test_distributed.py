@@ -259,6 +259,7 @@ def test_ddp_world_model_replicas_stay_identical_and_checkpoint_like_fit_world_m
     assert all(json.loads(line)["processes"] == 2 for line in lines)
 
 
+@pytest.mark.integration  # a tiny PPO run end to end (seconds): CI runs it
 def test_agnostic_ppo_entry_point_trains_checkpoints_and_evaluates(tmp_path):
     """One process (no torchrun): the DD-PPO entry point with a Box and a Discrete env."""
     from genworld.cli import main
