@@ -448,8 +448,8 @@ def write_table(
         f"first, on top); evaluation every {budget.eval_every} updates with "
         f"{count(budget.eval_episodes, 'deterministic episode')} per env; a cell's score "
         f"(**last-{budget.last_k}**) is the **mean of its last "
-        f"{count(budget.last_k, 'evaluation')}**; the table shows mean ± std of that score "
-        "across seeds. "
+        f"{count(budget.last_k, 'evaluation')}**; the table shows mean ± std (population, ddof 0) "
+        "of that score across seeds. "
         "D4RL-normalized scores.",
         "",
         cells_code_line(results),

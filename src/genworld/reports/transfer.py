@@ -75,7 +75,7 @@ def seeds_footer(report: dict[str, Any], plot: str, seeds: int = 1) -> list[str]
     worth = (
         "One seed: a direction, not a result."
         if seeds == 1
-        else f"{seeds} seeds per run; ± is the standard deviation over seeds."
+        else f"{seeds} seeds per run; ± is the population standard deviation over seeds."
     )
     code = provenance_line(report["provenance"])
     if report.get("report_only"):  # the runs were trained by other commands

@@ -55,7 +55,7 @@ def write_unseen_report(
         f"every cell: the seeds vary the policies and Prompt-DT); {cfg.policy_updates} policy "
         f"updates per (method, task, seed) (TGW's SAC: initial temperature "
         f"{cfg.policy_init_alpha:g}, RL-term weight α {cfg.policy_bc_alpha:g}, TD3+BC's: larger = less behaviour cloning); score = mean of the last {cfg.last_k} evaluations "
-        f"({cfg.eval_episodes} episodes each); mean ± std across seeds."
+        f"({cfg.eval_episodes} episodes each); mean ± std (population, ddof 0) across seeds."
         + (
             " `prompt-dt` is not zero-shot in the CMT sense: it is prompted with the task's "
             "expert episodes and aims at their best return (no training on the task)."
