@@ -724,11 +724,8 @@ def _run_stages(
         ids = [i for i, s in dataset_ids(cfg) if s == steps]
         ensure_built(ids, steps=steps, show_progress=show_progress, exact=True)
     errors: dict[str, dict[str, dict]] = {}
-    later_seeds = sorted({c.seed for c in todo if c.seed > 0}) if cfg.cells else []
     for group in groups(cfg):
         for kind in model_kinds(cfg):  # trained here, before the cells load them
-            for seed in later_seeds:  # (the k-step errors are seed 0's model's)
-                world_model(cfg, out, group.name, kind, show_progress, seed=seed)
             model = world_model(cfg, out, group.name, kind, show_progress)
             for name in error_rows(kind):
                 errors.setdefault(group.name, {})[name] = world_model_errors(
@@ -740,7 +737,13 @@ def _run_stages(
             )
     if not cfg.cells:
         return ScenarioResults(names, [], len(todo), errors)
-    jobs = [(cfg, out, c) for c in todo]
-    with progress_bar("scenario cells", len(jobs), enabled=show_progress) as advance:
-        results = process_map(run_cell, jobs, cfg.workers, advance, cfg.threads)
+    results = []
+    with progress_bar("scenario cells", len(todo), enabled=show_progress) as advance:
+        for seed in dict.fromkeys(c.seed for c in todo):  # seed-major, as the cells are
+            if seed > 0:  # that seed's world models, before its cells load them
+                for group in groups(cfg):
+                    for kind in model_kinds(cfg):
+                        world_model(cfg, out, group.name, kind, show_progress, seed=seed)
+            jobs = [(cfg, out, c) for c in todo if c.seed == seed]
+            results += process_map(run_cell, jobs, cfg.workers, advance, cfg.threads)
     return ScenarioResults(names, results, len(todo), errors)
