@@ -442,9 +442,9 @@ def test_the_behaviour_study_varies_only_the_world_models_data():
 
 
 def test_a_speed_only_scenario_built_with_plain_seeds_is_refused_for_a_rebuild():
-    from genworld.data.build import _other_size
+    from genworld.data.build import _needs_rebuild
 
     card = {"cached": True, "steps": 1_000, "dataset_id": "dmc-cheetah-run@speed=0.7-random"}
-    assert _other_size(card, 1_000)  # built before its seeds came from its name
-    assert not _other_size({**card, "own_seeds": True}, 1_000)
-    assert not _other_size({**card, "dataset_id": "hopper-medium"}, 1_000)
+    assert _needs_rebuild(card, 1_000)  # built before its seeds came from its name
+    assert not _needs_rebuild({**card, "own_seeds": True}, 1_000)
+    assert not _needs_rebuild({**card, "dataset_id": "hopper-medium"}, 1_000)

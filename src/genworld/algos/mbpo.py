@@ -149,7 +149,7 @@ class TransitionBuffer:
         self.next_obs[idx], self.term[idx], self.env[idx] = next_obs, term.float(), env
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
-        self._by_env: list[torch.Tensor] | None = None
+        self._by_env = None
 
     def _rows_of_envs(self, envs: int) -> list[torch.Tensor]:
         """Each env's row indices, found once per change of the buffer."""
@@ -384,10 +384,10 @@ class MBPOAgent:
         real = self.dataset.sample_transitions(n_real, generator, "balanced") if n_real else None
         shares = None
         if self.balanced_envs is not None:  # each env's imagined rows fill its batch
-            real_rows = torch.zeros(self.balanced_envs, dtype=torch.int64)
+            real_counts = torch.zeros(self.balanced_envs, dtype=torch.int64)
             if real is not None:
-                real_rows = torch.bincount(real.env_idx.cpu(), minlength=self.balanced_envs)
-            shares = (self.cfg.sac.batch_size - real_rows).tolist()
+                real_counts = torch.bincount(real.env_idx.cpu(), minlength=self.balanced_envs)
+            shares = (self.cfg.sac.batch_size - real_counts).tolist()
         fake = self.model_buffer.sample(batch_size - n_real, generator, shares)
         parts = [fake]
         if real is not None:

@@ -191,7 +191,7 @@ def ensure_built(
                 build_dataset(i, steps=steps, seed=seed, cached=True, show_progress=show_progress)
             )
     pairs = zip(dataset_ids, cards, strict=True)
-    wrong = [(i, c) for i, c in pairs if _other_size(c, steps)] if exact else []
+    wrong = [(i, c) for i, c in pairs if _needs_rebuild(c, steps)] if exact else []
     if wrong:
         sizes = ", ".join(f"{i} has {c['steps']:,}" for i, c in wrong[:3])
         more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
@@ -203,7 +203,7 @@ def ensure_built(
     return cards
 
 
-def _other_size(card: dict[str, Any], steps: int | None) -> bool:
+def _needs_rebuild(card: dict[str, Any], steps: int | None) -> bool:
     """Whether an existing dataset's card says it holds other than ``steps`` transitions, or
     was collected with other seeds than this genworld's (:func:`own_seeds`)."""
     if not card.get("cached", False):

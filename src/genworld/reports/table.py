@@ -201,13 +201,13 @@ def budget_lines(cfg, results: list[dict]) -> list[str]:
         wm, pl = r["world_model"], r.get("policy_learner")
         if pl and "cmt" in pl:
             c = pl["cmt"]
-            stages = {
+            pretrains = {
                 (x.get("policy_learner") or {}).get("cmt", {}).get("pretrain_updates") for x in mine
             }
-            if len(stages) > 1:  # (None: a cell recorded before the stages were)
+            if len(pretrains) > 1:  # (None: a cell recorded before the stages were)
                 parts.append(
                     f"- `{algo}`: **its cells pretrain for different numbers of updates** "
-                    f"({', '.join(str(v) for v in stages)}: cells made by older code): rerun in "
+                    f"({', '.join(str(v) for v in pretrains)}: cells made by older code): rerun in "
                     "a new --out"
                 )
                 continue

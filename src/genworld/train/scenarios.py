@@ -526,14 +526,21 @@ def world_model_folder(group: str, kind: str, seed: int = 0) -> str:
 
 
 def world_model(
-    cfg: ScenarioStudyConfig, out: Path, group: str, kind: str, show_progress=False, seed: int = 0
+    cfg: ScenarioStudyConfig,
+    out: Path,
+    group: str,
+    kind: str,
+    show_progress=False,
+    seed: int = 0,
+    data=None,
 ):
     """The group's ``kind`` model of ``seed`` on its training scenarios (trained once, then
-    loaded). Each seed of a cell adapts in its own seed's model, so a study's spread over seeds
-    holds the world model's as well as the adaptation's."""
+    loaded; ``data``: the group's training data when the caller has it already). Each seed of a
+    cell adapts in its own seed's model, so a study's spread over seeds holds the world model's
+    as well as the adaptation's."""
     from genworld.train.world_model import fit_world_model
 
-    data = group_dataset(cfg, _group_of(cfg, group))
+    data = data if data is not None else group_dataset(cfg, _group_of(cfg, group))
     folder = out / world_model_folder(group, kind, seed)
     config = world_model_config(cfg, kind, seed)
     return fit_world_model(config, data, folder, show_progress=show_progress)
@@ -725,8 +732,9 @@ def _run_stages(
         ensure_built(ids, steps=steps, show_progress=show_progress, exact=True)
     errors: dict[str, dict[str, dict]] = {}
     for group in groups(cfg):
+        data = group_dataset(cfg, group)  # read once for the group's every model
         for kind in model_kinds(cfg):  # trained here, before the cells load them
-            model = world_model(cfg, out, group.name, kind, show_progress)
+            model = world_model(cfg, out, group.name, kind, show_progress, data=data)
             for name in error_rows(kind):
                 errors.setdefault(group.name, {})[name] = world_model_errors(
                     cfg, out, group.name, name, error_view(cfg, name, model)
@@ -740,10 +748,17 @@ def _run_stages(
     results = []
     with progress_bar("scenario cells", len(todo), enabled=show_progress) as advance:
         for seed in dict.fromkeys(c.seed for c in todo):  # seed-major, as the cells are
-            if seed > 0:  # that seed's world models, before its cells load them
-                for group in groups(cfg):
+            cells_of_seed = [c for c in todo if c.seed == seed]
+            unfinished = {  # groups whose cells of this seed still need a world model
+                c.group
+                for c in cells_of_seed
+                if c.method in WORLD_MODEL_OF and not (out / c.folder / "result.json").exists()
+            }
+            for group in groups(cfg):  # a later seed's models, before its cells load them
+                if seed > 0 and group.name in unfinished:
+                    data = group_dataset(cfg, group)
                     for kind in model_kinds(cfg):
-                        world_model(cfg, out, group.name, kind, show_progress, seed=seed)
-            jobs = [(cfg, out, c) for c in todo if c.seed == seed]
+                        world_model(cfg, out, group.name, kind, show_progress, seed, data)
+            jobs = [(cfg, out, c) for c in cells_of_seed]
             results += process_map(run_cell, jobs, cfg.workers, advance, cfg.threads)
     return ScenarioResults(names, results, len(todo), errors)
