@@ -410,3 +410,23 @@ def test_an_old_optimizer_checkpoint_keeps_the_fused_kernels_on_load():
     assert opt.param_groups[0]["fused"] is True  # a plain load_state_dict leaves it None
     assert torch.equal(opt.state[params[0]]["exp_avg"], old.state[params[0]]["exp_avg"])
     opt.step()  # and the fused kernel accepts the loaded state
+
+
+def test_a_command_refused_before_its_first_result_leaves_no_folder(tmp_path):
+    from genworld.utils.io import claim_folder
+
+    def refused(out, *, also=None):
+        with pytest.raises(GenworldError), claim_folder(out, "genworld x"):
+            (out / "config.json").write_text("{}")
+            (out / "cells").mkdir()
+            if also:
+                (out / also).write_text("{}")
+            raise GenworldError("refused")
+
+    refused(tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # the folder it created is gone
+    refused(tmp_path / "kept", also="cells/result.json")
+    assert (tmp_path / "kept/cells/result.json").exists()  # a result is never removed
+    (tmp_path / "old").mkdir()
+    refused(tmp_path / "old")
+    assert (tmp_path / "old/config.json").exists()  # a folder it did not create stays

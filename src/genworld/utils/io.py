@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -298,12 +299,14 @@ def claim_folder(out: Path, command: str, cfg: Any = None):
     """Hold ``out`` for this process for the ``with`` block (:func:`claim` on ``out/.claim``, the
     lock table cells take): a second process on the same folder is refused at once, in one
     line, instead of training the same things beside the first. ``cfg``'s device is checked
-    first, so a command that cannot run leaves no folder behind."""
+    first, so a command that cannot run leaves no folder behind; a folder this call created is
+    removed again when the block fails before writing anything but its config."""
     from genworld.errors import GenworldError
 
     if cfg is not None:
         _check_runnable(cfg)
     out = Path(out)
+    fresh = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -316,7 +319,24 @@ def claim_folder(out: Path, command: str, cfg: Any = None):
                 f"another `{command}` is running in {out}; wait for it to finish (rerun then to "
                 "resume) or use another --out"
             )
-        yield
+        try:
+            yield
+        except BaseException:
+            if fresh:  # still claimed: no other process can be using it
+                _remove_if_unused(out)
+            raise
+
+
+_BOOKKEEPING = frozenset({".claim", "config.json"})
+
+
+def _remove_if_unused(out: Path) -> None:
+    """Remove ``out`` when it holds nothing but a claim file, a config and empty folders: what
+    a command refused before its first result leaves."""
+    files = [p for p in out.rglob("*") if not p.is_dir()]
+    if any(p.parent != out or p.name not in _BOOKKEEPING for p in files):
+        return
+    shutil.rmtree(out, ignore_errors=True)
 
 
 RUN_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
