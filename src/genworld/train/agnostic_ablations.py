@@ -206,7 +206,7 @@ def train_single_env_iql(
         overrides=run.overrides,
         updates=run.steps,
     )
-    records, _ = train_cell(
+    records = train_cell(
         f"iql {parse_dataset_id(run.dataset).env} s{run.seed}",
         agent,
         dataset.specs,
@@ -217,7 +217,7 @@ def train_single_env_iql(
         last_k=last_k,
         seed=run.seed,
         show_progress=show_progress,
-    )
+    ).records
     if trains:
         record_provenance(out)
     return records

@@ -4,6 +4,8 @@ updates with evaluations in the real envs, and summarised. ``genworld run``, ``t
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from genworld.data.normalization import Normalizer
 from genworld.eval.scores import summarize
 from genworld.train import loop
 from genworld.train.world_model_source import provide_world_model
+from genworld.utils.provenance import provenance
 
 
 def build_cell_agent(
@@ -58,6 +61,20 @@ def build_cell_agent(
     return build_agent(algo, ctx)
 
 
+@dataclass(frozen=True)
+class TrainedCell:
+    """What :func:`train_cell` gives back."""
+
+    records: list[dict]
+    """The evaluation records, one per evaluation."""
+    summary: dict[str, dict]
+    """Each env's last-k mean and spread and best score."""
+    seconds: float
+    """The cell's seconds: this process's setup (from ``started`` to training: data, world
+    model) plus its training and evaluations over every process that ran them (the last
+    record's ``wall_s``, which a checkpoint carries across a resume)."""
+
+
 def train_cell(
     name: str,
     agent: Any,
@@ -69,13 +86,15 @@ def train_cell(
     eval_episodes: int,
     last_k: int,
     seed: int,
+    started: float | None = None,
     show_progress: bool = False,
     prefix=None,
-) -> tuple[list[dict], dict[str, dict]]:
+) -> TrainedCell:
     """``updates`` updates of ``agent`` with an evaluation every ``eval_every`` in ``specs``'
-    real envs (resumable in ``folder``); returns the evaluation records and each env's summary
-    (last-k mean and spread, best). ``prefix``: the first updates it shares with other cells
-    (:mod:`genworld.train.prefix`)."""
+    real envs (resumable in ``folder``), summarised. ``started``: the ``time.perf_counter()``
+    at which the cell's setup began (none: no setup counted). ``prefix``: the first updates it
+    shares with other cells (:mod:`genworld.train.prefix`)."""
+    setup = 0.0 if started is None else time.perf_counter() - started
     records = loop.train_offline(  # looked up at call time: one training entry to patch
         name,
         agent,
@@ -89,11 +108,21 @@ def train_cell(
         show_progress=show_progress,
         prefix=prefix,
     )
-    return records, summarize(records, [s.name for s in specs], last_k)
+    summary = summarize(records, [s.name for s in specs], last_k)
+    return TrainedCell(records, summary, cell_seconds(records, setup))
 
 
 def cell_seconds(records: list[dict], setup: float) -> float:
-    """A cell's seconds: ``setup`` (this process's time before training: data, world model)
-    plus its training and evaluations over every process that ran them (the last record's
-    ``wall_s``, which a checkpoint carries across a resume)."""
+    """``setup`` plus the training and evaluations of ``records`` over every process that ran
+    them (the last record's ``wall_s``, which a checkpoint carries across a resume)."""
     return round(setup + (records[-1].get("wall_s", 0.0) if records else 0.0), 1)
+
+
+def result_stamp(seconds: float) -> dict[str, Any]:
+    """The fields every cell's ``result.json`` ends with: its seconds, the float32 matmul
+    precision it ran at and the code's provenance."""
+    return {
+        "seconds": seconds,
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "provenance": provenance(),
+    }

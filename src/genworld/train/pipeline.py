@@ -234,7 +234,7 @@ def _run_group(
             world_models=lambda ctx, name: model,
             updates=updates,
         )
-        records, summary = train_cell(
+        trained = train_cell(
             f"{label} ({quality}, {','.join(envs)})",
             agent,
             train.specs,
@@ -242,7 +242,7 @@ def _run_group(
             updates=updates,
             **budget,
         )
-        results[algo] = {"summary": summary, "curve": records}
+        results[algo] = {"summary": trained.summary, "curve": trained.records}
     return {
         **results,
         "world_model": wm_errors,

@@ -66,7 +66,6 @@ from genworld.utils.io import (
     check_report_folder,
     claim_folder,
 )
-from genworld.utils.provenance import provenance
 
 STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour", "ablation")
 METHODS = (
@@ -561,7 +560,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
     import torch
 
     from genworld.envs.registry import get_env_spec
-    from genworld.train.cells import build_cell_agent, cell_seconds, train_cell
+    from genworld.train.cells import build_cell_agent, result_stamp, train_cell
     from genworld.utils.device import resolve_device
 
     folder = out / cell.folder
@@ -593,8 +592,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         updates=cfg.policy_updates,
     )
     spec = get_env_spec(task)
-    setup = time.perf_counter() - started
-    records, summary = train_cell(
+    trained = train_cell(
         f"{cell.method} {cell.group} {cell.split} {cell.target} s{cell.seed}",
         agent,
         [spec],
@@ -604,7 +602,9 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         eval_episodes=cfg.eval_episodes,
         last_k=cfg.last_k,
         seed=cell.seed,
+        started=started,
     )
+    summary = trained.summary
     result = {
         **asdict(cell),
         "study": cfg.study,
@@ -616,9 +616,7 @@ def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         "updates": cfg.policy_updates,
         # the SAC settings a study may change: a study resumed by newer code shows its cells'
         "policy": overrides["mbpo"]["sac"] if overrides else None,
-        "seconds": cell_seconds(records, setup),
-        "matmul_precision": torch.get_float32_matmul_precision(),
-        "provenance": provenance(),
+        **result_stamp(trained.seconds),
     }
     atomic_write_json(done, result)
     return result

@@ -21,7 +21,6 @@ from genworld.data.ids import QUALITIES, parse_dataset_id, size_warning
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
 from genworld.utils.io import atomic_write_json, check_or_write_config, check_report_folder, claim
-from genworld.utils.provenance import provenance
 
 SETTINGS = ("multi", "single")
 
@@ -173,7 +172,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
     import torch
 
     from genworld.data.multi_env import MultiEnvDataset
-    from genworld.train.cells import build_cell_agent, cell_seconds, train_cell
+    from genworld.train.cells import build_cell_agent, result_stamp, train_cell
     from genworld.train.prefix import prefix_of
     from genworld.utils.device import resolve_device
 
@@ -203,8 +202,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         budget=asdict(budget),
         device=resolve_device(cfg.device).type,
     )
-    setup = time.perf_counter() - started
-    records, summary = train_cell(
+    trained = train_cell(
         f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
         agent,
         dataset.specs,
@@ -214,6 +212,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         eval_episodes=budget.eval_episodes,
         last_k=budget.last_k,
         seed=cell.seed,
+        started=started,
         show_progress=show_progress,
         prefix=prefix,
     )
@@ -221,13 +220,11 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         **asdict(cell),
         "datasets": ids,
         "data": dataset.fingerprint(),
-        "summary": summary,
-        "seconds": cell_seconds(records, setup),
-        "matmul_precision": torch.get_float32_matmul_precision(),
+        "summary": trained.summary,
         "updates": budget.updates,
         "world_model": world_model_budget(folder),
         "policy_learner": policy_learner(agent),
-        "provenance": provenance(),
+        **result_stamp(trained.seconds),
     }
     atomic_write_json(folder / "result.json", result)
     return result

@@ -16,9 +16,9 @@ import torch
 from genworld.data.tasks import family_dataset, task_episodes, task_spec
 from genworld.envs.tasks import split_names
 from genworld.errors import GenworldError
+from genworld.train.cells import result_stamp
 from genworld.train.policy_learner import policy_learner_overrides
 from genworld.utils.io import atomic_write_json
-from genworld.utils.provenance import provenance
 
 
 # ------------------------------------------------------------------ stages 4-5
@@ -97,11 +97,10 @@ def agent_overrides(cfg, method: str) -> dict[str, Any]:
 def _train_and_score(cfg, folder: Path, agent, cell, refs, started: float) -> dict:
     """``cfg.policy_updates`` updates of ``agent`` on ``cell = (method, task, seed)`` with an
     evaluation every ``eval_every`` (resumable in ``folder``), then the cell's result file."""
-    from genworld.train.cells import cell_seconds, train_cell
+    from genworld.train.cells import train_cell
 
     method, task, seed = cell
-    setup = time.perf_counter() - started
-    records, summary = train_cell(
+    trained = train_cell(
         f"{method} {task} s{seed}",
         agent,
         [task_spec(task, refs)],
@@ -111,9 +110,10 @@ def _train_and_score(cfg, folder: Path, agent, cell, refs, started: float) -> di
         eval_episodes=cfg.eval_episodes,
         last_k=cfg.last_k,
         seed=seed,
+        started=started,
     )
-    seconds = cell_seconds(records, setup)
-    return _write_result(folder, cell, summary[task]["last_k_mean"], summary[task]["best"], seconds)
+    summary = trained.summary[task]
+    return _write_result(folder, cell, summary["last_k_mean"], summary["best"], trained.seconds)
 
 
 def _write_result(folder: Path, cell, last_k: float, best: float, seconds: float) -> dict:
@@ -124,9 +124,7 @@ def _write_result(folder: Path, cell, last_k: float, best: float, seconds: float
         "seed": seed,
         "last_k": last_k,
         "best": best,
-        "seconds": seconds,
-        "matmul_precision": torch.get_float32_matmul_precision(),
-        "provenance": provenance(),
+        **result_stamp(seconds),
     }
     atomic_write_json(folder / "result.json", result)
     return result
@@ -205,7 +203,7 @@ def prompt_dt_job(cfg, out: Path, train: list[str], refs, seed: int) -> None:
 
 def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     from genworld.eval.rollout import evaluate_agent
-    from genworld.train.cells import cell_seconds, train_cell
+    from genworld.train.cells import train_cell
 
     folder = out / "cells" / method / task / f"seed{seed}"
     started = time.perf_counter()
@@ -221,8 +219,7 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
         last_k = best = score
         seconds = round(time.perf_counter() - started, 1)
     else:
-        setup = time.perf_counter() - started
-        records, summary = train_cell(
+        trained = train_cell(
             f"{method} {task} s{seed}",
             agent,
             [spec],
@@ -232,9 +229,10 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
             eval_episodes=cfg.eval_episodes,
             last_k=cfg.last_k,
             seed=seed,
+            started=started,
         )
-        last_k, best = summary[task]["last_k_mean"], summary[task]["best"]
-        seconds = cell_seconds(records, setup)
+        last_k, best = trained.summary[task]["last_k_mean"], trained.summary[task]["best"]
+        seconds = trained.seconds
     return _write_result(folder, (method, task, seed), last_k, best, seconds)
 
 
