@@ -467,3 +467,28 @@ def test_the_report_states_the_meta_methods_protocol_only_when_they_run():
     text = " ".join(_meta_protocol(config_for_scale("mini", methods=("cmt", "focal", "tgw"))))
     assert "Offline meta-RL** (cmt, focal)" in text and "zero-shot" in text
     assert "9 episodes (3 × 3)" in text
+
+
+def test_the_cmt_papers_meta_claims_are_judged_on_complete_seeds_only():
+    """Fig. 5's claims need the ant-fwd-back family and both methods; §5.2's needs unseen tasks.
+    A claim is judged once both methods have every seed on every task of its group."""
+    from genworld.reports.unseen import cmt_claims
+    from genworld.train.unseen import config_for_scale
+
+    cfg = config_for_scale("tiny", family="ant-fwd-back", seeds=2,
+                           methods=("cmt", "cmt-no-pt", "cmt-beta=0"))  # fmt: skip
+    score = {"cmt": 30.0, "cmt-no-pt": 20.0, "cmt-beta=0": 25.0}
+    results = [{"method": m, "task": t, "seed": s, "last_k": v}
+               for m, v in score.items() for t in ("a", "b") for s in range(2)]  # fmt: skip
+    claims = cmt_claims(cfg, results, {"seen": ["a", "b"]})
+    assert set(claims) == {"q1_tuning_helps", "q3_no_constraint_below_untuned"}
+    assert claims["q1_tuning_helps"]["holds"] is True
+    assert claims["q1_tuning_helps"]["change_pct"] == pytest.approx(50.0)
+    assert claims["q3_no_constraint_below_untuned"]["holds"] is False  # 25 is above 20
+    partial = cmt_claims(cfg, results[1:], {"seen": ["a", "b"]})["q1_tuning_helps"]  # cmt a s0
+    assert partial["holds"] is None and partial["tasks"] == 1 and partial["of"] == 2
+    other = config_for_scale("tiny", family="cheetah-vel", seeds=2, methods=("cmt", "prompt-dt"))
+    assert cmt_claims(other, results, {"seen": ["a", "b"]}) == {}  # no unseen tasks, no Fig. 5
+    dt = [{**r, "method": "prompt-dt", "last_k": 40.0} for r in results if r["method"] == "cmt"]
+    unseen = cmt_claims(other, results + dt, {"unseen": ["a", "b"]})["cmt_beats_prompt_dt"]
+    assert unseen["holds"] is False and unseen["averages"] == {"cmt": 30.0, "prompt-dt": 40.0}

@@ -264,11 +264,13 @@ def batch_rule_text(algo: str, results: list[dict]) -> str:
     return ""
 
 
-def claim_lines(claims: dict[str, dict[str, Any]]) -> list[str]:
-    """table.md's claims section (nothing when the table holds neither claim's algorithms)."""
+def claim_lines(
+    claims: dict[str, dict[str, Any]], title: str = "The papers' claims (Table 1)"
+) -> list[str]:
+    """A report's claims section (nothing when it holds no claim's algorithms)."""
     if not claims:
         return []
-    lines = ["## The papers' claims (Table 1)", ""]
+    lines = [f"## {title}", ""]
     for c in claims.values():
         verdict = (
             "holds" if c["holds"] else "**fails**" if c["holds"] is False else "not judged yet"
@@ -276,6 +278,8 @@ def claim_lines(claims: dict[str, dict[str, Any]]) -> list[str]:
         on = f"on {c['tasks']} of {c['of']} tasks with every seed"
         if "averages" in c:
             numbers = ", ".join(f"{a} {v:.1f}" for a, v in c["averages"].items())
+            if c.get("change_pct") is not None:
+                numbers += f", change {c['change_pct']:+.1f}%"
             above = f"; above TGW: {', '.join(c['above_tgw'])}" if c.get("above_tgw") else ""
             lines.append(f"- {c['claim']}: {verdict} ({on}: {numbers}{above})" if numbers else
                          f"- {c['claim']}: {verdict} ({on})")  # fmt: skip

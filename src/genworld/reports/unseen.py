@@ -10,7 +10,7 @@ import numpy as np
 
 from genworld.envs.tasks import get_family, unseen_distances
 from genworld.eval.scores import precision_note
-from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
+from genworld.reports.table import bootstrap_reps, claim_lines, iqm_with_ci, seeds_text
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
 from genworld.utils.provenance import cells_code, cells_code_line, provenance
 
@@ -33,6 +33,70 @@ def group_iqms(results: list[dict], methods, tasks, seeds: int, reps: int) -> di
         if all((m, t, s) in scores for t in tasks for s in range(seeds))
     }
     return iqm_with_ci(matrices, reps) if matrices else {}
+
+
+CMT_CLAIMS: tuple[tuple[str, str | None, str, str, str, int, str], ...] = (
+    # (name, family (None: any), task group, method, reference, expected sign of method −
+    #  reference, the paper's words): seed 001 §5.2 (Fig. 3) and §5.3 (Fig. 5, Ant-Fwd-Back)
+    ("cmt_beats_prompt_dt", None, "unseen", "cmt", "prompt-dt", 1,
+     "zero-shot CMT beats Prompt-DT on unseen tasks (§5.2, Fig. 3)"),
+    ("q1_tuning_helps", "ant-fwd-back", "seen", "cmt", "cmt-no-pt", 1,
+     "prompt tuning raises the return (Fig. 5 Q1: +65.8%)"),
+    ("q2_no_contrastive_hurts", "ant-fwd-back", "seen", "cmt-gamma=1e-6", "cmt", -1,
+     "γ = 1e-6 lowers the return (Fig. 5 Q2: −50.9%)"),
+    ("q2_strong_contrastive_hurts", "ant-fwd-back", "seen", "cmt-gamma=1", "cmt", -1,
+     "γ = 1 lowers the return (Fig. 5 Q2: −11.1%)"),
+    ("q3_no_constraint_below_untuned", "ant-fwd-back", "seen", "cmt-beta=0", "cmt-no-pt", -1,
+     "β = 0 is worse than no prompt tuning (Fig. 5 Q3: −128% against CMT)"),
+    ("q3_strong_constraint_hurts", "ant-fwd-back", "seen", "cmt-beta=50", "cmt", -1,
+     "β = 50 lowers the return (Fig. 5 Q3: −36.4%)"),
+    ("q3_strong_constraint_above_untuned", "ant-fwd-back", "seen", "cmt-beta=50", "cmt-no-pt", 1,
+     "β = 50 is still above no prompt tuning (Fig. 5 Q3)"),
+    ("q4_no_context_hurts", "ant-fwd-back", "seen", "cmt-context=none", "cmt", -1,
+     "no task prompt lowers the return (Fig. 5 Q4: −18%)"),
+    ("q4_medium_context_helps", "ant-fwd-back", "seen", "cmt-context=medium", "cmt", 1,
+     "a task prompt from the task's medium data raises the return (Fig. 5 Q4: +4%)"),
+    ("q4_expert_context_helps", "ant-fwd-back", "seen", "cmt-context=expert", "cmt", 1,
+     "a task prompt from the task's expert data raises the return (Fig. 5 Q4: +7%)"),
+)  # fmt: skip
+"""The CMT paper's meta-RL claims a study can test: each compares two methods' mean score over a
+task group (``seen``: the training tasks, as Fig. 5 evaluates Ant-Fwd-Back; ``unseen``)."""
+
+
+def cmt_claims(cfg, results: list[dict], groups: dict[str, list[str]]) -> dict[str, dict]:
+    """The :data:`CMT_CLAIMS` whose methods and tasks the study has, each with both methods'
+    means over the group's tasks that both have finished with every seed, the method's change
+    against its reference in % of the reference's magnitude, and ``holds`` (judged once every
+    task of the group is finished: None before)."""
+    scores: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        if r["seed"] < cfg.seeds:
+            scores.setdefault((r["method"], r["task"]), []).append(r["last_k"])
+    claims = {}
+    for name, family, group, method, reference, sign, text in CMT_CLAIMS:
+        tasks = groups.get(group, [])
+        if family not in (None, cfg.family) or not tasks:
+            continue
+        if not {method, reference} <= set(cfg.methods):
+            continue
+        pair = (method, reference)
+        done = [t for t in tasks if all(len(scores.get((m, t), [])) == cfg.seeds for m in pair)]
+        mean = {m: _task_mean(scores, m, done) for m in pair} if done else {}
+        gap = mean[method] - mean[reference] if done else 0.0
+        claims[name] = {
+            "claim": text,
+            "averages": mean,
+            "change_pct": 100.0 * gap / abs(mean[reference]) if done and mean[reference] else None,
+            "tasks": len(done),
+            "of": len(tasks),
+            "holds": bool(np.sign(gap) == sign) if len(done) == len(tasks) else None,
+        }
+    return claims
+
+
+def _task_mean(scores: dict[tuple[str, str], list[float]], method: str, tasks) -> float:
+    """``method``'s mean over ``tasks`` of its mean over seeds."""
+    return float(np.mean([np.mean(scores[(method, t)]) for t in tasks]))
 
 
 def write_unseen_report(
@@ -138,6 +202,9 @@ def write_unseen_report(
                 if t in refs
             ),
         ]
+    summary["claims"] = cmt_claims(cfg, results, dict(groups))
+    if summary["claims"]:
+        lines += ["", *claim_lines(summary["claims"], "The CMT paper's claims")[:-1]]
     if results:
         lines += ["", precision_note(results)]
     if planned is not None and planned > len(results):
