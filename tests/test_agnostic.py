@@ -504,6 +504,7 @@ def test_agnostic_transfer_tiny_writes_its_report_and_resumes(tmp_path, capsys):
     merged = json.loads((out / "report.json").read_text())
     assert merged["seeds"] == [0, 1] and merged["unfinished_seeds"] == [2]
     assert merged["report_only"] and "report_only" not in report
+    assert merged["wall_seconds"] is None and report["wall_seconds"] > 0  # a render times nothing
     assert len(merged["runs_provenance"]) == 6  # two seeds' three runs
     assert merged["per_seed"]["0"] == report["per_seed"]["0"] and len(merged["lead_per_seed"]) == 2
     assert not (out / "seed2").exists()  # nothing trained
@@ -644,6 +645,7 @@ def test_agnostic_ablations_tiny_writes_its_report(tmp_path, capsys):
     assert again["per_seed"] == report["per_seed"] and again["ratio"] == ratio
     assert again["unfinished"] == ["bigru/seed0", "bigru/seed1"] and again["report_only"]
     assert "report_only" not in report  # the study's own command trained its runs
+    assert again["wall_seconds"] is None and "Wall time" not in (record / "report.md").read_text()
     assert len(again["runs_provenance"]) == 8  # each finished run names its code
     assert not (record / "bigru").exists()  # nothing trained
     assert "left out: bigru/seed0, bigru/seed1" in (record / "report.md").read_text()

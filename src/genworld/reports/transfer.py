@@ -78,13 +78,16 @@ def seeds_footer(report: dict[str, Any], plot: str, seeds: int = 1) -> list[str]
         else f"{seeds} seeds per run; ± is the population standard deviation over seeds."
     )
     code = provenance_line(report["provenance"])
+    wall = ""  # a report-only render times nothing
     if report.get("report_only"):  # the runs were trained by other commands
         runs = [{"provenance": p} for p in report.get("runs_provenance", {}).values()]
         made = cells_code_line(runs, noun="run")
         code = f"{made} This report: {code.removeprefix('**Code**: ')}"
+    else:
+        wall = f" Wall time {report['wall_seconds']:.0f} s."
     return [
         "",
-        f"{worth} Wall time {report['wall_seconds']:.0f} s.",
+        worth + wall,
         "",
         code,
         "",

@@ -318,7 +318,8 @@ def _comparison(
         report["report_only"] = True
         finished = {name: out / name for name in runs if name not in unfinished}
         report["runs_provenance"] = runs_provenance(finished)
-    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    # a report-only render times nothing: its runs were timed (or not) by their own commands
+    report["wall_seconds"] = None if report_only else round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report
 

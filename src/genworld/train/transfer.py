@@ -251,7 +251,8 @@ def _comparison(
         stages = ("pretrain", "finetune", "scratch")
         finished = {f"seed{s}/{n}": out / f"seed{s}" / n for s in seeds for n in stages}
         report["runs_provenance"] = runs_provenance(finished)
-    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    # a report-only render times nothing: its runs were timed (or not) by their own commands
+    report["wall_seconds"] = None if report_only else round(time.perf_counter() - started, 1)
     report["provenance"] = provenance()
     return report
 
