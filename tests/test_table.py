@@ -116,14 +116,23 @@ def test_process_pool_gives_the_sequential_numbers(policies, tmp_path):
 
 
 def test_bad_input_is_one_line_and_a_changed_config_is_refused(policies, tmp_path, capsys):
+    """A rerun may ask for more seeds (only the new cells train); other envs are refused."""
     assert main(["table", "--algos", "cql,nope", "--scale", "tiny", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown algorithm 'nope'" in err
-    base = ["table", "--envs", "hopper", "--qualities", "medium", "--algos", "bc"]
-    base += ["--scale", "tiny", "--out", str(tmp_path / "x"), "--quiet"]
-    assert main([*base, "--seeds", "1"]) == 0
-    assert main([*base, "--seeds", "2"]) == 2
-    assert "different config (seeds)" in capsys.readouterr().err
+    out = tmp_path / "x"
+    base = ["table", "--qualities", "medium", "--algos", "bc"]
+    base += ["--scale", "tiny", "--out", str(out), "--quiet"]
+    assert main([*base, "--envs", "hopper", "--seeds", "1"]) == 0
+    first = out / "cells/medium/multi-multi/bc/seed0/result.json"
+    stamp = first.stat().st_mtime_ns
+    assert main([*base, "--envs", "hopper", "--seeds", "2"]) == 0
+    assert first.stat().st_mtime_ns == stamp  # seed 0 is not trained again
+    assert json.loads((out / "config.json").read_text())["seeds"] == 2
+    assert len(json.loads((out / "table.json").read_text())["rows"]) == 2
+    capsys.readouterr()
+    assert main([*base, "--envs", "walker2d", "--seeds", "2"]) == 2
+    assert "different config (envs)" in capsys.readouterr().err
 
 
 def test_iqm_and_score_matrix_arithmetic():

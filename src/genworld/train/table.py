@@ -109,6 +109,12 @@ class TableConfig:
                 raise GenworldError(f"budget {name} must be positive, got {value}")
 
 
+EXTENDABLE = ("seeds", "algos", "qualities", "settings")
+"""Fields a rerun on a table's folder may change: they choose cells, whose folders name their
+quality, setting, algorithm and seed. The envs (a multi-env cell's folder does not name them),
+the budget and the scale may not."""
+
+
 def config_for_scale(scale: str, **overrides: Any) -> TableConfig:
     """The scale's budget, then ``overrides`` (None = keep)."""
     check_scale(scale)
@@ -298,8 +304,9 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
             "--executor ray needs Ray, which is not installed: pip install -e '.[ray]' (the "
             "pinned ray extra), or run the cells in local processes with --executor local"
         )
-    # how the cells are run (not what they compute) may change between a run and its resume
-    check_or_write_config(out, cfg, ignore=("workers", "executor"))
+    # how the cells are run (not what they compute) may change between a run and its resume,
+    # and a rerun may ask for more (or fewer) cells: each cell's folder names what it computes
+    check_or_write_config(out, cfg, ignore=("workers", "executor"), extendable=EXTENDABLE)
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
     cards = ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
     for card in cards:
