@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from genworld.algos.iql import (
+    IQLConfig,
     advantage_weights,
     cosine_decay,
     reward_scales,
@@ -85,6 +86,10 @@ SEED_STRIDE = 0x9E3779B97F4A7C15
 """Mixes the env index into an update's seed (golden-ratio constant, splitmix64)."""
 
 
+IQL_DEFAULTS = IQLConfig()
+"""Plain IQL's settings, whose defaults the agnostic agent's IQL fields take."""
+
+
 @dataclass(frozen=True)
 class AgnosticIQLConfig:
     net: AgnosticConfig = field(default_factory=AgnosticConfig)
@@ -95,27 +100,28 @@ class AgnosticIQLConfig:
     baseline, :mod:`genworld.nn.env_specific`)."""
     task_embedding: bool = True
     """Add a learned per-env task embedding in the residual MLP (paper Fig. 1a)."""
-    expectile: float = 0.7
-    """tau of the asymmetric L2 loss for V (IQL paper: 0.7 on locomotion)."""
-    beta: float = 3.0
+    # IQL's own settings, with IQL's defaults (each lives in IQLConfig, documented there)
+    expectile: float = IQL_DEFAULTS.expectile
+    """tau of the asymmetric L2 loss for V."""
+    beta: float = IQL_DEFAULTS.beta
     """Inverse temperature of the advantage weights exp(beta * A)."""
-    max_weight: float = 100.0
-    """Advantage weights are clipped at this (CORL EXP_ADV_MAX)."""
-    gamma: float = 0.99
-    """Discount (IQL paper, as in :mod:`genworld.algos.iql`)."""
-    tau: float = 0.005
+    max_weight: float = IQL_DEFAULTS.max_weight
+    """Advantage weights are clipped at this."""
+    gamma: float = IQL_DEFAULTS.gamma
+    """Discount."""
+    tau: float = IQL_DEFAULTS.tau
     """Polyak rate of the target critics."""
-    actor_lr: float = 3e-4
-    """Adam learning rate of the actor before its cosine decay (IQL paper: 3e-4)."""
-    critic_lr: float = 3e-4
-    """Adam learning rate of the Q critics (IQL paper: 3e-4)."""
-    value_lr: float = 3e-4
-    """Adam learning rate of the value net V (IQL paper: 3e-4)."""
-    actor_lr_decay_steps: int = 0
+    actor_lr: float = IQL_DEFAULTS.actor_lr
+    """Adam learning rate of the actor before its cosine decay."""
+    critic_lr: float = IQL_DEFAULTS.critic_lr
+    """Adam learning rate of the Q critics."""
+    value_lr: float = IQL_DEFAULTS.value_lr
+    """Adam learning rate of the value net V."""
+    actor_lr_decay_steps: int = IQL_DEFAULTS.actor_lr_decay_steps
     """Cosine decay of the actor lr to 0 over this many updates; 0 = over the run's updates."""
-    batch_size: int = 256
+    batch_size: int = IQL_DEFAULTS.batch_size
     """Rows per update over all envs (and all processes): ``batch_size // num_envs`` per env."""
-    num_critics: int = 2
+    num_critics: int = IQL_DEFAULTS.num_critics
     """Q critics in the ensemble; V regresses to the minimum over their targets (IQL: twin Q)."""
     max_grad_norm: float = 0.5
     """Per-network gradient-norm clip (paper §3.2, Table 2a); 0 disables."""
