@@ -159,8 +159,9 @@ def _kl_worker(rank: int, world: int, port: int, out: str) -> None:
     teardown(d)
 
 
-@pytest.mark.integration  # multi-process: CI runs it, the fast suite does not
-def test_ppo_early_stop_reads_the_kl_of_all_processes_so_ranks_stop_together(tmp_path):
+def test_ddp_ppo_early_stop_reads_the_kl_of_all_processes_so_ranks_stop_together(tmp_path):
+    """Two gloo processes (a few seconds): in the fast suite, so `pytest -k "agnostic or ddp"`
+    runs it."""
     ranks = _spawn(_kl_worker, tmp_path)
     assert [float(r["kl"]) for r in ranks] == pytest.approx([0.02, 0.02])
     assert ranks[0]["stop"] == ranks[1]["stop"]
