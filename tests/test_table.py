@@ -357,6 +357,28 @@ def test_the_cmt_papers_claims_are_judged_on_complete_seeds_only():
     assert paper_claims(cfg, aggregate(long, "last_k"))["cmt_beats_dt"]["holds"] is False
 
 
+def test_the_cmt_claims_judge_their_own_qualities_and_a_tie_does_not_beat_the_untuned_model():
+    from genworld.reports.table import aggregate, paper_claims
+
+    cfg = config_for_scale(
+        "tiny", envs=("hopper",), qualities=("medium", "medium-replay"),
+        algos=("cmt", "cmt-no-pt", "dt"), settings=("single",), seeds=1,
+    )  # fmt: skip
+    scores = {  # quality → algo → score: CMT ties its untuned model on medium, trails DT on replay
+        "medium": {"cmt": 50.0, "cmt-no-pt": 50.0, "dt": 40.0},
+        "medium-replay": {"cmt": 10.0, "cmt-no-pt": 5.0, "dt": 90.0},
+    }
+    long = [
+        {"setting": "single", "quality": q, "env": "hopper", "algo": a, "seed": 0, "last_k": v}
+        for q, row in scores.items() for a, v in row.items()
+    ]  # fmt: skip
+    claims = paper_claims(cfg, aggregate(long, "last_k"))
+    assert claims["cmt_beats_dt"]["holds"] is True  # medium only: replay's 10 vs 90 is not judged
+    assert claims["cmt_beats_dt"]["of"] == 1
+    untuned = claims["cmt_beats_untuned"]
+    assert untuned["holds"] is False and untuned["averages"] == {"cmt": 50.0, "cmt-no-pt": 50.0}
+
+
 @pytest.mark.integration  # three tiny sequence-model cells: CI runs it
 def test_cmt_acceptance_command_writes_its_table_budgets_and_claims(policies, tmp_path):
     """`genworld table --envs hopper --qualities medium --algos cmt,cmt-no-pt,dt --seeds 1
