@@ -118,6 +118,8 @@ def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
             lines.append(f"| {quality} | {env} | " + " | ".join(cells) + " |")
     tasks, every = finished_tasks(cfg, agg, setting, algos), len(tasks_of(cfg))
     means = [f"{average_over(agg, setting, a, tasks):.1f}" if tasks else "—" for a in algos]
+    if key == "last_k":
+        means = [m + paper_average(a, tasks, setting) for m, a in zip(means, algos, strict=True)]
     label = "**average**" + (
         f" ({len(tasks)} of {every} tasks: those every algorithm has finished)"
         if 0 < len(tasks) < every
@@ -125,6 +127,16 @@ def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
     )
     lines.append(f"| {label} | | " + " | ".join(means) + " |")
     return lines
+
+
+def paper_average(algo: str, tasks: list[tuple[str, str]], setting: str) -> str:
+    """`` (CMT paper 72.6)``: each paper's mean over the same tasks, where it has all of them."""
+    found: dict[str, list[float]] = {}
+    for quality, env in tasks:
+        for name, value in paper_scores(algo, quality, env, setting).items():
+            found.setdefault(name, []).append(value)
+    papers = [f"{n} paper {np.mean(v):.1f}" for n, v in found.items() if len(v) == len(tasks)]
+    return f" ({', '.join(papers)})" if tasks and papers else ""
 
 
 def paper_claims(cfg, agg: dict) -> dict[str, dict[str, Any]]:
