@@ -207,7 +207,7 @@ def _table(folder: Path) -> tuple[str, str, str, str, str]:
     budget = cfg["budget"]
     setting_text = "/".join(f"{s}-env" for s in settings)
     protocol = (
-        f"`{cfg['scale']}`, {setting_text}, {', '.join(envs)}; {cfg['seeds']} seeds; "
+        f"`{cfg['scale']}`, {setting_text}, {', '.join(envs)}; {cfg['seeds']} seed{'s' * (cfg['seeds'] != 1)}; "
         f"{budget['updates']:,} policy updates; last {budget['last_k']} of "
         f"{budget['eval_episodes']}-episode evaluations; "
         f"{_cells_text(len(results), _read(folder / 'table.json').get('planned_cells', len(results)))}"
