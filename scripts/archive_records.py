@@ -1,6 +1,8 @@
 """Copy a study's small records from its run folder into ``docs/results/<study>`` (see that
 folder's README): the top-level config/report files, every finished cell's ``result.json`` (a
-WPT study's: ``report.json``), each seeded run's ``eval.jsonl`` and ``config.json`` outside
+WPT study's: ``report.json``) with its evaluation log (a table or scenario cell's
+``policy/eval.jsonl``, kept beside the result as ``eval.jsonl``: the curve and the training
+metrics logged with each evaluation), each seeded run's ``eval.jsonl`` and ``config.json`` outside
 ``cells/`` (a DD-IQL study's runs), the models the study's cells share (``world_model/``, a WPT
 study's ``pretrain/``, ``world_models/*/`` or, for scenario studies,
 ``world_models/<setting>/<kind>/``: config, held-out errors and final checkpoint;
@@ -80,6 +82,10 @@ def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
         models = []
     for f in records + models:
         copy(f, dest / f.relative_to(run))
+    logs = [c.parent / "policy" / "eval.jsonl" for c in cell_files]
+    for log in (f for f in logs if f.exists()):
+        copy(log, dest / log.parent.parent.relative_to(run) / "eval.jsonl")
+        records.append(log)
     made_by = cells_code([json.loads(f.read_text()) for f in cell_files])
     print("cells made by: " + ", ".join(f"{code} ({n})" for code, n in made_by.items()))
     if any(code.endswith("+dirty") for code in made_by):

@@ -24,6 +24,8 @@ def _run_folder(root: Path, model_bytes: int) -> Path:
     cell = run / "cells" / "medium" / "single-hopper" / "tgw" / "seed0"
     cell.mkdir(parents=True)
     (cell / "result.json").write_text(json.dumps({"score": 1.0}))
+    (cell / "policy").mkdir()
+    (cell / "policy" / "eval.jsonl").write_text('{"step": 1}\n')
     (cell / "checkpoints").mkdir()
     (cell / "checkpoints" / "big.safetensors").write_bytes(b"x" * 1000)
     (run / "config.json").write_text("{}")
@@ -42,7 +44,10 @@ def test_copies_results_reports_and_the_last_model_checkpoint(tmp_path, archive)
     archive(run, dest, max_models_mb=1.0)
     assert (dest / "config.json").exists() and (dest / "table.md").exists()
     assert (dest / "cells/medium/single-hopper/tgw/seed0/result.json").exists()
+    log = dest / "cells/medium/single-hopper/tgw/seed0/eval.jsonl"  # beside the result
+    assert log.read_text() == '{"step": 1}\n'
     assert not (dest / "cells/medium/single-hopper/tgw/seed0/checkpoints").exists()
+    assert not (dest / "cells/medium/single-hopper/tgw/seed0/policy").exists()
     ckpts = dest / "world_models/tgw-s0/checkpoints"
     assert [p.name for p in ckpts.iterdir()] == ["step_000000200"]  # the last one only
 

@@ -390,6 +390,8 @@ def test_cmt_acceptance_command_writes_its_table_budgets_and_claims(policies, tm
     summary = json.loads((out / "table.json").read_text())
     assert set(summary["claims"]) == {"cmt_beats_dt", "cmt_beats_untuned"}
     assert all(c["holds"] is not None for c in summary["claims"].values())  # every seed is done
+    [tuning] = summary["prompt_tuning"]  # the tuned cell's log reached the report
+    assert tuning["algo"] == "cmt" and {"prompt_effect", "policy_change"} <= set(tuning)
     md = (out / "table.md").read_text()
     assert "- `cmt`: 5 pretraining updates, then prompt tuning on" in md
     assert "- `cmt-no-pt`: 5 pretraining updates, no prompt tuning" in md
@@ -407,3 +409,41 @@ def test_the_average_row_gives_each_papers_mean_over_the_same_tasks():
     assert means == [f" (CMT paper {v})" for v in papers]
     assert paper_average("tgw", tasks, "single") == ""  # the TGW paper has no ant
     assert paper_average("cmt", [], "single") == ""
+
+
+def test_cmt_cells_bring_their_last_relabelling_metrics_to_the_report(tmp_path):
+    """A CMT cell's log (in a run folder, or beside its result in a record) gives the table
+    its prompt effect and planner change, and the tuned score less the untuned model's."""
+    from genworld.reports.table import aggregate, prompt_tuning, prompt_tuning_lines, rows
+    from genworld.train.table import with_relabelling
+
+    run_cell = tmp_path / "run" / "policy"
+    run_cell.mkdir(parents=True)
+    logs = [{"step": 1}, {"step": 2, "relabel/prompt_effect": 0.01, "relabel/policy_change": 0.2}]
+    logs.append({"step": 3})  # an evaluation without the metrics: the last that has them counts
+    (run_cell / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
+    record_cell = tmp_path / "record"
+    record_cell.mkdir()
+    (record_cell / "eval.jsonl").write_text(
+        json.dumps({"relabel/prompt_effect": 0.03, "relabel/policy_change": 0.4}) + "\n"
+    )
+    base = {"setting": "single", "quality": "medium", "group": "hopper", "envs": ["hopper"]}
+    summary = {"hopper": {"last_k_mean": 40.0, "best": 50.0}}
+    base["seconds"] = 1.0
+    results = [
+        with_relabelling({**base, "algo": "cmt", "seed": 0, "summary": summary}, tmp_path / "run"),
+        with_relabelling({**base, "algo": "cmt", "seed": 1, "summary": summary}, record_cell),
+        with_relabelling(
+            {**base, "algo": "cmt-no-pt", "seed": 0, "summary": summary}, tmp_path / "none"
+        ),
+    ]
+    assert results[0]["relabel"] == {"prompt_effect": 0.01, "policy_change": 0.2}
+    assert "relabel" not in results[2]
+    [row] = prompt_tuning(results, aggregate(rows(results), "last_k"))
+    assert row["algo"] == "cmt" and row["seeds"] == 2 and row["tuned_minus_untuned"] == 0.0
+    assert row["prompt_effect"] == pytest.approx(0.02) and row["policy_change"] == pytest.approx(
+        0.3
+    )
+    text = "\n".join(prompt_tuning_lines([row]))
+    assert "| single | medium | hopper | cmt | 2 | 0.0200 | 0.3000 | +0.0 |" in text
+    assert prompt_tuning_lines([]) == []

@@ -218,6 +218,64 @@ def at_least(
     }
 
 
+def untuned_partner(algo: str) -> str:
+    """The untuned model a prompt-tuned CMT variant starts from (``cmt-ae``'s is its own)."""
+    return "cmt-ae-no-pt" if algo.startswith("cmt-ae") else "cmt-no-pt"
+
+
+def prompt_tuning(results: list[dict], agg: dict) -> list[dict[str, Any]]:
+    """Per (setting, quality, env, algo) of the cells that logged CMT's relabelling: the means
+    over seeds of ``prompt_effect`` (how far another state's prompt moves the pretrained
+    policy's actions) and ``policy_change`` (how far the planner's actions are from that
+    policy's), and the tuned score less the untuned model's (when both are in the table)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if r.get("relabel"):
+            key = (r["setting"], r["quality"], r.get("group", r["envs"][0]), r["algo"])
+            groups.setdefault(key, []).append(r["relabel"])
+    rows = []
+    for (setting, quality, env, algo), logs in sorted(groups.items()):
+        tuned, untuned = (
+            agg.get((setting, quality, env, a)) for a in (algo, untuned_partner(algo))
+        )
+        rows.append({
+            "setting": setting, "quality": quality, "env": env, "algo": algo, "seeds": len(logs),
+            **{k: float(np.mean([g[k] for g in logs])) for k in ("prompt_effect", "policy_change")
+               if all(k in g for g in logs)},
+            "tuned_minus_untuned": tuned["mean"] - untuned["mean"] if tuned and untuned else None,
+        })  # fmt: skip
+    return rows
+
+
+def prompt_tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """table.md's check of CMT's improvement stage: can tuning the prompt move the policy?"""
+    if not rows:
+        return []
+    lines = [
+        "## CMT's prompt tuning: does the generator read its prompt?",
+        "",
+        "Prompt effect: how far the pretrained policy's actions move (mean per action dim) when "
+        "each relabelled state gets another state's prompt; planner change: how far the "
+        "planner's relabelled actions are from that policy's. Tuning changes only the prompt, "
+        "so a prompt effect far below the planner change leaves the tuned policy where "
+        "pretraining left it. Means over the seeds that logged them.",
+        "",
+        "| setting | quality | env | algo | seeds | prompt effect | planner change | "
+        "tuned − untuned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [f"{r[k]:.4f}" if k in r else "—" for k in ("prompt_effect", "policy_change")]
+        delta = r["tuned_minus_untuned"]
+        cells.append("—" if delta is None else f"{delta:+.1f}")
+        lines.append(
+            f"| {r['setting']} | {r['quality']} | {r['env']} | {r['algo']} | {r['seeds']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return [*lines, ""]
+
+
 def budget_lines(cfg, results: list[dict]) -> list[str]:
     """Each algorithm's world-model budget and MBPO settings, as its first finished cell
     recorded them (cells made before these were recorded say nothing)."""
@@ -497,6 +555,8 @@ def write_table(
     md += budget_lines(cfg, results)
     summary["claims"] = paper_claims(cfg, last)
     md += claim_lines(summary["claims"])
+    summary["prompt_tuning"] = prompt_tuning(results, last)
+    md += prompt_tuning_lines(summary["prompt_tuning"])
     for setting in cfg.settings:
         md += [f"## {setting}-env, last-{budget.last_k}", ""]
         md += markdown_table(cfg, last, setting, "last_k")

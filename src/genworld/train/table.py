@@ -342,17 +342,47 @@ def _finish_claimed(
         )
     for i in waiting:
         results[i] = run_cell(cfg, todo[i], out, wait=True, show_progress=show_progress)
-    return results
+    return [with_relabelling(r, out / c.folder) for r, c in zip(results, todo, strict=True)]
 
 
 def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
-    """The results of the cells of ``cfg`` finished in ``out`` (a run of the same config)."""
+    """The results of the cells of ``cfg`` finished in ``out`` (a run of the same config), each
+    with its :func:`last_logged` relabelling metrics (CMT) where its log has them."""
     check_report_folder(out, cfg, ignore=("workers", "executor"))
-    paths = [out / cell.folder / "result.json" for cell in cells(cfg)]
-    results = [json.loads(path.read_text()) for path in paths if path.exists()]
+    folders = [out / cell.folder for cell in cells(cfg)]
+    results = [
+        with_relabelling(json.loads((f / "result.json").read_text()), f)
+        for f in folders
+        if (f / "result.json").exists()
+    ]
     if not results:
-        raise GenworldError(f"{out}: none of its {len(paths)} cells has finished yet")
+        raise GenworldError(f"{out}: none of its {len(folders)} cells has finished yet")
     return results
+
+
+RELABEL_PREFIX = "relabel/"
+"""The metrics CMT logs with every prompt-tuning update (``algos/cmt.py``)."""
+
+
+def last_logged(folder: Path, prefix: str) -> dict[str, float]:
+    """The ``prefix`` metrics (prefix dropped) of the last evaluation record of a cell that has
+    them: its ``policy/eval.jsonl``, or the ``eval.jsonl`` a record keeps beside its result."""
+    for log in (folder / "policy" / "eval.jsonl", folder / "eval.jsonl"):
+        if log.exists():
+            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            for record in reversed(records):
+                found = {k[len(prefix) :]: v for k, v in record.items() if k.startswith(prefix)}
+                if found:
+                    return found
+            return {}
+    return {}
+
+
+def with_relabelling(result: dict, folder: Path) -> dict:
+    """``result`` with ``relabel``: a CMT cell's last relabelling metrics (``prompt_effect``,
+    ``policy_change``, …), when its log has them."""
+    found = last_logged(folder, RELABEL_PREFIX)
+    return {**result, "relabel": found} if found else result
 
 
 def _run_with_pool(cfg_json: str, workers: int, todo: list[Cell], out: Path, advance) -> list:
