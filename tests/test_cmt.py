@@ -662,6 +662,8 @@ def test_unseen_study_runs_zero_shot_cmt_beside_prompt_dt(tmp_path, capsys):
     cmt = [r for r in report["results"] if r["method"] == "cmt"]
     assert sorted(r["task"] for r in cmt) == sorted(tasks)
     assert (out / "unseen_tasks.png").stat().st_size > 0 and (out / "cmt" / "seed0").is_dir()
+    [tuning] = report["prompt_tuning"]  # the tuned model's relabelling reached the report
+    assert tuning["model"] == "cmt" and tuning["prompt_effect"] >= 0.0
 
 
 @pytest.mark.parametrize("scale", ["tiny", "mini", "full"])

@@ -492,3 +492,23 @@ def test_the_cmt_papers_meta_claims_are_judged_on_complete_seeds_only():
     dt = [{**r, "method": "prompt-dt", "last_k": 40.0} for r in results if r["method"] == "cmt"]
     unseen = cmt_claims(other, results + dt, {"unseen": ["a", "b"]})["cmt_beats_prompt_dt"]
     assert unseen["holds"] is False and unseen["averages"] == {"cmt": 30.0, "prompt-dt": 40.0}
+
+
+def test_the_unseen_report_checks_each_cmt_models_prompt_tuning(tmp_path):
+    from genworld.reports.unseen import meta_prompt_tuning, meta_prompt_tuning_lines
+
+    def log(model: str, seed: int, effect: float) -> None:
+        folder = tmp_path / model / f"seed{seed}"
+        folder.mkdir(parents=True)
+        record = {"step": 9, "relabel/prompt_effect": effect, "relabel/policy_change": 0.5}
+        (folder / "eval.jsonl").write_text(json.dumps({"step": 8}) + "\n" + json.dumps(record))
+
+    log("cmt", 0, 0.01)
+    log("cmt", 1, 0.03)
+    log("cmt-beta=0", 0, 0.2)
+    log("focal", 0, 9.0)  # not a CMT model
+    (tmp_path / "cmt-no-pt" / "seed0").mkdir(parents=True)  # never tuned: nothing logged
+    rows = meta_prompt_tuning(tmp_path, seeds=2)
+    assert [(r["model"], r["seeds"]) for r in rows] == [("cmt", 2), ("cmt-beta=0", 1)]
+    assert rows[0]["prompt_effect"] == pytest.approx(0.02) and rows[0]["policy_change"] == 0.5
+    assert "| cmt | 2 | 0.0200 | 0.5000 |" in "\n".join(meta_prompt_tuning_lines(rows))

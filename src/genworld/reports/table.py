@@ -218,6 +218,15 @@ def at_least(
     }
 
 
+PROMPT_TUNING_TEXT = (
+    "Prompt effect: how far the pretrained policy's actions move (mean per action dim) when each "
+    "relabelled state gets another state's prompt; planner change: how far the planner's "
+    "relabelled actions are from that policy's. Tuning changes only the prompt, so a prompt "
+    "effect far below the planner change leaves the tuned policy where pretraining left it. "
+    "Means over the seeds that logged them."
+)
+
+
 def untuned_partner(algo: str) -> str:
     """The untuned model a prompt-tuned CMT variant starts from (``cmt-ae``'s is its own)."""
     return "cmt-ae-no-pt" if algo.startswith("cmt-ae") else "cmt-no-pt"
@@ -254,11 +263,7 @@ def prompt_tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## CMT's prompt tuning: does the generator read its prompt?",
         "",
-        "Prompt effect: how far the pretrained policy's actions move (mean per action dim) when "
-        "each relabelled state gets another state's prompt; planner change: how far the "
-        "planner's relabelled actions are from that policy's. Tuning changes only the prompt, "
-        "so a prompt effect far below the planner change leaves the tuned policy where "
-        "pretraining left it. Means over the seeds that logged them.",
+        PROMPT_TUNING_TEXT,
         "",
         "| setting | quality | env | algo | seeds | prompt effect | planner change | "
         "tuned − untuned |",

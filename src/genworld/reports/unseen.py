@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from genworld.envs.tasks import get_family, unseen_distances
 from genworld.eval.scores import precision_note
-from genworld.reports.table import bootstrap_reps, claim_lines, iqm_with_ci, seeds_text
-from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
+from genworld.reports.table import (
+    PROMPT_TUNING_TEXT,
+    bootstrap_reps,
+    claim_lines,
+    iqm_with_ci,
+    seeds_text,
+)
+from genworld.utils.io import atomic_write_bytes, atomic_write_json, last_logged, save_figure
 from genworld.utils.provenance import cells_code, cells_code_line, provenance
 
 
@@ -97,6 +104,33 @@ def cmt_claims(cfg, results: list[dict], groups: dict[str, list[str]]) -> dict[s
 def _task_mean(scores: dict[tuple[str, str], list[float]], method: str, tasks) -> float:
     """``method``'s mean over ``tasks`` of its mean over seeds."""
     return float(np.mean([np.mean(scores[(method, t)]) for t in tasks]))
+
+
+def meta_prompt_tuning(out: Path, seeds: int) -> list[dict[str, Any]]:
+    """Per CMT model of the study (``<model>/seed<S>/eval.jsonl``, trained once per seed on the
+    training tasks) that logged its relabelling: the means over seeds of ``prompt_effect`` and
+    ``policy_change`` (see :func:`genworld.reports.table.prompt_tuning`)."""
+    rows = []
+    for folder in sorted(d for d in out.glob("cmt*") if d.is_dir()):
+        logs = [last_logged([folder / f"seed{s}" / "eval.jsonl"], "relabel/") for s in range(seeds)]
+        logs = [g for g in logs if "prompt_effect" in g and "policy_change" in g]
+        if logs:
+            rows.append({
+                "model": folder.name, "seeds": len(logs),
+                **{k: float(np.mean([g[k] for g in logs])) for k in ("prompt_effect", "policy_change")},
+            })  # fmt: skip
+    return rows
+
+
+def meta_prompt_tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """unseen.md's check of CMT's improvement stage (one row per CMT model)."""
+    lines = ["## CMT's prompt tuning: does the generator read its prompt?", "", PROMPT_TUNING_TEXT]
+    lines += ["", "| model | seeds | prompt effect | planner change |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['model']} | {r['seeds']} | {r['prompt_effect']:.4f} | {r['policy_change']:.4f} |"
+        for r in rows
+    ]
+    return [*lines, ""]
 
 
 def write_unseen_report(
@@ -205,6 +239,9 @@ def write_unseen_report(
     summary["claims"] = cmt_claims(cfg, results, dict(groups))
     if summary["claims"]:
         lines += ["", *claim_lines(summary["claims"], "The CMT paper's claims")[:-1]]
+    summary["prompt_tuning"] = meta_prompt_tuning(out, cfg.seeds)
+    if summary["prompt_tuning"]:
+        lines += ["", *meta_prompt_tuning_lines(summary["prompt_tuning"])[:-1]]
     if results:
         lines += ["", precision_note(results)]
     if planned is not None and planned > len(results):

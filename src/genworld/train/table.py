@@ -20,7 +20,13 @@ from genworld.config import check_scale, from_dict, resolve
 from genworld.data.ids import QUALITIES, parse_dataset_id, size_warning
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.utils.io import atomic_write_json, check_or_write_config, check_report_folder, claim
+from genworld.utils.io import (
+    atomic_write_json,
+    check_or_write_config,
+    check_report_folder,
+    claim,
+    last_logged,
+)
 
 SETTINGS = ("multi", "single")
 
@@ -347,7 +353,7 @@ def _finish_claimed(
 
 def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
     """The results of the cells of ``cfg`` finished in ``out`` (a run of the same config), each
-    with its :func:`last_logged` relabelling metrics (CMT) where its log has them."""
+    with its relabelling metrics (CMT, :func:`with_relabelling`) where its log has them."""
     check_report_folder(out, cfg, ignore=("workers", "executor"))
     folders = [out / cell.folder for cell in cells(cfg)]
     results = [
@@ -364,24 +370,11 @@ RELABEL_PREFIX = "relabel/"
 """The metrics CMT logs with every prompt-tuning update (``algos/cmt.py``)."""
 
 
-def last_logged(folder: Path, prefix: str) -> dict[str, float]:
-    """The ``prefix`` metrics (prefix dropped) of the last evaluation record of a cell that has
-    them: its ``policy/eval.jsonl``, or the ``eval.jsonl`` a record keeps beside its result."""
-    for log in (folder / "policy" / "eval.jsonl", folder / "eval.jsonl"):
-        if log.exists():
-            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-            for record in reversed(records):
-                found = {k[len(prefix) :]: v for k, v in record.items() if k.startswith(prefix)}
-                if found:
-                    return found
-            return {}
-    return {}
-
-
 def with_relabelling(result: dict, folder: Path) -> dict:
     """``result`` with ``relabel``: a CMT cell's last relabelling metrics (``prompt_effect``,
-    ``policy_change``, …), when its log has them."""
-    found = last_logged(folder, RELABEL_PREFIX)
+    ``policy_change``, …), when its log has them (``policy/eval.jsonl`` in a run folder, or the
+    ``eval.jsonl`` a record keeps beside the result)."""
+    found = last_logged([folder / "policy" / "eval.jsonl", folder / "eval.jsonl"], RELABEL_PREFIX)
     return {**result, "relabel": found} if found else result
 
 

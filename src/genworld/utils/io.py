@@ -400,6 +400,21 @@ def tensorboard_writer(out: Path, step: int = 0):
     return SummaryWriter(str(Path(out) / "tb"), purge_step=step or None)
 
 
+def last_logged(logs: list[Path], prefix: str) -> dict[str, Any]:
+    """The ``prefix`` metrics (prefix dropped) of the last record that has them in the first of
+    ``logs`` (JSONL files, in order of preference) that exists; {} when none does or none has
+    them."""
+    for log in logs:
+        if log.exists():
+            for line in reversed(log.read_text().splitlines()):
+                record = json.loads(line) if line.strip() else {}
+                found = {k[len(prefix) :]: v for k, v in record.items() if k.startswith(prefix)}
+                if found:
+                    return found
+            return {}
+    return {}
+
+
 def truncate_jsonl(path: Path, step: int) -> None:
     """Drop records logged after ``step`` (a killed run resumes from that checkpoint and redoes
     them), atomically."""
