@@ -481,8 +481,11 @@ def test_the_cmt_papers_meta_claims_are_judged_on_complete_seeds_only():
     results = [{"method": m, "task": t, "seed": s, "last_k": v}
                for m, v in score.items() for t in ("a", "b") for s in range(2)]  # fmt: skip
     claims = cmt_claims(cfg, results, {"seen": ["a", "b"]})
-    assert set(claims) == {"q1_tuning_helps", "q3_no_constraint_below_untuned"}
+    assert set(claims) == {
+        "q1_tuning_helps", "q3_no_constraint_hurts", "q3_no_constraint_below_untuned"
+    }  # fmt: skip
     assert claims["q1_tuning_helps"]["holds"] is True
+    assert claims["q3_no_constraint_hurts"]["holds"] is True  # 25 is below CMT's 30
     assert claims["q1_tuning_helps"]["change_pct"] == pytest.approx(50.0)
     assert claims["q3_no_constraint_below_untuned"]["holds"] is False  # 25 is above 20
     partial = cmt_claims(cfg, results[1:], {"seen": ["a", "b"]})["q1_tuning_helps"]  # cmt a s0
@@ -512,3 +515,29 @@ def test_the_unseen_report_checks_each_cmt_models_prompt_tuning(tmp_path):
     assert [(r["model"], r["seeds"]) for r in rows] == [("cmt", 2), ("cmt-beta=0", 1)]
     assert rows[0]["prompt_effect"] == pytest.approx(0.02) and rows[0]["policy_change"] == 0.5
     assert "| cmt | 2 | 0.0200 | 0.5000 |" in "\n".join(meta_prompt_tuning_lines(rows))
+
+
+def test_a_meta_claim_gives_the_ci_of_its_seed_paired_differences():
+    """Seeds pair up (seed k of both methods ran the same episodes): a difference that changes
+    sign across seeds is inside the noise, whatever the sign of its mean."""
+    from genworld.reports.table import claim_lines
+    from genworld.reports.unseen import cmt_claims
+    from genworld.train.unseen import config_for_scale
+
+    cfg = config_for_scale("tiny", family="ant-fwd-back", seeds=3, methods=("cmt", "cmt-no-pt"))
+    tuned = {0: 31.0, 1: 29.0, 2: 33.0}
+    untuned = {"clear": {0: 20.0, 1: 19.0, 2: 21.0}, "noisy": {0: 40.0, 1: 10.0, 2: 30.0}}
+    for case, expect in (("clear", False), ("noisy", True)):
+        results = [
+            {"method": m, "task": t, "seed": s, "last_k": v}
+            for t in ("a", "b")
+            for m, row in (("cmt", tuned), ("cmt-no-pt", untuned[case]))
+            for s, v in reversed(row.items())  # any order: pairs are by seed
+        ]
+        claim = cmt_claims(cfg, results, {"seen": ["a", "b"]})["q1_tuning_helps"]
+        assert claim["inside_noise"] is expect and claim["seeds"] == 3
+        low, high = claim["difference_ci"]
+        assert low <= np.mean(list(tuned.values())) - np.mean(list(untuned[case].values())) <= high
+        if case == "clear":
+            assert low > 0  # every seed's difference is positive: 8, 10, 12
+    assert "inside the noise" in "\n".join(claim_lines({"q1": claim}))

@@ -367,11 +367,16 @@ def claim_lines(
         verdict = (
             "holds" if c["holds"] else "**fails**" if c["holds"] is False else "not judged yet"
         )
-        on = f"on {c['tasks']} of {c['of']} tasks with every seed"
+        seeds = f" ({c['seeds']})" if c.get("seeds") else ""
+        on = f"on {c['tasks']} of {c['of']} tasks with every seed{seeds}"
         if "averages" in c:
             numbers = ", ".join(f"{a} {v:.1f}" for a, v in c["averages"].items())
             if c.get("change_pct") is not None:
                 numbers += f", change {c['change_pct']:+.1f}%"
+            if c.get("difference_ci") is not None:
+                low, high = c["difference_ci"]
+                noise = ": inside the noise" if c["inside_noise"] else ""
+                numbers += f", paired difference 95% CI [{low:+.1f}, {high:+.1f}]{noise}"
             above = f"; above TGW: {', '.join(c['above_tgw'])}" if c.get("above_tgw") else ""
             lines.append(f"- {c['claim']}: {verdict} ({on}: {numbers}{above})" if numbers else
                          f"- {c['claim']}: {verdict} ({on})")  # fmt: skip
