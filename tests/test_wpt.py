@@ -261,6 +261,24 @@ def test_the_actor_critic_imagines_from_every_start_or_the_configured_few(monkey
         dataclasses.replace(TINY, imagination_starts=-1).validate()
 
 
+def test_the_actors_std_stays_between_dreamerv3s_bounds():
+    """std = 0.9·sigmoid(x + 2) + 0.1: never below 0.1 (the policy keeps exploring) nor above 1;
+    the mode is tanh of the mean."""
+    from genworld.algos.wpt import LatentActor
+
+    actor = LatentActor(4, 2, hidden=8, layers=1)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([0.3, -0.2, 1e4, -1e4]))  # means, raw stds
+        mean, log_std = actor.mean_and_log_std(torch.zeros(3, 4))
+    assert torch.allclose(log_std.exp(), torch.tensor([1.0, 0.1]).expand(3, 2))
+    assert torch.allclose(actor.mode(torch.zeros(3, 4)), torch.tanh(torch.tensor([0.3, -0.2])))
+    with torch.no_grad():
+        actor.net[-1].bias.zero_()
+    std = actor.mean_and_log_std(torch.zeros(1, 4))[1].exp()
+    assert torch.allclose(std, torch.full((1, 2), 0.9 * torch.sigmoid(torch.tensor(2.0)) + 0.1))
+
+
 def test_variants_and_missing_pieces_are_one_line_errors():
     from genworld.train.finetune import config_for_scale
 
@@ -314,6 +332,16 @@ def test_cli_pretrains_then_finetunes_and_writes_a_curve_and_a_report(tmp_path):
     assert summary["finished_runs"] == summary["planned_runs"] == 2
     assert set(summary["summary"]["dmc-cheetah-run"]) == {"scratch", "p"}
     assert (study / "wpt_study.png").stat().st_size > 0
+    # scratch is DreamerV3 from scratch (rewards shape its latents); a pre-trained model's
+    # reward head learns on detached latents (ncrl)
+    from genworld.train.finetune import build_agent, config_for_scale
+
+    for variant, pretrained in (("scratch", False), ("p", True)):
+        cfg = config_for_scale(
+            "tiny", world_model=str(pre), task="dmc-cheetah-run", variant=variant
+        )
+        agent = build_agent(cfg, torch.device("cpu"))[0]
+        assert agent.model.cfg.reward_gradient is not pretrained
 
 
 def _fake_report(
@@ -421,5 +449,22 @@ def test_wpt_claims_wait_for_every_seed_and_leave_the_hard_task_out_of_the_first
     assert order["tasks"] == {tasks[2]: [200.0, 100.0, 150.0]} and order["holds"] is False
     reports += [_fake_report("dmc-walker-walk", v, s, [r]) for s in range(3)
                 for v, r in (("scratch", 0.0), ("p+er+g", 50.0))]  # fmt: skip
-    beats = claims(cfg, summarize(cfg, reports, reps=20))["wpt_beats_scratch"]
+    verdicts = claims(cfg, summarize(cfg, reports, reps=20))
+    beats, order = verdicts["wpt_beats_scratch"], verdicts["guidance_order_sparse"]
     assert beats["unfinished"] == [] and beats["holds"] is False  # 1 of 2 tasks gains ≥ 100
+    assert beats["gap_ci"]["dmc-cheetah-run"] == [200.0, 200.0]  # every seed's gap is 200
+    assert order["separated"] == {tasks[2]: [True, True]}  # equal seeds: no spread
+
+
+def test_a_sparse_order_inside_the_noise_is_marked():
+    """P+ER+G above P+ER on average, but with seed-paired gaps of both signs: the report says
+    the order is inside the noise."""
+    from genworld.reports.wpt_study import claims, summarize
+    from genworld.train.wpt_study import config_for_scale
+
+    task = "dmc-cheetah-run-hard"
+    cfg = config_for_scale("tiny", tasks=(task,), variants=("p", "p+er", "p+er+g"))
+    finals = {"p+er+g": [30.0, -10.0, 40.0], "p+er": [0.0, 10.0, 5.0], "p": [-5.0, -6.0, -4.0]}
+    reports = [_fake_report(task, v, s, [r]) for v, rs in finals.items() for s, r in enumerate(rs)]
+    order = claims(cfg, summarize(cfg, reports, reps=200))["guidance_order_sparse"]
+    assert order["holds"] is True and order["separated"] == {task: [False, True]}

@@ -47,11 +47,14 @@ Deviations:
   ``a_0``'s gradient, so we keep it); state ``t`` weighted by ``γ^t`` times the probability that
   the rollout is still alive (ncrl's ``cumprod([1, γ·cont_0, …])``; DMC and Meta-World never
   terminate: ``γ^t``);
-- the entropy of the tanh-Gaussian actor is the one-sample estimate ``−log π(a | s)`` (ncrl: a
-  truncated normal's);
-- the reward head learns on detached latents (ncrl's ``update_reward``; the run sets
-  ``RSSMConfig.reward_gradient`` off), so rewards never reshape the pre-trained representation,
-  and it predicts raw rewards with a squared error (DreamerV3: symlog two-hot);
+- the actor is a tanh-Gaussian with DreamerV3's std (0.9·sigmoid(x + 2) + 0.1; ncrl: a truncated
+  normal, also floored at 0.1), and its entropy the one-sample estimate ``−log π(a | s)`` (ncrl:
+  the truncated normal's);
+- the reward head of a pre-trained model learns on detached latents (ncrl's ``update_reward``;
+  the run sets ``RSSMConfig.reward_gradient`` off), so rewards never reshape the pre-trained
+  representation; ``scratch`` keeps DreamerV3's reward gradient into the latents, as the
+  from-scratch baseline the paper compares with; both predict raw rewards with a squared error
+  (DreamerV3: symlog two-hot);
 - the guidance window's length is a uniform tenth of the episode, 1/10 … 10/10, and its start
   uniform where it fits (ncrl; the paper: "randomly select the starting time step and the
   horizon"); outside the window during warm-up the actions are random;
@@ -79,7 +82,7 @@ from genworld.data.retrieval import RetrievalConfig
 from genworld.envs.registry import make_env
 from genworld.envs.termination import never_terminates
 from genworld.errors import GenworldError
-from genworld.policies import mean_and_log_std, tanh_gaussian_sample
+from genworld.policies import tanh_gaussian_sample
 from genworld.types import SeqBatch
 from genworld.world_models.base import registry_terminations
 from genworld.world_models.rssm import RSSMState, RSSMWorldModel, ln_mlp
@@ -126,6 +129,11 @@ class WPTConfig:
     """λ of the λ-returns (eq. 2; WPT App. E: discount lambda 0.95)."""
     actor_entropy: float = 1e-4
     """η, the entropy weight of the actor loss (eq. 4; WPT App. E: 1e-4)."""
+    actor_min_std: float = 0.1
+    """Smallest std of the actor's Gaussian before the tanh (DreamerV3: 0.1; ncrl's truncated
+    normal is floored at 0.1 too): with η this small, the floor is what keeps it exploring."""
+    actor_max_std: float = 1.0
+    """Largest std of the actor's Gaussian before the tanh (DreamerV3: 1)."""
     model_lr: float = 1e-4
     """Adam learning rate of the world model while fine-tuning (WPT App. E: 1e-4, eps 1e-5,
     weight decay 1e-6)."""
@@ -360,18 +368,34 @@ def updates_per_episode(steps: int, train_ratio: float, batch_size: int, seq_len
 
 # ------------------------------------------------------------------ networks
 class LatentActor(nn.Module):
-    """``π(a | s)`` on the latent state: a LayerNorm-SiLU MLP to a tanh-Gaussian."""
+    """``π(a | s)`` on the latent state: a LayerNorm-SiLU MLP to a tanh-Gaussian whose std is
+    DreamerV3's ``(max − min)·sigmoid(x + 2) + min``, so it stays in [min_std, max_std] and the
+    policy keeps exploring."""
 
-    def __init__(self, in_dim: int, act_dim: int, hidden: int, layers: int):
+    def __init__(
+        self,
+        in_dim: int,
+        act_dim: int,
+        hidden: int,
+        layers: int,
+        min_std: float = 0.1,
+        max_std: float = 1.0,
+    ):
         super().__init__()
         self.net = nn.Sequential(ln_mlp(in_dim, hidden, layers), nn.Linear(hidden, 2 * act_dim))
+        self.min_std, self.max_std = min_std, max_std
+
+    def mean_and_log_std(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = self.net(latent).chunk(2, dim=-1)
+        std = (self.max_std - self.min_std) * torch.sigmoid(raw + 2.0) + self.min_std
+        return mean, std.log()
 
     def sample(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised action ``(N, A)`` and its log-probability ``(N,)``."""
-        return tanh_gaussian_sample(*mean_and_log_std(self.net(latent)))
+        return tanh_gaussian_sample(*self.mean_and_log_std(latent))
 
     def mode(self, latent: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(mean_and_log_std(self.net(latent))[0])
+        return torch.tanh(self.mean_and_log_std(latent)[0])
 
 
 class Critic(nn.Module):
@@ -473,7 +497,9 @@ class WPTAgent:
         self.rehearsal = rehearsal if self.variant.rehearsal or self.variant.guidance else None
         latent = model.cfg.deter_dim + model.cfg.latent_width
         act_dim = self.spec.act_dim
-        self.actor = LatentActor(latent, act_dim, cfg.hidden, cfg.layers).to(device)
+        self.actor = LatentActor(
+            latent, act_dim, cfg.hidden, cfg.layers, cfg.actor_min_std, cfg.actor_max_std
+        ).to(device)
         self.critic = Critic(latent, cfg.hidden, cfg.layers, cfg.bins).to(device)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.model_opt = torch.optim.AdamW(

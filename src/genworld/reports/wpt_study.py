@@ -101,6 +101,13 @@ def complete(cfg, rows: dict[str, dict], variants: tuple[str, ...]) -> bool:
     return all(v in rows and rows[v]["seed_ids"] == seeds for v in variants)
 
 
+def paired_ci(row: dict, other: dict, reps: int) -> list[float]:
+    """The 95% bootstrap CI of the mean of ``row`` − ``other``'s per-seed finals, seed by seed
+    (the rows of :func:`summarize`, both with the same seeds)."""
+    gaps = np.subtract(row["per_seed"], other["per_seed"])
+    return list(mean_ci(list(gaps), reps)[1:])
+
+
 def claims(cfg, summary: dict) -> dict[str, dict[str, Any]]:
     """The issue's three claims that can fail here, each with its numbers and a verdict
     (``holds``: True / False, or None while the study lacks what it needs). A task counts once
@@ -114,9 +121,12 @@ def claims(cfg, summary: dict) -> dict[str, dict[str, Any]]:
         if complete(cfg, summary.get(task, {}), ("p+er+g", "scratch"))
     }
     wins, pending = sum(g >= 100 for g in gaps.values()), len(dmc) - len(gaps)
+    reps = bootstrap_reps(cfg.scale)
     beats = {
         "claim": "WPT (P+ER+G) beats the from-scratch RSSM by ≥ 100 return on at least 2 DMC tasks",
         "gaps": gaps,
+        # seed k of both variants met the same evaluation episodes: the CI of the paired gaps
+        "gap_ci": {t: paired_ci(summary[t]["p+er+g"], summary[t]["scratch"], reps) for t in gaps},
         "unfinished": [t for t in dmc if t not in gaps],
         # decided once 2 tasks win, or once the unfinished ones could no longer make 2
         "holds": None if len(dmc) < 2 else True if wins >= 2 else
@@ -130,6 +140,15 @@ def claims(cfg, summary: dict) -> dict[str, dict[str, Any]]:
                 summary[task][v]["final_return"] for v in ("p+er+g", "p+er", "p")
             ]
     order["unfinished"] = [t for t in hard if t not in order["tasks"]]
+    order["separated"] = {  # (P+ER+G vs P+ER, P+ER vs P): the paired gap's CI excludes 0
+        task: [
+            not paired_ci(summary[task][a], summary[task][b], reps)[0]
+            <= 0.0
+            <= paired_ci(summary[task][a], summary[task][b], reps)[1]
+            for a, b in (("p+er+g", "p+er"), ("p+er", "p"))
+        ]
+        for task in order["tasks"]
+    }
     ordered = [a >= b >= c for a, b, c in order["tasks"].values()]
     order["holds"] = (
         False if not all(ordered) else True if ordered and not order["unfinished"] else None
@@ -214,17 +233,24 @@ def _markdown(cfg, report: dict, reports: list[dict], plot: str | None) -> str:
                 f"| {task} | {NAMES[variant]} | {row['seeds']} | {row['final_return']:.1f} "
                 f"[{low:.1f}, {high:.1f}] | {rate} | {'' if share is None else f'{share:.0%}'} |"
             )
-    gaps = ", ".join(f"{t} {g:+.1f}" for t, g in c["wpt_beats_scratch"]["gaps"].items())
+    gap_ci = c["wpt_beats_scratch"].get("gap_ci", {})
+    gaps = ", ".join(
+        f"{t} {g:+.1f}" + (f" [{gap_ci[t][0]:+.1f}, {gap_ci[t][1]:+.1f}]" if t in gap_ci else "")
+        for t, g in c["wpt_beats_scratch"]["gaps"].items()
+    )
+    separated = c["guidance_order_sparse"].get("separated", {})
     share = c["retrieval"]["share"]
     lines += [
         "",
         "## Claims",
         "",
         f"- {c['wpt_beats_scratch']['claim']}: {_verdict(c['wpt_beats_scratch']['holds'])}"
-        + (f" (P+ER+G − scratch: {gaps})" if gaps else ""),
+        + (f" (P+ER+G − scratch, with the 95% CI of the seed-paired gaps: {gaps})" if gaps else ""),
         f"- {c['guidance_order_sparse']['claim']}: {_verdict(c['guidance_order_sparse']['holds'])}"
         + "".join(
-            f" ({t}: P+ER+G / P+ER / P {a:.1f} / {b:.1f} / {p:.1f})"
+            f" ({t}: P+ER+G / P+ER / P {a:.1f} / {b:.1f} / {p:.1f}"
+            + ("" if all(separated.get(t, [True])) else "; inside the noise: a paired gap's CI "
+               "holds 0") + ")"
             for t, (a, b, p) in c["guidance_order_sparse"]["tasks"].items()
         ),
         f"- {c['retrieval']['claim']}: {_verdict(c['retrieval']['holds'])}"

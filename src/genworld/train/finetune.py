@@ -192,7 +192,9 @@ def build_agent(
         rehearsal = Rehearsal(data, env_map)
     normalizer = task_normalizer(specs, pretrained)
     torch.manual_seed(cfg.seed)
-    fine = {"reward_head": True, "reward_gradient": False}  # ncrl: rewards train the head only
+    # ncrl: rewards train a pre-trained model's head only; DreamerV3 from scratch lets them
+    # shape the latents too
+    fine = {"reward_head": True, "reward_gradient": not use.pretrained}
     if use.pretrained:
         model = pretrained.transferred(specs, normalizer, **fine)
     else:
