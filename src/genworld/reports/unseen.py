@@ -50,7 +50,8 @@ CMT_CLAIMS: tuple[tuple[str, str | None, str, str, str, int, str], ...] = (
     ("q1_tuning_helps", "ant-fwd-back", "seen", "cmt", "cmt-no-pt", 1,
      "prompt tuning raises the return (Fig. 5 Q1: +65.8%)"),
     ("q2_no_contrastive_hurts", "ant-fwd-back", "seen", "cmt-gamma=1e-6", "cmt", -1,
-     "γ = 1e-6 lowers the return (Fig. 5 Q2: −50.9%)"),
+     "γ = 1e-6 (both InfoNCE terms, the task-level one too) lowers the return (Fig. 5 Q2: "
+     "−50.9%)"),
     ("q2_strong_contrastive_hurts", "ant-fwd-back", "seen", "cmt-gamma=1", "cmt", -1,
      "γ = 1 lowers the return (Fig. 5 Q2: −11.1%)"),
     ("q3_no_constraint_hurts", "ant-fwd-back", "seen", "cmt-beta=0", "cmt", -1,
@@ -65,7 +66,8 @@ CMT_CLAIMS: tuple[tuple[str, str | None, str, str, str, int, str], ...] = (
     ("q4_no_context_hurts", "ant-fwd-back", "seen", "cmt-context=none", "cmt", -1,
      "no task prompt lowers the return (Fig. 5 Q4: −18%)"),
     ("q4_medium_context_helps", "ant-fwd-back", "seen", "cmt-context=medium", "cmt", 1,
-     "a task prompt from the task's medium data raises the return (Fig. 5 Q4: +4%)"),
+     "a task prompt from the task's mixed training data (the 'medium' context, the data "
+     "tuning saw) raises the return (Fig. 5 Q4: +4%)"),
     ("q4_expert_context_helps", "ant-fwd-back", "seen", "cmt-context=expert", "cmt", 1,
      "a task prompt from the task's expert data raises the return (Fig. 5 Q4: +7%)"),
 )  # fmt: skip
