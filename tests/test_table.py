@@ -377,6 +377,8 @@ def test_the_cmt_claims_judge_their_own_qualities_and_a_tie_does_not_beat_the_un
     assert claims["cmt_beats_dt"]["of"] == 1
     untuned = claims["cmt_beats_untuned"]
     assert untuned["holds"] is False and untuned["averages"] == {"cmt": 50.0, "cmt-no-pt": 50.0}
+    with_seeds = paper_claims(cfg, aggregate(long, "last_k"), long)["cmt_beats_untuned"]
+    assert with_seeds["difference_ci"] == [0.0, 0.0] and with_seeds["inside_noise"] is True
 
 
 @pytest.mark.integration  # three tiny sequence-model cells: CI runs it

@@ -139,12 +139,13 @@ def paper_average(algo: str, tasks: list[tuple[str, str]], setting: str) -> str:
     return f" ({', '.join(papers)})" if tasks and papers else ""
 
 
-def paper_claims(cfg, agg: dict) -> dict[str, dict[str, Any]]:
+def paper_claims(cfg, agg: dict, long: list[dict] | None = None) -> dict[str, dict[str, Any]]:
     """The TGW paper's two Table 1 claims, where the table holds what they need: (a) TGW's
     multi-env average ≥ every baseline's, (b) TGW multi-env ≥ TGW single-env; and the CMT
     paper's: CMT ≥ DT, CMT ≥ CMT without prompt tuning (``CMT_CLAIMS``). Each is judged
     only when every task has every seed of the algorithms it compares (``holds`` None before:
-    a partial table gives numbers, not a verdict)."""
+    a partial table gives numbers, not a verdict). With the ``long`` rows, the CMT claims also
+    give the CI of their seed-paired differences (:func:`at_least`)."""
     every, claims = len(tasks_of(cfg)), {}
     if "tgw" in cfg.algos and "multi" in cfg.settings and len(cfg.algos) > 1:
         done = finished_tasks(cfg, agg, "multi", cfg.algos, cfg.seeds)
@@ -177,8 +178,9 @@ def paper_claims(cfg, agg: dict) -> dict[str, dict[str, Any]]:
         for name, other, qualities, strict, text in CMT_CLAIMS:
             if "cmt" in cfg.algos and other in cfg.algos and set(qualities) & set(cfg.qualities):
                 claims[name] = at_least(
-                    cfg, agg, "single", "cmt", other, text, qualities=qualities, strict=strict
-                )
+                    cfg, agg, "single", "cmt", other, text,
+                    qualities=qualities, strict=strict, long=long,
+                )  # fmt: skip
     return claims
 
 
@@ -192,6 +194,26 @@ judged, strictly better, the claim). Prompt tuning must move the score: a tie (t
 changes nothing) does not beat the untuned model."""
 
 
+CLAIM_CI_REPS = 2_000
+"""Bootstrap resamples of a claim's paired differences."""
+
+
+def paired_difference_ci(
+    scores: dict[tuple, list[float]], pair: tuple[str, str], tasks: list
+) -> list[float]:
+    """95% CI of the mean over ``tasks`` of ``pair[0]`` − ``pair[1]``, from ``scores[(method,
+    task)]``: each method's per-seed scores in seed order. Per task the seed-paired differences
+    (seed k of both methods met the same evaluation episodes; for variants of one pretrained
+    model, the same model), resampled over seeds within each task (stratified bootstrap, fixed
+    seed)."""
+    diffs = np.array([np.subtract(scores[(pair[0], t)], scores[(pair[1], t)]) for t in tasks])
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, diffs.shape[1], size=(CLAIM_CI_REPS, *diffs.shape))  # (R, T, S)
+    means = np.take_along_axis(diffs[None].repeat(CLAIM_CI_REPS, 0), picks, 2).mean((1, 2))
+    low, high = np.percentile(means, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def at_least(
     cfg,
     agg: dict,
@@ -202,18 +224,34 @@ def at_least(
     *,
     qualities: tuple[str, ...] = (),
     strict: bool = False,
+    long: list[dict] | None = None,
 ) -> dict:
     """``first``'s average ≥ ``second``'s (> with ``strict``) over the tasks both have finished
-    with every seed, of ``qualities`` only when given; judged once that is every such task."""
+    with every seed, of ``qualities`` only when given; judged once that is every such task.
+    With the ``long`` rows: the 95% CI of the seed-paired differences, and ``inside_noise``
+    when it holds 0."""
     tasks = [t for t in tasks_of(cfg) if not qualities or t[0] in qualities]
     done = [t for t in finished_tasks(cfg, agg, setting, [first, second], cfg.seeds) if t in tasks]
     means = {a: average_over(agg, setting, a, done) for a in (first, second)} if done else {}
     better = (lambda a, b: a > b) if strict else (lambda a, b: a >= b)
+    claim_ci = None
+    if long is not None and done:
+        by_seed: dict[tuple, dict[int, float]] = {}
+        for r in long:
+            if r["setting"] == setting and r["seed"] < cfg.seeds:
+                by_seed.setdefault((r["algo"], (r["quality"], r["env"])), {})[r["seed"]] = r[
+                    "last_k"
+                ]
+        scores = {key: [row[s] for s in sorted(row)] for key, row in by_seed.items()}
+        claim_ci = paired_difference_ci(scores, (first, second), done)
     return {
         "claim": f"{claim}, {setting}-env",
         "averages": means,
         "tasks": len(done),
         "of": len(tasks),
+        "seeds": cfg.seeds,
+        "difference_ci": claim_ci,
+        "inside_noise": None if claim_ci is None else bool(claim_ci[0] <= 0.0 <= claim_ci[1]),
         "holds": better(means[first], means[second]) if len(done) == len(tasks) else None,
     }
 
@@ -563,7 +601,7 @@ def write_table(
     if "multi" in cfg.settings:
         md += [MULTI_ENV, ""]
     md += budget_lines(cfg, results)
-    summary["claims"] = paper_claims(cfg, last)
+    summary["claims"] = paper_claims(cfg, last, long)
     md += claim_lines(summary["claims"])
     summary["prompt_tuning"] = prompt_tuning(results, last)
     md += prompt_tuning_lines(summary["prompt_tuning"])

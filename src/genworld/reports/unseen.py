@@ -16,6 +16,7 @@ from genworld.reports.table import (
     bootstrap_reps,
     claim_lines,
     iqm_with_ci,
+    paired_difference_ci,
     seeds_text,
 )
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, last_logged, save_figure
@@ -75,9 +76,6 @@ CMT_CLAIMS: tuple[tuple[str, str | None, str, str, str, int, str], ...] = (
 task group (``seen``: the training tasks, as Fig. 5 evaluates Ant-Fwd-Back; ``unseen``). The
 paper's percentages are of raw returns; a report's are of the reference's normalized score."""
 
-CLAIM_CI_REPS = 2_000
-"""Bootstrap resamples of a claim's paired differences."""
-
 
 def cmt_claims(cfg, results: list[dict], groups: dict[str, list[str]]) -> dict[str, dict]:
     """The :data:`CMT_CLAIMS` whose methods and tasks the study has, each with both methods'
@@ -115,21 +113,6 @@ def cmt_claims(cfg, results: list[dict], groups: dict[str, list[str]]) -> dict[s
             "holds": bool(np.sign(gap) == sign) if len(done) == len(tasks) else None,
         }
     return claims
-
-
-def paired_difference_ci(
-    scores: dict[tuple[str, str], list[float]], pair: tuple[str, str], tasks: list[str]
-) -> list[float]:
-    """95% CI of the mean over ``tasks`` of ``pair[0]`` − ``pair[1]``: per task the seed-paired
-    differences (seed k of both methods ran the same evaluation episodes, and for prompt-source
-    and β variants the same pretrained model), resampled over seeds within each task
-    (stratified bootstrap, fixed seed)."""
-    diffs = np.array([np.subtract(scores[(pair[0], t)], scores[(pair[1], t)]) for t in tasks])
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, diffs.shape[1], size=(CLAIM_CI_REPS, *diffs.shape))  # (R, T, S)
-    means = np.take_along_axis(diffs[None].repeat(CLAIM_CI_REPS, 0), picks, 2).mean((1, 2))
-    low, high = np.percentile(means, [2.5, 97.5])
-    return [float(low), float(high)]
 
 
 def _task_mean(scores: dict[tuple[str, str], list[float]], method: str, tasks) -> float:
