@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,12 @@ def test_rerun_skips_done_cells_and_redoes_only_missing_ones(policies, tmp_path)
     assert f"by algorithm: bc {bc_seconds:.0f} s; about {bc_seconds / 3600:.1f} h" in md
     with pytest.raises(GenworldError, match="no run"):
         run_table(cfg, tmp_path / "elsewhere", show_progress=False, report_only=True)
+    # a report may cover more algorithms or settings than the last run asked for (the cells of
+    # several runs); another budget is still refused
+    wider = replace(cfg, algos=("bc", "iql"), settings=("multi", "single"))
+    assert run_table(wider, out, show_progress=False, report_only=True)["cells"] == 1
+    with pytest.raises(GenworldError, match="different config"):
+        run_table(replace(cfg, envs=("walker2d",)), out, show_progress=False, report_only=True)
 
 
 @pytest.mark.integration  # worker processes: out of the fast suite, CI runs it

@@ -352,9 +352,12 @@ def _finish_claimed(
 
 
 def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
-    """The results of the cells of ``cfg`` finished in ``out`` (a run of the same config), each
-    with its relabelling metrics (CMT, :func:`with_relabelling`) where its log has them."""
-    check_report_folder(out, cfg, ignore=("workers", "executor"))
+    """The results of the cells of ``cfg`` finished in ``out``, each with its relabelling
+    metrics (CMT, :func:`with_relabelling`) where its log has them. ``out`` must hold a run of
+    the same envs, budget and scale; the ``EXTENDABLE`` fields may differ from its last run's,
+    as a report may cover the cells of several runs (each cell's folder names what it
+    computes)."""
+    check_report_folder(out, cfg, ignore=("workers", "executor", *EXTENDABLE))
     folders = [out / cell.folder for cell in cells(cfg)]
     results = [
         with_relabelling(json.loads((f / "result.json").read_text()), f)
