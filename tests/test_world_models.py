@@ -566,6 +566,19 @@ def test_without_rssm_there_is_no_posterior_and_no_kl(suite):
     assert float(metrics["wm/kl"]) >= 0
 
 
+def test_observation_noise_and_the_stochastic_state_are_separate_switches(suite):
+    """`use_stochastic` draws u in imagination, `sample_obs_noise` the observation head's
+    noise: each switch turns off its own draws only."""
+    g = torch.Generator().manual_seed(0)
+    for stochastic, noise in ((True, True), (True, False), (False, True), (False, False)):
+        cfg = TGWConfig(
+            **{**TINY.__dict__, "use_stochastic": stochastic, "sample_obs_noise": noise}
+        )
+        draws = _model(suite, cfg)._draws(3, g, False, torch.device("cpu"))
+        assert ("stoch" in draws, "obs" in draws) == (stochastic, noise and cfg.loss == "nll")
+        assert "member" in draws
+
+
 def test_rows_from_takes_the_given_rows_of_a_rollout_state():
     """MBPO re-encodes only the clipped rows of an imagined state; the others keep theirs."""
     from genworld.world_models.base import rows_from
