@@ -198,6 +198,22 @@ CLAIM_CI_REPS = 2_000
 """Bootstrap resamples of a claim's paired differences."""
 
 
+def seed_ordered(entries) -> dict[tuple, list[float]]:
+    """``(key, seed, score)`` entries → ``{key: scores in seed order}``, the form
+    :func:`paired_difference_ci` pairs by position."""
+    by_seed: dict[tuple, dict[int, float]] = {}
+    for key, seed, score in entries:
+        by_seed.setdefault(key, {})[seed] = score
+    return {key: [row[s] for s in sorted(row)] for key, row in by_seed.items()}
+
+
+def relabel_means(logs: list[dict]) -> dict[str, float]:
+    """The mean over CMT runs' logged relabelling metrics of ``prompt_effect`` and
+    ``policy_change``, each where every log has it."""
+    keys = ("prompt_effect", "policy_change")
+    return {k: float(np.mean([g[k] for g in logs])) for k in keys if all(k in g for g in logs)}
+
+
 def paired_difference_ci(
     scores: dict[tuple, list[float]], pair: tuple[str, str], tasks: list
 ) -> list[float]:
@@ -236,13 +252,11 @@ def at_least(
     better = (lambda a, b: a > b) if strict else (lambda a, b: a >= b)
     claim_ci = None
     if long is not None and done:
-        by_seed: dict[tuple, dict[int, float]] = {}
-        for r in long:
-            if r["setting"] == setting and r["seed"] < cfg.seeds:
-                by_seed.setdefault((r["algo"], (r["quality"], r["env"])), {})[r["seed"]] = r[
-                    "last_k"
-                ]
-        scores = {key: [row[s] for s in sorted(row)] for key, row in by_seed.items()}
+        scores = seed_ordered(
+            ((r["algo"], (r["quality"], r["env"])), r["seed"], r["last_k"])
+            for r in long
+            if r["setting"] == setting and r["seed"] < cfg.seeds
+        )
         claim_ci = paired_difference_ci(scores, (first, second), done)
     return {
         "claim": f"{claim}, {setting}-env",
@@ -287,8 +301,7 @@ def prompt_tuning(results: list[dict], agg: dict) -> list[dict[str, Any]]:
         )
         rows.append({
             "setting": setting, "quality": quality, "env": env, "algo": algo, "seeds": len(logs),
-            **{k: float(np.mean([g[k] for g in logs])) for k in ("prompt_effect", "policy_change")
-               if all(k in g for g in logs)},
+            **relabel_means(logs),
             "tuned_minus_untuned": tuned["mean"] - untuned["mean"] if tuned and untuned else None,
         })  # fmt: skip
     return rows

@@ -17,6 +17,8 @@ from genworld.reports.table import (
     claim_lines,
     iqm_with_ci,
     paired_difference_ci,
+    relabel_means,
+    seed_ordered,
     seeds_text,
 )
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, last_logged, save_figure
@@ -84,11 +86,9 @@ def cmt_claims(cfg, results: list[dict], groups: dict[str, list[str]]) -> dict[s
     judged once every task of the group is finished: None before), and the 95% bootstrap CI of
     the mean paired difference (:func:`paired_difference_ci`: ``inside_noise`` when it holds
     0, so the sign is not evidence)."""
-    by_seed: dict[tuple[str, str], dict[int, float]] = {}
-    for r in results:
-        if r["seed"] < cfg.seeds:
-            by_seed.setdefault((r["method"], r["task"]), {})[r["seed"]] = r["last_k"]
-    scores = {key: [row[s] for s in sorted(row)] for key, row in by_seed.items()}  # seed order
+    scores = seed_ordered(
+        ((r["method"], r["task"]), r["seed"], r["last_k"]) for r in results if r["seed"] < cfg.seeds
+    )
     claims = {}
     for name, family, group, method, reference, sign, text in CMT_CLAIMS:
         tasks = groups.get(group, [])
@@ -129,10 +129,7 @@ def meta_prompt_tuning(out: Path, seeds: int) -> list[dict[str, Any]]:
         logs = [last_logged([folder / f"seed{s}" / "eval.jsonl"], "relabel/") for s in range(seeds)]
         logs = [g for g in logs if "prompt_effect" in g and "policy_change" in g]
         if logs:
-            rows.append({
-                "model": folder.name, "seeds": len(logs),
-                **{k: float(np.mean([g[k] for g in logs])) for k in ("prompt_effect", "policy_change")},
-            })  # fmt: skip
+            rows.append({"model": folder.name, "seeds": len(logs), **relabel_means(logs)})
     return rows
 
 

@@ -142,10 +142,11 @@ def claims(cfg, summary: dict) -> dict[str, dict[str, Any]]:
     order["unfinished"] = [t for t in hard if t not in order["tasks"]]
     order["separated"] = {  # (P+ER+G vs P+ER, P+ER vs P): the paired gap's CI excludes 0
         task: [
-            not paired_ci(summary[task][a], summary[task][b], reps)[0]
-            <= 0.0
-            <= paired_ci(summary[task][a], summary[task][b], reps)[1]
-            for a, b in (("p+er+g", "p+er"), ("p+er", "p"))
+            not low <= 0.0 <= high
+            for low, high in (
+                paired_ci(summary[task][a], summary[task][b], reps)
+                for a, b in (("p+er+g", "p+er"), ("p+er", "p"))
+            )
         ]
         for task in order["tasks"]
     }

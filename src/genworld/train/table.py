@@ -331,7 +331,8 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
             results = _run_with_ray(cfg_json, todo, out, advance)
         else:
             results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
-    return _finish_claimed(cfg, todo, results, out, show_progress)
+    results = _finish_claimed(cfg, todo, results, out, show_progress)
+    return [with_relabelling(r, out / c.folder) for r, c in zip(results, todo, strict=True)]
 
 
 def _finish_claimed(
@@ -348,7 +349,7 @@ def _finish_claimed(
         )
     for i in waiting:
         results[i] = run_cell(cfg, todo[i], out, wait=True, show_progress=show_progress)
-    return [with_relabelling(r, out / c.folder) for r, c in zip(results, todo, strict=True)]
+    return results
 
 
 def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
