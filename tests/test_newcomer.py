@@ -63,6 +63,26 @@ def test_a_dataset_smaller_than_its_scale_is_named_with_the_rebuild_command():
     assert datasets["genworld/hopper/medium-v0"]["transitions"] == 3_000
     assert datasets["genworld/hopper/medium-v0"]["versions"] == 1
     assert len(warnings_) == 1 and "--force --steps 100000" in warnings_[0]
+    # a table's protocol states the size: a larger dataset (built for another scale) is named too
+    big = [{**data[0], "transitions": 1_000_000}]
+    _, warnings_ = datasets_used(cfg, [{**cell, "data": big}])
+    assert len(warnings_) == 1 and "1,000,000 transitions, not the 100,000" in warnings_[0]
+    assert size_warning("genworld/hopper/medium-v0", 1_000_000, 100_000, "mini") == ""
+
+
+def test_a_table_refuses_a_dataset_built_for_another_scale(tmp_path):
+    """One id, two sizes: a table on a dataset of another size than its budget's stops before
+    any cell, in one line naming the dataset, the rebuild and the separate store."""
+    from genworld import api
+    from genworld.data.build import ensure_built
+
+    ensure_built(["hopper-random"], steps=400)
+    cfg = api.table_config("tiny", envs=("hopper",), qualities=("random",), algos=("bc",), seeds=1)
+    with pytest.raises(GenworldError) as err:
+        api.table(cfg, tmp_path / "table", show_progress=False)
+    message = str(err.value)
+    assert "hopper-random has 400" in message and "\n" not in message
+    assert "--steps 3000 --force" in message and "MINARI_DATASETS_PATH" in message
 
 
 # ------------------------------------------------------------------ 2 one-line errors

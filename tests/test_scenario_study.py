@@ -305,6 +305,9 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     out = tmp_path / "multi"
     argv = ["scenarios", "--study", "multi", "--scale", "tiny", "--seeds", "1", "--quiet"]
     assert main([*argv, "--out", str(out)]) == 0
+    # the study's datasets live in its folder, apart from other scales' of the same names
+    assert list((out / "datasets").glob("genworld/dmc-*/*-v0"))
+    assert not (tmp_path / "datasets").exists()  # the test's default store (conftest)
     report = json.loads((out / "scenarios.json").read_text())
     default = sorted(["mrcom", "rssm-context", "cadm", "rssm", "tgw"])
     assert [(r["split"], sorted(r["methods"])) for r in report["rows"]] == [

@@ -198,7 +198,8 @@ def ensure_built(
         raise GenworldError(
             f"datasets built at another size than the {steps:,} transitions this run uses, or "
             f"with other collection seeds than this genworld's: {sizes}{more}; rebuild each "
-            f"with `genworld data build ID --steps {steps} --force`"
+            f"with `genworld data build ID --steps {steps} --force`, or keep datasets of each "
+            "size in their own store (MINARI_DATASETS_PATH=DIR)"
         )
     return cards
 

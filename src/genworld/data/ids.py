@@ -119,14 +119,18 @@ def listed_dataset_ids() -> list[DatasetId]:
     return [*all_dataset_ids(), *dmc, *(DatasetId(f"mw-{t}", SCRIPTED_NOISE) for t in MW_TASKS)]
 
 
-def size_warning(dataset_id: str, steps: int, expected: int, scale: str) -> str:
+def size_warning(
+    dataset_id: str, steps: int, expected: int, scale: str, exact: bool = False
+) -> str:
     """A one-line warning when the dataset ``dataset_id`` (built earlier, at whatever size) has
-    fewer than the ``expected`` transitions of the ``scale`` that is about to train on it, with
-    the command that rebuilds it at that size; '' when it has enough."""
-    if steps >= expected:
+    fewer than the ``expected`` transitions of the ``scale`` that is about to train on it (with
+    ``exact``: other than ``expected``, for protocols that state the size), with the command
+    that rebuilds it at that size; '' when it fits."""
+    if steps == expected or (steps > expected and not exact):
         return ""
+    than = "fewer than" if steps < expected else "not"
     return (
-        f"{dataset_id} has {steps:,} transitions, fewer than the {expected:,} the {scale} scale "
+        f"{dataset_id} has {steps:,} transitions, {than} the {expected:,} the {scale} scale "
         f"expects (results on it are not {scale}-scale results); rebuild it with `genworld data "
         f"build {dataset_id} --force --steps {expected}`"
     )

@@ -46,8 +46,9 @@ def dataset_dir(dataset_id: str, root: Path | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def _minari_root(path: Path) -> Iterator[None]:
-    """Point Minari at ``path`` for the duration of one call (Minari reads the env var)."""
+def minari_root(path: Path) -> Iterator[None]:
+    """Point Minari (and genworld's :func:`datasets_root`) at ``path`` while the block runs;
+    processes spawned inside it inherit the store (Minari reads the env var)."""
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(path)
     try:
@@ -175,7 +176,7 @@ def _write_staged(
         for i, ep in enumerate(episodes)
     ]
     env_spec = gym_env_spec(spec)
-    with _minari_root(staging), warnings.catch_warnings():
+    with minari_root(staging), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dataset = create_dataset_from_buffers(
             str(dataset_id),
@@ -331,7 +332,7 @@ def _episode_from_group(group, where: str, obs_dim, act_dim, max_rows: int | Non
 def _read_with_minari(dataset_id, root, obs_dim, act_dim) -> list[Episode]:
     import minari
 
-    with _minari_root(root or datasets_root()):
+    with minari_root(root or datasets_root()):
         dataset = minari.load_dataset(str(dataset_id))
         return [
             Episode.from_arrays(

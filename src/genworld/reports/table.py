@@ -535,7 +535,7 @@ def cell_times(cfg, results: list[dict], planned: int | None) -> str:
 def datasets_used(cfg, results: list[dict]) -> tuple[dict[str, dict], list[str]]:
     """Each dataset the cells trained on, by id: its transitions, episodes and SHA-256 (from
     the cells' fingerprints; ``versions`` > 1 when cells saw different builds of one id), and a
-    warning for each one smaller than the scale's ``budget.dataset_steps``."""
+    warning for each one of another size than the table's ``budget.dataset_steps``."""
     from genworld.data.ids import size_warning
 
     seen: dict[str, dict] = {}
@@ -557,7 +557,7 @@ def datasets_used(cfg, results: list[dict]) -> tuple[dict[str, dict], list[str]]
     warnings_ = [
         w
         for dataset_id, row in datasets.items()
-        if (w := size_warning(dataset_id, row["transitions"], expected, cfg.scale))
+        if (w := size_warning(dataset_id, row["transitions"], expected, cfg.scale, exact=True))
     ]
     return datasets, warnings_
 

@@ -24,7 +24,7 @@ Studies (``study``), each a set of groups, one world model per group and model k
 - ``ablation``: multi's scenarios and targets, MrCoM against MrCoM with the meta-state or the
   meta-value regulariser's weight set to 0 (a world model each).
 
-Every stage resumes in ``out``: datasets are built once (Minari, like ``genworld table``), world
+Every stage resumes in ``out``: datasets are built once (Minari, in ``out/datasets``), world
 models in ``out/world_models/<group>/<model>`` (seed k > 0's in ``<model>-seed<k>``: each seed of
 a cell adapts in its own seed's world model), and a cell is done when its ``result.json``
 exists (``out/cells/<group>/<env>/<split>/<target>/<method>/seed<k>``). A finished study takes
@@ -666,10 +666,16 @@ def run_scenarios(
         results = [json.loads(p.read_text()) for p in paths if p.exists()]
         return ScenarioResults(names, results, len(todo), finished_errors(cfg, out))
     check_policies(cfg)
+    from genworld.data.minari_io import minari_root
     from genworld.utils.device import torch_threads
 
-    # claim_folder: a second study on this folder is refused
-    with claim_folder(out, "genworld scenarios", cfg), torch_threads(cfg.threads):
+    # claim_folder: a second study on this folder is refused. The study's datasets live in
+    # its folder: a scale's scenarios share names with every other scale's at other sizes.
+    with (
+        claim_folder(out, "genworld scenarios", cfg),
+        torch_threads(cfg.threads),
+        minari_root(out / "datasets"),
+    ):
         check_or_write_config(out, cfg, ignore=IGNORED)
         return _run_stages(cfg, out, names, todo, show_progress)
 

@@ -10,14 +10,13 @@ last checkpoint. Datasets are built (or found) once, before any cell starts.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genworld.config import check_scale, from_dict, resolve
-from genworld.data.ids import QUALITIES, parse_dataset_id, size_warning
+from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
 from genworld.utils.io import (
@@ -44,7 +43,8 @@ class Budget:
     last_k: int
     """A cell's score: the mean of its last k evaluations."""
     dataset_steps: int
-    """Transitions per dataset built when missing (an existing dataset is used as it is)."""
+    """Transitions per dataset: built at this size when missing; one of another size (built
+    for another scale) is refused, with the command that rebuilds it."""
 
 
 # tiny: seconds, for tests. mini: the protocol a 2-core CPU runs (a cell in minutes; the
@@ -314,11 +314,8 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     # and a rerun may ask for more (or fewer) cells: each cell's folder names what it computes
     check_or_write_config(out, cfg, ignore=("workers", "executor"), extendable=EXTENDABLE)
     ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
-    cards = ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress)
-    for card in cards:
-        expected = cfg.budget.dataset_steps
-        if warning := size_warning(card["dataset_id"], card["steps"], expected, cfg.scale):
-            print(f"genworld: warning: {warning}", file=sys.stderr, flush=True)
+    # the budget states the size: a dataset built at another one (for another scale) is refused
+    ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress, exact=True)
     todo = cells(cfg)
     results: list[dict] = []
     cfg_json = json.dumps(asdict(cfg))
