@@ -151,7 +151,7 @@ def test_iqm_and_score_matrix_arithmetic():
         for (e, s, v) in [("hopper", 0, 10.0), ("hopper", 1, 30.0), ("walker2d", 0, 50.0)]
     ]
     # walker2d misses seed 1: only hopper is a complete task
-    m = score_matrices(cfg, long, "multi")
+    m = score_matrices(cfg, long, "multi", list(cfg.algos))
     np.testing.assert_allclose(m["bc"], [[0.1], [0.3]])
     const = {"x": np.full((4, 3), 0.5)}
     iqm = iqm_with_ci(const, reps=50)["x"]
@@ -310,6 +310,52 @@ def test_the_average_row_and_the_papers_claims_use_the_same_finished_tasks():
              if row["algo"] == "bc" and row["setting"] == "multi"]  # fmt: skip
     beats = paper_claims(cfg, aggregate(long, "last_k"))["tgw_beats_every_baseline"]
     assert beats["averages"] == {"tgw": 50.0, "bc": 45.0} and beats["holds"] is True
+
+
+def test_a_report_over_both_halves_shows_each_setting_its_own_algorithms():
+    """Table 1's single-env half runs fewer algorithms than its multi-env half: the joined
+    report's single-env table, IQM and planned cells cover those, claim (a) still compares TGW
+    with every multi-env baseline, and both TGW claims give seed-paired CIs."""
+    from genworld.reports.table import (
+        aggregate,
+        claim_lines,
+        markdown_table,
+        paper_claims,
+        planned_cells,
+        rows,
+    )
+
+    cfg = config_for_scale(
+        "tiny", envs=("hopper", "walker2d"), qualities=("medium",), algos=("tgw", "bc", "iql"),
+        settings=("multi", "single"), seeds=2,
+    )  # fmt: skip
+    cells = [("multi", a) for a in ("tgw", "bc", "iql")] + [("single", a) for a in ("tgw", "iql")]
+    results = []
+    for setting, algo in cells:
+        groups = [("hopper", "walker2d")] if setting == "multi" else [("hopper",), ("walker2d",)]
+        for envs in groups:
+            for seed in range(2):
+                score = {"tgw": 50.0, "bc": 40.0, "iql": 45.0}[algo] + seed
+                score -= 5.0 if setting == "single" else 0.0
+                summary = {e: {"last_k_mean": score, "best": score} for e in envs}
+                results.append({"setting": setting, "quality": "medium", "envs": envs,
+                                "algo": algo, "seed": seed, "summary": summary, "seconds": 1.0})  # fmt: skip
+    long = rows(results)
+    agg = aggregate(long, "last_k")
+    single = markdown_table(cfg, agg, "single", "last_k")
+    assert single[0] == "| quality | env | tgw | iql |"
+    assert single[-1].startswith("| **average** | | 45.5") and "—" not in single[-1]
+    assert planned_cells(cfg, results) == {"tgw": 2 + 4, "bc": 2, "iql": 2 + 4}
+    claims = paper_claims(cfg, agg, long)
+    beats, multi = claims["tgw_beats_every_baseline"], claims["tgw_multi_beats_single"]
+    assert sorted(beats["averages"]) == ["bc", "iql", "tgw"] and beats["holds"] is True
+    assert beats["tgw_minus_ci"] == {"bc": [10.0, 10.0], "iql": [5.0, 5.0]}
+    assert beats["inside_noise"] == []
+    assert multi["holds"] is True and multi["difference_ci"] == [5.0, 5.0]
+    assert multi["inside_noise"] is False
+    text = "\n".join(claim_lines(claims))
+    assert "TGW minus each, paired 95% CI: bc [+10.0, +10.0], iql [+5.0, +5.0]" in text
+    assert "paired difference 95% CI [+5.0, +5.0]" in text
 
 
 def test_each_setting_prints_the_papers_number_of_that_setting():

@@ -239,13 +239,14 @@ def table(
     """Every missing cell of ``cfg`` (resumable, shared with other processes on ``out``), then
     table.md / table.csv / table.json and the performance profiles. ``report_only``: train
     nothing, report the cells finished so far."""
-    from genworld.reports.table import write_table
-    from genworld.train.table import cells, finished_results, run_cells
+    from genworld.reports.table import planned_cells, write_table
+    from genworld.train.table import finished_results, run_cells
 
     out = Path(out)
     cfg.validate()
-    if report_only:
-        results, planned = finished_results(cfg, out), len(cells(cfg))
+    if report_only:  # a report over several settings plans each setting's algorithms only
+        results = finished_results(cfg, out)
+        planned = sum(planned_cells(cfg, results).values())
     else:
         results, planned = run_cells(cfg, out, show_progress=show_progress), None
     summary = write_table(cfg, results, out, title=title, planned=planned)

@@ -99,10 +99,31 @@ def average_over(agg: dict, setting: str, algo: str, tasks) -> float:
     return float(np.mean([agg[(setting, *t, algo)]["mean"] for t in tasks]))
 
 
+def setting_algos(cfg, agg: dict, setting: str) -> list[str]:
+    """The algorithms of ``setting``'s table: every one of ``cfg.algos``, unless the report
+    covers several settings and only some algorithms have cells in this one (a table's
+    single-env half runs fewer algorithms than its multi-env half): then those."""
+    if len(cfg.settings) == 1:
+        return list(cfg.algos)
+    present = [a for a in cfg.algos if any(k[0] == setting and k[3] == a for k in agg)]
+    return present or list(cfg.algos)
+
+
+def planned_cells(cfg, results: list[dict]) -> dict[str, int]:
+    """Cells planned per algorithm: in each setting, each of its :func:`setting_algos` on every
+    quality, seed and (single-env) env."""
+    agg, planned = aggregate(rows(results), "last_k"), {}
+    for setting in cfg.settings:
+        groups = 1 if setting == "multi" else len(cfg.envs)
+        for a in setting_algos(cfg, agg, setting):
+            planned[a] = planned.get(a, 0) + cfg.seeds * len(cfg.qualities) * groups
+    return planned
+
+
 def markdown_table(cfg, agg: dict, setting: str, key: str) -> list[str]:
     """The paper's layout; the average row is over the tasks every algorithm has finished (a
     seed or more), the same tasks for all, and says so when that is not every task."""
-    algos = list(cfg.algos)
+    algos = setting_algos(cfg, agg, setting)
     header = ["quality", "env", *algos]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for quality in cfg.qualities:
@@ -147,16 +168,34 @@ def paper_claims(cfg, agg: dict, long: list[dict] | None = None) -> dict[str, di
     a partial table gives numbers, not a verdict). With the ``long`` rows, the CMT claims also
     give the CI of their seed-paired differences (:func:`at_least`)."""
     every, claims = len(tasks_of(cfg)), {}
-    if "tgw" in cfg.algos and "multi" in cfg.settings and len(cfg.algos) > 1:
-        done = finished_tasks(cfg, agg, "multi", cfg.algos, cfg.seeds)
-        means = {a: average_over(agg, "multi", a, done) for a in cfg.algos} if done else {}
-        above = [a for a in cfg.algos if a != "tgw" and means and means[a] > means["tgw"]]
+    multi_algos = setting_algos(cfg, agg, "multi")
+    scores = (
+        {}
+        if long is None
+        else seed_ordered(
+            (((r["setting"], r["algo"]), (r["quality"], r["env"])), r["seed"], r["last_k"])
+            for r in long
+            if r["seed"] < cfg.seeds
+        )
+    )
+    if "tgw" in multi_algos and "multi" in cfg.settings and len(multi_algos) > 1:
+        done = finished_tasks(cfg, agg, "multi", multi_algos, cfg.seeds)
+        means = {a: average_over(agg, "multi", a, done) for a in multi_algos} if done else {}
+        above = [a for a in multi_algos if a != "tgw" and means and means[a] > means["tgw"]]
+        cis = {  # TGW − each baseline, seed-paired per task
+            a: paired_difference_ci(scores, (("multi", "tgw"), ("multi", a)), done)
+            for a in multi_algos
+            if a != "tgw" and scores and done
+        }
         claims["tgw_beats_every_baseline"] = {
             "claim": "TGW's multi-env average ≥ every baseline's",
             "averages": means,
             "above_tgw": above,
             "tasks": len(done),
             "of": every,
+            "seeds": cfg.seeds,
+            "tgw_minus_ci": cis,
+            "inside_noise": [a for a, (low, high) in cis.items() if low <= 0.0 <= high],
             "holds": not above if len(done) == every else None,
         }
     if "tgw" in cfg.algos and {"multi", "single"} <= set(cfg.settings):
@@ -166,12 +205,20 @@ def paper_claims(cfg, agg: dict, long: list[dict] | None = None) -> dict[str, di
             if t in finished_tasks(cfg, agg, "single", ["tgw"], cfg.seeds)
         ]
         multi, single = (average_over(agg, s, "tgw", done) if done else None for s in SETTINGS)
+        ci = (
+            paired_difference_ci(scores, (("multi", "tgw"), ("single", "tgw")), done)
+            if scores and done
+            else None
+        )
         claims["tgw_multi_beats_single"] = {
             "claim": "TGW multi-env ≥ TGW single-env",
             "multi": multi,
             "single": single,
             "tasks": len(done),
             "of": every,
+            "seeds": cfg.seeds,
+            "difference_ci": ci,
+            "inside_noise": None if ci is None else bool(ci[0] <= 0.0 <= ci[1]),
             "holds": multi >= single if len(done) == every else None,
         }
     if "single" in cfg.settings:  # the CMT paper's (seed 001, §5.1, Table 1: single-env)
@@ -428,18 +475,28 @@ def claim_lines(
                 low, high = c["difference_ci"]
                 noise = ": inside the noise" if c["inside_noise"] else ""
                 numbers += f", paired difference 95% CI [{low:+.1f}, {high:+.1f}]{noise}"
+            if c.get("tgw_minus_ci"):
+                numbers += "; TGW minus each, paired 95% CI: " + ", ".join(
+                    f"{a} [{low:+.1f}, {high:+.1f}]" for a, (low, high) in c["tgw_minus_ci"].items()
+                )
+                if c["inside_noise"]:
+                    numbers += f" (inside the noise: {', '.join(c['inside_noise'])})"
             above = f"; above TGW: {', '.join(c['above_tgw'])}" if c.get("above_tgw") else ""
             lines.append(f"- {c['claim']}: {verdict} ({on}: {numbers}{above})" if numbers else
                          f"- {c['claim']}: {verdict} ({on})")  # fmt: skip
         else:
             numbers = f": multi {c['multi']:.1f}, single {c['single']:.1f}" if c["tasks"] else ""
+            if c.get("difference_ci") is not None:
+                low, high = c["difference_ci"]
+                noise = ": inside the noise" if c["inside_noise"] else ""
+                numbers += f", paired difference 95% CI [{low:+.1f}, {high:+.1f}]{noise}"
             lines.append(f"- {c['claim']}: {verdict} ({on}{numbers})")
     return [*lines, ""]
 
 
-def score_matrices(cfg, long: list[dict], setting: str) -> dict[str, np.ndarray]:
+def score_matrices(cfg, long: list[dict], setting: str, algos: list[str]) -> dict[str, np.ndarray]:
     """algo → (seeds, tasks) normalized scores / 100, over the tasks (quality, env) that every
-    algorithm has finished for every seed (rliable needs a full matrix)."""
+    one of ``algos`` has finished for every seed (rliable needs a full matrix)."""
     scores = {
         (r["algo"], r["quality"], r["env"], r["seed"]): r["last_k"]
         for r in long
@@ -450,12 +507,12 @@ def score_matrices(cfg, long: list[dict], setting: str) -> dict[str, np.ndarray]
         (q, e)
         for q in cfg.qualities
         for e in cfg.envs
-        if all((a, q, e, s) in scores for a in cfg.algos for s in seeds)
+        if all((a, q, e, s) in scores for a in algos for s in seeds)
     ]
     if not tasks:
         return {}
     return {
-        a: np.array([[scores[(a, *t, s)] / 100.0 for t in tasks] for s in seeds]) for a in cfg.algos
+        a: np.array([[scores[(a, *t, s)] / 100.0 for t in tasks] for s in seeds]) for a in algos
     }
 
 
@@ -527,8 +584,11 @@ def cell_times(cfg, results: list[dict], planned: int | None) -> str:
     text = "by algorithm: " + ", ".join(f"{a} {np.mean(v):.0f} s" for a, v in by_algo.items() if v)
     if planned is None or planned <= len(results):
         return text + "."
-    per_algo, overall = planned // len(cfg.algos), float(np.mean([r["seconds"] for r in results]))
-    left = sum((per_algo - len(v)) * (np.mean(v) if v else overall) for v in by_algo.values())
+    overall = float(np.mean([r["seconds"] for r in results]))
+    left = sum(
+        (n - len(by_algo[a])) * (np.mean(by_algo[a]) if by_algo[a] else overall)
+        for a, n in planned_cells(cfg, results).items()
+    )
     return f"{text}; about {left / 3600:.1f} h of cell time left (divide by the workers)."
 
 
@@ -623,7 +683,7 @@ def write_table(
         md += markdown_table(cfg, last, setting, "last_k")
         md += ["", f"## {setting}-env, best evaluation (optimistic; for reference only)", ""]
         md += markdown_table(cfg, best, setting, "best")
-        matrices = score_matrices(cfg, long, setting)
+        matrices = score_matrices(cfg, long, setting, setting_algos(cfg, last, setting))
         if matrices:
             iqm = iqm_with_ci(matrices, reps)
             summary["iqm"][setting] = iqm
