@@ -402,7 +402,15 @@ def test_a_partial_report_compares_methods_on_the_same_finished_rows_and_whole_s
     assert partial["n"] == 0 and partial["partial"] == {"mean": 70.0, "targets": 1}
     assert row_text(partial, 2, 2) == "70.0 (1 of 2 targets)"
     average = split_averages(rows, ["mrcom", "td3bc"], "ood")
-    assert average == {"methods": {"mrcom": 20.0, "td3bc": 30.0}, "rows": 1, "of": 2}
+    assert average == {
+        "methods": {"mrcom": 20.0, "td3bc": 30.0}, "rows": 1, "of": 2, "without": []
+    }  # fmt: skip
+    # a method with no finished row (not run on this split) is left out, not blanking the others
+    for row in rows:
+        row["methods"]["tgw"] = row_stats(results, ("multi", "a", "ood"), "tgw", 2, 2)
+    average = split_averages(rows, ["mrcom", "td3bc", "tgw"], "ood")
+    assert (average["methods"]["mrcom"], average["methods"]["td3bc"]) == (20.0, 30.0)
+    assert np.isnan(average["methods"]["tgw"]) and average["without"] == ["tgw"]
     # a method with more finished seeds on a row is averaged on the seeds all have finished
     more = [*results, *(result("a", t, "mrcom", 1, 90.0) for t in ("t2",))]
     row = {
