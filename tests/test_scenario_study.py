@@ -423,6 +423,42 @@ def test_a_partial_report_compares_methods_on_the_same_finished_rows_and_whole_s
     assert row_targets(cells * 2, keys[0]) == 3
 
 
+def test_the_claims_are_judged_on_the_seeds_every_target_has_with_paired_cis():
+    """MrCoM ≥ RSSM + 5 out of distribution and each ablation below MrCoM: numbers on the seeds
+    both methods finished on every target, a verdict once that is every seed; the error claim
+    compares MrCoM with the context-free RSSM and CaDM."""
+    from types import SimpleNamespace
+
+    from genworld.reports.scenarios import error_claims, paired_claim_line, scenario_claims
+
+    cfg = SimpleNamespace(seeds=2, methods=("mrcom", "rssm", "mrcom-no-meta-value"))
+    cells = [SimpleNamespace(group="multi", env="e", split="ood", target=t) for t in "xy"]
+
+    def result(method, target, seed, score):
+        return {"group": "multi", "env": "e", "split": "ood", "target": target,
+                "method": method, "seed": seed, "last_k": score}  # fmt: skip
+
+    base = {"mrcom": 30.0, "rssm": 20.0, "mrcom-no-meta-value": 31.0}
+    results = [result(m, t, 0, v) for m, v in base.items() for t in "xy"]
+    results.append(result("mrcom", "x", 1, 40.0))  # seed 1 part-way: not compared yet
+    claims = scenario_claims(cfg, cells, results)
+    beats = claims["mrcom_beats_rssm_ood"]
+    assert beats["averages"] == {"mrcom": 30.0, "rssm": 20.0} and beats["holds"] is None
+    assert (beats["seeds"], beats["of_seeds"], beats["difference_ci"]) == (1, 2, None)
+    assert "not judged yet (1 of 2 seeds on all 2 targets" in paired_claim_line(beats)
+    results += [result("mrcom", "y", 1, 40.0), *(result(m, t, 1, v + 10.0) for m, v in base.items()
+                if m != "mrcom" for t in "xy")]  # fmt: skip
+    claims = scenario_claims(cfg, cells, results)
+    beats, ablation = claims["mrcom_beats_rssm_ood"], claims["mrcom_beats_mrcom-no-meta-value_ood"]
+    assert beats["holds"] is True and beats["difference_ci"] == [10.0, 10.0]
+    assert ablation["holds"] is False and ablation["difference_ci"] == [-1.0, -1.0]
+    assert "mrcom_beats_mrcom-no-meta-state_ood" not in claims  # not run
+    table = {"multi": {"mrcom": {"ood": 0.4}, "rssm": {"ood": 0.5}, "cadm": {"ood": 0.7},
+                       "rssm-context": {"ood": 0.3}}}  # fmt: skip
+    lines, verdicts = error_claims(table)
+    assert verdicts["multi/ood"]["holds"] is True and "rssm-context 0.300" in lines[0]
+
+
 def test_the_behaviour_study_varies_only_the_world_models_data():
     """Its targets keep the study's quality whatever the group's, and its training scenarios,
     which share their dynamics, get random data of their own (seeds from their names)."""

@@ -10,7 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from genworld.eval.scores import precision_note
-from genworld.reports.table import bootstrap_reps, iqm_with_ci, seeds_text
+from genworld.reports.table import (
+    bootstrap_reps,
+    iqm_with_ci,
+    paired_difference_ci,
+    seeds_text,
+)
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
 from genworld.utils.provenance import cells_code, cells_code_line, provenance
 
@@ -137,6 +142,106 @@ def split_iqms(cfg, cells, results: list[dict], split: str, reps: int) -> dict[s
         if targets and all((*t, m, s) in scores for t in targets for s in range(cfg.seeds))
     }
     return iqm_with_ci(matrices, reps) if matrices else {}
+
+
+CLAIM_MARGIN = 5.0
+"""The claim under test: MrCoM beats the context-free RSSM out of distribution by ≥ 5 points."""
+ABLATIONS = ("mrcom-no-meta-state", "mrcom-no-meta-value")
+
+
+def paired_claim(cfg, cells, results, split: str, first: str, second: str, claim: str,
+                 margin: float = 0.0) -> dict | None:  # fmt: skip
+    """``first``'s mean over ``split``'s targets minus ``second``'s, > ``margin`` (≥ when the
+    margin is not 0), over the seeds both have finished on every target (``seeds``), with the
+    95% CI of the seed-paired differences (per target, resampled over seeds); judged once that
+    is every seed. None when the study runs neither method on the split."""
+    targets = sorted({(c.group, c.env, c.target) for c in cells if c.split == split})
+    if not targets or first not in cfg.methods or second not in cfg.methods:
+        return None
+    scores = {
+        (r["method"], (r["group"], r["env"], r["target"]), r["seed"]): r["last_k"]
+        for r in results
+        if r["split"] == split
+    }
+    pair = (first, second)
+    common = [
+        s for s in range(cfg.seeds)
+        if all((m, t, s) in scores for m in pair for t in targets)
+    ]  # fmt: skip
+    ordered = {(m, t): [scores[(m, t, s)] for s in common] for m in pair for t in targets}
+    means = {m: float(np.mean([ordered[(m, t)] for t in targets])) for m in pair} if common else {}
+    ci = paired_difference_ci(ordered, pair, targets) if len(common) > 1 else None
+    holds = None
+    if len(common) == cfg.seeds:
+        gap = means[first] - means[second]
+        holds = bool(gap >= margin if margin else gap > 0.0)
+    return {
+        "claim": f"{claim} ({SPLITS[split]})",
+        "averages": means,
+        "targets": len(targets),
+        "seeds": len(common),
+        "of_seeds": cfg.seeds,
+        "difference_ci": ci,
+        "inside_noise": None if ci is None else bool(ci[0] <= 0.0 <= ci[1]),
+        "holds": holds,
+    }
+
+
+def paired_claim_line(c: dict) -> str:
+    verdict = "holds" if c["holds"] else "**fails**" if c["holds"] is False else "not judged yet"
+    on = f"{c['seeds']} of {c['of_seeds']} seeds on all {c['targets']} targets"
+    if not c["averages"]:
+        return f"- {c['claim']}: {verdict} ({on})"
+    numbers = ", ".join(f"{m} {v:.1f}" for m, v in c["averages"].items())
+    if c["difference_ci"] is None:
+        return f"- {c['claim']}: {verdict} ({on}: {numbers}; one seed, no CI)"
+    low, high = c["difference_ci"]
+    noise = ": inside the noise" if c["inside_noise"] else ""
+    return (
+        f"- {c['claim']}: {verdict} ({on}: {numbers}, paired difference 95% CI "
+        f"[{low:+.1f}, {high:+.1f}]{noise})"
+    )
+
+
+def scenario_claims(cfg, cells, results: list[dict]) -> dict[str, dict]:
+    """The claims under test that the study's cells can judge: MrCoM beats the context-free RSSM
+    by ≥ 5 out of distribution, and each regulariser's ablation scores below full MrCoM (on
+    every split the study runs)."""
+    splits = list(dict.fromkeys(c.split for c in cells))
+    claims = {}
+    if "ood" in splits and (
+        c := paired_claim(cfg, cells, results, "ood", "mrcom", "rssm",
+                          f"MrCoM ≥ the context-free RSSM + {CLAIM_MARGIN:g}", CLAIM_MARGIN)
+    ):  # fmt: skip
+        claims["mrcom_beats_rssm_ood"] = c
+    for ablation in ABLATIONS:
+        for split in splits:
+            text = f"MrCoM > MrCoM without {ablation.removeprefix('mrcom-no-')}"
+            if c := paired_claim(cfg, cells, results, split, "mrcom", ablation, text):
+                claims[f"mrcom_beats_{ablation}_{split}"] = c
+    return claims
+
+
+def error_claims(table: dict, horizon: int = 5) -> tuple[list[str], dict]:
+    """MrCoM's ``horizon``-step error on each held-out split below the context-free RSSM's and
+    CaDM's, per setting (the world models of seed 0), the RSSM that filters MrCoM's context
+    shown beside them: markdown lines and the JSON verdicts."""
+    verdicts, lines = {}, []
+    for group, kinds in table.items():
+        for split in SPLITS:
+            if not all(split in kinds.get(k, {}) for k in ("mrcom", "rssm", "cadm")):
+                continue
+            errors = {k: kinds[k][split] for k in ("mrcom", "rssm", "cadm", "rssm-context")
+                      if split in kinds.get(k, {})}  # fmt: skip
+            holds = errors["mrcom"] < min(errors["rssm"], errors["cadm"])
+            verdicts[f"{group}/{split}"] = {**errors, "holds": holds}
+            numbers = ", ".join(f"{k} {v:.3f}" for k, v in errors.items())
+            lines.append(
+                f"- MrCoM's {horizon}-step error below the context-free RSSM's and CaDM's "
+                f"({group}, {SPLITS[split]}): {'holds' if holds else '**fails**'} ({numbers}; "
+                "seed 0's world models)"
+            )
+    return lines, verdicts
 
 
 def protocol_lines(cfg, scenario_names: dict, policy: dict | None = None) -> list[str]:
@@ -330,6 +435,11 @@ def write_scenarios_report(
     if iqm_missing:
         lines += ["", "Not in the IQM (a cell of the split unfinished): " + "; ".join(iqm_missing)]
     wm_lines, summary["world_model_error_h5"] = error_lines(errors or {})
+    summary["claims"] = scenario_claims(cfg, cells, results)
+    error_text, summary["error_claims"] = error_claims(summary["world_model_error_h5"])
+    claims_text = [*map(paired_claim_line, summary["claims"].values()), *error_text]
+    if claims_text:
+        lines += ["", "## Claims under test (seed 002)", "", *claims_text]
     lines += wm_lines
     lines += ["", "Scenarios (`<task>@<parameter>=<scale>`; parameters at 1 are left out):", ""]
     used = ("train", *dict.fromkeys(k[2] for k in row_keys(cfg, groups)))
