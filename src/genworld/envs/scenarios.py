@@ -7,7 +7,11 @@ and its target speed changed, named ``<task>@<param>=<value>,...``:
   follow the new geometry (scaling ``geom_size`` of a compiled model would leave them stale);
   the other bodies keep theirs (see :func:`scaled_model_xml` for cheetah's fixed total mass).
 - ``speed``: the task's target speed times this (cheetah-run 10 m/s, walker-walk 1, walker-run
-  8, hopper-hop 2), through the task's own reward (the same tolerance, another bound).
+  8, hopper-hop 2), through the task's own reward (the same tolerance, another bound). That
+  reward is one-sided: any speed at or above the target scores fully. Scenarios that differ only
+  in speed therefore share their best behaviour (run as fast as possible) and differ in how soon
+  the reward saturates, so a lower target is an easier task, not another one. The paper's reward
+  formula is not readable in the seed text.
 
 The seed text does not keep the paper's sampling ranges. Ours, a documented choice
 (``ScenarioRanges``): training scenarios draw torso and length from [0.8, 1.2] and speed from
