@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genworld import api
 from genworld.algos.registry import available_algos
 from genworld.cli import main
 from genworld.errors import GenworldError
@@ -310,6 +311,37 @@ def test_the_average_row_and_the_papers_claims_use_the_same_finished_tasks():
              if row["algo"] == "bc" and row["setting"] == "multi"]  # fmt: skip
     beats = paper_claims(cfg, aggregate(long, "last_k"))["tgw_beats_every_baseline"]
     assert beats["averages"] == {"tgw": 50.0, "bc": 45.0} and beats["holds"] is True
+
+
+def test_a_failing_cell_is_recorded_and_the_table_goes_on(policies, tmp_path, monkeypatch):
+    """One cell that raises does not stop the others: the table is written from those, the
+    command ends in one line naming the failure and its error.json, and a rerun retries only
+    that cell (its error.json goes once it finishes)."""
+    import genworld.train.table as table_module
+
+    train = table_module._train_cell
+
+    def flaky(cfg, cell, out, show_progress=False):
+        if cell.seed == 1:
+            raise RuntimeError("loss is NaN at update 7\nsecond line")
+        return train(cfg, cell, out, show_progress)
+
+    monkeypatch.setattr(table_module, "_train_cell", flaky)
+    out = tmp_path / "table"
+    argv = ["table", "--envs", "hopper", "--qualities", "medium", "--algos", "bc"]
+    argv += ["--setting", "single", "--seeds", "2", "--scale", "tiny", "--out", str(out)]
+    with pytest.raises(GenworldError) as err:
+        api.table(api.table_config("tiny", envs=("hopper",), qualities=("medium",),
+                                   algos=("bc",), settings=("single",), seeds=2), out,
+                  show_progress=False)  # fmt: skip
+    message = str(err.value)
+    assert "1 of 2 cells failed" in message and "RuntimeError: loss is NaN at update 7)" in message
+    failure = out / "cells/medium/single-hopper/bc/seed1/error.json"
+    assert json.loads(failure.read_text())["error"] == "RuntimeError: loss is NaN at update 7"
+    assert json.loads((out / "table.json").read_text())["cells"] == 1  # the finished one
+    monkeypatch.setattr(table_module, "_train_cell", train)
+    assert main([*argv, "--quiet"]) == 0
+    assert not failure.exists() and (failure.parent / "result.json").exists()
 
 
 def test_a_report_over_both_halves_shows_each_setting_its_own_algorithms():

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from genworld.data.build import DATASET_SCALES, build_dataset, missing_policies
 from genworld.data.ids import all_dataset_ids
 from genworld.data.info import check_dataset, dataset_info, info_card, list_datasets
+from genworld.errors import GenworldError
 
 if TYPE_CHECKING:
     from genworld.train.agnostic_ablations import AgnosticAblationsConfig
@@ -244,12 +245,22 @@ def table(
 
     out = Path(out)
     cfg.validate()
+    failed: list[dict] = []
     if report_only:  # a report over several settings plans each setting's algorithms only
         results = finished_results(cfg, out)
         planned = sum(planned_cells(cfg, results).values())
     else:
-        results, planned = run_cells(cfg, out, show_progress=show_progress), None
-    summary = write_table(cfg, results, out, title=title, planned=planned)
+        results = run_cells(cfg, out, show_progress=show_progress)
+        failed = [r for r in results if r.get("failed")]
+        results = [r for r in results if not r.get("failed")]
+        planned = len(results) + len(failed) if failed else None
+    summary = write_table(cfg, results, out, title=title, planned=planned) if results else {}
+    if failed:  # the table above holds every cell that finished
+        raise GenworldError(
+            f"{len(failed)} of {planned} cells failed (first: {failed[0]['folder']}: "
+            f"{failed[0]['error']}); each cell's error and traceback are in its folder's "
+            "error.json; rerun the same command to retry them"
+        )
     return Result(out, summary, (out / "table.md", *sorted(out.glob("profile_*.png"))))
 
 

@@ -177,7 +177,41 @@ def run_cell(
             return None
         if result_path.exists():  # finished by the process that held it
             return json.loads(result_path.read_text())
-        return _train_cell(cfg, cell, out, show_progress)
+        try:
+            result = _train_cell(cfg, cell, out, show_progress)
+        except Exception as err:  # the table goes on without it; a rerun retries it
+            return cell_failure(folder, cell, err)
+        (folder / FAILURE_FILE).unlink(missing_ok=True)
+        return result
+
+
+FAILURE_FILE = "error.json"
+"""A failed cell's error, in its folder until a rerun finishes the cell."""
+
+
+def cell_failure(folder: Path, cell: Cell, err: Exception) -> dict:
+    """Record why ``cell`` failed (``error.json``: the error in one line and its traceback),
+    say so on stderr, and return the record (``failed`` True) in place of a result."""
+    import sys
+    import traceback
+
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    record = {
+        "failed": True,
+        "folder": cell.folder,
+        "error": f"{type(err).__name__}: {first}" if first else type(err).__name__,
+        "traceback": traceback.format_exc(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / FAILURE_FILE, record)
+    print(
+        f"genworld: warning: cell {cell.folder} failed ({record['error']}); the table goes on "
+        "without it, and a rerun retries it",
+        file=sys.stderr,
+        flush=True,
+    )
+    return record
 
 
 def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = False) -> dict:
@@ -329,7 +363,10 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
         else:
             results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
     results = _finish_claimed(cfg, todo, results, out, show_progress)
-    return [with_relabelling(r, out / c.folder) for r, c in zip(results, todo, strict=True)]
+    return [
+        r if r.get("failed") else with_relabelling(r, out / c.folder)
+        for r, c in zip(results, todo, strict=True)
+    ]
 
 
 def _finish_claimed(
