@@ -372,6 +372,36 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     assert sorted(again) == ["id", "ood", "train"] and {k: again[k] for k in held_out} == held_out
 
 
+def test_a_failing_cell_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    """A cell that raises does not stop the others: the report holds those, the command ends
+    in one line naming the failure, and a rerun retries just that cell."""
+    import genworld.train.scenarios as study
+    from genworld import api
+    from genworld.errors import GenworldError
+
+    adapt = study.adapt_cell
+
+    def flaky(cfg, out, cell):
+        if cell.split == "ood":
+            raise FloatingPointError("non-finite model rollout")
+        return adapt(cfg, out, cell)
+
+    monkeypatch.setattr(study, "adapt_cell", flaky)
+    cfg = api.scenarios_config("tiny", study="multi", seeds=1, methods=("td3bc",))
+    out = tmp_path / "study"
+    with pytest.raises(GenworldError, match=r"1 of 2 cells failed \(first: cells/multi/.*/ood/"):
+        api.scenarios(cfg, out, show_progress=False)
+    failures = list(out.glob("cells/**/error.json"))
+    assert len(failures) == 1
+    assert json.loads(failures[0].read_text())["error"] == (
+        "FloatingPointError: non-finite model rollout"
+    )
+    assert len(json.loads((out / "scenarios.json").read_text())["results"]) == 1
+    monkeypatch.setattr(study, "adapt_cell", adapt)
+    assert len(api.scenarios(cfg, out, show_progress=False).summary["results"]) == 2
+    assert not failures[0].exists()
+
+
 def test_a_partial_report_compares_methods_on_the_same_finished_rows_and_whole_seeds():
     """A seed counts on a row once all the row's targets are finished, and a split's average
     takes only the rows every method has finished: a method that has run only its easy task is

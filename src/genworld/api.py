@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from genworld.data.build import DATASET_SCALES, build_dataset, missing_policies
 from genworld.data.ids import all_dataset_ids
 from genworld.data.info import check_dataset, dataset_info, info_card, list_datasets
-from genworld.errors import GenworldError
 
 if TYPE_CHECKING:
     from genworld.train.agnostic_ablations import AgnosticAblationsConfig
@@ -241,6 +240,7 @@ def table(
     table.md / table.csv / table.json and the performance profiles. ``report_only``: train
     nothing, report the cells finished so far."""
     from genworld.reports.table import planned_cells, write_table
+    from genworld.train.failures import raise_failures, split_failures
     from genworld.train.table import finished_results, run_cells
 
     out = Path(out)
@@ -250,17 +250,10 @@ def table(
         results = finished_results(cfg, out)
         planned = sum(planned_cells(cfg, results).values())
     else:
-        results = run_cells(cfg, out, show_progress=show_progress)
-        failed = [r for r in results if r.get("failed")]
-        results = [r for r in results if not r.get("failed")]
+        results, failed = split_failures(run_cells(cfg, out, show_progress=show_progress))
         planned = len(results) + len(failed) if failed else None
     summary = write_table(cfg, results, out, title=title, planned=planned) if results else {}
-    if failed:  # the table above holds every cell that finished
-        raise GenworldError(
-            f"{len(failed)} of {planned} cells failed (first: {failed[0]['folder']}: "
-            f"{failed[0]['error']}); each cell's error and traceback are in its folder's "
-            "error.json; rerun the same command to retry them"
-        )
+    raise_failures(failed, planned)  # the table above holds every cell that finished
     return Result(out, summary, (out / "table.md", *sorted(out.glob("profile_*.png"))))
 
 
@@ -318,6 +311,7 @@ def scenarios(
     setting and kind, every (method, target, seed) adaptation cell, then scenarios.md /
     scenarios.json / scenarios.png."""
     from genworld.reports.scenarios import write_scenarios_report
+    from genworld.train.failures import raise_failures
     from genworld.train.scenarios import adaptation_overrides, cells, groups, run_scenarios
 
     out = Path(out)
@@ -333,6 +327,7 @@ def scenarios(
         errors=done.errors,
         policy=adaptation_overrides(cfg)["mbpo"]["sac"],
     )
+    raise_failures(done.failed, done.planned)  # the report above holds the finished cells
     return Result(out, summary, (out / "scenarios.md", out / "scenarios.png"))
 
 

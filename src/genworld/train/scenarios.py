@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -554,6 +554,20 @@ def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str, see
 
 
 def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
+    """:func:`adapt_cell`, or, when it fails, the failure's record (the study goes on; a rerun
+    retries the cell)."""
+    from genworld.train.failures import FAILURE_FILE, cell_failure
+
+    folder = out / cell.folder
+    try:
+        result = adapt_cell(cfg, out, cell)
+    except Exception as err:
+        return cell_failure(folder, cell.folder, err, "the study")
+    (folder / FAILURE_FILE).unlink(missing_ok=True)
+    return result
+
+
+def adapt_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
     """Adapt ``cell.method`` to the target from its small dataset in the group's world model
     (a ``MODEL_FREE`` method: from the dataset alone), score it in the target's real env;
     resumable, then its ``result.json``."""
@@ -633,6 +647,8 @@ class ScenarioResults:
     planned: int
     errors: dict[str, dict[str, dict]]
     """``{group: {kind: world_model_errors(...)}}`` of the world models finished so far."""
+    failed: list[dict] = field(default_factory=list)
+    """The records of the cells that failed this run (:mod:`genworld.train.failures`)."""
 
 
 def check_policies(cfg: ScenarioStudyConfig) -> None:
@@ -728,6 +744,7 @@ def _run_stages(
 ) -> ScenarioResults:
     from genworld.data.build import ensure_built
     from genworld.eval.wm_metrics import COPY
+    from genworld.train.failures import split_failures
     from genworld.utils.parallel import process_map
     from genworld.utils.progress import progress_bar
 
@@ -765,4 +782,5 @@ def _run_stages(
                         world_model(cfg, out, group.name, kind, show_progress, seed, data)
             jobs = [(cfg, out, c) for c in cells_of_seed]
             results += process_map(run_cell, jobs, cfg.workers, advance, cfg.threads)
-    return ScenarioResults(names, results, len(todo), errors)
+    finished, failed = split_failures(results)
+    return ScenarioResults(names, finished, len(todo), errors, failed)

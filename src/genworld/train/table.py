@@ -19,6 +19,7 @@ from genworld.config import check_scale, from_dict, resolve
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
+from genworld.train.failures import FAILURE_FILE, cell_failure
 from genworld.utils.io import (
     atomic_write_json,
     check_or_write_config,
@@ -180,38 +181,9 @@ def run_cell(
         try:
             result = _train_cell(cfg, cell, out, show_progress)
         except Exception as err:  # the table goes on without it; a rerun retries it
-            return cell_failure(folder, cell, err)
+            return cell_failure(folder, cell.folder, err, "the table")
         (folder / FAILURE_FILE).unlink(missing_ok=True)
         return result
-
-
-FAILURE_FILE = "error.json"
-"""A failed cell's error, in its folder until a rerun finishes the cell."""
-
-
-def cell_failure(folder: Path, cell: Cell, err: Exception) -> dict:
-    """Record why ``cell`` failed (``error.json``: the error in one line and its traceback),
-    say so on stderr, and return the record (``failed`` True) in place of a result."""
-    import sys
-    import traceback
-
-    first = (str(err).strip().splitlines() or [""])[0][:300]
-    record = {
-        "failed": True,
-        "folder": cell.folder,
-        "error": f"{type(err).__name__}: {first}" if first else type(err).__name__,
-        "traceback": traceback.format_exc(),
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / FAILURE_FILE, record)
-    print(
-        f"genworld: warning: cell {cell.folder} failed ({record['error']}); the table goes on "
-        "without it, and a rerun retries it",
-        file=sys.stderr,
-        flush=True,
-    )
-    return record
 
 
 def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = False) -> dict:
