@@ -12,6 +12,7 @@ import numpy as np
 from genworld.eval.scores import precision_note
 from genworld.reports.table import (
     bootstrap_reps,
+    difference_ci_text,
     iqm_with_ci,
     paired_difference_ci,
     seeds_text,
@@ -195,11 +196,9 @@ def paired_claim_line(c: dict) -> str:
     numbers = ", ".join(f"{m} {v:.1f}" for m, v in c["averages"].items())
     if c["difference_ci"] is None:
         return f"- {c['claim']}: {verdict} ({on}: {numbers}; one seed, no CI)"
-    low, high = c["difference_ci"]
-    noise = ": inside the noise" if c["inside_noise"] else ""
     return (
-        f"- {c['claim']}: {verdict} ({on}: {numbers}, paired difference 95% CI "
-        f"[{low:+.1f}, {high:+.1f}]{noise})"
+        f"- {c['claim']}: {verdict} ({on}: {numbers}"
+        f"{difference_ci_text(c['difference_ci'], c['inside_noise'])})"
     )
 
 

@@ -264,6 +264,12 @@ def relabel_means(logs: list[dict]) -> dict[str, float]:
     return {k: float(np.mean([g[k] for g in logs])) for k in keys if all(k in g for g in logs)}
 
 
+def difference_ci_text(ci: list[float], inside_noise: bool) -> str:
+    """``, paired difference 95% CI [lo, hi]``, and ``: inside the noise`` when it holds 0."""
+    noise = ": inside the noise" if inside_noise else ""
+    return f", paired difference 95% CI [{ci[0]:+.1f}, {ci[1]:+.1f}]{noise}"
+
+
 def paired_difference_ci(
     scores: dict[tuple, list[float]], pair: tuple[str, str], tasks: list
 ) -> list[float]:
@@ -475,9 +481,7 @@ def claim_lines(
             if c.get("change_pct") is not None:
                 numbers += f", change {c['change_pct']:+.1f}%"
             if c.get("difference_ci") is not None:
-                low, high = c["difference_ci"]
-                noise = ": inside the noise" if c["inside_noise"] else ""
-                numbers += f", paired difference 95% CI [{low:+.1f}, {high:+.1f}]{noise}"
+                numbers += difference_ci_text(c["difference_ci"], c["inside_noise"])
             if c.get("tgw_minus_ci"):
                 numbers += "; TGW minus each, paired 95% CI: " + ", ".join(
                     f"{a} [{low:+.1f}, {high:+.1f}]" for a, (low, high) in c["tgw_minus_ci"].items()
@@ -490,9 +494,7 @@ def claim_lines(
         else:
             numbers = f": multi {c['multi']:.1f}, single {c['single']:.1f}" if c["tasks"] else ""
             if c.get("difference_ci") is not None:
-                low, high = c["difference_ci"]
-                noise = ": inside the noise" if c["inside_noise"] else ""
-                numbers += f", paired difference 95% CI [{low:+.1f}, {high:+.1f}]{noise}"
+                numbers += difference_ci_text(c["difference_ci"], c["inside_noise"])
             lines.append(f"- {c['claim']}: {verdict} ({on}{numbers})")
     return [*lines, ""]
 

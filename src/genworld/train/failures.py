@@ -1,14 +1,15 @@
 """A study's cell that fails is recorded and skipped, so one diverging cell does not stop the
-cells after it: :func:`cell_failure` writes ``error.json`` in the cell's folder (removed when a
-rerun finishes the cell) and returns a record that takes the result's place;
-:func:`raise_failures` ends the command in one line once the report of the finished cells is
-written."""
+cells after it: :func:`guarded` runs a cell and, when it raises, :func:`cell_failure` writes
+``error.json`` in the cell's folder (removed when a rerun finishes the cell) and returns a record
+that takes the result's place; :func:`raise_failures` ends the command in one line once the
+report of the finished cells is written."""
 
 from __future__ import annotations
 
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from genworld.errors import GenworldError
@@ -54,3 +55,14 @@ def raise_failures(failed: list[dict], planned: int) -> None:
             f"{failed[0]['error']}); each cell's error and traceback are in its folder's "
             f"{FAILURE_FILE}; rerun the same command to retry them"
         )
+
+
+def guarded(folder: Path, name: str, study: str, work: Callable[[], dict]) -> dict:
+    """``work()``'s result, its cell's old ``error.json`` removed; or, when it raises, the
+    failure's record (:func:`cell_failure`: the study goes on, a rerun retries the cell)."""
+    try:
+        result = work()
+    except Exception as err:
+        return cell_failure(folder, name, err, study)
+    (folder / FAILURE_FILE).unlink(missing_ok=True)
+    return result

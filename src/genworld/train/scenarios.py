@@ -556,15 +556,10 @@ def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str, see
 def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
     """:func:`adapt_cell`, or, when it fails, the failure's record (the study goes on; a rerun
     retries the cell)."""
-    from genworld.train.failures import FAILURE_FILE, cell_failure
+    from genworld.train.failures import guarded
 
-    folder = out / cell.folder
-    try:
-        result = adapt_cell(cfg, out, cell)
-    except Exception as err:
-        return cell_failure(folder, cell.folder, err, "the study")
-    (folder / FAILURE_FILE).unlink(missing_ok=True)
-    return result
+    work = functools.partial(adapt_cell, cfg, out, cell)
+    return guarded(out / cell.folder, cell.folder, "the study", work)
 
 
 def adapt_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:

@@ -19,7 +19,7 @@ from genworld.config import check_scale, from_dict, resolve
 from genworld.data.ids import QUALITIES, parse_dataset_id
 from genworld.envs.registry import get_env_spec
 from genworld.errors import GenworldError
-from genworld.train.failures import FAILURE_FILE, cell_failure
+from genworld.train.failures import guarded
 from genworld.utils.io import (
     atomic_write_json,
     check_or_write_config,
@@ -178,12 +178,10 @@ def run_cell(
             return None
         if result_path.exists():  # finished by the process that held it
             return json.loads(result_path.read_text())
-        try:
-            result = _train_cell(cfg, cell, out, show_progress)
-        except Exception as err:  # the table goes on without it; a rerun retries it
-            return cell_failure(folder, cell.folder, err, "the table")
-        (folder / FAILURE_FILE).unlink(missing_ok=True)
-        return result
+        # a failing cell is recorded; the table goes on without it, and a rerun retries it
+        return guarded(
+            folder, cell.folder, "the table", lambda: _train_cell(cfg, cell, out, show_progress)
+        )
 
 
 def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = False) -> dict:
