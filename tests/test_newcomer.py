@@ -83,6 +83,7 @@ def test_a_table_refuses_a_dataset_built_for_another_scale(tmp_path):
     message = str(err.value)
     assert "hopper-random has 400" in message and "\n" not in message
     assert "--steps 3000 --force" in message and "MINARI_DATASETS_PATH" in message
+    assert not (tmp_path / "table").exists()  # nothing left behind
 
 
 # ------------------------------------------------------------------ 2 one-line errors

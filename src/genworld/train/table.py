@@ -314,12 +314,13 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
             "--executor ray needs Ray, which is not installed: pip install -e '.[ray]' (the "
             "pinned ray extra), or run the cells in local processes with --executor local"
         )
+    ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
+    # the budget states the size: a dataset built at another one (for another scale) is refused,
+    # before the run's folder is written
+    ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress, exact=True)
     # how the cells are run (not what they compute) may change between a run and its resume,
     # and a rerun may ask for more (or fewer) cells: each cell's folder names what it computes
     check_or_write_config(out, cfg, ignore=("workers", "executor"), extendable=EXTENDABLE)
-    ids = [f"{env}-{quality}" for quality in cfg.qualities for env in cfg.envs]
-    # the budget states the size: a dataset built at another one (for another scale) is refused
-    ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress, exact=True)
     todo = cells(cfg)
     results: list[dict] = []
     cfg_json = json.dumps(asdict(cfg))
