@@ -541,3 +541,23 @@ def test_a_meta_claim_gives_the_ci_of_its_seed_paired_differences():
         if case == "clear":
             assert low > 0  # every seed's difference is positive: 8, 10, 12
     assert "inside the noise" in "\n".join(claim_lines({"q1": claim}))
+
+
+def test_a_failing_unseen_cell_is_recorded_and_a_rerun_retries_it(tmp_path, monkeypatch):
+    """A cell that raises returns its failure's record (error.json in its folder) instead of
+    stopping the study; a rerun that finishes the cell removes the error.json."""
+    import genworld.train.unseen_cells as cells
+    from genworld import api
+
+    def diverge(*args):
+        raise FloatingPointError("non-finite critic loss")
+
+    monkeypatch.setattr(cells, "_train_cell", diverge)
+    cfg = api.unseen_config("tiny", family="cheetah-vel")
+    record = cells.run_cell(cfg, tmp_path, [], "bc", "cheetah-vel-3", 0, {})
+    assert record["failed"] and record["folder"] == "cells/bc/cheetah-vel-3/seed0"
+    error = tmp_path / "cells/bc/cheetah-vel-3/seed0/error.json"
+    assert json.loads(error.read_text())["error"] == "FloatingPointError: non-finite critic loss"
+    monkeypatch.setattr(cells, "_train_cell", lambda *args: {"score": 1.0})
+    assert cells.run_cell(cfg, tmp_path, [], "bc", "cheetah-vel-3", 0, {}) == {"score": 1.0}
+    assert not error.exists()

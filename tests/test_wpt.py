@@ -468,3 +468,33 @@ def test_a_sparse_order_inside_the_noise_is_marked():
     reports = [_fake_report(task, v, s, [r]) for v, rs in finals.items() for s, r in enumerate(rs)]
     order = claims(cfg, summarize(cfg, reports, reps=200))["guidance_order_sparse"]
     assert order["holds"] is True and order["separated"] == {task: [False, True]}
+
+
+def test_a_failing_wpt_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    """A fine-tuning run that raises does not stop the others: the report names it, the command
+    ends in one line, and a rerun retries it (its error.json goes once it finishes)."""
+    import genworld.train.wpt_study as study
+    from genworld import api
+
+    def flaky(cfg, out, cell):
+        raise FloatingPointError("non-finite actor loss")
+
+    monkeypatch.setattr(study, "_pretrain", lambda cfg, out, show_progress: None)
+    monkeypatch.setattr(study, "_finetune_cell", flaky)
+    cfg = api.wpt_study_config("tiny", seeds=1, variants=("p",))
+    out = tmp_path / "study"
+    with pytest.raises(GenworldError, match=r"1 of 1 cells failed \(first: cells/dmc-cheetah"):
+        api.wpt_study(cfg, out, show_progress=False)
+    error = out / "cells/dmc-cheetah-run/p/seed0/error.json"
+    assert json.loads(error.read_text())["error"] == "FloatingPointError: non-finite actor loss"
+    report = json.loads((out / "wpt_study.json").read_text())
+    assert report["finished_runs"] == 0 and report["failed_runs"] == [
+        {
+            "folder": "cells/dmc-cheetah-run/p/seed0",
+            "error": "FloatingPointError: non-finite actor loss",
+        }
+    ]
+    assert "Failed runs (1)" in (out / "wpt_study.md").read_text()
+    monkeypatch.setattr(study, "_finetune_cell", lambda cfg, out, cell: {"finished": True})
+    assert study.run_cell(cfg, out, study.Cell("dmc-cheetah-run", "p", 0)) == {"finished": True}
+    assert not error.exists()

@@ -289,14 +289,16 @@ def unseen(
     """Unseen-task generalisation (seed 000 Fig. 4): task experts, references, datasets, one
     world model, every (method, task, seed) cell, then unseen.md / unseen.json / the plot."""
     from genworld.reports.unseen import write_unseen_report
+    from genworld.train.failures import raise_failures
     from genworld.train.unseen import run_unseen
 
     out = Path(out)
     done = run_unseen(cfg, out, show_progress=show_progress, report_only=report_only)
-    planned = done.planned if report_only else None
+    planned = done.planned if report_only or done.failed else None
     summary = write_unseen_report(
         cfg, done.train, done.test, done.references, done.results, out, planned=planned
     )
+    raise_failures(done.failed, done.planned)  # the report above holds the finished cells
     return Result(out, summary, (out / "unseen.md", out / "unseen_tasks.png"))
 
 
@@ -338,12 +340,15 @@ def wpt_study(
     (task, variant, seed) fine-tuning run, then wpt_study.md / .json / .png: final returns with
     bootstrap CIs, learning curves and the claims checked."""
     from genworld.reports.wpt_study import write_wpt_study_report
+    from genworld.train.failures import raise_failures
     from genworld.train.wpt_study import run_study
 
     out = Path(out)
-    reports, planned = run_study(cfg, out, show_progress=show_progress, report_only=report_only)
-    summary = write_wpt_study_report(cfg, reports, planned, out)
+    done = run_study(cfg, out, show_progress=show_progress, report_only=report_only)
+    reports, planned, failed = done
+    summary = write_wpt_study_report(cfg, reports, planned, out, failed=failed)
     plot = out / "wpt_study.png"
+    raise_failures(failed, planned)  # the report above holds the finished runs
     return Result(out, summary, (out / "wpt_study.md", *([plot] if plot.exists() else [])))
 
 

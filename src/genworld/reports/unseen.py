@@ -258,7 +258,7 @@ def write_unseen_report(
     if planned is not None and planned > len(results):
         lines += [
             "",
-            f"**Partial report** (`--report-only`): {len(results)} of {planned} cells finished; "
+            f"**Partial report**: {len(results)} of {planned} cells finished; "
             "an entry is the mean over the seeds finished so far (n), — where none has.",
         ]
     lines += ["", "![scores per task](unseen_tasks.png)", ""]

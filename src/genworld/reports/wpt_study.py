@@ -171,8 +171,11 @@ def claims(cfg, summary: dict) -> dict[str, dict[str, Any]]:
     return {"wpt_beats_scratch": beats, "guidance_order_sparse": order, "retrieval": retrieval}
 
 
-def write_wpt_study_report(cfg, reports: list[dict], planned: int, out: Path) -> dict[str, Any]:
-    """wpt_study.json / .md / .png in ``out``; returns the JSON."""
+def write_wpt_study_report(
+    cfg, reports: list[dict], planned: int, out: Path, failed: list[dict] = ()
+) -> dict[str, Any]:
+    """wpt_study.json / .md / .png in ``out``; returns the JSON. ``failed``: the records of
+    the runs that failed (:mod:`genworld.train.failures`), named in the report."""
     out = Path(out)
     reps = bootstrap_reps(cfg.scale)
     summary = summarize(cfg, reports, reps)
@@ -180,6 +183,7 @@ def write_wpt_study_report(cfg, reports: list[dict], planned: int, out: Path) ->
         "config": asdict(cfg),
         "planned_runs": planned,
         "finished_runs": len(reports),
+        "failed_runs": [{"folder": f["folder"], "error": f["error"]} for f in failed],
         "summary": summary,
         "claims": claims(cfg, summary),
         "provenance": provenance(),
@@ -206,6 +210,14 @@ def _unfinished_line(c: dict) -> list[str]:
         if (waiting)
         else []
     )
+
+
+def _failed_lines(failed: list[dict]) -> list[str]:
+    """The runs that failed, each with its error (the traceback is in its ``error.json``)."""
+    if not failed:
+        return []
+    runs = "; ".join(f"`{f['folder']}`: {f['error']}" for f in failed)
+    return [f"**Failed runs ({len(failed)})**, retried by a rerun: {runs}.", ""]
 
 
 def _verdict(holds: bool | None) -> str:
@@ -261,6 +273,7 @@ def _markdown(cfg, report: dict, reports: list[dict], plot: str | None) -> str:
            "data has one embodiment of its action size" if c["retrieval"]["not_measured"] else ""),
         "",
         *_unfinished_line(c),
+        *_failed_lines(report["failed_runs"]),
         "Caveats:",
         "- The first claim is judged on the DMC tasks without `-hard`: a hard task's action "
         "penalty lets a policy that keeps still beat a random one by about 140 return.",

@@ -71,7 +71,7 @@ the resume check): a rerun with them trains only the cells it lacks.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +278,8 @@ class UnseenResults:
     references: dict[str, list[float]]
     results: list[dict]
     planned: int
+    failed: list[dict] = field(default_factory=list)
+    """The records of the cells that failed this run (:mod:`genworld.train.failures`)."""
 
 
 def run_unseen(
@@ -310,6 +312,7 @@ def run_unseen(
 def _run_stages(
     cfg: UnseenConfig, out: Path, train: list[str], test: list[str], show_progress: bool
 ) -> UnseenResults:
+    from genworld.train.failures import split_failures
     from genworld.utils.progress import progress_bar
 
     tasks = train + test
@@ -331,4 +334,5 @@ def _run_stages(
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
     with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
         results = process_map(run_cell, cells, cfg.workers, advance, cfg.threads)
-    return UnseenResults(train, test, refs, results, planned=len(results))
+    finished, failed = split_failures(results)
+    return UnseenResults(train, test, refs, finished, planned=len(cells), failed=failed)

@@ -46,9 +46,19 @@ def _family_model(cfg, out: str):
 
 
 def run_cell(cfg, out: Path, train: list[str], method, task, seed, refs) -> dict:
-    done = out / "cells" / method / task / f"seed{seed}" / "result.json"
+    """The cell's result (read back when finished), or, when it fails, the failure's record
+    (the study goes on; a rerun retries the cell)."""
+    from genworld.train.failures import guarded
+
+    name = f"cells/{method}/{task}/seed{seed}"
+    done = out / name / "result.json"
     if done.exists():  # before any model is loaded: a resumed run skips finished cells cheaply
         return json.loads(done.read_text())
+    work = functools.partial(_train_cell, cfg, out, train, method, task, seed, refs)
+    return guarded(out / name, name, "the study", work)
+
+
+def _train_cell(cfg, out: Path, train: list[str], method, task, seed, refs) -> dict:
     if method.startswith("prompt-dt"):
         return _prompt_dt_cell(cfg, out, train, task, method, seed, refs)
     if method.startswith("cmt") or method == "focal":

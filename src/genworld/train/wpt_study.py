@@ -12,6 +12,7 @@ curves with confidence intervals over seeds and checks the issue's claims.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,13 +116,22 @@ def world_model_folder(cfg: WPTStudyConfig, out: Path) -> Path:
 
 
 def run_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]:
-    """One fine-tuning run (resumes); its report (what ``genworld finetune`` reports)."""
-    from genworld.train.finetune import config_for_scale as finetune_config
-    from genworld.train.finetune import finetune
+    """One fine-tuning run (resumes); its report (what ``genworld finetune`` reports), or,
+    when it fails, the failure's record (the study goes on; a rerun retries the run)."""
+    from genworld.train.failures import guarded
 
     folder = out / cell.folder
     if (folder / "report.json").exists():
         return json.loads((folder / "report.json").read_text())
+    work = functools.partial(_finetune_cell, cfg, out, cell)
+    return guarded(folder, cell.folder, "the study", work)
+
+
+def _finetune_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]:
+    from genworld.train.finetune import config_for_scale as finetune_config
+    from genworld.train.finetune import finetune
+
+    folder = out / cell.folder
     run = finetune_config(
         cfg.scale,
         world_model=str(world_model_folder(cfg, out)),
@@ -138,9 +148,11 @@ def run_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]:
 
 def run_study(
     cfg: WPTStudyConfig, out: Path, *, show_progress: bool = True, report_only: bool = False
-) -> tuple[list[dict], int]:
+) -> tuple[list[dict], int, list[dict]]:
     """Pre-training (unless given), then every missing cell; returns the finished cells'
-    reports and the planned count. ``report_only``: train nothing."""
+    reports, the planned count and the records of the cells that failed this run
+    (:mod:`genworld.train.failures`). ``report_only``: train nothing."""
+    from genworld.train.failures import split_failures
     from genworld.utils.parallel import process_map
     from genworld.utils.progress import progress_bar
 
@@ -151,7 +163,7 @@ def run_study(
     if report_only:
         check_report_folder(out, cfg, ignore=ignore)  # writes nothing
         paths = [out / c.folder / "report.json" for c in todo]
-        return [json.loads(p.read_text()) for p in paths if p.exists()], len(todo)
+        return [json.loads(p.read_text()) for p in paths if p.exists()], len(todo), []
     with claim_folder(out, "genworld wpt-study", cfg):
         check_or_write_config(out, cfg, ignore=ignore)
         if not cfg.world_model:
@@ -160,7 +172,8 @@ def run_study(
             reports = process_map(
                 run_cell, [(cfg, out, c) for c in todo], cfg.workers, advance, cfg.threads
             )
-    return reports, len(todo)
+    finished, failed = split_failures(reports)
+    return finished, len(todo), failed
 
 
 def _pretrain(cfg: WPTStudyConfig, out: Path, show_progress: bool) -> None:
