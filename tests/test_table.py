@@ -344,6 +344,39 @@ def test_a_failing_cell_is_recorded_and_the_table_goes_on(policies, tmp_path, mo
     assert not failure.exists() and (failure.parent / "result.json").exists()
 
 
+def test_a_table_reuses_another_tables_cells_of_the_same_computation(
+    policies, tmp_path, monkeypatch
+):
+    """``--reuse`` copies a finished cell of another table made with the same scale, budget,
+    device, precision and data, with its own provenance, instead of training it; the report
+    counts it. A cell of another budget is trained, and a folder that is no table is refused."""
+    import genworld.train.table as table_module
+
+    kw = dict(envs=("hopper",), qualities=("medium",), algos=("bc",), settings=("single",), seeds=1)
+    first = tmp_path / "first"
+    api.table(api.table_config("tiny", **kw), first, show_progress=False)
+
+    def trained(cfg, cell, out, show_progress=False):
+        raise RuntimeError("trained, not reused")
+
+    monkeypatch.setattr(table_module, "_train_cell", trained)
+    second = tmp_path / "second"
+    cfg = api.table_config("tiny", reuse=(str(first),), **kw)
+    summary = api.table(cfg, second, show_progress=False).summary
+    cell = "cells/medium/single-hopper/bc/seed0"
+    original = json.loads((first / cell / "result.json").read_text())
+    copied = json.loads((second / cell / "result.json").read_text())
+    assert copied == {**original, "reused_from": str(first / cell)}
+    assert (second / cell / "policy" / "eval.jsonl").exists()
+    assert summary["reused"] == {str(first): 1}
+    assert "Reused cells (`--reuse`): 1 from" in (second / "table.md").read_text()
+    other = api.table_config("tiny", reuse=(str(first),), budget={"updates": 30}, **kw)
+    with pytest.raises(GenworldError, match="1 of 1 cells failed.*trained, not reused"):
+        api.table(other, tmp_path / "third", show_progress=False)
+    with pytest.raises(GenworldError, match="--reuse .*: not a genworld table folder"):
+        api.table_config("tiny", reuse=(str(tmp_path),), **kw)
+
+
 def test_a_report_over_both_halves_shows_each_setting_its_own_algorithms():
     """Table 1's single-env half runs fewer algorithms than its multi-env half: the joined
     report's single-env table, IQM and planned cells cover those, claim (a) still compares TGW

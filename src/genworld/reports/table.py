@@ -597,6 +597,29 @@ def cell_times(cfg, results: list[dict], planned: int | None) -> str:
     return f"{text}; about {left / 3600:.1f} h of cell time left (divide by the workers)."
 
 
+def reused_sources(results: list[dict]) -> dict[str, int]:
+    """How many cells were copied from each other table (``--reuse``), by its folder."""
+    from collections import Counter
+
+    tables = Counter(
+        str(Path(r["reused_from"]).parents[4]) for r in results if r.get("reused_from")
+    )
+    return dict(sorted(tables.items()))
+
+
+def reused_lines(results: list[dict]) -> list[str]:
+    """The report's line on the cells ``--reuse`` copied from other tables, if any."""
+    sources = reused_sources(results)
+    if not sources:
+        return []
+    where = ", ".join(f"{n} from `{folder}`" for folder, n in sources.items())
+    return [
+        f"Reused cells (`--reuse`): {where}; each was trained by that table with this table's "
+        "scale, budget, device, precision and data, and keeps its own provenance.",
+        "",
+    ]
+
+
 def datasets_used(cfg, results: list[dict]) -> tuple[dict[str, dict], list[str]]:
     """Each dataset the cells trained on, by id: its transitions, episodes and SHA-256 (from
     the cells' fingerprints; ``versions`` > 1 when cells saw different builds of one id), and a
@@ -671,8 +694,10 @@ def write_table(
         "",
         cells_code_line(results),
         "",
+        *reused_lines(results),
     ]
     summary: dict[str, Any] = {"config": asdict(cfg), "iqm": {}, "cells": len(results)}
+    summary["reused"] = reused_sources(results)
     summary["provenance"] = PROVENANCE
     summary["cells_code"] = cells_code(results)
     summary["report"] = provenance()

@@ -90,6 +90,11 @@ class TableConfig:
     """torch threads per cell."""
     budget: Budget = field(default_factory=lambda: BUDGETS["mini"])
     """What every cell may spend (the same for every algorithm: a fair comparison)."""
+    reuse: tuple[str, ...] = ()
+    """Other tables' folders whose finished cells this table takes instead of training them:
+    a cell at the same path (quality, setting, env, algorithm, seed) made with the same
+    scale, budget, device, matmul precision and data (its fingerprint), and for a multi-env
+    cell the same envs, is copied here with its own provenance. Not part of the resume check."""
 
     def validate(self) -> None:
         from genworld.algos.registry import resolve_variant
@@ -114,6 +119,12 @@ class TableConfig:
         for name, value in asdict(self.budget).items():
             if value <= 0:
                 raise GenworldError(f"budget {name} must be positive, got {value}")
+        for folder in self.reuse:
+            if not (Path(folder) / "config.json").is_file():
+                raise GenworldError(
+                    f"--reuse {folder}: not a genworld table folder (no config.json); give "
+                    "the --out of a finished or running table"
+                )
 
 
 EXTENDABLE = ("seeds", "algos", "qualities", "settings")
@@ -178,6 +189,8 @@ def run_cell(
             return None
         if result_path.exists():  # finished by the process that held it
             return json.loads(result_path.read_text())
+        if reused := reuse_cell(cfg, cell, out):
+            return reused
         # a failing cell is recorded; the table goes on without it, and a rerun retries it
         return guarded(
             folder, cell.folder, "the table", lambda: _train_cell(cfg, cell, out, show_progress)
@@ -302,6 +315,49 @@ def _ray_available() -> bool:
     return True
 
 
+def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
+    """The result of ``cell`` copied from the first of ``cfg.reuse``'s tables that finished the
+    same computation (:attr:`TableConfig.reuse`), its folder copied beside it; None when none
+    did."""
+    import shutil
+
+    import torch
+
+    from genworld.data.multi_env import MultiEnvDataset
+
+    data = None
+    for source in map(Path, cfg.reuse):
+        found = source / cell.folder / "result.json"
+        if not found.exists():
+            continue
+        saved = json.loads((source / "config.json").read_text())
+        result = json.loads(found.read_text())
+        same = (
+            saved.get("scale") == cfg.scale
+            and saved.get("budget") == asdict(cfg.budget)
+            and saved.get("device") == cfg.device
+            and (cell.setting == "single" or tuple(saved.get("envs", ())) == cfg.envs)
+            and result.get("matmul_precision") == torch.get_float32_matmul_precision()
+        )
+        if not same:
+            continue
+        if data is None:  # the data this table would train the cell on, from today's store
+            ids = [str(parse_dataset_id(f"{env}-{cell.quality}")) for env in cell.envs]
+            data = MultiEnvDataset.from_minari(ids).fingerprint()
+        if result.get("data") != data:
+            continue
+        folder = out / cell.folder
+        staging = folder.with_name(folder.name + ".reusing")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(found.parent, staging, ignore=shutil.ignore_patterns("*.claim"))
+        result["reused_from"] = str(found.parent)
+        atomic_write_json(staging / "result.json", result)
+        shutil.rmtree(folder, ignore_errors=True)  # a killed run's partial cell
+        staging.rename(folder)
+        return result
+    return None
+
+
 def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> list[dict]:
     """Run every cell of ``cfg`` not finished in ``out`` (resumable; several processes on one
     ``out`` split the work) and return every cell's result."""
@@ -320,7 +376,7 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress, exact=True)
     # how the cells are run (not what they compute) may change between a run and its resume,
     # and a rerun may ask for more (or fewer) cells: each cell's folder names what it computes
-    check_or_write_config(out, cfg, ignore=("workers", "executor"), extendable=EXTENDABLE)
+    check_or_write_config(out, cfg, ignore=("workers", "executor", "reuse"), extendable=EXTENDABLE)
     todo = cells(cfg)
     results: list[dict] = []
     cfg_json = json.dumps(asdict(cfg))
@@ -363,7 +419,7 @@ def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
     the same envs, budget and scale; the ``EXTENDABLE`` fields may differ from its last run's,
     as a report may cover the cells of several runs (each cell's folder names what it
     computes)."""
-    check_report_folder(out, cfg, ignore=("workers", "executor", *EXTENDABLE))
+    check_report_folder(out, cfg, ignore=("workers", "executor", "reuse", *EXTENDABLE))
     folders = [out / cell.folder for cell in cells(cfg)]
     results = [
         with_relabelling(json.loads((f / "result.json").read_text()), f)
