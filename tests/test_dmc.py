@@ -64,11 +64,12 @@ def test_a_hard_variant_is_the_task_made_sparse_and_action_penalised_as_wpts_cod
     np.testing.assert_array_equal(a, b)
     actions = np.random.default_rng(1).uniform(-1, 1, (40, 6)).astype(np.float32)
     for action in actions:
-        a, r_hard, *_ = hard.step(action)
-        b, r_plain, *_ = plain.step(action)
+        a, r_hard, _, _, info = hard.step(action)
+        b, r_plain, _, _, plain_info = plain.step(action)
         np.testing.assert_array_equal(a, b)
         sparse = 0.0 if r_plain < 0.6 else r_plain
         assert r_hard == pytest.approx(sparse - 0.1 * np.linalg.norm(action.astype(np.float64)))
+        assert info == {"sparse_hits": int(r_plain >= 0.6)} and plain_info == {}
     assert dmc.hard_reward(0.7, np.zeros(6), 0.6) == 0.7
     assert dmc.hard_reward(0.5, np.zeros(6), 0.6) == 0.0
 

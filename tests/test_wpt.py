@@ -176,6 +176,21 @@ def test_the_bc_prior_acts_only_inside_its_window():
     assert plain.bc is None and not np.any(np.isclose(plain.episodes[-1].actions, 0.123))
 
 
+def test_during_warm_up_the_bc_prior_acts_every_step_and_random_actions_only_without_one():
+    """ncrl's finetune.py: warm-up episodes are the BC prior's where there is one."""
+    warm = dataclasses.replace(TINY, warmup_steps=1_000)
+    agent = _agent(cfg=warm)
+    agent.train_bc(torch.Generator().manual_seed(0))
+    agent.bc_action = lambda obs: torch.full((1, TARGET.act_dim), 0.123)  # noqa: E731
+    info = agent.collect_episode(torch.Generator().manual_seed(3))
+    assert np.allclose(agent.episodes[-1].actions, 0.123)
+    assert info["train/guided_steps"] == TARGET.max_episode_steps
+    plain = _agent("p+er", cfg=warm)
+    plain.collect_episode(torch.Generator().manual_seed(3))
+    actions = plain.episodes[-1].actions
+    assert plain.bc is None and actions.std() > 0.3 and np.abs(actions).max() <= 1.0
+
+
 def test_rehearsal_batches_hold_the_configured_share_of_retrieved_rows():
     for ratio, expected in ((0.25, 2), (0.5, 4), (0.0, 0)):
         agent = _agent(cfg=dataclasses.replace(TINY, rehearsal_ratio=ratio))
@@ -227,10 +242,12 @@ def test_an_update_act_and_state_round_trip():
     obs = torch.randn(5, 3)
     assert agent.act(obs, torch.zeros(5, dtype=torch.int64)).shape == (5, TARGET.act_dim)
     agent.collect_episode(g)
+    agent.sparse_hits[-1] = 7  # as a hard task's episode would count them
     state = copy.deepcopy(agent.state_dict())  # (as a checkpoint: no tensor shared)
     other = _agent(seed=1)
     other.load_state_dict(state)
     assert other.env_steps == agent.env_steps == 40 and other.updates == 1
+    assert other.sparse_hits == agent.sparse_hits and agent.sparse_hits[-1] == 7
     for name, value in agent.model.state_dict().items():
         assert torch.equal(value, other.model.state_dict()[name]), name
     first = agent.episode_policy(0, 2)
@@ -468,6 +485,25 @@ def test_a_sparse_order_inside_the_noise_is_marked():
     reports = [_fake_report(task, v, s, [r]) for v, rs in finals.items() for s, r in enumerate(rs)]
     order = claims(cfg, summarize(cfg, reports, reps=200))["guidance_order_sparse"]
     assert order["holds"] is True and order["separated"] == {task: [False, True]}
+
+
+def test_a_sparse_task_no_run_was_ever_paid_on_is_not_measured():
+    """Returns of a hard task on which no run ever met its sparse reward rank only the action
+    penalty: the second claim says "not measured" there instead of judging the order."""
+    from genworld.reports.wpt_study import claims, summarize
+    from genworld.train.wpt_study import config_for_scale
+
+    task = "dmc-cheetah-run-hard"
+    cfg = config_for_scale("tiny", tasks=(task,), variants=("p", "p+er", "p+er+g"))
+    finals = {"p+er+g": -5.0, "p+er": -9.0, "p": -20.0}
+    reports = [{**_fake_report(task, v, s, [r]), "sparse_hits": 0}
+               for v, r in finals.items() for s in range(3)]  # fmt: skip
+    order = claims(cfg, summarize(cfg, reports, reps=20))["guidance_order_sparse"]
+    assert order["no_signal"] == [task] and order["tasks"] == {} and order["unfinished"] == []
+    assert order["holds"] is None
+    reports[0]["sparse_hits"] = 12  # one run was paid: the order is judged
+    order = claims(cfg, summarize(cfg, reports, reps=20))["guidance_order_sparse"]
+    assert order["no_signal"] == [] and order["holds"] is True
 
 
 def test_a_failing_wpt_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):

@@ -57,7 +57,8 @@ Deviations:
   (DreamerV3: symlog two-hot);
 - the guidance window's length is a uniform tenth of the episode, 1/10 … 10/10, and its start
   uniform where it fits (ncrl; the paper: "randomly select the starting time step and the
-  horizon"); outside the window during warm-up the actions are random;
+  horizon"); during warm-up the BC prior acts every step (ncrl), so only variants without one
+  (scratch, p, p+er) start from random actions;
 - everything runs at action repeat 1 (WPT App. E: 2), the repeat the pre-training datasets were
   recorded at, so fine-tuning, rehearsal and pre-training see the same dynamics;
 - no return normalisation (DreamerV3 divides by a percentile range; ncrl with dynamics gradients
@@ -513,6 +514,9 @@ class WPTAgent:
             self.bc_opt = torch.optim.Adam(self.bc.parameters(), lr=cfg.bc_lr)
         self.terminal = any(s.termination not in (None, never_terminates) for s in model.specs)
         self.episodes: list[Episode] = []
+        self.sparse_hits: list[int | None] = []
+        """Per online episode, its control steps a hard (sparse) task paid for (None
+        elsewhere): whether the sparse reward ever reached the learner."""
         self.online: MultiEnvDataset | None = None
         self.env_steps = self.updates = self.bc_updates = 0
         self._env = None
@@ -564,7 +568,9 @@ class WPTAgent:
         states, entropies = [start], []
         with frozen(model, self.slow_critic):
             for _ in range(horizon):
-                action, log_prob = self.actor.sample(model.latent(states[-1]))
+                # the actor reads a detached state (ncrl's imagine; DreamerV1-3): its gradient
+                # reaches earlier steps only through the dynamics, by the actions
+                action, log_prob = self.actor.sample(model.latent(states[-1]).detach())
                 states.append(model.imagine_step(states[-1], action))
                 entropies.append(-log_prob)
             deter = torch.stack([s.deter for s in states])  # (H+1, N, D)
@@ -686,7 +692,7 @@ class WPTAgent:
         env = self.env()
         obs, _ = env.reset(seed=EPISODE_SEED + self.seed * 100_003 + len(self.episodes))
         observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        success, guided, state, previous = False, 0, None, None
+        success, guided, state, previous, hits = False, 0, None, None, None
         zero = torch.zeros(1, dtype=torch.int64, device=self.device)
         for t in range(spec.max_episode_steps):
             padded = self._padded(obs)
@@ -694,7 +700,9 @@ class WPTAgent:
                 state = model.initial_state(padded, zero)
             else:
                 state = model.posterior_step(state, previous, padded)
-            if start <= t < start + length:
+            # ncrl's finetune.py: during warm-up the BC prior, where there is one, acts the
+            # whole episode, random actions only without one
+            if start <= t < start + length or (warm and self.bc is not None):
                 action, guided = self.bc_action(padded), guided + 1
             elif warm:
                 action = torch.rand(1, spec.act_dim, generator=generator).to(self.device) * 2 - 1
@@ -702,6 +710,8 @@ class WPTAgent:
                 action = self.actor.sample(model.latent(state))[0]
             previous = action
             obs, reward, terminated, truncated, info = env.step(action[0].cpu().numpy())
+            if "sparse_hits" in info:
+                hits = (hits or 0) + int(info["sparse_hits"])
             success |= bool(info.get("success", False))
             last = t == spec.max_episode_steps - 1
             observations.append(obs)
@@ -721,7 +731,7 @@ class WPTAgent:
             act_dim=spec.act_dim,
             where=f"online {spec.name}",
         )
-        self.add_episode(episode)
+        self.add_episode(episode, hits)
         out = {
             "train/episode_return": float(episode.rewards.sum()),
             "train/episode_steps": float(len(episode)),
@@ -731,10 +741,13 @@ class WPTAgent:
         }
         if "success" in info:
             out["train/success"] = float(success)
+        if hits is not None:
+            out["train/sparse_hits"] = float(hits)
         return out
 
-    def add_episode(self, episode: Episode) -> None:
+    def add_episode(self, episode: Episode, sparse_hits: int | None = None) -> None:
         self.episodes.append(episode)
+        self.sparse_hits.append(sparse_hits)
         self.env_steps += len(episode)
         if self.online is None:
             self.online = MultiEnvDataset([(self.spec, [episode])])
@@ -762,9 +775,11 @@ class WPTAgent:
         fields = ("observations", "actions", "rewards", "terminations", "truncations")
         episodes = [{k: torch.from_numpy(getattr(ep, k)) for k in fields} for ep in self.episodes]
         counters = {"updates": self.updates, "bc_updates": self.bc_updates}
+        hits = [-1 if h is None else h for h in self.sparse_hits]  # -1: not a sparse task
         return {
             **{name: m.state_dict() for name, m in self.modules().items()},
             "episodes": episodes,
+            "sparse_hits": torch.tensor(hits, dtype=torch.int64),
             **counters,
         }
 
@@ -772,9 +787,11 @@ class WPTAgent:
         for name, m in self.modules().items():
             m.load_state_dict(state[name])
         self.updates, self.bc_updates = int(state["updates"]), int(state["bc_updates"])
-        self.episodes, self.online, self.env_steps = [], None, 0
-        for ep in state["episodes"]:
-            self.add_episode(Episode.from_arrays(**{k: v.numpy() for k, v in ep.items()}))
+        self.episodes, self.sparse_hits, self.online, self.env_steps = [], [], None, 0
+        hits = state["sparse_hits"].tolist()
+        for ep, hit in zip(state["episodes"], hits, strict=True):
+            episode = Episode.from_arrays(**{k: v.numpy() for k, v in ep.items()})
+            self.add_episode(episode, None if hit < 0 else hit)
 
 
 class EpisodePolicy:

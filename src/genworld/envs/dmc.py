@@ -267,20 +267,24 @@ class DMCEnv(gym.Env):
         return self.observation(self.env.reset()), {}
 
     def step(self, action):
-        reward, native = 0.0, self.env_action(action)
+        """One agent step (``action_repeat`` control steps). A hard variant's ``info`` has
+        ``sparse_hits``: its control steps whose task reward reached the threshold (paid)."""
+        reward, native, hits = 0.0, self.env_action(action), 0
+        threshold = hard_threshold(self.domain)
         for _ in range(self.action_repeat):
             time_step = self.env.step(native)
             step_reward = float(time_step.reward or 0.0)
-            reward += (
-                hard_reward(step_reward, native, hard_threshold(self.domain))
-                if self.hard
-                else step_reward
-            )
+            if self.hard:
+                reward += hard_reward(step_reward, native, threshold)
+                hits += step_reward >= threshold
+            else:
+                reward += step_reward
             if time_step.last():
                 break
         terminated = time_step.last() and time_step.discount == 0.0
         truncated = time_step.last() and not terminated
-        return self.observation(time_step), reward, terminated, truncated, {}
+        info = {"sparse_hits": hits} if self.hard else {}
+        return self.observation(time_step), reward, terminated, truncated, info
 
 
 def register() -> None:

@@ -77,9 +77,17 @@ def summarize(cfg, reports: list[dict], reps: int) -> dict[str, dict[str, dict]]
                 "success_rate": float(np.mean(rates)) if rates else None,
                 "same_embodiment_share": _retrieval_share(runs),
                 "retrieval_contested": _contested(runs),
+                "sparse_hits": _sparse_hits(runs),
                 "curve": curve,
             }
     return out
+
+
+def _sparse_hits(runs: list[dict]) -> int | None:
+    """The paid control steps of a hard task over the runs' online episodes (None: not a hard
+    task, or runs made before genworld counted them)."""
+    hits = [r.get("sparse_hits") for r in runs]
+    return None if any(h is None for h in hits) else int(sum(hits))
 
 
 def _retrieval_share(runs: list[dict]) -> float | None:
@@ -134,12 +142,18 @@ def claims(cfg, summary: dict) -> dict[str, dict[str, Any]]:
     }  # fmt: skip
     order: dict[str, Any] = {"claim": "on a sparse (hard) task, P+ER+G ≥ P+ER ≥ P", "tasks": {}}
     hard = [t for t in cfg.tasks if t.endswith("-hard")]
+    order["no_signal"] = []  # no run of any compared variant was ever paid: an empty ranking
     for task in hard:
         if complete(cfg, summary.get(task, {}), ("p", "p+er", "p+er+g")):
+            if all(summary[task][v]["sparse_hits"] == 0 for v in ("p", "p+er", "p+er+g")):
+                order["no_signal"].append(task)
+                continue
             order["tasks"][task] = [
                 summary[task][v]["final_return"] for v in ("p+er+g", "p+er", "p")
             ]
-    order["unfinished"] = [t for t in hard if t not in order["tasks"]]
+    order["unfinished"] = [
+        t for t in hard if t not in order["tasks"] and t not in order["no_signal"]
+    ]
     order["separated"] = {  # (P+ER+G vs P+ER, P+ER vs P): the paired gap's CI excludes 0
         task: [
             not low <= 0.0 <= high
@@ -265,6 +279,11 @@ def _markdown(cfg, report: dict, reports: list[dict], plot: str | None) -> str:
             + ("" if all(separated.get(t, [True])) else "; inside the noise: a paired gap's CI "
                "holds 0") + ")"
             for t, (a, b, p) in c["guidance_order_sparse"]["tasks"].items()
+        )
+        + "".join(
+            f" ({t}: no run of P, P+ER or P+ER+G was ever paid its sparse reward, so its "
+            "returns rank only the action penalty)"
+            for t in c["guidance_order_sparse"].get("no_signal", [])
         ),
         f"- {c['retrieval']['claim']}: {_verdict(c['retrieval']['holds'])}"
         + (" (per task: " + ", ".join(f"{t} {v:.0%}" for t, v in c["retrieval"]["tasks"].items())
@@ -282,9 +301,15 @@ def _markdown(cfg, report: dict, reports: list[dict], plot: str | None) -> str:
         "per-body layers keep the bodies apart. There is one retrieval per task (its queries "
         "start from fixed reset seeds, the same for every seed): one trajectory of another "
         "body among those kept lowers the share by 1/kept.",
-        "- Scratch is DreamerV3's architecture and actor-critic as WPT's code runs it: its "
-        "reward head trains on detached latents, and it uses the pre-trained model's "
+        "- Scratch is DreamerV3's architecture and actor-critic; its reward head's gradient "
+        "reaches the latents, as in DreamerV3 (the pre-trained variants' reward head trains on "
+        "detached latents, as WPT's code does), and it uses the pre-trained model's "
         "observation statistics.",
+        "- Every seed fine-tunes the same pre-trained model and the same retrieval: the CIs "
+        "cover fine-tuning's variation, not pre-training's.",
+        "- The pre-training presets use Gaussian latents, so unimix 0.01 (a categorical "
+        "latent's) does not apply; `genworld pretrain world-model --rssm.latent categorical` "
+        "pre-trains categorical latents with it.",
         "",
         cells_code_line([{"provenance": r["provenance"]} for r in reports], noun="run"),
         "",

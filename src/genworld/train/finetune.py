@@ -300,6 +300,11 @@ def finetune(cfg: FinetuneConfig, out: Path, *, show_progress: bool = True) -> d
         "protocol": protocol,
         "retrieval": retrieved,
         "curve": read_eval(out),
+        # a hard (sparse) task's control steps that paid, over every online episode: 0 means
+        # the learner never saw its sparse reward (None: not a sparse task)
+        "sparse_hits": sum(hits)
+        if (hits := [h for h in agent.sparse_hits if h is not None])
+        else None,
         "caveats": caveats(cfg, retrieved),
         "wall_seconds": time.perf_counter() - started,
         "provenance": provenance(),
