@@ -360,6 +360,10 @@ def test_planner_candidates_spread_as_the_generators_residuals():
     assert float(metrics["relabel/prompt_effect"]) > 0
     same = dataclasses.replace(data, prompts=data.prompts[:1].expand_as(data.prompts))
     assert float(agent.prompt_effect(same, policy_of(agent, same))) == 0.0
+    # a zero prompt moves them too; prompts that are all one have no spread
+    assert float(metrics["relabel/zero_prompt_effect"]) > 0
+    assert 0 < float(metrics["relabel/prompt_spread"]) <= 1
+    assert float(cmt.prompt_spread(same.prompts, same.env_idx)) == pytest.approx(0.0, abs=1e-6)
     logged = agent.update(generator)  # a tuning update reports the relabelling too
     assert all(torch.equal(logged[k], v) for k, v in metrics.items())
 
@@ -700,3 +704,10 @@ def test_a_run_too_short_to_tune_is_refused_in_one_line():
         build_agent("cmt", ctx)
     untuned = dataclasses.replace(ctx, overrides=resolve_variant("cmt-no-pt")[1])
     assert build_agent("cmt", untuned) is not None  # cmt-no-pt: nothing to tune
+
+
+def test_prompt_spread_is_the_within_env_share_of_the_prompts_squared_norm():
+    prompts = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0]])
+    # env 0: mean (2, 0), deviations 1 + 1; env 1: one row, none; total 1 + 9 + 25
+    spread = cmt.prompt_spread(prompts, torch.tensor([0, 0, 1]))
+    assert float(spread) == pytest.approx(2.0 / 35.0)

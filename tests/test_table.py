@@ -565,5 +565,5 @@ def test_cmt_cells_bring_their_last_relabelling_metrics_to_the_report(tmp_path):
         0.3
     )
     text = "\n".join(prompt_tuning_lines([row]))
-    assert "| single | medium | hopper | cmt | 2 | 0.0200 | 0.3000 | +0.0 |" in text
+    assert "| single | medium | hopper | cmt | 2 | 0.0200 | — | — | 0.3000 | +0.0 |" in text
     assert prompt_tuning_lines([]) == []

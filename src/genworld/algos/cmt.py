@@ -173,6 +173,21 @@ def prompt_tuning_loss(
     }
 
 
+def prompt_spread(prompts: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
+    """The share of the prompts' mean squared norm that varies between rows of the same env:
+    ``Σ_k Σ_{i∈k} ‖z_i − z̄_k‖² / Σ_i ‖z_i‖²`` for ``prompts (N, P)`` (0: one prompt for every
+    state, 1: prompts centred on zero)."""
+    k = int(env_idx.max()) + 1
+    counts = torch.zeros(k, device=prompts.device).index_add_(
+        0, env_idx, torch.ones_like(env_idx, dtype=prompts.dtype)
+    )
+    means = (
+        torch.zeros(k, prompts.shape[-1], device=prompts.device).index_add_(0, env_idx, prompts)
+        / counts.clamp_min(1.0)[:, None]
+    )
+    return (prompts - means[env_idx]).pow(2).sum() / prompts.pow(2).sum().clamp_min(1e-12)
+
+
 def task_info_nce(agent: CMT, task_prompt, task_positive, tasks) -> torch.Tensor:
     """§4.2's task-level InfoNCE: the task prompt of each row against that of another
     (context, history) pair of its task; other rows of the same task are not its negatives."""
@@ -374,6 +389,8 @@ class CMT:
             "policy_change": (actions - policy).abs().sum() / dims,
             "noise_std": noise[data_set.env_idx].sum() / dims,
             "prompt_effect": self.prompt_effect(data_set, policy) / dims,
+            "zero_prompt_effect": self.zero_prompt_effect(data_set, policy) / dims,
+            "prompt_spread": prompt_spread(data_set.prompts, data_set.env_idx),
         }
         self.relabeled = {
             "env_idx": env_idx,
@@ -399,11 +416,23 @@ class CMT:
         other = self.net.generate(data_set.prompts[perm], data_set.window, data_set.env_idx)
         return (other.actions[:, -1] - policy).abs().sum()
 
+    @torch.no_grad()
+    def zero_prompt_effect(self, data_set: TuningSet, policy: torch.Tensor) -> torch.Tensor:
+        """How much the pretrained policy reads its prompt at all: the summed change of its
+        actions when every prompt is zero. Large beside a small :meth:`prompt_effect`, the
+        generator reads the prompt but the encoder's prompts hardly differ."""
+        zero = self.net.generate(
+            torch.zeros_like(data_set.prompts), data_set.window, data_set.env_idx
+        )
+        return (zero.actions[:, -1] - policy).abs().sum()
+
     def relabel_metrics(self) -> dict[str, torch.Tensor]:
         """How far the planner moved the relabelled actions (mean per true action dim): from the
         data's (``action_change``) and from the pretrained policy's (``policy_change``), the
-        candidates' noise std, and how far another row's prompt moves the pretrained policy's
-        actions (``prompt_effect``); logged with every tuning update."""
+        candidates' noise std, how far another row's prompt and a zero prompt move the
+        pretrained policy's actions (``prompt_effect``, ``zero_prompt_effect``), and the share
+        of the prompts' squared norm that differs between rows (``prompt_spread``); logged with
+        every tuning update."""
         r = self.relabeled or {}
         return {f"relabel/{k[6:]}": v for k, v in r.items() if k.startswith("stats_")}
 

@@ -258,9 +258,10 @@ def seed_ordered(entries) -> dict[tuple, list[float]]:
 
 
 def relabel_means(logs: list[dict]) -> dict[str, float]:
-    """The mean over CMT runs' logged relabelling metrics of ``prompt_effect`` and
-    ``policy_change``, each where every log has it."""
-    keys = ("prompt_effect", "policy_change")
+    """The mean over CMT runs' logged relabelling metrics of ``prompt_effect``,
+    ``zero_prompt_effect``, ``prompt_spread`` and ``policy_change``, each where every log has
+    it."""
+    keys = ("prompt_effect", "zero_prompt_effect", "prompt_spread", "policy_change")
     return {k: float(np.mean([g[k] for g in logs])) for k in keys if all(k in g for g in logs)}
 
 
@@ -331,7 +332,10 @@ PROMPT_TUNING_TEXT = (
     "relabelled state gets another state's prompt; planner change: how far the planner's "
     "relabelled actions are from that policy's. Tuning changes only the prompt, so a prompt "
     "effect far below the planner change leaves the tuned policy where pretraining left it. "
-    "Means over the seeds that logged them."
+    "Zero-prompt effect: how far they move when every prompt is zero (does the generator read "
+    "its prompt at all?); prompt spread: the share of the prompts' squared norm that differs "
+    "between states (do the encoder's prompts differ?). Means over the seeds that logged them; "
+    "— where a cell's code did not log one."
 )
 
 
@@ -372,12 +376,13 @@ def prompt_tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
         "",
         PROMPT_TUNING_TEXT,
         "",
-        "| setting | quality | env | algo | seeds | prompt effect | planner change | "
-        "tuned − untuned |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | quality | env | algo | seeds | prompt effect | zero-prompt effect | "
+        "prompt spread | planner change | tuned − untuned |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    keys = ("prompt_effect", "zero_prompt_effect", "prompt_spread", "policy_change")
     for r in rows:
-        cells = [f"{r[k]:.4f}" if k in r else "—" for k in ("prompt_effect", "policy_change")]
+        cells = [f"{r[k]:.4f}" if k in r else "—" for k in keys]
         delta = r["tuned_minus_untuned"]
         cells.append("—" if delta is None else f"{delta:+.1f}")
         lines.append(
