@@ -433,6 +433,25 @@ def test_a_bar_inside_a_bar_is_a_line_of_it_not_a_second_live_display():
     assert not progress._LIVE
 
 
+def test_bars_in_a_log_are_timestamped_lines_with_counts_and_time_left(capsys):
+    """Output that is not a terminal (a background job's log) gets lines, not a live display:
+    each bar when it opens and when it completes, with its count and times."""
+    from genworld.utils import progress
+
+    with progress.progress_bar("table cells", 2) as outer:
+        with progress.progress_bar("cell", 5) as inner:
+            inner(5)
+        outer(2)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("] ", 1)[1].split(",")[0] for line in lines] == [
+        "table cells 0/2 (0%)",
+        "  cell 0/5 (0%)",
+        "  cell 5/5 (100%)",
+        "table cells 2/2 (100%)",
+    ]
+    assert all(line.startswith("[") and "elapsed" in line for line in lines)
+
+
 def _worker_bar_file(steps: int) -> list:
     """A job for a pool worker: opens a bar (disabled, as a quiet cell's) and returns what the
     parent could read of it meanwhile."""

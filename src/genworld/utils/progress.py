@@ -1,4 +1,5 @@
-"""Progress bars (rich) that can be switched off for tests and non-interactive logs. A worker
+"""Progress bars (rich) that can be switched off for tests; where the output is not a terminal
+(a background job's log), timestamped lines with counts and time left instead. A worker
 process's bars (a table cell's updates in a process pool) are shown as lines under its parent's
 bar: the worker writes them to a folder the parent reads (:func:`worker_bars`)."""
 
@@ -6,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 _LIVE: list = []
@@ -49,6 +52,10 @@ def progress_bar(
         finally:
             outer.remove_task(task)
         return
+    if not _interactive():  # a log file or a pipe: plain lines, not a live display
+        with _root(_LineBars(), description, total) as advance:
+            yield advance
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -81,6 +88,92 @@ def _root(bars, description: str, total: int) -> Iterator[Callable[[int], None]]
         yield lambda n: bars.advance(task, n)
     finally:
         _LIVE.pop()
+
+
+def _interactive() -> bool:
+    """Whether a live display can show (a terminal or a notebook); else bars are lines."""
+    from rich.console import Console
+
+    console = Console()
+    return console.is_terminal or console.is_jupyter
+
+
+@dataclass
+class _LineTask:
+    id: int
+    description: str
+    completed: int
+    total: int
+    started: float
+    printed: float = -math.inf
+
+
+class _LineBars:
+    """Bars as timestamped lines on stderr, for a job whose output goes to a log: a bar's line
+    when it opens, at most every ``ROOT_EVERY`` seconds (the outermost bar) or ``NESTED_EVERY``
+    (the bars inside it) as it advances, and when it completes; each with its count, elapsed
+    time and remaining time at the rate so far. The part of rich's Progress interface the
+    bars use, with ``tasks``."""
+
+    ROOT_EVERY = 30.0
+    NESTED_EVERY = 300.0
+
+    def __init__(self):
+        self._tasks: dict[int, _LineTask] = {}
+        self._next = 0
+
+    @property
+    def tasks(self) -> list[_LineTask]:
+        return list(self._tasks.values())
+
+    def add_task(self, description: str, total: int) -> int:
+        task = _LineTask(self._next, description, 0, total, time.monotonic())
+        self._tasks[task.id], self._next = task, self._next + 1
+        self._show(task, force=bool(description))
+        return task.id
+
+    def advance(self, task: int, n: int) -> None:
+        self._tasks[task].completed += n
+        self._show(self._tasks[task])
+
+    def update(self, task: int, *, description=None, completed=None, total=None) -> None:
+        line = self._tasks[task]
+        fresh = description is not None and description != line.description
+        if description is not None:
+            line.description = description
+        if completed is not None:
+            line.completed = completed
+        if total is not None:
+            line.total = total
+        self._show(line, force=fresh)
+
+    def remove_task(self, task: int) -> None:
+        self._tasks.pop(task, None)
+
+    def _show(self, task: _LineTask, force: bool = False) -> None:
+        import sys
+
+        now = time.monotonic()
+        every = self.ROOT_EVERY if task.id == min(self._tasks) else self.NESTED_EVERY
+        done = task.completed >= task.total
+        if not task.description or not (force or done or now - task.printed >= every):
+            return
+        task.printed = now
+        elapsed = now - task.started
+        left = elapsed / task.completed * (task.total - task.completed) if task.completed else None
+        share = f" ({task.completed / task.total:.0%})" if task.total else ""
+        remaining = "" if left is None or done else f", {_clock(left)} left"
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {task.description} {task.completed}/{task.total}"
+            f"{share}, {_clock(elapsed)} elapsed{remaining}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _worker_channel() -> Path | None:
