@@ -514,7 +514,7 @@ def test_the_unseen_report_checks_each_cmt_models_prompt_tuning(tmp_path):
     rows = meta_prompt_tuning(tmp_path, seeds=2)
     assert [(r["model"], r["seeds"]) for r in rows] == [("cmt", 2), ("cmt-beta=0", 1)]
     assert rows[0]["prompt_effect"] == pytest.approx(0.02) and rows[0]["policy_change"] == 0.5
-    assert "| cmt | 2 | 0.0200 | 0.5000 |" in "\n".join(meta_prompt_tuning_lines(rows))
+    assert "| cmt | 2 | 0.0200 | — | — | 0.5000 |" in "\n".join(meta_prompt_tuning_lines(rows))
 
 
 def test_a_meta_claim_gives_the_ci_of_its_seed_paired_differences():

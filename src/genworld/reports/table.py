@@ -257,12 +257,21 @@ def seed_ordered(entries) -> dict[tuple, list[float]]:
     return {key: [row[s] for s in sorted(row)] for key, row in by_seed.items()}
 
 
+RELABEL_KEYS = ("prompt_effect", "zero_prompt_effect", "prompt_spread", "policy_change")
+"""CMT's relabelling metrics a report shows, in its columns' order (:data:`RELABEL_HEADER`)."""
+RELABEL_HEADER = "prompt effect | zero-prompt effect | prompt spread | planner change"
+
+
 def relabel_means(logs: list[dict]) -> dict[str, float]:
-    """The mean over CMT runs' logged relabelling metrics of ``prompt_effect``,
-    ``zero_prompt_effect``, ``prompt_spread`` and ``policy_change``, each where every log has
-    it."""
-    keys = ("prompt_effect", "zero_prompt_effect", "prompt_spread", "policy_change")
+    """The mean over CMT runs' logged relabelling metrics (:data:`RELABEL_KEYS`), each where
+    every log has it."""
+    keys = RELABEL_KEYS
     return {k: float(np.mean([g[k] for g in logs])) for k in keys if all(k in g for g in logs)}
+
+
+def relabel_cells(row: dict) -> str:
+    """A report row's :data:`RELABEL_KEYS` columns (— where its runs did not log one)."""
+    return " | ".join(f"{row[k]:.4f}" if k in row else "—" for k in RELABEL_KEYS)
 
 
 def difference_ci_text(ci: list[float], inside_noise: bool) -> str:
@@ -376,19 +385,14 @@ def prompt_tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
         "",
         PROMPT_TUNING_TEXT,
         "",
-        "| setting | quality | env | algo | seeds | prompt effect | zero-prompt effect | "
-        "prompt spread | planner change | tuned − untuned |",
+        f"| setting | quality | env | algo | seeds | {RELABEL_HEADER} | tuned − untuned |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = ("prompt_effect", "zero_prompt_effect", "prompt_spread", "policy_change")
     for r in rows:
-        cells = [f"{r[k]:.4f}" if k in r else "—" for k in keys]
         delta = r["tuned_minus_untuned"]
-        cells.append("—" if delta is None else f"{delta:+.1f}")
         lines.append(
             f"| {r['setting']} | {r['quality']} | {r['env']} | {r['algo']} | {r['seeds']} | "
-            + " | ".join(cells)
-            + " |"
+            f"{relabel_cells(r)} | {'—' if delta is None else f'{delta:+.1f}'} |"
         )
     return [*lines, ""]
 

@@ -13,10 +13,12 @@ from genworld.envs.tasks import get_family, unseen_distances
 from genworld.eval.scores import precision_note
 from genworld.reports.table import (
     PROMPT_TUNING_TEXT,
+    RELABEL_HEADER,
     bootstrap_reps,
     claim_lines,
     iqm_with_ci,
     paired_difference_ci,
+    relabel_cells,
     relabel_means,
     seed_ordered,
     seeds_text,
@@ -122,8 +124,8 @@ def _task_mean(scores: dict[tuple[str, str], list[float]], method: str, tasks) -
 
 def meta_prompt_tuning(out: Path, seeds: int) -> list[dict[str, Any]]:
     """Per CMT model of the study (``<model>/seed<S>/eval.jsonl``, trained once per seed on the
-    training tasks) that logged its relabelling: the means over seeds of ``prompt_effect`` and
-    ``policy_change`` (see :func:`genworld.reports.table.prompt_tuning`)."""
+    training tasks) that logged its relabelling: the means over seeds of its relabelling
+    metrics (see :func:`genworld.reports.table.prompt_tuning`)."""
     rows = []
     for folder in sorted(d for d in out.glob("cmt*") if d.is_dir()):
         logs = [last_logged([folder / f"seed{s}" / "eval.jsonl"], "relabel/") for s in range(seeds)]
@@ -136,11 +138,8 @@ def meta_prompt_tuning(out: Path, seeds: int) -> list[dict[str, Any]]:
 def meta_prompt_tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
     """unseen.md's check of CMT's improvement stage (one row per CMT model)."""
     lines = ["## CMT's prompt tuning: does the generator read its prompt?", "", PROMPT_TUNING_TEXT]
-    lines += ["", "| model | seeds | prompt effect | planner change |", "|---|---|---|---|"]
-    lines += [
-        f"| {r['model']} | {r['seeds']} | {r['prompt_effect']:.4f} | {r['policy_change']:.4f} |"
-        for r in rows
-    ]
+    lines += ["", f"| model | seeds | {RELABEL_HEADER} |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['seeds']} | {relabel_cells(r)} |" for r in rows]
     return [*lines, ""]
 
 
