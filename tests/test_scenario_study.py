@@ -372,6 +372,7 @@ def test_tiny_multi_study_end_to_end(tmp_path):
     assert sorted(again) == ["id", "ood", "train"] and {k: again[k] for k in held_out} == held_out
 
 
+@pytest.mark.integration  # a tiny study's datasets and cells: out of the fast suite, CI runs it
 def test_a_failing_cell_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     """A cell that raises does not stop the others: the report holds those, the command ends
     in one line naming the failure, and a rerun retries just that cell."""
