@@ -12,8 +12,8 @@ One training iteration is one episode (Alg. 1, ncrl's "epoch"):
 
 1. **Collect** an episode in the real env. The agent tracks its latent state ``s_t = [h_t, z_t]``
    with the posterior (:meth:`~genworld.world_models.rssm.RSSMWorldModel.posterior_step`) and
-   samples ``a_t ~ π(a | s_t)``; before ``warmup_steps`` it acts uniformly at random (DreamerV3's
-   prefill). **Execution guidance** (§3.4, ``g``): at the episode's start, with probability
+   samples ``a_t ~ π(a | s_t)``; before ``warmup_steps`` the BC prior acts where the variant
+   has one (ncrl), else actions are uniformly random (DreamerV3's prefill). **Execution guidance** (§3.4, ``g``): at the episode's start, with probability
    :func:`guidance_probability` (linear from 1 to 0 over ``guidance_steps``), a random window
    (:func:`guidance_window`) is handed to the BC prior ``π_BC(a | o)``, trained before fine-tuning
    on the retrieved trajectories (:func:`bc_loss`).
@@ -104,8 +104,8 @@ class WPTConfig:
     """Environment steps of fine-tuning (ncrl: 500k frames at action repeat 2); rounded up to
     whole episodes."""
     warmup_steps: int = 15_000
-    """Environment steps collected before the first update (WPT App. E: warm-up 15,000); outside
-    a guidance window they take uniform random actions."""
+    """Environment steps collected before the first update (WPT App. E: warm-up 15,000), acted
+    by the BC prior where the variant has one (ncrl), else by uniform random actions."""
     guidance_steps: int = 50_000
     """Execution guidance: the probability that the BC prior acts in an episode falls linearly
     from 1 to 0 over these environment steps (WPT App. E: linear(1, 0, 50000) on DMC)."""
