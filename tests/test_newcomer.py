@@ -450,6 +450,11 @@ def test_bars_in_a_log_are_timestamped_lines_with_counts_and_time_left(capsys):
         "table cells 2/2 (100%)",
     ]
     assert all(line.startswith("[") and "elapsed" in line for line in lines)
+    bars = progress._LineBars()  # a worker's bar, mirrored by polls until it closes
+    task = bars.add_task("", total=3)
+    for _ in range(3):
+        bars.update(task, description="  cell", completed=3, total=3)
+    assert capsys.readouterr().err.count("cell 3/3 (100%)") == 1
 
 
 def _worker_bar_file(steps: int) -> list:

@@ -106,6 +106,8 @@ class _LineTask:
     total: int
     started: float
     printed: float = -math.inf
+    ended: bool = False
+    """Its completing line is printed (a mirrored worker bar is updated until it closes)."""
 
 
 class _LineBars:
@@ -156,9 +158,11 @@ class _LineBars:
         now = time.monotonic()
         every = self.ROOT_EVERY if task.id == min(self._tasks) else self.NESTED_EVERY
         done = task.completed >= task.total
-        if not task.description or not (force or done or now - task.printed >= every):
+        if not task.description or task.ended:
             return
-        task.printed = now
+        if not (force or done or now - task.printed >= every):
+            return
+        task.printed, task.ended = now, done
         elapsed = now - task.started
         left = elapsed / task.completed * (task.total - task.completed) if task.completed else None
         share = f" ({task.completed / task.total:.0%})" if task.total else ""
