@@ -78,6 +78,9 @@ def test_each_records_report_agrees_with_its_cells():
             report = json.loads((folder / "unseen.json").read_text())
             for method, groups in report["averages"].items():
                 for group, tasks in (("seen", report["train"]), ("unseen", report["test"])):
+                    if not tasks:  # a family every task of trains (Ant-Fwd-Back) has no unseen
+                        assert group not in groups, (folder, method)
+                        continue
                     means = [
                         _mean(
                             [c["last_k"] for c in cells if (c["method"], c["task"]) == (method, t)]

@@ -386,22 +386,31 @@ def _unseen(folder: Path, compare: dict | None = None) -> tuple[str, str, str, s
         if compare
         else []
     )
+
+    def averages(cells: list[dict], method: str) -> str:
+        """``unseen (seen)``, or the seen tasks' alone in a family every task of trains."""
+        seen = _task_average(cells, method, train)
+        return f"{_task_average(cells, method, test)} ({seen})" if test else seen
+
     scores = []
     for method in methods:
-        unseen, seen = (_task_average(results, method, tasks) for tasks in (test, train))
-        scores.append(f"{NAMES.get(method, method)} {unseen} ({seen})")
+        scores.append(f"{NAMES.get(method, method)} {averages(results, method)}")
         if compare:
-            unseen, seen = (_task_average(other, method, tasks) for tasks in (test, train))
-            scores[-1] += f"; {compare['label']}: {unseen} ({seen})"
+            scores[-1] += f"; {compare['label']}: {averages(other, method)}"
     planned = len(cfg["methods"]) * len(train + test) * cfg["seeds"]
+    learner = (  # the SAC settings of the TGW cells, where the study has any
+        f" (SAC temperature {cfg['policy_init_alpha']:g}, RL-term weight α "
+        f"{cfg['policy_bc_alpha']:g})"
+        if any(m.startswith("tgw") for m in methods)
+        else ""
+    )
     protocol = (
         f"`{cfg['scale']}`, {cfg['split']} split: {len(train)} training, {len(test)} unseen "
         f"tasks; {cfg['seeds']} seed{'s' if cfg['seeds'] > 1 else ''}; "
-        f"{cfg['policy_updates']:,} policy updates (SAC temperature {cfg['policy_init_alpha']:g}, "
-        f"RL-term weight α {cfg['policy_bc_alpha']:g}); last {cfg['last_k']} of "
+        f"{cfg['policy_updates']:,} policy updates{learner}; last {cfg['last_k']} of "
         f"{cfg['eval_episodes']}-episode evaluations; {_cells_text(len(results), planned)}"
     )
-    result = "unseen (seen) tasks: " + " · ".join(scores)
+    result = ("unseen (seen) tasks: " if test else "tasks (all train): ") + " · ".join(scores)
     return "unseen", f"Unseen tasks: {cfg['family']}", result, protocol, _code(results)
 
 
