@@ -344,8 +344,9 @@ def wpt_study(
     from genworld.train.wpt_study import run_study
 
     out = Path(out)
-    done = run_study(cfg, out, show_progress=show_progress, report_only=report_only)
-    reports, planned, failed = done
+    reports, planned, failed = run_study(
+        cfg, out, show_progress=show_progress, report_only=report_only
+    )
     summary = write_wpt_study_report(cfg, reports, planned, out, failed=failed)
     plot = out / "wpt_study.png"
     raise_failures(failed, planned)  # the report above holds the finished runs

@@ -178,11 +178,11 @@ def prompt_spread(prompts: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
     ``Σ_k Σ_{i∈k} ‖z_i − z̄_k‖² / Σ_i ‖z_i‖²`` for ``prompts (N, P)`` (0: one prompt for every
     state, 1: prompts centred on zero)."""
     k = int(env_idx.max()) + 1
-    counts = torch.zeros(k, device=prompts.device).index_add_(
+    counts = torch.zeros(k, dtype=prompts.dtype, device=prompts.device).index_add_(
         0, env_idx, torch.ones_like(env_idx, dtype=prompts.dtype)
     )
     means = (
-        torch.zeros(k, prompts.shape[-1], device=prompts.device).index_add_(0, env_idx, prompts)
+        prompts.new_zeros(k, prompts.shape[-1]).index_add_(0, env_idx, prompts)
         / counts.clamp_min(1.0)[:, None]
     )
     return (prompts - means[env_idx]).pow(2).sum() / prompts.pow(2).sum().clamp_min(1e-12)

@@ -13,7 +13,8 @@ One training iteration is one episode (Alg. 1, ncrl's "epoch"):
 1. **Collect** an episode in the real env. The agent tracks its latent state ``s_t = [h_t, z_t]``
    with the posterior (:meth:`~genworld.world_models.rssm.RSSMWorldModel.posterior_step`) and
    samples ``a_t ~ π(a | s_t)``; before ``warmup_steps`` the BC prior acts where the variant
-   has one (ncrl), else actions are uniformly random (DreamerV3's prefill). **Execution guidance** (§3.4, ``g``): at the episode's start, with probability
+   has one (ncrl), else actions are uniformly random (DreamerV3's prefill). **Execution
+   guidance** (§3.4, ``g``): at the episode's start, with probability
    :func:`guidance_probability` (linear from 1 to 0 over ``guidance_steps``), a random window
    (:func:`guidance_window`) is handed to the BC prior ``π_BC(a | o)``, trained before fine-tuning
    on the retrieved trajectories (:func:`bc_loss`).

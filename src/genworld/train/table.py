@@ -153,6 +153,11 @@ class Cell:
     def folder(self) -> str:
         return f"cells/{self.quality}/{self.setting}-{self.group}/{self.algo}/seed{self.seed}"
 
+    @property
+    def dataset_ids(self) -> list[str]:
+        """The datasets the cell trains on: its quality of each of its envs."""
+        return [str(parse_dataset_id(f"{env}-{self.quality}")) for env in self.envs]
+
 
 def cells(cfg: TableConfig) -> list[Cell]:
     """Seed-major: every algorithm's seed 0 cells come first, so a table stopped part-way (and
@@ -208,7 +213,7 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
     folder = out / cell.folder
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    ids = [str(parse_dataset_id(f"{env}-{cell.quality}")) for env in cell.envs]
+    ids = cell.dataset_ids
     dataset = MultiEnvDataset.from_minari(ids)
     torch.manual_seed(cell.seed)
     agent = build_cell_agent(
@@ -342,8 +347,7 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
         if not same:
             continue
         if data is None:  # the data this table would train the cell on, from today's store
-            ids = [str(parse_dataset_id(f"{env}-{cell.quality}")) for env in cell.envs]
-            data = MultiEnvDataset.from_minari(ids).fingerprint()
+            data = MultiEnvDataset.from_minari(cell.dataset_ids).fingerprint()
         if result.get("data") != data:
             continue
         folder = out / cell.folder
