@@ -255,6 +255,28 @@ def test_an_unrelated_folder_with_a_report_is_refused_not_overwritten(tmp_path, 
     assert not (foreign / "config.json").exists()
 
 
+def test_a_config_written_by_another_run_mid_check_is_not_taken_for_foreign_files(
+    tmp_path, monkeypatch
+):
+    """Two runs starting on one --out: the other may write config.json between this run's
+    look for it and its listing of the folder. That file is a run's, never a foreign one."""
+    from genworld.api import run_config
+    from genworld.utils import io
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    real = io._foreign_files
+
+    def other_run_writes_first(folder):
+        monkeypatch.setattr(io, "_foreign_files", real)  # the other run looks once, finds none
+        io.check_or_write_config(folder, run_config("tiny", seed=1))
+        return real(folder)
+
+    monkeypatch.setattr(io, "_foreign_files", other_run_writes_first)
+    io.check_or_write_config(out, run_config("tiny", seed=1))  # no error: the same config
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+
+
 FOLDER_COMMANDS = {
     "genworld run": ["run", "--scale", "tiny", "--envs", "hopper", "--qualities", "random"],
     "genworld train world-model": ["train", "world-model", "--scale", "tiny", "--datasets", "hopper-random"],

@@ -223,10 +223,15 @@ def has_progress(out: Path) -> bool:
 
 def _foreign_files(out: Path) -> list[str]:
     """The files at the top of an existing ``out`` (hidden ones aside): a folder with files
-    and no config.json is not a genworld run's."""
+    and no config.json is not a genworld run's. config.json itself never counts: another run
+    starting on the same ``out`` may write it between our look and this listing."""
     if not out.is_dir():
         return []
-    return sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        p.name
+        for p in out.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "config.json"
+    )
 
 
 def _config_dict(
