@@ -111,3 +111,42 @@ def test_cmt_variants_share_pretraining_and_score_as_if_alone(tmp_path):
         a = load_checkpoint(latest_checkpoint(shared / "checkpoints"))[1]["agent"]["net"]
         b = load_checkpoint(latest_checkpoint(alone / "checkpoints"))[1]["agent"]["net"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.integration  # two tiny CMT cells (~15 s)
+def test_a_cell_whose_prefix_another_process_is_making_is_put_off_then_starts_from_it(
+    tmp_path, monkeypatch
+):
+    """While one worker makes cmt's pretraining, a second reaching cmt-no-pt of the same seed
+    puts that cell off (None) instead of making the same steps beside it; later it starts
+    from the prefix."""
+    import threading
+
+    from genworld.api import table_config
+    from genworld.data.build import ensure_built
+    from genworld.train import cells as cell_training
+    from genworld.train.table import Cell, run_cell
+
+    cfg = table_config(
+        "tiny", envs=("hopper",), qualities=("medium",), algos=("cmt", "cmt-no-pt"), seeds=1
+    )
+    cfg.validate()
+    ensure_built(["hopper-medium"], steps=cfg.budget.dataset_steps)
+    out = tmp_path / "table"
+    first, second = (Cell(a, "medium", "multi", "multi", ("hopper",), 0) for a in cfg.algos)
+    real, answers = cell_training.train_cell, []
+
+    def train_and_meet_the_other_worker(name, *args, **kwargs):
+        if name.startswith("cmt "):  # the other worker (a thread: flock locks per open file)
+            put_off = lambda: answers.append(run_cell(cfg, second, out, wait=False))  # noqa: E731
+            other = threading.Thread(target=put_off)
+            other.start()
+            other.join()
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(cell_training, "train_cell", train_and_meet_the_other_worker)
+    assert run_cell(cfg, first, out, wait=False)["algo"] == "cmt"
+    assert answers == [None]  # put off, nothing trained
+    assert not (out / second.folder / "policy" / "checkpoints").exists()
+    assert run_cell(cfg, second, out, wait=False)["algo"] == "cmt-no-pt"
+    assert (out / second.folder / "policy" / RECORD).exists()  # started from cmt's pretraining

@@ -195,10 +195,12 @@ def test_two_runs_on_one_out_split_the_cells_and_train_each_once(policies, tmp_p
 
     trained, real = [], table._train_cell
 
-    def slow_train(cfg, cell, out, *rest):  # a cell long enough for the other run to reach it
+    def slow_train(
+        cfg, cell, out, *rest, **kwargs
+    ):  # a cell long enough for the other run to reach it
         trained.append((cell.algo, cell.seed))
         time.sleep(0.5)
-        return real(cfg, cell, out, *rest)
+        return real(cfg, cell, out, *rest, **kwargs)
 
     monkeypatch.setattr(table, "_train_cell", slow_train)
     cfg = config_for_scale("tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2)
@@ -321,10 +323,10 @@ def test_a_failing_cell_is_recorded_and_the_table_goes_on(policies, tmp_path, mo
 
     train = table_module._train_cell
 
-    def flaky(cfg, cell, out, show_progress=False):
+    def flaky(cfg, cell, out, show_progress=False, **kwargs):
         if cell.seed == 1:
             raise RuntimeError("loss is NaN at update 7\nsecond line")
-        return train(cfg, cell, out, show_progress)
+        return train(cfg, cell, out, show_progress, **kwargs)
 
     monkeypatch.setattr(table_module, "_train_cell", flaky)
     out = tmp_path / "table"
@@ -356,7 +358,7 @@ def test_a_table_reuses_another_tables_cells_of_the_same_computation(
     first = tmp_path / "first"
     api.table(api.table_config("tiny", **kw), first, show_progress=False)
 
-    def trained(cfg, cell, out, show_progress=False):
+    def trained(cfg, cell, out, show_progress=False, **kwargs):
         raise RuntimeError("trained, not reused")
 
     monkeypatch.setattr(table_module, "_train_cell", trained)

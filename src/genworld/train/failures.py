@@ -57,12 +57,14 @@ def raise_failures(failed: list[dict], planned: int) -> None:
         )
 
 
-def guarded(folder: Path, name: str, study: str, work: Callable[[], dict]) -> dict:
+def guarded(folder: Path, name: str, study: str, work: Callable[[], dict | None]) -> dict | None:
     """``work()``'s result, its cell's old ``error.json`` removed; or, when it raises, the
-    failure's record (:func:`cell_failure`: the study goes on, a rerun retries the cell)."""
+    failure's record (:func:`cell_failure`: the study goes on, a rerun retries the cell). None
+    (``work`` put the cell off until later) passes through."""
     try:
         result = work()
     except Exception as err:
         return cell_failure(folder, name, err, study)
-    (folder / FAILURE_FILE).unlink(missing_ok=True)
+    if result is not None:
+        (folder / FAILURE_FILE).unlink(missing_ok=True)
     return result

@@ -15,15 +15,17 @@ evaluation) and :func:`prefix_of` turns the lot into a folder under the study's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genworld.utils.io import atomic_write_json, truncate_jsonl
+from genworld.utils.io import atomic_write_json, claim, truncate_jsonl
 
 RECORD = "prefix.json"
 """Written in a run's folder when it started from a prefix: which one, and its steps."""
@@ -59,6 +61,22 @@ def prefix_of(agent: Any, root: Path, **context: Any) -> Prefix | None:
 
 def _checkpoint(prefix: Prefix) -> Path:
     return prefix.folder / "checkpoints" / f"step_{prefix.steps:09d}"
+
+
+@contextlib.contextmanager
+def making(prefix: Prefix | None, out: Path, *, wait: bool) -> Iterator[bool]:
+    """The right to make ``prefix``'s steps, held for the ``with`` block, so that two processes
+    never make one prefix side by side (two workers of a table each taking one of CMT's
+    variants of the same seed). Yields True at once when there is nothing to make: no prefix,
+    a prefix already made, or a run in ``out`` that resumes from its own checkpoint. Else
+    True once this process holds the prefix's claim (a lock beside its folder that dies with
+    the process), and False at once when another process holds it (``wait=False``: the caller
+    does other work first); ``wait=True`` waits for that process to let it go."""
+    if prefix is None or _checkpoint(prefix).is_dir() or any((out / "checkpoints").glob("step_*")):
+        yield True
+        return
+    with claim(prefix.folder.with_name(prefix.folder.name + ".claim"), wait=wait) as held:
+        yield held
 
 
 def start_from_prefix(prefix: Prefix, out: Path, logs: tuple[str, ...]) -> bool:

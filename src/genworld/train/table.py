@@ -184,7 +184,9 @@ def run_cell(
     released when the process ends, even killed), so several ``genworld table`` processes, on
     this machine or on others sharing ``out``, split a table between them. A cell claimed
     elsewhere returns None at once (``wait=False``), or after the other process lets it go
-    (``wait=True``): its result, or, if that process died, this one trains it."""
+    (``wait=True``): its result, or, if that process died, this one trains it. So does a cell
+    whose shared prefix (CMT's pretraining) another process is making: it starts from that
+    prefix once it is made, instead of making the same steps beside it."""
     folder = out / cell.folder
     result_path = folder / "result.json"
     if result_path.exists():
@@ -197,17 +199,25 @@ def run_cell(
         if reused := reuse_cell(cfg, cell, out):
             return reused
         # a failing cell is recorded; the table goes on without it, and a rerun retries it
+        # None: another process is making the pretraining this cell shares (a prefix)
         return guarded(
-            folder, cell.folder, "the table", lambda: _train_cell(cfg, cell, out, show_progress)
+            folder,
+            cell.folder,
+            "the table",
+            lambda: _train_cell(cfg, cell, out, show_progress, wait=wait),
         )
 
 
-def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = False) -> dict:
+def _train_cell(
+    cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = False, *, wait: bool = True
+) -> dict | None:
+    """Train ``cell`` and write its result; None, without training, when ``wait`` is False and
+    another process is making the prefix the cell starts from (:func:`prefix.making`)."""
     import torch
 
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.train.cells import build_cell_agent, result_stamp, train_cell
-    from genworld.train.prefix import prefix_of
+    from genworld.train.prefix import making, prefix_of
     from genworld.utils.device import resolve_device
 
     folder = out / cell.folder
@@ -236,20 +246,23 @@ def _train_cell(cfg: TableConfig, cell: Cell, out: Path, show_progress: bool = F
         budget=asdict(budget),
         device=resolve_device(cfg.device).type,
     )
-    trained = train_cell(
-        f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
-        agent,
-        dataset.specs,
-        folder / "policy",
-        updates=budget.updates,
-        eval_every=budget.eval_every,
-        eval_episodes=budget.eval_episodes,
-        last_k=budget.last_k,
-        seed=cell.seed,
-        started=started,
-        show_progress=show_progress,
-        prefix=prefix,
-    )
+    with making(prefix, folder / "policy", wait=wait) as free:
+        if not free:
+            return None
+        trained = train_cell(
+            f"{cell.algo} {cell.quality} {cell.group} s{cell.seed}",
+            agent,
+            dataset.specs,
+            folder / "policy",
+            updates=budget.updates,
+            eval_every=budget.eval_every,
+            eval_episodes=budget.eval_episodes,
+            last_k=budget.last_k,
+            seed=cell.seed,
+            started=started,
+            show_progress=show_progress,
+            prefix=prefix,
+        )
     result = {
         **asdict(cell),
         "datasets": ids,
