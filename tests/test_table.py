@@ -368,7 +368,7 @@ def test_a_table_reuses_another_tables_cells_of_the_same_computation(
     cell = "cells/medium/single-hopper/bc/seed0"
     original = json.loads((first / cell / "result.json").read_text())
     copied = json.loads((second / cell / "result.json").read_text())
-    assert copied == {**original, "reused_from": str(first / cell)}
+    assert copied == {**original, "reused_from": str(first)}
     assert (second / cell / "policy" / "eval.jsonl").exists()
     assert summary["reused"] == {str(first): 1}
     assert "Reused cells (`--reuse`): 1 from" in (second / "table.md").read_text()

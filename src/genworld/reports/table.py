@@ -610,11 +610,7 @@ def reused_sources(results: list[dict]) -> dict[str, int]:
     """How many cells were copied from each other table (``--reuse``), by its folder."""
     from collections import Counter
 
-    # ``reused_from`` is the source cell's folder, ``<table>/cells/<quality>/<setting-group>/
-    # <algo>/seed<k>`` (train.table.Cell.folder): the table is four levels above it
-    tables = Counter(
-        str(Path(r["reused_from"]).parents[4]) for r in results if r.get("reused_from")
-    )
+    tables = Counter(r["reused_from"] for r in results if r.get("reused_from"))
     return dict(sorted(tables.items()))
 
 

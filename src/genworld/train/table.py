@@ -367,7 +367,7 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
         staging = folder.with_name(folder.name + ".reusing")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(found.parent, staging, ignore=shutil.ignore_patterns("*.claim"))
-        result["reused_from"] = str(found.parent)
+        result["reused_from"] = str(source)  # the table: the cell is at the same path there
         atomic_write_json(staging / "result.json", result)
         shutil.rmtree(folder, ignore_errors=True)  # a killed run's partial cell
         staging.rename(folder)
