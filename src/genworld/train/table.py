@@ -416,13 +416,15 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
 def _finish_claimed(
     cfg: TableConfig, todo: list[Cell], results: list, out: Path, show_progress: bool
 ) -> list[dict]:
-    """The cells other processes held (None in ``results``): wait for each to finish there, or
-    train it here if that process stopped without finishing it."""
+    """The cells other processes held, or whose shared prefix one of them was making (None in
+    ``results``): wait for each to finish there (or for its prefix), or train it here if that
+    process stopped without finishing it."""
     waiting = [i for i, result in enumerate(results) if result is None]
     if waiting and show_progress:
         print(
-            f"table: {len(waiting)} cell(s) are being trained by other processes sharing {out}; "
-            "waiting for them (Ctrl-C is safe: rerun to resume)",
+            f"table: {len(waiting)} cell(s) are being trained by other processes sharing {out}, "
+            "or start from a pretraining one of them is making; waiting for them (Ctrl-C is "
+            "safe: rerun to resume)",
             flush=True,
         )
     for i in waiting:
