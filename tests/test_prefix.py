@@ -150,3 +150,26 @@ def test_a_cell_whose_prefix_another_process_is_making_is_put_off_then_starts_fr
     assert not (out / second.folder / "policy" / "checkpoints").exists()
     assert run_cell(cfg, second, out, wait=False)["algo"] == "cmt-no-pt"
     assert (out / second.folder / "policy" / RECORD).exists()  # started from cmt's pretraining
+
+
+def test_making_a_prefix_is_one_process_at_a_time_and_a_resumed_run_goes_on(tmp_path):
+    """A prefix's claim is held while it is made; a run with its own checkpoint goes on whether
+    or not another process holds it, and holds it when it is free."""
+    from genworld.train.prefix import making
+    from genworld.utils.io import claim
+
+    prefix = Prefix(4, tmp_path / "prefixes" / "p")
+    lock = prefix.folder.with_name("p.claim")
+    fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
+    (resumed / "checkpoints" / "step_000000002").mkdir(parents=True)
+    with claim(lock, wait=False) as other:  # another process is making it
+        assert other
+        with making(prefix, fresh, wait=False) as free:
+            assert not free
+        with making(prefix, resumed, wait=False) as free:
+            assert free
+    with making(prefix, resumed, wait=False) as free, claim(lock, wait=False) as other:
+        assert free and not other  # the resumed run holds it now
+    (prefix.folder / "checkpoints" / "step_000000004").mkdir(parents=True)
+    with claim(lock, wait=False), making(prefix, fresh, wait=False) as free:
+        assert free  # made: nothing to wait for

@@ -68,15 +68,19 @@ def making(prefix: Prefix | None, out: Path, *, wait: bool) -> Iterator[bool]:
     """The right to make ``prefix``'s steps, held for the ``with`` block, so that two processes
     never make one prefix side by side (two workers of a table each taking one of CMT's
     variants of the same seed). Yields True at once when there is nothing to make: no prefix,
-    a prefix already made, or a run in ``out`` that resumes from its own checkpoint. Else
-    True once this process holds the prefix's claim (a lock beside its folder that dies with
-    the process), and False at once when another process holds it (``wait=False``: the caller
-    does other work first); ``wait=True`` waits for that process to let it go."""
-    if prefix is None or _checkpoint(prefix).is_dir() or any((out / "checkpoints").glob("step_*")):
+    or a prefix already made. Else True once this process holds the prefix's claim (a lock
+    beside its folder that dies with the process), and False at once when another process
+    holds it (``wait=False``: the caller does other work first); ``wait=True`` waits for that
+    process to let it go. A run in ``out`` that resumes from its own checkpoint goes on either
+    way, holding the claim when it is free."""
+    if prefix is None or _checkpoint(prefix).is_dir():
         yield True
         return
-    with claim(prefix.folder.with_name(prefix.folder.name + ".claim"), wait=wait) as held:
-        yield held
+    own = any((out / "checkpoints").glob("step_*"))
+    with claim(
+        prefix.folder.with_name(prefix.folder.name + ".claim"), wait=wait and not own
+    ) as held:
+        yield held or own
 
 
 def start_from_prefix(prefix: Prefix, out: Path, logs: tuple[str, ...]) -> bool:
