@@ -63,6 +63,11 @@ def _checkpoint(prefix: Prefix) -> Path:
     return prefix.folder / "checkpoints" / f"step_{prefix.steps:09d}"
 
 
+def _has_own_checkpoint(out: Path) -> bool:
+    """Whether the run in ``out`` has a checkpoint of its own (it resumes from it)."""
+    return any((out / "checkpoints").glob("step_*"))
+
+
 @contextlib.contextmanager
 def making(prefix: Prefix | None, out: Path, *, wait: bool) -> Iterator[bool]:
     """The right to make ``prefix``'s steps, held for the ``with`` block, so that two processes
@@ -76,7 +81,7 @@ def making(prefix: Prefix | None, out: Path, *, wait: bool) -> Iterator[bool]:
     if prefix is None or _checkpoint(prefix).is_dir():
         yield True
         return
-    own = any((out / "checkpoints").glob("step_*"))
+    own = _has_own_checkpoint(out)
     with claim(
         prefix.folder.with_name(prefix.folder.name + ".claim"), wait=wait and not own
     ) as held:
@@ -87,7 +92,7 @@ def start_from_prefix(prefix: Prefix, out: Path, logs: tuple[str, ...]) -> bool:
     """Copy the prefix's checkpoint and logs into ``out`` when ``out`` has no checkpoint of its
     own and the prefix is there; returns whether it did (and then writes ``prefix.json``)."""
     source = _checkpoint(prefix)
-    if any((out / "checkpoints").glob("step_*")) or not source.is_dir():
+    if _has_own_checkpoint(out) or not source.is_dir():
         return False
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for log in logs:
