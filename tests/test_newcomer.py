@@ -479,6 +479,43 @@ def test_bars_in_a_log_are_timestamped_lines_with_counts_and_time_left(capsys):
     assert capsys.readouterr().err.count("cell 3/3 (100%)") == 1
 
 
+def test_a_resumed_bar_starts_at_the_work_done_before_and_times_only_the_rest(capsys):
+    """A resumed cell (8,000 of 10,000 updates) or table (25 of 72 cells) opens at its count;
+    its time left comes from the work done since, not from work it never timed."""
+    from genworld.utils import progress
+
+    with progress.progress_bar("cell", 10, done=8) as advance:
+        assert progress._LIVE[-1].tasks[0].initial == 8
+        advance(2)
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert lines[0].startswith("cell 8/10 (80%)") and "left" not in lines[0]
+    assert lines[1].startswith("cell 10/10 (100%)")
+    bars = progress._LineBars()
+    task = bars.add_task("cell", total=10, completed=8)
+    bars.advance(task, 1)
+    line = bars.tasks[0]
+    assert line.completed - line.initial == 1  # one unit of work timed, not nine
+
+
+def test_resumed_jobs_run_only_the_unfinished_and_advance_once_each(tmp_path):
+    from genworld.utils.parallel import finished, map_unfinished
+
+    paths = [tmp_path / f"{i}.json" for i in range(4)]
+    for i in (0, 2):
+        paths[i].write_text(json.dumps({"job": i, "read": True}))
+    done = finished(paths)
+    assert sorted(done) == [0, 2]
+    advanced = []
+    results = map_unfinished(dict, [((("job", i),),) for i in range(4)], done, 1, advanced.append)
+    assert results == [
+        {"job": 0, "read": True},
+        {"job": 1},
+        {"job": 2, "read": True},
+        {"job": 3},
+    ]
+    assert advanced == [1, 1]
+
+
 def _worker_bar_file(steps: int) -> list:
     """A job for a pool worker: opens a bar (disabled, as a quiet cell's) and returns what the
     parent could read of it meanwhile."""

@@ -154,10 +154,9 @@ def run_loop(
 
     with (
         logger,
-        progress_bar(name, steps, enabled=show_progress and procs.is_main) as advance,
+        progress_bar(name, steps, done=step, enabled=show_progress and procs.is_main) as advance,
         deferred_interrupt() as stop,
     ):
-        advance(step)
         for hook in hooks if resumed is None else ():
             if hook.at_start and (record := hook.run(0, {})) is not None and hook.log:
                 logger.write(hook.log, {"step": 0, **record, "wall_s": wall()})

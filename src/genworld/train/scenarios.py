@@ -740,7 +740,7 @@ def _run_stages(
     from genworld.data.build import ensure_built
     from genworld.eval.wm_metrics import COPY
     from genworld.train.failures import split_failures
-    from genworld.utils.parallel import process_map
+    from genworld.utils.parallel import finished, map_unfinished
     from genworld.utils.progress import progress_bar
 
     for steps in sorted({s for _, s in dataset_ids(cfg)}):
@@ -762,7 +762,8 @@ def _run_stages(
     if not cfg.cells:
         return ScenarioResults(names, [], len(todo), errors)
     results = []
-    with progress_bar("scenario cells", len(todo), enabled=show_progress) as advance:
+    done = len(finished([out / c.folder / "result.json" for c in todo]))
+    with progress_bar("scenario cells", len(todo), done=done, enabled=show_progress) as advance:
         for seed in dict.fromkeys(c.seed for c in todo):  # seed-major, as the cells are
             cells_of_seed = [c for c in todo if c.seed == seed]
             unfinished = {  # groups whose cells of this seed still need a world model
@@ -776,6 +777,9 @@ def _run_stages(
                     for kind in model_kinds(cfg):
                         world_model(cfg, out, group.name, kind, show_progress, seed, data)
             jobs = [(cfg, out, c) for c in cells_of_seed]
-            results += process_map(run_cell, jobs, cfg.workers, advance, cfg.threads)
-    finished, failed = split_failures(results)
-    return ScenarioResults(names, finished, len(todo), errors, failed)
+            done_of_seed = finished([out / c.folder / "result.json" for c in cells_of_seed])
+            results += map_unfinished(
+                run_cell, jobs, done_of_seed, cfg.workers, advance, cfg.threads
+            )
+    ok, failed = split_failures(results)
+    return ScenarioResults(names, ok, len(todo), errors, failed)

@@ -379,6 +379,7 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     """Run every cell of ``cfg`` not finished in ``out`` (resumable; several processes on one
     ``out`` split the work) and return every cell's result."""
     from genworld.data.build import ensure_built
+    from genworld.utils.parallel import finished
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
@@ -395,17 +396,21 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     # and a rerun may ask for more (or fewer) cells: each cell's folder names what it computes
     check_or_write_config(out, cfg, ignore=("workers", "executor", "reuse"), extendable=EXTENDABLE)
     todo = cells(cfg)
-    results: list[dict] = []
+    done = finished([out / cell.folder / "result.json" for cell in todo])
+    rest = [cell for i, cell in enumerate(todo) if i not in done]
+    fresh: list[dict | None] = []
     cfg_json = json.dumps(asdict(cfg))
-    with progress_bar("table cells", len(todo), enabled=show_progress) as advance:
+    with progress_bar("table cells", len(todo), done=len(done), enabled=show_progress) as advance:
         if cfg.workers == 1:
-            for cell in todo:
-                results.append(run_cell(cfg, cell, out, wait=False, show_progress=show_progress))
+            for cell in rest:
+                fresh.append(run_cell(cfg, cell, out, wait=False, show_progress=show_progress))
                 advance(1)
         elif cfg.executor == "ray" or (cfg.executor == "auto" and _ray_available()):
-            results = _run_with_ray(cfg_json, todo, out, advance)
+            fresh = _run_with_ray(cfg_json, rest, out, advance)
         else:
-            results = _run_with_pool(cfg_json, cfg.workers, todo, out, advance)
+            fresh = _run_with_pool(cfg_json, cfg.workers, rest, out, advance)
+    ran = iter(fresh)
+    results = [done[i] if i in done else next(ran) for i in range(len(todo))]
     results = _finish_claimed(cfg, todo, results, out, show_progress)
     return [
         r if r.get("failed") else with_relabelling(r, out / c.folder)

@@ -82,6 +82,7 @@ from genworld.errors import GenworldError
 from genworld.train.policy_learner import check_policy_learner
 from genworld.train.task_experts import best_expert, references, train_experts
 from genworld.train.unseen_cells import (
+    cell_folder,
     cmt_method,
     meta_job,
     meta_models,
@@ -92,7 +93,7 @@ from genworld.train.unseen_cells import (
 )
 from genworld.train.world_model import world_model_steps
 from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
-from genworld.utils.parallel import process_map
+from genworld.utils.parallel import finished, map_unfinished, process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
 METHODS = (*DEFAULT_METHODS, "tgw-no-bounds", "bc", "cmt", "focal")
@@ -332,7 +333,10 @@ def _run_stages(
     process_map(meta_job, jobs, cfg.workers, threads=cfg.threads)
     # seed-major: a run stopped part-way already compares every method on the seeds it finished
     cells = [(cfg, out, train, m, t, s, refs) for s in seeds for m in cfg.methods for t in tasks]
-    with progress_bar("unseen-task cells", len(cells), enabled=show_progress) as advance:
-        results = process_map(run_cell, cells, cfg.workers, advance, cfg.threads)
-    finished, failed = split_failures(results)
-    return UnseenResults(train, test, refs, finished, planned=len(cells), failed=failed)
+    done = finished([out / cell_folder(m, t, s) / "result.json" for _, _, _, m, t, s, _ in cells])
+    with progress_bar(
+        "unseen-task cells", len(cells), done=len(done), enabled=show_progress
+    ) as advance:
+        results = map_unfinished(run_cell, cells, done, cfg.workers, advance, cfg.threads)
+    ok, failed = split_failures(results)
+    return UnseenResults(train, test, refs, ok, planned=len(cells), failed=failed)

@@ -45,12 +45,17 @@ def _family_model(cfg, out: str):
     return world_model(cfg, split_names(cfg.family, cfg.split)[0], Path(out), False)
 
 
+def cell_folder(method: str, task: str, seed: int) -> str:
+    """A cell's folder under the study's ``--out``."""
+    return f"cells/{method}/{task}/seed{seed}"
+
+
 def run_cell(cfg, out: Path, train: list[str], method, task, seed, refs) -> dict:
     """The cell's result (read back when finished), or, when it fails, the failure's record
     (the study goes on; a rerun retries the cell)."""
     from genworld.train.failures import guarded
 
-    name = f"cells/{method}/{task}/seed{seed}"
+    name = cell_folder(method, task, seed)
     done = out / name / "result.json"
     if done.exists():  # before any model is loaded: a resumed run skips finished cells cheaply
         return json.loads(done.read_text())

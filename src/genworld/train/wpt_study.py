@@ -153,7 +153,7 @@ def run_study(
     reports, the planned count and the records of the cells that failed this run
     (:mod:`genworld.train.failures`). ``report_only``: train nothing."""
     from genworld.train.failures import split_failures
-    from genworld.utils.parallel import process_map
+    from genworld.utils.parallel import finished, map_unfinished
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
@@ -168,12 +168,14 @@ def run_study(
         check_or_write_config(out, cfg, ignore=ignore)
         if not cfg.world_model:
             _pretrain(cfg, out, show_progress)
-        with progress_bar("wpt-study runs", len(todo), enabled=show_progress) as advance:
-            reports = process_map(
-                run_cell, [(cfg, out, c) for c in todo], cfg.workers, advance, cfg.threads
-            )
-    finished, failed = split_failures(reports)
-    return finished, len(todo), failed
+        done = finished([out / c.folder / "report.json" for c in todo])
+        with progress_bar(
+            "wpt-study runs", len(todo), done=len(done), enabled=show_progress
+        ) as advance:
+            jobs = [(cfg, out, c) for c in todo]
+            reports = map_unfinished(run_cell, jobs, done, cfg.workers, advance, cfg.threads)
+    ok, failed = split_failures(reports)
+    return ok, len(todo), failed
 
 
 def _pretrain(cfg: WPTStudyConfig, out: Path, show_progress: bool) -> None:

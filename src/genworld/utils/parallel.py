@@ -3,9 +3,11 @@ whose workers die with their parent (even a SIGKILLed one)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -60,6 +62,29 @@ def process_map(
             raise
         pool.shutdown()
     return results
+
+
+def finished(paths: Sequence[Path]) -> dict[int, Any]:
+    """The jobs a resumed run finished before: ``{i: the JSON at paths[i]}`` for each result
+    file that exists."""
+    return {i: json.loads(path.read_text()) for i, path in enumerate(paths) if path.exists()}
+
+
+def map_unfinished(
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple],
+    done: dict[int, Any],
+    workers: int,
+    advance: Callable[[int], Any] | None = None,
+    threads: int = 1,
+) -> list:
+    """:func:`process_map` over the jobs not in ``done`` (:func:`finished`); the others' results
+    are ``done``'s. ``advance(1)`` per job run here, so a progress bar that opened at the
+    finished count (``progress_bar(done=…)``) times only the work still to do."""
+    rest = [i for i in range(len(jobs)) if i not in done]
+    fresh = process_map(fn, [jobs[i] for i in rest], workers, advance, threads)
+    results = dict(done) | dict(zip(rest, fresh, strict=True))
+    return [results[i] for i in range(len(jobs))]
 
 
 def stop_pool(pool) -> None:

@@ -26,17 +26,19 @@ bars go to (one JSON file per worker process)."""
 
 @contextlib.contextmanager
 def progress_bar(
-    description: str, total: int, *, enabled: bool = True
+    description: str, total: int, *, done: int = 0, enabled: bool = True
 ) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; a rich progress bar with rate and ETA when enabled. A bar opened
-    inside another (a table cell's updates inside the table's cells) is a line under it,
-    removed when it closes: a long cell shows its own progress, not only ``0/1``. In a worker
-    whose parent shows a bar, every bar goes to the parent, whatever ``enabled`` says."""
+    """Yield ``advance(n)``; a rich progress bar with rate and ETA when enabled. The bar starts
+    at ``done`` (the work a resumed job finished before): its rate and time left count only the
+    work done since it opened. A bar opened inside another (a table cell's updates inside the
+    table's cells) is a line under it, removed when it closes: a long cell shows its own
+    progress, not only ``0/1``. In a worker whose parent shows a bar, every bar goes to the
+    parent, whatever ``enabled`` says."""
     channel = _worker_channel()
     if channel is not None and not _LIVE:
         bars = _FileBars(channel / f"{os.getpid()}.json")
         try:
-            with _root(bars, description, total) as advance:
+            with _root(bars, description, total, done) as advance:
                 yield advance
         finally:
             bars.close()
@@ -46,14 +48,14 @@ def progress_bar(
         return
     if _LIVE:
         outer = _LIVE[-1]
-        task = outer.add_task(f"  {description}", total=total)
+        task = outer.add_task(f"  {description}", total=total, completed=done)
         try:
             yield lambda n: outer.advance(task, n)
         finally:
             outer.remove_task(task)
         return
     if not _interactive():  # a log file or a pipe: plain lines, not a live display
-        with _root(_LineBars(), description, total) as advance:
+        with _root(_LineBars(), description, total, done) as advance:
             yield advance
         return
     from rich.progress import (
@@ -74,15 +76,15 @@ def progress_bar(
     )
     with (
         Progress(*columns, transient=False) as progress,
-        _root(progress, description, total) as advance,
+        _root(progress, description, total, done) as advance,
     ):
         yield advance
 
 
 @contextlib.contextmanager
-def _root(bars, description: str, total: int) -> Iterator[Callable[[int], None]]:
+def _root(bars, description: str, total: int, done: int) -> Iterator[Callable[[int], None]]:
     """``bars``' first bar, with ``bars`` where the bars opened inside it go."""
-    task = bars.add_task(description, total=total)
+    task = bars.add_task(description, total=total, completed=done)
     _LIVE.append(bars)
     try:
         yield lambda n: bars.advance(task, n)
@@ -105,6 +107,8 @@ class _LineTask:
     completed: int
     total: int
     started: float
+    initial: int = 0
+    """Its count when it opened (or was first mirrored): the rate counts the work after it."""
     printed: float = -math.inf
     ended: bool = False
     """Its completing line is printed (a mirrored worker bar is updated until it closes)."""
@@ -128,8 +132,8 @@ class _LineBars:
     def tasks(self) -> list[_LineTask]:
         return list(self._tasks.values())
 
-    def add_task(self, description: str, total: int) -> int:
-        task = _LineTask(self._next, description, 0, total, time.monotonic())
+    def add_task(self, description: str, total: int, completed: int = 0) -> int:
+        task = _LineTask(self._next, description, completed, total, time.monotonic(), completed)
         self._tasks[task.id], self._next = task, self._next + 1
         self._show(task, force=bool(description))
         return task.id
@@ -164,7 +168,8 @@ class _LineBars:
             return
         task.printed, task.ended = now, done
         elapsed = now - task.started
-        left = elapsed / task.completed * (task.total - task.completed) if task.completed else None
+        made = task.completed - task.initial
+        left = elapsed / made * (task.total - task.completed) if made > 0 else None
         share = f" ({task.completed / task.total:.0%})" if task.total else ""
         remaining = "" if left is None or done else f", {_clock(left)} left"
         print(
@@ -199,9 +204,9 @@ class _FileBars:
         self.tasks: dict[int, list] = {}
         self.written = 0.0
 
-    def add_task(self, description: str, total: int) -> int:
+    def add_task(self, description: str, total: int, completed: int = 0) -> int:
         task = max(self.tasks, default=-1) + 1
-        self.tasks[task] = [description, 0, total]
+        self.tasks[task] = [description, completed, total]
         self._write(force=True)
         return task
 
@@ -251,8 +256,8 @@ def worker_bars() -> Iterator[Callable[[], None]]:
             for i, bar in enumerate(bars):
                 key = (path.name, i)
                 seen.add(key)
-                if key not in shown:
-                    shown[key] = outer.add_task("", total=bar["total"])
+                if key not in shown:  # its count so far is where its rate starts
+                    shown[key] = outer.add_task("", total=bar["total"], completed=bar["completed"])
                 outer.update(
                     shown[key],
                     description=f"  {bar['description']}",
