@@ -561,3 +561,14 @@ def test_a_failing_unseen_cell_is_recorded_and_a_rerun_retries_it(tmp_path, monk
     monkeypatch.setattr(cells, "_train_cell", lambda *args: {"score": 1.0})
     assert cells.run_cell(cfg, tmp_path, [], "bc", "cheetah-vel-3", 0, {}) == {"score": 1.0}
     assert not error.exists()
+
+
+def test_evaluations_of_different_seeds_never_share_a_start_state():
+    """Every evaluation (a table's, a zero-shot unseen cell's) resets episode ``i`` of seed
+    ``s`` with ``first_episode_seed(s) + i``: seeds never meet the same start states, so the
+    spread over seeds is not understated."""
+    from genworld.eval.rollout import first_episode_seed
+
+    episodes = 100
+    starts = [set(range(first_episode_seed(s), first_episode_seed(s) + episodes)) for s in range(5)]
+    assert all(a.isdisjoint(b) for i, a in enumerate(starts) for b in starts[i + 1 :])

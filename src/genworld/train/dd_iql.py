@@ -283,7 +283,7 @@ def _offline_loop(agent, cfg, specs, held, out: Path, d: Dist, show_progress: bo
 
 def _evaluate_held(agent, specs, held, cfg, d: Dist) -> dict[str, float]:
     """Each process runs its held envs' episodes; rank 0 gets everything."""
-    from genworld.eval.rollout import evaluate_agent
+    from genworld.eval.rollout import evaluate_agent, first_episode_seed
     from genworld.train.loop import eval_record
 
     global_idx = torch.tensor(held, device=d.device)
@@ -292,6 +292,6 @@ def _evaluate_held(agent, specs, held, cfg, d: Dist) -> dict[str, float]:
         return agent.act(obs, global_idx[local_idx.to(d.device)])
 
     held_specs = [specs[g] for g in held]
-    returns = evaluate_agent(act, held_specs, cfg.eval_episodes, cfg.seed * 1000)
+    returns = evaluate_agent(act, held_specs, cfg.eval_episodes, first_episode_seed(cfg.seed))
     merged = {k: v for part in gather_objects(returns, d) for k, v in part.items()}
     return eval_record(specs, merged)

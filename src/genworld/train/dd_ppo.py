@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from genworld.config import apply, check_scale
+from genworld.eval.rollout import first_episode_seed
 from genworld.train.distributed import (
     Dist,
     barrier,
@@ -127,7 +128,7 @@ def train_agnostic_ppo(
             check=False,  # a PPO iteration's charts may be NaN (no episode finished yet)
             unit="iteration",
         )
-        returns = agent.evaluate(cfg.eval_episodes, cfg.seed * 1000)
+        returns = agent.evaluate(cfg.eval_episodes, first_episode_seed(cfg.seed))
         merged = {k: v for part in gather_objects(returns, d) for k, v in part.items()}
         agent.close()
         if not d.is_main:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from genworld.errors import GenworldError
-from genworld.eval.rollout import evaluate_agent_outcomes
+from genworld.eval.rollout import evaluate_agent_outcomes, first_episode_seed
 from genworld.train.checkpoint import resume_point, save_checkpoint
 from genworld.train.prefix import Prefix, inherited, keep_prefix, start_from_prefix
 from genworld.utils.interrupt import deferred_interrupt
@@ -302,7 +302,7 @@ def train_offline(
     this run shares with others (:func:`run_loop`)."""
 
     def evaluate(step: int, metrics: dict) -> dict:
-        outcomes = evaluate_agent_outcomes(agent, specs, eval_episodes, seed * 1000)
+        outcomes = evaluate_agent_outcomes(agent, specs, eval_episodes, first_episode_seed(seed))
         returns = {name: o.returns for name, o in outcomes.items()}
         successes = {name: o.successes for name, o in outcomes.items() if o.successes is not None}
         record = eval_record(specs, returns, successes)

@@ -217,7 +217,7 @@ def prompt_dt_job(cfg, out: Path, train: list[str], refs, seed: int) -> None:
 
 
 def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
-    from genworld.eval.rollout import evaluate_agent
+    from genworld.eval.rollout import evaluate_agent, first_episode_seed
     from genworld.train.cells import train_cell
 
     folder = out / "cells" / method / task / f"seed{seed}"
@@ -229,7 +229,9 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     if method == "prompt-dt":
         episodes = cfg.eval_episodes * cfg.last_k
         score = float(
-            spec.normalized_score(evaluate_agent(agent, [spec], episodes, seed)[task].mean())
+            spec.normalized_score(
+                evaluate_agent(agent, [spec], episodes, first_episode_seed(seed))[task].mean()
+            )
         )
         last_k = best = score
         seconds = round(time.perf_counter() - started, 1)
@@ -385,7 +387,7 @@ def _meta_cell(cfg, out: Path, train, task: str, method: str, seed: int, refs) -
     context, as Prompt-DT's prompt). The score is the mean normalized return of
     ``eval_episodes × last_k`` episodes."""
     from genworld.data.multi_env import MultiEnvDataset
-    from genworld.eval.rollout import evaluate_agent
+    from genworld.eval.rollout import evaluate_agent, first_episode_seed
 
     folder = out / "cells" / method / task / f"seed{seed}"
     started = time.perf_counter()
@@ -405,7 +407,8 @@ def _meta_cell(cfg, out: Path, train, task: str, method: str, seed: int, refs) -
         agent.load_networks(trained)
     else:
         agent.load_state_dict(trained.state_dict())  # shared weights; its own context set
-    returns = evaluate_agent(agent, [spec], cfg.eval_episodes * cfg.last_k, seed)[task]
+    episodes = cfg.eval_episodes * cfg.last_k
+    returns = evaluate_agent(agent, [spec], episodes, first_episode_seed(seed))[task]
     score = float(spec.normalized_score(returns.mean()))
     return _write_result(
         folder, (method, task, seed), score, score, round(time.perf_counter() - started, 1)
