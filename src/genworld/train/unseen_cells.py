@@ -79,7 +79,7 @@ def _agent_cell(cfg, out: Path, train, method: str, task: str, seed: int, refs):
     from genworld.train.cells import build_cell_agent
     from genworld.utils.device import resolve_device
 
-    folder = out / "cells" / method / task / f"seed{seed}"
+    folder = out / cell_folder(method, task, seed)
     started = time.perf_counter()
     model, overrides = None, {}
     if resolve_variant(method)[0] == "tgw":
@@ -220,7 +220,7 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
     from genworld.eval.rollout import evaluate_agent, first_episode_seed
     from genworld.train.cells import train_cell
 
-    folder = out / "cells" / method / task / f"seed{seed}"
+    folder = out / cell_folder(method, task, seed)
     started = time.perf_counter()
     weights = _train_prompt_dt(cfg, out, train, refs, seed)  # (shared by the family's cells)
     agent = _prompt_dt(cfg, out, [], [task], refs, seed)  # the task's prompt and small data
@@ -389,7 +389,7 @@ def _meta_cell(cfg, out: Path, train, task: str, method: str, seed: int, refs) -
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.eval.rollout import evaluate_agent, first_episode_seed
 
-    folder = out / "cells" / method / task / f"seed{seed}"
+    folder = out / cell_folder(method, task, seed)
     started = time.perf_counter()
     root, spec = out / "datasets", task_spec(task, refs)
     own = "mixed" if task in train else "small"
