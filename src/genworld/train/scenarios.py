@@ -762,14 +762,15 @@ def _run_stages(
     if not cfg.cells:
         return ScenarioResults(names, [], len(todo), errors)
     results = []
-    done = len(finished([out / c.folder / "result.json" for c in todo]))
+    done = sum((out / c.folder / "result.json").exists() for c in todo)
     with progress_bar("scenario cells", len(todo), done=done, enabled=show_progress) as advance:
         for seed in dict.fromkeys(c.seed for c in todo):  # seed-major, as the cells are
             cells_of_seed = [c for c in todo if c.seed == seed]
+            done_of_seed = finished([out / c.folder / "result.json" for c in cells_of_seed])
             unfinished = {  # groups whose cells of this seed still need a world model
                 c.group
-                for c in cells_of_seed
-                if c.method in WORLD_MODEL_OF and not (out / c.folder / "result.json").exists()
+                for j, c in enumerate(cells_of_seed)
+                if c.method in WORLD_MODEL_OF and j not in done_of_seed
             }
             for group in groups(cfg):  # a later seed's models, before its cells load them
                 if seed > 0 and group.name in unfinished:
@@ -777,7 +778,6 @@ def _run_stages(
                     for kind in model_kinds(cfg):
                         world_model(cfg, out, group.name, kind, show_progress, seed, data)
             jobs = [(cfg, out, c) for c in cells_of_seed]
-            done_of_seed = finished([out / c.folder / "result.json" for c in cells_of_seed])
             results += map_unfinished(
                 run_cell, jobs, done_of_seed, cfg.workers, advance, cfg.threads
             )

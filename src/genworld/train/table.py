@@ -379,7 +379,7 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     """Run every cell of ``cfg`` not finished in ``out`` (resumable; several processes on one
     ``out`` split the work) and return every cell's result."""
     from genworld.data.build import ensure_built
-    from genworld.utils.parallel import finished
+    from genworld.utils.parallel import finished, rejoin
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
@@ -409,9 +409,7 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
             fresh = _run_with_ray(cfg_json, rest, out, advance)
         else:
             fresh = _run_with_pool(cfg_json, cfg.workers, rest, out, advance)
-    ran = iter(fresh)
-    results = [done[i] if i in done else next(ran) for i in range(len(todo))]
-    results = _finish_claimed(cfg, todo, results, out, show_progress)
+    results = _finish_claimed(cfg, todo, rejoin(done, fresh), out, show_progress)
     return [
         r if r.get("failed") else with_relabelling(r, out / c.folder)
         for r, c in zip(results, todo, strict=True)

@@ -82,9 +82,14 @@ def map_unfinished(
     are ``done``'s. ``advance(1)`` per job run here, so a progress bar that opened at the
     finished count (``progress_bar(done=…)``) times only the work still to do."""
     rest = [i for i in range(len(jobs)) if i not in done]
-    fresh = process_map(fn, [jobs[i] for i in rest], workers, advance, threads)
-    results = dict(done) | dict(zip(rest, fresh, strict=True))
-    return [results[i] for i in range(len(jobs))]
+    return rejoin(done, process_map(fn, [jobs[i] for i in rest], workers, advance, threads))
+
+
+def rejoin(done: dict[int, Any], fresh: Sequence[Any]) -> list:
+    """Every job's result in job order: ``done``'s, and ``fresh`` (the results of the jobs not
+    in ``done``, in their order) in the gaps."""
+    ran = iter(fresh)
+    return [done[i] if i in done else next(ran) for i in range(len(done) + len(fresh))]
 
 
 def stop_pool(pool) -> None:
