@@ -75,6 +75,7 @@ __all__ = [
     "scenarios",
     "scenarios_config",
     "sweep_beta",
+    "status",
     "sweep_config",
     "table",
     "table_config",
@@ -564,6 +565,16 @@ def train_agnostic_ppo(
     from genworld.train.dd_ppo import train_agnostic_ppo as train
 
     return train(cfg, Path(out), show_progress=show_progress)
+
+
+def status(out: str | Path) -> Result:
+    """Where the study in ``out`` stands, read without touching it (also while its command runs,
+    in one or several processes): each planned cell's state (finished, failed, training,
+    stopped part-way, waiting), the counts, the finished cells' mean minutes per kind and the
+    hours of cell time the rest need at that pace."""
+    from genworld.train.status import study_status
+
+    return Result(Path(out), study_status(Path(out)))
 
 
 def results(records: str | Path | None = None) -> Result:

@@ -252,6 +252,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     view.add_argument("--json", action="store_true", help="every row as JSON")
     p.set_defaults(func=commands.results)
 
+    p = sub.add_parser(
+        "status",
+        help="a study folder's cells: finished, failed, training, stopped, waiting; time left",
+    )
+    p.add_argument(
+        "out",
+        help="the --out folder of a table, ablate, sweep, unseen, scenarios or "
+        "wpt-study command (running or stopped)",
+    )
+    p.add_argument("--json", action="store_true", help="the whole status, every cell, as JSON")
+    p.set_defaults(func=commands.status)
+
     p = parsers["unseen",] = sub.add_parser(
         "unseen",
         help="unseen-task generalisation (cheetah-vel, ant-dir; Fig. 4) and CMT's meta-RL "

@@ -264,6 +264,52 @@ def results(args) -> None:
             print(f"  read with: {row['caveat']}")
 
 
+def status(args) -> None:
+    from genworld.api import status
+
+    found = status(args.out).summary
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    for line in status_lines(found):
+        print(line)
+
+
+def status_lines(found: dict) -> list[str]:
+    """The status of a study folder, a few lines for people."""
+    counts = found["counts"]
+    running = "running" if found["running"] else "not running"
+    lines = [f"{found['folder']}: {found['command']}, {running}"]
+    lines.append(
+        f"  {found['planned']} cells: "
+        + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state == "finished")
+    )
+    for row in found["cells"]:
+        if row["state"] in ("training", "stopped", "failed"):
+            detail = row.get("error") or (
+                f"step {row['step']:,}" if row.get("step") is not None else "no step logged yet"
+            )
+            lines.append(f"  {row['state']}: {row['folder']} ({detail})")
+    if found["hours_left"] is not None and found["planned"] > counts["finished"]:
+        paces = ", ".join(
+            f"{kind} {entry['mean_minutes']:g} min"
+            for kind, entry in found["kinds"].items()
+            if entry["mean_minutes"] is not None
+        )
+        lines.append(
+            f"  left: about {found['hours_left']:g} hours of cell time (finished cells' mean: "
+            f"{paces}); divide by the processes running it"
+        )
+    if found["elsewhere"]:
+        lines.append(f"  also finished here: {found['elsewhere']} cells another command planned")
+    if found["assumed"]:
+        lines.append(
+            "  planned with the defaults of " + ", ".join(found["assumed"]) + ": the folder "
+            "does not record them (rerun its command once to record them)"
+        )
+    return lines
+
+
 def unseen_config(args):
     """The ``UnseenConfig`` of ``genworld unseen``'s arguments (``--train-experts`` with
     ``--experts auto`` trains SAC experts for every family, ant-dir included)."""

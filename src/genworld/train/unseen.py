@@ -283,29 +283,32 @@ class UnseenResults:
     """The records of the cells that failed this run (:mod:`genworld.train.failures`)."""
 
 
+IGNORED = ("workers", "shipped_experts", "methods", "seeds")
+"""Fields left out of the resume check: how the study runs, and the methods and seeds, which key
+their own cells (a finished study takes more of either later)."""
+
+
 def run_unseen(
     cfg: UnseenConfig, out: Path, *, show_progress: bool = True, report_only: bool = False
 ) -> UnseenResults:
     """Every stage (each resumes), then the report. ``report_only``: train nothing, write the
     report from the cells finished so far."""
     cfg.validate()
-    # methods and seeds key their own cells: a finished study takes more of either later
-    ignore = ("workers", "shipped_experts", "methods", "seeds")
     train, test = split_tasks(cfg)
     from genworld.utils.device import torch_threads
 
     if not report_only:
         # claim_folder: a second study on this folder is refused
         with claim_folder(out, "genworld unseen", cfg), torch_threads(cfg.threads):
-            check_or_write_config(out, cfg, ignore=ignore)
+            check_or_write_config(out, cfg, ignore=IGNORED)
             return _run_stages(cfg, out, train, test, show_progress)
     if not (out / "references.json").exists():
         raise GenworldError(f"{out} has no finished references stage: run it first")
-    check_report_folder(out, cfg, ignore=ignore)  # writes nothing
+    check_report_folder(out, cfg, ignore=IGNORED)  # writes nothing
     tasks = train + test
     refs = json.loads((out / "references.json").read_text())
     planned = [(m, t, s) for s in range(cfg.seeds) for m in cfg.methods for t in tasks]
-    paths = [out / "cells" / m / t / f"seed{s}" / "result.json" for m, t, s in planned]
+    paths = [out / cell_folder(m, t, s) / "result.json" for m, t, s in planned]
     results = [json.loads(p.read_text()) for p in paths if p.exists()]
     return UnseenResults(train, test, refs, results, planned=len(planned))
 

@@ -146,6 +146,11 @@ def _finetune_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]
     return report
 
 
+IGNORED = ("workers", "tasks", "variants", "seeds")
+"""Fields left out of the resume check: tasks, variants and seeds key their own cells, so a study
+may grow."""
+
+
 def run_study(
     cfg: WPTStudyConfig, out: Path, *, show_progress: bool = True, report_only: bool = False
 ) -> tuple[list[dict], int, list[dict]]:
@@ -159,13 +164,12 @@ def run_study(
     cfg.validate()
     out = Path(out)
     todo = cells(cfg)
-    ignore = ("workers", "tasks", "variants", "seeds")  # they key their own cells: a study may grow
     if report_only:
-        check_report_folder(out, cfg, ignore=ignore)  # writes nothing
+        check_report_folder(out, cfg, ignore=IGNORED)  # writes nothing
         paths = [out / c.folder / "report.json" for c in todo]
         return [json.loads(p.read_text()) for p in paths if p.exists()], len(todo), []
     with claim_folder(out, "genworld wpt-study", cfg):
-        check_or_write_config(out, cfg, ignore=ignore)
+        check_or_write_config(out, cfg, ignore=IGNORED)
         if not cfg.world_model:
             _pretrain(cfg, out, show_progress)
         done = finished([out / c.folder / "report.json" for c in todo])

@@ -164,9 +164,11 @@ def check_or_write_config(
     if path.exists():
         diff = saved_config_differences(out, cfg, ignore=ignore, extra=extra, removed=removed)
         if not diff:
+            _record_command(out, cfg)
             return
         if set(diff) <= set(extendable):
             atomic_write_json(path, current)  # the run goes on under the new budget
+            _record_command(out, cfg)
             return
         if has_progress(out):
             kind = run_kind(json.loads(path.read_text()))
@@ -186,6 +188,19 @@ def check_or_write_config(
             f"cannot write the run folder {out} ({err.strerror or err}); choose a writable "
             "--out (and check free disk space)"
         ) from None
+    _record_command(out, cfg)
+
+
+COMMAND_FILE = ".command.json"
+"""The whole config of the last command started in a run folder, the fields config.json leaves
+out (what a study may add later: methods, seeds, workers) included: what ``genworld status``
+plans the folder's cells from."""
+
+
+def _record_command(out: Path, cfg: Any) -> None:
+    from dataclasses import asdict
+
+    atomic_write_json(out / COMMAND_FILE, asdict(cfg))
 
 
 def _check_runnable(cfg: Any) -> None:
@@ -332,7 +347,7 @@ def claim_folder(out: Path, command: str, cfg: Any = None):
             raise
 
 
-_BOOKKEEPING = frozenset({".claim", "config.json"})
+_BOOKKEEPING = frozenset({".claim", "config.json", COMMAND_FILE})
 
 
 def _remove_if_unused(out: Path) -> None:
@@ -345,19 +360,21 @@ def _remove_if_unused(out: Path) -> None:
 
 
 RUN_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("genworld scenarios", ("study", "train_scenarios")),
     ("genworld run", ("qualities", "policy_updates")),
     ("genworld table (or ablate / sweep beta)", ("algos", "budget")),
-    ("genworld unseen", ("family", "methods")),
+    ("genworld unseen", ("family", "small_steps")),
     ("genworld train world-model", ("model", "holdout_fraction")),
     ("genworld data train-policy", ("env", "learning_starts")),
     ("genworld train agnostic-iql", ("datasets", "log_every", "agent")),
     ("genworld train agnostic-ppo", ("total_timesteps", "ppo")),
     ("genworld train agnostic-transfer", ("pretrain", "finetune_steps")),
-    ("genworld wpt-study", ("tasks", "variants")),
     ("genworld train agnostic-ablations", ("datasets", "variants", "last_k")),
     ("genworld finetune", ("world_model", "variant", "wpt")),
+    ("genworld wpt-study", ("world_model", "last_k")),
 )
-"""Each command's output folder, recognised by fields only its config.json has."""
+"""Each command's output folder, recognised by fields its config.json keeps (not the ones a
+study leaves out of its resume check, such as methods and seeds) and the kinds above it lack."""
 
 
 def run_kind(config: dict[str, Any]) -> str | None:
@@ -438,6 +455,28 @@ def file_lock(path: Path):
     it. Without ``fcntl`` (Windows) it does not lock."""
     with claim(path, wait=True):
         yield
+
+
+def claim_held(path: Path) -> bool:
+    """Whether another process holds the :func:`claim` on ``path`` now (False when the file does
+    not exist). It asks with a shared lock taken and dropped at once: a process claiming the
+    same path in that instant finds it held and, like any claim refused with ``wait=False``,
+    comes back to it later."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX everywhere we run
+        return False
+    try:
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
