@@ -119,3 +119,17 @@ def test_cli_status_prints_json_and_lines(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("genworld table, not running")
     assert "4 cells: 1 finished, 3 waiting" in lines[1]
+
+
+def test_status_shows_how_far_each_shared_model_has_trained(tmp_path, capsys):
+    _table(tmp_path)
+    _write(tmp_path / "world_models/a/config.json", {"steps": 100, "model": "tgw"})
+    (tmp_path / "world_models/a/checkpoints/step_000000040").mkdir(parents=True)
+    _write(tmp_path / "world_models/b/config.json", {"steps": 100, "model": "mlp"})
+    _write(tmp_path / "world_models/b/metrics.jsonl", {"step": 100})
+    assert study_status(tmp_path)["models"] == [
+        {"folder": "world_models/a", "state": "started", "step": 40, "steps": 100},
+        {"folder": "world_models/b", "state": "finished", "step": 100, "steps": 100},
+    ]
+    main(["status", str(tmp_path)])
+    assert "shared model world_models/a: step 40 of 100" in capsys.readouterr().out

@@ -284,6 +284,11 @@ def status_lines(found: dict) -> list[str]:
         f"  {found['planned']} cells: "
         + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state == "finished")
     )
+    for model in found["models"]:
+        if model["state"] != "finished":
+            lines.append(
+                f"  shared model {model['folder']}: step {model['step']:,} of {model['steps']:,}"
+            )
     for row in found["cells"]:
         if row["state"] in ("training", "stopped", "failed"):
             detail = row.get("error") or (

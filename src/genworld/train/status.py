@@ -183,6 +183,38 @@ def _cell_state(out: Path, cell: PlannedCell, plan_: Plan, running: bool) -> dic
     return {**row, "state": "waiting"}
 
 
+MODEL_FOLDERS = ("pretrain", "world_model", "world_models/*", "world_models/*/*")
+"""Where studies keep the models their cells share (WPT's pre-training, a table's or the unseen
+study's world models, a scenario study's per group and kind)."""
+
+
+def _models(out: Path) -> list[dict[str, Any]]:
+    """The shared world models under ``out``: each one's folder, its last checkpointed or
+    logged step and its planned steps, finished once it reached them."""
+    rows = []
+    for pattern in MODEL_FOLDERS:
+        for folder in sorted(p for p in out.glob(pattern) if (p / "config.json").is_file()):
+            steps = _read(folder / "config.json").get("steps")
+            if not isinstance(steps, int):
+                continue
+            checkpoints = [
+                int(p.name.removeprefix("step_"))
+                for p in (folder / "checkpoints").glob("step_*")
+                if p.name.removeprefix("step_").isdigit()
+            ]
+            step = max([*checkpoints, _last_step(folder) or 0])
+            state = "finished" if step >= steps else "started"
+            rows.append(
+                {
+                    "folder": str(folder.relative_to(out)),
+                    "state": state,
+                    "step": step,
+                    "steps": steps,
+                }
+            )
+    return rows
+
+
 def _time_left(rows: list[dict], steps: int | None) -> tuple[float | None, dict[str, dict]]:
     """Hours of cell time the unfinished cells need (each at the mean time of the finished cells
     of its kind, or of all of them when its kind has none; a started one only for its share of
@@ -224,9 +256,10 @@ def _time_left(rows: list[dict], steps: int | None) -> tuple[float | None, dict[
 def study_status(out: Path) -> dict[str, Any]:
     """The state of every planned cell of the study in ``out``, the counts per state, per kind
     the finished cells' mean minutes, and ``hours_left``: the cell time the unfinished ones
-    need at that pace (None before any cell finished). ``elsewhere``: finished cells of other
-    commands run in the same folder (a table's other algorithm lists, say), not planned by the
-    last one."""
+    need at that pace (None before any cell finished; the shared models still to train are
+    not in it). ``elsewhere``: finished cells of other commands run in the same folder (a
+    table's other algorithm lists, say), not planned by the last one. ``models``: the shared
+    world models and how far each has trained."""
     out = Path(out)
     plan_, assumed = plan(out)
     running = claim_held(out / ".claim")
@@ -250,6 +283,7 @@ def study_status(out: Path) -> dict[str, Any]:
         "hours_left": hours_left,
         "kinds": kinds,
         "elsewhere": elsewhere,
+        "models": _models(out),
         "cells": rows,
     }
 
