@@ -258,10 +258,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "out",
-        help="the --out folder of a table, ablate, sweep, unseen, scenarios or "
-        "wpt-study command (running or stopped)",
+        nargs="+",
+        help="the --out folders of table, ablate, sweep, unseen, scenarios or wpt-study commands "
+        "(running or stopped)",
     )
-    p.add_argument("--json", action="store_true", help="the whole status, every cell, as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="the whole status, every cell, as JSON (a list with several folders)",
+    )
     p.set_defaults(func=commands.status)
 
     p = parsers["unseen",] = sub.add_parser(

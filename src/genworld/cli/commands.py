@@ -267,12 +267,13 @@ def results(args) -> None:
 def status(args) -> None:
     from genworld.api import status
 
-    found = status(args.out).summary
+    found = [status(out).summary for out in args.out]  # every folder checked before printing
     if args.json:
-        print(json.dumps(found, indent=2, ensure_ascii=False))
+        print(json.dumps(found[0] if len(found) == 1 else found, indent=2, ensure_ascii=False))
         return
-    for line in status_lines(found):
-        print(line)
+    for summary in found:
+        for line in status_lines(summary):
+            print(line)
 
 
 def status_lines(found: dict) -> list[str]:
