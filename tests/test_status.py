@@ -119,6 +119,7 @@ def test_cli_status_prints_json_and_lines(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("genworld table, not running")
     assert "4 cells: 1 finished, 3 waiting" in lines[1]
+    assert "2 cells of kinds with none finished at the mean of all" in lines[2]  # iql's
     main(["status", str(tmp_path), str(tmp_path), "--json"])  # several folders: a list
     assert [s["planned"] for s in json.loads(capsys.readouterr().out)] == [4, 4]
 

@@ -302,9 +302,17 @@ def status_lines(found: dict) -> list[str]:
             for kind, entry in found["kinds"].items()
             if entry["mean_minutes"] is not None
         )
+        unpaced = sum(
+            e["planned"] - e["finished"]
+            for e in found["kinds"].values()
+            if e["mean_minutes"] is None
+        )
+        guess = (
+            f"; {unpaced} cells of kinds with none finished at the mean of all" if unpaced else ""
+        )
         lines.append(
             f"  left: about {found['hours_left']:g} hours of cell time (finished cells' mean: "
-            f"{paces}); divide by the processes running it"
+            f"{paces}{guess}); divide by the processes running it"
         )
     if found["elsewhere"]:
         lines.append(f"  also finished here: {found['elsewhere']} cells another command planned")
