@@ -198,9 +198,12 @@ plans the folder's cells from."""
 
 
 def _record_command(out: Path, cfg: Any) -> None:
+    """Write ``cfg`` whole to ``COMMAND_FILE`` (a value JSON cannot hold, as its text: the record
+    must never stop a command that config.json let through)."""
     from dataclasses import asdict
 
-    atomic_write_json(out / COMMAND_FILE, asdict(cfg))
+    text = json.dumps(asdict(cfg), indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write_bytes(out / COMMAND_FILE, text.encode())
 
 
 def _check_runnable(cfg: Any) -> None:
