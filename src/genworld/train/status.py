@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from genworld.config import apply, from_dict
-from genworld.errors import GenworldError
+from genworld.config import from_dict
 from genworld.train.failures import FAILURE_FILE
-from genworld.utils.io import COMMAND_FILE, claim_held, run_kind
+from genworld.utils.io import COMMAND_FILE, claim_held, read_run_config, run_kind
 
 STATES = ("finished", "failed", "training", "stopped", "waiting")
 """A cell's state: its result is written; its last try failed (``error.json``); a process is
@@ -95,11 +94,10 @@ def _scenarios(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
 
 
 def _wpt_study(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
-    from genworld.train.wpt_study import STUDY_TASKS, WPTStudyConfig, cells
+    from genworld.train.wpt_study import WPTStudyConfig, cells, config_for_scale
 
     cfg, assumed = _config(WPTStudyConfig, config, recorded)
-    if not cfg.tasks:  # the scale's, as the command resolves them
-        cfg = apply(cfg, {"tasks": STUDY_TASKS[cfg.scale]})
+    cfg = config_for_scale(**asdict(cfg))  # empty tasks: the scale's, as the command resolves
     planned = [PlannedCell(c.folder, c.variant) for c in cells(cfg)]
     return Plan("genworld wpt-study", tuple(planned), "report.json", claims_cells=False), assumed
 
@@ -123,22 +121,14 @@ def plan(out: Path) -> tuple[Plan, list[str]]:
     which leaves out what a study may add later: methods, seeds); a one-line error when ``out``
     holds no study."""
     out = Path(out)
-    if not (out / "config.json").exists():
-        what = "does not exist" if not out.exists() else "holds no config.json"
-        raise GenworldError(
-            f"{out} {what}: give the --out folder of a genworld table, ablate, sweep, unseen, "
-            "scenarios or wpt-study command"
-        )
-    config = _read(out / "config.json")
-    kind = run_kind(config)
-    if kind not in PLANNERS:
-        made_by = f"a `{kind}` folder" if kind else "not a genworld study folder"
-        raise GenworldError(
-            f"{out} is {made_by}: `genworld status` reads the folders of table, ablate, sweep, "
-            "unseen, scenarios and wpt-study (a single run shows its progress in its log)"
-        )
+    fix = (
+        "give the --out folder of a genworld table, ablate, sweep, unseen, scenarios or "
+        "wpt-study command (a single run shows its progress in its log)"
+    )
+    config = read_run_config(out, tuple(PLANNERS), fix)
     recorded = (out / COMMAND_FILE).exists()
-    return PLANNERS[kind](_read(out / COMMAND_FILE) if recorded else config, recorded)
+    planner = PLANNERS[run_kind(config)]
+    return planner(_read(out / COMMAND_FILE) if recorded else config, recorded)
 
 
 def _read(path: Path) -> dict[str, Any]:

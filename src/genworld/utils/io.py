@@ -388,11 +388,15 @@ def run_kind(config: dict[str, Any]) -> str | None:
     return None
 
 
-def read_run_config(folder: Path, command: str, fix: str) -> dict[str, Any]:
-    """``folder/config.json``, which ``command`` (a ``RUN_KINDS`` name) must have written; else a
-    GenworldError saying what the folder is (missing, empty, another command's) and ``fix``."""
+def read_run_config(folder: Path, command: str | tuple[str, ...], fix: str) -> dict[str, Any]:
+    """``folder/config.json``, which ``command`` (a ``RUN_KINDS`` name, or any of several) must
+    have written; else a GenworldError saying what the folder is (missing, empty, another
+    command's) and ``fix``."""
     from genworld.errors import GenworldError
 
+    commands = (command,) if isinstance(command, str) else command
+    names = [f"`{c}`" for c in commands]
+    wanted = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     folder = Path(folder)
     if not folder.is_dir():
         raise GenworldError(f"{folder} does not exist; {fix}")
@@ -401,14 +405,14 @@ def read_run_config(folder: Path, command: str, fix: str) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except FileNotFoundError:
         raise GenworldError(
-            f"{folder} holds no config.json: not a `{command}` folder; {fix}"
+            f"{folder} holds no config.json: not a {wanted} folder; {fix}"
         ) from None
     except (OSError, ValueError) as err:
         raise GenworldError(f"{path} is unreadable ({err}); {fix}") from None
     kind = run_kind(config) if isinstance(config, dict) else None
-    if kind != command:
+    if kind not in commands:
         made_by = f"a `{kind}` folder" if kind else "not a genworld run folder"
-        raise GenworldError(f"{folder} is {made_by}, not a `{command}` one; {fix}")
+        raise GenworldError(f"{folder} is {made_by}, not a {wanted} one; {fix}")
     return config
 
 
