@@ -252,6 +252,32 @@ def test_a_claimed_cell_is_skipped_or_awaited_and_a_dead_claim_is_taken(policies
     assert got["r"]["seed"] == 0 and (folder / "result.json").exists()
 
 
+def test_without_waiting_a_run_leaves_other_processes_cells_and_reports_the_rest(
+    policies, tmp_path
+):
+    """``wait_for_others=False``: a run that reaches a cell another process holds leaves it
+    there, reports the finished cells as k of the planned, and exits; once the other process
+    let it go, a rerun finishes the table."""
+    from genworld.data.build import ensure_built
+    from genworld.utils.io import claim
+
+    cfg = config_for_scale(
+        "tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2
+    )
+    ensure_built(["hopper-medium"], steps=cfg.budget.dataset_steps)
+    out = tmp_path / "t"
+    held_cell = out / cells(cfg)[1].folder
+    leave = replace(cfg, wait_for_others=False)
+    with claim(held_cell.with_name(held_cell.name + ".claim"), wait=False) as held:
+        assert held
+        summary = run_table(leave, out, show_progress=False)
+    assert (summary["cells"], summary["planned_cells"]) == (1, 2)
+    assert not (held_cell / "result.json").exists()
+    # how the cells are run is not part of the resume check: the default run finishes it
+    summary = run_table(cfg, out, show_progress=False)
+    assert (summary["cells"], summary["planned_cells"]) == (2, 2)
+
+
 def test_concurrent_builds_of_one_dataset_take_turns(policies):
     import threading
 

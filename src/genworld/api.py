@@ -242,7 +242,7 @@ def table(
     nothing, report the cells finished so far."""
     from genworld.reports.table import planned_cells, write_table
     from genworld.train.failures import raise_failures, split_failures
-    from genworld.train.table import finished_results, run_cells
+    from genworld.train.table import cells, finished_results, run_cells
 
     out = Path(out)
     cfg.validate()
@@ -252,7 +252,8 @@ def table(
         planned = sum(planned_cells(cfg, results).values())
     else:
         results, failed = split_failures(run_cells(cfg, out, show_progress=show_progress))
-        planned = len(results) + len(failed) if failed else None
+        total = len(cells(cfg))  # more than came back: failures, or cells left to others
+        planned = total if len(results) < total else None
     summary = write_table(cfg, results, out, title=title, planned=planned) if results else {}
     raise_failures(failed, planned)  # the table above holds every cell that finished
     return Result(out, summary, (out / "table.md", *sorted(out.glob("profile_*.png"))))

@@ -110,7 +110,7 @@ PLANNERS: dict[str, Callable[[dict, bool], tuple[Plan, list[str]]]] = {
 }
 """Each study's planner, by the ``run_kind`` of its config.json."""
 
-RUNTIME = ("workers", "threads", "executor", "reuse", "shipped_experts")
+RUNTIME = ("workers", "threads", "executor", "reuse", "shipped_experts", "wait_for_others")
 """Fields that change how a study runs, never which cells it plans."""
 
 

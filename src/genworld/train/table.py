@@ -66,6 +66,11 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+HOW_RUN = ("workers", "executor", "reuse", "wait_for_others")
+"""TableConfig fields that say how the cells are run, not what they compute: they may change
+between a run and its resume."""
+
+
 @dataclass(frozen=True)
 class TableConfig:
     envs: tuple[str, ...] = ("halfcheetah", "hopper", "walker2d")
@@ -88,6 +93,11 @@ class TableConfig:
     """auto (Ray if installed and workers > 1, else a local process pool), local or ray."""
     threads: int = 1
     """torch threads per cell."""
+    wait_for_others: bool = True
+    """At the end, wait for the cells that other processes sharing ``out`` are training, so
+    that the report is the whole table (True); or leave them to those processes, report what
+    has finished and exit (False: the process that ends last reports the whole table), so a
+    process that ran out of cells frees its core for other work."""
     budget: Budget = field(default_factory=lambda: BUDGETS["mini"])
     """What every cell may spend (the same for every algorithm: a fair comparison)."""
     reuse: tuple[str, ...] = ()
@@ -394,7 +404,7 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     ensure_built(ids, steps=cfg.budget.dataset_steps, show_progress=show_progress, exact=True)
     # how the cells are run (not what they compute) may change between a run and its resume,
     # and a rerun may ask for more (or fewer) cells: each cell's folder names what it computes
-    check_or_write_config(out, cfg, ignore=("workers", "executor", "reuse"), extendable=EXTENDABLE)
+    check_or_write_config(out, cfg, ignore=HOW_RUN, extendable=EXTENDABLE)
     todo = cells(cfg)
     done = finished([out / cell.folder / "result.json" for cell in todo])
     rest = [cell for i, cell in enumerate(todo) if i not in done]
@@ -413,25 +423,33 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     return [
         r if r.get("failed") else with_relabelling(r, out / c.folder)
         for r, c in zip(results, todo, strict=True)
+        if r is not None  # without wait_for_others: still training in another process
     ]
 
 
 def _finish_claimed(
     cfg: TableConfig, todo: list[Cell], results: list, out: Path, show_progress: bool
-) -> list[dict]:
+) -> list[dict | None]:
     """The cells other processes held, or whose shared prefix one of them was making (None in
     ``results``): wait for each to finish there (or for its prefix), or train it here if that
-    process stopped without finishing it."""
+    process stopped without finishing it. Without ``cfg.wait_for_others``, take those that
+    have finished or been let go since and leave the rest None (still in other hands)."""
     waiting = [i for i, result in enumerate(results) if result is None]
     if waiting and show_progress:
+        then = (
+            "waiting for them (Ctrl-C is safe: rerun to resume)"
+            if cfg.wait_for_others
+            else "leaving them to those processes (--wait_for_others false)"
+        )
         print(
             f"table: {len(waiting)} cell(s) are being trained by other processes sharing {out}, "
-            "or start from a pretraining one of them is making; waiting for them (Ctrl-C is "
-            "safe: rerun to resume)",
+            f"or start from a pretraining one of them is making; {then}",
             flush=True,
         )
     for i in waiting:
-        results[i] = run_cell(cfg, todo[i], out, wait=True, show_progress=show_progress)
+        results[i] = run_cell(
+            cfg, todo[i], out, wait=cfg.wait_for_others, show_progress=show_progress
+        )
     return results
 
 
@@ -441,7 +459,7 @@ def finished_results(cfg: TableConfig, out: Path) -> list[dict]:
     the same envs, budget and scale; the ``EXTENDABLE`` fields may differ from its last run's,
     as a report may cover the cells of several runs (each cell's folder names what it
     computes)."""
-    check_report_folder(out, cfg, ignore=("workers", "executor", "reuse", *EXTENDABLE))
+    check_report_folder(out, cfg, ignore=(*HOW_RUN, *EXTENDABLE))
     folders = [out / cell.folder for cell in cells(cfg)]
     results = [
         with_relabelling(json.loads((f / "result.json").read_text()), f)
