@@ -261,9 +261,7 @@ def test_without_waiting_a_run_leaves_other_processes_cells_and_reports_the_rest
     from genworld.data.build import ensure_built
     from genworld.utils.io import claim
 
-    cfg = config_for_scale(
-        "tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2
-    )
+    cfg = config_for_scale("tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2)
     ensure_built(["hopper-medium"], steps=cfg.budget.dataset_steps)
     out = tmp_path / "t"
     held_cell = out / cells(cfg)[1].folder
