@@ -341,6 +341,9 @@ def test_cli_pretrains_then_finetunes_and_writes_a_curve_and_a_report(tmp_path):
     assert (out / "curve.png").stat().st_size > 0 and (out / "report.md").exists()
     assert main(argv) == 0  # rerun: resumes a finished run
     assert len((out / "eval.jsonl").read_text().splitlines()) == 3
+    # its time counts the process that trained it, not only the rerun's
+    again = json.loads((out / "report.json").read_text())
+    assert again["wall_seconds"] >= again["curve"][-1]["wall_s"] > 0
     # the study command on the same pre-trained model: one run per (variant, seed), a report
     study = tmp_path / "study"
     argv = ["wpt-study", "--scale", "tiny", "--world_model", str(pre), "--variants", "scratch,p"]

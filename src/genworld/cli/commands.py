@@ -310,9 +310,15 @@ def status_lines(found: dict) -> list[str]:
         guess = (
             f"; {unpaced} cells of kinds with none finished at the mean of all" if unpaced else ""
         )
+        running = counts["training"]  # one process (or worker) per training cell
+        wall = (
+            f"about {found['hours_left'] / running:.1f} hours at the {running} running now"
+            if running
+            else "divide by the processes that will run it"
+        )
         lines.append(
             f"  left: about {found['hours_left']:g} hours of cell time (finished cells' mean: "
-            f"{paces}{guess}); divide by the processes running it"
+            f"{paces}{guess}); {wall}"
         )
     if found["elsewhere"]:
         lines.append(f"  also finished here: {found['elsewhere']} cells another command planned")

@@ -43,6 +43,7 @@ from genworld.data.retrieval import Segments, retrieve, retrieved_dataset
 from genworld.envs.registry import get_env_spec, make_env
 from genworld.errors import GenworldError
 from genworld.eval.rollout import evaluate_agent_outcomes
+from genworld.train.cells import cell_seconds
 from genworld.train.loop import Hook, eval_record, read_eval, run_loop
 from genworld.train.world_model import load_trained, world_model_run_config
 from genworld.types import EnvSpec
@@ -270,6 +271,7 @@ def finetune(cfg: FinetuneConfig, out: Path, *, show_progress: bool = True) -> d
             }
 
         hook = Hook(every, evaluate, log="eval.jsonl", rate="time/episodes_per_s")
+        setup = time.perf_counter() - started  # this process's: the model and the retrieval
         run_loop(
             f"finetune {cfg.variant} {cfg.task}",
             FinetuneTrainer(agent, updates, cfg.seed),
@@ -299,14 +301,15 @@ def finetune(cfg: FinetuneConfig, out: Path, *, show_progress: bool = True) -> d
         "pretraining": {"datasets": list(pre_cfg["datasets"]), "steps": pre_cfg["steps"]},
         "protocol": protocol,
         "retrieval": retrieved,
-        "curve": read_eval(out),
+        "curve": (curve := read_eval(out)),
         # a hard (sparse) task's control steps that paid, over every online episode: 0 means
         # the learner never saw its sparse reward (None: not a sparse task)
         "sparse_hits": sum(hits)
         if (hits := [h for h in agent.sparse_hits if h is not None])
         else None,
         "caveats": caveats(cfg, retrieved),
-        "wall_seconds": time.perf_counter() - started,
+        # every process that trained it (a resumed run's log carries the time before)
+        "wall_seconds": cell_seconds(curve, setup),
         "provenance": provenance(),
     }
 
