@@ -45,7 +45,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"Scores are D4RL-normalized; **last-{cfg['last_k']}** = mean of the last {count(cfg['last_k'], 'evaluation')}, "
         "**best** = the best evaluation (optimistic, labelled).",
         "",
-        f"Wall time: {report['wall_seconds']:.0f} s.",
+        f"Wall time of this command: {report['wall_seconds']:.0f} s (a resumed run's earlier "
+        "commands not counted).",
         "",
         *([provenance_line(report["code"]), ""] if "code" in report else []),
         "## Datasets",

@@ -84,7 +84,7 @@ def seeds_footer(report: dict[str, Any], plot: str, seeds: int = 1) -> list[str]
         made = cells_code_line(runs, noun="run")
         code = f"{made} This report: {code.removeprefix('**Code**: ')}"
     else:
-        wall = f" Wall time {report['wall_seconds']:.0f} s."
+        wall = f" Wall time of this command {report['wall_seconds']:.0f} s."
     return [
         "",
         worth + wall,
