@@ -537,3 +537,88 @@ def test_a_failing_wpt_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypat
     monkeypatch.setattr(study, "_finetune_cell", lambda cfg, out, cell: {"finished": True})
     assert study.run_cell(cfg, out, study.Cell("dmc-cheetah-run", "p", 0)) == {"finished": True}
     assert not error.exists()
+
+
+def _fake_cell(trained: list, pause: float = 0.3):
+    """A stand-in for a fine-tuning run: records the cell, takes ``pause`` seconds, writes its
+    report as ``_finetune_cell`` does."""
+    import time
+
+    from genworld.utils.io import atomic_write_json
+
+    def run(cfg, out, cell):
+        trained.append((cell.variant, cell.seed))
+        time.sleep(pause)
+        report = {"finished": True, "cell": cell.folder}
+        atomic_write_json(out / cell.folder / "report.json", report)
+        return report
+
+    return run
+
+
+def test_two_processes_on_one_wpt_study_pretrain_once_and_split_its_runs(tmp_path, monkeypatch):
+    """Two `genworld wpt-study` runs sharing --out (threads here; processes or machines in use):
+    one pre-trains while the other waits for its model, every run is trained by exactly one
+    of them, and both return every run."""
+    import threading
+    import time
+
+    import genworld.train.wpt_study as study
+
+    pretrained, trained = [], []
+
+    def pretrain(cfg, out, show_progress):
+        if not (out / "pretrain" / "provenance.json").exists():
+            pretrained.append(1)
+            time.sleep(0.3)
+            (out / "pretrain").mkdir(parents=True, exist_ok=True)
+            (out / "pretrain" / "provenance.json").write_text("{}")
+
+    monkeypatch.setattr(study, "_pretrain", pretrain)
+    monkeypatch.setattr(study, "_finetune_cell", _fake_cell(trained))
+    cfg = study.config_for_scale("tiny", seeds=2, variants=("scratch", "p"))
+    out = tmp_path / "study"
+    results: list = [None, None]
+
+    def run(i):
+        results[i] = study.run_study(cfg, out, show_progress=False)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert pretrained == [1]
+    assert sorted(trained) == [("p", 0), ("p", 1), ("scratch", 0), ("scratch", 1)]
+    assert all(len(r[0]) == r[1] == 4 and r[2] == [] for r in results)
+
+
+def test_a_wpt_study_left_by_another_process_reports_the_rest_without_waiting(
+    tmp_path, monkeypatch
+):
+    """``wait_for_others=False`` leaves a run another process holds and reports the others;
+    `genworld status` shows that run as training; another command wanting the folder alone is
+    refused while the study runs."""
+    import genworld.train.wpt_study as study
+    from genworld.train.status import study_status
+    from genworld.utils.io import claim, claim_folder
+
+    trained: list = []
+    monkeypatch.setattr(study, "_pretrain", lambda cfg, out, show_progress: None)
+    monkeypatch.setattr(study, "_finetune_cell", _fake_cell(trained, pause=0))
+    cfg = study.config_for_scale("tiny", seeds=2, variants=("p",), wait_for_others=False)
+    out = tmp_path / "study"
+    held = out / study.cells(cfg)[1].folder
+    with claim(held.with_name(held.name + ".claim"), wait=False):
+        reports, planned, failed = study.run_study(cfg, out, show_progress=False)
+        assert (len(reports), planned, failed) == (1, 2, [])
+        assert study_status(out)["counts"]["training"] == 1
+    assert trained == [("p", 0)]
+    alone = pytest.raises(GenworldError, match="another `genworld finetune` is running")
+    with (
+        claim_folder(out, "genworld wpt-study", cfg, shared=True),
+        alone,
+        claim_folder(out, "genworld finetune"),
+    ):
+        pass

@@ -99,7 +99,7 @@ def _wpt_study(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
     cfg, assumed = _config(WPTStudyConfig, config, recorded)
     cfg = config_for_scale(**asdict(cfg))  # empty tasks: the scale's, as the command resolves
     planned = [PlannedCell(c.folder, c.variant) for c in cells(cfg)]
-    return Plan("genworld wpt-study", tuple(planned), "report.json", claims_cells=False), assumed
+    return Plan("genworld wpt-study", tuple(planned), "report.json", claims_cells=True), assumed
 
 
 PLANNERS: dict[str, Callable[[dict, bool], tuple[Plan, list[str]]]] = {
@@ -160,10 +160,11 @@ def _cell_state(out: Path, cell: PlannedCell, plan_: Plan, running: bool) -> dic
         seconds = result.get("seconds", result.get("wall_seconds"))
         return {**row, "state": "finished", "seconds": seconds}
     failed = (folder / FAILURE_FILE).exists()
-    if plan_.claims_cells:
-        training = claim_held(folder.with_name(folder.name + ".claim"))
-    else:  # a running study retries a failed cell only when it reaches it again
-        training = running and folder.exists() and not failed
+    # a process holding the folder alone trains the cells it has started (its cells are not
+    # claimed one by one); a running study retries a failed cell only when it reaches it again
+    training = (plan_.claims_cells and claim_held(folder.with_name(folder.name + ".claim"))) or (
+        running and folder.exists() and not failed
+    )
     if training:
         return {**row, "state": "training", "step": _last_step(folder)}
     if failed:
@@ -252,7 +253,9 @@ def study_status(out: Path) -> dict[str, Any]:
     world models and how far each has trained."""
     out = Path(out)
     plan_, assumed = plan(out)
-    running = claim_held(out / ".claim")
+    # a command holding the folder alone, or making a model its cells share (a study's
+    # processes that split their cells hold the folder's claim together: their cells show them)
+    running = any(claim_held(path) for path in (out / ".claim", out / "pretrain.claim"))
     rows = [_cell_state(out, cell, plan_, running) for cell in plan_.cells]
     counts = {state: sum(r["state"] == state for r in rows) for state in STATES}
     planned = {out / c.folder / plan_.done_file for c in plan_.cells}

@@ -24,7 +24,7 @@ from genworld.utils.io import (
     atomic_write_json,
     check_or_write_config,
     check_report_folder,
-    claim,
+    claimed_result,
     last_logged,
 )
 
@@ -198,14 +198,8 @@ def run_cell(
     whose shared prefix (CMT's pretraining) another process is making: it starts from that
     prefix once it is made, instead of making the same steps beside it."""
     folder = out / cell.folder
-    result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    with claim(folder.with_name(folder.name + ".claim"), wait=wait) as held:
-        if not held:
-            return None
-        if result_path.exists():  # finished by the process that held it
-            return json.loads(result_path.read_text())
+
+    def work() -> dict | None:
         if reused := reuse_cell(cfg, cell, out):
             return reused
         # a failing cell is recorded; the table goes on without it, and a rerun retries it
@@ -216,6 +210,8 @@ def run_cell(
             "the table",
             lambda: _train_cell(cfg, cell, out, show_progress, wait=wait),
         )
+
+    return claimed_result(folder, "result.json", work, wait=wait)
 
 
 def _train_cell(

@@ -6,7 +6,10 @@ model: the one given (``--world_model``), or one pre-trained here at the scale's
 ``out/pretrain`` (:mod:`genworld.train.pretrain`). Variants: ``scratch`` (the same RSSM
 untrained: DreamerV3), ``p`` (pre-trained), ``p+er`` (+ experience rehearsal), ``p+er+g``
 (+ execution guidance: WPT). A cell is done when its ``report.json`` exists; a killed cell
-resumes from its checkpoint. The report (:mod:`genworld.reports.wpt_study`) gives the learning
+resumes from its checkpoint. Several processes (or machines sharing ``out``) may run one study:
+the first to arrive pre-trains while the others wait for its model, and each cell is claimed by
+one of them (a lock next to its folder that dies with its process), as a table's cells are.
+The report (:mod:`genworld.reports.wpt_study`) gives the learning
 curves with confidence intervals over seeds and checks the issue's claims.
 """
 
@@ -25,7 +28,9 @@ from genworld.utils.io import (
     atomic_write_json,
     check_or_write_config,
     check_report_folder,
+    claim,
     claim_folder,
+    claimed_result,
 )
 
 VARIANTS = ("scratch", "p", "p+er", "p+er+g")
@@ -56,6 +61,10 @@ class WPTStudyConfig:
     threads: int = 1
     """torch threads per process (each worker's, or this one's when workers = 1): two 1-thread
     processes on 2 cores each run at full speed, two 2-thread ones stall each other."""
+    wait_for_others: bool = True
+    """At the end, wait for the runs other processes sharing ``out`` are training, so that the
+    report covers the whole study (True); or leave them to those processes, report what has
+    finished and exit (False: the process that ends last reports the whole study)."""
 
     def validate(self) -> None:
         check_scale(self.scale)
@@ -115,16 +124,18 @@ def world_model_folder(cfg: WPTStudyConfig, out: Path) -> Path:
     return Path(cfg.world_model) if cfg.world_model else out / "pretrain"
 
 
-def run_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]:
+def run_cell(cfg: WPTStudyConfig, out: Path, cell: Cell, wait: bool = False) -> dict | None:
     """One fine-tuning run (resumes); its report (what ``genworld finetune`` reports), or,
-    when it fails, the failure's record (the study goes on; a rerun retries the run)."""
+    when it fails, the failure's record (the study goes on; a rerun retries the run). The run
+    is claimed first: None, at once, while another process trains it (``wait=False``), else,
+    once that process lets it go, its report, or this process trains it if that one died."""
     from genworld.train.failures import guarded
 
     folder = out / cell.folder
-    if (folder / "report.json").exists():
-        return json.loads((folder / "report.json").read_text())
     work = functools.partial(_finetune_cell, cfg, out, cell)
-    return guarded(folder, cell.folder, "the study", work)
+    return claimed_result(
+        folder, "report.json", lambda: guarded(folder, cell.folder, "the study", work), wait=wait
+    )
 
 
 def _finetune_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]:
@@ -146,7 +157,7 @@ def _finetune_cell(cfg: WPTStudyConfig, out: Path, cell: Cell) -> dict[str, Any]
     return report
 
 
-IGNORED = ("workers", "tasks", "variants", "seeds")
+IGNORED = ("workers", "tasks", "variants", "seeds", "wait_for_others")
 """Fields left out of the resume check: tasks, variants and seeds key their own cells, so a study
 may grow."""
 
@@ -168,17 +179,24 @@ def run_study(
         check_report_folder(out, cfg, ignore=IGNORED)  # writes nothing
         paths = [out / c.folder / "report.json" for c in todo]
         return [json.loads(p.read_text()) for p in paths if p.exists()], len(todo), []
-    with claim_folder(out, "genworld wpt-study", cfg):
+    with claim_folder(out, "genworld wpt-study", cfg, shared=True):
         check_or_write_config(out, cfg, ignore=IGNORED)
         if not cfg.world_model:
-            _pretrain(cfg, out, show_progress)
+            with claim(out / "pretrain.claim", wait=True):  # one process pre-trains
+                _pretrain(cfg, out, show_progress)
         done = finished([out / c.folder / "report.json" for c in todo])
         with progress_bar(
             "wpt-study runs", len(todo), done=len(done), enabled=show_progress
         ) as advance:
             jobs = [(cfg, out, c) for c in todo]
             reports = map_unfinished(run_cell, jobs, done, cfg.workers, advance, cfg.threads)
-    ok, failed = split_failures(reports)
+        held = [i for i, report in enumerate(reports) if report is None]
+        if held and show_progress:
+            then = "waiting for them" if cfg.wait_for_others else "leaving them to those processes"
+            print(f"wpt-study: {len(held)} run(s) are trained by other processes; {then}")
+        for i in held:
+            reports[i] = run_cell(cfg, out, todo[i], wait=cfg.wait_for_others)
+    ok, failed = split_failures([r for r in reports if r is not None])
     return ok, len(todo), failed
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -318,12 +319,14 @@ def check_report_folder(out: Path, cfg: Any, *, ignore: tuple[str, ...] = ()) ->
 
 
 @contextlib.contextmanager
-def claim_folder(out: Path, command: str, cfg: Any = None):
+def claim_folder(out: Path, command: str, cfg: Any = None, *, shared: bool = False):
     """Hold ``out`` for this process for the ``with`` block (:func:`claim` on ``out/.claim``, the
     lock table cells take): a second process on the same folder is refused at once, in one
-    line, instead of training the same things beside the first. ``cfg``'s device is checked
+    line, instead of training the same things beside the first. ``shared``: for a study whose
+    processes split its cells through claims of their own, any number of them hold it together,
+    and only a command that wants the folder alone is refused. ``cfg``'s device is checked
     first, so a command that cannot run leaves no folder behind; a folder this call created is
-    removed again when the block fails before writing anything but its config."""
+    removed again when the block fails before writing anything but its config (held alone)."""
     from genworld.errors import GenworldError
 
     if cfg is not None:
@@ -336,7 +339,7 @@ def claim_folder(out: Path, command: str, cfg: Any = None):
         raise GenworldError(
             f"cannot create the run folder {out} ({err.strerror or err}); choose a writable --out"
         ) from None
-    with claim(out / ".claim", wait=False) as held:
+    with claim(out / ".claim", wait=False, shared=shared) as held:
         if not held:
             raise GenworldError(
                 f"another `{command}` is running in {out}; wait for it to finish (rerun then to "
@@ -345,7 +348,7 @@ def claim_folder(out: Path, command: str, cfg: Any = None):
         try:
             yield
         except BaseException:
-            if fresh:  # still claimed: no other process can be using it
+            if fresh and not shared:  # held alone: no other process can be using it
                 _remove_if_unused(out)
             raise
 
@@ -486,13 +489,33 @@ def claim_held(path: Path) -> bool:
         return False
 
 
+def claimed_result(
+    folder: Path, result_file: str, work: Callable[[], dict | None], *, wait: bool
+) -> dict | None:
+    """A study's cell in ``folder``, run by one process at a time: its finished result (the
+    JSON ``result_file``), or ``work()``'s, run while holding the cell's :func:`claim` (a lock
+    next to the folder). While another process holds it: None at once (``wait=False``), or,
+    once that process lets it go, the result it wrote (if it died first, ``work()`` here)."""
+    done = Path(folder) / result_file
+    if done.exists():
+        return json.loads(done.read_text())
+    with claim(folder.with_name(folder.name + ".claim"), wait=wait) as held:
+        if not held:
+            return None
+        if done.exists():  # finished by the process that held it
+            return json.loads(done.read_text())
+        return work()
+
+
 @contextlib.contextmanager
-def claim(path: Path, *, wait: bool):
+def claim(path: Path, *, wait: bool, shared: bool = False):
     """Hold an exclusive advisory lock (``flock``) on ``path`` for the ``with`` block; yields
     True when held. With ``wait=False`` it yields False at once (holding nothing) if another
-    process holds it. The lock dies with its process, even a killed one, so a claim is never
-    stale. It works across machines where the file system supports ``flock`` (local, NFSv4).
-    Without ``fcntl`` (Windows) nothing is locked and it yields True."""
+    process holds it. ``shared``: a lock several processes hold together, refused only while
+    one holds it exclusively (and refusing an exclusive claim meanwhile). The lock dies with
+    its process, even a killed one, so a claim is never stale. It works across machines where
+    the file system supports ``flock`` (local, NFSv4). Without ``fcntl`` (Windows) nothing is
+    locked and it yields True."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -502,7 +525,8 @@ def claim(path: Path, *, wait: bool):
         return
     with open(path, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            fcntl.flock(handle, kind if wait else kind | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
