@@ -593,3 +593,65 @@ def test_cmt_cells_bring_their_last_relabelling_metrics_to_the_report(tmp_path):
     text = "\n".join(prompt_tuning_lines([row]))
     assert "| single | medium | hopper | cmt | 2 | 0.0200 | — | — | 0.3000 | +0.0 |" in text
     assert prompt_tuning_lines([]) == []
+
+
+class _StubRay:
+    """The few Ray calls the table makes, run in-process; ``wait`` hands tasks back last
+    first, as a cluster may finish them. ``init`` records its arguments."""
+
+    def __init__(self):
+        self.inits: list = []
+        self.started = False
+
+    def is_initialized(self):
+        return self.started
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        self.started = True
+
+    def remote(self, **_options):
+        def wrap(fn):
+            class Task:
+                @staticmethod
+                def remote(*args):
+                    return _StubRef(fn, args)
+
+            return Task
+
+        return wrap
+
+    def wait(self, pending, num_returns=1):
+        return pending[-num_returns:], pending[:-num_returns]
+
+    def get(self, ref):
+        return ref.fn(*ref.args)
+
+
+class _StubRef:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+
+def test_ray_cells_come_back_in_the_tables_order_and_ray_address_joins_a_cluster(
+    policies, tmp_path, monkeypatch
+):
+    import sys
+
+    from genworld.train import table
+
+    stub = _StubRay()
+    monkeypatch.setitem(sys.modules, "ray", stub)
+    monkeypatch.setattr(table, "_ray_available", lambda: True)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = config_for_scale(
+        "tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=3,
+        workers=2, executor="ray",
+    )  # fmt: skip
+    results = table.run_cells(cfg, tmp_path / "t", show_progress=False)
+    assert [r["seed"] for r in results] == [0, 1, 2]  # finished 2, 1, 0
+    assert stub.inits == [{"num_cpus": 2, "include_dashboard": False}]
+    stub.started = False
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # an existing cluster: its CPUs, not --workers
+    table.run_cells(replace(cfg, seeds=4), tmp_path / "t", show_progress=False)
+    assert stub.inits[-1] == {}

@@ -10,6 +10,7 @@ last checkpoint. Datasets are built (or found) once, before any cell starts.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -487,15 +488,25 @@ def _run_with_pool(cfg_json: str, workers: int, todo: list[Cell], out: Path, adv
 
 
 def _run_with_ray(cfg_json: str, todo: list[Cell], out: Path, advance) -> list:
+    """Each cell of ``todo`` as a Ray task of 1 CPU; their results in ``todo``'s order (tasks
+    finish in any order). Ray is started here unless the caller started it: on an existing
+    cluster when ``RAY_ADDRESS`` is set (``ray.init()`` reads it; the cluster's CPUs), else on
+    this machine with ``workers`` CPUs."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=json.loads(cfg_json)["workers"], include_dashboard=False)
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(num_cpus=json.loads(cfg_json)["workers"], include_dashboard=False)
     remote = ray.remote(num_cpus=1)(_run_cell_in_worker)
-    pending = [remote.remote(cfg_json, json.dumps(asdict(c)), str(out)) for c in todo]
-    results = []
+    refs = [remote.remote(cfg_json, json.dumps(asdict(c)), str(out)) for c in todo]
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list = [None] * len(refs)
+    pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        results.extend(ray.get(done))
+        for ref in done:
+            results[index[ref]] = ray.get(ref)
         advance(len(done))
     return results
