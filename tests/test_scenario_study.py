@@ -281,6 +281,60 @@ def test_study_plans_its_scenarios_and_cells():
     ]
 
 
+def test_processes_sharing_a_study_train_each_world_model_once_and_split_the_cells(
+    tmp_path, monkeypatch
+):
+    """Several `genworld scenarios` processes may share one --out: a world model is trained by
+    the process holding its claim while another waits, then loads it; a cell another process
+    holds is put off (None) or awaited, and a finished one is read, not adapted again."""
+    import threading
+    import time
+
+    import genworld.train.scenarios as study
+    import genworld.train.world_model as wm
+    from genworld.api import scenarios_config
+    from genworld.utils.io import claim
+
+    spans: list[tuple[float, float]] = []
+
+    def fit(config, data, folder, show_progress=False):
+        began = time.perf_counter()
+        time.sleep(0.3)
+        spans.append((began, time.perf_counter()))
+        return "model"
+
+    monkeypatch.setattr(wm, "fit_world_model", fit)
+    cfg = scenarios_config("tiny", seeds=1, methods=("mrcom",))
+    out = tmp_path / "study"
+    threads = [
+        threading.Thread(target=study.world_model, args=(cfg, out, "multi", "mrcom"),
+                         kwargs={"data": object()})
+        for _ in range(2)
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    (first, second) = sorted(spans)
+    assert second[0] >= first[1]  # one after the other, never side by side
+    adapted: list = []
+
+    def adapt(cfg, out, cell):
+        adapted.append(cell.folder)
+        (out / cell.folder).mkdir(parents=True, exist_ok=True)
+        (out / cell.folder / "result.json").write_text(json.dumps({"cell": cell.folder}))
+        return {"cell": cell.folder}
+
+    monkeypatch.setattr(study, "adapt_cell", adapt)
+    cell = study.cells(cfg)[0]
+    folder = out / cell.folder
+    with claim(folder.with_name(folder.name + ".claim"), wait=False):
+        assert study.run_cell(cfg, out, cell) is None  # another process adapts it
+    assert study.run_cell(cfg, out, cell) == {"cell": cell.folder}
+    assert study.run_cell(cfg, out, cell, wait=True) == {"cell": cell.folder}
+    assert adapted == [cell.folder]
+
+
 def test_the_ablation_study_trains_mrcom_without_each_regulariser():
     from genworld.api import scenarios_config
     from genworld.train.scenarios import cells, world_model_config

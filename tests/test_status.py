@@ -136,3 +136,9 @@ def test_status_shows_how_far_each_shared_model_has_trained(tmp_path, capsys):
     ]
     main(["status", str(tmp_path)])
     assert "shared model world_models/a: step 40 of 100" in capsys.readouterr().out
+    # a process training it holds its claim (another sharing the study waits on it)
+    from genworld.utils.io import claim
+
+    with claim(tmp_path / "world_models/a.claim", wait=False):
+        found = study_status(tmp_path)
+    assert found["models"][0]["state"] == "training" and found["running"]

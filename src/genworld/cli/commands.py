@@ -289,6 +289,7 @@ def status_lines(found: dict) -> list[str]:
         if model["state"] != "finished":
             lines.append(
                 f"  shared model {model['folder']}: step {model['step']:,} of {model['steps']:,}"
+                + (" (training)" if model["state"] == "training" else "")
             )
     for row in found["cells"]:
         if row["state"] in ("training", "stopped", "failed"):

@@ -64,7 +64,9 @@ from genworld.utils.io import (
     atomic_write_json,
     check_or_write_config,
     check_report_folder,
+    claim,
     claim_folder,
+    claimed_result,
 )
 
 STUDIES = ("multi", "dynamics", "perturb", "single", "behaviour", "ablation")
@@ -199,6 +201,10 @@ class ScenarioStudyConfig:
     """False: datasets, world models and their k-step errors on the held-out scenarios only,
     no adaptation cell (the prediction-error comparison without policies). Not part of the
     resume check."""
+    wait_for_others: bool = True
+    """At the end, wait for the cells other processes sharing ``out`` are adapting, so that the
+    report covers the whole study (True); or leave them to those processes, report what has
+    finished and exit (False: the process that ends last reports the whole study)."""
 
     def validate(self) -> None:
         checks = [
@@ -486,19 +492,23 @@ def world_model_errors(
     from genworld.eval.wm_metrics import k_step_errors
 
     path = out / "world_models" / group / kind / "errors.json"
-    errors = json.loads(path.read_text()) if path.exists() else {}
     spec = _group_of(cfg, group)
     splits = ("train", *spec.splits)
-    if all(split in errors for split in splits):
-        return errors
-    if normalizer is None:
-        model.eval()
-        normalizer = model.normalizer
-    for split in (s for s in splits if s not in errors):
-        data = group_dataset(cfg, spec) if split == "train" else held_out_dataset(cfg, spec, split)
-        errors[split] = k_step_errors(model, data, normalizer, per_env=ERROR_STARTS, seed=0)
-    errors = {split: errors[split] for split in splits}
-    atomic_write_json(path, errors)
+    # one process computes them; another sharing the study waits, then reads them
+    with claim(path.with_name(".errors.claim"), wait=True):
+        errors = json.loads(path.read_text()) if path.exists() else {}
+        if all(split in errors for split in splits):
+            return errors
+        if normalizer is None:
+            model.eval()
+            normalizer = model.normalizer
+        for split in (s for s in splits if s not in errors):
+            data = (
+                group_dataset(cfg, spec) if split == "train" else held_out_dataset(cfg, spec, split)
+            )
+            errors[split] = k_step_errors(model, data, normalizer, per_env=ERROR_STARTS, seed=0)
+        errors = {split: errors[split] for split in splits}
+        atomic_write_json(path, errors)
     return errors
 
 
@@ -542,7 +552,9 @@ def world_model(
     data = data if data is not None else group_dataset(cfg, _group_of(cfg, group))
     folder = out / world_model_folder(group, kind, seed)
     config = world_model_config(cfg, kind, seed)
-    return fit_world_model(config, data, folder, show_progress=show_progress)
+    # one process trains it; another sharing the study waits, then loads the trained model
+    with claim(folder.with_name(folder.name + ".claim"), wait=True):
+        return fit_world_model(config, data, folder, show_progress=show_progress)
 
 
 @functools.lru_cache(maxsize=len(WORLD_MODEL_OF))
@@ -553,13 +565,17 @@ def _cached_model(cfg: ScenarioStudyConfig, out: str, group: str, kind: str, see
     return world_model(cfg, Path(out), group, kind, seed=seed)
 
 
-def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
+def run_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell, wait: bool = False) -> dict | None:
     """:func:`adapt_cell`, or, when it fails, the failure's record (the study goes on; a rerun
-    retries the cell)."""
+    retries the cell). The cell is claimed first (:func:`~genworld.utils.io.claimed_result`):
+    None, at once, while another process sharing the study adapts it (``wait=False``)."""
     from genworld.train.failures import guarded
 
+    folder = out / cell.folder
     work = functools.partial(adapt_cell, cfg, out, cell)
-    return guarded(out / cell.folder, cell.folder, "the study", work)
+    return claimed_result(
+        folder, "result.json", lambda: guarded(folder, cell.folder, "the study", work), wait=wait
+    )
 
 
 def adapt_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
@@ -680,10 +696,11 @@ def run_scenarios(
     from genworld.data.minari_io import minari_root
     from genworld.utils.device import torch_threads
 
-    # claim_folder: a second study on this folder is refused. The study's datasets live in
-    # its folder: a scale's scenarios share names with every other scale's at other sizes.
+    # several processes may share the study (its world models and cells are claimed one by
+    # one); a command wanting the folder alone is refused. The study's datasets live in its
+    # folder: a scale's scenarios share names with every other scale's at other sizes.
     with (
-        claim_folder(out, "genworld scenarios", cfg),
+        claim_folder(out, "genworld scenarios", cfg, shared=True),
         torch_threads(cfg.threads),
         minari_root(out / "datasets"),
     ):
@@ -691,7 +708,7 @@ def run_scenarios(
         return _run_stages(cfg, out, names, todo, show_progress)
 
 
-IGNORED = ("workers", "methods", "seeds", "splits", "cells")
+IGNORED = ("workers", "methods", "seeds", "splits", "cells", "wait_for_others")
 """Fields a finished study may change when continued."""
 
 
@@ -781,5 +798,11 @@ def _run_stages(
             results += map_unfinished(
                 run_cell, jobs, done_of_seed, cfg.workers, advance, cfg.threads
             )
-    ok, failed = split_failures(results)
+    held = [i for i, result in enumerate(results) if result is None]
+    if held and show_progress:
+        then = "waiting for them" if cfg.wait_for_others else "leaving them to those processes"
+        print(f"scenarios: {len(held)} cell(s) are adapted by other processes; {then}")
+    for i in held:  # results are in todo's order (seed-major, as todo is)
+        results[i] = run_cell(cfg, out, todo[i], wait=cfg.wait_for_others)
+    ok, failed = split_failures([r for r in results if r is not None])
     return ScenarioResults(names, ok, len(todo), errors, failed)

@@ -47,7 +47,8 @@ class Plan:
     done_file: str
     """The file a finished cell holds (``result.json``, ``report.json``)."""
     claims_cells: bool
-    """Whether its cells are claimed one by one (the table's), so training ones are known."""
+    """Whether its cells are claimed one by one (a table's, a WPT or scenario study's), so
+    training ones are known."""
     steps: int | None = None
     """A cell's training steps, the unit of its logs' ``step`` (None: not known here), so a
     started cell's time left counts only its steps still to go."""
@@ -89,7 +90,7 @@ def _scenarios(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
 
     cfg, assumed = _config(ScenarioStudyConfig, config, recorded)
     planned = [PlannedCell(c.folder, c.method) for c in cells(cfg)]
-    study = Plan("genworld scenarios", tuple(planned), "result.json", False, cfg.policy_updates)
+    study = Plan("genworld scenarios", tuple(planned), "result.json", True, cfg.policy_updates)
     return study, assumed
 
 
@@ -181,7 +182,8 @@ study's world models, a scenario study's per group and kind)."""
 
 def _models(out: Path) -> list[dict[str, Any]]:
     """The shared world models under ``out``: each one's folder, its last checkpointed or
-    logged step and its planned steps, finished once it reached them."""
+    logged step and its planned steps, and its state: finished once it reached them, training
+    while a process holds its claim, else started."""
     rows = []
     for pattern in MODEL_FOLDERS:
         for folder in sorted(p for p in out.glob(pattern) if (p / "config.json").is_file()):
@@ -194,7 +196,14 @@ def _models(out: Path) -> list[dict[str, Any]]:
                 if p.name.removeprefix("step_").isdigit()
             ]
             step = max([*checkpoints, _last_step(folder) or 0])
-            state = "finished" if step >= steps else "started"
+            state = (
+                "finished"
+                if step >= steps
+                # a study's process trains it, holding its claim (others wait for it)
+                else "training"
+                if claim_held(folder.with_name(folder.name + ".claim"))
+                else "started"
+            )
             rows.append(
                 {
                     "folder": str(folder.relative_to(out)),
@@ -253,9 +262,10 @@ def study_status(out: Path) -> dict[str, Any]:
     world models and how far each has trained."""
     out = Path(out)
     plan_, assumed = plan(out)
-    # a command holding the folder alone, or making a model its cells share (a study's
-    # processes that split their cells hold the folder's claim together: their cells show them)
-    running = any(claim_held(path) for path in (out / ".claim", out / "pretrain.claim"))
+    # a command holding the folder alone (a study's processes that split its cells hold the
+    # folder's claim together: their cells and models show them)
+    running = claim_held(out / ".claim")
+    models = _models(out)
     rows = [_cell_state(out, cell, plan_, running) for cell in plan_.cells]
     counts = {state: sum(r["state"] == state for r in rows) for state in STATES}
     planned = {out / c.folder / plan_.done_file for c in plan_.cells}
@@ -269,14 +279,16 @@ def study_status(out: Path) -> dict[str, Any]:
     return {
         "folder": str(out),
         "command": plan_.command,
-        "running": running or counts["training"] > 0,
+        "running": running
+        or counts["training"] > 0
+        or any(m["state"] == "training" for m in models),
         "planned": len(rows),
         "assumed": assumed,
         "counts": counts,
         "hours_left": hours_left,
         "kinds": kinds,
         "elsewhere": elsewhere,
-        "models": _models(out),
+        "models": models,
         "cells": rows,
     }
 
