@@ -496,7 +496,8 @@ def claimed_result(
     JSON ``result_file``), or ``work()``'s, run while holding the cell's :func:`claim` (a lock
     next to the folder). While another process holds it: None at once (``wait=False``), or,
     once that process lets it go, the result it wrote (if it died first, ``work()`` here)."""
-    done = Path(folder) / result_file
+    folder = Path(folder)
+    done = folder / result_file
     if done.exists():
         return json.loads(done.read_text())
     with claim(folder.with_name(folder.name + ".claim"), wait=wait) as held:
