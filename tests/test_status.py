@@ -142,3 +142,6 @@ def test_status_shows_how_far_each_shared_model_has_trained(tmp_path, capsys):
     with claim(tmp_path / "world_models/a.claim", wait=False):
         found = study_status(tmp_path)
     assert found["models"][0]["state"] == "training" and found["running"]
+    assert not study_status(tmp_path)["running"]
+    with claim(tmp_path / "tasks.claim", wait=False):  # a study's process making its experts
+        assert study_status(tmp_path)["running"]

@@ -563,6 +563,22 @@ def test_a_failing_unseen_cell_is_recorded_and_a_rerun_retries_it(tmp_path, monk
     assert not error.exists()
 
 
+def test_an_unseen_cell_another_process_holds_is_left_or_awaited(tmp_path, monkeypatch):
+    """Several `genworld unseen` processes may share one --out: a cell another process holds
+    is put off (None) or, with ``wait``, taken once that process lets it go."""
+    import genworld.train.unseen_cells as cells
+    from genworld import api
+    from genworld.utils.io import claim
+
+    monkeypatch.setattr(cells, "_train_cell", lambda *args: {"score": 1.0})
+    cfg = api.unseen_config("tiny", family="cheetah-vel")
+    folder = tmp_path / cells.cell_folder("bc", "cheetah-vel-3", 0)
+    args = (cfg, tmp_path, [], "bc", "cheetah-vel-3", 0, {})
+    with claim(folder.with_name(folder.name + ".claim"), wait=False):
+        assert cells.run_cell(*args) is None
+    assert cells.run_cell(*args, wait=True) == {"score": 1.0}
+
+
 def test_evaluations_of_different_seeds_never_share_a_start_state():
     """Every evaluation (a table's, a zero-shot unseen cell's) resets episode ``i`` of seed
     ``s`` with ``first_episode_seed(s) + i``: seeds never meet the same start states, so the

@@ -7,10 +7,10 @@ A study (``genworld table`` and the ``ablate`` / ``sweep`` tables built on it, `
 (:func:`~genworld.utils.io.run_kind`). Its cells are planned again by the study's own ``cells``
 function from the whole config of the last command started in the folder
 (``.command.json``, :data:`~genworld.utils.io.COMMAND_FILE`), so the plan is the one a rerun of
-that command works through. A table's cells are claimed one by one
-(:func:`~genworld.utils.io.claim`), so its training cells are known exactly, also when several
-processes share the folder; the other studies claim the whole folder, and a started cell of a
-running study is one it is training.
+that command works through. Every study claims its cells one by one
+(:func:`~genworld.utils.io.claimed_result`), so its training cells are known exactly, also when
+several processes share the folder. A folder held whole by one process (an older genworld's
+study) has its started cells counted as training while that process runs.
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ class Plan:
     cells: tuple[PlannedCell, ...]
     done_file: str
     """The file a finished cell holds (``result.json``, ``report.json``)."""
-    claims_cells: bool
-    """Whether its cells are claimed one by one (a table's, a WPT or scenario study's), so
-    training ones are known."""
     steps: int | None = None
     """A cell's training steps, the unit of its logs' ``step`` (None: not known here), so a
     started cell's time left counts only its steps still to go."""
@@ -66,7 +63,7 @@ def _table(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
 
     cfg, assumed = _config(TableConfig, config, recorded)
     planned = [PlannedCell(c.folder, f"{c.algo} ({c.setting})") for c in cells(cfg)]
-    table = Plan("genworld table", tuple(planned), "result.json", True, cfg.budget.updates)
+    table = Plan("genworld table", tuple(planned), "result.json", cfg.budget.updates)
     return table, assumed
 
 
@@ -82,7 +79,7 @@ def _unseen(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
         for m in cfg.methods
         for t in train + test
     ]
-    return Plan("genworld unseen", tuple(planned), "result.json", claims_cells=False), assumed
+    return Plan("genworld unseen", tuple(planned), "result.json"), assumed
 
 
 def _scenarios(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
@@ -90,7 +87,7 @@ def _scenarios(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
 
     cfg, assumed = _config(ScenarioStudyConfig, config, recorded)
     planned = [PlannedCell(c.folder, c.method) for c in cells(cfg)]
-    study = Plan("genworld scenarios", tuple(planned), "result.json", True, cfg.policy_updates)
+    study = Plan("genworld scenarios", tuple(planned), "result.json", cfg.policy_updates)
     return study, assumed
 
 
@@ -100,7 +97,7 @@ def _wpt_study(config: dict, recorded: bool) -> tuple[Plan, list[str]]:
     cfg, assumed = _config(WPTStudyConfig, config, recorded)
     cfg = config_for_scale(**asdict(cfg))  # empty tasks: the scale's, as the command resolves
     planned = [PlannedCell(c.folder, c.variant) for c in cells(cfg)]
-    return Plan("genworld wpt-study", tuple(planned), "report.json", claims_cells=True), assumed
+    return Plan("genworld wpt-study", tuple(planned), "report.json"), assumed
 
 
 PLANNERS: dict[str, Callable[[dict, bool], tuple[Plan, list[str]]]] = {
@@ -161,9 +158,9 @@ def _cell_state(out: Path, cell: PlannedCell, plan_: Plan, running: bool) -> dic
         seconds = result.get("seconds", result.get("wall_seconds"))
         return {**row, "state": "finished", "seconds": seconds}
     failed = (folder / FAILURE_FILE).exists()
-    # a process holding the folder alone trains the cells it has started (its cells are not
-    # claimed one by one); a running study retries a failed cell only when it reaches it again
-    training = (plan_.claims_cells and claim_held(folder.with_name(folder.name + ".claim"))) or (
+    # a process holding the folder alone trains the cells it has started (they are not claimed
+    # one by one there); a running study retries a failed cell only when it reaches it again
+    training = claim_held(folder.with_name(folder.name + ".claim")) or (
         running and folder.exists() and not failed
     )
     if training:
@@ -262,9 +259,10 @@ def study_status(out: Path) -> dict[str, Any]:
     world models and how far each has trained."""
     out = Path(out)
     plan_, assumed = plan(out)
-    # a command holding the folder alone (a study's processes that split its cells hold the
-    # folder's claim together: their cells and models show them)
-    running = claim_held(out / ".claim")
+    # a command holding the folder alone, or a study's process making what its cells share
+    # (task experts, a pre-trained model: ``<name>.claim`` beside it); the processes that split
+    # a study's cells hold the folder's claim together, and their cells show them
+    running = any(claim_held(path) for path in out.glob("*.claim")) or claim_held(out / ".claim")
     models = _models(out)
     rows = [_cell_state(out, cell, plan_, running) for cell in plan_.cells]
     counts = {state: sum(r["state"] == state for r in rows) for state in STATES}

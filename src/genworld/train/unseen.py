@@ -92,7 +92,7 @@ from genworld.train.unseen_cells import (
     world_model,
 )
 from genworld.train.world_model import world_model_steps
-from genworld.utils.io import check_or_write_config, check_report_folder, claim_folder
+from genworld.utils.io import check_or_write_config, check_report_folder, claim, claim_folder
 from genworld.utils.parallel import finished, map_unfinished, process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
@@ -169,6 +169,10 @@ class UnseenConfig:
     """Use the shipped expert of a task (``assets/tasks/<task>``) when it was trained with this
     config's recipe, instead of training it (same weights, so the same datasets and scores).
     Not part of the resume check."""
+    wait_for_others: bool = True
+    """At the end, wait for the cells other processes sharing ``out`` are training, so that the
+    report covers the whole study (True); or leave them to those processes, report what has
+    finished and exit (False: the process that ends last reports the whole study)."""
 
     def validate(self) -> None:
         get_family(self.family)
@@ -253,19 +257,21 @@ def prepare_tasks(
     cfg: UnseenConfig, train: list[str], tasks: list[str], out: Path, show_progress: bool
 ) -> dict[str, list[float]]:
     """Stages 1–3, each resumable in ``out``: every task's expert, its reference returns and its
-    datasets (``train``'s mixed ones, every task's small one). Returns the references."""
-    train_experts(cfg, tasks, out, show_progress)
-    refs = references(cfg, tasks, out)
-    build_task_datasets(
-        out / "datasets",
-        out / "experts",
-        train,
-        tasks,
-        refs,
-        small_steps=cfg.small_steps,
-        mixed_steps=cfg.mixed_steps,
-        best_expert=lambda task: best_expert(out, task),
-    )
+    datasets (``train``'s mixed ones, every task's small one). Returns the references. One
+    process makes them; another sharing the study waits, then reads them."""
+    with claim(out / "tasks.claim", wait=True):
+        train_experts(cfg, tasks, out, show_progress)
+        refs = references(cfg, tasks, out)
+        build_task_datasets(
+            out / "datasets",
+            out / "experts",
+            train,
+            tasks,
+            refs,
+            small_steps=cfg.small_steps,
+            mixed_steps=cfg.mixed_steps,
+            best_expert=lambda task: best_expert(out, task),
+        )
     return refs
 
 
@@ -283,7 +289,7 @@ class UnseenResults:
     """The records of the cells that failed this run (:mod:`genworld.train.failures`)."""
 
 
-IGNORED = ("workers", "shipped_experts", "methods", "seeds")
+IGNORED = ("workers", "shipped_experts", "methods", "seeds", "wait_for_others")
 """Fields left out of the resume check: how the study runs, and the methods and seeds, which key
 their own cells (a finished study takes more of either later)."""
 
@@ -298,8 +304,9 @@ def run_unseen(
     from genworld.utils.device import torch_threads
 
     if not report_only:
-        # claim_folder: a second study on this folder is refused
-        with claim_folder(out, "genworld unseen", cfg), torch_threads(cfg.threads):
+        # several processes may share the study (its stages' models and its cells are claimed
+        # one by one); a command wanting the folder alone is refused
+        with claim_folder(out, "genworld unseen", cfg, shared=True), torch_threads(cfg.threads):
             check_or_write_config(out, cfg, ignore=IGNORED)
             return _run_stages(cfg, out, train, test, show_progress)
     if not (out / "references.json").exists():
@@ -341,5 +348,11 @@ def _run_stages(
         "unseen-task cells", len(cells), done=len(done), enabled=show_progress
     ) as advance:
         results = map_unfinished(run_cell, cells, done, cfg.workers, advance, cfg.threads)
-    ok, failed = split_failures(results)
+    held = [i for i, result in enumerate(results) if result is None]
+    if held and show_progress:
+        then = "waiting for them" if cfg.wait_for_others else "leaving them to those processes"
+        print(f"unseen: {len(held)} cell(s) are trained by other processes; {then}")
+    for i in held:
+        results[i] = run_cell(*cells[i], wait=cfg.wait_for_others)
+    ok, failed = split_failures([r for r in results if r is not None])
     return UnseenResults(train, test, refs, ok, planned=len(cells), failed=failed)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from genworld.envs.tasks import split_names
 from genworld.errors import GenworldError
 from genworld.train.cells import result_stamp
 from genworld.train.policy_learner import policy_learner_overrides
-from genworld.utils.io import atomic_write_json
+from genworld.utils.io import atomic_write_json, claim, claimed_result
 
 
 # ------------------------------------------------------------------ stages 4-5
@@ -36,7 +35,9 @@ def world_model(cfg, train: list[str], out: Path, show_progress: bool):
         device=cfg.device,
         steps=cfg.wm_steps or None,
     )
-    return fit_world_model(wm_cfg, dataset, out / "world_model", show_progress=show_progress)
+    # one process trains it; another sharing the study waits, then loads the trained model
+    with claim(out / "world_model.claim", wait=True):
+        return fit_world_model(wm_cfg, dataset, out / "world_model", show_progress=show_progress)
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,17 +51,20 @@ def cell_folder(method: str, task: str, seed: int) -> str:
     return f"cells/{method}/{task}/seed{seed}"
 
 
-def run_cell(cfg, out: Path, train: list[str], method, task, seed, refs) -> dict:
-    """The cell's result (read back when finished), or, when it fails, the failure's record
-    (the study goes on; a rerun retries the cell)."""
+def run_cell(
+    cfg, out: Path, train: list[str], method, task, seed, refs, wait: bool = False
+) -> dict | None:
+    """The cell's result (read back when finished, before any model is loaded), or, when it
+    fails, the failure's record (the study goes on; a rerun retries the cell). The cell is
+    claimed first (:func:`~genworld.utils.io.claimed_result`): None, at once, while another
+    process sharing the study trains it (``wait=False``)."""
     from genworld.train.failures import guarded
 
     name = cell_folder(method, task, seed)
-    done = out / name / "result.json"
-    if done.exists():  # before any model is loaded: a resumed run skips finished cells cheaply
-        return json.loads(done.read_text())
     work = functools.partial(_train_cell, cfg, out, train, method, task, seed, refs)
-    return guarded(out / name, name, "the study", work)
+    return claimed_result(
+        out / name, "result.json", lambda: guarded(out / name, name, "the study", work), wait=wait
+    )
 
 
 def _train_cell(cfg, out: Path, train: list[str], method, task, seed, refs) -> dict:
@@ -193,22 +197,26 @@ def _train_prompt_dt(cfg, out: Path, train: list[str], refs, seed: int):
     path = _prompt_dt_weights(out, seed)
     if path.exists():
         return load_file(path)
-    torch.manual_seed(seed)
-    trained = _prompt_dt(cfg, out, train, train, refs, seed)
-    train_offline(
-        f"prompt-dt s{seed}",
-        trained,
-        trained.update,
-        [task_spec(t, refs) for t in train],
-        path.parent,
-        steps=cfg.policy_updates,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        seed=seed,
-        show_progress=False,
-    )
-    weights = {k: v.detach().clone().contiguous() for k, v in trained.net.state_dict().items()}
-    atomic_write_bytes(path, save(weights))
+    # one process trains it; another sharing the study waits, then reads its weights
+    with claim(path.parent.with_name(path.parent.name + ".claim"), wait=True):
+        if path.exists():
+            return load_file(path)
+        torch.manual_seed(seed)
+        trained = _prompt_dt(cfg, out, train, train, refs, seed)
+        train_offline(
+            f"prompt-dt s{seed}",
+            trained,
+            trained.update,
+            [task_spec(t, refs) for t in train],
+            path.parent,
+            steps=cfg.policy_updates,
+            eval_every=cfg.eval_every,
+            eval_episodes=cfg.eval_episodes,
+            seed=seed,
+            show_progress=False,
+        )
+        weights = {k: v.detach().clone().contiguous() for k, v in trained.net.state_dict().items()}
+        atomic_write_bytes(path, save(weights))
     return weights
 
 
@@ -339,34 +347,36 @@ def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = 
     algo, overrides = ("focal", {}) if model == "focal" else ("cmt", cmt_method(model)[1])
     torch.manual_seed(seed)
     agent = _meta_agent(cfg, algo, root, tasks, seed, overrides, updates=cfg.policy_updates)
-    if (folder / "trained.json").exists():
-        _, state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
-        agent.load_state_dict(state["agent"])
+    # one process trains it; another sharing the study waits, then loads it
+    with claim(folder.with_name(folder.name + ".claim"), wait=True):
+        if (folder / "trained.json").exists():
+            _, state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
+            agent.load_state_dict(state["agent"])
+            return agent
+        prefix = prefix_of(  # CMT's pretraining, shared by its prompt-tuning variants
+            agent,
+            out / "prefixes",
+            seed=seed,
+            tasks=train,
+            data=tasks.fingerprint(),
+            budget=[cfg.policy_updates, cfg.eval_every, cfg.eval_episodes],
+            device=resolve_device(cfg.device).type,
+        )
+        train_offline(
+            f"{model} s{seed}",
+            agent,
+            agent.update,
+            [task_spec(train[0], refs)],  # a training task's curve, to follow the training by
+            folder,
+            steps=cfg.policy_updates,
+            eval_every=cfg.eval_every,
+            eval_episodes=cfg.eval_episodes,
+            seed=seed,
+            show_progress=False,
+            prefix=prefix,
+        )
+        atomic_write_json(folder / "trained.json", {"updates": cfg.policy_updates})
         return agent
-    prefix = prefix_of(  # CMT's pretraining, shared by its prompt-tuning variants
-        agent,
-        out / "prefixes",
-        seed=seed,
-        tasks=train,
-        data=tasks.fingerprint(),
-        budget=[cfg.policy_updates, cfg.eval_every, cfg.eval_episodes],
-        device=resolve_device(cfg.device).type,
-    )
-    train_offline(
-        f"{model} s{seed}",
-        agent,
-        agent.update,
-        [task_spec(train[0], refs)],  # a training task's curve, to follow the training by
-        folder,
-        steps=cfg.policy_updates,
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        seed=seed,
-        show_progress=False,
-        prefix=prefix,
-    )
-    atomic_write_json(folder / "trained.json", {"updates": cfg.policy_updates})
-    return agent
 
 
 def meta_job(cfg, out: Path, train: list[str], refs, seed: int, model: str) -> None:
