@@ -430,3 +430,17 @@ def test_a_command_refused_before_its_first_result_leaves_no_folder(tmp_path):
     (tmp_path / "old").mkdir()
     refused(tmp_path / "old")
     assert (tmp_path / "old/config.json").exists()  # a folder it did not create stays
+
+
+def test_finish_held_retries_the_cells_other_processes_held_and_drops_those_still_held():
+    from genworld.utils.parallel import finish_held
+
+    asked = []
+
+    def retry(i, wait):
+        asked.append((i, wait))
+        return {"cell": i} if i == 1 else None  # cell 3 is still in another process's hands
+
+    results = [{"cell": 0}, None, {"cell": 2}, None]
+    assert finish_held(results, retry, False, "study") == [{"cell": c} for c in (0, 1, 2)]
+    assert asked == [(1, False), (3, False)]

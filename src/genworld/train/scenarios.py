@@ -757,7 +757,7 @@ def _run_stages(
     from genworld.data.build import ensure_built
     from genworld.eval.wm_metrics import COPY
     from genworld.train.failures import split_failures
-    from genworld.utils.parallel import finished, map_unfinished
+    from genworld.utils.parallel import finish_held, finished, map_unfinished
     from genworld.utils.progress import progress_bar
 
     for steps in sorted({s for _, s in dataset_ids(cfg)}):
@@ -798,11 +798,12 @@ def _run_stages(
             results += map_unfinished(
                 run_cell, jobs, done_of_seed, cfg.workers, advance, cfg.threads
             )
-    held = [i for i, result in enumerate(results) if result is None]
-    if held and show_progress:
-        then = "waiting for them" if cfg.wait_for_others else "leaving them to those processes"
-        print(f"scenarios: {len(held)} cell(s) are adapted by other processes; {then}")
-    for i in held:  # results are in todo's order (seed-major, as todo is)
-        results[i] = run_cell(cfg, out, todo[i], wait=cfg.wait_for_others)
-    ok, failed = split_failures([r for r in results if r is not None])
+    results = finish_held(  # results are in todo's order (seed-major, as todo is)
+        results,
+        lambda i, wait: run_cell(cfg, out, todo[i], wait=wait),
+        cfg.wait_for_others,
+        "scenarios",
+        show_progress,
+    )
+    ok, failed = split_failures(results)
     return ScenarioResults(names, ok, len(todo), errors, failed)

@@ -93,7 +93,7 @@ from genworld.train.unseen_cells import (
 )
 from genworld.train.world_model import world_model_steps
 from genworld.utils.io import check_or_write_config, check_report_folder, claim, claim_folder
-from genworld.utils.parallel import finished, map_unfinished, process_map
+from genworld.utils.parallel import finish_held, finished, map_unfinished, process_map
 
 DEFAULT_METHODS = ("tgw", "tgw-finetune", "tgw-newr", "prompt-dt", "prompt-dt-finetune")
 METHODS = (*DEFAULT_METHODS, "tgw-no-bounds", "bc", "cmt", "focal")
@@ -348,11 +348,12 @@ def _run_stages(
         "unseen-task cells", len(cells), done=len(done), enabled=show_progress
     ) as advance:
         results = map_unfinished(run_cell, cells, done, cfg.workers, advance, cfg.threads)
-    held = [i for i, result in enumerate(results) if result is None]
-    if held and show_progress:
-        then = "waiting for them" if cfg.wait_for_others else "leaving them to those processes"
-        print(f"unseen: {len(held)} cell(s) are trained by other processes; {then}")
-    for i in held:
-        results[i] = run_cell(*cells[i], wait=cfg.wait_for_others)
-    ok, failed = split_failures([r for r in results if r is not None])
+    results = finish_held(
+        results,
+        lambda i, wait: run_cell(*cells[i], wait=wait),
+        cfg.wait_for_others,
+        "unseen",
+        show_progress,
+    )
+    ok, failed = split_failures(results)
     return UnseenResults(train, test, refs, ok, planned=len(cells), failed=failed)

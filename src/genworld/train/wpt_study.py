@@ -169,7 +169,7 @@ def run_study(
     reports, the planned count and the records of the cells that failed this run
     (:mod:`genworld.train.failures`). ``report_only``: train nothing."""
     from genworld.train.failures import split_failures
-    from genworld.utils.parallel import finished, map_unfinished
+    from genworld.utils.parallel import finish_held, finished, map_unfinished
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
@@ -190,13 +190,14 @@ def run_study(
         ) as advance:
             jobs = [(cfg, out, c) for c in todo]
             reports = map_unfinished(run_cell, jobs, done, cfg.workers, advance, cfg.threads)
-        held = [i for i, report in enumerate(reports) if report is None]
-        if held and show_progress:
-            then = "waiting for them" if cfg.wait_for_others else "leaving them to those processes"
-            print(f"wpt-study: {len(held)} run(s) are trained by other processes; {then}")
-        for i in held:
-            reports[i] = run_cell(cfg, out, todo[i], wait=cfg.wait_for_others)
-    ok, failed = split_failures([r for r in reports if r is not None])
+        reports = finish_held(
+            reports,
+            lambda i, wait: run_cell(cfg, out, todo[i], wait=wait),
+            cfg.wait_for_others,
+            "wpt-study",
+            show_progress,
+        )
+    ok, failed = split_failures(reports)
     return ok, len(todo), failed
 
 

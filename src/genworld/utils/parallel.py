@@ -85,6 +85,26 @@ def map_unfinished(
     return rejoin(done, process_map(fn, [jobs[i] for i in rest], workers, advance, threads))
 
 
+def finish_held(
+    results: list,
+    retry: Callable[[int, bool], Any],
+    wait: bool,
+    study: str,
+    show_progress: bool = False,
+) -> list:
+    """The results of the cells other processes sharing the study held (None in ``results``):
+    ``retry(i, wait)`` for each, which waits for that process (``wait``: the report then covers
+    the whole study) or takes what it has let go since and leaves the rest None (``wait``
+    False: ``--wait_for_others false``). Returns ``results`` with the None left out."""
+    held = [i for i, result in enumerate(results) if result is None]
+    if held and show_progress:
+        then = "waiting for them" if wait else "leaving them to those processes"
+        print(f"{study}: {len(held)} cell(s) are run by other processes; {then}", flush=True)
+    for i in held:
+        results[i] = retry(i, wait)
+    return [result for result in results if result is not None]
+
+
 def rejoin(done: dict[int, Any], fresh: Sequence[Any]) -> list:
     """Every job's result in job order: ``done``'s, and ``fresh`` (the results of the jobs not
     in ``done``, in their order) in the gaps."""
