@@ -111,3 +111,24 @@ def untimed(obj):
     if isinstance(obj, list):
         return [untimed(v) for v in obj]
     return obj
+
+
+def side_by_side(call, count: int = 2, stagger: float = 0.0, timeout: float = 300) -> list:
+    """``call()`` in ``count`` threads started ``stagger`` seconds apart, as processes sharing a
+    folder would run it; their results (None for one still running at ``timeout``), in start
+    order."""
+    import threading
+    import time
+
+    results: list = [None] * count
+
+    def run(i):
+        results[i] = call()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+        time.sleep(stagger)
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return results

@@ -432,7 +432,8 @@ def test_a_command_refused_before_its_first_result_leaves_no_folder(tmp_path):
     assert (tmp_path / "old/config.json").exists()  # a folder it did not create stays
 
 
-def test_finish_held_retries_the_cells_other_processes_held_and_drops_those_still_held():
+def test_finish_held_retries_the_cells_other_processes_held_and_keeps_those_still_held_out():
+    from genworld.train.failures import split_failures
     from genworld.utils.parallel import finish_held
 
     asked = []
@@ -442,5 +443,7 @@ def test_finish_held_retries_the_cells_other_processes_held_and_drops_those_stil
         return {"cell": i} if i == 1 else None  # cell 3 is still in another process's hands
 
     results = [{"cell": 0}, None, {"cell": 2}, None]
-    assert finish_held(results, retry, False, "study") == [{"cell": c} for c in (0, 1, 2)]
+    finished = finish_held(results, retry, False, "study")
+    assert finished == [{"cell": 0}, {"cell": 1}, {"cell": 2}, None]  # in the cells' order
     assert asked == [(1, False), (3, False)]
+    assert split_failures(finished) == ([{"cell": c} for c in (0, 1, 2)], [])

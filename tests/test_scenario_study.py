@@ -23,7 +23,7 @@ from genworld.errors import GenworldError
 from genworld.train.world_model_source import provide_world_model
 from genworld.world_models.subset import EnvSubset, on_envs
 
-from .conftest import random_episode
+from .conftest import random_episode, side_by_side
 from .test_algos import toy_dataset
 
 SMALL = MBPOConfig(rollout_every=2, rollout_batch=16, horizon=2, beta=0.0, real_ratio=0.5)
@@ -287,7 +287,6 @@ def test_processes_sharing_a_study_train_each_world_model_once_and_split_the_cel
     """Several `genworld scenarios` processes may share one --out: a world model is trained by
     the process holding its claim while another waits, then loads it; a cell another process
     holds is put off (None) or awaited, and a finished one is read, not adapted again."""
-    import threading
     import time
 
     import genworld.train.scenarios as study
@@ -306,15 +305,7 @@ def test_processes_sharing_a_study_train_each_world_model_once_and_split_the_cel
     monkeypatch.setattr(wm, "fit_world_model", fit)
     cfg = scenarios_config("tiny", seeds=1, methods=("mrcom",))
     out = tmp_path / "study"
-    threads = [
-        threading.Thread(target=study.world_model, args=(cfg, out, "multi", "mrcom"),
-                         kwargs={"data": object()})
-        for _ in range(2)
-    ]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    side_by_side(lambda: study.world_model(cfg, out, "multi", "mrcom", data=object()))
     (first, second) = sorted(spans)
     assert second[0] >= first[1]  # one after the other, never side by side
     adapted: list = []

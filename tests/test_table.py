@@ -15,7 +15,7 @@ from genworld.errors import GenworldError
 from genworld.reports.table import iqm_with_ci, score_matrices
 from genworld.train.table import cells, config_for_scale
 
-from .conftest import write_tiny_policies
+from .conftest import side_by_side, write_tiny_policies
 
 
 def run_table(cfg, out, **kwargs):
@@ -188,7 +188,6 @@ def test_precision_note_counts_each_precision_and_unrecorded_cells():
 def test_two_runs_on_one_out_split_the_cells_and_train_each_once(policies, tmp_path, monkeypatch):
     """Two `genworld table` runs sharing --out (threads here; processes or machines in use):
     every cell is trained by exactly one of them, and both write the whole table."""
-    import threading
     import time
 
     from genworld.train import table
@@ -205,17 +204,7 @@ def test_two_runs_on_one_out_split_the_cells_and_train_each_once(policies, tmp_p
     monkeypatch.setattr(table, "_train_cell", slow_train)
     cfg = config_for_scale("tiny", envs=("hopper",), qualities=("medium",), algos=("bc",), seeds=2)
     out = tmp_path / "shared"
-    summaries: list = [None, None]
-
-    def run(i):
-        summaries[i] = run_table(cfg, out, show_progress=False)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.2)
-    for thread in threads:
-        thread.join(timeout=300)
+    summaries = side_by_side(lambda: run_table(cfg, out, show_progress=False), stagger=0.2)
     assert sorted(trained) == [("bc", 0), ("bc", 1)]  # each cell once
     assert all(s is not None and s["cells"] == 2 for s in summaries)
     assert summaries[0]["rows"] == summaries[1]["rows"]
@@ -277,19 +266,11 @@ def test_without_waiting_a_run_leaves_other_processes_cells_and_reports_the_rest
 
 
 def test_concurrent_builds_of_one_dataset_take_turns(policies):
-    import threading
 
     from genworld.data.build import ensure_built
 
-    cards: list = []
-    threads = [
-        threading.Thread(target=lambda: cards.extend(ensure_built(["hopper-medium"], steps=300)))
-        for _ in range(2)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    cards = [c for built in side_by_side(lambda: ensure_built(["hopper-medium"], steps=300))
+             for c in built]  # fmt: skip
     assert len(cards) == 2
     assert sorted(bool(c.get("cached")) for c in cards) == [False, True]  # built once
 

@@ -36,6 +36,7 @@ from genworld.envs import get_env_spec
 from genworld.errors import GenworldError
 from genworld.world_models.rssm import RSSMConfig, RSSMWorldModel
 
+from .conftest import side_by_side
 from .test_world_models import _linear_episodes
 
 HOPPER = get_env_spec("hopper")
@@ -560,7 +561,6 @@ def test_two_processes_on_one_wpt_study_pretrain_once_and_split_its_runs(tmp_pat
     """Two `genworld wpt-study` runs sharing --out (threads here; processes or machines in use):
     one pre-trains while the other waits for its model, every run is trained by exactly one
     of them, and both return every run."""
-    import threading
     import time
 
     import genworld.train.wpt_study as study
@@ -578,17 +578,7 @@ def test_two_processes_on_one_wpt_study_pretrain_once_and_split_its_runs(tmp_pat
     monkeypatch.setattr(study, "_finetune_cell", _fake_cell(trained))
     cfg = study.config_for_scale("tiny", seeds=2, variants=("scratch", "p"))
     out = tmp_path / "study"
-    results: list = [None, None]
-
-    def run(i):
-        results[i] = study.run_study(cfg, out, show_progress=False)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.1)
-    for thread in threads:
-        thread.join(timeout=60)
+    results = side_by_side(lambda: study.run_study(cfg, out, show_progress=False), stagger=0.1)
     assert pretrained == [1]
     assert sorted(trained) == [("p", 0), ("p", 1), ("scratch", 0), ("scratch", 1)]
     assert all(len(r[0]) == r[1] == 4 and r[2] == [] for r in results)

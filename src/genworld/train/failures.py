@@ -42,9 +42,11 @@ def cell_failure(folder: Path, name: str, err: Exception, study: str) -> dict:
     return record
 
 
-def split_failures(results: list[dict]) -> tuple[list[dict], list[dict]]:
-    """``(finished results, failure records)``."""
-    return [r for r in results if not r.get("failed")], [r for r in results if r.get("failed")]
+def split_failures(results: list[dict | None]) -> tuple[list[dict], list[dict]]:
+    """``(finished results, failure records)``; a None (a cell still in another process's
+    hands, :func:`~genworld.utils.parallel.finish_held`) is in neither."""
+    ran = [r for r in results if r is not None]
+    return [r for r in ran if not r.get("failed")], [r for r in ran if r.get("failed")]
 
 
 def raise_failures(failed: list[dict], planned: int) -> None:

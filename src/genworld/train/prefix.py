@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genworld.utils.io import atomic_write_json, claim, truncate_jsonl
+from genworld.utils.io import atomic_write_json, claim, claim_file, truncate_jsonl
 
 RECORD = "prefix.json"
 """Written in a run's folder when it started from a prefix: which one, and its steps."""
@@ -82,9 +82,7 @@ def making(prefix: Prefix | None, out: Path, *, wait: bool) -> Iterator[bool]:
         yield True
         return
     own = _has_own_checkpoint(out)
-    with claim(
-        prefix.folder.with_name(prefix.folder.name + ".claim"), wait=wait and not own
-    ) as held:
+    with claim(claim_file(prefix.folder), wait=wait and not own) as held:
         yield held or own
 
 

@@ -65,6 +65,7 @@ from genworld.utils.io import (
     check_or_write_config,
     check_report_folder,
     claim,
+    claim_file,
     claim_folder,
     claimed_result,
 )
@@ -553,7 +554,7 @@ def world_model(
     folder = out / world_model_folder(group, kind, seed)
     config = world_model_config(cfg, kind, seed)
     # one process trains it; another sharing the study waits, then loads the trained model
-    with claim(folder.with_name(folder.name + ".claim"), wait=True):
+    with claim(claim_file(folder), wait=True):
         return fit_world_model(config, data, folder, show_progress=show_progress)
 
 

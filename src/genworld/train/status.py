@@ -24,7 +24,7 @@ from typing import Any
 
 from genworld.config import from_dict
 from genworld.train.failures import FAILURE_FILE
-from genworld.utils.io import COMMAND_FILE, claim_held, read_run_config, run_kind
+from genworld.utils.io import COMMAND_FILE, claim_file, claim_held, read_run_config, run_kind
 
 STATES = ("finished", "failed", "training", "stopped", "waiting")
 """A cell's state: its result is written; its last try failed (``error.json``); a process is
@@ -160,9 +160,7 @@ def _cell_state(out: Path, cell: PlannedCell, plan_: Plan, running: bool) -> dic
     failed = (folder / FAILURE_FILE).exists()
     # a process holding the folder alone trains the cells it has started (they are not claimed
     # one by one there); a running study retries a failed cell only when it reaches it again
-    training = claim_held(folder.with_name(folder.name + ".claim")) or (
-        running and folder.exists() and not failed
-    )
+    training = claim_held(claim_file(folder)) or (running and folder.exists() and not failed)
     if training:
         return {**row, "state": "training", "step": _last_step(folder)}
     if failed:
@@ -198,7 +196,7 @@ def _models(out: Path) -> list[dict[str, Any]]:
                 if step >= steps
                 # a study's process trains it, holding its claim (others wait for it)
                 else "training"
-                if claim_held(folder.with_name(folder.name + ".claim"))
+                if claim_held(claim_file(folder))
                 else "started"
             )
             rows.append(
@@ -262,7 +260,7 @@ def study_status(out: Path) -> dict[str, Any]:
     # a command holding the folder alone, or a study's process making what its cells share
     # (task experts, a pre-trained model: ``<name>.claim`` beside it); the processes that split
     # a study's cells hold the folder's claim together, and their cells show them
-    running = any(claim_held(path) for path in out.glob("*.claim")) or claim_held(out / ".claim")
+    running = any(claim_held(path) for path in out.glob("*.claim"))  # .claim among them
     models = _models(out)
     rows = [_cell_state(out, cell, plan_, running) for cell in plan_.cells]
     counts = {state: sum(r["state"] == state for r in rows) for state in STATES}

@@ -386,7 +386,7 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
     """Run every cell of ``cfg`` not finished in ``out`` (resumable; several processes on one
     ``out`` split the work) and return every cell's result."""
     from genworld.data.build import ensure_built
-    from genworld.utils.parallel import finished, rejoin
+    from genworld.utils.parallel import finish_held, finished, rejoin
     from genworld.utils.progress import progress_bar
 
     cfg.validate()
@@ -416,38 +416,18 @@ def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> lis
             fresh = _run_with_ray(cfg_json, rest, out, advance)
         else:
             fresh = _run_with_pool(cfg_json, cfg.workers, rest, out, advance)
-    results = _finish_claimed(cfg, todo, rejoin(done, fresh), out, show_progress)
+    results = finish_held(
+        rejoin(done, fresh),
+        lambda i, wait: run_cell(cfg, todo[i], out, wait=wait, show_progress=show_progress),
+        cfg.wait_for_others,
+        "table",
+        show_progress,
+    )
     return [
         r if r.get("failed") else with_relabelling(r, out / c.folder)
         for r, c in zip(results, todo, strict=True)
         if r is not None  # without wait_for_others: still training in another process
     ]
-
-
-def _finish_claimed(
-    cfg: TableConfig, todo: list[Cell], results: list, out: Path, show_progress: bool
-) -> list[dict | None]:
-    """The cells other processes held, or whose shared prefix one of them was making (None in
-    ``results``): wait for each to finish there (or for its prefix), or train it here if that
-    process stopped without finishing it. Without ``cfg.wait_for_others``, take those that
-    have finished or been let go since and leave the rest None (still in other hands)."""
-    waiting = [i for i, result in enumerate(results) if result is None]
-    if waiting and show_progress:
-        then = (
-            "waiting for them (Ctrl-C is safe: rerun to resume)"
-            if cfg.wait_for_others
-            else "leaving them to those processes (--wait_for_others false)"
-        )
-        print(
-            f"table: {len(waiting)} cell(s) are being trained by other processes sharing {out}, "
-            f"or start from a pretraining one of them is making; {then}",
-            flush=True,
-        )
-    for i in waiting:
-        results[i] = run_cell(
-            cfg, todo[i], out, wait=cfg.wait_for_others, show_progress=show_progress
-        )
-    return results
 
 
 def finished_results(cfg: TableConfig, out: Path) -> list[dict]:

@@ -17,7 +17,7 @@ from genworld.envs.tasks import split_names
 from genworld.errors import GenworldError
 from genworld.train.cells import result_stamp
 from genworld.train.policy_learner import policy_learner_overrides
-from genworld.utils.io import atomic_write_json, claim, claimed_result
+from genworld.utils.io import atomic_write_json, claim, claim_file, claimed_result
 
 
 # ------------------------------------------------------------------ stages 4-5
@@ -36,7 +36,7 @@ def world_model(cfg, train: list[str], out: Path, show_progress: bool):
         steps=cfg.wm_steps or None,
     )
     # one process trains it; another sharing the study waits, then loads the trained model
-    with claim(out / "world_model.claim", wait=True):
+    with claim(claim_file(out / "world_model"), wait=True):
         return fit_world_model(wm_cfg, dataset, out / "world_model", show_progress=show_progress)
 
 
@@ -198,7 +198,7 @@ def _train_prompt_dt(cfg, out: Path, train: list[str], refs, seed: int):
     if path.exists():
         return load_file(path)
     # one process trains it; another sharing the study waits, then reads its weights
-    with claim(path.parent.with_name(path.parent.name + ".claim"), wait=True):
+    with claim(claim_file(path.parent), wait=True):
         if path.exists():
             return load_file(path)
         torch.manual_seed(seed)
@@ -348,7 +348,7 @@ def _train_meta(cfg, out: Path, train: list[str], refs, seed: int, model: str = 
     torch.manual_seed(seed)
     agent = _meta_agent(cfg, algo, root, tasks, seed, overrides, updates=cfg.policy_updates)
     # one process trains it; another sharing the study waits, then loads it
-    with claim(folder.with_name(folder.name + ".claim"), wait=True):
+    with claim(claim_file(folder), wait=True):
         if (folder / "trained.json").exists():
             _, state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
             agent.load_state_dict(state["agent"])

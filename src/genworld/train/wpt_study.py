@@ -29,6 +29,7 @@ from genworld.utils.io import (
     check_or_write_config,
     check_report_folder,
     claim,
+    claim_file,
     claim_folder,
     claimed_result,
 )
@@ -182,7 +183,7 @@ def run_study(
     with claim_folder(out, "genworld wpt-study", cfg, shared=True):
         check_or_write_config(out, cfg, ignore=IGNORED)
         if not cfg.world_model:
-            with claim(out / "pretrain.claim", wait=True):  # one process pre-trains
+            with claim(claim_file(out / "pretrain"), wait=True):  # one process pre-trains
                 _pretrain(cfg, out, show_progress)
         done = finished([out / c.folder / "report.json" for c in todo])
         with progress_bar(

@@ -489,6 +489,13 @@ def claim_held(path: Path) -> bool:
         return False
 
 
+def claim_file(folder: Path) -> Path:
+    """The lock that claims ``folder`` (:func:`claim`): ``<name>.claim`` beside it, so that it
+    exists before the folder does and ``genworld status`` finds whoever holds it."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".claim")
+
+
 def claimed_result(
     folder: Path, result_file: str, work: Callable[[], dict | None], *, wait: bool
 ) -> dict | None:
@@ -500,7 +507,7 @@ def claimed_result(
     done = folder / result_file
     if done.exists():
         return json.loads(done.read_text())
-    with claim(folder.with_name(folder.name + ".claim"), wait=wait) as held:
+    with claim(claim_file(folder), wait=wait) as held:
         if not held:
             return None
         if done.exists():  # finished by the process that held it

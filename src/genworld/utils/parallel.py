@@ -92,17 +92,26 @@ def finish_held(
     study: str,
     show_progress: bool = False,
 ) -> list:
-    """The results of the cells other processes sharing the study held (None in ``results``):
-    ``retry(i, wait)`` for each, which waits for that process (``wait``: the report then covers
-    the whole study) or takes what it has let go since and leaves the rest None (``wait``
-    False: ``--wait_for_others false``). Returns ``results`` with the None left out."""
+    """The results of the cells other processes sharing the study held, or that start from
+    something one of them was making (None in ``results``): ``retry(i, wait)`` for each, which
+    waits for that process (``wait``: the report then covers the whole study) or takes what it
+    has let go since (``wait`` False: ``--wait_for_others false``). Returns ``results``, in
+    their order, with None where a cell is still in another process's hands."""
     held = [i for i, result in enumerate(results) if result is None]
     if held and show_progress:
-        then = "waiting for them" if wait else "leaving them to those processes"
-        print(f"{study}: {len(held)} cell(s) are run by other processes; {then}", flush=True)
+        then = (
+            "waiting for them (Ctrl-C is safe: rerun to resume)"
+            if wait
+            else "leaving them to those processes (--wait_for_others false)"
+        )
+        print(
+            f"{study}: {len(held)} cell(s) are run by other processes sharing its folder, or "
+            f"start from something one of them is making; {then}",
+            flush=True,
+        )
     for i in held:
         results[i] = retry(i, wait)
-    return [result for result in results if result is not None]
+    return results
 
 
 def rejoin(done: dict[int, Any], fresh: Sequence[Any]) -> list:
