@@ -49,8 +49,8 @@ integration: python-version $(STAMP)
 	$(BIN)/python -m pytest -m "integration or learns" $(PYTEST_ARGS)
 
 lint: python-version $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 bench: python-version $(STAMP)
 	$(BIN)/genworld bench $(ARGS)

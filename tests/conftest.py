@@ -1,7 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
+from genworld.data.synthetic import random_episode  # noqa: F401  (the tests import it from here)
 from genworld.policies import PolicyCard, TanhGaussianActor, save_policy
 
 
@@ -74,26 +74,6 @@ def all_tiny_policies(tmp_path, monkeypatch):
         shutil.copy(shipped, folder / shipped.name)
     monkeypatch.setenv("GENWORLD_POLICY_DIR", str(folder))
     return folder
-
-
-def random_episode(
-    rng: np.random.Generator, steps: int, obs_dim: int, act_dim: int, terminal: bool
-):
-    from genworld.data.episodes import Episode
-
-    terminations = np.zeros(steps, bool)
-    truncations = np.zeros(steps, bool)
-    if terminal:
-        terminations[-1] = True
-    else:
-        truncations[-1] = True
-    return Episode.from_arrays(
-        rng.normal(size=(steps + 1, obs_dim)),
-        rng.uniform(-1, 1, size=(steps, act_dim)),
-        rng.normal(size=steps),
-        terminations,
-        truncations,
-    )
 
 
 TIMING_KEYS = ("wall_seconds", "wall_s")

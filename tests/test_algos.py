@@ -7,28 +7,17 @@ import torch
 from genworld.algos.registry import ALGOS, AlgoContext, available_algos, build_agent
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
-from genworld.envs import get_env_spec
+from genworld.data.synthetic import random_dataset
 from genworld.errors import GenworldError
 from genworld.train.checkpoint import load_checkpoint, save_checkpoint
 from genworld.train.loop import train_offline
 from genworld.train.world_model_source import provide_world_model
 
-from .conftest import random_episode
-
 ENVS = ("hopper", "halfcheetah")  # different obs (11/17) and action (3/6) sizes
 
 
 def toy_dataset(envs=ENVS, episodes=4, steps=30, seed=0) -> MultiEnvDataset:
-    rng = np.random.default_rng(seed)
-    data = []
-    for env in envs:
-        spec = get_env_spec(env)
-        eps = [
-            random_episode(rng, steps, spec.obs_dim, spec.act_dim, terminal=i % 2 == 0)
-            for i in range(episodes)
-        ]
-        data.append((spec, eps))
-    return MultiEnvDataset(data)
+    return random_dataset(envs, episodes, steps, seed)
 
 
 def make(name: str, tmp_path, dataset=None, seed=0):

@@ -43,6 +43,9 @@ __all__ = [
     "agnostic_iql_config",
     "agnostic_ppo_config",
     "agnostic_transfer",
+    "algorithms",
+    "check_algorithm",
+    "register_algorithm",
     "agnostic_transfer_config",
     "agnostic_ablations",
     "agnostic_ablations_config",
@@ -566,6 +569,35 @@ def train_agnostic_ppo(
     from genworld.train.dd_ppo import train_agnostic_ppo as train
 
     return train(cfg, Path(out), show_progress=show_progress)
+
+
+def algorithms() -> list[dict[str, str]]:
+    """Every name ``--algos`` takes (genworld's algorithms, registered plugins, named variants),
+    each with its builder and where it was registered."""
+    from genworld.algos.registry import algorithm_rows
+
+    return algorithm_rows()
+
+
+def register_algorithm(name: str, builder: str) -> None:
+    """Make algorithm ``name`` (built by ``builder``, ``"module:function"``: a function of an
+    :class:`~genworld.algos.registry.AlgoContext` returning an agent) available to every command
+    of this process and the worker processes it starts, e.g. ``table(table_config(algos=(name,
+    "bc")), out)``. An installed package registers its algorithms for good with an entry point
+    of group ``genworld.algos`` instead (docs/EXTENDING.md)."""
+    from genworld.algos.registry import register
+
+    register(name, builder)
+
+
+def check_algorithm(name: str, work_dir: str | Path | None = None) -> dict[str, Any]:
+    """Whether algorithm or variant ``name`` keeps the agent contract: builds, updates, learns,
+    acts with padded multi-env batches, survives a checkpoint and plays an episode in each of
+    two real envs (:mod:`genworld.train.algo_check`); ``{"ok": …, "checks": [...]}``."""
+    from genworld.train.algo_check import check_algorithm as check
+    from genworld.train.algo_check import summary
+
+    return summary(name, check(name, Path(work_dir) if work_dir is not None else None))
 
 
 def status(out: str | Path) -> Result:

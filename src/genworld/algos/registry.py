@@ -13,11 +13,20 @@ An algorithm module exposes ``build(ctx: AlgoContext) -> agent`` where the agent
   :func:`genworld.eval.rollout.evaluate_agent`.
 
 Modules are imported lazily (``"module:function"``) so ``genworld --help`` stays fast.
+
+Algorithms from outside genworld (docs/EXTENDING.md) join the built-in ones under their own
+names, from two places every process reads, so a table's worker processes see them too: the
+entry points of group ``genworld.algos`` of installed packages, and the environment variable
+``GENWORLD_ALGOS`` (``name=module:function``, comma-separated), which
+:func:`genworld.api.register_algorithm` sets for this process and its children.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,7 +164,8 @@ def resolve_variant(name: str) -> tuple[str, dict[str, Any]]:
     """``name`` → (registered algorithm, overrides): an algorithm, a named variant, or a
     weight: ``<algo>-beta=<float>`` (the β of TGW's eq. 6, the λ of MOPO's penalty, CMT's
     behaviour-constraint weight) or ``cmt-gamma=<float>`` (CMT's contrastive weight)."""
-    if name in ALGOS:
+    algos = registered_algos()
+    if name in algos:
         return name, {}
     if name in VARIANTS:
         return VARIANTS[name]
@@ -169,15 +179,92 @@ def resolve_variant(name: str) -> tuple[str, dict[str, Any]]:
         if overrides is not None and value >= 0:
             return match["algo"], overrides
     raise GenworldError(
-        f"unknown algorithm {name!r}: choose from {', '.join([*ALGOS, *VARIANTS])}, "
+        f"unknown algorithm {name!r}: choose from {', '.join([*algos, *VARIANTS])}, "
         "<algo>-beta=<value ≥ 0> or cmt-gamma=<value ≥ 0>"
     )
 
 
+PLUGIN_GROUP = "genworld.algos"
+"""Entry-point group of algorithms that installed packages add (``name = "module:function"``)."""
+PLUGIN_VAR = "GENWORLD_ALGOS"
+"""Environment variable of algorithms added by hand: ``name=module:function``, comma-separated."""
+PLUGIN_NAME = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
+"""What a plugin's name may be: lower case, no ``=`` or ``,`` (it is a table column and a folder
+name, and ``--algos`` is comma-separated)."""
+PLUGIN_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+@functools.cache
+def _entry_point_algos() -> tuple[tuple[str, str], ...]:
+    """The installed packages' algorithms, read once per process."""
+    return tuple((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP))
+
+
+def plugin_algos() -> dict[str, tuple[str, str]]:
+    """Algorithms registered outside genworld: name → (``module:function``, where it came
+    from), the entry points first, then ``GENWORLD_ALGOS``. A name taken by a built-in
+    algorithm or variant, or one that is not a plain lower-case name, is refused in one line."""
+    found = {name: (target, f"entry point of group {PLUGIN_GROUP}") for name, target in
+             _entry_point_algos()}  # fmt: skip
+    for item in os.environ.get(PLUGIN_VAR, "").split(","):
+        if item.strip():
+            name, _, target = (part.strip() for part in item.partition("="))
+            found[name] = (target, PLUGIN_VAR)
+    for name, (target, source) in found.items():
+        if not PLUGIN_NAME.fullmatch(name) or not PLUGIN_TARGET.fullmatch(target):
+            raise GenworldError(
+                f"{source}: {name}={target} is not a plugin algorithm; write "
+                "name=module:function with a lower-case name (letters, digits, . _ + -)"
+            )
+        if name in ALGOS or name in VARIANTS:
+            raise GenworldError(
+                f"{source}: the algorithm {name!r} ({target}) has the name of genworld's own "
+                f"{name!r}: register it under another name"
+            )
+    return found
+
+
+def registered_algos() -> dict[str, str]:
+    """Every algorithm name → ``module:function`` of its builder: genworld's and the plugins'."""
+    return ALGOS | {name: target for name, (target, _) in plugin_algos().items()}
+
+
+def register(name: str, target: str) -> None:
+    """Register algorithm ``name`` built by ``target`` (``module:function``) for this process and
+    the processes it starts, through ``GENWORLD_ALGOS``; the builder is imported first, so a
+    wrong target fails here, in one line. Registering a name again replaces its target."""
+    entries = [
+        item for item in os.environ.get(PLUGIN_VAR, "").split(",")
+        if item.strip() and item.partition("=")[0].strip() != name
+    ]  # fmt: skip
+    previous = os.environ.get(PLUGIN_VAR)
+    os.environ[PLUGIN_VAR] = ",".join([*entries, f"{name}={target}"])
+    try:
+        get_builder(name)
+    except GenworldError:
+        if previous is None:
+            del os.environ[PLUGIN_VAR]
+        else:
+            os.environ[PLUGIN_VAR] = previous
+        raise
+
+
+def algorithm_rows() -> list[dict[str, str]]:
+    """Every name ``--algos`` takes: genworld's algorithms, the plugins (with where each was
+    registered) and the named variants, each with what builds it."""
+    rows = [{"name": n, "builder": t, "source": "genworld"} for n, t in ALGOS.items()]
+    for name, (target, source) in plugin_algos().items():
+        rows.append({"name": name, "builder": target, "source": source})
+    for name, (algo, overrides) in VARIANTS.items():
+        rows.append({"name": name, "builder": f"{algo} with {overrides}", "source": "variant"})
+    return rows
+
+
 def get_builder(name: str) -> Callable[[AlgoContext], OfflineAgent]:
-    if name not in ALGOS:
-        raise GenworldError(f"unknown algorithm {name!r}: choose from {', '.join(ALGOS)}")
-    module, function = ALGOS[name].split(":")
+    algos = registered_algos()
+    if name not in algos:
+        raise GenworldError(f"unknown algorithm {name!r}: choose from {', '.join(algos)}")
+    module, function = algos[name].split(":")
     try:
         return getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as exc:
@@ -187,7 +274,7 @@ def get_builder(name: str) -> Callable[[AlgoContext], OfflineAgent]:
 def available_algos() -> list[str]:
     """Registered algorithms whose module imports (the contract test runs over these)."""
     names = []
-    for name in ALGOS:
+    for name in registered_algos():
         try:
             get_builder(name)
         except GenworldError:

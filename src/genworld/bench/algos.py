@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from genworld.algos.registry import AlgoContext, build_agent
-from genworld.data.episodes import Episode
 from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
-from genworld.envs import get_env_spec
+from genworld.data.synthetic import random_dataset
 from genworld.train.table import BUDGETS
 from genworld.train.world_model_source import provide_world_model
 from genworld.utils import allocator
@@ -44,25 +43,7 @@ D3RLPY_ALGOS = {
 
 
 def synthetic_dataset(episodes: int = 10, steps: int = 1000, seed: int = 0) -> MultiEnvDataset:
-    rng = np.random.default_rng(seed)
-    data = []
-    for name in ENVS:
-        spec = get_env_spec(name)
-        eps = []
-        for i in range(episodes):
-            terminations, truncations = np.zeros(steps, bool), np.zeros(steps, bool)
-            (terminations if i % 2 else truncations)[-1] = True
-            eps.append(
-                Episode.from_arrays(
-                    rng.normal(size=(steps + 1, spec.obs_dim)).astype(np.float32),
-                    rng.uniform(-1, 1, size=(steps, spec.act_dim)).astype(np.float32),
-                    rng.normal(size=steps).astype(np.float32),
-                    terminations,
-                    truncations,
-                )
-            )
-        data.append((spec, eps))
-    return MultiEnvDataset(data)
+    return random_dataset(ENVS, episodes, steps, seed)
 
 
 def rate(update: Callable[[], object], seconds: float, warmup: int) -> float:

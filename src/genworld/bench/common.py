@@ -101,29 +101,9 @@ def synthetic_suite(
     envs=("halfcheetah", "hopper", "walker2d"), steps: int = 1000, episodes: int = 4
 ):
     """Random-valued episodes with the envs' true dims (throughput does not depend on values)."""
-    from genworld.data.episodes import Episode
-    from genworld.data.multi_env import MultiEnvDataset
-    from genworld.envs import get_env_spec
+    from genworld.data.synthetic import random_dataset
 
-    rng = np.random.default_rng(0)
-    data = []
-    for name in envs:
-        spec = get_env_spec(name)
-        eps = []
-        for _ in range(episodes):
-            ends = np.zeros(steps, bool)
-            ends[-1] = True
-            eps.append(
-                Episode.from_arrays(
-                    rng.normal(size=(steps + 1, spec.obs_dim)).astype(np.float32),
-                    rng.uniform(-1, 1, (steps, spec.act_dim)).astype(np.float32),
-                    rng.normal(size=steps).astype(np.float32),
-                    np.zeros(steps, bool),
-                    ends,
-                )
-            )
-        data.append((spec, eps))
-    return MultiEnvDataset(data)
+    return random_dataset(envs, episodes, steps)
 
 
 def matmul_peak(quick: bool = False) -> BenchResult:

@@ -405,6 +405,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.eval_world_model)
 
     _data_parsers(sub, parsers)
+    _algos_parsers(sub)
     wanted = (
         GENERATED
         if argv is None
@@ -413,6 +414,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for path, add in wanted.items():
         add(parsers[path])
     return parser
+
+
+def _algos_parsers(sub) -> None:
+    algos = sub.add_parser(
+        "algos", help="the algorithms --algos takes, and a contract check for your own"
+    )
+    algos_sub = algos.add_subparsers(dest="algos_command", required=True)
+    p = algos_sub.add_parser(
+        "list", help="genworld's algorithms, registered plugins and named variants"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.algos_list)
+    p = algos_sub.add_parser(
+        "check",
+        help="build, update, act, checkpoint and play an episode with an algorithm on two "
+        "envs of different sizes (exit 1 when a check fails)",
+    )
+    p.add_argument("name", help="a name of `genworld algos list` (plugins: GENWORLD_ALGOS)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.algos_check)
 
 
 def _data_parsers(sub, parsers: dict) -> None:
@@ -492,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # the bench keeps freed memory itself, after measuring peers without it
         configure_process(args.matmul_precision, keep_freed_memory=args.func is not commands.bench)
-        args.func(args)
+        code = args.func(args)  # a command returns an exit code only to fail without an error
     except GenworldError as err:
         print(f"genworld: error: {err}", file=sys.stderr)
         return 2
@@ -511,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(err, argv)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+    return code or 0
 
 
 TRACEBACK_ENV = "GENWORLD_TRACEBACK"

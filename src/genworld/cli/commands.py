@@ -264,6 +264,34 @@ def results(args) -> None:
             print(f"  read with: {row['caveat']}")
 
 
+def algos_list(args) -> None:
+    from genworld.api import algorithms
+
+    rows = algorithms()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        print(f"{row['name']:<{width}}  {row['source']:<10}  {row['builder']}")
+
+
+def algos_check(args) -> int:
+    from genworld.api import check_algorithm
+
+    found = check_algorithm(args.name)
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        print(f"{found['algo']} ({found['builder']})")
+        marks = {True: "ok  ", False: "FAIL", None: "skip"}
+        for check in found["checks"]:
+            print(f"  {marks[check['ok']]}  {check['name']:<10}  {check['detail']}")
+        verdict = "keeps the agent contract" if found["ok"] else "does not keep the contract"
+        print(f"{found['algo']} {verdict}")
+    return 0 if found["ok"] else 1
+
+
 def status(args) -> None:
     from genworld.api import status
 

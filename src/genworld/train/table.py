@@ -79,7 +79,8 @@ class TableConfig:
     qualities: tuple[str, ...] = ("random", "medium", "medium-replay", "medium-expert")
     """Data qualities (the table's row blocks)."""
     algos: tuple[str, ...] = ("tgw", "cql", "mopo", "morel", "prompt-dt")
-    """Registered algorithms or variants (``tgw-no-prompt``, ``mopo-beta=2``, …)."""
+    """Registered algorithms or variants (``tgw-no-prompt``, ``mopo-beta=2``, …), yours too
+    (``genworld algos list``; docs/EXTENDING.md)."""
     settings: tuple[str, ...] = ("multi",)
     """multi (one agent for all envs of a quality) and/or single (one per env)."""
     seeds: int = 3
