@@ -156,4 +156,13 @@ def test_a_plugin_runs_in_a_tables_worker_processes_beside_genworlds_algorithms(
     assert main([*argv, "--executor", "local", "--out", str(out), "--quiet"]) == 0
     results = [json.loads(p.read_text()) for p in out.glob("cells/**/result.json")]
     assert sorted(r["algo"] for r in results) == ["bc", "percent-bc"]
-    assert "percent-bc" in json.loads((out / "table.json").read_text())["config"]["algos"]
+    plugin = next(r["plugin"] for r in results if r["algo"] == "percent-bc")
+    assert plugin["builder"] == "percent_bc:build"
+    assert plugin["registered_by"] == registry.PLUGIN_VAR
+    assert plugin["file"] == str(EXAMPLES / "percent_bc.py")
+    assert len(plugin["sha256"]) == 16 and "plugin" not in next(
+        r for r in results if r["algo"] == "bc"
+    )
+    table = json.loads((out / "table.json").read_text())
+    assert table["plugins"] == {"percent-bc": {**plugin, "versions": 1}}
+    assert "Algorithms from outside genworld" in (out / "table.md").read_text()

@@ -24,6 +24,7 @@ entry points of group ``genworld.algos`` of installed packages, and the environm
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import os
@@ -258,6 +259,21 @@ def algorithm_rows() -> list[dict[str, str]]:
     for name, (algo, overrides) in VARIANTS.items():
         rows.append({"name": name, "builder": f"{algo} with {overrides}", "source": "variant"})
     return rows
+
+
+def plugin_stamp(name: str) -> dict[str, str] | None:
+    """Where algorithm or variant ``name`` comes from when it is a plugin (None for genworld's
+    own, which the commit covers): its builder, how it was registered, and the file and SHA-256
+    of the module that defines it, so a result names the code genworld's commit does not."""
+    plugins = plugin_algos()
+    algo = resolve_variant(name)[0]
+    if algo not in plugins:
+        return None
+    target, source = plugins[algo]
+    module = importlib.import_module(target.partition(":")[0])
+    path = Path(module.__file__ or "")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+    return {"builder": target, "registered_by": source, "file": str(path), "sha256": digest}
 
 
 def get_builder(name: str) -> Callable[[AlgoContext], OfflineAgent]:

@@ -627,6 +627,33 @@ def reused_lines(results: list[dict]) -> list[str]:
     ]
 
 
+def plugins_used(results: list[dict]) -> dict[str, dict]:
+    """The algorithms from outside genworld the cells ran, by name: their builder and module
+    file with its SHA-256 (``versions`` > 1 when cells ran different versions of the file)."""
+    found: dict[str, dict] = {}
+    for r in results:
+        if plugin := r.get("plugin"):
+            row = found.setdefault(r["algo"], {**plugin, "digests": set()})
+            row["digests"].add(plugin["sha256"])
+    return {
+        algo: {k: v for k, v in row.items() if k != "digests"} | {"versions": len(row["digests"])}
+        for algo, row in sorted(found.items())
+    }
+
+
+def plugin_lines(plugins: dict[str, dict]) -> list[str]:
+    """The report's line on algorithms whose code the commit does not cover."""
+    if not plugins:
+        return []
+    named = "; ".join(
+        f"`{algo}` ({row['builder']}, `{row['file']}`, SHA-256 {row['sha256']}"
+        + (f", {row['versions']} versions: cells differ" if row["versions"] > 1 else "")
+        + ")"
+        for algo, row in plugins.items()
+    )
+    return [f"Algorithms from outside genworld (their code is not the commit's): {named}.", ""]
+
+
 def datasets_used(cfg, results: list[dict]) -> tuple[dict[str, dict], list[str]]:
     """Each dataset the cells trained on, by id: its transitions, episodes and SHA-256 (from
     the cells' fingerprints; ``versions`` > 1 when cells saw different builds of one id), and a
@@ -702,9 +729,11 @@ def write_table(
         cells_code_line(results),
         "",
         *reused_lines(results),
+        *plugin_lines(plugins_used(results)),
     ]
     summary: dict[str, Any] = {"config": asdict(cfg), "iqm": {}, "cells": len(results)}
     summary["reused"] = reused_sources(results)
+    summary["plugins"] = plugins_used(results)
     summary["provenance"] = PROVENANCE
     summary["cells_code"] = cells_code(results)
     summary["report"] = provenance()

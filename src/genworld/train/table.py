@@ -223,6 +223,7 @@ def _train_cell(
     another process is making the prefix the cell starts from (:func:`prefix.making`)."""
     import torch
 
+    from genworld.algos.registry import plugin_stamp
     from genworld.data.multi_env import MultiEnvDataset
     from genworld.train.cells import build_cell_agent, result_stamp, train_cell
     from genworld.train.prefix import making, prefix_of
@@ -281,6 +282,8 @@ def _train_cell(
         "policy_learner": policy_learner(agent),
         **result_stamp(trained.seconds),
     }
+    if plugin := plugin_stamp(cell.algo):
+        result["plugin"] = plugin
     atomic_write_json(folder / "result.json", result)
     return result
 
