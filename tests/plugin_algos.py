@@ -1,5 +1,5 @@
 """Algorithms registered as plugins by tests/test_plugins.py that break the agent contract: one's
-actions are not zero on padded dims, another's update raises."""
+actions are not zero on padded dims, one's update raises, one forgets its state on a load."""
 
 from __future__ import annotations
 
@@ -39,6 +39,17 @@ class Crashing(Wrapped):
 
     def update(self, generator):
         raise RuntimeError("the loss is not ready")
+
+
+class Forgetful(Wrapped):
+    """BC whose ``load_state_dict`` loads nothing."""
+
+    def load_state_dict(self, state):
+        pass
+
+
+def build_forgetful(ctx):
+    return Forgetful(build_bc(ctx))
 
 
 def build_unmasked(ctx):

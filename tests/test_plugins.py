@@ -100,7 +100,7 @@ def test_the_example_keeps_the_contract_and_a_broken_plugin_fails_by_name(
     monkeypatch.setenv(
         registry.PLUGIN_VAR,
         "percent-bc=percent_bc:build,broken=tests.plugin_algos:build_unmasked,"
-        "crashing=tests.plugin_algos:build_crashing",
+        "crashing=tests.plugin_algos:build_crashing,forgetful=tests.plugin_algos:build_forgetful",
     )
     found = api.check_algorithm("percent-bc")
     assert found["ok"] and found["builder"] == "percent_bc:build"
@@ -129,6 +129,10 @@ def test_the_example_keeps_the_contract_and_a_broken_plugin_fails_by_name(
         "RuntimeError: the loss is not ready (plugin_algos.py:"
     )
     assert [c["ok"] for c in crashing["checks"][2:]] == [None, True, True, True]
+    forgetful = api.check_algorithm("forgetful")["checks"][4]
+    assert (
+        forgetful["ok"] is False and "tensors differ from the saved agent's" in forgetful["detail"]
+    )
 
 
 def test_percent_bc_keeps_the_best_episodes_of_each_env(examples):
@@ -165,4 +169,3 @@ def test_a_plugin_runs_in_a_tables_worker_processes_beside_genworlds_algorithms(
     )
     table = json.loads((out / "table.json").read_text())
     assert table["plugins"] == {"percent-bc": {**plugin, "versions": 1}}
-    assert "Algorithms from outside genworld" in (out / "table.md").read_text()

@@ -14,9 +14,10 @@ that need it):
 - ``learn``: those updates changed a floating-point tensor of ``state_dict()``;
 - ``act``: ``act`` returns ``(n, act_max)`` actions in [-1, 1], exactly 0 on padded dims, and the
   same actions when asked twice with ``deterministic=True``;
-- ``checkpoint``: the state survives genworld's checkpoint format (safetensors + JSON) and,
-  loaded into an agent built with another seed, acts as the original (an agent with
-  ``episode_policy`` acts from its history: its restore is the ``evaluate`` check's business);
+- ``checkpoint``: the state survives genworld's checkpoint format (safetensors + JSON): loaded
+  into an agent built with another seed, every floating-point tensor of its ``state_dict()``
+  equals the original's, and it acts as the original (an agent with ``episode_policy`` acts
+  from its history: its acting is the ``evaluate`` check's);
 - ``evaluate``: one episode of each env in the real simulator, as a table evaluates (through
   ``episode_policy`` where the agent has one), with a finite return.
 """
@@ -202,11 +203,21 @@ def _checkpoint(state: dict, build, seed: int, tmp: Path, dataset) -> str:
     _, saved = load_checkpoint(tmp / "ckpt" / "step_000000003")
     other = build(seed + 1, "other")
     other.load_state_dict(saved["agent"])
+    original, restored = _float_tensors(agent.state_dict()), _float_tensors(other.state_dict())
+    differ = [
+        k for k, v in original.items() if k not in restored or not torch.equal(v, restored[k])
+    ]
+    if differ:
+        raise GenworldError(
+            f"after load_state_dict, {len(differ)} tensors differ from the saved agent's "
+            f"(first: {differ[0]}): load every tensor state_dict() gives"
+        )
+    done = "saved (safetensors + JSON), loaded into another seed's agent: the same tensors"
     if hasattr(agent, "episode_policy"):
-        return "saved and loaded (a history-based policy: acting is checked by evaluate)"
+        return f"{done} (a history-based policy: its acting is the evaluate check's)"
     obs, env_idx = _padded_rows(dataset)
     torch.testing.assert_close(other.act(obs, env_idx, deterministic=True), state["actions"])
-    return "saved (safetensors + JSON), loaded into another seed's agent: the same actions"
+    return f"{done} and actions"
 
 
 def _evaluate(state: dict, dataset, seed: int) -> str:
