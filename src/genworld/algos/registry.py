@@ -205,8 +205,8 @@ def plugin_algos() -> dict[str, tuple[str, str]]:
     """Algorithms registered outside genworld: name → (``module:function``, where it came
     from), the entry points first, then ``GENWORLD_ALGOS``. A name taken by a built-in
     algorithm or variant, or one that is not a plain lower-case name, is refused in one line."""
-    found = {name: (target, f"entry point of group {PLUGIN_GROUP}") for name, target in
-             _entry_point_algos()}  # fmt: skip
+    entry_point = f"entry point of group {PLUGIN_GROUP}"
+    found = {name: (target, entry_point) for name, target in _entry_point_algos()}
     for item in os.environ.get(PLUGIN_VAR, "").split(","):
         if item.strip():
             name, _, target = (part.strip() for part in item.partition("="))
@@ -234,11 +234,9 @@ def register(name: str, target: str) -> None:
     """Register algorithm ``name`` built by ``target`` (``module:function``) for this process and
     the processes it starts, through ``GENWORLD_ALGOS``; the builder is imported first, so a
     wrong target fails here, in one line. Registering a name again replaces its target."""
-    entries = [
-        item for item in os.environ.get(PLUGIN_VAR, "").split(",")
-        if item.strip() and item.partition("=")[0].strip() != name
-    ]  # fmt: skip
     previous = os.environ.get(PLUGIN_VAR)
+    items = (previous or "").split(",")
+    entries = [i for i in items if i.strip() and i.partition("=")[0].strip() != name]
     os.environ[PLUGIN_VAR] = ",".join([*entries, f"{name}={target}"])
     try:
         get_builder(name)
