@@ -27,8 +27,9 @@ from genworld.nn.s4d import (
     causal_conv,
     causal_conv_segments,
 )
+from genworld.train.algo_check import padded_rows
 
-from .test_algos import padded_obs, toy_dataset
+from .test_algos import toy_dataset
 
 TINY = AgnosticConfig(
     d_model=16,
@@ -196,7 +197,7 @@ def test_agnostic_iql_contract_update_act_and_round_trip(tmp_path):
     assert all(np.isfinite(float(v)) for v in metrics.values())
     changed = [k for k, v in agent.nets.state_dict().items() if not torch.equal(v, before[k])]
     assert changed
-    obs, env_idx = padded_obs(dataset)
+    obs, env_idx = padded_rows(dataset)
     actions = agent.act(obs, env_idx)
     assert actions.shape == (len(obs), dataset.act_max) and actions.abs().max() <= 1
     assert torch.all(actions[env_idx == 0, 3:] == 0)  # hopper: 3 of halfcheetah's 6 dims
@@ -684,7 +685,7 @@ def test_env_specific_agent_trains_reads_only_its_own_dims_and_grows_with_the_en
         metrics = agent.update(generator)
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert all(not torch.equal(v, before[k]) for k, v in agent.nets.named_parameters())
-    obs, env_idx = padded_obs(dataset)
+    obs, env_idx = padded_rows(dataset)
     actions = agent.act(obs, env_idx)
     assert torch.all(actions[env_idx == 0, 3:] == 0)  # hopper: 3 of halfcheetah's 6 dims
     hopper = env_idx == 0

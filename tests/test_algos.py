@@ -9,6 +9,7 @@ from genworld.data.multi_env import MultiEnvDataset
 from genworld.data.normalization import Normalizer
 from genworld.data.synthetic import random_dataset
 from genworld.errors import GenworldError
+from genworld.train.algo_check import padded_rows
 from genworld.train.checkpoint import load_checkpoint, save_checkpoint
 from genworld.train.loop import train_offline
 from genworld.train.world_model_source import provide_world_model
@@ -36,14 +37,6 @@ def make(name: str, tmp_path, dataset=None, seed=0):
     return build_agent(name, ctx), dataset
 
 
-def padded_obs(dataset, n=5):
-    obs = torch.zeros(2 * n, dataset.obs_max)
-    env_idx = torch.arange(2).repeat_interleave(n)
-    for k, env in enumerate(dataset.envs):
-        obs[k * n : (k + 1) * n, : env.spec.obs_dim] = env.observations[:n]
-    return obs, env_idx
-
-
 ALGO_NAMES = available_algos()
 
 
@@ -67,7 +60,7 @@ def test_update_act_and_checkpoint_round_trip(name, tmp_path):
     for key, value in metrics.items():
         assert torch.as_tensor(value).numel() == 1, key
         assert np.isfinite(float(value)), key
-    obs, env_idx = padded_obs(dataset)
+    obs, env_idx = padded_rows(dataset)
     actions = agent.act(obs, env_idx, deterministic=True)
     assert actions.shape == (len(obs), dataset.act_max)
     assert actions.abs().max() <= 1.0

@@ -130,11 +130,14 @@ def _build(state: dict, build, seed: int) -> str:
     return f"{type(agent).__name__} ({kind})"
 
 
-def _float_tensors(tree: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    if isinstance(tree, dict):
+def float_tensors(tree: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Copies of the floating-point tensors of a state (nested dicts, lists and tuples), by
+    dotted path."""
+    if isinstance(tree, dict | list | tuple):
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree)
         found: dict[str, torch.Tensor] = {}
-        for key, sub in tree.items():
-            found |= _float_tensors(sub, f"{prefix}{key}.")
+        for key, sub in items:
+            found |= float_tensors(sub, f"{prefix}{key}.")
         return found
     if isinstance(tree, torch.Tensor) and tree.is_floating_point():
         return {prefix.rstrip("."): tree.detach().clone()}
@@ -143,7 +146,7 @@ def _float_tensors(tree: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 
 def _update(state: dict) -> str:
     agent = state["agent"]
-    state["before"] = _float_tensors(agent.state_dict())
+    state["before"] = float_tensors(agent.state_dict())
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         metrics = agent.update(generator)
@@ -157,14 +160,14 @@ def _update(state: dict) -> str:
 
 
 def _learn(state: dict) -> str:
-    before, after = state["before"], _float_tensors(state["agent"].state_dict())
+    before, after = state["before"], float_tensors(state["agent"].state_dict())
     changed = [k for k, v in before.items() if k in after and not torch.equal(v, after[k])]
     if not changed:
         raise GenworldError("three updates changed no floating-point tensor of state_dict()")
     return f"{len(changed)} of {len(before)} tensors changed"
 
 
-def _padded_rows(dataset, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_rows(dataset, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` observations of each env, zero-padded, and their env indices."""
     obs = torch.zeros(dataset.num_envs * n, dataset.obs_max)
     for k, env in enumerate(dataset.envs):
@@ -174,7 +177,7 @@ def _padded_rows(dataset, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _act(state: dict, dataset) -> str:
     agent = state["agent"]
-    obs, env_idx = _padded_rows(dataset)
+    obs, env_idx = padded_rows(dataset)
     actions = agent.act(obs, env_idx, deterministic=True)
     if tuple(actions.shape) != (len(obs), dataset.act_max):
         raise GenworldError(
@@ -203,7 +206,7 @@ def _checkpoint(state: dict, build, seed: int, tmp: Path, dataset) -> str:
     _, saved = load_checkpoint(tmp / "ckpt" / "step_000000003")
     other = build(seed + 1, "other")
     other.load_state_dict(saved["agent"])
-    original, restored = _float_tensors(agent.state_dict()), _float_tensors(other.state_dict())
+    original, restored = float_tensors(agent.state_dict()), float_tensors(other.state_dict())
     differ = [
         k for k, v in original.items() if k not in restored or not torch.equal(v, restored[k])
     ]
@@ -215,7 +218,7 @@ def _checkpoint(state: dict, build, seed: int, tmp: Path, dataset) -> str:
     done = "saved (safetensors + JSON), loaded into another seed's agent: the same tensors"
     if hasattr(agent, "episode_policy"):
         return f"{done} (a history-based policy: its acting is the evaluate check's)"
-    obs, env_idx = _padded_rows(dataset)
+    obs, env_idx = padded_rows(dataset)
     torch.testing.assert_close(other.act(obs, env_idx, deterministic=True), state["actions"])
     return f"{done} and actions"
 
