@@ -71,6 +71,17 @@ def test_acceptance_command_writes_markdown_csv_json_and_plot(policies, tmp_path
     # the paper's multi-env numbers sit next to ours where the paper has them
     # CQL / TGW on hopper-medium in seed 000's Table 1
     assert ("(TGW paper 49.3)" if "cql" in ALGOS else "(TGW paper 88.4)") in md
+    # CQL's out-of-data scoring precision follows the CPU: its cell records what it resolved to
+    assert summary["precision"]["matmul"] == {"highest": len(ALGOS)}
+    if "cql" in ALGOS:
+        import torch
+
+        from genworld.nn.critics import resolve_ood_dtype
+
+        resolved = str(resolve_ood_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+        assert cell["cql"]["numerics"] == {"ood_precision": resolved}
+        assert summary["precision"]["ood_precision"] == {resolved: 1}
+        assert all("numerics" not in r for a, r in cell.items() if a != "cql")
 
 
 def test_rerun_skips_done_cells_and_redoes_only_missing_ones(policies, tmp_path):
@@ -183,6 +194,27 @@ def test_precision_note_counts_each_precision_and_unrecorded_cells():
     assert "highest (IEEE float32): 1 cell;" in note
     assert "medium (bfloat16 inputs, float32 accumulation): 2 cells" in note
     assert "unrecorded: 1 cell." in note
+
+
+def test_precision_counts_a_part_over_the_cells_of_the_algorithms_that_record_it():
+    from genworld.eval.scores import precision_counts, precision_note
+
+    cql = {"algo": "cql", "matmul_precision": "highest"}
+    cells = [
+        cql | {"numerics": {"ood_precision": "bfloat16"}},
+        cql | {"numerics": {"ood_precision": "float32"}},
+        cql | {"numerics": {"ood_precision": "float32"}},
+        cql,  # written before cells recorded it
+        {"algo": "bc", "matmul_precision": "highest"},  # no such part: not counted
+    ]
+    counts = precision_counts(cells)
+    assert counts == {
+        "matmul": {"highest": 5},
+        "ood_precision": {"bfloat16": 1, "float32": 2, "unrecorded": 1},
+    }
+    assert "(mixed" in precision_note(cells)
+    assert "(mixed" not in precision_note(cells[1:3])
+    assert precision_counts([cells[-1]]) == {"matmul": {"highest": 1}}
 
 
 def test_two_runs_on_one_out_split_the_cells_and_train_each_once(policies, tmp_path, monkeypatch):

@@ -139,7 +139,10 @@ class CQLConfig:
     """Precision of the critics on the 3 n_actions out-of-data actions of the conservative term
     (~90% of a CQL step's FLOPs; the TD term is always float32): float32, bfloat16, or auto =
     bfloat16 on CPUs with bfloat16 matmul units (AMX tiles, or AVX512-BF16: a multiple of the
-    float32 GEMM rate, measured: docs/notes/history.md), else float32."""
+    float32 GEMM rate, measured: docs/notes/history.md), else float32. A cell records the
+    precision it resolved to (``numerics`` in its result), and reports count cells per
+    precision, so a table grown on several machines says so (float32 computes alike on every
+    CPU)."""
 
     def validate(self) -> None:
         if self.n_actions < 1 or self.batch_size < 1 or self.num_critics < 1:
@@ -221,6 +224,13 @@ class CQL:
         self.uniform_log_density = -LOG_2 * act_dims  # (K,) log of 0.5^|A_k|
         self.ood_dtype = resolve_ood_dtype(cfg.ood_precision, device)
         self.step = 0
+
+    @property
+    def numerics(self) -> dict[str, str]:
+        """The precision ``ood_precision`` resolved to on this machine: a cell records it, since
+        ``auto`` makes the same config compute differently on CPUs with and without bfloat16
+        matmul units."""
+        return {"ood_precision": str(self.ood_dtype).removeprefix("torch.")}
 
     def _inputs(self, obs: torch.Tensor, env_idx: torch.Tensor) -> torch.Tensor:
         """Per-env normalised observations (padded dims exactly 0) plus the one-hot env id."""

@@ -46,12 +46,43 @@ PRECISION_NAMES = {
 }
 
 
+def _cells(n: int) -> str:
+    return f"{n} cell{'s' if n != 1 else ''}"
+
+
+def precision_counts(results: list[dict]) -> dict[str, dict[str, int]]:
+    """How many cells ran at each precision: ``matmul`` (the float32 matmul precision,
+    ``--matmul-precision``) and each part an agent runs at a precision it resolves itself
+    (``numerics`` in a cell's result, e.g. CQL's ``ood_precision``, which ``auto`` sets by the
+    machine's CPU). A part counts the cells of the algorithms that record it; their cells
+    written before it was recorded count as ``unrecorded``."""
+    counts = {"matmul": dict(Counter(r.get("matmul_precision", "unrecorded") for r in results))}
+    algo = [r.get("algo", r.get("method")) for r in results]
+    parts: dict[str, set] = {}
+    for r, a in zip(results, algo, strict=True):
+        for part in r.get("numerics") or {}:
+            parts.setdefault(part, set()).add(a)
+    for part, algos in sorted(parts.items()):
+        values = [
+            (r.get("numerics") or {}).get(part, "unrecorded")
+            for r, a in zip(results, algo, strict=True)
+            if a in algos
+        ]
+        counts[part] = dict(Counter(values))
+    return counts
+
+
 def precision_note(results: list[dict]) -> str:
-    """One sentence on the float32 matmul precision the cells trained with (``--matmul-precision``;
-    each cell records it in its result), so a report says when numbers mix precisions."""
-    counts = Counter(r.get("matmul_precision", "unrecorded") for r in results)
-    parts = [
-        f"{PRECISION_NAMES.get(name, name)}: {n} cell{'s' if n != 1 else ''}"
-        for name, n in sorted(counts.items())
+    """One sentence on the precisions the cells trained with (:func:`precision_counts`), so a
+    report says when numbers mix precisions."""
+    counts = precision_counts(results)
+    matmul = [
+        f"{PRECISION_NAMES.get(name, name)}: {_cells(n)}"
+        for name, n in sorted(counts.pop("matmul").items())
     ]
-    return "Matmul precision (`--matmul-precision`): " + "; ".join(parts) + "."
+    note = "Matmul precision (`--matmul-precision`): " + "; ".join(matmul) + "."
+    for part, values in counts.items():
+        spread = "; ".join(f"{name}: {_cells(n)}" for name, n in sorted(values.items()))
+        mixed = " (mixed: these cells are not the same computation)" if len(values) > 1 else ""
+        note += f" `{part}`, resolved per machine: {spread}{mixed}."
+    return note

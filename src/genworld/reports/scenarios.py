@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genworld.eval.scores import precision_note
+from genworld.eval.scores import precision_counts, precision_note
 from genworld.reports.table import (
     bootstrap_reps,
     difference_ci_text,
@@ -447,6 +447,7 @@ def write_scenarios_report(
             lines.append(f"- {env} {part}: " + ", ".join(f"`{n}`" for n in names[part]))
     if results:
         lines += ["", precision_note(results)]
+        summary["precision"] = precision_counts(results)
     stale = [
         r
         for r in results

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from genworld.eval.paper import paper_scores
-from genworld.eval.scores import precision_note
+from genworld.eval.scores import precision_counts, precision_note
 from genworld.reports.run import count
 from genworld.utils.io import atomic_write_bytes, atomic_write_json, save_figure
 from genworld.utils.provenance import cells_code, cells_code_line, provenance
@@ -734,6 +734,7 @@ def write_table(
     summary: dict[str, Any] = {"config": asdict(cfg), "iqm": {}, "cells": len(results)}
     summary["reused"] = reused_sources(results)
     summary["plugins"] = plugins_used(results)
+    summary["precision"] = precision_counts(results)
     summary["provenance"] = PROVENANCE
     summary["cells_code"] = cells_code(results)
     summary["report"] = provenance()

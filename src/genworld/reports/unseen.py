@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from genworld.envs.tasks import get_family, unseen_distances
-from genworld.eval.scores import precision_note
+from genworld.eval.scores import precision_counts, precision_note
 from genworld.reports.table import (
     PROMPT_TUNING_TEXT,
     RELABEL_HEADER,
@@ -254,6 +254,7 @@ def write_unseen_report(
         lines += ["", *meta_prompt_tuning_lines(summary["prompt_tuning"])[:-1]]
     if results:
         lines += ["", precision_note(results)]
+        summary["precision"] = precision_counts(results)
     if planned is not None and planned > len(results):
         lines += [
             "",

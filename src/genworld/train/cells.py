@@ -5,6 +5,7 @@ updates with evaluations in the real envs, and summarised. ``genworld run``, ``t
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,11 +119,16 @@ def cell_seconds(records: list[dict], setup: float) -> float:
     return round(setup + (records[-1].get("wall_s", 0.0) if records else 0.0), 1)
 
 
-def result_stamp(seconds: float) -> dict[str, Any]:
+def result_stamp(seconds: float, agent: Any = None) -> dict[str, Any]:
     """The fields every cell's ``result.json`` ends with: its seconds, the float32 matmul
-    precision it ran at and the code's provenance."""
-    return {
+    precision it ran at, the precisions ``agent`` resolved by the machine (its optional
+    ``numerics``: e.g. CQL's ``{"ood_precision": "bfloat16"}`` on a CPU with bfloat16 matmul
+    units) and the code's provenance."""
+    stamp: dict[str, Any] = {
         "seconds": seconds,
         "matmul_precision": torch.get_float32_matmul_precision(),
-        "provenance": provenance(),
     }
+    numerics = getattr(agent, "numerics", None)
+    if isinstance(numerics, Mapping) and numerics:
+        stamp["numerics"] = {str(part): str(value) for part, value in numerics.items()}
+    return stamp | {"provenance": provenance()}

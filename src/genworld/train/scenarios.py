@@ -642,7 +642,7 @@ def adapt_cell(cfg: ScenarioStudyConfig, out: Path, cell: Cell) -> dict:
         "updates": cfg.policy_updates,
         # the SAC settings a study may change: a study resumed by newer code shows its cells'
         "policy": overrides["mbpo"]["sac"] if overrides else None,
-        **result_stamp(trained.seconds),
+        **result_stamp(trained.seconds, agent),
     }
     atomic_write_json(done, result)
     return result

@@ -280,7 +280,7 @@ def _train_cell(
         "updates": budget.updates,
         "world_model": world_model_budget(folder),
         "policy_learner": policy_learner(agent),
-        **result_stamp(trained.seconds),
+        **result_stamp(trained.seconds, agent),
     }
     if plugin := plugin_stamp(cell.algo):
         result["plugin"] = plugin
