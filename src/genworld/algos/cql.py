@@ -135,14 +135,14 @@ class CQLConfig:
     are ~0 with std ~1) or ``default`` (PyTorch's ``nn.Linear`` init, as d3rlpy's heads)."""
     sampling: str = "balanced"
     """balanced (equal share per env) or proportional (to each env's transitions)."""
-    ood_precision: str = "auto"
-    """Precision of the critics on the 3 n_actions out-of-data actions of the conservative term
-    (~90% of a CQL step's FLOPs; the TD term is always float32): float32, bfloat16, or auto =
-    bfloat16 on CPUs with bfloat16 matmul units (AMX tiles, or AVX512-BF16: a multiple of the
-    float32 GEMM rate, measured: docs/notes/history.md), else float32. A cell records the
-    precision it resolved to (``numerics`` in its result), and reports count cells per
-    precision, so a table grown on several machines says so (float32 computes alike on every
-    CPU)."""
+    ood_precision: str = "float32"
+    """Precision of the critics' hidden layers on the 3 n_actions out-of-data actions of the
+    conservative term (~90% of a CQL step's FLOPs; the TD term is always float32): float32 (the
+    same maths on every machine), bfloat16, or auto = bfloat16 on CPUs with bfloat16 matmul
+    units (AMX tiles, or AVX512-BF16: about twice the updates/s there, docs/algorithms/cql.md),
+    else float32. A cell records the precision it resolved to (``numerics`` in its result),
+    and reports count cells per precision, so a table grown on several machines with ``auto``
+    says so."""
 
     def validate(self) -> None:
         if self.n_actions < 1 or self.batch_size < 1 or self.num_critics < 1:

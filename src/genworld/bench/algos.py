@@ -15,6 +15,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from genworld.data.synthetic import random_dataset
 from genworld.train.table import BUDGETS
 from genworld.train.world_model_source import provide_world_model
 from genworld.utils import allocator
+from genworld.utils.device import fast_cpu_bfloat16
 
 ENVS = ("hopper", "halfcheetah")
 ALGOS = ("bc", "cql", "iql", "td3bc")
@@ -80,10 +82,12 @@ def contention_warning(threads: int) -> str | None:
 
 
 def genworld_update(
-    name: str, dataset: MultiEnvDataset, compile: bool = False
+    name: str, dataset: MultiEnvDataset, compile: bool = False, **config: Any
 ) -> Callable[[], object]:
+    """One update of genworld's ``name`` at the bench's sizes; ``config``: more of its config
+    fields."""
     torch.manual_seed(0)
-    overrides: dict = {"hidden": HIDDEN, "batch_size": BATCH}
+    overrides: dict = {"hidden": HIDDEN, "batch_size": BATCH, **config}
     if name in COMPILABLE:
         overrides["compile"] = compile
     ctx = AlgoContext(
@@ -174,7 +178,8 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
     """``genworld bench algos``: updates/s of genworld's bc/cql/iql/td3bc and, in the peers venv
     (``make peers``: d3rlpy pins gymnasium 1.0.0), of d3rlpy's same algorithm (ratio = genworld /
     d3rlpy, both at float32 precision; ratio_medium_precision = genworld with ``--matmul-precision medium``;
-    ratio_compiled = genworld with ``compile=True``, float32, for the COMPILABLE algorithms)."""
+    ratio_compiled = genworld with ``compile=True``, float32, for the COMPILABLE algorithms;
+    ratio_ood_auto = CQL with ``ood_precision="auto"``, on CPUs where that means bfloat16)."""
     from genworld.bench.common import BenchResult
 
     seconds = seconds or (1.0 if quick else 5.0)
@@ -233,6 +238,11 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
             update()  # compiles
             figure["compile_seconds"] = time.perf_counter() - start
             contenders["genworld_compiled"] = (update, "highest")
+        if name == "cql" and fast_cpu_bfloat16():  # auto = bfloat16 scoring on this CPU
+            contenders["genworld_ood_auto"] = (
+                genworld_update(name, dataset, ood_precision="auto"),
+                "highest",
+            )
         d3rlpy_error = None
         if have_d3rlpy:
             try:
@@ -269,6 +279,15 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
                     f"; compile=True {compiled:.1f} = {figure['ratio_compiled']:.2f}x "
                     f"(after {figure['compile_seconds']:.0f} s of compiling)"
                 )
+            if "genworld_ood_auto" in rates:
+                auto = figure["genworld_ood_auto_updates_per_s"]
+                figure["ratio_ood_auto"] = paired_ratio(rates["genworld_ood_auto"], rates["d3rlpy"])
+                line += (
+                    f"; ood_precision=auto (bfloat16 scoring of the sampled actions) {auto:.1f} "
+                    f"= {figure['ratio_ood_auto']:.2f}x"
+                )
+        elif "genworld_ood_auto" in rates:
+            line += f"; ood_precision=auto {figure['genworld_ood_auto_updates_per_s']:.1f}"
         if d3rlpy_error:
             figure["d3rlpy_error"] = d3rlpy_error
             line += f" (d3rlpy failed: {d3rlpy_error.split(':')[0]})"

@@ -87,9 +87,10 @@ def planning(agent, states, relabel_batch: int) -> dict[str, float]:
 
     cfg = replace(agent.cfg, relabel_batch=relabel_batch)
     generator = torch.Generator().manual_seed(0)
+    noise = 0.1 * agent.act_masks  # candidates' std: its value does not change the cost
 
     def plan(s) -> None:
-        plan_actions(agent.net, agent.normalizer, agent.act_masks, cfg, s, generator)
+        plan_actions(agent.net, agent.normalizer, agent.act_masks, cfg, s, noise, generator)
 
     count_cpu_attention()
     counter = FlopCounterMode(display=False)

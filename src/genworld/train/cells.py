@@ -122,8 +122,8 @@ def cell_seconds(records: list[dict], setup: float) -> float:
 def result_stamp(seconds: float, agent: Any = None) -> dict[str, Any]:
     """The fields every cell's ``result.json`` ends with: its seconds, the float32 matmul
     precision it ran at, the precisions ``agent`` resolved by the machine (its optional
-    ``numerics``: e.g. CQL's ``{"ood_precision": "bfloat16"}`` on a CPU with bfloat16 matmul
-    units) and the code's provenance."""
+    ``numerics``: e.g. CQL's ``{"ood_precision": "bfloat16"}`` with ``auto`` on a CPU with
+    bfloat16 matmul units) and the code's provenance."""
     stamp: dict[str, Any] = {
         "seconds": seconds,
         "matmul_precision": torch.get_float32_matmul_precision(),
