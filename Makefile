@@ -44,9 +44,10 @@ run: python-version $(STAMP)
 test: python-version $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# end-to-end CLI scenarios, kills and multi-process runs, and the toy "does it learn" checks
+# end-to-end CLI scenarios, kills and multi-process runs, the toy "does it learn" checks and
+# every benchmark's quick mode (its figures are not asserted: that the code runs is)
 integration: python-version $(STAMP)
-	$(BIN)/python -m pytest -m "integration or learns" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "integration or learns or bench" $(PYTEST_ARGS)
 
 lint: python-version $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
