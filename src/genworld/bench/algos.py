@@ -36,6 +36,13 @@ BATCH = 256
 COMPILABLE = ("iql",)
 """Algorithms with a ``compile`` option, also timed compiled (only where compiling pays: compiled
 TD3+BC and CQL run slower than eager; measured: docs/notes/history.md)."""
+VARIANT_ROWS = {  # contender: its ratio to d3rlpy's figure, how the ratio line names it
+    "genworld_compiled": ("ratio_compiled", "compile=True"),
+    "genworld_ood_auto": (
+        "ratio_ood_auto",
+        "ood_precision=auto (bfloat16 scoring of the sampled actions)",
+    ),
+}
 D3RLPY_ALGOS = {
     "bc": "BCConfig",
     "cql": "CQLConfig",
@@ -232,11 +239,13 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
             "genworld_medium": (genworld_update(name, dataset), "medium"),
         }
         figure: dict = {}
+        suffix: dict[str, str] = {}
         if name in COMPILABLE:
             start = time.perf_counter()
             update = genworld_update(name, dataset, compile=True)
             update()  # compiles
             figure["compile_seconds"] = time.perf_counter() - start
+            suffix["genworld_compiled"] = f" (after {figure['compile_seconds']:.0f} s of compiling)"
             contenders["genworld_compiled"] = (update, "highest")
         if name == "cql" and fast_cpu_bfloat16():  # auto = bfloat16 scoring on this CPU
             contenders["genworld_ood_auto"] = (
@@ -272,22 +281,13 @@ def run(quick: bool = False, seconds: float | None = None, repeats: int | None =
                 figure["d3rlpy_default_allocator_updates_per_s"] = default
                 figure["ratio_vs_default_allocator"] = ours / default
                 line += f"; vs d3rlpy, default allocator ({default:.1f}): {ours / default:.2f}x"
-            if "genworld_compiled" in rates:
-                compiled = figure["genworld_compiled_updates_per_s"]
-                figure["ratio_compiled"] = paired_ratio(rates["genworld_compiled"], rates["d3rlpy"])
-                line += (
-                    f"; compile=True {compiled:.1f} = {figure['ratio_compiled']:.2f}x "
-                    f"(after {figure['compile_seconds']:.0f} s of compiling)"
-                )
-            if "genworld_ood_auto" in rates:
-                auto = figure["genworld_ood_auto_updates_per_s"]
-                figure["ratio_ood_auto"] = paired_ratio(rates["genworld_ood_auto"], rates["d3rlpy"])
-                line += (
-                    f"; ood_precision=auto (bfloat16 scoring of the sampled actions) {auto:.1f} "
-                    f"= {figure['ratio_ood_auto']:.2f}x"
-                )
-        elif "genworld_ood_auto" in rates:
-            line += f"; ood_precision=auto {figure['genworld_ood_auto_updates_per_s']:.1f}"
+            for key, (ratio_key, label) in VARIANT_ROWS.items():
+                if key in rates:
+                    figure[ratio_key] = paired_ratio(rates[key], rates["d3rlpy"])
+                    line += (
+                        f"; {label} {figure[f'{key}_updates_per_s']:.1f} = "
+                        f"{figure[ratio_key]:.2f}x{suffix.get(key, '')}"
+                    )
         if d3rlpy_error:
             figure["d3rlpy_error"] = d3rlpy_error
             line += f" (d3rlpy failed: {d3rlpy_error.split(':')[0]})"
