@@ -69,8 +69,13 @@ def copy(src: Path, dest: Path) -> None:
 def archive(run: Path, dest: Path, max_models_mb: float = 50.0) -> int:
     if not run.is_dir():
         raise SystemExit(f"{run} is not a folder")
-    records = [
-        f for f in run.iterdir() if f.is_file() and f.suffix in TOP and f.name != "record.json"
+    records = [  # not the run's own state files (.command.json: the last command started)
+        f
+        for f in run.iterdir()
+        if f.is_file()
+        and f.suffix in TOP
+        and f.name != "record.json"
+        and not f.name.startswith(".")
     ]
     cell_files = [*run.glob("cells/**/result.json"), *run.glob("cells/**/report.json")]
     records += cell_files  # report.json: a WPT study's fine-tuning runs

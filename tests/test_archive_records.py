@@ -30,6 +30,7 @@ def _run_folder(root: Path, model_bytes: int) -> Path:
     (cell / "checkpoints" / "big.safetensors").write_bytes(b"x" * 1000)
     (run / "config.json").write_text("{}")
     (run / "table.md").write_text("# table")
+    (run / ".command.json").write_text("{}")  # the run folder's own state, not a record
     for step in ("step_000000100", "step_000000200"):
         ckpt = run / "world_models" / "tgw-s0" / "checkpoints" / step
         ckpt.mkdir(parents=True)
@@ -43,6 +44,7 @@ def test_copies_results_reports_and_the_last_model_checkpoint(tmp_path, archive)
     dest = tmp_path / "records"
     archive(run, dest, max_models_mb=1.0)
     assert (dest / "config.json").exists() and (dest / "table.md").exists()
+    assert not (dest / ".command.json").exists()
     assert (dest / "cells/medium/single-hopper/tgw/seed0/result.json").exists()
     log = dest / "cells/medium/single-hopper/tgw/seed0/eval.jsonl"  # beside the result
     assert log.read_text() == '{"step": 1}\n'
