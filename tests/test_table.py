@@ -209,6 +209,7 @@ def test_precision_counts_a_part_over_the_cells_of_the_algorithms_that_record_it
     }
     assert "(mixed" in precision_note(cells)
     assert "(mixed" not in precision_note(cells[1:3])
+    assert "(mixed" not in precision_note(cells[1:4])  # an unrecorded cell is not another value
     assert precision_counts([cells[-1]]) == {"matmul": {"highest": 1}}
 
 

@@ -83,6 +83,7 @@ def precision_note(results: list[dict]) -> str:
     note = "Matmul precision (`--matmul-precision`): " + "; ".join(matmul) + "."
     for part, values in counts.items():
         spread = "; ".join(f"{name}: {_cells(n)}" for name, n in sorted(values.items()))
-        mixed = " (mixed: these cells are not the same computation)" if len(values) > 1 else ""
+        recorded = set(values) - {"unrecorded"}
+        mixed = " (mixed: these cells are not the same computation)" if len(recorded) > 1 else ""
         note += f" `{part}`, resolved per machine: {spread}{mixed}."
     return note
