@@ -132,10 +132,14 @@ def _train_and_score(cfg, folder: Path, agent, cell, refs, started: float) -> di
         started=started,
     )
     summary = trained.summary[task]
-    return _write_result(folder, cell, summary["last_k_mean"], summary["best"], trained.seconds)
+    return _write_result(
+        folder, cell, summary["last_k_mean"], summary["best"], trained.seconds, agent
+    )
 
 
-def _write_result(folder: Path, cell, last_k: float, best: float, seconds: float) -> dict:
+def _write_result(
+    folder: Path, cell, last_k: float, best: float, seconds: float, agent: Any
+) -> dict:
     method, task, seed = cell
     result = {
         "method": method,
@@ -143,7 +147,7 @@ def _write_result(folder: Path, cell, last_k: float, best: float, seconds: float
         "seed": seed,
         "last_k": last_k,
         "best": best,
-        **result_stamp(seconds),
+        **result_stamp(seconds, agent),
     }
     atomic_write_json(folder / "result.json", result)
     return result
@@ -258,7 +262,7 @@ def _prompt_dt_cell(cfg, out, train, task, method, seed, refs) -> dict:
         )
         last_k, best = trained.summary[task]["last_k_mean"], trained.summary[task]["best"]
         seconds = trained.seconds
-    return _write_result(folder, (method, task, seed), last_k, best, seconds)
+    return _write_result(folder, (method, task, seed), last_k, best, seconds, agent)
 
 
 # ------------------------------------------------------------------ CMT (seed 001 §4.2)
@@ -421,5 +425,5 @@ def _meta_cell(cfg, out: Path, train, task: str, method: str, seed: int, refs) -
     returns = evaluate_agent(agent, [spec], episodes, first_episode_seed(seed))[task]
     score = float(spec.normalized_score(returns.mean()))
     return _write_result(
-        folder, (method, task, seed), score, score, round(time.perf_counter() - started, 1)
+        folder, (method, task, seed), score, score, round(time.perf_counter() - started, 1), agent
     )
