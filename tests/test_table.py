@@ -14,6 +14,7 @@ from genworld.cli import main
 from genworld.errors import GenworldError
 from genworld.reports.table import iqm_with_ci, score_matrices
 from genworld.train.table import cells, config_for_scale
+from genworld.utils.io import atomic_write_json
 
 from .conftest import side_by_side, write_tiny_policies
 
@@ -410,6 +411,36 @@ def test_a_table_reuses_another_tables_cells_of_the_same_computation(
         api.table(other, tmp_path / "third", show_progress=False)
     with pytest.raises(GenworldError, match="--reuse .*: not a genworld table folder"):
         api.table_config("tiny", reuse=(str(tmp_path),), **kw)
+
+
+def test_reuse_takes_a_cell_only_where_its_agent_resolves_to_the_same_numerics(
+    policies, tmp_path, monkeypatch
+):
+    """A CQL cell records the precision its ``ood_precision`` resolved to; ``--reuse`` takes it
+    only where this table's CQL resolves to the same one (a cell made with ``auto`` on a CPU with
+    bfloat16 units is trained again on one without)."""
+    import genworld.train.table as table_module
+
+    kw = dict(
+        envs=("hopper",), qualities=("medium",), algos=("cql",), settings=("single",), seeds=1
+    )
+    first = tmp_path / "first"
+    api.table(api.table_config("tiny", **kw), first, show_progress=False)
+    found = first / "cells/medium/single-hopper/cql/seed0/result.json"
+    assert json.loads(found.read_text())["numerics"] == {"ood_precision": "float32"}
+
+    def trained(cfg, cell, out, show_progress=False, **kwargs):
+        raise RuntimeError("trained, not reused")
+
+    monkeypatch.setattr(table_module, "_train_cell", trained)
+    cfg = api.table_config("tiny", reuse=(str(first),), **kw)
+    assert api.table(cfg, tmp_path / "same", show_progress=False).summary["reused"] == {
+        str(first): 1
+    }
+    result = json.loads(found.read_text())
+    atomic_write_json(found, {**result, "numerics": {"ood_precision": "bfloat16"}})
+    with pytest.raises(GenworldError, match="1 of 1 cells failed.*trained, not reused"):
+        api.table(cfg, tmp_path / "other", show_progress=False)
 
 
 def test_a_report_over_both_halves_shows_each_setting_its_own_algorithms():

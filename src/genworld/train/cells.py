@@ -128,7 +128,15 @@ def result_stamp(seconds: float, agent: Any = None) -> dict[str, Any]:
         "seconds": seconds,
         "matmul_precision": torch.get_float32_matmul_precision(),
     }
+    if numerics := agent_numerics(agent):
+        stamp["numerics"] = numerics
+    return stamp | {"provenance": provenance()}
+
+
+def agent_numerics(agent: Any) -> dict[str, str] | None:
+    """``agent``'s optional ``numerics`` (the precisions it resolved by the machine) as strings;
+    None when it has none."""
     numerics = getattr(agent, "numerics", None)
     if isinstance(numerics, Mapping) and numerics:
-        stamp["numerics"] = {str(part): str(value) for part, value in numerics.items()}
-    return stamp | {"provenance": provenance()}
+        return {str(part): str(value) for part, value in numerics.items()}
+    return None

@@ -105,8 +105,10 @@ class TableConfig:
     reuse: tuple[str, ...] = ()
     """Other tables' folders whose finished cells this table takes instead of training them:
     a cell at the same path (quality, setting, env, algorithm, seed) made with the same
-    scale, budget, device, matmul precision and data (its fingerprint), and for a multi-env
-    cell the same envs, is copied here with its own provenance. Not part of the resume check."""
+    scale, budget, device, matmul precision and data (its fingerprint), for a multi-env cell
+    the same envs, and, where the cell records its agent's ``numerics``, the precisions this
+    table's agent resolves to here (CQL's ``ood_precision``), is copied here with its own
+    provenance. Not part of the resume check."""
 
     def validate(self) -> None:
         from genworld.algos.registry import resolve_variant
@@ -354,7 +356,7 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
 
     from genworld.data.multi_env import MultiEnvDataset
 
-    data = None
+    dataset = None
     for source in map(Path, cfg.reuse):
         found = source / cell.folder / "result.json"
         if not found.exists():
@@ -370,9 +372,11 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
         )
         if not same:
             continue
-        if data is None:  # the data this table would train the cell on, from today's store
-            data = MultiEnvDataset.from_minari(cell.dataset_ids).fingerprint()
-        if result.get("data") != data:
+        if dataset is None:  # the data this table would train the cell on, from today's store
+            dataset = MultiEnvDataset.from_minari(cell.dataset_ids)
+        if result.get("data") != dataset.fingerprint():
+            continue
+        if "numerics" in result and result["numerics"] != numerics_here(cfg, cell, dataset):
             continue
         folder = out / cell.folder
         staging = folder.with_name(folder.name + ".reusing")
@@ -384,6 +388,35 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
         staging.rename(folder)
         return result
     return None
+
+
+class _NeedsWorldModel(Exception):
+    """Raised instead of training a world model where only an agent's numerics are asked."""
+
+
+def numerics_here(cfg: TableConfig, cell: Cell, dataset) -> dict[str, str] | None:
+    """The precisions (``numerics``, :func:`genworld.train.cells.result_stamp`) that this table's
+    agent of ``cell`` resolves to on this machine; None for an agent that needs a world model
+    (it is not built for this: the answer is unknown)."""
+    from genworld.train.cells import agent_numerics, build_cell_agent
+    from genworld.utils.device import resolve_device
+
+    def no_world_model(ctx, name):
+        raise _NeedsWorldModel(name)
+
+    try:
+        agent = build_cell_agent(
+            cell.algo,
+            dataset,
+            resolve_device(cfg.device),
+            scale=cfg.scale,
+            seed=cell.seed,
+            world_models=no_world_model,
+            updates=cfg.budget.updates,
+        )
+    except _NeedsWorldModel:
+        return None
+    return agent_numerics(agent)
 
 
 def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> list[dict]:
