@@ -227,7 +227,7 @@ def _train_cell(
 
     from genworld.algos.registry import plugin_stamp
     from genworld.data.multi_env import MultiEnvDataset
-    from genworld.train.cells import build_cell_agent, result_stamp, train_cell
+    from genworld.train.cells import result_stamp, train_cell
     from genworld.train.prefix import making, prefix_of
     from genworld.utils.device import resolve_device
 
@@ -237,16 +237,13 @@ def _train_cell(
     ids = cell.dataset_ids
     dataset = MultiEnvDataset.from_minari(ids)
     torch.manual_seed(cell.seed)
-    agent = build_cell_agent(
-        cell.algo,
+    agent = cell_agent(
+        cfg,
+        cell,
         dataset,
-        resolve_device(cfg.device),
-        scale=cfg.scale,
-        seed=cell.seed,
         out=folder,
         shared=out / "world_models",
         show_progress=show_progress,  # its world model's fit, as a line under the table's bar
-        updates=cfg.budget.updates,
     )
     budget = cfg.budget
     prefix = prefix_of(  # e.g. CMT's pretraining, shared by its prompt-tuning variants
@@ -398,25 +395,32 @@ def numerics_here(cfg: TableConfig, cell: Cell, dataset) -> dict[str, str] | Non
     """The precisions (``numerics``, :func:`genworld.train.cells.result_stamp`) that this table's
     agent of ``cell`` resolves to on this machine; None for an agent that needs a world model
     (it is not built for this: the answer is unknown)."""
-    from genworld.train.cells import agent_numerics, build_cell_agent
-    from genworld.utils.device import resolve_device
+    from genworld.train.cells import agent_numerics
 
     def no_world_model(ctx, name):
         raise _NeedsWorldModel(name)
 
     try:
-        agent = build_cell_agent(
-            cell.algo,
-            dataset,
-            resolve_device(cfg.device),
-            scale=cfg.scale,
-            seed=cell.seed,
-            world_models=no_world_model,
-            updates=cfg.budget.updates,
-        )
+        return agent_numerics(cell_agent(cfg, cell, dataset, world_models=no_world_model))
     except _NeedsWorldModel:
         return None
-    return agent_numerics(agent)
+
+
+def cell_agent(cfg: TableConfig, cell: Cell, dataset, **kwargs: Any):
+    """The agent of ``cell`` on ``dataset`` for ``cfg``'s scale, device and budget
+    (:func:`genworld.train.cells.build_cell_agent`; ``kwargs``: its other arguments)."""
+    from genworld.train.cells import build_cell_agent
+    from genworld.utils.device import resolve_device
+
+    return build_cell_agent(
+        cell.algo,
+        dataset,
+        resolve_device(cfg.device),
+        scale=cfg.scale,
+        seed=cell.seed,
+        updates=cfg.budget.updates,
+        **kwargs,
+    )
 
 
 def run_cells(cfg: TableConfig, out: Path, *, show_progress: bool = True) -> list[dict]:
