@@ -353,7 +353,7 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
 
     from genworld.data.multi_env import MultiEnvDataset
 
-    dataset = None
+    dataset, numerics = None, _UNASKED
     for source in map(Path, cfg.reuse):
         found = source / cell.folder / "result.json"
         if not found.exists():
@@ -373,8 +373,11 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
             dataset = MultiEnvDataset.from_minari(cell.dataset_ids)
         if result.get("data") != dataset.fingerprint():
             continue
-        if "numerics" in result and result["numerics"] != numerics_here(cfg, cell, dataset):
-            continue
+        if "numerics" in result:
+            if numerics is _UNASKED:  # builds the agent: once per cell, not once per source
+                numerics = numerics_here(cfg, cell, dataset)
+            if result["numerics"] != numerics:
+                continue
         folder = out / cell.folder
         staging = folder.with_name(folder.name + ".reusing")
         shutil.rmtree(staging, ignore_errors=True)
@@ -385,6 +388,10 @@ def reuse_cell(cfg: TableConfig, cell: Cell, out: Path) -> dict | None:
         staging.rename(folder)
         return result
     return None
+
+
+_UNASKED = object()
+"""``reuse_cell``'s placeholder for numerics not yet asked (None is an answer: unknown)."""
 
 
 class _NeedsWorldModel(Exception):
